@@ -1,0 +1,370 @@
+//! Record bodies: what an agent reports, in natural units.
+//!
+//! Every type here is encoded with bincode (a non-self-describing format), so no serde
+//! attribute that needs a self-describing format is used (`flatten`, `untagged`, internally
+//! tagged enums, `skip_serializing_if`). A metric that a machine cannot measure is `None` (and,
+//! for the GPU, named in `unsupported`), never a made-up 0.
+
+use serde::{Deserialize, Serialize};
+
+/// A named value: application metrics, temperatures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    pub name: String,
+    pub value: f64,
+}
+
+impl Reading {
+    pub fn new(name: impl Into<String>, value: f64) -> Self {
+        Self {
+            name: name.into(),
+            value,
+        }
+    }
+}
+
+/// One collection of everything an agent sees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Telemetry {
+    /// Collection interval in force when this was taken.
+    pub interval_ms: u32,
+    pub uptime_s: u64,
+    pub cpu: CpuStats,
+    pub memory: MemoryStats,
+    pub disks: Vec<DiskStats>,
+    pub net: Vec<NetStats>,
+    /// Temperatures by sensor name, degrees C.
+    pub temperatures: Vec<Reading>,
+    /// Watched processes every tick, top processes when the full table was scanned.
+    pub processes: Vec<ProcessStats>,
+    pub gpu: Option<GpuStats>,
+    /// Application metrics of the vision service, by name.
+    pub app: Vec<Reading>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CpuStats {
+    pub usage_pct: f32,
+    pub per_core_pct: Vec<f32>,
+    pub freq_mhz: Vec<u32>,
+    pub load1: f32,
+    pub load5: f32,
+    pub load15: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MemoryStats {
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub available_bytes: u64,
+    pub swap_total_bytes: u64,
+    pub swap_used_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DiskStats {
+    pub mount: String,
+    pub fs: String,
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub inodes_total: Option<u64>,
+    pub inodes_used: Option<u64>,
+    pub read_bytes_per_s: Option<f64>,
+    pub write_bytes_per_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct NetStats {
+    pub iface: String,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+    pub rx_bytes_per_s: f64,
+    pub tx_bytes_per_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ProcessStats {
+    pub name: String,
+    /// 0 when a watched process is not running.
+    pub pid: u32,
+    pub running: bool,
+    pub watched: bool,
+    pub cpu_pct: f32,
+    pub rss_bytes: u64,
+    pub state: String,
+    /// Times the agent saw the pid of a watched process change.
+    pub restarts_seen: u32,
+}
+
+/// Where GPU figures came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuBackendKind {
+    JetsonSysfs,
+    Tegrastats,
+    Nvml,
+    Simulated,
+    #[default]
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct GpuStats {
+    pub backend: GpuBackendKind,
+    pub load_pct: Option<f32>,
+    pub freq_mhz: Option<f32>,
+    pub min_freq_mhz: Option<f32>,
+    pub max_freq_mhz: Option<f32>,
+    pub emc_pct: Option<f32>,
+    pub emc_freq_mhz: Option<f32>,
+    /// Thermal zones by type name (`gpu`, `cpu`, `tj`, ...), degrees C.
+    pub temperatures: Vec<Reading>,
+    pub rails: Vec<PowerRail>,
+    pub fan_pct: Option<f32>,
+    pub memory_used_bytes: Option<u64>,
+    pub nvpmodel: Option<String>,
+    pub board: Option<String>,
+    pub l4t: Option<String>,
+    pub jetpack: Option<String>,
+    /// Metric names this backend cannot read on this machine.
+    pub unsupported: Vec<String>,
+}
+
+impl GpuStats {
+    /// Hottest GPU-ish zone: `gpu` if present, else the highest of all zones.
+    pub fn gpu_temp_c(&self) -> Option<f64> {
+        let by_name = |n: &str| {
+            self.temperatures
+                .iter()
+                .find(|r| r.name.eq_ignore_ascii_case(n))
+                .map(|r| r.value)
+        };
+        by_name("gpu").or_else(|| {
+            self.temperatures
+                .iter()
+                .map(|r| r.value)
+                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+        })
+    }
+
+    /// Board input power: `VDD_IN` / `POM_5V_IN` when present, else the sum of all rails.
+    pub fn total_power_mw(&self) -> Option<f64> {
+        if self.rails.is_empty() {
+            return None;
+        }
+        self.rails
+            .iter()
+            .find(|r| r.name == "VDD_IN" || r.name == "POM_5V_IN")
+            .map(|r| r.power_mw)
+            .or_else(|| Some(self.rails.iter().map(|r| r.power_mw).sum()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct PowerRail {
+    pub name: String,
+    pub voltage_mv: Option<f64>,
+    pub current_ma: Option<f64>,
+    pub power_mw: f64,
+    pub avg_power_mw: Option<f64>,
+}
+
+impl Telemetry {
+    /// Memory in use as a percentage of the total (None when the total is unknown).
+    pub fn memory_used_pct(&self) -> Option<f64> {
+        (self.memory.total_bytes > 0)
+            .then(|| self.memory.used_bytes as f64 * 100.0 / self.memory.total_bytes as f64)
+    }
+
+    /// The fullest filesystem's use in percent.
+    pub fn disk_max_used_pct(&self) -> Option<f64> {
+        self.disks
+            .iter()
+            .filter(|d| d.total_bytes > 0)
+            .map(|d| d.used_bytes as f64 * 100.0 / d.total_bytes as f64)
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+    }
+
+    /// Flat named metrics, the vocabulary of alert rules, history and the web view.
+    /// Names: `cpu.usage_pct`, `load1`, `memory.used_pct`, `memory.total_bytes`,
+    /// `swap.used_pct`, `disk.max_used_pct`, `gpu.load_pct`, `gpu.freq_mhz`, `gpu.temp_c`,
+    /// `power.total_mw`, `temp.max_c`, `net.rx_bytes_per_s`, `net.tx_bytes_per_s`,
+    /// `process.down` (watched processes not running), `app.<name>`.
+    pub fn flat_metrics(&self) -> Vec<(String, f64)> {
+        let mut m: Vec<(String, f64)> = Vec::with_capacity(16 + self.app.len());
+        m.push(("cpu.usage_pct".into(), self.cpu.usage_pct as f64));
+        m.push(("load1".into(), self.cpu.load1 as f64));
+        m.push(("memory.total_bytes".into(), self.memory.total_bytes as f64));
+        m.push(("memory.used_bytes".into(), self.memory.used_bytes as f64));
+        if let Some(p) = self.memory_used_pct() {
+            m.push(("memory.used_pct".into(), p));
+        }
+        if self.memory.swap_total_bytes > 0 {
+            m.push((
+                "swap.used_pct".into(),
+                self.memory.swap_used_bytes as f64 * 100.0 / self.memory.swap_total_bytes as f64,
+            ));
+        }
+        if let Some(p) = self.disk_max_used_pct() {
+            m.push(("disk.max_used_pct".into(), p));
+        }
+        let rx: f64 = self.net.iter().map(|n| n.rx_bytes_per_s).sum();
+        let tx: f64 = self.net.iter().map(|n| n.tx_bytes_per_s).sum();
+        m.push(("net.rx_bytes_per_s".into(), rx));
+        m.push(("net.tx_bytes_per_s".into(), tx));
+        if let Some(t) = self
+            .temperatures
+            .iter()
+            .map(|r| r.value)
+            .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))))
+        {
+            m.push(("temp.max_c".into(), t));
+        }
+        let down = self
+            .processes
+            .iter()
+            .filter(|p| p.watched && !p.running)
+            .count();
+        m.push(("process.down".into(), down as f64));
+        if let Some(g) = &self.gpu {
+            if let Some(v) = g.load_pct {
+                m.push(("gpu.load_pct".into(), v as f64));
+            }
+            if let Some(v) = g.freq_mhz {
+                m.push(("gpu.freq_mhz".into(), v as f64));
+            }
+            if let Some(v) = g.gpu_temp_c() {
+                m.push(("gpu.temp_c".into(), v));
+            }
+            if let Some(v) = g.total_power_mw() {
+                m.push(("power.total_mw".into(), v));
+            }
+        }
+        for r in &self.app {
+            m.push((format!("app.{}", r.name), r.value));
+        }
+        m
+    }
+}
+
+/// ok < warn < critical: the order is used to compute the worst status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    #[default]
+    Ok,
+    Warn,
+    Critical,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct HealthReport {
+    /// The worst status of all checks.
+    pub status: HealthStatus,
+    pub checks: Vec<CheckResult>,
+    pub actors: Vec<ActorStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub status: HealthStatus,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorStatus {
+    pub name: String,
+    pub alive: bool,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+/// Something that happened on a machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub severity: Severity,
+    pub kind: EventKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionOutcome {
+    Succeeded,
+    Failed,
+    /// Not attempted: interlock, rate limit or allow-list.
+    Refused,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The agent process started; the previous run's exit reason when known.
+    AgentStarted { previous_exit: Option<String> },
+    /// An actor was restarted by its supervisor.
+    ActorRestarted { actor: String, reason: String },
+    /// A local or remote recovery action and its outcome.
+    Recovery {
+        action: String,
+        target: String,
+        outcome: ActionOutcome,
+        detail: String,
+    },
+    /// Records the agent dropped on purpose (buffer cap), with the seq range and reason.
+    RecordsDropped {
+        count: u64,
+        first_seq: u64,
+        last_seq: u64,
+        reason: String,
+    },
+    /// The local store could not be opened and was moved aside.
+    StoreReset { moved_to: String, error: String },
+    /// The wall clock jumped by this much between two ticks.
+    ClockJump { delta_ms: i64 },
+    /// Anything else worth a line in the event log.
+    Note,
+}
+
+/// Presence, on the retained `state` topic: a birth on connect, the last will on loss.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    Online(Birth),
+    Offline(LastWill),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Birth {
+    /// Random per process start: a new boot id means the agent restarted.
+    pub boot_id: String,
+    pub agent_version: String,
+    pub hostname: String,
+    pub site: Option<String>,
+    pub tags: Vec<String>,
+    pub board: Option<String>,
+    pub jetpack: Option<String>,
+    pub vision_model_version: Option<String>,
+    pub capabilities: Vec<String>,
+    pub started_ms: i64,
+    pub simulated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct LastWill {
+    pub boot_id: String,
+    /// `connection lost` when sent by the broker, `shutdown` when the agent said goodbye.
+    pub reason: String,
+}
