@@ -1,1 +1,20 @@
-//! placeholder
+//! rvm-agent: runs on each Jetson; collects, checks, repairs and forwards.
+//!
+//! # Layout
+//! - [`config`]: `agent.toml`, defaults and validation naming every bad key
+//! - [`buffer`]: store-and-forward buffer (sled or memory), invariants in its module doc
+//! - [`link`]: MQTT over mutual TLS; PUBACK bookkeeping ([`link::InFlight`])
+//! - [`collect`]: metric sources (the machine through sysinfo; simulated Jetsons)
+//! - [`actors`]: collector and link actors
+//! - [`runtime`]: wiring one device's pipeline; the real agent and simulated ones share it
+//! - [`simulate`]: `rvm-agent simulate`, N virtual RVMs in one process
+//! - [`agent`]: the real agent's start-up and shutdown
+
+pub mod actors;
+pub mod agent;
+pub mod buffer;
+pub mod collect;
+pub mod config;
+pub mod link;
+pub mod runtime;
+pub mod simulate;

@@ -85,6 +85,20 @@ impl<'de> Deserialize<'de> for DeviceId {
     }
 }
 
+/// A random id of `bytes` random bytes, as lowercase hex (boot ids, command ids).
+pub fn random_hex(bytes: usize) -> String {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut buf = vec![0u8; bytes];
+    // The system RNG failing is not recoverable in any useful way; fall back to the clock.
+    if SystemRandom::new().fill(&mut buf).is_err() {
+        let t = crate::time::now_ms().to_le_bytes();
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = t[i % 8] ^ (i as u8);
+        }
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Who a broker client is, from its certificate CN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {

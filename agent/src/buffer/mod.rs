@@ -1,0 +1,638 @@
+//! Store-and-forward buffer: every record an agent makes stays on disk until the broker has
+//! acknowledged it.
+//!
+//! # Invariants
+//!
+//! 1. **A record leaves the store only after PUBACK** (or when a cap drops it on purpose, which
+//!    is counted and reported as an `RecordsDropped` event). There is no other delete.
+//! 2. **seq is allocated here**, once per record, strictly increasing per device, and persisted
+//!    (`last_seq`) in the same store as the record, so it survives restarts. On open the
+//!    counter resumes from `max(last_seq, highest seq stored)`.
+//! 3. **Order**: records are kept by (class, seq). Health, events and command results
+//!    (class 0) are sent before telemetry (class 1); within a class, in seq order.
+//! 4. **Caps**: at most `max_records` records and `max_bytes` bytes of values. Over a cap, the
+//!    [`FullPolicy`] decides: drop the oldest telemetry (default) or refuse the newest. Priority
+//!    records are dropped only if no telemetry is left. Near the cap (above
+//!    [`THIN_AT`] of it) telemetry is thinned: only every `thin_keep_every`-th telemetry
+//!    record is kept, so an outage degrades resolution before it loses a stretch of history.
+//!
+//! # Durability
+//!
+//! An append is in sled's memory at once and on disk after the next flush. With
+//! [`FlushPolicy::EveryRecord`] every append is flushed before the next tick, so a power loss
+//! loses at most the record being written; with [`FlushPolicy::Batched`] sled flushes every
+//! `ms` milliseconds, which is the power-loss window. Acks need no flush: a lost delete only
+//! means a duplicate, which the server drops by (device, seq).
+
+pub mod store;
+
+use std::sync::Mutex;
+
+use common::codec::{self, CodecError};
+use common::topics::Kind;
+use common::{DeviceId, Envelope, Event, EventKind, Severity};
+use serde::Serialize;
+
+pub use store::{Key, MemStore, SledStore, Store, StoreError};
+
+/// Above this fraction of a cap, telemetry is thinned.
+pub const THIN_AT: f64 = 0.9;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FullPolicy {
+    DropOldest,
+    RefuseNewest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    EveryRecord,
+    Batched { ms: u64 },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub max_records: u64,
+    pub max_bytes: u64,
+    pub policy: FullPolicy,
+    /// Keep one telemetry record in this many when above [`THIN_AT`] of a cap (1 = no thinning).
+    pub thin_keep_every: u64,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Caps {
+            max_records: 500_000,
+            max_bytes: 256 << 20,
+            policy: FullPolicy::DropOldest,
+            thin_keep_every: 4,
+        }
+    }
+}
+
+/// The kind byte stored in front of each payload.
+fn kind_byte(kind: Kind) -> u8 {
+    match kind {
+        Kind::Telemetry => 0,
+        Kind::Health => 1,
+        Kind::Event => 2,
+        Kind::State => 3,
+        Kind::Cmd => 4,
+        Kind::CmdResult => 5,
+    }
+}
+
+fn kind_of(b: u8) -> Option<Kind> {
+    Kind::ALL.into_iter().find(|k| kind_byte(*k) == b)
+}
+
+fn class_of(kind: Kind) -> u8 {
+    if kind == Kind::Telemetry {
+        Key::TELEMETRY
+    } else {
+        Key::PRIORITY
+    }
+}
+
+/// A stored record ready to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub key: Key,
+    pub kind: Kind,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("buffer is full ({0}); record refused")]
+    Full(&'static str),
+}
+
+/// What happened to an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    Stored {
+        seq: u64,
+    },
+    /// Thinned away (counted as dropped).
+    Thinned {
+        seq: u64,
+    },
+}
+
+/// Counters, reported in status and health.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BufferStats {
+    pub records: u64,
+    pub bytes: u64,
+    pub appended: u64,
+    pub acked: u64,
+    pub dropped: u64,
+    pub refused: u64,
+    pub last_seq: u64,
+    pub disk_bytes: u64,
+}
+
+/// Drops not yet reported to the server.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct PendingDrops {
+    count: u64,
+    first_seq: u64,
+    last_seq: u64,
+    reason: &'static str,
+}
+
+struct Inner<S: Store> {
+    store: S,
+    caps: Caps,
+    next_seq: u64,
+    stats: BufferStats,
+    pending_drops: Option<PendingDrops>,
+    telemetry_seen_near_cap: u64,
+}
+
+/// The buffer: thread-safe, cheap operations (sled keeps writes in memory until a flush).
+pub struct Buffer<S: Store = Box<dyn Store>> {
+    device: DeviceId,
+    flush: FlushPolicy,
+    inner: Mutex<Inner<S>>,
+}
+
+impl Store for Box<dyn Store> {
+    fn insert(&mut self, key: Key, value: &[u8]) -> Result<(), StoreError> {
+        (**self).insert(key, value)
+    }
+    fn remove(&mut self, key: Key) -> Result<Option<usize>, StoreError> {
+        (**self).remove(key)
+    }
+    fn scan(
+        &self,
+        class: u8,
+        after: Option<u64>,
+        n: usize,
+    ) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
+        (**self).scan(class, after, n)
+    }
+    fn first(&self, class: u8) -> Result<Option<(Key, usize)>, StoreError> {
+        (**self).first(class)
+    }
+    fn count_and_bytes(&self) -> Result<(u64, u64), StoreError> {
+        (**self).count_and_bytes()
+    }
+    fn last_seq(&self) -> Result<Option<u64>, StoreError> {
+        (**self).last_seq()
+    }
+    fn set_last_seq(&mut self, seq: u64) -> Result<(), StoreError> {
+        (**self).set_last_seq(seq)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        (**self).flush()
+    }
+    fn disk_bytes(&self) -> u64 {
+        (**self).disk_bytes()
+    }
+}
+
+impl<S: Store> Buffer<S> {
+    pub fn open(
+        device: DeviceId,
+        store: S,
+        caps: Caps,
+        flush: FlushPolicy,
+    ) -> Result<Self, BufferError> {
+        let (records, bytes) = store.count_and_bytes()?;
+        let mut highest = store.last_seq()?.unwrap_or(0);
+        for class in [Key::PRIORITY, Key::TELEMETRY] {
+            // the last key of a class: scan is forward-only, so walk from the first
+            if let Some((k, _)) = store.first(class)? {
+                let mut after = Some(k.seq - 1).filter(|_| k.seq > 0);
+                loop {
+                    let batch = store.scan(class, after, 4096)?;
+                    match batch.last() {
+                        Some((k, _)) => {
+                            highest = highest.max(k.seq);
+                            after = Some(k.seq);
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+        let stats = BufferStats {
+            records,
+            bytes,
+            last_seq: highest,
+            disk_bytes: store.disk_bytes(),
+            ..Default::default()
+        };
+        Ok(Buffer {
+            device,
+            flush,
+            inner: Mutex::new(Inner {
+                store,
+                caps,
+                next_seq: highest + 1,
+                stats,
+                pending_drops: None,
+                telemetry_seen_near_cap: 0,
+            }),
+        })
+    }
+
+    pub fn device(&self) -> &DeviceId {
+        &self.device
+    }
+
+    pub fn flush_policy(&self) -> FlushPolicy {
+        self.flush
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<S>> {
+        // A poisoned lock means a panic mid-operation elsewhere; the store itself is still
+        // consistent (every operation is a single store call), so keep going.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wraps `body` in an envelope with the next seq and stores it.
+    pub fn append<T: Serialize>(
+        &self,
+        kind: Kind,
+        ts_ms: i64,
+        body: &T,
+    ) -> Result<Appended, BufferError> {
+        let mut inner = self.lock();
+        let seq = inner.next_seq;
+        let env = Envelope::new(self.device.clone(), seq, ts_ms, body);
+        let payload = codec::encode(&env)?;
+        let class = class_of(kind);
+        let size = payload.len() as u64 + 1;
+
+        // Thinning near the cap: telemetry only.
+        if class == Key::TELEMETRY && inner.near_cap(size) && inner.caps.thin_keep_every > 1 {
+            inner.telemetry_seen_near_cap += 1;
+            if inner.telemetry_seen_near_cap % inner.caps.thin_keep_every != 0 {
+                inner.next_seq += 1;
+                let last = inner.next_seq - 1;
+                inner.store.set_last_seq(last)?;
+                inner.stats.last_seq = last;
+                inner.note_drop(seq, seq, "thinned near buffer cap");
+                return Ok(Appended::Thinned { seq });
+            }
+        }
+        // Make room (or refuse).
+        while inner.over_cap(size) {
+            match inner.caps.policy {
+                FullPolicy::RefuseNewest => {
+                    inner.stats.refused += 1;
+                    inner.note_drop(seq, seq, "buffer full, newest refused");
+                    inner.next_seq += 1;
+                    let last = inner.next_seq - 1;
+                    inner.store.set_last_seq(last)?;
+                    inner.stats.last_seq = last;
+                    return Err(BufferError::Full("refuse_newest"));
+                }
+                FullPolicy::DropOldest => {
+                    let victim = match inner.store.first(Key::TELEMETRY)? {
+                        Some(v) => Some(v),
+                        None => inner.store.first(Key::PRIORITY)?,
+                    };
+                    let Some((vk, _)) = victim else { break };
+                    if let Some(n) = inner.store.remove(vk)? {
+                        inner.stats.records -= 1;
+                        inner.stats.bytes -= n as u64;
+                        inner.note_drop(vk.seq, vk.seq, "buffer full, oldest dropped");
+                    }
+                }
+            }
+        }
+        let mut value = Vec::with_capacity(payload.len() + 1);
+        value.push(kind_byte(kind));
+        value.extend_from_slice(&payload);
+        inner.store.insert(Key { class, seq }, &value)?;
+        inner.store.set_last_seq(seq)?;
+        inner.next_seq += 1;
+        inner.stats.records += 1;
+        inner.stats.bytes += value.len() as u64;
+        inner.stats.appended += 1;
+        inner.stats.last_seq = seq;
+        if !inner.near_cap(0) {
+            inner.telemetry_seen_near_cap = 0;
+        }
+        Ok(Appended::Stored { seq })
+    }
+
+    /// Up to `n` records of `class` after seq `after`, in order.
+    pub fn next(
+        &self,
+        class: u8,
+        after: Option<u64>,
+        n: usize,
+    ) -> Result<Vec<Record>, BufferError> {
+        let inner = self.lock();
+        let rows = inner.store.scan(class, after, n)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (key, mut v) in rows {
+            let Some(kind) = v.first().copied().and_then(kind_of) else {
+                return Err(StoreError::Corrupt(key.to_bytes().to_vec()).into());
+            };
+            v.remove(0);
+            out.push(Record {
+                key,
+                kind,
+                payload: v,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The broker acknowledged this record: forget it.
+    pub fn ack(&self, key: Key) -> Result<bool, BufferError> {
+        let mut inner = self.lock();
+        match inner.store.remove(key)? {
+            Some(n) => {
+                inner.stats.records -= 1;
+                inner.stats.bytes -= n as u64;
+                inner.stats.acked += 1;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Blocking: make everything durable. Call from a blocking thread.
+    pub fn flush(&self) -> Result<(), BufferError> {
+        // Take the store's flush outside the lock would be nicer, but sled's flush is
+        // internally synchronised and appends are rare (one per tick).
+        let inner = self.lock();
+        inner.store.flush()?;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> BufferStats {
+        let inner = self.lock();
+        let mut s = inner.stats.clone();
+        s.disk_bytes = inner.store.disk_bytes();
+        s
+    }
+
+    /// Drops not yet reported, as an event to append (and clears them). `None` if none.
+    pub fn take_drop_event(&self) -> Option<Event> {
+        let mut inner = self.lock();
+        let d = inner.pending_drops.take()?;
+        Some(Event {
+            severity: Severity::Warning,
+            kind: EventKind::RecordsDropped {
+                count: d.count,
+                first_seq: d.first_seq,
+                last_seq: d.last_seq,
+                reason: d.reason.to_string(),
+            },
+            message: format!("{} records dropped: {}", d.count, d.reason),
+        })
+    }
+}
+
+impl<S: Store> Inner<S> {
+    fn over_cap(&self, incoming: u64) -> bool {
+        self.stats.records + 1 > self.caps.max_records
+            || self.stats.bytes + incoming > self.caps.max_bytes
+    }
+
+    fn near_cap(&self, incoming: u64) -> bool {
+        (self.stats.records + 1) as f64 > self.caps.max_records as f64 * THIN_AT
+            || (self.stats.bytes + incoming) as f64 > self.caps.max_bytes as f64 * THIN_AT
+    }
+
+    fn note_drop(&mut self, first: u64, last: u64, reason: &'static str) {
+        self.stats.dropped += last - first + 1;
+        tracing::warn!(
+            first_seq = first,
+            last_seq = last,
+            reason,
+            "buffer dropped records"
+        );
+        match &mut self.pending_drops {
+            Some(d) => {
+                d.count += last - first + 1;
+                d.first_seq = d.first_seq.min(first);
+                d.last_seq = d.last_seq.max(last);
+                d.reason = reason;
+            }
+            None => {
+                self.pending_drops = Some(PendingDrops {
+                    count: last - first + 1,
+                    first_seq: first,
+                    last_seq: last,
+                    reason,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use common::Telemetry;
+
+    use super::*;
+
+    fn build_buffer(caps: Caps) -> Buffer<MemStore> {
+        Buffer::open(
+            DeviceId::new("t1").unwrap(),
+            MemStore::default(),
+            caps,
+            FlushPolicy::EveryRecord,
+        )
+        .unwrap()
+    }
+
+    fn ev() -> Event {
+        Event {
+            severity: Severity::Info,
+            kind: EventKind::Note,
+            message: "x".into(),
+        }
+    }
+
+    #[test]
+    fn seq_increases_and_priority_records_come_first() {
+        let b = build_buffer(Caps::default());
+        b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap();
+        b.append(Kind::Event, 2, &ev()).unwrap();
+        let p = b.next(Key::PRIORITY, None, 10).unwrap();
+        let t = b.next(Key::TELEMETRY, None, 10).unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key.seq, 2);
+        assert_eq!(p[0].kind, Kind::Event);
+        assert_eq!(t[0].key.seq, 1);
+        let env: Envelope<Telemetry> = codec::decode(&t[0].payload).unwrap();
+        assert_eq!(env.seq, 1);
+    }
+
+    #[test]
+    fn a_record_leaves_only_when_acked() {
+        let b = build_buffer(Caps::default());
+        b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap();
+        let r = b.next(Key::TELEMETRY, None, 10).unwrap();
+        assert_eq!(b.stats().records, 1);
+        assert!(b.ack(r[0].key).unwrap());
+        assert!(
+            !b.ack(r[0].key).unwrap(),
+            "second ack of the same key is a no-op"
+        );
+        assert_eq!(b.stats().records, 0);
+    }
+
+    #[test]
+    fn seq_resumes_after_reopen_even_when_everything_was_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let dev = DeviceId::new("t1").unwrap();
+        {
+            let b = Buffer::open(
+                dev.clone(),
+                SledStore::open(&path, None).unwrap(),
+                Caps::default(),
+                FlushPolicy::EveryRecord,
+            )
+            .unwrap();
+            for _ in 0..3 {
+                b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap();
+            }
+            for r in b.next(Key::TELEMETRY, None, 10).unwrap() {
+                b.ack(r.key).unwrap();
+            }
+            b.flush().unwrap();
+        }
+        let b = Buffer::open(
+            dev,
+            SledStore::open(&path, None).unwrap(),
+            Caps::default(),
+            FlushPolicy::EveryRecord,
+        )
+        .unwrap();
+        assert_eq!(
+            b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap(),
+            Appended::Stored { seq: 4 }
+        );
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_count_cap_and_reports_the_drops() {
+        let b = build_buffer(Caps {
+            max_records: 5,
+            max_bytes: u64::MAX,
+            policy: FullPolicy::DropOldest,
+            thin_keep_every: 1,
+        });
+        for _ in 0..8 {
+            b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap();
+        }
+        let s = b.stats();
+        assert_eq!(s.records, 5);
+        assert_eq!(s.dropped, 3);
+        let seqs: Vec<u64> = b
+            .next(Key::TELEMETRY, None, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.key.seq)
+            .collect();
+        assert_eq!(seqs, vec![4, 5, 6, 7, 8]);
+        match b.take_drop_event().unwrap().kind {
+            EventKind::RecordsDropped {
+                count,
+                first_seq,
+                last_seq,
+                ..
+            } => {
+                assert_eq!((count, first_seq, last_seq), (3, 1, 3));
+            }
+            k => panic!("{k:?}"),
+        }
+        assert!(b.take_drop_event().is_none());
+    }
+
+    #[test]
+    fn refuse_newest_keeps_what_is_stored() {
+        let b = build_buffer(Caps {
+            max_records: 2,
+            max_bytes: u64::MAX,
+            policy: FullPolicy::RefuseNewest,
+            thin_keep_every: 1,
+        });
+        b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap();
+        b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap();
+        assert!(matches!(
+            b.append(Kind::Telemetry, 1, &Telemetry::default()),
+            Err(BufferError::Full(_))
+        ));
+        let seqs: Vec<u64> = b
+            .next(Key::TELEMETRY, None, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.key.seq)
+            .collect();
+        assert_eq!(seqs, vec![1, 2]);
+        assert_eq!(b.stats().refused, 1);
+    }
+
+    #[test]
+    fn telemetry_is_dropped_before_priority_records() {
+        let b = build_buffer(Caps {
+            max_records: 3,
+            max_bytes: u64::MAX,
+            policy: FullPolicy::DropOldest,
+            thin_keep_every: 1,
+        });
+        b.append(Kind::Event, 1, &ev()).unwrap();
+        b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap();
+        b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap();
+        b.append(Kind::Event, 1, &ev()).unwrap();
+        assert_eq!(b.next(Key::PRIORITY, None, 10).unwrap().len(), 2);
+        assert_eq!(b.next(Key::TELEMETRY, None, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn byte_cap_is_never_exceeded() {
+        let b = build_buffer(Caps {
+            max_records: u64::MAX,
+            max_bytes: 2_000,
+            policy: FullPolicy::DropOldest,
+            thin_keep_every: 1,
+        });
+        for _ in 0..200 {
+            b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap();
+            assert!(b.stats().bytes <= 2_000);
+        }
+    }
+
+    #[test]
+    fn telemetry_is_thinned_near_the_cap() {
+        let b = build_buffer(Caps {
+            max_records: 100,
+            max_bytes: u64::MAX,
+            policy: FullPolicy::DropOldest,
+            thin_keep_every: 4,
+        });
+        let mut thinned = 0;
+        for _ in 0..120 {
+            if let Appended::Thinned { .. } =
+                b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap()
+            {
+                thinned += 1;
+            }
+        }
+        assert!(thinned > 0);
+        assert!(b.stats().records <= 100);
+        // events are never thinned
+        assert!(matches!(
+            b.append(Kind::Event, 1, &ev()).unwrap(),
+            Appended::Stored { .. }
+        ));
+    }
+}

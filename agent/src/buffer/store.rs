@@ -1,0 +1,338 @@
+//! Storage behind the buffer: sled on a real machine, memory for simulated machines and
+//! for the model-based tests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Records sort by class first (priority records before telemetry), then by seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    pub class: u8,
+    pub seq: u64,
+}
+
+impl Key {
+    pub const PRIORITY: u8 = 0;
+    pub const TELEMETRY: u8 = 1;
+    pub const CLASSES: usize = 2;
+
+    pub fn to_bytes(self) -> [u8; 9] {
+        let mut b = [0u8; 9];
+        b[0] = self.class;
+        b[1..].copy_from_slice(&self.seq.to_be_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<Key> {
+        if b.len() != 9 {
+            return None;
+        }
+        let mut s = [0u8; 8];
+        s.copy_from_slice(&b[1..]);
+        Some(Key {
+            class: b[0],
+            seq: u64::from_be_bytes(s),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {error}")]
+    Sled { path: PathBuf, error: sled::Error },
+    #[error("corrupt record under key {0:?}")]
+    Corrupt(Vec<u8>),
+}
+
+/// The operations the buffer needs. Implementations must keep keys in order.
+pub trait Store: Send + 'static {
+    fn insert(&mut self, key: Key, value: &[u8]) -> Result<(), StoreError>;
+    /// Removes a record; returns its size if it was there.
+    fn remove(&mut self, key: Key) -> Result<Option<usize>, StoreError>;
+    /// Up to `n` records of `class` with seq greater than `after`, in order.
+    fn scan(
+        &self,
+        class: u8,
+        after: Option<u64>,
+        n: usize,
+    ) -> Result<Vec<(Key, Vec<u8>)>, StoreError>;
+    /// The oldest record of `class`.
+    fn first(&self, class: u8) -> Result<Option<(Key, usize)>, StoreError>;
+    /// Count and total value bytes of all records (computed at open, then tracked by the caller).
+    fn count_and_bytes(&self) -> Result<(u64, u64), StoreError>;
+    /// The highest seq ever used (persisted), if any.
+    fn last_seq(&self) -> Result<Option<u64>, StoreError>;
+    fn set_last_seq(&mut self, seq: u64) -> Result<(), StoreError>;
+    /// Makes everything written so far durable. Blocking.
+    fn flush(&self) -> Result<(), StoreError>;
+    /// Bytes on disk (0 in memory).
+    fn disk_bytes(&self) -> u64;
+}
+
+/// In-memory store: simulated machines and tests. Nothing survives the process.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    records: BTreeMap<Key, Vec<u8>>,
+    last_seq: Option<u64>,
+}
+
+impl Store for MemStore {
+    fn insert(&mut self, key: Key, value: &[u8]) -> Result<(), StoreError> {
+        self.records.insert(key, value.to_vec());
+        Ok(())
+    }
+    fn remove(&mut self, key: Key) -> Result<Option<usize>, StoreError> {
+        Ok(self.records.remove(&key).map(|v| v.len()))
+    }
+    fn scan(
+        &self,
+        class: u8,
+        after: Option<u64>,
+        n: usize,
+    ) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
+        let start = Key {
+            class,
+            seq: after.map_or(0, |s| s.saturating_add(1)),
+        };
+        if after == Some(u64::MAX) {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .records
+            .range(start..)
+            .take_while(|(k, _)| k.class == class)
+            .take(n)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect())
+    }
+    fn first(&self, class: u8) -> Result<Option<(Key, usize)>, StoreError> {
+        Ok(self
+            .records
+            .range(Key { class, seq: 0 }..)
+            .next()
+            .filter(|(k, _)| k.class == class)
+            .map(|(k, v)| (*k, v.len())))
+    }
+    fn count_and_bytes(&self) -> Result<(u64, u64), StoreError> {
+        Ok((
+            self.records.len() as u64,
+            self.records.values().map(|v| v.len() as u64).sum(),
+        ))
+    }
+    fn last_seq(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.last_seq)
+    }
+    fn set_last_seq(&mut self, seq: u64) -> Result<(), StoreError> {
+        self.last_seq = Some(seq);
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn disk_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// sled-backed store. Records in tree `records`, the last seq under `meta/last_seq`.
+pub struct SledStore {
+    path: PathBuf,
+    db: sled::Db,
+    records: sled::Tree,
+    meta: sled::Tree,
+}
+
+/// Page cache for sled: small, the buffer is read sequentially (DESIGN.md crate notes).
+pub const SLED_CACHE_BYTES: u64 = 1 << 20;
+
+const LAST_SEQ: &[u8] = b"last_seq";
+
+impl SledStore {
+    /// Opens (or creates) the store. `flush_every_ms` is sled's background fsync period.
+    pub fn open(path: &Path, flush_every_ms: Option<u64>) -> Result<SledStore, StoreError> {
+        let err = |error| StoreError::Sled {
+            path: path.to_path_buf(),
+            error,
+        };
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .flush_every_ms(flush_every_ms)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(err)?;
+        let records = db.open_tree("records").map_err(err)?;
+        let meta = db.open_tree("meta").map_err(err)?;
+        Ok(SledStore {
+            path: path.to_path_buf(),
+            db,
+            records,
+            meta,
+        })
+    }
+
+    fn err(&self, error: sled::Error) -> StoreError {
+        StoreError::Sled {
+            path: self.path.clone(),
+            error,
+        }
+    }
+}
+
+impl Store for SledStore {
+    fn insert(&mut self, key: Key, value: &[u8]) -> Result<(), StoreError> {
+        self.records
+            .insert(key.to_bytes(), value)
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+    fn remove(&mut self, key: Key) -> Result<Option<usize>, StoreError> {
+        self.records
+            .remove(key.to_bytes())
+            .map(|v| v.map(|v| v.len()))
+            .map_err(|e| self.err(e))
+    }
+    fn scan(
+        &self,
+        class: u8,
+        after: Option<u64>,
+        n: usize,
+    ) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
+        if after == Some(u64::MAX) {
+            return Ok(Vec::new());
+        }
+        let start = Key {
+            class,
+            seq: after.map_or(0, |s| s + 1),
+        }
+        .to_bytes();
+        let end = Key {
+            class: class + 1,
+            seq: 0,
+        }
+        .to_bytes();
+        let mut out = Vec::with_capacity(n.min(1024));
+        for item in self.records.range(start..end).take(n) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let key = Key::from_bytes(&k).ok_or_else(|| StoreError::Corrupt(k.to_vec()))?;
+            out.push((key, v.to_vec()));
+        }
+        Ok(out)
+    }
+    fn first(&self, class: u8) -> Result<Option<(Key, usize)>, StoreError> {
+        Ok(self
+            .scan(class, None, 1)?
+            .into_iter()
+            .next()
+            .map(|(k, v)| (k, v.len())))
+    }
+    fn count_and_bytes(&self) -> Result<(u64, u64), StoreError> {
+        let mut n = 0;
+        let mut bytes = 0;
+        for item in self.records.iter() {
+            let (_, v) = item.map_err(|e| self.err(e))?;
+            n += 1;
+            bytes += v.len() as u64;
+        }
+        Ok((n, bytes))
+    }
+    fn last_seq(&self) -> Result<Option<u64>, StoreError> {
+        let v = self.meta.get(LAST_SEQ).map_err(|e| self.err(e))?;
+        Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok().map(u64::from_be_bytes)))
+    }
+    fn set_last_seq(&mut self, seq: u64) -> Result<(), StoreError> {
+        self.meta
+            .insert(LAST_SEQ, &seq.to_be_bytes())
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+    }
+    fn disk_bytes(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercise(store: &mut dyn Store) {
+        for seq in [3u64, 1, 2] {
+            store
+                .insert(
+                    Key {
+                        class: Key::TELEMETRY,
+                        seq,
+                    },
+                    &[seq as u8; 4],
+                )
+                .unwrap();
+        }
+        store
+            .insert(
+                Key {
+                    class: Key::PRIORITY,
+                    seq: 9,
+                },
+                b"h",
+            )
+            .unwrap();
+        let t: Vec<u64> = store
+            .scan(Key::TELEMETRY, None, 10)
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.seq)
+            .collect();
+        assert_eq!(t, vec![1, 2, 3]);
+        let t: Vec<u64> = store
+            .scan(Key::TELEMETRY, Some(1), 1)
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.seq)
+            .collect();
+        assert_eq!(t, vec![2]);
+        assert_eq!(store.scan(Key::PRIORITY, None, 10).unwrap().len(), 1);
+        assert_eq!(
+            store.first(Key::TELEMETRY).unwrap(),
+            Some((Key { class: 1, seq: 1 }, 4))
+        );
+        assert_eq!(store.remove(Key { class: 1, seq: 1 }).unwrap(), Some(4));
+        assert_eq!(store.remove(Key { class: 1, seq: 1 }).unwrap(), None);
+        assert_eq!(store.count_and_bytes().unwrap(), (3, 9));
+        store.set_last_seq(42).unwrap();
+        assert_eq!(store.last_seq().unwrap(), Some(42));
+    }
+
+    #[test]
+    fn mem_store_keeps_class_then_seq_order() {
+        exercise(&mut MemStore::default());
+    }
+
+    #[test]
+    fn sled_store_keeps_class_then_seq_order_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("buf");
+        {
+            let mut s = SledStore::open(&path, None).unwrap();
+            exercise(&mut s);
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(&path, None).unwrap();
+        assert_eq!(s.count_and_bytes().unwrap(), (3, 9));
+        assert_eq!(s.last_seq().unwrap(), Some(42));
+    }
+
+    #[test]
+    fn keys_round_trip_through_bytes_in_order() {
+        let a = Key {
+            class: 0,
+            seq: u64::MAX,
+        };
+        let b = Key { class: 1, seq: 0 };
+        assert!(a.to_bytes() < b.to_bytes());
+        assert_eq!(Key::from_bytes(&a.to_bytes()), Some(a));
+        assert_eq!(Key::from_bytes(&[1, 2]), None);
+    }
+}

@@ -1,0 +1,24 @@
+//! Metric sources: what a collector reads each tick.
+//!
+//! A source fills a [`Telemetry`]; the collector actor decides when, and keeps blocking
+//! sources off actor threads. The real agent reads the machine ([`system::SystemSource`]);
+//! simulated machines use [`sim::SimSource`]: only the source differs, the buffer and link
+//! are the same code.
+
+pub mod sim;
+pub mod system;
+
+use common::Telemetry;
+
+pub trait MetricSource: Send + 'static {
+    /// One collection. `now_ms` is the wall clock of the tick.
+    fn collect(&mut self, now_ms: i64) -> Telemetry;
+
+    /// Whether `collect` does IO that can block (then it runs on a blocking thread).
+    fn is_blocking(&self) -> bool;
+
+    /// Capabilities to announce in the birth message (`gpu:jetson_sysfs`, ...).
+    fn capabilities(&self) -> Vec<String> {
+        Vec::new()
+    }
+}

@@ -1,0 +1,393 @@
+//! `agent.toml`: the file format, its defaults, and validation that names every bad key.
+//!
+//! Unknown keys are errors (`deny_unknown_fields`): a typo must not silently become a default.
+//! [`AgentFile::validate`] reports every problem at once, each with its key path.
+
+use std::path::{Path, PathBuf};
+
+use common::DeviceId;
+use serde::Deserialize;
+
+use crate::buffer::FullPolicy;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    /// `[A-Za-z0-9]{1,64}`; must equal the CN of the device certificate.
+    pub device_id: String,
+    #[serde(default)]
+    pub site: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub vision_model_version: Option<String>,
+    pub mqtt: MqttSection,
+    #[serde(default)]
+    pub collector: CollectorSection,
+    #[serde(default)]
+    pub buffer: BufferSection,
+    #[serde(default)]
+    pub http: HttpSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSection {
+    /// `host:port` of the broker.
+    pub broker: String,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default = "default_keep_alive_s")]
+    pub keep_alive_s: u64,
+    /// Records published and not yet acknowledged, at most.
+    #[serde(default = "default_window")]
+    pub inflight_window: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorSection {
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+}
+
+impl Default for CollectorSection {
+    fn default() -> Self {
+        Self {
+            interval_ms: default_interval_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferSection {
+    #[serde(default = "default_buffer_dir")]
+    pub dir: PathBuf,
+    #[serde(default = "default_max_records")]
+    pub max_records: u64,
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    #[serde(default = "default_full_policy")]
+    pub full_policy: FullPolicy,
+    /// `every_record` or `batched`.
+    #[serde(default = "default_flush")]
+    pub flush: FlushMode,
+    /// With `batched`: the power-loss window.
+    #[serde(default = "default_flush_ms")]
+    pub flush_ms: u64,
+    #[serde(default = "default_thin")]
+    pub thin_keep_every: u64,
+}
+
+impl Default for BufferSection {
+    fn default() -> Self {
+        Self {
+            dir: default_buffer_dir(),
+            max_records: default_max_records(),
+            max_bytes: default_max_bytes(),
+            full_policy: default_full_policy(),
+            flush: default_flush(),
+            flush_ms: default_flush_ms(),
+            thin_keep_every: default_thin(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlushMode {
+    EveryRecord,
+    Batched,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Local status endpoint; empty string disables it.
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            listen: default_http_listen(),
+        }
+    }
+}
+
+fn default_keep_alive_s() -> u64 {
+    30
+}
+fn default_window() -> usize {
+    64
+}
+fn default_interval_ms() -> u64 {
+    1000
+}
+fn default_buffer_dir() -> PathBuf {
+    PathBuf::from("/var/lib/rvm-agent/buffer")
+}
+fn default_max_records() -> u64 {
+    500_000
+}
+fn default_max_bytes() -> u64 {
+    256 << 20
+}
+fn default_full_policy() -> FullPolicy {
+    FullPolicy::DropOldest
+}
+fn default_flush() -> FlushMode {
+    FlushMode::Batched
+}
+fn default_flush_ms() -> u64 {
+    500
+}
+fn default_thin() -> u64 {
+    4
+}
+fn default_http_listen() -> String {
+    "127.0.0.1:9101".into()
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {error}")]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+/// Splits `host:port`.
+pub fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (h, p) = s.rsplit_once(':')?;
+    let port: u16 = p.parse().ok()?;
+    if h.is_empty() || port == 0 {
+        return None;
+    }
+    Some((
+        h.trim_start_matches('[').trim_end_matches(']').to_string(),
+        port,
+    ))
+}
+
+impl AgentFile {
+    pub fn load(path: &Path) -> Result<AgentFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let file = Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        let problems = file.validate();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            });
+        }
+        Ok(file)
+    }
+
+    pub fn parse(text: &str) -> Result<AgentFile, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Every problem, each with its key path. Empty when the config is usable.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            p.push(ConfigProblem {
+                key: key.into(),
+                message,
+            })
+        };
+        if let Err(e) = DeviceId::new(self.device_id.clone()) {
+            bad("device_id", e.to_string());
+        }
+        if split_host_port(&self.mqtt.broker).is_none() {
+            bad(
+                "mqtt.broker",
+                format!("{:?} is not host:port", self.mqtt.broker),
+            );
+        }
+        for (key, path) in [
+            ("mqtt.ca", &self.mqtt.ca),
+            ("mqtt.cert", &self.mqtt.cert),
+            ("mqtt.key", &self.mqtt.key),
+        ] {
+            if !path.exists() {
+                bad(key, format!("{} does not exist", path.display()));
+            }
+        }
+        if !(5..=3600).contains(&self.mqtt.keep_alive_s) {
+            bad(
+                "mqtt.keep_alive_s",
+                format!("{} is outside 5..=3600", self.mqtt.keep_alive_s),
+            );
+        }
+        if !(1..=4096).contains(&self.mqtt.inflight_window) {
+            bad(
+                "mqtt.inflight_window",
+                format!("{} is outside 1..=4096", self.mqtt.inflight_window),
+            );
+        }
+        if !(100..=3_600_000).contains(&self.collector.interval_ms) {
+            bad(
+                "collector.interval_ms",
+                format!("{} is outside 100..=3600000", self.collector.interval_ms),
+            );
+        }
+        if self.buffer.max_records == 0 {
+            bad("buffer.max_records", "must be at least 1".into());
+        }
+        if self.buffer.max_bytes < 64 * 1024 {
+            bad(
+                "buffer.max_bytes",
+                format!("{} is below 65536", self.buffer.max_bytes),
+            );
+        }
+        if !(10..=60_000).contains(&self.buffer.flush_ms) {
+            bad(
+                "buffer.flush_ms",
+                format!("{} is outside 10..=60000", self.buffer.flush_ms),
+            );
+        }
+        if self.buffer.thin_keep_every == 0 {
+            bad(
+                "buffer.thin_keep_every",
+                "must be at least 1 (1 = no thinning)".into(),
+            );
+        }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            bad(
+                "http.listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:9101",
+                    self.http.listen
+                ),
+            );
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example_with_paths(dir: &Path) -> String {
+        for f in ["ca.pem", "dev.pem", "dev.key"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        format!(
+            r#"
+device_id = "rvm0042"
+[mqtt]
+broker = "localhost:8883"
+ca = "{0}/ca.pem"
+cert = "{0}/dev.pem"
+key = "{0}/dev.key"
+"#,
+            dir.display()
+        )
+    }
+
+    #[test]
+    fn the_example_config_in_the_repo_parses() {
+        let text = include_str!("../../config/agent.toml");
+        let f = AgentFile::parse(text).expect("config/agent.toml parses");
+        // paths point at /etc on a real machine; everything else must be valid
+        let problems: Vec<_> = f
+            .validate()
+            .into_iter()
+            .filter(|p| !p.key.starts_with("mqtt.c") && p.key != "mqtt.key")
+            .collect();
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn a_minimal_config_takes_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = AgentFile::parse(&example_with_paths(dir.path())).unwrap();
+        assert!(f.validate().is_empty(), "{:?}", f.validate());
+        assert_eq!(f.collector.interval_ms, 1000);
+        assert_eq!(f.buffer.full_policy, FullPolicy::DropOldest);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = example_with_paths(dir.path()) + "\n[collector]\nintervall_ms = 5\n";
+        let err = AgentFile::parse(&text).unwrap_err();
+        assert!(err.contains("intervall_ms"), "{err}");
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_with_its_key() {
+        let text = r#"
+device_id = "rvm-1"
+[mqtt]
+broker = "nohost"
+ca = "/nonexistent/ca.pem"
+cert = "/nonexistent/c.pem"
+key = "/nonexistent/k.pem"
+keep_alive_s = 1
+[collector]
+interval_ms = 5
+[http]
+listen = "nope"
+"#;
+        let f = AgentFile::parse(text).unwrap();
+        let keys: Vec<String> = f.validate().into_iter().map(|p| p.key).collect();
+        for k in [
+            "device_id",
+            "mqtt.broker",
+            "mqtt.ca",
+            "mqtt.cert",
+            "mqtt.key",
+            "mqtt.keep_alive_s",
+            "collector.interval_ms",
+            "http.listen",
+        ] {
+            assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
+        }
+    }
+
+    #[test]
+    fn host_port_is_split() {
+        assert_eq!(
+            split_host_port("localhost:8883"),
+            Some(("localhost".into(), 8883))
+        );
+        assert_eq!(split_host_port("[::1]:1"), Some(("::1".into(), 1)));
+        assert_eq!(split_host_port("x"), None);
+        assert_eq!(split_host_port("x:0"), None);
+    }
+}

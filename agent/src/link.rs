@@ -1,0 +1,402 @@
+//! The MQTT link: publishes buffered records over mutual TLS and deletes them on PUBACK.
+//!
+//! One task owns the rumqttc `EventLoop`. Its `poll()` future is pinned and never cancelled;
+//! publishes are issued from the same task, only while connected. rumqttc drains its request
+//! channel when a connection fails and drops that backlog on a clean-session CONNACK, so after
+//! every CONNACK the `Outgoing::Publish(pkid)` events arrive exactly in the order of our
+//! publishes since that CONNACK: [`InFlight`] maps them to buffer keys by that order, and a
+//! PUBACK for a pkid deletes exactly the record that carried it.
+//!
+//! On every CONNACK: birth (retained), subscribe to our command topic, and resend from the
+//! buffer head. Reconnects back off with jitter ([`backoff`]), reset by a CONNACK.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backoff::ExponentialBackoff;
+use backoff::backoff::Backoff as _;
+use common::codec;
+use common::command::SignedCommand;
+use common::topics::{Kind, Topic};
+use common::{DeviceId, DeviceState, Envelope, LastWill};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS, TlsConfiguration,
+    Transport,
+};
+use serde::Serialize;
+use tokio::sync::{Notify, mpsc};
+
+use crate::buffer::{Buffer, Key, Record, Store};
+
+/// Longest wait between reconnect attempts.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// First wait after a failure.
+pub const RECONNECT_MIN: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    pub device: DeviceId,
+    pub host: String,
+    pub port: u16,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub client_id: String,
+    pub keep_alive: Duration,
+    /// Records published but not yet acknowledged, at most.
+    pub window: usize,
+    pub birth: common::Birth,
+}
+
+/// Published and not yet acknowledged records, by the order rumqttc assigns pkids.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    /// Publishes issued since the CONNACK that have not been given a pkid yet; `None` for
+    /// publishes that are not buffer records (the birth).
+    awaiting_pkid: VecDeque<Option<Key>>,
+    by_pkid: HashMap<u16, Key>,
+    /// Highest seq sent per class since the last CONNACK.
+    cursors: [Option<u64>; Key::CLASSES],
+}
+
+impl InFlight {
+    /// A new session: nothing is in flight any more; resend from the head.
+    pub fn reset(&mut self) {
+        self.awaiting_pkid.clear();
+        self.by_pkid.clear();
+        self.cursors = [None; Key::CLASSES];
+    }
+
+    pub fn sent(&mut self, key: Option<Key>) {
+        if let Some(k) = key {
+            let c = &mut self.cursors[k.class as usize];
+            *c = Some(c.map_or(k.seq, |s| s.max(k.seq)));
+        }
+        self.awaiting_pkid.push_back(key);
+    }
+
+    pub fn pkid_assigned(&mut self, pkid: u16) {
+        if let Some(Some(key)) = self.awaiting_pkid.pop_front() {
+            self.by_pkid.insert(pkid, key);
+        }
+    }
+
+    /// The key a PUBACK acknowledges; `None` for an unknown pkid (ignored).
+    pub fn acked(&mut self, pkid: u16) -> Option<Key> {
+        self.by_pkid.remove(&pkid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.awaiting_pkid.iter().filter(|k| k.is_some()).count() + self.by_pkid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn cursor(&self, class: u8) -> Option<u64> {
+        self.cursors[class as usize]
+    }
+}
+
+/// Link state for status and health, shared with the rest of the agent.
+#[derive(Debug, Default)]
+pub struct LinkStatus {
+    pub connected: AtomicBool,
+    pub connects: AtomicU64,
+    pub disconnects: AtomicU64,
+    pub published: AtomicU64,
+    pub acked: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+    pub in_flight: AtomicU64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LinkSnapshot {
+    pub connected: bool,
+    pub connects: u64,
+    pub disconnects: u64,
+    pub published: u64,
+    pub acked: u64,
+    pub in_flight: u64,
+    pub last_error: Option<String>,
+}
+
+impl LinkStatus {
+    pub fn snapshot(&self) -> LinkSnapshot {
+        LinkSnapshot {
+            connected: self.connected.load(Ordering::Relaxed),
+            connects: self.connects.load(Ordering::Relaxed),
+            disconnects: self.disconnects.load(Ordering::Relaxed),
+            published: self.published.load(Ordering::Relaxed),
+            acked: self.acked.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().map(|e| e.clone()).unwrap_or(None),
+        }
+    }
+}
+
+/// Handles given to the link task.
+pub struct LinkHandles<S: Store> {
+    pub buffer: Arc<Buffer<S>>,
+    /// Notified when a record was appended.
+    pub wake: Arc<Notify>,
+    pub status: Arc<LinkStatus>,
+    /// Commands received on our command topic.
+    pub commands: mpsc::UnboundedSender<SignedCommand>,
+    /// Notified to stop: the link sends an `offline (shutdown)` state and disconnects.
+    pub shutdown: Arc<Notify>,
+}
+
+fn state_payload(device: &DeviceId, state: &DeviceState) -> Vec<u8> {
+    // seq 0: presence is not a buffered record (see common::envelope)
+    codec::encode(&Envelope::new(
+        device.clone(),
+        0,
+        common::time::now_ms(),
+        state,
+    ))
+    .unwrap_or_default()
+}
+
+fn mqtt_options(cfg: &LinkConfig) -> MqttOptions {
+    let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+    opts.set_keep_alive(cfg.keep_alive);
+    opts.set_clean_session(true);
+    // rumqttc's own window must never be the limit: ours is.
+    opts.set_inflight((cfg.window as u16).saturating_add(8));
+    let max = codec::MAX_PAYLOAD + 4096;
+    opts.set_max_packet_size(max, max);
+    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+        cfg.tls.clone(),
+    )));
+    let will = DeviceState::Offline(LastWill {
+        boot_id: cfg.birth.boot_id.clone(),
+        reason: "connection lost".into(),
+    });
+    opts.set_last_will(rumqttc::LastWill::new(
+        Topic::device(&cfg.device, Kind::State),
+        state_payload(&cfg.device, &will),
+        QoS::AtLeastOnce,
+        true,
+    ));
+    opts
+}
+
+/// Runs the link until `shutdown` is notified.
+pub async fn run<S: Store>(cfg: LinkConfig, h: LinkHandles<S>) {
+    let (client, mut eventloop) = AsyncClient::new(mqtt_options(&cfg), cfg.window + 64);
+    let mut inflight = InFlight::default();
+    let mut connected = false;
+    let mut backoff = ExponentialBackoff {
+        initial_interval: RECONNECT_MIN,
+        max_interval: RECONNECT_MAX,
+        randomization_factor: 0.5,
+        multiplier: 2.0,
+        max_elapsed_time: None,
+        ..Default::default()
+    };
+    let cmd_topic = Topic::device(&cfg.device, Kind::Cmd);
+    loop {
+        let event = {
+            let poll = eventloop.poll();
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    biased;
+                    ev = &mut poll => break Some(ev),
+                    _ = h.shutdown.notified() => break None,
+                    _ = h.wake.notified(), if connected => {
+                        fill_window(&cfg, &client, &h, &mut inflight);
+                    }
+                }
+            }
+        };
+        let Some(event) = event else {
+            goodbye(&cfg, &client, &mut eventloop).await;
+            return;
+        };
+        match event {
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                if ack.code != rumqttc::ConnectReturnCode::Success {
+                    note_error(&h.status, format!("connection refused: {:?}", ack.code));
+                    continue;
+                }
+                connected = true;
+                backoff.reset();
+                inflight.reset();
+                h.status.connected.store(true, Ordering::Relaxed);
+                h.status.connects.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(device = %cfg.device, "link up");
+                let birth = state_payload(&cfg.device, &DeviceState::Online(cfg.birth.clone()));
+                if client
+                    .try_publish(
+                        Topic::device(&cfg.device, Kind::State),
+                        QoS::AtLeastOnce,
+                        true,
+                        birth,
+                    )
+                    .is_ok()
+                {
+                    inflight.sent(None);
+                }
+                let _ = client.try_subscribe(cmd_topic.clone(), QoS::AtLeastOnce);
+                fill_window(&cfg, &client, &h, &mut inflight);
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => inflight.pkid_assigned(pkid),
+            Ok(Event::Incoming(Incoming::PubAck(ack))) => {
+                if let Some(key) = inflight.acked(ack.pkid) {
+                    match h.buffer.ack(key) {
+                        Ok(_) => {
+                            h.status.acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => tracing::error!(error = %e, "buffer ack failed"),
+                    }
+                }
+                fill_window(&cfg, &client, &h, &mut inflight);
+            }
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                if p.topic == cmd_topic {
+                    match codec::decode_bare::<SignedCommand>(&p.payload) {
+                        Ok(cmd) => {
+                            let _ = h.commands.send(cmd);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "undecodable command ignored"),
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if connected {
+                    h.status.disconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(device = %cfg.device, error = %e, "link down");
+                }
+                connected = false;
+                h.status.connected.store(false, Ordering::Relaxed);
+                note_error(&h.status, e.to_string());
+                let wait = backoff.next_backoff().unwrap_or(RECONNECT_MAX);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = h.shutdown.notified() => return,
+                }
+            }
+        }
+        h.status
+            .in_flight
+            .store(inflight.len() as u64, Ordering::Relaxed);
+    }
+}
+
+fn note_error(status: &LinkStatus, e: String) {
+    if let Ok(mut g) = status.last_error.lock() {
+        *g = Some(e);
+    }
+}
+
+/// Publishes records from the buffer head until the window is full.
+fn fill_window<S: Store>(
+    cfg: &LinkConfig,
+    client: &AsyncClient,
+    h: &LinkHandles<S>,
+    inflight: &mut InFlight,
+) {
+    for class in [Key::PRIORITY, Key::TELEMETRY] {
+        loop {
+            let room = cfg.window.saturating_sub(inflight.len());
+            if room == 0 {
+                return;
+            }
+            let batch: Vec<Record> = match h.buffer.next(class, inflight.cursor(class), room) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "buffer read failed");
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for r in batch {
+                let topic = Topic::device(&cfg.device, r.kind);
+                if client
+                    .try_publish(topic, QoS::AtLeastOnce, false, r.payload)
+                    .is_err()
+                {
+                    // channel full: the next PUBACK or wake tries again from the cursor
+                    return;
+                }
+                inflight.sent(Some(r.key));
+                h.status.published.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Clean shutdown: say `offline (shutdown)` and disconnect, within a bound.
+async fn goodbye(cfg: &LinkConfig, client: &AsyncClient, eventloop: &mut EventLoop) {
+    let bye = DeviceState::Offline(LastWill {
+        boot_id: cfg.birth.boot_id.clone(),
+        reason: "shutdown".into(),
+    });
+    let _ = client.try_publish(
+        Topic::device(&cfg.device, Kind::State),
+        QoS::AtLeastOnce,
+        true,
+        state_payload(&cfg.device, &bye),
+    );
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                _ => {}
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(seq: u64) -> Key {
+        Key {
+            class: Key::TELEMETRY,
+            seq,
+        }
+    }
+
+    #[test]
+    fn pkids_map_to_keys_in_publish_order() {
+        let mut f = InFlight::default();
+        f.sent(None); // birth
+        f.sent(Some(k(1)));
+        f.sent(Some(k(2)));
+        f.pkid_assigned(1);
+        f.pkid_assigned(2);
+        f.pkid_assigned(3);
+        assert_eq!(f.acked(3), Some(k(2)));
+        assert_eq!(f.acked(1), None, "the birth is not a buffer record");
+        assert_eq!(f.acked(2), Some(k(1)));
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn puback_for_unknown_pkid_is_ignored() {
+        let mut f = InFlight::default();
+        assert_eq!(f.acked(9), None);
+    }
+
+    #[test]
+    fn reset_forgets_in_flight_and_rewinds_cursors() {
+        let mut f = InFlight::default();
+        f.sent(Some(k(5)));
+        f.pkid_assigned(1);
+        assert_eq!(f.cursor(Key::TELEMETRY), Some(5));
+        f.reset();
+        assert_eq!(f.cursor(Key::TELEMETRY), None);
+        assert_eq!(f.acked(1), None);
+        assert!(f.is_empty());
+    }
+}

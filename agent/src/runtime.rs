@@ -1,0 +1,163 @@
+//! Starting one device's pipeline (collector -> buffer -> link) inside an actix system.
+//! The real agent and every simulated machine go through here.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use common::command::SignedCommand;
+use common::tls::ClientIdentity;
+use common::{Birth, DeviceId};
+use tokio::sync::{Notify, mpsc};
+
+use crate::actors::collector::{CollectorActor, CollectorStats};
+use crate::actors::link::{LinkActor, Shutdown};
+use crate::buffer::Buffer;
+use crate::collect::MetricSource;
+use crate::link::{LinkConfig, LinkStatus};
+
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What a running device exposes.
+pub struct DeviceHandle {
+    pub device: DeviceId,
+    pub buffer: Arc<Buffer>,
+    pub link: Arc<LinkStatus>,
+    pub collector: Arc<CollectorStats>,
+    pub commands: Option<mpsc::UnboundedReceiver<SignedCommand>>,
+    collector_addr: Addr<CollectorActor>,
+    link_addr: Addr<LinkActor>,
+}
+
+impl DeviceHandle {
+    /// Stops collecting, then says goodbye on the link.
+    pub async fn stop(&self) {
+        self.collector_addr.do_send(StopActor);
+        let _ = self.link_addr.send(Shutdown).await;
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopActor;
+
+impl Handler<StopActor> for CollectorActor {
+    type Result = ();
+    fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+pub struct DeviceParts {
+    pub device: DeviceId,
+    pub host: String,
+    pub port: u16,
+    pub identity: ClientIdentity,
+    pub keep_alive: Duration,
+    pub window: usize,
+    pub interval: Duration,
+    pub source: Box<dyn MetricSource>,
+    pub buffer: Arc<Buffer>,
+    pub birth: Birth,
+}
+
+/// A birth message with this process's boot id and versions.
+pub fn build_birth(
+    site: Option<String>,
+    tags: Vec<String>,
+    capabilities: Vec<String>,
+    simulated: bool,
+) -> Birth {
+    Birth {
+        boot_id: common::ids::random_hex(8),
+        agent_version: AGENT_VERSION.into(),
+        hostname: hostname(),
+        site,
+        tags,
+        capabilities,
+        started_ms: common::time::now_ms(),
+        simulated,
+        ..Default::default()
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Starts a device's actors on the current actix arbiter.
+pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
+    let tls = common::tls::client_config(&parts.identity)?;
+    let wake = Arc::new(Notify::new());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let link_cfg = LinkConfig {
+        device: parts.device.clone(),
+        host: parts.host,
+        port: parts.port,
+        tls,
+        client_id: parts.device.to_string(),
+        keep_alive: parts.keep_alive,
+        window: parts.window,
+        birth: parts.birth,
+    };
+    let link = LinkActor::new(link_cfg, parts.buffer.clone(), wake.clone(), tx);
+    let link_status = link.status.clone();
+    let link_addr = link.start();
+    let collector = CollectorActor::new(parts.source, parts.buffer.clone(), wake, parts.interval);
+    let collector_stats = collector.stats.clone();
+    let collector_addr = collector.start();
+    Ok(DeviceHandle {
+        device: parts.device,
+        buffer: parts.buffer,
+        link: link_status,
+        collector: collector_stats,
+        commands: Some(rx),
+        collector_addr,
+        link_addr,
+    })
+}
+
+/// Opens the sled buffer; a directory that will not open is moved aside and a fresh one
+/// started. Returns the buffer and, when that happened, the store-reset event to report.
+pub fn open_sled_buffer(
+    device: &DeviceId,
+    dir: &Path,
+    caps: crate::buffer::Caps,
+    flush: crate::buffer::FlushPolicy,
+) -> anyhow::Result<(Buffer, Option<common::Event>)> {
+    use crate::buffer::{FlushPolicy, SledStore};
+    let flush_ms = match flush {
+        FlushPolicy::Batched { ms } => Some(ms),
+        FlushPolicy::EveryRecord => None,
+    };
+    let open = |d: &Path| -> anyhow::Result<Buffer> {
+        let store = SledStore::open(d, flush_ms)?;
+        Ok(Buffer::open(
+            device.clone(),
+            Box::new(store) as Box<dyn crate::buffer::Store>,
+            caps,
+            flush,
+        )?)
+    };
+    match open(dir) {
+        Ok(b) => Ok((b, None)),
+        Err(e) => {
+            let moved = dir.with_extension(format!("corrupt-{}", common::time::now_ms()));
+            tracing::error!(error = %e, dir = %dir.display(), moved_to = %moved.display(), "buffer store will not open; moving it aside and starting empty");
+            std::fs::rename(dir, &moved)?;
+            let b = open(dir)?;
+            let ev = common::Event {
+                severity: common::Severity::Critical,
+                kind: common::EventKind::StoreReset {
+                    moved_to: moved.display().to_string(),
+                    error: e.to_string(),
+                },
+                message: format!("buffer store would not open ({e}); moved aside, started empty"),
+            };
+            Ok((b, Some(ev)))
+        }
+    }
+}
