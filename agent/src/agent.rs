@@ -41,20 +41,13 @@ pub fn start(file: &AgentFile) -> anyhow::Result<DeviceHandle> {
         now,
         &Event {
             severity: Severity::Info,
-            kind: EventKind::AgentStarted {
-                previous_exit: None,
-            },
+            kind: EventKind::AgentStarted { previous_exit: None },
             message: format!("rvm-agent {} started", runtime::AGENT_VERSION),
         },
     )?;
     let interval = Duration::from_millis(file.collector.interval_ms);
     let source = SystemSource::new(file.collector.interval_ms as u32);
-    let mut birth = runtime::build_birth(
-        file.site.clone(),
-        file.tags.clone(),
-        source.capabilities(),
-        false,
-    );
+    let mut birth = runtime::build_birth(file.site.clone(), file.tags.clone(), source.capabilities(), false);
     birth.vision_model_version = file.vision_model_version.clone();
     runtime::start_device(DeviceParts {
         device,

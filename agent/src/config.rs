@@ -168,10 +168,7 @@ impl std::fmt::Display for ConfigProblem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {error}")]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -188,10 +185,7 @@ pub fn split_host_port(s: &str) -> Option<(String, u16)> {
     if h.is_empty() || port == 0 {
         return None;
     }
-    Some((
-        h.trim_start_matches('[').trim_end_matches(']').to_string(),
-        port,
-    ))
+    Some((h.trim_start_matches('[').trim_end_matches(']').to_string(), port))
 }
 
 impl AgentFile {
@@ -231,10 +225,7 @@ impl AgentFile {
             bad("device_id", e.to_string());
         }
         if split_host_port(&self.mqtt.broker).is_none() {
-            bad(
-                "mqtt.broker",
-                format!("{:?} is not host:port", self.mqtt.broker),
-            );
+            bad("mqtt.broker", format!("{:?} is not host:port", self.mqtt.broker));
         }
         for (key, path) in [
             ("mqtt.ca", &self.mqtt.ca),
@@ -284,14 +275,10 @@ impl AgentFile {
                 "must be at least 1 (1 = no thinning)".into(),
             );
         }
-        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
-        {
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             bad(
                 "http.listen",
-                format!(
-                    "{:?} is not an address like 127.0.0.1:9101",
-                    self.http.listen
-                ),
+                format!("{:?} is not an address like 127.0.0.1:9101", self.http.listen),
             );
         }
         p

@@ -22,8 +22,7 @@ use common::command::SignedCommand;
 use common::topics::{Kind, Topic};
 use common::{DeviceId, DeviceState, Envelope, LastWill};
 use rumqttc::{
-    AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS, TlsConfiguration,
-    Transport,
+    AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport,
 };
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc};
@@ -150,13 +149,7 @@ pub struct LinkHandles<S: Store> {
 
 fn state_payload(device: &DeviceId, state: &DeviceState) -> Vec<u8> {
     // seq 0: presence is not a buffered record (see common::envelope)
-    codec::encode(&Envelope::new(
-        device.clone(),
-        0,
-        common::time::now_ms(),
-        state,
-    ))
-    .unwrap_or_default()
+    codec::encode(&Envelope::new(device.clone(), 0, common::time::now_ms(), state)).unwrap_or_default()
 }
 
 fn mqtt_options(cfg: &LinkConfig) -> MqttOptions {
@@ -281,9 +274,7 @@ pub async fn run<S: Store>(cfg: LinkConfig, h: LinkHandles<S>) {
                 }
             }
         }
-        h.status
-            .in_flight
-            .store(inflight.len() as u64, Ordering::Relaxed);
+        h.status.in_flight.store(inflight.len() as u64, Ordering::Relaxed);
     }
 }
 

@@ -100,10 +100,7 @@ fn main() -> ExitCode {
 }
 
 fn collect(format: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        format == "json",
-        "--format {format:?}: only json is supported"
-    );
+    anyhow::ensure!(format == "json", "--format {format:?}: only json is supported");
     let mut s = rvm_agent::collect::system::SystemSource::new(1000);
     s.collect(common::time::now_ms());
     std::thread::sleep(Duration::from_millis(250));
@@ -137,8 +134,8 @@ fn simulate(
     interval: u64,
     first: usize,
 ) -> anyhow::Result<()> {
-    let (host, port) = split_host_port(&broker)
-        .ok_or_else(|| anyhow::anyhow!("--broker {broker:?} is not host:port"))?;
+    let (host, port) =
+        split_host_port(&broker).ok_or_else(|| anyhow::anyhow!("--broker {broker:?} is not host:port"))?;
     anyhow::ensure!(interval >= 10, "--interval {interval}: at least 10 ms");
     let cfg = rvm_agent::simulate::SimConfig {
         devices,

@@ -28,11 +28,7 @@ pub struct SimConfig {
 
 impl SimConfig {
     pub fn device_id(&self, i: usize) -> anyhow::Result<DeviceId> {
-        Ok(DeviceId::new(format!(
-            "{}{:04}",
-            self.prefix,
-            self.first + i
-        ))?)
+        Ok(DeviceId::new(format!("{}{:04}", self.prefix, self.first + i))?)
     }
 
     pub fn site_of(&self, i: usize) -> String {
@@ -50,12 +46,8 @@ pub fn start(cfg: &SimConfig) -> anyhow::Result<Vec<DeviceHandle>> {
         let identity = ca.ensure_device(&dir, &device)?;
         let site = cfg.site_of(i);
         let source = SimSource::new((cfg.first + i) as u64 + 1, cfg.interval.as_millis() as u32);
-        let mut birth = runtime::build_birth(
-            Some(site),
-            vec!["simulated".into()],
-            source.capabilities(),
-            true,
-        );
+        let mut birth =
+            runtime::build_birth(Some(site), vec!["simulated".into()], source.capabilities(), true);
         birth.board = Some("NVIDIA Jetson Orin Nano Developer Kit (simulated)".into());
         birth.jetpack = Some("6.2".into());
         birth.vision_model_version = Some("v3.2".into());

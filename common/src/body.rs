@@ -224,11 +224,7 @@ impl Telemetry {
         {
             m.push(("temp.max_c".into(), t));
         }
-        let down = self
-            .processes
-            .iter()
-            .filter(|p| p.watched && !p.running)
-            .count();
+        let down = self.processes.iter().filter(|p| p.watched && !p.running).count();
         m.push(("process.down".into(), down as f64));
         if let Some(g) = &self.gpu {
             if let Some(v) = g.load_pct {

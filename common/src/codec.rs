@@ -50,8 +50,8 @@ fn config() -> impl bincode::config::Config {
 
 /// Encodes any wire value (an envelope, or a bare value such as a signed command).
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let bytes = bincode::serde::encode_to_vec(value, config())
-        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    let bytes =
+        bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))?;
     if bytes.len() > MAX_PAYLOAD {
         return Err(CodecError::TooLarge {
             len: bytes.len(),
@@ -331,14 +331,8 @@ mod tests {
             payload: vec![1, 2, 3],
             signature: vec![9; 64],
         };
-        assert_eq!(
-            decode_bare::<SignedCommand>(&encode(&sc).unwrap()).unwrap(),
-            sc
-        );
-        assert_eq!(
-            from_json::<SignedCommand>(&to_json(&sc).unwrap()).unwrap(),
-            sc
-        );
+        assert_eq!(decode_bare::<SignedCommand>(&encode(&sc).unwrap()).unwrap(), sc);
+        assert_eq!(from_json::<SignedCommand>(&to_json(&sc).unwrap()).unwrap(), sc);
         for a in [
             Action::RestartUnit { unit: "u".into() },
             Action::RestartProcess { name: "p".into() },
@@ -383,10 +377,7 @@ mod tests {
         ));
         let mut padded = bytes.clone();
         padded.push(0);
-        assert_eq!(
-            decode::<Telemetry>(&padded),
-            Err(CodecError::TrailingBytes(1))
-        );
+        assert_eq!(decode::<Telemetry>(&padded), Err(CodecError::TrailingBytes(1)));
     }
 
     #[test]
@@ -411,10 +402,7 @@ mod tests {
             },
         };
         let bytes = encode(&raw).unwrap();
-        assert!(matches!(
-            decode::<Event>(&bytes),
-            Err(CodecError::Malformed(_))
-        ));
+        assert!(matches!(decode::<Event>(&bytes), Err(CodecError::Malformed(_))));
     }
 
     #[test]

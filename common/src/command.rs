@@ -219,14 +219,11 @@ pub fn public_key_to_hex(key: &[u8; 32]) -> String {
 pub fn public_key_from_hex(s: &str) -> Result<[u8; 32], CommandError> {
     let s = s.trim();
     if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(CommandError::Key(
-            "public key must be 64 hex characters".into(),
-        ));
+        return Err(CommandError::Key("public key must be 64 hex characters".into()));
     }
     let mut out = [0u8; 32];
     for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
-            .map_err(|e| CommandError::Key(e.to_string()))?;
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|e| CommandError::Key(e.to_string()))?;
     }
     Ok(out)
 }
@@ -276,12 +273,7 @@ mod tests {
     fn an_expired_command_is_refused() {
         let s = build_signer();
         let sc = s.sign(&build_command("rvm1", 10_000)).unwrap();
-        let err = verify(
-            &sc,
-            &s.public_key(),
-            &DeviceId::new("rvm1").unwrap(),
-            10_000,
-        );
+        let err = verify(&sc, &s.public_key(), &DeviceId::new("rvm1").unwrap(), 10_000);
         assert!(matches!(err, Err(CommandError::Expired { .. })));
     }
 

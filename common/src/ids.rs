@@ -151,10 +151,7 @@ mod tests {
 
     #[test]
     fn identities_are_classified_from_the_common_name() {
-        assert_eq!(
-            Identity::from_common_name("fleet-server"),
-            Some(Identity::Server)
-        );
+        assert_eq!(Identity::from_common_name("fleet-server"), Some(Identity::Server));
         assert_eq!(
             Identity::from_common_name("reader-grafana"),
             Some(Identity::Reader("grafana".into()))

@@ -19,8 +19,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -36,10 +36,7 @@ pub enum PkiError {
     #[error("{0} already exists (pass --force to overwrite)")]
     Exists(PathBuf),
     #[error("{path}: {error}")]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Io { path: PathBuf, error: std::io::Error },
     #[error("certificate generation: {0}")]
     Rcgen(#[from] rcgen::Error),
     #[error("no fleet CA in {0} (run `fleetctl certs init --dir {0}` first)")]
@@ -223,9 +220,7 @@ pub fn init(dir: &CertDir, sans: &[String], force: bool) -> Result<InitReport, P
         let (cert, key) = ca.issue(
             SERVER_IDENTITY,
             "RVM Fleet",
-            LeafKind::Server {
-                sans: sans.to_vec(),
-            },
+            LeafKind::Server { sans: sans.to_vec() },
             Validity::days_from_now(LEAF_VALIDITY_DAYS),
         )?;
         write_file(&dir.server_key(), key.as_bytes(), 0o600, force)?;
@@ -236,15 +231,12 @@ pub fn init(dir: &CertDir, sans: &[String], force: bool) -> Result<InitReport, P
         report.kept.push(dir.signing_key());
     } else {
         let der = CommandSigner::generate_pkcs8().map_err(|e| PkiError::Signing(e.to_string()))?;
-        let signer =
-            CommandSigner::from_pkcs8(&der).map_err(|e| PkiError::Signing(e.to_string()))?;
+        let signer = CommandSigner::from_pkcs8(&der).map_err(|e| PkiError::Signing(e.to_string()))?;
         let pem = pem_encode("PRIVATE KEY", &der);
         write_file(&dir.signing_key(), pem.as_bytes(), 0o600, force)?;
         let hex = public_key_to_hex(&signer.public_key()) + "\n";
         write_file(&dir.signing_pub(), hex.as_bytes(), 0o644, force)?;
-        report
-            .written
-            .extend([dir.signing_key(), dir.signing_pub()]);
+        report.written.extend([dir.signing_key(), dir.signing_pub()]);
     }
     Ok(report)
 }
@@ -253,8 +245,7 @@ pub fn init(dir: &CertDir, sans: &[String], force: bool) -> Result<InitReport, P
 pub fn load_signer(dir: &CertDir) -> Result<CommandSigner, PkiError> {
     let path = dir.signing_key();
     let pem = fs::read_to_string(&path).map_err(io(&path))?;
-    let der = pem_decode(&pem)
-        .ok_or_else(|| PkiError::Signing(format!("{} is not PEM", path.display())))?;
+    let der = pem_decode(&pem).ok_or_else(|| PkiError::Signing(format!("{} is not PEM", path.display())))?;
     CommandSigner::from_pkcs8(&der).map_err(|e| PkiError::Signing(e.to_string()))
 }
 
@@ -301,20 +292,30 @@ impl Ca {
         kind: LeafKind,
         validity: Validity,
     ) -> Result<(String, String), PkiError> {
+        self.issue_dn(Some(cn), org, kind, validity)
+    }
+
+    /// As [`Ca::issue`], with the CN optional (tests: a certificate without a CN must be refused).
+    pub fn issue_dn(
+        &self,
+        cn: Option<&str>,
+        org: &str,
+        kind: LeafKind,
+        validity: Validity,
+    ) -> Result<(String, String), PkiError> {
         let key = KeyPair::generate()?;
         let mut params = match &kind {
             LeafKind::Server { sans } => {
                 let mut p = CertificateParams::new(Vec::<String>::new())?;
                 for san in sans {
-                    p.subject_alt_names
-                        .push(match san.parse::<std::net::IpAddr>() {
-                            Ok(ip) => SanType::IpAddress(ip),
-                            Err(_) => SanType::DnsName(
-                                san.clone()
-                                    .try_into()
-                                    .map_err(|_| PkiError::Name(format!("bad SAN {san:?}")))?,
-                            ),
-                        });
+                    p.subject_alt_names.push(match san.parse::<std::net::IpAddr>() {
+                        Ok(ip) => SanType::IpAddress(ip),
+                        Err(_) => SanType::DnsName(
+                            san.clone()
+                                .try_into()
+                                .map_err(|_| PkiError::Name(format!("bad SAN {san:?}")))?,
+                        ),
+                    });
                 }
                 p.extended_key_usages = vec![
                     ExtendedKeyUsagePurpose::ServerAuth,
@@ -328,7 +329,14 @@ impl Ca {
                 p
             }
         };
-        params.distinguished_name = dn(cn, org);
+        params.distinguished_name = match cn {
+            Some(cn) => dn(cn, org),
+            None => {
+                let mut d = DistinguishedName::new();
+                d.push(DnType::OrganizationName, org);
+                d
+            }
+        };
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -407,11 +415,7 @@ mod tests {
         assert!(matches!(err, PkiError::Exists(_)), "{err}");
         ca.issue_device(&dir, &id, Validity::days_from_now(1), true)
             .unwrap();
-        let mode = fs::metadata(dir.device_key(&id))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = fs::metadata(dir.device_key(&id)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
 

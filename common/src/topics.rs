@@ -116,9 +116,7 @@ impl Topic {
                 "alerts" => Ok(Topic::FleetAlerts),
                 "incidents" => Ok(Topic::FleetIncidents),
                 _ => {
-                    let rest = rest
-                        .strip_prefix("devices/")
-                        .ok_or_else(|| err("unknown"))?;
+                    let rest = rest.strip_prefix("devices/").ok_or_else(|| err("unknown"))?;
                     let (dev, suffix) = rest.split_once('/').ok_or_else(|| err("no kind"))?;
                     let device = DeviceId::new(dev).map_err(|_| err("bad device id"))?;
                     let kind = Kind::from_suffix(suffix).ok_or_else(|| err("unknown kind"))?;

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -43,6 +43,9 @@ pub struct BrokerConfig {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Devices and readers are refused until this is true: the server's own session must be
+    /// subscribed first, or what they publish would be acknowledged to them and go nowhere.
+    pub ready: Arc<AtomicBool>,
 }
 
 /// Refusals counted by the broker, by reason.
@@ -50,6 +53,7 @@ pub struct BrokerConfig {
 pub struct BrokerStats {
     pub connects_allowed: AtomicU64,
     pub connects_refused: AtomicU64,
+    pub connects_not_ready: AtomicU64,
     pub publishes_refused: AtomicU64,
     pub subscribes_refused: AtomicU64,
 }
@@ -58,6 +62,7 @@ pub struct BrokerStats {
 pub struct BrokerStatsSnapshot {
     pub connects_allowed: u64,
     pub connects_refused: u64,
+    pub connects_not_ready: u64,
     pub publishes_refused: u64,
     pub subscribes_refused: u64,
 }
@@ -67,6 +72,7 @@ impl BrokerStats {
         BrokerStatsSnapshot {
             connects_allowed: self.connects_allowed.load(Ordering::Relaxed),
             connects_refused: self.connects_refused.load(Ordering::Relaxed),
+            connects_not_ready: self.connects_not_ready.load(Ordering::Relaxed),
             publishes_refused: self.publishes_refused.load(Ordering::Relaxed),
             subscribes_refused: self.subscribes_refused.load(Ordering::Relaxed),
         }
@@ -100,6 +106,7 @@ impl EmbeddedBroker {
                     POLICY_PRIORITY,
                     Box::new(PolicyHook {
                         stats: stats.clone(),
+                        ready: cfg.ready.clone(),
                     }),
                 )
                 .await;
@@ -112,9 +119,7 @@ impl EmbeddedBroker {
             .reuseaddr(Some(true))
             .allow_anonymous(false)
             .max_mqueue_len(MAX_SESSION_QUEUE)
-            .max_inflight(
-                std::num::NonZeroU16::new(MAX_INFLIGHT).unwrap_or(std::num::NonZeroU16::MIN),
-            )
+            .max_inflight(std::num::NonZeroU16::new(MAX_INFLIGHT).unwrap_or(std::num::NonZeroU16::MIN))
             .handshake_timeout(Duration::from_secs(10))
             .tls_cross_certificate(true)
             .tls_cert(Some(cfg.cert.to_string_lossy().into_owned()))
@@ -151,6 +156,7 @@ impl EmbeddedBroker {
 
 struct PolicyHook {
     stats: Arc<BrokerStats>,
+    ready: Arc<AtomicBool>,
 }
 
 fn identity_of(username: Option<&str>) -> Option<Identity> {
@@ -191,6 +197,11 @@ impl PolicyHook {
                     ci.client_id(),
                     will.as_deref(),
                 ) {
+                    Ok(id) if id != Identity::Server && !self.ready.load(Ordering::Acquire) => {
+                        self.stats.connects_not_ready.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(client = %ci.client_id(), "connection deferred: server not subscribed yet");
+                        (false, Some(HookResult::AuthResult(AuthResult::NotAuthorized)))
+                    }
                     Ok(_) => {
                         self.stats.connects_allowed.fetch_add(1, Ordering::Relaxed);
                         (
@@ -200,10 +211,7 @@ impl PolicyHook {
                     }
                     Err(refusal) => {
                         self.refused_connect(refusal, cn.as_deref(), ci.client_id());
-                        (
-                            false,
-                            Some(HookResult::AuthResult(AuthResult::NotAuthorized)),
-                        )
+                        (false, Some(HookResult::AuthResult(AuthResult::NotAuthorized)))
                     }
                 }
             }
@@ -215,20 +223,19 @@ impl PolicyHook {
                 if ok {
                     (
                         false,
-                        Some(HookResult::SubscribeAclResult(
-                            SubscribeAclResult::new_success(sub.opts.qos(), None),
-                        )),
+                        Some(HookResult::SubscribeAclResult(SubscribeAclResult::new_success(
+                            sub.opts.qos(),
+                            None,
+                        ))),
                     )
                 } else {
-                    self.stats
-                        .subscribes_refused
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.stats.subscribes_refused.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(client = %session.id.client_id, filter = %sub.topic_filter, "subscribe refused by policy");
                     (
                         false,
-                        Some(HookResult::SubscribeAclResult(
-                            SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized),
-                        )),
+                        Some(HookResult::SubscribeAclResult(SubscribeAclResult::new_failure(
+                            SubscribeAckReason::NotAuthorized,
+                        ))),
                     )
                 }
             }

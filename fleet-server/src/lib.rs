@@ -1,7 +1,22 @@
 //! RVM Fleet server.
 //!
 //! # Layout
+//! - [`config`]: `fleet-server.toml`, defaults, validation naming every bad key
 //! - [`policy`]: who may connect, publish and subscribe on the broker (pure)
 //! - [`broker`]: the embedded rmqtt broker and its policy hooks
+//! - [`fleet`]: per-device state and presence (pure); [`delivery`]: dedup and gaps (pure)
+//! - [`auth`]: API tokens and roles
+//! - [`actors`]: fleet actor, ingest
+//! - [`http`]: REST v1 and the web view
+//! - [`server`]: starting and stopping everything; [`demo`]: `fleet-server demo`
+
+pub mod actors;
+pub mod auth;
 pub mod broker;
+pub mod config;
+pub mod delivery;
+pub mod demo;
+pub mod fleet;
+pub mod http;
 pub mod policy;
+pub mod server;

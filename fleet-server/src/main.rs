@@ -1,1 +1,151 @@
-fn main() {}
+//! fleet-server command line: `run` and `demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use fleet_server::config::ServerFile;
+use fleet_server::demo::{self, DemoOptions};
+use fleet_server::server::Server;
+
+#[derive(Parser)]
+#[command(name = "fleet-server", version, about = "RVM Fleet server")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server from a config file.
+    Run {
+        #[arg(long, default_value = "config/fleet-server.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file and name every bad key.
+    CheckConfig {
+        #[arg(long, default_value = "config/fleet-server.toml")]
+        config: PathBuf,
+    },
+    /// Everything on this machine: broker, server, web view, a local agent, simulated RVMs.
+    Demo {
+        #[arg(long, default_value = "demo-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8883")]
+        mqtt: SocketAddr,
+        #[arg(long, default_value_t = 20)]
+        devices: usize,
+        #[arg(long, default_value_t = 3)]
+        sites: usize,
+        /// Collection interval of the simulated machines, ms.
+        #[arg(long, default_value_t = 1000)]
+        interval: u64,
+        /// Do not run an agent for this machine.
+        #[arg(long)]
+        no_local_agent: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RVM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmqtt=warn,rmqtt_net=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    common::tls::install_crypto_provider();
+    let res = match Cli::parse().cmd {
+        Cmd::Run { config } => run(config),
+        Cmd::CheckConfig { config } => ServerFile::load(&config)
+            .map(|_| println!("{}: ok", config.display()))
+            .map_err(anyhow::Error::from),
+        Cmd::Demo {
+            data_dir,
+            http,
+            mqtt,
+            devices,
+            sites,
+            interval,
+            no_local_agent,
+        } => run_demo(DemoOptions {
+            data_dir,
+            http,
+            mqtt,
+            devices,
+            sites,
+            interval: Duration::from_millis(interval.max(10)),
+            local_agent: !no_local_agent,
+        }),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fleet-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: PathBuf) -> anyhow::Result<()> {
+    let cfg = ServerFile::load(&config)?;
+    let mut server = Server::start(cfg)?;
+    eprintln!(
+        "fleet server: http://{}/  mqtts://{}",
+        server.http_addr, server.mqtt_addr
+    );
+    wait_for_signal();
+    server.stop();
+    Ok(())
+}
+
+fn run_demo(opts: DemoOptions) -> anyhow::Result<()> {
+    let mut d = demo::start(&opts)?;
+    println!();
+    println!("RVM Fleet demo is running");
+    println!("  web view:    {}#token={}", d.url, d.admin_token);
+    println!(
+        "  admin token: {} (also in {})",
+        d.admin_token,
+        opts.data_dir.join("admin.token").display()
+    );
+    println!("  MQTT (mTLS): {}", d.server.mqtt_addr);
+    println!(
+        "  machines:    {} simulated across {} sites{}",
+        opts.devices,
+        opts.sites,
+        if opts.local_agent { " + this machine" } else { "" }
+    );
+    println!(
+        "  try:         curl -H 'Authorization: Bearer {}' {}api/v1/devices",
+        d.admin_token, d.url
+    );
+    println!("Ctrl-C stops it.");
+    wait_for_signal();
+    d.stop();
+    Ok(())
+}
+
+fn wait_for_signal() {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(_) => return,
+    };
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    });
+}

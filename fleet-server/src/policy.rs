@@ -52,9 +52,7 @@ pub fn authorize_connect(
     client_id: &str,
     will_topic: Option<&str>,
 ) -> Result<Identity, Refusal> {
-    let cn = cn
-        .filter(|c| !c.is_empty())
-        .ok_or(Refusal::NoCertificateCn)?;
+    let cn = cn.filter(|c| !c.is_empty()).ok_or(Refusal::NoCertificateCn)?;
     let identity = Identity::from_common_name(cn).ok_or(Refusal::UnknownIdentity)?;
     if username != Some(cn) {
         return Err(Refusal::UsernameMismatch);
@@ -66,10 +64,10 @@ pub fn authorize_connect(
     if !owned {
         return Err(Refusal::ClientIdNotOwned);
     }
-    if let Some(will) = will_topic {
-        if !may_publish(&identity, will) {
-            return Err(Refusal::WillNotAllowed);
-        }
+    if let Some(will) = will_topic
+        && !may_publish(&identity, will)
+    {
+        return Err(Refusal::WillNotAllowed);
     }
     Ok(identity)
 }
@@ -91,9 +89,7 @@ pub fn may_subscribe(identity: &Identity, filter: &str) -> bool {
     match identity {
         Identity::Server => true,
         Identity::Reader(_) => topics::filter_within(filter, topics::FLEET_ROOT),
-        Identity::Device(me) => {
-            topics::filter_within(filter, &format!("{}/{me}", topics::DEVICE_ROOT))
-        }
+        Identity::Device(me) => topics::filter_within(filter, &format!("{}/{me}", topics::DEVICE_ROOT)),
     }
 }
 
@@ -114,12 +110,7 @@ mod tests {
 
     #[test]
     fn a_device_connects_with_its_own_cn_client_id_and_will() {
-        let id = authorize_connect(
-            Some("rvm1"),
-            Some("rvm1"),
-            "rvm1",
-            Some("rvm/v1/rvm1/state"),
-        );
+        let id = authorize_connect(Some("rvm1"), Some("rvm1"), "rvm1", Some("rvm/v1/rvm1/state"));
         assert_eq!(id, Ok(dev("rvm1")));
         assert!(authorize_connect(Some("rvm1"), Some("rvm1"), "rvm1:agent", None).is_ok());
     }
@@ -185,15 +176,7 @@ mod tests {
 
     #[test]
     fn readers_connect_without_a_will_only() {
-        assert!(
-            authorize_connect(
-                Some("reader-graf"),
-                Some("reader-graf"),
-                "reader-graf",
-                None
-            )
-            .is_ok()
-        );
+        assert!(authorize_connect(Some("reader-graf"), Some("reader-graf"), "reader-graf", None).is_ok());
         assert_eq!(
             authorize_connect(
                 Some("reader-graf"),
@@ -252,13 +235,7 @@ mod tests {
     fn devices_subscribe_only_within_their_own_namespace() {
         let me = dev("rvm1");
         assert!(may_subscribe(&me, "rvm/v1/rvm1/cmd"));
-        for f in [
-            "rvm/v1/rvm2/cmd",
-            "rvm/v1/+/cmd",
-            "#",
-            "rvm/v1/#",
-            "fleet/v1/#",
-        ] {
+        for f in ["rvm/v1/rvm2/cmd", "rvm/v1/+/cmd", "#", "rvm/v1/#", "fleet/v1/#"] {
             assert!(!may_subscribe(&me, f), "{f}");
         }
     }

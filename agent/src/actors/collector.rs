@@ -74,8 +74,7 @@ impl CollectorActor {
         }
         self.busy = true;
         let source = self.source.clone();
-        let job =
-            tokio::task::spawn_blocking(move || source.lock().ok().map(|mut s| s.collect(now)));
+        let job = tokio::task::spawn_blocking(move || source.lock().ok().map(|mut s| s.collect(now)));
         let fut = async move { tokio::time::timeout(COLLECT_TIMEOUT, job).await };
         ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
             match res {
@@ -108,10 +107,10 @@ impl CollectorActor {
                 tracing::warn!(error = %e, "telemetry not stored");
             }
         }
-        if let Some(ev) = self.buffer.take_drop_event() {
-            if let Err(e) = self.buffer.append(Kind::Event, now, &ev) {
-                tracing::error!(error = %e, "drop event not stored");
-            }
+        if let Some(ev) = self.buffer.take_drop_event()
+            && let Err(e) = self.buffer.append(Kind::Event, now, &ev)
+        {
+            tracing::error!(error = %e, "drop event not stored");
         }
         if self.buffer.flush_policy() == FlushPolicy::EveryRecord {
             let b = self.buffer.clone();

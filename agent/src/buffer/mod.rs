@@ -170,12 +170,7 @@ impl Store for Box<dyn Store> {
     fn remove(&mut self, key: Key) -> Result<Option<usize>, StoreError> {
         (**self).remove(key)
     }
-    fn scan(
-        &self,
-        class: u8,
-        after: Option<u64>,
-        n: usize,
-    ) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
+    fn scan(&self, class: u8, after: Option<u64>, n: usize) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
         (**self).scan(class, after, n)
     }
     fn first(&self, class: u8) -> Result<Option<(Key, usize)>, StoreError> {
@@ -199,12 +194,7 @@ impl Store for Box<dyn Store> {
 }
 
 impl<S: Store> Buffer<S> {
-    pub fn open(
-        device: DeviceId,
-        store: S,
-        caps: Caps,
-        flush: FlushPolicy,
-    ) -> Result<Self, BufferError> {
+    pub fn open(device: DeviceId, store: S, caps: Caps, flush: FlushPolicy) -> Result<Self, BufferError> {
         let (records, bytes) = store.count_and_bytes()?;
         let mut highest = store.last_seq()?.unwrap_or(0);
         for class in [Key::PRIORITY, Key::TELEMETRY] {
@@ -259,12 +249,7 @@ impl<S: Store> Buffer<S> {
     }
 
     /// Wraps `body` in an envelope with the next seq and stores it.
-    pub fn append<T: Serialize>(
-        &self,
-        kind: Kind,
-        ts_ms: i64,
-        body: &T,
-    ) -> Result<Appended, BufferError> {
+    pub fn append<T: Serialize>(&self, kind: Kind, ts_ms: i64, body: &T) -> Result<Appended, BufferError> {
         let mut inner = self.lock();
         let seq = inner.next_seq;
         let env = Envelope::new(self.device.clone(), seq, ts_ms, body);
@@ -275,7 +260,10 @@ impl<S: Store> Buffer<S> {
         // Thinning near the cap: telemetry only.
         if class == Key::TELEMETRY && inner.near_cap(size) && inner.caps.thin_keep_every > 1 {
             inner.telemetry_seen_near_cap += 1;
-            if inner.telemetry_seen_near_cap % inner.caps.thin_keep_every != 0 {
+            if !inner
+                .telemetry_seen_near_cap
+                .is_multiple_of(inner.caps.thin_keep_every)
+            {
                 inner.next_seq += 1;
                 let last = inner.next_seq - 1;
                 inner.store.set_last_seq(last)?;
@@ -327,12 +315,7 @@ impl<S: Store> Buffer<S> {
     }
 
     /// Up to `n` records of `class` after seq `after`, in order.
-    pub fn next(
-        &self,
-        class: u8,
-        after: Option<u64>,
-        n: usize,
-    ) -> Result<Vec<Record>, BufferError> {
+    pub fn next(&self, class: u8, after: Option<u64>, n: usize) -> Result<Vec<Record>, BufferError> {
         let inner = self.lock();
         let rows = inner.store.scan(class, after, n)?;
         let mut out = Vec::with_capacity(rows.len());
@@ -399,8 +382,7 @@ impl<S: Store> Buffer<S> {
 
 impl<S: Store> Inner<S> {
     fn over_cap(&self, incoming: u64) -> bool {
-        self.stats.records + 1 > self.caps.max_records
-            || self.stats.bytes + incoming > self.caps.max_bytes
+        self.stats.records + 1 > self.caps.max_records || self.stats.bytes + incoming > self.caps.max_bytes
     }
 
     fn near_cap(&self, incoming: u64) -> bool {
@@ -481,10 +463,7 @@ mod tests {
         let r = b.next(Key::TELEMETRY, None, 10).unwrap();
         assert_eq!(b.stats().records, 1);
         assert!(b.ack(r[0].key).unwrap());
-        assert!(
-            !b.ack(r[0].key).unwrap(),
-            "second ack of the same key is a no-op"
-        );
+        assert!(!b.ack(r[0].key).unwrap(), "second ack of the same key is a no-op");
         assert_eq!(b.stats().records, 0);
     }
 
@@ -621,9 +600,7 @@ mod tests {
         });
         let mut thinned = 0;
         for _ in 0..120 {
-            if let Appended::Thinned { .. } =
-                b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap()
-            {
+            if let Appended::Thinned { .. } = b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap() {
                 thinned += 1;
             }
         }

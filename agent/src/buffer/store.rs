@@ -50,12 +50,7 @@ pub trait Store: Send + 'static {
     /// Removes a record; returns its size if it was there.
     fn remove(&mut self, key: Key) -> Result<Option<usize>, StoreError>;
     /// Up to `n` records of `class` with seq greater than `after`, in order.
-    fn scan(
-        &self,
-        class: u8,
-        after: Option<u64>,
-        n: usize,
-    ) -> Result<Vec<(Key, Vec<u8>)>, StoreError>;
+    fn scan(&self, class: u8, after: Option<u64>, n: usize) -> Result<Vec<(Key, Vec<u8>)>, StoreError>;
     /// The oldest record of `class`.
     fn first(&self, class: u8) -> Result<Option<(Key, usize)>, StoreError>;
     /// Count and total value bytes of all records (computed at open, then tracked by the caller).
@@ -84,12 +79,7 @@ impl Store for MemStore {
     fn remove(&mut self, key: Key) -> Result<Option<usize>, StoreError> {
         Ok(self.records.remove(&key).map(|v| v.len()))
     }
-    fn scan(
-        &self,
-        class: u8,
-        after: Option<u64>,
-        n: usize,
-    ) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
+    fn scan(&self, class: u8, after: Option<u64>, n: usize) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
         let start = Key {
             class,
             seq: after.map_or(0, |s| s.saturating_add(1)),
@@ -192,12 +182,7 @@ impl Store for SledStore {
             .map(|v| v.map(|v| v.len()))
             .map_err(|e| self.err(e))
     }
-    fn scan(
-        &self,
-        class: u8,
-        after: Option<u64>,
-        n: usize,
-    ) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
+    fn scan(&self, class: u8, after: Option<u64>, n: usize) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
         if after == Some(u64::MAX) {
             return Ok(Vec::new());
         }

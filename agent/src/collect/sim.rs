@@ -2,8 +2,7 @@
 //! service). Deterministic per seed, so a demo, a test and a benchmark tell the same story.
 
 use common::{
-    CpuStats, DiskStats, GpuBackendKind, GpuStats, MemoryStats, NetStats, PowerRail, Reading,
-    Telemetry,
+    CpuStats, DiskStats, GpuBackendKind, GpuStats, MemoryStats, NetStats, PowerRail, Reading, Telemetry,
 };
 
 /// Orin Nano 8GB: what tegrastats reports as RAM total.

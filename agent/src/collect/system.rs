@@ -32,15 +32,7 @@ impl SystemSource {
 fn interesting_fs(fs: &str) -> bool {
     !matches!(
         fs,
-        "overlay"
-            | "tmpfs"
-            | "devtmpfs"
-            | "squashfs"
-            | "proc"
-            | "sysfs"
-            | "cgroup"
-            | "cgroup2"
-            | "nsfs"
+        "overlay" | "tmpfs" | "devtmpfs" | "squashfs" | "proc" | "sysfs" | "cgroup" | "cgroup2" | "nsfs"
     )
 }
 
@@ -54,8 +46,7 @@ impl super::MetricSource for SystemSource {
 
         self.sys
             .refresh_cpu_specifics(CpuRefreshKind::nothing().with_cpu_usage().with_frequency());
-        self.sys
-            .refresh_memory_specifics(MemoryRefreshKind::everything());
+        self.sys.refresh_memory_specifics(MemoryRefreshKind::everything());
         self.disks.refresh(true);
         self.networks.refresh(true);
         self.components.refresh(true);
@@ -64,12 +55,7 @@ impl super::MetricSource for SystemSource {
         let cpu = CpuStats {
             usage_pct: self.sys.global_cpu_usage(),
             per_core_pct: self.sys.cpus().iter().map(|c| c.cpu_usage()).collect(),
-            freq_mhz: self
-                .sys
-                .cpus()
-                .iter()
-                .map(|c| c.frequency() as u32)
-                .collect(),
+            freq_mhz: self.sys.cpus().iter().map(|c| c.frequency() as u32).collect(),
             load1: load.one as f32,
             load5: load.five as f32,
             load15: load.fifteen as f32,

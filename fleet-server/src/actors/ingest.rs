@@ -1,0 +1,238 @@
+//! Ingest: the server's MQTT client. Subscribes to every device topic, decodes, checks that
+//! the envelope names the device of its topic, and routes to the fleet actor. Anything that
+//! does not decode is counted by reason and logged; ingest carries on.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::Addr;
+use common::codec::{self, CodecError};
+use common::command::CommandResult;
+use common::tls::ClientIdentity;
+use common::topics::{self, Kind, Topic};
+use common::{DeviceState, Envelope, Event, HealthReport, Telemetry};
+use rumqttc::{AsyncClient, Event as MqttEvent, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
+use serde::Serialize;
+
+use crate::actors::fleet::{FleetActor, Ingested};
+use crate::fleet::Applied;
+
+/// Client id of the server's ingest session (see [`crate::policy`] for the `:` rule).
+pub const INGEST_CLIENT_ID: &str = "fleet-server:ingest";
+
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub connected: AtomicBool,
+    pub received: AtomicU64,
+    pub accepted: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub rejected: Mutex<BTreeMap<String, u64>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IngestSnapshot {
+    pub connected: bool,
+    pub received: u64,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected_total: u64,
+    pub rejected: BTreeMap<String, u64>,
+}
+
+impl IngestStats {
+    pub fn reject(&self, reason: &str, topic: &str, detail: &str) {
+        if let Ok(mut m) = self.rejected.lock() {
+            *m.entry(reason.to_string()).or_default() += 1;
+        }
+        tracing::warn!(reason, topic, detail, "record rejected");
+    }
+
+    pub fn snapshot(&self) -> IngestSnapshot {
+        let rejected = self.rejected.lock().map(|m| m.clone()).unwrap_or_default();
+        IngestSnapshot {
+            connected: self.connected.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            accepted: self.accepted.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            rejected_total: rejected.values().sum(),
+            rejected,
+        }
+    }
+}
+
+pub struct IngestConfig {
+    pub host: String,
+    pub port: u16,
+    pub identity: ClientIdentity,
+    /// Set once every subscription is acknowledged (opens the embedded broker to devices).
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Decodes one publish into a fleet message, or says why not.
+pub fn decode(topic: &str, payload: &[u8]) -> Result<Ingested, (&'static str, String)> {
+    let (device, kind) = match Topic::parse(topic) {
+        Ok(Topic::Device { device, kind }) if kind.is_from_agent() => (device, kind),
+        Ok(_) => return Err(("unexpected_topic", topic.to_string())),
+        Err(e) => return Err(("bad_topic", e.to_string())),
+    };
+    fn dec<T: serde::de::DeserializeOwned>(p: &[u8]) -> Result<Envelope<T>, (&'static str, String)> {
+        codec::decode::<T>(p).map_err(|e: CodecError| (e.label(), e.to_string()))
+    }
+    let (msg, named) = match kind {
+        Kind::Telemetry => {
+            let e = dec::<Telemetry>(payload)?;
+            let d = e.device.clone();
+            (Ingested::Telemetry(Box::new(e)), d)
+        }
+        Kind::Health => {
+            let e = dec::<HealthReport>(payload)?;
+            let d = e.device.clone();
+            (Ingested::Health(e), d)
+        }
+        Kind::Event => {
+            let e = dec::<Event>(payload)?;
+            let d = e.device.clone();
+            (Ingested::Event(e), d)
+        }
+        Kind::State => {
+            let e = dec::<DeviceState>(payload)?;
+            let d = e.device.clone();
+            (Ingested::State(e), d)
+        }
+        Kind::CmdResult => {
+            let e = dec::<CommandResult>(payload)?;
+            let d = e.device.clone();
+            (
+                Ingested::CmdResult {
+                    device: d.clone(),
+                    seq: e.seq,
+                },
+                d,
+            )
+        }
+        Kind::Cmd => return Err(("unexpected_topic", topic.to_string())),
+    };
+    if named != device {
+        return Err((
+            "device_mismatch",
+            format!("topic names {device}, envelope names {named}"),
+        ));
+    }
+    Ok(msg)
+}
+
+/// Runs the ingest client until the process ends.
+pub async fn run(cfg: IngestConfig, fleet: Addr<FleetActor>, stats: Arc<IngestStats>) {
+    let tls = match common::tls::client_config(&cfg.identity) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "ingest cannot load its TLS identity");
+            return;
+        }
+    };
+    let mut opts = MqttOptions::new(INGEST_CLIENT_ID, cfg.host.clone(), cfg.port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    // A persistent session: an external broker keeps our QoS 1 messages while we restart.
+    opts.set_clean_session(false);
+    let max = codec::MAX_PAYLOAD + 4096;
+    opts.set_max_packet_size(max, max);
+    opts.set_inflight(1024);
+    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+    let mut backoff = Duration::from_millis(200);
+    let filters = topics::server_filters();
+    let mut subacks = 0;
+    loop {
+        match eventloop.poll().await {
+            Ok(MqttEvent::Incoming(Incoming::SubAck(ack))) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                {
+                    tracing::error!("the broker refused an ingest subscription");
+                    continue;
+                }
+                subacks += 1;
+                if subacks == filters.len() {
+                    cfg.ready.store(true, Ordering::Release);
+                    tracing::info!("ingest subscribed");
+                }
+            }
+            Ok(MqttEvent::Incoming(Incoming::ConnAck(_))) => {
+                subacks = 0;
+                backoff = Duration::from_millis(200);
+                stats.connected.store(true, Ordering::Relaxed);
+                tracing::info!(host = %cfg.host, port = cfg.port, "ingest connected");
+                for f in filters.iter().cloned() {
+                    if let Err(e) = client.subscribe(f, QoS::AtLeastOnce).await {
+                        tracing::error!(error = %e, "ingest subscribe failed");
+                    }
+                }
+            }
+            Ok(MqttEvent::Incoming(Incoming::Publish(p))) => {
+                stats.received.fetch_add(1, Ordering::Relaxed);
+                match decode(&p.topic, &p.payload) {
+                    Ok(msg) => {
+                        let fleet = fleet.clone();
+                        let stats = stats.clone();
+                        match fleet.send(msg).await {
+                            Ok(Applied::New) => {
+                                stats.accepted.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(Applied::Duplicate) => {
+                                stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => tracing::error!(error = %e, "fleet actor unavailable"),
+                        }
+                    }
+                    Err((reason, detail)) => stats.reject(reason, &p.topic, &detail),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                stats.connected.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, "ingest connection lost");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use common::DeviceId;
+
+    use super::*;
+
+    #[test]
+    fn random_bytes_are_rejected_with_a_reason() {
+        let r = decode("rvm/v1/rvm1/telemetry", b"\xff\xfe garbage");
+        assert!(matches!(r, Err((_, _))));
+    }
+
+    #[test]
+    fn an_envelope_naming_another_device_is_refused() {
+        let env = Envelope::new(DeviceId::new("rvm2").unwrap(), 1, 0, Telemetry::default());
+        let bytes = codec::encode(&env).unwrap();
+        assert_eq!(
+            decode("rvm/v1/rvm1/telemetry", &bytes).err().map(|e| e.0),
+            Some("device_mismatch")
+        );
+        assert!(decode("rvm/v1/rvm2/telemetry", &bytes).is_ok());
+    }
+
+    #[test]
+    fn a_wrong_schema_is_refused_as_unknown_schema() {
+        let mut env = Envelope::new(DeviceId::new("rvm1").unwrap(), 1, 0, Telemetry::default());
+        env.schema = 7;
+        let bytes = codec::encode(&env).unwrap();
+        assert_eq!(
+            decode("rvm/v1/rvm1/telemetry", &bytes).err().map(|e| e.0),
+            Some("unknown_schema")
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! The server's actors: thin shells around the pure modules ([`crate::fleet`], ...).
+
+pub mod fleet;
+pub mod ingest;

@@ -1,0 +1,169 @@
+//! `fleet-server demo`: one command on a fresh machine. Makes dev certificates if missing,
+//! starts the embedded broker, the server and web view, an agent for this machine and N
+//! simulated RVMs across 3 sites, and prints the URL and an admin token.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::DeviceId;
+use common::pki::{self, Ca, CertDir};
+use rvm_agent::buffer::{Caps, FlushPolicy};
+use rvm_agent::collect::MetricSource;
+use rvm_agent::collect::system::SystemSource;
+use rvm_agent::runtime::{self, DeviceHandle, DeviceParts};
+use rvm_agent::simulate::{self, SimConfig};
+
+use crate::auth::{Role, TokenStore};
+use crate::config::ServerConfig;
+use crate::server::Server;
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    pub mqtt: SocketAddr,
+    pub devices: usize,
+    pub sites: usize,
+    pub interval: Duration,
+    /// Also run an agent for this machine.
+    pub local_agent: bool,
+}
+
+/// Everything the demo started.
+pub struct Demo {
+    pub server: Server,
+    pub admin_token: String,
+    pub url: String,
+    agents: Option<(actix::System, std::thread::JoinHandle<()>)>,
+}
+
+impl Demo {
+    pub fn stop(&mut self) {
+        if let Some((sys, t)) = self.agents.take() {
+            sys.stop();
+            let _ = t.join();
+        }
+        self.server.stop();
+    }
+}
+
+/// This machine's device id: the hostname's letters and digits, or `local`.
+pub fn local_device_id() -> DeviceId {
+    let h: String = runtime::hostname()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(64)
+        .collect();
+    DeviceId::new(h).unwrap_or_else(|_| DeviceId::new("local").expect("static id is valid"))
+}
+
+/// The admin token in `DIR/admin.token`, made if missing or no longer valid.
+pub fn ensure_admin_token(data_dir: &Path, tokens: &TokenStore) -> anyhow::Result<String> {
+    let path = data_dir.join("admin.token");
+    if let Ok(t) = std::fs::read_to_string(&path)
+        && tokens.verify(t.trim()).is_some()
+    {
+        return Ok(t.trim().to_string());
+    }
+    let name = format!("demo-admin-{}", common::ids::random_hex(3));
+    let t = tokens.create(&name, Role::Admin)?;
+    pki::write_file(&path, format!("{t}\n").as_bytes(), 0o600, true)?;
+    Ok(t)
+}
+
+pub fn start(opts: &DemoOptions) -> anyhow::Result<Demo> {
+    let certs = opts.data_dir.join("certs");
+    let dir = CertDir::new(&certs);
+    let report = pki::init(&dir, &["localhost".into(), "127.0.0.1".into()], false)?;
+    if !report.written.is_empty() {
+        eprintln!("made dev certificates in {}", certs.display());
+    }
+    let server = Server::start(ServerConfig {
+        http: opts.http,
+        embedded_broker: Some(opts.mqtt),
+        mqtt_host: opts.mqtt.ip().to_string(),
+        mqtt_port: opts.mqtt.port(),
+        certs: certs.clone(),
+        data_dir: opts.data_dir.join("server"),
+        stale_after_ms: 15_000,
+        offline_after_ms: 60_000,
+    })?;
+    let admin_token = ensure_admin_token(&opts.data_dir, &server.tokens)?;
+    let url = format!("http://{}/", server.http_addr);
+
+    let sim = SimConfig {
+        devices: opts.devices,
+        sites: opts.sites,
+        prefix: "rvm".into(),
+        host: server.mqtt_addr.ip().to_string(),
+        port: server.mqtt_addr.port(),
+        certs: certs.clone(),
+        interval: opts.interval,
+        first: 1,
+    };
+    let local = opts.local_agent;
+    let buffer_dir = opts.data_dir.join("agent-buffer");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("demo-agents".into())
+        .spawn(move || {
+            let sys = actix::System::new();
+            let started = sys.block_on(async move {
+                let mut handles: Vec<DeviceHandle> = simulate::start(&sim)?;
+                if local {
+                    handles.push(start_local_agent(&sim, &buffer_dir)?);
+                }
+                anyhow::Ok(handles)
+            });
+            match started {
+                Ok(handles) => {
+                    let _ = tx.send(Ok(actix::System::current()));
+                    let _ = sys.run();
+                    drop(handles);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        })?;
+    let agents_sys = rx.recv()??;
+    Ok(Demo {
+        server,
+        admin_token,
+        url,
+        agents: Some((agents_sys, thread)),
+    })
+}
+
+fn start_local_agent(sim: &SimConfig, buffer_dir: &Path) -> anyhow::Result<DeviceHandle> {
+    let dir = CertDir::new(&sim.certs);
+    let device = local_device_id();
+    let identity = Ca::load(&dir)?.ensure_device(&dir, &device)?;
+    let (buffer, _) = runtime::open_sled_buffer(
+        &device,
+        buffer_dir,
+        Caps::default(),
+        FlushPolicy::Batched { ms: 500 },
+    )?;
+    let source = SystemSource::new(sim.interval.as_millis() as u32);
+    let birth = runtime::build_birth(
+        Some("site1".into()),
+        vec!["local".into()],
+        source.capabilities(),
+        false,
+    );
+    runtime::start_device(DeviceParts {
+        device,
+        host: sim.host.clone(),
+        port: sim.port,
+        identity,
+        keep_alive: Duration::from_secs(30),
+        window: 64,
+        interval: sim.interval,
+        source: Box::new(source),
+        buffer: Arc::new(buffer),
+        birth,
+    })
+}

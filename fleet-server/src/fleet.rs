@@ -1,0 +1,388 @@
+//! Fleet state: per device the latest values, presence and delivery. Pure: every function
+//! takes `now_ms`; the fleet actor owns one [`FleetState`] and does the IO.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use common::{
+    Birth, DeviceId, DeviceState, Envelope, Event, EventKind, HealthReport, HealthStatus, Telemetry,
+};
+use serde::Serialize;
+
+use crate::delivery::{Delivery, SeqTracker};
+
+/// Events kept per device for the API.
+pub const RECENT_EVENTS: usize = 50;
+
+#[derive(Debug, Clone, Copy)]
+pub struct PresencePolicy {
+    /// No record for this long: stale.
+    pub stale_after_ms: i64,
+    /// No record for this long: offline, even without a last will.
+    pub offline_after_ms: i64,
+}
+
+impl Default for PresencePolicy {
+    fn default() -> Self {
+        PresencePolicy {
+            stale_after_ms: 15_000,
+            offline_after_ms: 60_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Presence {
+    Online,
+    Degraded,
+    Stale,
+    Offline,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeviceEntry {
+    pub birth: Option<Birth>,
+    /// Set by the last will or a goodbye; cleared by a birth.
+    pub offline_reason: Option<String>,
+    pub offline_since_ms: Option<i64>,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub latest: Option<Envelope<Telemetry>>,
+    pub metrics: Vec<(String, f64)>,
+    pub health: Option<HealthReport>,
+    pub events: VecDeque<(u64, i64, Event)>,
+    pub seqs: SeqTracker,
+    pub received: u64,
+    pub duplicates: u64,
+    pub reported_dropped: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceSummary {
+    pub id: DeviceId,
+    pub status: Presence,
+    pub status_reason: String,
+    pub site: Option<String>,
+    pub tags: Vec<String>,
+    pub last_seen_ms: i64,
+    pub agent_version: Option<String>,
+    pub board: Option<String>,
+    pub jetpack: Option<String>,
+    pub vision_model_version: Option<String>,
+    pub simulated: bool,
+    /// Latest flat metrics (`memory.total_bytes`, `cpu.usage_pct`, ...).
+    pub metrics: BTreeMap<String, f64>,
+    pub health: Option<HealthStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceDetail {
+    #[serde(flatten)]
+    pub summary: DeviceSummary,
+    pub birth: Option<Birth>,
+    pub telemetry: Option<Telemetry>,
+    pub telemetry_ts_ms: Option<i64>,
+    pub health_report: Option<HealthReport>,
+    pub recent_events: Vec<EventRow>,
+    pub delivery: Delivery,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    pub seq: u64,
+    pub ts_ms: i64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Outcome of applying one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    New,
+    Duplicate,
+}
+
+#[derive(Debug, Default)]
+pub struct FleetState {
+    pub devices: BTreeMap<DeviceId, DeviceEntry>,
+    pub policy: PresencePolicy,
+}
+
+impl FleetState {
+    pub fn new(policy: PresencePolicy) -> Self {
+        FleetState {
+            devices: BTreeMap::new(),
+            policy,
+        }
+    }
+
+    fn entry(&mut self, id: &DeviceId, now_ms: i64) -> &mut DeviceEntry {
+        self.devices.entry(id.clone()).or_insert_with(|| DeviceEntry {
+            first_seen_ms: now_ms,
+            ..Default::default()
+        })
+    }
+
+    /// Dedup by seq and bookkeeping common to every sequenced record.
+    fn sequenced(&mut self, id: &DeviceId, seq: u64, now_ms: i64) -> (&mut DeviceEntry, Applied) {
+        let e = self.entry(id, now_ms);
+        e.last_seen_ms = e.last_seen_ms.max(now_ms);
+        if e.seqs.observe(seq) {
+            e.received += 1;
+            (e, Applied::New)
+        } else {
+            e.duplicates += 1;
+            (e, Applied::Duplicate)
+        }
+    }
+
+    pub fn apply_telemetry(&mut self, env: Envelope<Telemetry>, now_ms: i64) -> Applied {
+        let (e, a) = self.sequenced(&env.device.clone(), env.seq, now_ms);
+        if a == Applied::New && e.latest.as_ref().is_none_or(|l| env.ts_ms >= l.ts_ms) {
+            e.metrics = env.body.flat_metrics();
+            e.latest = Some(env);
+        }
+        a
+    }
+
+    pub fn apply_health(&mut self, env: Envelope<HealthReport>, now_ms: i64) -> Applied {
+        let (e, a) = self.sequenced(&env.device.clone(), env.seq, now_ms);
+        if a == Applied::New {
+            e.health = Some(env.body);
+        }
+        a
+    }
+
+    pub fn apply_event(&mut self, env: Envelope<Event>, now_ms: i64) -> Applied {
+        let (e, a) = self.sequenced(&env.device.clone(), env.seq, now_ms);
+        if a == Applied::New {
+            if let EventKind::RecordsDropped { count, .. } = env.body.kind {
+                e.reported_dropped += count;
+            }
+            e.events.push_back((env.seq, env.ts_ms, env.body));
+            while e.events.len() > RECENT_EVENTS {
+                e.events.pop_front();
+            }
+        }
+        a
+    }
+
+    /// A command result only counts for delivery here; the command store keeps the result.
+    pub fn apply_sequenced_other(&mut self, device: &DeviceId, seq: u64, now_ms: i64) -> Applied {
+        self.sequenced(device, seq, now_ms).1
+    }
+
+    pub fn apply_state(&mut self, env: Envelope<DeviceState>, now_ms: i64) {
+        let e = self.entry(&env.device, now_ms);
+        match env.body {
+            DeviceState::Online(birth) => {
+                e.birth = Some(birth);
+                e.offline_reason = None;
+                e.offline_since_ms = None;
+                e.last_seen_ms = e.last_seen_ms.max(now_ms);
+            }
+            DeviceState::Offline(will) => {
+                // A will from an older boot must not mark a newer boot offline.
+                let same_boot = e.birth.as_ref().is_none_or(|b| b.boot_id == will.boot_id);
+                if same_boot {
+                    e.offline_reason = Some(will.reason);
+                    e.offline_since_ms = Some(now_ms);
+                }
+            }
+        }
+    }
+
+    pub fn presence(&self, e: &DeviceEntry, now_ms: i64) -> (Presence, String) {
+        if let Some(r) = &e.offline_reason {
+            return (Presence::Offline, format!("offline: {r}"));
+        }
+        let silent = now_ms - e.last_seen_ms;
+        if silent >= self.policy.offline_after_ms {
+            return (Presence::Offline, format!("no data for {} s", silent / 1000));
+        }
+        if silent >= self.policy.stale_after_ms {
+            return (Presence::Stale, format!("no data for {} s", silent / 1000));
+        }
+        match e.health.as_ref().map(|h| h.status) {
+            Some(HealthStatus::Critical) | Some(HealthStatus::Warn) => {
+                let worst = e
+                    .health
+                    .as_ref()
+                    .and_then(|h| h.checks.iter().max_by_key(|c| c.status))
+                    .map(|c| format!("{}: {}", c.name, c.message))
+                    .unwrap_or_default();
+                (Presence::Degraded, worst)
+            }
+            _ => (Presence::Online, "reporting".into()),
+        }
+    }
+
+    pub fn summary(&self, id: &DeviceId, e: &DeviceEntry, now_ms: i64) -> DeviceSummary {
+        let (status, status_reason) = self.presence(e, now_ms);
+        let b = e.birth.as_ref();
+        DeviceSummary {
+            id: id.clone(),
+            status,
+            status_reason,
+            site: b.and_then(|b| b.site.clone()),
+            tags: b.map(|b| b.tags.clone()).unwrap_or_default(),
+            last_seen_ms: e.last_seen_ms,
+            agent_version: b.map(|b| b.agent_version.clone()),
+            board: b.and_then(|b| b.board.clone()),
+            jetpack: b.and_then(|b| b.jetpack.clone()),
+            vision_model_version: b.and_then(|b| b.vision_model_version.clone()),
+            simulated: b.is_some_and(|b| b.simulated),
+            metrics: e.metrics.iter().cloned().collect(),
+            health: e.health.as_ref().map(|h| h.status),
+        }
+    }
+
+    pub fn list(&self, now_ms: i64) -> Vec<DeviceSummary> {
+        self.devices
+            .iter()
+            .map(|(id, e)| self.summary(id, e, now_ms))
+            .collect()
+    }
+
+    pub fn detail(&self, id: &DeviceId, now_ms: i64) -> Option<DeviceDetail> {
+        let e = self.devices.get(id)?;
+        Some(DeviceDetail {
+            summary: self.summary(id, e, now_ms),
+            birth: e.birth.clone(),
+            telemetry: e.latest.as_ref().map(|l| l.body.clone()),
+            telemetry_ts_ms: e.latest.as_ref().map(|l| l.ts_ms),
+            health_report: e.health.clone(),
+            recent_events: e
+                .events
+                .iter()
+                .rev()
+                .map(|(seq, ts, ev)| EventRow {
+                    seq: *seq,
+                    ts_ms: *ts,
+                    event: ev.clone(),
+                })
+                .collect(),
+            delivery: Delivery {
+                received: e.received,
+                duplicates_dropped: e.duplicates,
+                last_seq: e.seqs.last_seq(),
+                gaps: e.seqs.gaps(),
+                missing: e.seqs.missing(),
+                reported_dropped: e.reported_dropped,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use common::{LastWill, Severity};
+
+    use super::*;
+
+    fn d() -> DeviceId {
+        DeviceId::new("rvm1").unwrap()
+    }
+
+    fn tel(seq: u64, ts: i64) -> Envelope<Telemetry> {
+        let mut t = Telemetry::default();
+        t.memory.total_bytes = 8 << 30;
+        Envelope::new(d(), seq, ts, t)
+    }
+
+    fn birth(boot: &str) -> Envelope<DeviceState> {
+        Envelope::new(
+            d(),
+            0,
+            0,
+            DeviceState::Online(Birth {
+                boot_id: boot.into(),
+                site: Some("s1".into()),
+                ..Default::default()
+            }),
+        )
+    }
+
+    #[test]
+    fn a_duplicate_seq_is_counted_and_not_applied() {
+        let mut f = FleetState::default();
+        assert_eq!(f.apply_telemetry(tel(1, 10), 10), Applied::New);
+        assert_eq!(f.apply_telemetry(tel(1, 10), 11), Applied::Duplicate);
+        let det = f.detail(&d(), 12).unwrap();
+        assert_eq!(det.delivery.received, 1);
+        assert_eq!(det.delivery.duplicates_dropped, 1);
+        assert_eq!(det.summary.metrics["memory.total_bytes"], (8u64 << 30) as f64);
+    }
+
+    #[test]
+    fn a_backlog_does_not_replace_newer_latest_values() {
+        let mut f = FleetState::default();
+        f.apply_telemetry(tel(5, 500), 500);
+        f.apply_telemetry(tel(2, 200), 600);
+        assert_eq!(f.detail(&d(), 600).unwrap().telemetry_ts_ms, Some(500));
+    }
+
+    #[test]
+    fn presence_follows_birth_will_and_silence() {
+        let mut f = FleetState::new(PresencePolicy {
+            stale_after_ms: 100,
+            offline_after_ms: 1000,
+        });
+        f.apply_state(birth("b1"), 0);
+        f.apply_telemetry(tel(1, 0), 0);
+        let e = &f.devices[&d()];
+        assert_eq!(f.presence(e, 50).0, Presence::Online);
+        assert_eq!(f.presence(e, 150).0, Presence::Stale);
+        assert_eq!(f.presence(e, 1500).0, Presence::Offline);
+        f.apply_state(
+            Envelope::new(
+                d(),
+                0,
+                0,
+                DeviceState::Offline(LastWill {
+                    boot_id: "b1".into(),
+                    reason: "connection lost".into(),
+                }),
+            ),
+            60,
+        );
+        let e = &f.devices[&d()];
+        assert_eq!(f.presence(e, 61).0, Presence::Offline);
+    }
+
+    #[test]
+    fn a_will_from_an_older_boot_is_ignored() {
+        let mut f = FleetState::default();
+        f.apply_state(birth("new"), 0);
+        f.apply_state(
+            Envelope::new(
+                d(),
+                0,
+                0,
+                DeviceState::Offline(LastWill {
+                    boot_id: "old".into(),
+                    reason: "x".into(),
+                }),
+            ),
+            1,
+        );
+        assert_eq!(f.presence(&f.devices[&d()], 2).0, Presence::Online);
+    }
+
+    #[test]
+    fn reported_drops_are_summed() {
+        let mut f = FleetState::default();
+        let ev = Event {
+            severity: Severity::Warning,
+            kind: EventKind::RecordsDropped {
+                count: 7,
+                first_seq: 1,
+                last_seq: 7,
+                reason: "cap".into(),
+            },
+            message: String::new(),
+        };
+        f.apply_event(Envelope::new(d(), 8, 0, ev), 0);
+        assert_eq!(f.detail(&d(), 0).unwrap().delivery.reported_dropped, 7);
+    }
+}

@@ -1,0 +1,240 @@
+//! Starting and stopping a whole fleet server: embedded broker (its own thread and runtime),
+//! then the actix system with the fleet actor, ingest and HTTP. Tests start it in-process on
+//! ephemeral ports.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+
+use actix::prelude::*;
+use actix_web::{App, HttpServer, web};
+use common::pki::CertDir;
+use tokio::sync::oneshot;
+
+use crate::actors::fleet::FleetActor;
+use crate::actors::ingest::{self, IngestConfig, IngestStats};
+use crate::auth::TokenStore;
+use crate::broker::{BrokerConfig, BrokerStats, EmbeddedBroker};
+use crate::config::ServerConfig;
+use crate::fleet::PresencePolicy;
+use crate::http::{self, AppState};
+
+/// How long `Server::start` waits for the ingest subscription.
+pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Worker threads of the embedded broker's runtime.
+pub const BROKER_THREADS: usize = 2;
+
+/// The embedded broker on its own thread and multi-threaded runtime. Stopping it ends the
+/// runtime, which closes every session, as a crashed broker would.
+pub struct BrokerThread {
+    pub addr: SocketAddr,
+    pub stats: Arc<BrokerStats>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BrokerThread {
+    pub fn start(cfg: BrokerConfig) -> anyhow::Result<BrokerThread> {
+        let (tx, rx) = std_mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new().name("broker".into()).spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(BROKER_THREADS)
+                .thread_name("broker-rt")
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(anyhow::anyhow!(e)));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match EmbeddedBroker::start(&cfg).await {
+                    Ok(b) => {
+                        let _ = tx.send(Ok((b.local_addr, b.stats.clone())));
+                        let _ = stop_rx.await;
+                        b.stop();
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            });
+            rt.shutdown_background();
+        })?;
+        let (addr, stats) = rx.recv()??;
+        Ok(BrokerThread {
+            addr,
+            stats,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for BrokerThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running fleet server.
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub mqtt_addr: SocketAddr,
+    pub tokens: Arc<TokenStore>,
+    pub ingest: Arc<IngestStats>,
+    pub broker: Option<BrokerThread>,
+    system: Option<actix::System>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(cfg: ServerConfig) -> anyhow::Result<Server> {
+        common::tls::install_crypto_provider();
+        let dir = CertDir::new(&cfg.certs);
+        anyhow::ensure!(
+            dir.ca_cert().exists() && dir.server_cert().exists(),
+            "no certificates in {} (run `fleetctl certs init --dir {}`)",
+            cfg.certs.display(),
+            cfg.certs.display()
+        );
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let tokens = Arc::new(TokenStore::open(&cfg.data_dir.join("tokens.json"))?);
+        let ready = Arc::new(AtomicBool::new(false));
+        let ready_probe = ready.clone();
+        let broker = match cfg.embedded_broker {
+            Some(listen) => Some(BrokerThread::start(BrokerConfig {
+                listen,
+                ca: dir.ca_cert(),
+                cert: dir.server_cert(),
+                key: dir.server_key(),
+                ready: ready.clone(),
+            })?),
+            None => None,
+        };
+        let (mqtt_host, mqtt_addr) = match &broker {
+            // An ephemeral embedded port is known only now.
+            Some(b) => (b.addr.ip().to_string(), b.addr),
+            None => {
+                let addr = format!("{}:{}", cfg.mqtt_host, cfg.mqtt_port);
+                let resolved = std::net::ToSocketAddrs::to_socket_addrs(&addr)?
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("cannot resolve {addr}"))?;
+                (cfg.mqtt_host.clone(), resolved)
+            }
+        };
+        let ingest_stats = Arc::new(IngestStats::default());
+        let (tx, rx) = std_mpsc::channel();
+        let t_tokens = tokens.clone();
+        let t_ingest = ingest_stats.clone();
+        let broker_stats = broker.as_ref().map(|b| b.stats.clone());
+        let thread = std::thread::Builder::new()
+            .name("fleet-server".into())
+            .spawn(move || {
+                let sys = actix::System::new();
+                let res = sys.block_on(async move {
+                    let fleet = FleetActor::new(PresencePolicy {
+                        stale_after_ms: cfg.stale_after_ms,
+                        offline_after_ms: cfg.offline_after_ms,
+                    })
+                    .start();
+                    actix::spawn(ingest::run(
+                        IngestConfig {
+                            host: mqtt_host,
+                            port: mqtt_addr.port(),
+                            identity: dir.server_identity(),
+                            ready,
+                        },
+                        fleet.clone(),
+                        t_ingest.clone(),
+                    ));
+                    let state = web::Data::new(AppState {
+                        fleet,
+                        tokens: t_tokens,
+                        ingest: t_ingest,
+                        broker: broker_stats,
+                        started_ms: common::time::now_ms(),
+                    });
+                    let server = HttpServer::new(move || {
+                        App::new().app_data(state.clone()).configure(http::configure)
+                    })
+                    .workers(2)
+                    .disable_signals()
+                    .bind(cfg.http)?;
+                    let addr = server
+                        .addrs()
+                        .first()
+                        .copied()
+                        .ok_or_else(|| anyhow::anyhow!("no HTTP address"))?;
+                    actix::spawn(server.run());
+                    anyhow::Ok(addr)
+                });
+                match res {
+                    Ok(addr) => {
+                        let _ = tx.send(Ok((addr, actix::System::current())));
+                        let _ = sys.run();
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            })?;
+        let (http_addr, system) = rx.recv()??;
+        // Return only once the server's own session is subscribed: before that the embedded
+        // broker turns devices away.
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        while !ready_probe.load(std::sync::atomic::Ordering::Acquire) {
+            if std::time::Instant::now() > deadline {
+                tracing::warn!(
+                    "ingest not subscribed after {READY_TIMEOUT:?}; devices are refused until it is"
+                );
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        tracing::info!(http = %http_addr, mqtt = %mqtt_addr, "fleet server running");
+        Ok(Server {
+            http_addr,
+            mqtt_addr,
+            tokens,
+            ingest: ingest_stats,
+            broker,
+            system: Some(system),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops HTTP, ingest and the embedded broker.
+    pub fn stop(&mut self) {
+        if let Some(s) = self.system.take() {
+            s.stop();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Some(mut b) = self.broker.take() {
+            b.stop();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
