@@ -24,9 +24,11 @@ use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
 use rmqtt::types::{AuthResult, LastWill, PublishAclResult, SubscribeAclResult};
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::policy::{self, Refusal};
+use crate::writer::IngestItem;
 
 /// Hook priority: above rmqtt's own handlers and any plugin.
 const POLICY_PRIORITY: u32 = 1_000_000;
@@ -46,6 +48,8 @@ pub struct BrokerConfig {
     /// Devices and readers are refused until this is true: the server's own session must be
     /// subscribed first, or what they publish would be acknowledged to them and go nowhere.
     pub ready: Arc<AtomicBool>,
+    /// Where device records go before the broker acknowledges them (see [`crate::writer`]).
+    pub writer: mpsc::Sender<IngestItem>,
 }
 
 /// Refusals counted by the broker, by reason.
@@ -107,6 +111,7 @@ impl EmbeddedBroker {
                     Box::new(PolicyHook {
                         stats: stats.clone(),
                         ready: cfg.ready.clone(),
+                        writer: cfg.writer.clone(),
                     }),
                 )
                 .await;
@@ -157,6 +162,13 @@ impl EmbeddedBroker {
 struct PolicyHook {
     stats: Arc<BrokerStats>,
     ready: Arc<AtomicBool>,
+    writer: mpsc::Sender<IngestItem>,
+}
+
+/// What the hook does with a parameter: answer now, or store the record first.
+enum Decision {
+    Now(ReturnType),
+    StoreThenAllow(IngestItem, oneshot::Receiver<Result<(), String>>),
 }
 
 fn identity_of(username: Option<&str>) -> Option<Identity> {
@@ -176,13 +188,57 @@ impl Handler for PolicyHook {
         'life1: 'async_trait,
         Self: 'async_trait,
     {
-        let decision = self.decide(param, acc);
-        Box::pin(std::future::ready(decision))
+        match self.decide(param, acc) {
+            Decision::Now(r) => Box::pin(std::future::ready(r)),
+            Decision::StoreThenAllow(item, rx) => {
+                let writer = self.writer.clone();
+                Box::pin(async move {
+                    let stored = writer.send(item).await.is_ok() && matches!(rx.await, Ok(Ok(())));
+                    if stored {
+                        (
+                            false,
+                            Some(HookResult::PublishAclResult(PublishAclResult::allow())),
+                        )
+                    } else {
+                        // Not stored: refuse, so the agent keeps the record and sends it again.
+                        tracing::error!("record not stored; publish refused");
+                        (
+                            false,
+                            Some(HookResult::PublishAclResult(PublishAclResult::rejected(
+                                true, None,
+                            ))),
+                        )
+                    }
+                })
+            }
+        }
     }
 }
 
 impl PolicyHook {
-    fn decide(&self, param: &Parameter<'_>, acc: Option<HookResult>) -> ReturnType {
+    fn decide(&self, param: &Parameter<'_>, acc: Option<HookResult>) -> Decision {
+        if let Parameter::MessagePublishCheckAcl(session, publish) = param
+            && let Some(Identity::Device(me)) = identity_of(session.id.username.as_deref())
+            && policy::may_publish(&Identity::Device(me.clone()), &publish.topic)
+            && let Ok(common::topics::Topic::Device { kind, .. }) =
+                common::topics::Topic::parse(&publish.topic)
+            && kind != common::topics::Kind::State
+        {
+            let (tx, rx) = oneshot::channel();
+            return Decision::StoreThenAllow(
+                IngestItem {
+                    device: me,
+                    kind,
+                    payload: publish.payload.to_vec(),
+                    reply: Some(tx),
+                },
+                rx,
+            );
+        }
+        Decision::Now(self.decide_now(param, acc))
+    }
+
+    fn decide_now(&self, param: &Parameter<'_>, acc: Option<HookResult>) -> ReturnType {
         match param {
             Parameter::ClientAuthenticate(ci) => {
                 let cn = ci.cert().and_then(|c| c.common_name.clone());

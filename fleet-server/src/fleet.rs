@@ -3,12 +3,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use common::{
-    Birth, DeviceId, DeviceState, Envelope, Event, EventKind, HealthReport, HealthStatus, Telemetry,
-};
+use common::{Birth, DeviceId, DeviceState, Envelope, Event, HealthReport, HealthStatus, Telemetry};
 use serde::Serialize;
 
-use crate::delivery::{Delivery, SeqTracker};
+use crate::delivery::Delivery;
 
 /// Events kept per device for the API.
 pub const RECENT_EVENTS: usize = 50;
@@ -51,10 +49,8 @@ pub struct DeviceEntry {
     pub metrics: Vec<(String, f64)>,
     pub health: Option<HealthReport>,
     pub events: VecDeque<(u64, i64, Event)>,
-    pub seqs: SeqTracker,
-    pub received: u64,
-    pub duplicates: u64,
-    pub reported_dropped: u64,
+    /// From the ingest writer, which owns dedup.
+    pub delivery: Delivery,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -95,13 +91,6 @@ pub struct EventRow {
     pub event: Event,
 }
 
-/// Outcome of applying one record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    New,
-    Duplicate,
-}
-
 #[derive(Debug, Default)]
 pub struct FleetState {
     pub devices: BTreeMap<DeviceId, DeviceEntry>,
@@ -123,53 +112,48 @@ impl FleetState {
         })
     }
 
-    /// Dedup by seq and bookkeeping common to every sequenced record.
-    fn sequenced(&mut self, id: &DeviceId, seq: u64, now_ms: i64) -> (&mut DeviceEntry, Applied) {
+    /// Records reach here deduplicated by the ingest writer.
+    fn seen(&mut self, id: &DeviceId, now_ms: i64) -> &mut DeviceEntry {
         let e = self.entry(id, now_ms);
         e.last_seen_ms = e.last_seen_ms.max(now_ms);
-        if e.seqs.observe(seq) {
-            e.received += 1;
-            (e, Applied::New)
-        } else {
-            e.duplicates += 1;
-            (e, Applied::Duplicate)
-        }
+        e
     }
 
-    pub fn apply_telemetry(&mut self, env: Envelope<Telemetry>, now_ms: i64) -> Applied {
-        let (e, a) = self.sequenced(&env.device.clone(), env.seq, now_ms);
-        if a == Applied::New && e.latest.as_ref().is_none_or(|l| env.ts_ms >= l.ts_ms) {
+    pub fn apply_telemetry(&mut self, env: Envelope<Telemetry>, now_ms: i64) {
+        let e = self.seen(&env.device.clone(), now_ms);
+        if e.latest.as_ref().is_none_or(|l| env.ts_ms >= l.ts_ms) {
             e.metrics = env.body.flat_metrics();
             e.latest = Some(env);
         }
-        a
     }
 
-    pub fn apply_health(&mut self, env: Envelope<HealthReport>, now_ms: i64) -> Applied {
-        let (e, a) = self.sequenced(&env.device.clone(), env.seq, now_ms);
-        if a == Applied::New {
-            e.health = Some(env.body);
+    pub fn apply_health(&mut self, env: Envelope<HealthReport>, now_ms: i64) {
+        self.seen(&env.device.clone(), now_ms).health = Some(env.body);
+    }
+
+    pub fn apply_event(&mut self, env: Envelope<Event>, now_ms: i64) {
+        let e = self.seen(&env.device.clone(), now_ms);
+        e.events.push_back((env.seq, env.ts_ms, env.body));
+        while e.events.len() > RECENT_EVENTS {
+            e.events.pop_front();
         }
-        a
     }
 
-    pub fn apply_event(&mut self, env: Envelope<Event>, now_ms: i64) -> Applied {
-        let (e, a) = self.sequenced(&env.device.clone(), env.seq, now_ms);
-        if a == Applied::New {
-            if let EventKind::RecordsDropped { count, .. } = env.body.kind {
-                e.reported_dropped += count;
-            }
-            e.events.push_back((env.seq, env.ts_ms, env.body));
-            while e.events.len() > RECENT_EVENTS {
-                e.events.pop_front();
-            }
+    /// Any other record: the device is alive.
+    pub fn touch(&mut self, device: &DeviceId, now_ms: i64) {
+        self.seen(device, now_ms);
+    }
+
+    /// Metadata from before a restart; the device counts as silent until it reports.
+    pub fn restore(&mut self, device: DeviceId, birth: Birth) {
+        let e = self.devices.entry(device).or_default();
+        if e.birth.is_none() {
+            e.birth = Some(birth);
         }
-        a
     }
 
-    /// A command result only counts for delivery here; the command store keeps the result.
-    pub fn apply_sequenced_other(&mut self, device: &DeviceId, seq: u64, now_ms: i64) -> Applied {
-        self.sequenced(device, seq, now_ms).1
+    pub fn set_delivery(&mut self, device: DeviceId, d: Delivery) {
+        self.devices.entry(device).or_default().delivery = d;
     }
 
     pub fn apply_state(&mut self, env: Envelope<DeviceState>, now_ms: i64) {
@@ -262,21 +246,14 @@ impl FleetState {
                     event: ev.clone(),
                 })
                 .collect(),
-            delivery: Delivery {
-                received: e.received,
-                duplicates_dropped: e.duplicates,
-                last_seq: e.seqs.last_seq(),
-                gaps: e.seqs.gaps(),
-                missing: e.seqs.missing(),
-                reported_dropped: e.reported_dropped,
-            },
+            delivery: e.delivery.clone(),
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use common::{LastWill, Severity};
+    use common::LastWill;
 
     use super::*;
 
@@ -304,13 +281,10 @@ mod tests {
     }
 
     #[test]
-    fn a_duplicate_seq_is_counted_and_not_applied() {
+    fn telemetry_sets_the_latest_flat_metrics() {
         let mut f = FleetState::default();
-        assert_eq!(f.apply_telemetry(tel(1, 10), 10), Applied::New);
-        assert_eq!(f.apply_telemetry(tel(1, 10), 11), Applied::Duplicate);
+        f.apply_telemetry(tel(1, 10), 10);
         let det = f.detail(&d(), 12).unwrap();
-        assert_eq!(det.delivery.received, 1);
-        assert_eq!(det.delivery.duplicates_dropped, 1);
         assert_eq!(det.summary.metrics["memory.total_bytes"], (8u64 << 30) as f64);
     }
 
@@ -370,19 +344,15 @@ mod tests {
     }
 
     #[test]
-    fn reported_drops_are_summed() {
+    fn a_restored_birth_gives_metadata_before_the_device_reports() {
         let mut f = FleetState::default();
-        let ev = Event {
-            severity: Severity::Warning,
-            kind: EventKind::RecordsDropped {
-                count: 7,
-                first_seq: 1,
-                last_seq: 7,
-                reason: "cap".into(),
+        f.restore(
+            d(),
+            Birth {
+                site: Some("s9".into()),
+                ..Default::default()
             },
-            message: String::new(),
-        };
-        f.apply_event(Envelope::new(d(), 8, 0, ev), 0);
-        assert_eq!(f.detail(&d(), 0).unwrap().delivery.reported_dropped, 7);
+        );
+        assert_eq!(f.list(0)[0].site.as_deref(), Some("s9"));
     }
 }

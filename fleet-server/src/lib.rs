@@ -5,6 +5,8 @@
 //! - [`policy`]: who may connect, publish and subscribe on the broker (pure)
 //! - [`broker`]: the embedded rmqtt broker and its policy hooks
 //! - [`fleet`]: per-device state and presence (pure); [`delivery`]: dedup and gaps (pure)
+//! - [`writer`]: the ingest writer (journal, dedup, sled) that every record passes through;
+//!   [`journal`], [`store`]
 //! - [`auth`]: API tokens and roles
 //! - [`actors`]: fleet actor, ingest
 //! - [`http`]: REST v1 and the web view
@@ -18,5 +20,8 @@ pub mod delivery;
 pub mod demo;
 pub mod fleet;
 pub mod http;
+pub mod journal;
 pub mod policy;
 pub mod server;
+pub mod store;
+pub mod writer;

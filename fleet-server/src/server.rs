@@ -14,12 +14,13 @@ use common::pki::CertDir;
 use tokio::sync::oneshot;
 
 use crate::actors::fleet::FleetActor;
-use crate::actors::ingest::{self, IngestConfig, IngestStats};
+use crate::actors::ingest::{self, IngestConfig, IngestMode, IngestStats};
 use crate::auth::TokenStore;
 use crate::broker::{BrokerConfig, BrokerStats, EmbeddedBroker};
 use crate::config::ServerConfig;
 use crate::fleet::PresencePolicy;
 use crate::http::{self, AppState};
+use crate::writer;
 
 /// How long `Server::start` waits for the ingest subscription.
 pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -99,6 +100,7 @@ pub struct Server {
     pub tokens: Arc<TokenStore>,
     pub ingest: Arc<IngestStats>,
     pub broker: Option<BrokerThread>,
+    broker_cfg: Option<BrokerConfig>,
     system: Option<actix::System>,
     thread: Option<JoinHandle<()>>,
 }
@@ -117,14 +119,79 @@ impl Server {
         let tokens = Arc::new(TokenStore::open(&cfg.data_dir.join("tokens.json"))?);
         let ready = Arc::new(AtomicBool::new(false));
         let ready_probe = ready.clone();
-        let broker = match cfg.embedded_broker {
-            Some(listen) => Some(BrokerThread::start(BrokerConfig {
-                listen,
-                ca: dir.ca_cert(),
-                cert: dir.server_cert(),
-                key: dir.server_key(),
-                ready: ready.clone(),
-            })?),
+        let ingest_stats = Arc::new(IngestStats::default());
+        let mode = if cfg.embedded_broker.is_some() {
+            IngestMode::Embedded
+        } else {
+            IngestMode::External
+        };
+
+        // 1. the actix system: fleet actor, ingest writer, HTTP
+        let (tx, rx) = std_mpsc::channel();
+        let t_tokens = tokens.clone();
+        let t_ingest = ingest_stats.clone();
+        let broker_stats: Arc<std::sync::OnceLock<Arc<BrokerStats>>> = Arc::default();
+        let t_broker_stats = broker_stats.clone();
+        let t_cfg = cfg.clone();
+        let thread = std::thread::Builder::new()
+            .name("fleet-server".into())
+            .spawn(move || {
+                let sys = actix::System::new();
+                let res = sys.block_on(async move {
+                    let fleet = FleetActor::new(PresencePolicy {
+                        stale_after_ms: t_cfg.stale_after_ms,
+                        offline_after_ms: t_cfg.offline_after_ms,
+                    })
+                    .start();
+                    let writer = writer::start(&t_cfg.data_dir, fleet.clone(), t_ingest.clone())?;
+                    let state = web::Data::new(AppState {
+                        fleet,
+                        tokens: t_tokens,
+                        ingest: t_ingest,
+                        broker: t_broker_stats,
+                        started_ms: common::time::now_ms(),
+                    });
+                    let server = HttpServer::new(move || {
+                        App::new().app_data(state.clone()).configure(http::configure)
+                    })
+                    .workers(2)
+                    .disable_signals()
+                    .bind(t_cfg.http)?;
+                    let addr = server
+                        .addrs()
+                        .first()
+                        .copied()
+                        .ok_or_else(|| anyhow::anyhow!("no HTTP address"))?;
+                    actix::spawn(server.run());
+                    anyhow::Ok((addr, writer))
+                });
+                match res {
+                    Ok((addr, writer)) => {
+                        let _ = tx.send(Ok((addr, writer, actix::System::current())));
+                        let _ = sys.run();
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            })?;
+        let (http_addr, writer, system) = rx.recv()??;
+
+        // 2. the embedded broker, whose hook stores records through the writer
+        let broker_cfg = cfg.embedded_broker.map(|listen| BrokerConfig {
+            listen,
+            ca: dir.ca_cert(),
+            cert: dir.server_cert(),
+            key: dir.server_key(),
+            ready: ready.clone(),
+            writer: writer.tx.clone(),
+        });
+        let broker = match &broker_cfg {
+            Some(b) => {
+                let t = BrokerThread::start(b.clone())?;
+                let _ = broker_stats.set(t.stats.clone());
+                Some(t)
+            }
             None => None,
         };
         let (mqtt_host, mqtt_addr) = match &broker {
@@ -138,63 +205,19 @@ impl Server {
                 (cfg.mqtt_host.clone(), resolved)
             }
         };
-        let ingest_stats = Arc::new(IngestStats::default());
-        let (tx, rx) = std_mpsc::channel();
-        let t_tokens = tokens.clone();
-        let t_ingest = ingest_stats.clone();
-        let broker_stats = broker.as_ref().map(|b| b.stats.clone());
-        let thread = std::thread::Builder::new()
-            .name("fleet-server".into())
-            .spawn(move || {
-                let sys = actix::System::new();
-                let res = sys.block_on(async move {
-                    let fleet = FleetActor::new(PresencePolicy {
-                        stale_after_ms: cfg.stale_after_ms,
-                        offline_after_ms: cfg.offline_after_ms,
-                    })
-                    .start();
-                    actix::spawn(ingest::run(
-                        IngestConfig {
-                            host: mqtt_host,
-                            port: mqtt_addr.port(),
-                            identity: dir.server_identity(),
-                            ready,
-                        },
-                        fleet.clone(),
-                        t_ingest.clone(),
-                    ));
-                    let state = web::Data::new(AppState {
-                        fleet,
-                        tokens: t_tokens,
-                        ingest: t_ingest,
-                        broker: broker_stats,
-                        started_ms: common::time::now_ms(),
-                    });
-                    let server = HttpServer::new(move || {
-                        App::new().app_data(state.clone()).configure(http::configure)
-                    })
-                    .workers(2)
-                    .disable_signals()
-                    .bind(cfg.http)?;
-                    let addr = server
-                        .addrs()
-                        .first()
-                        .copied()
-                        .ok_or_else(|| anyhow::anyhow!("no HTTP address"))?;
-                    actix::spawn(server.run());
-                    anyhow::Ok(addr)
-                });
-                match res {
-                    Ok(addr) => {
-                        let _ = tx.send(Ok((addr, actix::System::current())));
-                        let _ = sys.run();
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                    }
-                }
-            })?;
-        let (http_addr, system) = rx.recv()??;
+
+        // 3. the ingest client, on the actix system
+        let icfg = IngestConfig {
+            host: mqtt_host,
+            port: mqtt_addr.port(),
+            identity: dir.server_identity(),
+            ready,
+        };
+        let i_stats = ingest_stats.clone();
+        let i_writer = writer.clone();
+        system.arbiter().spawn(async move {
+            ingest::run(icfg, mode, i_writer, i_stats).await;
+        });
         // Return only once the server's own session is subscribed: before that the embedded
         // broker turns devices away.
         let deadline = std::time::Instant::now() + READY_TIMEOUT;
@@ -214,9 +237,32 @@ impl Server {
             tokens,
             ingest: ingest_stats,
             broker,
+            broker_cfg,
             system: Some(system),
             thread: Some(thread),
         })
+    }
+
+    /// Stops the embedded broker (every session ends, as in a crash) and keeps the rest running.
+    pub fn stop_broker(&mut self) {
+        if let Some(mut b) = self.broker.take() {
+            b.stop();
+        }
+    }
+
+    /// Starts the embedded broker again on the same address.
+    pub fn start_broker(&mut self) -> anyhow::Result<()> {
+        if self.broker.is_some() {
+            return Ok(());
+        }
+        let mut cfg = self
+            .broker_cfg
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("no embedded broker"))?;
+        cfg.listen = self.mqtt_addr;
+        cfg.ready.store(false, std::sync::atomic::Ordering::Release);
+        self.broker = Some(BrokerThread::start(cfg)?);
+        Ok(())
     }
 
     /// Stops HTTP, ingest and the embedded broker.

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix::Addr;
 use common::codec::{self, CodecError};
 use common::command::CommandResult;
 use common::tls::ClientIdentity;
@@ -16,8 +15,11 @@ use common::{DeviceState, Envelope, Event, HealthReport, Telemetry};
 use rumqttc::{AsyncClient, Event as MqttEvent, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
 use serde::Serialize;
 
-use crate::actors::fleet::{FleetActor, Ingested};
-use crate::fleet::Applied;
+use common::DeviceId;
+use tokio::sync::oneshot;
+
+use crate::actors::fleet::Ingested;
+use crate::writer::{IngestItem, WriterHandle};
 
 /// Client id of the server's ingest session (see [`crate::policy`] for the `:` rule).
 pub const INGEST_CLIENT_ID: &str = "fleet-server:ingest";
@@ -72,11 +74,20 @@ pub struct IngestConfig {
 
 /// Decodes one publish into a fleet message, or says why not.
 pub fn decode(topic: &str, payload: &[u8]) -> Result<Ingested, (&'static str, String)> {
-    let (device, kind) = match Topic::parse(topic) {
-        Ok(Topic::Device { device, kind }) if kind.is_from_agent() => (device, kind),
-        Ok(_) => return Err(("unexpected_topic", topic.to_string())),
-        Err(e) => return Err(("bad_topic", e.to_string())),
-    };
+    match Topic::parse(topic) {
+        Ok(Topic::Device { device, kind }) if kind.is_from_agent() => decode_record(&device, kind, payload),
+        Ok(_) => Err(("unexpected_topic", topic.to_string())),
+        Err(e) => Err(("bad_topic", e.to_string())),
+    }
+}
+
+/// Decodes a record that arrived on `device`'s topic of `kind`; the envelope must name the
+/// same device.
+pub fn decode_record(
+    device: &DeviceId,
+    kind: Kind,
+    payload: &[u8],
+) -> Result<Ingested, (&'static str, String)> {
     fn dec<T: serde::de::DeserializeOwned>(p: &[u8]) -> Result<Envelope<T>, (&'static str, String)> {
         codec::decode::<T>(p).map_err(|e: CodecError| (e.label(), e.to_string()))
     }
@@ -104,17 +115,11 @@ pub fn decode(topic: &str, payload: &[u8]) -> Result<Ingested, (&'static str, St
         Kind::CmdResult => {
             let e = dec::<CommandResult>(payload)?;
             let d = e.device.clone();
-            (
-                Ingested::CmdResult {
-                    device: d.clone(),
-                    seq: e.seq,
-                },
-                d,
-            )
+            (Ingested::CmdResult(e), d)
         }
-        Kind::Cmd => return Err(("unexpected_topic", topic.to_string())),
+        Kind::Cmd => return Err(("unexpected_topic", format!("rvm/v1/{device}/cmd"))),
     };
-    if named != device {
+    if &named != device {
         return Err((
             "device_mismatch",
             format!("topic names {device}, envelope names {named}"),
@@ -123,8 +128,18 @@ pub fn decode(topic: &str, payload: &[u8]) -> Result<Ingested, (&'static str, St
     Ok(msg)
 }
 
+/// How the server reaches device records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestMode {
+    /// The embedded broker's hook hands records to the writer; this client only listens for
+    /// presence (last wills are published by the broker itself, past the hook).
+    Embedded,
+    /// Everything through this client: persistent session, acknowledged after the writer stored it.
+    External,
+}
+
 /// Runs the ingest client until the process ends.
-pub async fn run(cfg: IngestConfig, fleet: Addr<FleetActor>, stats: Arc<IngestStats>) {
+pub async fn run(cfg: IngestConfig, mode: IngestMode, writer: WriterHandle, stats: Arc<IngestStats>) {
     let tls = match common::tls::client_config(&cfg.identity) {
         Ok(t) => t,
         Err(e) => {
@@ -136,13 +151,17 @@ pub async fn run(cfg: IngestConfig, fleet: Addr<FleetActor>, stats: Arc<IngestSt
     opts.set_keep_alive(Duration::from_secs(30));
     // A persistent session: an external broker keeps our QoS 1 messages while we restart.
     opts.set_clean_session(false);
+    opts.set_manual_acks(true);
     let max = codec::MAX_PAYLOAD + 4096;
     opts.set_max_packet_size(max, max);
     opts.set_inflight(1024);
     opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let mut backoff = Duration::from_millis(200);
-    let filters = topics::server_filters();
+    let filters = match mode {
+        IngestMode::Embedded => vec![topics::all_devices_filter(Kind::State)],
+        IngestMode::External => topics::server_filters(),
+    };
     let mut subacks = 0;
     loop {
         match eventloop.poll().await {
@@ -173,23 +192,34 @@ pub async fn run(cfg: IngestConfig, fleet: Addr<FleetActor>, stats: Arc<IngestSt
                 }
             }
             Ok(MqttEvent::Incoming(Incoming::Publish(p))) => {
-                stats.received.fetch_add(1, Ordering::Relaxed);
-                match decode(&p.topic, &p.payload) {
-                    Ok(msg) => {
-                        let fleet = fleet.clone();
-                        let stats = stats.clone();
-                        match fleet.send(msg).await {
-                            Ok(Applied::New) => {
-                                stats.accepted.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(Applied::Duplicate) => {
-                                stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => tracing::error!(error = %e, "fleet actor unavailable"),
-                        }
-                    }
-                    Err((reason, detail)) => stats.reject(reason, &p.topic, &detail),
+                let parsed = match Topic::parse(&p.topic) {
+                    Ok(Topic::Device { device, kind }) if kind.is_from_agent() => Some((device, kind)),
+                    _ => None,
+                };
+                let Some((device, kind)) = parsed else {
+                    stats.reject("unexpected_topic", &p.topic, "not a device topic");
+                    let _ = client.ack(&p).await;
+                    continue;
+                };
+                let (tx, rx) = oneshot::channel();
+                let item = IngestItem {
+                    device,
+                    kind,
+                    payload: p.payload.to_vec(),
+                    reply: Some(tx),
+                };
+                if writer.tx.send(item).await.is_err() {
+                    tracing::error!("ingest writer stopped");
+                    return;
                 }
+                // Acknowledge only once stored; an unacknowledged message comes back after a
+                // reconnect.
+                let client = client.clone();
+                tokio::spawn(async move {
+                    if let Ok(Ok(())) = rx.await {
+                        let _ = client.ack(&p).await;
+                    }
+                });
             }
             Ok(_) => {}
             Err(e) => {

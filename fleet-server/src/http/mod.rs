@@ -23,7 +23,8 @@ pub struct AppState {
     pub fleet: Addr<FleetActor>,
     pub tokens: Arc<TokenStore>,
     pub ingest: Arc<IngestStats>,
-    pub broker: Option<Arc<BrokerStats>>,
+    /// Set once the embedded broker runs (none with an external broker).
+    pub broker: Arc<std::sync::OnceLock<Arc<BrokerStats>>>,
     pub started_ms: i64,
 }
 
@@ -133,7 +134,7 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": (common::time::now_ms() - state.started_ms) / 1000,
         "ingest": state.ingest.snapshot(),
-        "broker": state.broker.as_ref().map(|b| b.snapshot()),
+        "broker": state.broker.get().map(|b| b.snapshot()),
     }))
 }
 

@@ -1,0 +1,290 @@
+//! The ingest writer: the one place device records become server state.
+//!
+//! Every record a device publishes reaches [`IngestItem`]s here, from the embedded broker's
+//! publish hook (before the broker acknowledges the publish) or from the ingest client on an
+//! external broker (which acknowledges only after the reply). For each batch the writer:
+//!
+//! 1. journals the raw records with one `write()` ([`crate::journal`]): from then on a
+//!    `kill -9` of the server cannot lose them;
+//! 2. decodes them (a malformed record is counted by reason and acknowledged: retrying it
+//!    would never help), drops duplicates by (device, seq) against the persisted
+//!    [`DeliveryState`], and writes delivery state, births and history rows (at each record's
+//!    own timestamp) to sled;
+//! 3. replies, so the broker acknowledges, and hands the new records to the fleet actor.
+//!
+//! The journal is fsynced every [`JOURNAL_SYNC`] (the power-loss window); every
+//! [`STORE_FLUSH`] sled is flushed and the journal truncated. On start the journal is replayed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use common::topics::Kind;
+use common::{DeviceId, DeviceState, EventKind};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::actors::fleet::{DeliveryUpdate, FleetActor, Ingested};
+use crate::actors::ingest::{self, IngestStats};
+use crate::journal::{Journal, JournalRecord};
+use crate::store::{DeliveryState, FleetStore, HistoryRow, WriteBatch};
+
+/// Journal fsync period: the power-loss window of acknowledged records.
+pub const JOURNAL_SYNC: Duration = Duration::from_millis(100);
+/// sled flush period, after which the journal is truncated.
+pub const STORE_FLUSH: Duration = Duration::from_secs(1);
+/// Records taken into one batch at most.
+pub const MAX_BATCH: usize = 2048;
+/// Queue between producers and the writer.
+pub const QUEUE: usize = 65_536;
+
+pub type Reply = oneshot::Sender<Result<(), String>>;
+
+pub struct IngestItem {
+    pub device: DeviceId,
+    pub kind: Kind,
+    pub payload: Vec<u8>,
+    pub reply: Option<Reply>,
+}
+
+pub type DeliveryMap = Arc<RwLock<BTreeMap<DeviceId, DeliveryState>>>;
+
+#[derive(Clone)]
+pub struct WriterHandle {
+    pub tx: mpsc::Sender<IngestItem>,
+    pub delivery: DeliveryMap,
+}
+
+struct Writer {
+    store: FleetStore,
+    journal: Journal,
+    delivery: DeliveryMap,
+    fleet: Addr<FleetActor>,
+    stats: Arc<IngestStats>,
+    journal_dirty: bool,
+}
+
+/// Opens the store, replays the journal and starts the writer thread.
+pub fn start(
+    data_dir: &Path,
+    fleet: Addr<FleetActor>,
+    stats: Arc<IngestStats>,
+) -> anyhow::Result<WriterHandle> {
+    std::fs::create_dir_all(data_dir)?;
+    let store = FleetStore::open(&data_dir.join("fleet.sled"))?;
+    let delivery: DeliveryMap = Arc::new(RwLock::new(store.load_delivery()?));
+    for (id, birth) in store.load_births()? {
+        fleet.do_send(Ingested::Restored(id, Box::new(birth)));
+    }
+    {
+        let map = delivery.read().unwrap_or_else(|p| p.into_inner());
+        for (id, st) in map.iter() {
+            fleet.do_send(DeliveryUpdate(id.clone(), st.view()));
+        }
+    }
+    let journal_path = data_dir.join("ingest.journal");
+    let replay = Journal::replay(&journal_path)?;
+    let journal = Journal::open(&journal_path)?;
+    let mut w = Writer {
+        store,
+        journal,
+        delivery: delivery.clone(),
+        fleet,
+        stats,
+        journal_dirty: false,
+    };
+    if !replay.is_empty() {
+        tracing::info!(records = replay.len(), "replaying the ingest journal");
+        let items = replay
+            .into_iter()
+            .map(|r| IngestItem {
+                device: r.device,
+                kind: r.kind,
+                payload: r.payload,
+                reply: None,
+            })
+            .collect();
+        w.process(items, false);
+    }
+    w.flush();
+    let (tx, rx) = mpsc::channel(QUEUE);
+    std::thread::Builder::new()
+        .name("ingest-writer".into())
+        .spawn(move || w.run(rx))?;
+    Ok(WriterHandle { tx, delivery })
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<IngestItem>) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "ingest writer cannot start");
+                return;
+            }
+        };
+        let mut last_sync = Instant::now();
+        let mut last_flush = Instant::now();
+        loop {
+            let first = rt.block_on(async { tokio::time::timeout(JOURNAL_SYNC, rx.recv()).await });
+            match first {
+                Ok(Some(item)) => {
+                    let mut items = vec![item];
+                    while items.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(i) => items.push(i),
+                            Err(_) => break,
+                        }
+                    }
+                    self.process(items, true);
+                }
+                Ok(None) => {
+                    self.flush();
+                    return;
+                }
+                Err(_) => {}
+            }
+            if self.journal_dirty && last_sync.elapsed() >= JOURNAL_SYNC {
+                if let Err(e) = self.journal.sync() {
+                    tracing::error!(error = %e, "journal fsync failed");
+                }
+                self.journal_dirty = false;
+                last_sync = Instant::now();
+            }
+            if last_flush.elapsed() >= STORE_FLUSH && self.journal.bytes() > 0 {
+                self.flush();
+                last_flush = Instant::now();
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        match self.store.flush() {
+            Ok(()) => {
+                if let Err(e) = self.journal.truncate() {
+                    tracing::error!(error = %e, "journal truncate failed");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "store flush failed; the journal is kept"),
+        }
+    }
+
+    fn process(&mut self, items: Vec<IngestItem>, journal: bool) {
+        if journal {
+            let recs: Vec<JournalRecord> = items
+                .iter()
+                .map(|i| JournalRecord {
+                    device: i.device.clone(),
+                    kind: i.kind,
+                    payload: i.payload.clone(),
+                })
+                .collect();
+            if let Err(e) = self.journal.append(&recs) {
+                tracing::error!(error = %e, "journal write failed; records refused");
+                for i in items {
+                    if let Some(r) = i.reply {
+                        let _ = r.send(Err(format!("journal: {e}")));
+                    }
+                }
+                return;
+            }
+            self.journal_dirty = true;
+        }
+        let mut batch = WriteBatch::default();
+        let mut forward = Vec::new();
+        let mut dirty = BTreeSet::new();
+        let mut replies = Vec::with_capacity(items.len());
+        {
+            let mut map = self.delivery.write().unwrap_or_else(|p| p.into_inner());
+            for item in items {
+                if let Some(r) = item.reply {
+                    replies.push(r);
+                }
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                let msg = match ingest::decode_record(&item.device, item.kind, &item.payload) {
+                    Ok(m) => m,
+                    Err((reason, detail)) => {
+                        self.stats
+                            .reject(reason, &format!("{}/{}", item.device, item.kind), &detail);
+                        continue;
+                    }
+                };
+                let Some((seq, ts_ms)) = msg.seq_ts() else {
+                    // presence: not sequenced
+                    if let Ingested::State(env) = &msg
+                        && let DeviceState::Online(b) = &env.body
+                        && let Err(e) = batch.birth(&item.device, b)
+                    {
+                        tracing::error!(error = %e, "birth not stored");
+                    }
+                    self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    forward.push(msg);
+                    continue;
+                };
+                let st = map.entry(item.device.clone()).or_default();
+                let before = st.seqs.last_seq();
+                if !st.seqs.observe(seq) {
+                    st.duplicates += 1;
+                    dirty.insert(item.device.clone());
+                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                st.received += 1;
+                if seq < before {
+                    st.reordered += 1;
+                }
+                if let Ingested::Event(env) = &msg
+                    && let EventKind::RecordsDropped { count, .. } = env.body.kind
+                {
+                    st.reported_dropped += count;
+                }
+                if let Ingested::Telemetry(env) = &msg {
+                    let row = HistoryRow {
+                        ts_ms,
+                        seq,
+                        metrics: env
+                            .body
+                            .flat_metrics()
+                            .into_iter()
+                            .map(|(k, v)| (k, v as f32))
+                            .collect(),
+                    };
+                    if let Err(e) = batch.history(&item.device, &row) {
+                        tracing::error!(error = %e, "history row not stored");
+                    }
+                }
+                dirty.insert(item.device.clone());
+                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                forward.push(msg);
+            }
+            for d in &dirty {
+                if let Some(st) = map.get(d)
+                    && let Err(e) = batch.delivery(d, st)
+                {
+                    tracing::error!(error = %e, "delivery state not stored");
+                }
+            }
+        }
+        let result = self.store.apply(batch).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "store write failed; the journal keeps the records");
+        }
+        for r in replies {
+            let _ = r.send(result.clone());
+        }
+        for m in forward {
+            self.fleet.do_send(m);
+        }
+        let map = self.delivery.read().unwrap_or_else(|p| p.into_inner());
+        for d in dirty {
+            if let Some(st) = map.get(&d) {
+                self.fleet.do_send(DeliveryUpdate(d, st.view()));
+            }
+        }
+    }
+}
