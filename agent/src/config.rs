@@ -248,10 +248,10 @@ impl AgentFile {
                 format!("{} is outside 1..=4096", self.mqtt.inflight_window),
             );
         }
-        if !(100..=3_600_000).contains(&self.collector.interval_ms) {
+        if !(10..=3_600_000).contains(&self.collector.interval_ms) {
             bad(
                 "collector.interval_ms",
-                format!("{} is outside 100..=3600000", self.collector.interval_ms),
+                format!("{} is outside 10..=3600000", self.collector.interval_ms),
             );
         }
         if self.buffer.max_records == 0 {

@@ -31,6 +31,11 @@ pub struct DeviceHandle {
 }
 
 impl DeviceHandle {
+    /// Stops collecting; the link keeps draining the buffer.
+    pub fn stop_collecting(&self) {
+        self.collector_addr.do_send(StopActor);
+    }
+
     /// Stops collecting, then says goodbye on the link.
     pub async fn stop(&self) {
         self.collector_addr.do_send(StopActor);

@@ -23,6 +23,9 @@ pub struct SeqTracker {
     above: BTreeSet<u64>,
     /// Holes written off when the sparse set was full.
     lost: Vec<(u64, u64)>,
+    /// Distinct seqs seen: `missing` is exact even when the gap list is cut.
+    #[serde(default)]
+    distinct: u64,
 }
 
 impl SeqTracker {
@@ -31,6 +34,7 @@ impl SeqTracker {
         if seq <= self.floor || !self.above.insert(seq) {
             return false;
         }
+        self.distinct += 1;
         while self.above.first() == Some(&(self.floor + 1)) {
             self.above.pop_first();
             self.floor += 1;
@@ -71,8 +75,9 @@ impl SeqTracker {
         out
     }
 
+    /// Seqs up to the highest seen that never arrived (exact; the gap list may be cut).
     pub fn missing(&self) -> u64 {
-        self.gaps().iter().map(|(a, b)| b - a + 1).sum()
+        self.last_seq().saturating_sub(self.distinct)
     }
 }
 
@@ -85,6 +90,8 @@ pub struct Delivery {
     pub gaps: Vec<(u64, u64)>,
     pub missing: u64,
     pub reported_dropped: u64,
+    /// New records that arrived after a higher seq (priority records overtaking telemetry).
+    pub reordered: u64,
 }
 
 #[cfg(test)]
@@ -117,6 +124,16 @@ mod tests {
         t.observe(4);
         assert_eq!(t.gaps(), vec![(7, 8)]);
         assert!(!t.observe(4));
+    }
+
+    #[test]
+    fn missing_stays_exact_when_the_gap_list_is_cut() {
+        let mut t = SeqTracker::default();
+        for s in (1..=1000).step_by(2) {
+            t.observe(s);
+        }
+        assert_eq!(t.gaps().len(), MAX_GAPS_REPORTED);
+        assert_eq!(t.missing(), 499);
     }
 
     #[test]

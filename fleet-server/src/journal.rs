@@ -80,7 +80,7 @@ impl Journal {
         while at + 8 <= buf.len() {
             let len = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
             let crc = u32::from_le_bytes([buf[at + 4], buf[at + 5], buf[at + 6], buf[at + 7]]);
-            if len < 2 || len > MAX_FRAME || at + 8 + len > buf.len() {
+            if !(2..=MAX_FRAME).contains(&len) || at + 8 + len > buf.len() {
                 break;
             }
             let body = &buf[at + 8..at + 8 + len];

@@ -34,6 +34,7 @@ impl DeliveryState {
             gaps: self.seqs.gaps(),
             missing: self.seqs.missing(),
             reported_dropped: self.reported_dropped,
+            reordered: self.reordered,
         }
     }
 }

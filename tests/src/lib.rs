@@ -107,8 +107,40 @@ impl TestFleet {
 
     /// Writes an agent.toml for `id` and returns its path.
     pub fn agent_config(&self, id: &str, interval_ms: u64) -> anyhow::Result<PathBuf> {
-        let ident = self.device_identity(id)?;
-        let path = self.dir.path().join(format!("{id}.toml"));
+        self.agent_config_with(id, interval_ms, "")
+    }
+
+    /// As [`TestFleet::agent_config`], with extra lines appended to the `[buffer]` section.
+    pub fn agent_config_with(
+        &self,
+        id: &str,
+        interval_ms: u64,
+        buffer_extra: &str,
+    ) -> anyhow::Result<PathBuf> {
+        write_agent_config(
+            self.dir.path(),
+            &self.certs,
+            id,
+            self.broker_port(),
+            interval_ms,
+            buffer_extra,
+        )
+    }
+}
+
+/// Writes `DIR/{id}.toml` for an agent talking to the broker on `port`.
+pub fn write_agent_config(
+    dir: &Path,
+    certs: &CertDir,
+    id: &str,
+    port: u16,
+    interval_ms: u64,
+    buffer_extra: &str,
+) -> anyhow::Result<PathBuf> {
+    {
+        let ca = pki::Ca::load(certs)?;
+        let ident = ca.ensure_device(certs, &common::DeviceId::new(id)?)?;
+        let path = dir.join(format!("{id}.toml"));
         std::fs::write(
             &path,
             format!(
@@ -124,17 +156,82 @@ keep_alive_s = 5
 interval_ms = {interval_ms}
 [buffer]
 dir = "{buf}"
+{buffer_extra}
 [http]
 listen = ""
 "#,
-                port = self.broker_port(),
                 ca = ident.ca.display(),
                 cert = ident.cert.display(),
                 key = ident.key.display(),
-                buf = self.dir.path().join(format!("{id}-buffer")).display(),
+                buf = dir.join(format!("{id}-buffer")).display(),
             ),
         )?;
         Ok(path)
+    }
+}
+
+/// Path of a workspace binary built next to this test executable (`target/debug/NAME`).
+pub fn bin_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --bins` (cargo test --workspace builds it)",
+        p.display()
+    );
+    p
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Child(pub std::process::Child);
+
+impl Child {
+    pub fn spawn(bin: &str, args: &[&str], log: &Path) -> anyhow::Result<Child> {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let c = std::process::Command::new(bin_path(bin))
+            .args(args)
+            .env("RVM_LOG", "info")
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()?;
+        Ok(Child(c))
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGTERM, then wait up to 10 s.
+    pub fn terminate(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }
 
@@ -143,6 +240,8 @@ pub struct Agents {
     sys: Option<actix::System>,
     thread: Option<std::thread::JoinHandle<()>>,
     pub links: Vec<Arc<rvm_agent::link::LinkStatus>>,
+    pub buffers: Vec<Arc<rvm_agent::buffer::Buffer>>,
+    stop_collecting: Vec<Box<dyn Fn() + Send>>,
 }
 
 impl Agents {
@@ -151,18 +250,41 @@ impl Agents {
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let sys = actix::System::new();
+            let (stop_tx, stop_rx) = std::sync::mpsc::channel::<usize>();
             let res = sys.block_on(async move {
                 let mut hs = Vec::new();
                 for c in &configs {
                     let file = rvm_agent::config::AgentFile::load(c)?;
                     hs.push(rvm_agent::agent::start(&file)?);
                 }
+                let hs = Arc::new(hs);
+                // stop requests reach the actors through this arbiter
+                let hs2 = hs.clone();
+                actix::spawn(async move {
+                    loop {
+                        while let Ok(i) = stop_rx.try_recv() {
+                            if let Some(h) = hs2.get(i) {
+                                h.stop_collecting();
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                });
                 anyhow::Ok(hs)
             });
             match res {
                 Ok(hs) => {
                     let links = hs.iter().map(|h| h.link.clone()).collect();
-                    let _ = tx.send(Ok((actix::System::current(), links)));
+                    let buffers = hs.iter().map(|h| h.buffer.clone()).collect();
+                    let stops: Vec<Box<dyn Fn() + Send>> = (0..hs.len())
+                        .map(|i| {
+                            let t = stop_tx.clone();
+                            Box::new(move || {
+                                let _ = t.send(i);
+                            }) as Box<dyn Fn() + Send>
+                        })
+                        .collect();
+                    let _ = tx.send(Ok((actix::System::current(), links, buffers, stops)));
                     let _ = sys.run();
                     drop(hs);
                 }
@@ -171,12 +293,19 @@ impl Agents {
                 }
             }
         });
-        let (sys, links) = rx.recv()??;
+        let (sys, links, buffers, stop_collecting) = rx.recv()??;
         Ok(Agents {
             sys: Some(sys),
             thread: Some(thread),
             links,
+            buffers,
+            stop_collecting,
         })
+    }
+
+    /// Stops agent `i`'s collector; its link keeps draining.
+    pub fn stop_collecting(&self, i: usize) {
+        (self.stop_collecting[i])();
     }
 
     pub fn stop(&mut self) {

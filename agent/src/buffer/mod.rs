@@ -612,4 +612,148 @@ mod tests {
             Appended::Stored { .. }
         ));
     }
+
+    /// The model: what the buffer must hold, as a plain list.
+    #[derive(Debug, Default)]
+    struct Model {
+        items: Vec<(u8, u64)>,
+        next_seq: u64,
+        dropped: u64,
+        max_records: u64,
+    }
+
+    impl Model {
+        fn append(&mut self, class: u8) {
+            self.next_seq += 1;
+            if self.items.len() as u64 + 1 > self.max_records {
+                // drop the oldest telemetry, else the oldest priority record
+                let victim = self
+                    .items
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (c, _))| *c == Key::TELEMETRY)
+                    .map(|(i, _)| i)
+                    .next()
+                    .or_else(|| (!self.items.is_empty()).then_some(0));
+                if let Some(i) = victim {
+                    self.items.remove(i);
+                    self.dropped += 1;
+                }
+            }
+            self.items.push((class, self.next_seq));
+            self.items.sort();
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append {
+            telemetry: bool,
+        },
+        /// Ack the n-th record the link would send next (priority first).
+        AckNth(usize),
+        /// Ack a key that is not there (a late or repeated PUBACK).
+        AckMissing,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => any::<bool>().prop_map(|telemetry| Op::Append { telemetry }),
+            2 => (0usize..8).prop_map(Op::AckNth),
+            1 => Just(Op::AckMissing),
+        ]
+    }
+
+    fn check_against_model(b: &Buffer<Box<dyn Store>>, ops: Vec<Op>, max_records: u64) {
+        let mut m = Model {
+            max_records,
+            ..Default::default()
+        };
+        for op in ops {
+            match op {
+                Op::Append { telemetry } => {
+                    let kind = if telemetry { Kind::Telemetry } else { Kind::Event };
+                    let r = if telemetry {
+                        b.append(kind, 1, &Telemetry::default())
+                    } else {
+                        b.append(kind, 1, &ev())
+                    };
+                    assert!(matches!(r, Ok(Appended::Stored { .. })), "{r:?}");
+                    m.append(class_of(kind));
+                }
+                Op::AckNth(n) => {
+                    let mut all = b.next(Key::PRIORITY, None, 1000).unwrap();
+                    all.extend(b.next(Key::TELEMETRY, None, 1000).unwrap());
+                    if let Some(r) = all.get(n) {
+                        assert!(b.ack(r.key).unwrap());
+                        m.items.retain(|&(c, s)| (c, s) != (r.key.class, r.key.seq));
+                    }
+                }
+                Op::AckMissing => {
+                    assert!(
+                        !b.ack(Key {
+                            class: Key::TELEMETRY,
+                            seq: u64::MAX
+                        })
+                        .unwrap()
+                    );
+                }
+            }
+            let mut got: Vec<(u8, u64)> = b
+                .next(Key::PRIORITY, None, 1000)
+                .unwrap()
+                .iter()
+                .map(|r| (r.key.class, r.key.seq))
+                .collect();
+            got.extend(
+                b.next(Key::TELEMETRY, None, 1000)
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.key.class, r.key.seq)),
+            );
+            assert_eq!(got, m.items);
+            let st = b.stats();
+            assert_eq!(st.records, m.items.len() as u64);
+            assert_eq!(st.dropped, m.dropped);
+            assert!(st.records <= max_records);
+        }
+        // every seq is accounted for: stored, acked or reported dropped
+        let st = b.stats();
+        assert_eq!(st.appended, m.next_seq);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_buffer_matches_its_model_in_memory(
+            ops in proptest::collection::vec(op(), 0..120),
+            max_records in 1u64..12,
+        ) {
+            let b = Buffer::open(
+                DeviceId::new("m").unwrap(),
+                Box::new(MemStore::default()) as Box<dyn Store>,
+                Caps { max_records, max_bytes: u64::MAX, policy: FullPolicy::DropOldest, thin_keep_every: 1 },
+                FlushPolicy::EveryRecord,
+            ).unwrap();
+            check_against_model(&b, ops, max_records);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        #[test]
+        fn the_buffer_matches_its_model_on_sled(
+            ops in proptest::collection::vec(op(), 0..80),
+            max_records in 1u64..12,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let b = Buffer::open(
+                DeviceId::new("m").unwrap(),
+                Box::new(SledStore::open(&dir.path().join("b"), None).unwrap()) as Box<dyn Store>,
+                Caps { max_records, max_bytes: u64::MAX, policy: FullPolicy::DropOldest, thin_keep_every: 1 },
+                FlushPolicy::EveryRecord,
+            ).unwrap();
+            check_against_model(&b, ops, max_records);
+        }
+    }
 }

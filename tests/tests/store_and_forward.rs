@@ -1,0 +1,279 @@
+//! Store-and-forward acceptance: outages and crashes lose nothing, duplicates are dropped by
+//! the server, caps hold, a corrupt store is survived. Real embedded broker, real sled, agents
+//! and servers as child processes wherever a `kill -9` is involved.
+
+use std::time::Duration;
+
+use common::pki::{self, CertDir};
+use rvm_fleet_tests::{Agents, Child, TestFleet, eventually, free_port, write_agent_config};
+use serde_json::Value;
+
+fn delivery(d: &Value) -> (u64, u64, u64, Vec<Value>, u64, u64) {
+    let v = &d["delivery"];
+    (
+        v["received"].as_u64().unwrap_or(0),
+        v["last_seq"].as_u64().unwrap_or(0),
+        v["duplicates_dropped"].as_u64().unwrap_or(0),
+        v["gaps"].as_array().cloned().unwrap_or_default(),
+        v["missing"].as_u64().unwrap_or(0),
+        v["reported_dropped"].as_u64().unwrap_or(0),
+    )
+}
+
+/// Waits until the agent's buffer is empty and the server has every seq up to the agent's last.
+async fn wait_drained(fleet: &TestFleet, agents: &Agents, i: usize, id: &str, within: Duration) -> Value {
+    let last = eventually(within, || async {
+        let s = agents.buffers[i].stats();
+        (s.records == 0).then_some(s.last_seq)
+    })
+    .await
+    .expect("agent buffer drains");
+    eventually(within, || async {
+        let d = fleet.device(id).await.ok()??;
+        (delivery(&d).1 >= last).then_some(d)
+    })
+    .await
+    .expect("server catches up")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_30s_broker_outage_at_10hz_loses_nothing_and_keeps_order() {
+    let mut fleet = TestFleet::start().unwrap();
+    let agents = Agents::start(vec![fleet.agent_config("out1", 100).unwrap()]).unwrap();
+    eventually(Duration::from_secs(10), || async {
+        let d = fleet.device("out1").await.ok()??;
+        (delivery(&d).0 >= 20).then_some(())
+    })
+    .await
+    .expect("publishing before the outage");
+
+    fleet.server.stop_broker();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let backlog = agents.buffers[0].stats().records;
+    assert!(
+        backlog >= 250,
+        "about 300 records queued during 30 s at 10 Hz, got {backlog}"
+    );
+    fleet.server.start_broker().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    agents.stop_collecting(0);
+
+    let d = wait_drained(&fleet, &agents, 0, "out1", Duration::from_secs(30)).await;
+    let (received, last_seq, dups, gaps, missing, _) = delivery(&d);
+    println!(
+        "outage: received {received}, last seq {last_seq}, duplicates dropped {dups}, backlog {backlog}"
+    );
+    assert!(gaps.is_empty(), "gaps: {gaps:?}");
+    assert_eq!(missing, 0);
+    assert_eq!(received, last_seq, "every seq exactly once");
+    assert_eq!(last_seq, agents.buffers[0].stats().last_seq);
+    assert_eq!(
+        d["delivery"]["reordered"], 0,
+        "records arrived in seq order: {}",
+        d["delivery"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_agent_while_it_drains_a_backlog_loses_nothing() {
+    let mut fleet = TestFleet::start().unwrap();
+    let cfg = fleet.agent_config("kill1", 20).unwrap();
+    let log = fleet.dir.path().join("kill1.log");
+    let mut agent = Child::spawn("rvm-agent", &["--config", cfg.to_str().unwrap()], &log).unwrap();
+    eventually(Duration::from_secs(15), || async {
+        fleet.device("kill1").await.ok()?
+    })
+    .await
+    .expect("agent reports");
+    // a backlog: 15 s at 50 Hz
+    fleet.server.stop_broker();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let before = delivery(&fleet.device("kill1").await.unwrap().unwrap()).0;
+    fleet.server.start_broker().unwrap();
+    // kill it as soon as the drain is under way
+    eventually(Duration::from_secs(20), || async {
+        let d = fleet.device("kill1").await.ok()??;
+        (delivery(&d).0 > before + 50).then_some(())
+    })
+    .await
+    .expect("drain starts");
+    agent.kill9();
+    let mid = delivery(&fleet.device("kill1").await.unwrap().unwrap());
+    println!("killed mid-drain: received {} of last seq {}", mid.0, mid.1);
+
+    // restart, then drain with collection all but stopped
+    let drain_cfg = write_agent_config(
+        fleet.dir.path(),
+        &fleet.certs,
+        "kill1",
+        fleet.broker_port(),
+        3_600_000,
+        "",
+    )
+    .unwrap();
+    let _agent = Child::spawn("rvm-agent", &["--config", drain_cfg.to_str().unwrap()], &log).unwrap();
+    let settled = eventually(Duration::from_secs(40), || async {
+        let d = fleet.device("kill1").await.ok()??;
+        let (received, last, _, gaps, _, _) = delivery(&d);
+        (gaps.is_empty() && received == last && last > mid.1).then_some(d)
+    })
+    .await;
+    let d = settled.unwrap_or_else(|| panic!("not settled; agent log:\n{}", rvm_fleet_tests::read(&log)));
+    let (received, last_seq, dups, _, missing, _) = delivery(&d);
+    println!("after restart: received {received}, last seq {last_seq}, duplicates dropped {dups}");
+    assert_eq!(missing, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_server_mid_stream_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = CertDir::new(dir.path().join("certs"));
+    pki::init(&certs, &["localhost".into(), "127.0.0.1".into()], false).unwrap();
+    let (http, mqtt) = (free_port(), free_port());
+    let data = dir.path().join("data");
+    let server_cfg = dir.path().join("server.toml");
+    std::fs::write(
+        &server_cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\n[certs]\ndir = \"{}\"\n[storage]\ndata_dir = \"{}\"\n",
+            certs.root().display(),
+            data.display()
+        ),
+    )
+    .unwrap();
+    let tokens = fleet_server::auth::TokenStore::open(&data.join("tokens.json")).unwrap();
+    let token = tokens.create("t", fleet_server::auth::Role::Viewer).unwrap();
+    let slog = dir.path().join("server.log");
+    let run = ["run", "--config", server_cfg.to_str().unwrap()];
+    let mut server = Child::spawn("fleet-server", &run, &slog).unwrap();
+
+    let acfg = write_agent_config(dir.path(), &certs, "srv1", mqtt, 50, "").unwrap();
+    let alog = dir.path().join("agent.log");
+    let mut agent = Child::spawn("rvm-agent", &["--config", acfg.to_str().unwrap()], &alog).unwrap();
+    let client = reqwest::Client::new();
+    let get = |c: reqwest::Client, t: String| async move {
+        let r = c
+            .get(format!("http://127.0.0.1:{http}/api/v1/devices/srv1"))
+            .bearer_auth(t)
+            .send()
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())?;
+        r.json::<Value>().await.ok()
+    };
+    eventually(Duration::from_secs(20), || {
+        let (c, t) = (client.clone(), token.clone());
+        async move { get(c, t).await.filter(|d| delivery(d).0 > 40) }
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "server log:\n{}\nagent log:\n{}",
+            rvm_fleet_tests::read(&slog),
+            rvm_fleet_tests::read(&alog)
+        )
+    });
+
+    server.kill9();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut server = Child::spawn("fleet-server", &run, &slog).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    agent.terminate();
+    // drain what is left with collection all but stopped
+    let drain = write_agent_config(dir.path(), &certs, "srv1", mqtt, 3_600_000, "").unwrap();
+    let _agent = Child::spawn("rvm-agent", &["--config", drain.to_str().unwrap()], &alog).unwrap();
+    let d = eventually(Duration::from_secs(40), || {
+        let (c, t) = (client.clone(), token.clone());
+        async move {
+            let d = get(c, t).await?;
+            let (received, last, _, gaps, _, _) = delivery(&d);
+            (gaps.is_empty() && received == last && last > 100).then_some(d)
+        }
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "server log:\n{}\nagent log:\n{}",
+            rvm_fleet_tests::read(&slog),
+            rvm_fleet_tests::read(&alog)
+        )
+    });
+    let (received, last_seq, dups, _, missing, _) = delivery(&d);
+    println!("server killed: received {received}, last seq {last_seq}, duplicates dropped {dups}");
+    assert_eq!(missing, 0);
+    server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_outage_keeps_the_buffer_under_its_byte_cap_and_reports_the_drops() {
+    let mut fleet = TestFleet::start().unwrap();
+    let cfg = fleet
+        .agent_config_with("cap1", 20, "max_bytes = 65536\nthin_keep_every = 1\n")
+        .unwrap();
+    let agents = Agents::start(vec![cfg]).unwrap();
+    eventually(Duration::from_secs(10), || async {
+        fleet.device("cap1").await.ok()?
+    })
+    .await
+    .expect("reports");
+    fleet.server.stop_broker();
+    let mut max_bytes = 0;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        max_bytes = max_bytes.max(agents.buffers[0].stats().bytes);
+    }
+    let st = agents.buffers[0].stats();
+    assert!(max_bytes <= 65_536, "buffer bytes {max_bytes} over the cap");
+    assert!(st.dropped > 0, "a 10 s outage at 50 Hz overflows 64 KiB: {st:?}");
+    fleet.server.start_broker().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    agents.stop_collecting(0);
+    let d = wait_drained(&fleet, &agents, 0, "cap1", Duration::from_secs(30)).await;
+    let (received, last_seq, _, _, missing, reported) = delivery(&d);
+    println!("cap: received {received}, last seq {last_seq}, missing {missing}, reported dropped {reported}");
+    assert!(reported > 0, "the drop count arrived");
+    // Every seq is delivered or reported dropped. A record in flight when the broker died can
+    // have reached the server and then be dropped by the cap too, so the report may exceed
+    // what is missing by at most the in-flight window (64).
+    assert!(
+        missing > 0 && missing <= reported,
+        "missing {missing}, reported {reported}"
+    );
+    assert!(reported - missing <= 64, "missing {missing}, reported {reported}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_buffer_directory_is_moved_aside_reported_and_the_agent_carries_on() {
+    let fleet = TestFleet::start().unwrap();
+    let cfg = fleet.agent_config("corrupt1", 200).unwrap();
+    let buf = fleet.dir.path().join("corrupt1-buffer");
+    std::fs::create_dir_all(&buf).unwrap();
+    std::fs::write(buf.join("conf"), b"\x00\xffnot a sled config at all").unwrap();
+    std::fs::write(buf.join("db"), vec![0xA5u8; 4096]).unwrap();
+    let _agents = Agents::start(vec![cfg]).unwrap();
+    let d = eventually(Duration::from_secs(15), || async {
+        let d = fleet.device("corrupt1").await.ok()??;
+        let reset = d["recent_events"]
+            .as_array()?
+            .iter()
+            .any(|e| e["kind"].get("store_reset").is_some());
+        (reset && delivery(&d).0 > 3).then_some(d)
+    })
+    .await
+    .expect("store reset reported and telemetry flowing");
+    let moved: Vec<_> = std::fs::read_dir(fleet.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("corrupt1-buffer.corrupt-")
+        })
+        .collect();
+    assert_eq!(
+        moved.len(),
+        1,
+        "the corrupt directory was kept aside for inspection"
+    );
+    assert!(d["metrics"]["memory.total_bytes"].as_f64().unwrap() > 0.0);
+}
