@@ -5,6 +5,7 @@
 //! simulated machines use [`sim::SimSource`]: only the source differs, the buffer and link
 //! are the same code.
 
+pub mod gpu;
 pub mod sim;
 pub mod system;
 
