@@ -5,6 +5,8 @@
 //! - [`policy`]: who may connect, publish and subscribe on the broker (pure)
 //! - [`broker`]: the embedded rmqtt broker and its policy hooks
 //! - [`fleet`]: per-device state and presence (pure); [`delivery`]: dedup and gaps (pure)
+//! - [`alerts`]: rules (`rules.toml`) and the alert engine: lifecycle, ack, silences (pure)
+//! - [`correlate`]: incidents across alerts and devices with a probable cause (pure)
 //! - [`writer`]: the ingest writer (journal, dedup, sled) that every record passes through;
 //!   [`journal`], [`store`]
 //! - [`auth`]: API tokens and roles
@@ -13,9 +15,11 @@
 //! - [`server`]: starting and stopping everything; [`demo`]: `fleet-server demo`
 
 pub mod actors;
+pub mod alerts;
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod correlate;
 pub mod delivery;
 pub mod demo;
 pub mod fleet;
