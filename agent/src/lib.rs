@@ -5,6 +5,9 @@
 //! - [`buffer`]: store-and-forward buffer (sled or memory), invariants in its module doc
 //! - [`link`]: MQTT over mutual TLS; PUBACK bookkeeping ([`link::InFlight`])
 //! - [`collect`]: metric sources (the machine through sysinfo; simulated Jetsons)
+//! - [`health`]: `[health]` config, the pure health evaluator and publish tracker, the probes
+//! - [`recovery`]: `[recovery]` config, escalation ladder, allow-list, rate limits, interlock,
+//!   and the executors (system and recording)
 //! - [`actors`]: collector and link actors
 //! - [`runtime`]: wiring one device's pipeline; the real agent and simulated ones share it
 //! - [`simulate`]: `rvm-agent simulate`, N virtual RVMs in one process
@@ -15,6 +18,8 @@ pub mod agent;
 pub mod buffer;
 pub mod collect;
 pub mod config;
+pub mod health;
 pub mod link;
+pub mod recovery;
 pub mod runtime;
 pub mod simulate;
