@@ -1,20 +1,99 @@
-//! The real agent: load config, open the buffer, start the pipeline, stop cleanly.
+//! The real agent: load config, open the buffer, start every actor under the supervisor,
+//! stop cleanly.
 
-use std::sync::Arc;
+use std::sync::atomic::AtomicI32;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix::prelude::*;
+use common::command::SignedCommand;
 use common::tls::ClientIdentity;
 use common::topics::Kind;
-use common::{DeviceId, Event, EventKind, Severity};
+use common::{DeviceId, Event, EventKind, HealthReport, Severity};
+use tokio::sync::mpsc;
 
-use crate::buffer::{Caps, FlushPolicy};
+use crate::actors::collector::{CollectorActor, CollectorParts, CollectorStats, Faults, Latest};
+use crate::actors::health::{HealthActor, HealthParts};
+use crate::actors::link::{LinkActor, Shutdown};
+use crate::actors::recovery::{RecoveryActor, RecoveryParts};
+use crate::actors::supervisor::{ActorStatuses, AgentSupervisor, FnSpec, StopChildren};
+use crate::appmetrics::{self, AppMetricsStore};
+use crate::buffer::{Buffer, Caps, FlushPolicy};
 use crate::collect::MetricSource;
-use crate::collect::system::SystemSource;
+use crate::collect::gpu::{self, GpuPaths};
+use crate::collect::system::{SystemOptions, SystemSource};
 use crate::config::{AgentFile, FlushMode, split_host_port};
-use crate::runtime::{self, DeviceHandle, DeviceParts};
+use crate::exporter::StatusSnapshot;
+use crate::link::LinkStatus;
+use crate::recovery::{Executor, Interlock, RecoveryPolicy, SystemExecutor};
+use crate::runtime;
 
-/// Builds and starts the agent's pipeline on the current actix arbiter.
-pub fn start(file: &AgentFile) -> anyhow::Result<DeviceHandle> {
+/// What tests (and the fault-injection switch of the binary) may replace.
+#[derive(Default)]
+pub struct Overrides {
+    pub source: Option<Box<dyn MetricSource>>,
+    pub executor: Option<Arc<dyn Executor>>,
+    pub faults: Option<Arc<Faults>>,
+}
+
+/// A running agent.
+pub struct AgentHandle {
+    pub device: DeviceId,
+    pub buffer: Arc<Buffer>,
+    pub link: Arc<LinkStatus>,
+    pub collector: Arc<CollectorStats>,
+    pub actors: ActorStatuses,
+    pub latest: Latest,
+    pub health: Arc<Mutex<Option<HealthReport>>>,
+    pub exit_code: Arc<AtomicI32>,
+    pub gpu_notes: Vec<String>,
+    pub app: Arc<AppMetricsStore>,
+    /// The local HTTP endpoint's address, when enabled.
+    pub http_addr: Option<std::net::SocketAddr>,
+    pub commands: Option<mpsc::UnboundedReceiver<SignedCommand>>,
+    supervisor: Addr<AgentSupervisor>,
+    link_addr: Arc<Mutex<Option<Addr<LinkActor>>>>,
+    collector_addr: Arc<Mutex<Option<Addr<CollectorActor>>>>,
+}
+
+impl AgentHandle {
+    /// Stops collecting (the collector is not restarted); the link keeps draining.
+    pub fn stop_collecting(&self) {
+        // The supervisor would restart a stopped collector: make it a no-op source instead.
+        if let Ok(a) = self.collector_addr.lock()
+            && let Some(a) = a.as_ref()
+        {
+            a.do_send(crate::actors::collector::Pause);
+        }
+    }
+
+    /// Stops every actor; the link says goodbye first.
+    pub async fn stop(&self) {
+        let link = self.link_addr.lock().ok().and_then(|l| l.clone());
+        if let Some(l) = link {
+            let _ = l.send(Shutdown).await;
+        }
+        let _ = self.supervisor.send(StopChildren).await;
+    }
+}
+
+pub fn gpu_paths(file: &AgentFile) -> GpuPaths {
+    GpuPaths {
+        sysfs: file.paths.sysfs.clone(),
+        procfs: file.paths.procfs.clone(),
+        etc_root: file.paths.etc_root.clone(),
+        tegrastats_command: file.collector.tegrastats_command.clone(),
+        interval_ms: file.collector.interval_ms,
+        ..GpuPaths::default()
+    }
+}
+
+pub fn start(file: &AgentFile) -> anyhow::Result<AgentHandle> {
+    start_with(file, Overrides::default())
+}
+
+/// Builds and starts the agent on the current actix arbiter.
+pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle> {
     let device = DeviceId::new(file.device_id.clone())?;
     let (host, port) = split_host_port(&file.mqtt.broker)
         .ok_or_else(|| anyhow::anyhow!("mqtt.broker {:?} is not host:port", file.mqtt.broker))?;
@@ -32,6 +111,7 @@ pub fn start(file: &AgentFile) -> anyhow::Result<DeviceHandle> {
     };
     std::fs::create_dir_all(file.buffer.dir.parent().unwrap_or(&file.buffer.dir))?;
     let (buffer, reset) = runtime::open_sled_buffer(&device, &file.buffer.dir, caps, flush)?;
+    let buffer = Arc::new(buffer);
     let now = common::time::now_ms();
     if let Some(ev) = reset {
         buffer.append(Kind::Event, now, &ev)?;
@@ -45,24 +125,199 @@ pub fn start(file: &AgentFile) -> anyhow::Result<DeviceHandle> {
             message: format!("rvm-agent {} started", runtime::AGENT_VERSION),
         },
     )?;
+
+    // sources
     let interval = Duration::from_millis(file.collector.interval_ms);
-    let source = SystemSource::new(file.collector.interval_ms as u32);
-    let mut birth = runtime::build_birth(file.site.clone(), file.tags.clone(), source.capabilities(), false);
+    let (gpu_backend, gpu_notes) = gpu::select(file.collector.gpu_backend, &gpu_paths(file));
+    for n in &gpu_notes {
+        tracing::info!(note = %n, "gpu backend");
+    }
+    let gpu_kind = gpu_backend.kind();
+    let source: Box<dyn MetricSource> = match o.source {
+        Some(s) => s,
+        None => Box::new(SystemSource::with_options(SystemOptions {
+            interval_ms: file.collector.interval_ms as u32,
+            watch: file.health.watch_processes.clone(),
+            scan_every_ms: file.collector.process_scan_interval_ms as i64,
+        })),
+    };
+    let mut capabilities = source.capabilities();
+    capabilities.push(gpu::capability(gpu_kind).to_string());
+    let mut birth = runtime::build_birth(file.site.clone(), file.tags.clone(), capabilities, false);
     birth.vision_model_version = file.vision_model_version.clone();
-    runtime::start_device(DeviceParts {
-        device,
-        host,
-        port,
-        identity: ClientIdentity {
-            ca: file.mqtt.ca.clone(),
-            cert: file.mqtt.cert.clone(),
-            key: file.mqtt.key.clone(),
+
+    // shared parts
+    let identity = ClientIdentity {
+        ca: file.mqtt.ca.clone(),
+        cert: file.mqtt.cert.clone(),
+        key: file.mqtt.key.clone(),
+    };
+    let (lp, commands) = runtime::link_parts(
+        runtime::LinkSpec {
+            device: device.clone(),
+            host,
+            port,
+            identity,
+            keep_alive: Duration::from_secs(file.mqtt.keep_alive_s),
+            window: file.mqtt.inflight_window,
+            birth,
         },
-        keep_alive: Duration::from_secs(file.mqtt.keep_alive_s),
-        window: file.mqtt.inflight_window,
-        interval,
-        source: Box::new(source),
-        buffer: Arc::new(buffer),
-        birth,
+        buffer.clone(),
+    )?;
+    let mut cp = CollectorParts::new(source, buffer.clone(), lp.wake.clone(), interval);
+    let app = Arc::new(AppMetricsStore::new(&file.app));
+    {
+        let app = app.clone();
+        cp.app = Some(Arc::new(move |now| app.snapshot(now)));
+    }
+    if let Some(url) = file.app.scrape_url.clone() {
+        let (app, every) = (app.clone(), Duration::from_millis(file.app.scrape_interval_ms));
+        let timeout = Duration::from_millis(file.app.scrape_timeout_ms);
+        actix::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let u = url.clone();
+                match tokio::task::spawn_blocking(move || appmetrics::scrape(&u, timeout)).await {
+                    Ok(Ok(v)) => app.set_scraped(v, common::time::now_ms()),
+                    Ok(Err(e)) => app.scrape_failed(&e, common::time::now_ms()),
+                    Err(e) => app.scrape_failed(&e.to_string(), common::time::now_ms()),
+                }
+            }
+        });
+    }
+    if gpu_kind != common::GpuBackendKind::None {
+        cp.gpu = Some(Arc::new(crate::collect::worker::Worker::spawn(
+            "collector-gpu",
+            gpu_backend,
+        )?));
+    }
+    if let Some(f) = o.faults {
+        cp.faults = f;
+    }
+    let executor: Arc<dyn Executor> = match o.executor {
+        Some(e) => e,
+        None => Arc::new(SystemExecutor::new(
+            &file.recovery,
+            file.health.systemd_units.clone(),
+        )),
+    };
+    let health_cfg = Arc::new(file.health.clone());
+    let rp = RecoveryParts {
+        policy: Arc::new(Mutex::new(RecoveryPolicy::new(&file.recovery, &file.health))),
+        interlock: Arc::new(Mutex::new(Interlock::new())),
+        executor,
+        buffer: buffer.clone(),
+        wake: lp.wake.clone(),
+        latest: cp.latest.clone(),
+    };
+    let health_last: Arc<Mutex<Option<HealthReport>>> = Arc::default();
+    let recovery_addr: Arc<Mutex<Option<Addr<RecoveryActor>>>> = Arc::default();
+    let link_addr: Arc<Mutex<Option<Addr<LinkActor>>>> = Arc::default();
+    let collector_addr: Arc<Mutex<Option<Addr<CollectorActor>>>> = Arc::default();
+    let statuses: ActorStatuses = Arc::default();
+
+    let collector_stats = cp.stats.clone();
+    let latest = cp.latest.clone();
+    let link_status = lp.status.clone();
+    let specs = {
+        let (cp, ca) = (cp.clone(), collector_addr.clone());
+        let (lp2, la) = (lp.clone(), link_addr.clone());
+        let (rp2, ra) = (rp.clone(), recovery_addr.clone());
+        let hp = HealthParts {
+            cfg: health_cfg,
+            buffer: buffer.clone(),
+            wake: lp.wake.clone(),
+            latest: cp.latest.clone(),
+            link: lp.status.clone(),
+            actors: statuses.clone(),
+            recovery: None,
+            last: health_last.clone(),
+        };
+        let ra2 = recovery_addr.clone();
+        vec![
+            FnSpec::boxed("link", move |live| {
+                let a = LinkActor::new(lp2.clone(), live).start();
+                if let Ok(mut s) = la.lock() {
+                    *s = Some(a.clone());
+                }
+                a
+            }),
+            FnSpec::boxed("collector", move |live| {
+                let a = CollectorActor::new(cp.clone(), live).start();
+                if let Ok(mut s) = ca.lock() {
+                    *s = Some(a.clone());
+                }
+                a
+            }),
+            FnSpec::boxed("recovery", move |live| {
+                let a = RecoveryActor::new(rp2.clone(), live).start();
+                if let Ok(mut s) = ra.lock() {
+                    *s = Some(a.clone());
+                }
+                a
+            }),
+            FnSpec::boxed("health", move |live| {
+                let mut hp = hp.clone();
+                hp.recovery = ra2.lock().ok().and_then(|r| r.clone()).map(|a| a.recipient());
+                HealthActor::new(hp, live).start()
+            }),
+        ]
+    };
+    let http_addr = if file.http.listen.is_empty() {
+        None
+    } else {
+        let listen: std::net::SocketAddr = file.http.listen.parse()?;
+        let (device2, buffer2, link2, statuses2, health2, app2) = (
+            device.clone(),
+            buffer.clone(),
+            link_status.clone(),
+            statuses.clone(),
+            health_last.clone(),
+            app.clone(),
+        );
+        let notes = gpu_notes.clone();
+        let latest2 = latest.clone();
+        let state = crate::http::HttpState {
+            status: Arc::new(move || StatusSnapshot {
+                device: device2.clone(),
+                agent_version: runtime::AGENT_VERSION.into(),
+                health: health2.lock().ok().and_then(|h| h.clone()),
+                actors: statuses2.lock().map(|a| a.clone()).unwrap_or_default(),
+                buffer: buffer2.stats(),
+                link: link2.snapshot(),
+                gpu_backend: gpu_kind,
+                gpu_notes: notes.clone(),
+                app_metrics: app2.counters(),
+            }),
+            telemetry: Arc::new(move || latest2.lock().ok().and_then(|l| l.clone())),
+            app: app.clone(),
+        };
+        let (server, addr) =
+            crate::http::start(listen, state).map_err(|e| anyhow::anyhow!("http.listen {listen}: {e}"))?;
+        actix::spawn(server);
+        tracing::info!(addr = %addr, "local endpoint: /metrics, /api/v1/status, POST /api/v1/app-metrics");
+        Some(addr)
+    };
+    let mut sup = AgentSupervisor::new(file.supervisor, specs);
+    sup.statuses = statuses.clone();
+    let exit_code = sup.exit_code.clone();
+    let supervisor = sup.start();
+    Ok(AgentHandle {
+        device,
+        buffer,
+        link: link_status,
+        collector: collector_stats,
+        actors: statuses,
+        latest,
+        health: health_last,
+        exit_code,
+        gpu_notes,
+        app,
+        http_addr,
+        commands: Some(commands),
+        supervisor,
+        link_addr,
+        collector_addr,
     })
 }

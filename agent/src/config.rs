@@ -28,6 +28,50 @@ pub struct AgentFile {
     pub buffer: BufferSection,
     #[serde(default)]
     pub http: HttpSection,
+    #[serde(default)]
+    pub paths: PathsSection,
+    #[serde(default)]
+    pub health: crate::health::HealthConfig,
+    #[serde(default)]
+    pub recovery: crate::recovery::RecoveryConfig,
+    #[serde(default)]
+    pub supervisor: crate::supervise::RestartPolicy,
+    #[serde(default)]
+    pub app: crate::appmetrics::AppMetricsConfig,
+}
+
+/// Where the machine's pseudo-filesystems are (as node_exporter's `--path.sysfs`), so the
+/// Jetson backend can be pointed at a fake tree.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsSection {
+    #[serde(default = "default_sysfs")]
+    pub sysfs: PathBuf,
+    #[serde(default = "default_procfs")]
+    pub procfs: PathBuf,
+    /// Root of `etc/nv_tegra_release`, `etc/nvpmodel.conf`, `var/lib/nvpmodel/status`.
+    #[serde(default = "default_etc_root")]
+    pub etc_root: PathBuf,
+}
+
+impl Default for PathsSection {
+    fn default() -> Self {
+        Self {
+            sysfs: default_sysfs(),
+            procfs: default_procfs(),
+            etc_root: default_etc_root(),
+        }
+    }
+}
+
+fn default_sysfs() -> PathBuf {
+    PathBuf::from("/sys")
+}
+fn default_procfs() -> PathBuf {
+    PathBuf::from("/proc")
+}
+fn default_etc_root() -> PathBuf {
+    PathBuf::from("/")
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,14 +94,33 @@ pub struct MqttSection {
 pub struct CollectorSection {
     #[serde(default = "default_interval_ms")]
     pub interval_ms: u64,
+    /// `auto` (Jetson sysfs -> tegrastats -> NVML -> none), or one of them.
+    #[serde(default)]
+    pub gpu_backend: crate::collect::gpu::GpuChoice,
+    /// `{ms}` is replaced by the interval.
+    #[serde(default = "default_tegrastats")]
+    pub tegrastats_command: String,
+    /// How often the full process table is scanned (watched processes are read every tick).
+    #[serde(default = "default_scan_ms")]
+    pub process_scan_interval_ms: u64,
 }
 
 impl Default for CollectorSection {
     fn default() -> Self {
         Self {
             interval_ms: default_interval_ms(),
+            gpu_backend: Default::default(),
+            tegrastats_command: default_tegrastats(),
+            process_scan_interval_ms: default_scan_ms(),
         }
     }
+}
+
+fn default_tegrastats() -> String {
+    "tegrastats --interval {ms}".into()
+}
+fn default_scan_ms() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -274,6 +337,18 @@ impl AgentFile {
                 "buffer.thin_keep_every",
                 "must be at least 1 (1 = no thinning)".into(),
             );
+        }
+        if self.collector.process_scan_interval_ms < 1000 {
+            bad(
+                "collector.process_scan_interval_ms",
+                format!(
+                    "{} is below 1000 (a full scan costs ~50 µs per process)",
+                    self.collector.process_scan_interval_ms
+                ),
+            );
+        }
+        if self.collector.tegrastats_command.trim().is_empty() {
+            bad("collector.tegrastats_command", "is empty".into());
         }
         if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             bad(

@@ -820,7 +820,7 @@ pub fn http_get_status(url: &str, timeout: Duration) -> Result<u16, String> {
     }
 }
 
-fn parse_status_line(line: &[u8]) -> Result<u16, String> {
+pub(crate) fn parse_status_line(line: &[u8]) -> Result<u16, String> {
     let text = String::from_utf8_lossy(line);
     let mut parts = text.split_whitespace();
     let version = parts.next().unwrap_or("");

@@ -8,18 +8,27 @@
 //! - [`health`]: `[health]` config, the pure health evaluator and publish tracker, the probes
 //! - [`recovery`]: `[recovery]` config, escalation ladder, allow-list, rate limits, interlock,
 //!   and the executors (system and recording)
+//! - [`appmetrics`]: `[app]` config, the vision service's pushed and scraped metrics (push
+//!   schema, Prometheus text parser, scrape client) and the store they land in
+//! - [`exporter`]: Prometheus text of the telemetry and the agent's state; the status snapshot
+//! - [`http`]: the local endpoint: `/metrics`, `/api/v1/status`, the app-metrics push, `/healthz`
 //! - [`actors`]: collector and link actors
 //! - [`runtime`]: wiring one device's pipeline; the real agent and simulated ones share it
+//! - [`supervise`]: restart decisions (pure) for the actor supervisor
 //! - [`simulate`]: `rvm-agent simulate`, N virtual RVMs in one process
 //! - [`agent`]: the real agent's start-up and shutdown
 
 pub mod actors;
 pub mod agent;
+pub mod appmetrics;
 pub mod buffer;
 pub mod collect;
 pub mod config;
+pub mod exporter;
 pub mod health;
+pub mod http;
 pub mod link;
 pub mod recovery;
 pub mod runtime;
 pub mod simulate;
+pub mod supervise;

@@ -30,7 +30,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::buffer::{Buffer, Key, Record, Store};
 
 /// Longest wait between reconnect attempts.
-pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
+pub const RECONNECT_MAX: Duration = Duration::from_secs(10);
 /// First wait after a failure.
 pub const RECONNECT_MIN: Duration = Duration::from_millis(250);
 
@@ -108,6 +108,8 @@ pub struct LinkStatus {
     pub acked: AtomicU64,
     pub last_error: Mutex<Option<String>>,
     pub in_flight: AtomicU64,
+    /// Wall clock of the link loop's last turn (liveness).
+    pub last_loop_ms: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Debug, Serialize)]
@@ -268,6 +270,9 @@ pub async fn run<S: Store>(cfg: LinkConfig, h: LinkHandles<S>) {
                 h.status.connected.store(false, Ordering::Relaxed);
                 note_error(&h.status, e.to_string());
                 let wait = backoff.next_backoff().unwrap_or(RECONNECT_MAX);
+                h.status
+                    .last_loop_ms
+                    .store(common::time::now_ms(), Ordering::Relaxed);
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = h.shutdown.notified() => return,
@@ -275,6 +280,9 @@ pub async fn run<S: Store>(cfg: LinkConfig, h: LinkHandles<S>) {
             }
         }
         h.status.in_flight.store(inflight.len() as u64, Ordering::Relaxed);
+        h.status
+            .last_loop_ms
+            .store(common::time::now_ms(), Ordering::Relaxed);
     }
 }
 

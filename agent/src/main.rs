@@ -28,12 +28,26 @@ enum Cmd {
     Run,
     /// Validate the config file and name every bad key.
     CheckConfig,
-    /// Print one collection of what the agent sees.
+    /// Print one full snapshot of what the agent sees (backends, capabilities, values).
+    /// Options not given come from the config file if it exists, else the defaults.
     Collect {
+        /// One snapshot and exit (the only mode).
         #[arg(long)]
         once: bool,
         #[arg(long, default_value = "json")]
         format: String,
+        #[arg(long)]
+        sysfs: Option<PathBuf>,
+        #[arg(long)]
+        procfs: Option<PathBuf>,
+        /// Root of etc/nv_tegra_release and etc/nvpmodel.conf.
+        #[arg(long)]
+        etc_root: Option<PathBuf>,
+        /// auto, jetson, tegrastats, nvml or none.
+        #[arg(long)]
+        gpu_backend: Option<rvm_agent::collect::gpu::GpuChoice>,
+        #[arg(long)]
+        tegrastats_command: Option<String>,
     },
     /// Run N simulated RVMs against a broker.
     Simulate {
@@ -79,7 +93,23 @@ fn main() -> ExitCode {
             Err(e) => Err(anyhow::anyhow!(e)),
         },
         Cmd::Run => run(cli.config),
-        Cmd::Collect { once: _, format } => collect(&format),
+        Cmd::Collect {
+            once: _,
+            format,
+            sysfs,
+            procfs,
+            etc_root,
+            gpu_backend,
+            tegrastats_command,
+        } => collect(
+            &cli.config,
+            &format,
+            sysfs,
+            procfs,
+            etc_root,
+            gpu_backend,
+            tegrastats_command,
+        ),
         Cmd::Simulate {
             devices,
             sites,
@@ -99,29 +129,111 @@ fn main() -> ExitCode {
     }
 }
 
-fn collect(format: &str) -> anyhow::Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn collect(
+    config: &std::path::Path,
+    format: &str,
+    sysfs: Option<PathBuf>,
+    procfs: Option<PathBuf>,
+    etc_root: Option<PathBuf>,
+    gpu_backend: Option<rvm_agent::collect::gpu::GpuChoice>,
+    tegrastats_command: Option<String>,
+) -> anyhow::Result<()> {
+    use rvm_agent::collect::gpu;
     anyhow::ensure!(format == "json", "--format {format:?}: only json is supported");
-    let mut s = rvm_agent::collect::system::SystemSource::new(1000);
+    // the config file's settings when there is one, overridden by the options
+    let file = if config.exists() {
+        Some(
+            AgentFile::parse(&std::fs::read_to_string(config)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?,
+        )
+    } else {
+        None
+    };
+    let mut paths = file.as_ref().map(rvm_agent::agent::gpu_paths).unwrap_or_default();
+    let mut choice = file.as_ref().map(|f| f.collector.gpu_backend).unwrap_or_default();
+    if let Some(p) = sysfs {
+        paths.sysfs = p;
+    }
+    if let Some(p) = procfs {
+        paths.procfs = p;
+    }
+    if let Some(p) = etc_root {
+        paths.etc_root = p;
+    }
+    if let Some(c) = tegrastats_command {
+        paths.tegrastats_command = c;
+    }
+    if let Some(g) = gpu_backend {
+        choice = g;
+    }
+    let watch = file
+        .as_ref()
+        .map(|f| f.health.watch_processes.clone())
+        .unwrap_or_default();
+    let mut s =
+        rvm_agent::collect::system::SystemSource::with_options(rvm_agent::collect::system::SystemOptions {
+            interval_ms: 1000,
+            watch,
+            scan_every_ms: 0,
+        });
+    let (mut backend, notes) = gpu::select(choice, &paths);
     s.collect(common::time::now_ms());
-    std::thread::sleep(Duration::from_millis(250));
-    let t = s.collect(common::time::now_ms());
-    println!("{}", serde_json::to_string_pretty(&t)?);
+    // rates and CPU need two samples; tegrastats needs a line
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut t = s.collect(common::time::now_ms());
+    t.gpu = backend.sample();
+    let out = serde_json::json!({
+        "gpu_backend": gpu::capability(backend.kind()),
+        "gpu_notes": notes,
+        "capabilities": [gpu::capability(backend.kind())],
+        "units": {"cpu": "percent, MHz", "memory": "bytes", "temperatures": "degrees C", "power": "mW", "gpu_freq": "MHz"},
+        "telemetry": t,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
 
+/// Exit code of a run: 0 after a clean stop, non-zero past the restart limit.
 fn run(config: PathBuf) -> anyhow::Result<()> {
     let file = AgentFile::load(&config)?;
+    // Test hook for supervision (documented in the README): `collector_panic:N,gpu_hang`.
+    let faults = match std::env::var("RVM_AGENT_FAULTS") {
+        Ok(s) => Some(std::sync::Arc::new(
+            rvm_agent::actors::collector::Faults::parse(&s)
+                .map_err(|e| anyhow::anyhow!("RVM_AGENT_FAULTS: {e}"))?,
+        )),
+        Err(_) => None,
+    };
     let sys = actix::System::new();
-    sys.block_on(async move {
-        let handle = rvm_agent::agent::start(&file)?;
+    let (exit_code, buffer) = sys.block_on(async move {
+        let handle = rvm_agent::agent::start_with(
+            &file,
+            rvm_agent::agent::Overrides {
+                faults,
+                ..Default::default()
+            },
+        )?;
         tracing::info!(device = %handle.device, "agent running");
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        handle.stop().await;
-        let b = handle.buffer.clone();
-        tokio::task::spawn_blocking(move || b.flush()).await??;
-        anyhow::Ok(())
-    })
+        let out = (handle.exit_code.clone(), handle.buffer.clone());
+        actix::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            handle.stop().await;
+            actix::System::current().stop();
+        });
+        anyhow::Ok(out)
+    })?;
+    let code = sys.run_with_code().unwrap_or(1);
+    if let Err(e) = buffer.flush() {
+        tracing::error!(error = %e, "final buffer flush failed");
+    }
+    let code = code.max(exit_code.load(std::sync::atomic::Ordering::SeqCst));
+    if code != 0 {
+        eprintln!("rvm-agent: exiting with {code} (an actor exceeded its restart limit)");
+        std::process::exit(code);
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -11,15 +11,17 @@ use common::tls::ClientIdentity;
 use common::{Birth, DeviceId};
 use tokio::sync::{Notify, mpsc};
 
-use crate::actors::collector::{CollectorActor, CollectorStats};
-use crate::actors::link::{LinkActor, Shutdown};
+use crate::actors::collector::{CollectorActor, CollectorParts, CollectorStats};
+use crate::actors::link::{LinkActor, LinkParts, Shutdown};
+use crate::actors::supervisor::StopNow;
 use crate::buffer::Buffer;
 use crate::collect::MetricSource;
 use crate::link::{LinkConfig, LinkStatus};
+use crate::supervise::Liveness;
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// What a running device exposes.
+/// What a running simulated device exposes.
 pub struct DeviceHandle {
     pub device: DeviceId,
     pub buffer: Arc<Buffer>,
@@ -33,24 +35,13 @@ pub struct DeviceHandle {
 impl DeviceHandle {
     /// Stops collecting; the link keeps draining the buffer.
     pub fn stop_collecting(&self) {
-        self.collector_addr.do_send(StopActor);
+        self.collector_addr.do_send(StopNow);
     }
 
     /// Stops collecting, then says goodbye on the link.
     pub async fn stop(&self) {
-        self.collector_addr.do_send(StopActor);
+        self.collector_addr.do_send(StopNow);
         let _ = self.link_addr.send(Shutdown).await;
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopActor;
-
-impl Handler<StopActor> for CollectorActor {
-    type Result = ();
-    fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {
-        ctx.stop();
     }
 }
 
@@ -93,27 +84,82 @@ pub fn hostname() -> String {
         .unwrap_or_default()
 }
 
-/// Starts a device's actors on the current actix arbiter.
-pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
-    let tls = common::tls::client_config(&parts.identity)?;
-    let wake = Arc::new(Notify::new());
+/// Where and how one device's link connects.
+pub struct LinkSpec {
+    pub device: DeviceId,
+    pub host: String,
+    pub port: u16,
+    pub identity: ClientIdentity,
+    pub keep_alive: Duration,
+    pub window: usize,
+    pub birth: Birth,
+}
+
+/// The link's configuration and shared state for one device.
+pub fn link_parts(
+    spec: LinkSpec,
+    buffer: Arc<Buffer>,
+) -> anyhow::Result<(LinkParts, mpsc::UnboundedReceiver<SignedCommand>)> {
+    let LinkSpec {
+        device,
+        host,
+        port,
+        identity,
+        keep_alive,
+        window,
+        birth,
+    } = spec;
+    let device = &device;
+    let tls = common::tls::client_config(&identity)?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let link_cfg = LinkConfig {
-        device: parts.device.clone(),
-        host: parts.host,
-        port: parts.port,
-        tls,
-        client_id: parts.device.to_string(),
-        keep_alive: parts.keep_alive,
-        window: parts.window,
-        birth: parts.birth,
-    };
-    let link = LinkActor::new(link_cfg, parts.buffer.clone(), wake.clone(), tx);
-    let link_status = link.status.clone();
-    let link_addr = link.start();
-    let collector = CollectorActor::new(parts.source, parts.buffer.clone(), wake, parts.interval);
-    let collector_stats = collector.stats.clone();
-    let collector_addr = collector.start();
+    Ok((
+        LinkParts {
+            cfg: LinkConfig {
+                device: device.clone(),
+                host,
+                port,
+                tls,
+                client_id: device.to_string(),
+                keep_alive,
+                window,
+                birth,
+            },
+            buffer,
+            wake: Arc::new(Notify::new()),
+            status: Arc::default(),
+            commands: tx,
+        },
+        rx,
+    ))
+}
+
+/// Starts a lightweight device (collector and link, no supervisor, health or recovery) on
+/// the current actix arbiter: what a simulated machine runs. The real agent is
+/// [`crate::agent::start`].
+pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
+    let (lp, rx) = link_parts(
+        LinkSpec {
+            device: parts.device.clone(),
+            host: parts.host,
+            port: parts.port,
+            identity: parts.identity,
+            keep_alive: parts.keep_alive,
+            window: parts.window,
+            birth: parts.birth,
+        },
+        parts.buffer.clone(),
+    )?;
+    let now = common::time::now_ms();
+    let cp = CollectorParts::new(
+        parts.source,
+        parts.buffer.clone(),
+        lp.wake.clone(),
+        parts.interval,
+    );
+    let collector_stats = cp.stats.clone();
+    let link_status = lp.status.clone();
+    let link_addr = LinkActor::new(lp, Arc::new(Liveness::new(now))).start();
+    let collector_addr = CollectorActor::new(cp, Arc::new(Liveness::new(now))).start();
     Ok(DeviceHandle {
         device: parts.device,
         buffer: parts.buffer,

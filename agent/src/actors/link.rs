@@ -1,37 +1,49 @@
-//! Link actor: owns the MQTT link task (see [`crate::link`]) and stops it on shutdown.
+//! Link actor: owns the MQTT link task (see [`crate::link`]), reports its liveness, and stops
+//! it on shutdown. A link task that ends or panics stops the actor with that reason.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use actix::prelude::*;
 use common::command::SignedCommand;
 use tokio::sync::{Notify, mpsc};
 
+use crate::actors::supervisor::StopNow;
 use crate::buffer::Buffer;
 use crate::link::{self, LinkConfig, LinkHandles, LinkStatus};
+use crate::supervise::Liveness;
 
-pub struct LinkActor {
-    cfg: Option<LinkConfig>,
-    buffer: Arc<Buffer>,
+/// How often the actor looks at its task.
+const WATCH: Duration = Duration::from_secs(1);
+
+/// What every (re)started link shares.
+#[derive(Clone)]
+pub struct LinkParts {
+    pub cfg: LinkConfig,
+    pub buffer: Arc<Buffer>,
     pub wake: Arc<Notify>,
     pub status: Arc<LinkStatus>,
+    pub commands: mpsc::UnboundedSender<SignedCommand>,
+}
+
+pub struct LinkActor {
+    p: LinkParts,
+    live: Arc<Liveness>,
     shutdown: Arc<Notify>,
-    commands: mpsc::UnboundedSender<SignedCommand>,
+    task: Option<actix::prelude::SpawnHandle>,
+    handle: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl LinkActor {
-    pub fn new(
-        cfg: LinkConfig,
-        buffer: Arc<Buffer>,
-        wake: Arc<Notify>,
-        commands: mpsc::UnboundedSender<SignedCommand>,
-    ) -> Self {
+    pub fn new(p: LinkParts, live: Arc<Liveness>) -> Self {
         LinkActor {
-            cfg: Some(cfg),
-            buffer,
-            wake,
-            status: Arc::default(),
+            p,
+            live,
             shutdown: Arc::new(Notify::new()),
-            commands,
+            task: None,
+            handle: None,
         }
     }
 }
@@ -39,16 +51,30 @@ impl LinkActor {
 impl Actor for LinkActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Context<Self>) {
-        let Some(cfg) = self.cfg.take() else { return };
+    fn started(&mut self, ctx: &mut Context<Self>) {
         let handles = LinkHandles {
-            buffer: self.buffer.clone(),
-            wake: self.wake.clone(),
-            status: self.status.clone(),
-            commands: self.commands.clone(),
+            buffer: self.p.buffer.clone(),
+            wake: self.p.wake.clone(),
+            status: self.p.status.clone(),
+            commands: self.p.commands.clone(),
             shutdown: self.shutdown.clone(),
         };
-        actix::spawn(link::run(cfg, handles));
+        self.handle = Some(actix::spawn(link::run(self.p.cfg.clone(), handles)));
+        let _ = &self.task;
+        ctx.run_interval(WATCH, |act, ctx| {
+            let last = act.p.status.last_loop_ms.load(Ordering::Relaxed);
+            if last > 0 {
+                act.live.progress(last);
+            }
+            if act.handle.as_ref().is_some_and(|h| h.is_finished()) {
+                let reason = match act.handle.take().map(futures_now) {
+                    Some(Some(Err(e))) if e.is_panic() => crate::supervise::panic_message(&*e.into_panic()),
+                    _ => "link task ended".to_string(),
+                };
+                act.live.exit(reason);
+                ctx.stop();
+            }
+        });
     }
 
     fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
@@ -57,15 +83,43 @@ impl Actor for LinkActor {
     }
 }
 
-/// Asks the link to say goodbye and disconnect.
+/// The result of a finished task without awaiting (it is finished).
+fn futures_now(h: tokio::task::JoinHandle<()>) -> Option<Result<(), tokio::task::JoinError>> {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut h = h;
+    match std::pin::Pin::new(&mut h).poll(&mut cx) {
+        std::task::Poll::Ready(r) => Some(r),
+        std::task::Poll::Pending => None,
+    }
+}
+
+impl Handler<StopNow> for LinkActor {
+    type Result = ();
+    fn handle(&mut self, _: StopNow, ctx: &mut Context<Self>) {
+        self.shutdown.notify_one();
+        ctx.stop();
+    }
+}
+
+/// Asks the link to say goodbye and disconnect, and waits for it (bounded).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
 
 impl Handler<Shutdown> for LinkActor {
-    type Result = ();
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+    type Result = ResponseActFuture<Self, ()>;
+    fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
         self.shutdown.notify_one();
-        ctx.stop();
+        let h = self.handle.take();
+        Box::pin(
+            async move {
+                if let Some(h) = h {
+                    let _ = tokio::time::timeout(Duration::from_secs(3), h).await;
+                }
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        )
     }
 }

@@ -8,6 +8,7 @@
 pub mod gpu;
 pub mod sim;
 pub mod system;
+pub mod worker;
 
 use common::Telemetry;
 

@@ -1,8 +1,43 @@
 //! The machine itself, through sysinfo. Only the refresh kinds needed are asked for:
 //! a full `refresh_all` also reads every thread, command line and environment.
 
-use common::{CpuStats, DiskStats, MemoryStats, NetStats, Reading, Telemetry};
-use sysinfo::{Components, CpuRefreshKind, Disks, MemoryRefreshKind, Networks, System};
+use std::collections::HashMap;
+
+use common::{CpuStats, DiskStats, MemoryStats, NetStats, ProcessStats, Reading, Telemetry};
+use sysinfo::{
+    Components, CpuRefreshKind, Disks, MemoryRefreshKind, Networks, Pid, ProcessRefreshKind,
+    ProcessesToUpdate, System,
+};
+
+/// Top processes (by CPU) reported after each full process scan.
+pub const TOP_PROCESSES: usize = 5;
+
+/// What to collect beyond the fixed set.
+#[derive(Debug, Clone)]
+pub struct SystemOptions {
+    pub interval_ms: u32,
+    /// Process names (as in `/proc/PID/comm`) read every tick.
+    pub watch: Vec<String>,
+    /// The full process table is scanned this often (top processes, rediscovery): it costs
+    /// about 50 µs per process, too much for every tick on a busy machine.
+    pub scan_every_ms: i64,
+}
+
+impl Default for SystemOptions {
+    fn default() -> Self {
+        SystemOptions {
+            interval_ms: 1000,
+            watch: Vec::new(),
+            scan_every_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Watched {
+    pid: Option<Pid>,
+    restarts_seen: u32,
+}
 
 pub struct SystemSource {
     sys: System,
@@ -10,11 +45,21 @@ pub struct SystemSource {
     networks: Networks,
     components: Components,
     last_ms: Option<i64>,
-    interval_ms: u32,
+    opts: SystemOptions,
+    watched: HashMap<String, Watched>,
+    last_scan_ms: Option<i64>,
+    top: Vec<ProcessStats>,
 }
 
 impl SystemSource {
     pub fn new(interval_ms: u32) -> Self {
+        Self::with_options(SystemOptions {
+            interval_ms,
+            ..Default::default()
+        })
+    }
+
+    pub fn with_options(opts: SystemOptions) -> Self {
         let mut sys = System::new();
         sys.refresh_cpu_specifics(CpuRefreshKind::nothing().with_cpu_usage().with_frequency());
         SystemSource {
@@ -23,9 +68,116 @@ impl SystemSource {
             networks: Networks::new_with_refreshed_list(),
             components: Components::new_with_refreshed_list(),
             last_ms: None,
-            interval_ms,
+            watched: opts
+                .watch
+                .iter()
+                .map(|n| (n.clone(), Watched::default()))
+                .collect(),
+            opts,
+            last_scan_ms: None,
+            top: Vec::new(),
         }
     }
+
+    fn processes(&mut self, now_ms: i64) -> Vec<ProcessStats> {
+        let kind = ProcessRefreshKind::nothing().with_cpu().with_memory();
+        let lost = self
+            .watched
+            .values()
+            .any(|w| w.pid.is_none_or(|p| self.sys.process(p).is_none()));
+        let scan_due = self
+            .last_scan_ms
+            .is_none_or(|t| now_ms - t >= self.opts.scan_every_ms);
+        if scan_due
+            || (lost && !self.watched.is_empty() && self.last_scan_ms.is_none_or(|t| now_ms - t >= 1000))
+        {
+            self.sys
+                .refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+            self.last_scan_ms = Some(now_ms);
+            let mut all: Vec<ProcessStats> = self
+                .sys
+                .processes()
+                .iter()
+                .map(|(pid, p)| ProcessStats {
+                    name: p.name().to_string_lossy().into_owned(),
+                    pid: pid.as_u32(),
+                    running: true,
+                    watched: false,
+                    cpu_pct: p.cpu_usage(),
+                    rss_bytes: p.memory(),
+                    state: p.status().to_string(),
+                    restarts_seen: 0,
+                })
+                .collect();
+            all.sort_by(|a, b| b.cpu_pct.total_cmp(&a.cpu_pct));
+            for (name, w) in self.watched.iter_mut() {
+                let found = self
+                    .sys
+                    .processes()
+                    .iter()
+                    .find(|(_, p)| p.name().to_string_lossy() == name.as_str())
+                    .map(|(pid, _)| *pid);
+                if found.is_some() && w.pid.is_some() && found != w.pid {
+                    w.restarts_seen += 1;
+                }
+                if found.is_some() {
+                    w.pid = found;
+                }
+            }
+            all.truncate(TOP_PROCESSES);
+            self.top = all;
+        } else if !self.watched.is_empty() {
+            let pids: Vec<Pid> = self.watched.values().filter_map(|w| w.pid).collect();
+            self.sys
+                .refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, kind);
+        }
+        let mut out: Vec<ProcessStats> = self
+            .watched
+            .iter()
+            .map(
+                |(name, w)| match w.pid.and_then(|p| self.sys.process(p).map(|pr| (p, pr))) {
+                    Some((pid, p)) => ProcessStats {
+                        name: name.clone(),
+                        pid: pid.as_u32(),
+                        running: true,
+                        watched: true,
+                        cpu_pct: p.cpu_usage(),
+                        rss_bytes: p.memory(),
+                        state: p.status().to_string(),
+                        restarts_seen: w.restarts_seen,
+                    },
+                    None => ProcessStats {
+                        name: name.clone(),
+                        watched: true,
+                        state: "not running".into(),
+                        restarts_seen: w.restarts_seen,
+                        ..Default::default()
+                    },
+                },
+            )
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.extend(
+            self.top
+                .iter()
+                .filter(|t| !self.watched.contains_key(&t.name))
+                .cloned(),
+        );
+        out
+    }
+}
+
+/// Inode counts of a mounted filesystem (total, used), or None.
+fn inodes(mount: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(mount.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 || st.f_files == 0 {
+        return None;
+    }
+    let total = st.f_files as u64;
+    Some((total, total.saturating_sub(st.f_ffree as u64)))
 }
 
 /// Pseudo and container filesystems that say nothing about the machine's storage.
@@ -41,7 +193,7 @@ impl super::MetricSource for SystemSource {
         let elapsed_s = self
             .last_ms
             .map(|l| ((now_ms - l) as f64 / 1000.0).max(0.001))
-            .unwrap_or(self.interval_ms as f64 / 1000.0);
+            .unwrap_or(self.opts.interval_ms as f64 / 1000.0);
         self.last_ms = Some(now_ms);
 
         self.sys
@@ -73,13 +225,14 @@ impl super::MetricSource for SystemSource {
             .filter(|d| interesting_fs(&d.file_system().to_string_lossy()))
             .map(|d| {
                 let u = d.usage();
+                let ino = inodes(d.mount_point());
                 DiskStats {
                     mount: d.mount_point().to_string_lossy().into_owned(),
                     fs: d.file_system().to_string_lossy().into_owned(),
                     total_bytes: d.total_space(),
                     used_bytes: d.total_space().saturating_sub(d.available_space()),
-                    inodes_total: None,
-                    inodes_used: None,
+                    inodes_total: ino.map(|i| i.0),
+                    inodes_used: ino.map(|i| i.1),
                     read_bytes_per_s: Some(u.read_bytes as f64 / elapsed_s),
                     write_bytes_per_s: Some(u.written_bytes as f64 / elapsed_s),
                 }
@@ -106,15 +259,16 @@ impl super::MetricSource for SystemSource {
             .filter_map(|c| c.temperature().map(|t| Reading::new(c.label(), t as f64)))
             .filter(|r| r.value.is_finite())
             .collect();
+        let processes = self.processes(now_ms);
         Telemetry {
-            interval_ms: self.interval_ms,
+            interval_ms: self.opts.interval_ms,
             uptime_s: System::uptime(),
             cpu,
             memory,
             disks,
             net,
             temperatures,
-            processes: Vec::new(),
+            processes,
             gpu: None,
             app: Vec::new(),
         }
@@ -129,6 +283,29 @@ impl super::MetricSource for SystemSource {
 mod tests {
     use super::*;
     use crate::collect::MetricSource;
+
+    #[test]
+    fn a_watched_process_is_found_and_a_missing_one_reported_not_running() {
+        let me = std::fs::read_to_string("/proc/self/comm")
+            .unwrap()
+            .trim()
+            .to_string();
+        let mut s = SystemSource::with_options(SystemOptions {
+            interval_ms: 1000,
+            watch: vec![me.clone(), "no-such-proc".into()],
+            scan_every_ms: 10_000,
+        });
+        let t = s.collect(common::time::now_ms());
+        let mine = t.processes.iter().find(|p| p.name == me).unwrap();
+        assert!(mine.running && mine.watched && mine.pid == std::process::id());
+        let gone = t.processes.iter().find(|p| p.name == "no-such-proc").unwrap();
+        assert!(!gone.running && gone.watched);
+        assert!(
+            t.processes.iter().any(|p| !p.watched),
+            "top processes from the full scan"
+        );
+        assert!(t.disks.iter().any(|d| d.inodes_total.is_some()), "{:?}", t.disks);
+    }
 
     #[test]
     fn collects_real_memory_and_cpu_figures() {

@@ -1,0 +1,180 @@
+//! Agent acceptance: supervision (panics restarted, restart limit exits non-zero, a hung GPU
+//! read timed out without the link lapsing) and the Jetson backend end to end on a fake tree.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rvm_agent::actors::collector::Faults;
+use rvm_agent::agent::Overrides;
+use rvm_fleet_tests::{AgentExtra, Agents, Child, TestFleet, eventually};
+
+fn fixture(name: &str) -> String {
+    format!(
+        "{}/../agent/tests/fixtures/jetson/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn jetson_paths(name: &str) -> String {
+    let root = fixture(name);
+    format!("[paths]\nsysfs = \"{root}/sys\"\nprocfs = \"{root}/proc\"\netc_root = \"{root}\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_panics_3_times_is_restarted_each_time_while_the_rest_keeps_publishing() {
+    let fleet = TestFleet::start().unwrap();
+    let cfg = fleet.agent_config("panicky", 200).unwrap();
+    let faults = Faults::default();
+    faults.collector_panics.store(3, Ordering::SeqCst);
+    let agents = Agents::start_with(vec![(
+        cfg,
+        Overrides {
+            faults: Some(Arc::new(faults)),
+            ..Default::default()
+        },
+    )])
+    .unwrap();
+    let collector = eventually(Duration::from_secs(20), || async {
+        let s = agents.actors[0].lock().ok()?.clone();
+        let c = s.into_iter().find(|a| a.name == "collector")?;
+        (c.restarts == 3 && c.alive).then_some(c)
+    })
+    .await
+    .expect("collector restarted 3 times and alive");
+    assert_eq!(
+        collector.last_exit.as_deref(),
+        Some("panic: injected collector fault")
+    );
+    // the other actors were never restarted, and the link stayed up
+    for a in agents.actors[0]
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|a| a.name != "collector")
+    {
+        assert_eq!(a.restarts, 0, "{a:?}");
+    }
+    assert_eq!(agents.links[0].disconnects.load(Ordering::Relaxed), 0);
+    // telemetry flows again, and the restarts reach the server in a health report
+    let d = eventually(Duration::from_secs(20), || async {
+        let d = fleet.device("panicky").await.ok()??;
+        let actors = d["health_report"]["actors"].as_array()?.clone();
+        let c = actors.iter().find(|a| a["name"] == "collector")?;
+        (c["restarts"] == 3 && d["metrics"]["memory.total_bytes"].as_f64()? > 0.0).then_some(d)
+    })
+    .await
+    .expect("health report with the restart count reaches the server");
+    let ev = d["health_report"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "actor:collector");
+    assert!(ev, "a check names the restarted actor: {}", d["health_report"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_panicking_past_the_restart_limit_makes_the_agent_exit_non_zero() {
+    let fleet = TestFleet::start().unwrap();
+    let extra = AgentExtra {
+        tail:
+            "[supervisor]\nmax_restarts = 3\nwindow_s = 60\nbackoff_initial_ms = 50\nbackoff_max_ms = 200\n"
+                .into(),
+        ..Default::default()
+    };
+    let cfg = fleet.agent_config_extra("doomed", 100, &extra).unwrap();
+    let log = fleet.dir.path().join("doomed.log");
+    let mut agent = Child::spawn_env(
+        "rvm-agent",
+        &["--config", cfg.to_str().unwrap()],
+        &[("RVM_AGENT_FAULTS", "collector_panic:1000")],
+        &log,
+    )
+    .unwrap();
+    let code = agent.wait_exit(Duration::from_secs(30));
+    let log_text = rvm_fleet_tests::read(&log);
+    assert_eq!(code, Some(70), "exit code (log:\n{log_text})");
+    assert!(log_text.contains("restart limit exceeded"), "{log_text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_gpu_read_is_timed_out_and_the_mqtt_link_does_not_lapse() {
+    let fleet = TestFleet::start().unwrap();
+    let extra = AgentExtra {
+        collector: "gpu_backend = \"jetson\"\n".into(),
+        tail: jetson_paths("orin-nano-jp6"),
+        ..Default::default()
+    };
+    let cfg = fleet.agent_config_extra("hang1", 200, &extra).unwrap();
+    let faults = Faults::default();
+    faults.gpu_hang.store(true, Ordering::SeqCst);
+    let agents = Agents::start_with(vec![(
+        cfg,
+        Overrides {
+            faults: Some(Arc::new(faults)),
+            ..Default::default()
+        },
+    )])
+    .unwrap();
+    // keep_alive is 5 s in test configs: 15 s spans three keep-alive periods
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let c = &agents.collectors[0];
+    assert!(
+        c.gpu_timed_out.load(Ordering::Relaxed) >= 1,
+        "the hung read was timed out"
+    );
+    assert!(
+        c.collected.load(Ordering::Relaxed) >= 40,
+        "collection went on without the GPU"
+    );
+    assert_eq!(
+        agents.links[0].disconnects.load(Ordering::Relaxed),
+        0,
+        "the link never lapsed"
+    );
+    assert!(agents.links[0].connected.load(Ordering::Relaxed));
+    let d = fleet.device("hang1").await.unwrap().expect("reports");
+    assert!(d["delivery"]["received"].as_u64().unwrap() >= 40);
+    for a in agents.actors[0].lock().unwrap().iter() {
+        assert_eq!(a.restarts, 0, "no actor restarted: {a:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jetson_backend_on_a_fake_orin_nano_reports_gpu_figures_to_the_server() {
+    let fleet = TestFleet::start().unwrap();
+    let extra = AgentExtra {
+        collector: "gpu_backend = \"auto\"\n".into(),
+        tail: jetson_paths("orin-nano-jp6"),
+        ..Default::default()
+    };
+    let cfg = fleet.agent_config_extra("orin1", 200, &extra).unwrap();
+    let _agents = Agents::start(vec![cfg]).unwrap();
+    let d = eventually(Duration::from_secs(15), || async {
+        let d = fleet.device("orin1").await.ok()??;
+        d["telemetry"]["gpu"].is_object().then_some(d)
+    })
+    .await
+    .expect("gpu figures arrive");
+    let g = &d["telemetry"]["gpu"];
+    assert_eq!(g["backend"], "jetson_sysfs");
+    assert!(g["load_pct"].as_f64().is_some(), "{g}");
+    assert!(g["freq_mhz"].as_f64().unwrap() > 0.0, "{g}");
+    assert!(
+        g["rails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "VDD_IN"),
+        "{g}"
+    );
+    assert!(
+        d["birth"]["capabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "gpu:jetson_sysfs")
+    );
+    assert!(d["metrics"]["gpu.temp_c"].as_f64().is_some());
+    assert!(d["metrics"]["power.total_mw"].as_f64().unwrap() > 0.0);
+}
