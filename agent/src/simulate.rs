@@ -1,7 +1,10 @@
 //! `rvm-agent simulate`: N virtual RVMs in one process, each with its own certificate and
 //! MQTT connection, publishing plausible Jetson metrics through the same buffer and link code
 //! as the real agent (in-memory buffers: nothing to keep across a simulator restart).
+//! [`start_with`] sets per-device attributes ([`SimProfile`]) and hands back each machine's
+//! fault switch ([`crate::collect::sim::SimFault`]).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +13,7 @@ use common::pki::{Ca, CertDir};
 
 use crate::buffer::{Buffer, Caps, FlushPolicy, MemStore, Store};
 use crate::collect::MetricSource;
-use crate::collect::sim::SimSource;
+use crate::collect::sim::{SimFault, SimSource};
 use crate::runtime::{self, DeviceHandle, DeviceParts};
 
 #[derive(Debug, Clone)]
@@ -36,21 +39,54 @@ impl SimConfig {
     }
 }
 
+/// The vision model version a simulated machine reports unless told otherwise.
+pub const DEFAULT_MODEL_VERSION: &str = "v3.2";
+
+/// Per-device choices beyond [`SimConfig`], by device index (`0..devices`).
+#[derive(Debug, Clone, Default)]
+pub struct SimProfile {
+    /// Vision model version of chosen devices (the others: [`DEFAULT_MODEL_VERSION`]).
+    pub vision_model_versions: BTreeMap<usize, String>,
+    /// Site of chosen devices (the others: [`SimConfig::site_of`]).
+    pub sites: BTreeMap<usize, String>,
+}
+
+/// A running simulated machine and the switch of its fault.
+pub struct SimDevice {
+    pub handle: DeviceHandle,
+    pub fault: SimFault,
+}
+
 /// Issues missing certificates and starts every device on the current actix arbiter.
 pub fn start(cfg: &SimConfig) -> anyhow::Result<Vec<DeviceHandle>> {
+    Ok(start_with(cfg, &SimProfile::default())?
+        .into_iter()
+        .map(|d| d.handle)
+        .collect())
+}
+
+/// As [`start`], with per-device attributes, returning each machine's fault switch.
+pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<SimDevice>> {
     let dir = CertDir::new(&cfg.certs);
     let ca = Ca::load(&dir)?;
     let mut handles = Vec::with_capacity(cfg.devices);
     for i in 0..cfg.devices {
         let device = cfg.device_id(i)?;
         let identity = ca.ensure_device(&dir, &device)?;
-        let site = cfg.site_of(i);
+        let site = profile.sites.get(&i).cloned().unwrap_or_else(|| cfg.site_of(i));
         let source = SimSource::new((cfg.first + i) as u64 + 1, cfg.interval.as_millis() as u32);
+        let fault = source.fault_handle();
         let mut birth =
             runtime::build_birth(Some(site), vec!["simulated".into()], source.capabilities(), true);
         birth.board = Some("NVIDIA Jetson Orin Nano Developer Kit (simulated)".into());
         birth.jetpack = Some("6.2".into());
-        birth.vision_model_version = Some("v3.2".into());
+        birth.vision_model_version = Some(
+            profile
+                .vision_model_versions
+                .get(&i)
+                .cloned()
+                .unwrap_or_else(|| DEFAULT_MODEL_VERSION.into()),
+        );
         let buffer = Buffer::open(
             device.clone(),
             Box::new(MemStore::default()) as Box<dyn Store>,
@@ -60,7 +96,7 @@ pub fn start(cfg: &SimConfig) -> anyhow::Result<Vec<DeviceHandle>> {
             },
             FlushPolicy::Batched { ms: 500 },
         )?;
-        handles.push(runtime::start_device(DeviceParts {
+        let handle = runtime::start_device(DeviceParts {
             device,
             host: cfg.host.clone(),
             port: cfg.port,
@@ -71,7 +107,8 @@ pub fn start(cfg: &SimConfig) -> anyhow::Result<Vec<DeviceHandle>> {
             source: Box::new(source),
             buffer: Arc::new(buffer),
             birth,
-        })?);
+        })?;
+        handles.push(SimDevice { handle, fault });
     }
     Ok(handles)
 }

@@ -5,6 +5,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::alerts::rules::{RuleSet, parse_rules};
+use crate::history::{DAY_MS, HOUR_MS, HistoryPolicy};
+use crate::notify::{NotifyConfig, NotifySection};
+
+/// The rules used when `[alerts] rules` is not set: the shipped `config/rules.toml`.
+pub const BUILTIN_RULES: &str = include_str!("../../config/rules.toml");
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
@@ -18,6 +25,22 @@ pub struct ServerFile {
     pub storage: StorageSection,
     #[serde(default)]
     pub presence: PresenceSection,
+    #[serde(default)]
+    pub alerts: AlertsSection,
+    #[serde(default)]
+    pub notify: NotifySection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSection {
+    /// The rules file; absent: the rules built into the server (the shipped `rules.toml`).
+    #[serde(default)]
+    pub rules: Option<PathBuf>,
+    /// How long an offline alert's notification waits for a site incident to speak for it;
+    /// absent: the rules file's `correlate.site_outage.window_s`.
+    #[serde(default)]
+    pub hold_offline_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,12 +101,20 @@ impl Default for CertsSection {
 pub struct StorageSection {
     #[serde(default = "default_data")]
     pub data_dir: PathBuf,
+    /// Raw metric rows (one per record) are kept this long.
+    #[serde(default = "default_raw_hours")]
+    pub history_raw_hours: u64,
+    /// 1-minute rollups are kept this long.
+    #[serde(default = "default_rollup_days")]
+    pub history_rollup_days: u64,
 }
 
 impl Default for StorageSection {
     fn default() -> Self {
         Self {
             data_dir: default_data(),
+            history_raw_hours: default_raw_hours(),
+            history_rollup_days: default_rollup_days(),
         }
     }
 }
@@ -121,6 +152,12 @@ fn default_certs() -> PathBuf {
 fn default_data() -> PathBuf {
     PathBuf::from("data")
 }
+fn default_raw_hours() -> u64 {
+    24
+}
+fn default_rollup_days() -> u64 {
+    30
+}
 fn default_stale() -> u64 {
     15
 }
@@ -136,6 +173,61 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{path}: {}", problems.join("; "))]
     Invalid { path: PathBuf, problems: Vec<String> },
+    #[error("alerts.rules: cannot read {path}: {error}")]
+    RulesRead { path: PathBuf, error: std::io::Error },
+    #[error("alerts.rules: {path}: {message}")]
+    Rules { path: PathBuf, message: String },
+}
+
+/// Where the alert rules come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RulesSource {
+    /// The shipped `config/rules.toml`, compiled in.
+    Builtin,
+    File(PathBuf),
+    Parsed(RuleSet),
+}
+
+impl RulesSource {
+    /// Reads and validates the rules; errors name `alerts.rules`, the file and the bad key.
+    pub fn load(&self) -> Result<RuleSet, ConfigError> {
+        match self {
+            RulesSource::Builtin => parse_rules(BUILTIN_RULES).map_err(|e| ConfigError::Rules {
+                path: PathBuf::from("(built-in rules)"),
+                message: e.to_string(),
+            }),
+            RulesSource::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| ConfigError::RulesRead {
+                    path: path.clone(),
+                    error,
+                })?;
+                parse_rules(&text).map_err(|e| ConfigError::Rules {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })
+            }
+            RulesSource::Parsed(set) => Ok(set.clone()),
+        }
+    }
+}
+
+/// Alert rules and notifications.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertingConfig {
+    pub rules: RulesSource,
+    pub notify: NotifyConfig,
+    /// See `[alerts] hold_offline_s`.
+    pub hold_offline_ms: Option<i64>,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            rules: RulesSource::Builtin,
+            notify: NotifyConfig::default(),
+            hold_offline_ms: None,
+        }
+    }
 }
 
 /// The validated runtime configuration.
@@ -150,6 +242,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub stale_after_ms: i64,
     pub offline_after_ms: i64,
+    /// Rules and notifications; None: the built-in rules, notifications to the log.
+    pub alerting: Option<AlertingConfig>,
+    /// How long metric history is kept.
+    pub history: HistoryPolicy,
 }
 
 impl ServerFile {
@@ -162,10 +258,15 @@ impl ServerFile {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        file.validate().map_err(|problems| ConfigError::Invalid {
+        let cfg = file.validate().map_err(|problems| ConfigError::Invalid {
             path: path.to_path_buf(),
             problems,
-        })
+        })?;
+        // The rules file is part of the configuration: a bad one fails the start.
+        if let Some(a) = &cfg.alerting {
+            a.rules.load()?;
+        }
+        Ok(cfg)
     }
 
     /// Every problem with its key path, or the runtime config.
@@ -198,8 +299,27 @@ impl ServerFile {
                 self.presence.stale_after_s, self.presence.offline_after_s
             ));
         }
-        match (http, listen, connect) {
-            (Ok(http), Ok(listen), Ok((host, port))) if p.is_empty() => Ok(ServerConfig {
+        let notify = self.notify.validate("notify").map_err(|e| p.extend(e));
+        if let Some(0) = self.alerts.hold_offline_s {
+            p.push(
+                "alerts.hold_offline_s: must be at least 1 (leave it out for the site outage window)".into(),
+            );
+        }
+        let st = &self.storage;
+        if st.history_raw_hours == 0 || st.history_raw_hours > 24 * 365 {
+            p.push(format!(
+                "storage.history_raw_hours: {} is not between 1 and 8760",
+                st.history_raw_hours
+            ));
+        }
+        if st.history_rollup_days == 0 || st.history_rollup_days > 3650 {
+            p.push(format!(
+                "storage.history_rollup_days: {} is not between 1 and 3650",
+                st.history_rollup_days
+            ));
+        }
+        match (http, listen, connect, notify) {
+            (Ok(http), Ok(listen), Ok((host, port)), Ok(notify)) if p.is_empty() => Ok(ServerConfig {
                 http,
                 embedded_broker: self.mqtt.embedded.then_some(listen),
                 mqtt_host: host,
@@ -208,6 +328,19 @@ impl ServerFile {
                 data_dir: self.storage.data_dir.clone(),
                 stale_after_ms: self.presence.stale_after_s as i64 * 1000,
                 offline_after_ms: self.presence.offline_after_s as i64 * 1000,
+                alerting: Some(AlertingConfig {
+                    rules: self
+                        .alerts
+                        .rules
+                        .clone()
+                        .map_or(RulesSource::Builtin, RulesSource::File),
+                    notify,
+                    hold_offline_ms: self.alerts.hold_offline_s.map(|s| s as i64 * 1000),
+                }),
+                history: HistoryPolicy {
+                    raw_retention_ms: st.history_raw_hours as i64 * HOUR_MS,
+                    rollup_retention_ms: st.history_rollup_days as i64 * DAY_MS,
+                },
             }),
             _ => Err(p),
         }
@@ -223,6 +356,100 @@ mod tests {
         let f: ServerFile = toml::from_str(include_str!("../../config/fleet-server.toml")).unwrap();
         let c = f.validate().unwrap();
         assert!(c.embedded_broker.is_some());
+        let a = c.alerting.unwrap();
+        assert_eq!(a.rules, RulesSource::File("config/rules.toml".into()));
+        assert!(a.notify.channels.contains_key("log"));
+        assert_eq!(c.history, HistoryPolicy::default());
+        // the example names the shipped rules file, which the server also builds in
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules.toml");
+        assert_eq!(
+            RulesSource::File(shipped).load().unwrap(),
+            RulesSource::Builtin.load().unwrap()
+        );
+    }
+
+    #[test]
+    fn the_commented_examples_of_the_example_config_validate_too() {
+        const KEYS: &[&str] = &[
+            "[",
+            "name",
+            "min_severity",
+            "match",
+            "channels",
+            "per_minute",
+            "burst",
+            "type",
+            "url",
+            "timeout_s",
+            "max_retry_s",
+            "smtp",
+            "from",
+            "to",
+            "subject_prefix",
+            "hold_offline_s",
+        ];
+        let text: String = include_str!("../../config/fleet-server.toml")
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if KEYS.iter().any(|k| rest.starts_with(k)) && !rest.starts_with("connect") => {
+                    rest
+                }
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = toml::from_str::<ServerFile>(&text).unwrap().validate().unwrap();
+        let a = c.alerting.unwrap();
+        assert_eq!(a.notify.routes.len(), 1);
+        assert_eq!(a.notify.routes[0].channels, ["ops-hook", "ops-mail"]);
+        assert!(matches!(
+            a.notify.channels.get("ops-mail"),
+            Some(crate::notify::Channel::Email(_))
+        ));
+        assert_eq!(a.hold_offline_ms, Some(120_000));
+    }
+
+    #[test]
+    fn a_bad_rules_file_fails_the_load_naming_alerts_rules_and_the_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.toml");
+        std::fs::write(
+            &rules,
+            "[[rules]]\nname = \"x\"\nmetric = \"cpu.usage_pct\"\nop = \">\"\nthreshold = 80\nseverity = \"loud\"\n",
+        )
+        .unwrap();
+        let cfg = dir.path().join("server.toml");
+        std::fs::write(
+            &cfg,
+            format!("[alerts]\nrules = {:?}\n", rules.display().to_string()),
+        )
+        .unwrap();
+        let e = ServerFile::load(&cfg).unwrap_err().to_string();
+        assert!(e.contains("alerts.rules") && e.contains("rules[0]"), "{e}");
+        std::fs::write(&cfg, "[alerts]\nrules = \"/nonexistent/rules.toml\"\n").unwrap();
+        let e = ServerFile::load(&cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("alerts.rules") && e.contains("/nonexistent/rules.toml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn notify_and_history_problems_are_named_by_key() {
+        let f: ServerFile = toml::from_str(
+            "[storage]\nhistory_raw_hours = 0\n[alerts]\nhold_offline_s = 0\n[notify.default]\nchannels = [\"pager\"]\n",
+        )
+        .unwrap();
+        let p = f.validate().unwrap_err().join("\n");
+        for k in [
+            "storage.history_raw_hours",
+            "alerts.hold_offline_s",
+            "notify.default.channels[0]",
+        ] {
+            assert!(p.contains(k), "{k} in {p}");
+        }
+        let e = toml::from_str::<ServerFile>("[notify]\nroute = []\n").unwrap_err();
+        assert!(e.to_string().contains("route"), "{e}");
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub struct Delivery {
     pub gaps: Vec<(u64, u64)>,
     pub missing: u64,
     pub reported_dropped: u64,
-    /// New records that arrived after a higher seq (priority records overtaking telemetry).
+    /// Telemetry records that arrived after a higher telemetry seq.
     pub reordered: u64,
 }
 

@@ -89,6 +89,8 @@ pub fn start(opts: &DemoOptions) -> anyhow::Result<Demo> {
         data_dir: opts.data_dir.join("server"),
         stale_after_ms: 15_000,
         offline_after_ms: 60_000,
+        alerting: None,
+        history: Default::default(),
     })?;
     let admin_token = ensure_admin_token(&opts.data_dir, &server.tokens)?;
     let url = format!("http://{}/", server.http_addr);

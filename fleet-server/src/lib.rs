@@ -9,8 +9,10 @@
 //! - [`correlate`]: incidents across alerts and devices with a probable cause (pure)
 //! - [`writer`]: the ingest writer (journal, dedup, sled) that every record passes through;
 //!   [`journal`], [`store`]
+//! - [`history`]: 1-minute rollups, retention and metric queries (pure)
+//! - [`notify`]: notification routing, rate limits and channels (webhook, email, log)
 //! - [`auth`]: API tokens and roles
-//! - [`actors`]: fleet actor, ingest
+//! - [`actors`]: fleet actor, ingest, alerts (engine + correlator + notifications), history job
 //! - [`http`]: REST v1 and the web view
 //! - [`server`]: starting and stopping everything; [`demo`]: `fleet-server demo`
 
@@ -23,8 +25,10 @@ pub mod correlate;
 pub mod delivery;
 pub mod demo;
 pub mod fleet;
+pub mod history;
 pub mod http;
 pub mod journal;
+pub mod notify;
 pub mod policy;
 pub mod server;
 pub mod store;

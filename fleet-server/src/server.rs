@@ -13,17 +13,24 @@ use actix_web::{App, HttpServer, web};
 use common::pki::CertDir;
 use tokio::sync::oneshot;
 
-use crate::actors::fleet::FleetActor;
+use crate::actors::alerts::{AlertsActor, AlertsSetup, AlertsStats};
+use crate::actors::fleet::{AttachAlerts, FleetActor};
+use crate::actors::history::{HistoryJob, HistoryStats};
 use crate::actors::ingest::{self, IngestConfig, IngestMode, IngestStats};
 use crate::auth::TokenStore;
 use crate::broker::{BrokerConfig, BrokerStats, EmbeddedBroker};
 use crate::config::ServerConfig;
 use crate::fleet::PresencePolicy;
 use crate::http::{self, AppState};
+use crate::notify::{self, NotifyStats};
+use crate::store::StoreWatch;
 use crate::writer;
 
 /// How long `Server::start` waits for the ingest subscription.
 pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long `Server::stop` waits for the store to close (so a new server can open it).
+pub const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Worker threads of the embedded broker's runtime.
 pub const BROKER_THREADS: usize = 2;
@@ -103,6 +110,8 @@ pub struct Server {
     broker_cfg: Option<BrokerConfig>,
     system: Option<actix::System>,
     thread: Option<JoinHandle<()>>,
+    store: Option<StoreWatch>,
+    writer_stop: Arc<AtomicBool>,
 }
 
 impl Server {
@@ -116,6 +125,8 @@ impl Server {
             cfg.certs.display()
         );
         std::fs::create_dir_all(&cfg.data_dir)?;
+        let alerting = cfg.alerting.clone().unwrap_or_default();
+        let rules = alerting.rules.load()?;
         let tokens = Arc::new(TokenStore::open(&cfg.data_dir.join("tokens.json"))?);
         let ready = Arc::new(AtomicBool::new(false));
         let ready_probe = ready.clone();
@@ -144,12 +155,34 @@ impl Server {
                     })
                     .start();
                     let writer = writer::start(&t_cfg.data_dir, fleet.clone(), t_ingest.clone())?;
+                    let notify_stats = Arc::new(NotifyStats::default());
+                    let alerts = AlertsActor::new(
+                        AlertsSetup {
+                            rules,
+                            notify: notify::spawn(alerting.notify.clone(), notify_stats.clone()),
+                            store: writer.store.clone(),
+                            audit_log: t_cfg.data_dir.join("audit.log"),
+                            hold_offline_ms: alerting.hold_offline_ms,
+                        },
+                        Arc::new(AlertsStats::default()),
+                    )?
+                    .start();
+                    fleet.do_send(AttachAlerts(alerts.clone().recipient()));
+                    let history_stats = Arc::new(HistoryStats::default());
+                    HistoryJob::new(writer.store.clone(), t_cfg.history, history_stats.clone()).start();
                     let state = web::Data::new(AppState {
                         fleet,
                         tokens: t_tokens,
                         ingest: t_ingest,
                         broker: t_broker_stats,
                         started_ms: common::time::now_ms(),
+                        alerting: http::alerts::AlertsApi {
+                            alerts,
+                            store: writer.store.clone(),
+                            history_policy: t_cfg.history,
+                            history: history_stats,
+                            notify: notify_stats,
+                        },
                     });
                     let server = HttpServer::new(move || {
                         App::new().app_data(state.clone()).configure(http::configure)
@@ -172,10 +205,15 @@ impl Server {
                     }
                     Err(e) => {
                         let _ = tx.send(Err(e));
+                        // Let the actors already started stop inside the runtime.
+                        actix::System::current().stop();
+                        let _ = sys.run();
                     }
                 }
             })?;
         let (http_addr, writer, system) = rx.recv()??;
+        let store = writer.store.watch();
+        let writer_stop = writer.stop.clone();
 
         // 2. the embedded broker, whose hook stores records through the writer
         let broker_cfg = cfg.embedded_broker.map(|listen| BrokerConfig {
@@ -240,6 +278,8 @@ impl Server {
             broker_cfg,
             system: Some(system),
             thread: Some(thread),
+            store: Some(store),
+            writer_stop,
         })
     }
 
@@ -265,7 +305,8 @@ impl Server {
         Ok(())
     }
 
-    /// Stops HTTP, ingest and the embedded broker.
+    /// Stops HTTP, ingest and the embedded broker, then waits (up to [`STOP_TIMEOUT`]) for
+    /// the store to close, so a server started next on the same data directory can open it.
     pub fn stop(&mut self) {
         if let Some(s) = self.system.take() {
             s.stop();
@@ -275,6 +316,16 @@ impl Server {
         }
         if let Some(mut b) = self.broker.take() {
             b.stop();
+        }
+        self.writer_stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(w) = self.store.take() {
+            let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+            while w.is_open() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if w.is_open() {
+                tracing::warn!("the store is still open {STOP_TIMEOUT:?} after stop");
+            }
         }
     }
 }

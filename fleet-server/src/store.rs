@@ -1,16 +1,21 @@
 //! The server's durable state in sled: per-device delivery accounting (the dedup window that
-//! survives a restart), device metadata (the last birth), and raw history rows keyed by the
-//! record's original timestamp so a backlog lands where it belongs.
+//! survives a restart), device metadata (the last birth), raw history rows keyed by the
+//! record's original timestamp so a backlog lands where it belongs, 1-minute rollups of them
+//! ([`crate::history`]), and the alert engine's and correlator's persisted state.
 //!
-//! Only the ingest writer ([`crate::writer`]) writes; readers may read concurrently.
+//! The ingest writer ([`crate::writer`]) writes records; every history row also marks its
+//! (device, minute) dirty in the same batch, and the history job rolls dirty minutes up and
+//! enforces retention. The alerts actor writes its state. Readers may read concurrently.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use common::{Birth, DeviceId};
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::{Delivery, SeqTracker};
+use crate::history::{RollupRow, minute_of};
 
 /// sled page cache for the server store.
 pub const STORE_CACHE_BYTES: u64 = 64 << 20;
@@ -21,8 +26,11 @@ pub struct DeliveryState {
     pub received: u64,
     pub duplicates: u64,
     pub reported_dropped: u64,
-    /// New records that arrived after a higher seq (priority records overtaking telemetry).
+    /// Telemetry records that arrived after a higher telemetry seq (health, events and
+    /// command results overtake telemetry on purpose and do not count).
     pub reordered: u64,
+    #[serde(default)]
+    pub last_telemetry_seq: u64,
 }
 
 impl DeliveryState {
@@ -47,12 +55,29 @@ pub enum StoreError {
     Codec(#[from] common::codec::CodecError),
 }
 
+/// A handle on the store; clones share the database. The database closes (and its lock is
+/// released) when the last clone is dropped, which [`FleetStore::watch`] lets a caller see.
+#[derive(Clone)]
 pub struct FleetStore {
     path: PathBuf,
     db: sled::Db,
     delivery: sled::Tree,
     devices: sled::Tree,
     history: sled::Tree,
+    rollups: sled::Tree,
+    rollup_dirty: sled::Tree,
+    alerts: sled::Tree,
+    alive: Arc<()>,
+}
+
+/// Tells whether any [`FleetStore`] clone is still alive.
+#[derive(Clone, Debug)]
+pub struct StoreWatch(std::sync::Weak<()>);
+
+impl StoreWatch {
+    pub fn is_open(&self) -> bool {
+        self.0.strong_count() > 0
+    }
 }
 
 /// A history row: flat metrics at the record's own time.
@@ -64,14 +89,28 @@ pub struct HistoryRow {
 }
 
 fn history_key(device: &DeviceId, ts_ms: i64, seq: u64) -> Vec<u8> {
+    let mut k = time_key(device, ts_ms);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// `device \0 ts` with the sign bit flipped so negative timestamps sort before positive ones.
+fn time_key(device: &DeviceId, ts_ms: i64) -> Vec<u8> {
     let d = device.as_str().as_bytes();
     let mut k = Vec::with_capacity(d.len() + 17);
     k.extend_from_slice(d);
     k.push(0);
-    // sign bit flipped so negative timestamps sort before positive ones
     k.extend_from_slice(&((ts_ms as u64) ^ (1 << 63)).to_be_bytes());
-    k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+fn parse_time_key(k: &[u8]) -> Option<(DeviceId, i64)> {
+    let zero = k.iter().position(|b| *b == 0)?;
+    let id = std::str::from_utf8(k.get(..zero)?)
+        .ok()
+        .and_then(|s| DeviceId::new(s).ok())?;
+    let ts: [u8; 8] = k.get(zero + 1..zero + 9)?.try_into().ok()?;
+    Some((id, (u64::from_be_bytes(ts) ^ (1 << 63)) as i64))
 }
 
 /// One atomic write of the writer.
@@ -80,6 +119,7 @@ pub struct WriteBatch {
     delivery: sled::Batch,
     devices: sled::Batch,
     history: sled::Batch,
+    rollup_dirty: sled::Batch,
 }
 
 impl WriteBatch {
@@ -100,6 +140,8 @@ impl WriteBatch {
             history_key(device, row.ts_ms, row.seq),
             common::codec::encode(row)?,
         );
+        self.rollup_dirty
+            .insert(time_key(device, minute_of(row.ts_ms)), &[] as &[u8]);
         Ok(())
     }
 }
@@ -122,7 +164,11 @@ impl FleetStore {
             delivery: db.open_tree("delivery").map_err(err)?,
             devices: db.open_tree("devices").map_err(err)?,
             history: db.open_tree("history").map_err(err)?,
+            rollups: db.open_tree("rollups").map_err(err)?,
+            rollup_dirty: db.open_tree("rollup_dirty").map_err(err)?,
+            alerts: db.open_tree("alerts").map_err(err)?,
             db,
+            alive: Arc::new(()),
         })
     }
 
@@ -137,6 +183,9 @@ impl FleetStore {
         // Three trees, three batches: each is atomic; the journal replay covers a crash
         // between them (dedup makes the replay idempotent).
         self.history.apply_batch(b.history).map_err(|e| self.err(e))?;
+        self.rollup_dirty
+            .apply_batch(b.rollup_dirty)
+            .map_err(|e| self.err(e))?;
         self.devices.apply_batch(b.devices).map_err(|e| self.err(e))?;
         self.delivery.apply_batch(b.delivery).map_err(|e| self.err(e))?;
         Ok(())
@@ -199,6 +248,122 @@ impl FleetStore {
     pub fn disk_bytes(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
     }
+
+    /// Sees when every clone of this store is gone.
+    pub fn watch(&self) -> StoreWatch {
+        StoreWatch(Arc::downgrade(&self.alive))
+    }
+
+    /// Devices that ever sent a sequenced record (they have delivery state).
+    pub fn known_devices(&self) -> Result<Vec<DeviceId>, StoreError> {
+        let mut out = Vec::new();
+        for k in self.delivery.iter().keys() {
+            let k = k.map_err(|e| self.err(e))?;
+            if let Some(id) = std::str::from_utf8(&k).ok().and_then(|s| DeviceId::new(s).ok()) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes up to `limit` dirty (device, minute) marks, removing them: a row written after
+    /// the removal marks its minute again.
+    pub fn take_dirty_minutes(&self, limit: usize) -> Result<Vec<(DeviceId, i64)>, StoreError> {
+        let mut out = Vec::new();
+        for k in self.rollup_dirty.iter().keys().take(limit) {
+            let k = k.map_err(|e| self.err(e))?;
+            self.rollup_dirty.remove(&k).map_err(|e| self.err(e))?;
+            if let Some(m) = parse_time_key(&k) {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks a minute dirty again (its rollup failed).
+    pub fn mark_dirty(&self, device: &DeviceId, minute_ms: i64) -> Result<(), StoreError> {
+        self.rollup_dirty
+            .insert(time_key(device, minute_ms), &[] as &[u8])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Writes (or, with None, deletes) the rollup of one minute.
+    pub fn put_rollup(
+        &self,
+        device: &DeviceId,
+        minute_ms: i64,
+        row: Option<&RollupRow>,
+    ) -> Result<(), StoreError> {
+        let key = time_key(device, minute_ms);
+        match row {
+            Some(r) => self
+                .rollups
+                .insert(key, common::codec::encode(r)?)
+                .map(|_| ())
+                .map_err(|e| self.err(e)),
+            None => self.rollups.remove(key).map(|_| ()).map_err(|e| self.err(e)),
+        }
+    }
+
+    /// Rollups of one device with `from_ms <= minute < to_ms`, in time order.
+    pub fn rollups(&self, device: &DeviceId, from_ms: i64, to_ms: i64) -> Result<Vec<RollupRow>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .rollups
+            .range(time_key(device, from_ms)..time_key(device, to_ms))
+        {
+            let (_, v) = item.map_err(|e| self.err(e))?;
+            if let Ok(r) = common::codec::decode_bare::<RollupRow>(&v) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes one device's raw rows older than `raw_before_ms` and rollups older than
+    /// `rollup_before_ms`; returns how many of each went.
+    pub fn expire(
+        &self,
+        device: &DeviceId,
+        raw_before_ms: i64,
+        rollup_before_ms: i64,
+    ) -> Result<(u64, u64), StoreError> {
+        let sweep = |tree: &sled::Tree, before: i64| -> Result<u64, StoreError> {
+            let lo = time_key(device, i64::MIN);
+            let hi = time_key(device, before);
+            let mut batch = sled::Batch::default();
+            let mut n = 0u64;
+            for k in tree.range(lo..hi).keys() {
+                batch.remove(k.map_err(|e| self.err(e))?);
+                n += 1;
+            }
+            tree.apply_batch(batch).map_err(|e| self.err(e))?;
+            Ok(n)
+        };
+        Ok((
+            sweep(&self.history, raw_before_ms)?,
+            sweep(&self.rollups, rollup_before_ms)?,
+        ))
+    }
+
+    /// A value of the alerts tree (the engine's and correlator's exports).
+    pub fn alert_state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.alerts
+            .get(key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Writes the alerts tree values atomically, then flushes (blocking: off actor threads).
+    pub fn save_alert_state(&self, entries: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for (k, v) in entries {
+            b.insert(k.as_bytes(), v.as_slice());
+        }
+        self.alerts.apply_batch(b).map_err(|e| self.err(e))?;
+        self.flush()
+    }
 }
 
 #[cfg(test)]
@@ -240,5 +405,66 @@ mod tests {
             .collect();
         assert_eq!(rows, vec![-5, 100, 300]);
         assert_eq!(s.history(&d, 0, 200, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn history_rows_mark_their_minute_dirty_and_expiry_deletes_old_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = DeviceId::new("rvm1").unwrap();
+        let s = FleetStore::open(dir.path()).unwrap();
+        let mut b = WriteBatch::default();
+        for (ts, seq) in [(-30_000, 1), (61_000, 2), (65_000, 3), (200_000, 4)] {
+            b.history(
+                &d,
+                &HistoryRow {
+                    ts_ms: ts,
+                    seq,
+                    metrics: vec![("cpu.usage_pct".into(), 1.0)],
+                },
+            )
+            .unwrap();
+        }
+        b.delivery(&d, &DeliveryState::default()).unwrap();
+        s.apply(b).unwrap();
+        let dirty = s.take_dirty_minutes(100).unwrap();
+        let minutes: Vec<i64> = dirty.iter().map(|(_, m)| *m).collect();
+        assert_eq!(minutes, vec![-60_000, 60_000, 180_000]);
+        assert!(s.take_dirty_minutes(100).unwrap().is_empty(), "marks are taken");
+        let row = crate::history::rollup(60_000, &s.history(&d, 60_000, 120_000, 100).unwrap()).unwrap();
+        s.put_rollup(&d, 60_000, Some(&row)).unwrap();
+        let later = crate::history::rollup(180_000, &s.history(&d, 180_000, 240_000, 100).unwrap()).unwrap();
+        s.put_rollup(&d, 180_000, Some(&later)).unwrap();
+        assert_eq!(s.rollups(&d, 0, 200_000).unwrap().len(), 2);
+        assert_eq!(s.known_devices().unwrap(), vec![d.clone()]);
+        assert_eq!(s.expire(&d, 100_000, 100_000).unwrap(), (3, 1));
+        assert_eq!(s.history(&d, i64::MIN / 2, i64::MAX / 2, 100).unwrap().len(), 1);
+        assert_eq!(
+            s.rollups(&d, i64::MIN / 2, i64::MAX / 2).unwrap()[0].minute_ms,
+            180_000
+        );
+    }
+
+    #[test]
+    fn the_watch_sees_the_last_clone_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FleetStore::open(dir.path()).unwrap();
+        let w = s.watch();
+        let c = s.clone();
+        drop(s);
+        assert!(w.is_open());
+        drop(c);
+        assert!(!w.is_open());
+        // and the database can be opened again
+        FleetStore::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn alert_state_is_written_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FleetStore::open(dir.path()).unwrap();
+        assert_eq!(s.alert_state("engine").unwrap(), None);
+        s.save_alert_state(&[("engine", b"{}".to_vec()), ("correlator", b"[]".to_vec())])
+            .unwrap();
+        assert_eq!(s.alert_state("correlator").unwrap(), Some(b"[]".to_vec()));
     }
 }

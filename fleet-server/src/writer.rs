@@ -14,10 +14,12 @@
 //!
 //! The journal is fsynced every [`JOURNAL_SYNC`] (the power-loss window); every
 //! [`STORE_FLUSH`] sled is flushed and the journal truncated. On start the journal is replayed.
+//! The writer stops when every sender is gone or [`WriterHandle::stop`] is set (records still
+//! queued then were not acknowledged: their devices send them again).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -55,6 +57,10 @@ pub type DeliveryMap = Arc<RwLock<BTreeMap<DeviceId, DeliveryState>>>;
 pub struct WriterHandle {
     pub tx: mpsc::Sender<IngestItem>,
     pub delivery: DeliveryMap,
+    /// The store the writer writes (history job, alerts state and queries share it).
+    pub store: FleetStore,
+    /// Set to stop the writer thread (it flushes and closes its store).
+    pub stop: Arc<AtomicBool>,
 }
 
 struct Writer {
@@ -87,6 +93,7 @@ pub fn start(
     let journal_path = data_dir.join("ingest.journal");
     let replay = Journal::replay(&journal_path)?;
     let journal = Journal::open(&journal_path)?;
+    let shared = store.clone();
     let mut w = Writer {
         store,
         journal,
@@ -110,14 +117,21 @@ pub fn start(
     }
     w.flush();
     let (tx, rx) = mpsc::channel(QUEUE);
+    let stop = Arc::new(AtomicBool::new(false));
+    let t_stop = stop.clone();
     std::thread::Builder::new()
         .name("ingest-writer".into())
-        .spawn(move || w.run(rx))?;
-    Ok(WriterHandle { tx, delivery })
+        .spawn(move || w.run(rx, t_stop))?;
+    Ok(WriterHandle {
+        tx,
+        delivery,
+        store: shared,
+        stop,
+    })
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<IngestItem>) {
+    fn run(mut self, mut rx: mpsc::Receiver<IngestItem>, stop: Arc<AtomicBool>) {
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -131,6 +145,10 @@ impl Writer {
         let mut last_sync = Instant::now();
         let mut last_flush = Instant::now();
         loop {
+            if stop.load(Ordering::Acquire) {
+                self.flush();
+                return;
+            }
             let first = rt.block_on(async { tokio::time::timeout(JOURNAL_SYNC, rx.recv()).await });
             match first {
                 Ok(Some(item)) => {
@@ -227,7 +245,6 @@ impl Writer {
                     continue;
                 };
                 let st = map.entry(item.device.clone()).or_default();
-                let before = st.seqs.last_seq();
                 if !st.seqs.observe(seq) {
                     st.duplicates += 1;
                     dirty.insert(item.device.clone());
@@ -235,8 +252,11 @@ impl Writer {
                     continue;
                 }
                 st.received += 1;
-                if seq < before {
-                    st.reordered += 1;
+                if matches!(msg, Ingested::Telemetry(_)) {
+                    if seq < st.last_telemetry_seq {
+                        st.reordered += 1;
+                    }
+                    st.last_telemetry_seq = st.last_telemetry_seq.max(seq);
                 }
                 if let Ingested::Event(env) = &msg
                     && let EventKind::RecordsDropped { count, .. } = env.body.kind

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::pki::{self, CertDir};
 use common::tls::ClientIdentity;
 use fleet_server::auth::Role;
-use fleet_server::config::ServerConfig;
+use fleet_server::config::{AlertingConfig, RulesSource, ServerConfig};
 use fleet_server::server::Server;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, TlsConfiguration, Transport};
 use serde_json::Value;
@@ -20,32 +20,137 @@ pub struct TestFleet {
     pub server: Server,
     pub admin: String,
     pub http: reqwest::Client,
+    cfg: ServerConfig,
+}
+
+/// How [`TestFleet::start_with`] configures the server.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// Text of a rules.toml; None: the rules built into the server.
+    pub rules: Option<String>,
+    /// Text of a `[notify]` section (TOML, with the `[notify...]` headers); None: log only.
+    pub notify: Option<String>,
+    pub stale_after_ms: i64,
+    pub offline_after_ms: i64,
+    /// See `[alerts] hold_offline_s`; None: the site outage window.
+    pub hold_offline_ms: Option<i64>,
+}
+
+impl Default for FleetOptions {
+    fn default() -> Self {
+        FleetOptions {
+            rules: None,
+            notify: None,
+            stale_after_ms: 15_000,
+            offline_after_ms: 60_000,
+            hold_offline_ms: None,
+        }
+    }
 }
 
 impl TestFleet {
     pub fn start() -> anyhow::Result<TestFleet> {
+        Self::start_with(FleetOptions::default())
+    }
+
+    /// A server with its own rules, notifications and presence timings.
+    pub fn start_with(opts: FleetOptions) -> anyhow::Result<TestFleet> {
         common::tls::install_crypto_provider();
         let dir = tempfile::tempdir()?;
         let certs = CertDir::new(dir.path().join("certs"));
         pki::init(&certs, &["localhost".into(), "127.0.0.1".into()], false)?;
-        let server = Server::start(ServerConfig {
+        let alerting = if opts.rules.is_some() || opts.notify.is_some() || opts.hold_offline_ms.is_some() {
+            let rules = match &opts.rules {
+                Some(text) => {
+                    let path = dir.path().join("rules.toml");
+                    std::fs::write(&path, text)?;
+                    RulesSource::File(path)
+                }
+                None => RulesSource::Builtin,
+            };
+            let notify = match &opts.notify {
+                Some(text) => {
+                    #[derive(serde::Deserialize)]
+                    struct Wrap {
+                        notify: fleet_server::notify::NotifySection,
+                    }
+                    toml::from_str::<Wrap>(text)?
+                        .notify
+                        .validate("notify")
+                        .map_err(|p| anyhow::anyhow!(p.join("; ")))?
+                }
+                None => Default::default(),
+            };
+            Some(AlertingConfig {
+                rules,
+                notify,
+                hold_offline_ms: opts.hold_offline_ms,
+            })
+        } else {
+            None
+        };
+        let cfg = ServerConfig {
             http: "127.0.0.1:0".parse()?,
             embedded_broker: Some("127.0.0.1:0".parse()?),
             mqtt_host: "127.0.0.1".into(),
             mqtt_port: 0,
             certs: certs.root().to_path_buf(),
             data_dir: dir.path().join("server"),
-            stale_after_ms: 15_000,
-            offline_after_ms: 60_000,
-        })?;
+            stale_after_ms: opts.stale_after_ms,
+            offline_after_ms: opts.offline_after_ms,
+            alerting,
+            history: Default::default(),
+        };
+        let server = Server::start(cfg.clone())?;
         let admin = server.tokens.create("test-admin", Role::Admin)?;
+        // A restart keeps the ports, so agents and clients find the server again.
+        let mut cfg = cfg;
+        cfg.http = server.http_addr;
+        cfg.embedded_broker = Some(server.mqtt_addr);
         Ok(TestFleet {
             dir,
             certs,
             server,
             admin,
             http: reqwest::Client::new(),
+            cfg,
         })
+    }
+
+    /// Stops the server (broker, ingest, HTTP, store) and starts it again on the same ports
+    /// and data directory.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.server.stop();
+        self.server = Server::start(self.cfg.clone())?;
+        Ok(())
+    }
+
+    /// A token with `role`, named `name` (the name is who acknowledges).
+    pub fn token(&self, name: &str, role: Role) -> anyhow::Result<String> {
+        Ok(self.server.tokens.create(name, role)?)
+    }
+
+    /// POST (or DELETE with `body = None` and `delete`) as admin; the status and JSON body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut r = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Ok((status, v))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -126,6 +231,32 @@ impl TestFleet {
             buffer_extra,
         )
     }
+
+    /// As [`TestFleet::agent_config`], with extra `[collector]` lines and extra sections.
+    pub fn agent_config_extra(
+        &self,
+        id: &str,
+        interval_ms: u64,
+        extra: &AgentExtra,
+    ) -> anyhow::Result<PathBuf> {
+        write_agent_config_extra(
+            self.dir.path(),
+            &self.certs,
+            id,
+            self.broker_port(),
+            interval_ms,
+            extra,
+        )
+    }
+}
+
+/// Extra lines for a test agent's config.
+#[derive(Debug, Default, Clone)]
+pub struct AgentExtra {
+    pub buffer: String,
+    pub collector: String,
+    /// Whole sections appended at the end (`[paths]`, `[supervisor]`, ...).
+    pub tail: String,
 }
 
 /// Writes `DIR/{id}.toml` for an agent talking to the broker on `port`.
@@ -137,7 +268,25 @@ pub fn write_agent_config(
     interval_ms: u64,
     buffer_extra: &str,
 ) -> anyhow::Result<PathBuf> {
+    let extra = AgentExtra {
+        buffer: buffer_extra.to_string(),
+        ..Default::default()
+    };
+    write_agent_config_extra(dir, certs, id, port, interval_ms, &extra)
+}
+
+pub fn write_agent_config_extra(
+    dir: &Path,
+    certs: &CertDir,
+    id: &str,
+    port: u16,
+    interval_ms: u64,
+    extra: &AgentExtra,
+) -> anyhow::Result<PathBuf> {
     {
+        let buffer_extra = &extra.buffer;
+        let collector_extra = &extra.collector;
+        let tail = &extra.tail;
         let ca = pki::Ca::load(certs)?;
         let ident = ca.ensure_device(certs, &common::DeviceId::new(id)?)?;
         let path = dir.join(format!("{id}.toml"));
@@ -154,11 +303,13 @@ key = "{key}"
 keep_alive_s = 5
 [collector]
 interval_ms = {interval_ms}
+{collector_extra}
 [buffer]
 dir = "{buf}"
 {buffer_extra}
 [http]
 listen = ""
+{tail}
 "#,
                 ca = ident.ca.display(),
                 cert = ident.cert.display(),
@@ -196,14 +347,31 @@ pub struct Child(pub std::process::Child);
 
 impl Child {
     pub fn spawn(bin: &str, args: &[&str], log: &Path) -> anyhow::Result<Child> {
+        Self::spawn_env(bin, args, &[], log)
+    }
+
+    pub fn spawn_env(bin: &str, args: &[&str], env: &[(&str, &str)], log: &Path) -> anyhow::Result<Child> {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
         let c = std::process::Command::new(bin_path(bin))
             .args(args)
+            .envs(env.iter().copied())
             .env("RVM_LOG", "info")
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()?;
         Ok(Child(c))
+    }
+
+    /// Waits for the process to exit by itself, up to `within`; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.0.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// `kill -9`.
@@ -241,21 +409,34 @@ pub struct Agents {
     thread: Option<std::thread::JoinHandle<()>>,
     pub links: Vec<Arc<rvm_agent::link::LinkStatus>>,
     pub buffers: Vec<Arc<rvm_agent::buffer::Buffer>>,
+    pub actors: Vec<rvm_agent::actors::supervisor::ActorStatuses>,
+    pub collectors: Vec<Arc<rvm_agent::actors::collector::CollectorStats>>,
     stop_collecting: Vec<Box<dyn Fn() + Send>>,
 }
 
 impl Agents {
     /// Starts one real agent per config file.
     pub fn start(configs: Vec<PathBuf>) -> anyhow::Result<Agents> {
+        let n = configs.len();
+        Self::start_with(
+            configs
+                .into_iter()
+                .zip((0..n).map(|_| rvm_agent::agent::Overrides::default()))
+                .collect(),
+        )
+    }
+
+    /// Starts one real agent per config file, each with its overrides (faults, executor).
+    pub fn start_with(agents: Vec<(PathBuf, rvm_agent::agent::Overrides)>) -> anyhow::Result<Agents> {
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let sys = actix::System::new();
             let (stop_tx, stop_rx) = std::sync::mpsc::channel::<usize>();
             let res = sys.block_on(async move {
                 let mut hs = Vec::new();
-                for c in &configs {
-                    let file = rvm_agent::config::AgentFile::load(c)?;
-                    hs.push(rvm_agent::agent::start(&file)?);
+                for (c, o) in agents {
+                    let file = rvm_agent::config::AgentFile::load(&c)?;
+                    hs.push(rvm_agent::agent::start_with(&file, o)?);
                 }
                 let hs = Arc::new(hs);
                 // stop requests reach the actors through this arbiter
@@ -276,6 +457,8 @@ impl Agents {
                 Ok(hs) => {
                     let links = hs.iter().map(|h| h.link.clone()).collect();
                     let buffers = hs.iter().map(|h| h.buffer.clone()).collect();
+                    let actors = hs.iter().map(|h| h.actors.clone()).collect();
+                    let collectors = hs.iter().map(|h| h.collector.clone()).collect();
                     let stops: Vec<Box<dyn Fn() + Send>> = (0..hs.len())
                         .map(|i| {
                             let t = stop_tx.clone();
@@ -284,7 +467,14 @@ impl Agents {
                             }) as Box<dyn Fn() + Send>
                         })
                         .collect();
-                    let _ = tx.send(Ok((actix::System::current(), links, buffers, stops)));
+                    let _ = tx.send(Ok((
+                        actix::System::current(),
+                        links,
+                        buffers,
+                        actors,
+                        collectors,
+                        stops,
+                    )));
                     let _ = sys.run();
                     drop(hs);
                 }
@@ -293,12 +483,14 @@ impl Agents {
                 }
             }
         });
-        let (sys, links, buffers, stop_collecting) = rx.recv()??;
+        let (sys, links, buffers, actors, collectors, stop_collecting) = rx.recv()??;
         Ok(Agents {
             sys: Some(sys),
             thread: Some(thread),
             links,
             buffers,
+            actors,
+            collectors,
             stop_collecting,
         })
     }
@@ -321,6 +513,247 @@ impl Agents {
 impl Drop for Agents {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Simulated machines (`rvm_agent::simulate`) in their own actix system on a thread, with
+/// their fault switches and a way to stop one (it says goodbye: offline at once).
+pub struct SimFleet {
+    sys: Option<actix::System>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub ids: Vec<String>,
+    pub faults: Vec<rvm_agent::collect::sim::SimFault>,
+    stop_tx: std::sync::mpsc::Sender<usize>,
+}
+
+impl SimFleet {
+    /// Starts `cfg.devices` machines against the fleet's broker.
+    pub fn start(
+        fleet: &TestFleet,
+        cfg: rvm_agent::simulate::SimConfig,
+        profile: rvm_agent::simulate::SimProfile,
+    ) -> anyhow::Result<SimFleet> {
+        let mut cfg = cfg;
+        cfg.host = "127.0.0.1".into();
+        cfg.port = fleet.broker_port();
+        cfg.certs = fleet.certs.root().to_path_buf();
+        let ids = (0..cfg.devices)
+            .map(|i| cfg.device_id(i).map(|d| d.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<usize>();
+        let thread = std::thread::spawn(move || {
+            let sys = actix::System::new();
+            let res = sys.block_on(async move {
+                let devices = rvm_agent::simulate::start_with(&cfg, &profile)?;
+                let faults: Vec<_> = devices.iter().map(|d| d.fault.clone()).collect();
+                let handles: Vec<_> = devices.into_iter().map(|d| d.handle).collect();
+                actix::spawn(async move {
+                    loop {
+                        while let Ok(i) = stop_rx.try_recv() {
+                            if let Some(h) = handles.get(i) {
+                                h.stop().await;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                });
+                anyhow::Ok(faults)
+            });
+            match res {
+                Ok(faults) => {
+                    let _ = tx.send(Ok((actix::System::current(), faults)));
+                    let _ = sys.run();
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+        let (sys, faults) = rx.recv()??;
+        Ok(SimFleet {
+            sys: Some(sys),
+            thread: Some(thread),
+            ids,
+            faults,
+            stop_tx,
+        })
+    }
+
+    /// Stops machine `i` cleanly: it says goodbye and disconnects.
+    pub fn stop_device(&self, i: usize) {
+        let _ = self.stop_tx.send(i);
+    }
+
+    pub fn set_fault(&self, i: usize, fault: rvm_agent::collect::sim::Fault) {
+        if let Some(f) = self.faults.get(i) {
+            f.set(fault);
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(s) = self.sys.take() {
+            s.stop();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for SimFleet {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One request a [`WebhookReceiver`] got: its path and JSON body.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub body: Value,
+}
+
+/// A tiny HTTP server that records JSON POSTs and answers 200.
+pub struct WebhookReceiver {
+    pub url: String,
+    pub received: Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl WebhookReceiver {
+    pub async fn start() -> anyhow::Result<WebhookReceiver> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hook", l.local_addr()?);
+        let received: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
+        let rec = received.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else { return };
+                let rec = rec.clone();
+                tokio::spawn(async move {
+                    let mut r = BufReader::new(s);
+                    // keep-alive: several requests per connection
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                        let mut len = 0usize;
+                        loop {
+                            let mut h = String::new();
+                            if r.read_line(&mut h).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let h = h.trim_end();
+                            if h.is_empty() {
+                                break;
+                            }
+                            if let Some((k, v)) = h.split_once(':')
+                                && k.eq_ignore_ascii_case("content-length")
+                            {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0u8; len];
+                        if r.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        rec.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(Received { path, body });
+                        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if r.get_mut().write_all(ok.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(WebhookReceiver { url, received })
+    }
+
+    /// Bodies received so far.
+    pub fn bodies(&self) -> Vec<Value> {
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|r| r.body.clone())
+            .collect()
+    }
+}
+
+/// A minimal SMTP server (RFC 5321: greeting, EHLO/HELO, MAIL, RCPT, DATA, QUIT) that keeps
+/// every message's data.
+pub struct SmtpReceiver {
+    pub addr: std::net::SocketAddr,
+    pub messages: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl SmtpReceiver {
+    pub async fn start() -> anyhow::Result<SmtpReceiver> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = l.local_addr()?;
+        let messages: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let msgs = messages.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else { return };
+                let msgs = msgs.clone();
+                tokio::spawn(async move {
+                    let mut r = BufReader::new(s);
+                    if r.get_mut().write_all(b"220 test-smtp ready\r\n").await.is_err() {
+                        return;
+                    }
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                        let reply: &[u8] = match verb.as_str() {
+                            "EHLO" | "HELO" => b"250 test-smtp\r\n",
+                            "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 ok\r\n",
+                            "QUIT" => {
+                                let _ = r.get_mut().write_all(b"221 bye\r\n").await;
+                                return;
+                            }
+                            "DATA" => {
+                                if r.get_mut().write_all(b"354 go ahead\r\n").await.is_err() {
+                                    return;
+                                }
+                                let mut data = String::new();
+                                loop {
+                                    let mut l = String::new();
+                                    if r.read_line(&mut l).await.unwrap_or(0) == 0 {
+                                        return;
+                                    }
+                                    if l == ".\r\n" || l == ".\n" {
+                                        break;
+                                    }
+                                    data.push_str(l.strip_prefix('.').unwrap_or(&l));
+                                }
+                                msgs.lock().unwrap_or_else(|p| p.into_inner()).push(data);
+                                b"250 queued\r\n"
+                            }
+                            _ => b"502 not implemented\r\n",
+                        };
+                        if r.get_mut().write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(SmtpReceiver { addr, messages })
+    }
+
+    pub fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

@@ -91,7 +91,8 @@ async fn kill_9_of_the_agent_while_it_drains_a_backlog_loses_nothing() {
     let before = delivery(&fleet.device("kill1").await.unwrap().unwrap()).0;
     fleet.server.start_broker().unwrap();
     // kill it as soon as the drain is under way
-    eventually(Duration::from_secs(20), || async {
+    // (the agent's reconnect backoff is capped at 10 s, jittered by half)
+    eventually(Duration::from_secs(40), || async {
         let d = fleet.device("kill1").await.ok()??;
         (delivery(&d).0 > before + 50).then_some(())
     })

@@ -1,5 +1,11 @@
 //! Plausible Jetson-like metrics for simulated machines (an Orin Nano 8GB running a vision
 //! service). Deterministic per seed, so a demo, a test and a benchmark tell the same story.
+//!
+//! A machine can be told to fail on purpose while it runs ([`SimFault`], [`Fault`]): tests
+//! and demos use it to show alerts, cohort regressions and thermal incidents.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use common::{
     CpuStats, DiskStats, GpuBackendKind, GpuStats, MemoryStats, NetStats, PowerRail, Reading, Telemetry,
@@ -50,8 +56,48 @@ impl Walk {
     }
 }
 
+/// A fault a simulated machine shows until it is cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum Fault {
+    #[default]
+    None = 0,
+    /// Inference takes 350 to 450 ms per frame (a bad model build, a broken TensorRT engine).
+    InferenceDegraded = 1,
+    /// The camera delivers 3 to 5 frames per second.
+    CameraStalled = 2,
+    /// The GPU runs at about 88 C with its clock throttled to the minimum under full load.
+    Overheating = 3,
+}
+
+impl Fault {
+    fn from_u8(v: u8) -> Fault {
+        match v {
+            1 => Fault::InferenceDegraded,
+            2 => Fault::CameraStalled,
+            3 => Fault::Overheating,
+            _ => Fault::None,
+        }
+    }
+}
+
+/// Switches a running simulated machine's fault; clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct SimFault(Arc<AtomicU8>);
+
+impl SimFault {
+    pub fn set(&self, fault: Fault) {
+        self.0.store(fault as u8, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Fault {
+        Fault::from_u8(self.0.load(Ordering::Relaxed))
+    }
+}
+
 pub struct SimSource {
     rng: Rng,
+    fault: SimFault,
     interval_ms: u32,
     started_ms: Option<i64>,
     cpu: Walk,
@@ -69,6 +115,7 @@ impl SimSource {
         let cpu = rng.between(20.0, 45.0);
         let gpu = rng.between(30.0, 60.0);
         SimSource {
+            fault: SimFault::default(),
             interval_ms,
             started_ms: None,
             cpu: Walk {
@@ -108,15 +155,40 @@ impl SimSource {
     }
 }
 
+impl SimSource {
+    /// A handle that switches this machine's fault while it runs.
+    pub fn fault_handle(&self) -> SimFault {
+        self.fault.clone()
+    }
+
+    pub fn set_fault(&self, fault: Fault) {
+        self.fault.set(fault);
+    }
+}
+
 impl super::MetricSource for SimSource {
     fn collect(&mut self, now_ms: i64) -> Telemetry {
         let started = *self.started_ms.get_or_insert(now_ms);
+        let fault = self.fault.get();
         let rng = &mut self.rng;
         let cpu = self.cpu.next(rng);
         let mem_pct = self.mem.next(rng);
-        let gpu = self.gpu.next(rng);
-        let gpu_temp = self.gpu_temp.next(rng) + gpu * 0.05;
-        let fps = self.fps.next(rng);
+        let mut gpu = self.gpu.next(rng);
+        let mut gpu_temp = self.gpu_temp.next(rng) + gpu * 0.05;
+        let mut fps = self.fps.next(rng);
+        let mut inference_ms = 18.0 + gpu * 0.1 + rng.between(0.0, 3.0);
+        let mut gpu_freq = if gpu > 50.0 { 624.75 } else { 306.0 };
+        match fault {
+            Fault::None => {}
+            Fault::InferenceDegraded => inference_ms = rng.between(350.0, 450.0),
+            Fault::CameraStalled => fps = rng.between(3.0, 5.0),
+            Fault::Overheating => {
+                gpu = rng.between(95.0, 99.0);
+                gpu_temp = rng.between(87.0, 89.0);
+                gpu_freq = 306.0;
+                fps = rng.between(4.0, 6.0);
+            }
+        }
         self.items += rng.between(0.0, 0.4);
         if rng.unit() < 0.002 {
             self.errors += 1.0;
@@ -173,7 +245,7 @@ impl super::MetricSource for SimSource {
             gpu: Some(GpuStats {
                 backend: GpuBackendKind::Simulated,
                 load_pct: Some(gpu as f32),
-                freq_mhz: Some(if gpu > 50.0 { 624.75 } else { 306.0 }),
+                freq_mhz: Some(gpu_freq),
                 min_freq_mhz: Some(306.0),
                 max_freq_mhz: Some(624.75),
                 temperatures: vec![
@@ -193,7 +265,7 @@ impl super::MetricSource for SimSource {
             app: vec![
                 Reading::new("items_recognised", self.items.floor()),
                 Reading::new("items_rejected", (self.items * 0.03).floor()),
-                Reading::new("inference_ms", 18.0 + gpu * 0.1 + rng.between(0.0, 3.0)),
+                Reading::new("inference_ms", inference_ms),
                 Reading::new("camera_fps", fps),
                 Reading::new("detection_confidence", rng.between(0.86, 0.97)),
                 Reading::new("errors", self.errors),
@@ -232,6 +304,26 @@ mod tests {
         for i in 0..5 {
             assert_eq!(a.collect(i * 1000), b.collect(i * 1000));
         }
+    }
+
+    #[test]
+    fn a_fault_shows_while_it_is_set() {
+        let mut s = SimSource::new(3, 1000);
+        let h = s.fault_handle();
+        let value =
+            |t: &Telemetry, name: &str| t.app.iter().find(|r| r.name == name).map(|r| r.value).unwrap();
+        assert!(value(&s.collect(0), "inference_ms") < 40.0);
+        h.set(Fault::InferenceDegraded);
+        assert!(value(&s.collect(1000), "inference_ms") >= 350.0);
+        s.set_fault(Fault::CameraStalled);
+        let t = s.collect(2000);
+        assert!(value(&t, "camera_fps") <= 5.0 && value(&t, "inference_ms") < 40.0);
+        h.set(Fault::Overheating);
+        let g = s.collect(3000).gpu.unwrap();
+        assert!(g.gpu_temp_c().unwrap() > 85.0 && g.freq_mhz == Some(306.0));
+        h.set(Fault::None);
+        assert_eq!(h.get(), Fault::None);
+        assert!(value(&s.collect(4000), "camera_fps") >= 27.0);
     }
 
     #[test]

@@ -1,20 +1,145 @@
 //! Fleet actor: owns the [`FleetState`]; ingest sends it records, the API asks it questions.
+//!
+//! With an alerts actor attached ([`AttachAlerts`]) it also feeds alerting: each live
+//! telemetry record's flat metrics (plus `clock.skew_s`), the derived inputs of events and
+//! births at once, and every [`PRESENCE_TICK`] each device's presence and time-based inputs
+//! ([`crate::alerts::inputs`]). Backlog telemetry (recorded before the device's current
+//! connection) goes to history only: its values are not the machine's state now.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use actix::prelude::*;
 use common::command::CommandResult;
 use common::{Birth, DeviceId, DeviceState, Envelope, Event, HealthReport, Telemetry};
 
+use crate::actors::alerts::{Observation, Observe};
+use crate::alerts::inputs::{self, DeviceInputs};
+use crate::alerts::rules::PRESENCE_OFFLINE;
 use crate::delivery::Delivery;
 use crate::fleet::{DeviceDetail, DeviceSummary, FleetState, PresencePolicy};
 
+/// How often presence and the time-based inputs of every device are evaluated.
+pub const PRESENCE_TICK: Duration = Duration::from_secs(1);
+
 pub struct FleetActor {
     state: FleetState,
+    inputs: BTreeMap<DeviceId, DeviceInputs>,
+    alerts: Option<Recipient<Observe>>,
+    started_ms: i64,
 }
 
 impl FleetActor {
     pub fn new(policy: PresencePolicy) -> Self {
         FleetActor {
             state: FleetState::new(policy),
+            inputs: BTreeMap::new(),
+            alerts: None,
+            started_ms: common::time::now_ms(),
+        }
+    }
+
+    fn info(&self, id: &DeviceId) -> crate::alerts::DeviceInfo {
+        inputs::device_info(id, self.state.devices.get(id).and_then(|e| e.birth.as_ref()))
+    }
+
+    fn observe(&self, id: &DeviceId, metrics: Vec<(String, f64)>, at_ms: i64) {
+        if metrics.is_empty() {
+            return;
+        }
+        if let Some(a) = &self.alerts {
+            a.do_send(Observe(vec![Observation {
+                device: self.info(id),
+                metrics,
+                at_ms,
+            }]));
+        }
+    }
+
+    fn is_offline(&self, id: &DeviceId, now_ms: i64) -> bool {
+        self.state.devices.get(id).is_some_and(|e| {
+            inputs::presence_offline(
+                e.offline_reason.is_some(),
+                e.last_seen_ms,
+                self.started_ms,
+                self.state.policy.offline_after_ms,
+                now_ms,
+            )
+        })
+    }
+
+    /// Presence and the time-based inputs of every device.
+    fn evaluate(&mut self, now_ms: i64) {
+        let Some(alerts) = &self.alerts else {
+            return;
+        };
+        let ids: Vec<DeviceId> = self.state.devices.keys().cloned().collect();
+        let mut batch = Vec::with_capacity(ids.len());
+        for id in ids {
+            let offline = self.is_offline(&id, now_ms);
+            let metrics = self.inputs.entry(id.clone()).or_default().tick(offline, now_ms);
+            batch.push(Observation {
+                device: self.info(&id),
+                metrics,
+                at_ms: now_ms,
+            });
+        }
+        if !batch.is_empty() {
+            alerts.do_send(Observe(batch));
+        }
+    }
+
+    fn apply(&mut self, msg: Ingested, now: i64) {
+        match msg {
+            Ingested::Telemetry(e) => {
+                let (id, ts) = (e.device.clone(), e.ts_ms);
+                let newest = self
+                    .state
+                    .devices
+                    .get(&id)
+                    .and_then(|d| d.latest.as_ref())
+                    .is_none_or(|l| ts >= l.ts_ms);
+                self.state.apply_telemetry(*e, now);
+                let input = self.inputs.entry(id.clone()).or_default();
+                if newest && input.is_live(ts) {
+                    let skew = input.on_record(ts, now);
+                    let mut m = self
+                        .state
+                        .devices
+                        .get(&id)
+                        .map(|d| d.metrics.clone())
+                        .unwrap_or_default();
+                    m.extend(skew);
+                    self.observe(&id, m, now);
+                }
+            }
+            Ingested::Health(e) => self.state.apply_health(e, now),
+            Ingested::Event(e) => {
+                let id = e.device.clone();
+                let m = self.inputs.entry(id.clone()).or_default().on_event(&e.body, now);
+                self.state.apply_event(e, now);
+                self.observe(&id, m, now);
+            }
+            Ingested::State(e) => {
+                let id = e.device.clone();
+                let mut m = match &e.body {
+                    DeviceState::Online(b) => self
+                        .inputs
+                        .entry(id.clone())
+                        .or_default()
+                        .on_birth(&b.boot_id, e.ts_ms),
+                    DeviceState::Offline(_) => Vec::new(),
+                };
+                self.state.apply_state(e, now);
+                let offline = self.is_offline(&id, now);
+                m.push((PRESENCE_OFFLINE.into(), if offline { 1.0 } else { 0.0 }));
+                self.observe(&id, m, now);
+            }
+            Ingested::CmdResult(e) => self.state.touch(&e.device, now),
+            Ingested::Restored(id, b) => {
+                self.inputs.entry(id.clone()).or_default().restore(&b.boot_id);
+                self.state.restore(id, *b);
+            }
         }
     }
 }
@@ -25,6 +150,19 @@ impl Actor for FleetActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // The fleet's mailbox must absorb ingest bursts.
         ctx.set_mailbox_capacity(1_000_000);
+        ctx.run_interval(PRESENCE_TICK, |act, _| act.evaluate(common::time::now_ms()));
+    }
+}
+
+/// Starts feeding an alerts actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachAlerts(pub Recipient<Observe>);
+
+impl Handler<AttachAlerts> for FleetActor {
+    type Result = ();
+    fn handle(&mut self, m: AttachAlerts, _: &mut Context<Self>) {
+        self.alerts = Some(m.0);
     }
 }
 
@@ -58,15 +196,7 @@ impl Handler<Ingested> for FleetActor {
     type Result = ();
 
     fn handle(&mut self, msg: Ingested, _: &mut Context<Self>) {
-        let now = common::time::now_ms();
-        match msg {
-            Ingested::Telemetry(e) => self.state.apply_telemetry(*e, now),
-            Ingested::Health(e) => self.state.apply_health(e, now),
-            Ingested::Event(e) => self.state.apply_event(e, now),
-            Ingested::State(e) => self.state.apply_state(e, now),
-            Ingested::CmdResult(e) => self.state.touch(&e.device, now),
-            Ingested::Restored(id, b) => self.state.restore(id, *b),
-        }
+        self.apply(msg, common::time::now_ms());
     }
 }
 

@@ -1,4 +1,6 @@
 //! The server's actors: thin shells around the pure modules ([`crate::fleet`], ...).
 
+pub mod alerts;
 pub mod fleet;
+pub mod history;
 pub mod ingest;

@@ -6,12 +6,14 @@
 //! - [`rules`]: the file format, defaults, validation naming every bad key, runtime [`Rule`]
 //! - [`engine`]: per (rule, device) lifecycle pending -> firing -> resolved, `for`, hysteresis,
 //!   cooldown, acknowledgement, silences, escalation, export/import
+//! - [`inputs`]: the inputs the server derives (presence, restarts, drops, recoveries, skew)
 //!
 //! Invariants: one active alert per (rule, device); transitions only for changes (an imported
 //! state is not notified again); a silenced alert still changes state, its transitions say
 //! `silenced: true`.
 
 pub mod engine;
+pub mod inputs;
 pub mod rules;
 
 pub use engine::{

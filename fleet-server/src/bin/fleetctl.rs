@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use common::DeviceId;
 use common::pki::{self, Ca, CertDir, LEAF_VALIDITY_DAYS, Validity};
 use fleet_server::auth::{Role, TokenStore};
@@ -29,11 +29,83 @@ enum Cmd {
     },
     /// List devices from a running server.
     Devices {
-        #[arg(long, env = "FLEET_URL", default_value = "http://127.0.0.1:8080")]
-        server: String,
-        #[arg(long, env = "FLEET_TOKEN")]
-        token: String,
+        #[command(flatten)]
+        remote: Remote,
     },
+    /// List alerts (default: the active ones).
+    Alerts {
+        /// firing, pending, resolved, acknowledged or all.
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Acknowledge an alert (needs an operator token; you are the token's name).
+    Ack {
+        id: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Silence notifications of matching alerts, list silences, or remove one.
+    Silence {
+        /// `label=value` that alerts must have (repeat: all must match), e.g. `site=oslo`.
+        #[arg(long = "match", value_name = "LABEL=VALUE", value_parser = parse_matcher)]
+        matchers: Vec<(String, String)>,
+        /// How long: `30m`, `2h`, `1d`.
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_for)]
+        duration_s: Option<u64>,
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// List the active silences instead.
+        #[arg(long, conflicts_with_all = ["matchers", "duration_s", "remove"])]
+        list: bool,
+        /// Remove the silence with this id instead.
+        #[arg(long, value_name = "ID", conflicts_with_all = ["matchers", "duration_s"])]
+        remove: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// Where the server is and who we are.
+#[derive(Args, Clone)]
+struct Remote {
+    #[arg(long, env = "FLEET_URL", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    #[arg(long, env = "FLEET_TOKEN")]
+    token: String,
+}
+
+fn parse_matcher(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((l, v)) if !l.trim().is_empty() && !v.trim().is_empty() => {
+            Ok((l.trim().to_string(), v.trim().to_string()))
+        }
+        _ => Err(format!("{s:?} is not label=value")),
+    }
+}
+
+/// A duration with a unit (`90s`, `30m`, `2h`, `1d`), in seconds.
+fn parse_for(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30m, 2h or 1d"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "" => return Err(format!("{s:?} needs a unit: s, m, h or d")),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m, h or d)")),
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{s:?} is not a usable duration"))
 }
 
 #[derive(Subcommand)]
@@ -100,7 +172,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Certs { cmd } => certs(cmd),
         Cmd::Token { cmd } => token(cmd),
-        Cmd::Devices { server, token } => devices(&server, &token),
+        Cmd::Devices { remote } => devices(&remote),
+        Cmd::Alerts { state, remote } => alerts(&remote, state.as_deref()),
+        Cmd::Ack { id, comment, remote } => ack(&remote, &id, &comment),
+        Cmd::Silence {
+            matchers,
+            duration_s,
+            comment,
+            list,
+            remove,
+            remote,
+        } => silence(&remote, matchers, duration_s, &comment, list, remove),
     }
 }
 
@@ -167,13 +249,16 @@ fn token(cmd: TokenCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn devices(server: &str, token: &str) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let url = format!("{}/api/v1/devices", server.trim_end_matches('/'));
-        let v = http_get_json(&url, token).await?;
+        .build()?
+        .block_on(f)
+}
+
+fn devices(remote: &Remote) -> anyhow::Result<()> {
+    block_on(async {
+        let v = api(remote, reqwest::Method::GET, "/api/v1/devices", None).await?;
         let list = v["devices"].as_array().cloned().unwrap_or_default();
         println!(
             "{:<16} {:<9} {:<10} {:>6} {:>6} {:>6}",
@@ -200,28 +285,206 @@ fn devices(server: &str, token: &str) -> anyhow::Result<()> {
     })
 }
 
-/// Minimal HTTP/1.1 GET over plain TCP (the API is on loopback or behind a TLS proxy).
-async fn http_get_json(url: &str, token: &str) -> anyhow::Result<serde_json::Value> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow::anyhow!("--server must start with http:// (got {url})"))?;
-    let (hostport, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap_or((rest, "/".into()));
-    let mut s = tokio::net::TcpStream::connect(hostport).await?;
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+fn alerts(remote: &Remote, state: Option<&str>) -> anyhow::Result<()> {
+    block_on(async {
+        let path = match state {
+            Some(s) => format!("/api/v1/alerts?state={s}"),
+            None => "/api/v1/alerts".to_string(),
+        };
+        let v = api(remote, reqwest::Method::GET, &path, None).await?;
+        let list = v["alerts"].as_array().cloned().unwrap_or_default();
+        println!(
+            "{:<40} {:<9} {:<9} {:<16} {:<10} SUMMARY",
+            "ID", "STATE", "SEVERITY", "DEVICE", "ACK"
+        );
+        for a in &list {
+            let mut state = a["state"].as_str().unwrap_or("?").to_string();
+            if a["silenced_by"].is_string() {
+                state.push('*');
+            }
+            println!(
+                "{:<40} {:<9} {:<9} {:<16} {:<10} {}",
+                a["id"].as_str().unwrap_or("?"),
+                state,
+                a["severity"].as_str().unwrap_or("?"),
+                a["device"].as_str().unwrap_or("?"),
+                a["ack"]["by"].as_str().unwrap_or("-"),
+                a["summary"].as_str().unwrap_or("")
+            );
+        }
+        eprintln!(
+            "{} alert(s) ({}; * = silenced)",
+            list.len(),
+            v["state"].as_str().unwrap_or("?")
+        );
+        anyhow::Ok(())
+    })
+}
+
+fn ack(remote: &Remote, id: &str, comment: &str) -> anyhow::Result<()> {
+    block_on(async {
+        let path = format!("/api/v1/alerts/{id}/ack");
+        let body = serde_json::json!({ "comment": comment });
+        let a = api(remote, reqwest::Method::POST, &path, Some(body)).await?;
+        println!(
+            "acknowledged {} by {}",
+            a["id"].as_str().unwrap_or(id),
+            a["ack"]["by"].as_str().unwrap_or("?")
+        );
+        anyhow::Ok(())
+    })
+}
+
+fn silence(
+    remote: &Remote,
+    matchers: Vec<(String, String)>,
+    duration_s: Option<u64>,
+    comment: &str,
+    list: bool,
+    remove: Option<String>,
+) -> anyhow::Result<()> {
+    block_on(async {
+        if list {
+            let v = api(remote, reqwest::Method::GET, "/api/v1/silences", None).await?;
+            println!(
+                "{:<12} {:<14} {:<12} {:<32} COMMENT",
+                "ID", "EXPIRES_MS", "BY", "MATCH"
+            );
+            for s in v["silences"].as_array().cloned().unwrap_or_default() {
+                let m: Vec<String> = s["matchers"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{}={}",
+                            m["label"].as_str().unwrap_or("?"),
+                            m["value"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect();
+                println!(
+                    "{:<12} {:<14} {:<12} {:<32} {}",
+                    s["id"].as_str().unwrap_or("?"),
+                    s["expires_ms"].as_i64().unwrap_or(0),
+                    s["created_by"].as_str().unwrap_or("?"),
+                    m.join(","),
+                    s["comment"].as_str().unwrap_or("")
+                );
+            }
+            return Ok(());
+        }
+        if let Some(id) = remove {
+            api(
+                remote,
+                reqwest::Method::DELETE,
+                &format!("/api/v1/silences/{id}"),
+                None,
+            )
+            .await?;
+            println!("removed silence {id}");
+            return Ok(());
+        }
+        anyhow::ensure!(
+            !matchers.is_empty(),
+            "--match label=value is required (repeat for more)"
+        );
+        let duration_s = duration_s.ok_or_else(|| anyhow::anyhow!("--for DURATION is required (e.g. 2h)"))?;
+        let body = serde_json::json!({
+            "matchers": matchers
+                .iter()
+                .map(|(l, v)| serde_json::json!({ "label": l, "value": v }))
+                .collect::<Vec<_>>(),
+            "duration_s": duration_s,
+            "comment": comment,
+        });
+        let s = api(remote, reqwest::Method::POST, "/api/v1/silences", Some(body)).await?;
+        println!(
+            "silence {} until {} ms",
+            s["id"].as_str().unwrap_or("?"),
+            s["expires_ms"].as_i64().unwrap_or(0)
+        );
+        anyhow::Ok(())
+    })
+}
+
+/// One API call; an error status becomes an error with the server's message.
+async fn api(
+    remote: &Remote,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let base = remote.server.trim_end_matches('/');
+    anyhow::ensure!(
+        base.starts_with("http://"),
+        "--server must start with http:// (got {base}; put a TLS proxy in front for https)"
     );
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("malformed HTTP response"))?;
-    let status = head.split_whitespace().nth(1).unwrap_or("?");
-    anyhow::ensure!(status == "200", "server answered {status}: {body}");
-    Ok(serde_json::from_str(body)?)
+    let url = format!("{base}{path}");
+    let mut req = reqwest::Client::new()
+        .request(method.clone(), &url)
+        .bearer_auth(&remote.token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{method} {url}: {e}"))?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    if !status.is_success() {
+        let msg = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        anyhow::bail!("{method} {path}: the server answered {status}: {msg}");
+    }
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    Ok(serde_json::from_str(&text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_arguments_parse_matchers_and_durations() {
+        let cli = Cli::try_parse_from([
+            "fleetctl",
+            "silence",
+            "--match",
+            "site=oslo",
+            "--match",
+            "rule=device_offline",
+            "--for",
+            "2h",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        let Cmd::Silence {
+            matchers, duration_s, ..
+        } = cli.cmd
+        else {
+            panic!("not silence")
+        };
+        assert_eq!(
+            matchers,
+            vec![
+                ("site".into(), "oslo".into()),
+                ("rule".into(), "device_offline".into())
+            ]
+        );
+        assert_eq!(duration_s, Some(7200));
+        assert!(parse_for("90").unwrap_err().contains("unit"));
+        assert!(parse_for("5w").is_err());
+        assert!(parse_matcher("site").is_err());
+        assert!(
+            Cli::try_parse_from(["fleetctl", "silence", "--list", "--for", "1h", "--token", "t"]).is_err()
+        );
+    }
 }

@@ -2,6 +2,10 @@
 //!
 //! Every route but `GET /api/v1/health` and the static page needs
 //! `Authorization: Bearer <token>`; [`ApiError`] is the one mapping from errors to statuses.
+//! Alerting routes are in [`alerts`], metric history in [`history`].
+
+pub mod alerts;
+pub mod history;
 
 use std::sync::Arc;
 
@@ -26,6 +30,7 @@ pub struct AppState {
     /// Set once the embedded broker runs (none with an external broker).
     pub broker: Arc<std::sync::OnceLock<Arc<BrokerStats>>>,
     pub started_ms: i64,
+    pub alerting: alerts::AlertsApi,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +45,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// The request is valid but the state does not allow it (already acknowledged, ...).
+    #[error("{0}")]
+    Conflict(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -58,6 +66,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::Conflict(_) => "conflict",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -70,6 +79,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -107,6 +117,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/", web::get().to(index))
         .service(
             web::scope("/api/v1")
+                .configure(alerts::configure)
+                .configure(history::configure)
                 .route("/health", web::get().to(health))
                 .route("/devices", web::get().to(devices))
                 .route("/devices/{id}", web::get().to(device)),
@@ -135,6 +147,9 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "uptime_s": (common::time::now_ms() - state.started_ms) / 1000,
         "ingest": state.ingest.snapshot(),
         "broker": state.broker.get().map(|b| b.snapshot()),
+        "storage": state.alerting.history.snapshot(&state.alerting.history_policy),
+        "alerts": state.alerting.alerts.send(crate::actors::alerts::GetSnapshot).await.ok(),
+        "notify": state.alerting.notify.snapshot(),
     }))
 }
 

@@ -1,0 +1,164 @@
+//! History job: every [`ROLLUP_EVERY`] rolls the minutes the writer marked dirty up into
+//! 1-minute rollups; every [`RETENTION_EVERY_RUNS`] runs it also deletes raw rows and rollups past their
+//! retention ([`HistoryPolicy`]) and measures the disk. The work is sled IO, so it runs on a
+//! blocking thread; a run that finds the previous one still busy is skipped and counted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use crate::history::{self, HistoryPolicy, MINUTE_MS};
+use crate::store::FleetStore;
+
+/// How often dirty minutes are rolled up.
+pub const ROLLUP_EVERY: Duration = Duration::from_secs(10);
+/// Retention is enforced and the disk measured every this many rollup runs (every minute).
+pub const RETENTION_EVERY_RUNS: u64 = 6;
+/// Dirty minutes rolled up in one run at most (the rest wait for the next run).
+pub const ROLLUP_BATCH: usize = 20_000;
+/// Raw rows read for one minute at most (600 at 10 Hz).
+const ROWS_PER_MINUTE_MAX: usize = 100_000;
+
+#[derive(Debug, Default)]
+pub struct HistoryStats {
+    pub rollups_written: AtomicU64,
+    pub raw_rows_expired: AtomicU64,
+    pub rollups_expired: AtomicU64,
+    pub runs_skipped_busy: AtomicU64,
+    pub errors: AtomicU64,
+    pub disk_bytes: AtomicU64,
+    pub last_rollup_ms: AtomicI64,
+    pub last_retention_ms: AtomicI64,
+    busy: AtomicBool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistorySnapshot {
+    pub disk_bytes: u64,
+    pub raw_retention_h: i64,
+    pub rollup_retention_d: i64,
+    pub rollups_written: u64,
+    pub raw_rows_expired: u64,
+    pub rollups_expired: u64,
+    pub runs_skipped_busy: u64,
+    pub errors: u64,
+    pub last_rollup_ms: i64,
+    pub last_retention_ms: i64,
+}
+
+impl HistoryStats {
+    pub fn snapshot(&self, policy: &HistoryPolicy) -> HistorySnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        HistorySnapshot {
+            disk_bytes: l(&self.disk_bytes),
+            raw_retention_h: policy.raw_retention_ms / history::HOUR_MS,
+            rollup_retention_d: policy.rollup_retention_ms / history::DAY_MS,
+            rollups_written: l(&self.rollups_written),
+            raw_rows_expired: l(&self.raw_rows_expired),
+            rollups_expired: l(&self.rollups_expired),
+            runs_skipped_busy: l(&self.runs_skipped_busy),
+            errors: l(&self.errors),
+            last_rollup_ms: self.last_rollup_ms.load(Ordering::Relaxed),
+            last_retention_ms: self.last_retention_ms.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pub struct HistoryJob {
+    store: FleetStore,
+    policy: HistoryPolicy,
+    stats: Arc<HistoryStats>,
+    runs: u64,
+    retention_due: bool,
+}
+
+impl HistoryJob {
+    pub fn new(store: FleetStore, policy: HistoryPolicy, stats: Arc<HistoryStats>) -> Self {
+        stats.disk_bytes.store(store.disk_bytes(), Ordering::Relaxed);
+        HistoryJob {
+            store,
+            policy,
+            stats,
+            runs: 0,
+            retention_due: true,
+        }
+    }
+
+    fn run(&mut self) {
+        self.runs += 1;
+        if self.runs.is_multiple_of(RETENTION_EVERY_RUNS) {
+            self.retention_due = true;
+        }
+        if self.stats.busy.swap(true, Ordering::AcqRel) {
+            self.stats.runs_skipped_busy.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let retention = std::mem::take(&mut self.retention_due);
+        let (store, policy, stats) = (self.store.clone(), self.policy, self.stats.clone());
+        tokio::task::spawn_blocking(move || {
+            let now = common::time::now_ms();
+            if let Err(e) = roll_up(&store, &stats) {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "history rollup failed");
+            }
+            stats.last_rollup_ms.store(now, Ordering::Relaxed);
+            if retention {
+                if let Err(e) = expire(&store, &policy, &stats, now) {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "history retention failed");
+                }
+                stats.disk_bytes.store(store.disk_bytes(), Ordering::Relaxed);
+                stats.last_retention_ms.store(now, Ordering::Relaxed);
+            }
+            stats.busy.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Rolls every dirty minute up (one batch). Blocking.
+pub fn roll_up(store: &FleetStore, stats: &HistoryStats) -> Result<usize, crate::store::StoreError> {
+    let dirty = store.take_dirty_minutes(ROLLUP_BATCH)?;
+    for (device, minute) in &dirty {
+        let res = store
+            .history(device, *minute, minute + MINUTE_MS, ROWS_PER_MINUTE_MAX)
+            .and_then(|rows| store.put_rollup(device, *minute, history::rollup(*minute, &rows).as_ref()));
+        if let Err(e) = res {
+            // Try again next run.
+            let _ = store.mark_dirty(device, *minute);
+            return Err(e);
+        }
+        stats.rollups_written.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(dirty.len())
+}
+
+/// Deletes what is past retention. Blocking.
+pub fn expire(
+    store: &FleetStore,
+    policy: &HistoryPolicy,
+    stats: &HistoryStats,
+    now_ms: i64,
+) -> Result<(), crate::store::StoreError> {
+    for device in store.known_devices()? {
+        let (raw, rolled) = store.expire(
+            &device,
+            now_ms - policy.raw_retention_ms,
+            now_ms - policy.rollup_retention_ms,
+        )?;
+        stats.raw_rows_expired.fetch_add(raw, Ordering::Relaxed);
+        stats.rollups_expired.fetch_add(rolled, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+impl Actor for HistoryJob {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.run();
+        ctx.run_interval(ROLLUP_EVERY, |act, _| act.run());
+    }
+}
