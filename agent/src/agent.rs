@@ -110,7 +110,15 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         },
     };
     std::fs::create_dir_all(file.buffer.dir.parent().unwrap_or(&file.buffer.dir))?;
-    let (buffer, reset) = runtime::open_sled_buffer(&device, &file.buffer.dir, caps, flush)?;
+    let (buffer, reset, db) = runtime::open_sled_buffer(&device, &file.buffer.dir, caps, flush)?;
+    let executed: Arc<dyn crate::commands::ExecutedStore> = Arc::new(crate::commands::SledExecuted {
+        tree: db.open_tree("commands")?,
+        db,
+    });
+    let command_key = file.commands.load_key();
+    if command_key.is_none() {
+        tracing::warn!("no commands.public_key: remote commands will be rejected");
+    }
     let buffer = Arc::new(buffer);
     let now = common::time::now_ms();
     if let Some(ev) = reset {
@@ -204,6 +212,11 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
     };
     let health_cfg = Arc::new(file.health.clone());
     let rp = RecoveryParts {
+        commands: Some(crate::actors::recovery::CommandParts {
+            device: device.clone(),
+            key: command_key,
+            executed,
+        }),
         policy: Arc::new(Mutex::new(RecoveryPolicy::new(&file.recovery, &file.health))),
         interlock: Arc::new(Mutex::new(Interlock::new())),
         executor,
@@ -299,6 +312,22 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         tracing::info!(addr = %addr, "local endpoint: /metrics, /api/v1/status, POST /api/v1/app-metrics");
         Some(addr)
     };
+    // commands from the link go to whichever recovery actor is running now
+    let mut commands = commands;
+    {
+        let ra = recovery_addr.clone();
+        actix::spawn(async move {
+            while let Some(cmd) = commands.recv().await {
+                let addr = ra.lock().ok().and_then(|a| a.clone());
+                match addr {
+                    Some(a) => a.do_send(crate::actors::recovery::RemoteCommand(cmd)),
+                    None => {
+                        tracing::warn!("command received before recovery started; the server will re-send it")
+                    }
+                }
+            }
+        });
+    }
     let mut sup = AgentSupervisor::new(file.supervisor, specs);
     sup.statuses = statuses.clone();
     let exit_code = sup.exit_code.clone();
@@ -315,7 +344,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         gpu_notes,
         app,
         http_addr,
-        commands: Some(commands),
+        commands: None,
         supervisor,
         link_addr,
         collector_addr,

@@ -38,6 +38,8 @@ pub struct AgentFile {
     pub supervisor: crate::supervise::RestartPolicy,
     #[serde(default)]
     pub app: crate::appmetrics::AppMetricsConfig,
+    #[serde(default)]
+    pub commands: crate::commands::CommandsConfig,
 }
 
 /// Where the machine's pseudo-filesystems are (as node_exporter's `--path.sysfs`), so the
@@ -356,6 +358,11 @@ impl AgentFile {
                 format!("{:?} is not an address like 127.0.0.1:9101", self.http.listen),
             );
         }
+        p.extend(self.health.validate("health"));
+        p.extend(self.recovery.validate("recovery", &self.health));
+        p.extend(self.supervisor.validate("supervisor"));
+        p.extend(self.app.validate("app"));
+        p.extend(self.commands.validate("commands"));
         p
     }
 }
@@ -437,6 +444,22 @@ listen = "nope"
             "mqtt.keep_alive_s",
             "collector.interval_ms",
             "http.listen",
+        ] {
+            assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
+        }
+    }
+
+    #[test]
+    fn problems_in_nested_sections_are_named_with_their_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = example_with_paths(dir.path())
+            + "\n[supervisor]\nmax_restarts = 0\n[app]\nmax_metrics = 0\n[commands]\npublic_key = \"/nonexistent.pub\"\n";
+        let f = AgentFile::parse(&text).unwrap();
+        let keys: Vec<String> = f.validate().into_iter().map(|p| p.key).collect();
+        for k in [
+            "supervisor.max_restarts",
+            "app.max_metrics",
+            "commands.public_key",
         ] {
             assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
         }

@@ -12,17 +12,20 @@
 //!   schema, Prometheus text parser, scrape client) and the store they land in
 //! - [`exporter`]: Prometheus text of the telemetry and the agent's state; the status snapshot
 //! - [`http`]: the local endpoint: `/metrics`, `/api/v1/status`, the app-metrics push, `/healthz`
+//! - [`commands`]: remote command verification and the at-most-once record
 //! - [`actors`]: collector and link actors
 //! - [`runtime`]: wiring one device's pipeline; the real agent and simulated ones share it
 //! - [`supervise`]: restart decisions (pure) for the actor supervisor
 //! - [`simulate`]: `rvm-agent simulate`, N virtual RVMs in one process
 //! - [`agent`]: the real agent's start-up and shutdown
+//! - [`sdnotify`]: `READY=1` and `WATCHDOG=1` to systemd (`Type=notify`, `WatchdogSec=`), std only
 
 pub mod actors;
 pub mod agent;
 pub mod appmetrics;
 pub mod buffer;
 pub mod collect;
+pub mod commands;
 pub mod config;
 pub mod exporter;
 pub mod health;
@@ -30,5 +33,6 @@ pub mod http;
 pub mod link;
 pub mod recovery;
 pub mod runtime;
+pub mod sdnotify;
 pub mod simulate;
 pub mod supervise;

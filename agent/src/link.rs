@@ -223,6 +223,9 @@ pub async fn run<S: Store>(cfg: LinkConfig, h: LinkHandles<S>) {
                 h.status.connected.store(true, Ordering::Relaxed);
                 h.status.connects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(device = %cfg.device, "link up");
+                // Subscribe before the birth: the broker handles our packets in order, so when
+                // the server sees the birth (and sends pending commands) we already listen.
+                let _ = client.try_subscribe(cmd_topic.clone(), QoS::AtLeastOnce);
                 let birth = state_payload(&cfg.device, &DeviceState::Online(cfg.birth.clone()));
                 if client
                     .try_publish(
@@ -235,7 +238,6 @@ pub async fn run<S: Store>(cfg: LinkConfig, h: LinkHandles<S>) {
                 {
                     inflight.sent(None);
                 }
-                let _ = client.try_subscribe(cmd_topic.clone(), QoS::AtLeastOnce);
                 fill_window(&cfg, &client, &h, &mut inflight);
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => inflight.pkid_assigned(pkid),

@@ -28,6 +28,8 @@ pub struct DeviceHandle {
     pub link: Arc<LinkStatus>,
     pub collector: Arc<CollectorStats>,
     pub commands: Option<mpsc::UnboundedReceiver<SignedCommand>>,
+    /// Wakes the link after an append.
+    pub wake: Arc<Notify>,
     collector_addr: Addr<CollectorActor>,
     link_addr: Addr<LinkActor>,
 }
@@ -150,6 +152,7 @@ pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
         parts.buffer.clone(),
     )?;
     let now = common::time::now_ms();
+    let cp_wake = lp.wake.clone();
     let cp = CollectorParts::new(
         parts.source,
         parts.buffer.clone(),
@@ -166,6 +169,7 @@ pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
         link: link_status,
         collector: collector_stats,
         commands: Some(rx),
+        wake: cp_wake,
         collector_addr,
         link_addr,
     })
@@ -178,28 +182,34 @@ pub fn open_sled_buffer(
     dir: &Path,
     caps: crate::buffer::Caps,
     flush: crate::buffer::FlushPolicy,
-) -> anyhow::Result<(Buffer, Option<common::Event>)> {
+) -> anyhow::Result<(Buffer, Option<common::Event>, sled::Db)> {
     use crate::buffer::{FlushPolicy, SledStore};
     let flush_ms = match flush {
         FlushPolicy::Batched { ms } => Some(ms),
         FlushPolicy::EveryRecord => None,
     };
-    let open = |d: &Path| -> anyhow::Result<Buffer> {
-        let store = SledStore::open(d, flush_ms)?;
-        Ok(Buffer::open(
-            device.clone(),
-            Box::new(store) as Box<dyn crate::buffer::Store>,
-            caps,
-            flush,
-        )?)
+    let open = |d: &Path| -> anyhow::Result<(Buffer, sled::Db)> {
+        // sled can panic on some corruptions rather than return an error: treat both alike.
+        let store = std::panic::catch_unwind(|| SledStore::open(d, flush_ms))
+            .map_err(|_| anyhow::anyhow!("sled panicked while opening {}", d.display()))??;
+        let db = store.db();
+        Ok((
+            Buffer::open(
+                device.clone(),
+                Box::new(store) as Box<dyn crate::buffer::Store>,
+                caps,
+                flush,
+            )?,
+            db,
+        ))
     };
     match open(dir) {
-        Ok(b) => Ok((b, None)),
+        Ok((b, db)) => Ok((b, None, db)),
         Err(e) => {
             let moved = dir.with_extension(format!("corrupt-{}", common::time::now_ms()));
             tracing::error!(error = %e, dir = %dir.display(), moved_to = %moved.display(), "buffer store will not open; moving it aside and starting empty");
             std::fs::rename(dir, &moved)?;
-            let b = open(dir)?;
+            let (b, db) = open(dir)?;
             let ev = common::Event {
                 severity: common::Severity::Critical,
                 kind: common::EventKind::StoreReset {
@@ -208,7 +218,7 @@ pub fn open_sled_buffer(
                 },
                 message: format!("buffer store would not open ({e}); moved aside, started empty"),
             };
-            Ok((b, Some(ev)))
+            Ok((b, Some(ev), db))
         }
     }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::DeviceId;
@@ -49,12 +50,83 @@ pub struct SimProfile {
     pub vision_model_versions: BTreeMap<usize, String>,
     /// Site of chosen devices (the others: [`SimConfig::site_of`]).
     pub sites: BTreeMap<usize, String>,
+    /// Keep each machine's buffer in sled under `DIR/{device}`, as a real agent does, so a
+    /// `kill -9` of the simulator loses nothing acknowledged-pending; None: in memory.
+    pub buffer_dir: Option<std::path::PathBuf>,
 }
 
 /// A running simulated machine and the switch of its fault.
 pub struct SimDevice {
     pub handle: DeviceHandle,
     pub fault: SimFault,
+    /// When set, commands this machine accepts end `failed` (a failing cohort in a rollout).
+    pub commands_fail: Arc<AtomicBool>,
+}
+
+/// How long a simulated command "runs".
+pub const SIM_COMMAND_MS: u64 = 50;
+
+/// Answers commands like an agent would (verification, at most once, accepted, running, a
+/// result) without running anything.
+async fn respond(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<common::command::SignedCommand>,
+    device: DeviceId,
+    key: Option<[u8; 32]>,
+    buffer: Arc<Buffer>,
+    wake: Arc<tokio::sync::Notify>,
+    fail: Arc<AtomicBool>,
+) {
+    use common::command::CommandStatus;
+    use common::topics::Kind;
+
+    use crate::commands::{self, ExecutedStore, MemExecuted, Verdict};
+    let store = MemExecuted::default();
+    let report = |r: common::command::CommandResult| {
+        if let Err(e) = buffer.append(Kind::CmdResult, common::time::now_ms(), &r) {
+            tracing::error!(error = %e, "simulated command result not stored");
+        }
+        wake.notify_one();
+    };
+    while let Some(signed) = rx.recv().await {
+        match commands::check(&signed, key.as_ref(), &device, &store, common::time::now_ms()) {
+            Verdict::Reject { id, reason } => report(commands::result(
+                &id,
+                CommandStatus::Rejected,
+                String::new(),
+                Some(reason),
+            )),
+            Verdict::Repeat(prev) => report(prev),
+            Verdict::Run(cmd) => {
+                let acc = commands::result(&cmd.id, CommandStatus::Accepted, String::new(), None);
+                let _ = store.put(&cmd.id, &acc);
+                report(acc);
+                report(commands::result(
+                    &cmd.id,
+                    CommandStatus::Running,
+                    String::new(),
+                    None,
+                ));
+                tokio::time::sleep(Duration::from_millis(SIM_COMMAND_MS)).await;
+                let done = if fail.load(Ordering::Relaxed) {
+                    commands::result(
+                        &cmd.id,
+                        CommandStatus::Failed,
+                        format!("simulated failure of {}", cmd.action),
+                        Some("the action failed".into()),
+                    )
+                } else {
+                    commands::result(
+                        &cmd.id,
+                        CommandStatus::Succeeded,
+                        format!("simulated {}", cmd.action),
+                        None,
+                    )
+                };
+                let _ = store.put(&cmd.id, &done);
+                report(done);
+            }
+        }
+    }
 }
 
 /// Issues missing certificates and starts every device on the current actix arbiter.
@@ -69,6 +141,10 @@ pub fn start(cfg: &SimConfig) -> anyhow::Result<Vec<DeviceHandle>> {
 pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<SimDevice>> {
     let dir = CertDir::new(&cfg.certs);
     let ca = Ca::load(&dir)?;
+    // the server's command-signing public key, if the certificate directory has it
+    let key = std::fs::read_to_string(dir.signing_pub())
+        .ok()
+        .and_then(|s| common::command::public_key_from_hex(&s).ok());
     let mut handles = Vec::with_capacity(cfg.devices);
     for i in 0..cfg.devices {
         let device = cfg.device_id(i)?;
@@ -87,16 +163,28 @@ pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<S
                 .cloned()
                 .unwrap_or_else(|| DEFAULT_MODEL_VERSION.into()),
         );
-        let buffer = Buffer::open(
-            device.clone(),
-            Box::new(MemStore::default()) as Box<dyn Store>,
-            Caps {
-                max_records: 36_000,
-                ..Caps::default()
-            },
-            FlushPolicy::Batched { ms: 500 },
-        )?;
-        let handle = runtime::start_device(DeviceParts {
+        let caps = Caps {
+            max_records: 36_000,
+            ..Caps::default()
+        };
+        let flush = FlushPolicy::Batched { ms: 500 };
+        let buffer = match &profile.buffer_dir {
+            None => Buffer::open(
+                device.clone(),
+                Box::new(MemStore::default()) as Box<dyn Store>,
+                caps,
+                flush,
+            )?,
+            Some(dir) => {
+                let (buffer, reset, _db) =
+                    runtime::open_sled_buffer(&device, &dir.join(device.as_str()), caps, flush)?;
+                if let Some(ev) = reset {
+                    buffer.append(common::topics::Kind::Event, common::time::now_ms(), &ev)?;
+                }
+                buffer
+            }
+        };
+        let mut handle = runtime::start_device(DeviceParts {
             device,
             host: cfg.host.clone(),
             port: cfg.port,
@@ -108,7 +196,22 @@ pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<S
             buffer: Arc::new(buffer),
             birth,
         })?;
-        handles.push(SimDevice { handle, fault });
+        let commands_fail = Arc::new(AtomicBool::new(false));
+        if let Some(rx) = handle.commands.take() {
+            actix::spawn(respond(
+                rx,
+                handle.device.clone(),
+                key,
+                handle.buffer.clone(),
+                handle.wake.clone(),
+                commands_fail.clone(),
+            ));
+        }
+        handles.push(SimDevice {
+            handle,
+            fault,
+            commands_fail,
+        });
     }
     Ok(handles)
 }

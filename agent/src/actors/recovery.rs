@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use common::ActionOutcome;
-use common::command::Action;
+use common::command::{Action, CommandResult, CommandStatus, SignedCommand};
 use common::topics::Kind;
 use tokio::sync::Notify;
 
@@ -16,6 +16,7 @@ use crate::actors::collector::Latest;
 use crate::actors::health::HealthUpdate;
 use crate::actors::supervisor::StopNow;
 use crate::buffer::Buffer;
+use crate::commands::{ExecutedStore, Verdict};
 use crate::recovery::{
     self, Decision, ExecOutcome, Executor, Interlock, PlannedAction, RecoveryPolicy, Source,
 };
@@ -26,8 +27,17 @@ const IDLE_PROGRESS: Duration = Duration::from_secs(10);
 /// Longest an action may run (the executor has its own per-command timeouts).
 pub const ACTION_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// What remote commands need (see [`crate::commands`]).
+#[derive(Clone)]
+pub struct CommandParts {
+    pub device: common::DeviceId,
+    pub key: Option<[u8; 32]>,
+    pub executed: Arc<dyn ExecutedStore>,
+}
+
 #[derive(Clone)]
 pub struct RecoveryParts {
+    pub commands: Option<CommandParts>,
     /// Survives restarts of the actor: the ladder position and the rate limits.
     pub policy: Arc<Mutex<RecoveryPolicy>>,
     pub interlock: Arc<Mutex<Interlock>>,
@@ -140,6 +150,114 @@ impl Handler<HealthUpdate> for RecoveryActor {
                     // one action at a time: the next report plans the next step
                     return;
                 }
+            }
+        }
+    }
+}
+
+/// A command from the server, as received on the command topic.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoteCommand(pub SignedCommand);
+
+impl RecoveryActor {
+    fn report(&self, r: CommandResult) {
+        match self.p.buffer.append(Kind::CmdResult, common::time::now_ms(), &r) {
+            Ok(_) => self.p.wake.notify_one(),
+            Err(e) => tracing::error!(error = %e, "command result not stored"),
+        }
+    }
+
+    /// Stores the final result (so a repeat is answered with it), then reports it.
+    fn finish(&self, store: Arc<dyn ExecutedStore>, r: CommandResult) {
+        let stored = r.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.put(&stored.command_id, &stored) {
+                tracing::error!(error = %e, "command result not recorded");
+            }
+        });
+        self.report(r);
+    }
+}
+
+impl Handler<RemoteCommand> for RecoveryActor {
+    type Result = ();
+
+    fn handle(&mut self, RemoteCommand(signed): RemoteCommand, ctx: &mut Context<Self>) {
+        let Some(cp) = self.p.commands.clone() else { return };
+        let now = common::time::now_ms();
+        self.live.progress(now);
+        match crate::commands::check(&signed, cp.key.as_ref(), &cp.device, &*cp.executed, now) {
+            Verdict::Reject { id, reason } => {
+                tracing::warn!(command = %id, reason = %reason, "command rejected");
+                let ev = common::Event {
+                    severity: common::Severity::Warning,
+                    kind: common::EventKind::Note,
+                    message: format!("command {id} rejected: {reason}"),
+                };
+                if let Err(e) = self.p.buffer.append(Kind::Event, now, &ev) {
+                    tracing::error!(error = %e, "event not stored");
+                }
+                self.report(crate::commands::result(
+                    &id,
+                    CommandStatus::Rejected,
+                    String::new(),
+                    Some(reason),
+                ));
+            }
+            Verdict::Repeat(prev) => {
+                tracing::info!(command = %prev.command_id, status = ?prev.status, "repeated command answered from the record");
+                self.report(prev);
+            }
+            Verdict::Run(cmd) => {
+                // The id is recorded durably before anything runs: at most once.
+                let accepted = crate::commands::result(&cmd.id, CommandStatus::Accepted, String::new(), None);
+                let store = cp.executed.clone();
+                let a2 = accepted.clone();
+                let job = tokio::task::spawn_blocking(move || store.put(&a2.command_id, &a2));
+                ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
+                    let why = match res {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(e),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    if let Some(why) = why {
+                        tracing::error!(error = %why, command = %cmd.id, "cannot record the command id; not running it");
+                        act.report(crate::commands::result(
+                            &cmd.id,
+                            CommandStatus::Rejected,
+                            String::new(),
+                            Some(format!("cannot record the command id: {why}")),
+                        ));
+                        return;
+                    }
+                    act.report(accepted);
+                    let now = common::time::now_ms();
+                    let il = act.p.interlock.lock().map(|i| i.clone()).unwrap_or_default();
+                    let decision = match act.p.policy.lock() {
+                        Ok(mut p) => p.decide(&cmd.action, &Source::Remote(cmd.id.clone()), &il, now),
+                        Err(_) => Decision::Refused("recovery policy unavailable".into()),
+                    };
+                    let origin = format!("command {} by {}", cmd.id, cmd.issued_by);
+                    match decision {
+                        Decision::Refused(reason) => {
+                            act.event(&cmd.action, ActionOutcome::Refused, reason.clone(), &origin);
+                            act.finish(
+                                cp.executed.clone(),
+                                crate::commands::result(&cmd.id, CommandStatus::Rejected, String::new(), Some(reason)),
+                            );
+                        }
+                        Decision::Allowed => {
+                            act.report(crate::commands::result(&cmd.id, CommandStatus::Running, String::new(), None));
+                            let (id, store) = (cmd.id.clone(), cp.executed.clone());
+                            act.execute(ctx, cmd.action.clone(), origin, move |act, out| {
+                                let status = if out.ok { CommandStatus::Succeeded } else { CommandStatus::Failed };
+                                let reason = (!out.ok).then(|| "the action failed".to_string());
+                                act.finish(store, crate::commands::result(&id, status, out.output.clone(), reason));
+                            });
+                        }
+                    }
+                }));
             }
         }
     }

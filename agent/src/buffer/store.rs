@@ -161,6 +161,11 @@ impl SledStore {
         })
     }
 
+    /// The database, for other trees (the executed-command record).
+    pub fn db(&self) -> sled::Db {
+        self.db.clone()
+    }
+
     fn err(&self, error: sled::Error) -> StoreError {
         StoreError::Sled {
             path: self.path.clone(),
