@@ -68,6 +68,10 @@ enum Cmd {
         /// Index of the first simulated device.
         #[arg(long, default_value_t = 0)]
         first: usize,
+        /// Keep each machine's buffer in sled under DIR/{device} (survives kill -9);
+        /// default: in memory.
+        #[arg(long)]
+        buffer_dir: Option<PathBuf>,
     },
 }
 
@@ -118,7 +122,8 @@ fn main() -> ExitCode {
             certs,
             interval,
             first,
-        } => simulate(devices, sites, prefix, broker, certs, interval, first),
+            buffer_dir,
+        } => simulate(devices, sites, prefix, broker, certs, interval, first, buffer_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -225,7 +230,7 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
         anyhow::Ok(out)
     })?;
     let code = sys.run_with_code().unwrap_or(1);
-    if let Err(e) = buffer.flush() {
+    if let Err(e) = buffer.close() {
         tracing::error!(error = %e, "final buffer flush failed");
     }
     let code = code.max(exit_code.load(std::sync::atomic::Ordering::SeqCst));
@@ -245,6 +250,7 @@ fn simulate(
     certs: PathBuf,
     interval: u64,
     first: usize,
+    buffer_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let (host, port) =
         split_host_port(&broker).ok_or_else(|| anyhow::anyhow!("--broker {broker:?} is not host:port"))?;
@@ -261,7 +267,14 @@ fn simulate(
     };
     let sys = actix::System::new();
     sys.block_on(async move {
-        let handles = rvm_agent::simulate::start(&cfg)?;
+        let profile = rvm_agent::simulate::SimProfile {
+            buffer_dir,
+            ..Default::default()
+        };
+        let handles: Vec<_> = rvm_agent::simulate::start_with(&cfg, &profile)?
+            .into_iter()
+            .map(|d| d.handle)
+            .collect();
         eprintln!(
             "simulating {} machines against {}:{}",
             handles.len(),
@@ -271,6 +284,11 @@ fn simulate(
         wait_for_signal().await;
         for h in &handles {
             h.stop().await;
+        }
+        for h in &handles {
+            if let Err(e) = h.buffer.close() {
+                tracing::error!(device = %h.device, error = %e, "final buffer flush failed");
+            }
         }
         anyhow::Ok(())
     })

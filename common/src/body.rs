@@ -192,7 +192,8 @@ impl Telemetry {
     /// Flat named metrics, the vocabulary of alert rules, history and the web view.
     /// Names: `cpu.usage_pct`, `load1`, `memory.used_pct`, `memory.total_bytes`,
     /// `swap.used_pct`, `disk.max_used_pct`, `gpu.load_pct`, `gpu.freq_mhz`, `gpu.temp_c`,
-    /// `power.total_mw`, `temp.max_c`, `net.rx_bytes_per_s`, `net.tx_bytes_per_s`,
+    /// `power.total_mw`, `power.rail.<rail>_mw` (each INA3221 rail, e.g. `power.rail.VDD_IN_mw`;
+    /// characters outside `[A-Za-z0-9_-]` become `_`), `temp.max_c`, `net.rx_bytes_per_s`, `net.tx_bytes_per_s`,
     /// `process.down` (watched processes not running), `app.<name>`.
     pub fn flat_metrics(&self) -> Vec<(String, f64)> {
         let mut m: Vec<(String, f64)> = Vec::with_capacity(16 + self.app.len());
@@ -238,6 +239,20 @@ impl Telemetry {
             }
             if let Some(v) = g.total_power_mw() {
                 m.push(("power.total_mw".into(), v));
+            }
+            for r in &g.rails {
+                let name: String = r
+                    .name
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                m.push((format!("power.rail.{name}_mw"), r.power_mw));
             }
         }
         for r in &self.app {
@@ -363,4 +378,36 @@ pub struct LastWill {
     pub boot_id: String,
     /// `connection lost` when sent by the broker, `shutdown` when the agent said goodbye.
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_power_rail_is_a_flat_metric_with_a_safe_name() {
+        let t = Telemetry {
+            gpu: Some(GpuStats {
+                rails: vec![
+                    PowerRail {
+                        name: "VDD_IN".into(),
+                        power_mw: 5000.0,
+                        ..Default::default()
+                    },
+                    PowerRail {
+                        name: "VDD CPU/GPU".into(),
+                        power_mw: 1200.0,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let m = t.flat_metrics();
+        let get = |n: &str| m.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+        assert_eq!(get("power.total_mw"), Some(5000.0));
+        assert_eq!(get("power.rail.VDD_IN_mw"), Some(5000.0));
+        assert_eq!(get("power.rail.VDD_CPU_GPU_mw"), Some(1200.0));
+    }
 }

@@ -128,6 +128,12 @@ impl Topic {
     }
 }
 
+/// A device topic with the device level replaced by `level`: an MQTT wildcard (`+`) or a
+/// broker ACL placeholder (Mosquitto's `%u`). `level` is not validated.
+pub fn device_template(level: &str, kind: Kind) -> String {
+    format!("{DEVICE_ROOT}/{level}/{}", kind.suffix())
+}
+
 /// Subscription filter for one kind across every device: `rvm/v1/+/{kind}`.
 pub fn all_devices_filter(kind: Kind) -> String {
     format!("{DEVICE_ROOT}/+/{}", kind.suffix())
@@ -247,6 +253,15 @@ mod tests {
             assert!(f.iter().any(|f| filter_matches(f, &t)), "{t}");
         }
         assert!(!f.iter().any(|f| filter_matches(f, "rvm/v1/x9/cmd")));
+    }
+
+    #[test]
+    fn device_templates_put_the_level_where_the_device_goes() {
+        assert_eq!(device_template("%u", Kind::CmdResult), "rvm/v1/%u/cmd/result");
+        assert_eq!(
+            device_template("+", Kind::Health),
+            all_devices_filter(Kind::Health)
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! API tokens and roles: viewer < operator < admin.
 //!
 //! Tokens are random (`rvmf_` + 32 hex characters) and stored only as SHA-256 hashes in
-//! `DATA_DIR/tokens.json`; the clear token is shown once, when made.
+//! `DATA_DIR/tokens.json`; the clear token is shown once, when made. A token may carry an
+//! expiry (`expires_ms`, optional in the file so older files still load); past it,
+//! [`TokenStore::verify`] refuses the token like an unknown one.
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -35,6 +37,9 @@ pub struct TokenEntry {
     pub role: Role,
     pub sha256: String,
     pub created_ms: i64,
+    /// Refused from this time on (ms since the epoch); None: never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -91,6 +96,16 @@ impl TokenStore {
 
     /// Makes a token; returns it in clear (the only time it is visible).
     pub fn create(&self, name: &str, role: Role) -> Result<String, TokenError> {
+        self.create_with_expiry(name, role, None)
+    }
+
+    /// As [`TokenStore::create`], refused from `expires_ms` on (None: never expires).
+    pub fn create_with_expiry(
+        &self,
+        name: &str,
+        role: Role,
+        expires_ms: Option<i64>,
+    ) -> Result<String, TokenError> {
         let token = format!("rvmf_{}", common::ids::random_hex(16));
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if entries.iter().any(|e| e.name == name) {
@@ -101,6 +116,7 @@ impl TokenStore {
             role,
             sha256: hash(&token),
             created_ms: common::time::now_ms(),
+            expires_ms,
         });
         self.save(&entries)?;
         Ok(token)
@@ -124,11 +140,22 @@ impl TokenStore {
         std::fs::rename(&tmp, &self.path).map_err(io)
     }
 
+    /// Who holds `token`; None for an unknown or expired token.
     pub fn verify(&self, token: &str) -> Option<Principal> {
+        self.verify_at(token, common::time::now_ms())
+    }
+
+    /// As [`TokenStore::verify`] at `now_ms`.
+    pub fn verify_at(&self, token: &str, now_ms: i64) -> Option<Principal> {
         let h = hash(token);
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         // Comparing hashes of random tokens leaks nothing useful through timing.
-        entries.iter().find(|e| e.sha256 == h).map(|e| Principal {
+        let e = entries.iter().find(|e| e.sha256 == h)?;
+        if e.expires_ms.is_some_and(|x| x <= now_ms) {
+            tracing::info!(name = %e.name, "expired token refused");
+            return None;
+        }
+        Some(Principal {
             name: e.name.clone(),
             role: e.role,
         })
@@ -161,6 +188,31 @@ mod tests {
             !std::fs::read_to_string(&p).unwrap().contains(&t),
             "clear token never stored"
         );
+    }
+
+    #[test]
+    fn an_expired_token_is_refused_and_old_files_without_expiry_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokens.json");
+        let s = TokenStore::open(&p).unwrap();
+        let t = s.create_with_expiry("temp", Role::Admin, Some(1_000)).unwrap();
+        assert_eq!(s.verify_at(&t, 999).unwrap().name, "temp");
+        assert!(s.verify_at(&t, 1_000).is_none());
+        assert!(s.verify(&t).is_none(), "expired long ago");
+        let forever = s.create("ops", Role::Viewer).unwrap();
+        assert!(s.verify_at(&forever, i64::MAX).is_some());
+        // a file written before tokens could expire
+        std::fs::write(
+            &p,
+            format!(
+                r#"[{{"name":"old","role":"viewer","sha256":"{}","created_ms":5}}]"#,
+                hash("rvmf_old")
+            ),
+        )
+        .unwrap();
+        let s = TokenStore::open(&p).unwrap();
+        assert_eq!(s.verify("rvmf_old").unwrap().name, "old");
+        assert_eq!(s.list()[0].expires_ms, None);
     }
 
     #[test]

@@ -12,6 +12,9 @@ use crate::notify::{NotifyConfig, NotifySection};
 /// The rules used when `[alerts] rules` is not set: the shipped `config/rules.toml`.
 pub const BUILTIN_RULES: &str = include_str!("../../config/rules.toml");
 
+/// Shortest `[http] metrics_token` accepted.
+pub const MIN_METRICS_TOKEN_LEN: usize = 16;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
@@ -29,6 +32,23 @@ pub struct ServerFile {
     pub alerts: AlertsSection,
     #[serde(default)]
     pub notify: NotifySection,
+    #[serde(default)]
+    pub republish: RepublishSection,
+}
+
+/// `[republish]`: decoded JSON of every record, alert transition and incident change on
+/// `fleet/v1/...` for third-party subscribers (`docs/topics.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepublishSection {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for RepublishSection {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -48,14 +68,33 @@ pub struct AlertsSection {
 pub struct HttpSection {
     #[serde(default = "default_http")]
     pub listen: String,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <metrics_token>`; else it is open.
+    #[serde(default)]
+    pub metrics_token: Option<String>,
+    /// PEM certificate chain: with `tls_key`, serve HTTPS (rustls) instead of HTTP.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
         Self {
             listen: default_http(),
+            metrics_token: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
+}
+
+/// HTTPS for the API and the web view: a certificate chain and its key, both PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -246,6 +285,12 @@ pub struct ServerConfig {
     pub alerting: Option<AlertingConfig>,
     /// How long metric history is kept.
     pub history: HistoryPolicy,
+    /// `[http] metrics_token`: the bearer token `/metrics` needs; None: `/metrics` is open.
+    pub metrics_token: Option<String>,
+    /// Serve HTTPS with this certificate; None: plain HTTP.
+    pub http_tls: Option<HttpTls>,
+    /// `[republish] enabled`: JSON on `fleet/v1/...` for third-party subscribers.
+    pub republish: bool,
 }
 
 impl ServerFile {
@@ -278,6 +323,28 @@ impl ServerFile {
                 self.http.listen
             ))
         });
+        let http_tls = match (&self.http.tls_cert, &self.http.tls_key) {
+            (Some(cert), Some(key)) => Some(HttpTls {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                p.push("http.tls_key: required with http.tls_cert".into());
+                None
+            }
+            (None, Some(_)) => {
+                p.push("http.tls_cert: required with http.tls_key".into());
+                None
+            }
+        };
+        if let Some(t) = &self.http.metrics_token
+            && (t.len() < MIN_METRICS_TOKEN_LEN || !t.chars().all(|c| c.is_ascii_graphic()))
+        {
+            p.push(format!(
+                "http.metrics_token: at least {MIN_METRICS_TOKEN_LEN} printable characters without spaces (leave it out for an open /metrics)"
+            ));
+        }
         let listen = self.mqtt.listen.parse::<SocketAddr>().map_err(|_| {
             p.push(format!(
                 "mqtt.listen: {:?} is not an address like 127.0.0.1:8883",
@@ -341,6 +408,9 @@ impl ServerFile {
                     raw_retention_ms: st.history_raw_hours as i64 * HOUR_MS,
                     rollup_retention_ms: st.history_rollup_days as i64 * DAY_MS,
                 },
+                metrics_token: self.http.metrics_token.clone(),
+                http_tls,
+                republish: self.republish.enabled,
             }),
             _ => Err(p),
         }
@@ -450,6 +520,43 @@ mod tests {
         }
         let e = toml::from_str::<ServerFile>("[notify]\nroute = []\n").unwrap_err();
         assert!(e.to_string().contains("route"), "{e}");
+    }
+
+    #[test]
+    fn tls_needs_both_certificate_and_key() {
+        let f: ServerFile = toml::from_str("[http]\ntls_cert = \"c.pem\"\n").unwrap();
+        let p = f.validate().unwrap_err().join("\n");
+        assert!(p.contains("http.tls_key"), "{p}");
+        let f: ServerFile = toml::from_str("[http]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n").unwrap();
+        assert_eq!(
+            f.validate().unwrap().http_tls,
+            Some(HttpTls {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_short_metrics_token_is_named_and_a_good_one_is_kept() {
+        let f: ServerFile = toml::from_str("[http]\nmetrics_token = \"short\"\n").unwrap();
+        let p = f.validate().unwrap_err().join("\n");
+        assert!(p.contains("http.metrics_token"), "{p}");
+        let f: ServerFile = toml::from_str("[http]\nmetrics_token = \"0123456789abcdef0123\"\n").unwrap();
+        assert_eq!(
+            f.validate().unwrap().metrics_token.as_deref(),
+            Some("0123456789abcdef0123")
+        );
+    }
+
+    #[test]
+    fn republish_is_on_unless_turned_off() {
+        let f: ServerFile = toml::from_str("").unwrap();
+        assert!(f.validate().unwrap().republish);
+        let f: ServerFile = toml::from_str("[republish]\nenabled = false\n").unwrap();
+        assert!(!f.validate().unwrap().republish);
+        let e = toml::from_str::<ServerFile>("[republish]\nenable = true\n").unwrap_err();
+        assert!(e.to_string().contains("enable"), "{e}");
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub fn start(opts: &DemoOptions) -> anyhow::Result<Demo> {
         offline_after_ms: 60_000,
         alerting: None,
         history: Default::default(),
+        metrics_token: None,
+        http_tls: None,
+        republish: true,
     })?;
     let admin_token = ensure_admin_token(&opts.data_dir, &server.tokens)?;
     let url = format!("http://{}/", server.http_addr);
@@ -143,7 +146,7 @@ fn start_local_agent(sim: &SimConfig, buffer_dir: &Path) -> anyhow::Result<Devic
     let dir = CertDir::new(&sim.certs);
     let device = local_device_id();
     let identity = Ca::load(&dir)?.ensure_device(&dir, &device)?;
-    let (buffer, _) = runtime::open_sled_buffer(
+    let (buffer, _, _) = runtime::open_sled_buffer(
         &device,
         buffer_dir,
         Caps::default(),

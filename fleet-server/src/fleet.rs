@@ -11,6 +11,15 @@ use crate::delivery::Delivery;
 /// Events kept per device for the API.
 pub const RECENT_EVENTS: usize = 50;
 
+/// The counter behind `items_per_hour` (the vision service's recognised items).
+pub const ITEMS_COUNTER: &str = "app.items_recognised";
+/// `items_per_hour` is the counter's rise over at most this long...
+pub const RATE_WINDOW_MS: i64 = 5 * 60_000;
+/// ...and at least this long (before that it is unknown).
+pub const RATE_MIN_SPAN_MS: i64 = 10_000;
+/// One sample of the counter is kept per this much time.
+pub const RATE_SAMPLE_MS: i64 = 15_000;
+
 #[derive(Debug, Clone, Copy)]
 pub struct PresencePolicy {
     /// No record for this long: stale.
@@ -51,6 +60,56 @@ pub struct DeviceEntry {
     pub events: VecDeque<(u64, i64, Event)>,
     /// From the ingest writer, which owns dedup.
     pub delivery: Delivery,
+    /// Samples of [`ITEMS_COUNTER`] for `items_per_hour`.
+    pub items: RateWindow,
+}
+
+/// A counter's rate per hour over a sliding window of sparse samples (pure). A counter that
+/// goes down (the service restarted) starts the window again.
+#[derive(Debug, Clone, Default)]
+pub struct RateWindow {
+    samples: VecDeque<(i64, f64)>,
+    latest: Option<(i64, f64)>,
+}
+
+impl RateWindow {
+    pub fn push(&mut self, ts_ms: i64, value: f64) {
+        if !value.is_finite() {
+            return;
+        }
+        if let Some((lt, lv)) = self.latest {
+            if ts_ms <= lt {
+                return;
+            }
+            if value < lv {
+                self.samples.clear();
+            }
+        }
+        self.latest = Some((ts_ms, value));
+        if self
+            .samples
+            .back()
+            .is_none_or(|&(t, _)| ts_ms - t >= RATE_SAMPLE_MS)
+        {
+            self.samples.push_back((ts_ms, value));
+        }
+        while self
+            .samples
+            .front()
+            .is_some_and(|&(t, _)| ts_ms - t > RATE_WINDOW_MS)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Rise per hour from the oldest kept sample to the latest; None over less than
+    /// [`RATE_MIN_SPAN_MS`].
+    pub fn per_hour(&self) -> Option<f64> {
+        let (t0, v0) = *self.samples.front()?;
+        let (t1, v1) = self.latest?;
+        let span = t1 - t0;
+        (span >= RATE_MIN_SPAN_MS).then(|| (v1 - v0) * 3_600_000.0 / span as f64)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +128,8 @@ pub struct DeviceSummary {
     /// Latest flat metrics (`memory.total_bytes`, `cpu.usage_pct`, ...).
     pub metrics: BTreeMap<String, f64>,
     pub health: Option<HealthStatus>,
+    /// Rise of `app.items_recognised` per hour over the last minutes (None: not known yet).
+    pub items_per_hour: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,8 +182,15 @@ impl FleetState {
 
     pub fn apply_telemetry(&mut self, env: Envelope<Telemetry>, now_ms: i64) {
         let e = self.seen(&env.device.clone(), now_ms);
-        if e.latest.as_ref().is_none_or(|l| env.ts_ms >= l.ts_ms) {
+        // newer by seq (a clock that jumped back) or by time (a buffer that started over)
+        if e.latest
+            .as_ref()
+            .is_none_or(|l| env.seq > l.seq || env.ts_ms >= l.ts_ms)
+        {
             e.metrics = env.body.flat_metrics();
+            if let Some((_, v)) = e.metrics.iter().find(|(n, _)| n == ITEMS_COUNTER) {
+                e.items.push(env.ts_ms, *v);
+            }
             e.latest = Some(env);
         }
     }
@@ -218,6 +286,7 @@ impl FleetState {
             simulated: b.is_some_and(|b| b.simulated),
             metrics: e.metrics.iter().cloned().collect(),
             health: e.health.as_ref().map(|h| h.status),
+            items_per_hour: e.items.per_hour(),
         }
     }
 
@@ -341,6 +410,26 @@ mod tests {
             1,
         );
         assert_eq!(f.presence(&f.devices[&d()], 2).0, Presence::Online);
+    }
+
+    #[test]
+    fn items_per_hour_is_the_counter_rise_over_the_window_and_restarts_with_the_counter() {
+        let mut w = RateWindow::default();
+        w.push(0, 100.0);
+        w.push(5_000, 105.0);
+        assert_eq!(w.per_hour(), None, "under the minimum span");
+        w.push(20_000, 120.0);
+        assert_eq!(w.per_hour(), Some(20.0 * 180.0));
+        // a counter reset starts again
+        w.push(30_000, 3.0);
+        assert_eq!(w.per_hour(), None);
+        // old samples leave the window
+        let mut w = RateWindow::default();
+        for i in 0..=40 {
+            w.push(i * 15_000, (i * 10) as f64);
+        }
+        assert_eq!(w.per_hour(), Some(10.0 * 240.0));
+        assert!(w.samples.len() <= (RATE_WINDOW_MS / RATE_SAMPLE_MS) as usize + 1);
     }
 
     #[test]

@@ -3,33 +3,48 @@
 //! # Layout
 //! - [`config`]: `fleet-server.toml`, defaults, validation naming every bad key
 //! - [`policy`]: who may connect, publish and subscribe on the broker (pure)
-//! - [`broker`]: the embedded rmqtt broker and its policy hooks
-//! - [`fleet`]: per-device state and presence (pure); [`delivery`]: dedup and gaps (pure)
+//! - [`broker`]: the embedded rmqtt broker and its policy hooks; [`mosquitto`]: the Mosquitto
+//!   configuration and ACL for production (`fleetctl broker-config`)
+//! - [`fleet`]: per-device state and presence (pure); [`delivery`]: dedup and gaps (pure);
+//!   [`clock`]: where records of devices with a wrong clock go in history (pure)
 //! - [`alerts`]: rules (`rules.toml`) and the alert engine: lifecycle, ack, silences (pure)
 //! - [`correlate`]: incidents across alerts and devices with a probable cause (pure)
 //! - [`writer`]: the ingest writer (journal, dedup, sled) that every record passes through;
 //!   [`journal`], [`store`]
 //! - [`history`]: 1-minute rollups, retention and metric queries (pure)
 //! - [`notify`]: notification routing, rate limits and channels (webhook, email, log)
+//! - [`commands`]: remote commands: lifecycle, resends, expiry, rollouts (pure)
 //! - [`auth`]: API tokens and roles
 //! - [`actors`]: fleet actor, ingest, alerts (engine + correlator + notifications), history job
-//! - [`http`]: REST v1 and the web view
+//! - [`http`]: REST v1 and the web view; [`live`]: what changed, broadcast to open pages
 //! - [`server`]: starting and stopping everything; [`demo`]: `fleet-server demo`
+//! - [`sub`]: `fleetctl sub`, one JSON line per broker message (records decoded)
+//! - [`export`]: history export rows (CSV, JSON) and their query (pure); [`report`]: the HTML
+//!   fleet report (availability, alerts, inline SVG charts; pure)
+//! - [`provision`]: provisioning bundles for `fleetctl certs bundle` and `config/install.sh`
 
 pub mod actors;
 pub mod alerts;
 pub mod auth;
 pub mod broker;
+pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod correlate;
 pub mod delivery;
 pub mod demo;
+pub mod export;
 pub mod fleet;
 pub mod history;
 pub mod http;
 pub mod journal;
+pub mod live;
+pub mod mosquitto;
 pub mod notify;
 pub mod policy;
+pub mod provision;
+pub mod report;
 pub mod server;
 pub mod store;
+pub mod sub;
 pub mod writer;

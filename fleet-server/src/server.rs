@@ -13,15 +13,20 @@ use actix_web::{App, HttpServer, web};
 use common::pki::CertDir;
 use tokio::sync::oneshot;
 
-use crate::actors::alerts::{AlertsActor, AlertsSetup, AlertsStats};
+use crate::actors::alerts::{AlertsActor, AlertsSetup, AlertsStats, AttachRepublisher};
+use crate::actors::commands::{CommandsActor, CommandsSetup};
+use crate::actors::fleet::AttachCommands;
 use crate::actors::fleet::{AttachAlerts, FleetActor};
 use crate::actors::history::{HistoryJob, HistoryStats};
 use crate::actors::ingest::{self, IngestConfig, IngestMode, IngestStats};
+use crate::actors::messages::AttachLive;
+use crate::actors::republish::{self, RepublishConfig, RepublishStats, Republisher};
 use crate::auth::TokenStore;
 use crate::broker::{BrokerConfig, BrokerStats, EmbeddedBroker};
-use crate::config::ServerConfig;
+use crate::config::{HttpTls, ServerConfig};
 use crate::fleet::PresencePolicy;
 use crate::http::{self, AppState};
+use crate::live::LiveHub;
 use crate::notify::{self, NotifyStats};
 use crate::store::StoreWatch;
 use crate::writer;
@@ -100,6 +105,22 @@ impl Drop for BrokerThread {
     }
 }
 
+/// The rustls configuration of `[http] tls_cert` / `tls_key` (the process's crypto provider).
+pub fn http_tls_config(tls: &HttpTls) -> anyhow::Result<rustls::ServerConfig> {
+    let certs = common::tls::load_certs(&tls.cert).map_err(|e| anyhow::anyhow!("http.tls_cert: {e}"))?;
+    let key = common::tls::load_key(&tls.key).map_err(|e| anyhow::anyhow!("http.tls_key: {e}"))?;
+    rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "http.tls_cert / http.tls_key ({} and {}): {e}",
+                tls.cert.display(),
+                tls.key.display()
+            )
+        })
+}
+
 /// A running fleet server.
 pub struct Server {
     pub http_addr: SocketAddr,
@@ -112,6 +133,9 @@ pub struct Server {
     thread: Option<JoinHandle<()>>,
     store: Option<StoreWatch>,
     writer_stop: Arc<AtomicBool>,
+    /// The republisher's counters (`[republish] enabled`); None when disabled.
+    pub republish: Option<Arc<RepublishStats>>,
+    republisher: Option<Republisher>,
 }
 
 impl Server {
@@ -138,12 +162,29 @@ impl Server {
         };
 
         // 1. the actix system: fleet actor, ingest writer, HTTP
+        let signer = common::pki::load_signer(&dir)
+            .map_err(|e| anyhow::anyhow!("{e} (the command-signing key is made by `fleetctl certs init`)"))?;
+        let commands_handle: crate::http::commands::CommandsHandle = Arc::default();
+        let t_commands = commands_handle.clone();
         let (tx, rx) = std_mpsc::channel();
         let t_tokens = tokens.clone();
+        // what changed, for open pages: fed by the fleet, alerts and commands actors
+        let live_hub = LiveHub::new();
+        let t_live = live_hub.clone();
         let t_ingest = ingest_stats.clone();
         let broker_stats: Arc<std::sync::OnceLock<Arc<BrokerStats>>> = Arc::default();
         let t_broker_stats = broker_stats.clone();
         let t_cfg = cfg.clone();
+        // the republisher's queue exists before its MQTT client: the writer and the alerts
+        // actor offer into it from their start
+        let (republish_handle, republish_queue) = match cfg.republish {
+            true => {
+                let (h, q) = republish::channel(republish::QUEUE);
+                (Some(h), Some(q))
+            }
+            false => (None, None),
+        };
+        let t_republish = republish_handle.clone();
         let thread = std::thread::Builder::new()
             .name("fleet-server".into())
             .spawn(move || {
@@ -154,7 +195,12 @@ impl Server {
                         offline_after_ms: t_cfg.offline_after_ms,
                     })
                     .start();
-                    let writer = writer::start(&t_cfg.data_dir, fleet.clone(), t_ingest.clone())?;
+                    let writer = writer::start_with(
+                        &t_cfg.data_dir,
+                        fleet.clone(),
+                        t_ingest.clone(),
+                        t_republish.clone(),
+                    )?;
                     let notify_stats = Arc::new(NotifyStats::default());
                     let alerts = AlertsActor::new(
                         AlertsSetup {
@@ -168,6 +214,12 @@ impl Server {
                     )?
                     .start();
                     fleet.do_send(AttachAlerts(alerts.clone().recipient()));
+                    if let Some(r) = t_republish {
+                        alerts.do_send(AttachRepublisher(r));
+                    }
+                    let live = t_live;
+                    fleet.do_send(AttachLive(live.clone()));
+                    alerts.do_send(AttachLive(live.clone()));
                     let history_stats = Arc::new(HistoryStats::default());
                     HistoryJob::new(writer.store.clone(), t_cfg.history, history_stats.clone()).start();
                     let state = web::Data::new(AppState {
@@ -183,24 +235,37 @@ impl Server {
                             history: history_stats,
                             notify: notify_stats,
                         },
+                        commands: t_commands,
+                        audit_log: t_cfg.data_dir.join("audit.log"),
+                        live,
+                    });
+                    let fleet_out = state.fleet.clone();
+                    let metrics_auth = web::Data::new(http::metrics::MetricsAuth {
+                        token: t_cfg.metrics_token.clone(),
                     });
                     let server = HttpServer::new(move || {
-                        App::new().app_data(state.clone()).configure(http::configure)
+                        App::new()
+                            .app_data(state.clone())
+                            .app_data(metrics_auth.clone())
+                            .configure(http::configure)
                     })
                     .workers(2)
-                    .disable_signals()
-                    .bind(t_cfg.http)?;
+                    .disable_signals();
+                    let server = match &t_cfg.http_tls {
+                        Some(tls) => server.bind_rustls_0_23(t_cfg.http, http_tls_config(tls)?)?,
+                        None => server.bind(t_cfg.http)?,
+                    };
                     let addr = server
                         .addrs()
                         .first()
                         .copied()
                         .ok_or_else(|| anyhow::anyhow!("no HTTP address"))?;
                     actix::spawn(server.run());
-                    anyhow::Ok((addr, writer))
+                    anyhow::Ok((addr, writer, fleet_out))
                 });
                 match res {
-                    Ok((addr, writer)) => {
-                        let _ = tx.send(Ok((addr, writer, actix::System::current())));
+                    Ok((addr, writer, fleet)) => {
+                        let _ = tx.send(Ok((addr, writer, fleet, actix::System::current())));
                         let _ = sys.run();
                     }
                     Err(e) => {
@@ -211,7 +276,7 @@ impl Server {
                     }
                 }
             })?;
-        let (http_addr, writer, system) = rx.recv()??;
+        let (http_addr, writer, fleet, system) = rx.recv()??;
         let store = writer.store.watch();
         let writer_stop = writer.stop.clone();
 
@@ -245,6 +310,19 @@ impl Server {
         };
 
         // 3. the ingest client, on the actix system
+        let icfg_host = mqtt_host.clone();
+        let republisher = match (republish_queue, &republish_handle) {
+            (Some(queue), Some(h)) => Some(Republisher::start(
+                RepublishConfig {
+                    host: mqtt_host.clone(),
+                    port: mqtt_addr.port(),
+                    identity: dir.server_identity(),
+                },
+                queue,
+                h.stats(),
+            )?),
+            _ => None,
+        };
         let icfg = IngestConfig {
             host: mqtt_host,
             port: mqtt_addr.port(),
@@ -255,6 +333,22 @@ impl Server {
         let i_writer = writer.clone();
         system.arbiter().spawn(async move {
             ingest::run(icfg, mode, i_writer, i_stats).await;
+        });
+        // 4. the commands actor: it publishes on the broker, so it starts now
+        let setup = CommandsSetup {
+            signer,
+            tree: writer.store.tree("commands")?,
+            rollouts_tree: writer.store.tree("rollouts")?,
+            audit_log: cfg.data_dir.join("audit.log"),
+            host: icfg_host,
+            port: mqtt_addr.port(),
+            identity: dir.server_identity(),
+        };
+        system.arbiter().spawn(async move {
+            let a = CommandsActor::new(setup).start();
+            let _ = commands_handle.set(a.clone());
+            a.do_send(AttachLive(live_hub));
+            fleet.do_send(AttachCommands(a.recipient()));
         });
         // Return only once the server's own session is subscribed: before that the embedded
         // broker turns devices away.
@@ -280,6 +374,8 @@ impl Server {
             thread: Some(thread),
             store: Some(store),
             writer_stop,
+            republish: republish_handle.map(|h| h.stats()),
+            republisher,
         })
     }
 
@@ -313,6 +409,9 @@ impl Server {
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if let Some(mut r) = self.republisher.take() {
+            r.stop();
         }
         if let Some(mut b) = self.broker.take() {
             b.stop();

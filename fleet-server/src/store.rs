@@ -364,6 +364,71 @@ impl FleetStore {
         self.alerts.apply_batch(b).map_err(|e| self.err(e))?;
         self.flush()
     }
+
+    /// Another tree of the same database (commands, rollouts).
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        self.db.open_tree(name).map_err(|e| self.err(e))
+    }
+}
+
+/// Streaming reads for exports and reports: lazy iterators over sled ranges, nothing collected.
+impl FleetStore {
+    /// History rows of one device with `from_ms <= ts < to_ms`, in time order, read as
+    /// iterated. Rows that do not decode are skipped.
+    pub fn history_iter(
+        &self,
+        device: &DeviceId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Iterator<Item = Result<HistoryRow, StoreError>> + Send + 'static {
+        let path = self.path.clone();
+        self.history
+            .range(history_key(device, from_ms, 0)..history_key(device, to_ms, 0))
+            .filter_map(move |item| match item {
+                Ok((_, v)) => common::codec::decode_bare::<HistoryRow>(&v).ok().map(Ok),
+                Err(error) => Some(Err(StoreError::Sled {
+                    path: path.clone(),
+                    error,
+                })),
+            })
+    }
+
+    /// Rollups of one device with `from_ms <= minute < to_ms`, in time order, read as iterated.
+    pub fn rollups_iter(
+        &self,
+        device: &DeviceId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Iterator<Item = Result<RollupRow, StoreError>> + Send + 'static {
+        let path = self.path.clone();
+        self.rollups
+            .range(time_key(device, from_ms)..time_key(device, to_ms))
+            .filter_map(move |item| match item {
+                Ok((_, v)) => common::codec::decode_bare::<RollupRow>(&v).ok().map(Ok),
+                Err(error) => Some(Err(StoreError::Sled {
+                    path: path.clone(),
+                    error,
+                })),
+            })
+    }
+
+    /// The first minute of one device that has a rollup or a raw row (its first data the store
+    /// still holds).
+    pub fn first_data_minute(&self, device: &DeviceId) -> Result<Option<i64>, StoreError> {
+        let lo = time_key(device, i64::MIN);
+        let hi = time_key(device, i64::MAX);
+        let mut first = None;
+        for tree in [&self.rollups, &self.history] {
+            if let Some(item) = tree.range(lo.clone()..hi.clone()).keys().next() {
+                let k = item.map_err(|e| self.err(e))?;
+                if let Some((_, ts)) = parse_time_key(&k) {
+                    let m = minute_of(ts);
+                    first = Some(first.map_or(m, |f: i64| f.min(m)));
+                }
+            }
+        }
+        Ok(first)
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! 2. decodes them (a malformed record is counted by reason and acknowledged: retrying it
 //!    would never help), drops duplicates by (device, seq) against the persisted
 //!    [`DeliveryState`], and writes delivery state, births and history rows (at each record's
-//!    own timestamp) to sled;
+//!    own timestamp, unless the device's clock is off: [`crate::clock`]) to sled;
 //! 3. replies, so the broker acknowledges, and hands the new records to the fleet actor.
 //!
 //! The journal is fsynced every [`JOURNAL_SYNC`] (the power-loss window); every
@@ -30,6 +30,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::actors::fleet::{DeliveryUpdate, FleetActor, Ingested};
 use crate::actors::ingest::{self, IngestStats};
+use crate::actors::republish::{Item, RepublishHandle};
+use crate::clock::{ClockGuard, DEVICE_CLOCK_OFFSET};
 use crate::journal::{Journal, JournalRecord};
 use crate::store::{DeliveryState, FleetStore, HistoryRow, WriteBatch};
 
@@ -70,6 +72,10 @@ struct Writer {
     fleet: Addr<FleetActor>,
     stats: Arc<IngestStats>,
     journal_dirty: bool,
+    /// Per device: where history rows go when its clock is off ([`crate::clock`]).
+    clocks: BTreeMap<DeviceId, ClockGuard>,
+    /// New records also go to the republisher (`fleet/v1/devices/...`), when enabled.
+    republish: Option<RepublishHandle>,
 }
 
 /// Opens the store, replays the journal and starts the writer thread.
@@ -77,6 +83,16 @@ pub fn start(
     data_dir: &Path,
     fleet: Addr<FleetActor>,
     stats: Arc<IngestStats>,
+) -> anyhow::Result<WriterHandle> {
+    start_with(data_dir, fleet, stats, None)
+}
+
+/// As [`start`]; every new record is also offered to `republish` (never waiting on it).
+pub fn start_with(
+    data_dir: &Path,
+    fleet: Addr<FleetActor>,
+    stats: Arc<IngestStats>,
+    republish: Option<RepublishHandle>,
 ) -> anyhow::Result<WriterHandle> {
     std::fs::create_dir_all(data_dir)?;
     let store = FleetStore::open(&data_dir.join("fleet.sled"))?;
@@ -101,6 +117,8 @@ pub fn start(
         fleet,
         stats,
         journal_dirty: false,
+        clocks: BTreeMap::new(),
+        republish,
     };
     if !replay.is_empty() {
         tracing::info!(records = replay.len(), "replaying the ingest journal");
@@ -160,6 +178,8 @@ impl Writer {
                         }
                     }
                     self.process(items, true);
+                    self.stats.writer_batches.fetch_add(1, Ordering::Relaxed);
+                    self.stats.writer_queue.store(rx.len() as u64, Ordering::Relaxed);
                 }
                 Ok(None) => {
                     self.flush();
@@ -217,6 +237,7 @@ impl Writer {
         let mut forward = Vec::new();
         let mut dirty = BTreeSet::new();
         let mut replies = Vec::with_capacity(items.len());
+        let now_ms = common::time::now_ms();
         {
             let mut map = self.delivery.write().unwrap_or_else(|p| p.into_inner());
             for item in items {
@@ -234,6 +255,14 @@ impl Writer {
                 };
                 let Some((seq, ts_ms)) = msg.seq_ts() else {
                     // presence: not sequenced
+                    if let Ingested::State(env) = &msg
+                        && let DeviceState::Online(_) = &env.body
+                    {
+                        self.clocks
+                            .entry(item.device.clone())
+                            .or_default()
+                            .on_birth(env.ts_ms, now_ms);
+                    }
                     if let Ingested::State(env) = &msg
                         && let DeviceState::Online(b) = &env.body
                         && let Err(e) = batch.birth(&item.device, b)
@@ -263,16 +292,26 @@ impl Writer {
                 {
                     st.reported_dropped += count;
                 }
+                let placed = self
+                    .clocks
+                    .entry(item.device.clone())
+                    .or_default()
+                    .place(seq, ts_ms, now_ms);
                 if let Ingested::Telemetry(env) = &msg {
+                    let mut metrics: Vec<(String, f32)> = env
+                        .body
+                        .flat_metrics()
+                        .into_iter()
+                        .map(|(k, v)| (k, v as f32))
+                        .collect();
+                    if let Some(off) = placed.moved_by_s {
+                        self.stats.clock_moved.fetch_add(1, Ordering::Relaxed);
+                        metrics.push((DEVICE_CLOCK_OFFSET.to_string(), off as f32));
+                    }
                     let row = HistoryRow {
-                        ts_ms,
+                        ts_ms: placed.ts_ms,
                         seq,
-                        metrics: env
-                            .body
-                            .flat_metrics()
-                            .into_iter()
-                            .map(|(k, v)| (k, v as f32))
-                            .collect(),
+                        metrics,
                     };
                     if let Err(e) = batch.history(&item.device, &row) {
                         tracing::error!(error = %e, "history row not stored");
@@ -298,6 +337,9 @@ impl Writer {
             let _ = r.send(result.clone());
         }
         for m in forward {
+            if let Some(r) = &self.republish {
+                r.offer(|| Item::from_ingested(&m));
+            }
             self.fleet.do_send(m);
         }
         let map = self.delivery.read().unwrap_or_else(|p| p.into_inner());

@@ -1,5 +1,6 @@
 //! Helpers for the end-to-end tests: a fleet server on ephemeral ports, agents, raw MQTT
-//! clients for probing the broker, and the HTTP API.
+//! clients for probing the broker, and the HTTP API; [`mosquitto`]: the fleet on a Mosquitto
+//! child process; [`schema`]: the JSON Schemas of `docs/schemas/` and their validator.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +14,10 @@ use fleet_server::server::Server;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, TlsConfiguration, Transport};
 use serde_json::Value;
 
+pub mod harness;
+pub mod mosquitto;
+pub mod schema;
+
 /// A fleet server with its embedded broker, certificates and an admin token, in a temp dir.
 pub struct TestFleet {
     pub dir: tempfile::TempDir,
@@ -21,6 +26,9 @@ pub struct TestFleet {
     pub admin: String,
     pub http: reqwest::Client,
     cfg: ServerConfig,
+    /// Where devices connect when that is not the server's own MQTT port (Mosquitto's device
+    /// listener, [`mosquitto`]); None: the embedded broker's port.
+    pub device_port: Option<u16>,
 }
 
 /// How [`TestFleet::start_with`] configures the server.
@@ -34,6 +42,8 @@ pub struct FleetOptions {
     pub offline_after_ms: i64,
     /// See `[alerts] hold_offline_s`; None: the site outage window.
     pub hold_offline_ms: Option<i64>,
+    /// `[http] metrics_token`; None: `/metrics` is open.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for FleetOptions {
@@ -44,6 +54,7 @@ impl Default for FleetOptions {
             stale_after_ms: 15_000,
             offline_after_ms: 60_000,
             hold_offline_ms: None,
+            metrics_token: None,
         }
     }
 }
@@ -100,6 +111,9 @@ impl TestFleet {
             offline_after_ms: opts.offline_after_ms,
             alerting,
             history: Default::default(),
+            metrics_token: opts.metrics_token.clone(),
+            http_tls: None,
+            republish: true,
         };
         let server = Server::start(cfg.clone())?;
         let admin = server.tokens.create("test-admin", Role::Admin)?;
@@ -114,6 +128,7 @@ impl TestFleet {
             admin,
             http: reqwest::Client::new(),
             cfg,
+            device_port: None,
         })
     }
 
@@ -158,7 +173,7 @@ impl TestFleet {
     }
 
     pub fn broker_port(&self) -> u16 {
-        self.server.mqtt_addr.port()
+        self.device_port.unwrap_or(self.server.mqtt_addr.port())
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
@@ -523,6 +538,8 @@ pub struct SimFleet {
     thread: Option<std::thread::JoinHandle<()>>,
     pub ids: Vec<String>,
     pub faults: Vec<rvm_agent::collect::sim::SimFault>,
+    /// Per machine: make the commands it accepts fail.
+    pub commands_fail: Vec<Arc<std::sync::atomic::AtomicBool>>,
     stop_tx: std::sync::mpsc::Sender<usize>,
 }
 
@@ -547,6 +564,7 @@ impl SimFleet {
             let res = sys.block_on(async move {
                 let devices = rvm_agent::simulate::start_with(&cfg, &profile)?;
                 let faults: Vec<_> = devices.iter().map(|d| d.fault.clone()).collect();
+                let fails: Vec<_> = devices.iter().map(|d| d.commands_fail.clone()).collect();
                 let handles: Vec<_> = devices.into_iter().map(|d| d.handle).collect();
                 actix::spawn(async move {
                     loop {
@@ -558,11 +576,11 @@ impl SimFleet {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 });
-                anyhow::Ok(faults)
+                anyhow::Ok((faults, fails))
             });
             match res {
-                Ok(faults) => {
-                    let _ = tx.send(Ok((actix::System::current(), faults)));
+                Ok((faults, fails)) => {
+                    let _ = tx.send(Ok((actix::System::current(), faults, fails)));
                     let _ = sys.run();
                 }
                 Err(e) => {
@@ -570,12 +588,13 @@ impl SimFleet {
                 }
             }
         });
-        let (sys, faults) = rx.recv()??;
+        let (sys, faults, commands_fail) = rx.recv()??;
         Ok(SimFleet {
             sys: Some(sys),
             thread: Some(thread),
             ids,
             faults,
+            commands_fail,
             stop_tx,
         })
     }

@@ -51,6 +51,8 @@ pub struct AgentSupervisor {
     /// Set when the agent gives up (the process should exit with it).
     pub exit_code: Arc<AtomicI32>,
     stopping: bool,
+    /// `READY=1` once every child runs, `WATCHDOG=1` from this tick (no-op outside systemd).
+    notify: crate::sdnotify::SdNotify,
 }
 
 impl AgentSupervisor {
@@ -72,6 +74,7 @@ impl AgentSupervisor {
             statuses: Arc::default(),
             exit_code: Arc::new(AtomicI32::new(0)),
             stopping: false,
+            notify: crate::sdnotify::SdNotify::from_env(),
         }
     }
 
@@ -124,6 +127,8 @@ impl AgentSupervisor {
         if let Ok(mut s) = self.statuses.lock() {
             *s = self.children.iter().map(|c| c.rec.status()).collect();
         }
+        let all_running = self.children.iter().all(|c| c.run.is_some());
+        self.notify.on_tick(now, all_running);
         if let Some((name, n)) = give_up {
             tracing::error!(
                 actor = name,
@@ -139,6 +144,7 @@ impl AgentSupervisor {
 
     fn stop_all(&mut self) {
         self.stopping = true;
+        self.notify.stopping();
         for c in &mut self.children {
             if let Some(run) = c.run.take() {
                 (run.stop)();

@@ -5,8 +5,18 @@
 //!
 //! 1. **A record leaves the store only after PUBACK** (or when a cap drops it on purpose, which
 //!    is counted and reported as an `RecordsDropped` event). There is no other delete.
-//! 2. **seq is allocated here**, once per record, strictly increasing per device, and persisted
-//!    (`last_seq`) in the same store as the record, so it survives restarts. On open the
+//! 2. **seq is allocated here**, once per record, strictly increasing per device, and never
+//!    reused, not even after a `kill -9`. A record can be published (and acknowledged) before
+//!    sled has flushed it, so the seq counter cannot simply be persisted with each record: a
+//!    crash would rewind it and the next records would reuse seqs the server already has (and
+//!    drops as duplicates: silent loss, seen in `tests/tests/chaos.rs`). Instead seqs are
+//!    *reserved* ahead in blocks of [`SEQ_RESERVE`]: the store's `last_seq` holds the end of the
+//!    reservation with [`RESERVED_FLAG`] set, written and flushed synchronously before any seq
+//!    past the previous reservation is handed out (one flush per `SEQ_RESERVE / 2` records). On
+//!    open after an unclean stop the counter resumes past the reservation and the seqs that may
+//!    have been lost (allocated but not yet flushed when the process died, or never used) are
+//!    reported as dropped with that reason, by an event stored (durably) on open.
+//!    [`Buffer::close`] writes the exact last seq, so a clean stop skips nothing. On open the
 //!    counter resumes from `max(last_seq, highest seq stored)`.
 //! 3. **Order**: records are kept by (class, seq). Health, events and command results
 //!    (class 0) are sent before telemetry (class 1); within a class, in seq order.
@@ -37,6 +47,16 @@ pub use store::{Key, MemStore, SledStore, Store, StoreError};
 
 /// Above this fraction of a cap, telemetry is thinned.
 pub const THIN_AT: f64 = 0.9;
+
+/// Seqs reserved ahead of use (invariant 2): at most this many (plus one) are reported as
+/// possibly lost after a crash, and one synchronous flush is paid every half of it (every
+/// 32 s at one record a second; sled's own background flush runs every 500 ms anyway).
+pub const SEQ_RESERVE: u64 = 64;
+/// Set in the stored `last_seq` while it is a reservation rather than the exact last seq.
+pub const RESERVED_FLAG: u64 = 1 << 63;
+/// Reason of the drop reported after an unclean stop.
+pub const UNCLEAN_STOP_REASON: &str =
+    "process killed before its buffer was flushed: records not yet acknowledged may be lost";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -154,6 +174,8 @@ struct Inner<S: Store> {
     stats: BufferStats,
     pending_drops: Option<PendingDrops>,
     telemetry_seen_near_cap: u64,
+    /// Seqs up to this are covered by a durable reservation (invariant 2).
+    reserved: u64,
 }
 
 /// The buffer: thread-safe, cheap operations (sled keeps writes in memory until a flush).
@@ -196,7 +218,11 @@ impl Store for Box<dyn Store> {
 impl<S: Store> Buffer<S> {
     pub fn open(device: DeviceId, store: S, caps: Caps, flush: FlushPolicy) -> Result<Self, BufferError> {
         let (records, bytes) = store.count_and_bytes()?;
-        let mut highest = store.last_seq()?.unwrap_or(0);
+        let stored_last = store.last_seq()?.unwrap_or(0);
+        // A reservation left behind: the last run did not stop cleanly (invariant 2).
+        let reservation = (stored_last & RESERVED_FLAG != 0).then_some(stored_last & !RESERVED_FLAG);
+        let mut highest = stored_last & !RESERVED_FLAG;
+        let mut highest_record = 0;
         for class in [Key::PRIORITY, Key::TELEMETRY] {
             // the last key of a class: scan is forward-only, so walk from the first
             if let Some((k, _)) = store.first(class)? {
@@ -206,6 +232,7 @@ impl<S: Store> Buffer<S> {
                     match batch.last() {
                         Some((k, _)) => {
                             highest = highest.max(k.seq);
+                            highest_record = highest_record.max(k.seq);
                             after = Some(k.seq);
                         }
                         None => break,
@@ -213,14 +240,27 @@ impl<S: Store> Buffer<S> {
                 }
             }
         }
-        let stats = BufferStats {
+        let mut stats = BufferStats {
             records,
             bytes,
             last_seq: highest,
             disk_bytes: store.disk_bytes(),
             ..Default::default()
         };
-        Ok(Buffer {
+        // Everything below the reservation's block was flushed when it was taken; what lies
+        // between that, the last stored record and the reservation's end may be lost.
+        let pending_drops = reservation.filter(|r| *r > highest_record).map(|r| {
+            let first = (highest_record + 1).max(r.saturating_sub(SEQ_RESERVE)).max(1);
+            stats.dropped += r - first + 1;
+            tracing::warn!(device = %device, first_seq = first, last_seq = r, reason = UNCLEAN_STOP_REASON, "buffer dropped records");
+            PendingDrops {
+                count: r - first + 1,
+                first_seq: first,
+                last_seq: r,
+                reason: UNCLEAN_STOP_REASON,
+            }
+        });
+        let buffer = Buffer {
             device,
             flush,
             inner: Mutex::new(Inner {
@@ -230,8 +270,25 @@ impl<S: Store> Buffer<S> {
                 stats,
                 pending_drops: None,
                 telemetry_seen_near_cap: 0,
+                reserved: highest,
             }),
-        })
+        };
+        // The report goes into the store at once, made durable by the reservation's flush:
+        // kept in memory until the next tick, another crash would lose it for good.
+        if let Some(d) = pending_drops {
+            let event = Event {
+                severity: Severity::Warning,
+                kind: EventKind::RecordsDropped {
+                    count: d.count,
+                    first_seq: d.first_seq,
+                    last_seq: d.last_seq,
+                    reason: d.reason.to_string(),
+                },
+                message: format!("up to {} records dropped: {}", d.count, d.reason),
+            };
+            buffer.append(Kind::Event, common::time::now_ms(), &event)?;
+        }
+        Ok(buffer)
     }
 
     pub fn device(&self) -> &DeviceId {
@@ -252,6 +309,7 @@ impl<S: Store> Buffer<S> {
     pub fn append<T: Serialize>(&self, kind: Kind, ts_ms: i64, body: &T) -> Result<Appended, BufferError> {
         let mut inner = self.lock();
         let seq = inner.next_seq;
+        inner.reserve_through(seq)?;
         let env = Envelope::new(self.device.clone(), seq, ts_ms, body);
         let payload = codec::encode(&env)?;
         let class = class_of(kind);
@@ -265,9 +323,7 @@ impl<S: Store> Buffer<S> {
                 .is_multiple_of(inner.caps.thin_keep_every)
             {
                 inner.next_seq += 1;
-                let last = inner.next_seq - 1;
-                inner.store.set_last_seq(last)?;
-                inner.stats.last_seq = last;
+                inner.stats.last_seq = seq;
                 inner.note_drop(seq, seq, "thinned near buffer cap");
                 return Ok(Appended::Thinned { seq });
             }
@@ -279,9 +335,7 @@ impl<S: Store> Buffer<S> {
                     inner.stats.refused += 1;
                     inner.note_drop(seq, seq, "buffer full, newest refused");
                     inner.next_seq += 1;
-                    let last = inner.next_seq - 1;
-                    inner.store.set_last_seq(last)?;
-                    inner.stats.last_seq = last;
+                    inner.stats.last_seq = seq;
                     return Err(BufferError::Full("refuse_newest"));
                 }
                 FullPolicy::DropOldest => {
@@ -302,7 +356,6 @@ impl<S: Store> Buffer<S> {
         value.push(kind_byte(kind));
         value.extend_from_slice(&payload);
         inner.store.insert(Key { class, seq }, &value)?;
-        inner.store.set_last_seq(seq)?;
         inner.next_seq += 1;
         inner.stats.records += 1;
         inner.stats.bytes += value.len() as u64;
@@ -356,6 +409,18 @@ impl<S: Store> Buffer<S> {
         Ok(())
     }
 
+    /// Blocking: a clean stop. Writes the exact last seq in place of the reservation and
+    /// flushes, so the next open skips no seq (invariant 2). Appending afterwards is allowed
+    /// (it takes a new reservation).
+    pub fn close(&self) -> Result<(), BufferError> {
+        let mut inner = self.lock();
+        let last = inner.next_seq - 1;
+        inner.store.set_last_seq(last)?;
+        inner.store.flush()?;
+        inner.reserved = last;
+        Ok(())
+    }
+
     pub fn stats(&self) -> BufferStats {
         let inner = self.lock();
         let mut s = inner.stats.clone();
@@ -381,6 +446,19 @@ impl<S: Store> Buffer<S> {
 }
 
 impl<S: Store> Inner<S> {
+    /// Makes sure `seq` is covered by a durable reservation, taking the next block (and
+    /// flushing: every record before `seq` becomes durable too) when half of it is used.
+    fn reserve_through(&mut self, seq: u64) -> Result<(), StoreError> {
+        if seq + SEQ_RESERVE / 2 <= self.reserved {
+            return Ok(());
+        }
+        let end = seq + SEQ_RESERVE;
+        self.store.set_last_seq(end | RESERVED_FLAG)?;
+        self.store.flush()?;
+        self.reserved = end;
+        Ok(())
+    }
+
     fn over_cap(&self, incoming: u64) -> bool {
         self.stats.records + 1 > self.caps.max_records || self.stats.bytes + incoming > self.caps.max_bytes
     }
@@ -486,7 +564,7 @@ mod tests {
             for r in b.next(Key::TELEMETRY, None, 10).unwrap() {
                 b.ack(r.key).unwrap();
             }
-            b.flush().unwrap();
+            b.close().unwrap();
         }
         let b = Buffer::open(
             dev,
@@ -498,6 +576,66 @@ mod tests {
         assert_eq!(
             b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap(),
             Appended::Stored { seq: 4 }
+        );
+    }
+
+    #[test]
+    fn after_an_unclean_stop_no_seq_is_reused_and_the_possibly_lost_ones_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let dev = DeviceId::new("t1").unwrap();
+        let open = || {
+            Buffer::open(
+                dev.clone(),
+                SledStore::open(&path, None).unwrap(),
+                Caps::default(),
+                FlushPolicy::Batched { ms: 500 },
+            )
+            .unwrap()
+        };
+        {
+            let b = open();
+            for _ in 0..300 {
+                b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap();
+            }
+            for r in b.next(Key::TELEMETRY, None, 1000).unwrap() {
+                b.ack(r.key).unwrap();
+            }
+            // dropped without close(): what a kill -9 leaves (at best)
+        }
+        let b = open();
+        // the report is the first record after the skipped seqs, already in the store
+        let first = b.next(Key::PRIORITY, None, 10).unwrap();
+        assert_eq!(first.len(), 1, "one drop report");
+        let report: common::Envelope<Event> = codec::decode(&first[0].payload).unwrap();
+        let Appended::Stored { seq } = b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap() else {
+            panic!("stored");
+        };
+        assert!(seq > 300, "seq {seq} reuses one handed out before the stop");
+        assert_eq!(report.seq, seq - 1);
+        let EventKind::RecordsDropped {
+            count,
+            first_seq,
+            last_seq,
+            reason,
+        } = report.body.kind
+        else {
+            panic!("{report:?}");
+        };
+        assert_eq!(last_seq, seq - 2);
+        assert_eq!(count, last_seq - first_seq + 1);
+        assert!(
+            first_seq <= 301 && count <= SEQ_RESERVE + 1,
+            "{first_seq}..={last_seq}"
+        );
+        assert_eq!(reason, UNCLEAN_STOP_REASON);
+        b.close().unwrap();
+        drop(b);
+        let b = open();
+        assert!(b.take_drop_event().is_none(), "a clean stop reports nothing");
+        assert_eq!(
+            b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap(),
+            Appended::Stored { seq: seq + 1 }
         );
     }
 

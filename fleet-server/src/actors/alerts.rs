@@ -31,10 +31,13 @@ use actix::prelude::*;
 use common::DeviceId;
 use serde::Serialize;
 
+use crate::actors::messages::AttachLive;
+use crate::actors::republish::{Item as RepublishItem, RepublishHandle};
 use crate::alerts::engine::{EngineState, Matcher, Silence};
 use crate::alerts::rules::{PRESENCE_OFFLINE, RuleSet};
 use crate::alerts::{Alert, AlertEngine, AlertError, AlertState, DeviceInfo, Transition, TransitionKind};
 use crate::correlate::{Correlator, CorrelatorState, FleetView, Incident, IncidentChange};
+use crate::live::{LiveEvent, LiveHub};
 use crate::notify::{Notification, NotifyHandle};
 use crate::store::FleetStore;
 
@@ -109,6 +112,11 @@ pub struct AlertsActor {
     held: BTreeMap<String, Held>,
     hold_ms: i64,
     stats: Arc<AlertsStats>,
+    /// With a live hub attached: transitions, acknowledgements, silences and incident changes.
+    live: Option<LiveHub>,
+    /// With a republisher attached ([`AttachRepublisher`]): transitions and incident changes
+    /// as JSON on `fleet/v1/alerts` and `fleet/v1/incidents`.
+    republish: Option<RepublishHandle>,
 }
 
 impl AlertsActor {
@@ -173,6 +181,8 @@ impl AlertsActor {
             held: BTreeMap::new(),
             hold_ms,
             stats,
+            live: None,
+            republish: None,
         })
     }
 
@@ -216,8 +226,28 @@ impl AlertsActor {
         self.release_held(now_ms);
     }
 
+    fn publish(&self, ev: impl FnOnce() -> LiveEvent) {
+        if let Some(hub) = self.live.as_ref().filter(|h| h.has_subscribers()) {
+            hub.publish(&ev());
+        }
+    }
+
     /// Notifies what people should hear about, then persists.
     fn handle_changes(&mut self, transitions: &[Transition], changes: &[IncidentChange], now_ms: i64) {
+        if let Some(r) = &self.republish {
+            for t in transitions {
+                r.offer(|| Some(RepublishItem::Alert(Box::new(t.clone()))));
+            }
+            for c in changes {
+                r.offer(|| Some(RepublishItem::Incident(Box::new(c.clone()))));
+            }
+        }
+        for t in transitions {
+            self.publish(|| LiveEvent::Alert(t.clone()));
+        }
+        for c in changes {
+            self.publish(|| LiveEvent::Incident(c.clone()));
+        }
         for t in transitions {
             self.stats.transitions.fetch_add(1, Ordering::Relaxed);
             tracing::info!(alert = %t.alert.id, kind = ?t.kind, silenced = t.silenced, value = t.alert.value, "alert transition");
@@ -482,6 +512,7 @@ impl Handler<AckAlert> for AlertsActor {
         tracing::info!(alert = %m.id, by = %m.who, "alert acknowledged");
         self.audit(&m.who, "ack", &m.id, &m.comment);
         self.persist_state();
+        self.publish(|| LiveEvent::Acknowledged { alert: a.clone() });
         Ok(a)
     }
 }
@@ -537,6 +568,7 @@ impl Handler<AddSilence> for AlertsActor {
         tracing::info!(silence = %s.id, by = %m.who, matchers = %target, expires_ms = s.expires_ms, "silence added");
         self.audit(&m.who, "silence", &format!("{} {target}", s.id), &m.comment);
         self.persist_state();
+        self.publish(|| LiveEvent::Silences);
         Ok(s)
     }
 }
@@ -557,6 +589,7 @@ impl Handler<RemoveSilence> for AlertsActor {
         self.audit(&m.who, "unsilence", &m.id, "");
         self.handle_changes(&t, &[], now);
         self.persist_state();
+        self.publish(|| LiveEvent::Silences);
         Ok(())
     }
 }
@@ -581,6 +614,25 @@ impl Handler<ListIncidents> for AlertsActor {
             open: self.corr.open(),
             recent,
         })
+    }
+}
+
+/// Starts republishing this actor's transitions and incident changes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachRepublisher(pub RepublishHandle);
+
+impl Handler<AttachRepublisher> for AlertsActor {
+    type Result = ();
+    fn handle(&mut self, m: AttachRepublisher, _: &mut Context<Self>) {
+        self.republish = Some(m.0);
+    }
+}
+
+impl Handler<AttachLive> for AlertsActor {
+    type Result = ();
+    fn handle(&mut self, m: AttachLive, _: &mut Context<Self>) {
+        self.live = Some(m.0);
     }
 }
 

@@ -5,6 +5,9 @@
 //! births at once, and every [`PRESENCE_TICK`] each device's presence and time-based inputs
 //! ([`crate::alerts::inputs`]). Backlog telemetry (recorded before the device's current
 //! connection) goes to history only: its values are not the machine's state now.
+//!
+//! With a live hub attached ([`AttachLive`]) it publishes, every tick, the summaries of the
+//! devices that changed ([`crate::live::SummaryDiff`]) for `GET /api/v1/stream`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,10 +17,12 @@ use common::command::CommandResult;
 use common::{Birth, DeviceId, DeviceState, Envelope, Event, HealthReport, Telemetry};
 
 use crate::actors::alerts::{Observation, Observe};
+use crate::actors::messages::AttachLive;
 use crate::alerts::inputs::{self, DeviceInputs};
 use crate::alerts::rules::PRESENCE_OFFLINE;
 use crate::delivery::Delivery;
 use crate::fleet::{DeviceDetail, DeviceSummary, FleetState, PresencePolicy};
+use crate::live::{LiveEvent, LiveHub, SummaryDiff};
 
 /// How often presence and the time-based inputs of every device are evaluated.
 pub const PRESENCE_TICK: Duration = Duration::from_secs(1);
@@ -26,7 +31,12 @@ pub struct FleetActor {
     state: FleetState,
     inputs: BTreeMap<DeviceId, DeviceInputs>,
     alerts: Option<Recipient<Observe>>,
+    commands: Option<Recipient<crate::actors::commands::CommandFeed>>,
+    /// Devices the commands actor was told are online.
+    told_online: std::collections::HashSet<DeviceId>,
     started_ms: i64,
+    /// With a live hub attached ([`AttachLive`]): changed summaries every tick.
+    live: Option<(LiveHub, SummaryDiff)>,
 }
 
 impl FleetActor {
@@ -35,7 +45,36 @@ impl FleetActor {
             state: FleetState::new(policy),
             inputs: BTreeMap::new(),
             alerts: None,
+            commands: None,
+            told_online: Default::default(),
             started_ms: common::time::now_ms(),
+            live: None,
+        }
+    }
+
+    /// Publishes the summaries that changed since the last tick (one batch: at most one
+    /// update per device per tick).
+    fn publish_live(&mut self, now_ms: i64) {
+        let Some((hub, diff)) = &mut self.live else {
+            return;
+        };
+        let devices = diff.changed(&self.state, now_ms, hub.has_subscribers());
+        if !devices.is_empty() {
+            hub.publish(&LiveEvent::Devices { devices });
+        }
+    }
+
+    /// Tells the commands actor about a presence change (any record means online: births are
+    /// not retained, so after a server restart the first record stands in for one).
+    fn note_presence(&mut self, id: &DeviceId, online: bool) {
+        let Some(c) = &self.commands else { return };
+        let changed = if online {
+            self.told_online.insert(id.clone())
+        } else {
+            self.told_online.remove(id)
+        };
+        if changed {
+            c.do_send(crate::actors::commands::CommandFeed::Presence(id.clone(), online));
         }
     }
 
@@ -70,6 +109,16 @@ impl FleetActor {
 
     /// Presence and the time-based inputs of every device.
     fn evaluate(&mut self, now_ms: i64) {
+        // devices that went silent are offline for the commands actor too
+        let silent: Vec<DeviceId> = self
+            .told_online
+            .iter()
+            .filter(|id| self.is_offline(id, now_ms))
+            .cloned()
+            .collect();
+        for id in silent {
+            self.note_presence(&id, false);
+        }
         let Some(alerts) = &self.alerts else {
             return;
         };
@@ -92,17 +141,19 @@ impl FleetActor {
     fn apply(&mut self, msg: Ingested, now: i64) {
         match msg {
             Ingested::Telemetry(e) => {
-                let (id, ts) = (e.device.clone(), e.ts_ms);
+                let (id, ts, seq) = (e.device.clone(), e.ts_ms, e.seq);
+                self.note_presence(&id, true);
+                // newer by seq (a clock that jumped back) or by time (a buffer that started over)
                 let newest = self
                     .state
                     .devices
                     .get(&id)
                     .and_then(|d| d.latest.as_ref())
-                    .is_none_or(|l| ts >= l.ts_ms);
+                    .is_none_or(|l| seq > l.seq || ts >= l.ts_ms);
                 self.state.apply_telemetry(*e, now);
                 let input = self.inputs.entry(id.clone()).or_default();
-                if newest && input.is_live(ts) {
-                    let skew = input.on_record(ts, now);
+                if newest && input.is_live_seq(seq, ts) {
+                    let skew = Some(input.on_live_record(ts, now));
                     let mut m = self
                         .state
                         .devices
@@ -130,12 +181,27 @@ impl FleetActor {
                         .on_birth(&b.boot_id, e.ts_ms),
                     DeviceState::Offline(_) => Vec::new(),
                 };
+                let online = matches!(e.body, DeviceState::Online(_));
+                if online {
+                    // a new birth: a reconnect; pending commands go out again
+                    self.told_online.remove(&id);
+                }
+                self.note_presence(&id, online);
                 self.state.apply_state(e, now);
                 let offline = self.is_offline(&id, now);
                 m.push((PRESENCE_OFFLINE.into(), if offline { 1.0 } else { 0.0 }));
                 self.observe(&id, m, now);
             }
-            Ingested::CmdResult(e) => self.state.touch(&e.device, now),
+            Ingested::CmdResult(e) => {
+                self.state.touch(&e.device, now);
+                self.note_presence(&e.device.clone(), true);
+                if let Some(c) = &self.commands {
+                    c.do_send(crate::actors::commands::CommandFeed::Result(
+                        e.device.clone(),
+                        e.body,
+                    ));
+                }
+            }
             Ingested::Restored(id, b) => {
                 self.inputs.entry(id.clone()).or_default().restore(&b.boot_id);
                 self.state.restore(id, *b);
@@ -150,7 +216,11 @@ impl Actor for FleetActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // The fleet's mailbox must absorb ingest bursts.
         ctx.set_mailbox_capacity(1_000_000);
-        ctx.run_interval(PRESENCE_TICK, |act, _| act.evaluate(common::time::now_ms()));
+        ctx.run_interval(PRESENCE_TICK, |act, _| {
+            let now = common::time::now_ms();
+            act.evaluate(now);
+            act.publish_live(now);
+        });
     }
 }
 
@@ -158,6 +228,30 @@ impl Actor for FleetActor {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AttachAlerts(pub Recipient<Observe>);
+
+/// Presence changes and command results go to the commands actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachCommands(pub Recipient<crate::actors::commands::CommandFeed>);
+
+impl Handler<AttachCommands> for FleetActor {
+    type Result = ();
+    fn handle(&mut self, m: AttachCommands, _: &mut Context<Self>) {
+        self.commands = Some(m.0);
+        // devices already known to be online get their pending commands now
+        let now = common::time::now_ms();
+        let online: Vec<DeviceId> = self
+            .state
+            .devices
+            .iter()
+            .filter(|(_, e)| self.state.presence(e, now).0 != crate::fleet::Presence::Offline)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in online {
+            self.note_presence(&id, true);
+        }
+    }
+}
 
 impl Handler<AttachAlerts> for FleetActor {
     type Result = ();
@@ -200,6 +294,13 @@ impl Handler<Ingested> for FleetActor {
     }
 }
 
+impl Handler<AttachLive> for FleetActor {
+    type Result = ();
+    fn handle(&mut self, m: AttachLive, _: &mut Context<Self>) {
+        self.live = Some((m.0, SummaryDiff::default()));
+    }
+}
+
 /// The writer's delivery accounting for one device, after a batch.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -231,5 +332,37 @@ impl Handler<GetDevice> for FleetActor {
     type Result = MessageResult<GetDevice>;
     fn handle(&mut self, m: GetDevice, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.state.detail(&m.0, common::time::now_ms()))
+    }
+}
+
+/// What `/metrics` shows of one device: its summary, delivery accounting and the agent's
+/// actor statuses from its latest health report.
+#[derive(Debug, Clone)]
+pub struct DeviceScrape {
+    pub summary: DeviceSummary,
+    pub delivery: Delivery,
+    pub actors: Vec<common::ActorStatus>,
+}
+
+/// Every device for a Prometheus scrape ([`crate::http::metrics`]).
+#[derive(Message)]
+#[rtype(result = "Vec<DeviceScrape>")]
+pub struct ScrapeDevices;
+
+impl Handler<ScrapeDevices> for FleetActor {
+    type Result = MessageResult<ScrapeDevices>;
+    fn handle(&mut self, _: ScrapeDevices, _: &mut Context<Self>) -> Self::Result {
+        let now = common::time::now_ms();
+        MessageResult(
+            self.state
+                .devices
+                .iter()
+                .map(|(id, e)| DeviceScrape {
+                    summary: self.state.summary(id, e, now),
+                    delivery: e.delivery.clone(),
+                    actors: e.health.as_ref().map(|h| h.actors.clone()).unwrap_or_default(),
+                })
+                .collect(),
+        )
     }
 }

@@ -31,6 +31,13 @@ pub struct IngestStats {
     pub accepted: AtomicU64,
     pub duplicates: AtomicU64,
     pub rejected: Mutex<BTreeMap<String, u64>>,
+    /// Batches the ingest writer has processed (`/metrics`).
+    pub writer_batches: AtomicU64,
+    /// Records waiting in the writer's queue after its last batch (`/metrics`).
+    pub writer_queue: AtomicU64,
+    /// Telemetry whose history row was not stored at its own timestamp: the device's clock
+    /// was off ([`crate::clock`]).
+    pub clock_moved: AtomicU64,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,6 +48,7 @@ pub struct IngestSnapshot {
     pub duplicates: u64,
     pub rejected_total: u64,
     pub rejected: BTreeMap<String, u64>,
+    pub clock_moved: u64,
 }
 
 impl IngestStats {
@@ -60,6 +68,7 @@ impl IngestStats {
             duplicates: self.duplicates.load(Ordering::Relaxed),
             rejected_total: rejected.values().sum(),
             rejected,
+            clock_moved: self.clock_moved.load(Ordering::Relaxed),
         }
     }
 }

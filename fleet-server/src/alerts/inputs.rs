@@ -18,7 +18,9 @@
 //!   before the birth of the device's current connection (device clock) is backlog, and its
 //!   age is delivery delay, not skew. Queueing makes live records look older too, so the value
 //!   fed is the largest `record ts - receive time` of the last [`SKEW_WINDOW_MS`]: a single
-//!   prompt record shows the true offset.
+//!   prompt record shows the true offset. A record whose seq is above one already seen live is
+//!   live too, whatever its timestamp, so a clock that jumps back mid connection is flagged
+//!   ([`DeviceInputs::is_live_seq`], the same rule as [`crate::clock`]).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -80,6 +82,8 @@ pub struct DeviceInputs {
     recovery_failed: Option<bool>,
     /// (receive time, device ts - receive time in s) of live records.
     skew: VecDeque<(i64, f64)>,
+    /// Lowest seq seen live on the current connection.
+    live_floor_seq: Option<u64>,
 }
 
 impl DeviceInputs {
@@ -93,10 +97,13 @@ impl DeviceInputs {
     /// A birth (`birth_ts_ms` is its envelope time, device clock).
     pub fn on_birth(&mut self, boot_id: &str, birth_ts_ms: i64) -> Vec<(String, f64)> {
         let restarted = self.boot_id.as_deref().is_some_and(|b| b != boot_id);
+        // the same birth again (retained, replayed) is not a new link; a later one is, and so
+        // is an earlier one (the device's clock went back)
         let new_link = self.boot_id.as_deref() != Some(boot_id)
-            || self.link_since_ms.is_none_or(|since| birth_ts_ms > since);
+            || self.link_since_ms.is_none_or(|since| birth_ts_ms != since);
         if new_link {
             self.link_since_ms = Some(birth_ts_ms);
+            self.live_floor_seq = None;
         }
         self.boot_id = Some(boot_id.to_string());
         if restarted {
@@ -112,6 +119,16 @@ impl DeviceInputs {
     /// Unknown (no birth seen since the server started): not live.
     pub fn is_live(&self, ts_ms: i64) -> bool {
         self.link_since_ms.is_some_and(|since| ts_ms >= since)
+    }
+
+    /// As [`DeviceInputs::is_live`], and live as well when `seq` is above the lowest seq
+    /// already seen live on this connection (the device's clock jumped back). Remembers it.
+    pub fn is_live_seq(&mut self, seq: u64, ts_ms: i64) -> bool {
+        let live = self.is_live(ts_ms) || self.live_floor_seq.is_some_and(|f| seq > f);
+        if live {
+            self.live_floor_seq = Some(self.live_floor_seq.map_or(seq, |f| f.min(seq)));
+        }
+        live
     }
 
     /// An event from the device.
@@ -140,6 +157,12 @@ impl DeviceInputs {
         if !self.is_live(ts_ms) {
             return None;
         }
+        Some(self.on_live_record(ts_ms, now_ms))
+    }
+
+    /// As [`DeviceInputs::on_record`] for a record already known to be live
+    /// ([`DeviceInputs::is_live_seq`]).
+    pub fn on_live_record(&mut self, ts_ms: i64, now_ms: i64) -> (String, f64) {
         self.skew.push_back((now_ms, (ts_ms - now_ms) as f64 / 1000.0));
         while self.skew.len() > SKEW_SAMPLES_CAP
             || self
@@ -150,7 +173,7 @@ impl DeviceInputs {
             self.skew.pop_front();
         }
         let max = self.skew.iter().map(|(_, s)| *s).fold(f64::MIN, f64::max);
-        Some((CLOCK_SKEW.into(), max))
+        (CLOCK_SKEW.into(), max)
     }
 
     /// The periodic evaluation: presence and the inputs that go back to 0 with time.
@@ -269,6 +292,21 @@ mod tests {
         // old samples leave the window
         let later = 100_000 + SKEW_WINDOW_MS + 1;
         assert_eq!(b.on_record(later - 2_000, later), Some((CLOCK_SKEW.into(), -2.0)));
+    }
+
+    #[test]
+    fn a_clock_jumping_back_mid_connection_is_still_live_by_seq_and_flagged() {
+        let mut d = DeviceInputs::default();
+        d.on_birth("a", 100_000);
+        assert!(d.is_live_seq(10, 101_000));
+        // the clock jumps back a day; later seqs are live, earlier ones (backlog) are not
+        let back = 102_000 - 86_400_000;
+        assert!(d.is_live_seq(11, back));
+        assert!(!d.is_live_seq(9, back));
+        assert_eq!(d.on_live_record(back, 102_000), (CLOCK_SKEW.into(), -86_400.0));
+        // a new connection starts over
+        d.on_birth("a", back + 10_000);
+        assert!(!d.is_live_seq(12, back));
     }
 
     #[test]

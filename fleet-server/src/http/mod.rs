@@ -3,9 +3,18 @@
 //! Every route but `GET /api/v1/health` and the static page needs
 //! `Authorization: Bearer <token>`; [`ApiError`] is the one mapping from errors to statuses.
 //! Alerting routes are in [`alerts`], metric history in [`history`].
+//! The live stream (`GET /api/v1/stream`) is in [`live`], the web view's files in [`ui`].
+//! `GET /metrics` ([`metrics`]) is open unless `[http] metrics_token` is set; history export
+//! is in [`export`], the HTML fleet report in [`report`].
 
 pub mod alerts;
+pub mod commands;
+pub mod export;
 pub mod history;
+pub mod live;
+pub mod metrics;
+pub mod report;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -31,6 +40,11 @@ pub struct AppState {
     pub broker: Arc<std::sync::OnceLock<Arc<BrokerStats>>>,
     pub started_ms: i64,
     pub alerting: alerts::AlertsApi,
+    /// What changed, for `GET /api/v1/stream` ([`live`]).
+    pub live: crate::live::LiveHub,
+    pub commands: commands::CommandsHandle,
+    /// `DATA_DIR/audit.log` (JSON lines).
+    pub audit_log: std::path::PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,10 +129,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::JsonConfig::default().limit(MAX_BODY))
         .app_data(web::PayloadConfig::new(MAX_BODY))
         .route("/", web::get().to(index))
+        .configure(ui::configure)
+        .configure(metrics::configure)
         .service(
             web::scope("/api/v1")
                 .configure(alerts::configure)
+                .configure(commands::configure)
                 .configure(history::configure)
+                .configure(export::configure)
+                .configure(report::configure)
+                .configure(live::configure)
                 .route("/health", web::get().to(health))
                 .route("/devices", web::get().to(devices))
                 .route("/devices/{id}", web::get().to(device)),
@@ -137,6 +157,8 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 async fn index() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
+        .insert_header(("Content-Security-Policy", ui::CSP))
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-cache"))
         .body(include_str!("../../ui/index.html"))
 }
 
@@ -150,6 +172,7 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "storage": state.alerting.history.snapshot(&state.alerting.history_policy),
         "alerts": state.alerting.alerts.send(crate::actors::alerts::GetSnapshot).await.ok(),
         "notify": state.alerting.notify.snapshot(),
+        "live": state.live.snapshot(),
     }))
 }
 

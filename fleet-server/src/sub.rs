@@ -1,0 +1,212 @@
+//! `fleetctl sub`: subscribe to the broker and print one JSON line per message.
+//!
+//! `fleet/v1/...` payloads are JSON already and are printed as they are; `rvm/v1/...` records
+//! are bincode envelopes, decoded with the wire codec into the same JSON the republisher
+//! sends ([`crate::actors::republish::record_json`]); commands (`rvm/v1/{id}/cmd`) show the
+//! signed command's content and signature. Reading `rvm/v1/...` needs the server's identity or
+//! the device's own; a reader may read `fleet/v1/#` only.
+//!
+//! A line: `{"topic": "...", "retain": false, "payload": {...}}`; a payload that does not
+//! decode gives `"error"` instead of `"payload"`, and the stream goes on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::command::{Command, SignedCommand};
+use common::pki::CertDir;
+use common::tls::ClientIdentity;
+use common::topics::{Kind, Topic};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
+use serde_json::{Value, json};
+
+/// Keep-alive of the subscriber's connection.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+/// Who subscribes: a name in a certificate directory, or explicit files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    /// `fleet-server` (or `server`), `reader-NAME`, or a device id, from `certs`.
+    Named { certs: PathBuf, name: String },
+    /// Explicit PEM files; `cn` is what the client id starts with.
+    Files { identity: ClientIdentity, cn: String },
+}
+
+impl Who {
+    /// The TLS identity and the certificate's CN.
+    pub fn resolve(&self) -> Result<(ClientIdentity, String), String> {
+        match self {
+            Who::Named { certs, name } => {
+                let dir = CertDir::new(certs);
+                let (identity, cn) = if name == "server" || name == common::ids::SERVER_IDENTITY {
+                    (dir.server_identity(), common::ids::SERVER_IDENTITY.to_string())
+                } else if let Some(reader) = name.strip_prefix(common::ids::READER_PREFIX) {
+                    (dir.reader_identity(reader), name.clone())
+                } else {
+                    let id = common::DeviceId::new(name.as_str()).map_err(|e| {
+                        format!("--name {name:?}: not `fleet-server`, `reader-NAME` or a device id ({e})")
+                    })?;
+                    (dir.device_identity(&id), name.clone())
+                };
+                for f in [&identity.ca, &identity.cert, &identity.key] {
+                    if !f.exists() {
+                        return Err(format!("--name {name}: {} does not exist", f.display()));
+                    }
+                }
+                Ok((identity, cn))
+            }
+            Who::Files { identity, cn } => Ok((identity.clone(), cn.clone())),
+        }
+    }
+}
+
+/// What to subscribe to and where.
+#[derive(Debug, Clone)]
+pub struct SubOptions {
+    pub filter: String,
+    pub who: Who,
+    /// `host:port` of the broker.
+    pub broker: String,
+    /// Stop after this many messages.
+    pub count: Option<u64>,
+    /// Print the payload alone rather than `{topic, retain, payload}`.
+    pub payload_only: bool,
+}
+
+/// The JSON of one message's payload: decoded for `rvm/v1/...`, as is for `fleet/v1/...`.
+pub fn payload_json(topic: &str, payload: &[u8]) -> Result<Value, String> {
+    match Topic::parse(topic) {
+        Ok(Topic::Device { kind: Kind::Cmd, .. }) => {
+            let signed: SignedCommand = common::codec::decode_bare(payload).map_err(|e| e.to_string())?;
+            let command: Command = common::codec::decode_bare(&signed.payload).map_err(|e| e.to_string())?;
+            let signature: String = signed.signature.iter().map(|b| format!("{b:02x}")).collect();
+            Ok(json!({ "command": command, "signature": signature }))
+        }
+        Ok(Topic::Device { .. }) => {
+            let bytes = crate::actors::republish::record_json(topic, payload)?;
+            serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+        }
+        _ => serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}")),
+    }
+}
+
+/// One output line (without the newline).
+pub fn render_line(topic: &str, payload: &[u8], retain: bool, payload_only: bool) -> String {
+    match (payload_json(topic, payload), payload_only) {
+        (Ok(p), true) => p.to_string(),
+        (Ok(p), false) => json!({ "topic": topic, "retain": retain, "payload": p }).to_string(),
+        (Err(e), _) => json!({ "topic": topic, "retain": retain, "error": e }).to_string(),
+    }
+}
+
+/// Connects, subscribes and hands every line to `out` until `count` messages arrived (or
+/// forever). Any connection error or a refused subscription ends it with an error.
+pub async fn run(opts: &SubOptions, mut out: impl FnMut(&str)) -> Result<u64, String> {
+    let (identity, cn) = opts.who.resolve()?;
+    let tls = common::tls::client_config(&identity).map_err(|e| e.to_string())?;
+    let (host, port) = rvm_agent::config::split_host_port(&opts.broker)
+        .ok_or_else(|| format!("--broker {:?} is not host:port", opts.broker))?;
+    // `CN:suffix` is a client id the embedded broker accepts for this certificate; Mosquitto's
+    // device listener replaces it with the CN anyway.
+    let client_id = format!("{cn}:sub-{}", common::ids::random_hex(4));
+    let mut o = MqttOptions::new(client_id, host, port);
+    o.set_keep_alive(KEEP_ALIVE);
+    o.set_clean_session(true);
+    let max = common::codec::MAX_PAYLOAD * 4;
+    o.set_max_packet_size(max, max);
+    o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    let (client, mut el) = AsyncClient::new(o, 64);
+    client
+        .subscribe(opts.filter.clone(), QoS::AtLeastOnce)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut n = 0;
+    loop {
+        match el.poll().await {
+            Ok(Event::Incoming(Incoming::SubAck(a))) => {
+                if a.return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                {
+                    return Err(format!(
+                        "the broker refused {cn} the subscription to {}",
+                        opts.filter
+                    ));
+                }
+            }
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                out(&render_line(&p.topic, &p.payload, p.retain, opts.payload_only));
+                n += 1;
+                if opts.count.is_some_and(|c| n >= c) {
+                    let _ = client.try_disconnect();
+                    return Ok(n);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("{} as {cn}: {e}", opts.broker)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use common::{DeviceId, Envelope, Telemetry};
+
+    use super::*;
+
+    #[test]
+    fn fleet_json_is_printed_as_it_is_and_records_are_decoded() {
+        let line = render_line("fleet/v1/alerts", br#"{"kind":"firing"}"#, false, false);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["payload"]["kind"], "firing");
+        assert_eq!(v["topic"], "fleet/v1/alerts");
+
+        let mut t = Telemetry::default();
+        t.memory.total_bytes = 9;
+        let env = Envelope::new(DeviceId::new("rvm1").unwrap(), 4, 5, t);
+        let bytes = common::codec::encode(&env).unwrap();
+        let line = render_line("rvm/v1/rvm1/telemetry", &bytes, false, true);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["body"]["memory"]["total_bytes"], 9);
+        assert_eq!(v["seq"], 4);
+
+        let bad = render_line("rvm/v1/rvm1/telemetry", b"\x01\x02", true, false);
+        let v: Value = serde_json::from_str(&bad).unwrap();
+        assert!(v["error"].is_string() && v["retain"] == true, "{v}");
+    }
+
+    #[test]
+    fn a_signed_command_shows_its_content() {
+        let der = common::command::CommandSigner::generate_pkcs8().unwrap();
+        let signer = common::command::CommandSigner::from_pkcs8(&der).unwrap();
+        let cmd = Command {
+            id: "c1".into(),
+            device: DeviceId::new("rvm1").unwrap(),
+            action: common::command::Action::DropCaches,
+            issued_ms: 1,
+            expires_ms: 2,
+            issued_by: "ops".into(),
+            reason: "test".into(),
+        };
+        let signed = signer.sign(&cmd).unwrap();
+        let bytes = common::codec::encode(&signed).unwrap();
+        let v = payload_json("rvm/v1/rvm1/cmd", &bytes).unwrap();
+        assert_eq!(v["command"]["action"], "drop_caches");
+        assert_eq!(v["signature"].as_str().unwrap().len(), 128);
+    }
+
+    #[test]
+    fn names_resolve_to_their_certificates() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = CertDir::new(tmp.path());
+        common::pki::init(&dir, &["localhost".into()], false).unwrap();
+        let who = |n: &str| Who::Named {
+            certs: tmp.path().into(),
+            name: n.into(),
+        };
+        assert_eq!(who("server").resolve().unwrap().1, "fleet-server");
+        let e = who("reader-graf").resolve().unwrap_err();
+        assert!(e.contains("reader-graf.pem"), "{e}");
+        let e = who("bad/name").resolve().unwrap_err();
+        assert!(e.contains("bad/name"), "{e}");
+    }
+}
