@@ -12,6 +12,9 @@ use crate::notify::{NotifyConfig, NotifySection};
 /// The rules used when `[alerts] rules` is not set: the shipped `config/rules.toml`.
 pub const BUILTIN_RULES: &str = include_str!("../../config/rules.toml");
 
+/// Longest duration accepted by a `*_s` setting (a year).
+pub const MAX_DURATION_S: u64 = 365 * 24 * 3600;
+
 /// Shortest `[http] metrics_token` accepted.
 pub const MIN_METRICS_TOKEN_LEN: usize = 16;
 
@@ -366,6 +369,16 @@ impl ServerFile {
                 self.presence.stale_after_s, self.presence.offline_after_s
             ));
         }
+        // (a bound, so the millisecond conversions below cannot overflow: tests/tests/fuzz.rs)
+        for (key, v) in [
+            ("presence.stale_after_s", Some(self.presence.stale_after_s)),
+            ("presence.offline_after_s", Some(self.presence.offline_after_s)),
+            ("alerts.hold_offline_s", self.alerts.hold_offline_s),
+        ] {
+            if let Some(v) = v.filter(|v| *v > MAX_DURATION_S) {
+                p.push(format!("{key}: {v} is longer than {MAX_DURATION_S} s (a year)"));
+            }
+        }
         let notify = self.notify.validate("notify").map_err(|e| p.extend(e));
         if let Some(0) = self.alerts.hold_offline_s {
             p.push(
@@ -564,6 +577,18 @@ mod tests {
         let e =
             toml::from_str::<ServerFile>("[http]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
         assert!(e.to_string().contains("listen_port"), "{e}");
+    }
+
+    #[test]
+    fn durations_too_long_to_count_in_milliseconds_are_named_not_a_panic() {
+        let f: ServerFile = toml::from_str(
+            "[presence]\nstale_after_s = 15\noffline_after_s = 9223372036854775807\n[alerts]\nhold_offline_s = 18446744073709551615\n",
+        )
+        .unwrap();
+        let p = f.validate().unwrap_err().join("\n");
+        for k in ["presence.offline_after_s", "alerts.hold_offline_s"] {
+            assert!(p.contains(k), "{k} in {p}");
+        }
     }
 
     #[test]

@@ -226,7 +226,7 @@ pub fn plan(p: &MetricsParams, policy: &HistoryPolicy, now_ms: i64) -> Result<Pl
     };
     let from_ms = match &p.from {
         Some(f) => parse_time("from", f)?,
-        None => to_ms - DEFAULT_RANGE_MS,
+        None => to_ms.saturating_sub(DEFAULT_RANGE_MS),
     };
     if from_ms >= to_ms {
         return Err(bad("from", format!("{from_ms} is not before to ({to_ms})")));
@@ -253,11 +253,13 @@ pub fn plan(p: &MetricsParams, policy: &HistoryPolicy, now_ms: i64) -> Result<Pl
             if step < MIN_STEP_MS {
                 return Err(bad("step", format!("{s:?} is shorter than {MIN_STEP_MS} ms")));
             }
-            step
+            // a step longer than the longest range is one bucket anyway (and keeps the
+            // arithmetic below from overflowing: found by tests/tests/fuzz.rs)
+            step.min(MAX_RANGE_MS)
         }
         None => ((range + DEFAULT_POINTS - 1) / DEFAULT_POINTS).max(1000),
     };
-    let raw_ok = from_ms >= now_ms - policy.raw_retention_ms;
+    let raw_ok = from_ms >= now_ms.saturating_sub(policy.raw_retention_ms);
     let (resolution, step_ms) = if asked < MINUTE_MS && raw_ok {
         (Resolution::Raw, asked)
     } else {
@@ -356,6 +358,23 @@ mod tests {
         assert_eq!(cpu.avg(), 20.0);
         assert_eq!(r.get("load1").unwrap().count, 3);
         assert!(rollup(m - MINUTE_MS, &rows).is_none());
+    }
+
+    #[test]
+    fn a_huge_step_is_one_bucket_not_an_overflow() {
+        let p = build_params(
+            "cpu.usage_pct",
+            Some(NOW - HOUR_MS),
+            Some(NOW),
+            Some("9223372036854775807"),
+        );
+        let plan = plan(&p, &HistoryPolicy::default(), NOW).unwrap();
+        assert_eq!(
+            (plan.resolution, plan.step_ms),
+            (Resolution::Rollup, MAX_RANGE_MS)
+        );
+        let p = build_params("cpu.usage_pct", None, Some(0), None);
+        let _ = super::plan(&p, &HistoryPolicy::default(), i64::MIN);
     }
 
     #[test]

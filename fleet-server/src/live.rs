@@ -10,6 +10,9 @@
 //! Invariants:
 //! - a device appears at most once in a [`LiveEvent::Devices`] batch and the fleet actor
 //!   publishes one batch per tick (1 s): at most one update per device per second;
+//! - a batch is compact (every machine of a large fleet may be in it each second): metric
+//!   names once, each device's values as `f32` in their order, and the summary's metadata
+//!   (site, tags, versions) only when it changed (first sight, a new boot);
 //! - a device is sent when its status, health, latest telemetry, metadata or (while online or
 //!   degraded) its status reason changed. The "no data for N s" reason of a stale or offline
 //!   machine changes every second and is not news: the page computes it from `last_seen_ms`;
@@ -36,8 +39,12 @@ pub const LIVE_CAPACITY: usize = 256;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LiveEvent {
-    /// Summaries of the devices that changed since the previous batch.
-    Devices { devices: Vec<DeviceSummary> },
+    /// The devices that changed since the previous batch (see [`LiveEvent::devices`]).
+    Devices {
+        /// Metric names; each device's `m` holds their values in this order.
+        names: Vec<String>,
+        devices: Vec<CompactDevice>,
+    },
     /// An alert transition (pending, firing, resolved, escalated, cancelled, unsilenced).
     Alert(Transition),
     /// An alert was acknowledged: `alert` is the alert after it.
@@ -52,7 +59,83 @@ pub enum LiveEvent {
     Resync { missed: u64 },
 }
 
+/// One device of a [`LiveEvent::Devices`] batch: a [`DeviceSummary`] with its metrics as
+/// values aligned with the batch's `names` and its metadata only when it changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompactDevice {
+    pub id: DeviceId,
+    pub status: Presence,
+    pub status_reason: String,
+    pub last_seen_ms: i64,
+    pub health: Option<HealthStatus>,
+    pub items_per_hour: Option<f32>,
+    /// The value of each of the batch's `names` (null: this device has no such metric).
+    pub m: Vec<Option<f32>>,
+    /// Site, tags, versions, board: with the first update of a device and after a new boot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<DeviceMeta>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceMeta {
+    pub site: Option<String>,
+    pub tags: Vec<String>,
+    pub agent_version: Option<String>,
+    pub board: Option<String>,
+    pub jetpack: Option<String>,
+    pub vision_model_version: Option<String>,
+    pub simulated: bool,
+}
+
+/// A device that changed, and whether its metadata may have.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    pub summary: DeviceSummary,
+    pub meta_changed: bool,
+}
+
 impl LiveEvent {
+    /// The compact batch of `changed` devices.
+    pub fn devices(changed: Vec<Changed>) -> LiveEvent {
+        let names: Vec<String> = changed
+            .iter()
+            .flat_map(|c| c.summary.metrics.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .cloned()
+            .collect();
+        let devices = changed
+            .into_iter()
+            .map(
+                |Changed {
+                     summary: s,
+                     meta_changed,
+                 }| CompactDevice {
+                    m: names
+                        .iter()
+                        .map(|n| s.metrics.get(n).map(|v| *v as f32))
+                        .collect(),
+                    meta: meta_changed.then(|| DeviceMeta {
+                        site: s.site,
+                        tags: s.tags,
+                        agent_version: s.agent_version,
+                        board: s.board,
+                        jetpack: s.jetpack,
+                        vision_model_version: s.vision_model_version,
+                        simulated: s.simulated,
+                    }),
+                    id: s.id,
+                    status: s.status,
+                    status_reason: s.status_reason,
+                    last_seen_ms: s.last_seen_ms,
+                    health: s.health,
+                    items_per_hour: s.items_per_hour.map(|v| v as f32),
+                },
+            )
+            .collect();
+        LiveEvent::Devices { names, devices }
+    }
+
     /// The whole SSE frame: one `data:` line (JSON never contains a raw newline).
     pub fn frame(&self) -> Result<LiveFrame, serde_json::Error> {
         let json = serde_json::to_string(self)?;
@@ -191,18 +274,24 @@ pub struct SummaryDiff {
 }
 
 impl SummaryDiff {
-    /// The summaries of devices that changed, each once. With `build = false` it only
-    /// remembers the current state (nobody listens: no summaries are made).
-    pub fn changed(&mut self, state: &FleetState, now_ms: i64, build: bool) -> Vec<DeviceSummary> {
+    /// The devices that changed, each once. With `build = false` it only remembers the
+    /// current state (nobody listens: no summaries are made).
+    pub fn changed(&mut self, state: &FleetState, now_ms: i64, build: bool) -> Vec<Changed> {
         let mut out = Vec::new();
         for (id, e) in &state.devices {
             let (status, reason) = state.presence(e, now_ms);
-            if self.sent.get(id).is_some_and(|s| s.matches(e, status, &reason)) {
+            let prev = self.sent.get(id);
+            if prev.is_some_and(|s| s.matches(e, status, &reason)) {
                 continue;
             }
+            let meta_changed =
+                prev.is_none_or(|s| s.boot_id.as_deref() != e.birth.as_ref().map(|b| b.boot_id.as_str()));
             self.sent.insert(id.clone(), Sent::of(e, status, &reason));
             if build {
-                out.push(state.summary(id, e, now_ms));
+                out.push(Changed {
+                    summary: state.summary(id, e, now_ms),
+                    meta_changed,
+                });
             }
         }
         out
@@ -243,8 +332,8 @@ mod tests {
         )
     }
 
-    fn ids(v: &[DeviceSummary]) -> Vec<String> {
-        v.iter().map(|s| s.id.to_string()).collect()
+    fn ids(v: &[Changed]) -> Vec<String> {
+        v.iter().map(|c| c.summary.id.to_string()).collect()
     }
 
     #[test]
@@ -267,11 +356,11 @@ mod tests {
         d.changed(&s, 0, true);
         let stale = d.changed(&s, 1_500, true);
         assert_eq!(stale.len(), 1);
-        assert_eq!(stale[0].status, Presence::Stale);
+        assert_eq!(stale[0].summary.status, Presence::Stale);
         // "no data for 2 s" differs from "no data for 1 s" but is not news
         assert!(d.changed(&s, 2_500, true).is_empty());
         let off = d.changed(&s, 3_100, true);
-        assert_eq!(off[0].status, Presence::Offline);
+        assert_eq!(off[0].summary.status, Presence::Offline);
     }
 
     #[test]
@@ -295,8 +384,34 @@ mod tests {
         );
         let v = d.changed(&s, 200, true);
         assert_eq!(v.len(), 1);
-        assert_eq!(v[0].status, Presence::Offline);
-        assert_eq!(v[0].status_reason, "offline: shutdown");
+        assert_eq!(v[0].summary.status, Presence::Offline);
+        assert_eq!(v[0].summary.status_reason, "offline: shutdown");
+        assert!(!v[0].meta_changed, "the same boot");
+    }
+
+    #[test]
+    fn a_batch_names_metrics_once_and_sends_metadata_only_when_it_changed() {
+        let mut s = build_state();
+        let mut d = SummaryDiff::default();
+        s.apply_state(birth("a"), 0);
+        s.apply_telemetry(tel("a", 1, 0), 0);
+        s.apply_telemetry(tel("b", 1, 0), 0);
+        let first = d.changed(&s, 0, true);
+        assert!(first.iter().all(|c| c.meta_changed), "first sight");
+        let ev = LiveEvent::devices(first);
+        let LiveEvent::Devices { names, devices } = &ev else {
+            panic!("{ev:?}")
+        };
+        assert!(names.contains(&"cpu.usage_pct".to_string()));
+        assert!(devices.iter().all(|c| c.m.len() == names.len()));
+        let json = serde_json::to_value(&ev).unwrap();
+        assert_eq!(json["type"], "devices");
+        assert!(json["devices"][0]["meta"].is_object());
+        s.apply_telemetry(tel("a", 2, 500), 500);
+        let next = d.changed(&s, 600, true);
+        assert!(!next[0].meta_changed);
+        let json = serde_json::to_value(LiveEvent::devices(next)).unwrap();
+        assert!(json["devices"][0].get("meta").is_none(), "{json}");
     }
 
     #[test]

@@ -53,7 +53,8 @@
     view: null,
     overview: { site: "", tag: "", status: "", q: "", sort: "status", dir: 1, scroll: 0 },
   };
-  window.__fleet = { firstRenderMs: null, rows: 0, liveEvents: 0 };
+  // read by tests and tests/browser/bench-overview.mjs
+  window.__fleet = { firstRenderMs: null, rows: 0, liveEvents: 0, deviceUpdates: 0, applyMs: 0 };
 
   // ---------------------------------------------------------------------------------------
   // helpers
@@ -318,6 +319,7 @@
       }
     };
     es.onmessage = (m) => {
+      const t0 = performance.now();
       let ev;
       try {
         ev = JSON.parse(m.data);
@@ -325,9 +327,13 @@
         return;
       }
       window.__fleet.liveEvents++;
+      if (ev.type === "devices") window.__fleet.deviceUpdates += ev.devices.length;
       if (S.live.queue) S.live.queue.push(ev);
       else applyEvent(ev);
+      window.__fleet.applyMs += performance.now() - t0;
     };
+    // the benchmark feeds synthetic frames through the same handler
+    window.__fleet.inject = (data) => es.onmessage({ data });
   }
 
   function stopLive() {
@@ -352,10 +358,25 @@
   function applyEvent(ev) {
     switch (ev.type) {
       case "devices": {
+        // compact: metric names once, values in their order, metadata only when it changed
+        const names = ev.names;
         const ids = [];
-        for (const d of ev.devices) {
-          S.devices.set(d.id, d);
-          ids.push(d.id);
+        for (const c of ev.devices) {
+          let d = S.devices.get(c.id);
+          if (!d) {
+            d = { id: c.id, tags: [] };
+            S.devices.set(c.id, d);
+          }
+          d.status = c.status;
+          d.status_reason = c.status_reason;
+          d.last_seen_ms = c.last_seen_ms;
+          d.health = c.health;
+          d.items_per_hour = c.items_per_hour;
+          if (c.meta) Object.assign(d, c.meta);
+          const m = {};
+          for (let i = 0; i < names.length; i++) if (c.m[i] !== null) m[names[i]] = c.m[i];
+          d.metrics = m;
+          ids.push(c.id);
           sparkAppend(d);
         }
         updateCounts();
@@ -524,7 +545,7 @@
     const m = d.metrics || {};
     const power = m["power.total_mw"];
     return [
-      d.id,
+      null, // machine link
       null, // status badge
       d.site || "",
       fmt(m["cpu.usage_pct"]),
@@ -549,12 +570,15 @@
     const st = document.createElement("span");
     row._cells[1].appendChild(st);
     row._badge = st;
+    row._link = row._cells[0].appendChild(document.createElement("a"));
     return row;
   }
 
   function fillRow(row, d) {
     if (row.dataset.device !== d.id) {
       row.dataset.device = d.id;
+      row._link.textContent = d.id;
+      row._link.href = "#/device/" + encodeURIComponent(d.id);
       row._spark = null;
     }
     if (row.dataset.status !== d.status) {

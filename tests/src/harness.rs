@@ -57,7 +57,11 @@ impl ServerProc {
     pub fn start(&mut self) -> anyhow::Result<()> {
         if self.child.is_none() {
             let config = self.config.to_string_lossy().into_owned();
-            self.child = Some(Child::spawn("fleet-server", &["run", "--config", &config], &self.log)?);
+            self.child = Some(Child::spawn(
+                "fleet-server",
+                &["run", "--config", &config],
+                &self.log,
+            )?);
         }
         Ok(())
     }
@@ -289,10 +293,16 @@ mod tests {
         let p = dir.path().join("b.md");
         std::fs::write(&p, "# T\n\n## A\n\na\n\n## Soak\n\nold\n\n## C\n\nc\n").unwrap();
         replace_md_section(&p, "## Soak", "new").unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "# T\n\n## A\n\na\n\n## Soak\n\nnew\n\n## C\n\nc\n");
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "# T\n\n## A\n\na\n\n## Soak\n\nnew\n\n## C\n\nc\n"
+        );
         let q = dir.path().join("c.md");
         std::fs::write(&q, "# T\n\n## A\n\na\n").unwrap();
         replace_md_section(&q, "## Soak", "x").unwrap();
-        assert_eq!(std::fs::read_to_string(&q).unwrap(), "# T\n\n## A\n\na\n\n## Soak\n\nx\n");
+        assert_eq!(
+            std::fs::read_to_string(&q).unwrap(),
+            "# T\n\n## A\n\na\n\n## Soak\n\nx\n"
+        );
     }
 }

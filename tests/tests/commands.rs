@@ -45,7 +45,12 @@ async fn known(fleet: &TestFleet, id: &str) {
 
 async fn submit(fleet: &TestFleet, token: &str, device: &str, body: Value) -> (u16, Value) {
     fleet
-        .send(Method::POST, &format!("/api/v1/devices/{device}/commands"), token, Some(body))
+        .send(
+            Method::POST,
+            &format!("/api/v1/devices/{device}/commands"),
+            token,
+            Some(body),
+        )
         .await
         .unwrap()
 }
@@ -87,7 +92,12 @@ async fn a_restart_unit_command_to_an_online_agent_succeeds_within_2s_and_runs_e
     };
     println!("restart_unit round trip: {} ms", took.as_millis());
     assert_eq!(done["issued_by"], "op");
-    assert_eq!(rec.calls(), vec![Action::RestartUnit { unit: "vision.service".into() }]);
+    assert_eq!(
+        rec.calls(),
+        vec![Action::RestartUnit {
+            unit: "vision.service".into()
+        }]
+    );
     // and it stays that way
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(rec.calls().len(), 1);
@@ -110,17 +120,42 @@ async fn a_command_to_an_offline_agent_runs_once_after_it_reconnects_and_an_expi
     .await
     .expect("agent offline");
     let op = fleet.token("op", Role::Operator).unwrap();
-    let (_, a) = submit(&fleet, &op, "off1", json!({"action": {"restart_unit": {"unit": "vision.service"}}, "ttl_s": 120, "reason": "later"})).await;
-    let (_, b) = submit(&fleet, &op, "off1", json!({"action": "collect_diagnostics", "ttl_s": 2, "reason": "too late"})).await;
-    let (a, b) = (a["id"].as_str().unwrap().to_string(), b["id"].as_str().unwrap().to_string());
+    let (_, a) = submit(
+        &fleet,
+        &op,
+        "off1",
+        json!({"action": {"restart_unit": {"unit": "vision.service"}}, "ttl_s": 120, "reason": "later"}),
+    )
+    .await;
+    let (_, b) = submit(
+        &fleet,
+        &op,
+        "off1",
+        json!({"action": "collect_diagnostics", "ttl_s": 2, "reason": "too late"}),
+    )
+    .await;
+    let (a, b) = (
+        a["id"].as_str().unwrap().to_string(),
+        b["id"].as_str().unwrap().to_string(),
+    );
     assert_eq!(state_of(&fleet, &a).await["state"], "queued");
-    wait_state(&fleet, &b, "expired", Duration::from_secs(6)).await.expect("short-TTL command expired");
+    wait_state(&fleet, &b, "expired", Duration::from_secs(6))
+        .await
+        .expect("short-TTL command expired");
 
     let rec2 = Arc::new(RecordingExecutor::new());
     let _agents = start_agent(&fleet, "off1", &rec2);
-    wait_state(&fleet, &a, "succeeded", Duration::from_secs(15)).await.expect("runs after reconnect");
+    wait_state(&fleet, &a, "succeeded", Duration::from_secs(15))
+        .await
+        .expect("runs after reconnect");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(rec2.calls(), vec![Action::RestartUnit { unit: "vision.service".into() }], "only the live command ran, once");
+    assert_eq!(
+        rec2.calls(),
+        vec![Action::RestartUnit {
+            unit: "vision.service".into()
+        }],
+        "only the live command ran, once"
+    );
     assert_eq!(state_of(&fleet, &b).await["state"], "expired");
     assert!(rec.calls().is_empty());
 }
@@ -137,7 +172,9 @@ async fn a_replayed_a_forged_and_a_misrouted_command_are_refused_and_reported_an
     let cmd = |id: &str, device: &str| Command {
         id: id.into(),
         device: common::DeviceId::new(device).unwrap(),
-        action: Action::RestartUnit { unit: "vision.service".into() },
+        action: Action::RestartUnit {
+            unit: "vision.service".into(),
+        },
         issued_ms: now,
         expires_ms: now + 60_000,
         issued_by: "test".into(),
@@ -147,9 +184,10 @@ async fn a_replayed_a_forged_and_a_misrouted_command_are_refused_and_reported_an
     let forged = forger.sign(&cmd("forged1", "dev1")).unwrap();
     let misrouted = signer.sign(&cmd("other1", "dev2")).unwrap();
     // publish as the server would (server identity), straight to the device's command topic
-    let ConnectOutcome::Accepted(client, mut el) = Probe::new("fleet-server:test", tls_for(&fleet.certs.server_identity()))
-        .connect(fleet.broker_port())
-        .await
+    let ConnectOutcome::Accepted(client, mut el) =
+        Probe::new("fleet-server:test", tls_for(&fleet.certs.server_identity()))
+            .connect(fleet.broker_port())
+            .await
     else {
         panic!("server identity connects")
     };
@@ -157,21 +195,38 @@ async fn a_replayed_a_forged_and_a_misrouted_command_are_refused_and_reported_an
     tokio::spawn(async move { while el.poll().await.is_ok() {} });
     for sc in [&genuine, &genuine, &forged, &misrouted, &genuine] {
         client
-            .publish(topic.clone(), QoS::AtLeastOnce, false, common::codec::encode(sc).unwrap())
+            .publish(
+                topic.clone(),
+                QoS::AtLeastOnce,
+                false,
+                common::codec::encode(sc).unwrap(),
+            )
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let d = eventually(Duration::from_secs(10), || async {
         let d = fleet.device("dev1").await.ok()??;
-        let msgs: Vec<String> = d["recent_events"].as_array()?.iter().filter_map(|e| e["message"].as_str().map(String::from)).collect();
-        let forged = msgs.iter().any(|m| m.contains("forged1") && m.contains("bad_signature"));
-        let misrouted = msgs.iter().any(|m| m.contains("other1") && m.contains("wrong_device"));
+        let msgs: Vec<String> = d["recent_events"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["message"].as_str().map(String::from))
+            .collect();
+        let forged = msgs
+            .iter()
+            .any(|m| m.contains("forged1") && m.contains("bad_signature"));
+        let misrouted = msgs
+            .iter()
+            .any(|m| m.contains("other1") && m.contains("wrong_device"));
         (forged && misrouted).then_some(d)
     })
     .await
     .expect("refusals reported as events");
-    assert_eq!(rec.calls().len(), 1, "the genuine command ran once, replays were answered from the record");
+    assert_eq!(
+        rec.calls().len(),
+        1,
+        "the genuine command ran once, replays were answered from the record"
+    );
     println!("refusals: {}", d["recent_events"]);
 }
 
@@ -197,9 +252,11 @@ async fn a_rollout_to_20_simulated_machines_with_a_failing_cohort_stops_at_the_a
     for f in sims.commands_fail.iter().take(8) {
         f.store(true, std::sync::atomic::Ordering::SeqCst);
     }
-    eventually(Duration::from_secs(20), || async { (fleet.devices().await.ok()?.len() == 20).then_some(()) })
-        .await
-        .expect("20 machines");
+    eventually(Duration::from_secs(20), || async {
+        (fleet.devices().await.ok()?.len() == 20).then_some(())
+    })
+    .await
+    .expect("20 machines");
     let op = fleet.token("op", Role::Operator).unwrap();
     let (status, r) = fleet
         .send(
@@ -221,7 +278,10 @@ async fn a_rollout_to_20_simulated_machines_with_a_failing_cohort_stops_at_the_a
     println!("rollout: {done}");
     assert_eq!(done["state"], "aborted", "{done}");
     let p = &done["progress"];
-    assert!(p["dispatched"].as_u64().unwrap() < 20, "stopped before the whole fleet: {p}");
+    assert!(
+        p["dispatched"].as_u64().unwrap() < 20,
+        "stopped before the whole fleet: {p}"
+    );
     assert_eq!(p["remaining"], 0, "nothing left to dispatch after the abort");
     assert!(done["detail"].as_str().unwrap().contains("aborted"));
     // no machine after the abort got the command
@@ -244,23 +304,47 @@ async fn a_viewer_gets_403_and_every_command_is_in_the_audit_log() {
     let (status, v) = submit(&fleet, &op, "aud1", body.clone()).await;
     assert_eq!(status, 201);
     let id = v["id"].as_str().unwrap().to_string();
-    wait_state(&fleet, &id, "succeeded", Duration::from_secs(10)).await.expect("succeeds");
+    wait_state(&fleet, &id, "succeeded", Duration::from_secs(10))
+        .await
+        .expect("succeeds");
     // bad input is named
-    let (status, v) = submit(&fleet, &op, "aud1", json!({"action": "format_disk", "reason": "x"})).await;
+    let (status, v) = submit(
+        &fleet,
+        &op,
+        "aud1",
+        json!({"action": "format_disk", "reason": "x"}),
+    )
+    .await;
     assert_eq!(status, 400, "{v}");
-    let (status, v) = submit(&fleet, &op, "aud1", json!({"action": "drop_caches", "reason": ""})).await;
+    let (status, v) = submit(
+        &fleet,
+        &op,
+        "aud1",
+        json!({"action": "drop_caches", "reason": ""}),
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(v["message"].as_str().unwrap().contains("reason"), "{v}");
     let (status, _) = submit(&fleet, &op, "nosuch", body).await;
     assert_eq!(status, 404);
     // viewers cannot read the audit log; operators can
-    let r = fleet.http.get(fleet.url("/api/v1/audit")).bearer_auth(&viewer).send().await.unwrap();
+    let r = fleet
+        .http
+        .get(fleet.url("/api/v1/audit"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     let audit = eventually(Duration::from_secs(5), || async {
         let a = fleet.send(Method::GET, "/api/v1/audit", &op, None).await.ok()?.1;
         let e = a["entries"].as_array()?.clone();
-        let asked = e.iter().any(|l| l["command"] == id.as_str() && l["who"] == "olga" && l["reason"] == "memory pressure");
-        let outcome = e.iter().any(|l| l["command"] == id.as_str() && l["state"] == "succeeded");
+        let asked = e
+            .iter()
+            .any(|l| l["command"] == id.as_str() && l["who"] == "olga" && l["reason"] == "memory pressure");
+        let outcome = e
+            .iter()
+            .any(|l| l["command"] == id.as_str() && l["state"] == "succeeded");
         (asked && outcome).then_some(e)
     })
     .await

@@ -113,16 +113,24 @@ async fn kill_9_of_the_agent_while_it_drains_a_backlog_loses_nothing() {
     )
     .unwrap();
     let _agent = Child::spawn("rvm-agent", &["--config", drain_cfg.to_str().unwrap()], &log).unwrap();
+    // Every seq arrives or is reported dropped: the restarted agent skips the seqs it had
+    // reserved but not flushed before the kill, and reports them (it never reuses one; see
+    // invariant 2 of agent/src/buffer/mod.rs and tests/tests/chaos.rs).
     let settled = eventually(Duration::from_secs(40), || async {
         let d = fleet.device("kill1").await.ok()??;
-        let (received, last, _, gaps, _, _) = delivery(&d);
-        (gaps.is_empty() && received == last && last > mid.1).then_some(d)
+        let (received, last, _, _, missing, reported) = delivery(&d);
+        (received + missing == last && missing <= reported && last > mid.1).then_some(d)
     })
     .await;
     let d = settled.unwrap_or_else(|| panic!("not settled; agent log:\n{}", rvm_fleet_tests::read(&log)));
-    let (received, last_seq, dups, _, missing, _) = delivery(&d);
-    println!("after restart: received {received}, last seq {last_seq}, duplicates dropped {dups}");
-    assert_eq!(missing, 0);
+    let (received, last_seq, dups, _, missing, reported) = delivery(&d);
+    println!(
+        "after restart: received {received}, last seq {last_seq}, duplicates dropped {dups}, missing {missing}, reported dropped {reported}"
+    );
+    assert!(
+        missing <= reported,
+        "missing {missing}, reported dropped {reported}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

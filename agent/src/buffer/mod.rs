@@ -26,6 +26,13 @@
 //!    [`THIN_AT`] of it) telemetry is thinned: only every `thin_keep_every`-th telemetry
 //!    record is kept, so an outage degrades resolution before it loses a stretch of history.
 //!
+//! 5. **A failing store does not stop the agent.** When the store refuses a write (disk full,
+//!    IO error: sled then refuses every later write until the process restarts), new records
+//!    are kept in memory ([`VOLATILE_MAX_RECORDS`] at most, oldest telemetry dropped first and
+//!    reported) and sent from there, and a critical event says what failed, so the server
+//!    hears about it. Such records are not durable, and a crash in that state may reuse seqs
+//!    (no reservation can be flushed).
+//!
 //! # Durability
 //!
 //! An append is in sled's memory at once and on disk after the next flush. With
@@ -54,6 +61,12 @@ pub const THIN_AT: f64 = 0.9;
 pub const SEQ_RESERVE: u64 = 64;
 /// Set in the stored `last_seq` while it is a reservation rather than the exact last seq.
 pub const RESERVED_FLAG: u64 = 1 << 63;
+/// Records kept in memory at most while the store refuses writes (invariant 5).
+pub const VOLATILE_MAX_RECORDS: usize = 2_000;
+/// Reason of the drops while the store refuses writes.
+pub const VOLATILE_DROP_REASON: &str =
+    "store not writable and the in-memory overflow is full: oldest dropped";
+
 /// Reason of the drop reported after an unclean stop.
 pub const UNCLEAN_STOP_REASON: &str =
     "process killed before its buffer was flushed: records not yet acknowledged may be lost";
@@ -176,6 +189,11 @@ struct Inner<S: Store> {
     telemetry_seen_near_cap: u64,
     /// Seqs up to this are covered by a durable reservation (invariant 2).
     reserved: u64,
+    /// Records the store refused, kept in memory until acknowledged (invariant 5).
+    volatile: std::collections::BTreeMap<Key, Vec<u8>>,
+    /// Why the store refuses writes, once it did; the event to report it, until taken.
+    store_error: Option<String>,
+    store_alarm: Option<Event>,
 }
 
 /// The buffer: thread-safe, cheap operations (sled keeps writes in memory until a flush).
@@ -271,6 +289,9 @@ impl<S: Store> Buffer<S> {
                 pending_drops: None,
                 telemetry_seen_near_cap: 0,
                 reserved: highest,
+                volatile: std::collections::BTreeMap::new(),
+                store_error: None,
+                store_alarm: None,
             }),
         };
         // The report goes into the store at once, made durable by the reservation's flush:
@@ -309,7 +330,9 @@ impl<S: Store> Buffer<S> {
     pub fn append<T: Serialize>(&self, kind: Kind, ts_ms: i64, body: &T) -> Result<Appended, BufferError> {
         let mut inner = self.lock();
         let seq = inner.next_seq;
-        inner.reserve_through(seq)?;
+        if let Err(e) = inner.reserve_through(seq) {
+            inner.store_failed(&e);
+        }
         let env = Envelope::new(self.device.clone(), seq, ts_ms, body);
         let payload = codec::encode(&env)?;
         let class = class_of(kind);
@@ -344,10 +367,18 @@ impl<S: Store> Buffer<S> {
                         None => inner.store.first(Key::PRIORITY)?,
                     };
                     let Some((vk, _)) = victim else { break };
-                    if let Some(n) = inner.store.remove(vk)? {
-                        inner.stats.records -= 1;
-                        inner.stats.bytes -= n as u64;
-                        inner.note_drop(vk.seq, vk.seq, "buffer full, oldest dropped");
+                    match inner.store.remove(vk) {
+                        Ok(Some(n)) => {
+                            inner.stats.records -= 1;
+                            inner.stats.bytes -= n as u64;
+                            inner.note_drop(vk.seq, vk.seq, "buffer full, oldest dropped");
+                        }
+                        Ok(None) => {}
+                        // a store that refuses writes cannot make room (invariant 5)
+                        Err(e) => {
+                            inner.store_failed(&e);
+                            break;
+                        }
                     }
                 }
             }
@@ -355,7 +386,13 @@ impl<S: Store> Buffer<S> {
         let mut value = Vec::with_capacity(payload.len() + 1);
         value.push(kind_byte(kind));
         value.extend_from_slice(&payload);
-        inner.store.insert(Key { class, seq }, &value)?;
+        let key = Key { class, seq };
+        if inner.store_error.is_some() {
+            inner.keep_volatile(key, value.clone());
+        } else if let Err(e) = inner.store.insert(key, &value) {
+            inner.store_failed(&e);
+            inner.keep_volatile(key, value.clone());
+        }
         inner.next_seq += 1;
         inner.stats.records += 1;
         inner.stats.bytes += value.len() as u64;
@@ -370,7 +407,28 @@ impl<S: Store> Buffer<S> {
     /// Up to `n` records of `class` after seq `after`, in order.
     pub fn next(&self, class: u8, after: Option<u64>, n: usize) -> Result<Vec<Record>, BufferError> {
         let inner = self.lock();
-        let rows = inner.store.scan(class, after, n)?;
+        let mut rows = match inner.store.scan(class, after, n) {
+            Ok(r) => r,
+            Err(_) if !inner.volatile.is_empty() => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        if !inner.volatile.is_empty() {
+            // merge what the store refused, in seq order (invariant 5)
+            let from = Key {
+                class,
+                seq: after.map_or(0, |a| a.saturating_add(1)),
+            };
+            let to = Key { class, seq: u64::MAX };
+            rows.extend(
+                inner
+                    .volatile
+                    .range(from..=to)
+                    .take(n)
+                    .map(|(k, v)| (*k, v.clone())),
+            );
+            rows.sort_by_key(|(k, _)| *k);
+            rows.truncate(n);
+        }
         let mut out = Vec::with_capacity(rows.len());
         for (key, mut v) in rows {
             let Some(kind) = v.first().copied().and_then(kind_of) else {
@@ -389,6 +447,12 @@ impl<S: Store> Buffer<S> {
     /// The broker acknowledged this record: forget it.
     pub fn ack(&self, key: Key) -> Result<bool, BufferError> {
         let mut inner = self.lock();
+        if let Some(v) = inner.volatile.remove(&key) {
+            inner.stats.records -= 1;
+            inner.stats.bytes -= v.len() as u64;
+            inner.stats.acked += 1;
+            return Ok(true);
+        }
         match inner.store.remove(key)? {
             Some(n) => {
                 inner.stats.records -= 1;
@@ -428,9 +492,23 @@ impl<S: Store> Buffer<S> {
         s
     }
 
-    /// Drops not yet reported, as an event to append (and clears them). `None` if none.
+    /// Why the store refuses writes, if it did (invariant 5).
+    pub fn store_error(&self) -> Option<String> {
+        self.lock().store_error.clone()
+    }
+
+    /// Records kept in memory because the store refused them (invariant 5).
+    pub fn volatile_records(&self) -> usize {
+        self.lock().volatile.len()
+    }
+
+    /// Drops not yet reported, or a store that started refusing writes, as an event to append
+    /// (and clears it). `None` if none.
     pub fn take_drop_event(&self) -> Option<Event> {
         let mut inner = self.lock();
+        if let Some(alarm) = inner.store_alarm.take() {
+            return Some(alarm);
+        }
         let d = inner.pending_drops.take()?;
         Some(Event {
             severity: Severity::Warning,
@@ -446,10 +524,50 @@ impl<S: Store> Buffer<S> {
 }
 
 impl<S: Store> Inner<S> {
+    /// The store refused a write: from now on new records stay in memory (invariant 5).
+    fn store_failed(&mut self, e: &StoreError) {
+        if self.store_error.is_none() {
+            tracing::error!(error = %e, "buffer store refuses writes; keeping new records in memory");
+            self.store_error = Some(e.to_string());
+            self.store_alarm = Some(Event {
+                severity: Severity::Critical,
+                kind: EventKind::Note,
+                message: format!(
+                    "buffer store refuses writes ({e}); new records are kept in memory (at most \
+                     {VOLATILE_MAX_RECORDS}, not durable) until the agent restarts with a writable disk"
+                ),
+            });
+        }
+    }
+
+    /// Keeps a refused record in memory, dropping the oldest (telemetry first) past the cap.
+    fn keep_volatile(&mut self, key: Key, value: Vec<u8>) {
+        while self.volatile.len() >= VOLATILE_MAX_RECORDS {
+            let victim = self
+                .volatile
+                .range(
+                    Key {
+                        class: Key::TELEMETRY,
+                        seq: 0,
+                    }..,
+                )
+                .next()
+                .map(|(k, _)| *k)
+                .or_else(|| self.volatile.keys().next().copied());
+            let Some(vk) = victim else { break };
+            if let Some(v) = self.volatile.remove(&vk) {
+                self.stats.records -= 1;
+                self.stats.bytes -= v.len() as u64;
+                self.note_drop(vk.seq, vk.seq, VOLATILE_DROP_REASON);
+            }
+        }
+        self.volatile.insert(key, value);
+    }
+
     /// Makes sure `seq` is covered by a durable reservation, taking the next block (and
     /// flushing: every record before `seq` becomes durable too) when half of it is used.
     fn reserve_through(&mut self, seq: u64) -> Result<(), StoreError> {
-        if seq + SEQ_RESERVE / 2 <= self.reserved {
+        if seq + SEQ_RESERVE / 2 <= self.reserved || self.store_error.is_some() {
             return Ok(());
         }
         let end = seq + SEQ_RESERVE;
@@ -637,6 +755,97 @@ mod tests {
             b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap(),
             Appended::Stored { seq: seq + 1 }
         );
+    }
+
+    /// A store whose writes fail once `full` is set, as sled's do on a full disk.
+    struct FullDisk {
+        inner: MemStore,
+        full: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl FullDisk {
+        fn check(&self) -> Result<(), StoreError> {
+            if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StoreError::Corrupt(b"No space left on device".to_vec()));
+            }
+            Ok(())
+        }
+    }
+
+    impl Store for FullDisk {
+        fn insert(&mut self, key: Key, value: &[u8]) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.insert(key, value)
+        }
+        fn remove(&mut self, key: Key) -> Result<Option<usize>, StoreError> {
+            self.check()?;
+            self.inner.remove(key)
+        }
+        fn scan(&self, class: u8, after: Option<u64>, n: usize) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
+            self.inner.scan(class, after, n)
+        }
+        fn first(&self, class: u8) -> Result<Option<(Key, usize)>, StoreError> {
+            self.inner.first(class)
+        }
+        fn count_and_bytes(&self) -> Result<(u64, u64), StoreError> {
+            self.inner.count_and_bytes()
+        }
+        fn last_seq(&self) -> Result<Option<u64>, StoreError> {
+            self.inner.last_seq()
+        }
+        fn set_last_seq(&mut self, seq: u64) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.set_last_seq(seq)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            self.check()
+        }
+        fn disk_bytes(&self) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_store_that_refuses_writes_keeps_records_in_memory_sends_them_and_says_so() {
+        let full = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let store = FullDisk {
+            inner: MemStore::default(),
+            full: full.clone(),
+        };
+        let b = Buffer::open(
+            DeviceId::new("t1").unwrap(),
+            store,
+            Caps::default(),
+            FlushPolicy::EveryRecord,
+        )
+        .unwrap();
+        b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap();
+        full.store(true, std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..(VOLATILE_MAX_RECORDS + 10) {
+            b.append(Kind::Telemetry, 2, &Telemetry::default()).unwrap();
+        }
+        assert!(b.store_error().is_some());
+        assert_eq!(b.volatile_records(), VOLATILE_MAX_RECORDS);
+        let alarm = b.take_drop_event().expect("the failing store is reported");
+        assert_eq!(alarm.severity, Severity::Critical);
+        let dropped = b.take_drop_event().expect("then the drops past the cap");
+        assert!(
+            matches!(dropped.kind, EventKind::RecordsDropped { count: 10, .. }),
+            "{dropped:?}"
+        );
+        // the link sees stored and in-memory records in one seq order, and acks both
+        let recs = b.next(Key::TELEMETRY, None, 5).unwrap();
+        assert_eq!(recs[0].key.seq, 1, "the stored one first");
+        assert!(recs.windows(2).all(|w| w[0].key.seq < w[1].key.seq));
+        let after = b.next(Key::TELEMETRY, Some(recs[4].key.seq), 3).unwrap();
+        assert_eq!(after.len(), 3);
+        assert!(after[0].key.seq > recs[4].key.seq);
+        full.store(false, std::sync::atomic::Ordering::SeqCst);
+        for r in b.next(Key::TELEMETRY, None, 10_000).unwrap() {
+            assert!(b.ack(r.key).unwrap());
+        }
+        assert_eq!(b.stats().records, 0);
+        assert_eq!(b.volatile_records(), 0);
     }
 
     #[test]

@@ -26,6 +26,10 @@ use crate::live::{LiveEvent, LiveHub, SummaryDiff};
 
 /// How often presence and the time-based inputs of every device are evaluated.
 pub const PRESENCE_TICK: Duration = Duration::from_secs(1);
+/// A record handled this long after the last tick runs the tick itself: actix drains the
+/// whole mailbox before it polls timers, so under a sustained flood of records
+/// `run_interval` would never fire (no presence, no alert inputs, no live updates).
+pub const OVERDUE_TICK_MS: i64 = 1_500;
 
 pub struct FleetActor {
     state: FleetState,
@@ -37,6 +41,7 @@ pub struct FleetActor {
     started_ms: i64,
     /// With a live hub attached ([`AttachLive`]): changed summaries every tick.
     live: Option<(LiveHub, SummaryDiff)>,
+    last_tick_ms: i64,
 }
 
 impl FleetActor {
@@ -49,7 +54,15 @@ impl FleetActor {
             told_online: Default::default(),
             started_ms: common::time::now_ms(),
             live: None,
+            last_tick_ms: common::time::now_ms(),
         }
+    }
+
+    /// Presence, time-based alert inputs and live updates.
+    fn tick(&mut self, now_ms: i64) {
+        self.last_tick_ms = now_ms;
+        self.evaluate(now_ms);
+        self.publish_live(now_ms);
     }
 
     /// Publishes the summaries that changed since the last tick (one batch: at most one
@@ -58,9 +71,9 @@ impl FleetActor {
         let Some((hub, diff)) = &mut self.live else {
             return;
         };
-        let devices = diff.changed(&self.state, now_ms, hub.has_subscribers());
-        if !devices.is_empty() {
-            hub.publish(&LiveEvent::Devices { devices });
+        let changed = diff.changed(&self.state, now_ms, hub.has_subscribers());
+        if !changed.is_empty() {
+            hub.publish(&LiveEvent::devices(changed));
         }
     }
 
@@ -216,11 +229,7 @@ impl Actor for FleetActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // The fleet's mailbox must absorb ingest bursts.
         ctx.set_mailbox_capacity(1_000_000);
-        ctx.run_interval(PRESENCE_TICK, |act, _| {
-            let now = common::time::now_ms();
-            act.evaluate(now);
-            act.publish_live(now);
-        });
+        ctx.run_interval(PRESENCE_TICK, |act, _| act.tick(common::time::now_ms()));
     }
 }
 
@@ -290,7 +299,11 @@ impl Handler<Ingested> for FleetActor {
     type Result = ();
 
     fn handle(&mut self, msg: Ingested, _: &mut Context<Self>) {
-        self.apply(msg, common::time::now_ms());
+        let now = common::time::now_ms();
+        self.apply(msg, now);
+        if now - self.last_tick_ms >= OVERDUE_TICK_MS {
+            self.tick(now);
+        }
     }
 }
 

@@ -83,8 +83,12 @@ impl JetsonSysfs {
     }
 
     fn read_gpu(&self, stats: &mut GpuStats) {
-        match read_number(&self.devfreq.join("device/load")) {
-            Ok(per_mille) => stats.load_pct = Some((per_mille / 10.0) as f32),
+        match read_number(&self.devfreq.join("device/load")).map(|p| (p / 10.0) as f32) {
+            Ok(pct) if pct.is_finite() => stats.load_pct = Some(pct),
+            Ok(pct) => {
+                debug!(value = pct, "gpu load out of range");
+                mark_unsupported(stats, metric::LOAD);
+            }
             Err(err) => {
                 debug!(error = %err, "gpu load unreadable");
                 mark_unsupported(stats, metric::LOAD);
@@ -95,7 +99,7 @@ impl JetsonSysfs {
             ("min_freq", &mut stats.min_freq_mhz, metric::MIN_FREQ),
             ("max_freq", &mut stats.max_freq_mhz, metric::MAX_FREQ),
         ] {
-            *slot = read_number(&self.devfreq.join(file)).ok().map(hz_to_mhz);
+            *slot = read_number(&self.devfreq.join(file)).ok().and_then(hz_to_mhz);
             if slot.is_none() {
                 stats.unsupported.push(name.to_string());
             }
@@ -104,7 +108,7 @@ impl JetsonSysfs {
 
     fn read_emc(&self, stats: &mut GpuStats) {
         let rate_hz = first_readable(&self.sysfs, &EMC_RATE_FILES).filter(|hz| *hz > 0.0);
-        stats.emc_freq_mhz = rate_hz.map(hz_to_mhz);
+        stats.emc_freq_mhz = rate_hz.and_then(hz_to_mhz);
         // jtop's formula: the activity counter divided by the EMC clock in kHz is a percentage
         // (UNCERTAIN: jtop issue #715 reports 0 % on JetPack 6.1).
         stats.emc_pct = rate_hz.and_then(|hz| {
@@ -161,8 +165,10 @@ impl GpuBackend for JetsonSysfs {
     }
 }
 
-fn hz_to_mhz(hz: f64) -> f32 {
-    (hz / 1_000_000.0) as f32
+/// MHz, or None when the value does not fit an f32 (a corrupt file: found by
+/// tests/tests/fuzz.rs; telemetry carries no infinities).
+fn hz_to_mhz(hz: f64) -> Option<f32> {
+    Some((hz / 1_000_000.0) as f32).filter(|v| v.is_finite())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -335,7 +341,8 @@ fn read_ina3221_rails(sysfs: &Path) -> Rails {
                 let mv = read_number(&hwmon.join(format!("in{c}_input")));
                 let ma = read_number(&hwmon.join(format!("curr{c}_input")));
                 match (mv, ma) {
-                    (Ok(mv), Ok(ma)) => out.rails.push(PowerRail {
+                    // (a product out of range is as unreadable as a bad file)
+                    (Ok(mv), Ok(ma)) if (mv * ma / 1000.0).is_finite() => out.rails.push(PowerRail {
                         power_mw: mv * ma / 1000.0,
                         name: label,
                         voltage_mv: Some(mv),
@@ -572,6 +579,22 @@ mod tests {
         assert_eq!(rails.rails.len(), 1);
         assert_eq!(rails.rails[0].name, "VDD_SYNC");
         assert_close(rails.rails[0].power_mw, 20.0);
+    }
+
+    #[test]
+    fn values_out_of_range_are_unreadable_not_infinite() {
+        let dir = tempfile::tempdir().unwrap();
+        let hwmon = dir.path().join("sys/bus/i2c/devices/1-0040/hwmon/hwmon1");
+        fs::create_dir_all(&hwmon).unwrap();
+        fs::write(dir.path().join("sys/bus/i2c/devices/1-0040/name"), "ina3221\n").unwrap();
+        fs::write(hwmon.join("in1_label"), "VDD_IN\n").unwrap();
+        fs::write(hwmon.join("in1_input"), "5072\n").unwrap();
+        fs::write(hwmon.join("curr1_input"), "1e308\n").unwrap();
+        let rails = read_ina3221_rails(&dir.path().join("sys"));
+        assert_eq!(rails.unreadable, vec!["VDD_IN".to_string()]);
+        assert!(rails.rails.is_empty());
+        assert_eq!(hz_to_mhz(1e300), None);
+        assert_eq!(hz_to_mhz(918_000_000.0), Some(918.0));
     }
 
     #[test]

@@ -1,0 +1,119 @@
+//! Fixed workloads of the hot paths, small enough to run under
+//! `valgrind --tool=callgrind` (instruction counts do not care how busy the machine is):
+//! `rvm-bench profile append|open|drain|writer --n N`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::Actor;
+use common::topics::Kind;
+use common::{DeviceId, Envelope, codec};
+use rvm_agent::buffer::{Buffer, Caps, FlushPolicy, Key, SledStore, Store};
+
+fn open(path: &std::path::Path) -> anyhow::Result<Buffer<Box<dyn Store>>> {
+    Ok(Buffer::open(
+        DeviceId::new("prof0")?,
+        Box::new(SledStore::open(path, Some(500))?) as Box<dyn Store>,
+        Caps::default(),
+        FlushPolicy::Batched { ms: 500 },
+    )?)
+}
+
+fn fill(b: &Buffer<Box<dyn Store>>, n: usize) -> anyhow::Result<()> {
+    let body = crate::mqtt::sample_telemetry(3);
+    let t0 = common::time::now_ms();
+    for i in 0..n {
+        b.append(Kind::Telemetry, t0 + i as i64, &body)?;
+    }
+    b.flush()?;
+    Ok(())
+}
+
+pub fn run(what: &str, n: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("buf");
+    let start = Instant::now();
+    match what {
+        "append" => fill(&open(&path)?, n)?,
+        "open" => {
+            fill(&open(&path)?, n)?;
+            let t = Instant::now();
+            let b = open(&path)?;
+            eprintln!("open of {n} records: {:?}; {:?}", t.elapsed(), b.stats());
+        }
+        "drain" => {
+            fill(&open(&path)?, n)?;
+            let b = open(&path)?;
+            let t = Instant::now();
+            // what the link does: a window of 64, then per PUBACK an ack and a refill of one
+            let mut inflight: std::collections::VecDeque<Key> = b
+                .next(Key::TELEMETRY, None, 64)?
+                .into_iter()
+                .map(|r| r.key)
+                .collect();
+            let mut cursor = inflight.back().map(|k| k.seq);
+            while let Some(k) = inflight.pop_front() {
+                b.ack(k)?;
+                let _ = b.next(Key::PRIORITY, None, 1)?;
+                for r in b.next(Key::TELEMETRY, cursor, 1)? {
+                    cursor = Some(r.key.seq);
+                    inflight.push_back(r.key);
+                }
+            }
+            eprintln!("drain of {n} records: {:?}", t.elapsed());
+        }
+        "writer" => writer(dir.path(), n)?,
+        other => anyhow::bail!("profile {other:?}: one of append, open, drain, writer"),
+    }
+    eprintln!("{what} x{n}: {:?}", start.elapsed());
+    Ok(())
+}
+
+/// n telemetry records from 50 devices through the server's ingest writer, in batches as
+/// the embedded broker's hook hands them over.
+fn writer(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
+    let sys = actix::System::new();
+    sys.block_on(async move {
+        let fleet = fleet_server::actors::fleet::FleetActor::new(Default::default()).start();
+        let stats = Arc::new(fleet_server::actors::ingest::IngestStats::default());
+        let w = fleet_server::writer::start(dir, fleet, stats.clone())?;
+        let body = crate::mqtt::sample_telemetry(5);
+        let t0 = common::time::now_ms();
+        let devices: Vec<DeviceId> = (0..50)
+            .map(|i| DeviceId::new(format!("prof{i:02}")))
+            .collect::<Result<_, _>>()?;
+        let items: Vec<(DeviceId, Vec<u8>)> = (0..n)
+            .map(|i| {
+                let d = devices[i % devices.len()].clone();
+                let seq = (i / devices.len()) as u64 + 1;
+                let p =
+                    codec::encode(&Envelope::new(d.clone(), seq, t0 + i as i64, &body)).unwrap_or_default();
+                (d, p)
+            })
+            .collect();
+        let t = Instant::now();
+        let mut replies = Vec::with_capacity(n);
+        for (device, payload) in items {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            w.tx.send(fleet_server::writer::IngestItem {
+                device,
+                kind: Kind::Telemetry,
+                payload,
+                reply: Some(tx),
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("writer gone"))?;
+            replies.push(rx);
+        }
+        for r in replies {
+            let _ = r.await;
+        }
+        eprintln!(
+            "writer: {n} records in {:?}; accepted {}",
+            t.elapsed(),
+            stats.accepted.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        w.stop.store(true, std::sync::atomic::Ordering::Release);
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,1020 @@
+//! Security checks, each breaking something on purpose:
+//!
+//! - the HTTP API refuses missing, wrong and expired tokens;
+//! - roles hold on every route: the table below is compared with the routes registered in
+//!   `fleet-server/src/http/*.rs`, so a new route without an entry fails here; each route
+//!   answers 401 without a token, 403 below its role and neither at its role;
+//! - every POST route refuses an oversized body with 413;
+//! - errors never leak tokens or keys into the server's log or its answers;
+//! - the broker speaks TLS 1.2 and 1.3 only (`openssl s_client`, Debian's `openssl`);
+//! - a device whose clock is a day off is flagged (`clock.skew_s`) and does not pollute
+//!   history: its rows are stored at receive time with the device's offset kept
+//!   (`fleet-server/src/clock.rs`);
+//! - an agent whose clock jumps back and forward keeps seq order (seq comes from the buffer)
+//!   and the server flags the skew;
+//! - an agent whose disk fills up keeps running and reports it (a 2 MiB tmpfs: needs root).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::codec;
+use common::topics::{Kind, Topic};
+use common::{DeviceId, DeviceState, Envelope, Telemetry};
+use fleet_server::auth::Role;
+use rumqttc::QoS;
+use rvm_fleet_tests::harness::ServerProc;
+use rvm_fleet_tests::{Child, ConnectOutcome, FleetOptions, Probe, TestFleet, eventually, tls_for};
+use serde_json::{Value, json};
+
+const DAY_MS: i64 = 86_400_000;
+
+async fn status(
+    fleet: &TestFleet,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> u16 {
+    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut r = fleet
+        .http
+        .request(m, fleet.url(path))
+        .timeout(Duration::from_secs(20));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.header("content-type", "application/json").body(b);
+    }
+    r.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_missing_wrong_and_expired_tokens_are_refused() {
+    let fleet = TestFleet::start().unwrap();
+    let path = "/api/v1/devices";
+    assert_eq!(status(&fleet, "GET", path, None, None).await, 401, "no token");
+    assert_eq!(
+        status(
+            &fleet,
+            "GET",
+            path,
+            Some("rvmf_0123456789abcdef0123456789abcdef"),
+            None
+        )
+        .await,
+        401
+    );
+    assert_eq!(
+        status(&fleet, "GET", path, Some(""), None).await,
+        401,
+        "empty token"
+    );
+    let r = fleet
+        .http
+        .get(fleet.url(path))
+        .header("authorization", "Basic YWRtaW46YWRtaW4=")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "not a bearer token");
+    let now = common::time::now_ms();
+    let expired = fleet
+        .server
+        .tokens
+        .create_with_expiry("old", Role::Admin, Some(now - 1))
+        .unwrap();
+    assert_eq!(
+        status(&fleet, "GET", path, Some(&expired), None).await,
+        401,
+        "expired token"
+    );
+    let soon = fleet
+        .server
+        .tokens
+        .create_with_expiry("soon", Role::Viewer, Some(now + 1_500))
+        .unwrap();
+    assert_eq!(
+        status(&fleet, "GET", path, Some(&soon), None).await,
+        200,
+        "valid until it expires"
+    );
+    tokio::time::sleep(Duration::from_millis(1_700)).await;
+    assert_eq!(
+        status(&fleet, "GET", path, Some(&soon), None).await,
+        401,
+        "refused once expired"
+    );
+    assert_eq!(status(&fleet, "GET", path, Some(&fleet.admin), None).await, 200);
+    // the list shows the expiry
+    let tokens = fleet.get("/api/v1/tokens").await.unwrap();
+    let old = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "old")
+        .unwrap();
+    assert_eq!(old["expires_ms"], now - 1);
+}
+
+/// One route: method, path pattern as registered, a concrete path, the least role, a body.
+struct Route {
+    method: &'static str,
+    pattern: &'static str,
+    path: &'static str,
+    min: Option<Role>,
+    body: Option<Value>,
+}
+
+fn route(
+    method: &'static str,
+    pattern: &'static str,
+    path: &'static str,
+    min: Option<Role>,
+    body: Option<Value>,
+) -> Route {
+    Route {
+        method,
+        pattern,
+        path,
+        min,
+        body,
+    }
+}
+
+/// Every route of the server. `min: None`: open (no token needed).
+fn routes() -> Vec<Route> {
+    use Role::*;
+    vec![
+        route("GET", "/", "/", None, None),
+        route("GET", "/ui/{file:.*}", "/ui/app.js", None, None),
+        route("GET", "/metrics", "/metrics", None, None),
+        route("GET", "/api/v1/health", "/api/v1/health", None, None),
+        route("GET", "/api/v1/devices", "/api/v1/devices", Some(Viewer), None),
+        route(
+            "GET",
+            "/api/v1/devices/{id}",
+            "/api/v1/devices/secdev",
+            Some(Viewer),
+            None,
+        ),
+        route(
+            "GET",
+            "/api/v1/devices/{id}/metrics",
+            "/api/v1/devices/secdev/metrics?name=cpu.usage_pct",
+            Some(Viewer),
+            None,
+        ),
+        route(
+            "POST",
+            "/api/v1/devices/{id}/commands",
+            "/api/v1/devices/secdev/commands",
+            Some(Operator),
+            Some(json!({"action": "drop_caches", "reason": "security test"})),
+        ),
+        route(
+            "GET",
+            "/api/v1/devices/{id}/commands",
+            "/api/v1/devices/secdev/commands",
+            Some(Viewer),
+            None,
+        ),
+        route(
+            "GET",
+            "/api/v1/commands/{id}",
+            "/api/v1/commands/c1",
+            Some(Viewer),
+            None,
+        ),
+        route(
+            "POST",
+            "/api/v1/rollouts",
+            "/api/v1/rollouts",
+            Some(Operator),
+            Some(
+                json!({"action": "collect_diagnostics", "target": "all", "per_minute": 5, "abort_failed_pct": 10, "reason": "security test"}),
+            ),
+        ),
+        route(
+            "GET",
+            "/api/v1/rollouts/{id}",
+            "/api/v1/rollouts/r1",
+            Some(Viewer),
+            None,
+        ),
+        route("GET", "/api/v1/audit", "/api/v1/audit", Some(Operator), None),
+        route("GET", "/api/v1/tokens", "/api/v1/tokens", Some(Admin), None),
+        route(
+            "POST",
+            "/api/v1/tokens",
+            "/api/v1/tokens",
+            Some(Admin),
+            Some(json!({"name": "made-by-security-test", "role": "viewer"})),
+        ),
+        route("GET", "/api/v1/whoami", "/api/v1/whoami", Some(Viewer), None),
+        route("GET", "/api/v1/alerts", "/api/v1/alerts", Some(Viewer), None),
+        route(
+            "POST",
+            "/api/v1/alerts/{id}/ack",
+            "/api/v1/alerts/cpu_high:secdev:1/ack",
+            Some(Operator),
+            Some(json!({"comment": "security test"})),
+        ),
+        route("GET", "/api/v1/silences", "/api/v1/silences", Some(Viewer), None),
+        route(
+            "POST",
+            "/api/v1/silences",
+            "/api/v1/silences",
+            Some(Operator),
+            Some(
+                json!({"matchers": [{"label": "site", "value": "nowhere"}], "duration_s": 60, "comment": "security test"}),
+            ),
+        ),
+        route(
+            "DELETE",
+            "/api/v1/silences/{id}",
+            "/api/v1/silences/s1",
+            Some(Operator),
+            None,
+        ),
+        route(
+            "GET",
+            "/api/v1/incidents",
+            "/api/v1/incidents",
+            Some(Viewer),
+            None,
+        ),
+        route(
+            "GET",
+            "/api/v1/export",
+            "/api/v1/export?format=json",
+            Some(Viewer),
+            None,
+        ),
+        route("GET", "/api/v1/report", "/api/v1/report", Some(Viewer), None),
+        route("GET", "/api/v1/stream", "/api/v1/stream", Some(Viewer), None),
+    ]
+}
+
+/// `(METHOD, pattern)` of every `.route(...)` in `fleet-server/src/http/*.rs`; routes of the
+/// `/api/v1` scope get its prefix.
+fn registered_routes() -> BTreeSet<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fleet-server/src/http");
+    const ROOT_LEVEL: [&str; 3] = ["/", "/ui/{file:.*}", "/metrics"];
+    let mut out = BTreeSet::new();
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let src = std::fs::read_to_string(e.path()).unwrap();
+        let src = src.split("#[cfg(test)]").next().unwrap_or("");
+        let mut rest = src;
+        while let Some(i) = rest.find(".route(\"") {
+            rest = &rest[i + 8..];
+            let Some(end) = rest.find('"') else { break };
+            let pattern = &rest[..end];
+            let Some(w) = rest.find("web::") else { break };
+            let method: String = rest[w + 5..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .collect();
+            let full = if ROOT_LEVEL.contains(&pattern) {
+                pattern.to_string()
+            } else {
+                format!("/api/v1{pattern}")
+            };
+            out.insert((method.to_uppercase(), full));
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_every_route_holds_its_role() {
+    let table = routes();
+    let listed: BTreeSet<(String, String)> = table
+        .iter()
+        .map(|r| (r.method.to_string(), r.pattern.to_string()))
+        .collect();
+    let registered = registered_routes();
+    assert!(
+        registered.len() > 20,
+        "routes found in the source: {registered:?}"
+    );
+    let missing: Vec<_> = registered.difference(&listed).collect();
+    assert!(
+        missing.is_empty(),
+        "routes without an entry in the security table: {missing:?}"
+    );
+    let stale: Vec<_> = listed.difference(&registered).collect();
+    assert!(
+        stale.is_empty(),
+        "table entries for routes that do not exist: {stale:?}"
+    );
+
+    let fleet = TestFleet::start().unwrap();
+    let tokens = [
+        (Role::Viewer, fleet.token("sec-viewer", Role::Viewer).unwrap()),
+        (
+            Role::Operator,
+            fleet.token("sec-operator", Role::Operator).unwrap(),
+        ),
+        (Role::Admin, fleet.admin.clone()),
+    ];
+    let mut checked = 0;
+    for r in &table {
+        let body = r.body.as_ref().map(|b| serde_json::to_vec(b).unwrap());
+        let Some(min) = r.min else {
+            let s = status(&fleet, r.method, r.path, None, body.clone()).await;
+            assert!(s < 400, "{} {} is open, got {s}", r.method, r.path);
+            continue;
+        };
+        let s = status(&fleet, r.method, r.path, None, body.clone()).await;
+        assert_eq!(s, 401, "{} {} without a token", r.method, r.path);
+        for (role, token) in &tokens {
+            let s = status(&fleet, r.method, r.path, Some(token), body.clone()).await;
+            if *role < min {
+                assert_eq!(s, 403, "{} {} as {role:?} (needs {min:?})", r.method, r.path);
+            } else if *role == min {
+                assert!(
+                    s != 401 && s != 403 && s != 0,
+                    "{} {} as {role:?}: {s}",
+                    r.method,
+                    r.path
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, table.iter().filter(|r| r.min.is_some()).count());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_metrics_token_guards_the_prometheus_endpoint() {
+    let fleet = TestFleet::start_with(FleetOptions {
+        metrics_token: Some("scrape-token-0123456789".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(status(&fleet, "GET", "/metrics", None, None).await, 401);
+    assert_eq!(
+        status(&fleet, "GET", "/metrics", Some("wrong-token-0123456789"), None).await,
+        401
+    );
+    assert_eq!(
+        status(&fleet, "GET", "/metrics", Some("scrape-token-0123456789"), None).await,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_every_post_route_refuses_an_oversized_body_with_413() {
+    let fleet = TestFleet::start().unwrap();
+    let limit = fleet_server::http::MAX_BODY;
+    let big = format!("{{\"reason\": \"{}\"}}", "x".repeat(limit + 1024)).into_bytes();
+    let mut posts = 0;
+    for r in routes().iter().filter(|r| r.method == "POST") {
+        let s = status(&fleet, "POST", r.path, Some(&fleet.admin), Some(big.clone())).await;
+        assert_eq!(s, 413, "POST {} with {} bytes", r.path, big.len());
+        // just under the limit is read (and then judged on its content)
+        let fits = format!("{{\"reason\": \"{}\"}}", "x".repeat(limit - 64)).into_bytes();
+        let s = status(&fleet, "POST", r.path, Some(&fleet.admin), Some(fits)).await;
+        assert!(s != 413 && s < 500, "POST {} under the limit: {s}", r.path);
+        posts += 1;
+    }
+    assert!(posts >= 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_errors_never_leak_tokens_or_keys_into_logs_or_responses() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = common::pki::CertDir::new(dir.path().join("certs"));
+    common::pki::init(&certs, &["localhost".into(), "127.0.0.1".into()], false).unwrap();
+    let mut server = ServerProc::new(dir.path(), &certs, "").unwrap();
+    server.start().unwrap();
+    assert!(server.wait_ready(Duration::from_secs(30)).await);
+    let client = reqwest::Client::new();
+    const MARKER: &str = "rvmf_5ec2e7c0ffee5ec2e7c0ffee5ec2e7c0";
+    let mut answers = Vec::new();
+    let send = |req: reqwest::RequestBuilder| {
+        let req = req.timeout(Duration::from_secs(10));
+        async move {
+            let r = req.send().await.unwrap();
+            let headers = format!("{:?}", r.headers());
+            let s = r.status().as_u16();
+            let body = r.text().await.unwrap_or_default();
+            (s, format!("{headers}\n{body}"))
+        }
+    };
+    let url = |p: &str| server.url(p);
+    // wrong tokens: in the header, malformed, in the stream's query string
+    for p in [
+        "/api/v1/devices",
+        "/api/v1/tokens",
+        "/api/v1/audit",
+        "/api/v1/export",
+    ] {
+        answers.push(send(client.get(url(p)).bearer_auth(MARKER)).await);
+        answers.push(
+            send(
+                client
+                    .get(url(p))
+                    .header("authorization", format!("Basic {MARKER}")),
+            )
+            .await,
+        );
+        answers.push(
+            send(
+                client
+                    .get(url(p))
+                    .header("authorization", format!("Bearer {MARKER} {MARKER}")),
+            )
+            .await,
+        );
+    }
+    answers.push(send(client.get(url(&format!("/api/v1/stream?token={MARKER}")))).await);
+    answers.push(
+        send(
+            client
+                .post(url("/api/v1/devices/x/commands"))
+                .bearer_auth(MARKER)
+                .body(format!("{{\"reason\":\"{MARKER}\"}}")),
+        )
+        .await,
+    );
+    for (s, a) in &answers {
+        assert_eq!(*s, 401, "{a}");
+        assert!(!a.contains(MARKER), "a refused token is echoed: {a}");
+    }
+    // bad bodies with a secret inside, sent with a valid token (the body is the client's own
+    // and may be named in the answer; it must not reach the log)
+    let admin = server.token.clone();
+    let bodies = [
+        format!("{{\"action\": \"drop_caches\", \"reason\": \"{MARKER}\", \"ttl_s\": 1}}"),
+        format!("{{\"{MARKER}\": 1}}"),
+        format!("not json {MARKER}"),
+        format!("{{\"action\": {{\"restart_unit\": {{\"unit\": \"{MARKER}\"}}}}, \"reason\": \"x\"}}"),
+    ];
+    for b in &bodies {
+        for p in [
+            "/api/v1/devices/secdev/commands",
+            "/api/v1/rollouts",
+            "/api/v1/silences",
+            "/api/v1/tokens",
+        ] {
+            let (s, a) = send(
+                client
+                    .post(url(p))
+                    .bearer_auth(&admin)
+                    .header("content-type", "application/json")
+                    .body(b.clone()),
+            )
+            .await;
+            assert!((400..500).contains(&s), "POST {p} {b}: {s} {a}");
+            assert!(!a.contains(&admin), "the caller's token is echoed: {a}");
+        }
+    }
+    // a token made through the API is shown once, to its maker, and never logged
+    let (s, a) = send(
+        client
+            .post(url("/api/v1/tokens"))
+            .bearer_auth(&admin)
+            .json(&json!({"name": "leakcheck", "role": "viewer"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{a}");
+    let made: Value = serde_json::from_str(a.split_once('\n').map_or("", |x| x.1)).unwrap();
+    let made = made["token"].as_str().unwrap().to_string();
+    let (s, _) = send(client.get(url("/api/v1/whoami")).bearer_auth(&made)).await;
+    assert_eq!(s, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.terminate();
+
+    let log = rvm_fleet_tests::read(&server.log);
+    assert!(log.len() > 100, "the server logged: {log}");
+    for (what, secret) in [
+        ("a refused token or a body secret", MARKER),
+        ("the admin token", admin.as_str()),
+        ("a new token", made.as_str()),
+    ] {
+        assert!(!log.contains(secret), "the log contains {what}:\n{log}");
+    }
+    // no key material: the server's and CA's private keys and the command-signing key
+    let mut keys = Vec::new();
+    for e in walk(certs.root()) {
+        let text = std::fs::read_to_string(&e).unwrap_or_default();
+        if text.contains("PRIVATE KEY") {
+            keys.extend(
+                text.lines()
+                    .filter(|l| !l.starts_with("-----") && l.len() > 16)
+                    .map(str::to_string),
+            );
+        }
+    }
+    assert!(!keys.is_empty(), "private keys found to look for");
+    assert!(!log.contains("PRIVATE KEY"), "the log contains a PEM private key");
+    for k in &keys {
+        assert!(!log.contains(k.as_str()), "the log contains private key material");
+        for (_, a) in &answers {
+            assert!(!a.contains(k.as_str()));
+        }
+    }
+    // the token store holds hashes only
+    let stored = std::fs::read_to_string(server.data.join("tokens.json")).unwrap();
+    assert!(!stored.contains(&admin) && !stored.contains(&made));
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// `openssl s_client` against the broker with one protocol version; (handshake done, output).
+fn s_client(port: u16, version: &str, ident: &common::tls::ClientIdentity) -> (bool, String) {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            version,
+            // let the client offer old protocols (OpenSSL 3's own floor would refuse first)
+            "-cipher",
+            "DEFAULT:@SECLEVEL=0",
+            "-CAfile",
+            &ident.ca.to_string_lossy(),
+            "-cert",
+            &ident.cert.to_string_lossy(),
+            "-key",
+            &ident.key.to_string_lossy(),
+            "-brief",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl is installed (Debian package openssl)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = text.contains("CONNECTION ESTABLISHED") || text.contains("Protocol version:");
+    (done, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_broker_refuses_tls_1_0_and_1_1_and_speaks_1_2_needs_openssl() {
+    let fleet = TestFleet::start().unwrap();
+    let ident = fleet.device_identity("tlsprobe").unwrap();
+    let port = fleet.broker_port();
+    for v in ["-tls1", "-tls1_1"] {
+        let (done, text) = s_client(port, v, &ident);
+        assert!(!done, "{v}: handshake completed:\n{text}");
+        // refused by the server, not by the client's own configuration
+        assert!(
+            !text.contains("no protocols available"),
+            "{v}: the client did not offer it:\n{text}"
+        );
+        assert!(
+            text.contains("protocol version")
+                || text.contains("handshake failure")
+                || text.contains("unsupported protocol"),
+            "{v}: not a protocol refusal:\n{text}"
+        );
+    }
+    let (done, text) = s_client(port, "-tls1_2", &ident);
+    assert!(done && text.contains("TLSv1.2"), "TLS 1.2 must work:\n{text}");
+    let (done, text) = s_client(port, "-tls1_3", &ident);
+    assert!(done && text.contains("TLSv1.3"), "TLS 1.3 must work:\n{text}");
+}
+
+/// The alert of rule `rule` on `device` (pending or firing), if any.
+async fn alert_of(fleet: &TestFleet, rule: &str, device: &str) -> Option<Value> {
+    let v = fleet.get("/api/v1/alerts").await.ok()?;
+    v["alerts"]
+        .as_array()?
+        .iter()
+        .find(|a| a["rule"] == rule && a["device"] == device)
+        .cloned()
+}
+
+async fn points(fleet: &TestFleet, device: &str, name: &str, window: Option<(i64, i64)>) -> Vec<Value> {
+    let q = match window {
+        Some((f, t)) => format!("/api/v1/devices/{device}/metrics?name={name}&from={f}&to={t}&step=1s"),
+        None => format!("/api/v1/devices/{device}/metrics?name={name}&step=1s"),
+    };
+    fleet.get(&q).await.unwrap()["points"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn build_telemetry(cpu: f64) -> Telemetry {
+    let mut t = Telemetry::default();
+    t.cpu.usage_pct = cpu as f32;
+    t.memory.total_bytes = 8 << 30;
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_a_device_clock_a_day_off_is_flagged_and_history_stays_clean() {
+    let fleet = TestFleet::start().unwrap();
+    let port = fleet.broker_port();
+    for (id, skew) in [("skewahead", DAY_MS), ("skewbehind", -DAY_MS)] {
+        let dev = DeviceId::new(id).unwrap();
+        let ConnectOutcome::Accepted(client, mut el) =
+            Probe::new(id, tls_for(&fleet.device_identity(id).unwrap()))
+                .connect(port)
+                .await
+        else {
+            panic!("{id} connects");
+        };
+        let t0 = common::time::now_ms();
+        let birth = common::Birth {
+            boot_id: "b1".into(),
+            agent_version: "probe".into(),
+            ..Default::default()
+        };
+        let env = Envelope::new(dev.clone(), 0, t0 + skew, DeviceState::Online(birth));
+        client
+            .publish(
+                Topic::device(&dev, Kind::State),
+                QoS::AtLeastOnce,
+                true,
+                codec::encode(&env).unwrap(),
+            )
+            .await
+            .unwrap();
+        // the birth first (a record is "live", made on this connection, once its birth is in)
+        let birth_seen = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                tokio::select! {
+                    ev = el.poll() => { ev.unwrap(); }
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                        if let Ok(Some(d)) = fleet.device(id).await
+                            && d["birth"]["boot_id"] == "b1"
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(birth_seen.is_ok(), "{id}: the birth arrives");
+        // live records, one a second, stamped by the wrong clock
+        for seq in 1..=12u64 {
+            let now = common::time::now_ms();
+            let env = Envelope::new(dev.clone(), seq, now + skew, build_telemetry(42.0));
+            client
+                .publish(
+                    Topic::device(&dev, Kind::Telemetry),
+                    QoS::AtLeastOnce,
+                    false,
+                    codec::encode(&env).unwrap(),
+                )
+                .await
+                .unwrap();
+            // keep the connection going for a second (PUBACKs, pings)
+            let _ = tokio::time::timeout(Duration::from_millis(1000), async {
+                while el.poll().await.is_ok() {}
+            })
+            .await;
+        }
+        let Some(a) = eventually(Duration::from_secs(10), || alert_of(&fleet, "clock_skew", id)).await else {
+            panic!(
+                "{id}: no clock_skew alert; alerts {} health {} device {}",
+                fleet.get("/api/v1/alerts?state=all").await.unwrap(),
+                fleet.health().await.unwrap()["alerts"],
+                fleet.device(id).await.unwrap().unwrap_or_default()
+            );
+        };
+        let v = a["value"].as_f64().unwrap();
+        assert!((v - skew as f64 / 1000.0).abs() < 120.0, "{id}: skew {v}");
+        // history: the last hour has the records, the day the clock names has none
+        let now = common::time::now_ms();
+        let recent = points(&fleet, id, "cpu.usage_pct", None).await;
+        assert!(!recent.is_empty(), "{id}: the last hour shows the device");
+        for p in &recent {
+            let ts = p[0].as_i64().unwrap();
+            assert!(
+                ts >= now - 3_600_000 && ts <= now + 60_000,
+                "{id}: a point at {ts}"
+            );
+            assert_eq!(p[3].as_f64(), Some(42.0));
+        }
+        let there = points(
+            &fleet,
+            id,
+            "cpu.usage_pct",
+            Some((t0 + skew - 3_600_000, t0 + skew + 3_600_000)),
+        )
+        .await;
+        assert!(
+            there.is_empty(),
+            "{id}: rows landed at the device's wrong time: {there:?}"
+        );
+        // the device's own timestamp is kept with each row
+        let offs = points(&fleet, id, "clock.device_offset_s", None).await;
+        assert!(!offs.is_empty(), "{id}: the offset is kept");
+        for p in offs {
+            assert!(
+                (p[3].as_f64().unwrap() - skew as f64 / 1000.0).abs() < 60.0,
+                "{id}: offset {p}"
+            );
+        }
+    }
+    let h = fleet.health().await.unwrap();
+    assert!(
+        h["ingest"]["clock_moved"].as_u64().unwrap() >= 24,
+        "{}",
+        h["ingest"]
+    );
+}
+
+/// One device through the agent's own pipeline (buffer, collector, link) on an actix system
+/// of its own; the test owns its buffer and can append records stamped by any clock.
+struct Device {
+    sys: Option<actix::System>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    buffer: Arc<rvm_agent::buffer::Buffer>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Device {
+    fn start(fleet: &TestFleet, id: &str) -> Device {
+        let device = DeviceId::new(id).unwrap();
+        let identity = fleet.device_identity(id).unwrap();
+        let port = fleet.broker_port();
+        let buffer = Arc::new(
+            rvm_agent::buffer::Buffer::open(
+                device.clone(),
+                Box::new(rvm_agent::buffer::MemStore::default()) as Box<dyn rvm_agent::buffer::Store>,
+                rvm_agent::buffer::Caps::default(),
+                rvm_agent::buffer::FlushPolicy::EveryRecord,
+            )
+            .unwrap(),
+        );
+        let b = buffer.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let sys = actix::System::new();
+            let wake = sys.block_on(async move {
+                let h = rvm_agent::runtime::start_device(rvm_agent::runtime::DeviceParts {
+                    device,
+                    host: "127.0.0.1".into(),
+                    port,
+                    identity,
+                    keep_alive: Duration::from_secs(5),
+                    window: 64,
+                    // the collector stays out of the way: the test makes the records
+                    interval: Duration::from_secs(3600),
+                    source: Box::new(rvm_agent::collect::sim::SimSource::new(1, 1000)),
+                    buffer: b,
+                    birth: rvm_agent::runtime::build_birth(None, vec![], vec![], false),
+                })
+                .unwrap();
+                let w = h.wake.clone();
+                std::mem::forget(h);
+                w
+            });
+            let _ = tx.send((actix::System::current(), wake));
+            let _ = sys.run();
+        });
+        let (sys, wake) = rx.recv().unwrap();
+        Device {
+            sys: Some(sys),
+            thread: Some(thread),
+            buffer,
+            wake,
+        }
+    }
+
+    fn append(&self, ts_ms: i64, cpu: f64) {
+        self.buffer
+            .append(Kind::Telemetry, ts_ms, &build_telemetry(cpu))
+            .unwrap();
+        self.wake.notify_one();
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        if let Some(s) = self.sys.take() {
+            s.stop();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_an_agent_clock_jumping_keeps_seq_order_and_is_flagged() {
+    let fleet = TestFleet::start().unwrap();
+    let id = "jumpy";
+    let dev = Device::start(&fleet, id);
+    let now = common::time::now_ms;
+    for _ in 0..5 {
+        dev.append(now(), 10.0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eventually(Duration::from_secs(15), || async {
+        let d = fleet.device(id).await.ok()??;
+        (d["delivery"]["received"].as_u64()? >= 5).then_some(())
+    })
+    .await
+    .expect("the device reports");
+    // the clock jumps back a day; the skew input is the largest offset of the last 10 s, so
+    // it shows once the jumped clock is all the server has heard for that long
+    let jump_back = Instant::now();
+    while jump_back.elapsed() < Duration::from_secs(13) {
+        dev.append(now() - DAY_MS, 20.0);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let a = eventually(Duration::from_secs(10), || alert_of(&fleet, "clock_skew", id))
+        .await
+        .expect("a clock jumping back a day is flagged");
+    assert!(a["value"].as_f64().unwrap() < -86_000.0, "{a}");
+    // and forward
+    for _ in 0..5 {
+        dev.append(now() + DAY_MS, 30.0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let last = dev.buffer.stats().last_seq;
+    let d = eventually(Duration::from_secs(15), || async {
+        let d = fleet.device(id).await.ok()??;
+        (d["delivery"]["last_seq"].as_u64()? >= last && dev.buffer.stats().records == 0).then_some(d)
+    })
+    .await
+    .expect("everything delivered");
+    let v = &d["delivery"];
+    assert_eq!(v["gaps"], json!([]), "{v}");
+    assert_eq!(v["missing"], 0, "{v}");
+    assert_eq!(v["reordered"], 0, "seq order held whatever the clock said: {v}");
+    assert_eq!(v["received"].as_u64(), Some(last), "{v}");
+    assert_eq!(v["duplicates_dropped"], 0, "{v}");
+    // the latest figures are the newest records (by seq), not the ones the clock calls newest
+    assert_eq!(d["metrics"]["cpu.usage_pct"], 30.0, "{}", d["metrics"]);
+    // history: every record sits in the last hour; a day before and after are empty
+    let t = now();
+    let recent = points(&fleet, id, "cpu.usage_pct", None).await;
+    // (min and max of each bucket; the collector's own first record may share a bucket)
+    let values: BTreeSet<i64> = recent
+        .iter()
+        .flat_map(|p| [p[1].as_f64(), p[2].as_f64()])
+        .flatten()
+        .map(|x| x as i64)
+        .collect();
+    for v in [10, 20, 30] {
+        assert!(values.contains(&v), "{v} missing from the last hour: {recent:?}");
+    }
+    for p in &recent {
+        let ts = p[0].as_i64().unwrap();
+        assert!(ts >= t - 3_600_000 && ts <= t + 60_000, "a point at {ts}");
+    }
+    for w in [
+        (t - DAY_MS - 3_600_000, t - DAY_MS + 3_600_000),
+        (t + DAY_MS - 3_600_000, t + DAY_MS + 3_600_000),
+    ] {
+        assert!(
+            points(&fleet, id, "cpu.usage_pct", Some(w)).await.is_empty(),
+            "rows at the jumped time {w:?}"
+        );
+    }
+}
+
+/// A 2 MiB tmpfs mounted for the test and unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_an_agent_with_a_full_disk_keeps_running_and_reports_it_needs_root_tmpfs() {
+    let fleet = TestFleet::start().unwrap();
+    let disk = fleet.dir.path().join("disk");
+    let _tmpfs = Tmpfs::mount(&disk).unwrap_or_else(|e| {
+        panic!("this test needs root to mount a 2 MiB tmpfs (mount -t tmpfs -o size=2m tmpfs DIR): {e}")
+    });
+    let id = "fulldisk";
+    let extra = rvm_fleet_tests::AgentExtra {
+        buffer: String::new(),
+        collector: String::new(),
+        tail: format!(
+            "[health]\ndata_disk_path = \"{}\"\nreport_interval_s = 5\nwatch_processes = []\nsystemd_units = []\n",
+            disk.display()
+        ),
+    };
+    let cfg = fleet.agent_config_extra(id, 200, &extra).unwrap();
+    // the buffer lives on the small disk
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let buffer_dir = disk.join("buffer");
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("dir = ") {
+                format!("dir = \"{}\"", buffer_dir.display())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&cfg, text).unwrap();
+    let log = fleet.dir.path().join("fulldisk.log");
+    let mut agent = Child::spawn("rvm-agent", &["--config", cfg.to_str().unwrap()], &log).unwrap();
+    let received = |d: &Value| d["delivery"]["received"].as_u64().unwrap_or(0);
+    let before = eventually(Duration::from_secs(20), || async {
+        let d = fleet.device(id).await.ok()??;
+        let writable = d["health_report"]["checks"].as_array()?.iter().any(|c| {
+            c["status"] == "ok" && c["message"].as_str().is_some_and(|m| m.ends_with("is writable"))
+        });
+        (received(&d) > 10 && writable).then_some(received(&d))
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "the agent reports, healthy; log:\n{}",
+            rvm_fleet_tests::read(&log)
+        )
+    });
+    // fill the disk
+    let filler = disk.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let start = Instant::now();
+    let d = eventually(Duration::from_secs(30), || async {
+        let d = fleet.device(id).await.ok()??;
+        let events = d["recent_events"].as_array()?;
+        let said = events.iter().any(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("buffer store refuses writes"))
+        });
+        // the health report's data-disk check is critical and says why
+        let health = d["health_report"]["checks"].as_array().is_some_and(|c| {
+            c.iter().any(|c| {
+                c["status"] == "critical" && c["message"].as_str().is_some_and(|m| m.contains("not writable"))
+            })
+        });
+        (said && health).then_some(d)
+    })
+    .await;
+    let Some(d) = d else {
+        let now = fleet.device(id).await.ok().flatten().unwrap_or_default();
+        panic!(
+            "the full disk is not reported: events {} health {}; agent log:\n{}",
+            now["recent_events"],
+            now["health_report"],
+            rvm_fleet_tests::read(&log)
+        );
+    };
+    let full_at = received(&d);
+    println!("full disk reported after {:.1} s", start.elapsed().as_secs_f64());
+    // still running, still sending its figures (from memory)
+    let later = eventually(Duration::from_secs(15), || async {
+        let d = fleet.device(id).await.ok()??;
+        (received(&d) > full_at + 10).then_some(received(&d))
+    })
+    .await
+    .expect("telemetry keeps flowing while the disk is full");
+    assert!(
+        agent.0.try_wait().unwrap().is_none(),
+        "the agent is still running"
+    );
+    assert!(later > before);
+    agent.terminate();
+}
