@@ -115,7 +115,7 @@ impl LiveEvent {
                         .iter()
                         .map(|n| s.metrics.get(n).map(|v| *v as f32))
                         .collect(),
-                    meta: meta_changed.then(|| DeviceMeta {
+                    meta: meta_changed.then_some(DeviceMeta {
                         site: s.site,
                         tags: s.tags,
                         agent_version: s.agent_version,
