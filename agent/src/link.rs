@@ -181,6 +181,11 @@ fn mqtt_options(cfg: &LinkConfig) -> MqttOptions {
 /// Runs the link until `shutdown` is notified.
 pub async fn run<S: Store>(cfg: LinkConfig, h: LinkHandles<S>) {
     let (client, mut eventloop) = AsyncClient::new(mqtt_options(&cfg), cfg.window + 64);
+    // PUBACKs and command results are small and awaited: no Nagle delay (about 40 ms with the
+    // peer's delayed ACK).
+    let mut net = eventloop.network_options();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
     let mut inflight = InFlight::default();
     let mut connected = false;
     let mut backoff = ExponentialBackoff {

@@ -122,6 +122,8 @@ impl EmbeddedBroker {
             .name("mqtts")
             .laddr(cfg.listen)
             .reuseaddr(Some(true))
+            // small packets answered at once (PUBACKs, commands): no Nagle delay
+            .nodelay(true)
             .allow_anonymous(false)
             .max_mqueue_len(MAX_SESSION_QUEUE)
             .max_inflight(std::num::NonZeroU16::new(MAX_INFLIGHT).unwrap_or(std::num::NonZeroU16::MIN))

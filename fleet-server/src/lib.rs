@@ -48,3 +48,12 @@ pub mod server;
 pub mod store;
 pub mod sub;
 pub mod writer;
+
+/// Sets TCP_NODELAY on an MQTT client's connections. MQTT packets are small and answered
+/// (PUBACK, a command's result): with Nagle's algorithm on, a packet written while an earlier
+/// one is unacknowledged waits for the peer's delayed ACK, about 40 ms on Linux.
+pub fn mqtt_no_delay(el: &mut rumqttc::EventLoop) {
+    let mut net = el.network_options();
+    net.set_tcp_nodelay(true);
+    el.set_network_options(net);
+}

@@ -115,6 +115,7 @@ pub async fn run(opts: &SubOptions, mut out: impl FnMut(&str)) -> Result<u64, St
     o.set_max_packet_size(max, max);
     o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
     let (client, mut el) = AsyncClient::new(o, 64);
+    crate::mqtt_no_delay(&mut el);
     client
         .subscribe(opts.filter.clone(), QoS::AtLeastOnce)
         .await

@@ -253,6 +253,7 @@ impl CommandsActor {
         o.set_clean_session(true);
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
         let (client, mut el) = AsyncClient::new(o, 4096);
+        crate::mqtt_no_delay(&mut el);
         self.client = Some(client);
         let connected = self.connected.clone();
         let me = ctx.address();

@@ -166,6 +166,7 @@ pub async fn run(cfg: IngestConfig, mode: IngestMode, writer: WriterHandle, stat
     opts.set_inflight(1024);
     opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+    crate::mqtt_no_delay(&mut eventloop);
     let mut backoff = Duration::from_millis(200);
     let filters = match mode {
         IngestMode::Embedded => vec![topics::all_devices_filter(Kind::State)],

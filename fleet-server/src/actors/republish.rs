@@ -280,6 +280,7 @@ async fn run(
     opts.set_inflight(INFLIGHT);
     opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
     let (client, mut eventloop) = AsyncClient::new(opts, MQTT_CHANNEL);
+    crate::mqtt_no_delay(&mut eventloop);
 
     let poll_stats = stats.clone();
     let poller = async move {
