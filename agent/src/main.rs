@@ -72,6 +72,9 @@ enum Cmd {
         /// default: in memory.
         #[arg(long)]
         buffer_dir: Option<PathBuf>,
+        /// How long a simulated command runs before it reports its result (ms).
+        #[arg(long, default_value_t = rvm_agent::simulate::SIM_COMMAND_MS)]
+        command_ms: u64,
     },
 }
 
@@ -123,7 +126,10 @@ fn main() -> ExitCode {
             interval,
             first,
             buffer_dir,
-        } => simulate(devices, sites, prefix, broker, certs, interval, first, buffer_dir),
+            command_ms,
+        } => simulate(
+            devices, sites, prefix, broker, certs, interval, first, buffer_dir, command_ms,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -251,6 +257,7 @@ fn simulate(
     interval: u64,
     first: usize,
     buffer_dir: Option<PathBuf>,
+    command_ms: u64,
 ) -> anyhow::Result<()> {
     let (host, port) =
         split_host_port(&broker).ok_or_else(|| anyhow::anyhow!("--broker {broker:?} is not host:port"))?;
@@ -269,6 +276,7 @@ fn simulate(
     sys.block_on(async move {
         let profile = rvm_agent::simulate::SimProfile {
             buffer_dir,
+            command_ms: Some(command_ms),
             ..Default::default()
         };
         let handles: Vec<_> = rvm_agent::simulate::start_with(&cfg, &profile)?

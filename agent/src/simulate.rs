@@ -53,6 +53,8 @@ pub struct SimProfile {
     /// Keep each machine's buffer in sled under `DIR/{device}`, as a real agent does, so a
     /// `kill -9` of the simulator loses nothing acknowledged-pending; None: in memory.
     pub buffer_dir: Option<std::path::PathBuf>,
+    /// How long a simulated command "runs" before its result (None: [`SIM_COMMAND_MS`]).
+    pub command_ms: Option<u64>,
 }
 
 /// A running simulated machine and the switch of its fault.
@@ -63,7 +65,7 @@ pub struct SimDevice {
     pub commands_fail: Arc<AtomicBool>,
 }
 
-/// How long a simulated command "runs".
+/// How long a simulated command "runs" unless [`SimProfile::command_ms`] says otherwise.
 pub const SIM_COMMAND_MS: u64 = 50;
 
 /// Answers commands like an agent would (verification, at most once, accepted, running, a
@@ -75,6 +77,7 @@ async fn respond(
     buffer: Arc<Buffer>,
     wake: Arc<tokio::sync::Notify>,
     fail: Arc<AtomicBool>,
+    run_for: Duration,
 ) {
     use common::command::CommandStatus;
     use common::topics::Kind;
@@ -106,7 +109,9 @@ async fn respond(
                     String::new(),
                     None,
                 ));
-                tokio::time::sleep(Duration::from_millis(SIM_COMMAND_MS)).await;
+                if !run_for.is_zero() {
+                    tokio::time::sleep(run_for).await;
+                }
                 let done = if fail.load(Ordering::Relaxed) {
                     commands::result(
                         &cmd.id,
@@ -205,6 +210,7 @@ pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<S
                 handle.buffer.clone(),
                 handle.wake.clone(),
                 commands_fail.clone(),
+                Duration::from_millis(profile.command_ms.unwrap_or(SIM_COMMAND_MS)),
             ));
         }
         handles.push(SimDevice {

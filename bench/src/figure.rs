@@ -36,14 +36,6 @@ impl Figure {
         }
     }
 
-    pub fn not_measured(name: &str, why: &str) -> Figure {
-        Figure {
-            name: name.into(),
-            notes: why.into(),
-            ..Default::default()
-        }
-    }
-
     /// Sets the reference and the ratio value / reference.
     pub fn vs(mut self, reference: &str, value: f64) -> Figure {
         self.reference = Some(reference.into());
@@ -56,12 +48,6 @@ impl Figure {
         self.target = target.into();
         self.met = Some(met);
         self.verdict = verdict;
-        self
-    }
-
-    /// The target of a figure that could not be measured.
-    pub fn target_only(mut self, target: &str) -> Figure {
-        self.target = target.into();
         self
     }
 

@@ -316,7 +316,23 @@ pub fn spawn_simulator(
     interval_ms: u64,
     log: &Path,
 ) -> anyhow::Result<Proc> {
-    let args: Vec<String> = [
+    spawn_simulator_with(ctx, certs, port, prefix, devices, first, interval_ms, log, &[])
+}
+
+/// [`spawn_simulator`] with more `rvm-agent simulate` arguments.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_simulator_with(
+    ctx: &Ctx,
+    certs: &CertDir,
+    port: u16,
+    prefix: &str,
+    devices: usize,
+    first: usize,
+    interval_ms: u64,
+    log: &Path,
+    extra: &[&str],
+) -> anyhow::Result<Proc> {
+    let mut args: Vec<String> = [
         "simulate",
         "--devices",
         &devices.to_string(),
@@ -336,6 +352,7 @@ pub fn spawn_simulator(
     .iter()
     .map(|s| s.to_string())
     .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
     Proc::spawn(
         "rvm-agent simulate",
         &ctx.bin("rvm-agent"),
