@@ -149,6 +149,10 @@ pub struct StorageSection {
     /// 1-minute rollups are kept this long.
     #[serde(default = "default_rollup_days")]
     pub history_rollup_days: u64,
+    /// sled's page cache (MiB): history reads served from memory, and most of the server's
+    /// memory after a few minutes of traffic.
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: u64,
 }
 
 impl Default for StorageSection {
@@ -157,6 +161,7 @@ impl Default for StorageSection {
             data_dir: default_data(),
             history_raw_hours: default_raw_hours(),
             history_rollup_days: default_rollup_days(),
+            cache_mib: default_cache_mib(),
         }
     }
 }
@@ -199,6 +204,9 @@ fn default_raw_hours() -> u64 {
 }
 fn default_rollup_days() -> u64 {
     30
+}
+fn default_cache_mib() -> u64 {
+    crate::store::STORE_CACHE_BYTES >> 20
 }
 fn default_stale() -> u64 {
     15
@@ -282,6 +290,8 @@ pub struct ServerConfig {
     pub mqtt_port: u16,
     pub certs: PathBuf,
     pub data_dir: PathBuf,
+    /// sled page cache of the fleet store, bytes.
+    pub store_cache_bytes: u64,
     pub stale_after_ms: i64,
     pub offline_after_ms: i64,
     /// Rules and notifications; None: the built-in rules, notifications to the log.
@@ -398,6 +408,12 @@ impl ServerFile {
                 st.history_rollup_days
             ));
         }
+        if st.cache_mib == 0 || st.cache_mib > 64 * 1024 {
+            p.push(format!(
+                "storage.cache_mib: {} is not between 1 and 65536",
+                st.cache_mib
+            ));
+        }
         match (http, listen, connect, notify) {
             (Ok(http), Ok(listen), Ok((host, port)), Ok(notify)) if p.is_empty() => Ok(ServerConfig {
                 http,
@@ -406,6 +422,7 @@ impl ServerFile {
                 mqtt_port: port,
                 certs: self.certs.dir.clone(),
                 data_dir: self.storage.data_dir.clone(),
+                store_cache_bytes: self.storage.cache_mib << 20,
                 stale_after_ms: self.presence.stale_after_s as i64 * 1000,
                 offline_after_ms: self.presence.offline_after_s as i64 * 1000,
                 alerting: Some(AlertingConfig {
@@ -520,12 +537,13 @@ mod tests {
     #[test]
     fn notify_and_history_problems_are_named_by_key() {
         let f: ServerFile = toml::from_str(
-            "[storage]\nhistory_raw_hours = 0\n[alerts]\nhold_offline_s = 0\n[notify.default]\nchannels = [\"pager\"]\n",
+            "[storage]\nhistory_raw_hours = 0\ncache_mib = 0\n[alerts]\nhold_offline_s = 0\n[notify.default]\nchannels = [\"pager\"]\n",
         )
         .unwrap();
         let p = f.validate().unwrap_err().join("\n");
         for k in [
             "storage.history_raw_hours",
+            "storage.cache_mib",
             "alerts.hold_offline_s",
             "notify.default.channels[0]",
         ] {

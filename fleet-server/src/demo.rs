@@ -87,6 +87,7 @@ pub fn start(opts: &DemoOptions) -> anyhow::Result<Demo> {
         mqtt_port: opts.mqtt.port(),
         certs: certs.clone(),
         data_dir: opts.data_dir.join("server"),
+        store_cache_bytes: crate::store::STORE_CACHE_BYTES,
         stale_after_ms: 15_000,
         offline_after_ms: 60_000,
         alerting: None,

@@ -197,6 +197,7 @@ impl Server {
                     .start();
                     let writer = writer::start_with(
                         &t_cfg.data_dir,
+                        t_cfg.store_cache_bytes,
                         fleet.clone(),
                         t_ingest.clone(),
                         t_republish.clone(),

@@ -148,13 +148,18 @@ impl WriteBatch {
 
 impl FleetStore {
     pub fn open(path: &Path) -> Result<FleetStore, StoreError> {
+        FleetStore::open_with(path, STORE_CACHE_BYTES)
+    }
+
+    /// Opens the store with a page cache of `cache_bytes`.
+    pub fn open_with(path: &Path, cache_bytes: u64) -> Result<FleetStore, StoreError> {
         let err = |error| StoreError::Sled {
             path: path.to_path_buf(),
             error,
         };
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(STORE_CACHE_BYTES)
+            .cache_capacity(cache_bytes)
             // the writer flushes on its own schedule, then truncates the journal
             .flush_every_ms(None)
             .open()

@@ -84,18 +84,19 @@ pub fn start(
     fleet: Addr<FleetActor>,
     stats: Arc<IngestStats>,
 ) -> anyhow::Result<WriterHandle> {
-    start_with(data_dir, fleet, stats, None)
+    start_with(data_dir, crate::store::STORE_CACHE_BYTES, fleet, stats, None)
 }
 
 /// As [`start`]; every new record is also offered to `republish` (never waiting on it).
 pub fn start_with(
     data_dir: &Path,
+    cache_bytes: u64,
     fleet: Addr<FleetActor>,
     stats: Arc<IngestStats>,
     republish: Option<RepublishHandle>,
 ) -> anyhow::Result<WriterHandle> {
     std::fs::create_dir_all(data_dir)?;
-    let store = FleetStore::open(&data_dir.join("fleet.sled"))?;
+    let store = FleetStore::open_with(&data_dir.join("fleet.sled"), cache_bytes)?;
     let delivery: DeliveryMap = Arc::new(RwLock::new(store.load_delivery()?));
     for (id, birth) in store.load_births()? {
         fleet.do_send(Ingested::Restored(id, Box::new(birth)));

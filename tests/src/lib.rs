@@ -107,6 +107,7 @@ impl TestFleet {
             mqtt_port: 0,
             certs: certs.root().to_path_buf(),
             data_dir: dir.path().join("server"),
+            store_cache_bytes: fleet_server::store::STORE_CACHE_BYTES,
             stale_after_ms: opts.stale_after_ms,
             offline_after_ms: opts.offline_after_ms,
             alerting,

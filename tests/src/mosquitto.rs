@@ -245,6 +245,7 @@ pub fn start_fleet(opts: FleetOptions, readers: &[&str]) -> anyhow::Result<(Test
         mqtt_port: mosquitto.server_port,
         certs: certs.root().to_path_buf(),
         data_dir: dir.path().join("server"),
+        store_cache_bytes: fleet_server::store::STORE_CACHE_BYTES,
         stale_after_ms: opts.stale_after_ms,
         offline_after_ms: opts.offline_after_ms,
         alerting,
