@@ -203,7 +203,7 @@ impl Server {
                         t_republish.clone(),
                     )?;
                     let notify_stats = Arc::new(NotifyStats::default());
-                    let alerts = AlertsActor::new(
+                    let alerts_actor = AlertsActor::new(
                         AlertsSetup {
                             rules,
                             notify: notify::spawn(alerting.notify.clone(), notify_stats.clone()),
@@ -212,8 +212,13 @@ impl Server {
                             hold_offline_ms: alerting.hold_offline_ms,
                         },
                         Arc::new(AlertsStats::default()),
-                    )?
-                    .start();
+                    )?;
+                    // Alert rules, the correlator and notifications get their own thread, so
+                    // the fleet actor (presence, live view, the API's device reads) never
+                    // waits behind them: at fleet scale both are busy at once.
+                    let alerts_arbiter = actix::Arbiter::new();
+                    let alerts =
+                        AlertsActor::start_in_arbiter(&alerts_arbiter.handle(), move |_| alerts_actor);
                     fleet.do_send(AttachAlerts(alerts.clone().recipient()));
                     if let Some(r) = t_republish {
                         alerts.do_send(AttachRepublisher(r));
