@@ -250,6 +250,9 @@ fn prefill(path: &Path, body: &Telemetry, n: u64) -> anyhow::Result<(usize, u64)
     b.flush()?;
     let st = b.stats();
     anyhow::ensure!(st.records == n, "prefill stored {} of {n}", st.records);
+    // a clean close releases the seq reservation; without it the agent that opens this buffer
+    // reports the unused reserved seqs as lost by a crash (which the drain would wait out)
+    b.close()?;
     Ok((size, st.disk_bytes))
 }
 

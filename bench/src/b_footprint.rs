@@ -132,6 +132,15 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
                 a.rss_mean_kib / MIB,
                 n.rss_mean_kib / MIB
             )),
+        Figure::new("agent private memory (RssAnon)", a.anon_kib as f64 / MIB, "MiB")
+            .vs("node_exporter RssAnon", n.anon_kib as f64 / MIB)
+            .note(format!(
+                "the rest of RSS is clean, shared pages of mapped files (RssFile): agent {:.2} MiB \
+                 (its {:.1} MiB binary, nearly all resident, and libc), node_exporter {:.2} MiB",
+                a.file_kib as f64 / MIB,
+                std::fs::metadata(ctx.bin("rvm-agent")).map_or(0, |m| m.len()) as f64 / MIB,
+                n.file_kib as f64 / MIB
+            )),
         Figure::new("agent CPU (share of one core)", a.cpu_pct, "%")
             .vs("node_exporter CPU, scraped every second", n.cpu_pct)
             .target(

@@ -156,15 +156,23 @@ pub fn wait_port(port: u16, within: Duration) -> anyhow::Result<()> {
 #[derive(Debug, Clone, Copy)]
 pub struct ProcSample {
     pub rss_kib: u64,
+    /// RssAnon: private memory (heap, stacks, dirty data).
+    pub anon_kib: u64,
+    /// RssFile: resident pages of mapped files (the binary and shared libraries), clean and
+    /// shared with the page cache.
+    pub file_kib: u64,
     pub cpu_ticks: u64,
 }
 
 pub fn sample(pid: u32) -> Option<ProcSample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    let rss_kib = field("VmRSS:")?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // fields after the command name, which may hold spaces: state is field 3, utime 14, stime 15
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -173,6 +181,8 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     let stime: u64 = f.get(12)?.parse().ok()?;
     Some(ProcSample {
         rss_kib,
+        anon_kib: field("RssAnon:").unwrap_or(0),
+        file_kib: field("RssFile:").unwrap_or(0),
         cpu_ticks: utime + stime,
     })
 }
@@ -188,6 +198,9 @@ pub fn clock_ticks_per_s() -> f64 {
 pub struct Usage {
     pub rss_mean_kib: f64,
     pub rss_max_kib: u64,
+    /// RssAnon and RssFile of the last sample.
+    pub anon_kib: u64,
+    pub file_kib: u64,
     /// CPU time over wall time, percent of one core.
     pub cpu_pct: f64,
 }
@@ -230,6 +243,8 @@ pub fn watch(pids: &[u32], duration: Duration, every: Duration, mut tick: impl F
                     r.iter().sum::<u64>() as f64 / r.len() as f64
                 },
                 rss_max_kib: r.iter().copied().max().unwrap_or(0),
+                anon_kib: last[i].map_or(0, |s| s.anon_kib),
+                file_kib: last[i].map_or(0, |s| s.file_kib),
                 cpu_pct: cpu,
             }
         })
