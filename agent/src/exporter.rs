@@ -45,6 +45,8 @@ pub struct StatusSnapshot {
     /// Why earlier backends of the chain were passed over, and what the chosen one cannot read.
     pub gpu_notes: Vec<String>,
     pub app_metrics: AppMetricsCounters,
+    /// The agent process's own memory (heap in use, RSS).
+    pub memory: common::mem::ProcessMemory,
 }
 
 /// The exposition of `t` and the agent's state.
@@ -594,6 +596,22 @@ fn render_agent(x: &mut Exposition, device: &DeviceId, s: &StatusSnapshot) {
         1u32,
     );
     x.emit(info);
+    if let Some(h) = s.memory.heap_in_use {
+        x.one(
+            "rvm_agent_heap_in_use_bytes",
+            Gauge,
+            "Heap bytes the agent has allocated and not freed (allocator statistics).",
+            h,
+        );
+    }
+    if let Some(r) = s.memory.rss {
+        x.one(
+            "rvm_agent_resident_memory_bytes",
+            Gauge,
+            "Resident set size of the agent process.",
+            r,
+        );
+    }
 
     if let Some(h) = &s.health {
         x.one(
@@ -806,6 +824,7 @@ pub(crate) mod tests {
                 pushes_rejected: 1,
                 ..Default::default()
             },
+            memory: common::mem::ProcessMemory::default(),
         }
     }
 

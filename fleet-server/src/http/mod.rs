@@ -173,6 +173,7 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "alerts": state.alerting.alerts.send(crate::actors::alerts::GetSnapshot).await.ok(),
         "notify": state.alerting.notify.snapshot(),
         "live": state.live.snapshot(),
+        "memory": common::mem::ProcessMemory::now(),
     }))
 }
 
