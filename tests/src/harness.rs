@@ -55,11 +55,17 @@ impl ServerProc {
 
     /// Starts the server (a no-op while it runs).
     pub fn start(&mut self) -> anyhow::Result<()> {
+        self.start_env(&[])
+    }
+
+    /// Starts the server with more environment variables (a no-op while it runs).
+    pub fn start_env(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
         if self.child.is_none() {
             let config = self.config.to_string_lossy().into_owned();
-            self.child = Some(Child::spawn(
+            self.child = Some(Child::spawn_env(
                 "fleet-server",
                 &["run", "--config", &config],
+                env,
                 &self.log,
             )?);
         }
