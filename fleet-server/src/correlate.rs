@@ -1502,6 +1502,24 @@ mod tests {
     }
 
     #[test]
+    fn a_step_of_the_whole_fleet_is_no_outlier_although_statistics_are_kept_for_a_second() {
+        let mut h = build_outlier_fleet(10);
+        for s in (0..=600).step_by(10) {
+            for i in 0..10 {
+                // every machine jumps from ~50 C to ~75 C at 100 s: the first to report after
+                // the jump meets statistics of the old fleet, then they catch up
+                let base = if s >= 100 { 75.0 } else { 50.0 };
+                h.feed(
+                    &format!("rvm{i}"),
+                    &[("gpu.temp_c", base + (i % 3) as f64)],
+                    s * S,
+                );
+            }
+        }
+        assert!(h.opened().is_empty(), "{:#?}", h.opened());
+    }
+
+    #[test]
     fn an_outlier_for_less_than_the_duration_is_not_an_incident() {
         let mut h = build_outlier_fleet(10);
         outlier_story(&mut h, 10, 70.0, 290);
