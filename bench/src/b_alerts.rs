@@ -161,6 +161,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
         0,
         1000,
         &dir.join("sim.log"),
+        &[],
     )?;
     let took = setup::wait_online(ctx, &server, "sim", machines, Duration::from_secs(300))?;
     eprintln!("    all online after {:.0} s; settling", took.as_secs_f64());

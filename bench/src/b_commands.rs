@@ -73,7 +73,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
     let certs = setup::make_certs(&dir)?;
     let server = Arc::new(FleetServer::start(ctx, &dir, &certs, &ServerSpec::default())?);
     eprintln!("  starting {MACHINES} simulated machines");
-    let sim = setup::spawn_simulator_with(
+    let sim = setup::spawn_simulator(
         ctx,
         &certs,
         server.mqtt,

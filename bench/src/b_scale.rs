@@ -46,6 +46,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
             k * per,
             INTERVAL_MS,
             &dir.join(format!("sim{k}.log")),
+            &[],
         )?);
     }
     let (online, took) = setup::count_online(ctx, &server, "fleet", MACHINES, ctx.secs(600, 240));

@@ -304,24 +304,9 @@ pub fn spawn_agent(ctx: &Ctx, config: &Path, log: &Path) -> anyhow::Result<Proc>
     )
 }
 
-/// `rvm-agent simulate`: `devices` machines from index `first`.
+/// `rvm-agent simulate`: `devices` machines from index `first`, then `extra` arguments.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn_simulator(
-    ctx: &Ctx,
-    certs: &CertDir,
-    port: u16,
-    prefix: &str,
-    devices: usize,
-    first: usize,
-    interval_ms: u64,
-    log: &Path,
-) -> anyhow::Result<Proc> {
-    spawn_simulator_with(ctx, certs, port, prefix, devices, first, interval_ms, log, &[])
-}
-
-/// [`spawn_simulator`] with more `rvm-agent simulate` arguments.
-#[allow(clippy::too_many_arguments)]
-pub fn spawn_simulator_with(
     ctx: &Ctx,
     certs: &CertDir,
     port: u16,
