@@ -33,6 +33,7 @@ pub mod http;
 pub mod link;
 pub mod recovery;
 pub mod runtime;
+pub mod scenario;
 pub mod sdnotify;
 pub mod simulate;
 pub mod supervise;

@@ -9,6 +9,11 @@
 //!
 //! On every CONNACK: birth (retained), subscribe to our command topic, and resend from the
 //! buffer head. Reconnects back off with jitter ([`backoff`]), reset by a CONNACK.
+//!
+//! A [`LinkHandles::gate`] that reads `true` holds the link down: the connection is dropped
+//! without a DISCONNECT (the broker publishes our last will, as when a shop's router dies) and
+//! not retried until the gate reads `false`; records keep going to the buffer meanwhile. The
+//! simulator's `offline` fault uses it; the agent runs without one.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,7 +30,7 @@ use rumqttc::{
     AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport,
 };
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::buffer::{Buffer, Key, Record, Store};
 
@@ -147,6 +152,23 @@ pub struct LinkHandles<S: Store> {
     pub commands: mpsc::UnboundedSender<SignedCommand>,
     /// Notified to stop: the link sends an `offline (shutdown)` state and disconnects.
     pub shutdown: Arc<Notify>,
+    /// While it reads `true` the link is held down (a simulated network cut).
+    pub gate: Option<watch::Receiver<bool>>,
+}
+
+/// Resolves when the gate changes; never without a gate (or once its sender is gone).
+async fn gate_changed(gate: &mut Option<watch::Receiver<bool>>) {
+    let open = match gate {
+        Some(g) => g.changed().await.is_ok(),
+        None => false,
+    };
+    if !open {
+        std::future::pending::<()>().await
+    }
+}
+
+fn gate_closed(gate: &Option<watch::Receiver<bool>>) -> bool {
+    gate.as_ref().is_some_and(|g| *g.borrow())
 }
 
 fn state_payload(device: &DeviceId, state: &DeviceState) -> Vec<u8> {
@@ -179,7 +201,7 @@ fn mqtt_options(cfg: &LinkConfig) -> MqttOptions {
 }
 
 /// Runs the link until `shutdown` is notified.
-pub async fn run<S: Store>(cfg: LinkConfig, h: LinkHandles<S>) {
+pub async fn run<S: Store>(cfg: LinkConfig, mut h: LinkHandles<S>) {
     let (client, mut eventloop) = AsyncClient::new(mqtt_options(&cfg), cfg.window + 64);
     // PUBACKs and command results are small and awaited: no Nagle delay (about 40 ms with the
     // peer's delayed ACK).
@@ -197,15 +219,40 @@ pub async fn run<S: Store>(cfg: LinkConfig, h: LinkHandles<S>) {
         ..Default::default()
     };
     let cmd_topic = Topic::device(&cfg.device, Kind::Cmd);
+    let mut gate = h.gate.take();
     loop {
+        if gate_closed(&gate) {
+            // a network cut: drop the connection as a dead router would (no DISCONNECT, so the
+            // broker sends our will); what was in flight stays in the buffer for the next session
+            eventloop.clean();
+            if connected {
+                h.status.disconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(device = %cfg.device, "link cut (held down by its gate)");
+            }
+            connected = false;
+            h.status.connected.store(false, Ordering::Relaxed);
+            h.status.in_flight.store(0, Ordering::Relaxed);
+            note_error(&h.status, "network cut (simulated)".into());
+            while gate_closed(&gate) {
+                tokio::select! {
+                    _ = gate_changed(&mut gate) => {}
+                    _ = h.shutdown.notified() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                        h.status.last_loop_ms.store(common::time::now_ms(), Ordering::Relaxed);
+                    }
+                }
+            }
+            backoff.reset();
+        }
         let event = {
             let poll = eventloop.poll();
             tokio::pin!(poll);
             loop {
                 tokio::select! {
                     biased;
-                    ev = &mut poll => break Some(ev),
+                    ev = &mut poll => break Some(Some(ev)),
                     _ = h.shutdown.notified() => break None,
+                    _ = gate_changed(&mut gate) => if gate_closed(&gate) { break Some(None) },
                     _ = h.wake.notified(), if connected => {
                         fill_window(&cfg, &client, &h, &mut inflight);
                     }
@@ -216,6 +263,8 @@ pub async fn run<S: Store>(cfg: LinkConfig, h: LinkHandles<S>) {
             goodbye(&cfg, &client, &mut eventloop).await;
             return;
         };
+        // the gate closed: cut at the top of the loop
+        let Some(event) = event else { continue };
         match event {
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                 if ack.code != rumqttc::ConnectReturnCode::Success {
@@ -283,6 +332,7 @@ pub async fn run<S: Store>(cfg: LinkConfig, h: LinkHandles<S>) {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = h.shutdown.notified() => return,
+                    _ = gate_changed(&mut gate) => {}
                 }
             }
         }

@@ -75,6 +75,12 @@ enum Cmd {
         /// How long a simulated command runs before it reports its result (ms).
         #[arg(long, default_value_t = rvm_agent::simulate::SIM_COMMAND_MS)]
         command_ms: u64,
+        /// Replay the faults of this scenario file (see scenarios/demo.toml).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Tell the scenario this many times faster (times divided, drift rates multiplied).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
     },
 }
 
@@ -127,8 +133,10 @@ fn main() -> ExitCode {
             first,
             buffer_dir,
             command_ms,
+            scenario,
+            speed,
         } => simulate(
-            devices, sites, prefix, broker, certs, interval, first, buffer_dir, command_ms,
+            devices, sites, prefix, broker, certs, interval, first, buffer_dir, command_ms, scenario, speed,
         ),
     };
     match result {
@@ -258,7 +266,16 @@ fn simulate(
     first: usize,
     buffer_dir: Option<PathBuf>,
     command_ms: u64,
+    scenario: Option<PathBuf>,
+    speed: f64,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        speed.is_finite() && speed > 0.0,
+        "--speed {speed}: a positive number"
+    );
+    let scenario = scenario
+        .map(|p| rvm_agent::scenario::Scenario::load(&p).map(|s| s.speed_up(speed)))
+        .transpose()?;
     let (host, port) =
         split_host_port(&broker).ok_or_else(|| anyhow::anyhow!("--broker {broker:?} is not host:port"))?;
     anyhow::ensure!(interval >= 10, "--interval {interval}: at least 10 ms");
@@ -274,15 +291,29 @@ fn simulate(
     };
     let sys = actix::System::new();
     sys.block_on(async move {
-        let profile = rvm_agent::simulate::SimProfile {
+        let mut profile = rvm_agent::simulate::SimProfile {
             buffer_dir,
             command_ms: Some(command_ms),
             ..Default::default()
         };
-        let handles: Vec<_> = rvm_agent::simulate::start_with(&cfg, &profile)?
-            .into_iter()
-            .map(|d| d.handle)
-            .collect();
+        if let Some(s) = &scenario {
+            profile.models_of(&cfg, s);
+        }
+        let devices = rvm_agent::simulate::start_with(&cfg, &profile)?;
+        if let Some(s) = scenario {
+            eprintln!(
+                "replaying scenario {:?}: {} events{}",
+                s.name,
+                s.events.len(),
+                if s.repeat_ms > 0 {
+                    format!(", every {} s", s.repeat_ms / 1000)
+                } else {
+                    String::new()
+                }
+            );
+            rvm_agent::simulate::replay(s, &devices);
+        }
+        let handles: Vec<_> = devices.into_iter().map(|d| d.handle).collect();
         eprintln!(
             "simulating {} machines against {}:{}",
             handles.len(),

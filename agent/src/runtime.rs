@@ -58,6 +58,8 @@ pub struct DeviceParts {
     pub source: Box<dyn MetricSource>,
     pub buffer: Arc<Buffer>,
     pub birth: Birth,
+    /// Holds the link down while it reads `true` (a simulated network cut).
+    pub gate: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// A birth message with this process's boot id and versions.
@@ -130,6 +132,7 @@ pub fn link_parts(
             wake: Arc::new(Notify::new()),
             status: Arc::default(),
             commands: tx,
+            gate: None,
         },
         rx,
     ))
@@ -139,7 +142,7 @@ pub fn link_parts(
 /// the current actix arbiter: what a simulated machine runs. The real agent is
 /// [`crate::agent::start`].
 pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
-    let (lp, rx) = link_parts(
+    let (mut lp, rx) = link_parts(
         LinkSpec {
             device: parts.device.clone(),
             host: parts.host,
@@ -151,6 +154,7 @@ pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
         },
         parts.buffer.clone(),
     )?;
+    lp.gate = parts.gate;
     let now = common::time::now_ms();
     let cp_wake = lp.wake.clone();
     let cp = CollectorParts::new(

@@ -57,12 +57,37 @@ pub struct SimProfile {
     pub command_ms: Option<u64>,
 }
 
-/// A running simulated machine and the switch of its fault.
+impl SimProfile {
+    /// Takes the vision model versions a scenario gives machines of this simulator.
+    pub fn models_of(&mut self, cfg: &SimConfig, scenario: &crate::scenario::Scenario) {
+        for i in 0..cfg.devices {
+            if let Some(v) = scenario.model_version_of(cfg.first + i) {
+                self.vision_model_versions.insert(i, v.to_string());
+            }
+        }
+    }
+}
+
+/// Replays `scenario` on these machines, on the current arbiter (see [`crate::scenario`]).
+pub fn replay(scenario: crate::scenario::Scenario, devices: &[SimDevice]) {
+    let machines = devices.iter().map(crate::scenario::Machine::of).collect();
+    actix::spawn(crate::scenario::run(scenario, machines));
+}
+
+/// A running simulated machine and its switches.
 pub struct SimDevice {
     pub handle: DeviceHandle,
     pub fault: SimFault,
     /// When set, commands this machine accepts end `failed` (a failing cohort in a rollout).
     pub commands_fail: Arc<AtomicBool>,
+    /// `true` cuts the machine's network: the broker sees it vanish (its will), the machine
+    /// keeps recording into its buffer, and drains it when set back to `false`.
+    pub offline: tokio::sync::watch::Sender<bool>,
+    /// Its global number (`first + index`), site and vision model version, as a scenario file
+    /// selects machines.
+    pub number: usize,
+    pub site: String,
+    pub model_version: String,
 }
 
 /// How long a simulated command "runs" unless [`SimProfile::command_ms`] says otherwise.
@@ -155,19 +180,23 @@ pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<S
         let device = cfg.device_id(i)?;
         let identity = ca.ensure_device(&dir, &device)?;
         let site = profile.sites.get(&i).cloned().unwrap_or_else(|| cfg.site_of(i));
+        let (offline, gate) = tokio::sync::watch::channel(false);
         let source = SimSource::new((cfg.first + i) as u64 + 1, cfg.interval.as_millis() as u32);
         let fault = source.fault_handle();
-        let mut birth =
-            runtime::build_birth(Some(site), vec!["simulated".into()], source.capabilities(), true);
+        let mut birth = runtime::build_birth(
+            Some(site.clone()),
+            vec!["simulated".into()],
+            source.capabilities(),
+            true,
+        );
         birth.board = Some("NVIDIA Jetson Orin Nano Developer Kit (simulated)".into());
         birth.jetpack = Some("6.2".into());
-        birth.vision_model_version = Some(
-            profile
-                .vision_model_versions
-                .get(&i)
-                .cloned()
-                .unwrap_or_else(|| DEFAULT_MODEL_VERSION.into()),
-        );
+        let model_version = profile
+            .vision_model_versions
+            .get(&i)
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_MODEL_VERSION.into());
+        birth.vision_model_version = Some(model_version.clone());
         let caps = Caps {
             max_records: 36_000,
             ..Caps::default()
@@ -200,6 +229,7 @@ pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<S
             source: Box::new(source),
             buffer: Arc::new(buffer),
             birth,
+            gate: Some(gate),
         })?;
         let commands_fail = Arc::new(AtomicBool::new(false));
         if let Some(rx) = handle.commands.take() {
@@ -217,6 +247,10 @@ pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<S
             handle,
             fault,
             commands_fail,
+            offline,
+            number: cfg.first + i,
+            site,
+            model_version,
         });
     }
     Ok(handles)

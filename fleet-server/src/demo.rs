@@ -13,7 +13,8 @@ use rvm_agent::buffer::{Caps, FlushPolicy};
 use rvm_agent::collect::MetricSource;
 use rvm_agent::collect::system::SystemSource;
 use rvm_agent::runtime::{self, DeviceHandle, DeviceParts};
-use rvm_agent::simulate::{self, SimConfig};
+use rvm_agent::scenario::Scenario;
+use rvm_agent::simulate::{self, SimConfig, SimProfile};
 
 use crate::auth::{Role, TokenStore};
 use crate::config::ServerConfig;
@@ -29,6 +30,16 @@ pub struct DemoOptions {
     pub interval: Duration,
     /// Also run an agent for this machine.
     pub local_agent: bool,
+    /// The story the simulated machines replay (None: no faults).
+    pub scenario: Option<Scenario>,
+}
+
+/// The story the demo replays unless told otherwise: `scenarios/demo.toml`.
+pub const DEMO_SCENARIO: &str = include_str!("../../scenarios/demo.toml");
+
+/// `scenarios/demo.toml`, built in.
+pub fn demo_scenario() -> Scenario {
+    Scenario::parse(DEMO_SCENARIO).expect("scenarios/demo.toml parses (a unit test checks it)")
 }
 
 /// Everything the demo started.
@@ -110,6 +121,7 @@ pub fn start(opts: &DemoOptions) -> anyhow::Result<Demo> {
         first: 1,
     };
     let local = opts.local_agent;
+    let scenario = opts.scenario.clone();
     let buffer_dir = opts.data_dir.join("agent-buffer");
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
@@ -117,7 +129,15 @@ pub fn start(opts: &DemoOptions) -> anyhow::Result<Demo> {
         .spawn(move || {
             let sys = actix::System::new();
             let started = sys.block_on(async move {
-                let mut handles: Vec<DeviceHandle> = simulate::start(&sim)?;
+                let mut profile = SimProfile::default();
+                if let Some(s) = &scenario {
+                    profile.models_of(&sim, s);
+                }
+                let devices = simulate::start_with(&sim, &profile)?;
+                if let Some(s) = scenario {
+                    simulate::replay(s, &devices);
+                }
+                let mut handles: Vec<DeviceHandle> = devices.into_iter().map(|d| d.handle).collect();
                 if local {
                     handles.push(start_local_agent(&sim, &buffer_dir)?);
                 }
@@ -171,5 +191,6 @@ fn start_local_agent(sim: &SimConfig, buffer_dir: &Path) -> anyhow::Result<Devic
         source: Box::new(source),
         buffer: Arc::new(buffer),
         birth,
+        gate: None,
     })
 }

@@ -47,6 +47,12 @@ enum Cmd {
         /// Do not run an agent for this machine.
         #[arg(long)]
         no_local_agent: bool,
+        /// The story the simulated machines replay (default: scenarios/demo.toml, built in).
+        #[arg(long, conflicts_with = "no_scenario")]
+        scenario: Option<PathBuf>,
+        /// Simulated machines without faults.
+        #[arg(long)]
+        no_scenario: bool,
     },
 }
 
@@ -71,14 +77,19 @@ fn main() -> ExitCode {
             sites,
             interval,
             no_local_agent,
-        } => run_demo(DemoOptions {
-            data_dir,
-            http,
-            mqtt,
-            devices,
-            sites,
-            interval: Duration::from_millis(interval.max(10)),
-            local_agent: !no_local_agent,
+            scenario,
+            no_scenario,
+        } => demo_scenario(scenario, no_scenario).and_then(|scenario| {
+            run_demo(DemoOptions {
+                data_dir,
+                http,
+                mqtt,
+                devices,
+                sites,
+                interval: Duration::from_millis(interval.max(10)),
+                local_agent: !no_local_agent,
+                scenario,
+            })
         }),
     };
     match res {
@@ -102,6 +113,14 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn demo_scenario(file: Option<PathBuf>, none: bool) -> anyhow::Result<Option<rvm_agent::scenario::Scenario>> {
+    Ok(match (file, none) {
+        (_, true) => None,
+        (Some(p), false) => Some(rvm_agent::scenario::Scenario::load(&p)?),
+        (None, false) => Some(demo::demo_scenario()),
+    })
+}
+
 fn run_demo(opts: DemoOptions) -> anyhow::Result<()> {
     let mut d = demo::start(&opts)?;
     println!();
@@ -119,6 +138,18 @@ fn run_demo(opts: DemoOptions) -> anyhow::Result<()> {
         opts.sites,
         if opts.local_agent { " + this machine" } else { "" }
     );
+    if let Some(s) = &opts.scenario {
+        println!(
+            "  scenario:    {:?}, {} events{} (--no-scenario: none)",
+            s.name,
+            s.events.len(),
+            if s.repeat_ms > 0 {
+                format!(", replayed every {} min", s.repeat_ms / 60_000)
+            } else {
+                String::new()
+            }
+        );
+    }
     println!(
         "  try:         curl -H 'Authorization: Bearer {}' {}api/v1/devices",
         d.admin_token, d.url

@@ -778,6 +778,7 @@ impl Device {
                     source: Box::new(rvm_agent::collect::sim::SimSource::new(1, 1000)),
                     buffer: b,
                     birth: rvm_agent::runtime::build_birth(None, vec![], vec![], false),
+                    gate: None,
                 })
                 .unwrap();
                 let w = h.wake.clone();

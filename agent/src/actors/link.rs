@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use common::command::SignedCommand;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::actors::supervisor::StopNow;
 use crate::buffer::Buffer;
@@ -26,6 +26,8 @@ pub struct LinkParts {
     pub wake: Arc<Notify>,
     pub status: Arc<LinkStatus>,
     pub commands: mpsc::UnboundedSender<SignedCommand>,
+    /// Holds the link down while it reads `true` (the simulator's network cut; None in the agent).
+    pub gate: Option<watch::Receiver<bool>>,
 }
 
 pub struct LinkActor {
@@ -58,6 +60,7 @@ impl Actor for LinkActor {
             status: self.p.status.clone(),
             commands: self.p.commands.clone(),
             shutdown: self.shutdown.clone(),
+            gate: self.p.gate.clone(),
         };
         self.handle = Some(actix::spawn(link::run(self.p.cfg.clone(), handles)));
         let _ = &self.task;

@@ -1,14 +1,16 @@
 //! Plausible Jetson-like metrics for simulated machines (an Orin Nano 8GB running a vision
 //! service). Deterministic per seed, so a demo, a test and a benchmark tell the same story.
 //!
-//! A machine can be told to fail on purpose while it runs ([`SimFault`], [`Fault`]): tests
-//! and demos use it to show alerts, cohort regressions and thermal incidents.
+//! A machine can be told to fail on purpose while it runs ([`SimFault`]: any set of [`Fault`]s
+//! at once, and [`Drift`]s of single metrics): tests, demos and scenario files
+//! ([`crate::scenario`]) use it to show alerts, cohort regressions and thermal incidents.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 use common::{
-    CpuStats, DiskStats, GpuBackendKind, GpuStats, MemoryStats, NetStats, PowerRail, Reading, Telemetry,
+    CpuStats, DiskStats, GpuBackendKind, GpuStats, MemoryStats, NetStats, PowerRail, ProcessStats, Reading,
+    Telemetry,
 };
 
 /// Orin Nano 8GB: what tegrastats reports as RAM total.
@@ -56,7 +58,8 @@ impl Walk {
     }
 }
 
-/// A fault a simulated machine shows until it is cleared.
+/// A fault a simulated machine shows until it is cleared. Each is one bit: a machine can show
+/// several at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(u8)]
 pub enum Fault {
@@ -66,34 +69,133 @@ pub enum Fault {
     InferenceDegraded = 1,
     /// The camera delivers 3 to 5 frames per second.
     CameraStalled = 2,
-    /// The GPU runs at about 88 C with its clock throttled to the minimum under full load.
-    Overheating = 3,
+    /// The GPU heats up under full load: for its first [`OVERHEAT_RAMP_SAMPLES`] records at
+    /// 83 to 86 C at full clock, then at about 88 C with its clock throttled to the minimum and
+    /// the camera down to 4 to 6 fps (the chain the server's correlator recognises).
+    Overheating = 4,
+    /// The vision service crashed: its watched process is not running and it reports no
+    /// application metrics (absent, not 0). When it comes back it has a new pid and the
+    /// process's `restarts_seen` counts one more.
+    VisionDown = 8,
 }
 
 impl Fault {
-    fn from_u8(v: u8) -> Fault {
-        match v {
-            1 => Fault::InferenceDegraded,
-            2 => Fault::CameraStalled,
-            3 => Fault::Overheating,
-            _ => Fault::None,
-        }
+    /// Every fault, in the order [`SimFault::get`] reports the first active one.
+    pub const ALL: [Fault; 4] = [
+        Fault::InferenceDegraded,
+        Fault::CameraStalled,
+        Fault::Overheating,
+        Fault::VisionDown,
+    ];
+}
+
+/// A metric a [`Drift`] moves: the server's names for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriftMetric {
+    GpuTemp,
+    CpuUsage,
+    MemoryUsed,
+    InferenceMs,
+}
+
+impl DriftMetric {
+    /// (name in scenario files and on the server, metric)
+    pub const NAMES: [(&'static str, DriftMetric); 4] = [
+        ("gpu.temp_c", DriftMetric::GpuTemp),
+        ("cpu.usage_pct", DriftMetric::CpuUsage),
+        ("memory.used_pct", DriftMetric::MemoryUsed),
+        ("app.inference_ms", DriftMetric::InferenceMs),
+    ];
+
+    pub fn parse(name: &str) -> Option<DriftMetric> {
+        Self::NAMES.iter().find(|(n, _)| *n == name).map(|(_, m)| *m)
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
     }
 }
 
-/// Switches a running simulated machine's fault; clones share it.
+/// A slow drift: `per_min` added to a metric for every minute since `since_ms` (wall clock).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Drift {
+    pub metric: DriftMetric,
+    pub per_min: f64,
+    pub since_ms: i64,
+}
+
+impl Drift {
+    fn offset(&self, now_ms: i64) -> f64 {
+        self.per_min * ((now_ms - self.since_ms).max(0) as f64 / 60_000.0)
+    }
+}
+
+/// Switches a running simulated machine's faults and drifts; clones share them.
 #[derive(Debug, Clone, Default)]
-pub struct SimFault(Arc<AtomicU8>);
+pub struct SimFault {
+    faults: Arc<AtomicU8>,
+    drifts: Arc<Mutex<Vec<Drift>>>,
+}
 
 impl SimFault {
+    /// Shows exactly this fault (`Fault::None`: none).
     pub fn set(&self, fault: Fault) {
-        self.0.store(fault as u8, Ordering::Relaxed);
+        self.faults.store(fault as u8, Ordering::Relaxed);
     }
 
+    /// Shows exactly these faults.
+    pub fn set_all(&self, faults: &[Fault]) {
+        let bits = faults.iter().fold(0u8, |b, f| b | *f as u8);
+        self.faults.store(bits, Ordering::Relaxed);
+    }
+
+    /// The first active fault (in [`Fault::ALL`] order), or `Fault::None`.
     pub fn get(&self) -> Fault {
-        Fault::from_u8(self.0.load(Ordering::Relaxed))
+        self.active().first().copied().unwrap_or(Fault::None)
+    }
+
+    pub fn has(&self, fault: Fault) -> bool {
+        fault != Fault::None && self.faults.load(Ordering::Relaxed) & fault as u8 != 0
+    }
+
+    pub fn active(&self) -> Vec<Fault> {
+        Fault::ALL.into_iter().filter(|f| self.has(*f)).collect()
+    }
+
+    /// Replaces the machine's drifts.
+    pub fn set_drifts(&self, drifts: Vec<Drift>) {
+        if let Ok(mut d) = self.drifts.lock() {
+            *d = drifts;
+        }
+    }
+
+    pub fn drifts(&self) -> Vec<Drift> {
+        self.drifts.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    /// The sum of the active drifts of `metric` at `now_ms`.
+    fn drift_of(&self, metric: DriftMetric, now_ms: i64) -> f64 {
+        self.drifts
+            .lock()
+            .map(|d| {
+                d.iter()
+                    .filter(|d| d.metric == metric)
+                    .map(|d| d.offset(now_ms))
+                    .sum()
+            })
+            .unwrap_or(0.0)
     }
 }
+
+/// Records an overheating machine stays hot at full clock before it throttles.
+pub const OVERHEAT_RAMP_SAMPLES: u32 = 5;
+
+/// The vision service's process as a simulated machine reports it (watched by name).
+pub const VISION_PROCESS: &str = "rvm-vision";
 
 pub struct SimSource {
     rng: Rng,
@@ -107,6 +209,12 @@ pub struct SimSource {
     fps: Walk,
     items: f64,
     errors: f64,
+    /// The vision service's pid, and how many times it came back with a new one.
+    vision_pid: u32,
+    vision_restarts: u32,
+    vision_was_down: bool,
+    /// Records collected since overheating began.
+    hot_samples: u32,
 }
 
 impl SimSource {
@@ -150,6 +258,10 @@ impl SimSource {
             },
             items: 0.0,
             errors: 0.0,
+            vision_pid: 1200 + (seed % 800) as u32,
+            vision_restarts: 0,
+            vision_was_down: false,
+            hot_samples: 0,
             rng,
         }
     }
@@ -169,25 +281,46 @@ impl SimSource {
 impl super::MetricSource for SimSource {
     fn collect(&mut self, now_ms: i64) -> Telemetry {
         let started = *self.started_ms.get_or_insert(now_ms);
-        let fault = self.fault.get();
+        let f = self.fault.clone();
         let rng = &mut self.rng;
-        let cpu = self.cpu.next(rng);
-        let mem_pct = self.mem.next(rng);
+        let drift = |m| f.drift_of(m, now_ms);
+        let cpu = (self.cpu.next(rng) + drift(DriftMetric::CpuUsage)).clamp(0.0, 100.0);
+        let mem_pct = (self.mem.next(rng) + drift(DriftMetric::MemoryUsed)).clamp(0.0, 99.5);
         let mut gpu = self.gpu.next(rng);
         let mut gpu_temp = self.gpu_temp.next(rng) + gpu * 0.05;
         let mut fps = self.fps.next(rng);
         let mut inference_ms = 18.0 + gpu * 0.1 + rng.between(0.0, 3.0);
         let mut gpu_freq = if gpu > 50.0 { 624.75 } else { 306.0 };
-        match fault {
-            Fault::None => {}
-            Fault::InferenceDegraded => inference_ms = rng.between(350.0, 450.0),
-            Fault::CameraStalled => fps = rng.between(3.0, 5.0),
-            Fault::Overheating => {
-                gpu = rng.between(95.0, 99.0);
+        if f.has(Fault::InferenceDegraded) {
+            inference_ms = rng.between(350.0, 450.0);
+        }
+        if f.has(Fault::CameraStalled) {
+            fps = rng.between(3.0, 5.0);
+        }
+        if f.has(Fault::Overheating) {
+            gpu = rng.between(95.0, 99.0);
+            if self.hot_samples < OVERHEAT_RAMP_SAMPLES {
+                gpu_temp = rng.between(83.0, 86.0);
+                gpu_freq = 624.75;
+            } else {
                 gpu_temp = rng.between(87.0, 89.0);
                 gpu_freq = 306.0;
-                fps = rng.between(4.0, 6.0);
+                fps = fps.min(rng.between(4.0, 6.0));
             }
+            self.hot_samples += 1;
+        } else {
+            self.hot_samples = 0;
+        }
+        gpu_temp += drift(DriftMetric::GpuTemp);
+        inference_ms = (inference_ms + drift(DriftMetric::InferenceMs)).max(1.0);
+        let vision_down = f.has(Fault::VisionDown);
+        if vision_down {
+            self.vision_was_down = true;
+        } else if self.vision_was_down {
+            // systemd brought it back: a new pid
+            self.vision_was_down = false;
+            self.vision_restarts += 1;
+            self.vision_pid += 7 + (rng.next_u64() % 50) as u32;
         }
         self.items += rng.between(0.0, 0.4);
         if rng.unit() < 0.002 {
@@ -241,7 +374,16 @@ impl super::MetricSource for SimSource {
                 Reading::new("gpu-thermal", gpu_temp),
                 Reading::new("tj-thermal", gpu_temp + 1.5),
             ],
-            processes: Vec::new(),
+            processes: vec![ProcessStats {
+                name: VISION_PROCESS.into(),
+                pid: if vision_down { 0 } else { self.vision_pid },
+                running: !vision_down,
+                watched: true,
+                cpu_pct: if vision_down { 0.0 } else { (gpu * 0.6) as f32 },
+                rss_bytes: if vision_down { 0 } else { 1_310 << 20 },
+                state: if vision_down { String::new() } else { "S".into() },
+                restarts_seen: self.vision_restarts,
+            }],
             gpu: Some(GpuStats {
                 backend: GpuBackendKind::Simulated,
                 load_pct: Some(gpu as f32),
@@ -262,14 +404,19 @@ impl super::MetricSource for SimSource {
                 unsupported: vec!["emc".into()],
                 ..Default::default()
             }),
-            app: vec![
-                Reading::new("items_recognised", self.items.floor()),
-                Reading::new("items_rejected", (self.items * 0.03).floor()),
-                Reading::new("inference_ms", inference_ms),
-                Reading::new("camera_fps", fps),
-                Reading::new("detection_confidence", rng.between(0.86, 0.97)),
-                Reading::new("errors", self.errors),
-            ],
+            // a crashed service reports nothing: absent, never 0
+            app: if vision_down {
+                Vec::new()
+            } else {
+                vec![
+                    Reading::new("items_recognised", self.items.floor()),
+                    Reading::new("items_rejected", (self.items * 0.03).floor()),
+                    Reading::new("inference_ms", inference_ms),
+                    Reading::new("camera_fps", fps),
+                    Reading::new("detection_confidence", rng.between(0.86, 0.97)),
+                    Reading::new("errors", self.errors),
+                ]
+            },
         }
     }
 
@@ -319,11 +466,70 @@ mod tests {
         let t = s.collect(2000);
         assert!(value(&t, "camera_fps") <= 5.0 && value(&t, "inference_ms") < 40.0);
         h.set(Fault::Overheating);
+        // hot at full clock first, then throttled
         let g = s.collect(3000).gpu.unwrap();
+        assert!(g.gpu_temp_c().unwrap() > 82.0 && g.freq_mhz == Some(624.75));
+        for i in 1..OVERHEAT_RAMP_SAMPLES as i64 {
+            s.collect(3000 + i);
+        }
+        let g = s.collect(3100).gpu.unwrap();
         assert!(g.gpu_temp_c().unwrap() > 85.0 && g.freq_mhz == Some(306.0));
         h.set(Fault::None);
         assert_eq!(h.get(), Fault::None);
         assert!(value(&s.collect(4000), "camera_fps") >= 27.0);
+    }
+
+    #[test]
+    fn faults_combine_and_a_crashed_vision_service_reports_no_app_metrics() {
+        let mut s = SimSource::new(5, 1000);
+        let h = s.fault_handle();
+        let vision = |t: &Telemetry| {
+            t.processes
+                .iter()
+                .find(|p| p.name == VISION_PROCESS)
+                .cloned()
+                .unwrap()
+        };
+        let t = s.collect(0);
+        let pid = vision(&t).pid;
+        assert!(vision(&t).running && pid > 0 && !t.app.is_empty());
+        h.set_all(&[Fault::Overheating, Fault::VisionDown]);
+        assert_eq!(h.active(), vec![Fault::Overheating, Fault::VisionDown]);
+        let t = s.collect(1000);
+        assert!(t.app.is_empty(), "absent, not 0: {:?}", t.app);
+        assert!(!vision(&t).running && vision(&t).pid == 0);
+        assert!(
+            t.flat_metrics()
+                .iter()
+                .any(|(n, v)| n == "process.down" && *v == 1.0)
+        );
+        assert!(t.gpu.as_ref().unwrap().gpu_temp_c().unwrap() > 82.0);
+        h.set_all(&[]);
+        let t = s.collect(2000);
+        assert!(vision(&t).running && vision(&t).pid != pid && vision(&t).restarts_seen == 1);
+        assert!(t.app.iter().any(|r| r.name == "camera_fps"));
+    }
+
+    #[test]
+    fn a_drift_adds_its_rate_per_minute_since_it_began() {
+        let mut a = SimSource::new(9, 1000);
+        let mut b = SimSource::new(9, 1000);
+        b.fault_handle().set_drifts(vec![Drift {
+            metric: DriftMetric::GpuTemp,
+            per_min: 2.0,
+            since_ms: 0,
+        }]);
+        let temp = |t: Telemetry| t.gpu.unwrap().gpu_temp_c().unwrap();
+        // same seed, same walk: the difference is the drift alone
+        assert!((temp(b.collect(0)) - temp(a.collect(0))).abs() < 1e-6);
+        let d = temp(b.collect(600_000)) - temp(a.collect(600_000));
+        assert!((d - 20.0).abs() < 1e-3, "10 min at 2 C/min: {d}");
+        assert_eq!(
+            DriftMetric::parse("memory.used_pct"),
+            Some(DriftMetric::MemoryUsed)
+        );
+        assert_eq!(DriftMetric::GpuTemp.name(), "gpu.temp_c");
+        assert_eq!(DriftMetric::parse("gpu.temp"), None);
     }
 
     #[test]
