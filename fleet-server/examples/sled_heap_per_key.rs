@@ -1,0 +1,85 @@
+//! How sled 0.34.7's live heap grows with the keys it holds, at a fixed `cache_capacity`: the
+//! experiment behind the server's heap growth in the soak (docs/benchmarks.md, "Soak
+//! findings"). It writes history-like rows of 1,000 machines at one record per 5 s (24-byte
+//! keys, 600-byte values, in time order, flushed every 20,000 rows as the writer does) and
+//! prints the heap in use (glibc `mallinfo2`) every 100,000 rows.
+//!
+//! ```sh
+//! GLIBC_TUNABLES=glibc.malloc.tcache_count=0 cargo run --release -p fleet-server \
+//!     --example sled_heap_per_key -- ROWS CACHE_MIB MODE
+//! ```
+//! MODE `row`: one key per row (the store's layout today); `minute`: one key per machine and
+//! minute, rows appended by a merge operator (the obvious alternative).
+
+fn heap_mib() -> f64 {
+    common::mem::ProcessMemory::now().heap_in_use.unwrap_or(0) as f64 / 1048576.0
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: sled_heap_per_key ROWS CACHE_MIB row|minute";
+    let rows: u64 = args.first().and_then(|a| a.parse().ok()).expect(usage);
+    let cache_mib: u64 = args.get(1).and_then(|a| a.parse().ok()).expect(usage);
+    let per_minute = match args.get(2).map(String::as_str) {
+        Some("row") => false,
+        Some("minute") => true,
+        _ => panic!("{usage}"),
+    };
+    let dir = std::env::temp_dir().join(format!("sled-heap-per-key-{}", std::process::id()));
+    let db = sled::Config::new()
+        .path(&dir)
+        .cache_capacity(cache_mib << 20)
+        .flush_every_ms(None)
+        .open()
+        .expect("sled opens");
+    let tree = db.open_tree("history").expect("tree");
+    tree.set_merge_operator(|_k: &[u8], old: Option<&[u8]>, new: &[u8]| {
+        let mut v = old.map(<[u8]>::to_vec).unwrap_or_default();
+        v.extend_from_slice(new);
+        Some(v)
+    });
+    let value = vec![7u8; 600];
+    let start = std::time::Instant::now();
+    let h0 = heap_mib();
+    println!("rows,heap_in_use_mib,keys,seconds");
+    let mut n = 0u64;
+    // 1,000 machines, one record per 5 s each: 5 ms of fleet time per row
+    let mut ts = 0i64;
+    while n < rows {
+        let mut batch = sled::Batch::default();
+        for _ in 0..200 {
+            let mut k = format!("fleet{:04}", n % 1000).into_bytes();
+            if per_minute {
+                k.extend_from_slice(&(ts / 60_000).to_be_bytes());
+                tree.merge(k, value.as_slice()).expect("merge");
+            } else {
+                k.extend_from_slice(&ts.to_be_bytes());
+                k.extend_from_slice(&(n / 1000).to_be_bytes());
+                batch.insert(k, value.as_slice());
+            }
+            n += 1;
+            ts += 5;
+        }
+        tree.apply_batch(batch).expect("batch");
+        if n.is_multiple_of(20_000) {
+            db.flush().expect("flush");
+        }
+        if n.is_multiple_of(100_000) {
+            // counted, not read back: a scan would pull pages into the cache
+            let keys = if per_minute {
+                1000 * (ts / 60_000 + 1) as u64
+            } else {
+                n
+            };
+            println!(
+                "{n},{:.1},{keys},{:.1}",
+                heap_mib(),
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    eprintln!("heap at start {h0:.1} MiB");
+    drop(tree);
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
