@@ -68,12 +68,14 @@ mod tests {
         let Some(h0) = before.heap_in_use else {
             return; // not glibc: nothing to compare
         };
+        // the figure is process-wide and other tests run on other threads meanwhile: 1 MiB of
+        // slack either way for what they allocate or free
         let block = vec![1u8; 8 << 20];
         let during = ProcessMemory::now().heap_in_use.unwrap();
-        assert!(during >= h0 + (8 << 20) - 4096, "{h0} -> {during}");
+        assert!(during >= h0 + (7 << 20), "{h0} -> {during}");
         drop(block);
         let after = ProcessMemory::now().heap_in_use.unwrap();
-        assert!(after + (7 << 20) < during, "{during} -> {after}");
+        assert!(after + (6 << 20) < during, "{during} -> {after}");
     }
 
     #[test]
