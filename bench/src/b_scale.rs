@@ -221,8 +221,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
             "The machines replay `scenarios/demo.toml` (speed {speed}): among other faults, \
              machine 9 is offline for {:.0} s and site3 (250 machines here) for {:.0} s, then \
              each drains its backlog while the fleet keeps publishing. The window ({:.0} s) \
-             ends at least 60 s after the story's last event, so the seq-by-seq count below \
-             includes every backlog.",
+             ends at least 60 s after the story's last event, so the seq-by-seq count of lost \
+             records includes every backlog.",
             120.0 / speed,
             180.0 / speed,
             window.as_secs_f64()
