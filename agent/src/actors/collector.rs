@@ -277,9 +277,7 @@ impl CollectorActor {
         if let Ok(mut l) = self.p.latest.lock() {
             *l = Some(t);
         }
-        if let Some(ev) = self.p.buffer.take_drop_event()
-            && let Err(e) = self.p.buffer.append(Kind::Event, now, &ev)
-        {
+        if let Err(e) = self.p.buffer.append_drop_event(now) {
             tracing::error!(error = %e, "drop event not stored");
         }
         if self.p.buffer.flush_policy() == FlushPolicy::EveryRecord {

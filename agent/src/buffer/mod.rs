@@ -180,6 +180,19 @@ struct PendingDrops {
     reason: &'static str,
 }
 
+fn drop_event(d: &PendingDrops) -> Event {
+    Event {
+        severity: Severity::Warning,
+        kind: EventKind::RecordsDropped {
+            count: d.count,
+            first_seq: d.first_seq,
+            last_seq: d.last_seq,
+            reason: d.reason.to_string(),
+        },
+        message: format!("{} records dropped: {}", d.count, d.reason),
+    }
+}
+
 struct Inner<S: Store> {
     store: S,
     caps: Caps,
@@ -352,7 +365,7 @@ impl<S: Store> Buffer<S> {
             }
         }
         // Make room (or refuse).
-        while inner.over_cap(size) {
+        if inner.over_cap(size) {
             match inner.caps.policy {
                 FullPolicy::RefuseNewest => {
                     inner.stats.refused += 1;
@@ -361,26 +374,7 @@ impl<S: Store> Buffer<S> {
                     inner.stats.last_seq = seq;
                     return Err(BufferError::Full("refuse_newest"));
                 }
-                FullPolicy::DropOldest => {
-                    let victim = match inner.store.first(Key::TELEMETRY)? {
-                        Some(v) => Some(v),
-                        None => inner.store.first(Key::PRIORITY)?,
-                    };
-                    let Some((vk, _)) = victim else { break };
-                    match inner.store.remove(vk) {
-                        Ok(Some(n)) => {
-                            inner.stats.records -= 1;
-                            inner.stats.bytes -= n as u64;
-                            inner.note_drop(vk.seq, vk.seq, "buffer full, oldest dropped");
-                        }
-                        Ok(None) => {}
-                        // a store that refuses writes cannot make room (invariant 5)
-                        Err(e) => {
-                            inner.store_failed(&e);
-                            break;
-                        }
-                    }
-                }
+                FullPolicy::DropOldest => inner.drop_oldest_for(size)?,
             }
         }
         let mut value = Vec::with_capacity(payload.len() + 1);
@@ -509,17 +503,38 @@ impl<S: Store> Buffer<S> {
         if let Some(alarm) = inner.store_alarm.take() {
             return Some(alarm);
         }
-        let d = inner.pending_drops.take()?;
-        Some(Event {
-            severity: Severity::Warning,
-            kind: EventKind::RecordsDropped {
-                count: d.count,
-                first_seq: d.first_seq,
-                last_seq: d.last_seq,
-                reason: d.reason.to_string(),
-            },
-            message: format!("{} records dropped: {}", d.count, d.reason),
-        })
+        inner.pending_drops.take().map(|d| drop_event(&d))
+    }
+
+    /// Appends what [`Buffer::take_drop_event`] gives, after making room for it first: the
+    /// records dropped for that room are counted in the same event. Appending the event could
+    /// otherwise drop a record itself, a drop reported only with the next append, which never
+    /// comes when collection stops there (seen as one seq missing and unreported).
+    pub fn append_drop_event(&self, ts_ms: i64) -> Result<Option<Appended>, BufferError> {
+        {
+            let mut inner = self.lock();
+            if inner.caps.policy == FullPolicy::DropOldest
+                && inner.store_error.is_none()
+                && inner.store_alarm.is_none()
+                && let Some(d) = &inner.pending_drops
+            {
+                // as large as this event can get: counts and seqs at their widest, and slack
+                // for a longer reason than the current one
+                let widest = drop_event(&PendingDrops {
+                    count: u64::MAX,
+                    first_seq: u64::MAX,
+                    last_seq: u64::MAX,
+                    reason: d.reason,
+                });
+                let env = Envelope::new(self.device.clone(), u64::MAX, ts_ms, &widest);
+                let size = codec::encode(&env)?.len() as u64 + 1 + 64;
+                inner.drop_oldest_for(size)?;
+            }
+        }
+        match self.take_drop_event() {
+            Some(ev) => self.append(Kind::Event, ts_ms, &ev).map(Some),
+            None => Ok(None),
+        }
     }
 }
 
@@ -584,6 +599,32 @@ impl<S: Store> Inner<S> {
     fn near_cap(&self, incoming: u64) -> bool {
         (self.stats.records + 1) as f64 > self.caps.max_records as f64 * THIN_AT
             || (self.stats.bytes + incoming) as f64 > self.caps.max_bytes as f64 * THIN_AT
+    }
+
+    /// Drops the oldest telemetry (else the oldest priority) records until `size` more bytes
+    /// and one more record fit, each counted and noted for the next drop event.
+    fn drop_oldest_for(&mut self, size: u64) -> Result<(), StoreError> {
+        while self.over_cap(size) {
+            let victim = match self.store.first(Key::TELEMETRY)? {
+                Some(v) => Some(v),
+                None => self.store.first(Key::PRIORITY)?,
+            };
+            let Some((vk, _)) = victim else { break };
+            match self.store.remove(vk) {
+                Ok(Some(n)) => {
+                    self.stats.records -= 1;
+                    self.stats.bytes -= n as u64;
+                    self.note_drop(vk.seq, vk.seq, "buffer full, oldest dropped");
+                }
+                Ok(None) => {}
+                // a store that refuses writes cannot make room (invariant 5)
+                Err(e) => {
+                    self.store_failed(&e);
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn note_drop(&mut self, first: u64, last: u64, reason: &'static str) {
@@ -846,6 +887,53 @@ mod tests {
         }
         assert_eq!(b.stats().records, 0);
         assert_eq!(b.volatile_records(), 0);
+    }
+
+    #[test]
+    fn a_drop_event_makes_its_own_room_so_no_drop_is_left_unreported_when_collection_stops() {
+        let one = build_buffer(Caps::default());
+        one.append(Kind::Telemetry, 0, &Telemetry::default()).unwrap();
+        let record_bytes = one.stats().bytes;
+        // room for 40 records by count, or for 40 telemetry records by bytes
+        for caps in [
+            Caps {
+                max_records: 40,
+                max_bytes: u64::MAX,
+                policy: FullPolicy::DropOldest,
+                thin_keep_every: 1,
+            },
+            Caps {
+                max_records: u64::MAX,
+                max_bytes: 40 * record_bytes,
+                policy: FullPolicy::DropOldest,
+                thin_keep_every: 1,
+            },
+        ] {
+            let b = build_buffer(caps);
+            // a collector's ticks into a full buffer (telemetry, then the drop event), then
+            // it stops: the last event's own room must not be a drop nobody reports
+            for t in 0..50 {
+                b.append(Kind::Telemetry, t, &Telemetry::default()).unwrap();
+                b.append_drop_event(t).unwrap();
+            }
+            assert!(b.take_drop_event().is_none(), "nothing left pending: {caps:?}");
+            let reported: u64 = b
+                .next(Key::PRIORITY, None, 1000)
+                .unwrap()
+                .iter()
+                .filter_map(|r| match codec::decode::<Event>(&r.payload).ok()?.body.kind {
+                    EventKind::RecordsDropped { count, .. } => Some(count),
+                    _ => None,
+                })
+                .sum();
+            let s = b.stats();
+            assert!(s.dropped > 0 && b.stats().records > 0);
+            assert_eq!(reported, s.dropped, "every drop is in a stored event: {caps:?}");
+            assert!(
+                s.records <= caps.max_records && s.bytes <= caps.max_bytes,
+                "{s:?}"
+            );
+        }
     }
 
     #[test]
