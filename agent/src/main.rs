@@ -301,16 +301,7 @@ fn simulate(
         }
         let devices = rvm_agent::simulate::start_with(&cfg, &profile)?;
         if let Some(s) = scenario {
-            eprintln!(
-                "replaying scenario {:?}: {} events{}",
-                s.name,
-                s.events.len(),
-                if s.repeat_ms > 0 {
-                    format!(", every {} s", s.repeat_ms / 1000)
-                } else {
-                    String::new()
-                }
-            );
+            eprintln!("replaying scenario {}", s.summary());
             rvm_agent::simulate::replay(s, &devices);
         }
         let handles: Vec<_> = devices.into_iter().map(|d| d.handle).collect();

@@ -324,6 +324,16 @@ impl Scenario {
         self
     }
 
+    /// One line for people: `"demo", 6 events, replayed every 900 s`.
+    pub fn summary(&self) -> String {
+        let repeat = if self.repeat_ms > 0 {
+            format!(", replayed every {} s", self.repeat_ms / 1000)
+        } else {
+            String::new()
+        };
+        format!("{:?}, {} events{repeat}", self.name, self.events.len())
+    }
+
     /// The vision model version of machine `number`, if the scenario sets one.
     pub fn model_version_of(&self, number: usize) -> Option<&str> {
         self.models

@@ -15,24 +15,23 @@ fn heap_mib() -> f64 {
     common::mem::ProcessMemory::now().heap_in_use.unwrap_or(0) as f64 / 1048576.0
 }
 
-fn main() {
+fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: sled_heap_per_key ROWS CACHE_MIB row|minute";
-    let rows: u64 = args.first().and_then(|a| a.parse().ok()).expect(usage);
-    let cache_mib: u64 = args.get(1).and_then(|a| a.parse().ok()).expect(usage);
+    let usage = || anyhow::anyhow!("usage: sled_heap_per_key ROWS CACHE_MIB row|minute");
+    let rows: u64 = args.first().and_then(|a| a.parse().ok()).ok_or_else(usage)?;
+    let cache_mib: u64 = args.get(1).and_then(|a| a.parse().ok()).ok_or_else(usage)?;
     let per_minute = match args.get(2).map(String::as_str) {
         Some("row") => false,
         Some("minute") => true,
-        _ => panic!("{usage}"),
+        _ => return Err(usage()),
     };
     let dir = std::env::temp_dir().join(format!("sled-heap-per-key-{}", std::process::id()));
     let db = sled::Config::new()
         .path(&dir)
         .cache_capacity(cache_mib << 20)
         .flush_every_ms(None)
-        .open()
-        .expect("sled opens");
-    let tree = db.open_tree("history").expect("tree");
+        .open()?;
+    let tree = db.open_tree("history")?;
     tree.set_merge_operator(|_k: &[u8], old: Option<&[u8]>, new: &[u8]| {
         let mut v = old.map(<[u8]>::to_vec).unwrap_or_default();
         v.extend_from_slice(new);
@@ -51,7 +50,7 @@ fn main() {
             let mut k = format!("fleet{:04}", n % 1000).into_bytes();
             if per_minute {
                 k.extend_from_slice(&(ts / 60_000).to_be_bytes());
-                tree.merge(k, value.as_slice()).expect("merge");
+                tree.merge(k, value.as_slice())?;
             } else {
                 k.extend_from_slice(&ts.to_be_bytes());
                 k.extend_from_slice(&(n / 1000).to_be_bytes());
@@ -60,9 +59,9 @@ fn main() {
             n += 1;
             ts += 5;
         }
-        tree.apply_batch(batch).expect("batch");
+        tree.apply_batch(batch)?;
         if n.is_multiple_of(20_000) {
-            db.flush().expect("flush");
+            db.flush()?;
         }
         if n.is_multiple_of(100_000) {
             // counted, not read back: a scan would pull pages into the cache
@@ -82,4 +81,5 @@ fn main() {
     drop(tree);
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }

@@ -37,9 +37,9 @@ pub struct DemoOptions {
 /// The story the demo replays unless told otherwise: `scenarios/demo.toml`.
 pub const DEMO_SCENARIO: &str = include_str!("../../scenarios/demo.toml");
 
-/// `scenarios/demo.toml`, built in.
-pub fn demo_scenario() -> Scenario {
-    Scenario::parse(DEMO_SCENARIO).expect("scenarios/demo.toml parses (a unit test checks it)")
+/// `scenarios/demo.toml`, built in (a unit test of the agent checks that it parses).
+pub fn demo_scenario() -> anyhow::Result<Scenario> {
+    Scenario::parse(DEMO_SCENARIO).map_err(|e| anyhow::anyhow!("built-in scenarios/demo.toml: {e}"))
 }
 
 /// Everything the demo started.

@@ -117,7 +117,7 @@ fn demo_scenario(file: Option<PathBuf>, none: bool) -> anyhow::Result<Option<rvm
     Ok(match (file, none) {
         (_, true) => None,
         (Some(p), false) => Some(rvm_agent::scenario::Scenario::load(&p)?),
-        (None, false) => Some(demo::demo_scenario()),
+        (None, false) => Some(demo::demo_scenario()?),
     })
 }
 
@@ -139,16 +139,7 @@ fn run_demo(opts: DemoOptions) -> anyhow::Result<()> {
         if opts.local_agent { " + this machine" } else { "" }
     );
     if let Some(s) = &opts.scenario {
-        println!(
-            "  scenario:    {:?}, {} events{} (--no-scenario: none)",
-            s.name,
-            s.events.len(),
-            if s.repeat_ms > 0 {
-                format!(", replayed every {} min", s.repeat_ms / 60_000)
-            } else {
-                String::new()
-            }
-        );
+        println!("  scenario:    {} (--no-scenario: none)", s.summary());
     }
     println!(
         "  try:         curl -H 'Authorization: Bearer {}' {}api/v1/devices",

@@ -311,14 +311,8 @@ impl<S: Store> Buffer<S> {
         // kept in memory until the next tick, another crash would lose it for good.
         if let Some(d) = pending_drops {
             let event = Event {
-                severity: Severity::Warning,
-                kind: EventKind::RecordsDropped {
-                    count: d.count,
-                    first_seq: d.first_seq,
-                    last_seq: d.last_seq,
-                    reason: d.reason.to_string(),
-                },
                 message: format!("up to {} records dropped: {}", d.count, d.reason),
+                ..drop_event(&d)
             };
             buffer.append(Kind::Event, common::time::now_ms(), &event)?;
         }
