@@ -6,6 +6,17 @@
 //! The ingest writer ([`crate::writer`]) writes records; every history row also marks its
 //! (device, minute) dirty in the same batch, and the history job rolls dirty minutes up and
 //! enforces retention. The alerts actor writes its state. Readers may read concurrently.
+//!
+//! Raw history has two layouts. A row arrives as one key of its own (`history`: device, time,
+//! seq). Once its minute is sealed (ended [`crate::actors::history::SEAL_AFTER_MS`] ago) the
+//! history job packs the minute's rows into a few values (`history_packed`: device, minute,
+//! part; [`PART_ROWS`] rows each), written once, then deletes the single-row keys. sled keeps
+//! about 24 bytes of heap per key it holds, so one key per row made the server's heap grow with
+//! the raw retention (hundreds of MiB at fleet scale over 24 h; docs/benchmarks.md, "Soak
+//! findings"); packing divides the key count by the rows per minute. A row that lands late in
+//! a packed minute (a backlog) is a single-row key again until the next pass merges it in.
+//! Readers merge both layouts in (time, seq) order and drop a row seen in both (a crash
+//! between writing the packed value and deleting the single rows leaves both).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,10 +26,13 @@ use common::{Birth, DeviceId};
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::{Delivery, SeqTracker};
-use crate::history::{RollupRow, minute_of};
+use crate::history::{MINUTE_MS, RollupRow, minute_of};
 
 /// sled page cache for the server store.
 pub const STORE_CACHE_BYTES: u64 = 64 << 20;
+/// Rows per packed history value: a minute at one record per 5 s is one part; at 10 Hz, ten
+/// parts of about 40 KiB.
+pub const PART_ROWS: usize = 64;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryState {
@@ -64,10 +78,18 @@ pub struct FleetStore {
     delivery: sled::Tree,
     devices: sled::Tree,
     history: sled::Tree,
+    history_packed: sled::Tree,
     rollups: sled::Tree,
     rollup_dirty: sled::Tree,
     alerts: sled::Tree,
     alive: Arc<()>,
+}
+
+/// What one packing pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Packed {
+    pub minutes: u64,
+    pub rows: u64,
 }
 
 /// Tells whether any [`FleetStore`] clone is still alive.
@@ -169,6 +191,7 @@ impl FleetStore {
             delivery: db.open_tree("delivery").map_err(err)?,
             devices: db.open_tree("devices").map_err(err)?,
             history: db.open_tree("history").map_err(err)?,
+            history_packed: db.open_tree("history_packed").map_err(err)?,
             rollups: db.open_tree("rollups").map_err(err)?,
             rollup_dirty: db.open_tree("rollup_dirty").map_err(err)?,
             alerts: db.open_tree("alerts").map_err(err)?,
@@ -238,16 +261,7 @@ impl FleetStore {
         to_ms: i64,
         limit: usize,
     ) -> Result<Vec<HistoryRow>, StoreError> {
-        let lo = history_key(device, from_ms, 0);
-        let hi = history_key(device, to_ms, 0);
-        let mut out = Vec::new();
-        for item in self.history.range(lo..hi).take(limit) {
-            let (_, v) = item.map_err(|e| self.err(e))?;
-            if let Ok(r) = common::codec::decode_bare::<HistoryRow>(&v) {
-                out.push(r);
-            }
-        }
-        Ok(out)
+        self.history_iter(device, from_ms, to_ms).take(limit).collect()
     }
 
     pub fn disk_bytes(&self) -> u64 {
@@ -326,30 +340,126 @@ impl FleetStore {
         Ok(out)
     }
 
-    /// Deletes one device's raw rows older than `raw_before_ms` and rollups older than
-    /// `rollup_before_ms`; returns how many of each went.
+    /// Deletes one device's raw rows older than `raw_before_ms` (a packed minute once all of
+    /// it is) and rollups older than `rollup_before_ms`; returns how many of each went.
     pub fn expire(
         &self,
         device: &DeviceId,
         raw_before_ms: i64,
         rollup_before_ms: i64,
     ) -> Result<(u64, u64), StoreError> {
-        let sweep = |tree: &sled::Tree, before: i64| -> Result<u64, StoreError> {
+        // `count` tells how many rows one value held.
+        let sweep = |tree: &sled::Tree, before: i64, count: &dyn Fn(&[u8]) -> u64| {
             let lo = time_key(device, i64::MIN);
             let hi = time_key(device, before);
             let mut batch = sled::Batch::default();
             let mut n = 0u64;
-            for k in tree.range(lo..hi).keys() {
-                batch.remove(k.map_err(|e| self.err(e))?);
-                n += 1;
+            for item in tree.range(lo..hi) {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                n += count(&v);
+                batch.remove(k);
             }
             tree.apply_batch(batch).map_err(|e| self.err(e))?;
-            Ok(n)
+            Ok::<u64, StoreError>(n)
         };
+        let one = |_: &[u8]| 1;
+        let rows_in_part =
+            |v: &[u8]| common::codec::decode_bare::<Vec<HistoryRow>>(v).map_or(0, |rows| rows.len() as u64);
+        // minutes that ended by the bound: key(m) + part < key(raw_before - MINUTE + 1)
+        let packed_before = raw_before_ms.saturating_sub(MINUTE_MS - 1);
         Ok((
-            sweep(&self.history, raw_before_ms)?,
-            sweep(&self.rollups, rollup_before_ms)?,
+            sweep(&self.history, raw_before_ms, &one)?
+                + sweep(&self.history_packed, packed_before, &rows_in_part)?,
+            sweep(&self.rollups, rollup_before_ms, &one)?,
         ))
+    }
+
+    /// Packs the single-row history keys of every minute that ended before `sealed_before_ms`
+    /// into that minute's packed values (merging rows already packed there), then deletes the
+    /// single-row keys; stops after the minute that brings the pass to `max_rows`. Blocking.
+    pub fn pack_sealed(&self, sealed_before_ms: i64, max_rows: u64) -> Result<Packed, StoreError> {
+        let mut done = Packed::default();
+        let mut group: Option<(DeviceId, i64)> = None;
+        let mut keys = Vec::new();
+        let mut rows = Vec::new();
+        for item in self.history.iter() {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let Some((device, ts)) = parse_time_key(&k) else {
+                continue;
+            };
+            let minute = minute_of(ts);
+            if minute.saturating_add(MINUTE_MS) > sealed_before_ms {
+                continue;
+            }
+            let Ok(row) = common::codec::decode_bare::<HistoryRow>(&v) else {
+                // unreadable: left alone (readers skip it too) until retention deletes it
+                continue;
+            };
+            let this = (device, minute);
+            if group.as_ref() != Some(&this) {
+                if let Some((d, m)) = group.take() {
+                    done.rows +=
+                        self.pack_minute(&d, m, std::mem::take(&mut keys), std::mem::take(&mut rows))?;
+                    done.minutes += 1;
+                    if done.rows >= max_rows {
+                        return Ok(done);
+                    }
+                }
+                group = Some(this);
+            }
+            keys.push(k);
+            rows.push(row);
+        }
+        if let Some((d, m)) = group {
+            done.rows += self.pack_minute(&d, m, keys, rows)?;
+            done.minutes += 1;
+        }
+        Ok(done)
+    }
+
+    /// Merges `rows` (whose single-row keys are `keys`) into the packed parts of one minute,
+    /// then deletes those keys; returns how many rows were packed.
+    fn pack_minute(
+        &self,
+        device: &DeviceId,
+        minute_ms: i64,
+        keys: Vec<sled::IVec>,
+        mut rows: Vec<HistoryRow>,
+    ) -> Result<u64, StoreError> {
+        let packed_now = rows.len() as u64;
+        let prefix = time_key(device, minute_ms);
+        let mut parts = sled::Batch::default();
+        for item in self.history_packed.scan_prefix(&prefix) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            match common::codec::decode_bare::<Vec<HistoryRow>>(&v) {
+                Ok(old) => rows.extend(old),
+                Err(e) => {
+                    tracing::error!(device = %device, minute_ms, error = %e, "unreadable packed history dropped")
+                }
+            }
+            parts.remove(k);
+        }
+        rows.sort_by_key(|r| (r.ts_ms, r.seq));
+        rows.dedup_by_key(|r| (r.ts_ms, r.seq));
+        for (i, chunk) in rows.chunks(PART_ROWS).enumerate() {
+            let mut key = prefix.clone();
+            key.extend_from_slice(&(i as u16).to_be_bytes());
+            parts.insert(key, common::codec::encode(&chunk)?);
+        }
+        // packed first: a crash between the two leaves rows in both, which readers dedup
+        self.history_packed.apply_batch(parts).map_err(|e| self.err(e))?;
+        let mut gone = sled::Batch::default();
+        for k in keys {
+            gone.remove(k);
+        }
+        self.history.apply_batch(gone).map_err(|e| self.err(e))?;
+        Ok(packed_now)
+    }
+
+    /// How many single-row history keys and packed parts the store holds (a full scan of
+    /// keys: for tests and benchmarks).
+    pub fn history_key_counts(&self) -> (usize, usize) {
+        (self.history.len(), self.history_packed.len())
     }
 
     /// A value of the alerts tree (the engine's and correlator's exports).
@@ -387,7 +497,8 @@ impl FleetStore {
         to_ms: i64,
     ) -> impl Iterator<Item = Result<HistoryRow, StoreError>> + Send + 'static {
         let path = self.path.clone();
-        self.history
+        let single = self
+            .history
             .range(history_key(device, from_ms, 0)..history_key(device, to_ms, 0))
             .filter_map(move |item| match item {
                 Ok((_, v)) => common::codec::decode_bare::<HistoryRow>(&v).ok().map(Ok),
@@ -395,7 +506,27 @@ impl FleetStore {
                     path: path.clone(),
                     error,
                 })),
-            })
+            });
+        let path = self.path.clone();
+        let packed = self
+            .history_packed
+            .range(time_key(device, minute_of(from_ms))..time_key(device, to_ms))
+            .flat_map(move |item| match item {
+                Ok((_, v)) => common::codec::decode_bare::<Vec<HistoryRow>>(&v)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| r.ts_ms >= from_ms && r.ts_ms < to_ms)
+                    .map(Ok)
+                    .collect::<Vec<_>>(),
+                Err(error) => vec![Err(StoreError::Sled {
+                    path: path.clone(),
+                    error,
+                })],
+            });
+        MergeRows {
+            a: packed.peekable(),
+            b: single.peekable(),
+        }
     }
 
     /// Rollups of one device with `from_ms <= minute < to_ms`, in time order, read as iterated.
@@ -423,7 +554,7 @@ impl FleetStore {
         let lo = time_key(device, i64::MIN);
         let hi = time_key(device, i64::MAX);
         let mut first = None;
-        for tree in [&self.rollups, &self.history] {
+        for tree in [&self.rollups, &self.history, &self.history_packed] {
             if let Some(item) = tree.range(lo.clone()..hi.clone()).keys().next() {
                 let k = item.map_err(|e| self.err(e))?;
                 if let Some((_, ts)) = parse_time_key(&k) {
@@ -433,6 +564,38 @@ impl FleetStore {
             }
         }
         Ok(first)
+    }
+}
+
+/// Two iterators of rows in (time, seq) order merged into one, a row in both given once;
+/// errors pass through as they come.
+struct MergeRows<A: Iterator, B: Iterator> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+}
+
+impl<A, B> Iterator for MergeRows<A, B>
+where
+    A: Iterator<Item = Result<HistoryRow, StoreError>>,
+    B: Iterator<Item = Result<HistoryRow, StoreError>>,
+{
+    type Item = Result<HistoryRow, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let order = match (self.a.peek(), self.b.peek()) {
+            (Some(Ok(x)), Some(Ok(y))) => (x.ts_ms, x.seq).cmp(&(y.ts_ms, y.seq)),
+            (Some(Err(_)), _) | (Some(_), None) => std::cmp::Ordering::Less,
+            (_, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => return None,
+        };
+        match order {
+            std::cmp::Ordering::Less => self.a.next(),
+            std::cmp::Ordering::Greater => self.b.next(),
+            std::cmp::Ordering::Equal => {
+                self.a.next();
+                self.b.next()
+            }
+        }
     }
 }
 
@@ -512,6 +675,91 @@ mod tests {
             s.rollups(&d, i64::MIN / 2, i64::MAX / 2).unwrap()[0].minute_ms,
             180_000
         );
+    }
+
+    fn rows(d: &DeviceId, s: &FleetStore, from: i64, to: i64) -> Vec<(i64, u64)> {
+        s.history(d, from, to, 10_000)
+            .unwrap()
+            .iter()
+            .map(|r| (r.ts_ms, r.seq))
+            .collect()
+    }
+
+    fn write(s: &FleetStore, d: &DeviceId, rows: impl IntoIterator<Item = (i64, u64)>) {
+        let mut b = WriteBatch::default();
+        for (ts, seq) in rows {
+            let row = HistoryRow {
+                ts_ms: ts,
+                seq,
+                metrics: vec![("cpu.usage_pct".into(), seq as f32)],
+            };
+            b.history(d, &row).unwrap();
+        }
+        s.apply(b).unwrap();
+    }
+
+    #[test]
+    fn sealed_minutes_are_packed_and_read_back_the_same_with_late_rows_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (DeviceId::new("rvm1").unwrap(), DeviceId::new("rvm2").unwrap());
+        let s = FleetStore::open(dir.path()).unwrap();
+        // rvm1: 300 rows every 0.5 s from -30 s (minutes -1 to 2; minute 0 holds 120 rows, two
+        // parts); rvm2: a few rows
+        let seqs = |n: u64| (1..=n).map(|i| (-30_000 + 500 * i as i64, i));
+        write(&s, &a, seqs(300));
+        write(&s, &b, [(10_000, 1), (70_000, 2)]);
+        let before = rows(&a, &s, i64::MIN / 2, i64::MAX / 2);
+        assert_eq!(before.len(), 300);
+
+        // minutes ending by 60 s are sealed: rvm1's -1 and 0, rvm2's 0
+        let done = s.pack_sealed(60_000, u64::MAX).unwrap();
+        assert_eq!(
+            done,
+            Packed {
+                minutes: 3,
+                rows: 180
+            }
+        );
+        assert_eq!(s.history_key_counts(), (300 - 179 + 1, 1 + 2 + 1));
+        assert_eq!(
+            rows(&a, &s, i64::MIN / 2, i64::MAX / 2),
+            before,
+            "same rows, same order"
+        );
+        // a range inside a packed minute and across both layouts
+        assert_eq!(
+            rows(&a, &s, 15_000, 16_500),
+            vec![(15_000, 90), (15_500, 91), (16_000, 92)]
+        );
+        assert_eq!(rows(&a, &s, 58_500, 61_500).len(), 6);
+        assert_eq!(rows(&b, &s, 0, 100_000), vec![(10_000, 1), (70_000, 2)]);
+
+        // a backlog row in a packed minute, and a crash that left a packed row's single key
+        write(&s, &a, [(30_250, 1000), (30_000, 120)]);
+        assert_eq!(rows(&a, &s, 30_000, 30_500), vec![(30_000, 120), (30_250, 1000)]);
+        let done = s.pack_sealed(60_000, u64::MAX).unwrap();
+        assert_eq!(done, Packed { minutes: 1, rows: 2 });
+        assert_eq!(rows(&a, &s, 30_000, 30_500), vec![(30_000, 120), (30_250, 1000)]);
+        assert_eq!(rows(&a, &s, i64::MIN / 2, i64::MAX / 2).len(), 301);
+        // rollups read the merged rows
+        let minute0 = crate::history::rollup(0, &s.history(&a, 0, 60_000, 1000).unwrap()).unwrap();
+        assert_eq!(minute0.get("cpu.usage_pct").unwrap().count, 121);
+        assert_eq!(s.first_data_minute(&a).unwrap(), Some(-60_000));
+
+        // a pass stops at its row budget after a whole minute
+        write(&s, &b, [(130_000, 3), (190_000, 4)]);
+        assert_eq!(
+            s.pack_sealed(300_000, 1).unwrap(),
+            Packed {
+                minutes: 1,
+                rows: 120
+            }
+        );
+
+        // expiry: a packed minute goes once all of it is past the bound
+        assert_eq!(s.expire(&a, 59_999, 0).unwrap(), (59, 0), "minute -1 only");
+        assert_eq!(s.expire(&a, 60_000, 0).unwrap(), (121, 0));
+        assert_eq!(rows(&a, &s, i64::MIN / 2, i64::MAX / 2).len(), 121);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! History job: every [`ROLLUP_EVERY`] rolls the minutes the writer marked dirty up into
-//! 1-minute rollups; every [`RETENTION_EVERY_RUNS`] runs it also deletes raw rows and rollups past their
-//! retention ([`HistoryPolicy`]) and measures the disk. The work is sled IO, so it runs on a
+//! 1-minute rollups; every [`RETENTION_EVERY_RUNS`] runs it also packs the raw rows of sealed
+//! minutes (see [`crate::store`]), deletes raw rows and rollups past their retention
+//! ([`HistoryPolicy`]) and measures the disk. The work is sled IO, so it runs on a
 //! blocking thread; a run that finds the previous one still busy is skipped and counted.
 
 use std::sync::Arc;
@@ -21,12 +22,19 @@ pub const RETENTION_EVERY_RUNS: u64 = 6;
 pub const ROLLUP_BATCH: usize = 20_000;
 /// Raw rows read for one minute at most (600 at 10 Hz).
 const ROWS_PER_MINUTE_MAX: usize = 100_000;
+/// A minute's raw rows are packed once it ended this long ago: records of a connected machine
+/// arrive within seconds, so a later row is a backlog, merged into the packed minute next pass.
+pub const SEAL_AFTER_MS: i64 = 2 * MINUTE_MS;
+/// Rows one packing pass packs at most (the rest wait a minute).
+const PACK_ROWS_MAX: u64 = 1_000_000;
 
 #[derive(Debug, Default)]
 pub struct HistoryStats {
     pub rollups_written: AtomicU64,
     pub raw_rows_expired: AtomicU64,
     pub rollups_expired: AtomicU64,
+    pub minutes_packed: AtomicU64,
+    pub rows_packed: AtomicU64,
     pub runs_skipped_busy: AtomicU64,
     pub errors: AtomicU64,
     pub disk_bytes: AtomicU64,
@@ -43,6 +51,8 @@ pub struct HistorySnapshot {
     pub rollups_written: u64,
     pub raw_rows_expired: u64,
     pub rollups_expired: u64,
+    pub minutes_packed: u64,
+    pub rows_packed: u64,
     pub runs_skipped_busy: u64,
     pub errors: u64,
     pub last_rollup_ms: i64,
@@ -59,6 +69,8 @@ impl HistoryStats {
             rollups_written: l(&self.rollups_written),
             raw_rows_expired: l(&self.raw_rows_expired),
             rollups_expired: l(&self.rollups_expired),
+            minutes_packed: l(&self.minutes_packed),
+            rows_packed: l(&self.rows_packed),
             runs_skipped_busy: l(&self.runs_skipped_busy),
             errors: l(&self.errors),
             last_rollup_ms: self.last_rollup_ms.load(Ordering::Relaxed),
@@ -106,6 +118,10 @@ impl HistoryJob {
             }
             stats.last_rollup_ms.store(now, Ordering::Relaxed);
             if retention {
+                if let Err(e) = pack(&store, &stats, now) {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "history packing failed");
+                }
                 if let Err(e) = expire(&store, &policy, &stats, now) {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, "history retention failed");
@@ -133,6 +149,14 @@ pub fn roll_up(store: &FleetStore, stats: &HistoryStats) -> Result<usize, crate:
         stats.rollups_written.fetch_add(1, Ordering::Relaxed);
     }
     Ok(dirty.len())
+}
+
+/// Packs the raw rows of sealed minutes. Blocking.
+pub fn pack(store: &FleetStore, stats: &HistoryStats, now_ms: i64) -> Result<(), crate::store::StoreError> {
+    let done = store.pack_sealed(now_ms - SEAL_AFTER_MS, PACK_ROWS_MAX)?;
+    stats.minutes_packed.fetch_add(done.minutes, Ordering::Relaxed);
+    stats.rows_packed.fetch_add(done.rows, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Deletes what is past retention. Blocking.

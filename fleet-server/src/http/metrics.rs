@@ -764,6 +764,8 @@ mod tests {
                 rollups_written: 0,
                 raw_rows_expired: 0,
                 rollups_expired: 0,
+                minutes_packed: 0,
+                rows_packed: 0,
                 runs_skipped_busy: 0,
                 errors: 0,
                 last_rollup_ms: 0,
