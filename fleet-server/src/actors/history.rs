@@ -186,3 +186,49 @@ impl Actor for HistoryJob {
         ctx.run_interval(ROLLUP_EVERY, |act, _| act.run());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{HistoryRow, WriteBatch};
+    use common::DeviceId;
+
+    #[test]
+    fn a_run_rolls_up_packs_sealed_minutes_and_expires_with_reads_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FleetStore::open(dir.path()).unwrap();
+        let stats = HistoryStats::default();
+        let d = DeviceId::new("rvm1").unwrap();
+        let now = 10 * history::HOUR_MS;
+        // one row every 5 s for the last 30 minutes, and one 25 h old (past raw retention)
+        let mut b = WriteBatch::default();
+        let ts: Vec<i64> = std::iter::once(now - 25 * history::HOUR_MS)
+            .chain((1..=360).map(|i| now - 30 * MINUTE_MS + 5_000 * i))
+            .filter(|t| *t < now)
+            .collect();
+        for (i, t) in ts.iter().enumerate() {
+            let row = HistoryRow {
+                ts_ms: *t,
+                seq: i as u64 + 1,
+                metrics: vec![("cpu.usage_pct".into(), i as f32)],
+            };
+            b.history(&d, &row).unwrap();
+        }
+        b.delivery(&d, &crate::store::DeliveryState::default()).unwrap();
+        store.apply(b).unwrap();
+        let read = |from, to| store.history(&d, from, to, 100_000).unwrap();
+        let before = read(now - 40 * MINUTE_MS, now);
+
+        assert_eq!(roll_up(&store, &stats).unwrap(), 31, "30 minutes and the old one");
+        pack(&store, &stats, now).unwrap();
+        expire(&store, &HistoryPolicy::default(), &stats, now).unwrap();
+        // sealed: minutes that ended 2 minutes before now; the old row was packed, then expired
+        let s = stats.snapshot(&HistoryPolicy::default());
+        assert_eq!((s.minutes_packed, s.rows_packed), (29, 1 + 11 + 27 * 12));
+        assert_eq!(s.raw_rows_expired, 1);
+        assert_eq!(store.history_key_counts(), (24, 28));
+        assert_eq!(read(now - 40 * MINUTE_MS, now), before);
+        assert_eq!(store.rollups(&d, now - 40 * MINUTE_MS, now).unwrap().len(), 30);
+        assert!(read(0, now - 24 * history::HOUR_MS).is_empty());
+    }
+}
