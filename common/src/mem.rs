@@ -37,6 +37,16 @@ impl ProcessMemory {
     }
 }
 
+/// Asks the allocator to return the free memory it holds to the kernel (glibc
+/// `malloc_trim`), after a burst of allocations was freed; does nothing elsewhere.
+pub fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only releases free allocator memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn heap() -> (Option<u64>, Option<u64>) {
     // SAFETY: mallinfo2 has no preconditions; it only reads the allocator's own state.

@@ -229,6 +229,9 @@ impl Store for Box<dyn Store> {
     fn first(&self, class: u8) -> Result<Option<(Key, usize)>, StoreError> {
         (**self).first(class)
     }
+    fn last(&self, class: u8) -> Result<Option<Key>, StoreError> {
+        (**self).last(class)
+    }
     fn count_and_bytes(&self) -> Result<(u64, u64), StoreError> {
         (**self).count_and_bytes()
     }
@@ -255,20 +258,9 @@ impl<S: Store> Buffer<S> {
         let mut highest = stored_last & !RESERVED_FLAG;
         let mut highest_record = 0;
         for class in [Key::PRIORITY, Key::TELEMETRY] {
-            // the last key of a class: scan is forward-only, so walk from the first
-            if let Some((k, _)) = store.first(class)? {
-                let mut after = Some(k.seq - 1).filter(|_| k.seq > 0);
-                loop {
-                    let batch = store.scan(class, after, 4096)?;
-                    match batch.last() {
-                        Some((k, _)) => {
-                            highest = highest.max(k.seq);
-                            highest_record = highest_record.max(k.seq);
-                            after = Some(k.seq);
-                        }
-                        None => break,
-                    }
-                }
+            if let Some(k) = store.last(class)? {
+                highest = highest.max(k.seq);
+                highest_record = highest_record.max(k.seq);
             }
         }
         let mut stats = BufferStats {
@@ -821,6 +813,9 @@ mod tests {
         }
         fn first(&self, class: u8) -> Result<Option<(Key, usize)>, StoreError> {
             self.inner.first(class)
+        }
+        fn last(&self, class: u8) -> Result<Option<Key>, StoreError> {
+            self.inner.last(class)
         }
         fn count_and_bytes(&self) -> Result<(u64, u64), StoreError> {
             self.inner.count_and_bytes()

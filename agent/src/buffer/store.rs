@@ -53,6 +53,8 @@ pub trait Store: Send + 'static {
     fn scan(&self, class: u8, after: Option<u64>, n: usize) -> Result<Vec<(Key, Vec<u8>)>, StoreError>;
     /// The oldest record of `class`.
     fn first(&self, class: u8) -> Result<Option<(Key, usize)>, StoreError>;
+    /// The key of the newest record of `class` (read without walking the others).
+    fn last(&self, class: u8) -> Result<Option<Key>, StoreError>;
     /// Count and total value bytes of all records (computed at open, then tracked by the caller).
     fn count_and_bytes(&self) -> Result<(u64, u64), StoreError>;
     /// The highest seq ever used (persisted), if any.
@@ -103,6 +105,13 @@ impl Store for MemStore {
             .filter(|(k, _)| k.class == class)
             .map(|(k, v)| (*k, v.len())))
     }
+    fn last(&self, class: u8) -> Result<Option<Key>, StoreError> {
+        Ok(self
+            .records
+            .range(Key { class, seq: 0 }..=Key { class, seq: u64::MAX })
+            .next_back()
+            .map(|(k, _)| *k))
+    }
     fn count_and_bytes(&self) -> Result<(u64, u64), StoreError> {
         Ok((
             self.records.len() as u64,
@@ -130,16 +139,39 @@ pub struct SledStore {
     db: sled::Db,
     records: sled::Tree,
     meta: sled::Tree,
+    /// Count and bytes of the records as counted at open, until the first write.
+    counted_at_open: Option<(u64, u64)>,
 }
 
 /// Page cache for sled: small, the buffer is read sequentially (DESIGN.md crate notes).
 pub const SLED_CACHE_BYTES: u64 = 1 << 20;
+/// A backlog read at open larger than this is shed from memory by reopening the store.
+pub const SHED_AFTER_BYTES: u64 = 1 << 20;
 
 const LAST_SEQ: &[u8] = b"last_seq";
 
 impl SledStore {
     /// Opens (or creates) the store. `flush_every_ms` is sled's background fsync period.
+    ///
+    /// The records are counted here, which reads every one of them. sled 0.34 evicts only
+    /// pages it wrote (its LRU hears of writes, never of reads), so a read backlog would stay
+    /// in memory until drained: 36,000 queued records held 27 MiB more this way (sled issue
+    /// #1036, "OOM while traversing large database"). Past [`SHED_AFTER_BYTES`] the store is
+    /// therefore opened a second time, and the allocator asked to return what the first
+    /// handle held.
     pub fn open(path: &Path, flush_every_ms: Option<u64>) -> Result<SledStore, StoreError> {
+        let mut store = SledStore::open_once(path, flush_every_ms)?;
+        let counted = store.count_and_bytes()?;
+        if counted.1 > SHED_AFTER_BYTES {
+            drop(store);
+            store = SledStore::open_once(path, flush_every_ms)?;
+            common::mem::trim();
+        }
+        store.counted_at_open = Some(counted);
+        Ok(store)
+    }
+
+    fn open_once(path: &Path, flush_every_ms: Option<u64>) -> Result<SledStore, StoreError> {
         let err = |error| StoreError::Sled {
             path: path.to_path_buf(),
             error,
@@ -158,6 +190,7 @@ impl SledStore {
             db,
             records,
             meta,
+            counted_at_open: None,
         })
     }
 
@@ -176,12 +209,14 @@ impl SledStore {
 
 impl Store for SledStore {
     fn insert(&mut self, key: Key, value: &[u8]) -> Result<(), StoreError> {
+        self.counted_at_open = None;
         self.records
             .insert(key.to_bytes(), value)
             .map(|_| ())
             .map_err(|e| self.err(e))
     }
     fn remove(&mut self, key: Key) -> Result<Option<usize>, StoreError> {
+        self.counted_at_open = None;
         self.records
             .remove(key.to_bytes())
             .map(|v| v.map(|v| v.len()))
@@ -216,7 +251,23 @@ impl Store for SledStore {
             .next()
             .map(|(k, v)| (k, v.len())))
     }
+    fn last(&self, class: u8) -> Result<Option<Key>, StoreError> {
+        let lo = Key { class, seq: 0 }.to_bytes();
+        let hi = Key { class, seq: u64::MAX }.to_bytes();
+        match self.records.range(lo..=hi).next_back() {
+            Some(item) => {
+                let (k, _) = item.map_err(|e| self.err(e))?;
+                Key::from_bytes(&k)
+                    .map(Some)
+                    .ok_or_else(|| StoreError::Corrupt(k.to_vec()))
+            }
+            None => Ok(None),
+        }
+    }
     fn count_and_bytes(&self) -> Result<(u64, u64), StoreError> {
+        if let Some(c) = self.counted_at_open {
+            return Ok(c);
+        }
         let mut n = 0;
         let mut bytes = 0;
         for item in self.records.iter() {
@@ -291,8 +342,41 @@ mod tests {
         assert_eq!(store.remove(Key { class: 1, seq: 1 }).unwrap(), Some(4));
         assert_eq!(store.remove(Key { class: 1, seq: 1 }).unwrap(), None);
         assert_eq!(store.count_and_bytes().unwrap(), (3, 9));
+        assert_eq!(
+            store.last(Key::TELEMETRY).unwrap(),
+            Some(Key { class: 1, seq: 3 })
+        );
+        assert_eq!(store.last(Key::PRIORITY).unwrap(), Some(Key { class: 0, seq: 9 }));
+        assert_eq!(store.last(2).unwrap(), None);
         store.set_last_seq(42).unwrap();
         assert_eq!(store.last_seq().unwrap(), Some(42));
+    }
+
+    #[test]
+    fn a_large_backlog_is_counted_at_open_and_the_reopened_store_works() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SledStore::open(dir.path(), None).unwrap();
+            for seq in 1..=2_000u64 {
+                s.insert(Key { class: 1, seq }, &[1u8; 1024]).unwrap();
+            }
+            s.insert(Key { class: 0, seq: 2_001 }, b"event").unwrap();
+            s.flush().unwrap();
+        }
+        // 2 MiB counted: past SHED_AFTER_BYTES, so opened twice
+        let mut s = SledStore::open(dir.path(), None).unwrap();
+        assert_eq!(s.count_and_bytes().unwrap(), (2_001, 2_000 * 1024 + 5));
+        assert_eq!(
+            s.last(Key::TELEMETRY).unwrap(),
+            Some(Key { class: 1, seq: 2_000 })
+        );
+        assert_eq!(s.scan(Key::TELEMETRY, Some(1_998), 10).unwrap().len(), 2);
+        assert_eq!(s.remove(Key { class: 1, seq: 1 }).unwrap(), Some(1024));
+        assert_eq!(
+            s.count_and_bytes().unwrap(),
+            (2_000, 1_999 * 1024 + 5),
+            "counted live after a write"
+        );
     }
 
     #[test]
