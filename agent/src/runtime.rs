@@ -209,6 +209,12 @@ pub fn open_sled_buffer(
     };
     match open(dir) {
         Ok((b, db)) => Ok((b, None, db)),
+        // not corrupt: in use (another agent on the same directory); moving it aside would
+        // orphan that agent's backlog
+        Err(e) if e.to_string().contains("could not acquire lock") => Err(e.context(format!(
+            "buffer {} is in use by another process (is another rvm-agent running?)",
+            dir.display()
+        ))),
         Err(e) => {
             let moved = dir.with_extension(format!("corrupt-{}", common::time::now_ms()));
             tracing::error!(error = %e, dir = %dir.display(), moved_to = %moved.display(), "buffer store will not open; moving it aside and starting empty");
@@ -224,5 +230,30 @@ pub fn open_sled_buffer(
             };
             Ok((b, Some(ev), db))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::{Caps, FlushPolicy};
+
+    #[test]
+    fn a_buffer_in_use_by_another_agent_is_refused_not_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let buf = dir.path().join("buffer");
+        let d = DeviceId::new("rvm1").unwrap();
+        let caps = Caps::default();
+        let (_first, reset, _db) = open_sled_buffer(&d, &buf, caps, FlushPolicy::EveryRecord).unwrap();
+        assert!(reset.is_none());
+        let err = open_sled_buffer(&d, &buf, caps, FlushPolicy::EveryRecord)
+            .err()
+            .expect("a second agent on the same buffer is refused");
+        assert!(
+            format!("{err:#}").contains("in use by another process"),
+            "{err:#}"
+        );
+        let entries = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(entries, 1, "nothing was moved aside");
     }
 }

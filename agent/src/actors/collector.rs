@@ -143,6 +143,10 @@ impl Handler<Pause> for CollectorActor {
     type Result = ();
     fn handle(&mut self, _: Pause, _: &mut Context<Self>) {
         self.paused = true;
+        // no tick will report the drops not yet reported
+        if let Err(e) = self.p.buffer.append_drop_event(common::time::now_ms(), true) {
+            tracing::error!(error = %e, "drop event not stored");
+        }
     }
 }
 
@@ -277,7 +281,7 @@ impl CollectorActor {
         if let Ok(mut l) = self.p.latest.lock() {
             *l = Some(t);
         }
-        if let Err(e) = self.p.buffer.append_drop_event(now) {
+        if let Err(e) = self.p.buffer.append_drop_event(now, false) {
             tracing::error!(error = %e, "drop event not stored");
         }
         if self.p.buffer.flush_policy() == FlushPolicy::EveryRecord {

@@ -32,6 +32,13 @@
 //!    reported) and sent from there, and a critical event says what failed, so the server
 //!    hears about it. Such records are not durable, and a crash in that state may reuse seqs
 //!    (no reservation can be flushed).
+//! 6. **Drops are reported coalesced, and never lost.** Over a cap every tick drops a record,
+//!    and an event per drop would fill the buffer with reports. The count of drops not yet
+//!    reported is kept in the store beside the records (written with each drop, so it is as
+//!    durable as the drop itself) and appended as one `RecordsDropped` event at most every
+//!    [`DROP_EVENT_EVERY_MS`], when collection stops, on a clean stop and, for drops counted
+//!    before a crash, on the next open. A crash between appending the event and clearing the
+//!    count reports those drops twice: over-counted, never lost.
 //!
 //! # Durability
 //!
@@ -54,6 +61,8 @@ pub use store::{Key, MemStore, SledStore, Store, StoreError};
 
 /// Above this fraction of a cap, telemetry is thinned.
 pub const THIN_AT: f64 = 0.9;
+/// One drop event at most this often while records keep being dropped (invariant 6).
+pub const DROP_EVENT_EVERY_MS: i64 = 10_000;
 
 /// Seqs reserved ahead of use (invariant 2): at most this many (plus one) are reported as
 /// possibly lost after a crash, and one synchronous flush is paid every half of it (every
@@ -171,13 +180,13 @@ pub struct BufferStats {
     pub disk_bytes: u64,
 }
 
-/// Drops not yet reported to the server.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Drops not yet reported to the server; kept in the store beside the records (invariant 6).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct PendingDrops {
     count: u64,
     first_seq: u64,
     last_seq: u64,
-    reason: &'static str,
+    reason: String,
 }
 
 fn drop_event(d: &PendingDrops) -> Event {
@@ -187,7 +196,7 @@ fn drop_event(d: &PendingDrops) -> Event {
             count: d.count,
             first_seq: d.first_seq,
             last_seq: d.last_seq,
-            reason: d.reason.to_string(),
+            reason: d.reason.clone(),
         },
         message: format!("{} records dropped: {}", d.count, d.reason),
     }
@@ -199,6 +208,8 @@ struct Inner<S: Store> {
     next_seq: u64,
     stats: BufferStats,
     pending_drops: Option<PendingDrops>,
+    /// When the last drop event was appended (invariant 6).
+    last_drop_event_ms: Option<i64>,
     telemetry_seen_near_cap: u64,
     /// Seqs up to this are covered by a durable reservation (invariant 2).
     reserved: u64,
@@ -241,6 +252,12 @@ impl Store for Box<dyn Store> {
     fn set_last_seq(&mut self, seq: u64) -> Result<(), StoreError> {
         (**self).set_last_seq(seq)
     }
+    fn pending_drops(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).pending_drops()
+    }
+    fn set_pending_drops(&mut self, value: Option<&[u8]>) -> Result<(), StoreError> {
+        (**self).set_pending_drops(value)
+    }
     fn flush(&self) -> Result<(), StoreError> {
         (**self).flush()
     }
@@ -280,9 +297,20 @@ impl<S: Store> Buffer<S> {
                 count: r - first + 1,
                 first_seq: first,
                 last_seq: r,
-                reason: UNCLEAN_STOP_REASON,
+                reason: UNCLEAN_STOP_REASON.to_string(),
             }
         });
+        // Drops counted before the last stop and not reported then (invariant 6).
+        let earlier_drops = match store.pending_drops()? {
+            Some(v) => match codec::decode_bare::<PendingDrops>(&v) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::error!(error = %e, "unreadable pending drop count ignored");
+                    None
+                }
+            },
+            None => None,
+        };
         let buffer = Buffer {
             device,
             flush,
@@ -292,6 +320,7 @@ impl<S: Store> Buffer<S> {
                 next_seq: highest + 1,
                 stats,
                 pending_drops: None,
+                last_drop_event_ms: None,
                 telemetry_seen_near_cap: 0,
                 reserved: highest,
                 volatile: std::collections::BTreeMap::new(),
@@ -299,8 +328,12 @@ impl<S: Store> Buffer<S> {
                 store_alarm: None,
             }),
         };
-        // The report goes into the store at once, made durable by the reservation's flush:
-        // kept in memory until the next tick, another crash would lose it for good.
+        // The reports go into the store at once, made durable by the reservation's flush:
+        // kept in memory until the next tick, another crash would lose them for good.
+        if let Some(d) = earlier_drops {
+            buffer.append(Kind::Event, common::time::now_ms(), &drop_event(&d))?;
+            buffer.lock().persist_pending();
+        }
         if let Some(d) = pending_drops {
             let event = Event {
                 message: format!("up to {} records dropped: {}", d.count, d.reason),
@@ -457,6 +490,7 @@ impl<S: Store> Buffer<S> {
     /// flushes, so the next open skips no seq (invariant 2). Appending afterwards is allowed
     /// (it takes a new reservation).
     pub fn close(&self) -> Result<(), BufferError> {
+        self.append_drop_event(common::time::now_ms(), true)?;
         let mut inner = self.lock();
         let last = inner.next_seq - 1;
         inner.store.set_last_seq(last)?;
@@ -489,16 +523,28 @@ impl<S: Store> Buffer<S> {
         if let Some(alarm) = inner.store_alarm.take() {
             return Some(alarm);
         }
-        inner.pending_drops.take().map(|d| drop_event(&d))
+        let d = inner.pending_drops.take()?;
+        inner.persist_pending();
+        Some(drop_event(&d))
     }
 
-    /// Appends what [`Buffer::take_drop_event`] gives, after making room for it first: the
-    /// records dropped for that room are counted in the same event. Appending the event could
-    /// otherwise drop a record itself, a drop reported only with the next append, which never
-    /// comes when collection stops there (seen as one seq missing and unreported).
-    pub fn append_drop_event(&self, ts_ms: i64) -> Result<Option<Appended>, BufferError> {
+    /// Appends what [`Buffer::take_drop_event`] gives when it is due: at most one drop event
+    /// every [`DROP_EVENT_EVERY_MS`], unless `now` (collection stops) or a failing store is to
+    /// be reported (invariant 6). Makes room for the event first: the records dropped for that
+    /// room are counted in the same event. Appending the event could otherwise drop a record
+    /// itself, a drop reported only with the next append, which never comes when collection
+    /// stops there (seen as one seq missing and unreported).
+    pub fn append_drop_event(&self, ts_ms: i64, now: bool) -> Result<Option<Appended>, BufferError> {
         {
             let mut inner = self.lock();
+            let due = now
+                || inner.store_alarm.is_some()
+                || inner
+                    .last_drop_event_ms
+                    .is_none_or(|t| ts_ms < t || ts_ms - t >= DROP_EVENT_EVERY_MS);
+            if !due || (inner.pending_drops.is_none() && inner.store_alarm.is_none()) {
+                return Ok(None);
+            }
             if inner.caps.policy == FullPolicy::DropOldest
                 && inner.store_error.is_none()
                 && inner.store_alarm.is_none()
@@ -510,17 +556,31 @@ impl<S: Store> Buffer<S> {
                     count: u64::MAX,
                     first_seq: u64::MAX,
                     last_seq: u64::MAX,
-                    reason: d.reason,
+                    reason: d.reason.clone(),
                 });
                 let env = Envelope::new(self.device.clone(), u64::MAX, ts_ms, &widest);
                 let size = codec::encode(&env)?.len() as u64 + 1 + 64;
                 inner.drop_oldest_for(size)?;
             }
         }
-        match self.take_drop_event() {
-            Some(ev) => self.append(Kind::Event, ts_ms, &ev).map(Some),
-            None => Ok(None),
+        let Some(ev) = self.take_drop_event() else {
+            return Ok(None);
+        };
+        if let EventKind::RecordsDropped {
+            count,
+            first_seq,
+            last_seq,
+            reason,
+        } = &ev.kind
+        {
+            tracing::warn!(count, first_seq, last_seq, reason = %reason, "buffer dropped records");
         }
+        let appended = self.append(Kind::Event, ts_ms, &ev);
+        let mut inner = self.lock();
+        inner.last_drop_event_ms = Some(ts_ms);
+        // drops the append itself made stay pending, and kept
+        inner.persist_pending();
+        appended.map(Some)
     }
 }
 
@@ -615,7 +675,7 @@ impl<S: Store> Inner<S> {
 
     fn note_drop(&mut self, first: u64, last: u64, reason: &'static str) {
         self.stats.dropped += last - first + 1;
-        tracing::warn!(
+        tracing::debug!(
             first_seq = first,
             last_seq = last,
             reason,
@@ -626,16 +686,40 @@ impl<S: Store> Inner<S> {
                 d.count += last - first + 1;
                 d.first_seq = d.first_seq.min(first);
                 d.last_seq = d.last_seq.max(last);
-                d.reason = reason;
+                if d.reason != reason {
+                    d.reason = reason.to_string();
+                }
             }
             None => {
                 self.pending_drops = Some(PendingDrops {
                     count: last - first + 1,
                     first_seq: first,
                     last_seq: last,
-                    reason,
+                    reason: reason.to_string(),
                 })
             }
+        }
+        self.persist_pending();
+    }
+
+    /// Writes the unreported drops beside the records (or clears them), so a crash before
+    /// their event is appended does not lose them (invariant 6).
+    fn persist_pending(&mut self) {
+        if self.store_error.is_some() {
+            return;
+        }
+        let res = match &self.pending_drops {
+            Some(d) => match codec::encode(d) {
+                Ok(v) => self.store.set_pending_drops(Some(&v)),
+                Err(e) => {
+                    tracing::error!(error = %e, "pending drop count not encoded");
+                    return;
+                }
+            },
+            None => self.store.set_pending_drops(None),
+        };
+        if let Err(e) = res {
+            self.store_failed(&e);
         }
     }
 }
@@ -827,6 +911,13 @@ mod tests {
             self.check()?;
             self.inner.set_last_seq(seq)
         }
+        fn pending_drops(&self) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.pending_drops()
+        }
+        fn set_pending_drops(&mut self, value: Option<&[u8]>) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.set_pending_drops(value)
+        }
         fn flush(&self) -> Result<(), StoreError> {
             self.check()
         }
@@ -902,27 +993,89 @@ mod tests {
             // a collector's ticks into a full buffer (telemetry, then the drop event), then
             // it stops: the last event's own room must not be a drop nobody reports
             for t in 0..50 {
-                b.append(Kind::Telemetry, t, &Telemetry::default()).unwrap();
-                b.append_drop_event(t).unwrap();
+                b.append(Kind::Telemetry, t * 1000, &Telemetry::default())
+                    .unwrap();
+                b.append_drop_event(t * 1000, false).unwrap();
             }
+            b.append_drop_event(50_000, true).unwrap();
             assert!(b.take_drop_event().is_none(), "nothing left pending: {caps:?}");
-            let reported: u64 = b
-                .next(Key::PRIORITY, None, 1000)
-                .unwrap()
-                .iter()
-                .filter_map(|r| match codec::decode::<Event>(&r.payload).ok()?.body.kind {
-                    EventKind::RecordsDropped { count, .. } => Some(count),
-                    _ => None,
-                })
-                .sum();
+            let reported = drop_counts(&b, |_| true);
             let s = b.stats();
             assert!(s.dropped > 0 && b.stats().records > 0);
-            assert_eq!(reported, s.dropped, "every drop is in a stored event: {caps:?}");
+            assert_eq!(
+                reported.iter().sum::<u64>(),
+                s.dropped,
+                "every drop is in a stored event: {caps:?}"
+            );
+            // 50 ticks 1 s apart: events at 0, 10, 20, 30 and 40 s, and when collection stopped
+            assert!(reported.len() <= 6, "coalesced: {reported:?}");
             assert!(
                 s.records <= caps.max_records && s.bytes <= caps.max_bytes,
                 "{s:?}"
             );
         }
+    }
+
+    /// The counts of the stored drop events whose reason passes `keep`, oldest first.
+    fn drop_counts<S: Store>(b: &Buffer<S>, keep: impl Fn(&str) -> bool) -> Vec<u64> {
+        b.next(Key::PRIORITY, None, 1000)
+            .unwrap()
+            .iter()
+            .filter_map(|r| match codec::decode::<Event>(&r.payload).ok()?.body.kind {
+                EventKind::RecordsDropped { count, reason, .. } if keep(&reason) => Some(count),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn drops_not_yet_reported_survive_a_crash_and_are_reported_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let caps = Caps {
+            max_records: 10,
+            max_bytes: u64::MAX,
+            policy: FullPolicy::DropOldest,
+            thin_keep_every: 1,
+        };
+        let open = |caps| {
+            let store = SledStore::open(dir.path(), None).unwrap();
+            Buffer::open(
+                DeviceId::new("t1").unwrap(),
+                store,
+                caps,
+                FlushPolicy::EveryRecord,
+            )
+            .unwrap()
+        };
+        let dropped = {
+            let b = open(caps);
+            for t in 0..30 {
+                b.append(Kind::Telemetry, t * 100, &Telemetry::default()).unwrap();
+                b.append_drop_event(t * 100, false).unwrap();
+            }
+            // one event at the first drop; the rest are not due within 10 s
+            let reported: u64 = drop_counts(&b, |_| true).iter().sum();
+            b.flush().unwrap();
+            let dropped = b.stats().dropped;
+            assert!(reported > 0 && reported < dropped, "{reported} of {dropped}");
+            dropped
+            // no close: a crash
+        };
+        // reopened with room, so the reports appended at open drop nothing themselves
+        let roomy = Caps {
+            max_records: 1000,
+            ..caps
+        };
+        let b = open(roomy);
+        let reported = drop_counts(&b, |r| r != UNCLEAN_STOP_REASON);
+        assert_eq!(reported.iter().sum::<u64>(), dropped, "{reported:?}");
+        drop(b);
+        // reported once: reopening again adds no event
+        let b = open(roomy);
+        assert_eq!(
+            drop_counts(&b, |r| r != UNCLEAN_STOP_REASON).iter().sum::<u64>(),
+            dropped
+        );
     }
 
     #[test]

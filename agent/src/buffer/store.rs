@@ -59,6 +59,9 @@ pub trait Store: Send + 'static {
     fn count_and_bytes(&self) -> Result<(u64, u64), StoreError>;
     /// The highest seq ever used (persisted), if any.
     fn last_seq(&self) -> Result<Option<u64>, StoreError>;
+    /// Drops counted and not yet reported (an encoded value kept beside the records).
+    fn pending_drops(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    fn set_pending_drops(&mut self, value: Option<&[u8]>) -> Result<(), StoreError>;
     fn set_last_seq(&mut self, seq: u64) -> Result<(), StoreError>;
     /// Makes everything written so far durable. Blocking.
     fn flush(&self) -> Result<(), StoreError>;
@@ -71,6 +74,7 @@ pub trait Store: Send + 'static {
 pub struct MemStore {
     records: BTreeMap<Key, Vec<u8>>,
     last_seq: Option<u64>,
+    pending_drops: Option<Vec<u8>>,
 }
 
 impl Store for MemStore {
@@ -125,6 +129,13 @@ impl Store for MemStore {
         self.last_seq = Some(seq);
         Ok(())
     }
+    fn pending_drops(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.pending_drops.clone())
+    }
+    fn set_pending_drops(&mut self, value: Option<&[u8]>) -> Result<(), StoreError> {
+        self.pending_drops = value.map(<[u8]>::to_vec);
+        Ok(())
+    }
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -147,8 +158,11 @@ pub struct SledStore {
 pub const SLED_CACHE_BYTES: u64 = 1 << 20;
 /// A backlog read at open larger than this is shed from memory by reopening the store.
 pub const SHED_AFTER_BYTES: u64 = 1 << 20;
+/// Tries 50 ms apart to take the directory's lock a handle just dropped may still hold.
+const LOCK_RETRIES: u32 = 40;
 
 const LAST_SEQ: &[u8] = b"last_seq";
+const PENDING_DROPS: &[u8] = b"pending_drops";
 
 impl SledStore {
     /// Opens (or creates) the store. `flush_every_ms` is sled's background fsync period.
@@ -176,13 +190,23 @@ impl SledStore {
             path: path.to_path_buf(),
             error,
         };
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(SLED_CACHE_BYTES)
             .flush_every_ms(flush_every_ms)
-            .mode(sled::Mode::LowSpace)
-            .open()
-            .map_err(err)?;
+            .mode(sled::Mode::LowSpace);
+        // A handle just dropped (ours, a moment ago) can hold the directory's lock while
+        // sled's IO threads finish its last writes: wait for it, briefly.
+        let mut tries = 0;
+        let db = loop {
+            match config.open() {
+                Err(e) if tries < LOCK_RETRIES && e.to_string().contains("could not acquire lock") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other.map_err(err)?,
+            }
+        };
         let records = db.open_tree("records").map_err(err)?;
         let meta = db.open_tree("meta").map_err(err)?;
         Ok(SledStore {
@@ -287,6 +311,17 @@ impl Store for SledStore {
             .map(|_| ())
             .map_err(|e| self.err(e))
     }
+    fn pending_drops(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let v = self.meta.get(PENDING_DROPS).map_err(|e| self.err(e))?;
+        Ok(v.map(|v| v.to_vec()))
+    }
+    fn set_pending_drops(&mut self, value: Option<&[u8]>) -> Result<(), StoreError> {
+        match value {
+            Some(v) => self.meta.insert(PENDING_DROPS, v).map(|_| ()),
+            None => self.meta.remove(PENDING_DROPS).map(|_| ()),
+        }
+        .map_err(|e| self.err(e))
+    }
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(|e| self.err(e))
     }
@@ -350,6 +385,11 @@ mod tests {
         assert_eq!(store.last(2).unwrap(), None);
         store.set_last_seq(42).unwrap();
         assert_eq!(store.last_seq().unwrap(), Some(42));
+        assert_eq!(store.pending_drops().unwrap(), None);
+        store.set_pending_drops(Some(b"p")).unwrap();
+        assert_eq!(store.pending_drops().unwrap(), Some(b"p".to_vec()));
+        store.set_pending_drops(None).unwrap();
+        assert_eq!(store.pending_drops().unwrap(), None);
     }
 
     #[test]
