@@ -169,8 +169,8 @@ fn packed_store(rows: u64, cache_mib: u64) -> anyhow::Result<()> {
         "heap after 2 minutes more of ingest and a packing pass {:.1} MiB",
         heap_mib()
     );
-    let (single, parts) = store.history_key_counts();
-    eprintln!("single-row keys {single}, packed parts {parts}");
+    let k = store.key_counts();
+    eprintln!("single-row keys {}, packed parts {}", k.raw, k.raw_packed);
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -7,16 +7,19 @@
 //! (device, minute) dirty in the same batch, and the history job rolls dirty minutes up and
 //! enforces retention. The alerts actor writes its state. Readers may read concurrently.
 //!
-//! Raw history has two layouts. A row arrives as one key of its own (`history`: device, time,
-//! seq). Once its minute is sealed (ended [`crate::actors::history::SEAL_AFTER_MS`] ago) the
-//! history job packs the minute's rows into a few values (`history_packed`: device, minute,
-//! part; [`PART_ROWS`] rows each), written once, then deletes the single-row keys. sled keeps
-//! about 24 bytes of heap per key it holds, so one key per row made the server's heap grow with
-//! the raw retention (hundreds of MiB at fleet scale over 24 h; docs/benchmarks.md, "Soak
-//! findings"); packing divides the key count by the rows per minute. A row that lands late in
-//! a packed minute (a backlog) is a single-row key again until the next pass merges it in.
-//! Readers merge both layouts in (time, seq) order and drop a row seen in both (a crash
-//! between writing the packed value and deleting the single rows leaves both).
+//! Raw history rows and rollups each have two layouts ([`Packable`]). A row arrives as one key
+//! of its own (`history`: device, time, seq; `rollups`: device, minute). Once its span is
+//! sealed (a raw row's minute ended [`crate::actors::history::SEAL_AFTER_MS`] ago, a rollup's
+//! hour [`crate::actors::history::ROLLUP_SEAL_AFTER_MS`] ago) the history job packs the span's
+//! rows into a few values (`history_packed`, `rollups_packed`: device, span, part; up to
+//! [`PART_BYTES`] each), written once, then deletes the single-row keys. sled keeps about 24
+//! bytes of heap per key it holds, so one key per row made the server's heap grow with the
+//! retention (raw rows: 0.4 to 0.7 GiB at 1,000 machines over 24 h; rollups: about 1 GiB over
+//! 30 days; docs/benchmarks.md, "Soak findings"); packing divides the key count by the rows per
+//! part. A row that lands late in a packed span (a backlog, a minute rolled up again) is a
+//! single key again until the next pass merges it in. Readers merge both layouts in order;
+//! where both hold a row (the same id) the single key, the newer, wins: that also covers a
+//! crash between writing the packed value and deleting the single keys.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,13 +29,33 @@ use common::{Birth, DeviceId};
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::{Delivery, SeqTracker};
-use crate::history::{MINUTE_MS, RollupRow, minute_of};
+use crate::history::{HOUR_MS, MINUTE_MS, RollupRow, minute_of};
 
 /// sled page cache for the server store.
 pub const STORE_CACHE_BYTES: u64 = 64 << 20;
-/// Rows per packed history value: a minute at one record per 5 s is one part; at 10 Hz, ten
-/// parts of about 40 KiB.
-pub const PART_ROWS: usize = 64;
+/// Encoded bytes of one packed value at most (a single row larger than this is a part of its
+/// own): a raw minute at one record per 5 s is one part; a rollup hour, about a dozen. sled
+/// holds whole leaves of up to 16 values in memory, so parts much larger would make every
+/// read of history costlier in memory.
+pub const PART_BYTES: usize = 8 << 10;
+
+/// A row kept as one key until its span is sealed, then packed with its span's others.
+pub trait Packable: Serialize + serde::de::DeserializeOwned + Send + 'static {
+    /// Order and identity: two rows with the same id are the same row.
+    fn id(&self) -> (i64, u64);
+}
+
+impl Packable for HistoryRow {
+    fn id(&self) -> (i64, u64) {
+        (self.ts_ms, self.seq)
+    }
+}
+
+impl Packable for RollupRow {
+    fn id(&self) -> (i64, u64) {
+        (self.minute_ms, 0)
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryState {
@@ -80,6 +103,7 @@ pub struct FleetStore {
     history: sled::Tree,
     history_packed: sled::Tree,
     rollups: sled::Tree,
+    rollups_packed: sled::Tree,
     rollup_dirty: sled::Tree,
     alerts: sled::Tree,
     alive: Arc<()>,
@@ -88,8 +112,18 @@ pub struct FleetStore {
 /// What one packing pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Packed {
-    pub minutes: u64,
+    /// Spans (raw minutes, rollup hours) written.
+    pub spans: u64,
     pub rows: u64,
+}
+
+/// Keys of each history tree (a full scan: for tests and benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyCounts {
+    pub raw: usize,
+    pub raw_packed: usize,
+    pub rollups: usize,
+    pub rollups_packed: usize,
 }
 
 /// Tells whether any [`FleetStore`] clone is still alive.
@@ -193,6 +227,7 @@ impl FleetStore {
             history: db.open_tree("history").map_err(err)?,
             history_packed: db.open_tree("history_packed").map_err(err)?,
             rollups: db.open_tree("rollups").map_err(err)?,
+            rollups_packed: db.open_tree("rollups_packed").map_err(err)?,
             rollup_dirty: db.open_tree("rollup_dirty").map_err(err)?,
             alerts: db.open_tree("alerts").map_err(err)?,
             db,
@@ -327,17 +362,7 @@ impl FleetStore {
 
     /// Rollups of one device with `from_ms <= minute < to_ms`, in time order.
     pub fn rollups(&self, device: &DeviceId, from_ms: i64, to_ms: i64) -> Result<Vec<RollupRow>, StoreError> {
-        let mut out = Vec::new();
-        for item in self
-            .rollups
-            .range(time_key(device, from_ms)..time_key(device, to_ms))
-        {
-            let (_, v) = item.map_err(|e| self.err(e))?;
-            if let Ok(r) = common::codec::decode_bare::<RollupRow>(&v) {
-                out.push(r);
-            }
-        }
-        Ok(out)
+        self.rollups_iter(device, from_ms, to_ms).collect()
     }
 
     /// Deletes one device's raw rows older than `raw_before_ms` (a packed minute once all of
@@ -363,44 +388,86 @@ impl FleetStore {
             Ok::<u64, StoreError>(n)
         };
         let one = |_: &[u8]| 1;
-        let rows_in_part =
+        let raw_in_part =
             |v: &[u8]| common::codec::decode_bare::<Vec<HistoryRow>>(v).map_or(0, |rows| rows.len() as u64);
-        // minutes that ended by the bound: key(m) + part < key(raw_before - MINUTE + 1)
-        let packed_before = raw_before_ms.saturating_sub(MINUTE_MS - 1);
+        let rollups_in_part =
+            |v: &[u8]| common::codec::decode_bare::<Vec<RollupRow>>(v).map_or(0, |rows| rows.len() as u64);
+        // spans that ended by the bound: key(start) + part < key(before - span + 1)
+        let ended = |before: i64, span: i64| before.saturating_sub(span - 1);
         Ok((
             sweep(&self.history, raw_before_ms, &one)?
-                + sweep(&self.history_packed, packed_before, &rows_in_part)?,
-            sweep(&self.rollups, rollup_before_ms, &one)?,
+                + sweep(
+                    &self.history_packed,
+                    ended(raw_before_ms, MINUTE_MS),
+                    &raw_in_part,
+                )?,
+            sweep(&self.rollups, rollup_before_ms, &one)?
+                + sweep(
+                    &self.rollups_packed,
+                    ended(rollup_before_ms, HOUR_MS),
+                    &rollups_in_part,
+                )?,
         ))
     }
 
-    /// Packs the single-row history keys of every minute that ended before `sealed_before_ms`
-    /// into that minute's packed values (merging rows already packed there), then deletes the
-    /// single-row keys; stops after the minute that brings the pass to `max_rows`. Blocking.
+    /// Packs the raw rows of every minute that ended before `sealed_before_ms` (see
+    /// [`FleetStore::pack_tree`]). Blocking.
     pub fn pack_sealed(&self, sealed_before_ms: i64, max_rows: u64) -> Result<Packed, StoreError> {
+        self.pack_tree::<HistoryRow>(
+            &self.history,
+            &self.history_packed,
+            MINUTE_MS,
+            sealed_before_ms,
+            max_rows,
+        )
+    }
+
+    /// Packs the rollups of every hour that ended before `sealed_before_ms`. Blocking.
+    pub fn pack_sealed_rollups(&self, sealed_before_ms: i64, max_rows: u64) -> Result<Packed, StoreError> {
+        self.pack_tree::<RollupRow>(
+            &self.rollups,
+            &self.rollups_packed,
+            HOUR_MS,
+            sealed_before_ms,
+            max_rows,
+        )
+    }
+
+    /// Packs the single keys of `single` whose span (`span_ms` long) ended before
+    /// `sealed_before_ms` into that span's parts in `packed` (merging rows already packed
+    /// there), then deletes the single keys; stops after the span that brings the pass to
+    /// `max_rows`.
+    fn pack_tree<R: Packable>(
+        &self,
+        single: &sled::Tree,
+        packed: &sled::Tree,
+        span_ms: i64,
+        sealed_before_ms: i64,
+        max_rows: u64,
+    ) -> Result<Packed, StoreError> {
         let mut done = Packed::default();
         let mut group: Option<(DeviceId, i64)> = None;
         let mut keys = Vec::new();
         let mut rows = Vec::new();
-        for item in self.history.iter() {
+        for item in single.iter() {
             let (k, v) = item.map_err(|e| self.err(e))?;
             let Some((device, ts)) = parse_time_key(&k) else {
                 continue;
             };
-            let minute = minute_of(ts);
-            if minute.saturating_add(MINUTE_MS) > sealed_before_ms {
+            let span = ts.div_euclid(span_ms) * span_ms;
+            if span.saturating_add(span_ms) > sealed_before_ms {
                 continue;
             }
-            let Ok(row) = common::codec::decode_bare::<HistoryRow>(&v) else {
+            let Ok(row) = common::codec::decode_bare::<R>(&v) else {
                 // unreadable: left alone (readers skip it too) until retention deletes it
                 continue;
             };
-            let this = (device, minute);
+            let this = (device, span);
             if group.as_ref() != Some(&this) {
-                if let Some((d, m)) = group.take() {
-                    done.rows +=
-                        self.pack_minute(&d, m, std::mem::take(&mut keys), std::mem::take(&mut rows))?;
-                    done.minutes += 1;
+                if let Some((d, at)) = group.take() {
+                    let (k, r) = (std::mem::take(&mut keys), std::mem::take(&mut rows));
+                    done.rows += self.pack_span(single, packed, &d, at, k, r)?;
+                    done.spans += 1;
                     if done.rows >= max_rows {
                         return Ok(done);
                     }
@@ -410,56 +477,122 @@ impl FleetStore {
             keys.push(k);
             rows.push(row);
         }
-        if let Some((d, m)) = group {
-            done.rows += self.pack_minute(&d, m, keys, rows)?;
-            done.minutes += 1;
+        if let Some((d, at)) = group {
+            done.rows += self.pack_span(single, packed, &d, at, keys, rows)?;
+            done.spans += 1;
         }
         Ok(done)
     }
 
-    /// Merges `rows` (whose single-row keys are `keys`) into the packed parts of one minute,
-    /// then deletes those keys; returns how many rows were packed.
-    fn pack_minute(
+    /// Merges `rows` (whose single keys are `keys`) into the parts of one span, then deletes
+    /// those keys; returns how many rows were packed.
+    fn pack_span<R: Packable>(
         &self,
+        single: &sled::Tree,
+        packed: &sled::Tree,
         device: &DeviceId,
-        minute_ms: i64,
+        span_ms: i64,
         keys: Vec<sled::IVec>,
-        mut rows: Vec<HistoryRow>,
+        mut rows: Vec<R>,
     ) -> Result<u64, StoreError> {
         let packed_now = rows.len() as u64;
-        let prefix = time_key(device, minute_ms);
+        let prefix = time_key(device, span_ms);
         let mut parts = sled::Batch::default();
-        for item in self.history_packed.scan_prefix(&prefix) {
+        for item in packed.scan_prefix(&prefix) {
             let (k, v) = item.map_err(|e| self.err(e))?;
-            match common::codec::decode_bare::<Vec<HistoryRow>>(&v) {
+            match common::codec::decode_bare::<Vec<R>>(&v) {
                 Ok(old) => rows.extend(old),
                 Err(e) => {
-                    tracing::error!(device = %device, minute_ms, error = %e, "unreadable packed history dropped")
+                    tracing::error!(device = %device, span_ms, error = %e, "unreadable packed history dropped")
                 }
             }
             parts.remove(k);
         }
-        rows.sort_by_key(|r| (r.ts_ms, r.seq));
-        rows.dedup_by_key(|r| (r.ts_ms, r.seq));
-        for (i, chunk) in rows.chunks(PART_ROWS).enumerate() {
+        // the single keys come first, so a stable sort and dedup keep them over packed rows
+        rows.sort_by_key(R::id);
+        rows.dedup_by_key(|r| r.id());
+        let mut part: Vec<R> = Vec::new();
+        let (mut size, mut index) = (0usize, 0u16);
+        let mut put = |part: &mut Vec<R>, index: &mut u16| -> Result<(), StoreError> {
             let mut key = prefix.clone();
-            key.extend_from_slice(&(i as u16).to_be_bytes());
-            parts.insert(key, common::codec::encode(&chunk)?);
+            key.extend_from_slice(&index.to_be_bytes());
+            parts.insert(key, common::codec::encode(&*part)?);
+            part.clear();
+            *index += 1;
+            Ok(())
+        };
+        for row in rows {
+            let n = common::codec::encode(&row)?.len();
+            if !part.is_empty() && size + n > PART_BYTES {
+                put(&mut part, &mut index)?;
+                size = 0;
+            }
+            size += n;
+            part.push(row);
+        }
+        if !part.is_empty() {
+            put(&mut part, &mut index)?;
         }
         // packed first: a crash between the two leaves rows in both, which readers dedup
-        self.history_packed.apply_batch(parts).map_err(|e| self.err(e))?;
+        packed.apply_batch(parts).map_err(|e| self.err(e))?;
         let mut gone = sled::Batch::default();
         for k in keys {
             gone.remove(k);
         }
-        self.history.apply_batch(gone).map_err(|e| self.err(e))?;
+        single.apply_batch(gone).map_err(|e| self.err(e))?;
         Ok(packed_now)
     }
 
-    /// How many single-row history keys and packed parts the store holds (a full scan of
-    /// keys: for tests and benchmarks).
-    pub fn history_key_counts(&self) -> (usize, usize) {
-        (self.history.len(), self.history_packed.len())
+    /// Rows of one device in `single` and `packed` (spans `span_ms` long) with
+    /// `from_ms <= time < to_ms`, merged in order, read as iterated.
+    fn merged_iter<R: Packable>(
+        &self,
+        single: &sled::Tree,
+        packed: &sled::Tree,
+        span_ms: i64,
+        device: &DeviceId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> MergeRows<R> {
+        let fail = |path: &PathBuf, error| StoreError::Sled {
+            path: path.clone(),
+            error,
+        };
+        let path = self.path.clone();
+        let singles = single
+            .range(time_key(device, from_ms)..time_key(device, to_ms))
+            .filter_map(move |item| match item {
+                Ok((_, v)) => common::codec::decode_bare::<R>(&v).ok().map(Ok),
+                Err(error) => Some(Err(fail(&path, error))),
+            });
+        let path = self.path.clone();
+        let span_start = from_ms.div_euclid(span_ms) * span_ms;
+        let parts = packed
+            .range(time_key(device, span_start)..time_key(device, to_ms))
+            .flat_map(move |item| match item {
+                Ok((_, v)) => common::codec::decode_bare::<Vec<R>>(&v)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| (from_ms..to_ms).contains(&r.id().0))
+                    .map(Ok)
+                    .collect::<Vec<_>>(),
+                Err(error) => vec![Err(fail(&path, error))],
+            });
+        MergeRows {
+            packed: (Box::new(parts) as Box<dyn Iterator<Item = _> + Send>).peekable(),
+            single: (Box::new(singles) as Box<dyn Iterator<Item = _> + Send>).peekable(),
+        }
+    }
+
+    /// How many keys each history tree holds (a full scan of keys: for tests and benchmarks;
+    /// sled then holds the pages it read for a while).
+    pub fn key_counts(&self) -> KeyCounts {
+        KeyCounts {
+            raw: self.history.len(),
+            raw_packed: self.history_packed.len(),
+            rollups: self.rollups.len(),
+            rollups_packed: self.rollups_packed.len(),
+        }
     }
 
     /// A value of the alerts tree (the engine's and correlator's exports).
@@ -496,37 +629,14 @@ impl FleetStore {
         from_ms: i64,
         to_ms: i64,
     ) -> impl Iterator<Item = Result<HistoryRow, StoreError>> + Send + 'static {
-        let path = self.path.clone();
-        let single = self
-            .history
-            .range(history_key(device, from_ms, 0)..history_key(device, to_ms, 0))
-            .filter_map(move |item| match item {
-                Ok((_, v)) => common::codec::decode_bare::<HistoryRow>(&v).ok().map(Ok),
-                Err(error) => Some(Err(StoreError::Sled {
-                    path: path.clone(),
-                    error,
-                })),
-            });
-        let path = self.path.clone();
-        let packed = self
-            .history_packed
-            .range(time_key(device, minute_of(from_ms))..time_key(device, to_ms))
-            .flat_map(move |item| match item {
-                Ok((_, v)) => common::codec::decode_bare::<Vec<HistoryRow>>(&v)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|r| r.ts_ms >= from_ms && r.ts_ms < to_ms)
-                    .map(Ok)
-                    .collect::<Vec<_>>(),
-                Err(error) => vec![Err(StoreError::Sled {
-                    path: path.clone(),
-                    error,
-                })],
-            });
-        MergeRows {
-            a: packed.peekable(),
-            b: single.peekable(),
-        }
+        self.merged_iter(
+            &self.history,
+            &self.history_packed,
+            MINUTE_MS,
+            device,
+            from_ms,
+            to_ms,
+        )
     }
 
     /// Rollups of one device with `from_ms <= minute < to_ms`, in time order, read as iterated.
@@ -536,16 +646,14 @@ impl FleetStore {
         from_ms: i64,
         to_ms: i64,
     ) -> impl Iterator<Item = Result<RollupRow, StoreError>> + Send + 'static {
-        let path = self.path.clone();
-        self.rollups
-            .range(time_key(device, from_ms)..time_key(device, to_ms))
-            .filter_map(move |item| match item {
-                Ok((_, v)) => common::codec::decode_bare::<RollupRow>(&v).ok().map(Ok),
-                Err(error) => Some(Err(StoreError::Sled {
-                    path: path.clone(),
-                    error,
-                })),
-            })
+        self.merged_iter(
+            &self.rollups,
+            &self.rollups_packed,
+            HOUR_MS,
+            device,
+            from_ms,
+            to_ms,
+        )
     }
 
     /// The first minute of one device that has a rollup or a raw row (its first data the store
@@ -554,7 +662,13 @@ impl FleetStore {
         let lo = time_key(device, i64::MIN);
         let hi = time_key(device, i64::MAX);
         let mut first = None;
-        for tree in [&self.rollups, &self.history, &self.history_packed] {
+        let trees = [
+            &self.rollups,
+            &self.rollups_packed,
+            &self.history,
+            &self.history_packed,
+        ];
+        for tree in trees {
             if let Some(item) = tree.range(lo.clone()..hi.clone()).keys().next() {
                 let k = item.map_err(|e| self.err(e))?;
                 if let Some((_, ts)) = parse_time_key(&k) {
@@ -567,33 +681,32 @@ impl FleetStore {
     }
 }
 
-/// Two iterators of rows in (time, seq) order merged into one, a row in both given once;
-/// errors pass through as they come.
-struct MergeRows<A: Iterator, B: Iterator> {
-    a: std::iter::Peekable<A>,
-    b: std::iter::Peekable<B>,
+type RowIter<R> = std::iter::Peekable<Box<dyn Iterator<Item = Result<R, StoreError>> + Send>>;
+
+/// Packed rows and single-key rows, each in order, merged into one; where both hold a row
+/// (the same id) the single key's, the newer, is given. Errors pass through as they come.
+pub struct MergeRows<R: Packable> {
+    packed: RowIter<R>,
+    single: RowIter<R>,
 }
 
-impl<A, B> Iterator for MergeRows<A, B>
-where
-    A: Iterator<Item = Result<HistoryRow, StoreError>>,
-    B: Iterator<Item = Result<HistoryRow, StoreError>>,
-{
-    type Item = Result<HistoryRow, StoreError>;
+impl<R: Packable> Iterator for MergeRows<R> {
+    type Item = Result<R, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let order = match (self.a.peek(), self.b.peek()) {
-            (Some(Ok(x)), Some(Ok(y))) => (x.ts_ms, x.seq).cmp(&(y.ts_ms, y.seq)),
-            (Some(Err(_)), _) | (Some(_), None) => std::cmp::Ordering::Less,
-            (_, Some(_)) => std::cmp::Ordering::Greater,
+        use std::cmp::Ordering;
+        let order = match (self.packed.peek(), self.single.peek()) {
+            (Some(Ok(p)), Some(Ok(s))) => p.id().cmp(&s.id()),
+            (Some(Err(_)), _) | (Some(_), None) => Ordering::Less,
+            (_, Some(_)) => Ordering::Greater,
             (None, None) => return None,
         };
         match order {
-            std::cmp::Ordering::Less => self.a.next(),
-            std::cmp::Ordering::Greater => self.b.next(),
-            std::cmp::Ordering::Equal => {
-                self.a.next();
-                self.b.next()
+            Ordering::Less => self.packed.next(),
+            Ordering::Greater => self.single.next(),
+            Ordering::Equal => {
+                self.packed.next();
+                self.single.next()
             }
         }
     }
@@ -691,7 +804,13 @@ mod tests {
             let row = HistoryRow {
                 ts_ms: ts,
                 seq,
-                metrics: vec![("cpu.usage_pct".into(), seq as f32)],
+                // about 85 bytes a row: 97 rows fill a part
+                metrics: vec![
+                    ("cpu.usage_pct".into(), seq as f32),
+                    ("memory.used_pct".into(), 1.0),
+                    ("gpu.load_pct".into(), 2.0),
+                    ("thermal.cpu_c".into(), 3.0),
+                ],
             };
             b.history(d, &row).unwrap();
         }
@@ -713,14 +832,9 @@ mod tests {
 
         // minutes ending by 60 s are sealed: rvm1's -1 and 0, rvm2's 0
         let done = s.pack_sealed(60_000, u64::MAX).unwrap();
-        assert_eq!(
-            done,
-            Packed {
-                minutes: 3,
-                rows: 180
-            }
-        );
-        assert_eq!(s.history_key_counts(), (300 - 179 + 1, 1 + 2 + 1));
+        assert_eq!(done, Packed { spans: 3, rows: 180 });
+        let k = s.key_counts();
+        assert_eq!((k.raw, k.raw_packed), (300 - 179 + 1, 1 + 2 + 1));
         assert_eq!(
             rows(&a, &s, i64::MIN / 2, i64::MAX / 2),
             before,
@@ -738,7 +852,7 @@ mod tests {
         write(&s, &a, [(30_250, 1000), (30_000, 120)]);
         assert_eq!(rows(&a, &s, 30_000, 30_500), vec![(30_000, 120), (30_250, 1000)]);
         let done = s.pack_sealed(60_000, u64::MAX).unwrap();
-        assert_eq!(done, Packed { minutes: 1, rows: 2 });
+        assert_eq!(done, Packed { spans: 1, rows: 2 });
         assert_eq!(rows(&a, &s, 30_000, 30_500), vec![(30_000, 120), (30_250, 1000)]);
         assert_eq!(rows(&a, &s, i64::MIN / 2, i64::MAX / 2).len(), 301);
         // rollups read the merged rows
@@ -748,18 +862,60 @@ mod tests {
 
         // a pass stops at its row budget after a whole minute
         write(&s, &b, [(130_000, 3), (190_000, 4)]);
-        assert_eq!(
-            s.pack_sealed(300_000, 1).unwrap(),
-            Packed {
-                minutes: 1,
-                rows: 120
-            }
-        );
+        assert_eq!(s.pack_sealed(300_000, 1).unwrap(), Packed { spans: 1, rows: 120 });
 
         // expiry: a packed minute goes once all of it is past the bound
         assert_eq!(s.expire(&a, 59_999, 0).unwrap(), (59, 0), "minute -1 only");
         assert_eq!(s.expire(&a, 60_000, 0).unwrap(), (121, 0));
         assert_eq!(rows(&a, &s, i64::MIN / 2, i64::MAX / 2).len(), 121);
+    }
+
+    #[test]
+    fn sealed_rollup_hours_are_packed_and_a_minute_rolled_up_again_wins() {
+        use crate::history::Agg;
+        let dir = tempfile::tempdir().unwrap();
+        let d = DeviceId::new("rvm1").unwrap();
+        let s = FleetStore::open(dir.path()).unwrap();
+        let put = |minute: i64, v: f64| {
+            let row = RollupRow {
+                minute_ms: minute * MINUTE_MS,
+                metrics: vec![("cpu.usage_pct".into(), Agg::of(v))],
+            };
+            s.put_rollup(&d, row.minute_ms, Some(&row)).unwrap();
+        };
+        for m in 0..70 {
+            put(m, m as f64);
+        }
+        let all = |s: &FleetStore| s.rollups(&d, 0, 2 * HOUR_MS).unwrap();
+        let before = all(&s);
+        assert_eq!(before.len(), 70);
+        // hour 0 is sealed, hour 1 not yet
+        let done = s.pack_sealed_rollups(HOUR_MS + 30 * MINUTE_MS, u64::MAX).unwrap();
+        assert_eq!(done, Packed { spans: 1, rows: 60 });
+        let k = s.key_counts();
+        assert_eq!(k.rollups, 10);
+        assert!((1..=12).contains(&k.rollups_packed), "{k:?}");
+        assert_eq!(all(&s), before);
+        assert_eq!(s.rollups(&d, 5 * MINUTE_MS, 7 * MINUTE_MS).unwrap().len(), 2);
+
+        // a late row rolls minute 5 up again: the single key wins, then is packed over it
+        put(5, 500.0);
+        let cpu5 = |s: &FleetStore| {
+            s.rollups(&d, 5 * MINUTE_MS, 6 * MINUTE_MS).unwrap()[0].metrics[0]
+                .1
+                .max
+        };
+        assert_eq!(cpu5(&s), 500.0);
+        assert_eq!(all(&s).len(), 70);
+        let done = s.pack_sealed_rollups(HOUR_MS + 30 * MINUTE_MS, u64::MAX).unwrap();
+        assert_eq!(done, Packed { spans: 1, rows: 1 });
+        assert_eq!(cpu5(&s), 500.0);
+        assert_eq!(all(&s).len(), 70);
+
+        // expiry: the packed hour goes once all of it is past the bound
+        assert_eq!(s.expire(&d, 0, HOUR_MS - 1).unwrap(), (0, 0));
+        assert_eq!(s.expire(&d, 0, HOUR_MS).unwrap(), (0, 60));
+        assert_eq!(all(&s).len(), 10);
     }
 
     #[test]

@@ -25,6 +25,9 @@ const ROWS_PER_MINUTE_MAX: usize = 100_000;
 /// A minute's raw rows are packed once it ended this long ago: records of a connected machine
 /// arrive within seconds, so a later row is a backlog, merged into the packed minute next pass.
 pub const SEAL_AFTER_MS: i64 = 2 * MINUTE_MS;
+/// An hour's rollups are packed once it ended this long ago (a late row rolls its minute up
+/// again as a single key, merged into the packed hour next pass).
+pub const ROLLUP_SEAL_AFTER_MS: i64 = 10 * MINUTE_MS;
 /// Rows one packing pass packs at most (the rest wait a minute).
 const PACK_ROWS_MAX: u64 = 1_000_000;
 
@@ -35,6 +38,7 @@ pub struct HistoryStats {
     pub rollups_expired: AtomicU64,
     pub minutes_packed: AtomicU64,
     pub rows_packed: AtomicU64,
+    pub rollups_packed: AtomicU64,
     pub runs_skipped_busy: AtomicU64,
     pub errors: AtomicU64,
     pub disk_bytes: AtomicU64,
@@ -53,6 +57,7 @@ pub struct HistorySnapshot {
     pub rollups_expired: u64,
     pub minutes_packed: u64,
     pub rows_packed: u64,
+    pub rollups_packed: u64,
     pub runs_skipped_busy: u64,
     pub errors: u64,
     pub last_rollup_ms: i64,
@@ -71,6 +76,7 @@ impl HistoryStats {
             rollups_expired: l(&self.rollups_expired),
             minutes_packed: l(&self.minutes_packed),
             rows_packed: l(&self.rows_packed),
+            rollups_packed: l(&self.rollups_packed),
             runs_skipped_busy: l(&self.runs_skipped_busy),
             errors: l(&self.errors),
             last_rollup_ms: self.last_rollup_ms.load(Ordering::Relaxed),
@@ -151,11 +157,13 @@ pub fn roll_up(store: &FleetStore, stats: &HistoryStats) -> Result<usize, crate:
     Ok(dirty.len())
 }
 
-/// Packs the raw rows of sealed minutes. Blocking.
+/// Packs the raw rows of sealed minutes and the rollups of sealed hours. Blocking.
 pub fn pack(store: &FleetStore, stats: &HistoryStats, now_ms: i64) -> Result<(), crate::store::StoreError> {
     let done = store.pack_sealed(now_ms - SEAL_AFTER_MS, PACK_ROWS_MAX)?;
-    stats.minutes_packed.fetch_add(done.minutes, Ordering::Relaxed);
+    stats.minutes_packed.fetch_add(done.spans, Ordering::Relaxed);
     stats.rows_packed.fetch_add(done.rows, Ordering::Relaxed);
+    let done = store.pack_sealed_rollups(now_ms - ROLLUP_SEAL_AFTER_MS, PACK_ROWS_MAX)?;
+    stats.rollups_packed.fetch_add(done.rows, Ordering::Relaxed);
     Ok(())
 }
 
@@ -226,9 +234,21 @@ mod tests {
         let s = stats.snapshot(&HistoryPolicy::default());
         assert_eq!((s.minutes_packed, s.rows_packed), (29, 1 + 11 + 27 * 12));
         assert_eq!(s.raw_rows_expired, 1);
-        assert_eq!(store.history_key_counts(), (24, 28));
+        let k = store.key_counts();
+        assert_eq!((k.raw, k.raw_packed), (24, 28));
         assert_eq!(read(now - 40 * MINUTE_MS, now), before);
         assert_eq!(store.rollups(&d, now - 40 * MINUTE_MS, now).unwrap().len(), 30);
         assert!(read(0, now - 24 * history::HOUR_MS).is_empty());
+
+        // an hour later every raw minute and the rollup hours are sealed and packed
+        let rollups = store.rollups(&d, i64::MIN / 2, now).unwrap();
+        assert_eq!(rollups.len(), 31);
+        pack(&store, &stats, now + history::HOUR_MS).unwrap();
+        let s = stats.snapshot(&HistoryPolicy::default());
+        assert_eq!((s.rows_packed, s.rollups_packed), (1 + 11 + 29 * 12, 31));
+        let k = store.key_counts();
+        assert_eq!((k.raw, k.rollups), (0, 0));
+        assert_eq!(read(now - 40 * MINUTE_MS, now), before);
+        assert_eq!(store.rollups(&d, i64::MIN / 2, now).unwrap(), rollups);
     }
 }

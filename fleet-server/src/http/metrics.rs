@@ -766,6 +766,7 @@ mod tests {
                 rollups_expired: 0,
                 minutes_packed: 0,
                 rows_packed: 0,
+                rollups_packed: 0,
                 runs_skipped_busy: 0,
                 errors: 0,
                 last_rollup_ms: 0,
