@@ -258,6 +258,9 @@ impl Store for Box<dyn Store> {
     fn set_pending_drops(&mut self, value: Option<&[u8]>) -> Result<(), StoreError> {
         (**self).set_pending_drops(value)
     }
+    fn save_counts(&mut self, records: u64, bytes: u64) -> Result<(), StoreError> {
+        (**self).save_counts(records, bytes)
+    }
     fn flush(&self) -> Result<(), StoreError> {
         (**self).flush()
     }
@@ -492,6 +495,11 @@ impl<S: Store> Buffer<S> {
     pub fn close(&self) -> Result<(), BufferError> {
         self.append_drop_event(common::time::now_ms(), true)?;
         let mut inner = self.lock();
+        // records kept in memory are not in the store: its count would be wrong
+        if inner.store_error.is_none() && inner.volatile.is_empty() {
+            let (records, bytes) = (inner.stats.records, inner.stats.bytes);
+            inner.store.save_counts(records, bytes)?;
+        }
         let last = inner.next_seq - 1;
         inner.store.set_last_seq(last)?;
         inner.store.flush()?;
@@ -1076,6 +1084,50 @@ mod tests {
             drop_counts(&b, |r| r != UNCLEAN_STOP_REASON).iter().sum::<u64>(),
             dropped
         );
+    }
+
+    #[test]
+    fn counts_after_a_clean_stop_and_after_a_crash_match_what_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            let store = SledStore::open(dir.path(), None).unwrap();
+            Buffer::open(
+                DeviceId::new("t1").unwrap(),
+                store,
+                Caps::default(),
+                FlushPolicy::EveryRecord,
+            )
+            .unwrap()
+        };
+        let stored = |b: &Buffer<SledStore>| {
+            let all: Vec<Record> = [Key::PRIORITY, Key::TELEMETRY]
+                .iter()
+                .flat_map(|c| b.next(*c, None, 1000).unwrap())
+                .collect();
+            let bytes: u64 = all.iter().map(|r| r.payload.len() as u64 + 1).sum();
+            (all.len() as u64, bytes)
+        };
+        let b = open();
+        for t in 0..5 {
+            b.append(Kind::Telemetry, t, &Telemetry::default()).unwrap();
+        }
+        b.ack(Key { class: 1, seq: 1 }).unwrap();
+        b.close().unwrap();
+        drop(b);
+        let b = open();
+        let s = b.stats();
+        assert_eq!(
+            (s.records, s.bytes),
+            stored(&b),
+            "from the count the clean stop kept"
+        );
+        assert_eq!(s.records, 4);
+        b.append(Kind::Telemetry, 9, &Telemetry::default()).unwrap();
+        b.flush().unwrap();
+        drop(b); // a crash
+        let b = open();
+        let s = b.stats();
+        assert_eq!((s.records, s.bytes), stored(&b), "counted after the crash");
     }
 
     #[test]

@@ -62,6 +62,11 @@ pub trait Store: Send + 'static {
     /// Drops counted and not yet reported (an encoded value kept beside the records).
     fn pending_drops(&self) -> Result<Option<Vec<u8>>, StoreError>;
     fn set_pending_drops(&mut self, value: Option<&[u8]>) -> Result<(), StoreError>;
+    /// A clean stop: keeps the count and bytes of the records, so the next open need not
+    /// read every record to know them. Forgotten at the first write after.
+    fn save_counts(&mut self, _records: u64, _bytes: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn set_last_seq(&mut self, seq: u64) -> Result<(), StoreError>;
     /// Makes everything written so far durable. Blocking.
     fn flush(&self) -> Result<(), StoreError>;
@@ -152,6 +157,8 @@ pub struct SledStore {
     meta: sled::Tree,
     /// Count and bytes of the records as counted at open, until the first write.
     counted_at_open: Option<(u64, u64)>,
+    /// The count a clean stop saved is still in `meta` (removed before the first write).
+    counts_saved: bool,
 }
 
 /// Page cache for sled: small, the buffer is read sequentially (DESIGN.md crate notes).
@@ -163,18 +170,29 @@ const LOCK_RETRIES: u32 = 40;
 
 const LAST_SEQ: &[u8] = b"last_seq";
 const PENDING_DROPS: &[u8] = b"pending_drops";
+const COUNTS: &[u8] = b"counts";
 
 impl SledStore {
     /// Opens (or creates) the store. `flush_every_ms` is sled's background fsync period.
     ///
-    /// The records are counted here, which reads every one of them. sled 0.34 evicts only
-    /// pages it wrote (its LRU hears of writes, never of reads), so a read backlog would stay
-    /// in memory until drained: 36,000 queued records held 27 MiB more this way (sled issue
-    /// #1036, "OOM while traversing large database"). Past [`SHED_AFTER_BYTES`] the store is
-    /// therefore opened a second time, and the allocator asked to return what the first
-    /// handle held.
+    /// After a clean stop the count and bytes of the records are kept in the store
+    /// ([`Store::save_counts`]). Otherwise they are counted here, which reads every record.
+    /// sled 0.34 takes page accesses in batches of 64 per shard over 256 shards, so the pages
+    /// of one pass are not evicted and a read backlog would stay in memory until drained:
+    /// 36,000 queued records held 27 MiB more this way (sled issue #1036, "OOM while
+    /// traversing large database"). Past [`SHED_AFTER_BYTES`] the store is therefore opened a
+    /// second time, and the allocator asked to return what the first handle held.
     pub fn open(path: &Path, flush_every_ms: Option<u64>) -> Result<SledStore, StoreError> {
         let mut store = SledStore::open_once(path, flush_every_ms)?;
+        // after a clean stop the count is kept: nothing to read
+        if let Some(v) = store.meta.get(COUNTS).map_err(|e| store.err(e))?
+            && let (Some(n), Some(b)) = (v.get(..8), v.get(8..16))
+            && let (Ok(n), Ok(b)) = (<[u8; 8]>::try_from(n), <[u8; 8]>::try_from(b))
+        {
+            store.counted_at_open = Some((u64::from_be_bytes(n), u64::from_be_bytes(b)));
+            store.counts_saved = true;
+            return Ok(store);
+        }
         let counted = store.count_and_bytes()?;
         if counted.1 > SHED_AFTER_BYTES {
             drop(store);
@@ -215,6 +233,7 @@ impl SledStore {
             records,
             meta,
             counted_at_open: None,
+            counts_saved: false,
         })
     }
 
@@ -229,18 +248,28 @@ impl SledStore {
             error,
         }
     }
+
+    /// Before a write: the count a clean stop saved is about to be wrong.
+    fn forget_saved_counts(&mut self) -> Result<(), StoreError> {
+        self.counted_at_open = None;
+        if self.counts_saved {
+            self.meta.remove(COUNTS).map_err(|e| self.err(e))?;
+            self.counts_saved = false;
+        }
+        Ok(())
+    }
 }
 
 impl Store for SledStore {
     fn insert(&mut self, key: Key, value: &[u8]) -> Result<(), StoreError> {
-        self.counted_at_open = None;
+        self.forget_saved_counts()?;
         self.records
             .insert(key.to_bytes(), value)
             .map(|_| ())
             .map_err(|e| self.err(e))
     }
     fn remove(&mut self, key: Key) -> Result<Option<usize>, StoreError> {
-        self.counted_at_open = None;
+        self.forget_saved_counts()?;
         self.records
             .remove(key.to_bytes())
             .map(|v| v.map(|v| v.len()))
@@ -321,6 +350,14 @@ impl Store for SledStore {
             None => self.meta.remove(PENDING_DROPS).map(|_| ()),
         }
         .map_err(|e| self.err(e))
+    }
+    fn save_counts(&mut self, records: u64, bytes: u64) -> Result<(), StoreError> {
+        let mut v = [0u8; 16];
+        v[..8].copy_from_slice(&records.to_be_bytes());
+        v[8..].copy_from_slice(&bytes.to_be_bytes());
+        self.meta.insert(COUNTS, &v).map_err(|e| self.err(e))?;
+        self.counts_saved = true;
+        Ok(())
     }
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(|e| self.err(e))
@@ -417,6 +454,33 @@ mod tests {
             (2_000, 1_999 * 1024 + 5),
             "counted live after a write"
         );
+    }
+
+    #[test]
+    fn a_count_saved_by_a_clean_stop_is_used_at_open_until_the_first_write() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SledStore::open(dir.path(), None).unwrap();
+            for seq in 1..=3u64 {
+                s.insert(Key { class: 1, seq }, &[1u8; 10]).unwrap();
+            }
+            // a figure no scan would give: proves the open did not read the records
+            s.save_counts(7, 70).unwrap();
+            s.flush().unwrap();
+        }
+        let mut s = SledStore::open(dir.path(), None).unwrap();
+        assert_eq!(s.count_and_bytes().unwrap(), (7, 70));
+        s.insert(Key { class: 1, seq: 4 }, &[1u8; 10]).unwrap();
+        assert_eq!(
+            s.count_and_bytes().unwrap(),
+            (4, 40),
+            "counted live after a write"
+        );
+        s.flush().unwrap();
+        drop(s);
+        // the saved count went with that write
+        let s = SledStore::open(dir.path(), None).unwrap();
+        assert_eq!(s.count_and_bytes().unwrap(), (4, 40));
     }
 
     #[test]
