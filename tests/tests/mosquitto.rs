@@ -706,11 +706,20 @@ async fn a_burst_of_50000_records_from_50_machines_crosses_mosquitto_without_a_g
         total as f64 / took.as_secs_f64()
     );
     for id in &burst.ids {
-        let d = fleet
-            .device(id)
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("{id} unknown"));
+        // `accepted` counts in the writer; the device view hears of it a moment later
+        let d = eventually(Duration::from_secs(10), || async {
+            let d = fleet.device(id).await.ok()??;
+            (d["delivery"]["received"] == RECORDS).then_some(d)
+        })
+        .await;
+        let d = match d {
+            Some(d) => d,
+            None => fleet
+                .device(id)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("{id} unknown")),
+        };
         let del = &d["delivery"];
         assert_eq!(del["received"], RECORDS, "{id}: {del}");
         assert_eq!(del["last_seq"], RECORDS, "{id}: {del}");
