@@ -584,6 +584,24 @@ impl FleetStore {
         }
     }
 
+    /// The time of one device's first row in a packed tree.
+    fn first_packed<R: Packable>(
+        &self,
+        tree: &sled::Tree,
+        device: &DeviceId,
+    ) -> Result<Option<i64>, StoreError> {
+        let Some(item) = tree
+            .range(time_key(device, i64::MIN)..time_key(device, i64::MAX))
+            .next()
+        else {
+            return Ok(None);
+        };
+        let (_, v) = item.map_err(|e| self.err(e))?;
+        Ok(common::codec::decode_bare::<Vec<R>>(&v)
+            .ok()
+            .and_then(|rows| rows.first().map(|r| r.id().0)))
+    }
+
     /// How many keys each history tree holds (a full scan of keys: for tests and benchmarks;
     /// sled then holds the pages it read for a while).
     pub fn key_counts(&self) -> KeyCounts {
@@ -661,22 +679,21 @@ impl FleetStore {
     pub fn first_data_minute(&self, device: &DeviceId) -> Result<Option<i64>, StoreError> {
         let lo = time_key(device, i64::MIN);
         let hi = time_key(device, i64::MAX);
-        let mut first = None;
-        let trees = [
-            &self.rollups,
-            &self.rollups_packed,
-            &self.history,
-            &self.history_packed,
-        ];
-        for tree in trees {
-            if let Some(item) = tree.range(lo.clone()..hi.clone()).keys().next() {
-                let k = item.map_err(|e| self.err(e))?;
-                if let Some((_, ts)) = parse_time_key(&k) {
-                    let m = minute_of(ts);
-                    first = Some(first.map_or(m, |f: i64| f.min(m)));
-                }
+        // a single key's time is in its key; a packed span's key is the span's start, so its
+        // first row is read
+        let first_key = |tree: &sled::Tree| -> Result<Option<i64>, StoreError> {
+            match tree.range(lo.clone()..hi.clone()).keys().next() {
+                Some(k) => Ok(parse_time_key(&k.map_err(|e| self.err(e))?).map(|(_, ts)| ts)),
+                None => Ok(None),
             }
-        }
+        };
+        let candidates = [
+            first_key(&self.rollups)?,
+            first_key(&self.history)?,
+            self.first_packed::<RollupRow>(&self.rollups_packed, device)?,
+            self.first_packed::<HistoryRow>(&self.history_packed, device)?,
+        ];
+        let first = candidates.into_iter().flatten().map(minute_of).min();
         Ok(first)
     }
 }
@@ -916,6 +933,19 @@ mod tests {
         assert_eq!(s.expire(&d, 0, HOUR_MS - 1).unwrap(), (0, 0));
         assert_eq!(s.expire(&d, 0, HOUR_MS).unwrap(), (0, 60));
         assert_eq!(all(&s).len(), 10);
+
+        // a packed hour's key is the hour's start; a device's first data is its first row
+        let late = DeviceId::new("rvm2").unwrap();
+        for m in 17..20 {
+            let row = RollupRow {
+                minute_ms: m * MINUTE_MS,
+                metrics: vec![("cpu.usage_pct".into(), Agg::of(1.0))],
+            };
+            s.put_rollup(&late, row.minute_ms, Some(&row)).unwrap();
+        }
+        s.pack_sealed_rollups(2 * HOUR_MS, u64::MAX).unwrap();
+        assert_eq!(s.key_counts().rollups, 0);
+        assert_eq!(s.first_data_minute(&late).unwrap(), Some(17 * MINUTE_MS));
     }
 
     #[test]
