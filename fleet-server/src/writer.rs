@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::actors::fleet::{DeliveryUpdate, FleetActor, Ingested};
 use crate::actors::ingest::{self, IngestStats};
 use crate::actors::republish::{Item, RepublishHandle};
-use crate::clock::{ClockGuard, DEVICE_CLOCK_OFFSET};
+use crate::clock::{ClockGuard, DEVICE_CLOCK_OFFSET, MAX_CLOCK_SKEW_MS};
 use crate::journal::{Journal, JournalRecord};
 use crate::store::{DeliveryState, FleetStore, HistoryRow, WriteBatch};
 
@@ -132,7 +132,7 @@ pub fn start_with(
                 reply: None,
             })
             .collect();
-        w.process(items, false);
+        w.process(items, true);
     }
     w.flush();
     let (tx, rx) = mpsc::channel(QUEUE);
@@ -178,7 +178,7 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    self.process(items, true);
+                    self.process(items, false);
                     self.stats.writer_batches.fetch_add(1, Ordering::Relaxed);
                     self.stats.writer_queue.store(rx.len() as u64, Ordering::Relaxed);
                 }
@@ -213,8 +213,9 @@ impl Writer {
         }
     }
 
-    fn process(&mut self, items: Vec<IngestItem>, journal: bool) {
-        if journal {
+    /// `replay`: the items come from the journal at start, not from a broker.
+    fn process(&mut self, items: Vec<IngestItem>, replay: bool) {
+        if !replay {
             let recs: Vec<JournalRecord> = items
                 .iter()
                 .map(|i| JournalRecord {
@@ -279,6 +280,19 @@ impl Writer {
                     st.duplicates += 1;
                     dirty.insert(item.device.clone());
                     self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    if replay && let Ingested::Telemetry(env) = &msg {
+                        // Counted before a crash, but its row may not have reached the disk
+                        // (the store writes key by key): write it again, at the same key. Only
+                        // a row stamped near the server's time, which the clock guard never
+                        // moves; an older one (a backlog) relies on sled recovering its log in
+                        // order, delivery state after rows ([`FleetStore::apply`]).
+                        if ts_ms.abs_diff(now_ms) <= MAX_CLOCK_SKEW_MS.unsigned_abs() {
+                            let row = history_row(env, seq, ts_ms, None);
+                            if let Err(e) = batch.history(&item.device, &row) {
+                                tracing::error!(error = %e, "history row not stored");
+                            }
+                        }
+                    }
                     continue;
                 }
                 st.received += 1;
@@ -299,21 +313,10 @@ impl Writer {
                     .or_default()
                     .place(seq, ts_ms, now_ms);
                 if let Ingested::Telemetry(env) = &msg {
-                    let mut metrics: Vec<(String, f32)> = env
-                        .body
-                        .flat_metrics()
-                        .into_iter()
-                        .map(|(k, v)| (k, v as f32))
-                        .collect();
-                    if let Some(off) = placed.moved_by_s {
+                    if placed.moved_by_s.is_some() {
                         self.stats.clock_moved.fetch_add(1, Ordering::Relaxed);
-                        metrics.push((DEVICE_CLOCK_OFFSET.to_string(), off as f32));
                     }
-                    let row = HistoryRow {
-                        ts_ms: placed.ts_ms,
-                        seq,
-                        metrics,
-                    };
+                    let row = history_row(env, seq, placed.ts_ms, placed.moved_by_s);
                     if let Err(e) = batch.history(&item.device, &row) {
                         tracing::error!(error = %e, "history row not stored");
                     }
@@ -349,5 +352,79 @@ impl Writer {
                 self.fleet.do_send(DeliveryUpdate(d, st.view()));
             }
         }
+    }
+}
+
+/// A telemetry record's history row: every flat metric, and the clock offset when the row was
+/// moved off the device's timestamp ([`crate::clock`]).
+fn history_row(
+    env: &common::Envelope<common::Telemetry>,
+    seq: u64,
+    ts_ms: i64,
+    moved_by_s: Option<f64>,
+) -> HistoryRow {
+    let mut metrics: Vec<(String, f32)> = env
+        .body
+        .flat_metrics()
+        .into_iter()
+        .map(|(k, v)| (k, v as f32))
+        .collect();
+    if let Some(off) = moved_by_s {
+        metrics.push((DEVICE_CLOCK_OFFSET.to_string(), off as f32));
+    }
+    HistoryRow { ts_ms, seq, metrics }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix::Actor as _;
+    use common::{Envelope, Telemetry};
+
+    use super::*;
+    use crate::fleet::PresencePolicy;
+
+    fn record(device: &DeviceId, seq: u64, ts_ms: i64) -> JournalRecord {
+        let env = Envelope::new(device.clone(), seq, ts_ms, Telemetry::default());
+        JournalRecord {
+            device: device.clone(),
+            kind: Kind::Telemetry,
+            payload: common::codec::encode(&env).unwrap(),
+        }
+    }
+
+    /// A crash after a record's delivery state reached the disk but before its history row
+    /// did: the journal replay finds the record already counted and still writes its row.
+    #[actix::test]
+    async fn the_journal_replay_writes_the_rows_of_records_already_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let rvm = DeviceId::new("rvm1").unwrap();
+        let now = common::time::now_ms();
+        {
+            let store = FleetStore::open(&dir.path().join("fleet.sled")).unwrap();
+            let mut st = DeliveryState::default();
+            assert!(st.seqs.observe(5));
+            st.received = 1;
+            let mut b = WriteBatch::default();
+            b.delivery(&rvm, &st).unwrap();
+            store.apply(b).unwrap();
+            store.flush().unwrap();
+        }
+        {
+            let mut j = Journal::open(&dir.path().join("ingest.journal")).unwrap();
+            j.append(&[record(&rvm, 5, now - 2_000), record(&rvm, 6, now - 1_000)])
+                .unwrap();
+            j.sync().unwrap();
+        }
+        let fleet = FleetActor::new(PresencePolicy::default()).start();
+        let stats = Arc::new(IngestStats::default());
+        let w = start(dir.path(), fleet, stats.clone()).unwrap();
+        let rows = w.store.history(&rvm, 0, i64::MAX, 10).unwrap();
+        let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [5, 6], "both rows are in history after the replay");
+        let map = w.delivery.read().unwrap();
+        let st = &map[&rvm];
+        assert_eq!((st.received, st.duplicates), (2, 1), "seq 5 is counted once");
+        drop(map);
+        w.stop.store(true, Ordering::Release);
     }
 }
