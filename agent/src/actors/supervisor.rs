@@ -24,8 +24,10 @@ pub const EXIT_RESTART_LIMIT: i32 = 70;
 /// When the code and constants that starting touched are unmapped
 /// ([`common::mem::release_file_pages`]): after the children started, connected and collected.
 pub const RELEASE_PAGES_AFTER: Duration = Duration::from_secs(10);
-/// And again this often, for what a rare path (a reconnect, a recovery, a scrape) faulted in.
-pub const RELEASE_PAGES_EVERY: Duration = Duration::from_secs(600);
+/// And again this often: what the agent touches once a minute (process scans, health checks,
+/// a reconnect, a scrape) faults in over the minutes, and held its RSS at 7.3 MiB instead of
+/// 6.5. A pass costs about 1 ms (reading smaps) and the minor faults of what is used next.
+pub const RELEASE_PAGES_EVERY: Duration = Duration::from_secs(60);
 
 /// A running child, as the supervisor sees it.
 pub struct ChildRun {
