@@ -14,8 +14,8 @@
 //! page per machine; if the machine comes back within the window nothing is sent at all.
 //!
 //! Every change batch (transitions, incident changes, acknowledgements, silences) hands both
-//! exports to a persister thread (latest wins) that writes them to the store's `alerts` tree
-//! and flushes; on start they are imported, so active alerts, acknowledgements and silences
+//! exports to a persister thread that writes them to the store's `alerts` tree and flushes; at
+//! most one export is with it at a time, and changes made meanwhile go in the next one; on start they are imported, so active alerts, acknowledgements and silences
 //! survive a restart and are not notified again. Acknowledgements and silence changes also go
 //! to the audit log (`DATA_DIR/audit.log`, JSON lines).
 
@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
@@ -72,6 +72,8 @@ pub struct AlertsStats {
     pub held_dropped: AtomicU64,
     pub incident_changes: AtomicU64,
     pub persist_errors: AtomicU64,
+    /// States handed to the persister.
+    pub state_exports: AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,6 +111,10 @@ pub struct AlertsActor {
     view_dirty: bool,
     notify: NotifyHandle,
     persist: std_mpsc::Sender<PersistJob>,
+    /// A state is with the persister and not yet written: the next export waits for it.
+    persist_busy: Arc<AtomicBool>,
+    /// The state changed since the last export.
+    state_dirty: bool,
     held: BTreeMap<String, Held>,
     hold_ms: i64,
     stats: Arc<AlertsStats>,
@@ -167,9 +173,11 @@ impl AlertsActor {
         let store = setup.store.clone();
         let audit = setup.audit_log.clone();
         let persist_stats = stats.clone();
+        let persist_busy = Arc::new(AtomicBool::new(false));
+        let busy = persist_busy.clone();
         std::thread::Builder::new()
             .name("alerts-persist".into())
-            .spawn(move || persister(store, audit, rx, persist_stats))?;
+            .spawn(move || persister(store, audit, rx, persist_stats, busy))?;
         Ok(AlertsActor {
             engine,
             corr,
@@ -178,6 +186,8 @@ impl AlertsActor {
             view_dirty: false,
             notify: setup.notify,
             persist: tx,
+            persist_busy,
+            state_dirty: false,
             held: BTreeMap::new(),
             hold_ms,
             stats,
@@ -224,6 +234,7 @@ impl AlertsActor {
         };
         self.handle_changes(&t, &changes, now_ms);
         self.release_held(now_ms);
+        self.persist_if_idle();
     }
 
     fn publish(&self, ev: impl FnOnce() -> LiveEvent) {
@@ -325,9 +336,30 @@ impl AlertsActor {
         self.notify.send(n);
     }
 
-    fn persist_state(&self) {
+    /// The state changed: it is exported now, or, while the persister is still writing an
+    /// earlier export, once it is done (checked on every change and every [`TICK`]).
+    ///
+    /// One export copies every active and resolved alert (up to [`ALERT_HISTORY_CAP`]); made on each
+    /// change and queued, a thousand machines going offline at once queued a thousand copies
+    /// (600 MiB of heap in the soak's shutdown). So at most one is with the persister.
+    fn persist_state(&mut self) {
+        self.state_dirty = true;
+        self.persist_if_idle();
+    }
+
+    fn persist_if_idle(&mut self) {
+        if self.state_dirty && !self.persist_busy.load(Ordering::Acquire) {
+            self.persist_busy.store(true, Ordering::Release);
+            self.export_state();
+        }
+    }
+
+    fn export_state(&mut self) {
+        self.state_dirty = false;
+        self.stats.state_exports.fetch_add(1, Ordering::Relaxed);
         let job = PersistJob::State(Box::new((self.engine.export(), self.corr.export())));
         if self.persist.send(job).is_err() {
+            self.persist_busy.store(false, Ordering::Release);
             self.stats.persist_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!("alert state not persisted: the persister stopped");
         }
@@ -367,7 +399,13 @@ impl AlertsActor {
 }
 
 /// Writes the latest state (coalescing a burst) and audit lines. Ends when the actor is gone.
-fn persister(store: FleetStore, audit: PathBuf, rx: std_mpsc::Receiver<PersistJob>, stats: Arc<AlertsStats>) {
+fn persister(
+    store: FleetStore,
+    audit: PathBuf,
+    rx: std_mpsc::Receiver<PersistJob>,
+    stats: Arc<AlertsStats>,
+    busy: Arc<AtomicBool>,
+) {
     while let Ok(first) = rx.recv() {
         let mut state = None;
         let mut lines = Vec::new();
@@ -397,6 +435,7 @@ fn persister(store: FleetStore, audit: PathBuf, rx: std_mpsc::Receiver<PersistJo
                 stats.persist_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "alert state not persisted");
             }
+            busy.store(false, Ordering::Release);
         }
     }
 }
@@ -418,6 +457,13 @@ impl Actor for AlertsActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(100_000);
         ctx.run_interval(TICK, |act, _| act.tick(common::time::now_ms()));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // the last changes, even if an earlier export is still being written (latest wins)
+        if self.state_dirty {
+            self.export_state();
+        }
     }
 }
 
@@ -644,5 +690,79 @@ impl Handler<GetSnapshot> for AlertsActor {
     type Result = MessageResult<GetSnapshot>;
     fn handle(&mut self, _: GetSnapshot, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.snapshot())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::rules::parse_rules;
+    use crate::notify::{self, NotifySection, NotifyStats};
+
+    /// A burst of changes while the persister writes (a fleet going offline at once) makes
+    /// one more export, not one per change, and the last state is the one written.
+    #[actix::test]
+    async fn changes_made_while_the_persister_writes_go_in_one_next_export() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FleetStore::open(&dir.path().join("fleet.sled")).unwrap();
+        let stats = Arc::new(AlertsStats::default());
+        let cfg = NotifySection::default().validate("notify").unwrap();
+        let mut a = AlertsActor::new(
+            AlertsSetup {
+                rules: parse_rules("").unwrap(),
+                notify: notify::spawn(cfg, Arc::new(NotifyStats::default())),
+                store: store.clone(),
+                audit_log: dir.path().join("audit.log"),
+                hold_offline_ms: None,
+            },
+            stats.clone(),
+        )
+        .unwrap();
+        let exports = || stats.state_exports.load(Ordering::Relaxed);
+        let wait_idle = |busy: &Arc<AtomicBool>| {
+            let t = std::time::Instant::now();
+            while busy.load(Ordering::Acquire) {
+                assert!(
+                    t.elapsed() < Duration::from_secs(10),
+                    "the persister never finished"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        a.persist_state();
+        assert_eq!(exports(), 1, "an idle persister gets the change at once");
+        wait_idle(&a.persist_busy);
+
+        // the persister is busy with an earlier export: a thousand changes wait
+        a.persist_busy.store(true, Ordering::Release);
+        let now = common::time::now_ms();
+        for i in 0..1000 {
+            let silence = crate::alerts::engine::Silence {
+                id: format!("s{i}"),
+                matchers: vec![crate::alerts::engine::Matcher {
+                    label: "device".into(),
+                    value: format!("rvm{i}"),
+                }],
+                expires_ms: now + 3_600_000,
+                created_by: "ops".into(),
+                comment: String::new(),
+                created_ms: 0,
+            };
+            a.engine.add_silence(silence, now).unwrap();
+            a.persist_state();
+        }
+        assert_eq!(exports(), 1);
+        assert!(a.state_dirty);
+        // done with it: the next tick exports once, with every change
+        a.persist_busy.store(false, Ordering::Release);
+        a.tick(now);
+        assert_eq!(exports(), 2);
+        assert!(!a.state_dirty);
+        wait_idle(&a.persist_busy);
+        let saved: EngineState =
+            serde_json::from_slice(&store.alert_state(ENGINE_KEY).unwrap().unwrap()).unwrap();
+        assert_eq!(saved.silences.len(), 1000);
+        a.tick(now);
+        assert_eq!(exports(), 2, "nothing changed since");
     }
 }
