@@ -16,8 +16,12 @@ use crate::store::FleetStore;
 
 /// How often dirty minutes are rolled up.
 pub const ROLLUP_EVERY: Duration = Duration::from_secs(10);
-/// Retention is enforced and the disk measured every this many rollup runs (every minute).
+/// Sealed spans are packed and the disk measured every this many rollup runs (every minute).
 pub const RETENTION_EVERY_RUNS: u64 = 6;
+/// Retention is enforced every this many rollup runs (every 10 minutes): its sweep reads the
+/// oldest page of four trees of every machine, and rows stay at most this much longer than
+/// their 24-hour or 30-day retention.
+pub const EXPIRE_EVERY_RUNS: u64 = 60;
 /// Dirty minutes rolled up in one run at most (the rest wait for the next run).
 pub const ROLLUP_BATCH: usize = 20_000;
 /// Raw rows read for one minute at most (600 at 10 Hz).
@@ -89,8 +93,44 @@ pub struct HistoryJob {
     store: FleetStore,
     policy: HistoryPolicy,
     stats: Arc<HistoryStats>,
+    cadence: Cadence,
+}
+
+/// Which of the slower passes are due at a run: packing every [`RETENTION_EVERY_RUNS`],
+/// retention every [`EXPIRE_EVERY_RUNS`], both at the first run. A pass not done (the previous
+/// run was still busy) stays due.
+#[derive(Debug)]
+struct Cadence {
     runs: u64,
-    retention_due: bool,
+    pack_due: bool,
+    expire_due: bool,
+}
+
+impl Cadence {
+    fn new() -> Self {
+        Cadence {
+            runs: 0,
+            pack_due: true,
+            expire_due: true,
+        }
+    }
+
+    /// Counts a run.
+    fn tick(&mut self) {
+        self.runs += 1;
+        if self.runs.is_multiple_of(RETENTION_EVERY_RUNS) {
+            self.pack_due = true;
+        }
+        if self.runs.is_multiple_of(EXPIRE_EVERY_RUNS) {
+            self.expire_due = true;
+        }
+    }
+
+    /// Takes what is due now: (pack, expire). Retention runs with packing only.
+    fn take(&mut self) -> (bool, bool) {
+        let pack = std::mem::take(&mut self.pack_due);
+        (pack, pack && std::mem::take(&mut self.expire_due))
+    }
 }
 
 impl HistoryJob {
@@ -100,21 +140,17 @@ impl HistoryJob {
             store,
             policy,
             stats,
-            runs: 0,
-            retention_due: true,
+            cadence: Cadence::new(),
         }
     }
 
     fn run(&mut self) {
-        self.runs += 1;
-        if self.runs.is_multiple_of(RETENTION_EVERY_RUNS) {
-            self.retention_due = true;
-        }
+        self.cadence.tick();
         if self.stats.busy.swap(true, Ordering::AcqRel) {
             self.stats.runs_skipped_busy.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let retention = std::mem::take(&mut self.retention_due);
+        let (retention, expiry) = self.cadence.take();
         let (store, policy, stats) = (self.store.clone(), self.policy, self.stats.clone());
         tokio::task::spawn_blocking(move || {
             let now = common::time::now_ms();
@@ -128,7 +164,7 @@ impl HistoryJob {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, "history packing failed");
                 }
-                if let Err(e) = expire(&store, &policy, &stats, now) {
+                if expiry && let Err(e) = expire(&store, &policy, &stats, now) {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, "history retention failed");
                 }
@@ -198,6 +234,35 @@ impl Actor for HistoryJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packing_runs_every_minute_and_retention_every_ten_both_at_start() {
+        let mut c = Cadence::new();
+        let mut packs = Vec::new();
+        let mut expiries = Vec::new();
+        for run in 0..=120u64 {
+            if run > 0 {
+                c.tick();
+            }
+            let (pack, expire) = c.take();
+            if pack {
+                packs.push(run);
+            }
+            if expire {
+                expiries.push(run);
+            }
+        }
+        assert_eq!(packs, (0..=120).step_by(6).collect::<Vec<_>>());
+        assert_eq!(expiries, [0, 60, 120]);
+        // a run skipped because the previous one was busy: what was due stays due
+        let mut c = Cadence::new();
+        for _ in 0..60 {
+            c.tick();
+        }
+        c.tick();
+        assert_eq!(c.take(), (true, true), "due at run 60, taken at run 61");
+        assert_eq!(c.take(), (false, false));
+    }
     use crate::store::{HistoryRow, WriteBatch};
     use common::DeviceId;
 
