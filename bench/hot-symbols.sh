@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Regenerates agent/hot-symbols.txt, the functions rvm-agent runs in its steady state, which
+# agent/build.rs links first and together (see bench/src/hot.rs for why).
+#
+#   bench/hot-symbols.sh           builds, profiles the agent for 40 s, writes the list
+#
+# It runs the footprint bench with the agent under callgrind (valgrind), zeroes the profile
+# once the agent is past its start (20 s) and dumps it 40 s later, then keeps the functions of
+# the agent binary that ran. Rebuild afterwards (cargo build --release) to link in the new order.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v valgrind > /dev/null 2>&1 || {
+    echo "needs valgrind: apt-get install -y valgrind" >&2
+    exit 1
+}
+cargo build --release --bins
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/bins" "$work/cg"
+cp target/release/fleet-server "$work/bins/"
+cat > "$work/bins/rvm-agent" << WRAP
+#!/bin/sh
+exec valgrind --tool=callgrind --demangle=no --callgrind-out-file=$work/cg/out.%p $PWD/target/release/rvm-agent "\$@"
+WRAP
+chmod +x "$work/bins/rvm-agent"
+
+target/release/rvm-bench run --only footprint --bins "$work/bins" --results "$work/results" \
+    --doc "$work/doc.md" > "$work/bench.log" 2>&1 &
+bench=$!
+pid=
+for _ in $(seq 1 60); do
+    pid=$(pgrep -f "callgrind-out-file=$work/cg" | head -1 || true)
+    [ -n "$pid" ] && break
+    sleep 1
+done
+[ -n "$pid" ] || { cat "$work/bench.log" >&2; echo "the agent did not start under callgrind" >&2; exit 1; }
+sleep 20
+callgrind_control -z "$pid" > /dev/null
+sleep 40
+callgrind_control -d "$pid" > /dev/null
+sleep 2
+wait "$bench" || true
+profile=$(ls "$work/cg/out.$pid".* | head -1)
+target/release/rvm-bench hot-symbols --callgrind "$profile" --binary target/release/rvm-agent \
+    --out agent/hot-symbols.txt
