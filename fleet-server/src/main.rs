@@ -57,6 +57,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // before any thread starts: see the function
+    let arenas = common::mem::limit_arenas();
     let filter = tracing_subscriber::EnvFilter::try_from_env("RVM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmqtt=warn,rmqtt_net=warn"));
     tracing_subscriber::fmt()
@@ -64,6 +66,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     common::tls::install_crypto_provider();
+    tracing::debug!(
+        ?arenas,
+        "malloc arenas capped (None: MALLOC_ARENA_MAX from the environment)"
+    );
     let res = match Cli::parse().cmd {
         Cmd::Run { config } => run(config),
         Cmd::CheckConfig { config } => ServerFile::load(&config)

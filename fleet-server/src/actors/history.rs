@@ -3,6 +3,12 @@
 //! minutes (see [`crate::store`]), deletes raw rows and rollups past their retention
 //! ([`HistoryPolicy`]) and measures the disk. The work is sled IO, so it runs on a
 //! blocking thread; a run that finds the previous one still busy is skipped and counted.
+//!
+//! After each packing pass it also hands the allocator's free memory back to the kernel
+//! ([`common::mem::trim`]). The server's heap in use holds flat after warm-up, but its RSS rose
+//! 1.1 MiB/min over the soak's hour: glibc keeps the memory freed by the many threads (actix
+//! workers, the broker's runtime, sled's IO threads, this job) in their own arenas, and only
+//! returns the top of the main heap by itself. Once a minute is cheap beside the pass itself.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -48,6 +54,9 @@ pub struct HistoryStats {
     pub disk_bytes: AtomicU64,
     pub last_rollup_ms: AtomicI64,
     pub last_retention_ms: AtomicI64,
+    /// Allocator trims done, and the RSS they gave back (before minus after, summed).
+    pub allocator_trims: AtomicU64,
+    pub allocator_released_bytes: AtomicU64,
     busy: AtomicBool,
 }
 
@@ -66,6 +75,8 @@ pub struct HistorySnapshot {
     pub errors: u64,
     pub last_rollup_ms: i64,
     pub last_retention_ms: i64,
+    pub allocator_trims: u64,
+    pub allocator_released_bytes: u64,
 }
 
 impl HistoryStats {
@@ -85,6 +96,8 @@ impl HistoryStats {
             errors: l(&self.errors),
             last_rollup_ms: self.last_rollup_ms.load(Ordering::Relaxed),
             last_retention_ms: self.last_retention_ms.load(Ordering::Relaxed),
+            allocator_trims: l(&self.allocator_trims),
+            allocator_released_bytes: l(&self.allocator_released_bytes),
         }
     }
 }
@@ -170,9 +183,23 @@ impl HistoryJob {
                 }
                 stats.disk_bytes.store(store.disk_bytes(), Ordering::Relaxed);
                 stats.last_retention_ms.store(now, Ordering::Relaxed);
+                trim_allocator(&stats);
             }
             stats.busy.store(false, Ordering::Release);
         });
+    }
+}
+
+/// Returns the allocator's free memory to the kernel and counts what RSS it gave back.
+fn trim_allocator(stats: &HistoryStats) {
+    let before = common::mem::rss_bytes();
+    common::mem::trim();
+    let after = common::mem::rss_bytes();
+    stats.allocator_trims.fetch_add(1, Ordering::Relaxed);
+    if let (Some(b), Some(a)) = (before, after) {
+        stats
+            .allocator_released_bytes
+            .fetch_add(b.saturating_sub(a), Ordering::Relaxed);
     }
 }
 

@@ -768,6 +768,8 @@ mod tests {
                 rows_packed: 0,
                 rollups_packed: 0,
                 runs_skipped_busy: 0,
+                allocator_trims: 0,
+                allocator_released_bytes: 0,
                 errors: 0,
                 last_rollup_ms: 0,
                 last_retention_ms: 0,
