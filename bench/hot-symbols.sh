@@ -15,6 +15,9 @@ command -v valgrind > /dev/null 2>&1 || {
     exit 1
 }
 cargo build --release --bins
+# the agent as it ships (its own features; in a workspace build it gets the features other
+# packages ask of shared crates, and other names for their generic functions)
+cargo build --release -p rvm-agent
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/bins" "$work/cg"

@@ -76,6 +76,8 @@ step "open-file limit $(ulimit -n)"
 if [ "$build" = 1 ]; then
     step "cargo build --release --bins (LTO, one codegen unit: several minutes)"
     cargo build --release --bins
+    step "cargo build --release -p rvm-agent (the agent as it ships; see bench/hot-symbols.sh)"
+    cargo build --release -p rvm-agent
 fi
 for b in fleet-server rvm-agent rvm-bench; do
     [ -x "target/release/$b" ] || { echo "target/release/$b is missing (drop --no-build)" >&2; exit 1; }
