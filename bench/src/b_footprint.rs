@@ -137,9 +137,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
             .vs("node_exporter RssAnon", n.anon_kib as f64 / MIB)
             .note(format!(
                 "the rest of RSS is clean, shared pages of mapped files (RssFile): agent {:.2} MiB \
-                 (its {:.1} MiB binary, nearly all resident, and libc), node_exporter {:.2} MiB",
+                 (code and constants of its {:.1} MiB binary, and libc), node_exporter {:.2} MiB",
                 a.file_kib as f64 / MIB,
-                std::fs::metadata(ctx.bin("rvm-agent")).map_or(0, |m| m.len()) as f64 / MIB,
+                std::fs::metadata(ctx.bin("rvm-agent")).map_or(0, |m| m.len()) as f64 / MIB / 1024.0,
                 n.file_kib as f64 / MIB
             ))
             .note(layout),

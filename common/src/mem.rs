@@ -92,7 +92,9 @@ pub fn trim() {
 /// is read from disk while the cache keeps it. What it changes is what `VmRSS` counts: the
 /// agent's steady loop uses about 1 MiB of its 5.6 MiB of code, but everything its start
 /// touched (configuration, TLS setup, clap), with the kernel's fault-around of 64 KiB about
-/// each fault, stays mapped otherwise. A mapping with any private page (relocated constants,
+/// each fault, stays mapped otherwise. The fault-around still applies to what faults back in
+/// (`MADV_RANDOM` does not turn it off): the agent's build links the code it runs every second
+/// together for that (`agent/build.rs`). A mapping with any private page (relocated constants,
 /// written data) is left alone: dropping those would lose the writes.
 pub fn release_file_pages() -> std::io::Result<u64> {
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
@@ -106,8 +108,9 @@ pub fn release_file_pages() -> std::io::Result<u64> {
         // fails with an error (not mapped) or is dropped the same way.
         let rc = unsafe {
             let (addr, len) = (start as *mut libc::c_void, end - start);
-            // Random access: no fault-around of the neighbouring 64 KiB on each fault, so only
-            // the pages used are mapped again. (Where it reads from disk, it reads the page.)
+            // Random access: where a page must be read from disk again, no readahead around it.
+            // (Not the fault-around of pages already cached, which MADV_RANDOM leaves on: the
+            // refaults come back 64 KiB at a time.)
             libc::madvise(addr, len, libc::MADV_RANDOM);
             libc::madvise(addr, len, libc::MADV_DONTNEED)
         };
