@@ -50,12 +50,12 @@ pub fn limit_arenas() -> Option<usize> {
     if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
         return None;
     }
-    let n = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes a tunable of the allocator; M_ARENA_MAX may be set at any
-    // time and applies to arenas created after it.
-    unsafe {
-        if libc::mallopt(libc::M_ARENA_MAX, n as libc::c_int) == 1 {
+    {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        // SAFETY: mallopt only changes a tunable of the allocator; M_ARENA_MAX may be set at
+        // any time and applies to arenas created after it.
+        if unsafe { libc::mallopt(libc::M_ARENA_MAX, n as libc::c_int) } == 1 {
             return Some(n);
         }
     }

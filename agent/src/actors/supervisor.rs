@@ -177,12 +177,12 @@ impl Actor for AgentSupervisor {
 /// Unmaps clean pages of the binary and libraries that are not in use; see
 /// [`common::mem::release_file_pages`].
 fn release_pages() {
-    let before = common::mem::ProcessMemory::now().rss;
+    let before = common::mem::rss_bytes();
     match common::mem::release_file_pages() {
         Ok(bytes) => tracing::debug!(
             mappings_bytes = bytes,
             rss_before = before,
-            rss_after = common::mem::ProcessMemory::now().rss,
+            rss_after = common::mem::rss_bytes(),
             "unused code pages released"
         ),
         Err(e) => tracing::debug!(error = %e, "code pages not released"),
