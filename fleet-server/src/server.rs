@@ -25,7 +25,7 @@ use crate::auth::TokenStore;
 use crate::broker::{BrokerConfig, BrokerStats, EmbeddedBroker};
 use crate::config::{HttpTls, ServerConfig};
 use crate::fleet::PresencePolicy;
-use crate::http::{self, AppState};
+use crate::http::{self, state::AppState};
 use crate::live::LiveHub;
 use crate::notify::{self, NotifyStats};
 use crate::store::StoreWatch;
@@ -164,7 +164,7 @@ impl Server {
         // 1. the actix system: fleet actor, ingest writer, HTTP
         let signer = common::pki::load_signer(&dir)
             .map_err(|e| anyhow::anyhow!("{e} (the command-signing key is made by `fleetctl certs init`)"))?;
-        let commands_handle: crate::http::commands::CommandsHandle = Arc::default();
+        let commands_handle: crate::http::state::CommandsHandle = Arc::default();
         let t_commands = commands_handle.clone();
         let (tx, rx) = std_mpsc::channel();
         let t_tokens = tokens.clone();
@@ -234,7 +234,7 @@ impl Server {
                         ingest: t_ingest,
                         broker: t_broker_stats,
                         started_ms: common::time::now_ms(),
-                        alerting: http::alerts::AlertsApi {
+                        alerting: http::state::AlertsApi {
                             alerts,
                             store: writer.store.clone(),
                             history_policy: t_cfg.history,

@@ -11,37 +11,23 @@
 //!
 //! Who acknowledged or silenced is the token's name; both go to the audit log.
 
-use std::sync::Arc;
 
-use actix::Addr;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::{ApiError, AppState, authorize};
+use super::auth::authorize;
+use super::error::ApiError;
+use super::state::AppState;
 use crate::actors::alerts::{
     AckAlert, AddSilence, AlertsActor, ListAlerts, ListIncidents, ListSilences, RemoveSilence, StateFilter,
 };
-use crate::actors::history::HistoryStats;
 use crate::alerts::{AlertError, Matcher};
 use crate::auth::Role;
-use crate::history::HistoryPolicy;
-use crate::notify::NotifyStats;
-use crate::store::FleetStore;
 
 /// Longest silence accepted (30 days).
 pub const MAX_SILENCE_S: u64 = 30 * 24 * 3600;
 /// Longest acknowledgement or silence comment.
 pub const MAX_COMMENT: usize = 1000;
-
-/// What the alerting and history routes need (part of [`AppState`]).
-#[derive(Clone)]
-pub struct AlertsApi {
-    pub alerts: Addr<AlertsActor>,
-    pub store: FleetStore,
-    pub history_policy: HistoryPolicy,
-    pub history: Arc<HistoryStats>,
-    pub notify: Arc<NotifyStats>,
-}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/alerts", web::get().to(list_alerts))

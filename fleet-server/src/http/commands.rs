@@ -8,7 +8,7 @@
 //! | `GET /api/v1/audit?limit=` | operator |
 //! | `GET/POST /api/v1/tokens` | admin |
 
-use std::sync::{Arc, OnceLock};
+
 
 use actix::Addr;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -16,14 +16,13 @@ use common::DeviceId;
 use common::command::Action;
 use serde::Deserialize;
 
-use super::{ApiError, AppState, authorize};
+use super::auth::authorize;
+use super::error::ApiError;
+use super::state::AppState;
 use crate::actors::commands::{CommandsActor, DeviceCommands, GetCommand, GetRollout, StartRollout, Submit};
 use crate::actors::fleet::{GetDevice, ListDevices};
 use crate::auth::Role;
 use crate::commands::{MAX_TTL_S, MIN_TTL_S, Target};
-
-/// Set once the commands actor runs (it needs the broker's address).
-pub type CommandsHandle = Arc<OnceLock<Addr<CommandsActor>>>;
 
 /// Default time a command may wait for its machine.
 pub const DEFAULT_TTL_S: u64 = 300;

@@ -17,7 +17,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use common::DeviceId;
 use tokio::sync::mpsc;
 
-use super::{ApiError, AppState, authorize};
+use super::auth::authorize;
+use super::error::ApiError;
+use super::state::AppState;
 use crate::actors::fleet::ListDevices;
 use crate::auth::Role;
 use crate::export::{self, ExportParams, ExportPlan, ExportResolution, ExportRow, Format};

@@ -7,7 +7,9 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use common::DeviceId;
 
-use super::{ApiError, AppState, authorize};
+use super::auth::authorize;
+use super::error::ApiError;
+use super::state::AppState;
 use crate::actors::fleet::GetDevice;
 use crate::auth::Role;
 use crate::history::{self, MAX_RAW_ROWS, MetricsParams, Resolution};

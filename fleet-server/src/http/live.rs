@@ -19,7 +19,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
-use super::{ApiError, AppState, authorize};
+use super::auth::authorize;
+use super::error::ApiError;
+use super::state::AppState;
 use crate::auth::{Principal, Role};
 use crate::live::{LiveEvent, LiveFrame, LiveHub};
 

@@ -22,7 +22,8 @@ use std::sync::atomic::Ordering;
 use actix_web::{HttpRequest, HttpResponse, web};
 use common::{HealthStatus, Severity};
 
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
 use crate::actors::alerts::{AlertsSnapshot, GetSnapshot, ListAlerts, StateFilter};
 use crate::actors::fleet::{DeviceScrape, ScrapeDevices};
 use crate::actors::history::HistorySnapshot;

@@ -8,7 +8,9 @@ use common::DeviceId;
 use serde::Deserialize;
 
 use super::export::compact_time;
-use super::{ApiError, AppState, authorize};
+use super::auth::authorize;
+use super::error::ApiError;
+use super::state::AppState;
 use crate::actors::alerts::{ListAlerts, StateFilter};
 use crate::actors::fleet::ListDevices;
 use crate::alerts::engine::HISTORY_CAP;
