@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::alerts::rules::{RuleSet, parse_rules};
-use crate::history::{DAY_MS, HOUR_MS, HistoryPolicy};
+use crate::history::minute::{DAY_MS, HOUR_MS};
+use crate::history::rollup::HistoryPolicy;
 use crate::notify::{NotifyConfig, NotifySection};
 
 /// The rules used when `[alerts] rules` is not set: the shipped `config/rules.toml`.

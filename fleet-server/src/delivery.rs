@@ -1,5 +1,6 @@
 //! Per-device delivery accounting: duplicates dropped by seq, gaps, and drops the device
-//! reported. Pure; persisted by the fleet store.
+//! reported. Pure; the ingest writer keeps a [`DeliveryState`] per device and persists it
+//! ([`crate::ingest::store`]).
 //!
 //! A [`SeqTracker`] remembers every seq seen as `floor` (all seqs <= floor were received)
 //! plus the set of seqs above it. A seq at or below the floor, or in the set, is a duplicate.
@@ -92,6 +93,35 @@ pub struct Delivery {
     pub reported_dropped: u64,
     /// Telemetry records that arrived after a higher telemetry seq.
     pub reordered: u64,
+}
+
+/// What the ingest writer keeps per device (and persists, [`crate::ingest::store`]): the seqs
+/// seen and the counts behind [`Delivery`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryState {
+    pub seqs: SeqTracker,
+    pub received: u64,
+    pub duplicates: u64,
+    pub reported_dropped: u64,
+    /// Telemetry records that arrived after a higher telemetry seq (health, events and
+    /// command results overtake telemetry on purpose and do not count).
+    pub reordered: u64,
+    #[serde(default)]
+    pub last_telemetry_seq: u64,
+}
+
+impl DeliveryState {
+    pub fn view(&self) -> Delivery {
+        Delivery {
+            received: self.received,
+            duplicates_dropped: self.duplicates,
+            last_seq: self.seqs.last_seq(),
+            gaps: self.seqs.gaps(),
+            missing: self.seqs.missing(),
+            reported_dropped: self.reported_dropped,
+            reordered: self.reordered,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@ use crate::actors::alerts::{AlertsActor, AlertsSetup, AlertsStats, AttachRepubli
 use crate::actors::commands::{CommandsActor, CommandsSetup};
 use crate::actors::fleet::AttachCommands;
 use crate::actors::fleet::{AttachAlerts, FleetActor};
-use crate::actors::history::{HistoryJob, HistoryStats};
 use crate::actors::ingest::{self, IngestConfig, IngestMode, IngestStats};
 use crate::actors::messages::AttachLive;
 use crate::actors::republish::{self, RepublishConfig, RepublishStats, Republisher};
@@ -25,6 +24,7 @@ use crate::auth::TokenStore;
 use crate::broker::{BrokerConfig, BrokerStats, EmbeddedBroker};
 use crate::config::{HttpTls, ServerConfig};
 use crate::fleet::PresencePolicy;
+use crate::history::job::{HistoryJob, HistoryStats};
 use crate::http::{self, state::AppState};
 use crate::live::LiveHub;
 use crate::notify::{self, NotifyStats};

@@ -32,8 +32,11 @@ use crate::actors::fleet::{DeliveryUpdate, FleetActor, Ingested};
 use crate::actors::ingest::{self, IngestStats};
 use crate::actors::republish::{Item, RepublishHandle};
 use crate::clock::{ClockGuard, DEVICE_CLOCK_OFFSET, MAX_CLOCK_SKEW_MS};
+use crate::delivery::DeliveryState;
+use crate::history::rows::HistoryRow;
+use crate::ingest::store::WriteBatch;
 use crate::journal::{Journal, JournalRecord};
-use crate::store::{DeliveryState, FleetStore, HistoryRow, WriteBatch};
+use crate::store::FleetStore;
 
 /// Journal fsync period: the power-loss window of acknowledged records.
 pub const JOURNAL_SYNC: Duration = Duration::from_millis(100);

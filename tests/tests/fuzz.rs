@@ -785,7 +785,8 @@ fn fuzz_app_metrics_prometheus_text() {
 
 #[test]
 fn fuzz_metrics_history_query_plan() {
-    use fleet_server::history::{HistoryPolicy, MetricsParams, plan};
+    use fleet_server::history::query::{MetricsParams, plan};
+    use fleet_server::history::rollup::HistoryPolicy;
     // values of each parameter as the seeds; mutations of them, or none
     let seeds: Vec<Vec<u8>> = corpus_lines("http")
         .into_iter()

@@ -3,7 +3,6 @@
 pub mod alerts;
 pub mod commands;
 pub mod fleet;
-pub mod history;
 pub mod ingest;
 pub mod messages;
 pub mod republish;

@@ -15,6 +15,7 @@
 pub mod engine;
 pub mod inputs;
 pub mod rules;
+pub mod store;
 
 pub use engine::{
     Ack, Alert, AlertEngine, AlertError, AlertState, DeviceInfo, EngineState, Matcher, Silence, Transition,

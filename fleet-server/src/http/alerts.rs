@@ -11,7 +11,6 @@
 //!
 //! Who acknowledged or silenced is the token's name; both go to the audit log.
 
-
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
@@ -19,7 +18,7 @@ use super::auth::authorize;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::actors::alerts::{
-    AckAlert, AddSilence, AlertsActor, ListAlerts, ListIncidents, ListSilences, RemoveSilence, StateFilter,
+    AckAlert, AddSilence, ListAlerts, ListIncidents, ListSilences, RemoveSilence, StateFilter,
 };
 use crate::alerts::{AlertError, Matcher};
 use crate::auth::Role;

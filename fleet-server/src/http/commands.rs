@@ -8,8 +8,6 @@
 //! | `GET /api/v1/audit?limit=` | operator |
 //! | `GET/POST /api/v1/tokens` | admin |
 
-
-
 use actix::Addr;
 use actix_web::{HttpRequest, HttpResponse, web};
 use common::DeviceId;

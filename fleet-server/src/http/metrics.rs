@@ -26,10 +26,10 @@ use super::error::ApiError;
 use super::state::AppState;
 use crate::actors::alerts::{AlertsSnapshot, GetSnapshot, ListAlerts, StateFilter};
 use crate::actors::fleet::{DeviceScrape, ScrapeDevices};
-use crate::actors::history::HistorySnapshot;
 use crate::alerts::{Alert, AlertState};
 use crate::broker::BrokerStatsSnapshot;
 use crate::fleet::Presence;
+use crate::history::job::HistorySnapshot;
 use crate::notify::NotifySnapshot;
 
 /// Content type of the exposition.

@@ -3,20 +3,17 @@
 //! Every route but `GET /api/v1/health` and the static page needs
 //! `Authorization: Bearer <token>` ([`auth::authorize`]); [`error::ApiError`] is the one mapping
 //! from errors to statuses; [`state::AppState`] is what every handler reaches.
-//! Alerting routes are in [`alerts`], metric history in [`history`].
+//! Alerting routes are in [`alerts`]; metric history, its export and the fleet report are
+//! served from [`crate::history`].
 //! The live stream (`GET /api/v1/stream`) is in [`live`], the web view's files in [`ui`].
-//! `GET /metrics` ([`metrics`]) is open unless `[http] metrics_token` is set; history export
-//! is in [`export`], the HTML fleet report in [`report`].
+//! `GET /metrics` ([`metrics`]) is open unless `[http] metrics_token` is set.
 
 pub mod alerts;
 pub mod auth;
 pub mod commands;
 pub mod error;
-pub mod export;
-pub mod history;
 pub mod live;
 pub mod metrics;
-pub mod report;
 pub mod state;
 pub mod ui;
 
@@ -42,9 +39,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::scope("/api/v1")
                 .configure(alerts::configure)
                 .configure(commands::configure)
-                .configure(history::configure)
-                .configure(export::configure)
-                .configure(report::configure)
+                .configure(crate::history::http::configure)
+                .configure(crate::history::export::http::configure)
+                .configure(crate::history::report::http::configure)
                 .configure(live::configure)
                 .route("/health", web::get().to(health))
                 .route("/devices", web::get().to(devices))

@@ -1,8 +1,8 @@
 //! History export: `GET /api/v1/export?format=csv|json&from=&to=&devices=a,b&metrics=m1,m2
 //! &resolution=raw|minute` (viewer). Pure: the query rules and the text of each row; the
-//! route ([`crate::http::export`]) streams rows from the store as it reads them.
+//! route ([`http`]) streams rows from the store as it reads them.
 //!
-//! - One row per telemetry record (`raw`, kept [`crate::history::HistoryPolicy`]'s raw
+//! - One row per telemetry record (`raw`, kept [`crate::history::rollup::HistoryPolicy`]'s raw
 //!   retention) or per device-minute (`minute`: the 1-minute rollups' averages). The default is
 //!   `raw` when `from` is within the raw retention, else `minute`.
 //! - Rows come device by device (ids sorted), each device's rows in time order.
@@ -13,13 +13,17 @@
 //! - JSON is one array of `{"device","time","ts_ms","seq","metrics":{...}}` objects, written
 //!   as it is read.
 
+pub mod http;
+
 use std::fmt::Write as _;
 
 use common::DeviceId;
 use serde::Deserialize;
 
-use crate::history::{HOUR_MS, HistoryPolicy, MAX_NAME_LEN, MAX_RANGE_MS, QueryError, RollupRow};
-use crate::store::HistoryRow;
+use crate::history::minute::HOUR_MS;
+use crate::history::query::{MAX_NAME_LEN, MAX_RANGE_MS, QueryError};
+use crate::history::rollup::HistoryPolicy;
+use crate::history::rows::{HistoryRow, RollupRow};
 
 /// Columns when neither `metrics` nor any device's latest metrics say which.
 pub const DEFAULT_METRICS: &[&str] = &[
@@ -391,7 +395,8 @@ pub fn json_row(out: &mut String, r: &ExportRow<'_>, columns: &[String], first: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{Agg, DAY_MS};
+    use crate::history::minute::DAY_MS;
+    use crate::history::rows::Agg;
 
     const NOW: i64 = 1_700_000_000_000;
 

@@ -1,18 +1,19 @@
 //! `GET /api/v1/devices/{id}/metrics?name=&from=&to=&step=` (viewer): one metric's history as
 //! `{"name", "points": [[ts_ms, min, max, avg], ...]}`, from raw rows or 1-minute rollups as
-//! [`crate::history::plan`] decides. `from`/`to` are milliseconds since the epoch (default:
+//! [`super::query::plan`] decides. `from`/`to` are milliseconds since the epoch (default:
 //! the last hour), `step` a duration (`10s`, `5m`, ...; default: about 720 points). A bad
 //! parameter is a 400 that names it.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use common::DeviceId;
 
-use super::auth::authorize;
-use super::error::ApiError;
-use super::state::AppState;
+use super::minute::minute_of;
+use super::query::{self, MAX_RAW_ROWS, MetricsParams, Resolution, bucketize, raw_samples, rollup_samples};
 use crate::actors::fleet::GetDevice;
 use crate::auth::Role;
-use crate::history::{self, MAX_RAW_ROWS, MetricsParams, Resolution};
+use crate::http::auth::authorize;
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/devices/{id}/metrics", web::get().to(metrics));
@@ -29,7 +30,7 @@ async fn metrics(
         .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?
         .into_inner();
     let now = common::time::now_ms();
-    let plan = history::plan(&params, &state.alerting.history_policy, now)
+    let plan = query::plan(&params, &state.alerting.history_policy, now)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     state
         .fleet
@@ -45,18 +46,12 @@ async fn metrics(
             Resolution::Raw => {
                 let rows = store.history(&dev, p.from_ms, p.to_ms, MAX_RAW_ROWS)?;
                 let truncated = rows.len() >= MAX_RAW_ROWS;
-                (
-                    history::bucketize(history::raw_samples(&rows, &p.name), p.step_ms),
-                    truncated,
-                )
+                (bucketize(raw_samples(&rows, &p.name), p.step_ms), truncated)
             }
             Resolution::Rollup => {
-                let from = history::minute_of(p.from_ms);
+                let from = minute_of(p.from_ms);
                 let rows = store.rollups(&dev, from, p.to_ms)?;
-                (
-                    history::bucketize(history::rollup_samples(&rows, &p.name), p.step_ms),
-                    false,
-                )
+                (bucketize(rollup_samples(&rows, &p.name), p.step_ms), false)
             }
         })
     })

@@ -1,27 +1,18 @@
-//! Metric history: raw rows (one per telemetry record, [`crate::store::HistoryRow`]) and
-//! 1-minute rollups (min, max, sum and count per metric), with the rules for answering
-//! `GET /api/v1/devices/{id}/metrics`. Pure: the store does the IO, the history job
-//! ([`crate::actors::history`]) calls [`rollup`] and enforces [`HistoryPolicy`].
+//! Metric queries (pure): the rules for answering `GET /api/v1/devices/{id}/metrics`.
 //!
-//! Invariants:
-//! - a rollup row is always recomputed from all raw rows of its minute, never patched, so a
-//!   backlog that lands in an old minute (the writer marks it dirty) gives the right figures;
-//! - raw rows are kept [`HistoryPolicy::raw_retention_ms`] (24 h), rollups
-//!   [`HistoryPolicy::rollup_retention_ms`] (30 days), both by the record's own timestamp;
-//! - a query reads raw rows only for a step under a minute within the raw retention, else
-//!   rollups; either way it returns at most [`MAX_POINTS`] points `[ts_ms, min, max, avg]`,
-//!   each the bucket `[ts, ts + step)` aligned on multiples of the step.
+//! A query reads raw rows only for a step under a minute within the raw retention, else
+//! rollups; either way it returns at most [`MAX_POINTS`] points `[ts_ms, min, max, avg]`, each
+//! the bucket `[ts, ts + step)` aligned on multiples of the step.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::HistoryRow;
+use super::minute::{DAY_MS, HOUR_MS, MINUTE_MS};
+use super::rollup::HistoryPolicy;
+use super::rows::{Agg, HistoryRow, Point, RollupRow};
 
-pub const MINUTE_MS: i64 = 60_000;
-pub const HOUR_MS: i64 = 60 * MINUTE_MS;
-pub const DAY_MS: i64 = 24 * HOUR_MS;
 /// Points one query may return at most.
 pub const MAX_POINTS: i64 = 10_000;
 /// Points a query without `step` aims at.
@@ -36,100 +27,6 @@ pub const MAX_RANGE_MS: i64 = 31 * DAY_MS;
 pub const MAX_RAW_ROWS: usize = 200_000;
 /// Longest metric name accepted.
 pub const MAX_NAME_LEN: usize = 128;
-
-/// How long history is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HistoryPolicy {
-    pub raw_retention_ms: i64,
-    pub rollup_retention_ms: i64,
-}
-
-impl Default for HistoryPolicy {
-    fn default() -> Self {
-        HistoryPolicy {
-            raw_retention_ms: DAY_MS,
-            rollup_retention_ms: 30 * DAY_MS,
-        }
-    }
-}
-
-/// min / max / sum / count of the samples of one metric.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Agg {
-    pub min: f64,
-    pub max: f64,
-    pub sum: f64,
-    pub count: u64,
-}
-
-impl Agg {
-    pub fn of(v: f64) -> Agg {
-        Agg {
-            min: v,
-            max: v,
-            sum: v,
-            count: 1,
-        }
-    }
-
-    pub fn merge(&mut self, o: &Agg) {
-        self.min = self.min.min(o.min);
-        self.max = self.max.max(o.max);
-        self.sum += o.sum;
-        self.count += o.count;
-    }
-
-    pub fn avg(&self) -> f64 {
-        if self.count == 0 {
-            0.0
-        } else {
-            self.sum / self.count as f64
-        }
-    }
-}
-
-/// One device's figures for one minute.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RollupRow {
-    pub minute_ms: i64,
-    pub metrics: Vec<(String, Agg)>,
-}
-
-impl RollupRow {
-    pub fn get(&self, name: &str) -> Option<&Agg> {
-        self.metrics.iter().find(|(n, _)| n == name).map(|(_, a)| a)
-    }
-}
-
-/// Start of the minute `ts_ms` falls in.
-pub fn minute_of(ts_ms: i64) -> i64 {
-    ts_ms.div_euclid(MINUTE_MS) * MINUTE_MS
-}
-
-/// The rollup of one minute from its raw rows (rows outside the minute and non-finite values
-/// are ignored). None when nothing is left.
-pub fn rollup(minute_ms: i64, rows: &[HistoryRow]) -> Option<RollupRow> {
-    let mut by_name: BTreeMap<&str, Agg> = BTreeMap::new();
-    for r in rows.iter().filter(|r| minute_of(r.ts_ms) == minute_ms) {
-        for (name, v) in &r.metrics {
-            let v = f64::from(*v);
-            if !v.is_finite() {
-                continue;
-            }
-            by_name
-                .entry(name.as_str())
-                .and_modify(|a| a.merge(&Agg::of(v)))
-                .or_insert_with(|| Agg::of(v));
-        }
-    }
-    (!by_name.is_empty()).then(|| RollupRow {
-        minute_ms,
-        metrics: by_name.into_iter().map(|(n, a)| (n.to_string(), a)).collect(),
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Queries
 
 /// The query string of `GET /api/v1/devices/{id}/metrics`, unparsed.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -283,9 +180,6 @@ pub fn plan(p: &MetricsParams, policy: &HistoryPolicy, now_ms: i64) -> Result<Pl
     })
 }
 
-/// One point: bucket start, min, max, avg.
-pub type Point = (i64, f64, f64, f64);
-
 /// Groups `(ts, agg)` samples into step buckets aligned on multiples of `step_ms`.
 pub fn bucketize(samples: impl IntoIterator<Item = (i64, Agg)>, step_ms: i64) -> Vec<Point> {
     let step = step_ms.max(1);
@@ -323,6 +217,8 @@ pub fn rollup_samples<'a>(rows: &'a [RollupRow], name: &'a str) -> impl Iterator
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::minute::minute_of;
+    use crate::history::rollup::rollup;
 
     fn build_row(ts_ms: i64, cpu: f32) -> HistoryRow {
         HistoryRow {
@@ -344,23 +240,6 @@ mod tests {
     const NOW: i64 = 1_700_000_000_000;
 
     #[test]
-    fn a_minute_rolls_up_into_min_max_and_avg() {
-        let m = minute_of(NOW);
-        let rows = [
-            build_row(m, 10.0),
-            build_row(m + 20_000, 30.0),
-            build_row(m + 59_999, 20.0),
-            build_row(m + 60_000, 99.0), // next minute
-        ];
-        let r = rollup(m, &rows).unwrap();
-        let cpu = r.get("cpu.usage_pct").unwrap();
-        assert_eq!((cpu.min, cpu.max, cpu.count), (10.0, 30.0, 3));
-        assert_eq!(cpu.avg(), 20.0);
-        assert_eq!(r.get("load1").unwrap().count, 3);
-        assert!(rollup(m - MINUTE_MS, &rows).is_none());
-    }
-
-    #[test]
     fn a_huge_step_is_one_bucket_not_an_overflow() {
         let p = build_params(
             "cpu.usage_pct",
@@ -375,12 +254,6 @@ mod tests {
         );
         let p = build_params("cpu.usage_pct", None, Some(0), None);
         let _ = super::plan(&p, &HistoryPolicy::default(), i64::MIN);
-    }
-
-    #[test]
-    fn minutes_are_aligned_for_negative_times_too() {
-        assert_eq!(minute_of(61_000), 60_000);
-        assert_eq!(minute_of(-1), -60_000);
     }
 
     #[test]

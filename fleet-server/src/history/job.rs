@@ -1,6 +1,6 @@
 //! History job: every [`ROLLUP_EVERY`] rolls the minutes the writer marked dirty up into
 //! 1-minute rollups; every [`RETENTION_EVERY_RUNS`] runs it also packs the raw rows of sealed
-//! minutes (see [`crate::store`]), deletes raw rows and rollups past their retention
+//! minutes (see [`super::pack`]), deletes raw rows and rollups past their retention
 //! ([`HistoryPolicy`]) and measures the disk. The work is sled IO, so it runs on a
 //! blocking thread; a run that finds the previous one still busy is skipped and counted.
 //!
@@ -17,8 +17,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde::Serialize;
 
-use crate::history::{self, HistoryPolicy, MINUTE_MS};
-use crate::store::FleetStore;
+use super::minute::{DAY_MS, HOUR_MS, MINUTE_MS};
+use super::rollup::{self, HistoryPolicy};
+use crate::store::{FleetStore, StoreError};
 
 /// How often dirty minutes are rolled up.
 pub const ROLLUP_EVERY: Duration = Duration::from_secs(10);
@@ -84,8 +85,8 @@ impl HistoryStats {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         HistorySnapshot {
             disk_bytes: l(&self.disk_bytes),
-            raw_retention_h: policy.raw_retention_ms / history::HOUR_MS,
-            rollup_retention_d: policy.rollup_retention_ms / history::DAY_MS,
+            raw_retention_h: policy.raw_retention_ms / HOUR_MS,
+            rollup_retention_d: policy.rollup_retention_ms / DAY_MS,
             rollups_written: l(&self.rollups_written),
             raw_rows_expired: l(&self.raw_rows_expired),
             rollups_expired: l(&self.rollups_expired),
@@ -204,12 +205,12 @@ fn trim_allocator(stats: &HistoryStats) {
 }
 
 /// Rolls every dirty minute up (one batch). Blocking.
-pub fn roll_up(store: &FleetStore, stats: &HistoryStats) -> Result<usize, crate::store::StoreError> {
+pub fn roll_up(store: &FleetStore, stats: &HistoryStats) -> Result<usize, StoreError> {
     let dirty = store.take_dirty_minutes(ROLLUP_BATCH)?;
     for (device, minute) in &dirty {
         let res = store
             .history(device, *minute, minute + MINUTE_MS, ROWS_PER_MINUTE_MAX)
-            .and_then(|rows| store.put_rollup(device, *minute, history::rollup(*minute, &rows).as_ref()));
+            .and_then(|rows| store.put_rollup(device, *minute, rollup::rollup(*minute, &rows).as_ref()));
         if let Err(e) = res {
             // Try again next run.
             let _ = store.mark_dirty(device, *minute);
@@ -221,7 +222,7 @@ pub fn roll_up(store: &FleetStore, stats: &HistoryStats) -> Result<usize, crate:
 }
 
 /// Packs the raw rows of sealed minutes and the rollups of sealed hours. Blocking.
-pub fn pack(store: &FleetStore, stats: &HistoryStats, now_ms: i64) -> Result<(), crate::store::StoreError> {
+pub fn pack(store: &FleetStore, stats: &HistoryStats, now_ms: i64) -> Result<(), StoreError> {
     let done = store.pack_sealed(now_ms - SEAL_AFTER_MS, PACK_ROWS_MAX)?;
     stats.minutes_packed.fetch_add(done.spans, Ordering::Relaxed);
     stats.rows_packed.fetch_add(done.rows, Ordering::Relaxed);
@@ -236,7 +237,7 @@ pub fn expire(
     policy: &HistoryPolicy,
     stats: &HistoryStats,
     now_ms: i64,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<(), StoreError> {
     for device in store.known_devices()? {
         let (raw, rolled) = store.expire(
             &device,
@@ -290,8 +291,11 @@ mod tests {
         assert_eq!(c.take(), (true, true), "due at run 60, taken at run 61");
         assert_eq!(c.take(), (false, false));
     }
-    use crate::store::{HistoryRow, WriteBatch};
     use common::DeviceId;
+
+    use crate::delivery::DeliveryState;
+    use crate::history::rows::HistoryRow;
+    use crate::ingest::store::WriteBatch;
 
     #[test]
     fn a_run_rolls_up_packs_sealed_minutes_and_expires_with_reads_unchanged() {
@@ -299,10 +303,10 @@ mod tests {
         let store = FleetStore::open(dir.path()).unwrap();
         let stats = HistoryStats::default();
         let d = DeviceId::new("rvm1").unwrap();
-        let now = 10 * history::HOUR_MS;
+        let now = 10 * HOUR_MS;
         // one row every 5 s for the last 30 minutes, and one 25 h old (past raw retention)
         let mut b = WriteBatch::default();
-        let ts: Vec<i64> = std::iter::once(now - 25 * history::HOUR_MS)
+        let ts: Vec<i64> = std::iter::once(now - 25 * HOUR_MS)
             .chain((1..=360).map(|i| now - 30 * MINUTE_MS + 5_000 * i))
             .filter(|t| *t < now)
             .collect();
@@ -314,7 +318,7 @@ mod tests {
             };
             b.history(&d, &row).unwrap();
         }
-        b.delivery(&d, &crate::store::DeliveryState::default()).unwrap();
+        b.delivery(&d, &DeliveryState::default()).unwrap();
         store.apply(b).unwrap();
         let read = |from, to| store.history(&d, from, to, 100_000).unwrap();
         let before = read(now - 40 * MINUTE_MS, now);
@@ -330,12 +334,12 @@ mod tests {
         assert_eq!((k.raw, k.raw_packed), (24, 28));
         assert_eq!(read(now - 40 * MINUTE_MS, now), before);
         assert_eq!(store.rollups(&d, now - 40 * MINUTE_MS, now).unwrap().len(), 30);
-        assert!(read(0, now - 24 * history::HOUR_MS).is_empty());
+        assert!(read(0, now - 24 * HOUR_MS).is_empty());
 
         // an hour later every raw minute and the rollup hours are sealed and packed
         let rollups = store.rollups(&d, i64::MIN / 2, now).unwrap();
         assert_eq!(rollups.len(), 31);
-        pack(&store, &stats, now + history::HOUR_MS).unwrap();
+        pack(&store, &stats, now + HOUR_MS).unwrap();
         let s = stats.snapshot(&HistoryPolicy::default());
         assert_eq!((s.rows_packed, s.rollups_packed), (1 + 11 + 29 * 12, 31));
         let k = store.key_counts();

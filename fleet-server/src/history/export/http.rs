@@ -1,6 +1,6 @@
 //! `GET /api/v1/export?format=csv|json&from=&to=&devices=a,b&metrics=m1,m2&resolution=raw|minute`
 //! (viewer): metric history as a download, streamed. The query rules and the row format are
-//! in [`crate::export`].
+//! in [`crate::history::export`].
 //!
 //! The response body is a channel: a blocking task walks the store device by device and sends
 //! chunks of about [`CHUNK_BYTES`] as it goes, at most [`CHANNEL_CHUNKS`] ahead of the client,
@@ -17,13 +17,13 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use common::DeviceId;
 use tokio::sync::mpsc;
 
-use super::auth::authorize;
-use super::error::ApiError;
-use super::state::AppState;
 use crate::actors::fleet::ListDevices;
 use crate::auth::Role;
-use crate::export::{self, ExportParams, ExportPlan, ExportResolution, ExportRow, Format};
-use crate::history::minute_of;
+use crate::history::export::{self, ExportParams, ExportPlan, ExportResolution, ExportRow, Format};
+use crate::history::minute::minute_of;
+use crate::http::auth::authorize;
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
 use crate::store::FleetStore;
 
 /// Bytes gathered before a chunk is sent.

@@ -7,17 +7,20 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use common::DeviceId;
 use serde::Deserialize;
 
-use super::export::compact_time;
-use super::auth::authorize;
-use super::error::ApiError;
-use super::state::AppState;
 use crate::actors::alerts::{ListAlerts, StateFilter};
 use crate::actors::fleet::ListDevices;
 use crate::alerts::engine::HISTORY_CAP;
 use crate::auth::Role;
 use crate::fleet::Presence;
-use crate::history::{self, Agg, DAY_MS, MAX_RANGE_MS, MINUTE_MS, minute_of};
-use crate::report::{self, AlertRow, AvailabilityCounter, DeviceReport, ReportInput};
+use crate::history::export::http::compact_time;
+use crate::history::minute::{DAY_MS, MINUTE_MS, minute_of};
+use crate::history::query::{MAX_RANGE_MS, bucketize};
+use crate::history::report::html;
+use crate::history::report::{self, AlertRow, AvailabilityCounter, DeviceReport, ReportInput};
+use crate::history::rows::Agg;
+use crate::http::auth::authorize;
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
 use crate::store::{FleetStore, StoreError};
 
 /// Range of a report without `from`.
@@ -109,7 +112,7 @@ async fn report_route(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let html = report::render(&ReportInput {
+    let html = html::render(&ReportInput {
         from_ms: from,
         to_ms: to,
         now_ms: now,
@@ -190,8 +193,8 @@ fn device_reports(
             site,
             status,
             availability: counter.finish(),
-            cpu: history::bucketize(cpu, step),
-            temp: history::bucketize(temp, step),
+            cpu: bucketize(cpu, step),
+            temp: bucketize(temp, step),
         });
     }
     Ok(out)
