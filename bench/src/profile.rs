@@ -74,7 +74,7 @@ pub fn run(what: &str, n: usize) -> anyhow::Result<()> {
 fn writer(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
     let sys = actix::System::new();
     sys.block_on(async move {
-        let fleet = fleet_server::actors::fleet::FleetActor::new(Default::default()).start();
+        let fleet = fleet_server::fleet::actor::FleetActor::new(Default::default()).start();
         let stats = Arc::new(fleet_server::actors::ingest::IngestStats::default());
         let w = fleet_server::writer::start(dir, fleet, stats.clone())?;
         let body = crate::mqtt::sample_telemetry(5);

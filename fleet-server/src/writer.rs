@@ -28,14 +28,15 @@ use common::topics::Kind;
 use common::{DeviceId, DeviceState, EventKind};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::actors::fleet::{DeliveryUpdate, FleetActor, Ingested};
 use crate::actors::ingest::{self, IngestStats};
 use crate::actors::republish::{Item, RepublishHandle};
-use crate::clock::{ClockGuard, DEVICE_CLOCK_OFFSET, MAX_CLOCK_SKEW_MS};
-use crate::delivery::DeliveryState;
+use crate::fleet::actor::{DeliveryUpdate, FleetActor};
+use crate::fleet::clock::{ClockGuard, DEVICE_CLOCK_OFFSET, MAX_CLOCK_SKEW_MS};
+use crate::fleet::delivery::DeliveryState;
 use crate::history::rows::HistoryRow;
 use crate::ingest::store::WriteBatch;
 use crate::journal::{Journal, JournalRecord};
+use crate::messages::Ingested;
 use crate::store::FleetStore;
 
 /// Journal fsync period: the power-loss window of acknowledged records.
@@ -75,7 +76,7 @@ struct Writer {
     fleet: Addr<FleetActor>,
     stats: Arc<IngestStats>,
     journal_dirty: bool,
-    /// Per device: where history rows go when its clock is off ([`crate::clock`]).
+    /// Per device: where history rows go when its clock is off ([`crate::fleet::clock`]).
     clocks: BTreeMap<DeviceId, ClockGuard>,
     /// New records also go to the republisher (`fleet/v1/devices/...`), when enabled.
     republish: Option<RepublishHandle>,
@@ -359,7 +360,7 @@ impl Writer {
 }
 
 /// A telemetry record's history row: every flat metric, and the clock offset when the row was
-/// moved off the device's timestamp ([`crate::clock`]).
+/// moved off the device's timestamp ([`crate::fleet::clock`]).
 fn history_row(
     env: &common::Envelope<common::Telemetry>,
     seq: u64,
@@ -384,7 +385,7 @@ mod tests {
     use common::{Envelope, Telemetry};
 
     use super::*;
-    use crate::fleet::PresencePolicy;
+    use crate::fleet::state::PresencePolicy;
 
     fn record(device: &DeviceId, seq: u64, ts_ms: i64) -> JournalRecord {
         let env = Envelope::new(device.clone(), seq, ts_ms, Telemetry::default());

@@ -9,7 +9,7 @@
 //! - the broker speaks TLS 1.2 and 1.3 only (`openssl s_client`, Debian's `openssl`);
 //! - a device whose clock is a day off is flagged (`clock.skew_s`) and does not pollute
 //!   history: its rows are stored at receive time with the device's offset kept
-//!   (`fleet-server/src/clock.rs`);
+//!   (`fleet-server/src/fleet/clock.rs`);
 //! - an agent whose clock jumps back and forward keeps seq order (seq comes from the buffer)
 //!   and the server flags the skew;
 //! - an agent whose disk fills up keeps running and reports it (a 2 MiB tmpfs: needs root).

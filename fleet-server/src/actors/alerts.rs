@@ -31,13 +31,14 @@ use actix::prelude::*;
 use common::DeviceId;
 use serde::Serialize;
 
-use crate::actors::messages::AttachLive;
 use crate::actors::republish::{Item as RepublishItem, RepublishHandle};
 use crate::alerts::engine::{EngineState, Matcher, Silence};
 use crate::alerts::rules::{PRESENCE_OFFLINE, RuleSet};
 use crate::alerts::{Alert, AlertEngine, AlertError, AlertState, DeviceInfo, Transition, TransitionKind};
 use crate::correlate::{Correlator, CorrelatorState, FleetView, Incident, IncidentChange};
-use crate::live::{LiveEvent, LiveHub};
+use crate::live::LiveHub;
+use crate::live::event::LiveEvent;
+use crate::messages::AttachLive;
 use crate::notify::{Notification, NotifyHandle};
 use crate::store::FleetStore;
 

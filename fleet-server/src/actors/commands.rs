@@ -17,11 +17,12 @@ use common::topics::{Kind, Topic};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
 use serde::Serialize;
 
-use crate::actors::messages::AttachLive;
 use crate::commands::{
     CmdState, CommandBook, CommandRecord, CommandView, Effect, Rollout, RolloutProgress, RolloutState, Target,
 };
-use crate::live::{LiveEvent, LiveHub};
+use crate::live::LiveHub;
+use crate::live::event::LiveEvent;
+use crate::messages::AttachLive;
 
 /// How often expiry, resends and rollouts are looked at.
 pub const COMMAND_TICK: Duration = Duration::from_secs(1);

@@ -18,7 +18,7 @@ use serde::Serialize;
 use common::DeviceId;
 use tokio::sync::oneshot;
 
-use crate::actors::fleet::Ingested;
+use crate::messages::Ingested;
 use crate::writer::{IngestItem, WriterHandle};
 
 /// Client id of the server's ingest session (see [`crate::policy`] for the `:` rule).
@@ -36,7 +36,7 @@ pub struct IngestStats {
     /// Records waiting in the writer's queue after its last batch (`/metrics`).
     pub writer_queue: AtomicU64,
     /// Telemetry whose history row was not stored at its own timestamp: the device's clock
-    /// was off ([`crate::clock`]).
+    /// was off ([`crate::fleet::clock`]).
     pub clock_moved: AtomicU64,
 }
 

@@ -2,7 +2,5 @@
 
 pub mod alerts;
 pub mod commands;
-pub mod fleet;
 pub mod ingest;
-pub mod messages;
 pub mod republish;

@@ -33,9 +33,9 @@ use rumqttc::{AsyncClient, Event as MqttEvent, Incoming, MqttOptions, QoS, TlsCo
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::actors::fleet::Ingested;
 use crate::alerts::Transition;
 use crate::correlate::IncidentChange;
+use crate::messages::Ingested;
 
 /// Client id of the republisher's session (see [`crate::policy`] for the `:` rule).
 pub const REPUBLISH_CLIENT_ID: &str = "fleet-server:republish";

@@ -9,8 +9,8 @@ use common::DeviceId;
 
 use super::minute::minute_of;
 use super::query::{self, MAX_RAW_ROWS, MetricsParams, Resolution, bucketize, raw_samples, rollup_samples};
-use crate::actors::fleet::GetDevice;
 use crate::auth::Role;
+use crate::fleet::actor::GetDevice;
 use crate::http::auth::authorize;
 use crate::http::error::ApiError;
 use crate::http::state::AppState;

@@ -293,7 +293,7 @@ mod tests {
     }
     use common::DeviceId;
 
-    use crate::delivery::DeliveryState;
+    use crate::fleet::delivery::DeliveryState;
     use crate::history::rows::HistoryRow;
     use crate::ingest::store::WriteBatch;
 

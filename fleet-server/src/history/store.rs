@@ -214,7 +214,7 @@ impl FleetStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::DeliveryState;
+    use crate::fleet::delivery::DeliveryState;
     use crate::ingest::store::WriteBatch;
 
     #[test]

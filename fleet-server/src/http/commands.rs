@@ -18,9 +18,9 @@ use super::auth::authorize;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::actors::commands::{CommandsActor, DeviceCommands, GetCommand, GetRollout, StartRollout, Submit};
-use crate::actors::fleet::{GetDevice, ListDevices};
 use crate::auth::Role;
 use crate::commands::{MAX_TTL_S, MIN_TTL_S, Target};
+use crate::fleet::actor::{GetDevice, ListDevices};
 
 /// Default time a command may wait for its machine.
 pub const DEFAULT_TTL_S: u64 = 300;

@@ -23,7 +23,8 @@ use super::auth::authorize;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::auth::{Principal, Role};
-use crate::live::{LiveEvent, LiveFrame, LiveHub};
+use crate::live::LiveHub;
+use crate::live::event::{LiveEvent, LiveFrame};
 
 /// A comment line this often keeps the connection open and finds closed ones.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);

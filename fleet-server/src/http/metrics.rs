@@ -25,10 +25,10 @@ use common::{HealthStatus, Severity};
 use super::error::ApiError;
 use super::state::AppState;
 use crate::actors::alerts::{AlertsSnapshot, GetSnapshot, ListAlerts, StateFilter};
-use crate::actors::fleet::{DeviceScrape, ScrapeDevices};
 use crate::alerts::{Alert, AlertState};
 use crate::broker::BrokerStatsSnapshot;
-use crate::fleet::Presence;
+use crate::fleet::actor::{DeviceScrape, ScrapeDevices};
+use crate::fleet::state::Presence;
 use crate::history::job::HistorySnapshot;
 use crate::notify::NotifySnapshot;
 
@@ -456,7 +456,7 @@ pub fn render(x: &ScrapeInput) -> String {
         }
         out.emit(f);
     }
-    type DeliveryField = fn(&crate::delivery::Delivery) -> u64;
+    type DeliveryField = fn(&crate::fleet::delivery::Delivery) -> u64;
     let delivery: [(&'static str, DeliveryField); 4] = [
         ("rvm_fleet_device_delivery_received_total", |d| d.received),
         ("rvm_fleet_device_delivery_duplicates_total", |d| {
@@ -670,8 +670,8 @@ mod tests {
     use common::{ActorStatus, DeviceId};
 
     use super::*;
-    use crate::delivery::Delivery;
-    use crate::fleet::DeviceSummary;
+    use crate::fleet::delivery::Delivery;
+    use crate::fleet::state::DeviceSummary;
 
     fn build_device(id: &str, site: Option<&str>, status: Presence) -> DeviceScrape {
         let mut metrics = BTreeMap::new();

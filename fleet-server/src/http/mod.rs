@@ -18,13 +18,9 @@ pub mod state;
 pub mod ui;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use common::DeviceId;
 
-use self::auth::authorize;
 use self::error::ApiError;
 use self::state::AppState;
-use crate::actors::fleet::{GetDevice, ListDevices};
-use crate::auth::Role;
 
 /// Largest request body accepted by any route.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -43,9 +39,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(crate::history::export::http::configure)
                 .configure(crate::history::report::http::configure)
                 .configure(live::configure)
-                .route("/health", web::get().to(health))
-                .route("/devices", web::get().to(devices))
-                .route("/devices/{id}", web::get().to(device)),
+                .configure(crate::fleet::http::configure)
+                .route("/health", web::get().to(health)),
         )
         .default_service(web::to(not_found));
 }
@@ -71,30 +66,4 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "live": state.live.snapshot(),
         "memory": common::mem::ProcessMemory::now(),
     }))
-}
-
-async fn devices(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
-    let list = state
-        .fleet
-        .send(ListDevices)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "devices": list })))
-}
-
-async fn device(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
-    let id = DeviceId::new(id.into_inner()).map_err(|e| ApiError::BadRequest(format!("device id: {e}")))?;
-    let d = state
-        .fleet
-        .send(GetDevice(id.clone()))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .ok_or_else(|| ApiError::NotFound(format!("no device {id}")))?;
-    Ok(HttpResponse::Ok().json(d))
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::{Birth, DeviceId};
 
-use crate::delivery::DeliveryState;
+use crate::fleet::delivery::DeliveryState;
 use crate::history::minute::minute_of;
 use crate::history::rows::HistoryRow;
 use crate::store::{FleetStore, StoreError, history_key, time_key};

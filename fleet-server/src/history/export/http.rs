@@ -17,8 +17,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use common::DeviceId;
 use tokio::sync::mpsc;
 
-use crate::actors::fleet::ListDevices;
 use crate::auth::Role;
+use crate::fleet::actor::ListDevices;
 use crate::history::export::{self, ExportParams, ExportPlan, ExportResolution, ExportRow, Format};
 use crate::history::minute::minute_of;
 use crate::http::auth::authorize;

@@ -9,7 +9,7 @@ use super::{
     AlertCounts, DeviceReport, FAIR_PCT, GOOD_PCT, MAX_BARS, ReportInput, WORST, alert_counts,
     fleet_availability, merge_points, rank_worst,
 };
-use crate::fleet::Presence;
+use crate::fleet::state::Presence;
 use crate::history::export::rfc3339_ms;
 use crate::history::rows::Point;
 

@@ -8,10 +8,10 @@ use common::DeviceId;
 use serde::Deserialize;
 
 use crate::actors::alerts::{ListAlerts, StateFilter};
-use crate::actors::fleet::ListDevices;
 use crate::alerts::engine::HISTORY_CAP;
 use crate::auth::Role;
-use crate::fleet::Presence;
+use crate::fleet::actor::ListDevices;
+use crate::fleet::state::Presence;
 use crate::history::export::http::compact_time;
 use crate::history::minute::{DAY_MS, MINUTE_MS, minute_of};
 use crate::history::query::{MAX_RANGE_MS, bucketize};

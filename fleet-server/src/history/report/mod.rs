@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 
 use common::{DeviceId, Severity};
 
-use crate::fleet::Presence;
+use crate::fleet::state::Presence;
 use crate::history::minute::{MINUTE_MS, minute_of};
 use crate::history::rows::Point;
 

@@ -7,22 +7,24 @@
 //! connection) goes to history only: its values are not the machine's state now.
 //!
 //! With a live hub attached ([`AttachLive`]) it publishes, every tick, the summaries of the
-//! devices that changed ([`crate::live::SummaryDiff`]) for `GET /api/v1/stream`.
+//! devices that changed ([`SummaryDiff`]) for `GET /api/v1/stream`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::command::CommandResult;
-use common::{Birth, DeviceId, DeviceState, Envelope, Event, HealthReport, Telemetry};
+use common::{DeviceId, DeviceState};
 
+use super::delivery::Delivery;
+use super::live::SummaryDiff;
+use super::state::{DeviceDetail, DeviceSummary, FleetState, Presence, PresencePolicy};
 use crate::actors::alerts::{Observation, Observe};
-use crate::actors::messages::AttachLive;
 use crate::alerts::inputs::{self, DeviceInputs};
 use crate::alerts::rules::PRESENCE_OFFLINE;
-use crate::delivery::Delivery;
-use crate::fleet::{DeviceDetail, DeviceSummary, FleetState, PresencePolicy};
-use crate::live::{LiveEvent, LiveHub, SummaryDiff};
+use crate::live::LiveHub;
+use crate::live::event::LiveEvent;
+use crate::messages::AttachLive;
+use crate::messages::Ingested;
 
 /// How often presence and the time-based inputs of every device are evaluated.
 pub const PRESENCE_TICK: Duration = Duration::from_secs(1);
@@ -253,7 +255,7 @@ impl Handler<AttachCommands> for FleetActor {
             .state
             .devices
             .iter()
-            .filter(|(_, e)| self.state.presence(e, now).0 != crate::fleet::Presence::Offline)
+            .filter(|(_, e)| self.state.presence(e, now).0 != Presence::Offline)
             .map(|(id, _)| id.clone())
             .collect();
         for id in online {
@@ -266,32 +268,6 @@ impl Handler<AttachAlerts> for FleetActor {
     type Result = ();
     fn handle(&mut self, m: AttachAlerts, _: &mut Context<Self>) {
         self.alerts = Some(m.0);
-    }
-}
-
-/// A decoded, deduplicated record from a device (see [`crate::writer`]).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub enum Ingested {
-    Telemetry(Box<Envelope<Telemetry>>),
-    Health(Envelope<HealthReport>),
-    Event(Envelope<Event>),
-    State(Envelope<DeviceState>),
-    CmdResult(Envelope<CommandResult>),
-    /// Metadata remembered from before a restart.
-    Restored(DeviceId, Box<Birth>),
-}
-
-impl Ingested {
-    /// (seq, timestamp) of a sequenced record; None for presence.
-    pub fn seq_ts(&self) -> Option<(u64, i64)> {
-        match self {
-            Ingested::Telemetry(e) => Some((e.seq, e.ts_ms)),
-            Ingested::Health(e) => Some((e.seq, e.ts_ms)),
-            Ingested::Event(e) => Some((e.seq, e.ts_ms)),
-            Ingested::CmdResult(e) => Some((e.seq, e.ts_ms)),
-            Ingested::State(_) | Ingested::Restored(..) => None,
-        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use common::{Birth, DeviceId, DeviceState, Envelope, Event, HealthReport, HealthStatus, Telemetry};
 use serde::Serialize;
 
-use crate::delivery::Delivery;
+use super::delivery::Delivery;
 
 /// Events kept per device for the API.
 pub const RECENT_EVENTS: usize = 50;
