@@ -27,8 +27,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::ingest::writer::IngestItem;
 use crate::policy::{self, Refusal};
-use crate::writer::IngestItem;
 
 /// Hook priority: above rmqtt's own handlers and any plugin.
 const POLICY_PRIORITY: u32 = 1_000_000;
@@ -48,7 +48,7 @@ pub struct BrokerConfig {
     /// Devices and readers are refused until this is true: the server's own session must be
     /// subscribed first, or what they publish would be acknowledged to them and go nowhere.
     pub ready: Arc<AtomicBool>,
-    /// Where device records go before the broker acknowledges them (see [`crate::writer`]).
+    /// Where device records go before the broker acknowledges them (see [`crate::ingest::writer`]).
     pub writer: mpsc::Sender<IngestItem>,
 }
 

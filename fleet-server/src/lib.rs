@@ -35,7 +35,6 @@ pub mod fleet;
 pub mod history;
 pub mod http;
 pub mod ingest;
-pub mod journal;
 pub mod live;
 pub mod messages;
 pub mod mosquitto;
@@ -45,7 +44,6 @@ pub mod provision;
 pub mod server;
 pub mod store;
 pub mod sub;
-pub mod writer;
 
 /// Sets TCP_NODELAY on an MQTT client's connections. MQTT packets are small and answered
 /// (PUBACK, a command's result): with Nagle's algorithm on, a packet written while an earlier

@@ -15,7 +15,6 @@ use tokio::sync::oneshot;
 
 use crate::actors::alerts::{AlertsActor, AlertsSetup, AlertsStats, AttachRepublisher};
 use crate::actors::commands::{CommandsActor, CommandsSetup};
-use crate::actors::ingest::{self, IngestConfig, IngestMode, IngestStats};
 use crate::actors::republish::{self, RepublishConfig, RepublishStats, Republisher};
 use crate::auth::TokenStore;
 use crate::broker::{BrokerConfig, BrokerStats, EmbeddedBroker};
@@ -25,11 +24,13 @@ use crate::fleet::actor::{AttachAlerts, FleetActor};
 use crate::fleet::state::PresencePolicy;
 use crate::history::job::{HistoryJob, HistoryStats};
 use crate::http::{self, state::AppState};
+use crate::ingest::client::{self, IngestConfig, IngestMode};
+use crate::ingest::stats::IngestStats;
+use crate::ingest::writer;
 use crate::live::LiveHub;
 use crate::messages::AttachLive;
 use crate::notify::{self, NotifyStats};
 use crate::store::StoreWatch;
-use crate::writer;
 
 /// How long `Server::start` waits for the ingest subscription.
 pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -338,7 +339,7 @@ impl Server {
         let i_stats = ingest_stats.clone();
         let i_writer = writer.clone();
         system.arbiter().spawn(async move {
-            ingest::run(icfg, mode, i_writer, i_stats).await;
+            client::run(icfg, mode, i_writer, i_stats).await;
         });
         // 4. the commands actor: it publishes on the broker, so it starts now
         let setup = CommandsSetup {

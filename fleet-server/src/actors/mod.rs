@@ -2,5 +2,4 @@
 
 pub mod alerts;
 pub mod commands;
-pub mod ingest;
 pub mod republish;

@@ -112,7 +112,7 @@ pub fn render(item: &Item) -> Result<Rendered, CodecError> {
 /// The JSON a third party sees for a device record that arrived in bincode on `topic`
 /// (`fleetctl sub` on `rvm/v1/...`): the same rendering as the republisher's.
 pub fn record_json(topic: &str, payload: &[u8]) -> Result<Vec<u8>, String> {
-    let msg = crate::actors::ingest::decode(topic, payload)
+    let msg = crate::ingest::decode::decode(topic, payload)
         .map_err(|(label, detail)| format!("{label}: {detail}"))?;
     let item = Item::from_ingested(&msg).ok_or_else(|| format!("{topic}: not a device record"))?;
     render(&item).map(|r| r.payload).map_err(|e| e.to_string())

@@ -7,12 +7,12 @@ use actix::Addr;
 
 use crate::actors::alerts::AlertsActor;
 use crate::actors::commands::CommandsActor;
-use crate::actors::ingest::IngestStats;
 use crate::auth::TokenStore;
 use crate::broker::BrokerStats;
 use crate::fleet::actor::FleetActor;
 use crate::history::job::HistoryStats;
 use crate::history::rollup::HistoryPolicy;
+use crate::ingest::stats::IngestStats;
 use crate::live::LiveHub;
 use crate::notify::NotifyStats;
 use crate::store::FleetStore;

@@ -55,7 +55,7 @@ impl FleetStore {
     ///   a delivery state that survived a crash implies the rows written before it did;
     /// - every key is idempotent (a row's key is its device, timestamp and seq), and the ingest
     ///   journal, replayed on start, rewrites the rows of records it finds already counted
-    ///   ([`crate::writer`]), so a crash between two keys loses nothing either way.
+    ///   ([`crate::ingest::writer`]), so a crash between two keys loses nothing either way.
     pub fn apply(&self, b: WriteBatch) -> Result<(), StoreError> {
         for (k, v) in b.history {
             self.history.insert(k, v).map_err(|e| self.err(e))?;

@@ -4,7 +4,7 @@
 //! publish hook (before the broker acknowledges the publish) or from the ingest client on an
 //! external broker (which acknowledges only after the reply). For each batch the writer:
 //!
-//! 1. journals the raw records with one `write()` ([`crate::journal`]): from then on a
+//! 1. journals the raw records with one `write()` ([`super::journal`]): from then on a
 //!    `kill -9` of the server cannot lose them;
 //! 2. decodes them (a malformed record is counted by reason and acknowledged: retrying it
 //!    would never help), drops duplicates by (device, seq) against the persisted
@@ -28,14 +28,15 @@ use common::topics::Kind;
 use common::{DeviceId, DeviceState, EventKind};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::actors::ingest::{self, IngestStats};
+use super::decode::decode_record;
+use super::journal::{Journal, JournalRecord};
+use super::stats::IngestStats;
+use super::store::WriteBatch;
 use crate::actors::republish::{Item, RepublishHandle};
 use crate::fleet::actor::{DeliveryUpdate, FleetActor};
 use crate::fleet::clock::{ClockGuard, DEVICE_CLOCK_OFFSET, MAX_CLOCK_SKEW_MS};
 use crate::fleet::delivery::DeliveryState;
 use crate::history::rows::HistoryRow;
-use crate::ingest::store::WriteBatch;
-use crate::journal::{Journal, JournalRecord};
 use crate::messages::Ingested;
 use crate::store::FleetStore;
 
@@ -251,7 +252,7 @@ impl Writer {
                     replies.push(r);
                 }
                 self.stats.received.fetch_add(1, Ordering::Relaxed);
-                let msg = match ingest::decode_record(&item.device, item.kind, &item.payload) {
+                let msg = match decode_record(&item.device, item.kind, &item.payload) {
                     Ok(m) => m,
                     Err((reason, detail)) => {
                         self.stats

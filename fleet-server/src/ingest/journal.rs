@@ -3,7 +3,7 @@
 //! The writer appends every batch of raw records here with one `write()` before it lets the
 //! broker acknowledge them, so a record the agent was told is delivered is in the kernel's page
 //! cache and survives `kill -9` of the server. The journal is fsynced every
-//! [`JOURNAL_SYNC`](crate::writer::JOURNAL_SYNC) (the power-loss window). After the sled store
+//! [`JOURNAL_SYNC`](super::writer::JOURNAL_SYNC) (the power-loss window). After the sled store
 //! has been flushed the journal is truncated; on start anything left in it is replayed, and
 //! dedup by (device, seq) makes replaying a record already in the store harmless.
 //!
