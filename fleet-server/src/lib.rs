@@ -41,6 +41,7 @@ pub mod mosquitto;
 pub mod notify;
 pub mod policy;
 pub mod provision;
+pub mod republish;
 pub mod server;
 pub mod store;
 pub mod sub;

@@ -15,7 +15,6 @@ use tokio::sync::oneshot;
 
 use crate::actors::alerts::{AlertsActor, AlertsSetup, AlertsStats, AttachRepublisher};
 use crate::actors::commands::{CommandsActor, CommandsSetup};
-use crate::actors::republish::{self, RepublishConfig, RepublishStats, Republisher};
 use crate::auth::TokenStore;
 use crate::broker::{BrokerConfig, BrokerStats, EmbeddedBroker};
 use crate::config::{HttpTls, ServerConfig};
@@ -30,6 +29,8 @@ use crate::ingest::writer;
 use crate::live::LiveHub;
 use crate::messages::AttachLive;
 use crate::notify::{self, NotifyStats};
+use crate::republish::client::{RepublishConfig, Republisher};
+use crate::republish::queue::{self, RepublishStats};
 use crate::store::StoreWatch;
 
 /// How long `Server::start` waits for the ingest subscription.
@@ -180,7 +181,7 @@ impl Server {
         // actor offer into it from their start
         let (republish_handle, republish_queue) = match cfg.republish {
             true => {
-                let (h, q) = republish::channel(republish::QUEUE);
+                let (h, q) = queue::channel(queue::QUEUE);
                 (Some(h), Some(q))
             }
             false => (None, None),

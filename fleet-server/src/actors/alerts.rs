@@ -31,7 +31,6 @@ use actix::prelude::*;
 use common::DeviceId;
 use serde::Serialize;
 
-use crate::actors::republish::{Item as RepublishItem, RepublishHandle};
 use crate::alerts::engine::{EngineState, Matcher, Silence};
 use crate::alerts::rules::{PRESENCE_OFFLINE, RuleSet};
 use crate::alerts::{Alert, AlertEngine, AlertError, AlertState, DeviceInfo, Transition, TransitionKind};
@@ -40,6 +39,8 @@ use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
 use crate::messages::AttachLive;
 use crate::notify::{Notification, NotifyHandle};
+use crate::republish::item::Item as RepublishItem;
+use crate::republish::queue::RepublishHandle;
 use crate::store::FleetStore;
 
 /// Time-driven evaluation: pending alerts, escalations, silence expiry, held notifications.

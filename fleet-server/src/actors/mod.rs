@@ -2,4 +2,3 @@
 
 pub mod alerts;
 pub mod commands;
-pub mod republish;

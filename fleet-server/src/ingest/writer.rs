@@ -32,12 +32,13 @@ use super::decode::decode_record;
 use super::journal::{Journal, JournalRecord};
 use super::stats::IngestStats;
 use super::store::WriteBatch;
-use crate::actors::republish::{Item, RepublishHandle};
 use crate::fleet::actor::{DeliveryUpdate, FleetActor};
 use crate::fleet::clock::{ClockGuard, DEVICE_CLOCK_OFFSET, MAX_CLOCK_SKEW_MS};
 use crate::fleet::delivery::DeliveryState;
 use crate::history::rows::HistoryRow;
 use crate::messages::Ingested;
+use crate::republish::item::Item;
+use crate::republish::queue::RepublishHandle;
 use crate::store::FleetStore;
 
 /// Journal fsync period: the power-loss window of acknowledged records.
