@@ -13,8 +13,8 @@ use actix_web::{App, HttpServer, web};
 use common::pki::CertDir;
 use tokio::sync::oneshot;
 
-use crate::actors::alerts::{AlertsActor, AlertsSetup, AlertsStats, AttachRepublisher};
 use crate::actors::commands::{CommandsActor, CommandsSetup};
+use crate::alerts::actor::{AlertsActor, AlertsSetup, AlertsStats, AttachRepublisher};
 use crate::auth::TokenStore;
 use crate::broker::{BrokerConfig, BrokerStats, EmbeddedBroker};
 use crate::config::{HttpTls, ServerConfig};

@@ -725,7 +725,7 @@ fn fuzz_server_config() {
         }
         // the same text as a rules file
         if let Ok(r) = fleet_server::alerts::rules::parse_rules(&t) {
-            let _ = fleet_server::alerts::AlertEngine::new(r.rules);
+            let _ = fleet_server::alerts::engine::AlertEngine::new(r.rules);
         }
     };
     for s in &seeds {

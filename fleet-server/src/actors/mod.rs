@@ -1,4 +1,3 @@
 //! The server's actors: thin shells around the pure modules ([`crate::fleet`], ...).
 
-pub mod alerts;
 pub mod commands;

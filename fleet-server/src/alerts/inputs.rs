@@ -1,6 +1,6 @@
 //! Inputs the server derives for alert rules, beyond the telemetry's flat metrics: presence,
 //! agent restarts, dropped records, failed recoveries and clock skew (see
-//! [`super::rules::SPECIAL_INPUTS`]). Pure: every call takes `now_ms`; the fleet actor owns one
+//! [`super::names::SPECIAL_INPUTS`]). Pure: every call takes `now_ms`; the fleet actor owns one
 //! [`DeviceInputs`] per device and feeds the results to the alerts actor.
 //!
 //! - `presence.offline`: 1 while the device is offline by last will (or goodbye) or by silence,
@@ -26,8 +26,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use common::{ActionOutcome, Birth, DeviceId, Event, EventKind};
 
-use super::engine::DeviceInfo;
-use super::rules::{AGENT_RESTARTED, CLOCK_SKEW, PRESENCE_OFFLINE, RECORDS_DROPPED, RECOVERY_FAILED};
+use super::alert::DeviceInfo;
+use super::names::{AGENT_RESTARTED, CLOCK_SKEW, PRESENCE_OFFLINE, RECORDS_DROPPED, RECOVERY_FAILED};
 
 /// A `RecordsDropped` event keeps `agent.records_dropped` at 1 this long.
 pub const RECORDS_DROPPED_WINDOW_MS: i64 = 60_000;

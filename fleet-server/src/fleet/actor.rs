@@ -18,9 +18,10 @@ use common::{DeviceId, DeviceState};
 use super::delivery::Delivery;
 use super::live::SummaryDiff;
 use super::state::{DeviceDetail, DeviceSummary, FleetState, Presence, PresencePolicy};
-use crate::actors::alerts::{Observation, Observe};
+use crate::alerts::actor::{Observation, Observe};
+use crate::alerts::alert::DeviceInfo;
 use crate::alerts::inputs::{self, DeviceInputs};
-use crate::alerts::rules::PRESENCE_OFFLINE;
+use crate::alerts::names::PRESENCE_OFFLINE;
 use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
 use crate::messages::AttachLive;
@@ -93,7 +94,7 @@ impl FleetActor {
         }
     }
 
-    fn info(&self, id: &DeviceId) -> crate::alerts::DeviceInfo {
+    fn info(&self, id: &DeviceId) -> DeviceInfo {
         inputs::device_info(id, self.state.devices.get(id).and_then(|e| e.birth.as_ref()))
     }
 

@@ -24,8 +24,8 @@ use common::{HealthStatus, Severity};
 
 use super::error::ApiError;
 use super::state::AppState;
-use crate::actors::alerts::{AlertsSnapshot, GetSnapshot, ListAlerts, StateFilter};
-use crate::alerts::{Alert, AlertState};
+use crate::alerts::actor::{AlertsSnapshot, GetSnapshot, ListAlerts, StateFilter};
+use crate::alerts::alert::{Alert, AlertState};
 use crate::broker::BrokerStatsSnapshot;
 use crate::fleet::actor::{DeviceScrape, ScrapeDevices};
 use crate::fleet::state::Presence;

@@ -3,12 +3,11 @@
 //! Every route but `GET /api/v1/health` and the static page needs
 //! `Authorization: Bearer <token>` ([`auth::authorize`]); [`error::ApiError`] is the one mapping
 //! from errors to statuses; [`state::AppState`] is what every handler reaches.
-//! Alerting routes are in [`alerts`]; metric history, its export and the fleet report are
+//! Alerting routes are in [`crate::alerts::http`]; metric history, its export and the fleet report are
 //! served from [`crate::history`].
 //! The live stream (`GET /api/v1/stream`) is in [`live`], the web view's files in [`ui`].
 //! `GET /metrics` ([`metrics`]) is open unless `[http] metrics_token` is set.
 
-pub mod alerts;
 pub mod auth;
 pub mod commands;
 pub mod error;
@@ -33,7 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(metrics::configure)
         .service(
             web::scope("/api/v1")
-                .configure(alerts::configure)
+                .configure(crate::alerts::http::configure)
                 .configure(commands::configure)
                 .configure(crate::history::http::configure)
                 .configure(crate::history::export::http::configure)
@@ -61,7 +60,7 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "ingest": state.ingest.snapshot(),
         "broker": state.broker.get().map(|b| b.snapshot()),
         "storage": state.alerting.history.snapshot(&state.alerting.history_policy),
-        "alerts": state.alerting.alerts.send(crate::actors::alerts::GetSnapshot).await.ok(),
+        "alerts": state.alerting.alerts.send(crate::alerts::actor::GetSnapshot).await.ok(),
         "notify": state.alerting.notify.snapshot(),
         "live": state.live.snapshot(),
         "memory": common::mem::ProcessMemory::now(),

@@ -5,8 +5,8 @@ use std::sync::{Arc, OnceLock};
 
 use actix::Addr;
 
-use crate::actors::alerts::AlertsActor;
 use crate::actors::commands::CommandsActor;
+use crate::alerts::actor::AlertsActor;
 use crate::auth::TokenStore;
 use crate::broker::BrokerStats;
 use crate::fleet::actor::FleetActor;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use common::{DeviceId, HealthStatus};
 use serde::Serialize;
 
-use crate::alerts::Transition;
-use crate::correlate::IncidentChange;
+use crate::alerts::alert::{Alert, Transition};
 use crate::fleet::state::{DeviceSummary, Presence};
+use crate::incidents::incident::IncidentChange;
 
 /// A serialised Server-Sent Events frame, shared by every subscriber.
 pub type LiveFrame = Arc<str>;
@@ -26,7 +26,7 @@ pub enum LiveEvent {
     /// An alert transition (pending, firing, resolved, escalated, cancelled, unsilenced).
     Alert(Transition),
     /// An alert was acknowledged: `alert` is the alert after it.
-    Acknowledged { alert: crate::alerts::Alert },
+    Acknowledged { alert: Alert },
     /// A silence was added or removed: refetch silences and alerts.
     Silences,
     /// An incident opened, gained a member, resolved or was withdrawn.

@@ -9,7 +9,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::webhook::{RETRY_INITIAL, RETRY_MAX_INTERVAL};
 use super::{EmailConfig, Notification};
-use crate::alerts::engine::severity_label;
+use crate::alerts::alert::severity_label;
 
 /// Parses one address (`ops@example.com` or `Ops <ops@example.com>`).
 pub fn check_address(a: &str) -> Result<Mailbox, String> {

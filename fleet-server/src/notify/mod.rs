@@ -25,9 +25,8 @@ use common::Severity;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::alerts::engine::severity_label;
-use crate::alerts::{Alert, Transition, TransitionKind};
-use crate::correlate::{Incident, IncidentChange, IncidentChangeKind, IncidentKind};
+use crate::alerts::alert::{Alert, Transition, TransitionKind, severity_label};
+use crate::incidents::incident::{Incident, IncidentChange, IncidentChangeKind, IncidentKind};
 
 /// Notifications waiting for the dispatcher at most; more are dropped and counted.
 pub const QUEUE: usize = 10_000;
@@ -872,7 +871,9 @@ to = []
 
     #[test]
     fn transitions_people_care_about_become_notifications_with_labels() {
-        use crate::alerts::{AlertEngine, DeviceInfo, parse_rules};
+        use crate::alerts::alert::DeviceInfo;
+        use crate::alerts::engine::AlertEngine;
+        use crate::alerts::rules::parse_rules;
         let rules = parse_rules(
             "[[rules]]\nname = \"hot\"\nmetric = \"gpu.temp_c\"\nop = \">\"\nthreshold = 80\nfor_s = 1\nseverity = \"warning\"\nlabels = { team = \"hardware\" }\n",
         )
@@ -924,7 +925,7 @@ to = []
             opened_ms: 0,
             updated_ms: 0,
             resolved_ms: None,
-            state: crate::correlate::IncidentState::Open,
+            state: crate::incidents::incident::IncidentState::Open,
         };
         let change = |kind| IncidentChange {
             kind,

@@ -6,8 +6,8 @@ use common::command::CommandResult;
 use common::topics::{Kind, Topic};
 use common::{DeviceState, Envelope, Event, HealthReport, Telemetry};
 
-use crate::alerts::Transition;
-use crate::correlate::IncidentChange;
+use crate::alerts::alert::Transition;
+use crate::incidents::incident::IncidentChange;
 use crate::messages::Ingested;
 
 /// One thing to republish.

@@ -4,8 +4,8 @@
 //! | source | topic | retained |
 //! | --- | --- | --- |
 //! | the ingest writer, after a record is stored and found new | `fleet/v1/devices/{id}/{kind}` | `state` only |
-//! | the alerts actor: every [`Transition`](crate::alerts::Transition) | `fleet/v1/alerts` | no |
-//! | the alerts actor: every [`IncidentChange`](crate::correlate::IncidentChange) | `fleet/v1/incidents` | no |
+//! | the alerts actor: every [`Transition`](crate::alerts::alert::Transition) | `fleet/v1/alerts` | no |
+//! | the alerts actor: every [`IncidentChange`](crate::incidents::incident::IncidentChange) | `fleet/v1/incidents` | no |
 //!
 //! Invariants:
 //! - it never slows ingest or alerting: producers offer into a bounded queue

@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use common::DeviceId;
 use serde::Deserialize;
 
-use crate::actors::alerts::{ListAlerts, StateFilter};
+use crate::alerts::actor::{ListAlerts, StateFilter};
 use crate::alerts::engine::HISTORY_CAP;
 use crate::auth::Role;
 use crate::fleet::actor::ListDevices;

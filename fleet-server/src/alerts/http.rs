@@ -14,14 +14,15 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::auth::authorize;
-use super::error::ApiError;
-use super::state::AppState;
-use crate::actors::alerts::{
+use super::actor::{
     AckAlert, AddSilence, ListAlerts, ListIncidents, ListSilences, RemoveSilence, StateFilter,
 };
-use crate::alerts::{AlertError, Matcher};
+use super::engine::AlertError;
+use super::silence::Matcher;
 use crate::auth::Role;
+use crate::http::auth::authorize;
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
 
 /// Longest silence accepted (30 days).
 pub const MAX_SILENCE_S: u64 = 30 * 24 * 3600;

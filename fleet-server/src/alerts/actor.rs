@@ -4,7 +4,7 @@
 //! The fleet actor sends an [`Observe`] with each device's flat metrics after every live
 //! telemetry record, and the derived inputs (presence, restarts, drops, recoveries, skew;
 //! [`crate::alerts::inputs`]) every second. Per observation, in this order (see
-//! [`crate::correlate`]): `engine.observe` -> `corr.on_metrics` -> `corr.on_transitions`, then
+//! [`crate::incidents`]): `engine.observe` -> `corr.on_metrics` -> `corr.on_transitions`, then
 //! each transition is notified unless it is silenced or its incident speaks for it
 //! ([`Correlator::is_suppressed`]); incident openings and resolutions are notified too.
 //!
@@ -31,10 +31,13 @@ use actix::prelude::*;
 use common::DeviceId;
 use serde::Serialize;
 
-use crate::alerts::engine::{EngineState, Matcher, Silence};
-use crate::alerts::rules::{PRESENCE_OFFLINE, RuleSet};
-use crate::alerts::{Alert, AlertEngine, AlertError, AlertState, DeviceInfo, Transition, TransitionKind};
-use crate::correlate::{Correlator, CorrelatorState, FleetView, Incident, IncidentChange};
+use super::alert::{Alert, AlertState, DeviceInfo, Transition, TransitionKind};
+use super::engine::{AlertEngine, AlertError, EngineState};
+use super::names::PRESENCE_OFFLINE;
+use super::rules::RuleSet;
+use super::silence::{Matcher, Silence};
+use crate::incidents::Correlator;
+use crate::incidents::incident::{CorrelatorState, FleetView, Incident, IncidentChange};
 use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
 use crate::messages::AttachLive;
@@ -739,9 +742,9 @@ mod tests {
         a.persist_busy.store(true, Ordering::Release);
         let now = common::time::now_ms();
         for i in 0..1000 {
-            let silence = crate::alerts::engine::Silence {
+            let silence = crate::alerts::silence::Silence {
                 id: format!("s{i}"),
-                matchers: vec![crate::alerts::engine::Matcher {
+                matchers: vec![crate::alerts::silence::Matcher {
                     label: "device".into(),
                     value: format!("rvm{i}"),
                 }],
