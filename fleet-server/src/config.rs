@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::alerts::rules::{RuleSet, parse_rules};
 use crate::history::minute::{DAY_MS, HOUR_MS};
 use crate::history::rollup::HistoryPolicy;
-use crate::notify::{NotifyConfig, NotifySection};
+use crate::notify::config::{NotifyConfig, NotifySection};
 
 /// The rules used when `[alerts] rules` is not set: the shipped `config/rules.toml`.
 pub const BUILTIN_RULES: &str = include_str!("../../config/rules.toml");
@@ -505,7 +505,7 @@ mod tests {
         assert_eq!(a.notify.routes[0].channels, ["ops-hook", "ops-mail"]);
         assert!(matches!(
             a.notify.channels.get("ops-mail"),
-            Some(crate::notify::Channel::Email(_))
+            Some(crate::notify::config::Channel::Email(_))
         ));
         assert_eq!(a.hold_offline_ms, Some(120_000));
     }

@@ -41,7 +41,8 @@ use crate::incidents::incident::{CorrelatorState, FleetView, Incident, IncidentC
 use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
 use crate::messages::AttachLive;
-use crate::notify::{Notification, NotifyHandle};
+use crate::notify::NotifyHandle;
+use crate::notify::notification::Notification;
 use crate::republish::item::Item as RepublishItem;
 use crate::republish::queue::RepublishHandle;
 use crate::store::FleetStore;
@@ -702,7 +703,8 @@ impl Handler<GetSnapshot> for AlertsActor {
 mod tests {
     use super::*;
     use crate::alerts::rules::parse_rules;
-    use crate::notify::{self, NotifySection, NotifyStats};
+    use crate::notify::config::NotifySection;
+    use crate::notify::{self, NotifyStats};
 
     /// A burst of changes while the persister writes (a fleet going offline at once) makes
     /// one more export, not one per change, and the last state is the one written.

@@ -42,8 +42,6 @@ pub mod config;
 pub mod incident;
 pub mod outlier;
 pub mod site_outage;
-#[cfg(test)]
-mod testkit;
 pub mod thermal;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -380,6 +378,9 @@ impl Correlator {
         self.open.values().find(|i| pred(i)).map(|i| i.id.clone())
     }
 }
+
+#[cfg(test)]
+mod testkit;
 
 #[cfg(test)]
 mod tests {
