@@ -23,7 +23,6 @@
 //!   fleet report (availability, alerts, inline SVG charts; pure)
 //! - [`provision`]: provisioning bundles for `fleetctl certs bundle` and `config/install.sh`
 
-pub mod actors;
 pub mod alerts;
 pub mod auth;
 pub mod broker;

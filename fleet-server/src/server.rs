@@ -13,10 +13,11 @@ use actix_web::{App, HttpServer, web};
 use common::pki::CertDir;
 use tokio::sync::oneshot;
 
-use crate::actors::commands::{CommandsActor, CommandsSetup};
 use crate::alerts::actor::{AlertsActor, AlertsSetup, AlertsStats, AttachRepublisher};
 use crate::auth::TokenStore;
 use crate::broker::{BrokerConfig, BrokerStats, EmbeddedBroker};
+use crate::commands::actor::{CommandsActor, CommandsSetup};
+use crate::commands::store::CommandStore;
 use crate::config::{HttpTls, ServerConfig};
 use crate::fleet::actor::AttachCommands;
 use crate::fleet::actor::{AttachAlerts, FleetActor};
@@ -345,8 +346,7 @@ impl Server {
         // 4. the commands actor: it publishes on the broker, so it starts now
         let setup = CommandsSetup {
             signer,
-            tree: writer.store.tree("commands")?,
-            rollouts_tree: writer.store.tree("rollouts")?,
+            store: CommandStore::open(&writer.store)?,
             audit_log: cfg.data_dir.join("audit.log"),
             host: icfg_host,
             port: mqtt_addr.port(),

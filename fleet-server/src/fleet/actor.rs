@@ -22,6 +22,7 @@ use crate::alerts::actor::{Observation, Observe};
 use crate::alerts::alert::DeviceInfo;
 use crate::alerts::inputs::{self, DeviceInputs};
 use crate::alerts::names::PRESENCE_OFFLINE;
+use crate::commands::actor::CommandFeed;
 use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
 use crate::messages::AttachLive;
@@ -38,7 +39,7 @@ pub struct FleetActor {
     state: FleetState,
     inputs: BTreeMap<DeviceId, DeviceInputs>,
     alerts: Option<Recipient<Observe>>,
-    commands: Option<Recipient<crate::actors::commands::CommandFeed>>,
+    commands: Option<Recipient<CommandFeed>>,
     /// Devices the commands actor was told are online.
     told_online: std::collections::HashSet<DeviceId>,
     started_ms: i64,
@@ -90,7 +91,7 @@ impl FleetActor {
             self.told_online.remove(id)
         };
         if changed {
-            c.do_send(crate::actors::commands::CommandFeed::Presence(id.clone(), online));
+            c.do_send(CommandFeed::Presence(id.clone(), online));
         }
     }
 
@@ -212,10 +213,7 @@ impl FleetActor {
                 self.state.touch(&e.device, now);
                 self.note_presence(&e.device.clone(), true);
                 if let Some(c) = &self.commands {
-                    c.do_send(crate::actors::commands::CommandFeed::Result(
-                        e.device.clone(),
-                        e.body,
-                    ));
+                    c.do_send(CommandFeed::Result(e.device.clone(), e.body));
                 }
             }
             Ingested::Restored(id, b) => {
@@ -244,7 +242,7 @@ pub struct AttachAlerts(pub Recipient<Observe>);
 /// Presence changes and command results go to the commands actor.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct AttachCommands(pub Recipient<crate::actors::commands::CommandFeed>);
+pub struct AttachCommands(pub Recipient<CommandFeed>);
 
 impl Handler<AttachCommands> for FleetActor {
     type Result = ();

@@ -69,3 +69,8 @@ impl ResponseError for ApiError {
         })
     }
 }
+
+/// A JSON request body; an error names what did not parse (a 400).
+pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))
+}

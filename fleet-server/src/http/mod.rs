@@ -8,12 +8,13 @@
 //! The live stream (`GET /api/v1/stream`) is in [`live`], the web view's files in [`ui`].
 //! `GET /metrics` ([`metrics`]) is open unless `[http] metrics_token` is set.
 
+pub mod audit;
 pub mod auth;
-pub mod commands;
 pub mod error;
 pub mod live;
 pub mod metrics;
 pub mod state;
+pub mod tokens;
 pub mod ui;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -33,7 +34,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1")
                 .configure(crate::alerts::http::configure)
-                .configure(commands::configure)
+                .configure(crate::commands::http::configure)
+                .configure(audit::configure)
+                .configure(tokens::configure)
                 .configure(crate::history::http::configure)
                 .configure(crate::history::export::http::configure)
                 .configure(crate::history::report::http::configure)

@@ -5,10 +5,10 @@ use std::sync::{Arc, OnceLock};
 
 use actix::Addr;
 
-use crate::actors::commands::CommandsActor;
 use crate::alerts::actor::AlertsActor;
 use crate::auth::TokenStore;
 use crate::broker::BrokerStats;
+use crate::commands::actor::CommandsActor;
 use crate::fleet::actor::FleetActor;
 use crate::history::job::HistoryStats;
 use crate::history::rollup::HistoryPolicy;

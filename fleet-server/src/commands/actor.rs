@@ -1,6 +1,7 @@
 //! Commands actor: the durable per-device command queue, signing, dispatch over MQTT,
 //! re-sending on reconnect, TTL, results, rollouts and the audit log. Decisions are in
-//! [`crate::commands`]; this actor persists, publishes and logs.
+//! [`super::book`] and [`super::rollout`]; this actor persists ([`super::store`]), publishes and
+//! logs.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -17,9 +18,9 @@ use common::topics::{Kind, Topic};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
 use serde::Serialize;
 
-use crate::commands::{
-    CmdState, CommandBook, CommandRecord, CommandView, Effect, Rollout, RolloutProgress, RolloutState, Target,
-};
+use super::book::{CmdState, CommandBook, CommandRecord, CommandView, Effect};
+use super::rollout::{Rollout, RolloutProgress, RolloutState, Target};
+use super::store::CommandStore;
 use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
 use crate::messages::AttachLive;
@@ -31,8 +32,7 @@ pub const COMMANDS_CLIENT_ID: &str = "fleet-server:commands";
 
 pub struct CommandsSetup {
     pub signer: CommandSigner,
-    pub tree: sled::Tree,
-    pub rollouts_tree: sled::Tree,
+    pub store: CommandStore,
     pub audit_log: PathBuf,
     pub host: String,
     pub port: u16,
@@ -42,8 +42,7 @@ pub struct CommandsSetup {
 pub struct CommandsActor {
     signer: CommandSigner,
     book: CommandBook,
-    tree: sled::Tree,
-    rollouts_tree: sled::Tree,
+    store: CommandStore,
     rollouts: BTreeMap<String, Rollout>,
     online: HashSet<DeviceId>,
     audit_log: PathBuf,
@@ -57,24 +56,20 @@ pub struct CommandsActor {
 impl CommandsActor {
     pub fn new(s: CommandsSetup) -> Self {
         let mut book = CommandBook::default();
-        for (_, v) in s.tree.iter().flatten() {
-            match codec::decode_bare::<CommandRecord>(&v) {
-                Ok(r) => book.restore(r),
-                Err(e) => tracing::error!(error = %e, "unreadable command record skipped"),
-            }
+        for r in s.store.records() {
+            book.restore(r);
         }
         book.sort_indexes();
-        let mut rollouts = BTreeMap::new();
-        for (_, v) in s.rollouts_tree.iter().flatten() {
-            if let Ok(r) = codec::decode_bare::<Rollout>(&v) {
-                rollouts.insert(r.id.clone(), r);
-            }
-        }
+        let rollouts: BTreeMap<String, Rollout> = s
+            .store
+            .rollouts()
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
         CommandsActor {
             signer: s.signer,
             book,
-            tree: s.tree,
-            rollouts_tree: s.rollouts_tree,
+            store: s.store,
             rollouts,
             online: HashSet::new(),
             audit_log: s.audit_log,
@@ -87,23 +82,12 @@ impl CommandsActor {
 
     fn persist(&self, id: &str) {
         if let Some(r) = self.book.get(id) {
-            match codec::encode(r) {
-                Ok(b) => {
-                    if let Err(e) = self.tree.insert(id.as_bytes(), b) {
-                        tracing::error!(error = %e, "command not persisted");
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "command not encodable"),
-            }
+            self.store.put(r);
         }
     }
 
     fn persist_rollout(&self, r: &Rollout) {
-        if let Ok(b) = codec::encode(r)
-            && let Err(e) = self.rollouts_tree.insert(r.id.as_bytes(), b)
-        {
-            tracing::error!(error = %e, "rollout not persisted");
-        }
+        self.store.put_rollout(r);
     }
 
     fn audit(&self, line: serde_json::Value) {
@@ -228,7 +212,7 @@ impl CommandsActor {
         let online = self.online.contains(&device);
         let (fx, forgotten) = self.book.insert(rec, online, now);
         for f in forgotten {
-            let _ = self.tree.remove(f.as_bytes());
+            self.store.remove(&f);
         }
         self.persist(&id);
         self.apply(fx);

@@ -1,12 +1,11 @@
-//! Commands, rollouts, the audit log and token management.
+//! Commands and rollouts. (The audit log and tokens are served by [`crate::http::audit`] and
+//! [`crate::http::tokens`].)
 //!
 //! | route | role |
 //! | --- | --- |
 //! | `POST /api/v1/devices/{id}/commands` | operator |
 //! | `GET /api/v1/devices/{id}/commands`, `GET /api/v1/commands/{id}` | viewer |
 //! | `POST /api/v1/rollouts`, `GET /api/v1/rollouts/{id}` | operator / viewer |
-//! | `GET /api/v1/audit?limit=` | operator |
-//! | `GET/POST /api/v1/tokens` | admin |
 
 use actix::Addr;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -14,29 +13,24 @@ use common::DeviceId;
 use common::command::Action;
 use serde::Deserialize;
 
-use super::auth::authorize;
-use super::error::ApiError;
-use super::state::AppState;
-use crate::actors::commands::{CommandsActor, DeviceCommands, GetCommand, GetRollout, StartRollout, Submit};
+use super::actor::{CommandsActor, DeviceCommands, GetCommand, GetRollout, StartRollout, Submit};
+use super::book::{MAX_TTL_S, MIN_TTL_S};
+use super::rollout::Target;
 use crate::auth::Role;
-use crate::commands::{MAX_TTL_S, MIN_TTL_S, Target};
 use crate::fleet::actor::{GetDevice, ListDevices};
+use crate::http::auth::authorize;
+use crate::http::error::{ApiError, json_body};
+use crate::http::state::AppState;
 
 /// Default time a command may wait for its machine.
 pub const DEFAULT_TTL_S: u64 = 300;
-/// Lines `GET /api/v1/audit` returns at most.
-pub const MAX_AUDIT_LINES: usize = 5000;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/devices/{id}/commands", web::post().to(submit))
         .route("/devices/{id}/commands", web::get().to(device_commands))
         .route("/commands/{id}", web::get().to(get_command))
         .route("/rollouts", web::post().to(rollout))
-        .route("/rollouts/{id}", web::get().to(get_rollout))
-        .route("/audit", web::get().to(audit))
-        .route("/tokens", web::get().to(list_tokens))
-        .route("/tokens", web::post().to(create_token))
-        .route("/whoami", web::get().to(whoami));
+        .route("/rollouts/{id}", web::get().to(get_rollout));
 }
 
 fn actor(state: &AppState) -> Result<&Addr<CommandsActor>, ApiError> {
@@ -82,10 +76,6 @@ struct SubmitBody {
     action: Action,
     ttl_s: Option<u64>,
     reason: String,
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))
 }
 
 async fn submit(
@@ -240,84 +230,4 @@ async fn get_rollout(
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .ok_or_else(|| ApiError::NotFound(format!("no rollout {id}")))?;
     Ok(HttpResponse::Ok().json(v))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditQuery {
-    limit: Option<usize>,
-}
-
-async fn audit(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Operator)?;
-    let q = web::Query::<AuditQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
-    let limit = q.limit.unwrap_or(500).min(MAX_AUDIT_LINES);
-    let path = state.audit_log.clone();
-    let lines = web::block(move || -> std::io::Result<Vec<serde_json::Value>> {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(e),
-        };
-        let mut v: Vec<serde_json::Value> = text
-            .lines()
-            .rev()
-            .take(limit)
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        v.reverse();
-        Ok(v)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::Internal(format!("audit log: {e}")))?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "entries": lines })))
-}
-
-async fn list_tokens(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Admin)?;
-    let list: Vec<serde_json::Value> = state
-        .tokens
-        .list()
-        .into_iter()
-        .map(|t| serde_json::json!({"name": t.name, "role": t.role, "created_ms": t.created_ms, "expires_ms": t.expires_ms}))
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "tokens": list })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenBody {
-    name: String,
-    role: Role,
-}
-
-async fn create_token(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state, Role::Admin)?;
-    let b: TokenBody = json_body(&body)?;
-    if b.name.is_empty()
-        || b.name.len() > 64
-        || !b
-            .name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
-    {
-        return Err(ApiError::BadRequest("name: 1 to 64 of [A-Za-z0-9-_.]".into()));
-    }
-    let token = state
-        .tokens
-        .create(&b.name, b.role)
-        .map_err(|e| ApiError::Conflict(e.to_string()))?;
-    tracing::info!(by = %who.name, name = %b.name, role = ?b.role, "token created");
-    Ok(HttpResponse::Created().json(serde_json::json!({ "name": b.name, "role": b.role, "token": token })))
-}
-
-async fn whoami(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state, Role::Viewer)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "name": who.name, "role": who.role })))
 }

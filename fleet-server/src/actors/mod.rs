@@ -1,3 +1,0 @@
-//! The server's actors: thin shells around the pure modules ([`crate::fleet`], ...).
-
-pub mod commands;
