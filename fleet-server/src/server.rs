@@ -11,11 +11,11 @@ use std::thread::JoinHandle;
 use actix::prelude::*;
 use actix_web::{App, HttpServer, web};
 use common::pki::CertDir;
-use tokio::sync::oneshot;
 
 use crate::alerts::actor::{AlertsActor, AlertsSetup, AlertsStats, AttachRepublisher};
 use crate::auth::TokenStore;
-use crate::broker::{BrokerConfig, BrokerStats, EmbeddedBroker};
+use crate::broker::embedded::{BrokerConfig, BrokerStats};
+use crate::broker::thread::BrokerThread;
 use crate::commands::actor::{CommandsActor, CommandsSetup};
 use crate::commands::store::CommandStore;
 use crate::config::{HttpTls, ServerConfig};
@@ -39,74 +39,6 @@ pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 
 /// How long `Server::stop` waits for the store to close (so a new server can open it).
 pub const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Worker threads of the embedded broker's runtime.
-pub const BROKER_THREADS: usize = 2;
-
-/// The embedded broker on its own thread and multi-threaded runtime. Stopping it ends the
-/// runtime, which closes every session, as a crashed broker would.
-pub struct BrokerThread {
-    pub addr: SocketAddr,
-    pub stats: Arc<BrokerStats>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl BrokerThread {
-    pub fn start(cfg: BrokerConfig) -> anyhow::Result<BrokerThread> {
-        let (tx, rx) = std_mpsc::channel();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new().name("broker".into()).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(BROKER_THREADS)
-                .thread_name("broker-rt")
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = tx.send(Err(anyhow::anyhow!(e)));
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                match EmbeddedBroker::start(&cfg).await {
-                    Ok(b) => {
-                        let _ = tx.send(Ok((b.local_addr, b.stats.clone())));
-                        let _ = stop_rx.await;
-                        b.stop();
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                    }
-                }
-            });
-            rt.shutdown_background();
-        })?;
-        let (addr, stats) = rx.recv()??;
-        Ok(BrokerThread {
-            addr,
-            stats,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for BrokerThread {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// The rustls configuration of `[http] tls_cert` / `tls_key` (the process's crypto provider).
 pub fn http_tls_config(tls: &HttpTls) -> anyhow::Result<rustls::ServerConfig> {

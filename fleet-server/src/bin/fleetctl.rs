@@ -83,10 +83,10 @@ enum Cmd {
         #[arg(long, default_value = "certs")]
         certs: PathBuf,
         /// Listener for devices and readers.
-        #[arg(long, default_value = fleet_server::mosquitto::DEFAULT_LISTEN)]
+        #[arg(long, default_value = fleet_server::broker::mosquitto::DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
         /// Listener for the fleet server's own sessions; keep it out of the devices' reach.
-        #[arg(long, default_value = fleet_server::mosquitto::DEFAULT_SERVER_LISTEN)]
+        #[arg(long, default_value = fleet_server::broker::mosquitto::DEFAULT_SERVER_LISTEN)]
         server_listen: std::net::SocketAddr,
         /// Where Mosquitto reads ca.pem, server.pem and server.key on the broker host
         /// (default: --certs).
@@ -95,7 +95,7 @@ enum Cmd {
         /// Where the acl file will be on the broker host (default: --out).
         #[arg(long)]
         conf_dir: Option<PathBuf>,
-        #[arg(long, default_value = fleet_server::mosquitto::DEFAULT_PERSISTENCE_DIR)]
+        #[arg(long, default_value = fleet_server::broker::mosquitto::DEFAULT_PERSISTENCE_DIR)]
         persistence_dir: PathBuf,
         /// Account Mosquitto switches to when started as root (default: Mosquitto's, `mosquitto`).
         #[arg(long)]
@@ -467,7 +467,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             conf_dir,
             persistence_dir,
             run_as,
-        } => broker_config(fleet_server::mosquitto::BrokerConfigRequest {
+        } => broker_config(fleet_server::broker::mosquitto::BrokerConfigRequest {
             out,
             certs,
             listen,
@@ -508,8 +508,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn broker_config(req: fleet_server::mosquitto::BrokerConfigRequest) -> anyhow::Result<()> {
-    let w = fleet_server::mosquitto::write_config(&req)?;
+fn broker_config(req: fleet_server::broker::mosquitto::BrokerConfigRequest) -> anyhow::Result<()> {
+    let w = fleet_server::broker::mosquitto::write_config(&req)?;
     println!("wrote {}\nwrote {}", w.conf.display(), w.acl.display());
     match w.readers.is_empty() {
         true => println!("readers: none (issue one with `fleetctl certs client NAME --read-only`)"),
@@ -975,10 +975,13 @@ mod tests {
         else {
             panic!("broker-config")
         };
-        assert_eq!(listen.to_string(), fleet_server::mosquitto::DEFAULT_LISTEN);
+        assert_eq!(
+            listen.to_string(),
+            fleet_server::broker::mosquitto::DEFAULT_LISTEN
+        );
         assert_eq!(
             server_listen.to_string(),
-            fleet_server::mosquitto::DEFAULT_SERVER_LISTEN
+            fleet_server::broker::mosquitto::DEFAULT_SERVER_LISTEN
         );
     }
 }

@@ -26,7 +26,7 @@ use super::error::ApiError;
 use super::state::AppState;
 use crate::alerts::actor::{AlertsSnapshot, GetSnapshot, ListAlerts, StateFilter};
 use crate::alerts::alert::{Alert, AlertState};
-use crate::broker::BrokerStatsSnapshot;
+use crate::broker::embedded::BrokerStatsSnapshot;
 use crate::fleet::actor::{DeviceScrape, ScrapeDevices};
 use crate::fleet::state::Presence;
 use crate::history::job::HistorySnapshot;

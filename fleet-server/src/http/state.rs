@@ -7,7 +7,7 @@ use actix::Addr;
 
 use crate::alerts::actor::AlertsActor;
 use crate::auth::TokenStore;
-use crate::broker::BrokerStats;
+use crate::broker::embedded::BrokerStats;
 use crate::commands::actor::CommandsActor;
 use crate::fleet::actor::FleetActor;
 use crate::history::job::HistoryStats;

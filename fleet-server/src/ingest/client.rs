@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use super::stats::IngestStats;
 use super::writer::{IngestItem, WriterHandle};
 
-/// Client id of the server's ingest session (see [`crate::policy`] for the `:` rule).
+/// Client id of the server's ingest session (see [`crate::broker::policy`] for the `:` rule).
 pub const INGEST_CLIENT_ID: &str = "fleet-server:ingest";
 
 pub struct IngestConfig {

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use super::item::render;
 use super::queue::{RepublishQueue, RepublishStats};
 
-/// Client id of the republisher's session (see [`crate::policy`] for the `:` rule).
+/// Client id of the republisher's session (see [`crate::broker::policy`] for the `:` rule).
 pub const REPUBLISH_CLIENT_ID: &str = "fleet-server:republish";
 /// rumqttc's request channel between the publishing task and the event loop.
 pub const MQTT_CHANNEL: usize = 1_024;

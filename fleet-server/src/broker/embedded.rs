@@ -1,7 +1,7 @@
 //! The embedded MQTT broker (rmqtt), TLS with client certificates required.
 //!
 //! Every client is identified by its certificate's CN (`cert_cn_as_username`), and the
-//! [`crate::policy`] decides connect, publish and subscribe through hooks registered above any
+//! [`super::policy`] decides connect, publish and subscribe through hooks registered above any
 //! other handler. Pitfalls handled here (DESIGN.md crate notes): `reuseaddr` so a restart
 //! within a minute can bind again; `run()` is spawned ourselves because `start()` exits the
 //! process when a listener fails; the per-session queue is raised so a burst to the server's
@@ -27,8 +27,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::policy::{self, Refusal};
 use crate::ingest::writer::IngestItem;
-use crate::policy::{self, Refusal};
 
 /// Hook priority: above rmqtt's own handlers and any plugin.
 const POLICY_PRIORITY: u32 = 1_000_000;
