@@ -3,7 +3,8 @@
 //! `Authorization: Bearer <metrics_token>` (API tokens are not accepted: a scraper should hold
 //! no API role).
 //!
-//! [`render`] is pure. Every family is listed in [`FAMILIES`] (the dashboard test checks its
+//! [`render`] is pure; [`text`] writes the format. Every family is listed in
+//! [`families::FAMILIES`] (the dashboard test checks its
 //! PromQL against it); a family without samples is left out. Names follow Prometheus
 //! conventions: `rvm_fleet_` prefix, base units in the name (`_seconds`, `_percent`,
 //! `_celsius`, `_watts`, `_bytes`), counters end in `_total`.
@@ -16,12 +17,15 @@
 //! health report. The server itself has no restartable actors of its own yet.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use common::{HealthStatus, Severity};
 
+pub mod families;
+pub mod text;
+
+use self::text::{Family, Out};
 use super::error::ApiError;
 use super::state::AppState;
 use crate::alerts::actor::{AlertsSnapshot, GetSnapshot, ListAlerts, StateFilter};
@@ -43,192 +47,6 @@ pub struct MetricsAuth {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", web::get().to(metrics));
-}
-
-/// Every family the server may export: (name, type, help).
-pub const FAMILIES: &[(&str, &str, &str)] = &[
-    ("rvm_fleet_devices", "gauge", "Machines by status now."),
-    (
-        "rvm_fleet_device_info",
-        "gauge",
-        "Always 1; the machine's versions as labels.",
-    ),
-    (
-        "rvm_fleet_device_status",
-        "gauge",
-        "Presence now: 0 offline, 1 stale, 2 degraded, 3 online.",
-    ),
-    (
-        "rvm_fleet_device_health",
-        "gauge",
-        "The agent's latest health: 0 ok, 1 warn, 2 critical.",
-    ),
-    (
-        "rvm_fleet_device_last_seen_age_seconds",
-        "gauge",
-        "Seconds since the server last heard from the machine.",
-    ),
-    (
-        "rvm_fleet_device_cpu_usage_percent",
-        "gauge",
-        "CPU use of the machine.",
-    ),
-    ("rvm_fleet_device_load1", "gauge", "Load average over 1 minute."),
-    ("rvm_fleet_device_memory_used_percent", "gauge", "Memory in use."),
-    (
-        "rvm_fleet_device_disk_used_max_percent",
-        "gauge",
-        "Fullest filesystem.",
-    ),
-    (
-        "rvm_fleet_device_temperature_max_celsius",
-        "gauge",
-        "Hottest temperature sensor.",
-    ),
-    ("rvm_fleet_device_gpu_load_percent", "gauge", "GPU load."),
-    (
-        "rvm_fleet_device_gpu_temperature_celsius",
-        "gauge",
-        "GPU temperature.",
-    ),
-    (
-        "rvm_fleet_device_power_watts",
-        "gauge",
-        "Total board power (INA3221 rails or NVML).",
-    ),
-    (
-        "rvm_fleet_device_delivery_received_total",
-        "counter",
-        "Sequenced records received from the machine (duplicates excluded).",
-    ),
-    (
-        "rvm_fleet_device_delivery_duplicates_total",
-        "counter",
-        "Duplicate records dropped.",
-    ),
-    (
-        "rvm_fleet_device_delivery_missing",
-        "gauge",
-        "Sequence numbers never received (holes below the highest seq).",
-    ),
-    (
-        "rvm_fleet_device_delivery_reported_dropped_total",
-        "counter",
-        "Records the machine reported it had to drop (buffer full).",
-    ),
-    (
-        "rvm_fleet_device_actor_restarts_total",
-        "counter",
-        "Restarts of each agent actor, from the machine's latest health report.",
-    ),
-    (
-        "rvm_fleet_device_actor_alive",
-        "gauge",
-        "1 when the agent actor runs, from the machine's latest health report.",
-    ),
-    (
-        "rvm_fleet_server_uptime_seconds",
-        "gauge",
-        "Seconds since the server started.",
-    ),
-    (
-        "rvm_fleet_ingest_connected",
-        "gauge",
-        "1 when the server's MQTT session is connected.",
-    ),
-    (
-        "rvm_fleet_ingest_received_total",
-        "counter",
-        "Records that reached the ingest writer.",
-    ),
-    ("rvm_fleet_ingest_accepted_total", "counter", "Records stored."),
-    (
-        "rvm_fleet_ingest_duplicates_total",
-        "counter",
-        "Duplicate records dropped by (device, seq).",
-    ),
-    (
-        "rvm_fleet_ingest_rejected_total",
-        "counter",
-        "Records refused, by reason.",
-    ),
-    (
-        "rvm_fleet_writer_batches_total",
-        "counter",
-        "Batches written by the ingest writer.",
-    ),
-    (
-        "rvm_fleet_writer_queue_depth",
-        "gauge",
-        "Records waiting for the ingest writer after its last batch.",
-    ),
-    (
-        "rvm_fleet_broker_connects_allowed_total",
-        "counter",
-        "Connections the embedded broker accepted.",
-    ),
-    (
-        "rvm_fleet_broker_refusals_total",
-        "counter",
-        "What the embedded broker refused, by kind (connect, not_ready, publish, subscribe).",
-    ),
-    (
-        "rvm_fleet_alerts_active",
-        "gauge",
-        "Active alerts by state (firing, pending) and severity.",
-    ),
-    (
-        "rvm_fleet_alerts_acknowledged",
-        "gauge",
-        "Active alerts that are acknowledged, by severity.",
-    ),
-    (
-        "rvm_fleet_alerts_silenced",
-        "gauge",
-        "Active alerts a silence matches, by severity.",
-    ),
-    (
-        "rvm_fleet_alert_transitions_total",
-        "counter",
-        "Alert lifecycle transitions.",
-    ),
-    ("rvm_fleet_incidents_open", "gauge", "Open incidents."),
-    ("rvm_fleet_silences_active", "gauge", "Active silences."),
-    (
-        "rvm_fleet_notifications_routed_total",
-        "counter",
-        "Notifications accepted for delivery, by route.",
-    ),
-    (
-        "rvm_fleet_notifications_sent_total",
-        "counter",
-        "Notifications delivered, by channel.",
-    ),
-    (
-        "rvm_fleet_notifications_failed_total",
-        "counter",
-        "Notifications given up after retries, by channel.",
-    ),
-    (
-        "rvm_fleet_notifications_dropped_total",
-        "counter",
-        "Notifications dropped, by reason (rate_limited per route, queue_full).",
-    ),
-    (
-        "rvm_fleet_history_disk_bytes",
-        "gauge",
-        "Size of the server's store on disk.",
-    ),
-    (
-        "rvm_fleet_history_errors_total",
-        "counter",
-        "Errors of the history rollup and retention job.",
-    ),
-];
-
-/// Names of [`FAMILIES`].
-pub fn family_names() -> Vec<&'static str> {
-    FAMILIES.iter().map(|f| f.0).collect()
 }
 
 /// Numeric value of a presence.
@@ -282,95 +100,6 @@ pub struct ScrapeInput {
     pub alerts_snapshot: Option<AlertsSnapshot>,
     pub notify: NotifySnapshot,
     pub history: Option<HistorySnapshot>,
-}
-
-/// One family being written.
-struct Family {
-    name: &'static str,
-    lines: Vec<String>,
-}
-
-impl Family {
-    fn new(name: &'static str) -> Self {
-        debug_assert!(FAMILIES.iter().any(|f| f.0 == name), "{name} is not in FAMILIES");
-        Family {
-            name,
-            lines: Vec::new(),
-        }
-    }
-
-    fn add(&mut self, labels: &[(&str, &str)], value: f64) {
-        let mut line = String::from(self.name);
-        if !labels.is_empty() {
-            line.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    line.push(',');
-                }
-                line.push_str(k);
-                line.push_str("=\"");
-                escape_label(&mut line, v);
-                line.push('"');
-            }
-            line.push('}');
-        }
-        line.push(' ');
-        line.push_str(&number(value));
-        self.lines.push(line);
-    }
-}
-
-fn escape_label(out: &mut String, v: &str) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// A sample value as Prometheus reads it.
-pub fn number(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        v.to_string()
-    }
-}
-
-#[derive(Default)]
-struct Out {
-    text: String,
-}
-
-impl Out {
-    fn emit(&mut self, f: Family) {
-        if f.lines.is_empty() {
-            return;
-        }
-        let (name, kind, help) = FAMILIES
-            .iter()
-            .find(|x| x.0 == f.name)
-            .copied()
-            .unwrap_or((f.name, "untyped", ""));
-        let _ = write!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
-        for l in f.lines {
-            self.text.push_str(&l);
-            self.text.push('\n');
-        }
-    }
-
-    fn one(&mut self, name: &'static str, value: f64) {
-        let mut f = Family::new(name);
-        f.add(&[], value);
-        self.emit(f);
-    }
 }
 
 /// Flat metric -> family, with a scale.
@@ -672,6 +401,8 @@ mod tests {
     use super::*;
     use crate::fleet::delivery::Delivery;
     use crate::fleet::state::DeviceSummary;
+    use crate::http::metrics::families::{FAMILIES, family_names};
+    use crate::http::metrics::text::number;
 
     fn build_device(id: &str, site: Option<&str>, status: Presence) -> DeviceScrape {
         let mut metrics = BTreeMap::new();
