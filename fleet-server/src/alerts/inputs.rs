@@ -20,7 +20,7 @@
 //!   fed is the largest `record ts - receive time` of the last [`SKEW_WINDOW_MS`]: a single
 //!   prompt record shows the true offset. A record whose seq is above one already seen live is
 //!   live too, whatever its timestamp, so a clock that jumps back mid connection is flagged
-//!   ([`DeviceInputs::is_live_seq`], the same rule as [`crate::clock`]).
+//!   ([`DeviceInputs::is_live_seq`], the same rule as [`crate::fleet::clock`]).
 
 use std::collections::{BTreeMap, VecDeque};
 

@@ -20,7 +20,7 @@ pub struct Silence {
     pub expires_ms: i64,
     pub created_by: String,
     pub comment: String,
-    /// Set by [`AlertEngine::add_silence`].
+    /// Set by [`AlertEngine::add_silence`](super::engine::AlertEngine::add_silence).
     #[serde(default)]
     pub created_ms: i64,
 }

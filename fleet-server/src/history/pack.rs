@@ -57,7 +57,7 @@ pub struct Packed {
 
 impl FleetStore {
     /// Packs the raw rows of every minute that ended before `sealed_before_ms` (see
-    /// [`FleetStore::pack_tree`]). Blocking.
+    /// `FleetStore::pack_tree`). Blocking.
     pub fn pack_sealed(&self, sealed_before_ms: i64, max_rows: u64) -> Result<Packed, StoreError> {
         self.pack_tree::<HistoryRow>(
             &self.history,

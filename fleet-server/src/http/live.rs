@@ -5,7 +5,7 @@
 //! and nothing here logs the request. Keep it so (or redact `token`) if one is added.
 //!
 //! The stream opens with a `retry:` hint and a `hello` event naming the caller, then carries
-//! one `data:` line of JSON per [`crate::live::LiveEvent`]; a comment line every
+//! one `data:` line of JSON per [`crate::live::event::LiveEvent`]; a comment line every
 //! [`KEEPALIVE`] keeps proxies from closing it and notices a page that went away.
 
 use std::pin::Pin;

@@ -9,7 +9,7 @@
 //! 2. decodes them (a malformed record is counted by reason and acknowledged: retrying it
 //!    would never help), drops duplicates by (device, seq) against the persisted
 //!    [`DeliveryState`], and writes delivery state, births and history rows (at each record's
-//!    own timestamp, unless the device's clock is off: [`crate::clock`]) to sled;
+//!    own timestamp, unless the device's clock is off: [`crate::fleet::clock`]) to sled;
 //! 3. replies, so the broker acknowledges, and hands the new records to the fleet actor.
 //!
 //! The journal is fsynced every [`JOURNAL_SYNC`] (the power-loss window); every

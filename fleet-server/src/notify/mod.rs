@@ -1,9 +1,9 @@
 //! Notifications: what the alerts actor decided people should hear about, routed to channels.
 //!
-//! - [`Notification`]: one message (an alert firing, resolved or escalated; an incident opened,
+//! - [`notification::Notification`]: one message (an alert firing, resolved or escalated; an incident opened,
 //!   resolved or withdrawn), the same JSON a webhook receives;
-//! - [`Router`] (pure): the first `[[notify.routes]]` entry whose severity and labels match
-//!   wins, else the default route; every route has a token bucket ([`TokenBucket`], e.g. 10 a
+//! - [`router::Router`] (pure): the first `[[notify.routes]]` entry whose severity and labels match
+//!   wins, else the default route; every route has a token bucket ([`router::TokenBucket`], e.g. 10 a
 //!   minute) so an outage cannot turn into a storm: a notification over the limit is dropped
 //!   and counted, never queued;
 //! - [`spawn`]: the dispatcher task; every delivery runs on its own task (at most
@@ -11,7 +11,7 @@
 //! - channels: [`webhook`] (JSON POST, retried with jittered, capped exponential backoff),
 //!   [`email`] (SMTP to a relay), and `log`.
 //!
-//! Configured in `fleet-server.toml` under `[notify]`; [`NotifySection::validate`] names every
+//! Configured in `fleet-server.toml` under `[notify]`; [`config::NotifySection::validate`] names every
 //! bad key. A built-in `log` channel exists unless the file defines one of that name.
 
 pub mod config;

@@ -1,7 +1,7 @@
 //! fleetctl: the operator's command line.
 //!
 //! - this file: the command line (clap) and what each command runs
-//! - [`certs`]: certificates, bundles and API tokens
+//! - [`mod@certs`]: certificates, bundles and API tokens
 //! - [`command`]: remote commands and rollouts
 //! - [`api`]: the server's API (devices, alerts, acknowledgements, silences)
 

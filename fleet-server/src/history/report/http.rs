@@ -1,5 +1,5 @@
 //! `GET /api/v1/report?from=&to=&download=1` (viewer): the HTML fleet report of
-//! [`crate::report`] (how availability is computed is explained there and in the page).
+//! [`crate::history::report`] (how availability is computed is explained there and in the page).
 //! `from`/`to` are milliseconds since the epoch (default: the last 24 hours, at most 31 days).
 //! The page comes `inline` with a file name; `download=1` makes it an attachment.
 

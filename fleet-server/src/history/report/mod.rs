@@ -167,7 +167,7 @@ impl AlertRow {
     }
 }
 
-/// Everything [`render`] needs.
+/// Everything [`html::render`] needs.
 #[derive(Debug, Clone)]
 pub struct ReportInput {
     pub from_ms: i64,
