@@ -2,7 +2,7 @@
 //!
 //! `fleet/v1/...` payloads are JSON already and are printed as they are; `rvm/v1/...` records
 //! are bincode envelopes, decoded with the wire codec into the same JSON the republisher
-//! sends ([`crate::actors::republish::record_json`]); commands (`rvm/v1/{id}/cmd`) show the
+//! sends ([`crate::republish::item::record_json`]); commands (`rvm/v1/{id}/cmd`) show the
 //! signed command's content and signature. Reading `rvm/v1/...` needs the server's identity or
 //! the device's own; a reader may read `fleet/v1/#` only.
 //!
@@ -82,7 +82,7 @@ pub fn payload_json(topic: &str, payload: &[u8]) -> Result<Value, String> {
             Ok(json!({ "command": command, "signature": signature }))
         }
         Ok(Topic::Device { .. }) => {
-            let bytes = crate::actors::republish::record_json(topic, payload)?;
+            let bytes = crate::republish::item::record_json(topic, payload)?;
             serde_json::from_slice(&bytes).map_err(|e| e.to_string())
         }
         _ => serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}")),

@@ -83,7 +83,7 @@ impl TestFleet {
                 Some(text) => {
                     #[derive(serde::Deserialize)]
                     struct Wrap {
-                        notify: fleet_server::notify::NotifySection,
+                        notify: fleet_server::notify::config::NotifySection,
                     }
                     toml::from_str::<Wrap>(text)?
                         .notify

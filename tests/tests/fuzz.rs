@@ -403,7 +403,7 @@ fn check_envelope(bytes: &[u8]) -> Result<(), TestCaseError> {
     use common::{DeviceState, Envelope, Event, HealthReport, Telemetry};
     let dev = common::DeviceId::new("rvm0001").map_err(|e| TestCaseError::fail(e.to_string()))?;
     for kind in Kind::ALL {
-        let _ = fleet_server::actors::ingest::decode_record(&dev, kind, bytes);
+        let _ = fleet_server::ingest::decode::decode_record(&dev, kind, bytes);
     }
     // what decodes re-encodes, and that encoding is stable: decode(encode(x)) encodes the same.
     // (Not byte-identical to the input: bincode's varints accept non-minimal lengths, which is
@@ -455,7 +455,7 @@ fn fuzz_envelope_decode() {
             .map(|(_, k)| k)
             .unwrap_or_else(|| panic!("corpus {name}: which kind?"));
             assert!(
-                fleet_server::actors::ingest::decode_record(&dev, kind, b).is_ok(),
+                fleet_server::ingest::decode::decode_record(&dev, kind, b).is_ok(),
                 "corpus {name} no longer decodes: the wire format changed (fuzz/README.md says how to regenerate)"
             );
         }
@@ -725,7 +725,7 @@ fn fuzz_server_config() {
         }
         // the same text as a rules file
         if let Ok(r) = fleet_server::alerts::rules::parse_rules(&t) {
-            let _ = fleet_server::alerts::AlertEngine::new(r.rules);
+            let _ = fleet_server::alerts::engine::AlertEngine::new(r.rules);
         }
     };
     for s in &seeds {
@@ -785,7 +785,8 @@ fn fuzz_app_metrics_prometheus_text() {
 
 #[test]
 fn fuzz_metrics_history_query_plan() {
-    use fleet_server::history::{HistoryPolicy, MetricsParams, plan};
+    use fleet_server::history::query::{MetricsParams, plan};
+    use fleet_server::history::rollup::HistoryPolicy;
     // values of each parameter as the seeds; mutations of them, or none
     let seeds: Vec<Vec<u8>> = corpus_lines("http")
         .into_iter()
