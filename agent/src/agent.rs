@@ -22,11 +22,12 @@ use crate::buffer::{Buffer, Caps, FlushPolicy};
 use crate::collect::MetricSource;
 use crate::collect::gpu::{self, GpuPaths};
 use crate::collect::system::{SystemOptions, SystemSource};
-use crate::config::{AgentFile, FlushMode, split_host_port};
+use crate::config::{AgentFile, FlushMode};
 use crate::exporter::StatusSnapshot;
 use crate::link::LinkStatus;
 use crate::recovery::{Executor, Interlock, RecoveryPolicy, SystemExecutor};
 use crate::runtime;
+use crate::shared::host_port::split_host_port;
 
 /// What tests (and the fault-injection switch of the binary) may replace.
 #[derive(Default)]

@@ -49,8 +49,8 @@ use common::Reading;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigProblem;
-use crate::health::{HTTP_MAX_HEAD, parse_http_url, parse_status_line};
+use crate::shared::http1::{HTTP_MAX_HEAD, parse_http_url, parse_status_line};
+use crate::shared::problem::ConfigProblem;
 
 /// Longest application metric name.
 pub const NAME_MAX_LEN: usize = 64;

@@ -14,6 +14,8 @@ use common::codec;
 use common::command::{self, Command, CommandResult, CommandStatus, MAX_RESULT_OUTPUT, SignedCommand};
 use serde::{Deserialize, Serialize};
 
+use crate::shared::problem::ConfigProblem;
+
 /// Where executed command ids and their last result are kept.
 pub trait ExecutedStore: Send + Sync + 'static {
     fn get(&self, id: &str) -> Option<CommandResult>;
@@ -70,19 +72,19 @@ pub struct CommandsConfig {
 }
 
 impl CommandsConfig {
-    pub fn validate(&self, prefix: &str) -> Vec<crate::config::ConfigProblem> {
+    pub fn validate(&self, prefix: &str) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
         if let Some(path) = &self.public_key {
             match std::fs::read_to_string(path) {
                 Ok(s) => {
                     if let Err(e) = command::public_key_from_hex(&s) {
-                        p.push(crate::config::ConfigProblem {
+                        p.push(ConfigProblem {
                             key: format!("{prefix}.public_key"),
                             message: format!("{}: {e}", path.display()),
                         });
                     }
                 }
-                Err(e) => p.push(crate::config::ConfigProblem {
+                Err(e) => p.push(ConfigProblem {
                     key: format!("{prefix}.public_key"),
                     message: format!("{}: {e}", path.display()),
                 }),

@@ -9,6 +9,8 @@ use common::DeviceId;
 use serde::Deserialize;
 
 use crate::buffer::FullPolicy;
+use crate::shared::host_port::split_host_port;
+use crate::shared::problem::ConfigProblem;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,19 +219,6 @@ fn default_http_listen() -> String {
     "127.0.0.1:9101".into()
 }
 
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    pub key: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {error}")]
@@ -241,16 +230,6 @@ pub enum ConfigError {
         path: PathBuf,
         problems: Vec<ConfigProblem>,
     },
-}
-
-/// Splits `host:port`.
-pub fn split_host_port(s: &str) -> Option<(String, u16)> {
-    let (h, p) = s.rsplit_once(':')?;
-    let port: u16 = p.parse().ok()?;
-    if h.is_empty() || port == 0 {
-        return None;
-    }
-    Some((h.trim_start_matches('[').trim_end_matches(']').to_string(), port))
 }
 
 impl AgentFile {
@@ -463,16 +442,5 @@ listen = "nope"
         ] {
             assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
         }
-    }
-
-    #[test]
-    fn host_port_is_split() {
-        assert_eq!(
-            split_host_port("localhost:8883"),
-            Some(("localhost".into(), 8883))
-        );
-        assert_eq!(split_host_port("[::1]:1"), Some(("::1".into(), 1)));
-        assert_eq!(split_host_port("x"), None);
-        assert_eq!(split_host_port("x:0"), None);
     }
 }

@@ -35,5 +35,6 @@ pub mod recovery;
 pub mod runtime;
 pub mod scenario;
 pub mod sdnotify;
+pub mod shared;
 pub mod simulate;
 pub mod supervise;

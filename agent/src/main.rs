@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use rvm_agent::collect::MetricSource;
-use rvm_agent::config::{AgentFile, split_host_port};
+use rvm_agent::config::AgentFile;
+use rvm_agent::shared::host_port::split_host_port;
 
 #[derive(Parser)]
 #[command(

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use common::ActorStatus;
 use serde::Deserialize;
 
+use crate::shared::problem::ConfigProblem;
+
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestartPolicy {
@@ -62,10 +64,10 @@ impl Default for RestartPolicy {
 }
 
 impl RestartPolicy {
-    pub fn validate(&self, prefix: &str) -> Vec<crate::config::ConfigProblem> {
+    pub fn validate(&self, prefix: &str) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
         let mut bad = |k: &str, m: String| {
-            p.push(crate::config::ConfigProblem {
+            p.push(ConfigProblem {
                 key: format!("{prefix}.{k}"),
                 message: m,
             })
