@@ -16,7 +16,6 @@ use crate::actors::collector::{CollectorActor, CollectorParts, CollectorStats, F
 use crate::actors::health::{HealthActor, HealthParts};
 use crate::actors::link::{LinkActor, Shutdown};
 use crate::actors::recovery::{RecoveryActor, RecoveryParts};
-use crate::actors::supervisor::{ActorStatuses, AgentSupervisor, FnSpec, StopChildren};
 use crate::appmetrics::{self, AppMetricsStore};
 use crate::buffer::{Buffer, Caps, FlushPolicy};
 use crate::collect::MetricSource;
@@ -28,6 +27,7 @@ use crate::link::LinkStatus;
 use crate::recovery::{Executor, Interlock, RecoveryPolicy, SystemExecutor};
 use crate::runtime;
 use crate::shared::host_port::split_host_port;
+use crate::supervise::actor::{ActorStatuses, AgentSupervisor, FnSpec, StopChildren};
 
 /// What tests (and the fault-injection switch of the binary) may replace.
 #[derive(Default)]

@@ -37,7 +37,7 @@ pub struct AgentFile {
     #[serde(default)]
     pub recovery: crate::recovery::RecoveryConfig,
     #[serde(default)]
-    pub supervisor: crate::supervise::RestartPolicy,
+    pub supervisor: crate::supervise::restart::RestartPolicy,
     #[serde(default)]
     pub app: crate::appmetrics::AppMetricsConfig,
     #[serde(default)]

@@ -31,6 +31,7 @@ pub mod exporter;
 pub mod health;
 pub mod http;
 pub mod link;
+pub mod messages;
 pub mod recovery;
 pub mod runtime;
 pub mod scenario;

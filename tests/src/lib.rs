@@ -425,7 +425,7 @@ pub struct Agents {
     thread: Option<std::thread::JoinHandle<()>>,
     pub links: Vec<Arc<rvm_agent::link::LinkStatus>>,
     pub buffers: Vec<Arc<rvm_agent::buffer::Buffer>>,
-    pub actors: Vec<rvm_agent::actors::supervisor::ActorStatuses>,
+    pub actors: Vec<rvm_agent::supervise::actor::ActorStatuses>,
     pub collectors: Vec<Arc<rvm_agent::actors::collector::CollectorStats>>,
     stop_collecting: Vec<Box<dyn Fn() + Send>>,
 }

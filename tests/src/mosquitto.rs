@@ -385,7 +385,9 @@ impl Prefilled {
                         buffer,
                     )?;
                     links.push(lp.status.clone());
-                    let live = Arc::new(rvm_agent::supervise::Liveness::new(common::time::now_ms()));
+                    let live = Arc::new(rvm_agent::supervise::liveness::Liveness::new(
+                        common::time::now_ms(),
+                    ));
                     actix::Actor::start(rvm_agent::actors::link::LinkActor::new(lp, live));
                 }
                 anyhow::Ok((links, started))

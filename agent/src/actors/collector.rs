@@ -16,12 +16,12 @@ use common::topics::Kind;
 use common::{Reading, Telemetry};
 use tokio::sync::Notify;
 
-use crate::actors::supervisor::{StopNow, guarded};
 use crate::buffer::{Buffer, FlushPolicy};
 use crate::collect::MetricSource;
 use crate::collect::gpu::GpuBackend;
 use crate::collect::worker::{Sampled, Worker};
-use crate::supervise::{Liveness, panic_message};
+use crate::messages::StopNow;
+use crate::supervise::liveness::{Liveness, guarded, panic_message};
 
 /// Longest a collection of the machine's figures may take.
 pub const COLLECT_TIMEOUT: Duration = Duration::from_secs(5);

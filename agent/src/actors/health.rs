@@ -12,11 +12,12 @@ use common::topics::Kind;
 use tokio::sync::Notify;
 
 use crate::actors::collector::Latest;
-use crate::actors::supervisor::{ActorStatuses, StopNow};
 use crate::buffer::Buffer;
 use crate::health::{self, HealthConfig, HealthTracker, Observations};
 use crate::link::LinkStatus;
-use crate::supervise::Liveness;
+use crate::messages::StopNow;
+use crate::supervise::actor::ActorStatuses;
+use crate::supervise::liveness::Liveness;
 
 /// How often health is evaluated.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
@@ -88,7 +89,8 @@ impl HealthActor {
             match res {
                 Ok(Ok(probed)) => act.evaluate(probed),
                 Ok(Err(e)) if e.is_panic() => {
-                    act.live.exit(crate::supervise::panic_message(&*e.into_panic()));
+                    act.live
+                        .exit(crate::supervise::liveness::panic_message(&*e.into_panic()));
                     ctx.stop();
                 }
                 Ok(Err(e)) => tracing::error!(error = %e, "health probes failed"),

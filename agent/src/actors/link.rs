@@ -10,10 +10,10 @@ use actix::prelude::*;
 use common::command::SignedCommand;
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::actors::supervisor::StopNow;
 use crate::buffer::Buffer;
 use crate::link::{self, LinkConfig, LinkHandles, LinkStatus};
-use crate::supervise::Liveness;
+use crate::messages::StopNow;
+use crate::supervise::liveness::Liveness;
 
 /// How often the actor looks at its task.
 const WATCH: Duration = Duration::from_secs(1);
@@ -71,7 +71,9 @@ impl Actor for LinkActor {
             }
             if act.handle.as_ref().is_some_and(|h| h.is_finished()) {
                 let reason = match act.handle.take().map(futures_now) {
-                    Some(Some(Err(e))) if e.is_panic() => crate::supervise::panic_message(&*e.into_panic()),
+                    Some(Some(Err(e))) if e.is_panic() => {
+                        crate::supervise::liveness::panic_message(&*e.into_panic())
+                    }
                     _ => "link task ended".to_string(),
                 };
                 act.live.exit(reason);

@@ -14,4 +14,3 @@ pub mod collector;
 pub mod health;
 pub mod link;
 pub mod recovery;
-pub mod supervisor;

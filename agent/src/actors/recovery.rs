@@ -14,13 +14,13 @@ use tokio::sync::Notify;
 
 use crate::actors::collector::Latest;
 use crate::actors::health::HealthUpdate;
-use crate::actors::supervisor::StopNow;
 use crate::buffer::Buffer;
 use crate::commands::{ExecutedStore, Verdict};
+use crate::messages::StopNow;
 use crate::recovery::{
     self, Decision, ExecOutcome, Executor, Interlock, PlannedAction, RecoveryPolicy, Source,
 };
-use crate::supervise::Liveness;
+use crate::supervise::liveness::Liveness;
 
 /// Liveness tick when no health report comes in.
 const IDLE_PROGRESS: Duration = Duration::from_secs(10);

@@ -13,7 +13,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use common::ActorStatus;
 
-use crate::supervise::{ChildRecord, Liveness, RestartPolicy, Verdict};
+use super::liveness::Liveness;
+use super::restart::{ChildRecord, RestartPolicy, Verdict};
+use crate::messages::StopNow;
 
 /// How often the supervisor looks at its children.
 pub const SUPERVISE_TICK: Duration = Duration::from_millis(250);
@@ -241,22 +243,6 @@ where
         ChildRun {
             connected: Box::new(move || a1.connected()),
             stop: Box::new(move || addr.do_send(StopNow)),
-        }
-    }
-}
-
-/// Asks a child to stop (shutdown or stall).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopNow;
-
-/// Runs `f`, turning a panic into an exit reason on `live` (and `None`).
-pub fn guarded<T>(live: &Liveness, f: impl FnOnce() -> T) -> Option<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(v) => Some(v),
-        Err(p) => {
-            live.exit(crate::supervise::panic_message(&*p));
-            None
         }
     }
 }

@@ -1,15 +1,7 @@
-//! Supervision decisions (pure): when to restart a child, after how long, and when to give
-//! up so that systemd restarts the whole process.
-//!
-//! actix's own `Supervisor` restarts only actors that stop themselves, never one that panicked
-//! (DESIGN.md crate notes), so the agent has its own: every child reports progress and its
-//! exit reason through a shared [`Liveness`]; the supervisor actor polls it and asks
-//! [`ChildRecord`] what to do. Restart intensity is one_for_one: at most `max_restarts` within
-//! `window_ms` per child, with a growing delay between restarts.
+//! Restart decisions (pure): when to restart a child, after how long, and when to give up so
+//! that systemd restarts the whole process. [`RestartPolicy`] is the `[supervisor]` section.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use common::ActorStatus;
 use serde::Deserialize;
@@ -162,65 +154,11 @@ impl ChildRecord {
     }
 }
 
-/// Shared between a running child and its supervisor.
-#[derive(Debug, Default)]
-pub struct Liveness {
-    progress_ms: AtomicI64,
-    exit: Mutex<Option<String>>,
-}
-
-impl Liveness {
-    pub fn new(now_ms: i64) -> Self {
-        Liveness {
-            progress_ms: AtomicI64::new(now_ms),
-            exit: Mutex::new(None),
-        }
-    }
-
-    /// The child did useful work.
-    pub fn progress(&self, now_ms: i64) {
-        self.progress_ms.store(now_ms, Ordering::Relaxed);
-    }
-
-    pub fn last_progress_ms(&self) -> i64 {
-        self.progress_ms.load(Ordering::Relaxed)
-    }
-
-    /// The child is about to stop, and why (first reason wins).
-    pub fn exit(&self, reason: impl Into<String>) {
-        if let Ok(mut e) = self.exit.lock()
-            && e.is_none()
-        {
-            *e = Some(reason.into());
-        }
-    }
-
-    pub fn take_exit(&self) -> Option<String> {
-        self.exit.lock().ok().and_then(|mut e| e.take())
-    }
-
-    /// No progress for a heartbeat.
-    pub fn stalled(&self, now_ms: i64, p: &RestartPolicy) -> bool {
-        now_ms - self.last_progress_ms() > p.heartbeat_s as i64 * 1000
-    }
-}
-
-/// Text of a caught panic payload.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        format!("panic: {s}")
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        format!("panic: {s}")
-    } else {
-        "panic".into()
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn policy() -> RestartPolicy {
+    pub(crate) fn policy() -> RestartPolicy {
         RestartPolicy {
             max_restarts: 5,
             window_s: 60,
@@ -279,30 +217,5 @@ mod tests {
         }
         assert_eq!(c.status().restarts, 3);
         assert!(c.status().alive);
-    }
-
-    #[test]
-    fn a_child_without_progress_for_a_heartbeat_is_stalled() {
-        let p = policy();
-        let l = Liveness::new(0);
-        assert!(!l.stalled(30_000, &p));
-        assert!(l.stalled(30_001, &p));
-        l.progress(30_000);
-        assert!(!l.stalled(59_000, &p));
-    }
-
-    #[test]
-    fn the_first_exit_reason_wins() {
-        let l = Liveness::new(0);
-        l.exit("panic: a");
-        l.exit("stopped");
-        assert_eq!(l.take_exit().as_deref(), Some("panic: a"));
-        assert_eq!(l.take_exit(), None);
-    }
-
-    #[test]
-    fn panic_payloads_become_messages() {
-        let r = std::panic::catch_unwind(|| panic!("boom {}", 1));
-        assert_eq!(panic_message(&*r.unwrap_err()), "panic: boom 1");
     }
 }
