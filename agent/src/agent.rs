@@ -12,13 +12,13 @@ use common::topics::Kind;
 use common::{DeviceId, Event, EventKind, HealthReport, Severity};
 use tokio::sync::mpsc;
 
-use crate::actors::collector::{CollectorActor, CollectorParts, CollectorStats, Faults, Latest};
 use crate::actors::health::{HealthActor, HealthParts};
 use crate::actors::link::{LinkActor, Shutdown};
 use crate::actors::recovery::{RecoveryActor, RecoveryParts};
 use crate::appmetrics::{self, AppMetricsStore};
 use crate::buffer::{Buffer, Caps, FlushPolicy};
 use crate::collect::MetricSource;
+use crate::collect::actor::{CollectorActor, CollectorParts, CollectorStats, Faults, Latest};
 use crate::collect::gpu::{self, GpuPaths};
 use crate::collect::system::{SystemOptions, SystemSource};
 use crate::config::{AgentFile, FlushMode};
@@ -64,7 +64,7 @@ impl AgentHandle {
         if let Ok(a) = self.collector_addr.lock()
             && let Some(a) = a.as_ref()
         {
-            a.do_send(crate::actors::collector::Pause);
+            a.do_send(crate::collect::actor::Pause);
         }
     }
 

@@ -9,6 +9,7 @@ use common::DeviceId;
 use serde::Deserialize;
 
 use crate::buffer::FullPolicy;
+use crate::collect::config::{CollectorSection, PathsSection};
 use crate::shared::host_port::split_host_port;
 use crate::shared::problem::ConfigProblem;
 
@@ -44,40 +45,6 @@ pub struct AgentFile {
     pub commands: crate::commands::CommandsConfig,
 }
 
-/// Where the machine's pseudo-filesystems are (as node_exporter's `--path.sysfs`), so the
-/// Jetson backend can be pointed at a fake tree.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PathsSection {
-    #[serde(default = "default_sysfs")]
-    pub sysfs: PathBuf,
-    #[serde(default = "default_procfs")]
-    pub procfs: PathBuf,
-    /// Root of `etc/nv_tegra_release`, `etc/nvpmodel.conf`, `var/lib/nvpmodel/status`.
-    #[serde(default = "default_etc_root")]
-    pub etc_root: PathBuf,
-}
-
-impl Default for PathsSection {
-    fn default() -> Self {
-        Self {
-            sysfs: default_sysfs(),
-            procfs: default_procfs(),
-            etc_root: default_etc_root(),
-        }
-    }
-}
-
-fn default_sysfs() -> PathBuf {
-    PathBuf::from("/sys")
-}
-fn default_procfs() -> PathBuf {
-    PathBuf::from("/proc")
-}
-fn default_etc_root() -> PathBuf {
-    PathBuf::from("/")
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSection {
@@ -91,40 +58,6 @@ pub struct MqttSection {
     /// Records published and not yet acknowledged, at most.
     #[serde(default = "default_window")]
     pub inflight_window: usize,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CollectorSection {
-    #[serde(default = "default_interval_ms")]
-    pub interval_ms: u64,
-    /// `auto` (Jetson sysfs -> tegrastats -> NVML -> none), or one of them.
-    #[serde(default)]
-    pub gpu_backend: crate::collect::gpu::GpuChoice,
-    /// `{ms}` is replaced by the interval.
-    #[serde(default = "default_tegrastats")]
-    pub tegrastats_command: String,
-    /// How often the full process table is scanned (watched processes are read every tick).
-    #[serde(default = "default_scan_ms")]
-    pub process_scan_interval_ms: u64,
-}
-
-impl Default for CollectorSection {
-    fn default() -> Self {
-        Self {
-            interval_ms: default_interval_ms(),
-            gpu_backend: Default::default(),
-            tegrastats_command: default_tegrastats(),
-            process_scan_interval_ms: default_scan_ms(),
-        }
-    }
-}
-
-fn default_tegrastats() -> String {
-    "tegrastats --interval {ms}".into()
-}
-fn default_scan_ms() -> u64 {
-    10_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,9 +123,6 @@ fn default_keep_alive_s() -> u64 {
 }
 fn default_window() -> usize {
     64
-}
-fn default_interval_ms() -> u64 {
-    1000
 }
 fn default_buffer_dir() -> PathBuf {
     PathBuf::from("/var/lib/rvm-agent/buffer")
@@ -292,12 +222,6 @@ impl AgentFile {
                 format!("{} is outside 1..=4096", self.mqtt.inflight_window),
             );
         }
-        if !(10..=3_600_000).contains(&self.collector.interval_ms) {
-            bad(
-                "collector.interval_ms",
-                format!("{} is outside 10..=3600000", self.collector.interval_ms),
-            );
-        }
         if self.buffer.max_records == 0 {
             bad("buffer.max_records", "must be at least 1".into());
         }
@@ -319,24 +243,13 @@ impl AgentFile {
                 "must be at least 1 (1 = no thinning)".into(),
             );
         }
-        if self.collector.process_scan_interval_ms < 1000 {
-            bad(
-                "collector.process_scan_interval_ms",
-                format!(
-                    "{} is below 1000 (a full scan costs ~50 µs per process)",
-                    self.collector.process_scan_interval_ms
-                ),
-            );
-        }
-        if self.collector.tegrastats_command.trim().is_empty() {
-            bad("collector.tegrastats_command", "is empty".into());
-        }
         if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             bad(
                 "http.listen",
                 format!("{:?} is not an address like 127.0.0.1:9101", self.http.listen),
             );
         }
+        p.extend(self.collector.validate("collector"));
         p.extend(self.health.validate("health"));
         p.extend(self.recovery.validate("recovery", &self.health));
         p.extend(self.supervisor.validate("supervisor"));

@@ -220,7 +220,7 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
     // Test hook for supervision (documented in the README): `collector_panic:N,gpu_hang`.
     let faults = match std::env::var("RVM_AGENT_FAULTS") {
         Ok(s) => Some(std::sync::Arc::new(
-            rvm_agent::actors::collector::Faults::parse(&s)
+            rvm_agent::collect::actor::Faults::parse(&s)
                 .map_err(|e| anyhow::anyhow!("RVM_AGENT_FAULTS: {e}"))?,
         )),
         Err(_) => None,

@@ -11,10 +11,10 @@ use common::tls::ClientIdentity;
 use common::{Birth, DeviceId};
 use tokio::sync::{Notify, mpsc};
 
-use crate::actors::collector::{CollectorActor, CollectorParts, CollectorStats};
 use crate::actors::link::{LinkActor, LinkParts, Shutdown};
 use crate::buffer::Buffer;
 use crate::collect::MetricSource;
+use crate::collect::actor::{CollectorActor, CollectorParts, CollectorStats};
 use crate::link::{LinkConfig, LinkStatus};
 use crate::messages::StopNow;
 use crate::supervise::liveness::Liveness;

@@ -426,7 +426,7 @@ pub struct Agents {
     pub links: Vec<Arc<rvm_agent::link::LinkStatus>>,
     pub buffers: Vec<Arc<rvm_agent::buffer::Buffer>>,
     pub actors: Vec<rvm_agent::supervise::actor::ActorStatuses>,
-    pub collectors: Vec<Arc<rvm_agent::actors::collector::CollectorStats>>,
+    pub collectors: Vec<Arc<rvm_agent::collect::actor::CollectorStats>>,
     stop_collecting: Vec<Box<dyn Fn() + Send>>,
 }
 

@@ -563,7 +563,7 @@ fn finite_gpu(g: &common::GpuStats) -> Result<(), TestCaseError> {
 }
 
 fn check_tegrastats(b: &[u8]) -> Result<(), TestCaseError> {
-    use rvm_agent::collect::gpu::tegrastats::parse_line;
+    use rvm_agent::collect::gpu::tegrastats::parse::parse_line;
     if let Ok(s) = parse_line(&text(b)) {
         let g = s.to_gpu_stats();
         finite_gpu(&g)?;

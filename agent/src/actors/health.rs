@@ -11,8 +11,8 @@ use common::HealthReport;
 use common::topics::Kind;
 use tokio::sync::Notify;
 
-use crate::actors::collector::Latest;
 use crate::buffer::Buffer;
+use crate::collect::actor::Latest;
 use crate::health::{self, HealthConfig, HealthTracker, Observations};
 use crate::link::LinkStatus;
 use crate::messages::StopNow;

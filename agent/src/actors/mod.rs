@@ -10,7 +10,6 @@
 //!  `- link          buffer -> MQTT (mTLS), PUBACK -> buffer delete; commands in
 //! ```
 
-pub mod collector;
 pub mod health;
 pub mod link;
 pub mod recovery;

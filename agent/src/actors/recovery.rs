@@ -12,9 +12,9 @@ use common::command::{Action, CommandResult, CommandStatus, SignedCommand};
 use common::topics::Kind;
 use tokio::sync::Notify;
 
-use crate::actors::collector::Latest;
 use crate::actors::health::HealthUpdate;
 use crate::buffer::Buffer;
+use crate::collect::actor::Latest;
 use crate::commands::{ExecutedStore, Verdict};
 use crate::messages::StopNow;
 use crate::recovery::{
