@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use common::DeviceId;
 use serde::Deserialize;
 
-use crate::buffer::FullPolicy;
+use crate::buffer::config::BufferSection;
 use crate::collect::config::{CollectorSection, PathsSection};
 use crate::shared::host_port::split_host_port;
 use crate::shared::problem::ConfigProblem;
@@ -62,48 +62,6 @@ pub struct MqttSection {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BufferSection {
-    #[serde(default = "default_buffer_dir")]
-    pub dir: PathBuf,
-    #[serde(default = "default_max_records")]
-    pub max_records: u64,
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: u64,
-    #[serde(default = "default_full_policy")]
-    pub full_policy: FullPolicy,
-    /// `every_record` or `batched`.
-    #[serde(default = "default_flush")]
-    pub flush: FlushMode,
-    /// With `batched`: the power-loss window.
-    #[serde(default = "default_flush_ms")]
-    pub flush_ms: u64,
-    #[serde(default = "default_thin")]
-    pub thin_keep_every: u64,
-}
-
-impl Default for BufferSection {
-    fn default() -> Self {
-        Self {
-            dir: default_buffer_dir(),
-            max_records: default_max_records(),
-            max_bytes: default_max_bytes(),
-            full_policy: default_full_policy(),
-            flush: default_flush(),
-            flush_ms: default_flush_ms(),
-            thin_keep_every: default_thin(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FlushMode {
-    EveryRecord,
-    Batched,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HttpSection {
     /// Local status endpoint; empty string disables it.
     #[serde(default = "default_http_listen")]
@@ -123,27 +81,6 @@ fn default_keep_alive_s() -> u64 {
 }
 fn default_window() -> usize {
     64
-}
-fn default_buffer_dir() -> PathBuf {
-    PathBuf::from("/var/lib/rvm-agent/buffer")
-}
-fn default_max_records() -> u64 {
-    500_000
-}
-fn default_max_bytes() -> u64 {
-    256 << 20
-}
-fn default_full_policy() -> FullPolicy {
-    FullPolicy::DropOldest
-}
-fn default_flush() -> FlushMode {
-    FlushMode::Batched
-}
-fn default_flush_ms() -> u64 {
-    500
-}
-fn default_thin() -> u64 {
-    4
 }
 fn default_http_listen() -> String {
     "127.0.0.1:9101".into()
@@ -222,27 +159,6 @@ impl AgentFile {
                 format!("{} is outside 1..=4096", self.mqtt.inflight_window),
             );
         }
-        if self.buffer.max_records == 0 {
-            bad("buffer.max_records", "must be at least 1".into());
-        }
-        if self.buffer.max_bytes < 64 * 1024 {
-            bad(
-                "buffer.max_bytes",
-                format!("{} is below 65536", self.buffer.max_bytes),
-            );
-        }
-        if !(10..=60_000).contains(&self.buffer.flush_ms) {
-            bad(
-                "buffer.flush_ms",
-                format!("{} is outside 10..=60000", self.buffer.flush_ms),
-            );
-        }
-        if self.buffer.thin_keep_every == 0 {
-            bad(
-                "buffer.thin_keep_every",
-                "must be at least 1 (1 = no thinning)".into(),
-            );
-        }
         if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             bad(
                 "http.listen",
@@ -250,6 +166,7 @@ impl AgentFile {
             );
         }
         p.extend(self.collector.validate("collector"));
+        p.extend(self.buffer.validate("buffer"));
         p.extend(self.health.validate("health"));
         p.extend(self.recovery.validate("recovery", &self.health));
         p.extend(self.supervisor.validate("supervisor"));
@@ -262,6 +179,7 @@ impl AgentFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::buffer::FullPolicy;
 
     fn example_with_paths(dir: &Path) -> String {
         for f in ["ca.pem", "dev.pem", "dev.key"] {
