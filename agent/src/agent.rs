@@ -13,7 +13,6 @@ use common::{DeviceId, Event, EventKind, HealthReport, Severity};
 use tokio::sync::mpsc;
 
 use crate::actors::health::{HealthActor, HealthParts};
-use crate::actors::link::{LinkActor, Shutdown};
 use crate::actors::recovery::{RecoveryActor, RecoveryParts};
 use crate::appmetrics::{self, AppMetricsStore};
 use crate::buffer::config::FlushMode;
@@ -24,7 +23,8 @@ use crate::collect::gpu::{self, GpuPaths};
 use crate::collect::system::{SystemOptions, SystemSource};
 use crate::config::AgentFile;
 use crate::exporter::StatusSnapshot;
-use crate::link::LinkStatus;
+use crate::link::actor::{LinkActor, Shutdown};
+use crate::link::status::LinkStatus;
 use crate::recovery::{Executor, Interlock, RecoveryPolicy, SystemExecutor};
 use crate::runtime;
 use crate::shared::host_port::split_host_port;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::buffer::config::BufferSection;
 use crate::collect::config::{CollectorSection, PathsSection};
-use crate::shared::host_port::split_host_port;
+use crate::link::config::MqttSection;
 use crate::shared::problem::ConfigProblem;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,21 +47,6 @@ pub struct AgentFile {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MqttSection {
-    /// `host:port` of the broker.
-    pub broker: String,
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    #[serde(default = "default_keep_alive_s")]
-    pub keep_alive_s: u64,
-    /// Records published and not yet acknowledged, at most.
-    #[serde(default = "default_window")]
-    pub inflight_window: usize,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HttpSection {
     /// Local status endpoint; empty string disables it.
     #[serde(default = "default_http_listen")]
@@ -76,12 +61,6 @@ impl Default for HttpSection {
     }
 }
 
-fn default_keep_alive_s() -> u64 {
-    30
-}
-fn default_window() -> usize {
-    64
-}
 fn default_http_listen() -> String {
     "127.0.0.1:9101".into()
 }
@@ -135,36 +114,13 @@ impl AgentFile {
         if let Err(e) = DeviceId::new(self.device_id.clone()) {
             bad("device_id", e.to_string());
         }
-        if split_host_port(&self.mqtt.broker).is_none() {
-            bad("mqtt.broker", format!("{:?} is not host:port", self.mqtt.broker));
-        }
-        for (key, path) in [
-            ("mqtt.ca", &self.mqtt.ca),
-            ("mqtt.cert", &self.mqtt.cert),
-            ("mqtt.key", &self.mqtt.key),
-        ] {
-            if !path.exists() {
-                bad(key, format!("{} does not exist", path.display()));
-            }
-        }
-        if !(5..=3600).contains(&self.mqtt.keep_alive_s) {
-            bad(
-                "mqtt.keep_alive_s",
-                format!("{} is outside 5..=3600", self.mqtt.keep_alive_s),
-            );
-        }
-        if !(1..=4096).contains(&self.mqtt.inflight_window) {
-            bad(
-                "mqtt.inflight_window",
-                format!("{} is outside 1..=4096", self.mqtt.inflight_window),
-            );
-        }
         if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             bad(
                 "http.listen",
                 format!("{:?} is not an address like 127.0.0.1:9101", self.http.listen),
             );
         }
+        p.extend(self.mqtt.validate("mqtt"));
         p.extend(self.collector.validate("collector"));
         p.extend(self.buffer.validate("buffer"));
         p.extend(self.health.validate("health"));

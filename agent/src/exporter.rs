@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::appmetrics::AppMetricsCounters;
 use crate::buffer::BufferStats;
-use crate::link::LinkSnapshot;
+use crate::link::status::LinkSnapshot;
 
 use self::Kind::{Counter, Gauge, Untyped};
 

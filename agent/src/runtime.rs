@@ -11,11 +11,12 @@ use common::tls::ClientIdentity;
 use common::{Birth, DeviceId};
 use tokio::sync::{Notify, mpsc};
 
-use crate::actors::link::{LinkActor, LinkParts, Shutdown};
 use crate::buffer::Buffer;
 use crate::collect::MetricSource;
 use crate::collect::actor::{CollectorActor, CollectorParts, CollectorStats};
-use crate::link::{LinkConfig, LinkStatus};
+use crate::link::actor::{LinkActor, LinkParts, Shutdown};
+use crate::link::status::LinkStatus;
+use crate::link::task::LinkConfig;
 use crate::messages::StopNow;
 use crate::supervise::liveness::Liveness;
 

@@ -423,7 +423,7 @@ impl Drop for Child {
 pub struct Agents {
     sys: Option<actix::System>,
     thread: Option<std::thread::JoinHandle<()>>,
-    pub links: Vec<Arc<rvm_agent::link::LinkStatus>>,
+    pub links: Vec<Arc<rvm_agent::link::status::LinkStatus>>,
     pub buffers: Vec<Arc<rvm_agent::buffer::Buffer>>,
     pub actors: Vec<rvm_agent::supervise::actor::ActorStatuses>,
     pub collectors: Vec<Arc<rvm_agent::collect::actor::CollectorStats>>,

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use crate::buffer::Buffer;
 use crate::collect::actor::Latest;
 use crate::health::{self, HealthConfig, HealthTracker, Observations};
-use crate::link::LinkStatus;
+use crate::link::status::LinkStatus;
 use crate::messages::StopNow;
 use crate::supervise::actor::ActorStatuses;
 use crate::supervise::liveness::Liveness;

@@ -11,5 +11,4 @@
 //! ```
 
 pub mod health;
-pub mod link;
 pub mod recovery;

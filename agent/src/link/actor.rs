@@ -1,4 +1,4 @@
-//! Link actor: owns the MQTT link task (see [`crate::link`]), reports its liveness, and stops
+//! Link actor: owns the MQTT link task (see [`crate::link::task`]), reports its liveness, and stops
 //! it on shutdown. A link task that ends or panics stops the actor with that reason.
 
 use std::future::Future;
@@ -11,7 +11,8 @@ use common::command::SignedCommand;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::buffer::Buffer;
-use crate::link::{self, LinkConfig, LinkHandles, LinkStatus};
+use crate::link::status::LinkStatus;
+use crate::link::task::{self, LinkConfig, LinkHandles};
 use crate::messages::StopNow;
 use crate::supervise::liveness::Liveness;
 
@@ -62,7 +63,7 @@ impl Actor for LinkActor {
             shutdown: self.shutdown.clone(),
             gate: self.p.gate.clone(),
         };
-        self.handle = Some(actix::spawn(link::run(self.p.cfg.clone(), handles)));
+        self.handle = Some(actix::spawn(task::run(self.p.cfg.clone(), handles)));
         let _ = &self.task;
         ctx.run_interval(WATCH, |act, ctx| {
             let last = act.p.status.last_loop_ms.load(Ordering::Relaxed);

@@ -1,23 +1,9 @@
-//! The MQTT link: publishes buffered records over mutual TLS and deletes them on PUBACK.
-//!
-//! One task owns the rumqttc `EventLoop`. Its `poll()` future is pinned and never cancelled;
-//! publishes are issued from the same task, only while connected. rumqttc drains its request
-//! channel when a connection fails and drops that backlog on a clean-session CONNACK, so after
-//! every CONNACK the `Outgoing::Publish(pkid)` events arrive exactly in the order of our
-//! publishes since that CONNACK: [`InFlight`] maps them to buffer keys by that order, and a
-//! PUBACK for a pkid deletes exactly the record that carried it.
-//!
-//! On every CONNACK: birth (retained), subscribe to our command topic, and resend from the
-//! buffer head. Reconnects back off with jitter ([`backoff`]), reset by a CONNACK.
-//!
-//! A [`LinkHandles::gate`] that reads `true` holds the link down: the connection is dropped
-//! without a DISCONNECT (the broker publishes our last will, as when a shop's router dies) and
-//! not retried until the gate reads `false`; records keep going to the buffer meanwhile. The
-//! simulator's `offline` fault uses it; the agent runs without one.
+//! The link task: owns the rumqttc event loop, publishes from the buffer head while connected,
+//! deletes on PUBACK, reconnects with backoff, and passes received commands on (see the module
+//! doc of [`crate::link`]).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use backoff::ExponentialBackoff;
@@ -29,9 +15,10 @@ use common::{DeviceId, DeviceState, Envelope, LastWill};
 use rumqttc::{
     AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport,
 };
-use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
 
+use super::inflight::InFlight;
+use super::status::LinkStatus;
 use crate::buffer::{Buffer, Key, Record, Store};
 
 /// Longest wait between reconnect attempts.
@@ -50,96 +37,6 @@ pub struct LinkConfig {
     /// Records published but not yet acknowledged, at most.
     pub window: usize,
     pub birth: common::Birth,
-}
-
-/// Published and not yet acknowledged records, by the order rumqttc assigns pkids.
-#[derive(Debug, Default)]
-pub struct InFlight {
-    /// Publishes issued since the CONNACK that have not been given a pkid yet; `None` for
-    /// publishes that are not buffer records (the birth).
-    awaiting_pkid: VecDeque<Option<Key>>,
-    by_pkid: HashMap<u16, Key>,
-    /// Highest seq sent per class since the last CONNACK.
-    cursors: [Option<u64>; Key::CLASSES],
-}
-
-impl InFlight {
-    /// A new session: nothing is in flight any more; resend from the head.
-    pub fn reset(&mut self) {
-        self.awaiting_pkid.clear();
-        self.by_pkid.clear();
-        self.cursors = [None; Key::CLASSES];
-    }
-
-    pub fn sent(&mut self, key: Option<Key>) {
-        if let Some(k) = key {
-            let c = &mut self.cursors[k.class as usize];
-            *c = Some(c.map_or(k.seq, |s| s.max(k.seq)));
-        }
-        self.awaiting_pkid.push_back(key);
-    }
-
-    pub fn pkid_assigned(&mut self, pkid: u16) {
-        if let Some(Some(key)) = self.awaiting_pkid.pop_front() {
-            self.by_pkid.insert(pkid, key);
-        }
-    }
-
-    /// The key a PUBACK acknowledges; `None` for an unknown pkid (ignored).
-    pub fn acked(&mut self, pkid: u16) -> Option<Key> {
-        self.by_pkid.remove(&pkid)
-    }
-
-    pub fn len(&self) -> usize {
-        self.awaiting_pkid.iter().filter(|k| k.is_some()).count() + self.by_pkid.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn cursor(&self, class: u8) -> Option<u64> {
-        self.cursors[class as usize]
-    }
-}
-
-/// Link state for status and health, shared with the rest of the agent.
-#[derive(Debug, Default)]
-pub struct LinkStatus {
-    pub connected: AtomicBool,
-    pub connects: AtomicU64,
-    pub disconnects: AtomicU64,
-    pub published: AtomicU64,
-    pub acked: AtomicU64,
-    pub last_error: Mutex<Option<String>>,
-    pub in_flight: AtomicU64,
-    /// Wall clock of the link loop's last turn (liveness).
-    pub last_loop_ms: std::sync::atomic::AtomicI64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct LinkSnapshot {
-    pub connected: bool,
-    pub connects: u64,
-    pub disconnects: u64,
-    pub published: u64,
-    pub acked: u64,
-    pub in_flight: u64,
-    pub last_error: Option<String>,
-}
-
-impl LinkStatus {
-    pub fn snapshot(&self) -> LinkSnapshot {
-        LinkSnapshot {
-            connected: self.connected.load(Ordering::Relaxed),
-            connects: self.connects.load(Ordering::Relaxed),
-            disconnects: self.disconnects.load(Ordering::Relaxed),
-            published: self.published.load(Ordering::Relaxed),
-            acked: self.acked.load(Ordering::Relaxed),
-            in_flight: self.in_flight.load(Ordering::Relaxed),
-            last_error: self.last_error.lock().map(|e| e.clone()).unwrap_or(None),
-        }
-    }
 }
 
 /// Handles given to the link task.
@@ -410,49 +307,4 @@ async fn goodbye(cfg: &LinkConfig, client: &AsyncClient, eventloop: &mut EventLo
         }
     })
     .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn k(seq: u64) -> Key {
-        Key {
-            class: Key::TELEMETRY,
-            seq,
-        }
-    }
-
-    #[test]
-    fn pkids_map_to_keys_in_publish_order() {
-        let mut f = InFlight::default();
-        f.sent(None); // birth
-        f.sent(Some(k(1)));
-        f.sent(Some(k(2)));
-        f.pkid_assigned(1);
-        f.pkid_assigned(2);
-        f.pkid_assigned(3);
-        assert_eq!(f.acked(3), Some(k(2)));
-        assert_eq!(f.acked(1), None, "the birth is not a buffer record");
-        assert_eq!(f.acked(2), Some(k(1)));
-        assert!(f.is_empty());
-    }
-
-    #[test]
-    fn puback_for_unknown_pkid_is_ignored() {
-        let mut f = InFlight::default();
-        assert_eq!(f.acked(9), None);
-    }
-
-    #[test]
-    fn reset_forgets_in_flight_and_rewinds_cursors() {
-        let mut f = InFlight::default();
-        f.sent(Some(k(5)));
-        f.pkid_assigned(1);
-        assert_eq!(f.cursor(Key::TELEMETRY), Some(5));
-        f.reset();
-        assert_eq!(f.cursor(Key::TELEMETRY), None);
-        assert_eq!(f.acked(1), None);
-        assert!(f.is_empty());
-    }
 }
