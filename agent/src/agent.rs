@@ -113,10 +113,11 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
     };
     std::fs::create_dir_all(file.buffer.dir.parent().unwrap_or(&file.buffer.dir))?;
     let (buffer, reset, db) = runtime::open_sled_buffer(&device, &file.buffer.dir, caps, flush)?;
-    let executed: Arc<dyn crate::commands::ExecutedStore> = Arc::new(crate::commands::SledExecuted {
-        tree: db.open_tree("commands")?,
-        db,
-    });
+    let executed: Arc<dyn crate::commands::executed::ExecutedStore> =
+        Arc::new(crate::commands::executed::SledExecuted {
+            tree: db.open_tree("commands")?,
+            db,
+        });
     let command_key = file.commands.load_key();
     if command_key.is_none() {
         tracing::warn!("no commands.public_key: remote commands will be rejected");

@@ -42,7 +42,7 @@ pub struct AgentFile {
     #[serde(default)]
     pub app: crate::appmetrics::AppMetricsConfig,
     #[serde(default)]
-    pub commands: crate::commands::CommandsConfig,
+    pub commands: crate::commands::config::CommandsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

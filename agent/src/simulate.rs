@@ -107,7 +107,8 @@ async fn respond(
     use common::command::CommandStatus;
     use common::topics::Kind;
 
-    use crate::commands::{self, ExecutedStore, MemExecuted, Verdict};
+    use crate::commands::executed::{ExecutedStore, MemExecuted};
+    use crate::commands::verify::{self, Verdict};
     let store = MemExecuted::default();
     let report = |r: common::command::CommandResult| {
         if let Err(e) = buffer.append(Kind::CmdResult, common::time::now_ms(), &r) {
@@ -116,8 +117,8 @@ async fn respond(
         wake.notify_one();
     };
     while let Some(signed) = rx.recv().await {
-        match commands::check(&signed, key.as_ref(), &device, &store, common::time::now_ms()) {
-            Verdict::Reject { id, reason } => report(commands::result(
+        match verify::check(&signed, key.as_ref(), &device, &store, common::time::now_ms()) {
+            Verdict::Reject { id, reason } => report(verify::result(
                 &id,
                 CommandStatus::Rejected,
                 String::new(),
@@ -125,10 +126,10 @@ async fn respond(
             )),
             Verdict::Repeat(prev) => report(prev),
             Verdict::Run(cmd) => {
-                let acc = commands::result(&cmd.id, CommandStatus::Accepted, String::new(), None);
+                let acc = verify::result(&cmd.id, CommandStatus::Accepted, String::new(), None);
                 let _ = store.put(&cmd.id, &acc);
                 report(acc);
-                report(commands::result(
+                report(verify::result(
                     &cmd.id,
                     CommandStatus::Running,
                     String::new(),
@@ -138,14 +139,14 @@ async fn respond(
                     tokio::time::sleep(run_for).await;
                 }
                 let done = if fail.load(Ordering::Relaxed) {
-                    commands::result(
+                    verify::result(
                         &cmd.id,
                         CommandStatus::Failed,
                         format!("simulated failure of {}", cmd.action),
                         Some("the action failed".into()),
                     )
                 } else {
-                    commands::result(
+                    verify::result(
                         &cmd.id,
                         CommandStatus::Succeeded,
                         format!("simulated {}", cmd.action),

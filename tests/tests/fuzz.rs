@@ -481,7 +481,8 @@ fn test_keys() -> (common::command::CommandSigner, ring::signature::Ed25519KeyPa
 #[test]
 fn fuzz_signed_command_verify() {
     use common::command::{Command, SignedCommand};
-    use rvm_agent::commands::{MemExecuted, Verdict, check};
+    use rvm_agent::commands::executed::MemExecuted;
+    use rvm_agent::commands::verify::{Verdict, check};
     let seeds = corpus("command");
     let (signer, raw) = test_keys();
     let key = signer.public_key();

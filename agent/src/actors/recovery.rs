@@ -15,7 +15,8 @@ use tokio::sync::Notify;
 use crate::actors::health::HealthUpdate;
 use crate::buffer::Buffer;
 use crate::collect::actor::Latest;
-use crate::commands::{ExecutedStore, Verdict};
+use crate::commands::executed::ExecutedStore;
+use crate::commands::verify::Verdict;
 use crate::messages::StopNow;
 use crate::recovery::{
     self, Decision, ExecOutcome, Executor, Interlock, PlannedAction, RecoveryPolicy, Source,
@@ -187,7 +188,7 @@ impl Handler<RemoteCommand> for RecoveryActor {
         let Some(cp) = self.p.commands.clone() else { return };
         let now = common::time::now_ms();
         self.live.progress(now);
-        match crate::commands::check(&signed, cp.key.as_ref(), &cp.device, &*cp.executed, now) {
+        match crate::commands::verify::check(&signed, cp.key.as_ref(), &cp.device, &*cp.executed, now) {
             Verdict::Reject { id, reason } => {
                 tracing::warn!(command = %id, reason = %reason, "command rejected");
                 let ev = common::Event {
@@ -198,7 +199,7 @@ impl Handler<RemoteCommand> for RecoveryActor {
                 if let Err(e) = self.p.buffer.append(Kind::Event, now, &ev) {
                     tracing::error!(error = %e, "event not stored");
                 }
-                self.report(crate::commands::result(
+                self.report(crate::commands::verify::result(
                     &id,
                     CommandStatus::Rejected,
                     String::new(),
@@ -211,7 +212,8 @@ impl Handler<RemoteCommand> for RecoveryActor {
             }
             Verdict::Run(cmd) => {
                 // The id is recorded durably before anything runs: at most once.
-                let accepted = crate::commands::result(&cmd.id, CommandStatus::Accepted, String::new(), None);
+                let accepted =
+                    crate::commands::verify::result(&cmd.id, CommandStatus::Accepted, String::new(), None);
                 let store = cp.executed.clone();
                 let a2 = accepted.clone();
                 let job = tokio::task::spawn_blocking(move || store.put(&a2.command_id, &a2));
@@ -223,7 +225,7 @@ impl Handler<RemoteCommand> for RecoveryActor {
                     };
                     if let Some(why) = why {
                         tracing::error!(error = %why, command = %cmd.id, "cannot record the command id; not running it");
-                        act.report(crate::commands::result(
+                        act.report(crate::commands::verify::result(
                             &cmd.id,
                             CommandStatus::Rejected,
                             String::new(),
@@ -244,16 +246,16 @@ impl Handler<RemoteCommand> for RecoveryActor {
                             act.event(&cmd.action, ActionOutcome::Refused, reason.clone(), &origin);
                             act.finish(
                                 cp.executed.clone(),
-                                crate::commands::result(&cmd.id, CommandStatus::Rejected, String::new(), Some(reason)),
+                                crate::commands::verify::result(&cmd.id, CommandStatus::Rejected, String::new(), Some(reason)),
                             );
                         }
                         Decision::Allowed => {
-                            act.report(crate::commands::result(&cmd.id, CommandStatus::Running, String::new(), None));
+                            act.report(crate::commands::verify::result(&cmd.id, CommandStatus::Running, String::new(), None));
                             let (id, store) = (cmd.id.clone(), cp.executed.clone());
                             act.execute(ctx, cmd.action.clone(), origin, move |act, out| {
                                 let status = if out.ok { CommandStatus::Succeeded } else { CommandStatus::Failed };
                                 let reason = (!out.ok).then(|| "the action failed".to_string());
-                                act.finish(store, crate::commands::result(&id, status, out.output.clone(), reason));
+                                act.finish(store, crate::commands::verify::result(&id, status, out.output.clone(), reason));
                             });
                         }
                     }

@@ -1,103 +1,11 @@
-//! Remote commands on the agent: verification and at-most-once bookkeeping.
-//!
-//! A command runs only if its Ed25519 signature verifies with the server's public key, it
-//! names this device, it has not expired, and its id was never seen before. The id is recorded
-//! durably (written and flushed) *before* anything runs, so a crash or a replay can never run
-//! it twice; a repeated id is answered with the stored result instead. What runs, and whether,
-//! is then up to the recovery actor's gate (allow-list, interlock, rate limits).
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! Verifying a received command (signature, device, expiry, never seen before) and building
+//! its results.
 
 use common::DeviceId;
 use common::codec;
 use common::command::{self, Command, CommandResult, CommandStatus, MAX_RESULT_OUTPUT, SignedCommand};
-use serde::{Deserialize, Serialize};
 
-use crate::shared::problem::ConfigProblem;
-
-/// Where executed command ids and their last result are kept.
-pub trait ExecutedStore: Send + Sync + 'static {
-    fn get(&self, id: &str) -> Option<CommandResult>;
-    /// Durable on return.
-    fn put(&self, id: &str, result: &CommandResult) -> Result<(), String>;
-}
-
-/// sled tree `commands` in the agent's buffer database.
-pub struct SledExecuted {
-    pub db: sled::Db,
-    pub tree: sled::Tree,
-}
-
-impl ExecutedStore for SledExecuted {
-    fn get(&self, id: &str) -> Option<CommandResult> {
-        let v = self.tree.get(id.as_bytes()).ok()??;
-        codec::decode_bare(&v).ok()
-    }
-
-    fn put(&self, id: &str, result: &CommandResult) -> Result<(), String> {
-        let bytes = codec::encode(result).map_err(|e| e.to_string())?;
-        self.tree
-            .insert(id.as_bytes(), bytes)
-            .map_err(|e| e.to_string())?;
-        self.db.flush().map(|_| ()).map_err(|e| e.to_string())
-    }
-}
-
-/// In memory (simulated machines).
-#[derive(Default)]
-pub struct MemExecuted(Mutex<HashMap<String, CommandResult>>);
-
-impl ExecutedStore for MemExecuted {
-    fn get(&self, id: &str) -> Option<CommandResult> {
-        self.0.lock().ok()?.get(id).cloned()
-    }
-    fn put(&self, id: &str, result: &CommandResult) -> Result<(), String> {
-        self.0
-            .lock()
-            .map_err(|e| e.to_string())?
-            .insert(id.to_string(), result.clone());
-        Ok(())
-    }
-}
-
-/// The `[commands]` section of `agent.toml`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommandsConfig {
-    /// The server's command-signing public key (`command-signing.pub`, hex). Without it every
-    /// command is rejected.
-    #[serde(default)]
-    pub public_key: Option<std::path::PathBuf>,
-}
-
-impl CommandsConfig {
-    pub fn validate(&self, prefix: &str) -> Vec<ConfigProblem> {
-        let mut p = Vec::new();
-        if let Some(path) = &self.public_key {
-            match std::fs::read_to_string(path) {
-                Ok(s) => {
-                    if let Err(e) = command::public_key_from_hex(&s) {
-                        p.push(ConfigProblem {
-                            key: format!("{prefix}.public_key"),
-                            message: format!("{}: {e}", path.display()),
-                        });
-                    }
-                }
-                Err(e) => p.push(ConfigProblem {
-                    key: format!("{prefix}.public_key"),
-                    message: format!("{}: {e}", path.display()),
-                }),
-            }
-        }
-        p
-    }
-
-    pub fn load_key(&self) -> Option<[u8; 32]> {
-        let s = std::fs::read_to_string(self.public_key.as_ref()?).ok()?;
-        command::public_key_from_hex(&s).ok()
-    }
-}
+use super::executed::ExecutedStore;
 
 /// What to do with a command that arrived.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,6 +70,7 @@ mod tests {
     use common::command::{Action, CommandSigner};
 
     use super::*;
+    use crate::commands::executed::MemExecuted;
 
     fn signer() -> CommandSigner {
         CommandSigner::from_pkcs8(&CommandSigner::generate_pkcs8().unwrap()).unwrap()
@@ -226,25 +135,5 @@ mod tests {
     fn output_is_bounded() {
         let r = result("c", CommandStatus::Succeeded, "é".repeat(5000), None);
         assert!(r.output.len() <= MAX_RESULT_OUTPUT);
-    }
-
-    #[test]
-    fn the_sled_store_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let db = sled::open(dir.path()).unwrap();
-            let s = SledExecuted {
-                tree: db.open_tree("commands").unwrap(),
-                db,
-            };
-            s.put("c1", &result("c1", CommandStatus::Accepted, String::new(), None))
-                .unwrap();
-        }
-        let db = sled::open(dir.path()).unwrap();
-        let s = SledExecuted {
-            tree: db.open_tree("commands").unwrap(),
-            db,
-        };
-        assert_eq!(s.get("c1").unwrap().status, CommandStatus::Accepted);
     }
 }
