@@ -12,7 +12,6 @@ use common::topics::Kind;
 use common::{DeviceId, Event, EventKind, HealthReport, Severity};
 use tokio::sync::mpsc;
 
-use crate::actors::health::{HealthActor, HealthParts};
 use crate::actors::recovery::{RecoveryActor, RecoveryParts};
 use crate::appmetrics::{self, AppMetricsStore};
 use crate::buffer::config::FlushMode;
@@ -23,6 +22,7 @@ use crate::collect::gpu::{self, GpuPaths};
 use crate::collect::system::{SystemOptions, SystemSource};
 use crate::config::AgentFile;
 use crate::exporter::StatusSnapshot;
+use crate::health::actor::{HealthActor, HealthParts};
 use crate::link::actor::{LinkActor, Shutdown};
 use crate::link::status::LinkStatus;
 use crate::recovery::{Executor, Interlock, RecoveryPolicy, SystemExecutor};

@@ -34,7 +34,7 @@ pub struct AgentFile {
     #[serde(default)]
     pub paths: PathsSection,
     #[serde(default)]
-    pub health: crate::health::HealthConfig,
+    pub health: crate::health::config::HealthConfig,
     #[serde(default)]
     pub recovery: crate::recovery::RecoveryConfig,
     #[serde(default)]

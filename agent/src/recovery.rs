@@ -40,7 +40,7 @@ use common::command::{Action, MAX_RESULT_OUTPUT};
 use common::{ActionOutcome, Event, EventKind, HealthReport, HealthStatus, Reading, Severity, Telemetry};
 use serde::{Deserialize, Serialize};
 
-use crate::health::HealthConfig;
+use crate::health::config::HealthConfig;
 use crate::shared::names::{valid_interface_name, valid_process_name, valid_unit_name};
 use crate::shared::problem::ConfigProblem;
 use crate::shared::subprocess::{RunResult, run_command};

@@ -10,5 +10,4 @@
 //!  `- link          buffer -> MQTT (mTLS), PUBACK -> buffer delete; commands in
 //! ```
 
-pub mod health;
 pub mod recovery;

@@ -12,11 +12,11 @@ use common::command::{Action, CommandResult, CommandStatus, SignedCommand};
 use common::topics::Kind;
 use tokio::sync::Notify;
 
-use crate::actors::health::HealthUpdate;
 use crate::buffer::Buffer;
 use crate::collect::actor::Latest;
 use crate::commands::executed::ExecutedStore;
 use crate::commands::verify::Verdict;
+use crate::messages::HealthUpdate;
 use crate::messages::StopNow;
 use crate::recovery::{
     self, Decision, ExecOutcome, Executor, Interlock, PlannedAction, RecoveryPolicy, Source,

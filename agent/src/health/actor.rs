@@ -1,5 +1,5 @@
 //! Health actor: every [`HEALTH_INTERVAL`] probes the machine on a blocking thread, evaluates
-//! every check ([`crate::health::evaluate`]), publishes a `HealthReport` when anything changed
+//! every check ([`crate::health::evaluate::evaluate`]), publishes a `HealthReport` when anything changed
 //! and at least every `report_interval_s`, and hands every report to the recovery actor.
 
 use std::sync::Arc;
@@ -13,9 +13,11 @@ use tokio::sync::Notify;
 
 use crate::buffer::Buffer;
 use crate::collect::actor::Latest;
-use crate::health::{self, HealthConfig, HealthTracker, Observations};
+use crate::health::config::HealthConfig;
+use crate::health::evaluate::{self, HealthTracker, Observations, UnitState};
+use crate::health::probes;
 use crate::link::status::LinkStatus;
-use crate::messages::StopNow;
+use crate::messages::{HealthUpdate, StopNow};
 use crate::supervise::actor::ActorStatuses;
 use crate::supervise::liveness::Liveness;
 
@@ -23,11 +25,6 @@ use crate::supervise::liveness::Liveness;
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest the probes (systemctl, HTTP checks, disk) may take together.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A fresh health report, for the recovery actor.
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub struct HealthUpdate(pub HealthReport);
 
 #[derive(Clone)]
 pub struct HealthParts {
@@ -52,7 +49,7 @@ pub struct HealthActor {
 
 struct Probed {
     processes: Vec<(String, bool)>,
-    units: Vec<(String, health::UnitState)>,
+    units: Vec<(String, UnitState)>,
     http: Vec<(String, Result<u16, String>)>,
     camera: Option<bool>,
     disk: Option<Result<(), String>>,
@@ -77,11 +74,11 @@ impl HealthActor {
         self.busy = true;
         let cfg = self.p.cfg.clone();
         let job = tokio::task::spawn_blocking(move || Probed {
-            processes: health::probe_processes(&cfg.watch_processes),
-            units: health::probe_units(&cfg.systemd_units),
-            http: health::probe_http(&cfg.http_checks),
-            camera: Some(health::probe_camera(&cfg.camera_glob)),
-            disk: cfg.data_disk_path.as_deref().map(health::probe_disk_writable),
+            processes: probes::probe_processes(&cfg.watch_processes),
+            units: probes::probe_units(&cfg.systemd_units),
+            http: probes::probe_http(&cfg.http_checks),
+            camera: Some(probes::probe_camera(&cfg.camera_glob)),
+            disk: cfg.data_disk_path.as_deref().map(probes::probe_disk_writable),
         });
         let fut = async move { tokio::time::timeout(PROBE_TIMEOUT, job).await };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
@@ -120,7 +117,7 @@ impl HealthActor {
             broker_down_for_ms: self.link_down_since_ms.map_or(0, |s| now - s),
             actors,
         };
-        let report = health::evaluate(&self.p.cfg, &obs);
+        let report = evaluate::evaluate(&self.p.cfg, &obs);
         if self.tracker.should_publish(&report, now) {
             match self.p.buffer.append(Kind::Health, now, &report) {
                 Ok(_) => self.p.wake.notify_one(),
