@@ -12,7 +12,6 @@ use common::topics::Kind;
 use common::{DeviceId, Event, EventKind, HealthReport, Severity};
 use tokio::sync::mpsc;
 
-use crate::actors::recovery::{RecoveryActor, RecoveryParts};
 use crate::appmetrics::{self, AppMetricsStore};
 use crate::buffer::config::FlushMode;
 use crate::buffer::{Buffer, Caps, FlushPolicy};
@@ -25,7 +24,10 @@ use crate::exporter::StatusSnapshot;
 use crate::health::actor::{HealthActor, HealthParts};
 use crate::link::actor::{LinkActor, Shutdown};
 use crate::link::status::LinkStatus;
-use crate::recovery::{Executor, Interlock, RecoveryPolicy, SystemExecutor};
+use crate::recovery::actor::{RecoveryActor, RecoveryParts};
+use crate::recovery::executor::{Executor, SystemExecutor};
+use crate::recovery::interlock::Interlock;
+use crate::recovery::policy::RecoveryPolicy;
 use crate::runtime;
 use crate::shared::host_port::split_host_port;
 use crate::supervise::actor::{ActorStatuses, AgentSupervisor, FnSpec, StopChildren};
@@ -215,7 +217,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
     };
     let health_cfg = Arc::new(file.health.clone());
     let rp = RecoveryParts {
-        commands: Some(crate::actors::recovery::CommandParts {
+        commands: Some(crate::recovery::actor::CommandParts {
             device: device.clone(),
             key: command_key,
             executed,
@@ -324,7 +326,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
             while let Some(cmd) = commands.recv().await {
                 let addr = ra.lock().ok().and_then(|a| a.clone());
                 match addr {
-                    Some(a) => a.do_send(crate::actors::recovery::RemoteCommand(cmd)),
+                    Some(a) => a.do_send(crate::recovery::actor::RemoteCommand(cmd)),
                     None => {
                         tracing::warn!("command received before recovery started; the server will re-send it")
                     }

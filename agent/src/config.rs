@@ -36,7 +36,7 @@ pub struct AgentFile {
     #[serde(default)]
     pub health: crate::health::config::HealthConfig,
     #[serde(default)]
-    pub recovery: crate::recovery::RecoveryConfig,
+    pub recovery: crate::recovery::config::RecoveryConfig,
     #[serde(default)]
     pub supervisor: crate::supervise::restart::RestartPolicy,
     #[serde(default)]

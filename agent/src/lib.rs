@@ -13,14 +13,12 @@
 //! - [`exporter`]: Prometheus text of the telemetry and the agent's state; the status snapshot
 //! - [`http`]: the local endpoint: `/metrics`, `/api/v1/status`, the app-metrics push, `/healthz`
 //! - [`commands`]: remote command verification and the at-most-once record
-//! - [`actors`]: collector and link actors
 //! - [`runtime`]: wiring one device's pipeline; the real agent and simulated ones share it
 //! - [`supervise`]: restart decisions (pure) for the actor supervisor
 //! - [`simulate`]: `rvm-agent simulate`, N virtual RVMs in one process
 //! - [`agent`]: the real agent's start-up and shutdown
 //! - [`sdnotify`]: `READY=1` and `WATCHDOG=1` to systemd (`Type=notify`, `WatchdogSec=`), std only
 
-pub mod actors;
 pub mod agent;
 pub mod appmetrics;
 pub mod buffer;

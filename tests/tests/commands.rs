@@ -11,7 +11,7 @@ use fleet_server::auth::Role;
 use reqwest::Method;
 use rumqttc::QoS;
 use rvm_agent::agent::Overrides;
-use rvm_agent::recovery::RecordingExecutor;
+use rvm_agent::recovery::executor::RecordingExecutor;
 use rvm_fleet_tests::{AgentExtra, Agents, ConnectOutcome, Probe, SimFleet, TestFleet, eventually, tls_for};
 use serde_json::{Value, json};
 

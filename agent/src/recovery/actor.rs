@@ -1,6 +1,6 @@
 //! Recovery actor: follows the local escalation ladder on every health report, and runs
 //! remote commands (issue 6) through the same gate: allow-list, interlock, rate limits
-//! ([`crate::recovery::RecoveryPolicy::decide`]). Actions run on a blocking thread through an
+//! ([`crate::recovery::policy::RecoveryPolicy::decide`]). Actions run on a blocking thread through an
 //! [`Executor`]; every action, run or refused, becomes an event.
 
 use std::sync::{Arc, Mutex};
@@ -16,11 +16,11 @@ use crate::buffer::Buffer;
 use crate::collect::actor::Latest;
 use crate::commands::executed::ExecutedStore;
 use crate::commands::verify::Verdict;
-use crate::messages::HealthUpdate;
-use crate::messages::StopNow;
-use crate::recovery::{
-    self, Decision, ExecOutcome, Executor, Interlock, PlannedAction, RecoveryPolicy, Source,
-};
+use crate::messages::{HealthUpdate, StopNow};
+use crate::recovery::events::event_with_origin;
+use crate::recovery::executor::{ExecOutcome, Executor};
+use crate::recovery::interlock::Interlock;
+use crate::recovery::policy::{Decision, PlannedAction, RecoveryPolicy, Source};
 use crate::supervise::liveness::Liveness;
 
 /// Liveness tick when no health report comes in.
@@ -64,7 +64,7 @@ impl RecoveryActor {
     }
 
     fn event(&self, action: &Action, outcome: ActionOutcome, detail: String, origin: &str) {
-        let ev = recovery::event_with_origin(action, outcome, detail, origin);
+        let ev = event_with_origin(action, outcome, detail, origin);
         match self.p.buffer.append(Kind::Event, common::time::now_ms(), &ev) {
             Ok(_) => self.p.wake.notify_one(),
             Err(e) => tracing::error!(error = %e, "recovery event not stored"),
