@@ -12,7 +12,8 @@ use common::topics::Kind;
 use common::{DeviceId, Event, EventKind, HealthReport, Severity};
 use tokio::sync::mpsc;
 
-use crate::appmetrics::{self, AppMetricsStore};
+use crate::appmetrics::scrape;
+use crate::appmetrics::store::AppMetricsStore;
 use crate::buffer::config::FlushMode;
 use crate::buffer::{Buffer, Caps, FlushPolicy};
 use crate::collect::MetricSource;
@@ -191,7 +192,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
             loop {
                 tick.tick().await;
                 let u = url.clone();
-                match tokio::task::spawn_blocking(move || appmetrics::scrape(&u, timeout)).await {
+                match tokio::task::spawn_blocking(move || scrape::scrape(&u, timeout)).await {
                     Ok(Ok(v)) => app.set_scraped(v, common::time::now_ms()),
                     Ok(Err(e)) => app.scrape_failed(&e, common::time::now_ms()),
                     Err(e) => app.scrape_failed(&e.to_string(), common::time::now_ms()),

@@ -40,7 +40,7 @@ pub struct AgentFile {
     #[serde(default)]
     pub supervisor: crate::supervise::restart::RestartPolicy,
     #[serde(default)]
-    pub app: crate::appmetrics::AppMetricsConfig,
+    pub app: crate::appmetrics::config::AppMetricsConfig,
     #[serde(default)]
     pub commands: crate::commands::config::CommandsConfig,
 }

@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 use common::{ActorStatus, DeviceId, GpuBackendKind, HealthReport, HealthStatus, Telemetry};
 use serde::Serialize;
 
-use crate::appmetrics::AppMetricsCounters;
+use crate::appmetrics::store::AppMetricsCounters;
 use crate::buffer::BufferStats;
 use crate::link::status::LinkSnapshot;
 
@@ -762,7 +762,7 @@ pub(crate) mod tests {
     };
 
     use super::*;
-    use crate::appmetrics::{Sample, parse_prometheus};
+    use crate::appmetrics::prometheus::{Sample, parse_prometheus};
 
     pub(crate) fn build_status() -> StatusSnapshot {
         StatusSnapshot {

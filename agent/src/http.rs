@@ -4,7 +4,7 @@
 //!   the agent's state; the agent doubles as a Jetson-aware node exporter.
 //! - `GET /api/v1/status`: the [`StatusSnapshot`] as JSON.
 //! - `POST /api/v1/app-metrics`: the vision service pushes its figures
-//!   ([`crate::appmetrics::parse_push`]); 200 `{"accepted": N, "ignored": M}` (`ignored`: not
+//!   ([`crate::appmetrics::push::parse_push`]); 200 `{"accepted": N, "ignored": M}` (`ignored`: not
 //!   in the `[app] names` allow-list), 400
 //!   `{"error": "...", "field": "..."}` naming the bad field, 413 above [`PUSH_BODY_LIMIT`].
 //! - `GET /healthz`: 200 `ok` while the server answers.
@@ -28,7 +28,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use common::Telemetry;
 use serde::Serialize;
 
-use crate::appmetrics::AppMetricsStore;
+use crate::appmetrics::store::AppMetricsStore;
 use crate::exporter::{self, StatusSnapshot};
 
 /// Largest pushed body accepted.
@@ -155,7 +155,8 @@ mod tests {
     use common::Reading;
 
     use super::*;
-    use crate::appmetrics::{AppMetricsConfig, parse_prometheus};
+    use crate::appmetrics::config::AppMetricsConfig;
+    use crate::appmetrics::prometheus::parse_prometheus;
     use crate::exporter::tests::{build_status, build_telemetry};
 
     struct Response {

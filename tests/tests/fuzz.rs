@@ -740,7 +740,7 @@ fn fuzz_server_config() {
 
 #[test]
 fn fuzz_app_metrics_push_json() {
-    use rvm_agent::appmetrics::parse_push;
+    use rvm_agent::appmetrics::push::parse_push;
     let seeds: Vec<Vec<u8>> = corpus("app-push").into_iter().map(|(_, b)| b).collect();
     let check = |b: &[u8], max: usize| -> Result<(), TestCaseError> {
         if let Ok(r) = parse_push(b, max) {
@@ -748,7 +748,7 @@ fn fuzz_app_metrics_push_json() {
             for x in &r {
                 prop_assert!(x.value.is_finite(), "non-finite pushed value {x:?}");
                 prop_assert!(
-                    rvm_agent::appmetrics::validate_name(&x.name).is_ok(),
+                    rvm_agent::appmetrics::names::validate_name(&x.name).is_ok(),
                     "bad name accepted {x:?}"
                 );
             }
@@ -767,7 +767,7 @@ fn fuzz_app_metrics_push_json() {
 
 #[test]
 fn fuzz_app_metrics_prometheus_text() {
-    use rvm_agent::appmetrics::{parse_prometheus, samples_to_readings};
+    use rvm_agent::appmetrics::prometheus::{parse_prometheus, samples_to_readings};
     let seeds: Vec<Vec<u8>> = corpus("prometheus").into_iter().map(|(_, b)| b).collect();
     let check = |b: &[u8]| -> Result<(), TestCaseError> {
         if let Ok(samples) = parse_prometheus(&text(b)) {
