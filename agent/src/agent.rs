@@ -21,8 +21,8 @@ use crate::collect::actor::{CollectorActor, CollectorParts, CollectorStats, Faul
 use crate::collect::gpu::{self, GpuPaths};
 use crate::collect::system::{SystemOptions, SystemSource};
 use crate::config::AgentFile;
-use crate::exporter::StatusSnapshot;
 use crate::health::actor::{HealthActor, HealthParts};
+use crate::http::status::StatusSnapshot;
 use crate::link::actor::{LinkActor, Shutdown};
 use crate::link::status::LinkStatus;
 use crate::recovery::actor::{RecoveryActor, RecoveryParts};
@@ -297,7 +297,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         );
         let notes = gpu_notes.clone();
         let latest2 = latest.clone();
-        let state = crate::http::HttpState {
+        let state = crate::http::server::HttpState {
             status: Arc::new(move || StatusSnapshot {
                 device: device2.clone(),
                 agent_version: runtime::AGENT_VERSION.into(),
@@ -313,8 +313,8 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
             telemetry: Arc::new(move || latest2.lock().ok().and_then(|l| l.clone())),
             app: app.clone(),
         };
-        let (server, addr) =
-            crate::http::start(listen, state).map_err(|e| anyhow::anyhow!("http.listen {listen}: {e}"))?;
+        let (server, addr) = crate::http::server::start(listen, state)
+            .map_err(|e| anyhow::anyhow!("http.listen {listen}: {e}"))?;
         actix::spawn(server);
         tracing::info!(addr = %addr, "local endpoint: /metrics, /api/v1/status, POST /api/v1/app-metrics");
         Some(addr)

@@ -1,5 +1,9 @@
 //! `agent.toml`: the file format, its defaults, and validation that names every bad key.
 //!
+//! Each section's type, defaults and checks live in its feature's folder (`[mqtt]` in
+//! [`crate::link::config`], `[health]` in [`crate::health::config`], ...); this file composes
+//! them and adds the top-level keys. No feature imports this module.
+//!
 //! Unknown keys are errors (`deny_unknown_fields`): a typo must not silently become a default.
 //! [`AgentFile::validate`] reports every problem at once, each with its key path.
 
@@ -8,10 +12,16 @@ use std::path::{Path, PathBuf};
 use common::DeviceId;
 use serde::Deserialize;
 
+use crate::appmetrics::config::AppMetricsConfig;
 use crate::buffer::config::BufferSection;
 use crate::collect::config::{CollectorSection, PathsSection};
+use crate::commands::config::CommandsConfig;
+use crate::health::config::HealthConfig;
+use crate::http::config::HttpSection;
 use crate::link::config::MqttSection;
+use crate::recovery::config::RecoveryConfig;
 use crate::shared::problem::ConfigProblem;
+use crate::supervise::restart::RestartPolicy;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,35 +44,15 @@ pub struct AgentFile {
     #[serde(default)]
     pub paths: PathsSection,
     #[serde(default)]
-    pub health: crate::health::config::HealthConfig,
+    pub health: HealthConfig,
     #[serde(default)]
-    pub recovery: crate::recovery::config::RecoveryConfig,
+    pub recovery: RecoveryConfig,
     #[serde(default)]
-    pub supervisor: crate::supervise::restart::RestartPolicy,
+    pub supervisor: RestartPolicy,
     #[serde(default)]
-    pub app: crate::appmetrics::config::AppMetricsConfig,
+    pub app: AppMetricsConfig,
     #[serde(default)]
-    pub commands: crate::commands::config::CommandsConfig,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSection {
-    /// Local status endpoint; empty string disables it.
-    #[serde(default = "default_http_listen")]
-    pub listen: String,
-}
-
-impl Default for HttpSection {
-    fn default() -> Self {
-        Self {
-            listen: default_http_listen(),
-        }
-    }
-}
-
-fn default_http_listen() -> String {
-    "127.0.0.1:9101".into()
+    pub commands: CommandsConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,24 +95,16 @@ impl AgentFile {
     /// Every problem, each with its key path. Empty when the config is usable.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
-        let mut bad = |key: &str, message: String| {
-            p.push(ConfigProblem {
-                key: key.into(),
-                message,
-            })
-        };
         if let Err(e) = DeviceId::new(self.device_id.clone()) {
-            bad("device_id", e.to_string());
-        }
-        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            bad(
-                "http.listen",
-                format!("{:?} is not an address like 127.0.0.1:9101", self.http.listen),
-            );
+            p.push(ConfigProblem {
+                key: "device_id".into(),
+                message: e.to_string(),
+            });
         }
         p.extend(self.mqtt.validate("mqtt"));
         p.extend(self.collector.validate("collector"));
         p.extend(self.buffer.validate("buffer"));
+        p.extend(self.http.validate("http"));
         p.extend(self.health.validate("health"));
         p.extend(self.recovery.validate("recovery", &self.health));
         p.extend(self.supervisor.validate("supervisor"));

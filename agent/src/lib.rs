@@ -25,7 +25,6 @@ pub mod buffer;
 pub mod collect;
 pub mod commands;
 pub mod config;
-pub mod exporter;
 pub mod health;
 pub mod http;
 pub mod link;

@@ -1,20 +1,5 @@
-//! The agent's local HTTP endpoint (default `127.0.0.1:9101`, `[http] listen`).
-//!
-//! - `GET /metrics`: Prometheus text ([`crate::exporter::render`]) of the latest telemetry and
-//!   the agent's state; the agent doubles as a Jetson-aware node exporter.
-//! - `GET /api/v1/status`: the [`StatusSnapshot`] as JSON.
-//! - `POST /api/v1/app-metrics`: the vision service pushes its figures
-//!   ([`crate::appmetrics::push::parse_push`]); 200 `{"accepted": N, "ignored": M}` (`ignored`: not
-//!   in the `[app] names` allow-list), 400
-//!   `{"error": "...", "field": "..."}` naming the bad field, 413 above [`PUSH_BODY_LIMIT`].
-//! - `GET /healthz`: 200 `ok` while the server answers.
-//!
-//! The server listens only on the address it is given and has no authentication: keep it on
-//! loopback. One worker thread (footprint, DESIGN.md); it installs no signal handlers, the
-//! agent's shutdown stops it through the [`actix_web::dev::ServerHandle`].
-//!
-//! The handlers call the [`HttpState`] closures on the worker thread: they must be cheap and
-//! never block (read counters and clone the latest values, no IO).
+//! The local endpoint's server: binds the listen address, routes `/metrics`, `/api/v1/status`,
+//! `POST /api/v1/app-metrics` and `/healthz` to their handlers (see [`crate::http`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -28,8 +13,9 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use common::Telemetry;
 use serde::Serialize;
 
+use super::exporter;
+use super::status::StatusSnapshot;
 use crate::appmetrics::store::AppMetricsStore;
-use crate::exporter::{self, StatusSnapshot};
 
 /// Largest pushed body accepted.
 pub const PUSH_BODY_LIMIT: usize = 16 * 1024;
@@ -157,7 +143,7 @@ mod tests {
     use super::*;
     use crate::appmetrics::config::AppMetricsConfig;
     use crate::appmetrics::prometheus::parse_prometheus;
-    use crate::exporter::tests::{build_status, build_telemetry};
+    use crate::http::exporter::tests::{build_status, build_telemetry};
 
     struct Response {
         status: u16,

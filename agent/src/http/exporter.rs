@@ -1,7 +1,7 @@
 //! Prometheus text exposition (format 0.0.4) of the latest telemetry and the agent's own state,
 //! and the [`StatusSnapshot`] that `/api/v1/status` shows.
 //!
-//! [`render`] is pure: the HTTP handler ([`crate::http`]) calls it with the latest telemetry and
+//! [`render`] is pure: the HTTP handler ([`crate::http::server`]) calls it with the latest telemetry and
 //! a fresh snapshot. Every metric starts with `rvm_`; every family gets its `# HELP` and
 //! `# TYPE` line once, its samples together; label values are escaped (`\\`, `\"`, `\n`).
 //!
@@ -19,35 +19,14 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
-use common::{ActorStatus, DeviceId, GpuBackendKind, HealthReport, HealthStatus, Telemetry};
-use serde::Serialize;
+use common::{DeviceId, GpuBackendKind, HealthStatus, Telemetry};
 
-use crate::appmetrics::store::AppMetricsCounters;
-use crate::buffer::BufferStats;
-use crate::link::status::LinkSnapshot;
+use super::status::StatusSnapshot;
 
 use self::Kind::{Counter, Gauge, Untyped};
 
 /// Content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// What `/api/v1/status` shows, and the agent-state part of `/metrics`.
-#[derive(Debug, Serialize)]
-pub struct StatusSnapshot {
-    pub device: DeviceId,
-    pub agent_version: String,
-    /// The latest health report; `None` before the first evaluation.
-    pub health: Option<HealthReport>,
-    pub actors: Vec<ActorStatus>,
-    pub buffer: BufferStats,
-    pub link: LinkSnapshot,
-    pub gpu_backend: GpuBackendKind,
-    /// Why earlier backends of the chain were passed over, and what the chosen one cannot read.
-    pub gpu_notes: Vec<String>,
-    pub app_metrics: AppMetricsCounters,
-    /// The agent process's own memory (heap in use, RSS).
-    pub memory: common::mem::ProcessMemory,
-}
 
 /// The exposition of `t` and the agent's state.
 pub fn render(t: &Telemetry, device: &DeviceId, extra: &StatusSnapshot) -> String {
@@ -758,11 +737,15 @@ pub(crate) mod tests {
     use std::collections::HashMap;
 
     use common::{
-        CheckResult, CpuStats, DiskStats, GpuStats, MemoryStats, NetStats, PowerRail, ProcessStats, Reading,
+        ActorStatus, CheckResult, CpuStats, DiskStats, GpuStats, HealthReport, MemoryStats, NetStats,
+        PowerRail, ProcessStats, Reading,
     };
 
     use super::*;
     use crate::appmetrics::prometheus::{Sample, parse_prometheus};
+    use crate::appmetrics::store::AppMetricsCounters;
+    use crate::buffer::BufferStats;
+    use crate::link::status::LinkSnapshot;
 
     pub(crate) fn build_status() -> StatusSnapshot {
         StatusSnapshot {
