@@ -106,7 +106,7 @@ impl CollectorParts {
                     // cannot happen short of thread exhaustion: run inline then
                     tracing::error!(error = %e, "no worker thread for the metric source");
                     SourceRunner::Inline(Arc::new(Mutex::new(Box::new(
-                        crate::collect::sim::SimSource::new(0, 1000),
+                        crate::sim::source::SimSource::new(0, 1000),
                     ))))
                 }
             }

@@ -2,7 +2,7 @@
 //!
 //! A source ([`MetricSource`]) fills a [`Telemetry`]; the collector actor decides when, and
 //! keeps blocking sources off actor threads. The real agent reads the machine
-//! ([`system::SystemSource`]); simulated machines use [`sim::SimSource`]: only the source
+//! ([`system::SystemSource`]); simulated machines use [`crate::sim::source::SimSource`]: only the source
 //! differs, the buffer and link are the same code.
 //!
 //! - [`config`]: the `[collector]` and `[paths]` sections
@@ -14,7 +14,6 @@
 pub mod actor;
 pub mod config;
 pub mod gpu;
-pub mod sim;
 pub mod system;
 pub mod worker;
 

@@ -38,8 +38,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::collect::sim::{Drift, DriftMetric, Fault, SimFault};
-use crate::simulate::SimDevice;
+use super::source::{Drift, DriftMetric, Fault, SimFault};
 
 /// A scenario file as written.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -410,18 +409,6 @@ pub struct Machine {
 }
 
 impl Machine {
-    pub fn of(d: &SimDevice) -> Machine {
-        Machine {
-            device: d.handle.device.to_string(),
-            number: d.number,
-            site: d.site.clone(),
-            model_version: d.model_version.clone(),
-            fault: d.fault.clone(),
-            offline: d.offline.clone(),
-            commands_fail: d.commands_fail.clone(),
-        }
-    }
-
     fn apply(&self, s: &MachineState) {
         self.fault.set_all(&s.faults);
         self.fault.set_drifts(s.drifts.clone());
@@ -502,7 +489,7 @@ pub async fn run(scenario: Scenario, machines: Vec<Machine>) {
 mod tests {
     use super::*;
 
-    const DEMO: &str = include_str!("../../scenarios/demo.toml");
+    const DEMO: &str = include_str!("../../../scenarios/demo.toml");
 
     fn machine(number: usize, site: &str, model: &str) -> Machine {
         Machine {

@@ -2,7 +2,7 @@
 //! MQTT connection, publishing plausible Jetson metrics through the same buffer and link code
 //! as the real agent (in-memory buffers: nothing to keep across a simulator restart).
 //! [`start_with`] sets per-device attributes ([`SimProfile`]) and hands back each machine's
-//! fault switch ([`crate::collect::sim::SimFault`]).
+//! fault switch ([`crate::sim::source::SimFault`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,9 +12,10 @@ use std::time::Duration;
 use common::DeviceId;
 use common::pki::{Ca, CertDir};
 
+use super::scenario::{Machine, Scenario};
+use super::source::{SimFault, SimSource};
 use crate::buffer::{Buffer, Caps, FlushPolicy, MemStore, Store};
 use crate::collect::MetricSource;
-use crate::collect::sim::{SimFault, SimSource};
 use crate::runtime::{self, DeviceHandle, DeviceParts};
 
 #[derive(Debug, Clone)]
@@ -59,7 +60,7 @@ pub struct SimProfile {
 
 impl SimProfile {
     /// Takes the vision model versions a scenario gives machines of this simulator.
-    pub fn models_of(&mut self, cfg: &SimConfig, scenario: &crate::scenario::Scenario) {
+    pub fn models_of(&mut self, cfg: &SimConfig, scenario: &Scenario) {
         for i in 0..cfg.devices {
             if let Some(v) = scenario.model_version_of(cfg.first + i) {
                 self.vision_model_versions.insert(i, v.to_string());
@@ -68,10 +69,10 @@ impl SimProfile {
     }
 }
 
-/// Replays `scenario` on these machines, on the current arbiter (see [`crate::scenario`]).
-pub fn replay(scenario: crate::scenario::Scenario, devices: &[SimDevice]) {
-    let machines = devices.iter().map(crate::scenario::Machine::of).collect();
-    actix::spawn(crate::scenario::run(scenario, machines));
+/// Replays `scenario` on these machines, on the current arbiter (see [`crate::sim::scenario`]).
+pub fn replay(scenario: Scenario, devices: &[SimDevice]) {
+    let machines = devices.iter().map(SimDevice::machine).collect();
+    actix::spawn(super::scenario::run(scenario, machines));
 }
 
 /// A running simulated machine and its switches.
@@ -88,6 +89,21 @@ pub struct SimDevice {
     pub number: usize,
     pub site: String,
     pub model_version: String,
+}
+
+impl SimDevice {
+    /// This machine as a scenario sees it: how to select it and its switches.
+    pub fn machine(&self) -> Machine {
+        Machine {
+            device: self.handle.device.to_string(),
+            number: self.number,
+            site: self.site.clone(),
+            model_version: self.model_version.clone(),
+            fault: self.fault.clone(),
+            offline: self.offline.clone(),
+            commands_fail: self.commands_fail.clone(),
+        }
+    }
 }
 
 /// How long a simulated command "runs" unless [`SimProfile::command_ms`] says otherwise.

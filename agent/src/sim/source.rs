@@ -3,7 +3,7 @@
 //!
 //! A machine can be told to fail on purpose while it runs ([`SimFault`]: any set of [`Fault`]s
 //! at once, and [`Drift`]s of single metrics): tests, demos and scenario files
-//! ([`crate::scenario`]) use it to show alerts, cohort regressions and thermal incidents.
+//! ([`crate::sim::scenario`]) use it to show alerts, cohort regressions and thermal incidents.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,8 @@ use common::{
     CpuStats, DiskStats, GpuBackendKind, GpuStats, MemoryStats, NetStats, PowerRail, ProcessStats, Reading,
     Telemetry,
 };
+
+use crate::collect::MetricSource;
 
 /// Orin Nano 8GB: what tegrastats reports as RAM total.
 pub const SIM_MEMORY_TOTAL: u64 = 7_620 * 1024 * 1024;
@@ -278,7 +280,7 @@ impl SimSource {
     }
 }
 
-impl super::MetricSource for SimSource {
+impl MetricSource for SimSource {
     fn collect(&mut self, now_ms: i64) -> Telemetry {
         let started = *self.started_ms.get_or_insert(now_ms);
         let f = self.fault.clone();
@@ -442,7 +444,6 @@ fn rail(name: &str, mv: f64, mw: f64) -> PowerRail {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::MetricSource;
 
     #[test]
     fn the_same_seed_tells_the_same_story() {
