@@ -13,9 +13,9 @@
 //! re-encodes, numbers reported are finite, a refused command is never run, an HTTP answer is
 //! never a 5xx). A failure is saved by proptest in `tests/proptest-regressions/fuzz.txt` and
 //! replayed first on the next run. Targets already covered by unit proptests (arbitrary bytes into
-//! `codec::decode`, `command::verify`, `tegrastats::parse_line`) are not repeated here: these
+//! `codec::decode`, `command::verify`, `tegrastats::parse::parse_line`) are not repeated here: these
 //! start from the corpus and go through the same entry points the binaries use
-//! (`ingest::decode_record`, `agent::commands::check`, the sysfs backend on a real tree).
+//! (`ingest::decode_record`, `agent::commands::verify::check`, the sysfs backend on a real tree).
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};

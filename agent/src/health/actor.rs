@@ -1,6 +1,7 @@
 //! Health actor: every [`HEALTH_INTERVAL`] probes the machine on a blocking thread, evaluates
-//! every check ([`crate::health::evaluate::evaluate`]), publishes a `HealthReport` when anything changed
-//! and at least every `report_interval_s`, and hands every report to the recovery actor.
+//! every check ([`crate::health::evaluate::evaluate`]), publishes a `HealthReport` when
+//! anything changed and at least every `report_interval_s`, and hands every report to the
+//! recovery actor.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

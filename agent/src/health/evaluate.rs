@@ -57,15 +57,19 @@ impl UnitState {
 pub struct Observations<'a> {
     /// The latest telemetry; `None` before the first collection.
     pub telemetry: Option<&'a Telemetry>,
-    /// Watched process name and whether it is running ([`probe_processes`]).
+    /// Watched process name and whether it is running
+    /// ([`probe_processes`](crate::health::probes::probe_processes)).
     pub processes: Vec<(String, bool)>,
-    /// Watched unit and its state ([`probe_units`]).
+    /// Watched unit and its state ([`probe_units`](crate::health::probes::probe_units)).
     pub units: Vec<(String, UnitState)>,
-    /// HTTP check name and the status code it got, or why it got none ([`probe_http`]).
+    /// HTTP check name and the status code it got, or why it got none
+    /// ([`probe_http`](crate::health::probes::probe_http)).
     pub http: Vec<(String, Result<u16, String>)>,
-    /// Whether a camera device matches the glob ([`probe_camera`]).
+    /// Whether a camera device matches the glob
+    /// ([`probe_camera`](crate::health::probes::probe_camera)).
     pub camera_present: Option<bool>,
-    /// Result of [`probe_disk_writable`] on `data_disk_path`.
+    /// Result of [`probe_disk_writable`](crate::health::probes::probe_disk_writable) on
+    /// `data_disk_path`.
     pub disk_writable: Option<Result<(), String>>,
     pub broker_connected: bool,
     /// How long the broker link has been down; ignored while connected.

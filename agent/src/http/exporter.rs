@@ -1,9 +1,10 @@
 //! Prometheus text exposition (format 0.0.4) of the latest telemetry and the agent's own state,
 //! and the [`StatusSnapshot`] that `/api/v1/status` shows.
 //!
-//! [`render`] is pure: the HTTP handler ([`crate::http::server`]) calls it with the latest telemetry and
-//! a fresh snapshot. Every metric starts with `rvm_`; every family gets its `# HELP` and
-//! `# TYPE` line once, its samples together; label values are escaped (`\\`, `\"`, `\n`).
+//! [`render`] is pure: the HTTP handler ([`crate::http::server`]) calls it with the latest
+//! telemetry and a fresh snapshot. Every metric starts with `rvm_`; every family gets its `#
+//! HELP` and `# TYPE` line once, its samples together; label values are escaped (`\\`, `\"`,
+//! `\n`).
 //!
 //! Rules worth knowing when reading the output:
 //! - A figure the machine cannot measure (`None`) is left out, never written as 0.

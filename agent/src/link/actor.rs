@@ -1,5 +1,5 @@
-//! Link actor: owns the MQTT link task (see [`crate::link::task`]), reports its liveness, and stops
-//! it on shutdown. A link task that ends or panics stops the actor with that reason.
+//! Link actor: owns the MQTT link task (see [`crate::link::task`]), reports its liveness, and
+//! stops it on shutdown. A link task that ends or panics stops the actor with that reason.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,7 +27,8 @@ pub struct LinkParts {
     pub wake: Arc<Notify>,
     pub status: Arc<LinkStatus>,
     pub commands: mpsc::UnboundedSender<SignedCommand>,
-    /// Holds the link down while it reads `true` (the simulator's network cut; None in the agent).
+    /// Holds the link down while it reads `true` (the simulator's network cut; None in the
+    /// agent).
     pub gate: Option<watch::Receiver<bool>>,
 }
 

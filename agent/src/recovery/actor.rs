@@ -1,7 +1,7 @@
-//! Recovery actor: follows the local escalation ladder on every health report, and runs
-//! remote commands (issue 6) through the same gate: allow-list, interlock, rate limits
-//! ([`crate::recovery::policy::RecoveryPolicy::decide`]). Actions run on a blocking thread through an
-//! [`Executor`]; every action, run or refused, becomes an event.
+//! Recovery actor: follows the local escalation ladder on every health report, and runs remote
+//! commands (issue 6) through the same gate: allow-list, interlock, rate limits
+//! ([`crate::recovery::policy::RecoveryPolicy::decide`]). Actions run on a blocking thread
+//! through an [`Executor`]; every action, run or refused, becomes an event.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

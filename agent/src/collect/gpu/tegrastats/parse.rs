@@ -238,7 +238,7 @@ impl TegraSample {
 
     /// The GPU part of this line. Board, release, power mode and GPU memory are not in
     /// tegrastats output: they are `None` here and listed as unsupported (the backend fills them
-    /// from [`Platform`] files).
+    /// from [`Platform`](crate::collect::gpu::platform::Platform) files).
     pub fn to_gpu_stats(&self) -> GpuStats {
         let mut stats = GpuStats {
             backend: GpuBackendKind::Tegrastats,
