@@ -285,7 +285,7 @@ pub struct Prefilled {
     thread: Option<std::thread::JoinHandle<()>>,
     pub ids: Vec<String>,
     pub buffers: Vec<Arc<rvm_agent::buffer::Buffer>>,
-    pub links: Vec<Arc<rvm_agent::link::LinkStatus>>,
+    pub links: Vec<Arc<rvm_agent::link::status::LinkStatus>>,
     /// When the first link started (after every buffer was filled).
     pub started: Instant,
 }
@@ -385,8 +385,10 @@ impl Prefilled {
                         buffer,
                     )?;
                     links.push(lp.status.clone());
-                    let live = Arc::new(rvm_agent::supervise::Liveness::new(common::time::now_ms()));
-                    actix::Actor::start(rvm_agent::actors::link::LinkActor::new(lp, live));
+                    let live = Arc::new(rvm_agent::supervise::liveness::Liveness::new(
+                        common::time::now_ms(),
+                    ));
+                    actix::Actor::start(rvm_agent::link::actor::LinkActor::new(lp, live));
                 }
                 anyhow::Ok((links, started))
             });

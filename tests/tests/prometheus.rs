@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fleet_server::http::metrics::families::family_names;
 use prometheus_parse::{Scrape, Value};
-use rvm_agent::simulate::{SimConfig, SimProfile};
+use rvm_agent::sim::simulate::{SimConfig, SimProfile};
 use rvm_fleet_tests::{FleetOptions, SimFleet, TestFleet, eventually};
 
 fn repo() -> PathBuf {
