@@ -39,6 +39,7 @@ pub mod partitions;
 pub mod pool;
 
 pub use config::{Backend, PgConfig, StorageBackend, StorageBackendFile};
+pub use deadpool_postgres::Pool;
 pub use pool::{Started, start};
 
 /// Errors of the PostgreSQL store.
