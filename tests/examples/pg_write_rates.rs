@@ -27,7 +27,7 @@ fn config(url: &str) -> PgConfig {
         ..Default::default()
     };
     match file.validate_with("storage", &|_| None) {
-        Ok(StorageBackend::Postgres(c)) => c,
+        Ok(StorageBackend::Postgres(c)) => *c,
         other => panic!("config: {other:?}"),
     }
 }
@@ -61,7 +61,7 @@ fn build_rows(n: u64, now: i64) -> Vec<RawRow> {
         .map(|i| {
             let seq = i / DEVICES + 1;
             RawRow {
-                device: DeviceId::new(&format!("rvm{:04}", i % DEVICES)).unwrap(),
+                device: DeviceId::new(format!("rvm{:04}", i % DEVICES)).unwrap(),
                 time_ms: now - (n / DEVICES) as i64 * 1000 + seq as i64 * 1000,
                 seq,
                 metrics: names

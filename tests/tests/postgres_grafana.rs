@@ -99,8 +99,7 @@ fn expand(sql: &str, from_ms: i64, to_ms: i64, sites: &[&str]) -> String {
     let mut sql = sql
         .replace("$__interval", "1m")
         .replace("$site", &quoted.join(","));
-    loop {
-        let Some(at) = sql.find("$__") else { break };
+    while let Some(at) = sql.find("$__") {
         let name_end = at
             + sql[at..]
                 .find('(')

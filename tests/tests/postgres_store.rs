@@ -21,7 +21,7 @@ fn pg_config(url: &str) -> PgConfig {
         ..Default::default()
     };
     match file.validate_with("storage", &|_| None).unwrap() {
-        StorageBackend::Postgres(c) => c,
+        StorageBackend::Postgres(c) => *c,
         StorageBackend::Sled => unreachable!(),
     }
 }
@@ -373,7 +373,7 @@ async fn postgres_rollups_round_trip_and_each_dirty_minute_is_taken_once() {
         ],
     };
     assert_eq!(
-        history::write_rollups(&tx, w.ids(), &[rollup.clone()])
+        history::write_rollups(&tx, w.ids(), std::slice::from_ref(&rollup))
             .await
             .unwrap(),
         1
@@ -399,7 +399,7 @@ async fn postgres_rollups_round_trip_and_each_dirty_minute_is_taken_once() {
     let read = history::read_rollups(&**client, &mut ids, &rollup.device, minute, NOW)
         .await
         .unwrap();
-    assert_eq!(read, [rollup.clone()]);
+    assert_eq!(read, std::slice::from_ref(&rollup));
     let again = MinuteRollup {
         metrics: vec![(
             "cpu.usage_pct".into(),
@@ -413,7 +413,7 @@ async fn postgres_rollups_round_trip_and_each_dirty_minute_is_taken_once() {
         ..rollup.clone()
     };
     let tx = client.transaction().await.unwrap();
-    history::write_rollups(&tx, w.ids(), &[again.clone()])
+    history::write_rollups(&tx, w.ids(), std::slice::from_ref(&again))
         .await
         .unwrap();
     tx.commit().await.unwrap();

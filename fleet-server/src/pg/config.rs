@@ -78,7 +78,8 @@ impl std::fmt::Debug for StorageBackendFile {
 #[derive(Debug, Clone)]
 pub enum StorageBackend {
     Sled,
-    Postgres(PgConfig),
+    /// Boxed: the driver's config is large beside `Sled`.
+    Postgres(Box<PgConfig>),
 }
 
 /// How to reach PostgreSQL: the driver's config (password included) and the pool size.
@@ -235,11 +236,11 @@ impl StorageBackendFile {
             return Err(problems);
         }
         let target = target_of(&config);
-        Ok(StorageBackend::Postgres(PgConfig {
+        Ok(StorageBackend::Postgres(Box::new(PgConfig {
             config,
             pool_size: self.pool_size.unwrap_or(DEFAULT_POOL_SIZE),
             target,
-        }))
+        })))
     }
 }
 
@@ -325,7 +326,7 @@ mod tests {
 
     fn postgres(s: StorageBackend) -> PgConfig {
         match s {
-            StorageBackend::Postgres(c) => c,
+            StorageBackend::Postgres(c) => *c,
             StorageBackend::Sled => panic!("expected postgres"),
         }
     }
