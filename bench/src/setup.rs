@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::pki::{self, CertDir};
+use fleet_server::auth::TokenStore as _;
 use serde_json::Value;
 
 use crate::procs::{self, Proc};
@@ -107,7 +108,7 @@ impl FleetServer {
         }
         let config = dir.join("fleet-server.toml");
         std::fs::write(&config, text)?;
-        let tokens = fleet_server::auth::TokenStore::open(&data.join("tokens.json"))?;
+        let tokens = fleet_server::auth::TokenFile::open(&data.join("tokens.json"))?;
         let token = tokens.create("bench", fleet_server::auth::Role::Admin)?;
         drop(tokens);
         let proc = spawn_server(ctx, &config, dir)?;

@@ -92,7 +92,7 @@ fn main() -> anyhow::Result<()> {
 fn packed_store(rows: u64, cache_mib: u64) -> anyhow::Result<()> {
     use fleet_server::history::job::SEAL_AFTER_MS;
     use fleet_server::history::rows::HistoryRow;
-    use fleet_server::ingest::store::WriteBatch;
+    use fleet_server::ingest::store::{IngestStore, WriteBatch};
     use fleet_server::store::FleetStore;
     let dir = std::env::temp_dir().join(format!("sled-heap-per-key-{}", std::process::id()));
     let store = FleetStore::open_with(&dir, cache_mib << 20)?;
@@ -115,11 +115,11 @@ fn packed_store(rows: u64, cache_mib: u64) -> anyhow::Result<()> {
                 seq: n / 1000 + 1,
                 metrics: metrics.clone(),
             };
-            batch.history(&devices[(n % 1000) as usize], &row)?;
+            batch.history(&devices[(n % 1000) as usize], &row);
             n += 1;
             ts += 5;
         }
-        store.apply(batch)?;
+        store.apply(batch, 0)?;
         if n.is_multiple_of(20_000) {
             store.flush()?;
         }
@@ -163,8 +163,8 @@ fn packed_store(rows: u64, cache_mib: u64) -> anyhow::Result<()> {
             metrics: metrics.clone(),
         };
         let mut batch = WriteBatch::default();
-        batch.history(&devices[(i % 1000) as usize], &row)?;
-        store.apply(batch)?;
+        batch.history(&devices[(i % 1000) as usize], &row);
+        store.apply(batch, 0)?;
     }
     store.pack_sealed(i64::MAX, u64::MAX)?;
     eprintln!(

@@ -1,9 +1,13 @@
 //! API tokens and roles: viewer < operator < admin.
 //!
-//! Tokens are random (`rvmf_` + 32 hex characters) and stored only as SHA-256 hashes in
-//! `DATA_DIR/tokens.json`; the clear token is shown once, when made. A token may carry an
-//! expiry (`expires_ms`, optional in the file so older files still load); past it,
-//! [`TokenStore::verify`] refuses the token like an unknown one.
+//! Tokens are random (`rvmf_` + 32 hex characters) and stored only as SHA-256 hashes; the
+//! clear token is shown once, when made. A token may carry an expiry (`expires_ms`, optional
+//! in the file so older files still load); past it, [`TokenStore::verify`] refuses the token
+//! like an unknown one.
+//!
+//! [`TokenStore`] is the seam: [`TokenFile`] keeps them in `DATA_DIR/tokens.json` (with the
+//! sled backend), `crate::pg::tokens` in the `tokens` table (with PostgreSQL, where
+//! `fleetctl token create --config` reaches a running server within seconds).
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -42,8 +46,69 @@ pub struct TokenEntry {
     pub expires_ms: Option<i64>,
 }
 
+/// Where API tokens are kept (module docs). `verify` is called on every request: it never
+/// waits on IO; `create` may (call it off actor threads).
+pub trait TokenStore: Send + Sync {
+    /// Makes a token refused from `expires_ms` on (None: never expires); returns it in clear
+    /// (the only time it is visible).
+    fn create_with_expiry(
+        &self,
+        name: &str,
+        role: Role,
+        expires_ms: Option<i64>,
+    ) -> Result<String, TokenError>;
+
+    /// Who holds `token` at `now_ms`; None for an unknown or expired token.
+    fn verify_at(&self, token: &str, now_ms: i64) -> Option<Principal>;
+
+    fn list(&self) -> Vec<TokenEntry>;
+
+    /// Makes a token that never expires; returns it in clear.
+    fn create(&self, name: &str, role: Role) -> Result<String, TokenError> {
+        self.create_with_expiry(name, role, None)
+    }
+
+    /// Who holds `token` now; None for an unknown or expired token.
+    fn verify(&self, token: &str) -> Option<Principal> {
+        self.verify_at(token, common::time::now_ms())
+    }
+}
+
+/// A new random token and its entry (not stored yet).
+pub fn new_token(name: &str, role: Role, expires_ms: Option<i64>, now_ms: i64) -> (String, TokenEntry) {
+    let token = format!("rvmf_{}", common::ids::random_hex(16));
+    let entry = TokenEntry {
+        name: name.into(),
+        role,
+        sha256: hash(&token),
+        created_ms: now_ms,
+        expires_ms,
+    };
+    (token, entry)
+}
+
+/// The holder of `token` among `entries` at `now_ms` (shared by every store).
+pub fn find<'a>(
+    entries: impl IntoIterator<Item = &'a TokenEntry>,
+    token: &str,
+    now_ms: i64,
+) -> Option<Principal> {
+    let h = hash(token);
+    // Comparing hashes of random tokens leaks nothing useful through timing.
+    let e = entries.into_iter().find(|e| e.sha256 == h)?;
+    if e.expires_ms.is_some_and(|x| x <= now_ms) {
+        tracing::info!(name = %e.name, "expired token refused");
+        return None;
+    }
+    Some(Principal {
+        name: e.name.clone(),
+        role: e.role,
+    })
+}
+
+/// Tokens in `DATA_DIR/tokens.json`, read once at open.
 #[derive(Debug)]
-pub struct TokenStore {
+pub struct TokenFile {
     path: PathBuf,
     entries: RwLock<Vec<TokenEntry>>,
 }
@@ -56,6 +121,8 @@ pub enum TokenError {
     Json { path: PathBuf, error: serde_json::Error },
     #[error("a token named {0:?} exists")]
     Exists(String),
+    #[error("tokens: {0}")]
+    Store(String),
 }
 
 pub fn hash(token: &str) -> String {
@@ -73,8 +140,8 @@ pub struct Principal {
     pub role: Role,
 }
 
-impl TokenStore {
-    pub fn open(path: &Path) -> Result<TokenStore, TokenError> {
+impl TokenFile {
+    pub fn open(path: &Path) -> Result<TokenFile, TokenError> {
         let entries = match std::fs::read(path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|error| TokenError::Json {
                 path: path.to_path_buf(),
@@ -88,38 +155,10 @@ impl TokenStore {
                 });
             }
         };
-        Ok(TokenStore {
+        Ok(TokenFile {
             path: path.to_path_buf(),
             entries: RwLock::new(entries),
         })
-    }
-
-    /// Makes a token; returns it in clear (the only time it is visible).
-    pub fn create(&self, name: &str, role: Role) -> Result<String, TokenError> {
-        self.create_with_expiry(name, role, None)
-    }
-
-    /// As [`TokenStore::create`], refused from `expires_ms` on (None: never expires).
-    pub fn create_with_expiry(
-        &self,
-        name: &str,
-        role: Role,
-        expires_ms: Option<i64>,
-    ) -> Result<String, TokenError> {
-        let token = format!("rvmf_{}", common::ids::random_hex(16));
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        if entries.iter().any(|e| e.name == name) {
-            return Err(TokenError::Exists(name.into()));
-        }
-        entries.push(TokenEntry {
-            name: name.into(),
-            role,
-            sha256: hash(&token),
-            created_ms: common::time::now_ms(),
-            expires_ms,
-        });
-        self.save(&entries)?;
-        Ok(token)
     }
 
     fn save(&self, entries: &[TokenEntry]) -> Result<(), TokenError> {
@@ -139,29 +178,31 @@ impl TokenStore {
             .map_err(|e| io(std::io::Error::other(e.to_string())))?;
         std::fs::rename(&tmp, &self.path).map_err(io)
     }
+}
 
-    /// Who holds `token`; None for an unknown or expired token.
-    pub fn verify(&self, token: &str) -> Option<Principal> {
-        self.verify_at(token, common::time::now_ms())
-    }
-
-    /// As [`TokenStore::verify`] at `now_ms`.
-    pub fn verify_at(&self, token: &str, now_ms: i64) -> Option<Principal> {
-        let h = hash(token);
-        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        // Comparing hashes of random tokens leaks nothing useful through timing.
-        let e = entries.iter().find(|e| e.sha256 == h)?;
-        if e.expires_ms.is_some_and(|x| x <= now_ms) {
-            tracing::info!(name = %e.name, "expired token refused");
-            return None;
+impl TokenStore for TokenFile {
+    fn create_with_expiry(
+        &self,
+        name: &str,
+        role: Role,
+        expires_ms: Option<i64>,
+    ) -> Result<String, TokenError> {
+        let (token, entry) = new_token(name, role, expires_ms, common::time::now_ms());
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if entries.iter().any(|e| e.name == name) {
+            return Err(TokenError::Exists(name.into()));
         }
-        Some(Principal {
-            name: e.name.clone(),
-            role: e.role,
-        })
+        entries.push(entry);
+        self.save(&entries)?;
+        Ok(token)
     }
 
-    pub fn list(&self) -> Vec<TokenEntry> {
+    fn verify_at(&self, token: &str, now_ms: i64) -> Option<Principal> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        find(entries.iter(), token, now_ms)
+    }
+
+    fn list(&self) -> Vec<TokenEntry> {
         self.entries.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
@@ -174,7 +215,7 @@ mod tests {
     fn tokens_verify_by_hash_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tokens.json");
-        let s = TokenStore::open(&p).unwrap();
+        let s = TokenFile::open(&p).unwrap();
         let t = s.create("alice", Role::Operator).unwrap();
         assert_eq!(s.verify(&t).unwrap().role, Role::Operator);
         assert!(s.verify("rvmf_wrong").is_none());
@@ -182,7 +223,7 @@ mod tests {
             s.create("alice", Role::Admin),
             Err(TokenError::Exists(_))
         ));
-        let s = TokenStore::open(&p).unwrap();
+        let s = TokenFile::open(&p).unwrap();
         assert_eq!(s.verify(&t).unwrap().name, "alice");
         assert!(
             !std::fs::read_to_string(&p).unwrap().contains(&t),
@@ -194,7 +235,7 @@ mod tests {
     fn an_expired_token_is_refused_and_old_files_without_expiry_still_load() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tokens.json");
-        let s = TokenStore::open(&p).unwrap();
+        let s = TokenFile::open(&p).unwrap();
         let t = s.create_with_expiry("temp", Role::Admin, Some(1_000)).unwrap();
         assert_eq!(s.verify_at(&t, 999).unwrap().name, "temp");
         assert!(s.verify_at(&t, 1_000).is_none());
@@ -210,7 +251,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let s = TokenStore::open(&p).unwrap();
+        let s = TokenFile::open(&p).unwrap();
         assert_eq!(s.verify("rvmf_old").unwrap().name, "old");
         assert_eq!(s.list()[0].expires_ms, None);
     }

@@ -9,6 +9,7 @@ use crate::alerts::rules::{RuleSet, parse_rules};
 use crate::history::minute::{DAY_MS, HOUR_MS};
 use crate::history::rollup::HistoryPolicy;
 use crate::notify::config::{NotifyConfig, NotifySection};
+use crate::pg::config::{Backend, StorageBackend, StorageBackendFile};
 
 /// The rules used when `[alerts] rules` is not set: the shipped `config/rules.toml`.
 pub const BUILTIN_RULES: &str = include_str!("../../config/rules.toml");
@@ -142,6 +143,21 @@ impl Default for CertsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSection {
+    /// `sled` (the embedded store in `data_dir`) or `postgres` (at `url`; docs/postgres.md).
+    #[serde(default)]
+    pub backend: Backend,
+    /// PostgreSQL: `postgres://user@host:5432/dbname` (libpq's URL or key=value form).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PostgreSQL: a file holding the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL: an environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// PostgreSQL: connections of this instance (default 16).
+    #[serde(default)]
+    pub pool_size: Option<usize>,
     #[serde(default = "default_data")]
     pub data_dir: PathBuf,
     /// Raw metric rows (one per record) are kept this long.
@@ -159,6 +175,11 @@ pub struct StorageSection {
 impl Default for StorageSection {
     fn default() -> Self {
         Self {
+            backend: Backend::default(),
+            url: None,
+            password_file: None,
+            password_env: None,
+            pool_size: None,
             data_dir: default_data(),
             history_raw_hours: default_raw_hours(),
             history_rollup_days: default_rollup_days(),
@@ -290,6 +311,10 @@ pub struct ServerConfig {
     pub mqtt_host: String,
     pub mqtt_port: u16,
     pub certs: PathBuf,
+    /// Which store, and how to reach it (`[storage] backend`, `url`, ...).
+    pub storage: StorageBackend,
+    /// sled's directory (the store, the ingest journal, tokens and the audit log), and where
+    /// `fleet-server demo` keeps its files.
     pub data_dir: PathBuf,
     /// sled page cache of the fleet store, bytes.
     pub store_cache_bytes: u64,
@@ -409,40 +434,52 @@ impl ServerFile {
                 st.history_rollup_days
             ));
         }
+        let storage = StorageBackendFile {
+            backend: st.backend,
+            url: st.url.clone(),
+            password_file: st.password_file.clone(),
+            password_env: st.password_env.clone(),
+            pool_size: st.pool_size,
+        }
+        .validate("storage")
+        .map_err(|e| p.extend(e));
         if st.cache_mib == 0 || st.cache_mib > 64 * 1024 {
             p.push(format!(
                 "storage.cache_mib: {} is not between 1 and 65536",
                 st.cache_mib
             ));
         }
-        match (http, listen, connect, notify) {
-            (Ok(http), Ok(listen), Ok((host, port)), Ok(notify)) if p.is_empty() => Ok(ServerConfig {
-                http,
-                embedded_broker: self.mqtt.embedded.then_some(listen),
-                mqtt_host: host,
-                mqtt_port: port,
-                certs: self.certs.dir.clone(),
-                data_dir: self.storage.data_dir.clone(),
-                store_cache_bytes: self.storage.cache_mib << 20,
-                stale_after_ms: self.presence.stale_after_s as i64 * 1000,
-                offline_after_ms: self.presence.offline_after_s as i64 * 1000,
-                alerting: Some(AlertingConfig {
-                    rules: self
-                        .alerts
-                        .rules
-                        .clone()
-                        .map_or(RulesSource::Builtin, RulesSource::File),
-                    notify,
-                    hold_offline_ms: self.alerts.hold_offline_s.map(|s| s as i64 * 1000),
-                }),
-                history: HistoryPolicy {
-                    raw_retention_ms: st.history_raw_hours as i64 * HOUR_MS,
-                    rollup_retention_ms: st.history_rollup_days as i64 * DAY_MS,
-                },
-                metrics_token: self.http.metrics_token.clone(),
-                http_tls,
-                republish: self.republish.enabled,
-            }),
+        match (http, listen, connect, notify, storage) {
+            (Ok(http), Ok(listen), Ok((host, port)), Ok(notify), Ok(storage)) if p.is_empty() => {
+                Ok(ServerConfig {
+                    http,
+                    embedded_broker: self.mqtt.embedded.then_some(listen),
+                    mqtt_host: host,
+                    mqtt_port: port,
+                    certs: self.certs.dir.clone(),
+                    storage,
+                    data_dir: self.storage.data_dir.clone(),
+                    store_cache_bytes: self.storage.cache_mib << 20,
+                    stale_after_ms: self.presence.stale_after_s as i64 * 1000,
+                    offline_after_ms: self.presence.offline_after_s as i64 * 1000,
+                    alerting: Some(AlertingConfig {
+                        rules: self
+                            .alerts
+                            .rules
+                            .clone()
+                            .map_or(RulesSource::Builtin, RulesSource::File),
+                        notify,
+                        hold_offline_ms: self.alerts.hold_offline_s.map(|s| s as i64 * 1000),
+                    }),
+                    history: HistoryPolicy {
+                        raw_retention_ms: st.history_raw_hours as i64 * HOUR_MS,
+                        rollup_retention_ms: st.history_rollup_days as i64 * DAY_MS,
+                    },
+                    metrics_token: self.http.metrics_token.clone(),
+                    http_tls,
+                    republish: self.republish.enabled,
+                })
+            }
             _ => Err(p),
         }
     }

@@ -71,7 +71,7 @@ pub fn local_device_id() -> DeviceId {
 }
 
 /// The admin token in `DIR/admin.token`, made if missing or no longer valid.
-pub fn ensure_admin_token(data_dir: &Path, tokens: &TokenStore) -> anyhow::Result<String> {
+pub fn ensure_admin_token(data_dir: &Path, tokens: &dyn TokenStore) -> anyhow::Result<String> {
     let path = data_dir.join("admin.token");
     if let Ok(t) = std::fs::read_to_string(&path)
         && tokens.verify(t.trim()).is_some()
@@ -97,6 +97,7 @@ pub fn start(opts: &DemoOptions) -> anyhow::Result<Demo> {
         mqtt_host: opts.mqtt.ip().to_string(),
         mqtt_port: opts.mqtt.port(),
         certs: certs.clone(),
+        storage: crate::pg::config::StorageBackend::Sled,
         data_dir: opts.data_dir.join("server"),
         store_cache_bytes: crate::store::STORE_CACHE_BYTES,
         stale_after_ms: 15_000,
@@ -107,7 +108,7 @@ pub fn start(opts: &DemoOptions) -> anyhow::Result<Demo> {
         http_tls: None,
         republish: true,
     })?;
-    let admin_token = ensure_admin_token(&opts.data_dir, &server.tokens)?;
+    let admin_token = ensure_admin_token(&opts.data_dir, &*server.tokens)?;
     let url = format!("http://{}/", server.http_addr);
 
     let sim = SimConfig {

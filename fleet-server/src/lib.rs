@@ -31,6 +31,7 @@
 //!   [`sub`]: `fleetctl sub`; [`provision`]: provisioning bundles (`fleetctl certs bundle`)
 
 pub mod alerts;
+pub mod audit;
 pub mod auth;
 pub mod broker;
 pub mod commands;
@@ -48,6 +49,7 @@ pub mod pg;
 pub mod provision;
 pub mod republish;
 pub mod server;
+pub mod storage;
 pub mod store;
 pub mod sub;
 

@@ -17,10 +17,9 @@ use crate::auth::TokenStore;
 use crate::broker::embedded::{BrokerConfig, BrokerStats};
 use crate::broker::thread::BrokerThread;
 use crate::commands::actor::{CommandsActor, CommandsSetup};
-use crate::commands::store::CommandStore;
 use crate::config::{HttpTls, ServerConfig};
-use crate::fleet::actor::AttachCommands;
 use crate::fleet::actor::{AttachAlerts, FleetActor};
+use crate::fleet::actor::{AttachCommands, AttachPresence};
 use crate::fleet::state::PresencePolicy;
 use crate::history::job::{HistoryJob, HistoryStats};
 use crate::http::{self, state::AppState};
@@ -32,6 +31,7 @@ use crate::messages::AttachLive;
 use crate::notify::{self, NotifyStats};
 use crate::republish::client::{RepublishConfig, Republisher};
 use crate::republish::queue::{self, RepublishStats};
+use crate::storage::{self, StorageConfig};
 use crate::store::StoreWatch;
 
 /// How long `Server::start` waits for the ingest subscription.
@@ -60,7 +60,7 @@ pub fn http_tls_config(tls: &HttpTls) -> anyhow::Result<rustls::ServerConfig> {
 pub struct Server {
     pub http_addr: SocketAddr,
     pub mqtt_addr: SocketAddr,
-    pub tokens: Arc<TokenStore>,
+    pub tokens: Arc<dyn TokenStore>,
     pub ingest: Arc<IngestStats>,
     pub broker: Option<BrokerThread>,
     broker_cfg: Option<BrokerConfig>,
@@ -86,7 +86,14 @@ impl Server {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let alerting = cfg.alerting.clone().unwrap_or_default();
         let rules = alerting.rules.load()?;
-        let tokens = Arc::new(TokenStore::open(&cfg.data_dir.join("tokens.json"))?);
+        let stores = storage::open(&StorageConfig {
+            backend: cfg.storage.clone(),
+            data_dir: cfg.data_dir.clone(),
+            cache_bytes: cfg.store_cache_bytes,
+            history: cfg.history,
+        })?;
+        let tokens = stores.tokens.clone();
+        let store_watch = stores.sled.as_ref().map(|s| s.watch());
         let ready = Arc::new(AtomicBool::new(false));
         let ready_probe = ready.clone();
         let ingest_stats = Arc::new(IngestStats::default());
@@ -120,6 +127,7 @@ impl Server {
             false => (None, None),
         };
         let t_republish = republish_handle.clone();
+        let t_stores = stores.clone();
         let thread = std::thread::Builder::new()
             .name("fleet-server".into())
             .spawn(move || {
@@ -130,9 +138,11 @@ impl Server {
                         offline_after_ms: t_cfg.offline_after_ms,
                     })
                     .start();
+                    let stores = t_stores;
+                    fleet.do_send(AttachPresence(stores.presence.clone()));
                     let writer = writer::start_with(
+                        stores.ingest.clone(),
                         &t_cfg.data_dir,
-                        t_cfg.store_cache_bytes,
                         fleet.clone(),
                         t_ingest.clone(),
                         t_republish.clone(),
@@ -142,8 +152,8 @@ impl Server {
                         AlertsSetup {
                             rules,
                             notify: notify::spawn(alerting.notify.clone(), notify_stats.clone()),
-                            store: writer.store.clone(),
-                            audit_log: t_cfg.data_dir.join("audit.log"),
+                            store: stores.alerts.clone(),
+                            audit: stores.audit.clone(),
                             hold_offline_ms: alerting.hold_offline_ms,
                         },
                         Arc::new(AlertsStats::default()),
@@ -162,7 +172,7 @@ impl Server {
                     fleet.do_send(AttachLive(live.clone()));
                     alerts.do_send(AttachLive(live.clone()));
                     let history_stats = Arc::new(HistoryStats::default());
-                    HistoryJob::new(writer.store.clone(), t_cfg.history, history_stats.clone()).start();
+                    HistoryJob::new(stores.history.clone(), t_cfg.history, history_stats.clone()).start();
                     let state = web::Data::new(AppState {
                         fleet,
                         tokens: t_tokens,
@@ -171,13 +181,14 @@ impl Server {
                         started_ms: common::time::now_ms(),
                         alerting: http::state::AlertsApi {
                             alerts,
-                            store: writer.store.clone(),
+                            store: stores.history.clone(),
                             history_policy: t_cfg.history,
                             history: history_stats,
                             notify: notify_stats,
                         },
                         commands: t_commands,
-                        audit_log: t_cfg.data_dir.join("audit.log"),
+                        audit: stores.audit.clone(),
+                        storage: stores.health.clone(),
                         live,
                     });
                     let fleet_out = state.fleet.clone();
@@ -218,7 +229,6 @@ impl Server {
                 }
             })?;
         let (http_addr, writer, fleet, system) = rx.recv()??;
-        let store = writer.store.watch();
         let writer_stop = writer.stop.clone();
 
         // 2. the embedded broker, whose hook stores records through the writer
@@ -278,8 +288,10 @@ impl Server {
         // 4. the commands actor: it publishes on the broker, so it starts now
         let setup = CommandsSetup {
             signer,
-            store: CommandStore::open(&writer.store)?,
-            audit_log: cfg.data_dir.join("audit.log"),
+            records: stores.commands.records()?,
+            rollouts: stores.commands.rollouts()?,
+            store: stores.commands.clone(),
+            audit: stores.audit.clone(),
             host: icfg_host,
             port: mqtt_addr.port(),
             identity: dir.server_identity(),
@@ -312,7 +324,7 @@ impl Server {
             broker_cfg,
             system: Some(system),
             thread: Some(thread),
-            store: Some(store),
+            store: store_watch,
             writer_stop,
             republish: republish_handle.map(|h| h.stats()),
             republisher,

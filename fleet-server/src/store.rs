@@ -26,6 +26,14 @@ pub enum StoreError {
     Sled { path: PathBuf, error: sled::Error },
     #[error("store encoding: {0}")]
     Codec(#[from] common::codec::CodecError),
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
+    /// A value that cannot be written in the store's format.
+    #[error("store encoding: {0}")]
+    Encode(String),
+    /// The PostgreSQL store (`[storage] backend = "postgres"`).
+    #[error(transparent)]
+    Postgres(#[from] crate::pg::PgError),
 }
 
 /// A handle on the store; clones share the database. The database closes (and its lock is

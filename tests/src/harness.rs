@@ -28,18 +28,35 @@ impl ServerProc {
     /// Writes `DIR/server.toml` (ports, certificates, data under `DIR/data`, then `extra`
     /// appended verbatim) and an admin token; does not start the server.
     pub fn new(dir: &Path, certs: &CertDir, extra: &str) -> anyhow::Result<ServerProc> {
+        Self::with_storage(dir, certs, "", extra)
+    }
+
+    /// As [`ServerProc::new`], with more `[storage]` lines (`backend = "postgres"`, `url`):
+    /// the admin token is made in that store.
+    pub fn with_storage(
+        dir: &Path,
+        certs: &CertDir,
+        storage: &str,
+        extra: &str,
+    ) -> anyhow::Result<ServerProc> {
         let (http, mqtt) = (free_port(), free_port());
         let data = dir.join("data");
         let config = dir.join("server.toml");
         std::fs::write(
             &config,
             format!(
-                "[http]\nlisten = \"127.0.0.1:{http}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\n[certs]\ndir = \"{}\"\n[storage]\ndata_dir = \"{}\"\n{extra}\n",
+                "[http]\nlisten = \"127.0.0.1:{http}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\n[certs]\ndir = \"{}\"\n[storage]\ndata_dir = \"{}\"\n{storage}\n{extra}\n",
                 certs.root().display(),
                 data.display()
             ),
         )?;
-        let tokens = fleet_server::auth::TokenStore::open(&data.join("tokens.json"))?;
+        let c = fleet_server::config::ServerFile::load(&config)?;
+        let tokens = fleet_server::storage::open_tokens(&fleet_server::storage::StorageConfig {
+            backend: c.storage,
+            data_dir: c.data_dir,
+            cache_bytes: c.store_cache_bytes,
+            history: c.history,
+        })?;
         let token = tokens.create("harness-admin", fleet_server::auth::Role::Admin)?;
         Ok(ServerProc {
             http,

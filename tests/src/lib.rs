@@ -1,6 +1,11 @@
 //! Helpers for the end-to-end tests: a fleet server on ephemeral ports, agents, raw MQTT
 //! clients for probing the broker, and the HTTP API; [`mosquitto`]: the fleet on a Mosquitto
-//! child process; [`schema`]: the JSON Schemas of `docs/schemas/` and their validator.
+//! child process; [`schema`]: the JSON Schemas of `docs/schemas/` and their validator;
+//! [`postgres`]: throwaway PostgreSQL clusters.
+//!
+//! A [`TestFleet`] keeps its state in sled or in PostgreSQL ([`Backend`]): the suites for
+//! ingest, store-and-forward, alerts, commands and the web view run their main scenarios on
+//! both (a test named `..._on_postgres` starts a cluster of its own).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +24,20 @@ pub mod mosquitto;
 pub mod postgres;
 pub mod schema;
 
+/// Which store a [`TestFleet`] keeps its state in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded sled store in the fleet's temp dir.
+    #[default]
+    Sled,
+    /// A throwaway PostgreSQL cluster of the fleet's own ([`postgres::PgCluster`]).
+    Postgres,
+}
+
+impl Backend {
+    pub const BOTH: [Backend; 2] = [Backend::Sled, Backend::Postgres];
+}
+
 /// A fleet server with its embedded broker, certificates and an admin token, in a temp dir.
 pub struct TestFleet {
     pub dir: tempfile::TempDir,
@@ -30,6 +49,9 @@ pub struct TestFleet {
     /// Where devices connect when that is not the server's own MQTT port (Mosquitto's device
     /// listener, [`mosquitto`]); None: the embedded broker's port.
     pub device_port: Option<u16>,
+    /// The fleet's PostgreSQL cluster with [`Backend::Postgres`] (stopped and deleted after
+    /// the server, when the fleet is dropped).
+    pub pg: Option<postgres::PgCluster>,
 }
 
 /// How [`TestFleet::start_with`] configures the server.
@@ -45,6 +67,7 @@ pub struct FleetOptions {
     pub hold_offline_ms: Option<i64>,
     /// `[http] metrics_token`; None: `/metrics` is open.
     pub metrics_token: Option<String>,
+    pub backend: Backend,
 }
 
 impl Default for FleetOptions {
@@ -56,6 +79,7 @@ impl Default for FleetOptions {
             offline_after_ms: 60_000,
             hold_offline_ms: None,
             metrics_token: None,
+            backend: Backend::Sled,
         }
     }
 }
@@ -63,6 +87,14 @@ impl Default for FleetOptions {
 impl TestFleet {
     pub fn start() -> anyhow::Result<TestFleet> {
         Self::start_with(FleetOptions::default())
+    }
+
+    /// A server with the default options on `backend`.
+    pub fn start_on(backend: Backend) -> anyhow::Result<TestFleet> {
+        Self::start_with(FleetOptions {
+            backend,
+            ..Default::default()
+        })
     }
 
     /// A server with its own rules, notifications and presence timings.
@@ -101,7 +133,23 @@ impl TestFleet {
         } else {
             None
         };
+        let pg = match opts.backend {
+            Backend::Sled => None,
+            Backend::Postgres => Some(postgres::PgCluster::start()?),
+        };
+        let storage = match &pg {
+            None => fleet_server::pg::config::StorageBackend::Sled,
+            Some(pg) => fleet_server::pg::config::StorageBackendFile {
+                backend: fleet_server::pg::config::Backend::Postgres,
+                url: Some(pg.url()),
+                pool_size: Some(8),
+                ..Default::default()
+            }
+            .validate("storage")
+            .map_err(|p| anyhow::anyhow!(p.join("; ")))?,
+        };
         let cfg = ServerConfig {
+            storage,
             http: "127.0.0.1:0".parse()?,
             embedded_broker: Some("127.0.0.1:0".parse()?),
             mqtt_host: "127.0.0.1".into(),
@@ -131,7 +179,21 @@ impl TestFleet {
             http: reqwest::Client::new(),
             cfg,
             device_port: None,
+            pg,
         })
+    }
+
+    /// The fleet's PostgreSQL cluster (panics on a sled fleet: a test bug).
+    pub fn pg(&self) -> &postgres::PgCluster {
+        self.pg.as_ref().expect("a fleet started with Backend::Postgres")
+    }
+
+    pub fn backend(&self) -> Backend {
+        if self.pg.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::Sled
+        }
     }
 
     /// Stops the server (broker, ingest, HTTP, store) and starts it again on the same ports

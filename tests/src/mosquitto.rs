@@ -239,6 +239,7 @@ pub fn start_fleet(opts: FleetOptions, readers: &[&str]) -> anyhow::Result<(Test
         None => None,
     };
     let cfg = ServerConfig {
+        storage: fleet_server::pg::config::StorageBackend::Sled,
         http: "127.0.0.1:0".parse()?,
         embedded_broker: None,
         mqtt_host: "127.0.0.1".into(),
@@ -273,6 +274,7 @@ pub fn start_fleet(opts: FleetOptions, readers: &[&str]) -> anyhow::Result<(Test
             http: reqwest::Client::new(),
             cfg,
             device_port,
+            pg: None,
         },
         mosquitto,
     ))

@@ -1,5 +1,6 @@
 //! Foundation acceptance: agents over mutual TLS, TLS enforcement, identity confinement,
-//! bad payloads counted. Everything real: the embedded broker, TLS, sled, HTTP.
+//! bad payloads counted. Everything real: the embedded broker, TLS, the store, HTTP. The
+//! ingest scenarios run on sled and on PostgreSQL (`..._on_postgres`).
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use common::codec;
 use common::pki::{self, Ca, CertDir, LeafKind, Validity};
 use common::{DeviceId, Envelope, Telemetry};
 use rumqttc::{Event, Incoming, Outgoing, QoS};
-use rvm_fleet_tests::{Agents, ConnectOutcome, Probe, TestFleet, eventually, tls_for};
+use rvm_fleet_tests::{Agents, Backend, ConnectOutcome, Probe, TestFleet, eventually, tls_for};
 
 async fn received(fleet: &TestFleet) -> u64 {
     fleet.health().await.unwrap()["ingest"]["accepted"]
@@ -17,7 +18,16 @@ async fn received(fleet: &TestFleet) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_agents_over_mtls_appear_with_memory_totals_within_10s() {
-    let fleet = TestFleet::start().unwrap();
+    three_agents_appear(Backend::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_over_mtls_appear_with_memory_totals_within_10s_on_postgres() {
+    three_agents_appear(Backend::Postgres).await;
+}
+
+async fn three_agents_appear(backend: Backend) {
+    let fleet = TestFleet::start_on(backend).unwrap();
     let cfgs = ["rvm1", "rvm2", "rvm3"]
         .iter()
         .map(|id| fleet.agent_config(id, 500).unwrap())
@@ -322,7 +332,16 @@ async fn a_device_certificate_cannot_act_for_another_device_or_the_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_bytes_and_a_wrong_schema_are_counted_and_ingest_carries_on() {
-    let fleet = TestFleet::start().unwrap();
+    bad_payloads_are_counted(Backend::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bytes_and_a_wrong_schema_are_counted_and_ingest_carries_on_on_postgres() {
+    bad_payloads_are_counted(Backend::Postgres).await;
+}
+
+async fn bad_payloads_are_counted(backend: Backend) {
+    let fleet = TestFleet::start_on(backend).unwrap();
     let port = fleet.broker_port();
     let ConnectOutcome::Accepted(client, mut el) =
         Probe::new("noisy", tls_for(&fleet.device_identity("noisy").unwrap()))

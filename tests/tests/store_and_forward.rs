@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use common::pki::{self, CertDir};
+use fleet_server::auth::TokenStore as _;
 use rvm_fleet_tests::{Agents, Child, TestFleet, eventually, free_port, write_agent_config};
 use serde_json::Value;
 
@@ -150,7 +151,7 @@ async fn kill_9_of_the_server_mid_stream_loses_nothing() {
         ),
     )
     .unwrap();
-    let tokens = fleet_server::auth::TokenStore::open(&data.join("tokens.json")).unwrap();
+    let tokens = fleet_server::auth::TokenFile::open(&data.join("tokens.json")).unwrap();
     let token = tokens.create("t", fleet_server::auth::Role::Viewer).unwrap();
     let slog = dir.path().join("server.log");
     let run = ["run", "--config", server_cfg.to_str().unwrap()];

@@ -14,14 +14,12 @@
 //! page per machine; if the machine comes back within the window nothing is sent at all.
 //!
 //! Every change batch (transitions, incident changes, acknowledgements, silences) hands both
-//! exports to a persister thread that writes them to the store's `alerts` tree and flushes; at
+//! exports to a persister thread that writes them to the store ([`AlertStore::save`]); at
 //! most one export is with it at a time, and changes made meanwhile go in the next one; on start they are imported, so active alerts, acknowledgements and silences
 //! survive a restart and are not notified again. Acknowledgements and silence changes also go
-//! to the audit log (`DATA_DIR/audit.log`, JSON lines).
+//! to the audit log ([`AuditLog`]).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -36,6 +34,8 @@ use super::engine::{AlertEngine, AlertError, EngineState};
 use super::names::PRESENCE_OFFLINE;
 use super::rules::RuleSet;
 use super::silence::{Matcher, Silence};
+use super::store::AlertStore;
+use crate::audit::AuditLog;
 use crate::incidents::Correlator;
 use crate::incidents::incident::{CorrelatorState, FleetView, Incident, IncidentChange};
 use crate::live::LiveHub;
@@ -45,22 +45,18 @@ use crate::notify::NotifyHandle;
 use crate::notify::notification::Notification;
 use crate::republish::item::Item as RepublishItem;
 use crate::republish::queue::RepublishHandle;
-use crate::store::FleetStore;
 
 /// Time-driven evaluation: pending alerts, escalations, silence expiry, held notifications.
 pub const TICK: Duration = Duration::from_secs(1);
 /// Resolved alerts kept for the API.
 pub const ALERT_HISTORY_CAP: usize = 2_000;
-/// Keys of the persisted exports in the store's `alerts` tree.
-pub const ENGINE_KEY: &str = "engine";
-pub const CORRELATOR_KEY: &str = "correlator";
 
 /// What the actor needs to start.
 pub struct AlertsSetup {
     pub rules: RuleSet,
     pub notify: NotifyHandle,
-    pub store: FleetStore,
-    pub audit_log: PathBuf,
+    pub store: Arc<dyn AlertStore>,
+    pub audit: Arc<dyn AuditLog>,
     /// How long an offline alert's notification waits for its site incident; None: the
     /// correlator's site outage window.
     pub hold_offline_ms: Option<i64>,
@@ -141,18 +137,12 @@ impl AlertsActor {
             .unwrap_or(setup.rules.correlate.site_outage.window_s as i64 * 1000);
         let mut engine = AlertEngine::new(setup.rules.rules.clone()).with_history_cap(ALERT_HISTORY_CAP);
         let mut corr = Correlator::new(setup.rules.correlate.clone());
-        let load = |key: &str| match setup.store.alert_state(key) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(error = %e, key, "persisted alert state not readable; starting without it");
-                None
-            }
-        };
-        if let Some(bytes) = load(ENGINE_KEY) {
-            match serde_json::from_slice::<EngineState>(&bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|s| engine.import(s, now).map_err(|e| e.to_string()))
-            {
+        let saved = setup.store.load().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "persisted alert state not readable; starting without it");
+            Default::default()
+        });
+        if let Some(state) = saved.engine {
+            match engine.import(state, now) {
                 Ok(t) => {
                     for t in t {
                         tracing::info!(alert = %t.alert.id, kind = ?t.kind, "alert of a removed rule closed on start");
@@ -162,12 +152,7 @@ impl AlertsActor {
                 Err(e) => tracing::error!(error = %e, "persisted alert engine state ignored"),
             }
         }
-        let corr_state = load(CORRELATOR_KEY).and_then(|bytes| {
-            serde_json::from_slice::<CorrelatorState>(&bytes)
-                .map_err(|e| tracing::error!(error = %e, "persisted correlator state ignored"))
-                .ok()
-        });
-        match corr_state.map(|s| corr.import(s)) {
+        match saved.correlator.map(|s| corr.import(s)) {
             Some(Ok(())) => {}
             Some(Err(e)) => {
                 tracing::error!(error = %e, "persisted correlator state ignored");
@@ -177,7 +162,7 @@ impl AlertsActor {
         }
         let (tx, rx) = std_mpsc::channel();
         let store = setup.store.clone();
-        let audit = setup.audit_log.clone();
+        let audit = setup.audit.clone();
         let persist_stats = stats.clone();
         let persist_busy = Arc::new(AtomicBool::new(false));
         let busy = persist_busy.clone();
@@ -406,8 +391,8 @@ impl AlertsActor {
 
 /// Writes the latest state (coalescing a burst) and audit lines. Ends when the actor is gone.
 fn persister(
-    store: FleetStore,
-    audit: PathBuf,
+    store: Arc<dyn AlertStore>,
+    audit: Arc<dyn AuditLog>,
     rx: std_mpsc::Receiver<PersistJob>,
     stats: Arc<AlertsStats>,
     busy: Arc<AtomicBool>,
@@ -422,39 +407,20 @@ fn persister(
             }
         }
         if !lines.is_empty()
-            && let Err(e) = append_audit(&audit, &lines)
+            && let Err(e) = audit.append(&lines)
         {
             stats.persist_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, path = %audit.display(), "audit log not written");
+            tracing::error!(error = %e, "audit log not written");
         }
         if let Some(s) = state {
             let (engine, corr) = *s;
-            let res = serde_json::to_vec(&engine)
-                .and_then(|e| Ok((e, serde_json::to_vec(&corr)?)))
-                .map_err(|e| e.to_string())
-                .and_then(|(e, c)| {
-                    store
-                        .save_alert_state(&[(ENGINE_KEY, e), (CORRELATOR_KEY, c)])
-                        .map_err(|e| e.to_string())
-                });
-            if let Err(e) = res {
+            if let Err(e) = store.save(&engine, &corr) {
                 stats.persist_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "alert state not persisted");
             }
             busy.store(false, Ordering::Release);
         }
     }
-}
-
-fn append_audit(path: &PathBuf, lines: &[serde_json::Value]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    let mut buf = Vec::new();
-    for l in lines {
-        buf.extend_from_slice(l.to_string().as_bytes());
-        buf.push(b'\n');
-    }
-    f.write_all(&buf)?;
-    f.sync_data()
 }
 
 impl Actor for AlertsActor {
@@ -703,8 +669,11 @@ impl Handler<GetSnapshot> for AlertsActor {
 mod tests {
     use super::*;
     use crate::alerts::rules::parse_rules;
+    use crate::alerts::store::ENGINE_KEY;
+    use crate::audit::AuditFile;
     use crate::notify::config::NotifySection;
     use crate::notify::{self, NotifyStats};
+    use crate::store::FleetStore;
 
     /// A burst of changes while the persister writes (a fleet going offline at once) makes
     /// one more export, not one per change, and the last state is the one written.
@@ -718,8 +687,8 @@ mod tests {
             AlertsSetup {
                 rules: parse_rules("").unwrap(),
                 notify: notify::spawn(cfg, Arc::new(NotifyStats::default())),
-                store: store.clone(),
-                audit_log: dir.path().join("audit.log"),
+                store: Arc::new(store.clone()),
+                audit: Arc::new(AuditFile::new(&dir.path().join("audit.log"))),
                 hold_offline_ms: None,
             },
             stats.clone(),

@@ -1,7 +1,33 @@
-//! The alerts actor's store access: the engine's and correlator's exports in the `alerts`
-//! tree, written together and flushed.
+//! The alerts actor's store access: the alert engine's and the correlator's exports, written
+//! together after every change batch and read back at start.
+//!
+//! [`AlertStore`] is the seam: the sled store keeps both exports as JSON values of its
+//! `alerts` tree ([`FleetStore`], below); the PostgreSQL one ([`super::pg`]) keeps them in the
+//! tables people and Grafana read (`alerts`, `alert_pairs`, `silences`, `incidents`).
 
+use super::engine::EngineState;
+use crate::incidents::incident::CorrelatorState;
 use crate::store::{FleetStore, StoreError};
+
+/// Keys of the persisted exports in the sled store's `alerts` tree.
+pub const ENGINE_KEY: &str = "engine";
+pub const CORRELATOR_KEY: &str = "correlator";
+
+/// What the store holds of the alerts actor's state; a part that is missing or does not
+/// decode is None (and logged).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SavedAlerts {
+    pub engine: Option<EngineState>,
+    pub correlator: Option<CorrelatorState>,
+}
+
+/// The alerts actor's state (module docs). Both methods block: off actor threads.
+pub trait AlertStore: Send + Sync {
+    fn load(&self) -> Result<SavedAlerts, StoreError>;
+
+    /// Writes both exports, durably, as one change.
+    fn save(&self, engine: &EngineState, correlator: &CorrelatorState) -> Result<(), StoreError>;
+}
 
 impl FleetStore {
     /// A value of the alerts tree (the engine's and correlator's exports).
@@ -23,6 +49,28 @@ impl FleetStore {
     }
 }
 
+impl AlertStore for FleetStore {
+    fn load(&self) -> Result<SavedAlerts, StoreError> {
+        let engine = self.alert_state(ENGINE_KEY)?.and_then(|bytes| {
+            serde_json::from_slice::<EngineState>(&bytes)
+                .map_err(|e| tracing::error!(error = %e, "persisted alert engine state ignored"))
+                .ok()
+        });
+        let correlator = self.alert_state(CORRELATOR_KEY)?.and_then(|bytes| {
+            serde_json::from_slice::<CorrelatorState>(&bytes)
+                .map_err(|e| tracing::error!(error = %e, "persisted correlator state ignored"))
+                .ok()
+        });
+        Ok(SavedAlerts { engine, correlator })
+    }
+
+    fn save(&self, engine: &EngineState, correlator: &CorrelatorState) -> Result<(), StoreError> {
+        let e = serde_json::to_vec(engine).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let c = serde_json::to_vec(correlator).map_err(|e| StoreError::Encode(e.to_string()))?;
+        self.save_alert_state(&[(ENGINE_KEY, e), (CORRELATOR_KEY, c)])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,5 +83,15 @@ mod tests {
         s.save_alert_state(&[("engine", b"{}".to_vec()), ("correlator", b"[]".to_vec())])
             .unwrap();
         assert_eq!(s.alert_state("correlator").unwrap(), Some(b"[]".to_vec()));
+    }
+
+    #[test]
+    fn an_export_that_does_not_decode_loads_as_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FleetStore::open(dir.path()).unwrap();
+        assert_eq!(s.load().unwrap(), SavedAlerts::default());
+        s.save_alert_state(&[(ENGINE_KEY, b"{not json".to_vec())])
+            .unwrap();
+        assert_eq!(s.load().unwrap().engine, None);
     }
 }

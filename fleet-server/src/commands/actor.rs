@@ -4,7 +4,6 @@
 //! logs.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -21,6 +20,7 @@ use serde::Serialize;
 use super::book::{CmdState, CommandBook, CommandRecord, CommandView, Effect};
 use super::rollout::{Rollout, RolloutProgress, RolloutState, Target};
 use super::store::CommandStore;
+use crate::audit::AuditLog;
 use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
 use crate::messages::AttachLive;
@@ -32,8 +32,11 @@ pub const COMMANDS_CLIENT_ID: &str = "fleet-server:commands";
 
 pub struct CommandsSetup {
     pub signer: CommandSigner,
-    pub store: CommandStore,
-    pub audit_log: PathBuf,
+    pub store: Arc<dyn CommandStore>,
+    /// What `store` held at start ([`CommandStore::records`], read off the actor's thread).
+    pub records: Vec<CommandRecord>,
+    pub rollouts: Vec<Rollout>,
+    pub audit: Arc<dyn AuditLog>,
     pub host: String,
     pub port: u16,
     pub identity: ClientIdentity,
@@ -42,10 +45,10 @@ pub struct CommandsSetup {
 pub struct CommandsActor {
     signer: CommandSigner,
     book: CommandBook,
-    store: CommandStore,
+    store: Arc<dyn CommandStore>,
     rollouts: BTreeMap<String, Rollout>,
     online: HashSet<DeviceId>,
-    audit_log: PathBuf,
+    audit: Arc<dyn AuditLog>,
     client: Option<AsyncClient>,
     connected: Arc<AtomicBool>,
     mqtt: Option<(String, u16, ClientIdentity)>,
@@ -56,23 +59,18 @@ pub struct CommandsActor {
 impl CommandsActor {
     pub fn new(s: CommandsSetup) -> Self {
         let mut book = CommandBook::default();
-        for r in s.store.records() {
+        for r in s.records {
             book.restore(r);
         }
         book.sort_indexes();
-        let rollouts: BTreeMap<String, Rollout> = s
-            .store
-            .rollouts()
-            .into_iter()
-            .map(|r| (r.id.clone(), r))
-            .collect();
+        let rollouts: BTreeMap<String, Rollout> = s.rollouts.into_iter().map(|r| (r.id.clone(), r)).collect();
         CommandsActor {
             signer: s.signer,
             book,
             store: s.store,
             rollouts,
             online: HashSet::new(),
-            audit_log: s.audit_log,
+            audit: s.audit,
             client: None,
             connected: Arc::default(),
             mqtt: Some((s.host, s.port, s.identity)),
@@ -91,19 +89,10 @@ impl CommandsActor {
     }
 
     fn audit(&self, line: serde_json::Value) {
-        let path = self.audit_log.clone();
+        let audit = self.audit.clone();
         tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let res = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .and_then(|mut f| {
-                    f.write_all(format!("{line}\n").as_bytes())?;
-                    f.sync_data()
-                });
-            if let Err(e) = res {
-                tracing::error!(error = %e, path = %path.display(), "audit log not written");
+            if let Err(e) = audit.append(&[line]) {
+                tracing::error!(error = %e, "audit log not written");
             }
         });
     }

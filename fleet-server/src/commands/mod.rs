@@ -4,12 +4,14 @@
 //! - [`book`]: each command's lifecycle and the per-device queue (pure)
 //! - [`rollout`]: one action to many machines at a rate, with an abort threshold (pure)
 //! - [`actor`]: the commands actor: persists, publishes, audits
-//! - [`store`]: its store access (the `commands` and `rollouts` trees)
+//! - [`store`]: its store access (the seam; sled's `commands` and `rollouts` trees), [`pg`]:
+//!   the `commands` and `rollouts` tables
 //! - [`http`]: commands and rollouts routes
 
 pub mod actor;
 pub mod book;
 pub mod http;
+pub mod pg;
 pub mod rollout;
 pub mod store;
 

@@ -1,7 +1,12 @@
-//! The commands actor's store access: every command record (`commands` tree, by id) and every
-//! rollout (`rollouts` tree, by id), written after each change. A record that does not decode
-//! is skipped and logged; a failed write is logged (the record stays in memory and is written
-//! again at its next change).
+//! The commands actor's store access: every command record and every rollout, written after
+//! each change and read back at start.
+//!
+//! [`CommandStore`] is the seam. Writes never block the actor: the sled store
+//! ([`SledCommandStore`]: `commands` and `rollouts` trees, by id) writes to sled's in-memory
+//! log (durable with the store's next flush, like every sled write of the server); the
+//! PostgreSQL one ([`super::pg`]) hands each change to a writer task that upserts it. A
+//! record that does not decode is skipped and logged; a failed write is logged (the record
+//! stays in memory and is written again at its next change).
 
 use common::codec;
 
@@ -9,22 +14,41 @@ use super::book::CommandRecord;
 use super::rollout::Rollout;
 use crate::store::{FleetStore, StoreError};
 
-/// The commands and rollouts trees of the server's store.
-pub struct CommandStore {
+/// The commands actor's records (module docs).
+pub trait CommandStore: Send + Sync {
+    /// Every command record that decodes (blocking: at start).
+    fn records(&self) -> Result<Vec<CommandRecord>, StoreError>;
+
+    /// Every rollout that decodes (blocking: at start).
+    fn rollouts(&self) -> Result<Vec<Rollout>, StoreError>;
+
+    /// Writes (or replaces) a record; never blocks.
+    fn put(&self, r: &CommandRecord);
+
+    /// Forgets a command (the book keeps a bounded number per device); never blocks.
+    fn remove(&self, id: &str);
+
+    /// Writes (or replaces) a rollout; never blocks.
+    fn put_rollout(&self, r: &Rollout);
+}
+
+/// The commands and rollouts trees of the server's sled store.
+pub struct SledCommandStore {
     commands: sled::Tree,
     rollouts: sled::Tree,
 }
 
-impl CommandStore {
-    pub fn open(store: &FleetStore) -> Result<CommandStore, StoreError> {
-        Ok(CommandStore {
+impl SledCommandStore {
+    pub fn open(store: &FleetStore) -> Result<SledCommandStore, StoreError> {
+        Ok(SledCommandStore {
             commands: store.tree("commands")?,
             rollouts: store.tree("rollouts")?,
         })
     }
+}
 
-    /// Every command record that decodes.
-    pub fn records(&self) -> Vec<CommandRecord> {
+impl CommandStore for SledCommandStore {
+    fn records(&self) -> Result<Vec<CommandRecord>, StoreError> {
         let mut out = Vec::new();
         for (_, v) in self.commands.iter().flatten() {
             match codec::decode_bare::<CommandRecord>(&v) {
@@ -32,19 +56,19 @@ impl CommandStore {
                 Err(e) => tracing::error!(error = %e, "unreadable command record skipped"),
             }
         }
-        out
+        Ok(out)
     }
 
-    /// Every rollout that decodes.
-    pub fn rollouts(&self) -> Vec<Rollout> {
-        self.rollouts
+    fn rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
+        Ok(self
+            .rollouts
             .iter()
             .flatten()
             .filter_map(|(_, v)| codec::decode_bare::<Rollout>(&v).ok())
-            .collect()
+            .collect())
     }
 
-    pub fn put(&self, r: &CommandRecord) {
+    fn put(&self, r: &CommandRecord) {
         match codec::encode(r) {
             Ok(b) => {
                 if let Err(e) = self.commands.insert(r.id.as_bytes(), b) {
@@ -55,12 +79,11 @@ impl CommandStore {
         }
     }
 
-    /// Forgets a command (the book keeps a bounded number per device).
-    pub fn remove(&self, id: &str) {
+    fn remove(&self, id: &str) {
         let _ = self.commands.remove(id.as_bytes());
     }
 
-    pub fn put_rollout(&self, r: &Rollout) {
+    fn put_rollout(&self, r: &Rollout) {
         if let Ok(b) = codec::encode(r)
             && let Err(e) = self.rollouts.insert(r.id.as_bytes(), b)
         {

@@ -7,9 +7,12 @@
 //! connection) goes to history only: its values are not the machine's state now.
 //!
 //! With a live hub attached ([`AttachLive`]) it publishes, every tick, the summaries of the
-//! devices that changed ([`SummaryDiff`]) for `GET /api/v1/stream`.
+//! devices that changed ([`SummaryDiff`]) for `GET /api/v1/stream`. With a presence store
+//! attached ([`AttachPresence`]) it records, every tick, the presence that changed
+//! ([`PresenceLog`]; PostgreSQL's `presence` table).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -18,6 +21,7 @@ use common::{DeviceId, DeviceState};
 use super::delivery::Delivery;
 use super::live::SummaryDiff;
 use super::state::{DeviceDetail, DeviceSummary, FleetState, Presence, PresencePolicy};
+use super::store::{PresenceLog, PresenceStore};
 use crate::alerts::actor::{Observation, Observe};
 use crate::alerts::alert::DeviceInfo;
 use crate::alerts::inputs::{self, DeviceInputs};
@@ -45,6 +49,8 @@ pub struct FleetActor {
     started_ms: i64,
     /// With a live hub attached ([`AttachLive`]): changed summaries every tick.
     live: Option<(LiveHub, SummaryDiff)>,
+    /// With a presence store attached ([`AttachPresence`]): changed presence every tick.
+    presence: Option<(Arc<dyn PresenceStore>, PresenceLog)>,
     last_tick_ms: i64,
 }
 
@@ -58,6 +64,7 @@ impl FleetActor {
             told_online: Default::default(),
             started_ms: common::time::now_ms(),
             live: None,
+            presence: None,
             last_tick_ms: common::time::now_ms(),
         }
     }
@@ -67,6 +74,12 @@ impl FleetActor {
         self.last_tick_ms = now_ms;
         self.evaluate(now_ms);
         self.publish_live(now_ms);
+        if let Some((store, log)) = &mut self.presence {
+            let rows = log.changes(&self.state, now_ms);
+            if !rows.is_empty() {
+                store.record(rows);
+            }
+        }
     }
 
     /// Publishes the summaries that changed since the last tick (one batch: at most one
@@ -279,6 +292,18 @@ impl Handler<Ingested> for FleetActor {
         if now - self.last_tick_ms >= OVERDUE_TICK_MS {
             self.tick(now);
         }
+    }
+}
+
+/// Presence changes go to this store every tick.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachPresence(pub Arc<dyn PresenceStore>);
+
+impl Handler<AttachPresence> for FleetActor {
+    type Result = ();
+    fn handle(&mut self, m: AttachPresence, _: &mut Context<Self>) {
+        self.presence = Some((m.0, PresenceLog::default()));
     }
 }
 

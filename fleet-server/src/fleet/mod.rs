@@ -6,10 +6,14 @@
 //! - [`actor`]: the fleet actor: owns the state, feeds alerting, commands and the live view
 //! - [`live`]: which device summaries changed since the last tick (pure)
 //! - [`http`]: `GET /api/v1/devices[/{id}]`
+//! - [`store`]: presence for people and Grafana (the seam; nothing with sled), [`pg`]: the
+//!   `presence` table
 
 pub mod actor;
 pub mod clock;
 pub mod delivery;
 pub mod http;
 pub mod live;
+pub mod pg;
 pub mod state;
+pub mod store;

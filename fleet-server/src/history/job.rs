@@ -18,8 +18,9 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use super::minute::{DAY_MS, HOUR_MS, MINUTE_MS};
-use super::rollup::{self, HistoryPolicy};
-use crate::store::{FleetStore, StoreError};
+use super::rollup::HistoryPolicy;
+use super::store::HistoryStore;
+use crate::store::StoreError;
 
 /// How often dirty minutes are rolled up.
 pub const ROLLUP_EVERY: Duration = Duration::from_secs(10);
@@ -31,8 +32,6 @@ pub const RETENTION_EVERY_RUNS: u64 = 6;
 pub const EXPIRE_EVERY_RUNS: u64 = 60;
 /// Dirty minutes rolled up in one run at most (the rest wait for the next run).
 pub const ROLLUP_BATCH: usize = 20_000;
-/// Raw rows read for one minute at most (600 at 10 Hz).
-const ROWS_PER_MINUTE_MAX: usize = 100_000;
 /// A minute's raw rows are packed once it ended this long ago: records of a connected machine
 /// arrive within seconds, so a later row is a backlog, merged into the packed minute next pass.
 pub const SEAL_AFTER_MS: i64 = 2 * MINUTE_MS;
@@ -47,6 +46,8 @@ pub struct HistoryStats {
     pub rollups_written: AtomicU64,
     pub raw_rows_expired: AtomicU64,
     pub rollups_expired: AtomicU64,
+    /// Daily partitions dropped past retention (PostgreSQL).
+    pub partitions_dropped: AtomicU64,
     pub minutes_packed: AtomicU64,
     pub rows_packed: AtomicU64,
     pub rollups_packed: AtomicU64,
@@ -69,6 +70,7 @@ pub struct HistorySnapshot {
     pub rollups_written: u64,
     pub raw_rows_expired: u64,
     pub rollups_expired: u64,
+    pub partitions_dropped: u64,
     pub minutes_packed: u64,
     pub rows_packed: u64,
     pub rollups_packed: u64,
@@ -90,6 +92,7 @@ impl HistoryStats {
             rollups_written: l(&self.rollups_written),
             raw_rows_expired: l(&self.raw_rows_expired),
             rollups_expired: l(&self.rollups_expired),
+            partitions_dropped: l(&self.partitions_dropped),
             minutes_packed: l(&self.minutes_packed),
             rows_packed: l(&self.rows_packed),
             rollups_packed: l(&self.rollups_packed),
@@ -104,7 +107,7 @@ impl HistoryStats {
 }
 
 pub struct HistoryJob {
-    store: FleetStore,
+    store: Arc<dyn HistoryStore>,
     policy: HistoryPolicy,
     stats: Arc<HistoryStats>,
     cadence: Cadence,
@@ -148,7 +151,7 @@ impl Cadence {
 }
 
 impl HistoryJob {
-    pub fn new(store: FleetStore, policy: HistoryPolicy, stats: Arc<HistoryStats>) -> Self {
+    pub fn new(store: Arc<dyn HistoryStore>, policy: HistoryPolicy, stats: Arc<HistoryStats>) -> Self {
         stats.disk_bytes.store(store.disk_bytes(), Ordering::Relaxed);
         HistoryJob {
             store,
@@ -168,17 +171,17 @@ impl HistoryJob {
         let (store, policy, stats) = (self.store.clone(), self.policy, self.stats.clone());
         tokio::task::spawn_blocking(move || {
             let now = common::time::now_ms();
-            if let Err(e) = roll_up(&store, &stats) {
+            if let Err(e) = roll_up(&*store, &stats) {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "history rollup failed");
             }
             stats.last_rollup_ms.store(now, Ordering::Relaxed);
             if retention {
-                if let Err(e) = pack(&store, &stats, now) {
+                if let Err(e) = pack(&*store, &stats, now) {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, "history packing failed");
                 }
-                if expiry && let Err(e) = expire(&store, &policy, &stats, now) {
+                if expiry && let Err(e) = expire(&*store, &policy, &stats, now) {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, "history retention failed");
                 }
@@ -205,48 +208,38 @@ fn trim_allocator(stats: &HistoryStats) {
 }
 
 /// Rolls every dirty minute up (one batch). Blocking.
-pub fn roll_up(store: &FleetStore, stats: &HistoryStats) -> Result<usize, StoreError> {
-    let dirty = store.take_dirty_minutes(ROLLUP_BATCH)?;
-    for (device, minute) in &dirty {
-        let res = store
-            .history(device, *minute, minute + MINUTE_MS, ROWS_PER_MINUTE_MAX)
-            .and_then(|rows| store.put_rollup(device, *minute, rollup::rollup(*minute, &rows).as_ref()));
-        if let Err(e) = res {
-            // Try again next run.
-            let _ = store.mark_dirty(device, *minute);
-            return Err(e);
-        }
-        stats.rollups_written.fetch_add(1, Ordering::Relaxed);
-    }
-    Ok(dirty.len())
+pub fn roll_up(store: &dyn HistoryStore, stats: &HistoryStats) -> Result<usize, StoreError> {
+    let n = store.roll_up(ROLLUP_BATCH)?;
+    stats.rollups_written.fetch_add(n as u64, Ordering::Relaxed);
+    Ok(n)
 }
 
 /// Packs the raw rows of sealed minutes and the rollups of sealed hours. Blocking.
-pub fn pack(store: &FleetStore, stats: &HistoryStats, now_ms: i64) -> Result<(), StoreError> {
-    let done = store.pack_sealed(now_ms - SEAL_AFTER_MS, PACK_ROWS_MAX)?;
-    stats.minutes_packed.fetch_add(done.spans, Ordering::Relaxed);
-    stats.rows_packed.fetch_add(done.rows, Ordering::Relaxed);
-    let done = store.pack_sealed_rollups(now_ms - ROLLUP_SEAL_AFTER_MS, PACK_ROWS_MAX)?;
-    stats.rollups_packed.fetch_add(done.rows, Ordering::Relaxed);
+pub fn pack(store: &dyn HistoryStore, stats: &HistoryStats, now_ms: i64) -> Result<(), StoreError> {
+    let (raw, rollups) = store.pack(
+        now_ms - SEAL_AFTER_MS,
+        now_ms - ROLLUP_SEAL_AFTER_MS,
+        PACK_ROWS_MAX,
+    )?;
+    stats.minutes_packed.fetch_add(raw.spans, Ordering::Relaxed);
+    stats.rows_packed.fetch_add(raw.rows, Ordering::Relaxed);
+    stats.rollups_packed.fetch_add(rollups.rows, Ordering::Relaxed);
     Ok(())
 }
 
 /// Deletes what is past retention. Blocking.
 pub fn expire(
-    store: &FleetStore,
+    store: &dyn HistoryStore,
     policy: &HistoryPolicy,
     stats: &HistoryStats,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    for device in store.known_devices()? {
-        let (raw, rolled) = store.expire(
-            &device,
-            now_ms - policy.raw_retention_ms,
-            now_ms - policy.rollup_retention_ms,
-        )?;
-        stats.raw_rows_expired.fetch_add(raw, Ordering::Relaxed);
-        stats.rollups_expired.fetch_add(rolled, Ordering::Relaxed);
-    }
+    let done = store.expire(policy, now_ms)?;
+    stats.raw_rows_expired.fetch_add(done.raw_rows, Ordering::Relaxed);
+    stats.rollups_expired.fetch_add(done.rollups, Ordering::Relaxed);
+    stats
+        .partitions_dropped
+        .fetch_add(done.partitions, Ordering::Relaxed);
     Ok(())
 }
 
@@ -295,7 +288,8 @@ mod tests {
 
     use crate::fleet::delivery::DeliveryState;
     use crate::history::rows::HistoryRow;
-    use crate::ingest::store::WriteBatch;
+    use crate::ingest::store::{IngestStore, WriteBatch};
+    use crate::store::FleetStore;
 
     #[test]
     fn a_run_rolls_up_packs_sealed_minutes_and_expires_with_reads_unchanged() {
@@ -316,10 +310,10 @@ mod tests {
                 seq: i as u64 + 1,
                 metrics: vec![("cpu.usage_pct".into(), i as f32)],
             };
-            b.history(&d, &row).unwrap();
+            b.history(&d, &row);
         }
-        b.delivery(&d, &DeliveryState::default()).unwrap();
-        store.apply(b).unwrap();
+        b.delivery(&d, &DeliveryState::default());
+        store.apply(b, 0).unwrap();
         let read = |from, to| store.history(&d, from, to, 100_000).unwrap();
         let before = read(now - 40 * MINUTE_MS, now);
 

@@ -5,7 +5,8 @@
 //!   the crate, so the writer, the store and the API share them)
 //! - [`rollup`]: a minute's rollup from its raw rows, and [`rollup::HistoryPolicy`] (retention)
 //! - [`store`]: reads in time order, dirty-minute marks, rollups, retention;
-//!   [`pack`]: sealed spans packed into a few values (the trees' second layout)
+//!   [`pack`]: sealed spans packed into a few values (the trees' second layout); [`pg`]: the
+//!   same on PostgreSQL (daily partitions, rollups through the dirty marks)
 //! - [`job`]: the history job (rollups every 10 s; packing, retention and disk size)
 //! - [`query`]: `GET /api/v1/devices/{id}/metrics` (pure), served by [`http`]
 //! - [`export`]: CSV / JSON export rows and their query, with its route ([`export::http`])
@@ -25,6 +26,7 @@ pub mod http;
 pub mod job;
 pub mod minute;
 pub mod pack;
+pub mod pg;
 pub mod query;
 pub mod report;
 pub mod rollup;

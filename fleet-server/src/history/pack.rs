@@ -283,7 +283,7 @@ impl<R: Packable> Iterator for MergeRows<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::store::WriteBatch;
+    use crate::ingest::store::{IngestStore, WriteBatch};
 
     fn rows(d: &DeviceId, s: &FleetStore, from: i64, to: i64) -> Vec<(i64, u64)> {
         s.history(d, from, to, 10_000)
@@ -307,9 +307,9 @@ mod tests {
                     ("thermal.cpu_c".into(), 3.0),
                 ],
             };
-            b.history(d, &row).unwrap();
+            b.history(d, &row);
         }
-        s.apply(b).unwrap();
+        s.apply(b, 0).unwrap();
     }
 
     #[test]
@@ -360,8 +360,8 @@ mod tests {
         assert_eq!(s.pack_sealed(300_000, 1).unwrap(), Packed { spans: 1, rows: 120 });
 
         // expiry: a packed minute goes once all of it is past the bound
-        assert_eq!(s.expire(&a, 59_999, 0).unwrap(), (59, 0), "minute -1 only");
-        assert_eq!(s.expire(&a, 60_000, 0).unwrap(), (121, 0));
+        assert_eq!(s.expire_device(&a, 59_999, 0).unwrap(), (59, 0), "minute -1 only");
+        assert_eq!(s.expire_device(&a, 60_000, 0).unwrap(), (121, 0));
         assert_eq!(rows(&a, &s, i64::MIN / 2, i64::MAX / 2).len(), 121);
     }
 
@@ -408,8 +408,8 @@ mod tests {
         assert_eq!(all(&s).len(), 70);
 
         // expiry: the packed hour goes once all of it is past the bound
-        assert_eq!(s.expire(&d, 0, HOUR_MS - 1).unwrap(), (0, 0));
-        assert_eq!(s.expire(&d, 0, HOUR_MS).unwrap(), (0, 60));
+        assert_eq!(s.expire_device(&d, 0, HOUR_MS - 1).unwrap(), (0, 0));
+        assert_eq!(s.expire_device(&d, 0, HOUR_MS).unwrap(), (0, 60));
         assert_eq!(all(&s).len(), 10);
 
         // a packed hour's key is the hour's start; a device's first data is its first row

@@ -3,12 +3,151 @@
 //! and retention. Every history row also marks its (device, minute) dirty in the writer's batch
 //! ([`crate::ingest::store`]); the history job ([`super::job`]) rolls dirty minutes up and
 //! enforces retention. Readers may read concurrently.
+//!
+//! [`HistoryStore`] is the seam the routes, exports, reports and the history job use; the
+//! sled store ([`FleetStore`], below) and the PostgreSQL one ([`super::pg`]) implement it.
+//! Every method blocks: call them off actor threads (`web::block`, `spawn_blocking`).
 
 use common::DeviceId;
 
 use super::minute::{HOUR_MS, MINUTE_MS, minute_of};
+use super::pack::Packed;
+use super::rollup::{self, HistoryPolicy};
 use super::rows::{HistoryRow, RollupRow};
 use crate::store::{FleetStore, StoreError, parse_time_key, time_key};
+
+/// Rows read as iterated (exports, reports: nothing collected).
+pub type RowIter = Box<dyn Iterator<Item = Result<HistoryRow, StoreError>> + Send>;
+/// Rollups read as iterated.
+pub type RollupIter = Box<dyn Iterator<Item = Result<RollupRow, StoreError>> + Send>;
+
+/// What one retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expired {
+    /// Raw rows deleted (sled: counted one by one).
+    pub raw_rows: u64,
+    pub rollups: u64,
+    /// Whole daily partitions dropped (PostgreSQL: retention without row-by-row deletes).
+    pub partitions: u64,
+}
+
+/// The history of every device (module docs).
+pub trait HistoryStore: Send + Sync {
+    /// Rows of one device with `from_ms <= ts < to_ms`, in time order, read as iterated.
+    /// Rows that do not decode are skipped.
+    fn history_iter(&self, device: &DeviceId, from_ms: i64, to_ms: i64) -> RowIter;
+
+    /// Rollups of one device with `from_ms <= minute < to_ms`, in time order, read as iterated.
+    fn rollups_iter(&self, device: &DeviceId, from_ms: i64, to_ms: i64) -> RollupIter;
+
+    /// History rows of one device with `from_ms <= ts < to_ms`, in time order, at most `limit`.
+    fn history(
+        &self,
+        device: &DeviceId,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        self.history_iter(device, from_ms, to_ms).take(limit).collect()
+    }
+
+    /// Rollups of one device with `from_ms <= minute < to_ms`, in time order.
+    fn rollups(&self, device: &DeviceId, from_ms: i64, to_ms: i64) -> Result<Vec<RollupRow>, StoreError> {
+        self.rollups_iter(device, from_ms, to_ms).collect()
+    }
+
+    /// The first minute of one device that has a rollup or a raw row.
+    fn first_data_minute(&self, device: &DeviceId) -> Result<Option<i64>, StoreError>;
+
+    /// Devices that ever sent a sequenced record (they have delivery state).
+    fn known_devices(&self) -> Result<Vec<DeviceId>, StoreError>;
+
+    /// Takes up to `limit` dirty (device, minute) marks and writes each minute's rollup,
+    /// recomputed from its raw rows ([`rollup::rollup`]); a minute that fails stays dirty.
+    /// How many minutes were rolled up.
+    fn roll_up(&self, limit: usize) -> Result<usize, StoreError>;
+
+    /// Packs raw minutes that ended before `raw_sealed_before_ms` and rollup hours that ended
+    /// before `rollups_sealed_before_ms` (sled's second layout, [`super::pack`]; nothing to do
+    /// elsewhere): (raw spans and rows, rollup spans and rows).
+    fn pack(
+        &self,
+        raw_sealed_before_ms: i64,
+        rollups_sealed_before_ms: i64,
+        max_rows: u64,
+    ) -> Result<(Packed, Packed), StoreError>;
+
+    /// Removes what is past `policy` at `now_ms`.
+    fn expire(&self, policy: &HistoryPolicy, now_ms: i64) -> Result<Expired, StoreError>;
+
+    /// Bytes the store takes on disk.
+    fn disk_bytes(&self) -> u64;
+}
+
+/// Raw rows read for one minute at most when rolling it up (600 at 10 Hz).
+pub const ROWS_PER_MINUTE_MAX: usize = 100_000;
+
+impl HistoryStore for FleetStore {
+    fn history_iter(&self, device: &DeviceId, from_ms: i64, to_ms: i64) -> RowIter {
+        Box::new(FleetStore::history_iter(self, device, from_ms, to_ms))
+    }
+
+    fn rollups_iter(&self, device: &DeviceId, from_ms: i64, to_ms: i64) -> RollupIter {
+        Box::new(FleetStore::rollups_iter(self, device, from_ms, to_ms))
+    }
+
+    fn first_data_minute(&self, device: &DeviceId) -> Result<Option<i64>, StoreError> {
+        FleetStore::first_data_minute(self, device)
+    }
+
+    fn known_devices(&self) -> Result<Vec<DeviceId>, StoreError> {
+        FleetStore::known_devices(self)
+    }
+
+    fn roll_up(&self, limit: usize) -> Result<usize, StoreError> {
+        let dirty = self.take_dirty_minutes(limit)?;
+        for (device, minute) in &dirty {
+            let res = FleetStore::history(self, device, *minute, minute + MINUTE_MS, ROWS_PER_MINUTE_MAX)
+                .and_then(|rows| self.put_rollup(device, *minute, rollup::rollup(*minute, &rows).as_ref()));
+            if let Err(e) = res {
+                // Try again next run.
+                let _ = self.mark_dirty(device, *minute);
+                return Err(e);
+            }
+        }
+        Ok(dirty.len())
+    }
+
+    fn pack(
+        &self,
+        raw_sealed_before_ms: i64,
+        rollups_sealed_before_ms: i64,
+        max_rows: u64,
+    ) -> Result<(Packed, Packed), StoreError> {
+        Ok((
+            self.pack_sealed(raw_sealed_before_ms, max_rows)?,
+            self.pack_sealed_rollups(rollups_sealed_before_ms, max_rows)?,
+        ))
+    }
+
+    fn expire(&self, policy: &HistoryPolicy, now_ms: i64) -> Result<Expired, StoreError> {
+        let mut out = Expired::default();
+        for device in FleetStore::known_devices(self)? {
+            let (raw, rolled) = self.expire_device(
+                &device,
+                now_ms - policy.raw_retention_ms,
+                now_ms - policy.rollup_retention_ms,
+            )?;
+            out.raw_rows += raw;
+            out.rollups += rolled;
+        }
+        Ok(out)
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        FleetStore::disk_bytes(self)
+    }
+}
 
 /// Keys of each history tree (a full scan: for tests and benchmarks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +229,7 @@ impl FleetStore {
 
     /// Deletes one device's raw rows older than `raw_before_ms` (a packed minute once all of
     /// it is) and rollups older than `rollup_before_ms`; returns how many of each went.
-    pub fn expire(
+    pub fn expire_device(
         &self,
         device: &DeviceId,
         raw_before_ms: i64,
@@ -215,7 +354,7 @@ impl FleetStore {
 mod tests {
     use super::*;
     use crate::fleet::delivery::DeliveryState;
-    use crate::ingest::store::WriteBatch;
+    use crate::ingest::store::{IngestStore, WriteBatch};
 
     #[test]
     fn history_rows_mark_their_minute_dirty_and_expiry_deletes_old_rows() {
@@ -231,11 +370,10 @@ mod tests {
                     seq,
                     metrics: vec![("cpu.usage_pct".into(), 1.0)],
                 },
-            )
-            .unwrap();
+            );
         }
-        b.delivery(&d, &DeliveryState::default()).unwrap();
-        s.apply(b).unwrap();
+        b.delivery(&d, &DeliveryState::default());
+        s.apply(b, 0).unwrap();
         let dirty = s.take_dirty_minutes(100).unwrap();
         let minutes: Vec<i64> = dirty.iter().map(|(_, m)| *m).collect();
         assert_eq!(minutes, vec![-60_000, 60_000, 180_000]);
@@ -248,7 +386,7 @@ mod tests {
         s.put_rollup(&d, 180_000, Some(&later)).unwrap();
         assert_eq!(s.rollups(&d, 0, 200_000).unwrap().len(), 2);
         assert_eq!(s.known_devices().unwrap(), vec![d.clone()]);
-        assert_eq!(s.expire(&d, 100_000, 100_000).unwrap(), (3, 1));
+        assert_eq!(s.expire_device(&d, 100_000, 100_000).unwrap(), (3, 1));
         assert_eq!(s.history(&d, i64::MIN / 2, i64::MAX / 2, 100).unwrap().len(), 1);
         assert_eq!(
             s.rollups(&d, i64::MIN / 2, i64::MAX / 2).unwrap()[0].minute_ms,

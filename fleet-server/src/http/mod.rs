@@ -55,6 +55,19 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     )))
 }
 
+/// `storage`: whether the store answers (backend, status, the error while unavailable)
+/// beside the history job's figures.
+fn storage(state: &AppState) -> serde_json::Value {
+    let mut v = serde_json::to_value(state.storage.status()).unwrap_or_default();
+    if let (Some(m), Ok(serde_json::Value::Object(h))) = (
+        v.as_object_mut(),
+        serde_json::to_value(state.alerting.history.snapshot(&state.alerting.history_policy)),
+    ) {
+        m.extend(h);
+    }
+    v
+}
+
 async fn health(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
         "status": "ok",
@@ -62,7 +75,7 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "uptime_s": (common::time::now_ms() - state.started_ms) / 1000,
         "ingest": state.ingest.snapshot(),
         "broker": state.broker.get().map(|b| b.snapshot()),
-        "storage": state.alerting.history.snapshot(&state.alerting.history_policy),
+        "storage": storage(&state),
         "alerts": state.alerting.alerts.send(crate::alerts::actor::GetSnapshot).await.ok(),
         "notify": state.alerting.notify.snapshot(),
         "live": state.live.snapshot(),

@@ -6,16 +6,18 @@ use std::sync::{Arc, OnceLock};
 use actix::Addr;
 
 use crate::alerts::actor::AlertsActor;
+use crate::audit::AuditLog;
 use crate::auth::TokenStore;
 use crate::broker::embedded::BrokerStats;
 use crate::commands::actor::CommandsActor;
 use crate::fleet::actor::FleetActor;
 use crate::history::job::HistoryStats;
 use crate::history::rollup::HistoryPolicy;
+use crate::history::store::HistoryStore;
 use crate::ingest::stats::IngestStats;
 use crate::live::LiveHub;
 use crate::notify::NotifyStats;
-use crate::store::FleetStore;
+use crate::storage::health::StorageHealth;
 
 /// Set once the commands actor runs (it needs the broker's address).
 pub type CommandsHandle = Arc<OnceLock<Addr<CommandsActor>>>;
@@ -23,7 +25,7 @@ pub type CommandsHandle = Arc<OnceLock<Addr<CommandsActor>>>;
 /// Everything a handler may need; shared by every worker.
 pub struct AppState {
     pub fleet: Addr<FleetActor>,
-    pub tokens: Arc<TokenStore>,
+    pub tokens: Arc<dyn TokenStore>,
     pub ingest: Arc<IngestStats>,
     /// Set once the embedded broker runs (none with an external broker).
     pub broker: Arc<OnceLock<Arc<BrokerStats>>>,
@@ -32,15 +34,18 @@ pub struct AppState {
     /// What changed, for `GET /api/v1/stream` ([`crate::http::live`]).
     pub live: LiveHub,
     pub commands: CommandsHandle,
-    /// `DATA_DIR/audit.log` (JSON lines).
-    pub audit_log: std::path::PathBuf,
+    /// The audit log (`GET /api/v1/audit`).
+    pub audit: Arc<dyn AuditLog>,
+    /// Whether the store answers (`/api/v1/health`, `/metrics`).
+    pub storage: Arc<StorageHealth>,
 }
 
 /// What the alerting and history routes need (part of [`AppState`]).
 #[derive(Clone)]
 pub struct AlertsApi {
     pub alerts: Addr<AlertsActor>,
-    pub store: FleetStore,
+    /// Metric history (routes, exports, reports).
+    pub store: Arc<dyn HistoryStore>,
     pub history_policy: HistoryPolicy,
     pub history: Arc<HistoryStats>,
     pub notify: Arc<NotifyStats>,

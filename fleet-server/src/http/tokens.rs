@@ -48,10 +48,14 @@ async fn create_token(
     {
         return Err(ApiError::BadRequest("name: 1 to 64 of [A-Za-z0-9-_.]".into()));
     }
-    let token = state
-        .tokens
-        .create(&b.name, b.role)
-        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let (tokens, name, role) = (state.tokens.clone(), b.name.clone(), b.role);
+    let token = web::block(move || tokens.create(&name, role))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| match e {
+            crate::auth::TokenError::Exists(_) => ApiError::Conflict(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        })?;
     tracing::info!(by = %who.name, name = %b.name, role = ?b.role, "token created");
     Ok(HttpResponse::Created().json(serde_json::json!({ "name": b.name, "role": b.role, "token": token })))
 }

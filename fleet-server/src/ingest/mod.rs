@@ -8,12 +8,14 @@
 //!   fleet actor and the republisher
 //! - [`journal`]: the write-ahead journal (`kill -9` loses no acknowledged record)
 //! - [`decode`]: topic and payload to an [`Ingested`](crate::messages::Ingested) record (pure)
-//! - [`store`]: the writer's batches and what it loads on start
+//! - [`store`]: the writer's batches and what it loads on start (the seam, and sled);
+//!   [`pg`]: one PostgreSQL transaction per batch (no journal: the commit is durable)
 //! - [`client`]: the server's MQTT ingest session; [`stats`]: the counters of both
 
 pub mod client;
 pub mod decode;
 pub mod journal;
+pub mod pg;
 pub mod stats;
 pub mod store;
 pub mod writer;

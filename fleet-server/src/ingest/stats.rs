@@ -21,6 +21,10 @@ pub struct IngestStats {
     /// Telemetry whose history row was not stored at its own timestamp: the device's clock
     /// was off ([`crate::fleet::clock`]).
     pub clock_moved: AtomicU64,
+    /// Batches the store refused (records not acknowledged: their machines send them again).
+    pub refused_batches: AtomicU64,
+    /// History rows not stored: older than the raw retention keeps (PostgreSQL).
+    pub rows_past_retention: AtomicU64,
 }
 
 #[derive(Debug, Serialize)]
@@ -32,6 +36,8 @@ pub struct IngestSnapshot {
     pub rejected_total: u64,
     pub rejected: BTreeMap<String, u64>,
     pub clock_moved: u64,
+    pub refused_batches: u64,
+    pub rows_past_retention: u64,
 }
 
 impl IngestStats {
@@ -52,6 +58,8 @@ impl IngestStats {
             rejected_total: rejected.values().sum(),
             rejected,
             clock_moved: self.clock_moved.load(Ordering::Relaxed),
+            refused_batches: self.refused_batches.load(Ordering::Relaxed),
+            rows_past_retention: self.rows_past_retention.load(Ordering::Relaxed),
         }
     }
 }

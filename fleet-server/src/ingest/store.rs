@@ -1,5 +1,15 @@
 //! The ingest writer's store access: one [`WriteBatch`] per batch of records (history rows and
 //! their rollup marks, births, delivery state), and what the writer loads on start.
+//!
+//! [`IngestStore`] is the seam between the writer and the backend: the sled store
+//! ([`FleetStore`], below) and the PostgreSQL one ([`super::pg`]). What "durable" means
+//! differs, and the writer follows [`IngestStore::needs_journal`]:
+//! - sled: [`IngestStore::apply`] writes to sled's in-memory log; records are durable once
+//!   journaled ([`super::journal`], before `apply`), and the journal is truncated only after
+//!   [`IngestStore::flush`];
+//! - PostgreSQL: `apply` returns after the transaction holding the batch (rows, rollup
+//!   marks, births, delivery state) committed: the commit is the durability point, and no
+//!   journal is kept.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,40 +20,64 @@ use crate::history::minute::minute_of;
 use crate::history::rows::HistoryRow;
 use crate::store::{FleetStore, StoreError, history_key, time_key};
 
-/// One write of the writer: the keys of one batch, applied in a fixed order by
-/// [`FleetStore::apply`].
-#[derive(Default)]
+/// One write of the writer: what one batch of records changed. Applied by
+/// [`IngestStore::apply`], all of it or (PostgreSQL) none.
+#[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
-    delivery: Vec<(Vec<u8>, Vec<u8>)>,
-    devices: Vec<(Vec<u8>, Vec<u8>)>,
-    history: Vec<(Vec<u8>, Vec<u8>)>,
-    rollup_dirty: BTreeSet<Vec<u8>>,
+    pub delivery: Vec<(DeviceId, DeliveryState)>,
+    pub births: Vec<(DeviceId, Birth)>,
+    pub history: Vec<(DeviceId, HistoryRow)>,
 }
 
 impl WriteBatch {
-    pub fn delivery(&mut self, device: &DeviceId, state: &DeliveryState) -> Result<(), StoreError> {
-        self.delivery
-            .push((device.as_str().as_bytes().to_vec(), common::codec::encode(state)?));
-        Ok(())
+    pub fn delivery(&mut self, device: &DeviceId, state: &DeliveryState) {
+        self.delivery.push((device.clone(), state.clone()));
     }
 
-    pub fn birth(&mut self, device: &DeviceId, birth: &Birth) -> Result<(), StoreError> {
-        self.devices
-            .push((device.as_str().as_bytes().to_vec(), common::codec::encode(birth)?));
-        Ok(())
+    pub fn birth(&mut self, device: &DeviceId, birth: &Birth) {
+        self.births.push((device.clone(), birth.clone()));
     }
 
-    pub fn history(&mut self, device: &DeviceId, row: &HistoryRow) -> Result<(), StoreError> {
-        self.history.push((
-            history_key(device, row.ts_ms, row.seq),
-            common::codec::encode(row)?,
-        ));
-        self.rollup_dirty.insert(time_key(device, minute_of(row.ts_ms)));
-        Ok(())
+    pub fn history(&mut self, device: &DeviceId, row: &HistoryRow) {
+        self.history.push((device.clone(), row.clone()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.delivery.is_empty() && self.births.is_empty() && self.history.is_empty()
     }
 }
 
-impl FleetStore {
+/// What an applied batch did beyond the obvious.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// History rows not stored because they are older than the raw retention keeps (the
+    /// PostgreSQL store writes only into the partitions that exist by policy).
+    pub rows_past_retention: u64,
+}
+
+/// The ingest writer's store (module docs).
+pub trait IngestStore: Send + Sync {
+    /// True when an applied batch is durable only after [`IngestStore::flush`] (the writer
+    /// journals records before applying them); false when [`IngestStore::apply`] returns
+    /// once the batch is durable.
+    fn needs_journal(&self) -> bool;
+
+    /// Writes one batch (blocking). `now_ms` is the server's time (retention horizons).
+    fn apply(&self, batch: WriteBatch, now_ms: i64) -> Result<Applied, StoreError>;
+
+    /// Makes every applied batch durable (blocking; a no-op where `apply` already is).
+    fn flush(&self) -> Result<(), StoreError>;
+
+    fn load_delivery(&self) -> Result<BTreeMap<DeviceId, DeliveryState>, StoreError>;
+
+    fn load_births(&self) -> Result<BTreeMap<DeviceId, Birth>, StoreError>;
+}
+
+impl IngestStore for FleetStore {
+    fn needs_journal(&self) -> bool {
+        true
+    }
+
     /// Writes a batch key by key: history rows, their rollup markers, births, and delivery
     /// state last.
     ///
@@ -56,25 +90,40 @@ impl FleetStore {
     /// - every key is idempotent (a row's key is its device, timestamp and seq), and the ingest
     ///   journal, replayed on start, rewrites the rows of records it finds already counted
     ///   ([`crate::ingest::writer`]), so a crash between two keys loses nothing either way.
-    pub fn apply(&self, b: WriteBatch) -> Result<(), StoreError> {
-        for (k, v) in b.history {
-            self.history.insert(k, v).map_err(|e| self.err(e))?;
+    fn apply(&self, b: WriteBatch, _now_ms: i64) -> Result<Applied, StoreError> {
+        let mut dirty = BTreeSet::new();
+        for (device, row) in &b.history {
+            self.history
+                .insert(
+                    history_key(device, row.ts_ms, row.seq),
+                    common::codec::encode(row)?,
+                )
+                .map_err(|e| self.err(e))?;
+            dirty.insert(time_key(device, minute_of(row.ts_ms)));
         }
-        for k in b.rollup_dirty {
+        for k in dirty {
             self.rollup_dirty
                 .insert(k, &[] as &[u8])
                 .map_err(|e| self.err(e))?;
         }
-        for (k, v) in b.devices {
-            self.devices.insert(k, v).map_err(|e| self.err(e))?;
+        for (device, birth) in &b.births {
+            self.devices
+                .insert(device.as_str().as_bytes(), common::codec::encode(birth)?)
+                .map_err(|e| self.err(e))?;
         }
-        for (k, v) in b.delivery {
-            self.delivery.insert(k, v).map_err(|e| self.err(e))?;
+        for (device, state) in &b.delivery {
+            self.delivery
+                .insert(device.as_str().as_bytes(), common::codec::encode(state)?)
+                .map_err(|e| self.err(e))?;
         }
-        Ok(())
+        Ok(Applied::default())
     }
 
-    pub fn load_delivery(&self) -> Result<BTreeMap<DeviceId, DeliveryState>, StoreError> {
+    fn flush(&self) -> Result<(), StoreError> {
+        FleetStore::flush(self)
+    }
+
+    fn load_delivery(&self) -> Result<BTreeMap<DeviceId, DeliveryState>, StoreError> {
         let mut out = BTreeMap::new();
         for item in self.delivery.iter() {
             let (k, v) = item.map_err(|e| self.err(e))?;
@@ -91,7 +140,7 @@ impl FleetStore {
         Ok(out)
     }
 
-    pub fn load_births(&self) -> Result<BTreeMap<DeviceId, Birth>, StoreError> {
+    fn load_births(&self) -> Result<BTreeMap<DeviceId, Birth>, StoreError> {
         let mut out = BTreeMap::new();
         for item in self.devices.iter() {
             let (k, v) = item.map_err(|e| self.err(e))?;
@@ -118,7 +167,7 @@ mod tests {
             let mut st = DeliveryState::default();
             st.seqs.observe(1);
             st.received = 1;
-            b.delivery(&d, &st).unwrap();
+            b.delivery(&d, &st);
             for (ts, seq) in [(300, 3), (-5, 1), (100, 2)] {
                 b.history(
                     &d,
@@ -127,10 +176,9 @@ mod tests {
                         seq,
                         metrics: vec![("cpu.usage_pct".into(), 1.0)],
                     },
-                )
-                .unwrap();
+                );
             }
-            s.apply(b).unwrap();
+            s.apply(b, 0).unwrap();
             s.flush().unwrap();
         }
         let s = FleetStore::open(dir.path()).unwrap();

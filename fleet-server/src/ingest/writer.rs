@@ -4,16 +4,26 @@
 //! publish hook (before the broker acknowledges the publish) or from the ingest client on an
 //! external broker (which acknowledges only after the reply). For each batch the writer:
 //!
-//! 1. journals the raw records with one `write()` ([`super::journal`]): from then on a
-//!    `kill -9` of the server cannot lose them;
+//! 1. with sled, journals the raw records with one `write()` ([`super::journal`]): from then
+//!    on a `kill -9` of the server cannot lose them;
 //! 2. decodes them (a malformed record is counted by reason and acknowledged: retrying it
 //!    would never help), drops duplicates by (device, seq) against the persisted
-//!    [`DeliveryState`], and writes delivery state, births and history rows (at each record's
-//!    own timestamp, unless the device's clock is off: [`crate::fleet::clock`]) to sled;
+//!    [`DeliveryState`], and applies delivery state, births and history rows (at each record's
+//!    own timestamp, unless the device's clock is off: [`crate::fleet::clock`]) to the store
+//!    ([`IngestStore::apply`]; with PostgreSQL one transaction, committed when it returns);
 //! 3. replies, so the broker acknowledges, and hands the new records to the fleet actor.
 //!
-//! The journal is fsynced every [`JOURNAL_SYNC`] (the power-loss window); every
-//! [`STORE_FLUSH`] sled is flushed and the journal truncated. On start the journal is replayed.
+//! With sled the journal is fsynced every [`JOURNAL_SYNC`] (the power-loss window); every
+//! [`STORE_FLUSH`] sled is flushed and the journal truncated; on start the journal is
+//! replayed. With PostgreSQL there is no journal: the commit is the durability point, so a
+//! record is acknowledged only once the transaction holding it committed.
+//!
+//! A batch the store refuses (PostgreSQL unreachable) is refused as a whole: every reply says
+//! so (the broker does not acknowledge: the records stay on the machines, which send them
+//! again), the delivery state of its devices is put back as it was before the batch, and
+//! nothing of it reaches the fleet actor. The store's health says why
+//! ([`crate::storage::health`]).
+//!
 //! The writer stops when every sender is gone or [`WriterHandle::stop`] is set (records still
 //! queued then were not acknowledged: their devices send them again).
 
@@ -31,7 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::decode::decode_record;
 use super::journal::{Journal, JournalRecord};
 use super::stats::IngestStats;
-use super::store::WriteBatch;
+use super::store::{IngestStore, WriteBatch};
 use crate::fleet::actor::{DeliveryUpdate, FleetActor};
 use crate::fleet::clock::{ClockGuard, DEVICE_CLOCK_OFFSET, MAX_CLOCK_SKEW_MS};
 use crate::fleet::delivery::DeliveryState;
@@ -65,15 +75,14 @@ pub type DeliveryMap = Arc<RwLock<BTreeMap<DeviceId, DeliveryState>>>;
 pub struct WriterHandle {
     pub tx: mpsc::Sender<IngestItem>,
     pub delivery: DeliveryMap,
-    /// The store the writer writes (history job, alerts state and queries share it).
-    pub store: FleetStore,
-    /// Set to stop the writer thread (it flushes and closes its store).
+    /// Set to stop the writer thread (it flushes and drops its store).
     pub stop: Arc<AtomicBool>,
 }
 
 struct Writer {
-    store: FleetStore,
-    journal: Journal,
+    store: Arc<dyn IngestStore>,
+    /// None when the store's apply is durable by itself (PostgreSQL).
+    journal: Option<Journal>,
     delivery: DeliveryMap,
     fleet: Addr<FleetActor>,
     stats: Arc<IngestStats>,
@@ -84,25 +93,28 @@ struct Writer {
     republish: Option<RepublishHandle>,
 }
 
-/// Opens the store, replays the journal and starts the writer thread.
+/// Opens the sled store in `data_dir`, replays the journal and starts the writer thread
+/// (tools, benchmarks, tests).
 pub fn start(
     data_dir: &Path,
     fleet: Addr<FleetActor>,
     stats: Arc<IngestStats>,
 ) -> anyhow::Result<WriterHandle> {
-    start_with(data_dir, crate::store::STORE_CACHE_BYTES, fleet, stats, None)
+    std::fs::create_dir_all(data_dir)?;
+    let store = FleetStore::open(&data_dir.join("fleet.sled"))?;
+    start_with(Arc::new(store), data_dir, fleet, stats, None)
 }
 
-/// As [`start`]; every new record is also offered to `republish` (never waiting on it).
+/// Loads the delivery state and births of `store` (handing the births to the fleet actor),
+/// replays the journal in `data_dir` when the store needs one, and starts the writer thread.
+/// Every new record is also offered to `republish` (never waiting on it).
 pub fn start_with(
+    store: Arc<dyn IngestStore>,
     data_dir: &Path,
-    cache_bytes: u64,
     fleet: Addr<FleetActor>,
     stats: Arc<IngestStats>,
     republish: Option<RepublishHandle>,
 ) -> anyhow::Result<WriterHandle> {
-    std::fs::create_dir_all(data_dir)?;
-    let store = FleetStore::open_with(&data_dir.join("fleet.sled"), cache_bytes)?;
     let delivery: DeliveryMap = Arc::new(RwLock::new(store.load_delivery()?));
     for (id, birth) in store.load_births()? {
         fleet.do_send(Ingested::Restored(id, Box::new(birth)));
@@ -114,9 +126,15 @@ pub fn start_with(
         }
     }
     let journal_path = data_dir.join("ingest.journal");
-    let replay = Journal::replay(&journal_path)?;
-    let journal = Journal::open(&journal_path)?;
-    let shared = store.clone();
+    let (replay, journal) = if store.needs_journal() {
+        std::fs::create_dir_all(data_dir)?;
+        (
+            Journal::replay(&journal_path)?,
+            Some(Journal::open(&journal_path)?),
+        )
+    } else {
+        (Vec::new(), None)
+    };
     let mut w = Writer {
         store,
         journal,
@@ -147,12 +165,7 @@ pub fn start_with(
     std::thread::Builder::new()
         .name("ingest-writer".into())
         .spawn(move || w.run(rx, t_stop))?;
-    Ok(WriterHandle {
-        tx,
-        delivery,
-        store: shared,
-        stop,
-    })
+    Ok(WriterHandle { tx, delivery, stop })
 }
 
 impl Writer {
@@ -195,13 +208,15 @@ impl Writer {
                 Err(_) => {}
             }
             if self.journal_dirty && last_sync.elapsed() >= JOURNAL_SYNC {
-                if let Err(e) = self.journal.sync() {
+                if let Some(j) = &self.journal
+                    && let Err(e) = j.sync()
+                {
                     tracing::error!(error = %e, "journal fsync failed");
                 }
                 self.journal_dirty = false;
                 last_sync = Instant::now();
             }
-            if last_flush.elapsed() >= STORE_FLUSH && self.journal.bytes() > 0 {
+            if last_flush.elapsed() >= STORE_FLUSH && self.journal.as_ref().is_some_and(|j| j.bytes() > 0) {
                 self.flush();
                 last_flush = Instant::now();
             }
@@ -211,7 +226,9 @@ impl Writer {
     fn flush(&mut self) {
         match self.store.flush() {
             Ok(()) => {
-                if let Err(e) = self.journal.truncate() {
+                if let Some(j) = &mut self.journal
+                    && let Err(e) = j.truncate()
+                {
                     tracing::error!(error = %e, "journal truncate failed");
                 }
             }
@@ -221,7 +238,7 @@ impl Writer {
 
     /// `replay`: the items come from the journal at start, not from a broker.
     fn process(&mut self, items: Vec<IngestItem>, replay: bool) {
-        if !replay {
+        if !replay && let Some(journal) = &mut self.journal {
             let recs: Vec<JournalRecord> = items
                 .iter()
                 .map(|i| JournalRecord {
@@ -230,7 +247,7 @@ impl Writer {
                     payload: i.payload.clone(),
                 })
                 .collect();
-            if let Err(e) = self.journal.append(&recs) {
+            if let Err(e) = journal.append(&recs) {
                 tracing::error!(error = %e, "journal write failed; records refused");
                 for i in items {
                     if let Some(r) = i.reply {
@@ -246,6 +263,9 @@ impl Writer {
         let mut dirty = BTreeSet::new();
         let mut replies = Vec::with_capacity(items.len());
         let now_ms = common::time::now_ms();
+        // each device's delivery state before this batch: put back if the store refuses it
+        let mut before: BTreeMap<DeviceId, Option<DeliveryState>> = BTreeMap::new();
+        let (mut accepted, mut duplicates, mut clock_moved) = (0u64, 0u64, 0u64);
         {
             let mut map = self.delivery.write().unwrap_or_else(|p| p.into_inner());
             for item in items {
@@ -273,19 +293,21 @@ impl Writer {
                     }
                     if let Ingested::State(env) = &msg
                         && let DeviceState::Online(b) = &env.body
-                        && let Err(e) = batch.birth(&item.device, b)
                     {
-                        tracing::error!(error = %e, "birth not stored");
+                        batch.birth(&item.device, b);
                     }
-                    self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    accepted += 1;
                     forward.push(msg);
                     continue;
                 };
+                before
+                    .entry(item.device.clone())
+                    .or_insert_with(|| map.get(&item.device).cloned());
                 let st = map.entry(item.device.clone()).or_default();
                 if !st.seqs.observe(seq) {
                     st.duplicates += 1;
                     dirty.insert(item.device.clone());
-                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    duplicates += 1;
                     if replay && let Ingested::Telemetry(env) = &msg {
                         // Counted before a crash, but its row may not have reached the disk
                         // (the store writes key by key): write it again, at the same key. Only
@@ -293,10 +315,7 @@ impl Writer {
                         // moves; an older one (a backlog) relies on sled recovering its log in
                         // order, delivery state after rows ([`FleetStore::apply`]).
                         if ts_ms.abs_diff(now_ms) <= MAX_CLOCK_SKEW_MS.unsigned_abs() {
-                            let row = history_row(env, seq, ts_ms, None);
-                            if let Err(e) = batch.history(&item.device, &row) {
-                                tracing::error!(error = %e, "history row not stored");
-                            }
+                            batch.history(&item.device, &history_row(env, seq, ts_ms, None));
                         }
                     }
                     continue;
@@ -320,31 +339,34 @@ impl Writer {
                     .place(seq, ts_ms, now_ms);
                 if let Ingested::Telemetry(env) = &msg {
                     if placed.moved_by_s.is_some() {
-                        self.stats.clock_moved.fetch_add(1, Ordering::Relaxed);
+                        clock_moved += 1;
                     }
-                    let row = history_row(env, seq, placed.ts_ms, placed.moved_by_s);
-                    if let Err(e) = batch.history(&item.device, &row) {
-                        tracing::error!(error = %e, "history row not stored");
-                    }
+                    batch.history(
+                        &item.device,
+                        &history_row(env, seq, placed.ts_ms, placed.moved_by_s),
+                    );
                 }
                 dirty.insert(item.device.clone());
-                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                accepted += 1;
                 forward.push(msg);
             }
             for d in &dirty {
-                if let Some(st) = map.get(d)
-                    && let Err(e) = batch.delivery(d, st)
-                {
-                    tracing::error!(error = %e, "delivery state not stored");
+                if let Some(st) = map.get(d) {
+                    batch.delivery(d, st);
                 }
             }
         }
-        let result = self.store.apply(batch).map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "store write failed; the journal keeps the records");
+        let result = self.apply(batch, now_ms, before);
+        if result.is_ok() {
+            self.stats.accepted.fetch_add(accepted, Ordering::Relaxed);
+            self.stats.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+            self.stats.clock_moved.fetch_add(clock_moved, Ordering::Relaxed);
         }
         for r in replies {
             let _ = r.send(result.clone());
+        }
+        if result.is_err() {
+            return;
         }
         for m in forward {
             if let Some(r) = &self.republish {
@@ -356,6 +378,48 @@ impl Writer {
         for d in dirty {
             if let Some(st) = map.get(&d) {
                 self.fleet.do_send(DeliveryUpdate(d, st.view()));
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// Applies `batch`; if the store refuses it, puts the delivery state of its devices back
+    /// as it was (`before`), so the records are taken as new when their machines send them
+    /// again.
+    fn apply(
+        &mut self,
+        batch: WriteBatch,
+        now_ms: i64,
+        before: BTreeMap<DeviceId, Option<DeliveryState>>,
+    ) -> Result<(), String> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self.store.apply(batch, now_ms) {
+            Ok(applied) => {
+                if applied.rows_past_retention > 0 {
+                    self.stats
+                        .rows_past_retention
+                        .fetch_add(applied.rows_past_retention, Ordering::Relaxed);
+                    tracing::warn!(
+                        rows = applied.rows_past_retention,
+                        "history rows older than the raw retention not stored"
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let mut map = self.delivery.write().unwrap_or_else(|p| p.into_inner());
+                for (d, st) in before {
+                    match st {
+                        Some(st) => map.insert(d, st),
+                        None => map.remove(&d),
+                    };
+                }
+                self.stats.refused_batches.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, journaled = self.journal.is_some(), "store write failed; records refused");
+                Err(e.to_string())
             }
         }
     }
@@ -405,14 +469,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rvm = DeviceId::new("rvm1").unwrap();
         let now = common::time::now_ms();
+        let store = FleetStore::open(&dir.path().join("fleet.sled")).unwrap();
         {
-            let store = FleetStore::open(&dir.path().join("fleet.sled")).unwrap();
             let mut st = DeliveryState::default();
             assert!(st.seqs.observe(5));
             st.received = 1;
             let mut b = WriteBatch::default();
-            b.delivery(&rvm, &st).unwrap();
-            store.apply(b).unwrap();
+            b.delivery(&rvm, &st);
+            store.apply(b, now).unwrap();
             store.flush().unwrap();
         }
         {
@@ -423,14 +487,96 @@ mod tests {
         }
         let fleet = FleetActor::new(PresencePolicy::default()).start();
         let stats = Arc::new(IngestStats::default());
-        let w = start(dir.path(), fleet, stats.clone()).unwrap();
-        let rows = w.store.history(&rvm, 0, i64::MAX, 10).unwrap();
+        let w = start_with(Arc::new(store.clone()), dir.path(), fleet, stats.clone(), None).unwrap();
+        let rows = store.history(&rvm, 0, i64::MAX, 10).unwrap();
         let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [5, 6], "both rows are in history after the replay");
         let map = w.delivery.read().unwrap();
         let st = &map[&rvm];
         assert_eq!((st.received, st.duplicates), (2, 1), "seq 5 is counted once");
         drop(map);
+        w.stop.store(true, Ordering::Release);
+    }
+
+    /// A store that refuses every batch while `down` is set, like a PostgreSQL that cannot
+    /// be reached (no journal: its apply is durable by itself).
+    struct Unreachable {
+        inner: FleetStore,
+        down: AtomicBool,
+    }
+
+    impl IngestStore for Unreachable {
+        fn needs_journal(&self) -> bool {
+            false
+        }
+        fn apply(
+            &self,
+            b: WriteBatch,
+            now_ms: i64,
+        ) -> Result<super::super::store::Applied, crate::store::StoreError> {
+            if self.down.load(Ordering::Acquire) {
+                return Err(crate::store::StoreError::Encode("unreachable".into()));
+            }
+            self.inner.apply(b, now_ms)
+        }
+        fn flush(&self) -> Result<(), crate::store::StoreError> {
+            Ok(())
+        }
+        fn load_delivery(&self) -> Result<BTreeMap<DeviceId, DeliveryState>, crate::store::StoreError> {
+            self.inner.load_delivery()
+        }
+        fn load_births(&self) -> Result<BTreeMap<DeviceId, common::Birth>, crate::store::StoreError> {
+            self.inner.load_births()
+        }
+    }
+
+    async fn send(w: &WriterHandle, r: JournalRecord) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        w.tx.send(IngestItem {
+            device: r.device,
+            kind: r.kind,
+            payload: r.payload,
+            reply: Some(tx),
+        })
+        .await
+        .unwrap();
+        rx.await.unwrap()
+    }
+
+    #[actix::test]
+    async fn a_refused_batch_is_not_acknowledged_and_counts_nothing_until_it_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let rvm = DeviceId::new("rvm1").unwrap();
+        let now = common::time::now_ms();
+        let store = Arc::new(Unreachable {
+            inner: FleetStore::open(&dir.path().join("fleet.sled")).unwrap(),
+            down: AtomicBool::new(true),
+        });
+        let fleet = FleetActor::new(PresencePolicy::default()).start();
+        let stats = Arc::new(IngestStats::default());
+        let w = start_with(store.clone(), dir.path(), fleet, stats.clone(), None).unwrap();
+        assert!(
+            send(&w, record(&rvm, 1, now)).await.is_err(),
+            "refused while down"
+        );
+        assert!(
+            !w.delivery.read().unwrap().contains_key(&rvm),
+            "the seq is not counted"
+        );
+        assert!(!dir.path().join("ingest.journal").exists(), "no journal");
+        store.down.store(false, Ordering::Release);
+        send(&w, record(&rvm, 1, now)).await.unwrap();
+        send(&w, record(&rvm, 1, now)).await.unwrap();
+        let st = w.delivery.read().unwrap()[&rvm].clone();
+        assert_eq!(
+            (st.received, st.duplicates),
+            (1, 1),
+            "stored once, then a duplicate"
+        );
+        let rows = store.inner.history(&rvm, 0, i64::MAX, 10).unwrap();
+        assert_eq!(rows.len(), 1);
+        let s = stats.snapshot();
+        assert_eq!((s.accepted, s.duplicates, s.refused_batches), (1, 1, 1));
         w.stop.store(true, Ordering::Release);
     }
 }

@@ -203,6 +203,10 @@ impl MetricIds {
     }
 }
 
+fn metric_name(m: &(String, f32)) -> &str {
+    &m.0
+}
+
 fn storable(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME_BYTES
 }
@@ -256,13 +260,14 @@ impl RawWriter {
     /// Numbers the metric names of `rows` that are new (commits by itself: call it before the
     /// transaction of [`RawWriter::write_in`], on the same or another connection).
     pub async fn prepare(&mut self, client: &Client, rows: &[RawRow]) -> Result<(), PgError> {
-        self.ids
-            .ensure(
-                client,
-                rows.iter()
-                    .flat_map(|r| r.metrics.iter().map(|(n, _)| n.as_str())),
-            )
-            .await
+        // collected before the await: a future holding the iterator's closures is not `Send`
+        // (rustc's higher-ranked lifetime limits), and the writer's future must be
+        let names: Vec<&str> = rows
+            .iter()
+            .flat_map(|r| r.metrics.iter())
+            .map(metric_name)
+            .collect();
+        self.ids.ensure(client, names).await
     }
 
     /// [`RawWriter::prepare`], then the rows in one transaction of their own.

@@ -14,6 +14,9 @@
 //!   dropped past retention (pure plan + IO)
 //! - [`history`]: metric names, the batch writer of raw rows (binary COPY through a staging
 //!   table, or multi-row INSERT; both `ON CONFLICT DO NOTHING`), rollups, reads
+//! - [`store`]: the handle every PostgreSQL store of the server shares (its runtime, the
+//!   pool, the store's health); the stores themselves sit beside each feature's sled store
+//!   (`ingest/pg.rs`, `history/pg.rs`, ...), and here for the leaves: [`tokens`], [`audit`]
 //!
 //! # Invariants
 //! - A record's identity is (device, seq): the agent numbers every record of a device once,
@@ -32,11 +35,14 @@
 //! is not supported yet; `sslmode=require` in `storage.url` is refused at validation rather
 //! than failing at connect. Run PostgreSQL on the same host or a trusted network, or tunnel.
 
+pub mod audit;
 pub mod config;
 pub mod history;
 pub mod migrate;
 pub mod partitions;
 pub mod pool;
+pub mod store;
+pub mod tokens;
 
 pub use config::{Backend, PgConfig, StorageBackend, StorageBackendFile};
 pub use deadpool_postgres::Pool;

@@ -175,9 +175,12 @@ pub async fn api(
         "--server must start with http:// (got {base}; put a TLS proxy in front for https)"
     );
     let url = format!("{base}{path}");
-    let mut req = reqwest::Client::new()
-        .request(method.clone(), &url)
-        .bearer_auth(&remote.token);
+    let mut req = reqwest::Client::new().request(method.clone(), &url).bearer_auth(
+        remote
+            .token
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("--token (or FLEET_TOKEN) is needed to ask the server"))?,
+    );
     if let Some(b) = body {
         req = req.json(&b);
     }

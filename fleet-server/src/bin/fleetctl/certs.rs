@@ -1,14 +1,15 @@
 //! `fleetctl certs` (the fleet CA, the server, devices, readers, provisioning bundles) and
-//! `fleetctl token` (API tokens in the data directory).
+//! `fleetctl token` (API tokens in the server's store: `--config`, or `--data-dir`).
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
 use common::DeviceId;
 use common::pki::{self, Ca, CertDir, LEAF_VALIDITY_DAYS, Validity};
-use fleet_server::auth::{Role, TokenStore};
+use fleet_server::auth::Role;
 
 use crate::parse_for;
+use crate::store::StoreArgs;
 
 #[derive(Subcommand)]
 pub enum CertsCmd {
@@ -68,15 +69,15 @@ pub enum TokenCmd {
         name: String,
         #[arg(long, default_value = "viewer")]
         role: Role,
-        #[arg(long, default_value = "data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The token is refused after this long (`90s`, `30m`, `12h`, `30d`); default: never.
         #[arg(long, value_name = "DURATION", value_parser = parse_for)]
         ttl: Option<u64>,
     },
     List {
-        #[arg(long, default_value = "data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -150,10 +151,10 @@ pub fn token(cmd: TokenCmd) -> anyhow::Result<()> {
         TokenCmd::Create {
             name,
             role,
-            data_dir,
+            store,
             ttl,
         } => {
-            let store = TokenStore::open(&data_dir.join("tokens.json"))?;
+            let store = fleet_server::storage::open_tokens(&store.storage()?)?;
             let expires_ms = ttl
                 .map(|s| {
                     i64::try_from(s)
@@ -172,8 +173,8 @@ pub fn token(cmd: TokenCmd) -> anyhow::Result<()> {
                 None => eprintln!("token {name:?} ({role:?}) created; it is shown only now"),
             }
         }
-        TokenCmd::List { data_dir } => {
-            let store = TokenStore::open(&data_dir.join("tokens.json"))?;
+        TokenCmd::List { store } => {
+            let store = fleet_server::storage::open_tokens(&store.storage()?)?;
             for e in store.list() {
                 match e.expires_ms {
                     Some(x) => println!("{}\t{:?}\texpires_ms={x}", e.name, e.role),

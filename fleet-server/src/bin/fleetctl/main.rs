@@ -4,10 +4,12 @@
 //! - [`mod@certs`]: certificates, bundles and API tokens
 //! - [`command`]: remote commands and rollouts
 //! - [`api`]: the server's API (devices, alerts, acknowledgements, silences)
+//! - [`store`]: the server's store itself (devices and export with `--config`, `store migrate`)
 
 mod api;
 mod certs;
 mod command;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::api::{ack, alerts, block_on, devices, silence};
 use crate::certs::{CertsCmd, TokenCmd, certs, token};
 use crate::command::{CmdCmd, cmd};
+use crate::store::{ExportArgs, StoreArgs, StoreCmd};
 
 #[derive(Parser)]
 #[command(name = "fleetctl", version, about = "RVM Fleet operator command line")]
@@ -32,15 +35,28 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CertsCmd,
     },
-    /// API tokens (written to the server's data directory).
+    /// API tokens (in the server's store: --config fleet-server.toml, or --data-dir).
     Token {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
-    /// List devices from a running server.
+    /// List devices: from a running server (--server, --token), or from its store (--config).
     Devices {
         #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
         remote: Remote,
+    },
+    /// Metric history as CSV or JSON, read from the server's store (--config or --data-dir).
+    Export {
+        #[command(flatten)]
+        args: ExportArgs,
+    },
+    /// The store itself: `store migrate --from DATA_DIR --to URL` copies a sled store into
+    /// PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        cmd: StoreCmd,
     },
     /// List alerts (default: the active ones).
     Alerts {
@@ -150,7 +166,7 @@ struct Remote {
     #[arg(long, env = "FLEET_URL", default_value = "http://127.0.0.1:8080")]
     server: String,
     #[arg(long, env = "FLEET_TOKEN")]
-    token: String,
+    token: Option<String>,
 }
 
 fn parse_matcher(s: &str) -> Result<(String, String), String> {
@@ -199,7 +215,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Command { cmd: c } => cmd(c),
         Cmd::Certs { cmd } => certs(cmd),
         Cmd::Token { cmd } => token(cmd),
-        Cmd::Devices { remote } => devices(&remote),
+        Cmd::Devices { store, remote } => match (&store.config, &store.data_dir) {
+            (None, None) => devices(&remote),
+            _ => store::devices(&store),
+        },
+        Cmd::Export { args } => store::export(&args),
+        Cmd::Store { cmd } => store::store(cmd),
         Cmd::Alerts { state, remote } => alerts(&remote, state.as_deref()),
         Cmd::Ack { id, comment, remote } => ack(&remote, &id, &comment),
         Cmd::Silence {

@@ -19,12 +19,12 @@ use tokio::sync::mpsc;
 
 use crate::auth::Role;
 use crate::fleet::actor::ListDevices;
-use crate::history::export::{self, ExportParams, ExportPlan, ExportResolution, ExportRow, Format};
-use crate::history::minute::minute_of;
+use crate::history::export::walk::{Walked, walk};
+use crate::history::export::{self, ExportParams, ExportPlan};
+use crate::history::store::HistoryStore;
 use crate::http::auth::authorize;
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
-use crate::store::FleetStore;
 
 /// Bytes gathered before a chunk is sent.
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -102,7 +102,7 @@ async fn export_route(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let store = state.alerting.store.clone();
     let content_type = plan.format.content_type();
-    tokio::task::spawn_blocking(move || produce(&store, &plan, &devices, &columns, &tx));
+    tokio::task::spawn_blocking(move || produce(&*store, &plan, &devices, &columns, &tx));
     Ok(HttpResponse::Ok()
         .content_type(content_type)
         .insert_header((
@@ -115,68 +115,20 @@ async fn export_route(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
 /// Walks the store and sends the export in chunks; returns when done, on a store error (sent
 /// as the body's error) or when the client is gone.
 fn produce(
-    store: &FleetStore,
+    store: &dyn HistoryStore,
     plan: &ExportPlan,
     devices: &[DeviceId],
     columns: &[String],
     tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) {
-    let send = |buf: &mut String| -> bool {
-        let chunk = Bytes::from(std::mem::take(buf));
-        tx.blocking_send(Ok(chunk)).is_ok()
-    };
-    let fail = |what: String| {
-        tracing::error!(error = %what, "export stopped by a store error");
-        let _ = tx.blocking_send(Err(std::io::Error::other(what)));
-    };
-    let mut buf = String::with_capacity(CHUNK_BYTES + 4096);
-    match plan.format {
-        Format::Csv => buf.push_str(&export::csv_header(columns)),
-        Format::Json => buf.push_str(export::JSON_OPEN),
-    }
-    let (mut rows, mut first) = (0u64, true);
-    let mut push = |buf: &mut String, r: &ExportRow<'_>| {
-        if !r.has_values() {
-            return;
+    let mut send = |piece: String| tx.blocking_send(Ok(Bytes::from(piece))).is_ok();
+    match walk(store, plan, devices, columns, CHUNK_BYTES, &mut send) {
+        Ok(Walked::Done(rows)) => tracing::info!(rows, devices = devices.len(), "export sent"),
+        Ok(Walked::Stopped) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "export stopped by a store error");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
-        match plan.format {
-            Format::Csv => export::csv_row(buf, r),
-            Format::Json => export::json_row(buf, r, columns, first),
-        }
-        first = false;
-        rows += 1;
-    };
-    for d in devices {
-        match plan.resolution {
-            ExportResolution::Raw => {
-                for row in store.history_iter(d, plan.from_ms, plan.to_ms) {
-                    match row {
-                        Ok(r) => push(&mut buf, &ExportRow::from_raw(d, &r, columns)),
-                        Err(e) => return fail(e.to_string()),
-                    }
-                    if buf.len() >= CHUNK_BYTES && !send(&mut buf) {
-                        return;
-                    }
-                }
-            }
-            ExportResolution::Minute => {
-                for row in store.rollups_iter(d, minute_of(plan.from_ms), plan.to_ms) {
-                    match row {
-                        Ok(r) => push(&mut buf, &ExportRow::from_rollup(d, &r, columns)),
-                        Err(e) => return fail(e.to_string()),
-                    }
-                    if buf.len() >= CHUNK_BYTES && !send(&mut buf) {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-    if plan.format == Format::Json {
-        buf.push_str(export::JSON_CLOSE);
-    }
-    if send(&mut buf) {
-        tracing::info!(rows, devices = devices.len(), "export sent");
     }
 }
 

@@ -14,6 +14,7 @@
 //!   as it is read.
 
 pub mod http;
+pub mod walk;
 
 use std::fmt::Write as _;
 

@@ -18,10 +18,11 @@ use crate::history::query::{MAX_RANGE_MS, bucketize};
 use crate::history::report::html;
 use crate::history::report::{self, AlertRow, AvailabilityCounter, DeviceReport, ReportInput};
 use crate::history::rows::Agg;
+use crate::history::store::HistoryStore;
 use crate::http::auth::authorize;
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
-use crate::store::{FleetStore, StoreError};
+use crate::store::StoreError;
 
 /// Range of a report without `from`.
 pub const DEFAULT_REPORT_RANGE_MS: i64 = DAY_MS;
@@ -108,10 +109,10 @@ async fn report_route(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
     let devices: Vec<(DeviceId, Option<String>, Presence)> =
         summaries.into_iter().map(|s| (s.id, s.site, s.status)).collect();
     let store = state.alerting.store.clone();
-    let devices = web::block(move || device_reports(&store, devices, from, to, now))
+    let devices = web::block(move || device_reports(&*store, devices, from, to, now))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(ApiError::from)?;
     let html = html::render(&ReportInput {
         from_ms: from,
         to_ms: to,
@@ -145,7 +146,7 @@ const TEMP_METRICS: [&str; 2] = ["gpu.temp_c", "temp.max_c"];
 /// Availability and chart series of every device: rollups for the window up to a few minutes
 /// ago, raw rows after that (blocking: run off the actix threads).
 fn device_reports(
-    store: &FleetStore,
+    store: &dyn HistoryStore,
     devices: Vec<(DeviceId, Option<String>, Presence)>,
     from: i64,
     to: i64,

@@ -180,6 +180,21 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "counter",
         "Errors of the history rollup and retention job.",
     ),
+    (
+        "rvm_fleet_storage_up",
+        "gauge",
+        "1 while the store answers, 0 while it cannot be reached (records are then not acknowledged; /api/v1/health says why).",
+    ),
+    (
+        "rvm_fleet_storage_errors_total",
+        "counter",
+        "Store operations that failed.",
+    ),
+    (
+        "rvm_fleet_storage_unavailable_total",
+        "counter",
+        "Times the store became unreachable.",
+    ),
 ];
 
 /// Names of [`FAMILIES`].

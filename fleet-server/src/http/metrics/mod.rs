@@ -35,6 +35,7 @@ use crate::fleet::actor::{DeviceScrape, ScrapeDevices};
 use crate::fleet::state::Presence;
 use crate::history::job::HistorySnapshot;
 use crate::notify::NotifySnapshot;
+use crate::storage::health::StorageStatus;
 
 /// Content type of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -100,6 +101,7 @@ pub struct ScrapeInput {
     pub alerts_snapshot: Option<AlertsSnapshot>,
     pub notify: NotifySnapshot,
     pub history: Option<HistorySnapshot>,
+    pub storage: Option<StorageStatus>,
 }
 
 /// Flat metric -> family, with a scale.
@@ -318,6 +320,18 @@ pub fn render(x: &ScrapeInput) -> String {
         out.one("rvm_fleet_history_disk_bytes", h.disk_bytes as f64);
         out.one("rvm_fleet_history_errors_total", h.errors as f64);
     }
+    if let Some(s) = &x.storage {
+        let b = [("backend", s.backend)];
+        let mut up = Family::new("rvm_fleet_storage_up");
+        up.add(&b, if s.status == "ok" { 1.0 } else { 0.0 });
+        out.emit(up);
+        let mut errors = Family::new("rvm_fleet_storage_errors_total");
+        errors.add(&b, s.errors_total as f64);
+        out.emit(errors);
+        let mut outages = Family::new("rvm_fleet_storage_unavailable_total");
+        outages.add(&b, s.unavailable_total as f64);
+        out.emit(outages);
+    }
     out.text
 }
 
@@ -388,6 +402,7 @@ async fn metrics(
         alerts_snapshot,
         notify: state.alerting.notify.snapshot(),
         history: Some(state.alerting.history.snapshot(&state.alerting.history_policy)),
+        storage: Some(state.storage.status()),
     };
     Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(render(&input)))
 }
@@ -505,6 +520,16 @@ mod tests {
                 errors: 0,
                 last_rollup_ms: 0,
                 last_retention_ms: 0,
+                partitions_dropped: 0,
+            }),
+            storage: Some(StorageStatus {
+                backend: "postgres",
+                status: "unavailable",
+                error: Some("storage.url: cannot connect".into()),
+                since_ms: Some(1),
+                last_error: None,
+                errors_total: 3,
+                unavailable_total: 1,
             }),
         }
     }
@@ -526,6 +551,8 @@ mod tests {
         ));
         assert!(text.contains("rvm_fleet_ingest_rejected_total{reason=\"malformed\"} 4\n"));
         assert!(text.contains("rvm_fleet_broker_refusals_total{kind=\"publish\"} 2\n"));
+        assert!(text.contains("rvm_fleet_storage_up{backend=\"postgres\"} 0\n"));
+        assert!(text.contains("rvm_fleet_storage_errors_total{backend=\"postgres\"} 3\n"));
         assert!(text.contains(
             "rvm_fleet_notifications_dropped_total{reason=\"rate_limited\",route=\"default\"} 5\n"
         ));

@@ -1,0 +1,538 @@
+//! The alerts actor's PostgreSQL store: the engine's and the correlator's state in the
+//! tables people and Grafana read (`fleet_alerts`).
+//!
+//! | export | table |
+//! | --- | --- |
+//! | active and resolved alerts | `alerts`, one row per alert id (resolved ones stay past the engine's cap) |
+//! | silences | `silences` (exactly the engine's set) |
+//! | generations and cooldowns | `alert_pairs`, one row per (rule, device) |
+//! | open and recent incidents | `incidents`, one row per incident id |
+//! | versions, the correlator's sequence and firing set | `server_state` key [`STATE_KEY`] |
+//!
+//! [`PgAlerts::save`] writes, in one transaction, only what differs from what it wrote (or
+//! loaded) last; an alert that left the engine without resolving (a pending one cancelled)
+//! is deleted, so the open-alert index `alerts_one_open` holds only open alerts. Resolved
+//! alerts are written before open ones, so a new generation of a (rule, device) never meets
+//! the open row of the one it follows.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use common::DeviceId;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_postgres::Row;
+
+use super::actor::ALERT_HISTORY_CAP;
+use super::alert::{Ack, Alert, AlertState};
+use super::engine::{self, EngineState, PairCooldown, PairCounter};
+use super::silence::{Matcher, Silence};
+use super::store::{AlertStore, SavedAlerts};
+use crate::incidents::RECENT_INCIDENTS_CAP;
+use crate::incidents::incident::{self, CorrelatorState, FiringAlert, Incident};
+use crate::pg::PgError;
+use crate::pg::history::{millis, system_time};
+use crate::pg::store::PgStore;
+use crate::store::StoreError;
+
+/// `server_state` key of the versions, the correlator's sequence and its firing set.
+pub const STATE_KEY: &str = "alerts";
+
+/// What the tables do not hold.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+struct Meta {
+    engine_version: u32,
+    correlator_version: u32,
+    next_seq: u64,
+    firing: Vec<FiringAlert>,
+}
+
+type Pair = (String, DeviceId);
+
+/// What the database holds, as last written or loaded.
+#[derive(Debug, Default, Clone)]
+struct Written {
+    alerts: HashMap<String, Alert>,
+    silences: HashMap<String, Silence>,
+    pairs: HashMap<Pair, (u64, Option<i64>)>,
+    incidents: HashMap<String, Incident>,
+    meta: Option<Meta>,
+}
+
+/// The alerts actor's state on PostgreSQL (module docs).
+pub struct PgAlerts {
+    store: PgStore,
+    written: Mutex<Arc<Written>>,
+}
+
+impl PgAlerts {
+    pub fn new(store: PgStore) -> PgAlerts {
+        PgAlerts {
+            store,
+            written: Mutex::default(),
+        }
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, Arc<Written>> {
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> PgError {
+    PgError::db(context)
+}
+
+fn bad(context: &'static str, detail: impl ToString) -> PgError {
+    PgError::Db {
+        context,
+        detail: detail.to_string(),
+        sqlstate: None,
+    }
+}
+
+/// A unit enum's serde name (`firing`, `site_outage`, `>`).
+fn label<T: Serialize>(x: &T) -> String {
+    match serde_json::to_value(x) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+fn parse<T: DeserializeOwned>(s: &str) -> Result<T, PgError> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| bad("reading a label", e))
+}
+
+fn json<T: Serialize>(x: &T) -> Result<serde_json::Value, PgError> {
+    serde_json::to_value(x).map_err(|e| bad("encoding", e))
+}
+
+fn ms(r: &Row, col: &str) -> Option<i64> {
+    r.get::<_, Option<std::time::SystemTime>>(col).map(millis)
+}
+
+fn alert_of(r: &Row) -> Result<Alert, PgError> {
+    let ack = match (r.get::<_, Option<String>>("ack_by"), ms(r, "ack_at")) {
+        (Some(by), Some(at_ms)) => Some(Ack {
+            by,
+            at_ms,
+            comment: r.get::<_, Option<String>>("ack_comment").unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    Ok(Alert {
+        id: r.get("id"),
+        rule: r.get("rule"),
+        device: DeviceId::new(r.get::<_, &str>("subject")).map_err(|e| bad("reading an alert", e))?,
+        generation: r.get::<_, i64>("generation") as u64,
+        metric: r.get("metric"),
+        severity: parse(r.get("severity"))?,
+        labels: serde_json::from_value(r.get("labels")).map_err(|e| bad("reading labels", e))?,
+        summary: r.get("summary"),
+        op: parse(r.get("op"))?,
+        value: r.get("value"),
+        threshold: r.get("threshold"),
+        clear: r.get("clear"),
+        started_ms: ms(r, "started_at").unwrap_or(0),
+        fired_ms: ms(r, "fired_at"),
+        resolved_ms: ms(r, "resolved_at"),
+        escalated_ms: ms(r, "escalated_at"),
+        last_sample_ms: ms(r, "last_sample_at").unwrap_or(0),
+        ack,
+        silenced_by: r.get("silenced_by"),
+        state: parse(r.get("state"))?,
+    })
+}
+
+fn incident_of(r: &Row) -> Result<Incident, PgError> {
+    let devices: Vec<String> = r.get("devices");
+    Ok(Incident {
+        id: r.get("id"),
+        kind: parse(r.get("kind"))?,
+        title: r.get("title"),
+        probable_cause: r.get("probable_cause"),
+        site: r.get("site"),
+        attribute: r.get("attribute"),
+        attribute_value: r.get("attribute_value"),
+        rule: r.get("rule"),
+        metric: r.get("metric"),
+        devices: devices
+            .iter()
+            .map(|d| DeviceId::new(d).map_err(|e| bad("reading an incident", e)))
+            .collect::<Result<_, _>>()?,
+        members: r.get("members"),
+        active_members: r.get("active_members"),
+        suppresses_members: r.get("suppresses_members"),
+        opened_ms: ms(r, "opened_at").unwrap_or(0),
+        updated_ms: ms(r, "updated_at").unwrap_or(0),
+        resolved_ms: ms(r, "resolved_at"),
+        state: parse(r.get("state"))?,
+    })
+}
+
+async fn load(store: PgStore) -> Result<(SavedAlerts, Written), PgError> {
+    let client = store.client().await?;
+    let alert_rows = client
+        .query(
+            "SELECT * FROM alerts WHERE state IN ('pending', 'firing')
+             UNION ALL
+             (SELECT * FROM alerts WHERE state = 'resolved'
+              ORDER BY resolved_at DESC NULLS LAST, id DESC LIMIT $1)",
+            &[&(ALERT_HISTORY_CAP as i64)],
+        )
+        .await
+        .map_err(db("reading alerts"))?;
+    let mut active = Vec::new();
+    let mut history = Vec::new();
+    for r in &alert_rows {
+        let a = alert_of(r)?;
+        match a.state {
+            AlertState::Resolved => history.push(a),
+            _ => active.push(a),
+        }
+    }
+    history.sort_by(|a, b| (a.resolved_ms, &a.id).cmp(&(b.resolved_ms, &b.id)));
+    let silences: Vec<Silence> = client
+        .query("SELECT * FROM silences ORDER BY id", &[])
+        .await
+        .map_err(db("reading silences"))?
+        .iter()
+        .map(|r| {
+            Ok(Silence {
+                id: r.get("id"),
+                matchers: serde_json::from_value::<Vec<Matcher>>(r.get("matchers"))
+                    .map_err(|e| bad("reading matchers", e))?,
+                expires_ms: ms(r, "expires_at").unwrap_or(0),
+                created_by: r.get("created_by"),
+                comment: r.get("comment"),
+                created_ms: ms(r, "created_at").unwrap_or(0),
+            })
+        })
+        .collect::<Result<_, PgError>>()?;
+    let mut pairs = HashMap::new();
+    for r in client
+        .query(
+            "SELECT rule, subject, generation, cooldown_until FROM alert_pairs",
+            &[],
+        )
+        .await
+        .map_err(db("reading alert pairs"))?
+    {
+        let Ok(d) = DeviceId::new(r.get::<_, &str>(1)) else {
+            continue;
+        };
+        pairs.insert(
+            (r.get::<_, String>(0), d),
+            (r.get::<_, i64>(2) as u64, ms(&r, "cooldown_until")),
+        );
+    }
+    let incident_rows = client
+        .query(
+            "SELECT * FROM incidents WHERE state = 'open'
+             UNION ALL
+             (SELECT * FROM incidents WHERE state <> 'open'
+              ORDER BY coalesce(resolved_at, updated_at) DESC, id DESC LIMIT $1)",
+            &[&(RECENT_INCIDENTS_CAP as i64)],
+        )
+        .await
+        .map_err(db("reading incidents"))?;
+    let mut open = Vec::new();
+    let mut recent = Vec::new();
+    for r in &incident_rows {
+        let i = incident_of(r)?;
+        match i.state {
+            incident::IncidentState::Open => open.push(i),
+            _ => recent.push(i),
+        }
+    }
+    recent.sort_by_key(|i| (i.resolved_ms.unwrap_or(i.updated_ms), i.id.clone()));
+    let meta: Option<Meta> = client
+        .query_opt("SELECT value FROM server_state WHERE key = $1", &[&STATE_KEY])
+        .await
+        .map_err(db("reading server state"))?
+        .map(|r| serde_json::from_value(r.get(0)).map_err(|e| bad("reading server state", e)))
+        .transpose()?;
+    let written = Written {
+        alerts: active
+            .iter()
+            .chain(history.iter())
+            .map(|a| (a.id.clone(), a.clone()))
+            .collect(),
+        silences: silences.iter().map(|s| (s.id.clone(), s.clone())).collect(),
+        pairs: pairs.clone(),
+        incidents: open
+            .iter()
+            .chain(recent.iter())
+            .map(|i| (i.id.clone(), i.clone()))
+            .collect(),
+        meta: meta.clone(),
+    };
+    let any_engine = !active.is_empty() || !history.is_empty() || !silences.is_empty() || !pairs.is_empty();
+    let engine = (meta.is_some() || any_engine).then(|| {
+        let mut generations = Vec::new();
+        let mut cooldowns = Vec::new();
+        for ((rule, device), (generation, cooldown)) in &pairs {
+            generations.push(PairCounter {
+                rule: rule.clone(),
+                device: device.clone(),
+                generation: *generation,
+            });
+            if let Some(until_ms) = cooldown {
+                cooldowns.push(PairCooldown {
+                    rule: rule.clone(),
+                    device: device.clone(),
+                    until_ms: *until_ms,
+                });
+            }
+        }
+        EngineState {
+            version: meta.as_ref().map_or(engine::STATE_VERSION, |m| m.engine_version),
+            active,
+            history,
+            silences,
+            generations,
+            cooldowns,
+        }
+    });
+    let correlator = meta.map(|m| CorrelatorState {
+        version: m.correlator_version,
+        next_seq: m.next_seq,
+        open,
+        recent,
+        firing: m.firing,
+    });
+    Ok((SavedAlerts { engine, correlator }, written))
+}
+
+/// The export as the tables would hold it.
+fn target(engine: &EngineState, corr: &CorrelatorState) -> Written {
+    let mut pairs: HashMap<Pair, (u64, Option<i64>)> = HashMap::new();
+    for g in &engine.generations {
+        pairs.entry((g.rule.clone(), g.device.clone())).or_default().0 = g.generation;
+    }
+    for c in &engine.cooldowns {
+        pairs.entry((c.rule.clone(), c.device.clone())).or_default().1 = Some(c.until_ms);
+    }
+    Written {
+        alerts: engine
+            .history
+            .iter()
+            .chain(engine.active.iter())
+            .map(|a| (a.id.clone(), a.clone()))
+            .collect(),
+        silences: engine
+            .silences
+            .iter()
+            .map(|s| (s.id.clone(), s.clone()))
+            .collect(),
+        pairs,
+        incidents: corr
+            .open
+            .iter()
+            .chain(corr.recent.iter())
+            .map(|i| (i.id.clone(), i.clone()))
+            .collect(),
+        meta: Some(Meta {
+            engine_version: engine.version,
+            correlator_version: corr.version,
+            next_seq: corr.next_seq,
+            firing: corr.firing.clone(),
+        }),
+    }
+}
+
+async fn write_alert(tx: &tokio_postgres::Transaction<'_>, a: &Alert) -> Result<(), PgError> {
+    let t = |v: Option<i64>| v.map(system_time);
+    tx.execute(
+        "INSERT INTO alerts (id, rule, subject, generation, state, severity, metric, op, value,
+             threshold, clear, summary, labels, started_at, fired_at, resolved_at, escalated_at,
+             last_sample_at, ack_by, ack_at, ack_comment, silenced_by, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+             $19, $20, $21, $22, now())
+         ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, severity = EXCLUDED.severity,
+             metric = EXCLUDED.metric, op = EXCLUDED.op, value = EXCLUDED.value,
+             threshold = EXCLUDED.threshold, clear = EXCLUDED.clear, summary = EXCLUDED.summary,
+             labels = EXCLUDED.labels, started_at = EXCLUDED.started_at,
+             fired_at = EXCLUDED.fired_at, resolved_at = EXCLUDED.resolved_at,
+             escalated_at = EXCLUDED.escalated_at, last_sample_at = EXCLUDED.last_sample_at,
+             ack_by = EXCLUDED.ack_by, ack_at = EXCLUDED.ack_at, ack_comment = EXCLUDED.ack_comment,
+             silenced_by = EXCLUDED.silenced_by, updated_at = now()",
+        &[
+            &a.id,
+            &a.rule,
+            &a.device.as_str(),
+            &(a.generation as i64),
+            &label(&a.state),
+            &label(&a.severity),
+            &a.metric,
+            &label(&a.op),
+            &a.value,
+            &a.threshold,
+            &a.clear,
+            &a.summary,
+            &json(&a.labels)?,
+            &system_time(a.started_ms),
+            &t(a.fired_ms),
+            &t(a.resolved_ms),
+            &t(a.escalated_ms),
+            &system_time(a.last_sample_ms),
+            &a.ack.as_ref().map(|k| k.by.clone()),
+            &t(a.ack.as_ref().map(|k| k.at_ms)),
+            &a.ack.as_ref().map(|k| k.comment.clone()),
+            &a.silenced_by,
+        ],
+    )
+    .await
+    .map_err(db("writing an alert"))?;
+    Ok(())
+}
+
+async fn write_incident(tx: &tokio_postgres::Transaction<'_>, i: &Incident) -> Result<(), PgError> {
+    let devices: Vec<&str> = i.devices.iter().map(DeviceId::as_str).collect();
+    tx.execute(
+        "INSERT INTO incidents (id, kind, state, title, probable_cause, site, attribute,
+             attribute_value, rule, metric, devices, members, active_members, suppresses_members,
+             opened_at, updated_at, resolved_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+         ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, state = EXCLUDED.state,
+             title = EXCLUDED.title, probable_cause = EXCLUDED.probable_cause, site = EXCLUDED.site,
+             attribute = EXCLUDED.attribute, attribute_value = EXCLUDED.attribute_value,
+             rule = EXCLUDED.rule, metric = EXCLUDED.metric, devices = EXCLUDED.devices,
+             members = EXCLUDED.members, active_members = EXCLUDED.active_members,
+             suppresses_members = EXCLUDED.suppresses_members, opened_at = EXCLUDED.opened_at,
+             updated_at = EXCLUDED.updated_at, resolved_at = EXCLUDED.resolved_at",
+        &[
+            &i.id,
+            &label(&i.kind),
+            &label(&i.state),
+            &i.title,
+            &i.probable_cause,
+            &i.site,
+            &i.attribute,
+            &i.attribute_value,
+            &i.rule,
+            &i.metric,
+            &devices,
+            &i.members,
+            &i.active_members,
+            &i.suppresses_members,
+            &system_time(i.opened_ms),
+            &system_time(i.updated_ms),
+            &i.resolved_ms.map(system_time),
+        ],
+    )
+    .await
+    .map_err(db("writing an incident"))?;
+    Ok(())
+}
+
+/// Writes what differs between `old` and `new`.
+async fn write_diff(
+    tx: &tokio_postgres::Transaction<'_>,
+    old: &Written,
+    new: &Written,
+) -> Result<(), PgError> {
+    // alerts that left the engine open (a pending one cancelled): gone
+    for (id, a) in &old.alerts {
+        if a.state != AlertState::Resolved && !new.alerts.contains_key(id) {
+            tx.execute("DELETE FROM alerts WHERE id = $1", &[id])
+                .await
+                .map_err(db("deleting an alert"))?;
+        }
+    }
+    let changed = |a: &&Alert| old.alerts.get(&a.id) != Some(*a);
+    let (resolved, open): (Vec<&Alert>, Vec<&Alert>) = new
+        .alerts
+        .values()
+        .filter(changed)
+        .partition(|a| a.state == AlertState::Resolved);
+    for a in resolved.into_iter().chain(open) {
+        write_alert(tx, a).await?;
+    }
+    for id in old.silences.keys().filter(|id| !new.silences.contains_key(*id)) {
+        tx.execute("DELETE FROM silences WHERE id = $1", &[id])
+            .await
+            .map_err(db("deleting a silence"))?;
+    }
+    for s in new
+        .silences
+        .values()
+        .filter(|s| old.silences.get(&s.id) != Some(*s))
+    {
+        tx.execute(
+            "INSERT INTO silences (id, matchers, expires_at, created_by, comment, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET matchers = EXCLUDED.matchers,
+                 expires_at = EXCLUDED.expires_at, created_by = EXCLUDED.created_by,
+                 comment = EXCLUDED.comment, created_at = EXCLUDED.created_at",
+            &[
+                &s.id,
+                &json(&s.matchers)?,
+                &system_time(s.expires_ms),
+                &s.created_by,
+                &s.comment,
+                &system_time(s.created_ms),
+            ],
+        )
+        .await
+        .map_err(db("writing a silence"))?;
+    }
+    for (rule, device) in old.pairs.keys().filter(|k| !new.pairs.contains_key(*k)) {
+        tx.execute(
+            "DELETE FROM alert_pairs WHERE rule = $1 AND subject = $2",
+            &[rule, &device.as_str()],
+        )
+        .await
+        .map_err(db("deleting an alert pair"))?;
+    }
+    for ((rule, device), v) in new.pairs.iter().filter(|(k, v)| old.pairs.get(*k) != Some(*v)) {
+        tx.execute(
+            "INSERT INTO alert_pairs (rule, subject, generation, cooldown_until)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (rule, subject) DO UPDATE SET generation = EXCLUDED.generation,
+                 cooldown_until = EXCLUDED.cooldown_until",
+            &[rule, &device.as_str(), &(v.0 as i64), &v.1.map(system_time)],
+        )
+        .await
+        .map_err(db("writing an alert pair"))?;
+    }
+    for i in new
+        .incidents
+        .values()
+        .filter(|i| old.incidents.get(&i.id) != Some(*i))
+    {
+        write_incident(tx, i).await?;
+    }
+    if new.meta != old.meta {
+        tx.execute(
+            "INSERT INTO server_state (key, value, updated_at) VALUES ($1, $2, now())
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+            &[&STATE_KEY, &json(&new.meta)?],
+        )
+        .await
+        .map_err(db("writing server state"))?;
+    }
+    Ok(())
+}
+
+impl AlertStore for PgAlerts {
+    fn load(&self) -> Result<SavedAlerts, StoreError> {
+        let (saved, written) = self.store.run(load(self.store.clone()))?;
+        *self.written() = Arc::new(written);
+        Ok(saved)
+    }
+
+    fn save(&self, engine: &EngineState, correlator: &CorrelatorState) -> Result<(), StoreError> {
+        let new = Arc::new(target(engine, correlator));
+        let old = self.written().clone();
+        let (s, next) = (self.store.clone(), new.clone());
+        self.store.run(async move {
+            let mut client = s.client().await?;
+            let tx = client.transaction().await.map_err(db("alerts transaction"))?;
+            write_diff(&tx, &old, &next).await?;
+            tx.commit().await.map_err(db("alerts commit"))
+        })?;
+        // resolved alerts and incidents past the cores' caps stay in the tables, unwritten
+        *self.written() = new;
+        Ok(())
+    }
+}

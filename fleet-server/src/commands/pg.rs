@@ -1,0 +1,307 @@
+//! The commands actor's PostgreSQL store: `commands` (one row per command, with the signed
+//! bytes sent to the agent) and `rollouts` (one JSON document each).
+//!
+//! Writes never block the actor: [`PgCommands`] hands each change to a writer task on the
+//! store's runtime, which coalesces a burst (the latest change of each id wins) and upserts it
+//! in one transaction; a failed transaction is retried after [`RETRY_AFTER`] with whatever
+//! changed meanwhile. A command is durable a few milliseconds after the actor changed it, as
+//! it was with sled (whose writes reach the disk with the next flush).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::DeviceId;
+use common::command::SignedCommand;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use super::book::CommandRecord;
+use super::rollout::Rollout;
+use super::store::CommandStore;
+use crate::pg::PgError;
+use crate::pg::history::{millis, system_time};
+use crate::pg::store::PgStore;
+use crate::store::StoreError;
+
+/// Wait before a failed write is tried again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long dropping the store waits for the writer to write what is pending.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+enum Change {
+    Put(Box<CommandRecord>),
+    Remove(String),
+    Rollout(Box<Rollout>),
+}
+
+/// The commands actor's store on PostgreSQL (module docs).
+pub struct PgCommands {
+    store: PgStore,
+    tx: Option<mpsc::UnboundedSender<Change>>,
+    done: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl PgCommands {
+    /// Starts the writer task on the store's runtime.
+    pub fn new(store: PgStore) -> PgCommands {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let s = store.clone();
+        store.spawn(async move {
+            writer(s, rx).await;
+            let _ = done_tx.send(());
+        });
+        PgCommands {
+            store,
+            tx: Some(tx),
+            done: std::sync::Mutex::new(done),
+        }
+    }
+
+    fn send(&self, c: Change) {
+        if self.tx.as_ref().is_none_or(|tx| tx.send(c).is_err()) {
+            tracing::error!("command not persisted: the store's writer stopped");
+        }
+    }
+}
+
+impl Drop for PgCommands {
+    /// Lets the writer write what is pending (a server started next reads it).
+    fn drop(&mut self) {
+        self.tx.take();
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        if done.recv_timeout(DRAIN_TIMEOUT).is_err() {
+            tracing::warn!("commands still pending when the store closed");
+        }
+    }
+}
+
+fn bad(context: &'static str, detail: impl ToString) -> PgError {
+    PgError::Db {
+        context,
+        detail: detail.to_string(),
+        sqlstate: None,
+    }
+}
+
+fn label<T: Serialize>(x: &T) -> String {
+    match serde_json::to_value(x) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+fn parse<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, PgError> {
+    serde_json::from_value(v).map_err(|e| bad("reading a command", e))
+}
+
+fn record_of(r: &tokio_postgres::Row) -> Result<CommandRecord, PgError> {
+    let t = |c: &str| r.get::<_, Option<std::time::SystemTime>>(c).map(millis);
+    Ok(CommandRecord {
+        id: r.get("id"),
+        device: DeviceId::new(r.get::<_, &str>("device")).map_err(|e| bad("reading a command", e))?,
+        action: parse(r.get("action"))?,
+        reason: r.get("reason"),
+        issued_by: r.get("issued_by"),
+        created_ms: t("created_at").unwrap_or(0),
+        expires_ms: t("expires_at").unwrap_or(0),
+        state: parse(serde_json::Value::String(r.get("state")))?,
+        updated_ms: t("updated_at").unwrap_or(0),
+        output: r.get("output"),
+        detail: r.get("detail"),
+        sends: r.get::<_, i32>("sends").max(0) as u32,
+        last_sent_ms: t("last_sent_at"),
+        accepted_ms: t("accepted_at"),
+        rollout: r.get("rollout"),
+        signed: SignedCommand {
+            payload: r.get("signed_payload"),
+            signature: r.get("signature"),
+        },
+    })
+}
+
+/// Upserts one command record.
+pub async fn write_record(tx: &tokio_postgres::Transaction<'_>, r: &CommandRecord) -> Result<(), PgError> {
+    let action = serde_json::to_value(&r.action).map_err(|e| bad("encoding a command", e))?;
+    tx.execute(
+        "INSERT INTO commands (id, device, action, reason, issued_by, created_at, expires_at, state,
+             updated_at, output, detail, sends, last_sent_at, accepted_at, rollout, signed_payload,
+             signature)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+         ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at,
+             output = EXCLUDED.output, detail = EXCLUDED.detail, sends = EXCLUDED.sends,
+             last_sent_at = EXCLUDED.last_sent_at, accepted_at = EXCLUDED.accepted_at,
+             rollout = EXCLUDED.rollout, expires_at = EXCLUDED.expires_at",
+        &[
+            &r.id,
+            &r.device.as_str(),
+            &action,
+            &r.reason,
+            &r.issued_by,
+            &system_time(r.created_ms),
+            &system_time(r.expires_ms),
+            &label(&r.state),
+            &system_time(r.updated_ms),
+            &r.output,
+            &r.detail,
+            &(r.sends.min(i32::MAX as u32) as i32),
+            &r.last_sent_ms.map(system_time),
+            &r.accepted_ms.map(system_time),
+            &r.rollout,
+            &r.signed.payload,
+            &r.signed.signature,
+        ],
+    )
+    .await
+    .map_err(PgError::db("writing a command"))?;
+    Ok(())
+}
+
+/// Upserts one rollout.
+pub async fn write_rollout(tx: &tokio_postgres::Transaction<'_>, r: &Rollout) -> Result<(), PgError> {
+    let record = serde_json::to_value(r).map_err(|e| bad("encoding a rollout", e))?;
+    tx.execute(
+        "INSERT INTO rollouts (id, state, created_at, updated_at, record) VALUES ($1, $2, $3, now(), $4)
+         ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, updated_at = now(),
+             record = EXCLUDED.record",
+        &[&r.id, &label(&r.state), &system_time(r.created_ms), &record],
+    )
+    .await
+    .map_err(PgError::db("writing a rollout"))?;
+    Ok(())
+}
+
+/// The latest change of each id, waiting to be written.
+#[derive(Default)]
+struct Pending {
+    commands: BTreeMap<String, Option<Box<CommandRecord>>>,
+    rollouts: BTreeMap<String, Box<Rollout>>,
+}
+
+impl Pending {
+    fn add(&mut self, c: Change) {
+        match c {
+            Change::Put(r) => {
+                self.commands.insert(r.id.clone(), Some(r));
+            }
+            Change::Remove(id) => {
+                self.commands.insert(id, None);
+            }
+            Change::Rollout(r) => {
+                self.rollouts.insert(r.id.clone(), r);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.commands.is_empty() && self.rollouts.is_empty()
+    }
+}
+
+async fn write_pending(store: &PgStore, p: &Pending) -> Result<(), PgError> {
+    let mut client = store.client().await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(PgError::db("commands transaction"))?;
+    for (id, change) in &p.commands {
+        match change {
+            Some(r) => write_record(&tx, r).await?,
+            None => {
+                tx.execute("DELETE FROM commands WHERE id = $1", &[id])
+                    .await
+                    .map_err(PgError::db("deleting a command"))?;
+            }
+        }
+    }
+    for r in p.rollouts.values() {
+        write_rollout(&tx, r).await?;
+    }
+    tx.commit().await.map_err(PgError::db("commands commit"))
+}
+
+/// Writes changes until every sender is gone (then what is pending, once more).
+async fn writer(store: PgStore, mut rx: mpsc::UnboundedReceiver<Change>) {
+    let mut pending = Pending::default();
+    let mut open = true;
+    while open || !pending.is_empty() {
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(c) => pending.add(c),
+                None => break,
+            }
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(c) => pending.add(c),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        let res = write_pending(&store, &pending).await;
+        store.note(&res);
+        match res {
+            Ok(()) => pending = Pending::default(),
+            Err(e) if open => {
+                tracing::error!(error = %e, commands = pending.commands.len(), "commands not persisted yet; retrying");
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, commands = pending.commands.len(), "commands not persisted at shutdown");
+                break;
+            }
+        }
+    }
+}
+
+impl CommandStore for PgCommands {
+    fn records(&self) -> Result<Vec<CommandRecord>, StoreError> {
+        let s = self.store.clone();
+        let rows = self.store.run(async move {
+            let client = s.client().await?;
+            client
+                .query("SELECT * FROM commands ORDER BY created_at, id", &[])
+                .await
+                .map_err(PgError::db("reading commands"))
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            match record_of(r) {
+                Ok(c) => out.push(c),
+                Err(e) => tracing::error!(error = %e, "unreadable command record skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
+        let s = self.store.clone();
+        let rows = self.store.run(async move {
+            let client = s.client().await?;
+            client
+                .query("SELECT record FROM rollouts ORDER BY created_at, id", &[])
+                .await
+                .map_err(PgError::db("reading rollouts"))
+        })?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| serde_json::from_value::<Rollout>(r.get(0)).ok())
+            .collect())
+    }
+
+    fn put(&self, r: &CommandRecord) {
+        self.send(Change::Put(Box::new(r.clone())));
+    }
+
+    fn remove(&self, id: &str) {
+        self.send(Change::Remove(id.to_string()));
+    }
+
+    fn put_rollout(&self, r: &Rollout) {
+        self.send(Change::Rollout(Box::new(r.clone())));
+    }
+}

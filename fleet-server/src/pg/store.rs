@@ -1,0 +1,222 @@
+//! The handle every PostgreSQL store of the server shares: a small tokio runtime of its own
+//! ([`PG_THREADS`] threads named `pg`) that owns the connection pool, and the store's health.
+//!
+//! Why a runtime of its own: a pooled connection is a task on the runtime that made it, and
+//! the server's callers live on several (the ingest writer's thread, actix arbiters, blocking
+//! threads of HTTP routes). A connection made on an arbiter would stall whenever that arbiter
+//! is busy or gone. So every statement runs on this runtime: [`PgStore::run`] from blocking
+//! code (it waits on a channel, never enters a runtime, so it may be called from anywhere off
+//! an actor thread), [`PgStore::spawn`] for write-behind work, [`PgStore::call`] from async
+//! code. The pool is reached only from inside them ([`PgStore::client`]).
+//!
+//! Every outcome is reported to the [`StorageHealth`]: an error that means the database
+//! cannot be reached ([`is_unavailable`]) marks the store unavailable with its message, the
+//! next success marks it available again.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+
+use super::PgError;
+use super::config::PgConfig;
+use super::partitions::Retention;
+use super::pool::{self, StartReport};
+use crate::storage::health::StorageHealth;
+
+/// Worker threads of the store's runtime: statements wait on the database, not on the CPU.
+pub const PG_THREADS: usize = 2;
+
+/// The PostgreSQL store (cheap to clone: every clone shares the pool and the runtime).
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rt: Runtime,
+    pool: Pool,
+    cfg: PgConfig,
+    retention: Retention,
+    health: Arc<StorageHealth>,
+}
+
+/// A runtime that may be dropped anywhere (a tokio runtime dropped inside another one's
+/// context panics; this one shuts down in the background).
+struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Runtime {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("runtime until drop").handle()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("target", &self.inner.cfg.target())
+            .finish()
+    }
+}
+
+/// True when `e` means the database cannot be reached (rather than a statement it refused).
+pub fn is_unavailable(e: &PgError) -> bool {
+    match e {
+        PgError::Connect { .. } | PgError::Pool(_) => true,
+        // no SQLSTATE: the connection broke (closed, reset, timed out)
+        PgError::Db { sqlstate: None, .. } => true,
+        // connection exceptions, shutdowns, too many connections, the database starting up
+        PgError::Db {
+            sqlstate: Some(s), ..
+        } => s.starts_with("08") || s.starts_with("57P") || s == "53300",
+        PgError::Migrate(_) => false,
+    }
+}
+
+impl PgStore {
+    /// Starts the runtime, connects, migrates and makes the partitions needed at `now_ms`
+    /// (see [`pool::start`]): every error names `storage.url`.
+    pub fn open(
+        cfg: &PgConfig,
+        retention: Retention,
+        health: Arc<StorageHealth>,
+        now_ms: i64,
+    ) -> Result<(PgStore, StartReport), PgError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(PG_THREADS)
+            .thread_name("pg")
+            .enable_all()
+            .build()
+            .map_err(|e| PgError::Pool(format!("cannot start the store's runtime: {e}")))?;
+        let rt = Runtime(Some(rt));
+        let start_cfg = cfg.clone();
+        let started = wait(rt.handle(), async move {
+            pool::start(&start_cfg, &retention, now_ms).await
+        })?;
+        let store = PgStore {
+            inner: Arc::new(Inner {
+                rt,
+                pool: started.pool,
+                cfg: cfg.clone(),
+                retention,
+                health,
+            }),
+        };
+        Ok((store, started.report))
+    }
+
+    /// Runs `f` on the store's runtime and waits for it (blocking: call it off actor threads).
+    pub fn run<T, F>(&self, f: F) -> Result<T, PgError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, PgError>> + Send + 'static,
+    {
+        let res = wait(self.inner.rt.handle(), f);
+        self.note(&res);
+        res
+    }
+
+    /// Runs `f` on the store's runtime and awaits it from any async context.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, PgError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, PgError>> + Send + 'static,
+    {
+        let res = match self.inner.rt.handle().spawn(f).await {
+            Ok(r) => r,
+            Err(e) => Err(PgError::Pool(format!("the store's task failed: {e}"))),
+        };
+        self.note(&res);
+        res
+    }
+
+    /// Starts `f` on the store's runtime and returns at once (write-behind work; the task
+    /// reports its outcomes with [`PgStore::note`]).
+    pub fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.inner.rt.handle().spawn(f)
+    }
+
+    /// A pooled connection (only inside [`PgStore::run`], [`PgStore::call`] or
+    /// [`PgStore::spawn`]: a new connection lives on the runtime that asks for it).
+    pub async fn client(&self) -> Result<deadpool_postgres::Client, PgError> {
+        pool::get(&self.inner.pool, &self.inner.cfg).await
+    }
+
+    /// Reports an outcome to the store's health.
+    pub fn note<T>(&self, res: &Result<T, PgError>) {
+        match res {
+            Ok(_) => self.inner.health.ok(),
+            Err(e) if is_unavailable(e) => self
+                .inner
+                .health
+                .unavailable(&e.to_string(), common::time::now_ms()),
+            Err(e) => self.inner.health.error(&e.to_string()),
+        }
+    }
+
+    pub fn health(&self) -> &Arc<StorageHealth> {
+        &self.inner.health
+    }
+
+    pub fn config(&self) -> &PgConfig {
+        &self.inner.cfg
+    }
+
+    /// How long history is kept (the partitions the store makes and drops).
+    pub fn retention(&self) -> Retention {
+        self.inner.retention
+    }
+}
+
+/// Runs `f` on `rt` and blocks the calling thread (which need not be outside a runtime: it
+/// waits on a channel) until it is done.
+fn wait<T, F>(rt: &tokio::runtime::Handle, f: F) -> Result<T, PgError>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, PgError>> + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    rt.spawn(async move {
+        let _ = tx.send(f.await);
+    });
+    rx.recv()
+        .unwrap_or_else(|_| Err(PgError::Pool("the store's runtime stopped".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(sqlstate: Option<&str>) -> PgError {
+        PgError::Db {
+            context: "x",
+            detail: "y".into(),
+            sqlstate: sqlstate.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn errors_of_reachability_are_told_apart_from_refused_statements() {
+        assert!(is_unavailable(&PgError::Connect {
+            target: "t".into(),
+            detail: "refused".into()
+        }));
+        assert!(is_unavailable(&PgError::Pool("timeout".into())));
+        assert!(is_unavailable(&db(None)), "a broken connection");
+        assert!(is_unavailable(&db(Some("57P01"))), "admin shutdown");
+        assert!(is_unavailable(&db(Some("08006"))), "connection failure");
+        assert!(!is_unavailable(&db(Some("23505"))), "a unique violation");
+        assert!(!is_unavailable(&db(Some("42P01"))), "a missing table");
+    }
+}

@@ -1,0 +1,543 @@
+//! `fleetctl store migrate --from DATA_DIR --to URL`: a sled installation copied into
+//! PostgreSQL.
+//!
+//! What is copied, in this order: API tokens (`tokens.json`), births, delivery state (the
+//! dedup window: a machine's resent records stay duplicates), raw history rows, 1-minute
+//! rollups, the alerts state (alerts, silences, incidents), commands, rollouts and the audit
+//! log. The sled store must not be in use (sled locks it: stop the server first), and its
+//! ingest journal must be empty (records acknowledged but not yet in sled: a start and stop
+//! of the server replays them).
+//!
+//! Idempotent, and never overwrites what the database already holds: rows are inserted with
+//! `ON CONFLICT DO NOTHING`; births, delivery, commands, rollouts and tokens only where their
+//! key is missing; the alerts state only into a database without one; audit entries after
+//! those a previous run copied (counted in `server_state`). A rerun copies what is new and
+//! says what was already there. History older than the raw (or rollup) retention has no
+//! partition to go to: it is counted as skipped.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::DeviceId;
+use serde::Serialize;
+
+use super::health::StorageHealth;
+use crate::alerts::pg::{PgAlerts, STATE_KEY};
+use crate::alerts::store::AlertStore;
+use crate::audit::{AuditFile, AuditLog};
+use crate::auth::{TokenFile, TokenStore};
+use crate::commands::pg::{write_record, write_rollout};
+use crate::commands::store::{CommandStore, SledCommandStore};
+use crate::history::store::HistoryStore;
+use crate::ingest::journal::Journal;
+use crate::ingest::pg::{write_birth, write_delivery};
+use crate::ingest::store::IngestStore;
+use crate::pg::PgError;
+use crate::pg::config::PgConfig;
+use crate::pg::history::{
+    MetricAgg, MetricIds, MinuteRollup, RawRow, RawWriter, WriteMode, system_time, write_rollups,
+};
+use crate::pg::partitions::{AHEAD_DAYS, Retention, day_of, horizon_day};
+use crate::pg::store::PgStore;
+use crate::store::{FleetStore, StoreError};
+
+/// Rows per transaction of the history copy.
+pub const COPY_BATCH: usize = 2_048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(
+        "--from: {path} holds {records} records not yet in the sled store: start fleet-server on \
+         this data directory once and stop it (it replays them), then migrate"
+    )]
+    Journal { path: PathBuf, records: usize },
+    #[error(
+        "--from: cannot open the sled store in {path} (is a fleet-server running on it? stop it \
+         first): {error}"
+    )]
+    Sled { path: PathBuf, error: StoreError },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+    #[error("--from: {0}")]
+    Tokens(#[from] crate::auth::TokenError),
+    #[error("--from: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Of one kind: what was read from sled, what the database did not have yet, what could not
+/// go anywhere.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Copied {
+    pub read: u64,
+    pub new: u64,
+    pub skipped: u64,
+}
+
+impl Copied {
+    /// Already in the database.
+    pub fn already(&self) -> u64 {
+        self.read - self.new - self.skipped
+    }
+}
+
+/// What one run copied, by kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MigrateReport {
+    pub tokens: Copied,
+    pub devices: Copied,
+    pub delivery: Copied,
+    pub raw_rows: Copied,
+    pub rollups: Copied,
+    pub alerts: Copied,
+    pub silences: Copied,
+    pub incidents: Copied,
+    pub commands: Copied,
+    pub rollouts: Copied,
+    pub audit: Copied,
+}
+
+impl MigrateReport {
+    /// `(kind, copied)` in the order of the copy (for printing).
+    pub fn kinds(&self) -> [(&'static str, Copied); 11] {
+        [
+            ("tokens", self.tokens),
+            ("devices", self.devices),
+            ("delivery", self.delivery),
+            ("raw rows", self.raw_rows),
+            ("rollups", self.rollups),
+            ("alerts", self.alerts),
+            ("silences", self.silences),
+            ("incidents", self.incidents),
+            ("commands", self.commands),
+            ("rollouts", self.rollouts),
+            ("audit entries", self.audit),
+        ]
+    }
+}
+
+/// Progress: the kind being copied and how many of it so far.
+pub type Progress<'a> = &'a mut dyn FnMut(&str, u64);
+
+/// The `server_state` key counting the audit entries copied from `data_dir`.
+fn audit_key(data_dir: &Path) -> String {
+    let dir = data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_path_buf());
+    format!("migrate:audit:{}", dir.display())
+}
+
+/// Copies the sled store in `data_dir` into the database of `to` (module docs).
+pub fn migrate(
+    data_dir: &Path,
+    to: &PgConfig,
+    retention: Retention,
+    progress: Progress<'_>,
+) -> Result<MigrateReport, MigrateError> {
+    let journal = data_dir.join("ingest.journal");
+    let pending = Journal::replay(&journal)?.len();
+    if pending > 0 {
+        return Err(MigrateError::Journal {
+            path: journal,
+            records: pending,
+        });
+    }
+    let sled_path = data_dir.join("fleet.sled");
+    let sled = FleetStore::open(&sled_path).map_err(|error| MigrateError::Sled {
+        path: sled_path.clone(),
+        error,
+    })?;
+    let now = common::time::now_ms();
+    let health = Arc::new(StorageHealth::new("postgres"));
+    let (pg, _) = PgStore::open(to, retention, health, now)?;
+    let mut report = MigrateReport::default();
+    report.tokens = copy_tokens(&pg, &TokenFile::open(&data_dir.join("tokens.json"))?)?;
+    progress("tokens", report.tokens.read);
+    let (devices, delivery) = copy_devices(&pg, &sled, now)?;
+    report.devices = devices;
+    report.delivery = delivery;
+    progress("devices", report.devices.read);
+    let ids = pg.run({
+        let s = pg.clone();
+        async move { MetricIds::load(&**s.client().await?).await }
+    })?;
+    let mut writer = RawWriter::new(ids, WriteMode::Insert, retention.raw_ms);
+    for device in HistoryStore::known_devices(&sled)? {
+        copy_raw(
+            &pg,
+            &sled,
+            &device,
+            &mut writer,
+            now,
+            &mut report.raw_rows,
+            progress,
+        )?;
+        copy_rollups(
+            &pg,
+            &sled,
+            &device,
+            writer.ids(),
+            retention,
+            now,
+            &mut report.rollups,
+            progress,
+        )?;
+    }
+    copy_alerts(&pg, &sled, &mut report)?;
+    progress("alerts", report.alerts.read);
+    let commands = SledCommandStore::open(&sled)?;
+    let (c, r) = copy_commands(&pg, &commands)?;
+    report.commands = c;
+    report.rollouts = r;
+    progress("commands", report.commands.read);
+    report.audit = copy_audit(&pg, data_dir)?;
+    progress("audit entries", report.audit.read);
+    Ok(report)
+}
+
+/// Keys of `table` among `keys` that the database has.
+async fn existing(s: &PgStore, sql: &'static str, keys: Vec<String>) -> Result<HashSet<String>, PgError> {
+    let client = s.client().await?;
+    let rows = client
+        .query(sql, &[&keys])
+        .await
+        .map_err(PgError::db("reading what exists"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+fn copy_tokens(pg: &PgStore, file: &TokenFile) -> Result<Copied, MigrateError> {
+    let entries = file.list();
+    let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
+    let s = pg.clone();
+    let have =
+        pg.run(async move { existing(&s, "SELECT name FROM tokens WHERE name = ANY($1)", names).await })?;
+    let mut out = Copied {
+        read: entries.len() as u64,
+        ..Default::default()
+    };
+    let fresh: Vec<_> = entries.into_iter().filter(|e| !have.contains(&e.name)).collect();
+    out.new = fresh.len() as u64;
+    let s = pg.clone();
+    pg.run(async move {
+        let mut client = s.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(PgError::db("tokens transaction"))?;
+        for e in &fresh {
+            let role = serde_json::to_value(e.role)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string));
+            tx.execute(
+                "INSERT INTO tokens (name, role, sha256, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &e.name,
+                    &role.unwrap_or_default(),
+                    &e.sha256,
+                    &system_time(e.created_ms),
+                    &e.expires_ms.map(system_time),
+                ],
+            )
+            .await
+            .map_err(PgError::db("copying a token"))?;
+        }
+        tx.commit().await.map_err(PgError::db("tokens commit"))
+    })?;
+    Ok(out)
+}
+
+fn copy_devices(pg: &PgStore, sled: &FleetStore, now: i64) -> Result<(Copied, Copied), MigrateError> {
+    let births = sled.load_births()?;
+    let delivery = sled.load_delivery()?;
+    let s = pg.clone();
+    let ids: Vec<String> = births.keys().map(|d| d.to_string()).collect();
+    let have_births =
+        pg.run(async move { existing(&s, "SELECT device FROM devices WHERE device = ANY($1)", ids).await })?;
+    let s = pg.clone();
+    let ids: Vec<String> = delivery.keys().map(|d| d.to_string()).collect();
+    let have_delivery =
+        pg.run(async move { existing(&s, "SELECT device FROM delivery WHERE device = ANY($1)", ids).await })?;
+    let b = Copied {
+        read: births.len() as u64,
+        new: births
+            .keys()
+            .filter(|d| !have_births.contains(d.as_str()))
+            .count() as u64,
+        skipped: 0,
+    };
+    let d = Copied {
+        read: delivery.len() as u64,
+        new: delivery
+            .keys()
+            .filter(|d| !have_delivery.contains(d.as_str()))
+            .count() as u64,
+        skipped: 0,
+    };
+    let births: Vec<_> = births
+        .into_iter()
+        .filter(|(d, _)| !have_births.contains(d.as_str()))
+        .collect();
+    let delivery: Vec<_> = delivery
+        .into_iter()
+        .filter(|(d, _)| !have_delivery.contains(d.as_str()))
+        .collect();
+    let s = pg.clone();
+    pg.run(async move {
+        let mut client = s.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(PgError::db("devices transaction"))?;
+        for (device, birth) in &births {
+            write_birth(&tx, device, birth, now).await?;
+        }
+        write_delivery(&tx, &delivery).await?;
+        tx.commit().await.map_err(PgError::db("devices commit"))
+    })?;
+    Ok((b, d))
+}
+
+fn copy_raw(
+    pg: &PgStore,
+    sled: &FleetStore,
+    device: &DeviceId,
+    writer: &mut RawWriter,
+    now: i64,
+    out: &mut Copied,
+    progress: Progress<'_>,
+) -> Result<(), MigrateError> {
+    let mut rows = FleetStore::history_iter(sled, device, i64::MIN / 2, i64::MAX / 2).peekable();
+    while rows.peek().is_some() {
+        let batch: Vec<RawRow> = rows
+            .by_ref()
+            .take(COPY_BATCH)
+            .map(|r| {
+                r.map(|r| RawRow {
+                    device: device.clone(),
+                    time_ms: r.ts_ms,
+                    seq: r.seq,
+                    metrics: r.metrics,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let (s, mut w) = (pg.clone(), writer.clone());
+        let (w, report) = pg.run(async move {
+            let mut client = s.client().await?;
+            let report = w.write(&mut client, &batch, now).await?;
+            Ok((w, report))
+        })?;
+        *writer = w;
+        out.read += report.inserted + report.duplicates + report.outside_retention + report.invalid;
+        out.new += report.inserted;
+        out.skipped += report.outside_retention + report.invalid;
+        progress("raw rows", out.read);
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)] // one step of `migrate`, with its running totals
+fn copy_rollups(
+    pg: &PgStore,
+    sled: &FleetStore,
+    device: &DeviceId,
+    ids: &MetricIds,
+    retention: Retention,
+    now: i64,
+    out: &mut Copied,
+    progress: Progress<'_>,
+) -> Result<(), MigrateError> {
+    let (first, last) = (horizon_day(now, retention.rollup_ms), day_of(now) + AHEAD_DAYS);
+    let mut rows = FleetStore::rollups_iter(sled, device, i64::MIN / 2, i64::MAX / 2).peekable();
+    while rows.peek().is_some() {
+        let mut batch = Vec::new();
+        for r in rows.by_ref().take(COPY_BATCH) {
+            let r = r?;
+            out.read += 1;
+            if !(first..=last).contains(&day_of(r.minute_ms)) {
+                out.skipped += 1;
+                continue;
+            }
+            batch.push(MinuteRollup {
+                device: device.clone(),
+                minute_ms: r.minute_ms,
+                metrics: r
+                    .metrics
+                    .into_iter()
+                    .map(|(n, a)| {
+                        (
+                            n,
+                            MetricAgg {
+                                min: a.min,
+                                max: a.max,
+                                sum: a.sum,
+                                count: a.count,
+                            },
+                        )
+                    })
+                    .collect(),
+            });
+        }
+        let (s, ids) = (pg.clone(), ids.clone());
+        // names of rollups are those of raw rows, numbered by the raw copy; a minute whose raw
+        // rows are gone may name one that is not: number it first
+        let names: Vec<String> = batch
+            .iter()
+            .flat_map(|r| r.metrics.iter().map(|(n, _)| n.clone()))
+            .collect();
+        pg.run(async move {
+            let mut client = s.client().await?;
+            let mut ids = ids;
+            ids.ensure(&client, names.iter().map(String::as_str)).await?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(PgError::db("rollups transaction"))?;
+            // only minutes the database does not have: the server may have rolled them up since
+            let fresh: Vec<MinuteRollup> = {
+                let devices: Vec<&str> = batch.iter().map(|r| r.device.as_str()).collect();
+                let minutes: Vec<std::time::SystemTime> =
+                    batch.iter().map(|r| system_time(r.minute_ms)).collect();
+                let have: HashSet<i64> = tx
+                    .query(
+                        "SELECT r.minute FROM rollups_1m r
+                         JOIN unnest($1::text[], $2::timestamptz[]) AS k(device, minute)
+                           ON r.device = k.device AND r.minute = k.minute",
+                        &[&devices, &minutes],
+                    )
+                    .await
+                    .map_err(PgError::db("reading rollups"))?
+                    .iter()
+                    .map(|r| crate::pg::history::millis(r.get(0)))
+                    .collect();
+                batch
+                    .into_iter()
+                    .filter(|r| !have.contains(&r.minute_ms))
+                    .collect()
+            };
+            write_rollups(&tx, &ids, &fresh).await?;
+            tx.commit().await.map_err(PgError::db("rollups commit"))?;
+            Ok(fresh.len() as u64)
+        })
+        .map(|fresh| out.new += fresh)?;
+        progress("rollups", out.read);
+    }
+    Ok(())
+}
+
+fn copy_alerts(pg: &PgStore, sled: &FleetStore, report: &mut MigrateReport) -> Result<(), MigrateError> {
+    let saved = AlertStore::load(sled)?;
+    let Some(engine) = saved.engine else {
+        return Ok(());
+    };
+    let corr = saved.correlator.unwrap_or_else(|| {
+        crate::incidents::Correlator::new(crate::incidents::config::CorrelatorConfig::default()).export()
+    });
+    let count = |n: usize| Copied {
+        read: n as u64,
+        ..Default::default()
+    };
+    report.alerts = count(engine.active.len() + engine.history.len());
+    report.silences = count(engine.silences.len());
+    report.incidents = count(corr.open.len() + corr.recent.len());
+    let s = pg.clone();
+    let has_state = pg.run(async move {
+        let client = s.client().await?;
+        let r = client
+            .query_opt("SELECT 1 FROM server_state WHERE key = $1", &[&STATE_KEY])
+            .await
+            .map_err(PgError::db("reading server state"))?;
+        Ok(r.is_some())
+    })?;
+    if has_state {
+        return Ok(());
+    }
+    PgAlerts::new(pg.clone()).save(&engine, &corr)?;
+    for c in [&mut report.alerts, &mut report.silences, &mut report.incidents] {
+        c.new = c.read;
+    }
+    Ok(())
+}
+
+fn copy_commands(pg: &PgStore, sled: &SledCommandStore) -> Result<(Copied, Copied), MigrateError> {
+    let records = sled.records()?;
+    let rollouts = sled.rollouts()?;
+    let s = pg.clone();
+    let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    let have =
+        pg.run(async move { existing(&s, "SELECT id FROM commands WHERE id = ANY($1)", ids).await })?;
+    let s = pg.clone();
+    let ids: Vec<String> = rollouts.iter().map(|r| r.id.clone()).collect();
+    let have_r =
+        pg.run(async move { existing(&s, "SELECT id FROM rollouts WHERE id = ANY($1)", ids).await })?;
+    let c = Copied {
+        read: records.len() as u64,
+        new: records.iter().filter(|r| !have.contains(&r.id)).count() as u64,
+        skipped: 0,
+    };
+    let r = Copied {
+        read: rollouts.len() as u64,
+        new: rollouts.iter().filter(|r| !have_r.contains(&r.id)).count() as u64,
+        skipped: 0,
+    };
+    let records: Vec<_> = records.into_iter().filter(|r| !have.contains(&r.id)).collect();
+    let rollouts: Vec<_> = rollouts.into_iter().filter(|r| !have_r.contains(&r.id)).collect();
+    let s = pg.clone();
+    pg.run(async move {
+        let mut client = s.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(PgError::db("commands transaction"))?;
+        for r in &records {
+            write_record(&tx, r).await?;
+        }
+        for r in &rollouts {
+            write_rollout(&tx, r).await?;
+        }
+        tx.commit().await.map_err(PgError::db("commands commit"))
+    })?;
+    Ok((c, r))
+}
+
+fn copy_audit(pg: &PgStore, data_dir: &Path) -> Result<Copied, MigrateError> {
+    let entries = AuditFile::new(&data_dir.join("audit.log")).newest(usize::MAX)?;
+    let key = audit_key(data_dir);
+    let s = pg.clone();
+    let k = key.clone();
+    let done = pg.run(async move {
+        let client = s.client().await?;
+        let r = client
+            .query_opt("SELECT value FROM server_state WHERE key = $1", &[&k])
+            .await
+            .map_err(PgError::db("reading server state"))?;
+        Ok(r.and_then(|r| r.get::<_, serde_json::Value>(0).as_u64())
+            .unwrap_or(0))
+    })?;
+    let fresh: Vec<serde_json::Value> = entries.iter().skip(done as usize).cloned().collect();
+    let out = Copied {
+        read: entries.len() as u64,
+        new: fresh.len() as u64,
+        skipped: 0,
+    };
+    let total = entries.len() as u64;
+    let s = pg.clone();
+    let now = common::time::now_ms();
+    pg.run(async move {
+        let mut client = s.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(PgError::db("audit transaction"))?;
+        crate::pg::audit::insert(&tx, &fresh, now).await?;
+        tx.execute(
+            "INSERT INTO server_state (key, value, updated_at) VALUES ($1, $2, now())
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+            &[&key, &serde_json::json!(total)],
+        )
+        .await
+        .map_err(PgError::db("recording the audit copy"))?;
+        tx.commit().await.map_err(PgError::db("audit commit"))
+    })?;
+    Ok(out)
+}
