@@ -15,6 +15,8 @@
 //! bad key. A built-in `log` channel exists unless the file defines one of that name.
 
 pub mod email;
+pub mod http_client;
+pub mod secret;
 pub mod webhook;
 
 use std::collections::BTreeMap;
