@@ -15,8 +15,11 @@
 //! bad key. A built-in `log` channel exists unless the file defines one of that name.
 
 pub mod email;
+pub mod formats;
 pub mod http_client;
+pub mod sample;
 pub mod secret;
+pub mod template;
 pub mod webhook;
 
 use std::collections::BTreeMap;
