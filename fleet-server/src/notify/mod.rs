@@ -14,6 +14,7 @@
 //! Configured in `fleet-server.toml` under `[notify]`; [`NotifySection::validate`] names every
 //! bad key. A built-in `log` channel exists unless the file defines one of that name.
 
+pub mod channels;
 pub mod email;
 pub mod formats;
 pub mod http_client;
