@@ -18,6 +18,7 @@ pub mod channels;
 pub mod email;
 pub mod formats;
 pub mod http_client;
+pub mod maintenance;
 pub mod sample;
 pub mod secret;
 pub mod template;
