@@ -19,6 +19,7 @@ pub mod email;
 pub mod formats;
 pub mod http_client;
 pub mod maintenance;
+pub mod outbox;
 pub mod sample;
 pub mod secret;
 pub mod template;
