@@ -433,8 +433,8 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// The rustls error somewhere in the chain, if any.
-fn find_tls_error(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+/// The rustls error somewhere in the chain, if any (the SMTP channel uses it too).
+pub(crate) fn find_tls_error(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(t) = err.downcast_ref::<rustls::Error>() {

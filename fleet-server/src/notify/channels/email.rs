@@ -36,7 +36,7 @@ use serde::Deserialize;
 
 use super::{DeliveryError, Receipt, check_seconds, check_templates, default_max_retry_s, default_timeout_s};
 use crate::notify::Notification;
-use crate::notify::http_client::{RETRY_INITIAL, RETRY_MAX_INTERVAL};
+use crate::notify::http_client::{RETRY_INITIAL, RETRY_MAX_INTERVAL, find_tls_error};
 use crate::notify::secret::{Secret, SecretSource};
 use crate::notify::template::{DEFAULT_TEXT, Escape, RenderContext, Rendered, TemplateError, Templates};
 
@@ -363,6 +363,10 @@ impl EmailChannel {
         let server = self.server();
         let detail = chain(e);
         let code = e.status().map(u16::from);
+        // a failed handshake reaches lettre as a connection error: find rustls' own error
+        if let Some(tls) = find_tls_error(e) {
+            return SmtpError::Tls { server, detail: tls };
+        }
         if e.is_tls() {
             return SmtpError::Tls { server, detail };
         }
