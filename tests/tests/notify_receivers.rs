@@ -9,10 +9,13 @@ use fleet_server::notify::channels::email::EmailFile;
 use fleet_server::notify::channels::sms::SmsFile;
 use fleet_server::notify::channels::webhook::WebhookFile;
 use fleet_server::notify::channels::{ChannelSpec, DeliveryError, Receipt};
+use fleet_server::notify::formats::{self, FormatSpec, Input};
 use fleet_server::notify::http_client::{HttpClient, HttpOptions, Request, SendError};
 use fleet_server::notify::sample;
+use fleet_server::notify::template::{DEFAULT_TEXT, Escape, RenderContext, Templates};
 use rvm_fleet_tests::eventually;
 use rvm_fleet_tests::receivers::{HttpsReceiver, SmtpServer, SmtpTls};
+use rvm_fleet_tests::schema::{self, Schemas};
 
 fn build_webhook(text: &str) -> ChannelSpec {
     let f: WebhookFile = toml::from_str(text).unwrap();
@@ -348,4 +351,53 @@ async fn email_through_aiosmtpd_without_its_ca_is_a_tls_error() {
     assert_eq!(e.kind(), "tls", "{e}");
     assert!(e.to_string().contains("UnknownIssuer"), "{e}");
     assert!(smtp.messages().is_empty());
+}
+
+/// docs/notification.schema.json (beside docs/notifications.md: not an MQTT payload, so not
+/// in docs/schemas/).
+fn notification_schema() -> serde_json::Value {
+    let path = schema::dir().join("../notification.schema.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+#[test]
+fn json_notification_bodies_match_the_documented_schema() {
+    let root = notification_schema();
+    let templates = Templates::new(None, None, DEFAULT_TEXT, Escape::None, Escape::None).unwrap();
+    for n in sample::all(1_774_746_000_000) {
+        let rendered = templates
+            .render(
+                &n,
+                RenderContext {
+                    channel: "hook",
+                    public_url: None,
+                },
+            )
+            .unwrap();
+        let body = formats::body(
+            &FormatSpec::Json,
+            &Input {
+                notification: &n,
+                rendered: &rendered,
+                channel: "hook",
+                public_url: None,
+            },
+        );
+        schema::validate(&root, &root, &body, "$")
+            .unwrap_or_else(|e| panic!("{} {}: {e}\n{body:#}", n.id, n.event));
+    }
+}
+
+#[test]
+fn the_notification_schema_embeds_the_alert_and_incident_definitions_unchanged() {
+    let s = Schemas::load().unwrap();
+    let defs = |name: &str| s.by_name[name]["$defs"].as_object().unwrap().clone();
+    let notification = notification_schema()["$defs"].as_object().unwrap().clone();
+    for (from, def) in [("alert", "Alert"), ("alert", "Ack"), ("incident", "Incident")] {
+        assert_eq!(
+            notification.get(def),
+            defs(from).get(def),
+            "$defs/{def} of docs/notification.schema.json differs from docs/schemas/{from}.schema.json"
+        );
+    }
 }

@@ -1,5 +1,5 @@
 //! The project's own payload, `format = "json"` (the default): version 1, documented in
-//! docs/notifications.md with a JSON Schema in docs/schemas/notification.schema.json.
+//! docs/notifications.md with a JSON Schema in docs/notification.schema.json.
 //!
 //! Version 1 keeps every field of the [`Notification`] (`id`, `source`, `event`, `severity`,
 //! `at_ms`, `title`, `text`, `labels`, `alert`, `incident`) as earlier webhooks sent them, and
