@@ -215,7 +215,7 @@ pub(crate) mod testing {
 
     /// Notification `i`: a distinct alert firing (`i` even) or resolving (`i` odd).
     pub fn build_notification(i: u32) -> Notification {
-        let mut n = if i % 2 == 0 {
+        let mut n = if i.is_multiple_of(2) {
             sample::firing_alert(1_000)
         } else {
             sample::resolved_alert(1_000)
