@@ -409,7 +409,8 @@ fn backoff_policy(max_retry: Duration) -> ExponentialBackoff {
     }
 }
 
-/// UTF-8 text of at most [`BODY_EXCERPT_BYTES`], cut at a character boundary.
+/// The excerpt as text: lossy UTF-8 (a character cut at the byte limit becomes U+FFFD),
+/// trailing whitespace trimmed.
 fn excerpt(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     text.trim_end().to_string()

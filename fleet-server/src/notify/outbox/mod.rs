@@ -45,6 +45,8 @@ pub const RETRY_MAX_INTERVAL: Duration = Duration::from_secs(30 * 60);
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// How long a claimed entry is reserved for the worker delivering it.
 pub const CLAIM_LEASE: Duration = Duration::from_secs(10 * 60);
+/// Added to the longest delivery a channel can take when sizing the lease.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(60);
 /// How long delivered and failed entries are kept.
 pub const KEEP_FINISHED: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -67,6 +69,18 @@ impl Default for RetryPolicy {
             give_up_after: GIVE_UP_AFTER,
             lease: CLAIM_LEASE,
             keep_finished: KEEP_FINISHED,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The default policy with a lease long enough for the slowest channel. A delivery takes
+    /// at most a channel's `max_retry` plus one `timeout` (its last attempt): a shorter lease
+    /// would let a second worker deliver while the first is still trying.
+    pub fn with_longest_delivery(longest: Duration) -> RetryPolicy {
+        RetryPolicy {
+            lease: CLAIM_LEASE.max(longest.saturating_add(LEASE_MARGIN)),
+            ..RetryPolicy::default()
         }
     }
 }
@@ -322,6 +336,18 @@ mod tests {
             backoff_delay(&p, "a", 1),
             backoff_delay(&p, "b", 1),
             "spread apart"
+        );
+    }
+
+    #[test]
+    fn the_lease_outlasts_the_slowest_channel_delivery() {
+        assert_eq!(
+            RetryPolicy::with_longest_delivery(Duration::from_secs(130)).lease,
+            CLAIM_LEASE
+        );
+        assert_eq!(
+            RetryPolicy::with_longest_delivery(Duration::from_secs(3600)).lease,
+            Duration::from_secs(3660)
         );
     }
 
