@@ -12,21 +12,26 @@ use common::topics::Kind;
 use common::{DeviceId, Event, EventKind, HealthReport, Severity};
 use tokio::sync::mpsc;
 
-use crate::actors::collector::{CollectorActor, CollectorParts, CollectorStats, Faults, Latest};
-use crate::actors::health::{HealthActor, HealthParts};
-use crate::actors::link::{LinkActor, Shutdown};
-use crate::actors::recovery::{RecoveryActor, RecoveryParts};
-use crate::actors::supervisor::{ActorStatuses, AgentSupervisor, FnSpec, StopChildren};
-use crate::appmetrics::{self, AppMetricsStore};
+use crate::appmetrics::scrape;
+use crate::appmetrics::store::AppMetricsStore;
+use crate::buffer::config::FlushMode;
 use crate::buffer::{Buffer, Caps, FlushPolicy};
 use crate::collect::MetricSource;
+use crate::collect::actor::{CollectorActor, CollectorParts, CollectorStats, Faults, Latest};
 use crate::collect::gpu::{self, GpuPaths};
 use crate::collect::system::{SystemOptions, SystemSource};
-use crate::config::{AgentFile, FlushMode, split_host_port};
-use crate::exporter::StatusSnapshot;
-use crate::link::LinkStatus;
-use crate::recovery::{Executor, Interlock, RecoveryPolicy, SystemExecutor};
+use crate::config::AgentFile;
+use crate::health::actor::{HealthActor, HealthParts};
+use crate::http::status::StatusSnapshot;
+use crate::link::actor::{LinkActor, Shutdown};
+use crate::link::status::LinkStatus;
+use crate::recovery::actor::{RecoveryActor, RecoveryParts};
+use crate::recovery::executor::{Executor, SystemExecutor};
+use crate::recovery::interlock::Interlock;
+use crate::recovery::policy::RecoveryPolicy;
 use crate::runtime;
+use crate::shared::host_port::split_host_port;
+use crate::supervise::actor::{ActorStatuses, AgentSupervisor, FnSpec, StopChildren};
 
 /// What tests (and the fault-injection switch of the binary) may replace.
 #[derive(Default)]
@@ -63,7 +68,7 @@ impl AgentHandle {
         if let Ok(a) = self.collector_addr.lock()
             && let Some(a) = a.as_ref()
         {
-            a.do_send(crate::actors::collector::Pause);
+            a.do_send(crate::collect::actor::Pause);
         }
     }
 
@@ -111,10 +116,11 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
     };
     std::fs::create_dir_all(file.buffer.dir.parent().unwrap_or(&file.buffer.dir))?;
     let (buffer, reset, db) = runtime::open_sled_buffer(&device, &file.buffer.dir, caps, flush)?;
-    let executed: Arc<dyn crate::commands::ExecutedStore> = Arc::new(crate::commands::SledExecuted {
-        tree: db.open_tree("commands")?,
-        db,
-    });
+    let executed: Arc<dyn crate::commands::executed::ExecutedStore> =
+        Arc::new(crate::commands::executed::SledExecuted {
+            tree: db.open_tree("commands")?,
+            db,
+        });
     let command_key = file.commands.load_key();
     if command_key.is_none() {
         tracing::warn!("no commands.public_key: remote commands will be rejected");
@@ -186,7 +192,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
             loop {
                 tick.tick().await;
                 let u = url.clone();
-                match tokio::task::spawn_blocking(move || appmetrics::scrape(&u, timeout)).await {
+                match tokio::task::spawn_blocking(move || scrape::scrape(&u, timeout)).await {
                     Ok(Ok(v)) => app.set_scraped(v, common::time::now_ms()),
                     Ok(Err(e)) => app.scrape_failed(&e, common::time::now_ms()),
                     Err(e) => app.scrape_failed(&e.to_string(), common::time::now_ms()),
@@ -212,7 +218,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
     };
     let health_cfg = Arc::new(file.health.clone());
     let rp = RecoveryParts {
-        commands: Some(crate::actors::recovery::CommandParts {
+        commands: Some(crate::recovery::actor::CommandParts {
             device: device.clone(),
             key: command_key,
             executed,
@@ -291,7 +297,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         );
         let notes = gpu_notes.clone();
         let latest2 = latest.clone();
-        let state = crate::http::HttpState {
+        let state = crate::http::server::HttpState {
             status: Arc::new(move || StatusSnapshot {
                 device: device2.clone(),
                 agent_version: runtime::AGENT_VERSION.into(),
@@ -307,8 +313,8 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
             telemetry: Arc::new(move || latest2.lock().ok().and_then(|l| l.clone())),
             app: app.clone(),
         };
-        let (server, addr) =
-            crate::http::start(listen, state).map_err(|e| anyhow::anyhow!("http.listen {listen}: {e}"))?;
+        let (server, addr) = crate::http::server::start(listen, state)
+            .map_err(|e| anyhow::anyhow!("http.listen {listen}: {e}"))?;
         actix::spawn(server);
         tracing::info!(addr = %addr, "local endpoint: /metrics, /api/v1/status, POST /api/v1/app-metrics");
         Some(addr)
@@ -321,7 +327,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
             while let Some(cmd) = commands.recv().await {
                 let addr = ra.lock().ok().and_then(|a| a.clone());
                 match addr {
-                    Some(a) => a.do_send(crate::actors::recovery::RemoteCommand(cmd)),
+                    Some(a) => a.do_send(crate::recovery::actor::RemoteCommand(cmd)),
                     None => {
                         tracing::warn!("command received before recovery started; the server will re-send it")
                     }

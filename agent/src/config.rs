@@ -1,5 +1,9 @@
 //! `agent.toml`: the file format, its defaults, and validation that names every bad key.
 //!
+//! Each section's type, defaults and checks live in its feature's folder (`[mqtt]` in
+//! [`crate::link::config`], `[health]` in [`crate::health::config`], ...); this file composes
+//! them and adds the top-level keys. No feature imports this module.
+//!
 //! Unknown keys are errors (`deny_unknown_fields`): a typo must not silently become a default.
 //! [`AgentFile::validate`] reports every problem at once, each with its key path.
 
@@ -8,7 +12,16 @@ use std::path::{Path, PathBuf};
 use common::DeviceId;
 use serde::Deserialize;
 
-use crate::buffer::FullPolicy;
+use crate::appmetrics::config::AppMetricsConfig;
+use crate::buffer::config::BufferSection;
+use crate::collect::config::{CollectorSection, PathsSection};
+use crate::commands::config::CommandsConfig;
+use crate::health::config::HealthConfig;
+use crate::http::config::HttpSection;
+use crate::link::config::MqttSection;
+use crate::recovery::config::RecoveryConfig;
+use crate::shared::problem::ConfigProblem;
+use crate::supervise::restart::RestartPolicy;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,203 +44,15 @@ pub struct AgentFile {
     #[serde(default)]
     pub paths: PathsSection,
     #[serde(default)]
-    pub health: crate::health::HealthConfig,
+    pub health: HealthConfig,
     #[serde(default)]
-    pub recovery: crate::recovery::RecoveryConfig,
+    pub recovery: RecoveryConfig,
     #[serde(default)]
-    pub supervisor: crate::supervise::RestartPolicy,
+    pub supervisor: RestartPolicy,
     #[serde(default)]
-    pub app: crate::appmetrics::AppMetricsConfig,
+    pub app: AppMetricsConfig,
     #[serde(default)]
-    pub commands: crate::commands::CommandsConfig,
-}
-
-/// Where the machine's pseudo-filesystems are (as node_exporter's `--path.sysfs`), so the
-/// Jetson backend can be pointed at a fake tree.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PathsSection {
-    #[serde(default = "default_sysfs")]
-    pub sysfs: PathBuf,
-    #[serde(default = "default_procfs")]
-    pub procfs: PathBuf,
-    /// Root of `etc/nv_tegra_release`, `etc/nvpmodel.conf`, `var/lib/nvpmodel/status`.
-    #[serde(default = "default_etc_root")]
-    pub etc_root: PathBuf,
-}
-
-impl Default for PathsSection {
-    fn default() -> Self {
-        Self {
-            sysfs: default_sysfs(),
-            procfs: default_procfs(),
-            etc_root: default_etc_root(),
-        }
-    }
-}
-
-fn default_sysfs() -> PathBuf {
-    PathBuf::from("/sys")
-}
-fn default_procfs() -> PathBuf {
-    PathBuf::from("/proc")
-}
-fn default_etc_root() -> PathBuf {
-    PathBuf::from("/")
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttSection {
-    /// `host:port` of the broker.
-    pub broker: String,
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    #[serde(default = "default_keep_alive_s")]
-    pub keep_alive_s: u64,
-    /// Records published and not yet acknowledged, at most.
-    #[serde(default = "default_window")]
-    pub inflight_window: usize,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CollectorSection {
-    #[serde(default = "default_interval_ms")]
-    pub interval_ms: u64,
-    /// `auto` (Jetson sysfs -> tegrastats -> NVML -> none), or one of them.
-    #[serde(default)]
-    pub gpu_backend: crate::collect::gpu::GpuChoice,
-    /// `{ms}` is replaced by the interval.
-    #[serde(default = "default_tegrastats")]
-    pub tegrastats_command: String,
-    /// How often the full process table is scanned (watched processes are read every tick).
-    #[serde(default = "default_scan_ms")]
-    pub process_scan_interval_ms: u64,
-}
-
-impl Default for CollectorSection {
-    fn default() -> Self {
-        Self {
-            interval_ms: default_interval_ms(),
-            gpu_backend: Default::default(),
-            tegrastats_command: default_tegrastats(),
-            process_scan_interval_ms: default_scan_ms(),
-        }
-    }
-}
-
-fn default_tegrastats() -> String {
-    "tegrastats --interval {ms}".into()
-}
-fn default_scan_ms() -> u64 {
-    10_000
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BufferSection {
-    #[serde(default = "default_buffer_dir")]
-    pub dir: PathBuf,
-    #[serde(default = "default_max_records")]
-    pub max_records: u64,
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: u64,
-    #[serde(default = "default_full_policy")]
-    pub full_policy: FullPolicy,
-    /// `every_record` or `batched`.
-    #[serde(default = "default_flush")]
-    pub flush: FlushMode,
-    /// With `batched`: the power-loss window.
-    #[serde(default = "default_flush_ms")]
-    pub flush_ms: u64,
-    #[serde(default = "default_thin")]
-    pub thin_keep_every: u64,
-}
-
-impl Default for BufferSection {
-    fn default() -> Self {
-        Self {
-            dir: default_buffer_dir(),
-            max_records: default_max_records(),
-            max_bytes: default_max_bytes(),
-            full_policy: default_full_policy(),
-            flush: default_flush(),
-            flush_ms: default_flush_ms(),
-            thin_keep_every: default_thin(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FlushMode {
-    EveryRecord,
-    Batched,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSection {
-    /// Local status endpoint; empty string disables it.
-    #[serde(default = "default_http_listen")]
-    pub listen: String,
-}
-
-impl Default for HttpSection {
-    fn default() -> Self {
-        Self {
-            listen: default_http_listen(),
-        }
-    }
-}
-
-fn default_keep_alive_s() -> u64 {
-    30
-}
-fn default_window() -> usize {
-    64
-}
-fn default_interval_ms() -> u64 {
-    1000
-}
-fn default_buffer_dir() -> PathBuf {
-    PathBuf::from("/var/lib/rvm-agent/buffer")
-}
-fn default_max_records() -> u64 {
-    500_000
-}
-fn default_max_bytes() -> u64 {
-    256 << 20
-}
-fn default_full_policy() -> FullPolicy {
-    FullPolicy::DropOldest
-}
-fn default_flush() -> FlushMode {
-    FlushMode::Batched
-}
-fn default_flush_ms() -> u64 {
-    500
-}
-fn default_thin() -> u64 {
-    4
-}
-fn default_http_listen() -> String {
-    "127.0.0.1:9101".into()
-}
-
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    pub key: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
+    pub commands: CommandsConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,16 +66,6 @@ pub enum ConfigError {
         path: PathBuf,
         problems: Vec<ConfigProblem>,
     },
-}
-
-/// Splits `host:port`.
-pub fn split_host_port(s: &str) -> Option<(String, u16)> {
-    let (h, p) = s.rsplit_once(':')?;
-    let port: u16 = p.parse().ok()?;
-    if h.is_empty() || port == 0 {
-        return None;
-    }
-    Some((h.trim_start_matches('[').trim_end_matches(']').to_string(), port))
 }
 
 impl AgentFile {
@@ -280,84 +95,16 @@ impl AgentFile {
     /// Every problem, each with its key path. Empty when the config is usable.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
-        let mut bad = |key: &str, message: String| {
-            p.push(ConfigProblem {
-                key: key.into(),
-                message,
-            })
-        };
         if let Err(e) = DeviceId::new(self.device_id.clone()) {
-            bad("device_id", e.to_string());
+            p.push(ConfigProblem {
+                key: "device_id".into(),
+                message: e.to_string(),
+            });
         }
-        if split_host_port(&self.mqtt.broker).is_none() {
-            bad("mqtt.broker", format!("{:?} is not host:port", self.mqtt.broker));
-        }
-        for (key, path) in [
-            ("mqtt.ca", &self.mqtt.ca),
-            ("mqtt.cert", &self.mqtt.cert),
-            ("mqtt.key", &self.mqtt.key),
-        ] {
-            if !path.exists() {
-                bad(key, format!("{} does not exist", path.display()));
-            }
-        }
-        if !(5..=3600).contains(&self.mqtt.keep_alive_s) {
-            bad(
-                "mqtt.keep_alive_s",
-                format!("{} is outside 5..=3600", self.mqtt.keep_alive_s),
-            );
-        }
-        if !(1..=4096).contains(&self.mqtt.inflight_window) {
-            bad(
-                "mqtt.inflight_window",
-                format!("{} is outside 1..=4096", self.mqtt.inflight_window),
-            );
-        }
-        if !(10..=3_600_000).contains(&self.collector.interval_ms) {
-            bad(
-                "collector.interval_ms",
-                format!("{} is outside 10..=3600000", self.collector.interval_ms),
-            );
-        }
-        if self.buffer.max_records == 0 {
-            bad("buffer.max_records", "must be at least 1".into());
-        }
-        if self.buffer.max_bytes < 64 * 1024 {
-            bad(
-                "buffer.max_bytes",
-                format!("{} is below 65536", self.buffer.max_bytes),
-            );
-        }
-        if !(10..=60_000).contains(&self.buffer.flush_ms) {
-            bad(
-                "buffer.flush_ms",
-                format!("{} is outside 10..=60000", self.buffer.flush_ms),
-            );
-        }
-        if self.buffer.thin_keep_every == 0 {
-            bad(
-                "buffer.thin_keep_every",
-                "must be at least 1 (1 = no thinning)".into(),
-            );
-        }
-        if self.collector.process_scan_interval_ms < 1000 {
-            bad(
-                "collector.process_scan_interval_ms",
-                format!(
-                    "{} is below 1000 (a full scan costs ~50 µs per process)",
-                    self.collector.process_scan_interval_ms
-                ),
-            );
-        }
-        if self.collector.tegrastats_command.trim().is_empty() {
-            bad("collector.tegrastats_command", "is empty".into());
-        }
-        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            bad(
-                "http.listen",
-                format!("{:?} is not an address like 127.0.0.1:9101", self.http.listen),
-            );
-        }
+        p.extend(self.mqtt.validate("mqtt"));
+        p.extend(self.collector.validate("collector"));
+        p.extend(self.buffer.validate("buffer"));
+        p.extend(self.http.validate("http"));
         p.extend(self.health.validate("health"));
         p.extend(self.recovery.validate("recovery", &self.health));
         p.extend(self.supervisor.validate("supervisor"));
@@ -370,6 +117,7 @@ impl AgentFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::buffer::FullPolicy;
 
     fn example_with_paths(dir: &Path) -> String {
         for f in ["ca.pem", "dev.pem", "dev.key"] {
@@ -463,16 +211,5 @@ listen = "nope"
         ] {
             assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
         }
-    }
-
-    #[test]
-    fn host_port_is_split() {
-        assert_eq!(
-            split_host_port("localhost:8883"),
-            Some(("localhost".into(), 8883))
-        );
-        assert_eq!(split_host_port("[::1]:1"), Some(("::1".into(), 1)));
-        assert_eq!(split_host_port("x"), None);
-        assert_eq!(split_host_port("x:0"), None);
     }
 }

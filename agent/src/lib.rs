@@ -1,39 +1,66 @@
 //! rvm-agent: runs on each Jetson; collects, checks, repairs and forwards.
 //!
 //! # Layout
-//! - [`config`]: `agent.toml`, defaults and validation naming every bad key
-//! - [`buffer`]: store-and-forward buffer (sled or memory), invariants in its module doc
-//! - [`link`]: MQTT over mutual TLS; PUBACK bookkeeping ([`link::InFlight`])
-//! - [`collect`]: metric sources (the machine through sysinfo; simulated Jetsons)
-//! - [`health`]: `[health]` config, the pure health evaluator and publish tracker, the probes
-//! - [`recovery`]: `[recovery]` config, escalation ladder, allow-list, rate limits, interlock,
-//!   and the executors (system and recording)
-//! - [`appmetrics`]: `[app]` config, the vision service's pushed and scraped metrics (push
-//!   schema, Prometheus text parser, scrape client) and the store they land in
-//! - [`exporter`]: Prometheus text of the telemetry and the agent's state; the status snapshot
-//! - [`http`]: the local endpoint: `/metrics`, `/api/v1/status`, the app-metrics push, `/healthz`
-//! - [`commands`]: remote command verification and the at-most-once record
-//! - [`actors`]: collector and link actors
+//!
+//! One folder per capability, holding its `[section]` config, its pure core, its IO and its
+//! actor; a change to a capability stays inside its folder. Imports go one way: features use
+//! [`shared`] and [`messages`], never [`config`], and no two modules import each other.
+//!
+//! - [`collect`]: `[collector]`/`[paths]`; the machine through sysinfo, the GPU backends
+//!   (Jetson sysfs, tegrastats, NVML), worker threads, the collector actor
+//! - [`health`]: `[health]`; the pure evaluator and publish tracker, the probes, the health
+//!   actor
+//! - [`recovery`]: `[recovery]`; escalation ladder, allow-list, rate limits, interlock (pure),
+//!   events, the executors (system and recording), temp cleaner, diagnostics, the recovery
+//!   actor
+//! - [`appmetrics`]: `[app]`; the vision service's pushed and scraped metrics (push schema,
+//!   Prometheus text parser, scrape client) and the store they land in
+//! - [`buffer`]: `[buffer]`; store-and-forward buffer (sled or memory), invariants in its
+//!   module doc
+//! - [`link`]: `[mqtt]`; MQTT over mutual TLS, PUBACK bookkeeping ([`link::inflight`]), the
+//!   link actor
+//! - [`commands`]: `[commands]`; remote command verification and the at-most-once record
+//! - [`http`]: `[http]`; the local endpoint (`/metrics`, `/api/v1/status`, the app-metrics
+//!   push, `/healthz`), the Prometheus exposition and the status snapshot
+//! - [`supervise`]: `[supervisor]`; restart decisions (pure), liveness, the supervisor actor
+//! - [`sim`]: the simulator (simulated source, scenario files, `rvm-agent simulate`)
+//!
+//! Leaf modules, which import no feature:
+//! - [`shared`]: helpers several features use (config problems, `host:port`, unit and process
+//!   names, the subprocess runner, HTTP/1.1 URL and status line)
+//! - [`messages`]: messages passed between several actors
+//!
+//! Composition:
+//! - [`config`]: `agent.toml`: composes the sections, validation naming every bad key
 //! - [`runtime`]: wiring one device's pipeline; the real agent and simulated ones share it
-//! - [`supervise`]: restart decisions (pure) for the actor supervisor
-//! - [`simulate`]: `rvm-agent simulate`, N virtual RVMs in one process
 //! - [`agent`]: the real agent's start-up and shutdown
-//! - [`sdnotify`]: `READY=1` and `WATCHDOG=1` to systemd (`Type=notify`, `WatchdogSec=`), std only
+//! - [`sdnotify`]: `READY=1` and `WATCHDOG=1` to systemd (`Type=notify`, `WatchdogSec=`), std
+//!   only
+//!
+//! The actors are thin shells: decisions live in the pure modules beside them; the actor does
+//! the IO.
+//!
+//! ```text
+//! AgentSupervisor   one_for_one, restart intensity, exits non-zero past it   supervise::actor
+//!  |- collector     machine + GPU + app metrics -> buffer                    collect::actor
+//!  |- health        probes + evaluation -> buffer, -> recovery               health::actor
+//!  |- recovery      ladder, allow-list, interlock -> executor -> events      recovery::actor
+//!  `- link          buffer -> MQTT (mTLS), PUBACK -> buffer delete; commands link::actor
+//! ```
 
-pub mod actors;
 pub mod agent;
 pub mod appmetrics;
 pub mod buffer;
 pub mod collect;
 pub mod commands;
 pub mod config;
-pub mod exporter;
 pub mod health;
 pub mod http;
 pub mod link;
+pub mod messages;
 pub mod recovery;
 pub mod runtime;
-pub mod scenario;
 pub mod sdnotify;
-pub mod simulate;
+pub mod shared;
+pub mod sim;
 pub mod supervise;

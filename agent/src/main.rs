@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use rvm_agent::collect::MetricSource;
-use rvm_agent::config::{AgentFile, split_host_port};
+use rvm_agent::config::AgentFile;
+use rvm_agent::shared::host_port::split_host_port;
 
 #[derive(Parser)]
 #[command(
@@ -73,7 +74,7 @@ enum Cmd {
         #[arg(long)]
         buffer_dir: Option<PathBuf>,
         /// How long a simulated command runs before it reports its result (ms).
-        #[arg(long, default_value_t = rvm_agent::simulate::SIM_COMMAND_MS)]
+        #[arg(long, default_value_t = rvm_agent::sim::simulate::SIM_COMMAND_MS)]
         command_ms: u64,
         /// Replay the faults of this scenario file (see scenarios/demo.toml).
         #[arg(long)]
@@ -219,7 +220,7 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
     // Test hook for supervision (documented in the README): `collector_panic:N,gpu_hang`.
     let faults = match std::env::var("RVM_AGENT_FAULTS") {
         Ok(s) => Some(std::sync::Arc::new(
-            rvm_agent::actors::collector::Faults::parse(&s)
+            rvm_agent::collect::actor::Faults::parse(&s)
                 .map_err(|e| anyhow::anyhow!("RVM_AGENT_FAULTS: {e}"))?,
         )),
         Err(_) => None,
@@ -274,12 +275,12 @@ fn simulate(
         "--speed {speed}: a positive number"
     );
     let scenario = scenario
-        .map(|p| rvm_agent::scenario::Scenario::load(&p).map(|s| s.speed_up(speed)))
+        .map(|p| rvm_agent::sim::scenario::Scenario::load(&p).map(|s| s.speed_up(speed)))
         .transpose()?;
     let (host, port) =
         split_host_port(&broker).ok_or_else(|| anyhow::anyhow!("--broker {broker:?} is not host:port"))?;
     anyhow::ensure!(interval >= 10, "--interval {interval}: at least 10 ms");
-    let cfg = rvm_agent::simulate::SimConfig {
+    let cfg = rvm_agent::sim::simulate::SimConfig {
         devices,
         sites,
         prefix,
@@ -291,7 +292,7 @@ fn simulate(
     };
     let sys = actix::System::new();
     sys.block_on(async move {
-        let mut profile = rvm_agent::simulate::SimProfile {
+        let mut profile = rvm_agent::sim::simulate::SimProfile {
             buffer_dir,
             command_ms: Some(command_ms),
             ..Default::default()
@@ -299,10 +300,10 @@ fn simulate(
         if let Some(s) = &scenario {
             profile.models_of(&cfg, s);
         }
-        let devices = rvm_agent::simulate::start_with(&cfg, &profile)?;
+        let devices = rvm_agent::sim::simulate::start_with(&cfg, &profile)?;
         if let Some(s) = scenario {
             eprintln!("replaying scenario {}", s.summary());
-            rvm_agent::simulate::replay(s, &devices);
+            rvm_agent::sim::simulate::replay(s, &devices);
         }
         let handles: Vec<_> = devices.into_iter().map(|d| d.handle).collect();
         eprintln!(

@@ -11,13 +11,14 @@ use common::tls::ClientIdentity;
 use common::{Birth, DeviceId};
 use tokio::sync::{Notify, mpsc};
 
-use crate::actors::collector::{CollectorActor, CollectorParts, CollectorStats};
-use crate::actors::link::{LinkActor, LinkParts, Shutdown};
-use crate::actors::supervisor::StopNow;
 use crate::buffer::Buffer;
 use crate::collect::MetricSource;
-use crate::link::{LinkConfig, LinkStatus};
-use crate::supervise::Liveness;
+use crate::collect::actor::{CollectorActor, CollectorParts, CollectorStats};
+use crate::link::actor::{LinkActor, LinkParts, Shutdown};
+use crate::link::status::LinkStatus;
+use crate::link::task::LinkConfig;
+use crate::messages::StopNow;
+use crate::supervise::liveness::Liveness;
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 

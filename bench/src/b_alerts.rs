@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use common::codec;
 use common::{DeviceId, Envelope, Telemetry};
+use fleet_server::alerts::alert::DeviceInfo;
+use fleet_server::alerts::engine::AlertEngine;
 use fleet_server::alerts::rules::parse_rules;
-use fleet_server::alerts::{AlertEngine, DeviceInfo};
-use fleet_server::correlate::Correlator;
+use fleet_server::incidents::Correlator;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::broadcast;

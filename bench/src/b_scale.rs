@@ -44,7 +44,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
     eprintln!("  starting {MACHINES} simulated machines (one record per 5 s) in {SIMULATORS} processes");
     let per = MACHINES / SIMULATORS;
     let speed: f64 = if ctx.quick { 6.0 } else { 1.0 };
-    let story = rvm_agent::scenario::Scenario::load(std::path::Path::new(SCENARIO))?.speed_up(speed);
+    let story = rvm_agent::sim::scenario::Scenario::load(std::path::Path::new(SCENARIO))?.speed_up(speed);
     let story_ends = Duration::from_millis(story.events.iter().filter_map(|e| e.end_ms).max().unwrap_or(0));
     eprintln!(
         "  the machines replay {SCENARIO} (speed {speed}); its last event ends {:.0} s after they start",

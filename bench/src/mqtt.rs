@@ -15,7 +15,7 @@ use crate::setup::device_identity;
 
 /// A simulated Jetson's telemetry record (what `rvm-agent simulate` sends).
 pub fn sample_telemetry(seed: u64) -> Telemetry {
-    let mut s = rvm_agent::collect::sim::SimSource::new(seed, 1000);
+    let mut s = rvm_agent::sim::source::SimSource::new(seed, 1000);
     let now = common::time::now_ms();
     s.collect(now - 1000);
     s.collect(now)

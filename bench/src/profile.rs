@@ -74,9 +74,9 @@ pub fn run(what: &str, n: usize) -> anyhow::Result<()> {
 fn writer(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
     let sys = actix::System::new();
     sys.block_on(async move {
-        let fleet = fleet_server::actors::fleet::FleetActor::new(Default::default()).start();
-        let stats = Arc::new(fleet_server::actors::ingest::IngestStats::default());
-        let w = fleet_server::writer::start(dir, fleet, stats.clone())?;
+        let fleet = fleet_server::fleet::actor::FleetActor::new(Default::default()).start();
+        let stats = Arc::new(fleet_server::ingest::stats::IngestStats::default());
+        let w = fleet_server::ingest::writer::start(dir, fleet, stats.clone())?;
         let body = crate::mqtt::sample_telemetry(5);
         let t0 = common::time::now_ms();
         let devices: Vec<DeviceId> = (0..50)
@@ -95,7 +95,7 @@ fn writer(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
         let mut replies = Vec::with_capacity(n);
         for (device, payload) in items {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            w.tx.send(fleet_server::writer::IngestItem {
+            w.tx.send(fleet_server::ingest::writer::IngestItem {
                 device,
                 kind: Kind::Telemetry,
                 payload,

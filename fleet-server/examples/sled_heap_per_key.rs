@@ -90,8 +90,10 @@ fn main() -> anyhow::Result<()> {
 
 /// The `store` mode: the same load through `FleetStore`, packing as the history job does.
 fn packed_store(rows: u64, cache_mib: u64) -> anyhow::Result<()> {
-    use fleet_server::actors::history::SEAL_AFTER_MS;
-    use fleet_server::store::{FleetStore, HistoryRow, WriteBatch};
+    use fleet_server::history::job::SEAL_AFTER_MS;
+    use fleet_server::history::rows::HistoryRow;
+    use fleet_server::ingest::store::WriteBatch;
+    use fleet_server::store::FleetStore;
     let dir = std::env::temp_dir().join(format!("sled-heap-per-key-{}", std::process::id()));
     let store = FleetStore::open_with(&dir, cache_mib << 20)?;
     let devices: Vec<common::DeviceId> = (0..1000)

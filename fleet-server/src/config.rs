@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::alerts::rules::{RuleSet, parse_rules};
-use crate::history::{DAY_MS, HOUR_MS, HistoryPolicy};
-use crate::notify::{NotifyConfig, NotifySection};
+use crate::history::minute::{DAY_MS, HOUR_MS};
+use crate::history::rollup::HistoryPolicy;
+use crate::notify::config::{NotifyConfig, NotifySection};
 
 /// The rules used when `[alerts] rules` is not set: the shipped `config/rules.toml`.
 pub const BUILTIN_RULES: &str = include_str!("../../config/rules.toml");
@@ -365,7 +366,7 @@ impl ServerFile {
             ))
         });
         let connect = match (&self.mqtt.connect, self.mqtt.embedded) {
-            (Some(c), _) => rvm_agent::config::split_host_port(c)
+            (Some(c), _) => rvm_agent::shared::host_port::split_host_port(c)
                 .ok_or_else(|| p.push(format!("mqtt.connect: {c:?} is not host:port"))),
             (None, true) => listen.map(|a| (a.ip().to_string(), a.port())),
             (None, false) => {
@@ -504,7 +505,7 @@ mod tests {
         assert_eq!(a.notify.routes[0].channels, ["ops-hook", "ops-mail"]);
         assert!(matches!(
             a.notify.channels.get("ops-mail"),
-            Some(crate::notify::Channel::Email(_))
+            Some(crate::notify::config::Channel::Email(_))
         ));
         assert_eq!(a.hold_offline_ms, Some(120_000));
     }

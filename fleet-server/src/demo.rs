@@ -13,8 +13,8 @@ use rvm_agent::buffer::{Caps, FlushPolicy};
 use rvm_agent::collect::MetricSource;
 use rvm_agent::collect::system::SystemSource;
 use rvm_agent::runtime::{self, DeviceHandle, DeviceParts};
-use rvm_agent::scenario::Scenario;
-use rvm_agent::simulate::{self, SimConfig, SimProfile};
+use rvm_agent::sim::scenario::Scenario;
+use rvm_agent::sim::simulate::{self, SimConfig, SimProfile};
 
 use crate::auth::{Role, TokenStore};
 use crate::config::ServerConfig;

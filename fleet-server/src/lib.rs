@@ -1,53 +1,54 @@
 //! RVM Fleet server.
 //!
 //! # Layout
-//! - [`config`]: `fleet-server.toml`, defaults, validation naming every bad key
-//! - [`policy`]: who may connect, publish and subscribe on the broker (pure)
-//! - [`broker`]: the embedded rmqtt broker and its policy hooks; [`mosquitto`]: the Mosquitto
-//!   configuration and ACL for production (`fleetctl broker-config`)
-//! - [`fleet`]: per-device state and presence (pure); [`delivery`]: dedup and gaps (pure);
-//!   [`clock`]: where records of devices with a wrong clock go in history (pure)
-//! - [`alerts`]: rules (`rules.toml`) and the alert engine: lifecycle, ack, silences (pure)
-//! - [`correlate`]: incidents across alerts and devices with a probable cause (pure)
-//! - [`writer`]: the ingest writer (journal, dedup, sled) that every record passes through;
-//!   [`journal`], [`store`]
-//! - [`history`]: 1-minute rollups, retention and metric queries (pure)
-//! - [`notify`]: notification routing, rate limits and channels (webhook, email, log)
-//! - [`commands`]: remote commands: lifecycle, resends, expiry, rollouts (pure)
-//! - [`auth`]: API tokens and roles
-//! - [`actors`]: fleet actor, ingest, alerts (engine + correlator + notifications), history job
-//! - [`http`]: REST v1 and the web view; [`live`]: what changed, broadcast to open pages
-//! - [`server`]: starting and stopping everything; [`demo`]: `fleet-server demo`
-//! - [`sub`]: `fleetctl sub`, one JSON line per broker message (records decoded)
-//! - [`export`]: history export rows (CSV, JSON) and their query (pure); [`report`]: the HTML
-//!   fleet report (availability, alerts, inline SVG charts; pure)
-//! - [`provision`]: provisioning bundles for `fleetctl certs bundle` and `config/install.sh`
+//! One folder per capability, each with its config, its pure core, its actor, its store
+//! access and its routes. Data flows broker -> ingest -> fleet -> alerts -> incidents /
+//! notify / republish; commands go back out. No module imports another round a circle
+//! (`module-circles.py`): code names the module that defines what it uses.
+//!
+//! - [`broker`]: the embedded rmqtt broker, its thread, the access policy (pure), the
+//!   Mosquitto configuration and ACL for production (`fleetctl broker-config`)
+//! - [`ingest`]: the ingest writer every record passes through (journal, decode, dedup,
+//!   sled), its store access, and the MQTT ingest client for an external broker
+//! - [`fleet`]: per-device state and presence, delivery accounting, the clock guard (pure),
+//!   the fleet actor, the live diff of device summaries, the devices routes
+//! - [`history`]: rows and minute arithmetic (leaves), rollups, packing, retention job,
+//!   metric queries, export and the HTML report, each with its store access and routes
+//! - [`alerts`]: input names, rules (`rules.toml`), the engine, silences, derived inputs
+//!   (pure), the alerts actor (engine + correlator + notifications), its store, its routes
+//! - [`incidents`]: the correlator (pure), one detector per file (site outage, cohort
+//!   regression, thermal chain, outlier)
+//! - [`commands`]: remote commands and rollouts (pure), the commands actor, its store, routes
+//! - [`notify`]: notifications, routing and rate limits, channels (webhook, email, log)
+//! - [`republish`]: records, alerts and incidents as JSON on `fleet/v1/...`
+//! - [`http`]: app state, authorization, the error mapping, the route table, the web view,
+//!   the live stream, `/metrics`, tokens and the audit log
+//! - [`live`]: the hub that broadcasts what changed to open pages, and its events
+//! - leaves: [`store`] (the sled database: handle, trees, keys), [`messages`] (messages that
+//!   cross features), [`auth`] (API tokens and roles), [`config`] (`fleet-server.toml`,
+//!   validation naming every bad key)
+//! - [`server`]: starting and stopping everything; [`demo`]: `fleet-server demo`;
+//!   [`sub`]: `fleetctl sub`; [`provision`]: provisioning bundles (`fleetctl certs bundle`)
 
-pub mod actors;
 pub mod alerts;
 pub mod auth;
 pub mod broker;
-pub mod clock;
 pub mod commands;
 pub mod config;
-pub mod correlate;
-pub mod delivery;
 pub mod demo;
-pub mod export;
 pub mod fleet;
 pub mod history;
 pub mod http;
-pub mod journal;
+pub mod incidents;
+pub mod ingest;
 pub mod live;
-pub mod mosquitto;
+pub mod messages;
 pub mod notify;
-pub mod policy;
 pub mod provision;
-pub mod report;
+pub mod republish;
 pub mod server;
 pub mod store;
 pub mod sub;
-pub mod writer;
 
 /// Sets TCP_NODELAY on an MQTT client's connections. MQTT packets are small and answered
 /// (PUBACK, a command's result): with Nagle's algorithm on, a packet written while an earlier

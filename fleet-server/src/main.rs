@@ -119,10 +119,13 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn demo_scenario(file: Option<PathBuf>, none: bool) -> anyhow::Result<Option<rvm_agent::scenario::Scenario>> {
+fn demo_scenario(
+    file: Option<PathBuf>,
+    none: bool,
+) -> anyhow::Result<Option<rvm_agent::sim::scenario::Scenario>> {
     Ok(match (file, none) {
         (_, true) => None,
-        (Some(p), false) => Some(rvm_agent::scenario::Scenario::load(&p)?),
+        (Some(p), false) => Some(rvm_agent::sim::scenario::Scenario::load(&p)?),
         (None, false) => Some(demo::demo_scenario()?),
     })
 }

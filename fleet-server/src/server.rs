@@ -11,99 +11,34 @@ use std::thread::JoinHandle;
 use actix::prelude::*;
 use actix_web::{App, HttpServer, web};
 use common::pki::CertDir;
-use tokio::sync::oneshot;
 
-use crate::actors::alerts::{AlertsActor, AlertsSetup, AlertsStats, AttachRepublisher};
-use crate::actors::commands::{CommandsActor, CommandsSetup};
-use crate::actors::fleet::AttachCommands;
-use crate::actors::fleet::{AttachAlerts, FleetActor};
-use crate::actors::history::{HistoryJob, HistoryStats};
-use crate::actors::ingest::{self, IngestConfig, IngestMode, IngestStats};
-use crate::actors::messages::AttachLive;
-use crate::actors::republish::{self, RepublishConfig, RepublishStats, Republisher};
+use crate::alerts::actor::{AlertsActor, AlertsSetup, AlertsStats, AttachRepublisher};
 use crate::auth::TokenStore;
-use crate::broker::{BrokerConfig, BrokerStats, EmbeddedBroker};
+use crate::broker::embedded::{BrokerConfig, BrokerStats};
+use crate::broker::thread::BrokerThread;
+use crate::commands::actor::{CommandsActor, CommandsSetup};
+use crate::commands::store::CommandStore;
 use crate::config::{HttpTls, ServerConfig};
-use crate::fleet::PresencePolicy;
-use crate::http::{self, AppState};
+use crate::fleet::actor::AttachCommands;
+use crate::fleet::actor::{AttachAlerts, FleetActor};
+use crate::fleet::state::PresencePolicy;
+use crate::history::job::{HistoryJob, HistoryStats};
+use crate::http::{self, state::AppState};
+use crate::ingest::client::{self, IngestConfig, IngestMode};
+use crate::ingest::stats::IngestStats;
+use crate::ingest::writer;
 use crate::live::LiveHub;
+use crate::messages::AttachLive;
 use crate::notify::{self, NotifyStats};
+use crate::republish::client::{RepublishConfig, Republisher};
+use crate::republish::queue::{self, RepublishStats};
 use crate::store::StoreWatch;
-use crate::writer;
 
 /// How long `Server::start` waits for the ingest subscription.
 pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long `Server::stop` waits for the store to close (so a new server can open it).
 pub const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Worker threads of the embedded broker's runtime.
-pub const BROKER_THREADS: usize = 2;
-
-/// The embedded broker on its own thread and multi-threaded runtime. Stopping it ends the
-/// runtime, which closes every session, as a crashed broker would.
-pub struct BrokerThread {
-    pub addr: SocketAddr,
-    pub stats: Arc<BrokerStats>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl BrokerThread {
-    pub fn start(cfg: BrokerConfig) -> anyhow::Result<BrokerThread> {
-        let (tx, rx) = std_mpsc::channel();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new().name("broker".into()).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(BROKER_THREADS)
-                .thread_name("broker-rt")
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = tx.send(Err(anyhow::anyhow!(e)));
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                match EmbeddedBroker::start(&cfg).await {
-                    Ok(b) => {
-                        let _ = tx.send(Ok((b.local_addr, b.stats.clone())));
-                        let _ = stop_rx.await;
-                        b.stop();
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                    }
-                }
-            });
-            rt.shutdown_background();
-        })?;
-        let (addr, stats) = rx.recv()??;
-        Ok(BrokerThread {
-            addr,
-            stats,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for BrokerThread {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// The rustls configuration of `[http] tls_cert` / `tls_key` (the process's crypto provider).
 pub fn http_tls_config(tls: &HttpTls) -> anyhow::Result<rustls::ServerConfig> {
@@ -164,7 +99,7 @@ impl Server {
         // 1. the actix system: fleet actor, ingest writer, HTTP
         let signer = common::pki::load_signer(&dir)
             .map_err(|e| anyhow::anyhow!("{e} (the command-signing key is made by `fleetctl certs init`)"))?;
-        let commands_handle: crate::http::commands::CommandsHandle = Arc::default();
+        let commands_handle: crate::http::state::CommandsHandle = Arc::default();
         let t_commands = commands_handle.clone();
         let (tx, rx) = std_mpsc::channel();
         let t_tokens = tokens.clone();
@@ -179,7 +114,7 @@ impl Server {
         // actor offer into it from their start
         let (republish_handle, republish_queue) = match cfg.republish {
             true => {
-                let (h, q) = republish::channel(republish::QUEUE);
+                let (h, q) = queue::channel(queue::QUEUE);
                 (Some(h), Some(q))
             }
             false => (None, None),
@@ -234,7 +169,7 @@ impl Server {
                         ingest: t_ingest,
                         broker: t_broker_stats,
                         started_ms: common::time::now_ms(),
-                        alerting: http::alerts::AlertsApi {
+                        alerting: http::state::AlertsApi {
                             alerts,
                             store: writer.store.clone(),
                             history_policy: t_cfg.history,
@@ -338,13 +273,12 @@ impl Server {
         let i_stats = ingest_stats.clone();
         let i_writer = writer.clone();
         system.arbiter().spawn(async move {
-            ingest::run(icfg, mode, i_writer, i_stats).await;
+            client::run(icfg, mode, i_writer, i_stats).await;
         });
         // 4. the commands actor: it publishes on the broker, so it starts now
         let setup = CommandsSetup {
             signer,
-            tree: writer.store.tree("commands")?,
-            rollouts_tree: writer.store.tree("rollouts")?,
+            store: CommandStore::open(&writer.store)?,
             audit_log: cfg.data_dir.join("audit.log"),
             host: icfg_host,
             port: mqtt_addr.port(),

@@ -2,7 +2,7 @@
 //!
 //! `fleet/v1/...` payloads are JSON already and are printed as they are; `rvm/v1/...` records
 //! are bincode envelopes, decoded with the wire codec into the same JSON the republisher
-//! sends ([`crate::actors::republish::record_json`]); commands (`rvm/v1/{id}/cmd`) show the
+//! sends ([`crate::republish::item::record_json`]); commands (`rvm/v1/{id}/cmd`) show the
 //! signed command's content and signature. Reading `rvm/v1/...` needs the server's identity or
 //! the device's own; a reader may read `fleet/v1/#` only.
 //!
@@ -82,7 +82,7 @@ pub fn payload_json(topic: &str, payload: &[u8]) -> Result<Value, String> {
             Ok(json!({ "command": command, "signature": signature }))
         }
         Ok(Topic::Device { .. }) => {
-            let bytes = crate::actors::republish::record_json(topic, payload)?;
+            let bytes = crate::republish::item::record_json(topic, payload)?;
             serde_json::from_slice(&bytes).map_err(|e| e.to_string())
         }
         _ => serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}")),
@@ -103,7 +103,7 @@ pub fn render_line(topic: &str, payload: &[u8], retain: bool, payload_only: bool
 pub async fn run(opts: &SubOptions, mut out: impl FnMut(&str)) -> Result<u64, String> {
     let (identity, cn) = opts.who.resolve()?;
     let tls = common::tls::client_config(&identity).map_err(|e| e.to_string())?;
-    let (host, port) = rvm_agent::config::split_host_port(&opts.broker)
+    let (host, port) = rvm_agent::shared::host_port::split_host_port(&opts.broker)
         .ok_or_else(|| format!("--broker {:?} is not host:port", opts.broker))?;
     // `CN:suffix` is a client id the embedded broker accepts for this certificate; Mosquitto's
     // device listener replaces it with the CN anyway.

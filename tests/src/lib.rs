@@ -84,7 +84,7 @@ impl TestFleet {
                 Some(text) => {
                     #[derive(serde::Deserialize)]
                     struct Wrap {
-                        notify: fleet_server::notify::NotifySection,
+                        notify: fleet_server::notify::config::NotifySection,
                     }
                     toml::from_str::<Wrap>(text)?
                         .notify
@@ -424,10 +424,10 @@ impl Drop for Child {
 pub struct Agents {
     sys: Option<actix::System>,
     thread: Option<std::thread::JoinHandle<()>>,
-    pub links: Vec<Arc<rvm_agent::link::LinkStatus>>,
+    pub links: Vec<Arc<rvm_agent::link::status::LinkStatus>>,
     pub buffers: Vec<Arc<rvm_agent::buffer::Buffer>>,
-    pub actors: Vec<rvm_agent::actors::supervisor::ActorStatuses>,
-    pub collectors: Vec<Arc<rvm_agent::actors::collector::CollectorStats>>,
+    pub actors: Vec<rvm_agent::supervise::actor::ActorStatuses>,
+    pub collectors: Vec<Arc<rvm_agent::collect::actor::CollectorStats>>,
     stop_collecting: Vec<Box<dyn Fn() + Send>>,
 }
 
@@ -539,7 +539,7 @@ pub struct SimFleet {
     sys: Option<actix::System>,
     thread: Option<std::thread::JoinHandle<()>>,
     pub ids: Vec<String>,
-    pub faults: Vec<rvm_agent::collect::sim::SimFault>,
+    pub faults: Vec<rvm_agent::sim::source::SimFault>,
     /// Per machine: make the commands it accepts fail.
     pub commands_fail: Vec<Arc<std::sync::atomic::AtomicBool>>,
     stop_tx: std::sync::mpsc::Sender<usize>,
@@ -549,8 +549,8 @@ impl SimFleet {
     /// Starts `cfg.devices` machines against the fleet's broker.
     pub fn start(
         fleet: &TestFleet,
-        cfg: rvm_agent::simulate::SimConfig,
-        profile: rvm_agent::simulate::SimProfile,
+        cfg: rvm_agent::sim::simulate::SimConfig,
+        profile: rvm_agent::sim::simulate::SimProfile,
     ) -> anyhow::Result<SimFleet> {
         let mut cfg = cfg;
         cfg.host = "127.0.0.1".into();
@@ -564,7 +564,7 @@ impl SimFleet {
         let thread = std::thread::spawn(move || {
             let sys = actix::System::new();
             let res = sys.block_on(async move {
-                let devices = rvm_agent::simulate::start_with(&cfg, &profile)?;
+                let devices = rvm_agent::sim::simulate::start_with(&cfg, &profile)?;
                 let faults: Vec<_> = devices.iter().map(|d| d.fault.clone()).collect();
                 let fails: Vec<_> = devices.iter().map(|d| d.commands_fail.clone()).collect();
                 let handles: Vec<_> = devices.into_iter().map(|d| d.handle).collect();
@@ -606,7 +606,7 @@ impl SimFleet {
         let _ = self.stop_tx.send(i);
     }
 
-    pub fn set_fault(&self, i: usize, fault: rvm_agent::collect::sim::Fault) {
+    pub fn set_fault(&self, i: usize, fault: rvm_agent::sim::source::Fault) {
         if let Some(f) = self.faults.get(i) {
             f.set(fault);
         }

@@ -1,5 +1,5 @@
 //! Mosquitto for the end-to-end tests: the Debian binary as a child process with exactly the
-//! configuration `fleetctl broker-config` writes ([`fleet_server::mosquitto::write_config`]),
+//! configuration `fleetctl broker-config` writes ([`fleet_server::broker::mosquitto::write_config`]),
 //! on free ports with its own persistence directory, and a fleet server using it as its
 //! external broker. A missing Mosquitto fails the test that needs it, loudly: install the
 //! Debian packages `mosquitto` and `mosquitto-clients` (never a system service here).
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::pki::{self, CertDir};
 use common::topics::Kind;
 use fleet_server::auth::Role;
+use fleet_server::broker::mosquitto::{BrokerConfigRequest, Written, write_config};
 use fleet_server::config::{AlertingConfig, RulesSource, ServerConfig};
-use fleet_server::mosquitto::{BrokerConfigRequest, Written, write_config};
 use fleet_server::server::Server;
 
 use crate::{FleetOptions, TestFleet, free_port};
@@ -285,7 +285,7 @@ pub struct Prefilled {
     thread: Option<std::thread::JoinHandle<()>>,
     pub ids: Vec<String>,
     pub buffers: Vec<Arc<rvm_agent::buffer::Buffer>>,
-    pub links: Vec<Arc<rvm_agent::link::LinkStatus>>,
+    pub links: Vec<Arc<rvm_agent::link::status::LinkStatus>>,
     /// When the first link started (after every buffer was filled).
     pub started: Instant,
 }
@@ -385,8 +385,10 @@ impl Prefilled {
                         buffer,
                     )?;
                     links.push(lp.status.clone());
-                    let live = Arc::new(rvm_agent::supervise::Liveness::new(common::time::now_ms()));
-                    actix::Actor::start(rvm_agent::actors::link::LinkActor::new(lp, live));
+                    let live = Arc::new(rvm_agent::supervise::liveness::Liveness::new(
+                        common::time::now_ms(),
+                    ));
+                    actix::Actor::start(rvm_agent::link::actor::LinkActor::new(lp, live));
                 }
                 anyhow::Ok((links, started))
             });

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rvm_agent::actors::collector::Faults;
 use rvm_agent::agent::Overrides;
+use rvm_agent::collect::actor::Faults;
 use rvm_fleet_tests::{AgentExtra, Agents, Child, TestFleet, eventually};
 
 fn fixture(name: &str) -> String {

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use fleet_server::auth::Role;
 use reqwest::Method;
-use rvm_agent::collect::sim::Fault;
-use rvm_agent::simulate::{SimConfig, SimProfile};
+use rvm_agent::sim::simulate::{SimConfig, SimProfile};
+use rvm_agent::sim::source::Fault;
 use rvm_fleet_tests::{FleetOptions, SimFleet, SmtpReceiver, TestFleet, WebhookReceiver, eventually};
 use serde_json::{Value, json};
 

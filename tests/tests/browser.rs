@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_server::auth::Role;
-use rvm_agent::collect::sim::Fault;
-use rvm_agent::simulate::{SimConfig, SimProfile};
+use rvm_agent::sim::simulate::{SimConfig, SimProfile};
+use rvm_agent::sim::source::Fault;
 use rvm_fleet_tests::{FleetOptions, SimFleet, TestFleet, eventually};
 use serde_json::json;
 

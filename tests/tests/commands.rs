@@ -11,7 +11,7 @@ use fleet_server::auth::Role;
 use reqwest::Method;
 use rumqttc::QoS;
 use rvm_agent::agent::Overrides;
-use rvm_agent::recovery::RecordingExecutor;
+use rvm_agent::recovery::executor::RecordingExecutor;
 use rvm_fleet_tests::{AgentExtra, Agents, ConnectOutcome, Probe, SimFleet, TestFleet, eventually, tls_for};
 use serde_json::{Value, json};
 
@@ -235,7 +235,7 @@ async fn a_rollout_to_20_simulated_machines_with_a_failing_cohort_stops_at_the_a
     let fleet = TestFleet::start().unwrap();
     let sims = SimFleet::start(
         &fleet,
-        rvm_agent::simulate::SimConfig {
+        rvm_agent::sim::simulate::SimConfig {
             devices: 20,
             sites: 1,
             prefix: "roll".into(),

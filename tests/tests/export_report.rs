@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fleet_server::auth::Role;
-use rvm_agent::collect::sim::Fault;
-use rvm_agent::simulate::{SimConfig, SimProfile};
+use rvm_agent::sim::simulate::{SimConfig, SimProfile};
+use rvm_agent::sim::source::Fault;
 use rvm_fleet_tests::{FleetOptions, SimFleet, TestFleet, eventually};
 
 fn build_sim(prefix: &str, devices: usize, sites: usize) -> SimConfig {

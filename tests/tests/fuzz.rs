@@ -13,9 +13,9 @@
 //! re-encodes, numbers reported are finite, a refused command is never run, an HTTP answer is
 //! never a 5xx). A failure is saved by proptest in `tests/proptest-regressions/fuzz.txt` and
 //! replayed first on the next run. Targets already covered by unit proptests (arbitrary bytes into
-//! `codec::decode`, `command::verify`, `tegrastats::parse_line`) are not repeated here: these
+//! `codec::decode`, `command::verify`, `tegrastats::parse::parse_line`) are not repeated here: these
 //! start from the corpus and go through the same entry points the binaries use
-//! (`ingest::decode_record`, `agent::commands::check`, the sysfs backend on a real tree).
+//! (`ingest::decode_record`, `agent::commands::verify::check`, the sysfs backend on a real tree).
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
@@ -403,7 +403,7 @@ fn check_envelope(bytes: &[u8]) -> Result<(), TestCaseError> {
     use common::{DeviceState, Envelope, Event, HealthReport, Telemetry};
     let dev = common::DeviceId::new("rvm0001").map_err(|e| TestCaseError::fail(e.to_string()))?;
     for kind in Kind::ALL {
-        let _ = fleet_server::actors::ingest::decode_record(&dev, kind, bytes);
+        let _ = fleet_server::ingest::decode::decode_record(&dev, kind, bytes);
     }
     // what decodes re-encodes, and that encoding is stable: decode(encode(x)) encodes the same.
     // (Not byte-identical to the input: bincode's varints accept non-minimal lengths, which is
@@ -455,7 +455,7 @@ fn fuzz_envelope_decode() {
             .map(|(_, k)| k)
             .unwrap_or_else(|| panic!("corpus {name}: which kind?"));
             assert!(
-                fleet_server::actors::ingest::decode_record(&dev, kind, b).is_ok(),
+                fleet_server::ingest::decode::decode_record(&dev, kind, b).is_ok(),
                 "corpus {name} no longer decodes: the wire format changed (fuzz/README.md says how to regenerate)"
             );
         }
@@ -481,7 +481,8 @@ fn test_keys() -> (common::command::CommandSigner, ring::signature::Ed25519KeyPa
 #[test]
 fn fuzz_signed_command_verify() {
     use common::command::{Command, SignedCommand};
-    use rvm_agent::commands::{MemExecuted, Verdict, check};
+    use rvm_agent::commands::executed::MemExecuted;
+    use rvm_agent::commands::verify::{Verdict, check};
     let seeds = corpus("command");
     let (signer, raw) = test_keys();
     let key = signer.public_key();
@@ -563,7 +564,7 @@ fn finite_gpu(g: &common::GpuStats) -> Result<(), TestCaseError> {
 }
 
 fn check_tegrastats(b: &[u8]) -> Result<(), TestCaseError> {
-    use rvm_agent::collect::gpu::tegrastats::parse_line;
+    use rvm_agent::collect::gpu::tegrastats::parse::parse_line;
     if let Ok(s) = parse_line(&text(b)) {
         let g = s.to_gpu_stats();
         finite_gpu(&g)?;
@@ -725,7 +726,7 @@ fn fuzz_server_config() {
         }
         // the same text as a rules file
         if let Ok(r) = fleet_server::alerts::rules::parse_rules(&t) {
-            let _ = fleet_server::alerts::AlertEngine::new(r.rules);
+            let _ = fleet_server::alerts::engine::AlertEngine::new(r.rules);
         }
     };
     for s in &seeds {
@@ -739,7 +740,7 @@ fn fuzz_server_config() {
 
 #[test]
 fn fuzz_app_metrics_push_json() {
-    use rvm_agent::appmetrics::parse_push;
+    use rvm_agent::appmetrics::push::parse_push;
     let seeds: Vec<Vec<u8>> = corpus("app-push").into_iter().map(|(_, b)| b).collect();
     let check = |b: &[u8], max: usize| -> Result<(), TestCaseError> {
         if let Ok(r) = parse_push(b, max) {
@@ -747,7 +748,7 @@ fn fuzz_app_metrics_push_json() {
             for x in &r {
                 prop_assert!(x.value.is_finite(), "non-finite pushed value {x:?}");
                 prop_assert!(
-                    rvm_agent::appmetrics::validate_name(&x.name).is_ok(),
+                    rvm_agent::appmetrics::names::validate_name(&x.name).is_ok(),
                     "bad name accepted {x:?}"
                 );
             }
@@ -766,7 +767,7 @@ fn fuzz_app_metrics_push_json() {
 
 #[test]
 fn fuzz_app_metrics_prometheus_text() {
-    use rvm_agent::appmetrics::{parse_prometheus, samples_to_readings};
+    use rvm_agent::appmetrics::prometheus::{parse_prometheus, samples_to_readings};
     let seeds: Vec<Vec<u8>> = corpus("prometheus").into_iter().map(|(_, b)| b).collect();
     let check = |b: &[u8]| -> Result<(), TestCaseError> {
         if let Ok(samples) = parse_prometheus(&text(b)) {
@@ -785,7 +786,8 @@ fn fuzz_app_metrics_prometheus_text() {
 
 #[test]
 fn fuzz_metrics_history_query_plan() {
-    use fleet_server::history::{HistoryPolicy, MetricsParams, plan};
+    use fleet_server::history::query::{MetricsParams, plan};
+    use fleet_server::history::rollup::HistoryPolicy;
     // values of each parameter as the seeds; mutations of them, or none
     let seeds: Vec<Vec<u8>> = corpus_lines("http")
         .into_iter()

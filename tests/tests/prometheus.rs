@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use fleet_server::http::metrics::family_names;
+use fleet_server::http::metrics::families::family_names;
 use prometheus_parse::{Scrape, Value};
-use rvm_agent::simulate::{SimConfig, SimProfile};
+use rvm_agent::sim::simulate::{SimConfig, SimProfile};
 use rvm_fleet_tests::{FleetOptions, SimFleet, TestFleet, eventually};
 
 fn repo() -> PathBuf {

@@ -2,14 +2,14 @@
 //!
 //! - the HTTP API refuses missing, wrong and expired tokens;
 //! - roles hold on every route: the table below is compared with the routes registered in
-//!   `fleet-server/src/http/*.rs`, so a new route without an entry fails here; each route
+//!   `fleet-server/src/**/*.rs`, so a new route without an entry fails here; each route
 //!   answers 401 without a token, 403 below its role and neither at its role;
 //! - every POST route refuses an oversized body with 413;
 //! - errors never leak tokens or keys into the server's log or its answers;
 //! - the broker speaks TLS 1.2 and 1.3 only (`openssl s_client`, Debian's `openssl`);
 //! - a device whose clock is a day off is flagged (`clock.skew_s`) and does not pollute
 //!   history: its rows are stored at receive time with the device's offset kept
-//!   (`fleet-server/src/clock.rs`);
+//!   (`fleet-server/src/fleet/clock.rs`);
 //! - an agent whose clock jumps back and forward keeps seq order (seq comes from the buffer)
 //!   and the server flags the skew;
 //! - an agent whose disk fills up keeps running and reports it (a 2 MiB tmpfs: needs root).
@@ -258,14 +258,29 @@ fn routes() -> Vec<Route> {
     ]
 }
 
-/// `(METHOD, pattern)` of every `.route(...)` in `fleet-server/src/http/*.rs`; routes of the
-/// `/api/v1` scope get its prefix.
+/// The `.rs` files under `dir`, recursively.
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// `(METHOD, pattern)` of every `.route(...)` in `fleet-server/src/**/*.rs` (the route table
+/// in `http/` and the handlers in the feature folders); routes of the `/api/v1` scope get its
+/// prefix.
 fn registered_routes() -> BTreeSet<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fleet-server/src/http");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fleet-server/src");
     const ROOT_LEVEL: [&str; 3] = ["/", "/ui/{file:.*}", "/metrics"];
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
     let mut out = BTreeSet::new();
-    for e in std::fs::read_dir(&dir).unwrap().flatten() {
-        let src = std::fs::read_to_string(e.path()).unwrap();
+    for path in files {
+        let src = std::fs::read_to_string(&path).unwrap();
         let src = src.split("#[cfg(test)]").next().unwrap_or("");
         let mut rest = src;
         while let Some(i) = rest.find(".route(\"") {
@@ -775,7 +790,7 @@ impl Device {
                     window: 64,
                     // the collector stays out of the way: the test makes the records
                     interval: Duration::from_secs(3600),
-                    source: Box::new(rvm_agent::collect::sim::SimSource::new(1, 1000)),
+                    source: Box::new(rvm_agent::sim::source::SimSource::new(1, 1000)),
                     buffer: b,
                     birth: rvm_agent::runtime::build_birth(None, vec![], vec![], false),
                     gate: None,

@@ -13,9 +13,11 @@ use common::{
     Event, EventKind, GpuBackendKind, GpuStats, HealthReport, HealthStatus, LastWill, MemoryStats, NetStats,
     PowerRail, ProcessStats, Reading, Severity, Telemetry,
 };
-use fleet_server::alerts::engine::{Ack, Alert, AlertState, Transition, TransitionKind};
+use fleet_server::alerts::alert::{Ack, Alert, AlertState, Transition, TransitionKind};
 use fleet_server::alerts::rules::Op;
-use fleet_server::correlate::{Incident, IncidentChange, IncidentChangeKind, IncidentKind, IncidentState};
+use fleet_server::incidents::incident::{
+    Incident, IncidentChange, IncidentChangeKind, IncidentKind, IncidentState,
+};
 use rvm_fleet_tests::schema::Schemas;
 use serde::Serialize;
 use serde::de::DeserializeOwned;

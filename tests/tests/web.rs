@@ -10,7 +10,7 @@ use common::pki::{self, CertDir};
 use fleet_server::auth::Role;
 use fleet_server::config::ServerFile;
 use fleet_server::server::Server;
-use rvm_agent::simulate::{SimConfig, SimProfile};
+use rvm_agent::sim::simulate::{SimConfig, SimProfile};
 use rvm_fleet_tests::{FleetOptions, SimFleet, TestFleet, eventually};
 use serde_json::Value;
 

@@ -48,6 +48,7 @@
 //! `ms` milliseconds, which is the power-loss window. Acks need no flush: a lost delete only
 //! means a duplicate, which the server drops by (device, seq).
 
+pub mod config;
 pub mod store;
 
 use std::sync::Mutex;

@@ -1,12 +1,19 @@
-//! Metric sources: what a collector reads each tick.
+//! Collection: what the agent reads each tick, and the actor that reads it.
 //!
-//! A source fills a [`Telemetry`]; the collector actor decides when, and keeps blocking
-//! sources off actor threads. The real agent reads the machine ([`system::SystemSource`]);
-//! simulated machines use [`sim::SimSource`]: only the source differs, the buffer and link
-//! are the same code.
+//! A source ([`MetricSource`]) fills a [`Telemetry`]; the collector actor decides when, and
+//! keeps blocking sources off actor threads. The real agent reads the machine
+//! ([`system::SystemSource`]); simulated machines use [`crate::sim::source::SimSource`]: only
+//! the source differs, the buffer and link are the same code.
+//!
+//! - [`config`]: the `[collector]` and `[paths]` sections
+//! - [`system`]: the machine through sysinfo (CPU, memory, disks, network, processes)
+//! - [`gpu`]: GPU backends (Jetson sysfs, tegrastats, NVML) and the chain that picks one
+//! - [`worker`]: one thread per blocking source, a timeout per read
+//! - [`actor`]: the collector actor: every interval, one collection into the buffer
 
+pub mod actor;
+pub mod config;
 pub mod gpu;
-pub mod sim;
 pub mod system;
 pub mod worker;
 

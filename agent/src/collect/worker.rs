@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::supervise::panic_message;
+use crate::supervise::liveness::panic_message;
 
 type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
 

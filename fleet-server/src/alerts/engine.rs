@@ -32,7 +32,9 @@ use std::collections::BTreeMap;
 use common::{DeviceId, Severity};
 use serde::{Deserialize, Serialize};
 
-use super::rules::{Op, Rule};
+use super::alert::{Ack, Alert, AlertState, DeviceInfo, Key, Transition, TransitionKind, severity_label};
+use super::rules::Rule;
+use super::silence::{Silence, live_silence};
 
 /// Resolved alerts kept for [`AlertEngine::history`].
 pub const HISTORY_CAP: usize = 10_000;
@@ -46,146 +48,6 @@ pub const PENDING_SAMPLE_MAX_AGE_MS: i64 = 120_000;
 
 /// Version of [`EngineState`]; an import of another version is refused.
 pub const STATE_VERSION: u32 = 1;
-
-/// What the engine needs to know about a device: identity, scope and labels.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceInfo {
-    pub id: DeviceId,
-    pub site: Option<String>,
-    pub tags: Vec<String>,
-    /// Versions and hardware (`agent_version`, `vision_model_version`, `jetpack`, `board`).
-    pub attrs: BTreeMap<String, String>,
-}
-
-impl DeviceInfo {
-    pub fn new(id: DeviceId) -> Self {
-        DeviceInfo {
-            id,
-            site: None,
-            tags: Vec::new(),
-            attrs: BTreeMap::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertState {
-    Pending,
-    Firing,
-    Resolved,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ack {
-    pub by: String,
-    pub at_ms: i64,
-    pub comment: String,
-}
-
-/// One alert: the full record notifiers, the API and the correlator see.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alert {
-    /// `{rule}:{device}:{generation}`.
-    pub id: String,
-    pub rule: String,
-    pub device: DeviceId,
-    pub generation: u64,
-    pub metric: String,
-    pub severity: Severity,
-    /// `rule`, `device`, `severity`, `site` (when known) and the rule's own labels.
-    pub labels: BTreeMap<String, String>,
-    pub summary: String,
-    pub op: Op,
-    /// Latest value seen (while active) or the value that resolved it.
-    pub value: f64,
-    pub threshold: f64,
-    pub clear: f64,
-    /// First breaching sample.
-    pub started_ms: i64,
-    pub fired_ms: Option<i64>,
-    pub resolved_ms: Option<i64>,
-    pub escalated_ms: Option<i64>,
-    pub last_sample_ms: i64,
-    pub ack: Option<Ack>,
-    /// Id of a silence that matches this alert now.
-    pub silenced_by: Option<String>,
-    pub state: AlertState,
-}
-
-impl Alert {
-    fn key(&self) -> Key {
-        (self.rule.clone(), self.device.clone())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TransitionKind {
-    /// The condition started holding; the alert fires if it holds for the rule's `for`.
-    Pending,
-    Firing,
-    Resolved,
-    /// A critical alert stayed unacknowledged for `escalate_after_s`.
-    Escalated,
-    /// A pending alert's condition stopped holding before `for` elapsed: it never fired.
-    Cancelled,
-    /// The silence covering a firing alert expired or was removed: notify it now if skipped.
-    Unsilenced,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Transition {
-    pub kind: TransitionKind,
-    pub at_ms: i64,
-    /// A silence matched the alert at `at_ms`: notifiers skip it.
-    pub silenced: bool,
-    /// The alert after the transition.
-    pub alert: Alert,
-}
-
-impl Transition {
-    fn of(kind: TransitionKind, alert: &Alert, at_ms: i64) -> Self {
-        Transition {
-            kind,
-            at_ms,
-            silenced: alert.silenced_by.is_some(),
-            alert: alert.clone(),
-        }
-    }
-}
-
-/// `label = value`, exact match.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Matcher {
-    pub label: String,
-    pub value: String,
-}
-
-/// Mutes notifications of every alert whose labels match all matchers, until `expires_ms`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Silence {
-    pub id: String,
-    pub matchers: Vec<Matcher>,
-    pub expires_ms: i64,
-    pub created_by: String,
-    pub comment: String,
-    /// Set by [`AlertEngine::add_silence`].
-    #[serde(default)]
-    pub created_ms: i64,
-}
-
-impl Silence {
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.matchers
-            .iter()
-            .all(|m| labels.get(&m.label).is_some_and(|v| *v == m.value))
-    }
-
-    pub fn is_live(&self, now_ms: i64) -> bool {
-        now_ms < self.expires_ms
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AlertError {
@@ -231,8 +93,6 @@ pub struct EngineState {
     pub generations: Vec<PairCounter>,
     pub cooldowns: Vec<PairCooldown>,
 }
-
-type Key = (String, DeviceId);
 
 /// The rule engine. See the module docs for the lifecycle and its invariants.
 #[derive(Debug, Clone)]
@@ -672,15 +532,6 @@ fn new_alert(rule: &Rule, device: &DeviceInfo, generation: u64, value: f64, now_
     }
 }
 
-/// The `severity` label value, as in rules.toml.
-pub fn severity_label(s: Severity) -> &'static str {
-    match s {
-        Severity::Info => "info",
-        Severity::Warning => "warning",
-        Severity::Critical => "critical",
-    }
-}
-
 fn escalation_due(rule: &Rule, a: &Alert, now_ms: i64) -> bool {
     let Some(after) = rule.escalate_after_ms else {
         return false;
@@ -690,17 +541,6 @@ fn escalation_due(rule: &Rule, a: &Alert, now_ms: i64) -> bool {
         && a.ack.is_none()
         && a.escalated_ms.is_none()
         && a.fired_ms.is_some_and(|f| now_ms - f >= after)
-}
-
-fn live_silence(
-    silences: &BTreeMap<String, Silence>,
-    labels: &BTreeMap<String, String>,
-    now_ms: i64,
-) -> Option<String> {
-    silences
-        .values()
-        .find(|s| s.is_live(now_ms) && s.matches(labels))
-        .map(|s| s.id.clone())
 }
 
 /// `{rule}:{device}:{generation}` -> (rule, device). Rule names and device ids contain no `:`.
@@ -721,6 +561,7 @@ mod tests {
 
     use super::*;
     use crate::alerts::rules::parse_rules;
+    use crate::alerts::silence::Matcher;
 
     const S: i64 = 1000;
 

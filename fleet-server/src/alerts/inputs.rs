@@ -1,6 +1,6 @@
 //! Inputs the server derives for alert rules, beyond the telemetry's flat metrics: presence,
 //! agent restarts, dropped records, failed recoveries and clock skew (see
-//! [`super::rules::SPECIAL_INPUTS`]). Pure: every call takes `now_ms`; the fleet actor owns one
+//! [`super::names::SPECIAL_INPUTS`]). Pure: every call takes `now_ms`; the fleet actor owns one
 //! [`DeviceInputs`] per device and feeds the results to the alerts actor.
 //!
 //! - `presence.offline`: 1 while the device is offline by last will (or goodbye) or by silence,
@@ -20,14 +20,14 @@
 //!   fed is the largest `record ts - receive time` of the last [`SKEW_WINDOW_MS`]: a single
 //!   prompt record shows the true offset. A record whose seq is above one already seen live is
 //!   live too, whatever its timestamp, so a clock that jumps back mid connection is flagged
-//!   ([`DeviceInputs::is_live_seq`], the same rule as [`crate::clock`]).
+//!   ([`DeviceInputs::is_live_seq`], the same rule as [`crate::fleet::clock`]).
 
 use std::collections::{BTreeMap, VecDeque};
 
 use common::{ActionOutcome, Birth, DeviceId, Event, EventKind};
 
-use super::engine::DeviceInfo;
-use super::rules::{AGENT_RESTARTED, CLOCK_SKEW, PRESENCE_OFFLINE, RECORDS_DROPPED, RECOVERY_FAILED};
+use super::alert::DeviceInfo;
+use super::names::{AGENT_RESTARTED, CLOCK_SKEW, PRESENCE_OFFLINE, RECORDS_DROPPED, RECOVERY_FAILED};
 
 /// A `RecordsDropped` event keeps `agent.records_dropped` at 1 this long.
 pub const RECORDS_DROPPED_WINDOW_MS: i64 = 60_000;

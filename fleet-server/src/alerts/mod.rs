@@ -1,23 +1,28 @@
 //! Alerts: rules from `config/rules.toml` and the engine that turns samples into alerts.
 //! Both are pure (no IO, no clock: every call takes `now_ms`); the alerts actor owns an
-//! [`AlertEngine`] and a [`crate::correlate::Correlator`], persists their exports, and hands
-//! transitions to notifiers.
+//! [`engine::AlertEngine`] and a [`crate::incidents::Correlator`], persists their exports, and
+//! hands transitions to notifiers.
 //!
-//! - [`rules`]: the file format, defaults, validation naming every bad key, runtime [`Rule`]
+//! - [`names`]: the inputs a rule may name (a leaf)
+//! - [`rules`]: the file format, defaults, validation naming every bad key, runtime
+//!   [`rules::Rule`]
+//! - [`alert`]: the alert record, its transitions, the device info rules are scoped by
 //! - [`engine`]: per (rule, device) lifecycle pending -> firing -> resolved, `for`, hysteresis,
-//!   cooldown, acknowledgement, silences, escalation, export/import
+//!   cooldown, acknowledgement, escalation, export/import; [`silence`]: silences
 //! - [`inputs`]: the inputs the server derives (presence, restarts, drops, recoveries, skew)
+//! - [`actor`]: the alerts actor (engine, correlator, notifications, persistence, audit);
+//!   [`store`]: its persisted state; [`http`]: alerts, silences and incidents routes
 //!
 //! Invariants: one active alert per (rule, device); transitions only for changes (an imported
 //! state is not notified again); a silenced alert still changes state, its transitions say
 //! `silenced: true`.
 
+pub mod actor;
+pub mod alert;
 pub mod engine;
+pub mod http;
 pub mod inputs;
+pub mod names;
 pub mod rules;
-
-pub use engine::{
-    Ack, Alert, AlertEngine, AlertError, AlertState, DeviceInfo, EngineState, Matcher, Silence, Transition,
-    TransitionKind,
-};
-pub use rules::{Op, Rule, RuleSet, RulesError, RulesFile, Scope, parse_rules};
+pub mod silence;
+pub mod store;

@@ -5,7 +5,7 @@
 //! and nothing here logs the request. Keep it so (or redact `token`) if one is added.
 //!
 //! The stream opens with a `retry:` hint and a `hello` event naming the caller, then carries
-//! one `data:` line of JSON per [`crate::live::LiveEvent`]; a comment line every
+//! one `data:` line of JSON per [`crate::live::event::LiveEvent`]; a comment line every
 //! [`KEEPALIVE`] keeps proxies from closing it and notices a page that went away.
 
 use std::pin::Pin;
@@ -19,9 +19,12 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
-use super::{ApiError, AppState, authorize};
+use super::auth::authorize;
+use super::error::ApiError;
+use super::state::AppState;
 use crate::auth::{Principal, Role};
-use crate::live::{LiveEvent, LiveFrame, LiveHub};
+use crate::live::LiveHub;
+use crate::live::event::{LiveEvent, LiveFrame};
 
 /// A comment line this often keeps the connection open and finds closed ones.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);

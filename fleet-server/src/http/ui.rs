@@ -1,4 +1,4 @@
-//! The web view's files, built into the binary: `GET /` (the page, see `super::index`) and
+//! The web view's files, built into the binary: `GET /` (the page, [`index`]) and
 //! `GET /ui/{file}` (plain JavaScript and CSS, no build step; uPlot under `/ui/vendor/`).
 //!
 //! The page's own files are sent with `no-cache` (a new server version shows at once, a
@@ -7,7 +7,7 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::ApiError;
+use super::error::ApiError;
 
 /// What the page may load and connect to: only this server (no CDN, no inline script).
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
@@ -49,6 +49,15 @@ const ASSETS: &[(&str, &str, &[u8], &str)] = &[
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/ui/{file:.*}", web::get().to(asset));
+}
+
+/// `GET /`: the page.
+pub async fn index() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Content-Security-Policy", CSP))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(include_str!("../../ui/index.html"))
 }
 
 async fn asset(req: HttpRequest, file: web::Path<String>) -> Result<HttpResponse, ApiError> {

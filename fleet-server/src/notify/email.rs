@@ -3,13 +3,27 @@
 //! replies (4xx) and connection errors with jittered, capped backoff; permanent ones (5xx) are
 //! final.
 
+use std::time::Duration;
+
 use backoff::ExponentialBackoff;
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+use super::notification::Notification;
 use super::webhook::{RETRY_INITIAL, RETRY_MAX_INTERVAL};
-use super::{EmailConfig, Notification};
-use crate::alerts::engine::severity_label;
+use crate::alerts::alert::severity_label;
+
+/// A validated email channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmailConfig {
+    pub host: String,
+    pub port: u16,
+    pub from: String,
+    pub to: Vec<String>,
+    pub subject_prefix: String,
+    pub timeout: Duration,
+    pub max_retry: Duration,
+}
 
 /// Parses one address (`ops@example.com` or `Ops <ops@example.com>`).
 pub fn check_address(a: &str) -> Result<Mailbox, String> {
@@ -71,7 +85,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::notify::Source;
+    use crate::notify::notification::Source;
 
     #[test]
     fn addresses_are_checked() {

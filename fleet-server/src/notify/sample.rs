@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 
 use common::{DeviceId, Severity};
 
-use super::Notification;
+use super::notification::Notification;
+use crate::alerts::alert::{Alert, AlertState, Transition, TransitionKind};
 use crate::alerts::rules::Op;
-use crate::alerts::{Alert, AlertState, Transition, TransitionKind};
-use crate::correlate::{Incident, IncidentChange, IncidentChangeKind, IncidentKind, IncidentState};
+use crate::incidents::incident::{Incident, IncidentChange, IncidentChangeKind, IncidentKind, IncidentState};
 
 /// The rule name of the test message.
 pub const TEST_RULE: &str = "notify_test";

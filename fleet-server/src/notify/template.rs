@@ -26,10 +26,10 @@ use std::fmt::Write as _;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use super::Notification;
-use crate::alerts::Alert;
-use crate::alerts::engine::severity_label;
-use crate::correlate::Incident;
+use super::notification::Notification;
+use crate::alerts::alert::Alert;
+use crate::alerts::alert::severity_label;
+use crate::incidents::incident::Incident;
 
 /// The default title: `FIRING [warning] cpu_high on rvm1: CPU above 90 %`.
 pub const DEFAULT_TITLE: &str =
@@ -209,8 +209,8 @@ impl Templates {
             id: &n.id,
             dedup_key: subject_id(n).to_string(),
             source: match n.source {
-                super::Source::Alert => "alert",
-                super::Source::Incident => "incident",
+                super::notification::Source::Alert => "alert",
+                super::notification::Source::Incident => "incident",
             },
             event: &n.event,
             resolved: is_resolution(&n.event),
@@ -261,8 +261,8 @@ impl Templates {
 
 fn source_name(n: &Notification) -> &'static str {
     match n.source {
-        super::Source::Alert => "alert",
-        super::Source::Incident => "incident",
+        super::notification::Source::Alert => "alert",
+        super::notification::Source::Incident => "incident",
     }
 }
 

@@ -7,12 +7,20 @@ use std::time::Duration;
 
 use backoff::ExponentialBackoff;
 
-use super::{Notification, WebhookConfig};
+use super::notification::Notification;
 
 /// First wait before a retry.
 pub const RETRY_INITIAL: Duration = Duration::from_millis(500);
 /// Longest wait between two attempts.
 pub const RETRY_MAX_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A validated webhook channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub timeout: Duration,
+    pub max_retry: Duration,
+}
 
 /// The HTTP client every webhook shares (connection reuse).
 pub fn client() -> reqwest::Client {
@@ -89,7 +97,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::notify::Source;
+    use crate::notify::notification::Source;
 
     #[test]
     fn only_plain_http_urls_with_a_host_are_accepted() {

@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`sysfs`]: Jetson devfreq, thermal zones, INA3221 hwmon rails, fan and EMC read straight
 //!   from sysfs (preferred on every Jetson: it needs no root and no helper process)
-//! - [`tegrastats`]: a pure parser of tegrastats lines and a backend that runs the command
+//! - [`tegrastats`]: a pure parser of tegrastats lines ([`tegrastats::parse`]) and a backend that
+//!   runs the command ([`tegrastats::backend`])
 //! - [`nvml`]: NVML through `nvml-wrapper` (discrete GPUs, Jetson Thor)
 //! - [`platform`]: board model, L4T/JetPack, nvpmodel mode and NvMap memory, shared by backends
 //!
@@ -229,7 +230,7 @@ impl Candidate {
                         paths.sysfs.join("class/devfreq").display()
                     )
                 }),
-            Candidate::Tegrastats => tegrastats::TegrastatsBackend::start(paths)
+            Candidate::Tegrastats => tegrastats::backend::TegrastatsBackend::start(paths)
                 .map(|b| Box::new(b) as Box<dyn GpuBackend>)
                 .map_err(|e| e.to_string()),
             Candidate::Nvml => nvml::NvmlBackend::probe(paths)

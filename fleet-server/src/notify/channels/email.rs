@@ -35,8 +35,8 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde::Deserialize;
 
 use super::{DeliveryError, Receipt, check_seconds, check_templates, default_max_retry_s, default_timeout_s};
-use crate::notify::Notification;
 use crate::notify::http_client::{RETRY_INITIAL, RETRY_MAX_INTERVAL, find_tls_error};
+use crate::notify::notification::Notification;
 use crate::notify::secret::{Secret, SecretSource};
 use crate::notify::template::{DEFAULT_TEXT, Escape, RenderContext, Rendered, TemplateError, Templates};
 

@@ -19,9 +19,10 @@ pub mod webhook;
 
 use serde::Serialize;
 
+use super::config::{DEFAULT_MAX_RETRY_S, DEFAULT_TIMEOUT_S, MAX_CHANNEL_S};
 use super::http_client::{Answer, SendFailure};
+use super::notification::Notification;
 use super::template::{Escape, RenderContext, TemplateError, Templates};
-use super::{DEFAULT_MAX_RETRY_S, DEFAULT_TIMEOUT_S, MAX_CHANNEL_S, Notification};
 
 pub(crate) fn default_timeout_s() -> u64 {
     DEFAULT_TIMEOUT_S

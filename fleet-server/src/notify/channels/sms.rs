@@ -24,9 +24,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{DeliveryError, Receipt, check_seconds, check_templates, default_max_retry_s, default_timeout_s};
-use crate::notify::Notification;
 use crate::notify::formats::truncate;
 use crate::notify::http_client::{self, Body, HttpClient, HttpOptions, Request};
+use crate::notify::notification::Notification;
 use crate::notify::secret::{Secret, SecretSource};
 use crate::notify::template::{DEFAULT_SMS_TEXT, Escape, RenderContext, TemplateError, Templates};
 

@@ -23,9 +23,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{DeliveryError, Receipt, check_seconds, check_templates, default_max_retry_s, default_timeout_s};
-use crate::notify::Notification;
 use crate::notify::formats::{self, Format, FormatSpec, Input, pagerduty};
 use crate::notify::http_client::{self, HttpClient, HttpOptions, Request};
+use crate::notify::notification::Notification;
 use crate::notify::secret::Secret;
 use crate::notify::template::{DEFAULT_TEXT, RenderContext, TemplateError, Templates};
 

@@ -11,8 +11,8 @@
 use serde_json::json;
 
 use super::Input;
-use crate::alerts::engine::severity_label;
-use crate::notify::Notification;
+use crate::alerts::alert::severity_label;
+use crate::notify::notification::Notification;
 use crate::notify::template::{rfc3339_ms, subject_id};
 
 /// The `version` of this payload.

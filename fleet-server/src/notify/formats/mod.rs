@@ -22,7 +22,7 @@ pub mod telegram;
 
 use serde::{Deserialize, Serialize};
 
-use super::Notification;
+use super::notification::Notification;
 use super::secret::Secret;
 use super::template::{Escape, Rendered};
 

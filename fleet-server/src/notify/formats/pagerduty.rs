@@ -9,7 +9,7 @@
 use serde_json::json;
 
 use super::{Input, truncate};
-use crate::alerts::engine::severity_label;
+use crate::alerts::alert::severity_label;
 use crate::notify::secret::Secret;
 use crate::notify::template::{is_resolution, rfc3339_ms, subject_id};
 

@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::{Input, truncate};
-use crate::alerts::engine::severity_label;
+use crate::alerts::alert::severity_label;
 use crate::notify::template::{slack_escape, subject_id};
 
 /// Slack's limit for a header block's text.

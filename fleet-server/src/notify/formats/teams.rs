@@ -8,7 +8,7 @@
 use serde_json::json;
 
 use super::{Input, truncate};
-use crate::alerts::engine::severity_label;
+use crate::alerts::alert::severity_label;
 use crate::notify::template::{is_resolution, subject_id};
 use common::Severity;
 

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 pub use store::{MemoryOutbox, OutboxCounts, OutboxError, OutboxStore};
 
-use super::Notification;
+use super::notification::Notification;
 
 /// First wait before a delivery is tried again.
 pub const RETRY_INITIAL: Duration = Duration::from_secs(30);
@@ -225,7 +225,8 @@ impl OutboxEntry {
 
 #[cfg(test)]
 pub(crate) mod testing {
-    use crate::notify::{Notification, sample};
+    use crate::notify::notification::Notification;
+    use crate::notify::sample;
 
     /// Notification `i`: a distinct alert firing (`i` even) or resolving (`i` odd).
     pub fn build_notification(i: u32) -> Notification {

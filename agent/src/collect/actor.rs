@@ -1,0 +1,328 @@
+//! Collector: every interval, one collection into the buffer.
+//!
+//! The machine's figures and the GPU's are read on their own worker threads, each with its
+//! own timeout ([`COLLECT_TIMEOUT`], [`GPU_TIMEOUT`]), so a hung sensor or GPU read can never
+//! stall the actor, the other figures, the MQTT link, or shutdown. A read still stuck keeps its
+//! worker busy; later ticks skip that source, so threads never pile up.
+//! A panic in a read or in the tick itself stops the actor with the panic as exit reason; the
+//! supervisor restarts it.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use common::topics::Kind;
+use common::{Reading, Telemetry};
+use tokio::sync::Notify;
+
+use crate::buffer::{Buffer, FlushPolicy};
+use crate::collect::MetricSource;
+use crate::collect::gpu::GpuBackend;
+use crate::collect::worker::{Sampled, Worker};
+use crate::messages::StopNow;
+use crate::supervise::liveness::{Liveness, guarded, panic_message};
+
+/// Longest a collection of the machine's figures may take.
+pub const COLLECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a GPU sample may take; past it the record goes out without GPU figures.
+pub const GPU_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Default)]
+pub struct CollectorStats {
+    pub ticks: AtomicU64,
+    pub collected: AtomicU64,
+    pub skipped_busy: AtomicU64,
+    pub timed_out: AtomicU64,
+    pub gpu_timed_out: AtomicU64,
+    pub append_errors: AtomicU64,
+}
+
+/// Injected faults, for testing supervision (see `rvm-agent --help`, `RVM_AGENT_FAULTS`).
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Collections that panic before collections work again.
+    pub collector_panics: AtomicU32,
+    /// Every GPU read hangs.
+    pub gpu_hang: std::sync::atomic::AtomicBool,
+}
+
+impl Faults {
+    /// Parses `collector_panic:N,gpu_hang`.
+    pub fn parse(s: &str) -> Result<Faults, String> {
+        let f = Faults::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.split_once(':') {
+                Some(("collector_panic", n)) => {
+                    let n: u32 = n
+                        .parse()
+                        .map_err(|_| format!("fault {part:?}: N must be a number"))?;
+                    f.collector_panics.store(n, Ordering::Relaxed);
+                }
+                None if part == "gpu_hang" => f.gpu_hang.store(true, Ordering::Relaxed),
+                _ => return Err(format!("unknown fault {part:?} (collector_panic:N, gpu_hang)")),
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// Where collections run: inline for sources that do no IO (simulated machines), on a
+/// dedicated thread otherwise (see [`crate::collect::worker`]).
+#[derive(Clone)]
+pub enum SourceRunner {
+    Inline(Arc<Mutex<Box<dyn MetricSource>>>),
+    Worker(Arc<Worker<Box<dyn MetricSource>>>),
+}
+pub type SharedGpu = Arc<Worker<Box<dyn GpuBackend>>>;
+pub type AppMetrics = Arc<dyn Fn(i64) -> Vec<Reading> + Send + Sync>;
+pub type Latest = Arc<Mutex<Option<Telemetry>>>;
+
+/// Everything a collector needs; cloned into each (re)started collector.
+#[derive(Clone)]
+pub struct CollectorParts {
+    pub source: SourceRunner,
+    pub gpu: Option<SharedGpu>,
+    pub app: Option<AppMetrics>,
+    pub buffer: Arc<Buffer>,
+    pub wake: Arc<Notify>,
+    pub interval: Duration,
+    pub stats: Arc<CollectorStats>,
+    pub latest: Latest,
+    pub faults: Arc<Faults>,
+}
+
+impl CollectorParts {
+    pub fn new(
+        source: Box<dyn MetricSource>,
+        buffer: Arc<Buffer>,
+        wake: Arc<Notify>,
+        interval: Duration,
+    ) -> Self {
+        let source = if source.is_blocking() {
+            match Worker::spawn("collector-source", source) {
+                Ok(w) => SourceRunner::Worker(Arc::new(w)),
+                Err(e) => {
+                    // cannot happen short of thread exhaustion: run inline then
+                    tracing::error!(error = %e, "no worker thread for the metric source");
+                    SourceRunner::Inline(Arc::new(Mutex::new(Box::new(
+                        crate::sim::source::SimSource::new(0, 1000),
+                    ))))
+                }
+            }
+        } else {
+            SourceRunner::Inline(Arc::new(Mutex::new(source)))
+        };
+        CollectorParts {
+            source,
+            gpu: None,
+            app: None,
+            buffer,
+            wake,
+            interval,
+            stats: Arc::default(),
+            latest: Arc::default(),
+            faults: Arc::default(),
+        }
+    }
+}
+
+pub struct CollectorActor {
+    p: CollectorParts,
+    live: Arc<Liveness>,
+    busy: bool,
+    paused: bool,
+}
+
+/// Stop collecting but stay alive (the supervisor would restart a stopped collector).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Pause;
+
+impl Handler<Pause> for CollectorActor {
+    type Result = ();
+    fn handle(&mut self, _: Pause, _: &mut Context<Self>) {
+        self.paused = true;
+        // no tick will report the drops not yet reported
+        if let Err(e) = self.p.buffer.append_drop_event(common::time::now_ms(), true) {
+            tracing::error!(error = %e, "drop event not stored");
+        }
+    }
+}
+
+/// The lock even if an earlier panic poisoned it (a source keeps no invariant across a
+/// collection).
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl CollectorActor {
+    pub fn new(p: CollectorParts, live: Arc<Liveness>) -> Self {
+        CollectorActor {
+            p,
+            live,
+            busy: false,
+            paused: false,
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        self.p.stats.ticks.fetch_add(1, Ordering::Relaxed);
+        if self.paused {
+            self.live.progress(common::time::now_ms());
+            return;
+        }
+        if self.busy {
+            self.p.stats.skipped_busy.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let now = common::time::now_ms();
+        let faults = self.p.faults.clone();
+        let collect = move |s: &mut Box<dyn MetricSource>| {
+            if faults
+                .collector_panics
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                panic!("injected collector fault");
+            }
+            s.collect(now)
+        };
+        let source = match &self.p.source {
+            SourceRunner::Inline(m) if self.p.gpu.is_none() => {
+                let live = self.live.clone();
+                let m = m.clone();
+                match guarded(&live, || collect(&mut lock(&m))) {
+                    Some(t) => self.store(now, t),
+                    None => ctx.stop(),
+                }
+                return;
+            }
+            r => r.clone(),
+        };
+        let gpu = self.p.gpu.clone();
+        let gfaults = self.p.faults.clone();
+        self.busy = true;
+        let fut = async move {
+            let t = match source {
+                SourceRunner::Worker(w) => w.run(COLLECT_TIMEOUT, collect).await,
+                SourceRunner::Inline(m) => {
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| collect(&mut lock(&m)))) {
+                        Ok(t) => Sampled::Value(t),
+                        Err(p) => Sampled::Panicked(panic_message(&*p)),
+                    }
+                }
+            };
+            let g = match gpu {
+                Some(w) => Some(
+                    w.run(GPU_TIMEOUT, move |g| {
+                        if gfaults.gpu_hang.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_secs(3600));
+                        }
+                        g.sample()
+                    })
+                    .await,
+                ),
+                None => None,
+            };
+            (t, g)
+        };
+        ctx.spawn(fut.into_actor(self).map(move |(t, g), act, ctx| {
+            act.busy = false;
+            let mut telemetry = match t {
+                Sampled::Value(t) => t,
+                Sampled::Busy => {
+                    act.p.stats.skipped_busy.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Sampled::TimedOut => {
+                    act.p.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        timeout_ms = COLLECT_TIMEOUT.as_millis() as u64,
+                        "collection timed out"
+                    );
+                    return;
+                }
+                Sampled::Panicked(reason) => {
+                    act.live.exit(reason);
+                    ctx.stop();
+                    return;
+                }
+            };
+            match g {
+                Some(Sampled::Value(gpu)) => telemetry.gpu = gpu,
+                Some(Sampled::TimedOut) => {
+                    act.p.stats.gpu_timed_out.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        timeout_ms = GPU_TIMEOUT.as_millis() as u64,
+                        "gpu read timed out; record sent without gpu figures"
+                    );
+                }
+                Some(Sampled::Panicked(reason)) => tracing::error!(reason = %reason, "gpu backend panicked"),
+                Some(Sampled::Busy) | None => {}
+            }
+            act.store(now, telemetry);
+        }));
+    }
+
+    fn store(&mut self, now: i64, mut t: Telemetry) {
+        if let Some(app) = &self.p.app {
+            t.app = app(now);
+        }
+        match self.p.buffer.append(Kind::Telemetry, now, &t) {
+            Ok(_) => {
+                self.p.stats.collected.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.p.stats.append_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "telemetry not stored");
+            }
+        }
+        if let Ok(mut l) = self.p.latest.lock() {
+            *l = Some(t);
+        }
+        if let Err(e) = self.p.buffer.append_drop_event(now, false) {
+            tracing::error!(error = %e, "drop event not stored");
+        }
+        if self.p.buffer.flush_policy() == FlushPolicy::EveryRecord {
+            let b = self.p.buffer.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = b.flush() {
+                    tracing::error!(error = %e, "buffer flush failed");
+                }
+            });
+        }
+        self.live.progress(now);
+        self.p.wake.notify_one();
+    }
+}
+
+impl Actor for CollectorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.tick(ctx);
+        ctx.run_interval(self.p.interval, |act, ctx| act.tick(ctx));
+    }
+}
+
+impl Handler<StopNow> for CollectorActor {
+    type Result = ();
+    fn handle(&mut self, _: StopNow, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_parse_and_bad_ones_are_named() {
+        let f = Faults::parse("collector_panic:3, gpu_hang").unwrap();
+        assert_eq!(f.collector_panics.load(Ordering::Relaxed), 3);
+        assert!(f.gpu_hang.load(Ordering::Relaxed));
+        assert!(Faults::parse("nope").unwrap_err().contains("nope"));
+        assert!(Faults::parse("collector_panic:x").is_err());
+    }
+}

@@ -1,0 +1,153 @@
+//! Health actor: every [`HEALTH_INTERVAL`] probes the machine on a blocking thread, evaluates
+//! every check ([`crate::health::evaluate::evaluate`]), publishes a `HealthReport` when
+//! anything changed and at least every `report_interval_s`, and hands every report to the
+//! recovery actor.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use actix::prelude::*;
+use common::HealthReport;
+use common::topics::Kind;
+use tokio::sync::Notify;
+
+use crate::buffer::Buffer;
+use crate::collect::actor::Latest;
+use crate::health::config::HealthConfig;
+use crate::health::evaluate::{self, HealthTracker, Observations, UnitState};
+use crate::health::probes;
+use crate::link::status::LinkStatus;
+use crate::messages::{HealthUpdate, StopNow};
+use crate::supervise::actor::ActorStatuses;
+use crate::supervise::liveness::Liveness;
+
+/// How often health is evaluated.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest the probes (systemctl, HTTP checks, disk) may take together.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct HealthParts {
+    pub cfg: Arc<HealthConfig>,
+    pub buffer: Arc<Buffer>,
+    pub wake: Arc<Notify>,
+    pub latest: Latest,
+    pub link: Arc<LinkStatus>,
+    pub actors: ActorStatuses,
+    pub recovery: Option<Recipient<HealthUpdate>>,
+    /// The last report, for `/api/v1/status`.
+    pub last: Arc<std::sync::Mutex<Option<HealthReport>>>,
+}
+
+pub struct HealthActor {
+    p: HealthParts,
+    live: Arc<Liveness>,
+    tracker: HealthTracker,
+    busy: bool,
+    link_down_since_ms: Option<i64>,
+}
+
+struct Probed {
+    processes: Vec<(String, bool)>,
+    units: Vec<(String, UnitState)>,
+    http: Vec<(String, Result<u16, String>)>,
+    camera: Option<bool>,
+    disk: Option<Result<(), String>>,
+}
+
+impl HealthActor {
+    pub fn new(p: HealthParts, live: Arc<Liveness>) -> Self {
+        let tracker = HealthTracker::new(p.cfg.report_interval_s);
+        HealthActor {
+            p,
+            live,
+            tracker,
+            busy: false,
+            link_down_since_ms: None,
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        self.busy = true;
+        let cfg = self.p.cfg.clone();
+        let job = tokio::task::spawn_blocking(move || Probed {
+            processes: probes::probe_processes(&cfg.watch_processes),
+            units: probes::probe_units(&cfg.systemd_units),
+            http: probes::probe_http(&cfg.http_checks),
+            camera: Some(probes::probe_camera(&cfg.camera_glob)),
+            disk: cfg.data_disk_path.as_deref().map(probes::probe_disk_writable),
+        });
+        let fut = async move { tokio::time::timeout(PROBE_TIMEOUT, job).await };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.busy = false;
+            match res {
+                Ok(Ok(probed)) => act.evaluate(probed),
+                Ok(Err(e)) if e.is_panic() => {
+                    act.live
+                        .exit(crate::supervise::liveness::panic_message(&*e.into_panic()));
+                    ctx.stop();
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "health probes failed"),
+                Err(_) => tracing::warn!(timeout_s = PROBE_TIMEOUT.as_secs(), "health probes timed out"),
+            }
+        }));
+    }
+
+    fn evaluate(&mut self, probed: Probed) {
+        let now = common::time::now_ms();
+        let connected = self.p.link.connected.load(Ordering::Relaxed);
+        if connected {
+            self.link_down_since_ms = None;
+        } else if self.link_down_since_ms.is_none() {
+            self.link_down_since_ms = Some(now);
+        }
+        let latest = self.p.latest.lock().ok().and_then(|l| l.clone());
+        let actors = self.p.actors.lock().map(|a| a.clone()).unwrap_or_default();
+        let obs = Observations {
+            telemetry: latest.as_ref(),
+            processes: probed.processes,
+            units: probed.units,
+            http: probed.http,
+            camera_present: probed.camera,
+            disk_writable: probed.disk,
+            broker_connected: connected,
+            broker_down_for_ms: self.link_down_since_ms.map_or(0, |s| now - s),
+            actors,
+        };
+        let report = evaluate::evaluate(&self.p.cfg, &obs);
+        if self.tracker.should_publish(&report, now) {
+            match self.p.buffer.append(Kind::Health, now, &report) {
+                Ok(_) => self.p.wake.notify_one(),
+                Err(e) => tracing::error!(error = %e, "health report not stored"),
+            }
+        }
+        if let Some(r) = &self.p.recovery {
+            r.do_send(HealthUpdate(report.clone()));
+        }
+        if let Ok(mut l) = self.p.last.lock() {
+            *l = Some(report);
+        }
+        self.live.progress(now);
+    }
+}
+
+impl Actor for HealthActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(HEALTH_INTERVAL, |act, ctx| act.tick(ctx));
+        // first evaluation once a collection had a chance to happen
+        ctx.run_later(Duration::from_millis(1500), |act, ctx| act.tick(ctx));
+    }
+}
+
+impl Handler<StopNow> for HealthActor {
+    type Result = ();
+    fn handle(&mut self, _: StopNow, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

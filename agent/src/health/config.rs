@@ -1,0 +1,310 @@
+//! The `[health]` section of `agent.toml`: thresholds, what to watch, and how often to report.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use common::HealthStatus;
+use serde::{Deserialize, Serialize};
+
+use crate::shared::http1::parse_http_url;
+use crate::shared::names::{valid_process_name, valid_unit_name};
+use crate::shared::problem::ConfigProblem;
+
+/// The `[health]` section of `agent.toml`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// CPU use in percent.
+    #[serde(default = "default_cpu_pct")]
+    pub cpu_pct: Threshold,
+    /// Memory in use in percent of the total.
+    #[serde(default = "default_memory_pct")]
+    pub memory_pct: Threshold,
+    /// The fullest filesystem's use in percent.
+    #[serde(default = "default_disk_pct")]
+    pub disk_pct: Threshold,
+    /// GPU temperature in degrees C.
+    #[serde(default = "default_gpu_temp_c")]
+    pub gpu_temp_c: Threshold,
+    /// Process names (as in `/proc/PID/comm`, at most 15 bytes) that must be running.
+    #[serde(default)]
+    pub watch_processes: Vec<String>,
+    /// systemd units that must be active.
+    #[serde(default)]
+    pub systemd_units: Vec<String>,
+    #[serde(default)]
+    pub http_checks: Vec<HttpCheck>,
+    /// Camera device pattern; `*` and `?` are allowed in the last path component only.
+    #[serde(default = "default_camera_glob")]
+    pub camera_glob: String,
+    /// A missing camera is critical when true, informational otherwise.
+    #[serde(default)]
+    pub camera_required: bool,
+    /// A directory that must stay writable (the data disk); unset = not checked.
+    #[serde(default)]
+    pub data_disk_path: Option<PathBuf>,
+    /// A report is published on every status change and at least this often.
+    #[serde(default = "default_report_interval_s")]
+    pub report_interval_s: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            cpu_pct: default_cpu_pct(),
+            memory_pct: default_memory_pct(),
+            disk_pct: default_disk_pct(),
+            gpu_temp_c: default_gpu_temp_c(),
+            watch_processes: Vec::new(),
+            systemd_units: Vec::new(),
+            http_checks: Vec::new(),
+            camera_glob: default_camera_glob(),
+            camera_required: false,
+            data_disk_path: None,
+            report_interval_s: default_report_interval_s(),
+        }
+    }
+}
+
+/// A warn and a critical level; a value at or above a level has that status.
+/// Written inline: `memory_pct = { warn = 85, critical = 95 }` (both keys are required).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Threshold {
+    pub warn: f64,
+    pub critical: f64,
+}
+
+impl Threshold {
+    pub fn status_of(&self, value: f64) -> HealthStatus {
+        if value >= self.critical {
+            HealthStatus::Critical
+        } else if value >= self.warn {
+            HealthStatus::Warn
+        } else {
+            HealthStatus::Ok
+        }
+    }
+}
+
+/// `GET url` must answer `expect_status` within `timeout_ms`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    /// Names the check (`http:NAME`).
+    pub name: String,
+    /// `http://host[:port]/path`; https is not supported.
+    pub url: String,
+    #[serde(default = "default_http_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_expect_status")]
+    pub expect_status: u16,
+}
+
+fn default_cpu_pct() -> Threshold {
+    Threshold {
+        warn: 90.0,
+        critical: 98.0,
+    }
+}
+fn default_memory_pct() -> Threshold {
+    Threshold {
+        warn: 85.0,
+        critical: 95.0,
+    }
+}
+fn default_disk_pct() -> Threshold {
+    Threshold {
+        warn: 85.0,
+        critical: 95.0,
+    }
+}
+fn default_gpu_temp_c() -> Threshold {
+    Threshold {
+        warn: 85.0,
+        critical: 95.0,
+    }
+}
+fn default_camera_glob() -> String {
+    "/dev/video*".into()
+}
+fn default_report_interval_s() -> u64 {
+    60
+}
+fn default_http_timeout_ms() -> u64 {
+    2000
+}
+fn default_expect_status() -> u16 {
+    200
+}
+
+impl HealthConfig {
+    /// Every problem, each with its key path under `prefix` (`health`).
+    pub fn validate(&self, prefix: &str) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        let mut bad = |key: String, message: String| p.push(ConfigProblem { key, message });
+        for (name, t, max) in [
+            ("cpu_pct", &self.cpu_pct, 100.0),
+            ("memory_pct", &self.memory_pct, 100.0),
+            ("disk_pct", &self.disk_pct, 100.0),
+            ("gpu_temp_c", &self.gpu_temp_c, 150.0),
+        ] {
+            if !t.warn.is_finite() || t.warn <= 0.0 || t.warn > max {
+                bad(
+                    format!("{prefix}.{name}.warn"),
+                    format!("{} is outside (0, {max}]", t.warn),
+                );
+            }
+            if !t.critical.is_finite() || t.critical <= 0.0 || t.critical > max {
+                bad(
+                    format!("{prefix}.{name}.critical"),
+                    format!("{} is outside (0, {max}]", t.critical),
+                );
+            } else if t.warn.is_finite() && t.critical < t.warn {
+                bad(
+                    format!("{prefix}.{name}.critical"),
+                    format!("{} is below warn ({})", t.critical, t.warn),
+                );
+            }
+        }
+        let mut seen = HashSet::new();
+        for (i, name) in self.watch_processes.iter().enumerate() {
+            let key = format!("{prefix}.watch_processes[{i}]");
+            if let Err(e) = valid_process_name(name) {
+                bad(key, e);
+            } else if !seen.insert(name) {
+                bad(key, format!("{name:?} is listed twice"));
+            }
+        }
+        let mut seen = HashSet::new();
+        for (i, unit) in self.systemd_units.iter().enumerate() {
+            let key = format!("{prefix}.systemd_units[{i}]");
+            if let Err(e) = valid_unit_name(unit) {
+                bad(key, e);
+            } else if !seen.insert(unit) {
+                bad(key, format!("{unit:?} is listed twice"));
+            }
+        }
+        let mut seen = HashSet::new();
+        for (i, c) in self.http_checks.iter().enumerate() {
+            let key = format!("{prefix}.http_checks[{i}]");
+            if c.name.trim().is_empty() || c.name.chars().any(char::is_control) {
+                bad(
+                    format!("{key}.name"),
+                    format!("{:?} is not a usable name", c.name),
+                );
+            } else if !seen.insert(&c.name) {
+                bad(
+                    format!("{key}.name"),
+                    format!("{:?} is used by another check", c.name),
+                );
+            }
+            if let Err(e) = parse_http_url(&c.url) {
+                bad(format!("{key}.url"), e);
+            }
+            if !(1..=60_000).contains(&c.timeout_ms) {
+                bad(
+                    format!("{key}.timeout_ms"),
+                    format!("{} is outside 1..=60000", c.timeout_ms),
+                );
+            }
+            if !(100..=599).contains(&c.expect_status) {
+                bad(
+                    format!("{key}.expect_status"),
+                    format!("{} is not an HTTP status (100..=599)", c.expect_status),
+                );
+            }
+        }
+        if let Err(e) = split_glob(&self.camera_glob) {
+            bad(format!("{prefix}.camera_glob"), e);
+        }
+        if let Some(path) = &self.data_disk_path
+            && !path.is_absolute()
+        {
+            bad(
+                format!("{prefix}.data_disk_path"),
+                format!("{} is not an absolute path", path.display()),
+            );
+        }
+        if !(5..=86_400).contains(&self.report_interval_s) {
+            bad(
+                format!("{prefix}.report_interval_s"),
+                format!("{} is outside 5..=86400", self.report_interval_s),
+            );
+        }
+        p
+    }
+}
+
+/// Splits a camera glob into its directory and the pattern of its last component.
+pub(super) fn split_glob(glob: &str) -> Result<(&Path, &str), String> {
+    let (dir, pattern) = glob
+        .rsplit_once('/')
+        .ok_or_else(|| format!("{glob:?} is not an absolute path pattern like /dev/video*"))?;
+    if !glob.starts_with('/') {
+        return Err(format!(
+            "{glob:?} is not an absolute path pattern like /dev/video*"
+        ));
+    }
+    if dir.contains(['*', '?', '[']) {
+        return Err(format!(
+            "{glob:?}: wildcards are allowed in the last component only"
+        ));
+    }
+    if pattern.is_empty() || pattern.contains('[') {
+        return Err(format!(
+            "{glob:?}: the last component must be a name with * or ? wildcards"
+        ));
+    }
+    Ok((Path::new(if dir.is_empty() { "/" } else { dir }), pattern))
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_bad_values_are_named_with_their_keys() {
+        assert!(HealthConfig::default().validate("health").is_empty());
+        let text = r#"
+memory_pct = { warn = 95, critical = 90 }
+cpu_pct = { warn = 0, critical = 101 }
+watch_processes = ["a-process-name-too-long", "vision", "vision"]
+systemd_units = ["-x.service", "ok.service"]
+camera_glob = "/dev/*/video*"
+data_disk_path = "relative"
+report_interval_s = 1
+[[http_checks]]
+name = "api"
+url = "https://localhost/health"
+timeout_ms = 0
+expect_status = 42
+"#;
+        let cfg: HealthConfig = toml::from_str(text).unwrap();
+        let keys: Vec<String> = cfg.validate("health").into_iter().map(|p| p.key).collect();
+        for k in [
+            "health.memory_pct.critical",
+            "health.cpu_pct.warn",
+            "health.cpu_pct.critical",
+            "health.watch_processes[0]",
+            "health.watch_processes[2]",
+            "health.systemd_units[0]",
+            "health.camera_glob",
+            "health.data_disk_path",
+            "health.report_interval_s",
+            "health.http_checks[0].url",
+            "health.http_checks[0].timeout_ms",
+            "health.http_checks[0].expect_status",
+        ] {
+            assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
+        }
+        assert!(!keys.contains(&"health.systemd_units[1]".to_string()));
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_section_is_an_error_naming_it() {
+        let err = toml::from_str::<HealthConfig>("watch_process = [\"x\"]").unwrap_err();
+        assert!(err.to_string().contains("watch_process"), "{err}");
+        let cfg: HealthConfig = toml::from_str("").unwrap();
+        assert_eq!(cfg, HealthConfig::default());
+    }
+}

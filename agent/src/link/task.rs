@@ -1,0 +1,310 @@
+//! The link task: owns the rumqttc event loop, publishes from the buffer head while connected,
+//! deletes on PUBACK, reconnects with backoff, and passes received commands on (see the module
+//! doc of [`crate::link`]).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use backoff::ExponentialBackoff;
+use backoff::backoff::Backoff as _;
+use common::codec;
+use common::command::SignedCommand;
+use common::topics::{Kind, Topic};
+use common::{DeviceId, DeviceState, Envelope, LastWill};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport,
+};
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::inflight::InFlight;
+use super::status::LinkStatus;
+use crate::buffer::{Buffer, Key, Record, Store};
+
+/// Longest wait between reconnect attempts.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(10);
+/// First wait after a failure.
+pub const RECONNECT_MIN: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    pub device: DeviceId,
+    pub host: String,
+    pub port: u16,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub client_id: String,
+    pub keep_alive: Duration,
+    /// Records published but not yet acknowledged, at most.
+    pub window: usize,
+    pub birth: common::Birth,
+}
+
+/// Handles given to the link task.
+pub struct LinkHandles<S: Store> {
+    pub buffer: Arc<Buffer<S>>,
+    /// Notified when a record was appended.
+    pub wake: Arc<Notify>,
+    pub status: Arc<LinkStatus>,
+    /// Commands received on our command topic.
+    pub commands: mpsc::UnboundedSender<SignedCommand>,
+    /// Notified to stop: the link sends an `offline (shutdown)` state and disconnects.
+    pub shutdown: Arc<Notify>,
+    /// While it reads `true` the link is held down (a simulated network cut).
+    pub gate: Option<watch::Receiver<bool>>,
+}
+
+/// Resolves when the gate changes; never without a gate (or once its sender is gone).
+async fn gate_changed(gate: &mut Option<watch::Receiver<bool>>) {
+    let open = match gate {
+        Some(g) => g.changed().await.is_ok(),
+        None => false,
+    };
+    if !open {
+        std::future::pending::<()>().await
+    }
+}
+
+fn gate_closed(gate: &Option<watch::Receiver<bool>>) -> bool {
+    gate.as_ref().is_some_and(|g| *g.borrow())
+}
+
+fn state_payload(device: &DeviceId, state: &DeviceState) -> Vec<u8> {
+    // seq 0: presence is not a buffered record (see common::envelope)
+    codec::encode(&Envelope::new(device.clone(), 0, common::time::now_ms(), state)).unwrap_or_default()
+}
+
+fn mqtt_options(cfg: &LinkConfig) -> MqttOptions {
+    let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+    opts.set_keep_alive(cfg.keep_alive);
+    opts.set_clean_session(true);
+    // rumqttc's own window must never be the limit: ours is.
+    opts.set_inflight((cfg.window as u16).saturating_add(8));
+    let max = codec::MAX_PAYLOAD + 4096;
+    opts.set_max_packet_size(max, max);
+    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+        cfg.tls.clone(),
+    )));
+    let will = DeviceState::Offline(LastWill {
+        boot_id: cfg.birth.boot_id.clone(),
+        reason: "connection lost".into(),
+    });
+    opts.set_last_will(rumqttc::LastWill::new(
+        Topic::device(&cfg.device, Kind::State),
+        state_payload(&cfg.device, &will),
+        QoS::AtLeastOnce,
+        true,
+    ));
+    opts
+}
+
+/// Runs the link until `shutdown` is notified.
+pub async fn run<S: Store>(cfg: LinkConfig, mut h: LinkHandles<S>) {
+    let (client, mut eventloop) = AsyncClient::new(mqtt_options(&cfg), cfg.window + 64);
+    // PUBACKs and command results are small and awaited: no Nagle delay (about 40 ms with the
+    // peer's delayed ACK).
+    let mut net = eventloop.network_options();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
+    let mut inflight = InFlight::default();
+    let mut connected = false;
+    let mut backoff = ExponentialBackoff {
+        initial_interval: RECONNECT_MIN,
+        max_interval: RECONNECT_MAX,
+        randomization_factor: 0.5,
+        multiplier: 2.0,
+        max_elapsed_time: None,
+        ..Default::default()
+    };
+    let cmd_topic = Topic::device(&cfg.device, Kind::Cmd);
+    let mut gate = h.gate.take();
+    loop {
+        if gate_closed(&gate) {
+            // a network cut: drop the connection as a dead router would (no DISCONNECT, so the
+            // broker sends our will); what was in flight stays in the buffer for the next session
+            eventloop.clean();
+            if connected {
+                h.status.disconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(device = %cfg.device, "link cut (held down by its gate)");
+            }
+            connected = false;
+            h.status.connected.store(false, Ordering::Relaxed);
+            h.status.in_flight.store(0, Ordering::Relaxed);
+            note_error(&h.status, "network cut (simulated)".into());
+            while gate_closed(&gate) {
+                tokio::select! {
+                    _ = gate_changed(&mut gate) => {}
+                    _ = h.shutdown.notified() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                        h.status.last_loop_ms.store(common::time::now_ms(), Ordering::Relaxed);
+                    }
+                }
+            }
+            backoff.reset();
+        }
+        let event = {
+            let poll = eventloop.poll();
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    biased;
+                    ev = &mut poll => break Some(Some(ev)),
+                    _ = h.shutdown.notified() => break None,
+                    _ = gate_changed(&mut gate) => if gate_closed(&gate) { break Some(None) },
+                    _ = h.wake.notified(), if connected => {
+                        fill_window(&cfg, &client, &h, &mut inflight);
+                    }
+                }
+            }
+        };
+        let Some(event) = event else {
+            goodbye(&cfg, &client, &mut eventloop).await;
+            return;
+        };
+        // the gate closed: cut at the top of the loop
+        let Some(event) = event else { continue };
+        match event {
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                if ack.code != rumqttc::ConnectReturnCode::Success {
+                    note_error(&h.status, format!("connection refused: {:?}", ack.code));
+                    continue;
+                }
+                connected = true;
+                backoff.reset();
+                inflight.reset();
+                h.status.connected.store(true, Ordering::Relaxed);
+                h.status.connects.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(device = %cfg.device, "link up");
+                // Subscribe before the birth: the broker handles our packets in order, so when
+                // the server sees the birth (and sends pending commands) we already listen.
+                let _ = client.try_subscribe(cmd_topic.clone(), QoS::AtLeastOnce);
+                let birth = state_payload(&cfg.device, &DeviceState::Online(cfg.birth.clone()));
+                if client
+                    .try_publish(
+                        Topic::device(&cfg.device, Kind::State),
+                        QoS::AtLeastOnce,
+                        true,
+                        birth,
+                    )
+                    .is_ok()
+                {
+                    inflight.sent(None);
+                }
+                fill_window(&cfg, &client, &h, &mut inflight);
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => inflight.pkid_assigned(pkid),
+            Ok(Event::Incoming(Incoming::PubAck(ack))) => {
+                if let Some(key) = inflight.acked(ack.pkid) {
+                    match h.buffer.ack(key) {
+                        Ok(_) => {
+                            h.status.acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => tracing::error!(error = %e, "buffer ack failed"),
+                    }
+                }
+                fill_window(&cfg, &client, &h, &mut inflight);
+            }
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                if p.topic == cmd_topic {
+                    match codec::decode_bare::<SignedCommand>(&p.payload) {
+                        Ok(cmd) => {
+                            let _ = h.commands.send(cmd);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "undecodable command ignored"),
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if connected {
+                    h.status.disconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(device = %cfg.device, error = %e, "link down");
+                }
+                connected = false;
+                h.status.connected.store(false, Ordering::Relaxed);
+                note_error(&h.status, e.to_string());
+                let wait = backoff.next_backoff().unwrap_or(RECONNECT_MAX);
+                h.status
+                    .last_loop_ms
+                    .store(common::time::now_ms(), Ordering::Relaxed);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = h.shutdown.notified() => return,
+                    _ = gate_changed(&mut gate) => {}
+                }
+            }
+        }
+        h.status.in_flight.store(inflight.len() as u64, Ordering::Relaxed);
+        h.status
+            .last_loop_ms
+            .store(common::time::now_ms(), Ordering::Relaxed);
+    }
+}
+
+fn note_error(status: &LinkStatus, e: String) {
+    if let Ok(mut g) = status.last_error.lock() {
+        *g = Some(e);
+    }
+}
+
+/// Publishes records from the buffer head until the window is full.
+fn fill_window<S: Store>(
+    cfg: &LinkConfig,
+    client: &AsyncClient,
+    h: &LinkHandles<S>,
+    inflight: &mut InFlight,
+) {
+    for class in [Key::PRIORITY, Key::TELEMETRY] {
+        loop {
+            let room = cfg.window.saturating_sub(inflight.len());
+            if room == 0 {
+                return;
+            }
+            let batch: Vec<Record> = match h.buffer.next(class, inflight.cursor(class), room) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "buffer read failed");
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for r in batch {
+                let topic = Topic::device(&cfg.device, r.kind);
+                if client
+                    .try_publish(topic, QoS::AtLeastOnce, false, r.payload)
+                    .is_err()
+                {
+                    // channel full: the next PUBACK or wake tries again from the cursor
+                    return;
+                }
+                inflight.sent(Some(r.key));
+                h.status.published.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Clean shutdown: say `offline (shutdown)` and disconnect, within a bound.
+async fn goodbye(cfg: &LinkConfig, client: &AsyncClient, eventloop: &mut EventLoop) {
+    let bye = DeviceState::Offline(LastWill {
+        boot_id: cfg.birth.boot_id.clone(),
+        reason: "shutdown".into(),
+    });
+    let _ = client.try_publish(
+        Topic::device(&cfg.device, Kind::State),
+        QoS::AtLeastOnce,
+        true,
+        state_payload(&cfg.device, &bye),
+    );
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                _ => {}
+            }
+        }
+    })
+    .await;
+}

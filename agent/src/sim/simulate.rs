@@ -1,0 +1,274 @@
+//! `rvm-agent simulate`: N virtual RVMs in one process, each with its own certificate and
+//! MQTT connection, publishing plausible Jetson metrics through the same buffer and link code
+//! as the real agent (in-memory buffers: nothing to keep across a simulator restart).
+//! [`start_with`] sets per-device attributes ([`SimProfile`]) and hands back each machine's
+//! fault switch ([`crate::sim::source::SimFault`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::DeviceId;
+use common::pki::{Ca, CertDir};
+
+use super::scenario::{Machine, Scenario};
+use super::source::{SimFault, SimSource};
+use crate::buffer::{Buffer, Caps, FlushPolicy, MemStore, Store};
+use crate::collect::MetricSource;
+use crate::runtime::{self, DeviceHandle, DeviceParts};
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub devices: usize,
+    pub sites: usize,
+    pub prefix: String,
+    pub host: String,
+    pub port: u16,
+    pub certs: std::path::PathBuf,
+    pub interval: Duration,
+    /// Index of the first device (several simulators can share a fleet).
+    pub first: usize,
+}
+
+impl SimConfig {
+    pub fn device_id(&self, i: usize) -> anyhow::Result<DeviceId> {
+        Ok(DeviceId::new(format!("{}{:04}", self.prefix, self.first + i))?)
+    }
+
+    pub fn site_of(&self, i: usize) -> String {
+        format!("site{}", (self.first + i) % self.sites.max(1) + 1)
+    }
+}
+
+/// The vision model version a simulated machine reports unless told otherwise.
+pub const DEFAULT_MODEL_VERSION: &str = "v3.2";
+
+/// Per-device choices beyond [`SimConfig`], by device index (`0..devices`).
+#[derive(Debug, Clone, Default)]
+pub struct SimProfile {
+    /// Vision model version of chosen devices (the others: [`DEFAULT_MODEL_VERSION`]).
+    pub vision_model_versions: BTreeMap<usize, String>,
+    /// Site of chosen devices (the others: [`SimConfig::site_of`]).
+    pub sites: BTreeMap<usize, String>,
+    /// Keep each machine's buffer in sled under `DIR/{device}`, as a real agent does, so a
+    /// `kill -9` of the simulator loses nothing acknowledged-pending; None: in memory.
+    pub buffer_dir: Option<std::path::PathBuf>,
+    /// How long a simulated command "runs" before its result (None: [`SIM_COMMAND_MS`]).
+    pub command_ms: Option<u64>,
+}
+
+impl SimProfile {
+    /// Takes the vision model versions a scenario gives machines of this simulator.
+    pub fn models_of(&mut self, cfg: &SimConfig, scenario: &Scenario) {
+        for i in 0..cfg.devices {
+            if let Some(v) = scenario.model_version_of(cfg.first + i) {
+                self.vision_model_versions.insert(i, v.to_string());
+            }
+        }
+    }
+}
+
+/// Replays `scenario` on these machines, on the current arbiter (see [`crate::sim::scenario`]).
+pub fn replay(scenario: Scenario, devices: &[SimDevice]) {
+    let machines = devices.iter().map(SimDevice::machine).collect();
+    actix::spawn(super::scenario::run(scenario, machines));
+}
+
+/// A running simulated machine and its switches.
+pub struct SimDevice {
+    pub handle: DeviceHandle,
+    pub fault: SimFault,
+    /// When set, commands this machine accepts end `failed` (a failing cohort in a rollout).
+    pub commands_fail: Arc<AtomicBool>,
+    /// `true` cuts the machine's network: the broker sees it vanish (its will), the machine
+    /// keeps recording into its buffer, and drains it when set back to `false`.
+    pub offline: tokio::sync::watch::Sender<bool>,
+    /// Its global number (`first + index`), site and vision model version, as a scenario file
+    /// selects machines.
+    pub number: usize,
+    pub site: String,
+    pub model_version: String,
+}
+
+impl SimDevice {
+    /// This machine as a scenario sees it: how to select it and its switches.
+    pub fn machine(&self) -> Machine {
+        Machine {
+            device: self.handle.device.to_string(),
+            number: self.number,
+            site: self.site.clone(),
+            model_version: self.model_version.clone(),
+            fault: self.fault.clone(),
+            offline: self.offline.clone(),
+            commands_fail: self.commands_fail.clone(),
+        }
+    }
+}
+
+/// How long a simulated command "runs" unless [`SimProfile::command_ms`] says otherwise.
+pub const SIM_COMMAND_MS: u64 = 50;
+
+/// Answers commands like an agent would (verification, at most once, accepted, running, a
+/// result) without running anything.
+async fn respond(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<common::command::SignedCommand>,
+    device: DeviceId,
+    key: Option<[u8; 32]>,
+    buffer: Arc<Buffer>,
+    wake: Arc<tokio::sync::Notify>,
+    fail: Arc<AtomicBool>,
+    run_for: Duration,
+) {
+    use common::command::CommandStatus;
+    use common::topics::Kind;
+
+    use crate::commands::executed::{ExecutedStore, MemExecuted};
+    use crate::commands::verify::{self, Verdict};
+    let store = MemExecuted::default();
+    let report = |r: common::command::CommandResult| {
+        if let Err(e) = buffer.append(Kind::CmdResult, common::time::now_ms(), &r) {
+            tracing::error!(error = %e, "simulated command result not stored");
+        }
+        wake.notify_one();
+    };
+    while let Some(signed) = rx.recv().await {
+        match verify::check(&signed, key.as_ref(), &device, &store, common::time::now_ms()) {
+            Verdict::Reject { id, reason } => report(verify::result(
+                &id,
+                CommandStatus::Rejected,
+                String::new(),
+                Some(reason),
+            )),
+            Verdict::Repeat(prev) => report(prev),
+            Verdict::Run(cmd) => {
+                let acc = verify::result(&cmd.id, CommandStatus::Accepted, String::new(), None);
+                let _ = store.put(&cmd.id, &acc);
+                report(acc);
+                report(verify::result(
+                    &cmd.id,
+                    CommandStatus::Running,
+                    String::new(),
+                    None,
+                ));
+                if !run_for.is_zero() {
+                    tokio::time::sleep(run_for).await;
+                }
+                let done = if fail.load(Ordering::Relaxed) {
+                    verify::result(
+                        &cmd.id,
+                        CommandStatus::Failed,
+                        format!("simulated failure of {}", cmd.action),
+                        Some("the action failed".into()),
+                    )
+                } else {
+                    verify::result(
+                        &cmd.id,
+                        CommandStatus::Succeeded,
+                        format!("simulated {}", cmd.action),
+                        None,
+                    )
+                };
+                let _ = store.put(&cmd.id, &done);
+                report(done);
+            }
+        }
+    }
+}
+
+/// Issues missing certificates and starts every device on the current actix arbiter.
+pub fn start(cfg: &SimConfig) -> anyhow::Result<Vec<DeviceHandle>> {
+    Ok(start_with(cfg, &SimProfile::default())?
+        .into_iter()
+        .map(|d| d.handle)
+        .collect())
+}
+
+/// As [`start`], with per-device attributes, returning each machine's fault switch.
+pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<SimDevice>> {
+    let dir = CertDir::new(&cfg.certs);
+    let ca = Ca::load(&dir)?;
+    // the server's command-signing public key, if the certificate directory has it
+    let key = std::fs::read_to_string(dir.signing_pub())
+        .ok()
+        .and_then(|s| common::command::public_key_from_hex(&s).ok());
+    let mut handles = Vec::with_capacity(cfg.devices);
+    for i in 0..cfg.devices {
+        let device = cfg.device_id(i)?;
+        let identity = ca.ensure_device(&dir, &device)?;
+        let site = profile.sites.get(&i).cloned().unwrap_or_else(|| cfg.site_of(i));
+        let (offline, gate) = tokio::sync::watch::channel(false);
+        let source = SimSource::new((cfg.first + i) as u64 + 1, cfg.interval.as_millis() as u32);
+        let fault = source.fault_handle();
+        let mut birth = runtime::build_birth(
+            Some(site.clone()),
+            vec!["simulated".into()],
+            source.capabilities(),
+            true,
+        );
+        birth.board = Some("NVIDIA Jetson Orin Nano Developer Kit (simulated)".into());
+        birth.jetpack = Some("6.2".into());
+        let model_version = profile
+            .vision_model_versions
+            .get(&i)
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_MODEL_VERSION.into());
+        birth.vision_model_version = Some(model_version.clone());
+        let caps = Caps {
+            max_records: 36_000,
+            ..Caps::default()
+        };
+        let flush = FlushPolicy::Batched { ms: 500 };
+        let buffer = match &profile.buffer_dir {
+            None => Buffer::open(
+                device.clone(),
+                Box::new(MemStore::default()) as Box<dyn Store>,
+                caps,
+                flush,
+            )?,
+            Some(dir) => {
+                let (buffer, reset, _db) =
+                    runtime::open_sled_buffer(&device, &dir.join(device.as_str()), caps, flush)?;
+                if let Some(ev) = reset {
+                    buffer.append(common::topics::Kind::Event, common::time::now_ms(), &ev)?;
+                }
+                buffer
+            }
+        };
+        let mut handle = runtime::start_device(DeviceParts {
+            device,
+            host: cfg.host.clone(),
+            port: cfg.port,
+            identity,
+            keep_alive: Duration::from_secs(30),
+            window: 64,
+            interval: cfg.interval,
+            source: Box::new(source),
+            buffer: Arc::new(buffer),
+            birth,
+            gate: Some(gate),
+        })?;
+        let commands_fail = Arc::new(AtomicBool::new(false));
+        if let Some(rx) = handle.commands.take() {
+            actix::spawn(respond(
+                rx,
+                handle.device.clone(),
+                key,
+                handle.buffer.clone(),
+                handle.wake.clone(),
+                commands_fail.clone(),
+                Duration::from_millis(profile.command_ms.unwrap_or(SIM_COMMAND_MS)),
+            ));
+        }
+        handles.push(SimDevice {
+            handle,
+            fault,
+            commands_fail,
+            offline,
+            number: cfg.first + i,
+            site,
+            model_version,
+        });
+    }
+    Ok(handles)
+}

@@ -1,0 +1,548 @@
+//! Plausible Jetson-like metrics for simulated machines (an Orin Nano 8GB running a vision
+//! service). Deterministic per seed, so a demo, a test and a benchmark tell the same story.
+//!
+//! A machine can be told to fail on purpose while it runs ([`SimFault`]: any set of [`Fault`]s
+//! at once, and [`Drift`]s of single metrics): tests, demos and scenario files
+//! ([`crate::sim::scenario`]) use it to show alerts, cohort regressions and thermal incidents.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::{
+    CpuStats, DiskStats, GpuBackendKind, GpuStats, MemoryStats, NetStats, PowerRail, ProcessStats, Reading,
+    Telemetry,
+};
+
+use crate::collect::MetricSource;
+
+/// Orin Nano 8GB: what tegrastats reports as RAM total.
+pub const SIM_MEMORY_TOTAL: u64 = 7_620 * 1024 * 1024;
+const CORES: usize = 6;
+
+/// A small PRNG (xorshift64*): no dependency, reproducible.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn between(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+}
+
+/// A bounded random walk.
+#[derive(Debug, Clone)]
+struct Walk {
+    v: f64,
+    lo: f64,
+    hi: f64,
+    step: f64,
+}
+
+impl Walk {
+    fn next(&mut self, rng: &mut Rng) -> f64 {
+        self.v = (self.v + rng.between(-self.step, self.step)).clamp(self.lo, self.hi);
+        self.v
+    }
+}
+
+/// A fault a simulated machine shows until it is cleared. Each is one bit: a machine can show
+/// several at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum Fault {
+    #[default]
+    None = 0,
+    /// Inference takes 350 to 450 ms per frame (a bad model build, a broken TensorRT engine).
+    InferenceDegraded = 1,
+    /// The camera delivers 3 to 5 frames per second.
+    CameraStalled = 2,
+    /// The GPU heats up under full load: for its first [`OVERHEAT_RAMP_SAMPLES`] records at
+    /// 83 to 86 C at full clock, then at about 88 C with its clock throttled to the minimum and
+    /// the camera down to 4 to 6 fps (the chain the server's correlator recognises).
+    Overheating = 4,
+    /// The vision service crashed: its watched process is not running and it reports no
+    /// application metrics (absent, not 0). When it comes back it has a new pid and the
+    /// process's `restarts_seen` counts one more.
+    VisionDown = 8,
+}
+
+impl Fault {
+    /// Every fault, in the order [`SimFault::get`] reports the first active one.
+    pub const ALL: [Fault; 4] = [
+        Fault::InferenceDegraded,
+        Fault::CameraStalled,
+        Fault::Overheating,
+        Fault::VisionDown,
+    ];
+}
+
+/// A metric a [`Drift`] moves: the server's names for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriftMetric {
+    GpuTemp,
+    CpuUsage,
+    MemoryUsed,
+    InferenceMs,
+}
+
+impl DriftMetric {
+    /// (name in scenario files and on the server, metric)
+    pub const NAMES: [(&'static str, DriftMetric); 4] = [
+        ("gpu.temp_c", DriftMetric::GpuTemp),
+        ("cpu.usage_pct", DriftMetric::CpuUsage),
+        ("memory.used_pct", DriftMetric::MemoryUsed),
+        ("app.inference_ms", DriftMetric::InferenceMs),
+    ];
+
+    pub fn parse(name: &str) -> Option<DriftMetric> {
+        Self::NAMES.iter().find(|(n, _)| *n == name).map(|(_, m)| *m)
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
+    }
+}
+
+/// A slow drift: `per_min` added to a metric for every minute since `since_ms` (wall clock).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Drift {
+    pub metric: DriftMetric,
+    pub per_min: f64,
+    pub since_ms: i64,
+}
+
+impl Drift {
+    fn offset(&self, now_ms: i64) -> f64 {
+        self.per_min * ((now_ms - self.since_ms).max(0) as f64 / 60_000.0)
+    }
+}
+
+/// Switches a running simulated machine's faults and drifts; clones share them.
+#[derive(Debug, Clone, Default)]
+pub struct SimFault {
+    faults: Arc<AtomicU8>,
+    drifts: Arc<Mutex<Vec<Drift>>>,
+}
+
+impl SimFault {
+    /// Shows exactly this fault (`Fault::None`: none).
+    pub fn set(&self, fault: Fault) {
+        self.faults.store(fault as u8, Ordering::Relaxed);
+    }
+
+    /// Shows exactly these faults.
+    pub fn set_all(&self, faults: &[Fault]) {
+        let bits = faults.iter().fold(0u8, |b, f| b | *f as u8);
+        self.faults.store(bits, Ordering::Relaxed);
+    }
+
+    /// The first active fault (in [`Fault::ALL`] order), or `Fault::None`.
+    pub fn get(&self) -> Fault {
+        self.active().first().copied().unwrap_or(Fault::None)
+    }
+
+    pub fn has(&self, fault: Fault) -> bool {
+        fault != Fault::None && self.faults.load(Ordering::Relaxed) & fault as u8 != 0
+    }
+
+    pub fn active(&self) -> Vec<Fault> {
+        Fault::ALL.into_iter().filter(|f| self.has(*f)).collect()
+    }
+
+    /// Replaces the machine's drifts.
+    pub fn set_drifts(&self, drifts: Vec<Drift>) {
+        if let Ok(mut d) = self.drifts.lock() {
+            *d = drifts;
+        }
+    }
+
+    pub fn drifts(&self) -> Vec<Drift> {
+        self.drifts.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    /// The sum of the active drifts of `metric` at `now_ms`.
+    fn drift_of(&self, metric: DriftMetric, now_ms: i64) -> f64 {
+        self.drifts
+            .lock()
+            .map(|d| {
+                d.iter()
+                    .filter(|d| d.metric == metric)
+                    .map(|d| d.offset(now_ms))
+                    .sum()
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+/// Records an overheating machine stays hot at full clock before it throttles.
+pub const OVERHEAT_RAMP_SAMPLES: u32 = 5;
+
+/// The vision service's process as a simulated machine reports it (watched by name).
+pub const VISION_PROCESS: &str = "rvm-vision";
+
+pub struct SimSource {
+    rng: Rng,
+    fault: SimFault,
+    interval_ms: u32,
+    started_ms: Option<i64>,
+    cpu: Walk,
+    mem: Walk,
+    gpu: Walk,
+    gpu_temp: Walk,
+    fps: Walk,
+    items: f64,
+    errors: f64,
+    /// The vision service's pid, and how many times it came back with a new one.
+    vision_pid: u32,
+    vision_restarts: u32,
+    vision_was_down: bool,
+    /// Records collected since overheating began.
+    hot_samples: u32,
+}
+
+impl SimSource {
+    pub fn new(seed: u64, interval_ms: u32) -> Self {
+        let mut rng = Rng::new(seed);
+        let cpu = rng.between(20.0, 45.0);
+        let gpu = rng.between(30.0, 60.0);
+        SimSource {
+            fault: SimFault::default(),
+            interval_ms,
+            started_ms: None,
+            cpu: Walk {
+                v: cpu,
+                lo: 5.0,
+                hi: 75.0,
+                step: 4.0,
+            },
+            mem: Walk {
+                v: rng.between(40.0, 60.0),
+                lo: 30.0,
+                hi: 80.0,
+                step: 0.5,
+            },
+            gpu: Walk {
+                v: gpu,
+                lo: 10.0,
+                hi: 85.0,
+                step: 5.0,
+            },
+            gpu_temp: Walk {
+                v: rng.between(45.0, 55.0),
+                lo: 38.0,
+                hi: 70.0,
+                step: 0.4,
+            },
+            fps: Walk {
+                v: 30.0,
+                lo: 27.0,
+                hi: 30.0,
+                step: 0.3,
+            },
+            items: 0.0,
+            errors: 0.0,
+            vision_pid: 1200 + (seed % 800) as u32,
+            vision_restarts: 0,
+            vision_was_down: false,
+            hot_samples: 0,
+            rng,
+        }
+    }
+}
+
+impl SimSource {
+    /// A handle that switches this machine's fault while it runs.
+    pub fn fault_handle(&self) -> SimFault {
+        self.fault.clone()
+    }
+
+    pub fn set_fault(&self, fault: Fault) {
+        self.fault.set(fault);
+    }
+}
+
+impl MetricSource for SimSource {
+    fn collect(&mut self, now_ms: i64) -> Telemetry {
+        let started = *self.started_ms.get_or_insert(now_ms);
+        let f = self.fault.clone();
+        let rng = &mut self.rng;
+        let drift = |m| f.drift_of(m, now_ms);
+        let cpu = (self.cpu.next(rng) + drift(DriftMetric::CpuUsage)).clamp(0.0, 100.0);
+        let mem_pct = (self.mem.next(rng) + drift(DriftMetric::MemoryUsed)).clamp(0.0, 99.5);
+        let mut gpu = self.gpu.next(rng);
+        let mut gpu_temp = self.gpu_temp.next(rng) + gpu * 0.05;
+        let mut fps = self.fps.next(rng);
+        let mut inference_ms = 18.0 + gpu * 0.1 + rng.between(0.0, 3.0);
+        let mut gpu_freq = if gpu > 50.0 { 624.75 } else { 306.0 };
+        if f.has(Fault::InferenceDegraded) {
+            inference_ms = rng.between(350.0, 450.0);
+        }
+        if f.has(Fault::CameraStalled) {
+            fps = rng.between(3.0, 5.0);
+        }
+        if f.has(Fault::Overheating) {
+            gpu = rng.between(95.0, 99.0);
+            if self.hot_samples < OVERHEAT_RAMP_SAMPLES {
+                gpu_temp = rng.between(83.0, 86.0);
+                gpu_freq = 624.75;
+            } else {
+                gpu_temp = rng.between(87.0, 89.0);
+                gpu_freq = 306.0;
+                fps = fps.min(rng.between(4.0, 6.0));
+            }
+            self.hot_samples += 1;
+        } else {
+            self.hot_samples = 0;
+        }
+        gpu_temp += drift(DriftMetric::GpuTemp);
+        inference_ms = (inference_ms + drift(DriftMetric::InferenceMs)).max(1.0);
+        let vision_down = f.has(Fault::VisionDown);
+        if vision_down {
+            self.vision_was_down = true;
+        } else if self.vision_was_down {
+            // systemd brought it back: a new pid
+            self.vision_was_down = false;
+            self.vision_restarts += 1;
+            self.vision_pid += 7 + (rng.next_u64() % 50) as u32;
+        }
+        self.items += rng.between(0.0, 0.4);
+        if rng.unit() < 0.002 {
+            self.errors += 1.0;
+        }
+        let used = (SIM_MEMORY_TOTAL as f64 * mem_pct / 100.0) as u64;
+        let vdd_in = 4_500.0 + gpu * 60.0 + cpu * 20.0;
+        let rails = vec![
+            rail("VDD_IN", 5_080.0, vdd_in),
+            rail("VDD_CPU_GPU_CV", 5_070.0, 400.0 + gpu * 35.0 + cpu * 10.0),
+            rail("VDD_SOC", 5_070.0, 1_300.0 + rng.between(0.0, 150.0)),
+        ];
+        Telemetry {
+            interval_ms: self.interval_ms,
+            uptime_s: ((now_ms - started) / 1000).max(0) as u64 + 3_600,
+            cpu: CpuStats {
+                usage_pct: cpu as f32,
+                per_core_pct: (0..CORES)
+                    .map(|_| (cpu + rng.between(-8.0, 8.0)).clamp(0.0, 100.0) as f32)
+                    .collect(),
+                freq_mhz: vec![1510; CORES],
+                load1: (cpu / 100.0 * CORES as f64) as f32,
+                load5: (cpu / 100.0 * CORES as f64 * 0.9) as f32,
+                load15: (cpu / 100.0 * CORES as f64 * 0.8) as f32,
+            },
+            memory: MemoryStats {
+                total_bytes: SIM_MEMORY_TOTAL,
+                used_bytes: used,
+                available_bytes: SIM_MEMORY_TOTAL - used,
+                swap_total_bytes: 3_810 * 1024 * 1024,
+                swap_used_bytes: 0,
+            },
+            disks: vec![DiskStats {
+                mount: "/".into(),
+                fs: "ext4".into(),
+                total_bytes: 116 << 30,
+                used_bytes: 41 << 30,
+                inodes_total: Some(7_700_000),
+                inodes_used: Some(610_000),
+                read_bytes_per_s: Some(rng.between(0.0, 50_000.0)),
+                write_bytes_per_s: Some(rng.between(10_000.0, 200_000.0)),
+            }],
+            net: vec![NetStats {
+                iface: "eth0".into(),
+                rx_bytes_per_s: rng.between(2_000.0, 20_000.0),
+                tx_bytes_per_s: rng.between(2_000.0, 30_000.0),
+                ..Default::default()
+            }],
+            temperatures: vec![
+                Reading::new("cpu-thermal", gpu_temp - 2.0),
+                Reading::new("gpu-thermal", gpu_temp),
+                Reading::new("tj-thermal", gpu_temp + 1.5),
+            ],
+            processes: vec![ProcessStats {
+                name: VISION_PROCESS.into(),
+                pid: if vision_down { 0 } else { self.vision_pid },
+                running: !vision_down,
+                watched: true,
+                cpu_pct: if vision_down { 0.0 } else { (gpu * 0.6) as f32 },
+                rss_bytes: if vision_down { 0 } else { 1_310 << 20 },
+                state: if vision_down { String::new() } else { "S".into() },
+                restarts_seen: self.vision_restarts,
+            }],
+            gpu: Some(GpuStats {
+                backend: GpuBackendKind::Simulated,
+                load_pct: Some(gpu as f32),
+                freq_mhz: Some(gpu_freq),
+                min_freq_mhz: Some(306.0),
+                max_freq_mhz: Some(624.75),
+                temperatures: vec![
+                    Reading::new("cpu", gpu_temp - 2.0),
+                    Reading::new("gpu", gpu_temp),
+                    Reading::new("tj", gpu_temp + 1.5),
+                ],
+                rails,
+                fan_pct: Some(((gpu_temp - 35.0) * 2.5).clamp(0.0, 100.0) as f32),
+                nvpmodel: Some("15W".into()),
+                board: Some("NVIDIA Jetson Orin Nano Developer Kit (simulated)".into()),
+                l4t: Some("36.4.3".into()),
+                jetpack: Some("6.2".into()),
+                unsupported: vec!["emc".into()],
+                ..Default::default()
+            }),
+            // a crashed service reports nothing: absent, never 0
+            app: if vision_down {
+                Vec::new()
+            } else {
+                vec![
+                    Reading::new("items_recognised", self.items.floor()),
+                    Reading::new("items_rejected", (self.items * 0.03).floor()),
+                    Reading::new("inference_ms", inference_ms),
+                    Reading::new("camera_fps", fps),
+                    Reading::new("detection_confidence", rng.between(0.86, 0.97)),
+                    Reading::new("errors", self.errors),
+                ]
+            },
+        }
+    }
+
+    fn is_blocking(&self) -> bool {
+        false
+    }
+
+    fn capabilities(&self) -> Vec<String> {
+        vec!["gpu:simulated".into(), "app:simulated".into()]
+    }
+}
+
+fn rail(name: &str, mv: f64, mw: f64) -> PowerRail {
+    PowerRail {
+        name: name.into(),
+        voltage_mv: Some(mv),
+        current_ma: Some(mw * 1000.0 / mv),
+        power_mw: mw,
+        avg_power_mw: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_tells_the_same_story() {
+        let mut a = SimSource::new(7, 1000);
+        let mut b = SimSource::new(7, 1000);
+        for i in 0..5 {
+            assert_eq!(a.collect(i * 1000), b.collect(i * 1000));
+        }
+    }
+
+    #[test]
+    fn a_fault_shows_while_it_is_set() {
+        let mut s = SimSource::new(3, 1000);
+        let h = s.fault_handle();
+        let value =
+            |t: &Telemetry, name: &str| t.app.iter().find(|r| r.name == name).map(|r| r.value).unwrap();
+        assert!(value(&s.collect(0), "inference_ms") < 40.0);
+        h.set(Fault::InferenceDegraded);
+        assert!(value(&s.collect(1000), "inference_ms") >= 350.0);
+        s.set_fault(Fault::CameraStalled);
+        let t = s.collect(2000);
+        assert!(value(&t, "camera_fps") <= 5.0 && value(&t, "inference_ms") < 40.0);
+        h.set(Fault::Overheating);
+        // hot at full clock first, then throttled
+        let g = s.collect(3000).gpu.unwrap();
+        assert!(g.gpu_temp_c().unwrap() > 82.0 && g.freq_mhz == Some(624.75));
+        for i in 1..OVERHEAT_RAMP_SAMPLES as i64 {
+            s.collect(3000 + i);
+        }
+        let g = s.collect(3100).gpu.unwrap();
+        assert!(g.gpu_temp_c().unwrap() > 85.0 && g.freq_mhz == Some(306.0));
+        h.set(Fault::None);
+        assert_eq!(h.get(), Fault::None);
+        assert!(value(&s.collect(4000), "camera_fps") >= 27.0);
+    }
+
+    #[test]
+    fn faults_combine_and_a_crashed_vision_service_reports_no_app_metrics() {
+        let mut s = SimSource::new(5, 1000);
+        let h = s.fault_handle();
+        let vision = |t: &Telemetry| {
+            t.processes
+                .iter()
+                .find(|p| p.name == VISION_PROCESS)
+                .cloned()
+                .unwrap()
+        };
+        let t = s.collect(0);
+        let pid = vision(&t).pid;
+        assert!(vision(&t).running && pid > 0 && !t.app.is_empty());
+        h.set_all(&[Fault::Overheating, Fault::VisionDown]);
+        assert_eq!(h.active(), vec![Fault::Overheating, Fault::VisionDown]);
+        let t = s.collect(1000);
+        assert!(t.app.is_empty(), "absent, not 0: {:?}", t.app);
+        assert!(!vision(&t).running && vision(&t).pid == 0);
+        assert!(
+            t.flat_metrics()
+                .iter()
+                .any(|(n, v)| n == "process.down" && *v == 1.0)
+        );
+        assert!(t.gpu.as_ref().unwrap().gpu_temp_c().unwrap() > 82.0);
+        h.set_all(&[]);
+        let t = s.collect(2000);
+        assert!(vision(&t).running && vision(&t).pid != pid && vision(&t).restarts_seen == 1);
+        assert!(t.app.iter().any(|r| r.name == "camera_fps"));
+    }
+
+    #[test]
+    fn a_drift_adds_its_rate_per_minute_since_it_began() {
+        let mut a = SimSource::new(9, 1000);
+        let mut b = SimSource::new(9, 1000);
+        b.fault_handle().set_drifts(vec![Drift {
+            metric: DriftMetric::GpuTemp,
+            per_min: 2.0,
+            since_ms: 0,
+        }]);
+        let temp = |t: Telemetry| t.gpu.unwrap().gpu_temp_c().unwrap();
+        // same seed, same walk: the difference is the drift alone
+        assert!((temp(b.collect(0)) - temp(a.collect(0))).abs() < 1e-6);
+        let d = temp(b.collect(600_000)) - temp(a.collect(600_000));
+        assert!((d - 20.0).abs() < 1e-3, "10 min at 2 C/min: {d}");
+        assert_eq!(
+            DriftMetric::parse("memory.used_pct"),
+            Some(DriftMetric::MemoryUsed)
+        );
+        assert_eq!(DriftMetric::GpuTemp.name(), "gpu.temp_c");
+        assert_eq!(DriftMetric::parse("gpu.temp"), None);
+    }
+
+    #[test]
+    fn figures_stay_plausible() {
+        let mut s = SimSource::new(1, 1000);
+        for i in 0..1000 {
+            let t = s.collect(i * 1000);
+            assert!((0.0..=100.0).contains(&t.cpu.usage_pct));
+            assert!(t.memory.used_bytes < t.memory.total_bytes);
+            let g = t.gpu.unwrap();
+            assert!((0.0..=100.0).contains(&g.load_pct.unwrap()));
+            assert!(g.total_power_mw().unwrap() > 4_000.0);
+        }
+    }
+}

@@ -1,9 +1,0 @@
-//! The server's actors: thin shells around the pure modules ([`crate::fleet`], ...).
-
-pub mod alerts;
-pub mod commands;
-pub mod fleet;
-pub mod history;
-pub mod ingest;
-pub mod messages;
-pub mod republish;

@@ -1,0 +1,775 @@
+//! Alerts actor: owns the [`AlertEngine`] and the [`Correlator`], turns observations into
+//! alerts, incidents and notifications, and persists both exports.
+//!
+//! The fleet actor sends an [`Observe`] with each device's flat metrics after every live
+//! telemetry record, and the derived inputs (presence, restarts, drops, recoveries, skew;
+//! [`crate::alerts::inputs`]) every second. Per observation, in this order (see
+//! [`crate::incidents`]): `engine.observe` -> `corr.on_metrics` -> `corr.on_transitions`, then
+//! each transition is notified unless it is silenced or its incident speaks for it
+//! ([`Correlator::is_suppressed`]); incident openings and resolutions are notified too.
+//!
+//! An offline alert's `firing` notification is *held* for the site-outage window
+//! (`correlate.site_outage.window_s`, or [`AlertsSetup::hold_offline_ms`]): when the rest of
+//! the site follows, the site incident suppresses it and people get one incident instead of a
+//! page per machine; if the machine comes back within the window nothing is sent at all.
+//!
+//! Every change batch (transitions, incident changes, acknowledgements, silences) hands both
+//! exports to a persister thread that writes them to the store's `alerts` tree and flushes; at
+//! most one export is with it at a time, and changes made meanwhile go in the next one; on start they are imported, so active alerts, acknowledgements and silences
+//! survive a restart and are not notified again. Acknowledgements and silence changes also go
+//! to the audit log (`DATA_DIR/audit.log`, JSON lines).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use common::DeviceId;
+use serde::Serialize;
+
+use super::alert::{Alert, AlertState, DeviceInfo, Transition, TransitionKind};
+use super::engine::{AlertEngine, AlertError, EngineState};
+use super::names::PRESENCE_OFFLINE;
+use super::rules::RuleSet;
+use super::silence::{Matcher, Silence};
+use crate::incidents::Correlator;
+use crate::incidents::incident::{CorrelatorState, FleetView, Incident, IncidentChange};
+use crate::live::LiveHub;
+use crate::live::event::LiveEvent;
+use crate::messages::AttachLive;
+use crate::notify::NotifyHandle;
+use crate::notify::notification::Notification;
+use crate::republish::item::Item as RepublishItem;
+use crate::republish::queue::RepublishHandle;
+use crate::store::FleetStore;
+
+/// Time-driven evaluation: pending alerts, escalations, silence expiry, held notifications.
+pub const TICK: Duration = Duration::from_secs(1);
+/// Resolved alerts kept for the API.
+pub const ALERT_HISTORY_CAP: usize = 2_000;
+/// Keys of the persisted exports in the store's `alerts` tree.
+pub const ENGINE_KEY: &str = "engine";
+pub const CORRELATOR_KEY: &str = "correlator";
+
+/// What the actor needs to start.
+pub struct AlertsSetup {
+    pub rules: RuleSet,
+    pub notify: NotifyHandle,
+    pub store: FleetStore,
+    pub audit_log: PathBuf,
+    /// How long an offline alert's notification waits for its site incident; None: the
+    /// correlator's site outage window.
+    pub hold_offline_ms: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+pub struct AlertsStats {
+    pub observations: AtomicU64,
+    pub transitions: AtomicU64,
+    pub notified: AtomicU64,
+    pub skipped_silenced: AtomicU64,
+    pub skipped_suppressed: AtomicU64,
+    pub held: AtomicU64,
+    /// Held offline notifications not sent (suppressed, back online, silenced meanwhile).
+    pub held_dropped: AtomicU64,
+    pub incident_changes: AtomicU64,
+    pub persist_errors: AtomicU64,
+    /// States handed to the persister.
+    pub state_exports: AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertsSnapshot {
+    pub active: usize,
+    pub firing: usize,
+    pub open_incidents: usize,
+    pub silences: usize,
+    pub observations: u64,
+    pub transitions: u64,
+    pub notified: u64,
+    pub skipped_silenced: u64,
+    pub skipped_suppressed: u64,
+    pub held: u64,
+    pub held_dropped: u64,
+    pub incident_changes: u64,
+    pub persist_errors: u64,
+}
+
+struct Held {
+    notification: Notification,
+    due_ms: i64,
+}
+
+enum PersistJob {
+    State(Box<(EngineState, CorrelatorState)>),
+    Audit(serde_json::Value),
+}
+
+pub struct AlertsActor {
+    engine: AlertEngine,
+    corr: Correlator,
+    devices: BTreeMap<DeviceId, DeviceInfo>,
+    view: FleetView,
+    view_dirty: bool,
+    notify: NotifyHandle,
+    persist: std_mpsc::Sender<PersistJob>,
+    /// A state is with the persister and not yet written: the next export waits for it.
+    persist_busy: Arc<AtomicBool>,
+    /// The state changed since the last export.
+    state_dirty: bool,
+    held: BTreeMap<String, Held>,
+    hold_ms: i64,
+    stats: Arc<AlertsStats>,
+    /// With a live hub attached: transitions, acknowledgements, silences and incident changes.
+    live: Option<LiveHub>,
+    /// With a republisher attached ([`AttachRepublisher`]): transitions and incident changes
+    /// as JSON on `fleet/v1/alerts` and `fleet/v1/incidents`.
+    republish: Option<RepublishHandle>,
+}
+
+impl AlertsActor {
+    /// Builds the engine and correlator and imports their persisted state (blocking reads:
+    /// call at start-up).
+    pub fn new(setup: AlertsSetup, stats: Arc<AlertsStats>) -> anyhow::Result<AlertsActor> {
+        let now = common::time::now_ms();
+        let hold_ms = setup
+            .hold_offline_ms
+            .unwrap_or(setup.rules.correlate.site_outage.window_s as i64 * 1000);
+        let mut engine = AlertEngine::new(setup.rules.rules.clone()).with_history_cap(ALERT_HISTORY_CAP);
+        let mut corr = Correlator::new(setup.rules.correlate.clone());
+        let load = |key: &str| match setup.store.alert_state(key) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, key, "persisted alert state not readable; starting without it");
+                None
+            }
+        };
+        if let Some(bytes) = load(ENGINE_KEY) {
+            match serde_json::from_slice::<EngineState>(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|s| engine.import(s, now).map_err(|e| e.to_string()))
+            {
+                Ok(t) => {
+                    for t in t {
+                        tracing::info!(alert = %t.alert.id, kind = ?t.kind, "alert of a removed rule closed on start");
+                    }
+                    tracing::info!(active = engine.active().len(), "alert state restored");
+                }
+                Err(e) => tracing::error!(error = %e, "persisted alert engine state ignored"),
+            }
+        }
+        let corr_state = load(CORRELATOR_KEY).and_then(|bytes| {
+            serde_json::from_slice::<CorrelatorState>(&bytes)
+                .map_err(|e| tracing::error!(error = %e, "persisted correlator state ignored"))
+                .ok()
+        });
+        match corr_state.map(|s| corr.import(s)) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "persisted correlator state ignored");
+                corr.seed_alerts(&engine.active(), &FleetView::default());
+            }
+            None => corr.seed_alerts(&engine.active(), &FleetView::default()),
+        }
+        let (tx, rx) = std_mpsc::channel();
+        let store = setup.store.clone();
+        let audit = setup.audit_log.clone();
+        let persist_stats = stats.clone();
+        let persist_busy = Arc::new(AtomicBool::new(false));
+        let busy = persist_busy.clone();
+        std::thread::Builder::new()
+            .name("alerts-persist".into())
+            .spawn(move || persister(store, audit, rx, persist_stats, busy))?;
+        Ok(AlertsActor {
+            engine,
+            corr,
+            devices: BTreeMap::new(),
+            view: FleetView::default(),
+            view_dirty: false,
+            notify: setup.notify,
+            persist: tx,
+            persist_busy,
+            state_dirty: false,
+            held: BTreeMap::new(),
+            hold_ms,
+            stats,
+            live: None,
+            republish: None,
+        })
+    }
+
+    fn view(&mut self) -> &FleetView {
+        if self.view_dirty {
+            self.view = FleetView::new(self.devices.values().cloned());
+            self.view_dirty = false;
+        }
+        &self.view
+    }
+
+    fn learn(&mut self, info: &DeviceInfo) {
+        if self.devices.get(&info.id) != Some(info) {
+            self.devices.insert(info.id.clone(), info.clone());
+            self.view_dirty = true;
+        }
+    }
+
+    fn observe(&mut self, o: Observation) {
+        self.stats.observations.fetch_add(1, Ordering::Relaxed);
+        self.learn(&o.device);
+        let t = self.engine.observe(&o.device, &o.metrics, o.at_ms);
+        let mut changes = self.corr.on_metrics(&o.device, &o.metrics, o.at_ms);
+        if !t.is_empty() {
+            self.view();
+            changes.extend(self.corr.on_transitions(&t, &self.view, o.at_ms));
+        }
+        self.handle_changes(&t, &changes, o.at_ms);
+    }
+
+    fn tick(&mut self, now_ms: i64) {
+        let t = self.engine.tick(now_ms);
+        self.corr.tick(now_ms);
+        let changes = if t.is_empty() {
+            Vec::new()
+        } else {
+            self.view();
+            self.corr.on_transitions(&t, &self.view, now_ms)
+        };
+        self.handle_changes(&t, &changes, now_ms);
+        self.release_held(now_ms);
+        self.persist_if_idle();
+    }
+
+    fn publish(&self, ev: impl FnOnce() -> LiveEvent) {
+        if let Some(hub) = self.live.as_ref().filter(|h| h.has_subscribers()) {
+            hub.publish(&ev());
+        }
+    }
+
+    /// Notifies what people should hear about, then persists.
+    fn handle_changes(&mut self, transitions: &[Transition], changes: &[IncidentChange], now_ms: i64) {
+        if let Some(r) = &self.republish {
+            for t in transitions {
+                r.offer(|| Some(RepublishItem::Alert(Box::new(t.clone()))));
+            }
+            for c in changes {
+                r.offer(|| Some(RepublishItem::Incident(Box::new(c.clone()))));
+            }
+        }
+        for t in transitions {
+            self.publish(|| LiveEvent::Alert(t.clone()));
+        }
+        for c in changes {
+            self.publish(|| LiveEvent::Incident(c.clone()));
+        }
+        for t in transitions {
+            self.stats.transitions.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(alert = %t.alert.id, kind = ?t.kind, silenced = t.silenced, value = t.alert.value, "alert transition");
+            self.consider(t, now_ms);
+        }
+        for c in changes {
+            self.stats.incident_changes.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(incident = %c.incident.id, kind = ?c.kind, cause = %c.incident.probable_cause, "incident change");
+            if let Some(n) = Notification::from_incident(c) {
+                self.send(n);
+            }
+        }
+        if !transitions.is_empty() || !changes.is_empty() {
+            self.persist_state();
+        }
+    }
+
+    fn consider(&mut self, t: &Transition, now_ms: i64) {
+        // A resolve of an alert whose firing was never sent is not news either.
+        if t.kind == TransitionKind::Resolved && self.held.remove(&t.alert.id).is_some() {
+            self.stats.held_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if t.silenced {
+            self.stats.skipped_silenced.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.corr.is_suppressed(&t.alert.id) {
+            self.stats.skipped_suppressed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Some(n) = Notification::from_transition(t) else {
+            return;
+        };
+        if t.kind == TransitionKind::Firing && t.alert.metric == PRESENCE_OFFLINE && self.hold_ms > 0 {
+            self.stats.held.fetch_add(1, Ordering::Relaxed);
+            self.held.insert(
+                t.alert.id.clone(),
+                Held {
+                    notification: n,
+                    due_ms: now_ms + self.hold_ms,
+                },
+            );
+            return;
+        }
+        self.send(n);
+    }
+
+    fn release_held(&mut self, now_ms: i64) {
+        let due: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.due_ms <= now_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let Some(h) = self.held.remove(&id) else {
+                continue;
+            };
+            let still = self
+                .engine
+                .get(&id)
+                .filter(|a| a.state == AlertState::Firing)
+                .is_some_and(|a| !self.engine.is_silenced(a, now_ms));
+            if still && !self.corr.is_suppressed(&id) {
+                self.send(h.notification);
+            } else {
+                self.stats.held_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn send(&mut self, n: Notification) {
+        self.stats.notified.fetch_add(1, Ordering::Relaxed);
+        self.notify.send(n);
+    }
+
+    /// The state changed: it is exported now, or, while the persister is still writing an
+    /// earlier export, once it is done (checked on every change and every [`TICK`]).
+    ///
+    /// One export copies every active and resolved alert (up to [`ALERT_HISTORY_CAP`]); made on each
+    /// change and queued, a thousand machines going offline at once queued a thousand copies
+    /// (600 MiB of heap in the soak's shutdown). So at most one is with the persister.
+    fn persist_state(&mut self) {
+        self.state_dirty = true;
+        self.persist_if_idle();
+    }
+
+    fn persist_if_idle(&mut self) {
+        if self.state_dirty && !self.persist_busy.load(Ordering::Acquire) {
+            self.persist_busy.store(true, Ordering::Release);
+            self.export_state();
+        }
+    }
+
+    fn export_state(&mut self) {
+        self.state_dirty = false;
+        self.stats.state_exports.fetch_add(1, Ordering::Relaxed);
+        let job = PersistJob::State(Box::new((self.engine.export(), self.corr.export())));
+        if self.persist.send(job).is_err() {
+            self.persist_busy.store(false, Ordering::Release);
+            self.stats.persist_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("alert state not persisted: the persister stopped");
+        }
+    }
+
+    fn audit(&self, who: &str, action: &str, target: &str, comment: &str) {
+        let line = serde_json::json!({
+            "at_ms": common::time::now_ms(),
+            "who": who,
+            "action": action,
+            "target": target,
+            "comment": comment,
+        });
+        let _ = self.persist.send(PersistJob::Audit(line));
+    }
+
+    fn snapshot(&self) -> AlertsSnapshot {
+        let active = self.engine.active();
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let s = &self.stats;
+        AlertsSnapshot {
+            firing: active.iter().filter(|a| a.state == AlertState::Firing).count(),
+            active: active.len(),
+            open_incidents: self.corr.open().len(),
+            silences: self.engine.silences().len(),
+            observations: l(&s.observations),
+            transitions: l(&s.transitions),
+            notified: l(&s.notified),
+            skipped_silenced: l(&s.skipped_silenced),
+            skipped_suppressed: l(&s.skipped_suppressed),
+            held: l(&s.held),
+            held_dropped: l(&s.held_dropped),
+            incident_changes: l(&s.incident_changes),
+            persist_errors: l(&s.persist_errors),
+        }
+    }
+}
+
+/// Writes the latest state (coalescing a burst) and audit lines. Ends when the actor is gone.
+fn persister(
+    store: FleetStore,
+    audit: PathBuf,
+    rx: std_mpsc::Receiver<PersistJob>,
+    stats: Arc<AlertsStats>,
+    busy: Arc<AtomicBool>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut state = None;
+        let mut lines = Vec::new();
+        for job in std::iter::once(first).chain(rx.try_iter()) {
+            match job {
+                PersistJob::State(s) => state = Some(s),
+                PersistJob::Audit(l) => lines.push(l),
+            }
+        }
+        if !lines.is_empty()
+            && let Err(e) = append_audit(&audit, &lines)
+        {
+            stats.persist_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, path = %audit.display(), "audit log not written");
+        }
+        if let Some(s) = state {
+            let (engine, corr) = *s;
+            let res = serde_json::to_vec(&engine)
+                .and_then(|e| Ok((e, serde_json::to_vec(&corr)?)))
+                .map_err(|e| e.to_string())
+                .and_then(|(e, c)| {
+                    store
+                        .save_alert_state(&[(ENGINE_KEY, e), (CORRELATOR_KEY, c)])
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = res {
+                stats.persist_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "alert state not persisted");
+            }
+            busy.store(false, Ordering::Release);
+        }
+    }
+}
+
+fn append_audit(path: &PathBuf, lines: &[serde_json::Value]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut buf = Vec::new();
+    for l in lines {
+        buf.extend_from_slice(l.to_string().as_bytes());
+        buf.push(b'\n');
+    }
+    f.write_all(&buf)?;
+    f.sync_data()
+}
+
+impl Actor for AlertsActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(100_000);
+        ctx.run_interval(TICK, |act, _| act.tick(common::time::now_ms()));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // the last changes, even if an earlier export is still being written (latest wins)
+        if self.state_dirty {
+            self.export_state();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+/// One device's samples at one time: telemetry metrics and/or derived inputs.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub device: DeviceInfo,
+    pub metrics: Vec<(String, f64)>,
+    pub at_ms: i64,
+}
+
+/// Observations from the fleet actor, evaluated in order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Observe(pub Vec<Observation>);
+
+impl Handler<Observe> for AlertsActor {
+    type Result = ();
+    fn handle(&mut self, m: Observe, _: &mut Context<Self>) {
+        for o in m.0 {
+            self.observe(o);
+        }
+    }
+}
+
+/// Which alerts `GET /api/v1/alerts` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFilter {
+    Firing,
+    Pending,
+    Resolved,
+    Acknowledged,
+    All,
+}
+
+impl std::str::FromStr for StateFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "firing" => StateFilter::Firing,
+            "pending" => StateFilter::Pending,
+            "resolved" => StateFilter::Resolved,
+            "acknowledged" => StateFilter::Acknowledged,
+            "all" => StateFilter::All,
+            _ => {
+                return Err(format!(
+                    "{s:?} is not one of firing, pending, resolved, acknowledged, all"
+                ));
+            }
+        })
+    }
+}
+
+/// Active alerts first (by rule, device), then resolved ones newest first.
+#[derive(Message)]
+#[rtype(result = "Vec<Alert>")]
+pub struct ListAlerts(pub StateFilter);
+
+impl Handler<ListAlerts> for AlertsActor {
+    type Result = MessageResult<ListAlerts>;
+    fn handle(&mut self, m: ListAlerts, _: &mut Context<Self>) -> Self::Result {
+        let active = self.engine.active().into_iter();
+        let resolved = || self.engine.history().iter().rev().cloned();
+        let out = match m.0 {
+            StateFilter::Firing => active.filter(|a| a.state == AlertState::Firing).collect(),
+            StateFilter::Pending => active.filter(|a| a.state == AlertState::Pending).collect(),
+            StateFilter::Acknowledged => active.filter(|a| a.ack.is_some()).collect(),
+            StateFilter::Resolved => resolved().collect(),
+            StateFilter::All => active.chain(resolved()).collect(),
+        };
+        MessageResult(out)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Alert, AlertError>")]
+pub struct AckAlert {
+    pub id: String,
+    pub who: String,
+    pub comment: String,
+}
+
+impl Handler<AckAlert> for AlertsActor {
+    type Result = Result<Alert, AlertError>;
+    fn handle(&mut self, m: AckAlert, _: &mut Context<Self>) -> Self::Result {
+        let a = self
+            .engine
+            .ack(&m.id, &m.who, &m.comment, common::time::now_ms())?;
+        tracing::info!(alert = %m.id, by = %m.who, "alert acknowledged");
+        self.audit(&m.who, "ack", &m.id, &m.comment);
+        self.persist_state();
+        self.publish(|| LiveEvent::Acknowledged { alert: a.clone() });
+        Ok(a)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Vec<Silence>")]
+pub struct ListSilences;
+
+impl Handler<ListSilences> for AlertsActor {
+    type Result = MessageResult<ListSilences>;
+    fn handle(&mut self, _: ListSilences, _: &mut Context<Self>) -> Self::Result {
+        let now = common::time::now_ms();
+        MessageResult(
+            self.engine
+                .silences()
+                .into_iter()
+                .filter(|s| s.is_live(now))
+                .collect(),
+        )
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Silence, AlertError>")]
+pub struct AddSilence {
+    pub matchers: Vec<Matcher>,
+    pub expires_ms: i64,
+    pub who: String,
+    pub comment: String,
+}
+
+impl Handler<AddSilence> for AlertsActor {
+    type Result = Result<Silence, AlertError>;
+    fn handle(&mut self, m: AddSilence, _: &mut Context<Self>) -> Self::Result {
+        let now = common::time::now_ms();
+        let s = self.engine.add_silence(
+            Silence {
+                id: format!("s-{}", common::ids::random_hex(6)),
+                matchers: m.matchers,
+                expires_ms: m.expires_ms,
+                created_by: m.who.clone(),
+                comment: m.comment.clone(),
+                created_ms: now,
+            },
+            now,
+        )?;
+        let target = s
+            .matchers
+            .iter()
+            .map(|x| format!("{}={}", x.label, x.value))
+            .collect::<Vec<_>>()
+            .join(",");
+        tracing::info!(silence = %s.id, by = %m.who, matchers = %target, expires_ms = s.expires_ms, "silence added");
+        self.audit(&m.who, "silence", &format!("{} {target}", s.id), &m.comment);
+        self.persist_state();
+        self.publish(|| LiveEvent::Silences);
+        Ok(s)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<(), AlertError>")]
+pub struct RemoveSilence {
+    pub id: String,
+    pub who: String,
+}
+
+impl Handler<RemoveSilence> for AlertsActor {
+    type Result = Result<(), AlertError>;
+    fn handle(&mut self, m: RemoveSilence, _: &mut Context<Self>) -> Self::Result {
+        let now = common::time::now_ms();
+        let t = self.engine.remove_silence(&m.id, now)?;
+        tracing::info!(silence = %m.id, by = %m.who, "silence removed");
+        self.audit(&m.who, "unsilence", &m.id, "");
+        self.handle_changes(&t, &[], now);
+        self.persist_state();
+        self.publish(|| LiveEvent::Silences);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentList {
+    pub open: Vec<Incident>,
+    /// Resolved and withdrawn, newest first.
+    pub recent: Vec<Incident>,
+}
+
+#[derive(Message)]
+#[rtype(result = "IncidentList")]
+pub struct ListIncidents;
+
+impl Handler<ListIncidents> for AlertsActor {
+    type Result = MessageResult<ListIncidents>;
+    fn handle(&mut self, _: ListIncidents, _: &mut Context<Self>) -> Self::Result {
+        let mut recent = self.corr.recent();
+        recent.reverse();
+        MessageResult(IncidentList {
+            open: self.corr.open(),
+            recent,
+        })
+    }
+}
+
+/// Starts republishing this actor's transitions and incident changes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachRepublisher(pub RepublishHandle);
+
+impl Handler<AttachRepublisher> for AlertsActor {
+    type Result = ();
+    fn handle(&mut self, m: AttachRepublisher, _: &mut Context<Self>) {
+        self.republish = Some(m.0);
+    }
+}
+
+impl Handler<AttachLive> for AlertsActor {
+    type Result = ();
+    fn handle(&mut self, m: AttachLive, _: &mut Context<Self>) {
+        self.live = Some(m.0);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "AlertsSnapshot")]
+pub struct GetSnapshot;
+
+impl Handler<GetSnapshot> for AlertsActor {
+    type Result = MessageResult<GetSnapshot>;
+    fn handle(&mut self, _: GetSnapshot, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.snapshot())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::rules::parse_rules;
+    use crate::notify::config::NotifySection;
+    use crate::notify::{self, NotifyStats};
+
+    /// A burst of changes while the persister writes (a fleet going offline at once) makes
+    /// one more export, not one per change, and the last state is the one written.
+    #[actix::test]
+    async fn changes_made_while_the_persister_writes_go_in_one_next_export() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FleetStore::open(&dir.path().join("fleet.sled")).unwrap();
+        let stats = Arc::new(AlertsStats::default());
+        let cfg = NotifySection::default().validate("notify").unwrap();
+        let mut a = AlertsActor::new(
+            AlertsSetup {
+                rules: parse_rules("").unwrap(),
+                notify: notify::spawn(cfg, Arc::new(NotifyStats::default())),
+                store: store.clone(),
+                audit_log: dir.path().join("audit.log"),
+                hold_offline_ms: None,
+            },
+            stats.clone(),
+        )
+        .unwrap();
+        let exports = || stats.state_exports.load(Ordering::Relaxed);
+        let wait_idle = |busy: &Arc<AtomicBool>| {
+            let t = std::time::Instant::now();
+            while busy.load(Ordering::Acquire) {
+                assert!(
+                    t.elapsed() < Duration::from_secs(10),
+                    "the persister never finished"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        a.persist_state();
+        assert_eq!(exports(), 1, "an idle persister gets the change at once");
+        wait_idle(&a.persist_busy);
+
+        // the persister is busy with an earlier export: a thousand changes wait
+        a.persist_busy.store(true, Ordering::Release);
+        let now = common::time::now_ms();
+        for i in 0..1000 {
+            let silence = crate::alerts::silence::Silence {
+                id: format!("s{i}"),
+                matchers: vec![crate::alerts::silence::Matcher {
+                    label: "device".into(),
+                    value: format!("rvm{i}"),
+                }],
+                expires_ms: now + 3_600_000,
+                created_by: "ops".into(),
+                comment: String::new(),
+                created_ms: 0,
+            };
+            a.engine.add_silence(silence, now).unwrap();
+            a.persist_state();
+        }
+        assert_eq!(exports(), 1);
+        assert!(a.state_dirty);
+        // done with it: the next tick exports once, with every change
+        a.persist_busy.store(false, Ordering::Release);
+        a.tick(now);
+        assert_eq!(exports(), 2);
+        assert!(!a.state_dirty);
+        wait_idle(&a.persist_busy);
+        let saved: EngineState =
+            serde_json::from_slice(&store.alert_state(ENGINE_KEY).unwrap().unwrap()).unwrap();
+        assert_eq!(saved.silences.len(), 1000);
+        a.tick(now);
+        assert_eq!(exports(), 2, "nothing changed since");
+    }
+}

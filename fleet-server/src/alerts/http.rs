@@ -1,0 +1,247 @@
+//! REST routes of alerting: alerts, acknowledgements, silences, incidents.
+//!
+//! | route | role |
+//! | --- | --- |
+//! | `GET /api/v1/alerts?state=firing\|pending\|resolved\|acknowledged\|all` (default: active) | viewer |
+//! | `POST /api/v1/alerts/{id}/ack` body `{"comment": "..."}` (optional) | operator |
+//! | `GET /api/v1/silences` | viewer |
+//! | `POST /api/v1/silences` body `{"matchers": [{"label", "value"}], "duration_s" or "expires_ms", "comment"}` | operator |
+//! | `DELETE /api/v1/silences/{id}` | operator |
+//! | `GET /api/v1/incidents` | viewer |
+//!
+//! Who acknowledged or silenced is the token's name; both go to the audit log.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use super::actor::{
+    AckAlert, AddSilence, ListAlerts, ListIncidents, ListSilences, RemoveSilence, StateFilter,
+};
+use super::engine::AlertError;
+use super::silence::Matcher;
+use crate::auth::Role;
+use crate::http::auth::authorize;
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
+
+/// Longest silence accepted (30 days).
+pub const MAX_SILENCE_S: u64 = 30 * 24 * 3600;
+/// Longest acknowledgement or silence comment.
+pub const MAX_COMMENT: usize = 1000;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/alerts", web::get().to(list_alerts))
+        .route("/alerts/{id}/ack", web::post().to(ack))
+        .route("/silences", web::get().to(list_silences))
+        .route("/silences", web::post().to(add_silence))
+        .route("/silences/{id}", web::delete().to(remove_silence))
+        .route("/incidents", web::get().to(incidents));
+}
+
+impl From<AlertError> for ApiError {
+    fn from(e: AlertError) -> Self {
+        match e {
+            AlertError::UnknownAlert(_) | AlertError::UnknownSilence(_) => ApiError::NotFound(e.to_string()),
+            AlertError::NotActive(_)
+            | AlertError::AlreadyAcknowledged { .. }
+            | AlertError::DuplicateSilence(_) => ApiError::Conflict(e.to_string()),
+            AlertError::Invalid(_) => ApiError::BadRequest(e.to_string()),
+            AlertError::StateVersion { .. } => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+fn mailbox(e: actix::MailboxError) -> ApiError {
+    ApiError::Internal(format!("alerts actor: {e}"))
+}
+
+/// A JSON body, or None when empty; errors name the bad field.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Option<T>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|e| ApiError::BadRequest(format!("body: {e}")))
+}
+
+fn check_comment(c: &str) -> Result<(), ApiError> {
+    if c.len() > MAX_COMMENT {
+        return Err(ApiError::BadRequest(format!(
+            "comment: {} bytes is longer than {MAX_COMMENT}",
+            c.len()
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct StateQuery {
+    state: Option<String>,
+}
+
+async fn list_alerts(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Role::Viewer)?;
+    let q = web::Query::<StateQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
+    let (filter, label) = match q.state.as_deref() {
+        None => (None, "active"),
+        Some(s) => (
+            Some(
+                s.parse::<StateFilter>()
+                    .map_err(|e| ApiError::BadRequest(format!("query parameter state: {e}")))?,
+            ),
+            s,
+        ),
+    };
+    let alerts = match filter {
+        Some(f) => state.alerting.alerts.send(ListAlerts(f)).await.map_err(mailbox)?,
+        None => {
+            let mut v = state
+                .alerting
+                .alerts
+                .send(ListAlerts(StateFilter::Firing))
+                .await
+                .map_err(mailbox)?;
+            v.extend(
+                state
+                    .alerting
+                    .alerts
+                    .send(ListAlerts(StateFilter::Pending))
+                    .await
+                    .map_err(mailbox)?,
+            );
+            v
+        }
+    };
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "state": label, "alerts": alerts })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    #[serde(default)]
+    comment: String,
+}
+
+async fn ack(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let who = authorize(&req, &state, Role::Operator)?;
+    let b: AckBody = parse_body(&body)?.unwrap_or_default();
+    check_comment(&b.comment)?;
+    let alert = state
+        .alerting
+        .alerts
+        .send(AckAlert {
+            id: id.into_inner(),
+            who: who.name,
+            comment: b.comment,
+        })
+        .await
+        .map_err(mailbox)??;
+    Ok(HttpResponse::Ok().json(alert))
+}
+
+async fn list_silences(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Role::Viewer)?;
+    let s = state.alerting.alerts.send(ListSilences).await.map_err(mailbox)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "silences": s })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilenceBody {
+    matchers: Vec<Matcher>,
+    #[serde(default)]
+    duration_s: Option<u64>,
+    #[serde(default)]
+    expires_ms: Option<i64>,
+    #[serde(default)]
+    comment: String,
+}
+
+async fn add_silence(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let who = authorize(&req, &state, Role::Operator)?;
+    let b: SilenceBody =
+        parse_body(&body)?.ok_or_else(|| ApiError::BadRequest("body: a silence is required".into()))?;
+    check_comment(&b.comment)?;
+    if b.matchers.is_empty() {
+        return Err(ApiError::BadRequest(
+            "matchers: at least one {\"label\", \"value\"} is needed (a silence of everything is refused)"
+                .into(),
+        ));
+    }
+    if let Some(i) = b
+        .matchers
+        .iter()
+        .position(|m| m.label.is_empty() || m.value.is_empty())
+    {
+        return Err(ApiError::BadRequest(format!(
+            "matchers[{i}]: label and value must not be empty"
+        )));
+    }
+    let now = common::time::now_ms();
+    let expires_ms = match (b.duration_s, b.expires_ms) {
+        (Some(d), None) if (1..=MAX_SILENCE_S).contains(&d) => now + d as i64 * 1000,
+        (Some(d), None) => {
+            return Err(ApiError::BadRequest(format!(
+                "duration_s: {d} is not between 1 and {MAX_SILENCE_S}"
+            )));
+        }
+        (None, Some(e)) if e > now && e - now <= MAX_SILENCE_S as i64 * 1000 => e,
+        (None, Some(e)) => {
+            return Err(ApiError::BadRequest(format!(
+                "expires_ms: {e} is not in the next {MAX_SILENCE_S} s"
+            )));
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "duration_s: give either duration_s or expires_ms".into(),
+            ));
+        }
+    };
+    let s = state
+        .alerting
+        .alerts
+        .send(AddSilence {
+            matchers: b.matchers,
+            expires_ms,
+            who: who.name,
+            comment: b.comment,
+        })
+        .await
+        .map_err(mailbox)??;
+    Ok(HttpResponse::Created().json(s))
+}
+
+async fn remove_silence(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let who = authorize(&req, &state, Role::Operator)?;
+    state
+        .alerting
+        .alerts
+        .send(RemoveSilence {
+            id: id.into_inner(),
+            who: who.name,
+        })
+        .await
+        .map_err(mailbox)??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn incidents(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Role::Viewer)?;
+    let list = state.alerting.alerts.send(ListIncidents).await.map_err(mailbox)?;
+    Ok(HttpResponse::Ok().json(list))
+}

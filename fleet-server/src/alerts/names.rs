@@ -1,0 +1,64 @@
+//! The inputs a rule may name: the flat metric names of [`common::Telemetry::flat_metrics`],
+//! the vision service's `app.*` metrics, and the [`SPECIAL_INPUTS`] the server derives itself
+//! ([`super::inputs`]). A leaf: the rules, the correlator's settings and the derived inputs
+//! all name inputs, and none of them needs the others for it.
+
+/// Flat metric names a rule may use (see `Telemetry::flat_metrics`), plus `app.<name>`.
+pub const FLAT_METRICS: &[&str] = &[
+    "cpu.usage_pct",
+    "load1",
+    "memory.total_bytes",
+    "memory.used_bytes",
+    "memory.used_pct",
+    "swap.used_pct",
+    "disk.max_used_pct",
+    "net.rx_bytes_per_s",
+    "net.tx_bytes_per_s",
+    "temp.max_c",
+    "process.down",
+    "gpu.load_pct",
+    "gpu.freq_mhz",
+    "gpu.temp_c",
+    "power.total_mw",
+];
+
+/// Prefix of the vision service's application metrics (`app.errors`, `app.camera_fps`, ...).
+pub const APP_PREFIX: &str = "app.";
+
+/// `1` while the device is offline (presence), `0` otherwise.
+pub const PRESENCE_OFFLINE: &str = "presence.offline";
+/// Records the agent reported dropped (buffer cap) during the last evaluation window.
+pub const RECORDS_DROPPED: &str = "agent.records_dropped";
+/// `1` for one evaluation after the server saw a new boot id, then `0`.
+pub const AGENT_RESTARTED: &str = "agent.restarted";
+/// `1` while the latest recovery action on the device failed, `0` once one succeeds.
+pub const RECOVERY_FAILED: &str = "agent.recovery_failed";
+/// Device clock minus server clock, in seconds (signed).
+pub const CLOCK_SKEW: &str = "clock.skew_s";
+
+/// Inputs the server derives from presence, events and envelopes rather than telemetry.
+pub const SPECIAL_INPUTS: &[&str] = &[
+    PRESENCE_OFFLINE,
+    RECORDS_DROPPED,
+    AGENT_RESTARTED,
+    RECOVERY_FAILED,
+    CLOCK_SKEW,
+];
+
+/// Is `name` an input a rule may use?
+pub fn is_known_input(name: &str) -> bool {
+    FLAT_METRICS.contains(&name)
+        || SPECIAL_INPUTS.contains(&name)
+        || name.strip_prefix(APP_PREFIX).is_some_and(|rest| !rest.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_metrics_and_special_inputs_are_known_inputs() {
+        assert!(is_known_input("app.camera_fps") && is_known_input(PRESENCE_OFFLINE));
+        assert!(!is_known_input("app.") && !is_known_input("gpu.temp"));
+    }
+}

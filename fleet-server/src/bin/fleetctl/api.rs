@@ -1,0 +1,201 @@
+//! Calls to the fleet server's API (`devices`, `alerts`, `ack`, `silence`), printed as tables.
+
+use crate::Remote;
+
+pub fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+pub fn devices(remote: &Remote) -> anyhow::Result<()> {
+    block_on(async {
+        let v = api(remote, reqwest::Method::GET, "/api/v1/devices", None).await?;
+        let list = v["devices"].as_array().cloned().unwrap_or_default();
+        println!(
+            "{:<16} {:<9} {:<10} {:>6} {:>6} {:>6}",
+            "DEVICE", "STATUS", "SITE", "CPU%", "MEM%", "GPU%"
+        );
+        for d in list {
+            let m = &d["metrics"];
+            let f = |k: &str| {
+                m[k].as_f64()
+                    .map(|v| format!("{v:.1}"))
+                    .unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "{:<16} {:<9} {:<10} {:>6} {:>6} {:>6}",
+                d["id"].as_str().unwrap_or("?"),
+                d["status"].as_str().unwrap_or("?"),
+                d["site"].as_str().unwrap_or("-"),
+                f("cpu.usage_pct"),
+                f("memory.used_pct"),
+                f("gpu.load_pct")
+            );
+        }
+        anyhow::Ok(())
+    })
+}
+
+pub fn alerts(remote: &Remote, state: Option<&str>) -> anyhow::Result<()> {
+    block_on(async {
+        let path = match state {
+            Some(s) => format!("/api/v1/alerts?state={s}"),
+            None => "/api/v1/alerts".to_string(),
+        };
+        let v = api(remote, reqwest::Method::GET, &path, None).await?;
+        let list = v["alerts"].as_array().cloned().unwrap_or_default();
+        println!(
+            "{:<40} {:<9} {:<9} {:<16} {:<10} SUMMARY",
+            "ID", "STATE", "SEVERITY", "DEVICE", "ACK"
+        );
+        for a in &list {
+            let mut state = a["state"].as_str().unwrap_or("?").to_string();
+            if a["silenced_by"].is_string() {
+                state.push('*');
+            }
+            println!(
+                "{:<40} {:<9} {:<9} {:<16} {:<10} {}",
+                a["id"].as_str().unwrap_or("?"),
+                state,
+                a["severity"].as_str().unwrap_or("?"),
+                a["device"].as_str().unwrap_or("?"),
+                a["ack"]["by"].as_str().unwrap_or("-"),
+                a["summary"].as_str().unwrap_or("")
+            );
+        }
+        eprintln!(
+            "{} alert(s) ({}; * = silenced)",
+            list.len(),
+            v["state"].as_str().unwrap_or("?")
+        );
+        anyhow::Ok(())
+    })
+}
+
+pub fn ack(remote: &Remote, id: &str, comment: &str) -> anyhow::Result<()> {
+    block_on(async {
+        let path = format!("/api/v1/alerts/{id}/ack");
+        let body = serde_json::json!({ "comment": comment });
+        let a = api(remote, reqwest::Method::POST, &path, Some(body)).await?;
+        println!(
+            "acknowledged {} by {}",
+            a["id"].as_str().unwrap_or(id),
+            a["ack"]["by"].as_str().unwrap_or("?")
+        );
+        anyhow::Ok(())
+    })
+}
+
+pub fn silence(
+    remote: &Remote,
+    matchers: Vec<(String, String)>,
+    duration_s: Option<u64>,
+    comment: &str,
+    list: bool,
+    remove: Option<String>,
+) -> anyhow::Result<()> {
+    block_on(async {
+        if list {
+            let v = api(remote, reqwest::Method::GET, "/api/v1/silences", None).await?;
+            println!(
+                "{:<12} {:<14} {:<12} {:<32} COMMENT",
+                "ID", "EXPIRES_MS", "BY", "MATCH"
+            );
+            for s in v["silences"].as_array().cloned().unwrap_or_default() {
+                let m: Vec<String> = s["matchers"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{}={}",
+                            m["label"].as_str().unwrap_or("?"),
+                            m["value"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect();
+                println!(
+                    "{:<12} {:<14} {:<12} {:<32} {}",
+                    s["id"].as_str().unwrap_or("?"),
+                    s["expires_ms"].as_i64().unwrap_or(0),
+                    s["created_by"].as_str().unwrap_or("?"),
+                    m.join(","),
+                    s["comment"].as_str().unwrap_or("")
+                );
+            }
+            return Ok(());
+        }
+        if let Some(id) = remove {
+            api(
+                remote,
+                reqwest::Method::DELETE,
+                &format!("/api/v1/silences/{id}"),
+                None,
+            )
+            .await?;
+            println!("removed silence {id}");
+            return Ok(());
+        }
+        anyhow::ensure!(
+            !matchers.is_empty(),
+            "--match label=value is required (repeat for more)"
+        );
+        let duration_s = duration_s.ok_or_else(|| anyhow::anyhow!("--for DURATION is required (e.g. 2h)"))?;
+        let body = serde_json::json!({
+            "matchers": matchers
+                .iter()
+                .map(|(l, v)| serde_json::json!({ "label": l, "value": v }))
+                .collect::<Vec<_>>(),
+            "duration_s": duration_s,
+            "comment": comment,
+        });
+        let s = api(remote, reqwest::Method::POST, "/api/v1/silences", Some(body)).await?;
+        println!(
+            "silence {} until {} ms",
+            s["id"].as_str().unwrap_or("?"),
+            s["expires_ms"].as_i64().unwrap_or(0)
+        );
+        anyhow::Ok(())
+    })
+}
+
+/// One API call; an error status becomes an error with the server's message.
+pub async fn api(
+    remote: &Remote,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let base = remote.server.trim_end_matches('/');
+    anyhow::ensure!(
+        base.starts_with("http://"),
+        "--server must start with http:// (got {base}; put a TLS proxy in front for https)"
+    );
+    let url = format!("{base}{path}");
+    let mut req = reqwest::Client::new()
+        .request(method.clone(), &url)
+        .bearer_auth(&remote.token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{method} {url}: {e}"))?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    if !status.is_success() {
+        let msg = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        anyhow::bail!("{method} {path}: the server answered {status}: {msg}");
+    }
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    Ok(serde_json::from_str(&text)?)
+}

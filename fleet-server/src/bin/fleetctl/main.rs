@@ -1,0 +1,437 @@
+//! fleetctl: the operator's command line.
+//!
+//! - this file: the command line (clap) and what each command runs
+//! - [`mod@certs`]: certificates, bundles and API tokens
+//! - [`command`]: remote commands and rollouts
+//! - [`api`]: the server's API (devices, alerts, acknowledgements, silences)
+
+mod api;
+mod certs;
+mod command;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::api::{ack, alerts, block_on, devices, silence};
+use crate::certs::{CertsCmd, TokenCmd, certs, token};
+use crate::command::{CmdCmd, cmd};
+
+#[derive(Parser)]
+#[command(name = "fleetctl", version, about = "RVM Fleet operator command line")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Certificates: the fleet CA, the server, devices, read-only subscribers.
+    Certs {
+        #[command(subcommand)]
+        cmd: CertsCmd,
+    },
+    /// API tokens (written to the server's data directory).
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+    /// List devices from a running server.
+    Devices {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List alerts (default: the active ones).
+    Alerts {
+        /// firing, pending, resolved, acknowledged or all.
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Remote recovery commands: send one, follow it, list a machine's, roll out to many.
+    #[command(name = "cmd")]
+    Command {
+        #[command(subcommand)]
+        cmd: CmdCmd,
+    },
+    /// Acknowledge an alert (needs an operator token; you are the token's name).
+    Ack {
+        id: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Silence notifications of matching alerts, list silences, or remove one.
+    Silence {
+        /// `label=value` that alerts must have (repeat: all must match), e.g. `site=oslo`.
+        #[arg(long = "match", value_name = "LABEL=VALUE", value_parser = parse_matcher)]
+        matchers: Vec<(String, String)>,
+        /// How long: `30m`, `2h`, `1d`.
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_for)]
+        duration_s: Option<u64>,
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// List the active silences instead.
+        #[arg(long, conflicts_with_all = ["matchers", "duration_s", "remove"])]
+        list: bool,
+        /// Remove the silence with this id instead.
+        #[arg(long, value_name = "ID", conflicts_with_all = ["matchers", "duration_s"])]
+        remove: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Write `mosquitto.conf` and `acl` for Mosquitto (Debian `mosquitto`) as the fleet's
+    /// broker; rerun after issuing a reader certificate (see config/mosquitto/README.md).
+    BrokerConfig {
+        /// Directory to write `mosquitto.conf` and `acl` into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Certificate directory; reader certificates are listed from its `clients/`.
+        #[arg(long, default_value = "certs")]
+        certs: PathBuf,
+        /// Listener for devices and readers.
+        #[arg(long, default_value = fleet_server::broker::mosquitto::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// Listener for the fleet server's own sessions; keep it out of the devices' reach.
+        #[arg(long, default_value = fleet_server::broker::mosquitto::DEFAULT_SERVER_LISTEN)]
+        server_listen: std::net::SocketAddr,
+        /// Where Mosquitto reads ca.pem, server.pem and server.key on the broker host
+        /// (default: --certs).
+        #[arg(long)]
+        broker_certs: Option<PathBuf>,
+        /// Where the acl file will be on the broker host (default: --out).
+        #[arg(long)]
+        conf_dir: Option<PathBuf>,
+        #[arg(long, default_value = fleet_server::broker::mosquitto::DEFAULT_PERSISTENCE_DIR)]
+        persistence_dir: PathBuf,
+        /// Account Mosquitto switches to when started as root (default: Mosquitto's, `mosquitto`).
+        #[arg(long)]
+        run_as: Option<String>,
+    },
+    /// Subscribe to the broker and print one JSON line per message (`rvm/v1/...` records
+    /// decoded; `fleet/v1/...` as they are).
+    Sub {
+        /// Topic filter, e.g. `fleet/v1/#` or `rvm/v1/rvm0001/telemetry`.
+        filter: String,
+        /// Certificate directory of --name.
+        #[arg(long, default_value = "certs")]
+        certs: PathBuf,
+        /// Whose certificate from --certs: `fleet-server`, `reader-NAME` or a device id.
+        #[arg(long, required_unless_present = "cert", conflicts_with = "cert")]
+        name: Option<String>,
+        /// Client certificate (PEM), instead of --name; needs --key, --ca and --cn.
+        #[arg(long, requires_all = ["key", "ca", "cn"])]
+        cert: Option<PathBuf>,
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The fleet CA (PEM).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// The certificate's CN (the client id starts with it).
+        #[arg(long)]
+        cn: Option<String>,
+        #[arg(long, env = "FLEET_BROKER", default_value = "127.0.0.1:8883")]
+        broker: String,
+        /// Stop after N messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Print each payload alone instead of {topic, retain, payload}.
+        #[arg(long)]
+        payload_only: bool,
+    },
+}
+
+/// Where the server is and who we are.
+#[derive(Args, Clone)]
+struct Remote {
+    #[arg(long, env = "FLEET_URL", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    #[arg(long, env = "FLEET_TOKEN")]
+    token: String,
+}
+
+fn parse_matcher(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((l, v)) if !l.trim().is_empty() && !v.trim().is_empty() => {
+            Ok((l.trim().to_string(), v.trim().to_string()))
+        }
+        _ => Err(format!("{s:?} is not label=value")),
+    }
+}
+
+/// A duration with a unit (`90s`, `30m`, `2h`, `1d`), in seconds.
+fn parse_for(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30m, 2h or 1d"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "" => return Err(format!("{s:?} needs a unit: s, m, h or d")),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m, h or d)")),
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{s:?} is not a usable duration"))
+}
+
+fn main() -> ExitCode {
+    common::tls::install_crypto_provider();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fleetctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Command { cmd: c } => cmd(c),
+        Cmd::Certs { cmd } => certs(cmd),
+        Cmd::Token { cmd } => token(cmd),
+        Cmd::Devices { remote } => devices(&remote),
+        Cmd::Alerts { state, remote } => alerts(&remote, state.as_deref()),
+        Cmd::Ack { id, comment, remote } => ack(&remote, &id, &comment),
+        Cmd::Silence {
+            matchers,
+            duration_s,
+            comment,
+            list,
+            remove,
+            remote,
+        } => silence(&remote, matchers, duration_s, &comment, list, remove),
+        Cmd::BrokerConfig {
+            out,
+            certs,
+            listen,
+            server_listen,
+            broker_certs,
+            conf_dir,
+            persistence_dir,
+            run_as,
+        } => broker_config(fleet_server::broker::mosquitto::BrokerConfigRequest {
+            out,
+            certs,
+            listen,
+            server_listen,
+            broker_certs,
+            conf_dir,
+            persistence_dir,
+            run_as,
+        }),
+        Cmd::Sub {
+            filter,
+            certs,
+            name,
+            cert,
+            key,
+            ca,
+            cn,
+            broker,
+            count,
+            payload_only,
+        } => {
+            let who = match (name, cert, key, ca, cn) {
+                (Some(name), ..) => fleet_server::sub::Who::Named { certs, name },
+                (None, Some(cert), Some(key), Some(ca), Some(cn)) => fleet_server::sub::Who::Files {
+                    identity: common::tls::ClientIdentity { ca, cert, key },
+                    cn,
+                },
+                _ => anyhow::bail!("pass --name, or --cert with --key, --ca and --cn"),
+            };
+            sub(fleet_server::sub::SubOptions {
+                filter,
+                who,
+                broker,
+                count,
+                payload_only,
+            })
+        }
+    }
+}
+
+fn broker_config(req: fleet_server::broker::mosquitto::BrokerConfigRequest) -> anyhow::Result<()> {
+    let w = fleet_server::broker::mosquitto::write_config(&req)?;
+    println!("wrote {}\nwrote {}", w.conf.display(), w.acl.display());
+    match w.readers.is_empty() {
+        true => println!("readers: none (issue one with `fleetctl certs client NAME --read-only`)"),
+        false => println!("readers: {}", w.readers.join(", ")),
+    }
+    println!(
+        "after issuing another reader certificate run this again and reload Mosquitto \
+         (`systemctl reload mosquitto`)\n\
+         the fleet server connects to the server listener: [mqtt] embedded = false, \
+         connect = \"{}\"",
+        w.setup.server_listen
+    );
+    Ok(())
+}
+
+fn sub(opts: fleet_server::sub::SubOptions) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    block_on(async move {
+        let stdout = std::io::stdout();
+        fleet_server::sub::run(&opts, |line| {
+            let mut o = stdout.lock();
+            // a closed pipe (`| head`) ends the output; the next write fails the same way
+            let _ = writeln!(o, "{line}").and_then(|_| o.flush());
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+        anyhow::Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::action_json;
+
+    #[test]
+    fn token_create_takes_a_ttl_with_a_unit() {
+        let cli =
+            Cli::try_parse_from(["fleetctl", "token", "create", "--name", "ci", "--ttl", "30d"]).unwrap();
+        let Cmd::Token {
+            cmd: TokenCmd::Create { ttl, .. },
+        } = cli.cmd
+        else {
+            panic!("token create");
+        };
+        assert_eq!(ttl, Some(30 * 86_400));
+        assert!(Cli::try_parse_from(["fleetctl", "token", "create", "--name", "ci", "--ttl", "30"]).is_err());
+    }
+
+    #[test]
+    fn cmd_send_builds_the_action_and_names_a_missing_target() {
+        assert_eq!(
+            action_json("restart_unit", Some("vision.service")).unwrap(),
+            serde_json::json!({"restart_unit": {"unit": "vision.service"}})
+        );
+        assert_eq!(action_json("reboot", None).unwrap(), serde_json::json!("reboot"));
+        assert!(
+            action_json("restart_unit", None)
+                .unwrap_err()
+                .to_string()
+                .contains("--target")
+        );
+        assert!(
+            action_json("format_disk", None)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown action")
+        );
+        let cli = Cli::try_parse_from([
+            "fleetctl",
+            "cmd",
+            "send",
+            "rvm1",
+            "drop_caches",
+            "--reason",
+            "x",
+            "--token",
+            "t",
+        ]);
+        assert!(cli.is_ok());
+    }
+
+    #[test]
+    fn silence_arguments_parse_matchers_and_durations() {
+        let cli = Cli::try_parse_from([
+            "fleetctl",
+            "silence",
+            "--match",
+            "site=oslo",
+            "--match",
+            "rule=device_offline",
+            "--for",
+            "2h",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        let Cmd::Silence {
+            matchers, duration_s, ..
+        } = cli.cmd
+        else {
+            panic!("not silence")
+        };
+        assert_eq!(
+            matchers,
+            vec![
+                ("site".into(), "oslo".into()),
+                ("rule".into(), "device_offline".into())
+            ]
+        );
+        assert_eq!(duration_s, Some(7200));
+        assert!(parse_for("90").unwrap_err().contains("unit"));
+        assert!(parse_for("5w").is_err());
+        assert!(parse_matcher("site").is_err());
+        assert!(
+            Cli::try_parse_from(["fleetctl", "silence", "--list", "--for", "1h", "--token", "t"]).is_err()
+        );
+    }
+    #[test]
+    fn sub_and_broker_config_arguments_parse() {
+        let cli = Cli::try_parse_from([
+            "fleetctl",
+            "sub",
+            "fleet/v1/#",
+            "--name",
+            "reader-graf",
+            "--count",
+            "2",
+        ])
+        .unwrap();
+        let Cmd::Sub {
+            filter,
+            name,
+            count,
+            broker,
+            ..
+        } = cli.cmd
+        else {
+            panic!("sub")
+        };
+        assert_eq!(
+            (filter.as_str(), name.as_deref(), count),
+            ("fleet/v1/#", Some("reader-graf"), Some(2))
+        );
+        assert_eq!(broker, "127.0.0.1:8883");
+        // either a name or explicit files, with everything they need
+        assert!(Cli::try_parse_from(["fleetctl", "sub", "fleet/v1/#"]).is_err());
+        assert!(Cli::try_parse_from(["fleetctl", "sub", "fleet/v1/#", "--cert", "c.pem"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "fleetctl", "sub", "#", "--cert", "c.pem", "--key", "k.pem", "--ca", "ca.pem", "--cn", "rvm1"
+            ])
+            .is_ok()
+        );
+        let cli = Cli::try_parse_from(["fleetctl", "broker-config", "--out", "/tmp/x"]).unwrap();
+        let Cmd::BrokerConfig {
+            listen,
+            server_listen,
+            ..
+        } = cli.cmd
+        else {
+            panic!("broker-config")
+        };
+        assert_eq!(
+            listen.to_string(),
+            fleet_server::broker::mosquitto::DEFAULT_LISTEN
+        );
+        assert_eq!(
+            server_listen.to_string(),
+            fleet_server::broker::mosquitto::DEFAULT_SERVER_LISTEN
+        );
+    }
+}

@@ -1,0 +1,432 @@
+//! Remote recovery commands on the server (pure): the per-device durable queue's records,
+//! their lifecycle, when to (re)send, expire or time out, and rollouts across a fleet.
+//!
+//! ```text
+//! queued -> sent -> accepted -> running -> succeeded | failed
+//!    \        \         \
+//!     `--------`---------`---> expired (TTL passed before the agent accepted)
+//!                               rejected (the agent refused: signature, device, expiry, allow-list, interlock)
+//!                               timed_out (accepted but no final result within the TTL + grace)
+//! ```
+//!
+//! A command is signed once, when it is created; re-sending publishes the same bytes, so the
+//! agent's "never run an id twice" rule makes resends harmless. The actor persists every record
+//! after each change and writes the audit log.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use common::DeviceId;
+use common::command::{Action, CommandResult, CommandStatus, SignedCommand};
+use serde::{Deserialize, Serialize};
+
+/// Resend a sent command the agent has not answered after this long (while it is online).
+pub const RESEND_AFTER_MS: i64 = 10_000;
+/// After accepted, a final result is expected within the TTL plus this.
+pub const RESULT_GRACE_MS: i64 = 60_000;
+/// TTL bounds.
+pub const MIN_TTL_S: u64 = 1;
+pub const MAX_TTL_S: u64 = 7 * 24 * 3600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CmdState {
+    Queued,
+    Sent,
+    Accepted,
+    Running,
+    Succeeded,
+    Failed,
+    Rejected,
+    Expired,
+    TimedOut,
+}
+
+impl CmdState {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            CmdState::Succeeded
+                | CmdState::Failed
+                | CmdState::Rejected
+                | CmdState::Expired
+                | CmdState::TimedOut
+        )
+    }
+
+    /// Not yet accepted by the agent: still deliverable.
+    pub fn is_pending(self) -> bool {
+        matches!(self, CmdState::Queued | CmdState::Sent)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    pub id: String,
+    pub device: DeviceId,
+    pub action: Action,
+    pub reason: String,
+    pub issued_by: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub state: CmdState,
+    pub updated_ms: i64,
+    /// Bounded output of the final result.
+    pub output: String,
+    /// Why it was rejected, failed, expired or timed out.
+    pub detail: Option<String>,
+    pub sends: u32,
+    pub last_sent_ms: Option<i64>,
+    pub accepted_ms: Option<i64>,
+    pub rollout: Option<String>,
+    /// The bytes sent (and re-sent) to the agent.
+    pub signed: SignedCommand,
+}
+
+/// What the API shows of a command.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandView {
+    pub id: String,
+    pub device: DeviceId,
+    pub action: Action,
+    pub reason: String,
+    pub issued_by: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub updated_ms: i64,
+    pub state: CmdState,
+    pub output: String,
+    pub detail: Option<String>,
+    pub sends: u32,
+    pub rollout: Option<String>,
+}
+
+impl CommandRecord {
+    pub fn view(&self) -> CommandView {
+        CommandView {
+            id: self.id.clone(),
+            device: self.device.clone(),
+            action: self.action.clone(),
+            reason: self.reason.clone(),
+            issued_by: self.issued_by.clone(),
+            created_ms: self.created_ms,
+            expires_ms: self.expires_ms,
+            updated_ms: self.updated_ms,
+            state: self.state,
+            output: self.output.clone(),
+            detail: self.detail.clone(),
+            sends: self.sends,
+            rollout: self.rollout.clone(),
+        }
+    }
+}
+
+/// What the actor should do after a change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Send {
+        device: DeviceId,
+        id: String,
+    },
+    Changed {
+        id: String,
+        from: CmdState,
+        to: CmdState,
+    },
+}
+
+/// All commands, by id, with a per-device index in creation order.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct CommandBook {
+    records: BTreeMap<String, CommandRecord>,
+    by_device: BTreeMap<DeviceId, VecDeque<String>>,
+}
+
+/// Records kept per device (oldest final ones are forgotten first).
+pub const KEEP_PER_DEVICE: usize = 200;
+
+impl CommandBook {
+    pub fn get(&self, id: &str) -> Option<&CommandRecord> {
+        self.records.get(id)
+    }
+
+    pub fn for_device(&self, device: &DeviceId) -> Vec<&CommandRecord> {
+        self.by_device
+            .get(device)
+            .map(|ids| ids.iter().rev().filter_map(|i| self.records.get(i)).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &CommandRecord> {
+        self.records.values()
+    }
+
+    /// Adds a new command; returns the effects (a send if the device is online).
+    pub fn insert(&mut self, rec: CommandRecord, online: bool, now_ms: i64) -> (Vec<Effect>, Vec<String>) {
+        let mut fx = Vec::new();
+        let id = rec.id.clone();
+        let device = rec.device.clone();
+        let q = self.by_device.entry(device.clone()).or_default();
+        q.push_back(id.clone());
+        let mut forgotten = Vec::new();
+        while q.len() > KEEP_PER_DEVICE {
+            let old = q.front().cloned();
+            match old.and_then(|o| self.records.get(&o).map(|r| (o, r.state))) {
+                Some((o, s)) if s.is_final() => {
+                    q.pop_front();
+                    self.records.remove(&o);
+                    forgotten.push(o);
+                }
+                _ => break,
+            }
+        }
+        self.records.insert(id.clone(), rec);
+        if online {
+            fx.extend(self.mark_sent(&id, now_ms));
+        }
+        (fx, forgotten)
+    }
+
+    fn set(&mut self, id: &str, to: CmdState, now_ms: i64, detail: Option<String>) -> Option<Effect> {
+        let r = self.records.get_mut(id)?;
+        let from = r.state;
+        if from == to || from.is_final() {
+            return None;
+        }
+        r.state = to;
+        r.updated_ms = now_ms;
+        if detail.is_some() {
+            r.detail = detail;
+        }
+        Some(Effect::Changed {
+            id: id.into(),
+            from,
+            to,
+        })
+    }
+
+    fn mark_sent(&mut self, id: &str, now_ms: i64) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let Some(r) = self.records.get_mut(id) else {
+            return fx;
+        };
+        if !r.state.is_pending() || now_ms >= r.expires_ms {
+            return fx;
+        }
+        r.sends += 1;
+        r.last_sent_ms = Some(now_ms);
+        fx.push(Effect::Send {
+            device: r.device.clone(),
+            id: id.into(),
+        });
+        fx.extend(self.set(id, CmdState::Sent, now_ms, None));
+        fx
+    }
+
+    /// The device came online: send everything still pending and not expired, oldest first.
+    pub fn on_online(&mut self, device: &DeviceId, now_ms: i64) -> Vec<Effect> {
+        let ids: Vec<String> = self
+            .by_device
+            .get(device)
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default();
+        ids.iter().flat_map(|id| self.mark_sent(id, now_ms)).collect()
+    }
+
+    /// A result from the agent. Unknown ids are ignored (None).
+    pub fn on_result(&mut self, device: &DeviceId, res: &CommandResult, now_ms: i64) -> Option<Vec<Effect>> {
+        let r = self.records.get_mut(&res.command_id)?;
+        if &r.device != device {
+            // a device reporting on another device's command: ignore
+            return None;
+        }
+        if res.status.is_final() {
+            r.output = res.output.clone();
+        }
+        if res.status == CommandStatus::Accepted && r.accepted_ms.is_none() {
+            r.accepted_ms = Some(now_ms);
+        }
+        let to = match res.status {
+            CommandStatus::Accepted => CmdState::Accepted,
+            CommandStatus::Running => CmdState::Running,
+            CommandStatus::Succeeded => CmdState::Succeeded,
+            CommandStatus::Failed => CmdState::Failed,
+            CommandStatus::Rejected => CmdState::Rejected,
+        };
+        // accepted/running never move a command backwards
+        let rank = |s: CmdState| match s {
+            CmdState::Queued => 0,
+            CmdState::Sent => 1,
+            CmdState::Accepted => 2,
+            CmdState::Running => 3,
+            _ => 4,
+        };
+        if rank(to) < rank(r.state) {
+            return Some(Vec::new());
+        }
+        Some(
+            self.set(&res.command_id, to, now_ms, res.reason.clone())
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    /// Expiry, timeouts and resends. `online` says whether a device is connected now.
+    pub fn tick(&mut self, now_ms: i64, online: impl Fn(&DeviceId) -> bool) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let ids: Vec<String> = self
+            .records
+            .values()
+            .filter(|r| !r.state.is_final())
+            .map(|r| r.id.clone())
+            .collect();
+        for id in ids {
+            let Some(r) = self.records.get(&id) else { continue };
+            let (state, expires, last_sent, accepted, device) = (
+                r.state,
+                r.expires_ms,
+                r.last_sent_ms,
+                r.accepted_ms,
+                r.device.clone(),
+            );
+            if state.is_pending() && now_ms >= expires {
+                fx.extend(self.set(
+                    &id,
+                    CmdState::Expired,
+                    now_ms,
+                    Some("TTL passed before the agent accepted it".into()),
+                ));
+            } else if matches!(state, CmdState::Accepted | CmdState::Running)
+                && now_ms >= expires.max(accepted.unwrap_or(0)) + RESULT_GRACE_MS
+            {
+                fx.extend(self.set(
+                    &id,
+                    CmdState::TimedOut,
+                    now_ms,
+                    Some("no final result in time".into()),
+                ));
+            } else if online(&device)
+                && (state == CmdState::Queued
+                    || (state == CmdState::Sent && last_sent.is_none_or(|t| now_ms - t >= RESEND_AFTER_MS)))
+            {
+                // queued while the device was away, or sent and unanswered: (re)send
+                fx.extend(self.mark_sent(&id, now_ms));
+            }
+        }
+        fx
+    }
+
+    pub fn restore(&mut self, rec: CommandRecord) {
+        self.by_device
+            .entry(rec.device.clone())
+            .or_default()
+            .push_back(rec.id.clone());
+        self.records.insert(rec.id.clone(), rec);
+    }
+
+    pub fn sort_indexes(&mut self) {
+        let recs = &self.records;
+        for q in self.by_device.values_mut() {
+            let mut v: Vec<String> = q.drain(..).collect();
+            v.sort_by_key(|i| recs.get(i).map(|r| r.created_ms).unwrap_or(0));
+            q.extend(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::testkit::*;
+
+    #[test]
+    fn a_command_to_an_online_device_is_sent_at_once_and_follows_its_results() {
+        let mut b = CommandBook::default();
+        let (fx, _) = b.insert(rec("c1", "a", 0, 60_000), true, 0);
+        assert!(fx.contains(&Effect::Send {
+            device: d("a"),
+            id: "c1".into()
+        }));
+        assert_eq!(b.get("c1").unwrap().state, CmdState::Sent);
+        for (s, want) in [
+            (CommandStatus::Accepted, CmdState::Accepted),
+            (CommandStatus::Running, CmdState::Running),
+            (CommandStatus::Succeeded, CmdState::Succeeded),
+        ] {
+            b.on_result(&d("a"), &result("c1", s), 10).unwrap();
+            assert_eq!(b.get("c1").unwrap().state, want);
+        }
+        // a late "accepted" (a resend answered twice) never moves it back
+        b.on_result(&d("a"), &result("c1", CommandStatus::Accepted), 20)
+            .unwrap();
+        assert_eq!(b.get("c1").unwrap().state, CmdState::Succeeded);
+        assert_eq!(b.get("c1").unwrap().output, "out");
+    }
+
+    #[test]
+    fn a_command_to_an_offline_device_waits_and_is_sent_when_it_comes_online() {
+        let mut b = CommandBook::default();
+        let (fx, _) = b.insert(rec("c1", "a", 0, 60_000), false, 0);
+        assert!(fx.is_empty());
+        assert!(b.tick(1000, |_| false).is_empty());
+        let fx = b.on_online(&d("a"), 2000);
+        assert!(fx.contains(&Effect::Send {
+            device: d("a"),
+            id: "c1".into()
+        }));
+    }
+
+    #[test]
+    fn a_pending_command_expires_at_its_ttl_and_is_never_sent_after() {
+        let mut b = CommandBook::default();
+        b.insert(rec("c1", "a", 0, 5_000), false, 0);
+        let fx = b.tick(5_000, |_| false);
+        assert_eq!(b.get("c1").unwrap().state, CmdState::Expired);
+        assert!(fx.iter().any(|e| matches!(
+            e,
+            Effect::Changed {
+                to: CmdState::Expired,
+                ..
+            }
+        )));
+        assert!(b.on_online(&d("a"), 6_000).is_empty());
+    }
+
+    #[test]
+    fn an_unanswered_sent_command_is_resent_while_online() {
+        let mut b = CommandBook::default();
+        b.insert(rec("c1", "a", 0, 600_000), true, 0);
+        assert!(b.tick(RESEND_AFTER_MS - 1, |_| true).is_empty());
+        let fx = b.tick(RESEND_AFTER_MS, |_| true);
+        assert!(fx.contains(&Effect::Send {
+            device: d("a"),
+            id: "c1".into()
+        }));
+        assert_eq!(b.get("c1").unwrap().sends, 2);
+    }
+
+    #[test]
+    fn an_accepted_command_without_a_final_result_times_out() {
+        let mut b = CommandBook::default();
+        b.insert(rec("c1", "a", 0, 10_000), true, 0);
+        b.on_result(&d("a"), &result("c1", CommandStatus::Accepted), 100);
+        b.tick(10_000 + RESULT_GRACE_MS - 1, |_| true);
+        assert_eq!(b.get("c1").unwrap().state, CmdState::Accepted);
+        b.tick(10_000 + RESULT_GRACE_MS, |_| true);
+        assert_eq!(b.get("c1").unwrap().state, CmdState::TimedOut);
+    }
+
+    #[test]
+    fn results_from_another_device_or_unknown_ids_are_ignored() {
+        let mut b = CommandBook::default();
+        b.insert(rec("c1", "a", 0, 10_000), true, 0);
+        assert!(
+            b.on_result(&d("b"), &result("c1", CommandStatus::Succeeded), 1)
+                .is_none()
+        );
+        assert!(
+            b.on_result(&d("a"), &result("zz", CommandStatus::Succeeded), 1)
+                .is_none()
+        );
+        assert_eq!(b.get("c1").unwrap().state, CmdState::Sent);
+    }
+}

@@ -1,0 +1,233 @@
+//! Commands and rollouts. (The audit log and tokens are served by [`crate::http::audit`] and
+//! [`crate::http::tokens`].)
+//!
+//! | route | role |
+//! | --- | --- |
+//! | `POST /api/v1/devices/{id}/commands` | operator |
+//! | `GET /api/v1/devices/{id}/commands`, `GET /api/v1/commands/{id}` | viewer |
+//! | `POST /api/v1/rollouts`, `GET /api/v1/rollouts/{id}` | operator / viewer |
+
+use actix::Addr;
+use actix_web::{HttpRequest, HttpResponse, web};
+use common::DeviceId;
+use common::command::Action;
+use serde::Deserialize;
+
+use super::actor::{CommandsActor, DeviceCommands, GetCommand, GetRollout, StartRollout, Submit};
+use super::book::{MAX_TTL_S, MIN_TTL_S};
+use super::rollout::Target;
+use crate::auth::Role;
+use crate::fleet::actor::{GetDevice, ListDevices};
+use crate::http::auth::authorize;
+use crate::http::error::{ApiError, json_body};
+use crate::http::state::AppState;
+
+/// Default time a command may wait for its machine.
+pub const DEFAULT_TTL_S: u64 = 300;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/devices/{id}/commands", web::post().to(submit))
+        .route("/devices/{id}/commands", web::get().to(device_commands))
+        .route("/commands/{id}", web::get().to(get_command))
+        .route("/rollouts", web::post().to(rollout))
+        .route("/rollouts/{id}", web::get().to(get_rollout));
+}
+
+fn actor(state: &AppState) -> Result<&Addr<CommandsActor>, ApiError> {
+    state
+        .commands
+        .get()
+        .ok_or_else(|| ApiError::Internal("commands are not available yet".into()))
+}
+
+fn ttl(v: Option<u64>) -> Result<u64, ApiError> {
+    let t = v.unwrap_or(DEFAULT_TTL_S);
+    if !(MIN_TTL_S..=MAX_TTL_S).contains(&t) {
+        return Err(ApiError::BadRequest(format!(
+            "ttl_s: {t} is outside {MIN_TTL_S}..={MAX_TTL_S}"
+        )));
+    }
+    Ok(t)
+}
+
+fn reason(r: String) -> Result<String, ApiError> {
+    let r = r.trim().to_string();
+    if r.is_empty() {
+        return Err(ApiError::BadRequest(
+            "reason: say why (it goes to the audit log)".into(),
+        ));
+    }
+    if r.len() > 500 {
+        return Err(ApiError::BadRequest(format!(
+            "reason: {} characters, at most 500",
+            r.len()
+        )));
+    }
+    Ok(r)
+}
+
+fn device_id(s: String) -> Result<DeviceId, ApiError> {
+    DeviceId::new(s).map_err(|e| ApiError::BadRequest(format!("device id: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    action: Action,
+    ttl_s: Option<u64>,
+    reason: String,
+}
+
+async fn submit(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let who = authorize(&req, &state, Role::Operator)?;
+    let device = device_id(id.into_inner())?;
+    let b: SubmitBody = json_body(&body)?;
+    let (ttl_s, reason) = (ttl(b.ttl_s)?, reason(b.reason)?);
+    let known = state
+        .fleet
+        .send(GetDevice(device.clone()))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .is_some();
+    if !known {
+        return Err(ApiError::NotFound(format!("no device {device}")));
+    }
+    let v = actor(&state)?
+        .send(Submit {
+            device,
+            action: b.action,
+            ttl_s,
+            reason,
+            who: who.name,
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::Internal)?;
+    Ok(HttpResponse::Created().json(v))
+}
+
+async fn device_commands(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Role::Viewer)?;
+    let device = device_id(id.into_inner())?;
+    let list = actor(&state)?
+        .send(DeviceCommands(device))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "commands": list })))
+}
+
+async fn get_command(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Role::Viewer)?;
+    let id = id.into_inner();
+    let v = actor(&state)?
+        .send(GetCommand(id.clone()))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or_else(|| ApiError::NotFound(format!("no command {id}")))?;
+    Ok(HttpResponse::Ok().json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolloutBody {
+    action: Action,
+    target: Target,
+    per_minute: u32,
+    abort_failed_pct: f64,
+    #[serde(default = "default_min_finished")]
+    min_finished: u32,
+    ttl_s: Option<u64>,
+    reason: String,
+}
+
+fn default_min_finished() -> u32 {
+    3
+}
+
+async fn rollout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let who = authorize(&req, &state, Role::Operator)?;
+    let b: RolloutBody = json_body(&body)?;
+    if b.per_minute == 0 || b.per_minute > 100_000 {
+        return Err(ApiError::BadRequest(format!(
+            "per_minute: {} is outside 1..=100000",
+            b.per_minute
+        )));
+    }
+    if !(0.0..=100.0).contains(&b.abort_failed_pct) {
+        return Err(ApiError::BadRequest(format!(
+            "abort_failed_pct: {} is outside 0..=100",
+            b.abort_failed_pct
+        )));
+    }
+    let (ttl_s, reason) = (ttl(b.ttl_s)?, reason(b.reason)?);
+    let all = state
+        .fleet
+        .send(ListDevices)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let devices: Vec<DeviceId> = match &b.target {
+        Target::All => all.iter().map(|d| d.id.clone()).collect(),
+        Target::Site(s) => all
+            .iter()
+            .filter(|d| d.site.as_deref() == Some(s))
+            .map(|d| d.id.clone())
+            .collect(),
+        Target::Tag(t) => all
+            .iter()
+            .filter(|d| d.tags.contains(t))
+            .map(|d| d.id.clone())
+            .collect(),
+        Target::Devices(v) => v.clone(),
+    };
+    if devices.is_empty() {
+        return Err(ApiError::BadRequest("target: no machine matches".into()));
+    }
+    let v = actor(&state)?
+        .send(StartRollout {
+            action: b.action,
+            target: b.target,
+            devices,
+            per_minute: b.per_minute,
+            abort_failed_pct: b.abort_failed_pct,
+            min_finished: b.min_finished,
+            ttl_s,
+            reason,
+            who: who.name,
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::Internal)?;
+    Ok(HttpResponse::Created().json(v))
+}
+
+async fn get_rollout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Role::Viewer)?;
+    let id = id.into_inner();
+    let v = actor(&state)?
+        .send(GetRollout(id.clone()))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or_else(|| ApiError::NotFound(format!("no rollout {id}")))?;
+    Ok(HttpResponse::Ok().json(v))
+}

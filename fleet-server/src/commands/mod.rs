@@ -1,0 +1,17 @@
+//! Remote recovery commands: a durable per-device queue, signing, dispatch over MQTT,
+//! re-sending on reconnect, TTL, results, rollouts across the fleet, and the audit log.
+//!
+//! - [`book`]: each command's lifecycle and the per-device queue (pure)
+//! - [`rollout`]: one action to many machines at a rate, with an abort threshold (pure)
+//! - [`actor`]: the commands actor: persists, publishes, audits
+//! - [`store`]: its store access (the `commands` and `rollouts` trees)
+//! - [`http`]: commands and rollouts routes
+
+pub mod actor;
+pub mod book;
+pub mod http;
+pub mod rollout;
+pub mod store;
+
+#[cfg(test)]
+mod testkit;

@@ -1,0 +1,356 @@
+//! Fleet actor: owns the [`FleetState`]; ingest sends it records, the API asks it questions.
+//!
+//! With an alerts actor attached ([`AttachAlerts`]) it also feeds alerting: each live
+//! telemetry record's flat metrics (plus `clock.skew_s`), the derived inputs of events and
+//! births at once, and every [`PRESENCE_TICK`] each device's presence and time-based inputs
+//! ([`crate::alerts::inputs`]). Backlog telemetry (recorded before the device's current
+//! connection) goes to history only: its values are not the machine's state now.
+//!
+//! With a live hub attached ([`AttachLive`]) it publishes, every tick, the summaries of the
+//! devices that changed ([`SummaryDiff`]) for `GET /api/v1/stream`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use common::{DeviceId, DeviceState};
+
+use super::delivery::Delivery;
+use super::live::SummaryDiff;
+use super::state::{DeviceDetail, DeviceSummary, FleetState, Presence, PresencePolicy};
+use crate::alerts::actor::{Observation, Observe};
+use crate::alerts::alert::DeviceInfo;
+use crate::alerts::inputs::{self, DeviceInputs};
+use crate::alerts::names::PRESENCE_OFFLINE;
+use crate::commands::actor::CommandFeed;
+use crate::live::LiveHub;
+use crate::live::event::LiveEvent;
+use crate::messages::AttachLive;
+use crate::messages::Ingested;
+
+/// How often presence and the time-based inputs of every device are evaluated.
+pub const PRESENCE_TICK: Duration = Duration::from_secs(1);
+/// A record handled this long after the last tick runs the tick itself: actix drains the
+/// whole mailbox before it polls timers, so under a sustained flood of records
+/// `run_interval` would never fire (no presence, no alert inputs, no live updates).
+pub const OVERDUE_TICK_MS: i64 = 1_500;
+
+pub struct FleetActor {
+    state: FleetState,
+    inputs: BTreeMap<DeviceId, DeviceInputs>,
+    alerts: Option<Recipient<Observe>>,
+    commands: Option<Recipient<CommandFeed>>,
+    /// Devices the commands actor was told are online.
+    told_online: std::collections::HashSet<DeviceId>,
+    started_ms: i64,
+    /// With a live hub attached ([`AttachLive`]): changed summaries every tick.
+    live: Option<(LiveHub, SummaryDiff)>,
+    last_tick_ms: i64,
+}
+
+impl FleetActor {
+    pub fn new(policy: PresencePolicy) -> Self {
+        FleetActor {
+            state: FleetState::new(policy),
+            inputs: BTreeMap::new(),
+            alerts: None,
+            commands: None,
+            told_online: Default::default(),
+            started_ms: common::time::now_ms(),
+            live: None,
+            last_tick_ms: common::time::now_ms(),
+        }
+    }
+
+    /// Presence, time-based alert inputs and live updates.
+    fn tick(&mut self, now_ms: i64) {
+        self.last_tick_ms = now_ms;
+        self.evaluate(now_ms);
+        self.publish_live(now_ms);
+    }
+
+    /// Publishes the summaries that changed since the last tick (one batch: at most one
+    /// update per device per tick).
+    fn publish_live(&mut self, now_ms: i64) {
+        let Some((hub, diff)) = &mut self.live else {
+            return;
+        };
+        let changed = diff.changed(&self.state, now_ms, hub.has_subscribers());
+        if !changed.is_empty() {
+            hub.publish(&LiveEvent::devices(changed));
+        }
+    }
+
+    /// Tells the commands actor about a presence change (any record means online: births are
+    /// not retained, so after a server restart the first record stands in for one).
+    fn note_presence(&mut self, id: &DeviceId, online: bool) {
+        let Some(c) = &self.commands else { return };
+        let changed = if online {
+            self.told_online.insert(id.clone())
+        } else {
+            self.told_online.remove(id)
+        };
+        if changed {
+            c.do_send(CommandFeed::Presence(id.clone(), online));
+        }
+    }
+
+    fn info(&self, id: &DeviceId) -> DeviceInfo {
+        inputs::device_info(id, self.state.devices.get(id).and_then(|e| e.birth.as_ref()))
+    }
+
+    fn observe(&self, id: &DeviceId, metrics: Vec<(String, f64)>, at_ms: i64) {
+        if metrics.is_empty() {
+            return;
+        }
+        if let Some(a) = &self.alerts {
+            a.do_send(Observe(vec![Observation {
+                device: self.info(id),
+                metrics,
+                at_ms,
+            }]));
+        }
+    }
+
+    fn is_offline(&self, id: &DeviceId, now_ms: i64) -> bool {
+        self.state.devices.get(id).is_some_and(|e| {
+            inputs::presence_offline(
+                e.offline_reason.is_some(),
+                e.last_seen_ms,
+                self.started_ms,
+                self.state.policy.offline_after_ms,
+                now_ms,
+            )
+        })
+    }
+
+    /// Presence and the time-based inputs of every device.
+    fn evaluate(&mut self, now_ms: i64) {
+        // devices that went silent are offline for the commands actor too
+        let silent: Vec<DeviceId> = self
+            .told_online
+            .iter()
+            .filter(|id| self.is_offline(id, now_ms))
+            .cloned()
+            .collect();
+        for id in silent {
+            self.note_presence(&id, false);
+        }
+        let Some(alerts) = &self.alerts else {
+            return;
+        };
+        let ids: Vec<DeviceId> = self.state.devices.keys().cloned().collect();
+        let mut batch = Vec::with_capacity(ids.len());
+        for id in ids {
+            let offline = self.is_offline(&id, now_ms);
+            let metrics = self.inputs.entry(id.clone()).or_default().tick(offline, now_ms);
+            batch.push(Observation {
+                device: self.info(&id),
+                metrics,
+                at_ms: now_ms,
+            });
+        }
+        if !batch.is_empty() {
+            alerts.do_send(Observe(batch));
+        }
+    }
+
+    fn apply(&mut self, msg: Ingested, now: i64) {
+        match msg {
+            Ingested::Telemetry(e) => {
+                let (id, ts, seq) = (e.device.clone(), e.ts_ms, e.seq);
+                self.note_presence(&id, true);
+                // newer by seq (a clock that jumped back) or by time (a buffer that started over)
+                let newest = self
+                    .state
+                    .devices
+                    .get(&id)
+                    .and_then(|d| d.latest.as_ref())
+                    .is_none_or(|l| seq > l.seq || ts >= l.ts_ms);
+                self.state.apply_telemetry(*e, now);
+                let input = self.inputs.entry(id.clone()).or_default();
+                if newest && input.is_live_seq(seq, ts) {
+                    let skew = Some(input.on_live_record(ts, now));
+                    let mut m = self
+                        .state
+                        .devices
+                        .get(&id)
+                        .map(|d| d.metrics.clone())
+                        .unwrap_or_default();
+                    m.extend(skew);
+                    self.observe(&id, m, now);
+                }
+            }
+            Ingested::Health(e) => self.state.apply_health(e, now),
+            Ingested::Event(e) => {
+                let id = e.device.clone();
+                let m = self.inputs.entry(id.clone()).or_default().on_event(&e.body, now);
+                self.state.apply_event(e, now);
+                self.observe(&id, m, now);
+            }
+            Ingested::State(e) => {
+                let id = e.device.clone();
+                let mut m = match &e.body {
+                    DeviceState::Online(b) => self
+                        .inputs
+                        .entry(id.clone())
+                        .or_default()
+                        .on_birth(&b.boot_id, e.ts_ms),
+                    DeviceState::Offline(_) => Vec::new(),
+                };
+                let online = matches!(e.body, DeviceState::Online(_));
+                if online {
+                    // a new birth: a reconnect; pending commands go out again
+                    self.told_online.remove(&id);
+                }
+                self.note_presence(&id, online);
+                self.state.apply_state(e, now);
+                let offline = self.is_offline(&id, now);
+                m.push((PRESENCE_OFFLINE.into(), if offline { 1.0 } else { 0.0 }));
+                self.observe(&id, m, now);
+            }
+            Ingested::CmdResult(e) => {
+                self.state.touch(&e.device, now);
+                self.note_presence(&e.device.clone(), true);
+                if let Some(c) = &self.commands {
+                    c.do_send(CommandFeed::Result(e.device.clone(), e.body));
+                }
+            }
+            Ingested::Restored(id, b) => {
+                self.inputs.entry(id.clone()).or_default().restore(&b.boot_id);
+                self.state.restore(id, *b);
+            }
+        }
+    }
+}
+
+impl Actor for FleetActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // The fleet's mailbox must absorb ingest bursts.
+        ctx.set_mailbox_capacity(1_000_000);
+        ctx.run_interval(PRESENCE_TICK, |act, _| act.tick(common::time::now_ms()));
+    }
+}
+
+/// Starts feeding an alerts actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachAlerts(pub Recipient<Observe>);
+
+/// Presence changes and command results go to the commands actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachCommands(pub Recipient<CommandFeed>);
+
+impl Handler<AttachCommands> for FleetActor {
+    type Result = ();
+    fn handle(&mut self, m: AttachCommands, _: &mut Context<Self>) {
+        self.commands = Some(m.0);
+        // devices already known to be online get their pending commands now
+        let now = common::time::now_ms();
+        let online: Vec<DeviceId> = self
+            .state
+            .devices
+            .iter()
+            .filter(|(_, e)| self.state.presence(e, now).0 != Presence::Offline)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in online {
+            self.note_presence(&id, true);
+        }
+    }
+}
+
+impl Handler<AttachAlerts> for FleetActor {
+    type Result = ();
+    fn handle(&mut self, m: AttachAlerts, _: &mut Context<Self>) {
+        self.alerts = Some(m.0);
+    }
+}
+
+impl Handler<Ingested> for FleetActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ingested, _: &mut Context<Self>) {
+        let now = common::time::now_ms();
+        self.apply(msg, now);
+        if now - self.last_tick_ms >= OVERDUE_TICK_MS {
+            self.tick(now);
+        }
+    }
+}
+
+impl Handler<AttachLive> for FleetActor {
+    type Result = ();
+    fn handle(&mut self, m: AttachLive, _: &mut Context<Self>) {
+        self.live = Some((m.0, SummaryDiff::default()));
+    }
+}
+
+/// The writer's delivery accounting for one device, after a batch.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeliveryUpdate(pub DeviceId, pub Delivery);
+
+impl Handler<DeliveryUpdate> for FleetActor {
+    type Result = ();
+    fn handle(&mut self, m: DeliveryUpdate, _: &mut Context<Self>) {
+        self.state.set_delivery(m.0, m.1);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Vec<DeviceSummary>")]
+pub struct ListDevices;
+
+impl Handler<ListDevices> for FleetActor {
+    type Result = MessageResult<ListDevices>;
+    fn handle(&mut self, _: ListDevices, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.state.list(common::time::now_ms()))
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Option<DeviceDetail>")]
+pub struct GetDevice(pub DeviceId);
+
+impl Handler<GetDevice> for FleetActor {
+    type Result = MessageResult<GetDevice>;
+    fn handle(&mut self, m: GetDevice, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.state.detail(&m.0, common::time::now_ms()))
+    }
+}
+
+/// What `/metrics` shows of one device: its summary, delivery accounting and the agent's
+/// actor statuses from its latest health report.
+#[derive(Debug, Clone)]
+pub struct DeviceScrape {
+    pub summary: DeviceSummary,
+    pub delivery: Delivery,
+    pub actors: Vec<common::ActorStatus>,
+}
+
+/// Every device for a Prometheus scrape ([`crate::http::metrics`]).
+#[derive(Message)]
+#[rtype(result = "Vec<DeviceScrape>")]
+pub struct ScrapeDevices;
+
+impl Handler<ScrapeDevices> for FleetActor {
+    type Result = MessageResult<ScrapeDevices>;
+    fn handle(&mut self, _: ScrapeDevices, _: &mut Context<Self>) -> Self::Result {
+        let now = common::time::now_ms();
+        MessageResult(
+            self.state
+                .devices
+                .iter()
+                .map(|(id, e)| DeviceScrape {
+                    summary: self.state.summary(id, e, now),
+                    delivery: e.delivery.clone(),
+                    actors: e.health.as_ref().map(|h| h.actors.clone()).unwrap_or_default(),
+                })
+                .collect(),
+        )
+    }
+}

@@ -1,0 +1,191 @@
+//! `GET /api/v1/export?format=csv|json&from=&to=&devices=a,b&metrics=m1,m2&resolution=raw|minute`
+//! (viewer): metric history as a download, streamed. The query rules and the row format are
+//! in [`crate::history::export`].
+//!
+//! The response body is a channel: a blocking task walks the store device by device and sends
+//! chunks of about [`CHUNK_BYTES`] as it goes, at most [`CHANNEL_CHUNKS`] ahead of the client,
+//! so memory stays flat however large the export. A client that goes away stops the walk. A
+//! store error in the middle ends the body early (the connection is closed without the final
+//! chunk, so the client sees a truncated transfer rather than a silently short file).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, web};
+use common::DeviceId;
+use tokio::sync::mpsc;
+
+use crate::auth::Role;
+use crate::fleet::actor::ListDevices;
+use crate::history::export::{self, ExportParams, ExportPlan, ExportResolution, ExportRow, Format};
+use crate::history::minute::minute_of;
+use crate::http::auth::authorize;
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
+use crate::store::FleetStore;
+
+/// Bytes gathered before a chunk is sent.
+pub const CHUNK_BYTES: usize = 64 * 1024;
+/// Chunks in flight between the store walk and the client at most.
+pub const CHANNEL_CHUNKS: usize = 4;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/export", web::get().to(export_route));
+}
+
+/// A response body fed by a channel.
+pub struct ChannelBody(pub mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl MessageBody for ChannelBody {
+    type Error = std::io::Error;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// `20231114T221320Z` of a time in milliseconds (file names).
+pub fn compact_time(ts_ms: i64) -> String {
+    let t = export::rfc3339_ms(ts_ms);
+    let date = t.get(..10).unwrap_or("").replace('-', "");
+    let time = t.get(11..19).unwrap_or("").replace(':', "");
+    format!("{date}T{time}Z")
+}
+
+async fn export_route(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Role::Viewer)?;
+    let params = web::Query::<ExportParams>::from_query(req.query_string())
+        .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?
+        .into_inner();
+    let now = common::time::now_ms();
+    let plan = export::plan(&params, &state.alerting.history_policy, now)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let summaries = state
+        .fleet
+        .send(ListDevices)
+        .await
+        .map_err(|e| ApiError::Internal(format!("fleet actor: {e}")))?;
+    let devices: Vec<DeviceId> = match &plan.devices {
+        Some(list) => {
+            if let Some(unknown) = list.iter().find(|d| !summaries.iter().any(|s| &s.id == *d)) {
+                return Err(ApiError::NotFound(format!(
+                    "query parameter devices: no device {unknown}"
+                )));
+            }
+            list.clone()
+        }
+        None => {
+            let mut v: Vec<DeviceId> = summaries.iter().map(|s| s.id.clone()).collect();
+            v.sort();
+            v
+        }
+    };
+    let columns = export::columns(
+        &plan,
+        summaries
+            .iter()
+            .filter(|s| devices.contains(&s.id))
+            .flat_map(|s| s.metrics.keys().cloned()),
+    );
+    let filename = format!(
+        "rvm-fleet-export-{}-{}.{}",
+        compact_time(plan.from_ms),
+        compact_time(plan.to_ms),
+        plan.format.extension()
+    );
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let store = state.alerting.store.clone();
+    let content_type = plan.format.content_type();
+    tokio::task::spawn_blocking(move || produce(&store, &plan, &devices, &columns, &tx));
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{filename}\""),
+        ))
+        .body(ChannelBody(rx)))
+}
+
+/// Walks the store and sends the export in chunks; returns when done, on a store error (sent
+/// as the body's error) or when the client is gone.
+fn produce(
+    store: &FleetStore,
+    plan: &ExportPlan,
+    devices: &[DeviceId],
+    columns: &[String],
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    let send = |buf: &mut String| -> bool {
+        let chunk = Bytes::from(std::mem::take(buf));
+        tx.blocking_send(Ok(chunk)).is_ok()
+    };
+    let fail = |what: String| {
+        tracing::error!(error = %what, "export stopped by a store error");
+        let _ = tx.blocking_send(Err(std::io::Error::other(what)));
+    };
+    let mut buf = String::with_capacity(CHUNK_BYTES + 4096);
+    match plan.format {
+        Format::Csv => buf.push_str(&export::csv_header(columns)),
+        Format::Json => buf.push_str(export::JSON_OPEN),
+    }
+    let (mut rows, mut first) = (0u64, true);
+    let mut push = |buf: &mut String, r: &ExportRow<'_>| {
+        if !r.has_values() {
+            return;
+        }
+        match plan.format {
+            Format::Csv => export::csv_row(buf, r),
+            Format::Json => export::json_row(buf, r, columns, first),
+        }
+        first = false;
+        rows += 1;
+    };
+    for d in devices {
+        match plan.resolution {
+            ExportResolution::Raw => {
+                for row in store.history_iter(d, plan.from_ms, plan.to_ms) {
+                    match row {
+                        Ok(r) => push(&mut buf, &ExportRow::from_raw(d, &r, columns)),
+                        Err(e) => return fail(e.to_string()),
+                    }
+                    if buf.len() >= CHUNK_BYTES && !send(&mut buf) {
+                        return;
+                    }
+                }
+            }
+            ExportResolution::Minute => {
+                for row in store.rollups_iter(d, minute_of(plan.from_ms), plan.to_ms) {
+                    match row {
+                        Ok(r) => push(&mut buf, &ExportRow::from_rollup(d, &r, columns)),
+                        Err(e) => return fail(e.to_string()),
+                    }
+                    if buf.len() >= CHUNK_BYTES && !send(&mut buf) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    if plan.format == Format::Json {
+        buf.push_str(export::JSON_CLOSE);
+    }
+    if send(&mut buf) {
+        tracing::info!(rows, devices = devices.len(), "export sent");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_carry_compact_utc_times() {
+        assert_eq!(compact_time(1_700_000_000_123), "20231114T221320Z");
+    }
+}

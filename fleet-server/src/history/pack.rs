@@ -1,0 +1,428 @@
+//! Packing of sealed history spans (the history trees' second layout).
+//!
+//! Raw history rows and rollups each have two layouts ([`Packable`]). A row arrives as one key
+//! of its own (`history`: device, time, seq; `rollups`: device, minute). Once its span is
+//! sealed (a raw row's minute ended [`super::job::SEAL_AFTER_MS`] ago, a rollup's
+//! hour [`super::job::ROLLUP_SEAL_AFTER_MS`] ago) the history job packs the span's
+//! rows into a few values (`history_packed`, `rollups_packed`: device, span, part; up to
+//! [`PART_BYTES`] each), written once, then deletes the single-row keys. sled keeps about 24
+//! bytes of heap per key it holds, so one key per row made the server's heap grow with the
+//! retention (raw rows: 0.4 to 0.7 GiB at 1,000 machines over 24 h; rollups: about 1 GiB over
+//! 30 days; docs/benchmarks.md, "Soak findings"); packing divides the key count by the rows per
+//! part. A row that lands late in a packed span (a backlog, a minute rolled up again) is a
+//! single key again until the next pass merges it in. Readers merge both layouts in order;
+//! where both hold a row (the same id) the single key, the newer, wins: that also covers a
+//! crash between writing the packed value and deleting the single keys.
+
+use std::path::PathBuf;
+
+use common::DeviceId;
+use serde::Serialize;
+
+use super::minute::{HOUR_MS, MINUTE_MS};
+use super::rows::{HistoryRow, RollupRow};
+use crate::store::{FleetStore, StoreError, parse_time_key, time_key};
+
+/// Encoded bytes of one packed value at most (a single row larger than this is a part of its
+/// own): a raw minute at one record per 5 s is one part; a rollup hour, about a dozen. sled
+/// holds whole leaves of up to 16 values in memory, so parts much larger would make every
+/// read of history costlier in memory.
+pub const PART_BYTES: usize = 8 << 10;
+
+/// A row kept as one key until its span is sealed, then packed with its span's others.
+pub trait Packable: Serialize + serde::de::DeserializeOwned + Send + 'static {
+    /// Order and identity: two rows with the same id are the same row.
+    fn id(&self) -> (i64, u64);
+}
+
+impl Packable for HistoryRow {
+    fn id(&self) -> (i64, u64) {
+        (self.ts_ms, self.seq)
+    }
+}
+
+impl Packable for RollupRow {
+    fn id(&self) -> (i64, u64) {
+        (self.minute_ms, 0)
+    }
+}
+
+/// What one packing pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Packed {
+    /// Spans (raw minutes, rollup hours) written.
+    pub spans: u64,
+    pub rows: u64,
+}
+
+impl FleetStore {
+    /// Packs the raw rows of every minute that ended before `sealed_before_ms` (see
+    /// `FleetStore::pack_tree`). Blocking.
+    pub fn pack_sealed(&self, sealed_before_ms: i64, max_rows: u64) -> Result<Packed, StoreError> {
+        self.pack_tree::<HistoryRow>(
+            &self.history,
+            &self.history_packed,
+            MINUTE_MS,
+            sealed_before_ms,
+            max_rows,
+        )
+    }
+
+    /// Packs the rollups of every hour that ended before `sealed_before_ms`. Blocking.
+    pub fn pack_sealed_rollups(&self, sealed_before_ms: i64, max_rows: u64) -> Result<Packed, StoreError> {
+        self.pack_tree::<RollupRow>(
+            &self.rollups,
+            &self.rollups_packed,
+            HOUR_MS,
+            sealed_before_ms,
+            max_rows,
+        )
+    }
+
+    /// Packs the single keys of `single` whose span (`span_ms` long) ended before
+    /// `sealed_before_ms` into that span's parts in `packed` (merging rows already packed
+    /// there), then deletes the single keys; stops after the span that brings the pass to
+    /// `max_rows`.
+    pub(crate) fn pack_tree<R: Packable>(
+        &self,
+        single: &sled::Tree,
+        packed: &sled::Tree,
+        span_ms: i64,
+        sealed_before_ms: i64,
+        max_rows: u64,
+    ) -> Result<Packed, StoreError> {
+        let mut done = Packed::default();
+        let mut group: Option<(DeviceId, i64)> = None;
+        let mut keys = Vec::new();
+        let mut rows = Vec::new();
+        for item in single.iter() {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let Some((device, ts)) = parse_time_key(&k) else {
+                continue;
+            };
+            let span = ts.div_euclid(span_ms) * span_ms;
+            if span.saturating_add(span_ms) > sealed_before_ms {
+                continue;
+            }
+            let Ok(row) = common::codec::decode_bare::<R>(&v) else {
+                // unreadable: left alone (readers skip it too) until retention deletes it
+                continue;
+            };
+            let this = (device, span);
+            if group.as_ref() != Some(&this) {
+                if let Some((d, at)) = group.take() {
+                    let (k, r) = (std::mem::take(&mut keys), std::mem::take(&mut rows));
+                    done.rows += self.pack_span(single, packed, &d, at, k, r)?;
+                    done.spans += 1;
+                    if done.rows >= max_rows {
+                        return Ok(done);
+                    }
+                }
+                group = Some(this);
+            }
+            keys.push(k);
+            rows.push(row);
+        }
+        if let Some((d, at)) = group {
+            done.rows += self.pack_span(single, packed, &d, at, keys, rows)?;
+            done.spans += 1;
+        }
+        Ok(done)
+    }
+
+    /// Merges `rows` (whose single keys are `keys`) into the parts of one span, then deletes
+    /// those keys; returns how many rows were packed.
+    fn pack_span<R: Packable>(
+        &self,
+        single: &sled::Tree,
+        packed: &sled::Tree,
+        device: &DeviceId,
+        span_ms: i64,
+        keys: Vec<sled::IVec>,
+        mut rows: Vec<R>,
+    ) -> Result<u64, StoreError> {
+        let packed_now = rows.len() as u64;
+        let prefix = time_key(device, span_ms);
+        let mut parts = sled::Batch::default();
+        for item in packed.scan_prefix(&prefix) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            match common::codec::decode_bare::<Vec<R>>(&v) {
+                Ok(old) => rows.extend(old),
+                Err(e) => {
+                    tracing::error!(device = %device, span_ms, error = %e, "unreadable packed history dropped")
+                }
+            }
+            parts.remove(k);
+        }
+        // the single keys come first, so a stable sort and dedup keep them over packed rows
+        rows.sort_by_key(R::id);
+        rows.dedup_by_key(|r| r.id());
+        let mut part: Vec<R> = Vec::new();
+        let (mut size, mut index) = (0usize, 0u16);
+        let mut put = |part: &mut Vec<R>, index: &mut u16| -> Result<(), StoreError> {
+            let mut key = prefix.clone();
+            key.extend_from_slice(&index.to_be_bytes());
+            parts.insert(key, common::codec::encode(&*part)?);
+            part.clear();
+            *index += 1;
+            Ok(())
+        };
+        for row in rows {
+            let n = common::codec::encode(&row)?.len();
+            if !part.is_empty() && size + n > PART_BYTES {
+                put(&mut part, &mut index)?;
+                size = 0;
+            }
+            size += n;
+            part.push(row);
+        }
+        if !part.is_empty() {
+            put(&mut part, &mut index)?;
+        }
+        // packed first: a crash between the two leaves rows in both, which readers dedup
+        packed.apply_batch(parts).map_err(|e| self.err(e))?;
+        let mut gone = sled::Batch::default();
+        for k in keys {
+            gone.remove(k);
+        }
+        single.apply_batch(gone).map_err(|e| self.err(e))?;
+        Ok(packed_now)
+    }
+
+    /// Rows of one device in `single` and `packed` (spans `span_ms` long) with
+    /// `from_ms <= time < to_ms`, merged in order, read as iterated.
+    pub(crate) fn merged_iter<R: Packable>(
+        &self,
+        single: &sled::Tree,
+        packed: &sled::Tree,
+        span_ms: i64,
+        device: &DeviceId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> MergeRows<R> {
+        let fail = |path: &PathBuf, error| StoreError::Sled {
+            path: path.clone(),
+            error,
+        };
+        let path = self.path().to_path_buf();
+        let singles = single
+            .range(time_key(device, from_ms)..time_key(device, to_ms))
+            .filter_map(move |item| match item {
+                Ok((_, v)) => common::codec::decode_bare::<R>(&v).ok().map(Ok),
+                Err(error) => Some(Err(fail(&path, error))),
+            });
+        let path = self.path().to_path_buf();
+        let span_start = from_ms.div_euclid(span_ms) * span_ms;
+        let parts = packed
+            .range(time_key(device, span_start)..time_key(device, to_ms))
+            .flat_map(move |item| match item {
+                Ok((_, v)) => common::codec::decode_bare::<Vec<R>>(&v)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| (from_ms..to_ms).contains(&r.id().0))
+                    .map(Ok)
+                    .collect::<Vec<_>>(),
+                Err(error) => vec![Err(fail(&path, error))],
+            });
+        MergeRows {
+            packed: (Box::new(parts) as Box<dyn Iterator<Item = _> + Send>).peekable(),
+            single: (Box::new(singles) as Box<dyn Iterator<Item = _> + Send>).peekable(),
+        }
+    }
+
+    /// The time of one device's first row in a packed tree.
+    pub(crate) fn first_packed<R: Packable>(
+        &self,
+        tree: &sled::Tree,
+        device: &DeviceId,
+    ) -> Result<Option<i64>, StoreError> {
+        let Some(item) = tree
+            .range(time_key(device, i64::MIN)..time_key(device, i64::MAX))
+            .next()
+        else {
+            return Ok(None);
+        };
+        let (_, v) = item.map_err(|e| self.err(e))?;
+        Ok(common::codec::decode_bare::<Vec<R>>(&v)
+            .ok()
+            .and_then(|rows| rows.first().map(|r| r.id().0)))
+    }
+}
+
+type RowIter<R> = std::iter::Peekable<Box<dyn Iterator<Item = Result<R, StoreError>> + Send>>;
+
+/// Packed rows and single-key rows, each in order, merged into one; where both hold a row
+/// (the same id) the single key's, the newer, is given. Errors pass through as they come.
+pub struct MergeRows<R: Packable> {
+    packed: RowIter<R>,
+    single: RowIter<R>,
+}
+
+impl<R: Packable> Iterator for MergeRows<R> {
+    type Item = Result<R, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::cmp::Ordering;
+        let order = match (self.packed.peek(), self.single.peek()) {
+            (Some(Ok(p)), Some(Ok(s))) => p.id().cmp(&s.id()),
+            (Some(Err(_)), _) | (Some(_), None) => Ordering::Less,
+            (_, Some(_)) => Ordering::Greater,
+            (None, None) => return None,
+        };
+        match order {
+            Ordering::Less => self.packed.next(),
+            Ordering::Greater => self.single.next(),
+            Ordering::Equal => {
+                self.packed.next();
+                self.single.next()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::store::WriteBatch;
+
+    fn rows(d: &DeviceId, s: &FleetStore, from: i64, to: i64) -> Vec<(i64, u64)> {
+        s.history(d, from, to, 10_000)
+            .unwrap()
+            .iter()
+            .map(|r| (r.ts_ms, r.seq))
+            .collect()
+    }
+
+    fn write(s: &FleetStore, d: &DeviceId, rows: impl IntoIterator<Item = (i64, u64)>) {
+        let mut b = WriteBatch::default();
+        for (ts, seq) in rows {
+            let row = HistoryRow {
+                ts_ms: ts,
+                seq,
+                // about 85 bytes a row: 97 rows fill a part
+                metrics: vec![
+                    ("cpu.usage_pct".into(), seq as f32),
+                    ("memory.used_pct".into(), 1.0),
+                    ("gpu.load_pct".into(), 2.0),
+                    ("thermal.cpu_c".into(), 3.0),
+                ],
+            };
+            b.history(d, &row).unwrap();
+        }
+        s.apply(b).unwrap();
+    }
+
+    #[test]
+    fn sealed_minutes_are_packed_and_read_back_the_same_with_late_rows_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (DeviceId::new("rvm1").unwrap(), DeviceId::new("rvm2").unwrap());
+        let s = FleetStore::open(dir.path()).unwrap();
+        // rvm1: 300 rows every 0.5 s from -30 s (minutes -1 to 2; minute 0 holds 120 rows, two
+        // parts); rvm2: a few rows
+        let seqs = |n: u64| (1..=n).map(|i| (-30_000 + 500 * i as i64, i));
+        write(&s, &a, seqs(300));
+        write(&s, &b, [(10_000, 1), (70_000, 2)]);
+        let before = rows(&a, &s, i64::MIN / 2, i64::MAX / 2);
+        assert_eq!(before.len(), 300);
+
+        // minutes ending by 60 s are sealed: rvm1's -1 and 0, rvm2's 0
+        let done = s.pack_sealed(60_000, u64::MAX).unwrap();
+        assert_eq!(done, Packed { spans: 3, rows: 180 });
+        let k = s.key_counts();
+        assert_eq!((k.raw, k.raw_packed), (300 - 179 + 1, 1 + 2 + 1));
+        assert_eq!(
+            rows(&a, &s, i64::MIN / 2, i64::MAX / 2),
+            before,
+            "same rows, same order"
+        );
+        // a range inside a packed minute and across both layouts
+        assert_eq!(
+            rows(&a, &s, 15_000, 16_500),
+            vec![(15_000, 90), (15_500, 91), (16_000, 92)]
+        );
+        assert_eq!(rows(&a, &s, 58_500, 61_500).len(), 6);
+        assert_eq!(rows(&b, &s, 0, 100_000), vec![(10_000, 1), (70_000, 2)]);
+
+        // a backlog row in a packed minute, and a crash that left a packed row's single key
+        write(&s, &a, [(30_250, 1000), (30_000, 120)]);
+        assert_eq!(rows(&a, &s, 30_000, 30_500), vec![(30_000, 120), (30_250, 1000)]);
+        let done = s.pack_sealed(60_000, u64::MAX).unwrap();
+        assert_eq!(done, Packed { spans: 1, rows: 2 });
+        assert_eq!(rows(&a, &s, 30_000, 30_500), vec![(30_000, 120), (30_250, 1000)]);
+        assert_eq!(rows(&a, &s, i64::MIN / 2, i64::MAX / 2).len(), 301);
+        // rollups read the merged rows
+        let minute0 = crate::history::rollup::rollup(0, &s.history(&a, 0, 60_000, 1000).unwrap()).unwrap();
+        assert_eq!(minute0.get("cpu.usage_pct").unwrap().count, 121);
+        assert_eq!(s.first_data_minute(&a).unwrap(), Some(-60_000));
+
+        // a pass stops at its row budget after a whole minute
+        write(&s, &b, [(130_000, 3), (190_000, 4)]);
+        assert_eq!(s.pack_sealed(300_000, 1).unwrap(), Packed { spans: 1, rows: 120 });
+
+        // expiry: a packed minute goes once all of it is past the bound
+        assert_eq!(s.expire(&a, 59_999, 0).unwrap(), (59, 0), "minute -1 only");
+        assert_eq!(s.expire(&a, 60_000, 0).unwrap(), (121, 0));
+        assert_eq!(rows(&a, &s, i64::MIN / 2, i64::MAX / 2).len(), 121);
+    }
+
+    #[test]
+    fn sealed_rollup_hours_are_packed_and_a_minute_rolled_up_again_wins() {
+        use crate::history::rows::Agg;
+        let dir = tempfile::tempdir().unwrap();
+        let d = DeviceId::new("rvm1").unwrap();
+        let s = FleetStore::open(dir.path()).unwrap();
+        let put = |minute: i64, v: f64| {
+            let row = RollupRow {
+                minute_ms: minute * MINUTE_MS,
+                metrics: vec![("cpu.usage_pct".into(), Agg::of(v))],
+            };
+            s.put_rollup(&d, row.minute_ms, Some(&row)).unwrap();
+        };
+        for m in 0..70 {
+            put(m, m as f64);
+        }
+        let all = |s: &FleetStore| s.rollups(&d, 0, 2 * HOUR_MS).unwrap();
+        let before = all(&s);
+        assert_eq!(before.len(), 70);
+        // hour 0 is sealed, hour 1 not yet
+        let done = s.pack_sealed_rollups(HOUR_MS + 30 * MINUTE_MS, u64::MAX).unwrap();
+        assert_eq!(done, Packed { spans: 1, rows: 60 });
+        let k = s.key_counts();
+        assert_eq!(k.rollups, 10);
+        assert!((1..=12).contains(&k.rollups_packed), "{k:?}");
+        assert_eq!(all(&s), before);
+        assert_eq!(s.rollups(&d, 5 * MINUTE_MS, 7 * MINUTE_MS).unwrap().len(), 2);
+
+        // a late row rolls minute 5 up again: the single key wins, then is packed over it
+        put(5, 500.0);
+        let cpu5 = |s: &FleetStore| {
+            s.rollups(&d, 5 * MINUTE_MS, 6 * MINUTE_MS).unwrap()[0].metrics[0]
+                .1
+                .max
+        };
+        assert_eq!(cpu5(&s), 500.0);
+        assert_eq!(all(&s).len(), 70);
+        let done = s.pack_sealed_rollups(HOUR_MS + 30 * MINUTE_MS, u64::MAX).unwrap();
+        assert_eq!(done, Packed { spans: 1, rows: 1 });
+        assert_eq!(cpu5(&s), 500.0);
+        assert_eq!(all(&s).len(), 70);
+
+        // expiry: the packed hour goes once all of it is past the bound
+        assert_eq!(s.expire(&d, 0, HOUR_MS - 1).unwrap(), (0, 0));
+        assert_eq!(s.expire(&d, 0, HOUR_MS).unwrap(), (0, 60));
+        assert_eq!(all(&s).len(), 10);
+
+        // a packed hour's key is the hour's start; a device's first data is its first row
+        let late = DeviceId::new("rvm2").unwrap();
+        for m in 17..20 {
+            let row = RollupRow {
+                minute_ms: m * MINUTE_MS,
+                metrics: vec![("cpu.usage_pct".into(), Agg::of(1.0))],
+            };
+            s.put_rollup(&late, row.minute_ms, Some(&row)).unwrap();
+        }
+        s.pack_sealed_rollups(2 * HOUR_MS, u64::MAX).unwrap();
+        assert_eq!(s.key_counts().rollups, 0);
+        assert_eq!(s.first_data_minute(&late).unwrap(), Some(17 * MINUTE_MS));
+    }
+}

@@ -1,0 +1,436 @@
+//! The ingest writer: the one place device records become server state.
+//!
+//! Every record a device publishes reaches [`IngestItem`]s here, from the embedded broker's
+//! publish hook (before the broker acknowledges the publish) or from the ingest client on an
+//! external broker (which acknowledges only after the reply). For each batch the writer:
+//!
+//! 1. journals the raw records with one `write()` ([`super::journal`]): from then on a
+//!    `kill -9` of the server cannot lose them;
+//! 2. decodes them (a malformed record is counted by reason and acknowledged: retrying it
+//!    would never help), drops duplicates by (device, seq) against the persisted
+//!    [`DeliveryState`], and writes delivery state, births and history rows (at each record's
+//!    own timestamp, unless the device's clock is off: [`crate::fleet::clock`]) to sled;
+//! 3. replies, so the broker acknowledges, and hands the new records to the fleet actor.
+//!
+//! The journal is fsynced every [`JOURNAL_SYNC`] (the power-loss window); every
+//! [`STORE_FLUSH`] sled is flushed and the journal truncated. On start the journal is replayed.
+//! The writer stops when every sender is gone or [`WriterHandle::stop`] is set (records still
+//! queued then were not acknowledged: their devices send them again).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use common::topics::Kind;
+use common::{DeviceId, DeviceState, EventKind};
+use tokio::sync::{mpsc, oneshot};
+
+use super::decode::decode_record;
+use super::journal::{Journal, JournalRecord};
+use super::stats::IngestStats;
+use super::store::WriteBatch;
+use crate::fleet::actor::{DeliveryUpdate, FleetActor};
+use crate::fleet::clock::{ClockGuard, DEVICE_CLOCK_OFFSET, MAX_CLOCK_SKEW_MS};
+use crate::fleet::delivery::DeliveryState;
+use crate::history::rows::HistoryRow;
+use crate::messages::Ingested;
+use crate::republish::item::Item;
+use crate::republish::queue::RepublishHandle;
+use crate::store::FleetStore;
+
+/// Journal fsync period: the power-loss window of acknowledged records.
+pub const JOURNAL_SYNC: Duration = Duration::from_millis(100);
+/// sled flush period, after which the journal is truncated.
+pub const STORE_FLUSH: Duration = Duration::from_secs(1);
+/// Records taken into one batch at most.
+pub const MAX_BATCH: usize = 2048;
+/// Queue between producers and the writer.
+pub const QUEUE: usize = 65_536;
+
+pub type Reply = oneshot::Sender<Result<(), String>>;
+
+pub struct IngestItem {
+    pub device: DeviceId,
+    pub kind: Kind,
+    pub payload: Vec<u8>,
+    pub reply: Option<Reply>,
+}
+
+pub type DeliveryMap = Arc<RwLock<BTreeMap<DeviceId, DeliveryState>>>;
+
+#[derive(Clone)]
+pub struct WriterHandle {
+    pub tx: mpsc::Sender<IngestItem>,
+    pub delivery: DeliveryMap,
+    /// The store the writer writes (history job, alerts state and queries share it).
+    pub store: FleetStore,
+    /// Set to stop the writer thread (it flushes and closes its store).
+    pub stop: Arc<AtomicBool>,
+}
+
+struct Writer {
+    store: FleetStore,
+    journal: Journal,
+    delivery: DeliveryMap,
+    fleet: Addr<FleetActor>,
+    stats: Arc<IngestStats>,
+    journal_dirty: bool,
+    /// Per device: where history rows go when its clock is off ([`crate::fleet::clock`]).
+    clocks: BTreeMap<DeviceId, ClockGuard>,
+    /// New records also go to the republisher (`fleet/v1/devices/...`), when enabled.
+    republish: Option<RepublishHandle>,
+}
+
+/// Opens the store, replays the journal and starts the writer thread.
+pub fn start(
+    data_dir: &Path,
+    fleet: Addr<FleetActor>,
+    stats: Arc<IngestStats>,
+) -> anyhow::Result<WriterHandle> {
+    start_with(data_dir, crate::store::STORE_CACHE_BYTES, fleet, stats, None)
+}
+
+/// As [`start`]; every new record is also offered to `republish` (never waiting on it).
+pub fn start_with(
+    data_dir: &Path,
+    cache_bytes: u64,
+    fleet: Addr<FleetActor>,
+    stats: Arc<IngestStats>,
+    republish: Option<RepublishHandle>,
+) -> anyhow::Result<WriterHandle> {
+    std::fs::create_dir_all(data_dir)?;
+    let store = FleetStore::open_with(&data_dir.join("fleet.sled"), cache_bytes)?;
+    let delivery: DeliveryMap = Arc::new(RwLock::new(store.load_delivery()?));
+    for (id, birth) in store.load_births()? {
+        fleet.do_send(Ingested::Restored(id, Box::new(birth)));
+    }
+    {
+        let map = delivery.read().unwrap_or_else(|p| p.into_inner());
+        for (id, st) in map.iter() {
+            fleet.do_send(DeliveryUpdate(id.clone(), st.view()));
+        }
+    }
+    let journal_path = data_dir.join("ingest.journal");
+    let replay = Journal::replay(&journal_path)?;
+    let journal = Journal::open(&journal_path)?;
+    let shared = store.clone();
+    let mut w = Writer {
+        store,
+        journal,
+        delivery: delivery.clone(),
+        fleet,
+        stats,
+        journal_dirty: false,
+        clocks: BTreeMap::new(),
+        republish,
+    };
+    if !replay.is_empty() {
+        tracing::info!(records = replay.len(), "replaying the ingest journal");
+        let items = replay
+            .into_iter()
+            .map(|r| IngestItem {
+                device: r.device,
+                kind: r.kind,
+                payload: r.payload,
+                reply: None,
+            })
+            .collect();
+        w.process(items, true);
+    }
+    w.flush();
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let stop = Arc::new(AtomicBool::new(false));
+    let t_stop = stop.clone();
+    std::thread::Builder::new()
+        .name("ingest-writer".into())
+        .spawn(move || w.run(rx, t_stop))?;
+    Ok(WriterHandle {
+        tx,
+        delivery,
+        store: shared,
+        stop,
+    })
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<IngestItem>, stop: Arc<AtomicBool>) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "ingest writer cannot start");
+                return;
+            }
+        };
+        let mut last_sync = Instant::now();
+        let mut last_flush = Instant::now();
+        loop {
+            if stop.load(Ordering::Acquire) {
+                self.flush();
+                return;
+            }
+            let first = rt.block_on(async { tokio::time::timeout(JOURNAL_SYNC, rx.recv()).await });
+            match first {
+                Ok(Some(item)) => {
+                    let mut items = vec![item];
+                    while items.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(i) => items.push(i),
+                            Err(_) => break,
+                        }
+                    }
+                    self.process(items, false);
+                    self.stats.writer_batches.fetch_add(1, Ordering::Relaxed);
+                    self.stats.writer_queue.store(rx.len() as u64, Ordering::Relaxed);
+                }
+                Ok(None) => {
+                    self.flush();
+                    return;
+                }
+                Err(_) => {}
+            }
+            if self.journal_dirty && last_sync.elapsed() >= JOURNAL_SYNC {
+                if let Err(e) = self.journal.sync() {
+                    tracing::error!(error = %e, "journal fsync failed");
+                }
+                self.journal_dirty = false;
+                last_sync = Instant::now();
+            }
+            if last_flush.elapsed() >= STORE_FLUSH && self.journal.bytes() > 0 {
+                self.flush();
+                last_flush = Instant::now();
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        match self.store.flush() {
+            Ok(()) => {
+                if let Err(e) = self.journal.truncate() {
+                    tracing::error!(error = %e, "journal truncate failed");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "store flush failed; the journal is kept"),
+        }
+    }
+
+    /// `replay`: the items come from the journal at start, not from a broker.
+    fn process(&mut self, items: Vec<IngestItem>, replay: bool) {
+        if !replay {
+            let recs: Vec<JournalRecord> = items
+                .iter()
+                .map(|i| JournalRecord {
+                    device: i.device.clone(),
+                    kind: i.kind,
+                    payload: i.payload.clone(),
+                })
+                .collect();
+            if let Err(e) = self.journal.append(&recs) {
+                tracing::error!(error = %e, "journal write failed; records refused");
+                for i in items {
+                    if let Some(r) = i.reply {
+                        let _ = r.send(Err(format!("journal: {e}")));
+                    }
+                }
+                return;
+            }
+            self.journal_dirty = true;
+        }
+        let mut batch = WriteBatch::default();
+        let mut forward = Vec::new();
+        let mut dirty = BTreeSet::new();
+        let mut replies = Vec::with_capacity(items.len());
+        let now_ms = common::time::now_ms();
+        {
+            let mut map = self.delivery.write().unwrap_or_else(|p| p.into_inner());
+            for item in items {
+                if let Some(r) = item.reply {
+                    replies.push(r);
+                }
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                let msg = match decode_record(&item.device, item.kind, &item.payload) {
+                    Ok(m) => m,
+                    Err((reason, detail)) => {
+                        self.stats
+                            .reject(reason, &format!("{}/{}", item.device, item.kind), &detail);
+                        continue;
+                    }
+                };
+                let Some((seq, ts_ms)) = msg.seq_ts() else {
+                    // presence: not sequenced
+                    if let Ingested::State(env) = &msg
+                        && let DeviceState::Online(_) = &env.body
+                    {
+                        self.clocks
+                            .entry(item.device.clone())
+                            .or_default()
+                            .on_birth(env.ts_ms, now_ms);
+                    }
+                    if let Ingested::State(env) = &msg
+                        && let DeviceState::Online(b) = &env.body
+                        && let Err(e) = batch.birth(&item.device, b)
+                    {
+                        tracing::error!(error = %e, "birth not stored");
+                    }
+                    self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    forward.push(msg);
+                    continue;
+                };
+                let st = map.entry(item.device.clone()).or_default();
+                if !st.seqs.observe(seq) {
+                    st.duplicates += 1;
+                    dirty.insert(item.device.clone());
+                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    if replay && let Ingested::Telemetry(env) = &msg {
+                        // Counted before a crash, but its row may not have reached the disk
+                        // (the store writes key by key): write it again, at the same key. Only
+                        // a row stamped near the server's time, which the clock guard never
+                        // moves; an older one (a backlog) relies on sled recovering its log in
+                        // order, delivery state after rows ([`FleetStore::apply`]).
+                        if ts_ms.abs_diff(now_ms) <= MAX_CLOCK_SKEW_MS.unsigned_abs() {
+                            let row = history_row(env, seq, ts_ms, None);
+                            if let Err(e) = batch.history(&item.device, &row) {
+                                tracing::error!(error = %e, "history row not stored");
+                            }
+                        }
+                    }
+                    continue;
+                }
+                st.received += 1;
+                if matches!(msg, Ingested::Telemetry(_)) {
+                    if seq < st.last_telemetry_seq {
+                        st.reordered += 1;
+                    }
+                    st.last_telemetry_seq = st.last_telemetry_seq.max(seq);
+                }
+                if let Ingested::Event(env) = &msg
+                    && let EventKind::RecordsDropped { count, .. } = env.body.kind
+                {
+                    st.reported_dropped += count;
+                }
+                let placed = self
+                    .clocks
+                    .entry(item.device.clone())
+                    .or_default()
+                    .place(seq, ts_ms, now_ms);
+                if let Ingested::Telemetry(env) = &msg {
+                    if placed.moved_by_s.is_some() {
+                        self.stats.clock_moved.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let row = history_row(env, seq, placed.ts_ms, placed.moved_by_s);
+                    if let Err(e) = batch.history(&item.device, &row) {
+                        tracing::error!(error = %e, "history row not stored");
+                    }
+                }
+                dirty.insert(item.device.clone());
+                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                forward.push(msg);
+            }
+            for d in &dirty {
+                if let Some(st) = map.get(d)
+                    && let Err(e) = batch.delivery(d, st)
+                {
+                    tracing::error!(error = %e, "delivery state not stored");
+                }
+            }
+        }
+        let result = self.store.apply(batch).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "store write failed; the journal keeps the records");
+        }
+        for r in replies {
+            let _ = r.send(result.clone());
+        }
+        for m in forward {
+            if let Some(r) = &self.republish {
+                r.offer(|| Item::from_ingested(&m));
+            }
+            self.fleet.do_send(m);
+        }
+        let map = self.delivery.read().unwrap_or_else(|p| p.into_inner());
+        for d in dirty {
+            if let Some(st) = map.get(&d) {
+                self.fleet.do_send(DeliveryUpdate(d, st.view()));
+            }
+        }
+    }
+}
+
+/// A telemetry record's history row: every flat metric, and the clock offset when the row was
+/// moved off the device's timestamp ([`crate::fleet::clock`]).
+fn history_row(
+    env: &common::Envelope<common::Telemetry>,
+    seq: u64,
+    ts_ms: i64,
+    moved_by_s: Option<f64>,
+) -> HistoryRow {
+    let mut metrics: Vec<(String, f32)> = env
+        .body
+        .flat_metrics()
+        .into_iter()
+        .map(|(k, v)| (k, v as f32))
+        .collect();
+    if let Some(off) = moved_by_s {
+        metrics.push((DEVICE_CLOCK_OFFSET.to_string(), off as f32));
+    }
+    HistoryRow { ts_ms, seq, metrics }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix::Actor as _;
+    use common::{Envelope, Telemetry};
+
+    use super::*;
+    use crate::fleet::state::PresencePolicy;
+
+    fn record(device: &DeviceId, seq: u64, ts_ms: i64) -> JournalRecord {
+        let env = Envelope::new(device.clone(), seq, ts_ms, Telemetry::default());
+        JournalRecord {
+            device: device.clone(),
+            kind: Kind::Telemetry,
+            payload: common::codec::encode(&env).unwrap(),
+        }
+    }
+
+    /// A crash after a record's delivery state reached the disk but before its history row
+    /// did: the journal replay finds the record already counted and still writes its row.
+    #[actix::test]
+    async fn the_journal_replay_writes_the_rows_of_records_already_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let rvm = DeviceId::new("rvm1").unwrap();
+        let now = common::time::now_ms();
+        {
+            let store = FleetStore::open(&dir.path().join("fleet.sled")).unwrap();
+            let mut st = DeliveryState::default();
+            assert!(st.seqs.observe(5));
+            st.received = 1;
+            let mut b = WriteBatch::default();
+            b.delivery(&rvm, &st).unwrap();
+            store.apply(b).unwrap();
+            store.flush().unwrap();
+        }
+        {
+            let mut j = Journal::open(&dir.path().join("ingest.journal")).unwrap();
+            j.append(&[record(&rvm, 5, now - 2_000), record(&rvm, 6, now - 1_000)])
+                .unwrap();
+            j.sync().unwrap();
+        }
+        let fleet = FleetActor::new(PresencePolicy::default()).start();
+        let stats = Arc::new(IngestStats::default());
+        let w = start(dir.path(), fleet, stats.clone()).unwrap();
+        let rows = w.store.history(&rvm, 0, i64::MAX, 10).unwrap();
+        let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [5, 6], "both rows are in history after the replay");
+        let map = w.delivery.read().unwrap();
+        let st = &map[&rvm];
+        assert_eq!((st.received, st.duplicates), (2, 1), "seq 5 is counted once");
+        drop(map);
+        w.stop.store(true, Ordering::Release);
+    }
+}
