@@ -308,7 +308,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
                 gpu_backend: gpu_kind,
                 gpu_notes: notes.clone(),
                 app_metrics: app2.counters(),
-                memory: common::mem::ProcessMemory::now(),
+                memory: proc_mem::ProcessMemory::now(),
             }),
             telemetry: Arc::new(move || latest2.lock().ok().and_then(|l| l.clone())),
             app: app.clone(),

@@ -808,7 +808,7 @@ pub(crate) mod tests {
                 pushes_rejected: 1,
                 ..Default::default()
             },
-            memory: common::mem::ProcessMemory::default(),
+            memory: proc_mem::ProcessMemory::default(),
         }
     }
 
