@@ -770,8 +770,8 @@ fn fuzz_app_metrics_prometheus_text() {
     use rvm_agent::appmetrics::prometheus::{parse_prometheus, samples_to_readings};
     let seeds: Vec<Vec<u8>> = corpus("prometheus").into_iter().map(|(_, b)| b).collect();
     let check = |b: &[u8]| -> Result<(), TestCaseError> {
-        if let Ok(samples) = parse_prometheus(&text(b)) {
-            for r in samples_to_readings(&samples) {
+        if let Ok(parsed) = parse_prometheus(&text(b)) {
+            for r in samples_to_readings(&parsed.samples) {
                 prop_assert!(r.value.is_finite(), "non-finite reading {r:?}");
                 prop_assert!(r.name.len() <= 64, "over-long name {:?}", r.name);
             }

@@ -731,6 +731,12 @@ fn render_agent(x: &mut Exposition, device: &DeviceId, s: &StatusSnapshot) {
         "Scrapes of the vision service that failed.",
         a.scrapes_failed,
     );
+    x.one(
+        "rvm_agent_app_scrape_bad_lines_total",
+        Counter,
+        "Lines of the vision service's scraped metrics that were not Prometheus text.",
+        a.scrape_bad_lines,
+    );
 }
 
 #[cfg(test)]
@@ -954,6 +960,13 @@ pub(crate) mod tests {
         }
     }
 
+    /// The samples of an exposition that has no line a Prometheus parser could not read.
+    pub(crate) fn parse_strict(text: &str) -> Vec<Sample> {
+        let parsed = parse_prometheus(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(parsed.bad_lines, 0, "{:?}\n{text}", parsed.first_bad);
+        parsed.samples
+    }
+
     fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Option<&'a Sample> {
         samples.iter().find(|s| {
             s.name == name
@@ -975,7 +988,7 @@ pub(crate) mod tests {
         let t = build_telemetry();
         let status = build_status();
         let text = render(&t, &status.device, &status);
-        let samples = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let samples = parse_strict(&text);
 
         let families: HashSet<&str> = samples.iter().map(|s| s.name.as_str()).collect();
         for f in [
@@ -1052,6 +1065,7 @@ pub(crate) mod tests {
             "rvm_agent_app_pushes_rejected_total",
             "rvm_agent_app_scrapes_ok_total",
             "rvm_agent_app_scrapes_failed_total",
+            "rvm_agent_app_scrape_bad_lines_total",
         ] {
             assert!(families.contains(f), "{f} missing from\n{text}");
         }
@@ -1281,14 +1295,14 @@ pub(crate) mod tests {
         assert_eq!(text.matches("# TYPE rvm_app_a_b ").count(), 1, "{text}");
         // sorted by name: `a.b` comes first and wins
         assert!(text.contains("\nrvm_app_a_b 1\n"), "{text}");
-        assert!(parse_prometheus(&text).is_ok());
+        assert!(!parse_strict(&text).is_empty());
     }
 
     #[test]
     fn without_telemetry_only_the_agent_state_is_written() {
         let status = build_status();
         let text = render_without_telemetry(&status.device, &status);
-        let samples = parse_prometheus(&text).unwrap();
+        let samples = parse_strict(&text);
         assert!(samples.iter().all(|s| s.name.starts_with("rvm_agent_")), "{text}");
         assert!(!text.contains("rvm_cpu_usage_percent"));
         assert_eq!(value(&samples, "rvm_agent_buffer_records", &[]), 10.0);

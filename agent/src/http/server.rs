@@ -142,8 +142,7 @@ mod tests {
 
     use super::*;
     use crate::appmetrics::config::AppMetricsConfig;
-    use crate::appmetrics::prometheus::parse_prometheus;
-    use crate::http::exporter::tests::{build_status, build_telemetry};
+    use crate::http::exporter::tests::{build_status, build_telemetry, parse_strict};
 
     struct Response {
         status: u16,
@@ -250,7 +249,7 @@ mod tests {
                 assert_eq!((&v["accepted"], &v["ignored"]), (&2.into(), &0.into()), "{v}");
 
                 let r = get(addr, "/metrics");
-                let samples = parse_prometheus(&r.body).unwrap();
+                let samples = parse_strict(&r.body);
                 let fps = samples
                     .iter()
                     .find(|s| s.name == "rvm_app_camera_fps")
