@@ -74,7 +74,13 @@ async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
         Some(t) => exporter::render(&t, &snapshot.device, &snapshot),
         None => exporter::render_without_telemetry(&snapshot.device, &snapshot),
     };
-    HttpResponse::Ok().content_type(exporter::CONTENT_TYPE).body(text)
+    match text {
+        Ok(text) => HttpResponse::Ok().content_type(exporter::CONTENT_TYPE).body(text),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics not rendered");
+            HttpResponse::InternalServerError().body(e.to_string())
+        }
+    }
 }
 
 async fn status(state: web::Data<HttpState>) -> HttpResponse {
