@@ -1112,6 +1112,52 @@ pub(crate) mod tests {
         assert!(!parse_strict(&text).is_empty());
     }
 
+    /// Prometheus' own checker (Debian package `prometheus`; fails when it is missing, as the
+    /// server's test in `tests/tests/prometheus.rs` does).
+    #[test]
+    fn promtool_checks_the_agent_exposition() {
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+        let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("promtool is not installed: apt-get install -y prometheus");
+        let status = build_status();
+        for text in [
+            render(&build_telemetry(), &status.device, &status).unwrap(),
+            render_without_telemetry(&status.device, &status).unwrap(),
+        ] {
+            let mut child = Command::new(promtool)
+                .args(["check", "metrics"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("promtool runs");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("exposition written to promtool");
+            let o = child.wait_with_output().expect("promtool finishes");
+            // exit 3: lint findings only (the text parsed). One is known and kept: the rail
+            // voltage is in millivolts as the INA3221 reports it, and the name is documented.
+            let lint = String::from_utf8_lossy(&o.stdout);
+            let known_only = o.status.code() == Some(3)
+                && lint.lines().filter(|l| !l.trim().is_empty()).all(|l| {
+                    l == "rvm_power_rail_millivolts use base unit \"volts\" instead of \"millivolts\""
+                });
+            assert!(
+                o.status.success() || known_only,
+                "promtool check metrics: {:?}\n{}{}\n--- exposition\n{text}",
+                o.status.code(),
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+
     #[test]
     fn without_telemetry_only_the_agent_state_is_written() {
         let status = build_status();
