@@ -22,6 +22,7 @@ use serde_json::Value;
 pub mod harness;
 pub mod mosquitto;
 pub mod postgres;
+pub mod receivers;
 pub mod schema;
 
 /// Which store a [`TestFleet`] keeps its state in.
