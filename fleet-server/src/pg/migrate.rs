@@ -22,11 +22,18 @@ pub struct Migration {
 }
 
 /// Every migration, in version order, versions 1, 2, ... without holes.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../migrations/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "outbox_receipt",
+        sql: include_str!("../../migrations/0002_outbox_receipt.sql"),
+    },
+];
 
 /// Advisory lock key held while migrating (`pg_locks.objid` shows it): "rvmfmigr".
 pub const MIGRATION_LOCK: i64 = 0x7276_6d66_6d69_6772;
