@@ -859,6 +859,20 @@ where
     }
 }
 
+/// Polls `f` until it returns Some or `timeout` passes (blocking: for tests without a runtime).
+pub fn eventually_blocking<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// How a raw MQTT connection attempt ended.
 #[allow(clippy::large_enum_variant)] // test helper, made a handful of times
 pub enum ConnectOutcome {

@@ -211,8 +211,17 @@ fn storable(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME_BYTES
 }
 
-/// The time `ms` after the Unix epoch (negative: before it).
+/// Earliest time sent to PostgreSQL: 0001-01-01 (its range starts earlier, the driver's
+/// conversion to microseconds overflows much earlier than `i64::MIN` ms).
+pub const MIN_TIME_MS: i64 = -62_135_596_800_000;
+/// Latest time sent to PostgreSQL: 9999-12-31 23:59:59.999.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// The time `ms` after the Unix epoch (negative: before it), within
+/// [`MIN_TIME_MS`]..=[`MAX_TIME_MS`] (a range's open end, `i64::MAX` for "never", is sent as
+/// the latest time).
 pub fn system_time(ms: i64) -> SystemTime {
+    let ms = ms.clamp(MIN_TIME_MS, MAX_TIME_MS);
     if ms >= 0 {
         UNIX_EPOCH + Duration::from_millis(ms as u64)
     } else {
@@ -627,6 +636,12 @@ mod tests {
         for ms in [-86_400_001, -1, 0, 1, 1_741_611_600_123] {
             assert_eq!(millis(system_time(ms)), ms);
         }
+    }
+
+    #[test]
+    fn open_ends_of_a_range_are_sent_as_the_first_and_last_time_postgresql_reads() {
+        assert_eq!(millis(system_time(i64::MAX)), MAX_TIME_MS);
+        assert_eq!(millis(system_time(i64::MIN / 2)), MIN_TIME_MS);
     }
 
     #[test]

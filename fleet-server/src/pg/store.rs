@@ -190,8 +190,11 @@ where
     rt.spawn(async move {
         let _ = tx.send(f.await);
     });
-    rx.recv()
-        .unwrap_or_else(|_| Err(PgError::Pool("the store's runtime stopped".into())))
+    rx.recv().unwrap_or_else(|_| {
+        Err(PgError::Pool(
+            "the store's task ended without an answer (it panicked, or the runtime stopped)".into(),
+        ))
+    })
 }
 
 #[cfg(test)]
