@@ -5,7 +5,9 @@
 //!
 //! A [`TestFleet`] keeps its state in sled or in PostgreSQL ([`Backend`]): the suites for
 //! ingest, store-and-forward, alerts, commands and the web view run their main scenarios on
-//! both (a test named `..._on_postgres` starts a cluster of its own).
+//! both (a test named `..._on_postgres`: a database of its own on the test process's shared
+//! cluster, [`postgres::PgDatabase`], or a cluster of its own for a test that stops
+//! PostgreSQL, [`FleetOptions::own_pg_cluster`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,9 +52,9 @@ pub struct TestFleet {
     /// Where devices connect when that is not the server's own MQTT port (Mosquitto's device
     /// listener, [`mosquitto`]); None: the embedded broker's port.
     pub device_port: Option<u16>,
-    /// The fleet's PostgreSQL cluster with [`Backend::Postgres`] (stopped and deleted after
-    /// the server, when the fleet is dropped).
-    pub pg: Option<postgres::PgCluster>,
+    /// The fleet's PostgreSQL database with [`Backend::Postgres`] (dropped after the server,
+    /// when the fleet is dropped).
+    pub pg: Option<postgres::PgDatabase>,
 }
 
 /// How [`TestFleet::start_with`] configures the server.
@@ -69,6 +71,9 @@ pub struct FleetOptions {
     /// `[http] metrics_token`; None: `/metrics` is open.
     pub metrics_token: Option<String>,
     pub backend: Backend,
+    /// With [`Backend::Postgres`]: a cluster of the fleet's own, which the test may stop or
+    /// crash, instead of a database on the process's shared cluster.
+    pub own_pg_cluster: bool,
 }
 
 impl Default for FleetOptions {
@@ -81,6 +86,7 @@ impl Default for FleetOptions {
             hold_offline_ms: None,
             metrics_token: None,
             backend: Backend::Sled,
+            own_pg_cluster: false,
         }
     }
 }
@@ -136,7 +142,8 @@ impl TestFleet {
         };
         let pg = match opts.backend {
             Backend::Sled => None,
-            Backend::Postgres => Some(postgres::PgCluster::start()?),
+            Backend::Postgres if opts.own_pg_cluster => Some(postgres::PgDatabase::own()?),
+            Backend::Postgres => Some(postgres::PgDatabase::shared()?),
         };
         let storage = match &pg {
             None => fleet_server::pg::config::StorageBackend::Sled,
@@ -184,8 +191,8 @@ impl TestFleet {
         })
     }
 
-    /// The fleet's PostgreSQL cluster (panics on a sled fleet: a test bug).
-    pub fn pg(&self) -> &postgres::PgCluster {
+    /// The fleet's PostgreSQL database (panics on a sled fleet: a test bug).
+    pub fn pg(&self) -> &postgres::PgDatabase {
         self.pg.as_ref().expect("a fleet started with Backend::Postgres")
     }
 

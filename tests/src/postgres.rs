@@ -14,6 +14,11 @@
 //! [`PgCluster::stop`], [`PgCluster::crash`] and [`PgCluster::start_again`] stop and restart
 //! the server mid-test on the same port and data.
 //!
+//! Most tests need a database, not a cluster: [`PgDatabase::shared`] makes one on the cluster
+//! the whole test process shares (started on first use, stopped when the process exits), so a
+//! test binary pays for one `initdb`. A test that stops or crashes PostgreSQL takes a cluster
+//! of its own ([`PgDatabase::own`]).
+//!
 //! Clusters live under `$TMPDIR/rvm-fleet-pg/PID-N-RANDOM`. A test process killed before its
 //! clusters were dropped leaves them behind: the next [`PgCluster::start`] stops and deletes
 //! every cluster whose process is gone.
@@ -22,6 +27,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -201,7 +207,7 @@ impl PgCluster {
         writeln!(
             f,
             "\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-             fsync = off\nfull_page_writes = off\nshared_buffers = 32MB\nmax_connections = 60\n",
+             fsync = off\nfull_page_writes = off\nshared_buffers = 32MB\nmax_connections = 100\n",
             self.port,
             self.dir.display()
         )?;
@@ -352,6 +358,182 @@ impl Drop for PgCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The cluster the fleets and stores of this test process share, each in a database of its
+/// own ([`PgDatabase::shared`]): started on first use, stopped and deleted when the process
+/// exits (an `atexit` hook; a killed process leaves it to [`sweep_orphans`]).
+static SHARED: OnceLock<Result<PgCluster, String>> = OnceLock::new();
+/// Numbers the databases made on the shared cluster.
+static NEXT_DB: AtomicU64 = AtomicU64::new(0);
+
+/// The process's shared cluster (started on the first call).
+pub fn shared_cluster() -> anyhow::Result<&'static PgCluster> {
+    SHARED
+        .get_or_init(|| {
+            let c = PgCluster::start().map_err(|e| format!("{e:#}"));
+            if c.is_ok() {
+                // SAFETY: registers a function without arguments that touches only the static
+                // above; it runs once, when the process exits normally.
+                unsafe { libc::atexit(stop_shared_cluster) };
+            }
+            c
+        })
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+extern "C" fn stop_shared_cluster() {
+    if let Some(Ok(c)) = SHARED.get() {
+        let out = c
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(c.data())
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+        if !out.is_ok_and(|o| o.status.success()) {
+            eprintln!("postgres test cluster {} did not stop", c.dir.display());
+        }
+        let _ = std::fs::remove_dir_all(&c.dir);
+    }
+}
+
+enum Place {
+    /// A database of its own on the process's shared cluster, dropped with it.
+    Shared(&'static PgCluster),
+    /// A cluster of its own (its `fleet` database).
+    Own(Box<PgCluster>),
+}
+
+/// A database for one test: on the process's shared cluster (cheap: `CREATE DATABASE`), or
+/// with a cluster of its own for a test that stops or crashes PostgreSQL. Same role
+/// (`fleet`) and password either way.
+pub struct PgDatabase {
+    place: Place,
+    name: String,
+}
+
+impl PgDatabase {
+    /// A new empty database owned by `fleet` on the process's shared cluster.
+    pub fn shared() -> anyhow::Result<PgDatabase> {
+        let cluster = shared_cluster()?;
+        let name = format!(
+            "fleet_{}_{}",
+            NEXT_DB.fetch_add(1, Ordering::Relaxed),
+            common::ids::random_hex(3)
+        );
+        cluster.create_database(&name)?;
+        Ok(PgDatabase {
+            place: Place::Shared(cluster),
+            name,
+        })
+    }
+
+    /// A cluster of its own, which the test may stop, crash and start again
+    /// ([`PgDatabase::own_cluster`]).
+    pub fn own() -> anyhow::Result<PgDatabase> {
+        Ok(PgDatabase {
+            place: Place::Own(Box::new(PgCluster::start()?)),
+            name: APP_DB.to_string(),
+        })
+    }
+
+    pub fn cluster(&self) -> &PgCluster {
+        match &self.place {
+            Place::Shared(c) => c,
+            Place::Own(c) => c,
+        }
+    }
+
+    /// The cluster, to stop or crash it: only one of its own (stopping the shared one would
+    /// fail every other test of the process).
+    pub fn own_cluster(&mut self) -> &mut PgCluster {
+        match &mut self.place {
+            Place::Own(c) => c,
+            Place::Shared(_) => panic!("the shared test cluster is never stopped: use PgDatabase::own"),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `postgres://fleet:PASSWORD@127.0.0.1:PORT/NAME`.
+    pub fn url(&self) -> String {
+        self.cluster().url_for(&self.name)
+    }
+
+    /// The same without the password (give it by `password_file` or `password_env`).
+    pub fn url_without_password(&self) -> String {
+        format!(
+            "postgres://{APP_USER}@127.0.0.1:{}/{}",
+            self.cluster().port(),
+            self.name
+        )
+    }
+
+    /// The `fleet` role's password.
+    pub fn password(&self) -> &str {
+        self.cluster().password()
+    }
+
+    /// Runs `sql` as the superuser on this database; its output (unaligned, tuples only).
+    pub fn psql(&self, sql: &str) -> anyhow::Result<String> {
+        self.cluster().psql_on(&self.name, sql)
+    }
+
+    /// `device`'s rows and its series of `metric` in `fleet_metrics`.
+    pub fn series(&self, device: &str, metric: &str) -> anyhow::Result<Series> {
+        anyhow::ensure!(
+            device.bytes().all(|b| b.is_ascii_alphanumeric())
+                && metric
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+            "device and metric are plain names"
+        );
+        let out = self.psql(&format!(
+            "SELECT (SELECT count(*) FROM telemetry WHERE device = '{device}'),
+                    (SELECT count(DISTINCT seq) FROM telemetry WHERE device = '{device}'),
+                    count(*),
+                    coalesce(max(gap_ms), 0)::bigint
+             FROM (SELECT extract(epoch FROM time - lag(time) OVER (ORDER BY time)) * 1000 AS gap_ms
+                   FROM fleet_metrics WHERE device = '{device}' AND metric = '{metric}') s"
+        ))?;
+        let f: Vec<u64> = out.split('|').map(|v| v.trim().parse().unwrap_or(0)).collect();
+        anyhow::ensure!(f.len() == 4, "unexpected answer {out:?}");
+        Ok(Series {
+            rows: f[0],
+            seqs: f[1],
+            points: f[2],
+            max_gap_ms: f[3],
+        })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        if let Place::Shared(c) = &self.place {
+            // FORCE: a server of the test may still hold connections
+            let _ = c.psql_on(
+                "postgres",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            );
+        }
+    }
+}
+
+/// One machine's history as the database holds it (checks of "every seq exactly once, no
+/// hole" after a crash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Series {
+    /// Rows of `telemetry`.
+    pub rows: u64,
+    /// Distinct seqs among them.
+    pub seqs: u64,
+    /// Samples of `metric` in the read view `fleet_metrics`.
+    pub points: u64,
+    /// Largest time between two consecutive samples of `metric` (ms).
+    pub max_gap_ms: u64,
 }
 
 fn check(out: &Output, what: &str) -> anyhow::Result<()> {

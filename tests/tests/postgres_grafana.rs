@@ -7,7 +7,7 @@ use common::DeviceId;
 use fleet_server::pg::history::{self, MetricAgg, MetricIds, MinuteRollup, RawRow, RawWriter, WriteMode};
 use fleet_server::pg::partitions::{DAY_MS, Retention};
 use fleet_server::pg::{Backend, StorageBackend, StorageBackendFile, pool};
-use rvm_fleet_tests::postgres::PgCluster;
+use rvm_fleet_tests::postgres::PgDatabase;
 use serde_json::Value;
 
 /// 2025-03-10 13:00 UTC.
@@ -219,7 +219,7 @@ async fn fill(pool: &fleet_server::pg::Pool) {
 
 #[tokio::test]
 async fn postgres_every_grafana_dashboard_query_runs_and_finds_its_data() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let file = StorageBackendFile {
         backend: Backend::Postgres,
         url: Some(pg.url()),

@@ -41,7 +41,7 @@ use fleet_server::pg::store::PgStore;
 use fleet_server::pg::tokens::{PgTokens, TOKEN_REFRESH};
 use fleet_server::pg::{Backend, PgConfig, StorageBackend, StorageBackendFile};
 use fleet_server::storage::health::StorageHealth;
-use rvm_fleet_tests::postgres::PgCluster;
+use rvm_fleet_tests::postgres::PgDatabase;
 
 fn pg_config(url: &str) -> PgConfig {
     let file = StorageBackendFile {
@@ -56,7 +56,7 @@ fn pg_config(url: &str) -> PgConfig {
     }
 }
 
-fn open(pg: &PgCluster) -> PgStore {
+fn open(pg: &PgDatabase) -> PgStore {
     let health = Arc::new(StorageHealth::new("postgres"));
     PgStore::open(
         &pg_config(&pg.url()),
@@ -203,7 +203,7 @@ fn normalized(mut e: EngineState) -> EngineState {
 
 #[test]
 fn postgres_the_alerts_state_comes_back_as_it_was_saved() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let store = open(&pg);
     let t = 1_741_611_600_000;
     let (engine, corr) = build_exports(t);
@@ -222,7 +222,7 @@ fn postgres_the_alerts_state_comes_back_as_it_was_saved() {
 
 #[test]
 fn postgres_a_resolve_and_the_next_generation_in_one_save_keep_one_open_alert_and_a_cancelled_one_goes() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let store = open(&pg);
     let t = 1_741_611_600_000;
     let (mut engine, corr) = build_exports(t);
@@ -271,7 +271,7 @@ fn build_command(id: &str, state: CmdState, t: i64) -> CommandRecord {
 
 #[test]
 fn postgres_commands_and_rollouts_written_behind_the_actor_are_there_after_the_store_closes() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let store = open(&pg);
     let t = 1_741_611_600_000;
     let rollout = Rollout {
@@ -309,7 +309,7 @@ fn postgres_commands_and_rollouts_written_behind_the_actor_are_there_after_the_s
 
 #[test]
 fn postgres_tokens_are_verified_from_memory_and_one_made_elsewhere_is_known_within_the_refresh() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let store = open(&pg);
     let server = PgTokens::refreshing(store.clone()).unwrap();
     let mine = server.create("alice", Role::Operator).unwrap();
@@ -334,7 +334,7 @@ fn postgres_tokens_are_verified_from_memory_and_one_made_elsewhere_is_known_with
 
 #[test]
 fn postgres_audit_entries_come_back_newest_last_with_their_columns() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let audit = PgAudit::new(open(&pg));
     audit
         .append(&[
@@ -361,7 +361,7 @@ fn postgres_audit_entries_come_back_newest_last_with_their_columns() {
 
 #[test]
 fn postgres_presence_written_behind_the_fleet_actor_is_read_back_and_shown_in_fleet_devices() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let p = PgPresence::new(open(&pg));
     let row = |status, last_seen_ms| PresenceRow {
         device: d("rvm1"),
@@ -396,7 +396,7 @@ fn build_row(seq: u64, ts_ms: i64) -> HistoryRow {
 
 #[test]
 fn postgres_a_batch_is_one_transaction_and_history_reads_page_through_it_in_order() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let store = open(&pg);
     let ingest = PgIngest::open(store.clone()).unwrap();
     let now = common::time::now_ms();
@@ -480,7 +480,7 @@ fn postgres_a_batch_is_one_transaction_and_history_reads_page_through_it_in_orde
 #[test]
 fn postgres_a_batch_while_the_database_is_down_fails_the_health_says_why_and_the_next_one_after_it_is_back_commits()
  {
-    let mut pg = PgCluster::start().unwrap();
+    let mut pg = PgDatabase::own().unwrap();
     let store = open(&pg);
     let ingest = PgIngest::open(store.clone()).unwrap();
     let now = common::time::now_ms();
@@ -490,7 +490,7 @@ fn postgres_a_batch_while_the_database_is_down_fails_the_health_says_why_and_the
         b
     };
     ingest.apply(batch(1), now).unwrap();
-    pg.crash().unwrap();
+    pg.own_cluster().crash().unwrap();
     let err = ingest.apply(batch(2), now).unwrap_err();
     let status = store.health().status();
     assert_eq!(status.status, "unavailable", "{status:?}");
@@ -498,7 +498,7 @@ fn postgres_a_batch_while_the_database_is_down_fails_the_health_says_why_and_the
         status.error.as_deref().unwrap_or("").contains("storage.url"),
         "the error names the key: {status:?} ({err})"
     );
-    pg.start_again().unwrap();
+    pg.own_cluster().start_again().unwrap();
     ingest.apply(batch(2), now).unwrap();
     assert_eq!(store.health().status().status, "ok");
     assert_eq!(

@@ -8,7 +8,7 @@ use fleet_server::pg::history::{self, MetricAgg, MetricIds, MinuteRollup, RawRow
 use fleet_server::pg::migrate::{self, MIGRATIONS, MigrateError, Migration};
 use fleet_server::pg::partitions::{self, DAY_MS, Retention};
 use fleet_server::pg::{Backend, PgConfig, PgError, Pool, StorageBackend, StorageBackendFile, pool};
-use rvm_fleet_tests::postgres::PgCluster;
+use rvm_fleet_tests::postgres::PgDatabase;
 
 /// 2025-03-10 13:00 UTC: partitions are made around this time in every test.
 const NOW: i64 = 1_741_611_600_000;
@@ -46,7 +46,7 @@ async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
 
 #[tokio::test]
 async fn postgres_start_migrates_an_empty_database_once_and_makes_partitions() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let cfg = pg_config(&pg.url());
     let started = pool::start(&cfg, &Retention::default(), NOW).await.unwrap();
     let every: Vec<u32> = (1..=migrate::latest()).collect();
@@ -80,7 +80,7 @@ async fn postgres_start_migrates_an_empty_database_once_and_makes_partitions() {
 
 #[tokio::test]
 async fn postgres_instances_starting_together_apply_each_migration_once() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let cfg = pg_config(&pg.url());
     let starts: Vec<_> = (0..4)
         .map(|_| {
@@ -106,7 +106,7 @@ async fn postgres_instances_starting_together_apply_each_migration_once() {
 
 #[tokio::test]
 async fn postgres_a_newer_schema_is_refused_naming_both_versions() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let cfg = pg_config(&pg.url());
     pool::start(&cfg, &Retention::default(), NOW).await.unwrap();
     let future = migrate::latest() + 1;
@@ -132,7 +132,7 @@ async fn postgres_a_newer_schema_is_refused_naming_both_versions() {
 
 #[tokio::test]
 async fn postgres_a_failing_migration_leaves_nothing_behind() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let pool = pool::pool(&pg_config(&pg.url())).unwrap();
     let mut client = pool.get().await.unwrap();
     let broken = [
@@ -158,7 +158,7 @@ async fn postgres_a_failing_migration_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn postgres_an_unreachable_database_or_a_wrong_password_is_an_error_naming_storage_url() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let closed = rvm_fleet_tests::free_port();
     let cfg = pg_config(&format!("postgres://fleet:s3cret@127.0.0.1:{closed}/fleet"));
     let err = pool::start(&cfg, &Retention::default(), NOW)
@@ -181,7 +181,7 @@ async fn postgres_an_unreachable_database_or_a_wrong_password_is_an_error_naming
         .to_string();
     assert!(err.starts_with("storage.url: cannot connect"), "{err}");
     assert!(err.contains("password authentication failed"), "{err}");
-    let cfg = pg_config(&pg.url_for("no_such_db"));
+    let cfg = pg_config(&pg.cluster().url_for("no_such_db"));
     let err = pool::start(&cfg, &Retention::default(), NOW)
         .await
         .err()
@@ -192,7 +192,7 @@ async fn postgres_an_unreachable_database_or_a_wrong_password_is_an_error_naming
 
 #[tokio::test]
 async fn postgres_the_password_comes_from_a_file_or_the_environment() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("db.password");
     std::fs::write(&pw, format!("{}\n", pg.password())).unwrap();
@@ -221,7 +221,7 @@ async fn postgres_the_password_comes_from_a_file_or_the_environment() {
     pool::start(&cfg, &Retention::default(), NOW).await.unwrap();
 }
 
-async fn started(pg: &PgCluster) -> Pool {
+async fn started(pg: &PgDatabase) -> Pool {
     pool::start(&pg_config(&pg.url()), &Retention::default(), NOW)
         .await
         .unwrap()
@@ -229,7 +229,7 @@ async fn started(pg: &PgCluster) -> Pool {
 }
 
 async fn batch_writer_stores_each_record_once(mode: WriteMode) {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let pool = started(&pg).await;
     let mut client = pool.get().await.unwrap();
     let mut w = RawWriter::new(MetricIds::load(&**client).await.unwrap(), mode, DAY_MS);
@@ -291,7 +291,7 @@ async fn postgres_batch_writer_by_insert_stores_each_record_once() {
 
 #[tokio::test]
 async fn postgres_two_writes_in_one_transaction_both_count() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let pool = started(&pg).await;
     let mut client = pool.get().await.unwrap();
     let mut w = RawWriter::new(MetricIds::default(), WriteMode::Copy, DAY_MS);
@@ -307,7 +307,7 @@ async fn postgres_two_writes_in_one_transaction_both_count() {
 
 #[tokio::test]
 async fn postgres_the_pool_writes_again_after_postgresql_restarts() {
-    let mut pg = PgCluster::start().unwrap();
+    let mut pg = PgDatabase::own().unwrap();
     let pool = started(&pg).await;
     let mut w = RawWriter::new(MetricIds::default(), WriteMode::Copy, DAY_MS);
     let rows = build_rows("rvm1", 1..101, NOW - 600_000);
@@ -315,7 +315,7 @@ async fn postgres_the_pool_writes_again_after_postgresql_restarts() {
         let mut client = pool.get().await.unwrap();
         w.write(&mut client, &rows[..50], NOW).await.unwrap();
     }
-    pg.crash().unwrap();
+    pg.own_cluster().crash().unwrap();
     let cfg = pg_config(&pg.url());
     // a write while it is down fails: on the pooled connection, or when connecting anew
     let err = match pool::get(&pool, &cfg).await {
@@ -332,7 +332,7 @@ async fn postgres_the_pool_writes_again_after_postgresql_restarts() {
         err.to_string().starts_with("storage.url: cannot connect"),
         "{err}"
     );
-    pg.start_again().unwrap();
+    pg.own_cluster().start_again().unwrap();
     let mut client = pool.get().await.unwrap();
     let r = w.write(&mut client, &rows, NOW).await.unwrap();
     assert_eq!((r.inserted, r.duplicates), (50, 50));
@@ -341,7 +341,7 @@ async fn postgres_the_pool_writes_again_after_postgresql_restarts() {
 
 #[tokio::test]
 async fn postgres_rollups_round_trip_and_each_dirty_minute_is_taken_once() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let pool = started(&pg).await;
     let mut client = pool.get().await.unwrap();
     let mut w = RawWriter::new(MetricIds::default(), WriteMode::Insert, DAY_MS);
@@ -430,7 +430,7 @@ async fn postgres_rollups_round_trip_and_each_dirty_minute_is_taken_once() {
 
 #[tokio::test]
 async fn postgres_partitions_past_retention_are_dropped_whole_with_their_rows() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let pool = started(&pg).await;
     let mut client = pool.get().await.unwrap();
     let mut w = RawWriter::new(MetricIds::default(), WriteMode::Copy, DAY_MS);
@@ -469,7 +469,7 @@ async fn postgres_partitions_past_retention_are_dropped_whole_with_their_rows() 
 
 #[tokio::test]
 async fn postgres_one_open_alert_per_rule_and_subject() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let pool = started(&pg).await;
     let client = pool.get().await.unwrap();
     let insert = |id: &str, generation: i64, state: &str| {
@@ -507,7 +507,7 @@ async fn postgres_one_open_alert_per_rule_and_subject() {
 
 #[tokio::test]
 async fn postgres_a_leader_whose_lease_was_taken_over_cannot_write() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let pool = started(&pg).await;
     let client = pool.get().await.unwrap();
     client
@@ -539,7 +539,7 @@ async fn postgres_a_leader_whose_lease_was_taken_over_cannot_write() {
 
 #[tokio::test]
 async fn postgres_views_show_every_sample_with_its_site_and_the_devices_and_alerts() {
-    let pg = PgCluster::start().unwrap();
+    let pg = PgDatabase::shared().unwrap();
     let pool = started(&pg).await;
     let mut client = pool.get().await.unwrap();
     let mut w = RawWriter::new(MetricIds::default(), WriteMode::Copy, DAY_MS);

@@ -1,12 +1,16 @@
 //! Store-and-forward acceptance: outages and crashes lose nothing, duplicates are dropped by
-//! the server, caps hold, a corrupt store is survived. Real embedded broker, real sled, agents
-//! and servers as child processes wherever a `kill -9` is involved.
+//! the server, caps hold, a corrupt store is survived. Real embedded broker, the real store
+//! (the outage and crash scenarios run on sled and on PostgreSQL, `..._on_postgres`, which
+//! adds a restart of PostgreSQL itself mid-stream), agents and servers as child processes
+//! wherever a `kill -9` is involved.
 
 use std::time::Duration;
 
 use common::pki::{self, CertDir};
-use fleet_server::auth::TokenStore as _;
-use rvm_fleet_tests::{Agents, Child, TestFleet, eventually, free_port, write_agent_config};
+use rvm_fleet_tests::postgres::{PgDatabase, Series};
+use rvm_fleet_tests::{
+    Agents, Backend, Child, FleetOptions, TestFleet, eventually, free_port, write_agent_config,
+};
 use serde_json::Value;
 
 fn delivery(d: &Value) -> (u64, u64, u64, Vec<Value>, u64, u64) {
@@ -37,9 +41,33 @@ async fn wait_drained(fleet: &TestFleet, agents: &Agents, i: usize, id: &str, wi
     .expect("server catches up")
 }
 
+/// With PostgreSQL: every row of `device` once, and its CPU series in `fleet_metrics` without
+/// a hole longer than `max_gap_ms`.
+fn assert_whole_series(pg: &PgDatabase, device: &str, max_gap_ms: u64) -> Series {
+    let s = pg.series(device, "cpu.usage_pct").unwrap();
+    println!("{device} in postgres: {s:?}");
+    assert!(s.rows > 0, "{device}: {s:?}");
+    assert_eq!(s.rows, s.seqs, "{device}: each seq stored once: {s:?}");
+    assert_eq!(s.points, s.rows, "{device}: every row in fleet_metrics: {s:?}");
+    assert!(
+        s.max_gap_ms <= max_gap_ms,
+        "{device}: a hole in the series: {s:?}"
+    );
+    s
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_30s_broker_outage_at_10hz_loses_nothing_and_keeps_order() {
-    let mut fleet = TestFleet::start().unwrap();
+    broker_outage(Backend::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_30s_broker_outage_at_10hz_loses_nothing_and_keeps_order_on_postgres() {
+    broker_outage(Backend::Postgres).await;
+}
+
+async fn broker_outage(backend: Backend) {
+    let mut fleet = TestFleet::start_on(backend).unwrap();
     let agents = Agents::start(vec![fleet.agent_config("out1", 100).unwrap()]).unwrap();
     eventually(Duration::from_secs(10), || async {
         let d = fleet.device("out1").await.ok()??;
@@ -73,11 +101,23 @@ async fn a_30s_broker_outage_at_10hz_loses_nothing_and_keeps_order() {
         "records arrived in seq order: {}",
         d["delivery"]
     );
+    if let Some(pg) = &fleet.pg {
+        assert_whole_series(pg, "out1", 2_000);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_agent_while_it_drains_a_backlog_loses_nothing() {
-    let mut fleet = TestFleet::start().unwrap();
+    agent_killed_mid_drain(Backend::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_agent_while_it_drains_a_backlog_loses_nothing_on_postgres() {
+    agent_killed_mid_drain(Backend::Postgres).await;
+}
+
+async fn agent_killed_mid_drain(backend: Backend) {
+    let mut fleet = TestFleet::start_on(backend).unwrap();
     let cfg = fleet.agent_config("kill1", 20).unwrap();
     let log = fleet.dir.path().join("kill1.log");
     let mut agent = Child::spawn("rvm-agent", &["--config", cfg.to_str().unwrap()], &log).unwrap();
@@ -136,22 +176,46 @@ async fn kill_9_of_the_agent_while_it_drains_a_backlog_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_server_mid_stream_loses_nothing() {
+    server_killed_mid_stream(Backend::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_server_mid_stream_loses_nothing_on_postgres() {
+    server_killed_mid_stream(Backend::Postgres).await;
+}
+
+async fn server_killed_mid_stream(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let certs = CertDir::new(dir.path().join("certs"));
     pki::init(&certs, &["localhost".into(), "127.0.0.1".into()], false).unwrap();
     let (http, mqtt) = (free_port(), free_port());
     let data = dir.path().join("data");
     let server_cfg = dir.path().join("server.toml");
+    let pg = match backend {
+        Backend::Sled => None,
+        Backend::Postgres => Some(PgDatabase::shared().unwrap()),
+    };
+    let storage = match &pg {
+        None => String::new(),
+        Some(pg) => format!("backend = \"postgres\"\nurl = \"{}\"\n", pg.url()),
+    };
     std::fs::write(
         &server_cfg,
         format!(
-            "[http]\nlisten = \"127.0.0.1:{http}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\n[certs]\ndir = \"{}\"\n[storage]\ndata_dir = \"{}\"\n",
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n[mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\n[certs]\ndir = \"{}\"\n[storage]\ndata_dir = \"{}\"\n{storage}",
             certs.root().display(),
             data.display()
         ),
     )
     .unwrap();
-    let tokens = fleet_server::auth::TokenFile::open(&data.join("tokens.json")).unwrap();
+    let c = fleet_server::config::ServerFile::load(&server_cfg).unwrap();
+    let tokens = fleet_server::storage::open_tokens(&fleet_server::storage::StorageConfig {
+        backend: c.storage,
+        data_dir: c.data_dir,
+        cache_bytes: c.store_cache_bytes,
+        history: c.history,
+    })
+    .unwrap();
     let token = tokens.create("t", fleet_server::auth::Role::Viewer).unwrap();
     let slog = dir.path().join("server.log");
     let run = ["run", "--config", server_cfg.to_str().unwrap()];
@@ -212,6 +276,92 @@ async fn kill_9_of_the_server_mid_stream_loses_nothing() {
     println!("server killed: received {received}, last seq {last_seq}, duplicates dropped {dups}");
     assert_eq!(missing, 0);
     server.terminate();
+    if let Some(pg) = &pg {
+        assert_whole_series(pg, "srv1", 2_000);
+    }
+}
+
+/// PostgreSQL itself crashes (`pg_ctl stop -m immediate`) while three machines stream: the
+/// server stops acknowledging and says why, the machines keep their records, and once it is
+/// back everything drains: every seq once, every series whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_of_postgresql_mid_stream_loses_nothing_on_postgres() {
+    let mut fleet = TestFleet::start_with(FleetOptions {
+        backend: Backend::Postgres,
+        own_pg_cluster: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let ids = ["pgr1", "pgr2", "pgr3"];
+    let agents = Agents::start(
+        ids.iter()
+            .map(|id| fleet.agent_config(id, 100).unwrap())
+            .collect(),
+    )
+    .unwrap();
+    for id in ids {
+        eventually(Duration::from_secs(15), || async {
+            let d = fleet.device(id).await.ok()??;
+            (delivery(&d).0 >= 10).then_some(())
+        })
+        .await
+        .expect("publishing before the crash");
+    }
+    fleet.pg.as_mut().unwrap().own_cluster().crash().unwrap();
+    let down = eventually(Duration::from_secs(15), || async {
+        let h = fleet.health().await.ok()?;
+        (h["storage"]["status"] == "unavailable").then_some(h)
+    })
+    .await
+    .expect("the health API says the store is unavailable");
+    let storage = &down["storage"];
+    assert_eq!(storage["backend"], "postgres", "{storage}");
+    assert!(
+        storage["error"].as_str().unwrap_or("").starts_with("storage.url"),
+        "the error names the key: {storage}"
+    );
+    let metrics = fleet
+        .http
+        .get(fleet.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("rvm_fleet_storage_up{backend=\"postgres\"} 0"),
+        "/metrics says it too"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let queued: u64 = (0..ids.len()).map(|i| agents.buffers[i].stats().records).sum();
+    assert!(queued > 0, "the machines keep what was not acknowledged");
+    let h = fleet.health().await.unwrap();
+    assert!(
+        h["ingest"]["refused_batches"].as_u64().unwrap_or(0) > 0,
+        "refused batches are counted: {}",
+        h["ingest"]
+    );
+    fleet.pg.as_mut().unwrap().own_cluster().start_again().unwrap();
+    eventually(Duration::from_secs(30), || async {
+        let h = fleet.health().await.ok()?;
+        (h["storage"]["status"] == "ok").then_some(())
+    })
+    .await
+    .expect("available again");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 0..ids.len() {
+        agents.stop_collecting(i);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let d = wait_drained(&fleet, &agents, i, id, Duration::from_secs(60)).await;
+        let (received, last_seq, dups, gaps, missing, _) = delivery(&d);
+        println!("{id}: received {received}, last seq {last_seq}, duplicates dropped {dups}");
+        assert!(gaps.is_empty(), "{id} gaps: {gaps:?}; delivery {}", d["delivery"]);
+        assert_eq!(missing, 0, "{id}");
+        assert_eq!(received, last_seq, "{id}: every seq exactly once");
+        assert_whole_series(fleet.pg(), id, 2_000);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
