@@ -157,6 +157,12 @@ impl FleetStore {
         StoreWatch(Arc::downgrade(&self.alive))
     }
 
+    /// The database itself, for a store that opens trees of its own (the notification
+    /// outbox, `notify::outbox::sled_store`).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Another tree of the same database (commands, rollouts: [`crate::commands::store`]).
     pub fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
         self.db.open_tree(name).map_err(|e| self.err(e))

@@ -1,7 +1,9 @@
 //! The server's PostgreSQL stores (the storage seam: `ingest/pg.rs`, `history/pg.rs`,
-//! `alerts/pg.rs`, `commands/pg.rs`, `fleet/pg.rs`, `pg/tokens.rs`, `pg/audit.rs`) against
-//! real throwaway clusters: what each writes comes back as it was, and a database that goes
-//! away is reported and recovered from. Needs Debian's PostgreSQL 15 (`.ci/run` installs it).
+//! `alerts/pg.rs`, `commands/pg.rs`, `fleet/pg.rs`, `pg/tokens.rs`, `pg/audit.rs`,
+//! `notify/outbox/pg_store.rs`) against real PostgreSQL (a database each on the binary's shared
+//! throwaway cluster; a cluster of its own for the test that crashes it): what each writes
+//! comes back as it was, and a database that goes away is reported and recovered from. Needs
+//! Debian's PostgreSQL 15 (`.ci/run` installs it).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,12 +37,18 @@ use fleet_server::incidents::incident::{
 };
 use fleet_server::ingest::pg::PgIngest;
 use fleet_server::ingest::store::{IngestStore, WriteBatch};
+use fleet_server::notify::notification::Notification;
+use fleet_server::notify::outbox::pg_store::PgOutbox;
+use fleet_server::notify::outbox::{
+    EntryState, MemoryOutbox, OutboxEntry, OutboxStore, Outcome, RetryPolicy,
+};
 use fleet_server::pg::audit::PgAudit;
 use fleet_server::pg::partitions::Retention;
 use fleet_server::pg::store::PgStore;
 use fleet_server::pg::tokens::{PgTokens, TOKEN_REFRESH};
 use fleet_server::pg::{Backend, PgConfig, StorageBackend, StorageBackendFile};
 use fleet_server::storage::health::StorageHealth;
+use proptest::prelude::*;
 use rvm_fleet_tests::postgres::PgDatabase;
 
 fn pg_config(url: &str) -> PgConfig {
@@ -478,7 +486,7 @@ fn postgres_a_batch_is_one_transaction_and_history_reads_page_through_it_in_orde
 }
 
 #[test]
-fn postgres_a_batch_while_the_database_is_down_fails_the_health_says_why_and_the_next_one_after_it_is_back_commits()
+fn postgres_a_batch_while_the_database_is_down_fails_the_health_says_why_until_the_probe_finds_it_back_and_the_next_one_commits()
  {
     let mut pg = PgDatabase::own().unwrap();
     let store = open(&pg);
@@ -499,11 +507,170 @@ fn postgres_a_batch_while_the_database_is_down_fails_the_health_says_why_and_the
         "the error names the key: {status:?} ({err})"
     );
     pg.own_cluster().start_again().unwrap();
+    // nothing writes meanwhile: the probe sees it back
+    rvm_fleet_tests::eventually_blocking(Duration::from_secs(15), || {
+        store.health().is_available().then_some(())
+    })
+    .expect("the probe finds the database back");
     ingest.apply(batch(2), now).unwrap();
     assert_eq!(store.health().status().status, "ok");
     assert_eq!(
         pg.psql("SELECT string_agg(seq::text, ',' ORDER BY seq) FROM telemetry")
             .unwrap(),
         "1,2"
+    );
+}
+
+/// Notification `i`: a distinct alert firing (`i` even) or resolving (`i` odd).
+fn build_notification(i: u32) -> Notification {
+    let mut n = if i.is_multiple_of(2) {
+        fleet_server::notify::sample::firing_alert(1_000)
+    } else {
+        fleet_server::notify::sample::resolved_alert(1_000)
+    };
+    n.id = format!("rule{}:RVM1:1/{}", i / 2, n.event);
+    n
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+enum OutboxOp {
+    Enqueue { channel: u8, notification: u32 },
+    Claim { limit: usize },
+    Finish { which: usize, outcome: u8 },
+    Purge,
+    Advance { ms: i64 },
+}
+
+fn outbox_op() -> impl Strategy<Value = OutboxOp> {
+    prop_oneof![
+        (0u8..3, 0u32..6).prop_map(|(channel, notification)| OutboxOp::Enqueue {
+            channel,
+            notification
+        }),
+        (1usize..4).prop_map(|limit| OutboxOp::Claim { limit }),
+        (0usize..8, 0u8..3).prop_map(|(which, outcome)| OutboxOp::Finish { which, outcome }),
+        Just(OutboxOp::Purge),
+        (0i64..4_000_000).prop_map(|ms| OutboxOp::Advance { ms }),
+    ]
+}
+
+/// Runs `ops` on `pg` (emptied first) and on the in-memory twin: every answer alike.
+fn outbox_twins_agree(pg: &PgOutbox, db: &PgDatabase, ops: Vec<OutboxOp>) -> Result<(), TestCaseError> {
+    db.psql("TRUNCATE notification_outbox").unwrap();
+    let mem = MemoryOutbox::new();
+    let p = RetryPolicy {
+        keep_finished: Duration::from_secs(3600),
+        ..RetryPolicy::default()
+    };
+    let mut now = 1_700_000_000_000i64;
+    let mut claimed: Vec<OutboxEntry> = Vec::new();
+    for op in ops {
+        match op {
+            OutboxOp::Enqueue {
+                channel,
+                notification,
+            } => {
+                let e = OutboxEntry::new(&format!("c{channel}"), build_notification(notification), now);
+                prop_assert_eq!(pg.enqueue(&e).unwrap(), mem.enqueue(&e).unwrap());
+            }
+            OutboxOp::Claim { limit } => {
+                let a = pg.claim_due(now, limit, LEASE).unwrap();
+                let b = mem.claim_due(now, limit, LEASE).unwrap();
+                prop_assert_eq!(&a, &b);
+                claimed.extend(a);
+            }
+            OutboxOp::Finish { which, outcome } => {
+                if claimed.is_empty() {
+                    continue;
+                }
+                let c = claimed.remove(which % claimed.len());
+                let outcome = match outcome {
+                    0 => Outcome::Delivered {
+                        receipt: "200".into(),
+                    },
+                    1 => Outcome::Retry { error: "503".into() },
+                    _ => Outcome::Fail { error: "tls".into() },
+                };
+                let f = c.finish(&outcome, now, &p);
+                prop_assert_eq!(pg.finish(&f).unwrap(), mem.finish(&f).unwrap());
+            }
+            OutboxOp::Purge => {
+                let before = now - p.keep_finished.as_millis() as i64;
+                prop_assert_eq!(
+                    pg.purge_finished(before).unwrap(),
+                    mem.purge_finished(before).unwrap()
+                );
+            }
+            OutboxOp::Advance { ms } => now += ms,
+        }
+        prop_assert_eq!(pg.counts().unwrap(), mem.counts().unwrap());
+    }
+    prop_assert_eq!(
+        pg.list(None, usize::MAX).unwrap(),
+        mem.list(None, usize::MAX).unwrap()
+    );
+    for state in [EntryState::Pending, EntryState::Delivered, EntryState::Failed] {
+        prop_assert_eq!(
+            pg.list(Some(state), usize::MAX).unwrap(),
+            mem.list(Some(state), usize::MAX).unwrap()
+        );
+    }
+    for e in mem.list(None, usize::MAX).unwrap() {
+        prop_assert_eq!(pg.get(&e.key).unwrap(), Some(e));
+    }
+    Ok(())
+}
+
+#[test]
+fn postgres_the_outbox_behaves_like_its_in_memory_twin() {
+    let db = PgDatabase::shared().unwrap();
+    let pg = PgOutbox::new(open(&db), "test");
+    proptest!(ProptestConfig::with_cases(24), |(ops in proptest::collection::vec(outbox_op(), 1..40))| {
+        outbox_twins_agree(&pg, &db, ops)?;
+    });
+}
+
+/// Two instances claiming from one table at once: no entry is claimed twice, none is left.
+#[test]
+fn postgres_outbox_claims_of_two_instances_never_take_one_entry_twice() {
+    let db = PgDatabase::shared().unwrap();
+    let store = open(&db);
+    let now = common::time::now_ms();
+    let first = PgOutbox::new(store.clone(), "a");
+    for i in 0..60 {
+        assert!(
+            first
+                .enqueue(&OutboxEntry::new("hook", build_notification(i), now))
+                .unwrap()
+        );
+    }
+    let workers: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|w| {
+            let o = PgOutbox::new(store.clone(), w);
+            std::thread::spawn(move || {
+                let mut keys = Vec::new();
+                loop {
+                    let c = o.claim_due(now, 7, LEASE).unwrap();
+                    if c.is_empty() {
+                        return keys;
+                    }
+                    keys.extend(c.into_iter().map(|e| e.key));
+                }
+            })
+        })
+        .collect();
+    let mut all: Vec<String> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let claimed = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((claimed, all.len()), (60, 60), "each entry claimed exactly once");
+    assert_eq!(
+        db.psql("SELECT count(*) FILTER (WHERE attempts = 1 AND claimed_by IN ('a', 'b')) FROM notification_outbox")
+            .unwrap(),
+        "60",
+        "every row records one claim and its claimer"
     );
 }

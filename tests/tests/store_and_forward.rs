@@ -315,6 +315,7 @@ async fn a_restart_of_postgresql_mid_stream_loses_nothing_on_postgres() {
     .await
     .expect("the health API says the store is unavailable");
     let storage = &down["storage"];
+    assert_eq!(down["status"], "degraded", "{down}");
     assert_eq!(storage["backend"], "postgres", "{storage}");
     assert!(
         storage["error"].as_str().unwrap_or("").starts_with("storage.url"),

@@ -84,9 +84,14 @@ fn rollup_row(r: &tokio_postgres::Row) -> (i64, Vec<Option<MetricAgg>>) {
     (millis(r.get("minute")), aggs)
 }
 
+/// One page and the cursor after it (None: the last page).
+type Page<T, C> = Result<(Vec<T>, Option<C>), StoreError>;
+/// Fetches the page at a cursor.
+type Fetch<T, C> = Box<dyn FnMut(&C) -> Page<T, C> + Send>;
+
 /// A page-at-a-time iterator: `fetch(cursor)` returns the next page and the cursor after it.
 struct Pages<T, C> {
-    fetch: Box<dyn FnMut(&C) -> Result<(Vec<T>, Option<C>), StoreError> + Send>,
+    fetch: Fetch<T, C>,
     cursor: Option<C>,
     buf: VecDeque<T>,
 }

@@ -70,7 +70,8 @@ fn storage(state: &AppState) -> serde_json::Value {
 
 async fn health(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
-        "status": "ok",
+        // degraded: the store cannot be reached (`storage` says why), records are refused
+        "status": if state.storage.is_available() { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": (common::time::now_ms() - state.started_ms) / 1000,
         "ingest": state.ingest.snapshot(),

@@ -266,6 +266,11 @@ impl RawWriter {
         &self.ids
     }
 
+    /// Rows older than this (by their day's partition) are not written.
+    pub fn raw_retention_ms(&self) -> i64 {
+        self.raw_retention_ms
+    }
+
     /// Numbers the metric names of `rows` that are new (commits by itself: call it before the
     /// transaction of [`RawWriter::write_in`], on the same or another connection).
     pub async fn prepare(&mut self, client: &Client, rows: &[RawRow]) -> Result<(), PgError> {

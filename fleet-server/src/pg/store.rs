@@ -11,10 +11,13 @@
 //!
 //! Every outcome is reported to the [`StorageHealth`]: an error that means the database
 //! cannot be reached ([`is_unavailable`]) marks the store unavailable with its message, the
-//! next success marks it available again.
+//! next success marks it available again. While it is unavailable a probe (`SELECT 1` every
+//! [`PROBE_INTERVAL`]) tries it too, so the health says it is back even when nothing else
+//! asks (no machine is sending).
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
@@ -26,6 +29,8 @@ use crate::storage::health::StorageHealth;
 
 /// Worker threads of the store's runtime: statements wait on the database, not on the CPU.
 pub const PG_THREADS: usize = 2;
+/// How often an unavailable store is tried by the probe.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The PostgreSQL store (cheap to clone: every clone shares the pool and the runtime).
 #[derive(Clone)]
@@ -110,6 +115,7 @@ impl PgStore {
                 health,
             }),
         };
+        store.spawn(probe(Arc::downgrade(&store.inner)));
         Ok((store, started.report))
     }
 
@@ -176,6 +182,30 @@ impl PgStore {
     /// How long history is kept (the partitions the store makes and drops).
     pub fn retention(&self) -> Retention {
         self.inner.retention
+    }
+}
+
+/// While the store is unavailable, `SELECT 1` every [`PROBE_INTERVAL`]; ends with the store
+/// (it holds no strong reference between probes, so the store can close).
+async fn probe(inner: Weak<Inner>) {
+    loop {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if inner.health.is_available() {
+            continue;
+        }
+        let store = PgStore { inner };
+        let res = async {
+            let client = store.client().await?;
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(PgError::db("probing the database"))
+        }
+        .await;
+        store.note(&res);
     }
 }
 

@@ -12,8 +12,14 @@
 //! `ON CONFLICT DO NOTHING`; births, delivery, commands, rollouts and tokens only where their
 //! key is missing; the alerts state only into a database without one; audit entries after
 //! those a previous run copied (counted in `server_state`). A rerun copies what is new and
-//! says what was already there. History older than the raw (or rollup) retention has no
-//! partition to go to: it is counted as skipped.
+//! says what was already there, so a run that was interrupted is finished by running it
+//! again. History older than the raw (or rollup) retention has no partition to go to: it is
+//! counted as skipped.
+//!
+//! Verified: after each batch of history and after each kind, the database is asked for the
+//! keys of what was read (device, time and seq of a row; device and minute of a rollup; the
+//! id or name of the rest): `verified` counts those it has, and fewer than were read and not
+//! skipped fails the run ([`MigrateError::Verify`]). Progress is reported as it goes.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -65,21 +71,48 @@ pub enum MigrateError {
     Tokens(#[from] crate::auth::TokenError),
     #[error("--from: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "verification failed: {kind}: {expected} copied or already there, but the database has \
+         {found} of them"
+    )]
+    Verify {
+        kind: &'static str,
+        expected: u64,
+        found: u64,
+    },
 }
 
 /// Of one kind: what was read from sled, what the database did not have yet, what could not
-/// go anywhere.
+/// go anywhere, and how many of those read (and not skipped) the database has afterwards.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Copied {
     pub read: u64,
     pub new: u64,
     pub skipped: u64,
+    pub verified: u64,
 }
 
 impl Copied {
+    /// Read and not skipped: what the database must have.
+    fn kept(&self) -> u64 {
+        self.read - self.skipped
+    }
+
     /// Already in the database.
     pub fn already(&self) -> u64 {
-        self.read - self.new - self.skipped
+        self.kept().saturating_sub(self.new)
+    }
+
+    /// Fails unless the database has everything kept.
+    fn verify(self, kind: &'static str) -> Result<Copied, MigrateError> {
+        if self.verified < self.kept() {
+            return Err(MigrateError::Verify {
+                kind,
+                expected: self.kept(),
+                found: self.verified,
+            });
+        }
+        Ok(self)
     }
 }
 
@@ -150,28 +183,18 @@ pub fn migrate(
     let now = common::time::now_ms();
     let health = Arc::new(StorageHealth::new("postgres"));
     let (pg, _) = PgStore::open(to, retention, health, now)?;
-    let mut report = MigrateReport::default();
-    report.tokens = copy_tokens(&pg, &TokenFile::open(&data_dir.join("tokens.json"))?)?;
-    progress("tokens", report.tokens.read);
+    let tokens = copy_tokens(&pg, &TokenFile::open(&data_dir.join("tokens.json"))?)?;
+    progress("tokens", tokens.read);
     let (devices, delivery) = copy_devices(&pg, &sled, now)?;
-    report.devices = devices;
-    report.delivery = delivery;
-    progress("devices", report.devices.read);
+    progress("devices", devices.read);
     let ids = pg.run({
         let s = pg.clone();
         async move { MetricIds::load(&**s.client().await?).await }
     })?;
     let mut writer = RawWriter::new(ids, WriteMode::Insert, retention.raw_ms);
+    let (mut raw_rows, mut rollups) = (Copied::default(), Copied::default());
     for device in HistoryStore::known_devices(&sled)? {
-        copy_raw(
-            &pg,
-            &sled,
-            &device,
-            &mut writer,
-            now,
-            &mut report.raw_rows,
-            progress,
-        )?;
+        copy_raw(&pg, &sled, &device, &mut writer, now, &mut raw_rows, progress)?;
         copy_rollups(
             &pg,
             &sled,
@@ -179,23 +202,32 @@ pub fn migrate(
             writer.ids(),
             retention,
             now,
-            &mut report.rollups,
+            &mut rollups,
             progress,
         )?;
     }
-    copy_alerts(&pg, &sled, &mut report)?;
-    progress("alerts", report.alerts.read);
-    let commands = SledCommandStore::open(&sled)?;
-    let (c, r) = copy_commands(&pg, &commands)?;
-    report.commands = c;
-    report.rollouts = r;
-    progress("commands", report.commands.read);
-    report.audit = copy_audit(&pg, data_dir)?;
-    progress("audit entries", report.audit.read);
-    Ok(report)
+    let (alerts, silences, incidents) = copy_alerts(&pg, &sled)?;
+    progress("alerts", alerts.read);
+    let (commands, rollouts) = copy_commands(&pg, &SledCommandStore::open(&sled)?)?;
+    progress("commands", commands.read);
+    let audit = copy_audit(&pg, data_dir)?;
+    progress("audit entries", audit.read);
+    Ok(MigrateReport {
+        tokens: tokens.verify("tokens")?,
+        devices: devices.verify("devices")?,
+        delivery: delivery.verify("delivery")?,
+        raw_rows: raw_rows.verify("raw rows")?,
+        rollups: rollups.verify("rollups")?,
+        alerts: alerts.verify("alerts")?,
+        silences: silences.verify("silences")?,
+        incidents: incidents.verify("incidents")?,
+        commands: commands.verify("commands")?,
+        rollouts: rollouts.verify("rollouts")?,
+        audit: audit.verify("audit entries")?,
+    })
 }
 
-/// Keys of `table` among `keys` that the database has.
+/// Those of `keys` the database has (`sql` takes them as `$1`, a text array).
 async fn existing(s: &PgStore, sql: &'static str, keys: Vec<String>) -> Result<HashSet<String>, PgError> {
     let client = s.client().await?;
     let rows = client
@@ -205,18 +237,48 @@ async fn existing(s: &PgStore, sql: &'static str, keys: Vec<String>) -> Result<H
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-fn copy_tokens(pg: &PgStore, file: &TokenFile) -> Result<Copied, MigrateError> {
-    let entries = file.list();
-    let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
+/// How many of `keys` the database has.
+fn count_existing(pg: &PgStore, sql: &'static str, keys: Vec<String>) -> Result<u64, MigrateError> {
     let s = pg.clone();
-    let have =
-        pg.run(async move { existing(&s, "SELECT name FROM tokens WHERE name = ANY($1)", names).await })?;
-    let mut out = Copied {
-        read: entries.len() as u64,
+    let have = pg.run(async move { existing(&s, sql, keys).await })?;
+    Ok(have.len() as u64)
+}
+
+/// What of `keys` (read from sled) the database lacks, by `sql` (see [`existing`]).
+fn missing<'a>(
+    pg: &PgStore,
+    sql: &'static str,
+    keys: impl Iterator<Item = &'a str>,
+) -> Result<(Copied, HashSet<String>), MigrateError> {
+    let keys: Vec<String> = keys.map(str::to_string).collect();
+    let s = pg.clone();
+    let k = keys.clone();
+    let have = pg.run(async move { existing(&s, sql, k).await })?;
+    let copied = Copied {
+        read: keys.len() as u64,
+        new: keys.iter().filter(|k| !have.contains(*k)).count() as u64,
         ..Default::default()
     };
-    let fresh: Vec<_> = entries.into_iter().filter(|e| !have.contains(&e.name)).collect();
-    out.new = fresh.len() as u64;
+    Ok((copied, have))
+}
+
+const TOKENS_HAVE: &str = "SELECT name FROM tokens WHERE name = ANY($1)";
+const DEVICES_HAVE: &str = "SELECT device FROM devices WHERE device = ANY($1)";
+const DELIVERY_HAVE: &str = "SELECT device FROM delivery WHERE device = ANY($1)";
+const COMMANDS_HAVE: &str = "SELECT id FROM commands WHERE id = ANY($1)";
+const ROLLOUTS_HAVE: &str = "SELECT id FROM rollouts WHERE id = ANY($1)";
+const ALERTS_HAVE: &str = "SELECT id FROM alerts WHERE id = ANY($1)";
+const SILENCES_HAVE: &str = "SELECT id FROM silences WHERE id = ANY($1)";
+const INCIDENTS_HAVE: &str = "SELECT id FROM incidents WHERE id = ANY($1)";
+
+fn copy_tokens(pg: &PgStore, file: &TokenFile) -> Result<Copied, MigrateError> {
+    let entries = file.list();
+    let (mut out, have) = missing(pg, TOKENS_HAVE, entries.iter().map(|e| e.name.as_str()))?;
+    let fresh: Vec<_> = entries
+        .iter()
+        .filter(|e| !have.contains(&e.name))
+        .cloned()
+        .collect();
     let s = pg.clone();
     pg.run(async move {
         let mut client = s.client().await?;
@@ -244,36 +306,17 @@ fn copy_tokens(pg: &PgStore, file: &TokenFile) -> Result<Copied, MigrateError> {
         }
         tx.commit().await.map_err(PgError::db("tokens commit"))
     })?;
+    out.verified = count_existing(pg, TOKENS_HAVE, entries.into_iter().map(|e| e.name).collect())?;
     Ok(out)
 }
 
 fn copy_devices(pg: &PgStore, sled: &FleetStore, now: i64) -> Result<(Copied, Copied), MigrateError> {
     let births = sled.load_births()?;
     let delivery = sled.load_delivery()?;
-    let s = pg.clone();
-    let ids: Vec<String> = births.keys().map(|d| d.to_string()).collect();
-    let have_births =
-        pg.run(async move { existing(&s, "SELECT device FROM devices WHERE device = ANY($1)", ids).await })?;
-    let s = pg.clone();
-    let ids: Vec<String> = delivery.keys().map(|d| d.to_string()).collect();
-    let have_delivery =
-        pg.run(async move { existing(&s, "SELECT device FROM delivery WHERE device = ANY($1)", ids).await })?;
-    let b = Copied {
-        read: births.len() as u64,
-        new: births
-            .keys()
-            .filter(|d| !have_births.contains(d.as_str()))
-            .count() as u64,
-        skipped: 0,
-    };
-    let d = Copied {
-        read: delivery.len() as u64,
-        new: delivery
-            .keys()
-            .filter(|d| !have_delivery.contains(d.as_str()))
-            .count() as u64,
-        skipped: 0,
-    };
+    let (mut b, have_births) = missing(pg, DEVICES_HAVE, births.keys().map(DeviceId::as_str))?;
+    let (mut d, have_delivery) = missing(pg, DELIVERY_HAVE, delivery.keys().map(DeviceId::as_str))?;
+    let birth_ids: Vec<String> = births.keys().map(|d| d.to_string()).collect();
+    let delivery_ids: Vec<String> = delivery.keys().map(|d| d.to_string()).collect();
     let births: Vec<_> = births
         .into_iter()
         .filter(|(d, _)| !have_births.contains(d.as_str()))
@@ -295,7 +338,15 @@ fn copy_devices(pg: &PgStore, sled: &FleetStore, now: i64) -> Result<(Copied, Co
         write_delivery(&tx, &delivery).await?;
         tx.commit().await.map_err(PgError::db("devices commit"))
     })?;
+    b.verified = count_existing(pg, DEVICES_HAVE, birth_ids)?;
+    d.verified = count_existing(pg, DELIVERY_HAVE, delivery_ids)?;
     Ok((b, d))
+}
+
+/// True when the raw writer stores `r` at `now` (its seq is valid and a partition keeps its
+/// day), as [`RawWriter::write_in`] decides.
+fn kept_raw(r: &RawRow, first_day: i64, last_day: i64) -> bool {
+    i64::try_from(r.seq).is_ok_and(|s| s > 0) && (first_day..=last_day).contains(&day_of(r.time_ms))
 }
 
 fn copy_raw(
@@ -307,6 +358,10 @@ fn copy_raw(
     out: &mut Copied,
     progress: Progress<'_>,
 ) -> Result<(), MigrateError> {
+    let (first_day, last_day) = (
+        horizon_day(now, writer.raw_retention_ms()),
+        day_of(now) + AHEAD_DAYS,
+    );
     let mut rows = FleetStore::history_iter(sled, device, i64::MIN / 2, i64::MAX / 2).peekable();
     while rows.peek().is_some() {
         let batch: Vec<RawRow> = rows
@@ -321,16 +376,36 @@ fn copy_raw(
                 })
             })
             .collect::<Result<_, _>>()?;
+        let kept: Vec<&RawRow> = batch
+            .iter()
+            .filter(|r| kept_raw(r, first_day, last_day))
+            .collect();
+        let keys = (
+            kept.iter().map(|r| r.device.to_string()).collect::<Vec<_>>(),
+            kept.iter().map(|r| system_time(r.time_ms)).collect::<Vec<_>>(),
+            kept.iter().map(|r| r.seq as i64).collect::<Vec<_>>(),
+        );
         let (s, mut w) = (pg.clone(), writer.clone());
-        let (w, report) = pg.run(async move {
+        let (w, report, found) = pg.run(async move {
             let mut client = s.client().await?;
             let report = w.write(&mut client, &batch, now).await?;
-            Ok((w, report))
+            let found: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM telemetry t
+                     JOIN unnest($1::text[], $2::timestamptz[], $3::int8[]) AS k(device, time, seq)
+                       ON t.device = k.device AND t.time = k.time AND t.seq = k.seq",
+                    &[&keys.0, &keys.1, &keys.2],
+                )
+                .await
+                .map_err(PgError::db("verifying raw rows"))?
+                .get(0);
+            Ok((w, report, found))
         })?;
         *writer = w;
         out.read += report.inserted + report.duplicates + report.outside_retention + report.invalid;
         out.new += report.inserted;
         out.skipped += report.outside_retention + report.invalid;
+        out.verified += found.max(0) as u64;
         progress("raw rows", out.read);
     }
     Ok(())
@@ -385,61 +460,72 @@ fn copy_rollups(
             .iter()
             .flat_map(|r| r.metrics.iter().map(|(n, _)| n.clone()))
             .collect();
-        pg.run(async move {
+        let (fresh, found) = pg.run(async move {
             let mut client = s.client().await?;
             let mut ids = ids;
             ids.ensure(&client, names.iter().map(String::as_str)).await?;
+            let devices: Vec<&str> = batch.iter().map(|r| r.device.as_str()).collect();
+            let minutes: Vec<std::time::SystemTime> =
+                batch.iter().map(|r| system_time(r.minute_ms)).collect();
+            const HAVE: &str = "SELECT r.minute FROM rollups_1m r
+                 JOIN unnest($1::text[], $2::timestamptz[]) AS k(device, minute)
+                   ON r.device = k.device AND r.minute = k.minute";
             let tx = client
                 .transaction()
                 .await
                 .map_err(PgError::db("rollups transaction"))?;
             // only minutes the database does not have: the server may have rolled them up since
-            let fresh: Vec<MinuteRollup> = {
-                let devices: Vec<&str> = batch.iter().map(|r| r.device.as_str()).collect();
-                let minutes: Vec<std::time::SystemTime> =
-                    batch.iter().map(|r| system_time(r.minute_ms)).collect();
-                let have: HashSet<i64> = tx
-                    .query(
-                        "SELECT r.minute FROM rollups_1m r
-                         JOIN unnest($1::text[], $2::timestamptz[]) AS k(device, minute)
-                           ON r.device = k.device AND r.minute = k.minute",
-                        &[&devices, &minutes],
-                    )
-                    .await
-                    .map_err(PgError::db("reading rollups"))?
-                    .iter()
-                    .map(|r| crate::pg::history::millis(r.get(0)))
-                    .collect();
-                batch
-                    .into_iter()
-                    .filter(|r| !have.contains(&r.minute_ms))
-                    .collect()
-            };
+            let have: HashSet<i64> = tx
+                .query(HAVE, &[&devices, &minutes])
+                .await
+                .map_err(PgError::db("reading rollups"))?
+                .iter()
+                .map(|r| crate::pg::history::millis(r.get(0)))
+                .collect();
+            let fresh: Vec<MinuteRollup> = batch
+                .iter()
+                .filter(|r| !have.contains(&r.minute_ms))
+                .cloned()
+                .collect();
             write_rollups(&tx, &ids, &fresh).await?;
             tx.commit().await.map_err(PgError::db("rollups commit"))?;
-            Ok(fresh.len() as u64)
-        })
-        .map(|fresh| out.new += fresh)?;
+            let found = client
+                .query(HAVE, &[&devices, &minutes])
+                .await
+                .map_err(PgError::db("verifying rollups"))?
+                .len();
+            Ok((fresh.len() as u64, found as u64))
+        })?;
+        out.new += fresh;
+        out.verified += found;
         progress("rollups", out.read);
     }
     Ok(())
 }
 
-fn copy_alerts(pg: &PgStore, sled: &FleetStore, report: &mut MigrateReport) -> Result<(), MigrateError> {
+/// Alerts, silences and incidents: copied into a database without an alerts state; a
+/// database with one of its own keeps it (what it lacks of the sled state is skipped).
+fn copy_alerts(pg: &PgStore, sled: &FleetStore) -> Result<(Copied, Copied, Copied), MigrateError> {
     let saved = AlertStore::load(sled)?;
     let Some(engine) = saved.engine else {
-        return Ok(());
+        return Ok(Default::default());
     };
     let corr = saved.correlator.unwrap_or_else(|| {
         crate::incidents::Correlator::new(crate::incidents::config::CorrelatorConfig::default()).export()
     });
-    let count = |n: usize| Copied {
-        read: n as u64,
-        ..Default::default()
-    };
-    report.alerts = count(engine.active.len() + engine.history.len());
-    report.silences = count(engine.silences.len());
-    report.incidents = count(corr.open.len() + corr.recent.len());
+    let alert_ids: Vec<String> = engine
+        .active
+        .iter()
+        .chain(&engine.history)
+        .map(|a| a.id.clone())
+        .collect();
+    let silence_ids: Vec<String> = engine.silences.iter().map(|s| s.id.clone()).collect();
+    let incident_ids: Vec<String> = corr
+        .open
+        .iter()
+        .chain(&corr.recent)
+        .map(|i| i.id.clone())
+        .collect();
     let s = pg.clone();
     let has_state = pg.run(async move {
         let client = s.client().await?;
@@ -449,37 +535,39 @@ fn copy_alerts(pg: &PgStore, sled: &FleetStore, report: &mut MigrateReport) -> R
             .map_err(PgError::db("reading server state"))?;
         Ok(r.is_some())
     })?;
-    if has_state {
-        return Ok(());
+    if !has_state {
+        PgAlerts::new(pg.clone()).save(&engine, &corr)?;
     }
-    PgAlerts::new(pg.clone()).save(&engine, &corr)?;
-    for c in [&mut report.alerts, &mut report.silences, &mut report.incidents] {
-        c.new = c.read;
-    }
-    Ok(())
+    let mut out = [
+        (alert_ids, ALERTS_HAVE),
+        (silence_ids, SILENCES_HAVE),
+        (incident_ids, INCIDENTS_HAVE),
+    ]
+    .into_iter()
+    .map(|(ids, sql)| {
+        let read = ids.len() as u64;
+        let verified = count_existing(pg, sql, ids)?;
+        Ok(Copied {
+            read,
+            new: if has_state { 0 } else { read },
+            // a database with an alerts state of its own keeps it
+            skipped: if has_state { read - verified } else { 0 },
+            verified,
+        })
+    })
+    .collect::<Result<Vec<_>, MigrateError>>()?
+    .into_iter();
+    let mut next = || out.next().unwrap_or_default();
+    Ok((next(), next(), next()))
 }
 
 fn copy_commands(pg: &PgStore, sled: &SledCommandStore) -> Result<(Copied, Copied), MigrateError> {
     let records = sled.records()?;
     let rollouts = sled.rollouts()?;
-    let s = pg.clone();
-    let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-    let have =
-        pg.run(async move { existing(&s, "SELECT id FROM commands WHERE id = ANY($1)", ids).await })?;
-    let s = pg.clone();
-    let ids: Vec<String> = rollouts.iter().map(|r| r.id.clone()).collect();
-    let have_r =
-        pg.run(async move { existing(&s, "SELECT id FROM rollouts WHERE id = ANY($1)", ids).await })?;
-    let c = Copied {
-        read: records.len() as u64,
-        new: records.iter().filter(|r| !have.contains(&r.id)).count() as u64,
-        skipped: 0,
-    };
-    let r = Copied {
-        read: rollouts.len() as u64,
-        new: rollouts.iter().filter(|r| !have_r.contains(&r.id)).count() as u64,
-        skipped: 0,
-    };
+    let (mut c, have) = missing(pg, COMMANDS_HAVE, records.iter().map(|r| r.id.as_str()))?;
+    let (mut r, have_r) = missing(pg, ROLLOUTS_HAVE, rollouts.iter().map(|r| r.id.as_str()))?;
+    let command_ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    let rollout_ids: Vec<String> = rollouts.iter().map(|r| r.id.clone()).collect();
     let records: Vec<_> = records.into_iter().filter(|r| !have.contains(&r.id)).collect();
     let rollouts: Vec<_> = rollouts.into_iter().filter(|r| !have_r.contains(&r.id)).collect();
     let s = pg.clone();
@@ -497,32 +585,39 @@ fn copy_commands(pg: &PgStore, sled: &SledCommandStore) -> Result<(Copied, Copie
         }
         tx.commit().await.map_err(PgError::db("commands commit"))
     })?;
+    c.verified = count_existing(pg, COMMANDS_HAVE, command_ids)?;
+    r.verified = count_existing(pg, ROLLOUTS_HAVE, rollout_ids)?;
     Ok((c, r))
 }
 
+/// Audit entries have no key: the copy counts those it copied from `data_dir` in
+/// `server_state` and copies the ones after them; `verified` is that count after the commit.
 fn copy_audit(pg: &PgStore, data_dir: &Path) -> Result<Copied, MigrateError> {
     let entries = AuditFile::new(&data_dir.join("audit.log")).newest(usize::MAX)?;
     let key = audit_key(data_dir);
-    let s = pg.clone();
-    let k = key.clone();
-    let done = pg.run(async move {
-        let client = s.client().await?;
-        let r = client
-            .query_opt("SELECT value FROM server_state WHERE key = $1", &[&k])
-            .await
-            .map_err(PgError::db("reading server state"))?;
-        Ok(r.and_then(|r| r.get::<_, serde_json::Value>(0).as_u64())
-            .unwrap_or(0))
-    })?;
+    let read_done = |pg: &PgStore, key: String| -> Result<u64, MigrateError> {
+        let s = pg.clone();
+        Ok(pg.run(async move {
+            let client = s.client().await?;
+            let r = client
+                .query_opt("SELECT value FROM server_state WHERE key = $1", &[&key])
+                .await
+                .map_err(PgError::db("reading server state"))?;
+            Ok(r.and_then(|r| r.get::<_, serde_json::Value>(0).as_u64())
+                .unwrap_or(0))
+        })?)
+    };
+    let done = read_done(pg, key.clone())?;
     let fresh: Vec<serde_json::Value> = entries.iter().skip(done as usize).cloned().collect();
-    let out = Copied {
+    let mut out = Copied {
         read: entries.len() as u64,
         new: fresh.len() as u64,
-        skipped: 0,
+        ..Default::default()
     };
     let total = entries.len() as u64;
     let s = pg.clone();
     let now = common::time::now_ms();
+    let k = key.clone();
     pg.run(async move {
         let mut client = s.client().await?;
         let tx = client
@@ -533,11 +628,12 @@ fn copy_audit(pg: &PgStore, data_dir: &Path) -> Result<Copied, MigrateError> {
         tx.execute(
             "INSERT INTO server_state (key, value, updated_at) VALUES ($1, $2, now())
              ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-            &[&key, &serde_json::json!(total)],
+            &[&k, &serde_json::json!(total.max(done))],
         )
         .await
         .map_err(PgError::db("recording the audit copy"))?;
         tx.commit().await.map_err(PgError::db("audit commit"))
     })?;
+    out.verified = read_done(pg, key)?.min(total);
     Ok(out)
 }

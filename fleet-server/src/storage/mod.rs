@@ -12,6 +12,7 @@
 //! | API tokens | [`TokenStore`] | `tokens.json` | [`PgTokens`] |
 //! | audit log | [`AuditLog`] | `audit.log` | [`PgAudit`] |
 //! | presence | [`PresenceStore`] | not stored | [`PgPresence`] |
+//! | notification outbox | [`OutboxStore`] | `fleet.sled` | [`PgOutbox`] |
 //!
 //! [`open`] opens them all (the server); [`open_tokens`] only the tokens (`fleetctl token`,
 //! which works beside a running server with either backend). [`health`]: whether the store
@@ -37,6 +38,9 @@ use crate::history::rollup::HistoryPolicy;
 use crate::history::store::HistoryStore;
 use crate::ingest::pg::PgIngest;
 use crate::ingest::store::IngestStore;
+use crate::notify::outbox::OutboxStore;
+use crate::notify::outbox::pg_store::PgOutbox;
+use crate::notify::outbox::sled_store::SledOutbox;
 use crate::pg::PgError;
 use crate::pg::audit::PgAudit;
 use crate::pg::config::StorageBackend;
@@ -75,6 +79,8 @@ pub enum OpenError {
     Postgres(#[from] PgError),
     #[error(transparent)]
     Tokens(#[from] TokenError),
+    #[error(transparent)]
+    Outbox(#[from] crate::notify::outbox::OutboxError),
     #[error("storage.data_dir: cannot create {path}: {error}")]
     DataDir { path: PathBuf, error: std::io::Error },
 }
@@ -90,6 +96,7 @@ pub struct Stores {
     pub tokens: Arc<dyn TokenStore>,
     pub audit: Arc<dyn AuditLog>,
     pub presence: Arc<dyn PresenceStore>,
+    pub outbox: Arc<dyn OutboxStore>,
     /// The sled database, whose lock is released when its last clone is gone; None with
     /// PostgreSQL.
     pub sled: Option<FleetStore>,
@@ -127,6 +134,7 @@ pub fn open(cfg: &StorageConfig) -> Result<Stores, OpenError> {
                 tokens: Arc::new(TokenFile::open(&cfg.data_dir.join("tokens.json"))?),
                 audit: Arc::new(AuditFile::new(&cfg.data_dir.join("audit.log"))),
                 presence: Arc::new(NotStored),
+                outbox: Arc::new(SledOutbox::open(db.db())?),
                 sled: Some(db),
                 pg: None,
             })
@@ -148,11 +156,18 @@ pub fn open(cfg: &StorageConfig) -> Result<Stores, OpenError> {
                 tokens: Arc::new(PgTokens::refreshing(store.clone())?),
                 audit: Arc::new(PgAudit::new(store.clone())),
                 presence: Arc::new(PgPresence::new(store.clone())),
+                outbox: Arc::new(PgOutbox::new(store.clone(), &worker_name())),
                 sled: None,
                 pg: Some(store),
             })
         }
     }
+}
+
+/// `claimed_by` of this process's outbox claims: host and process id.
+fn worker_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), std::process::id())
 }
 
 /// Only the API tokens: `DATA_DIR/tokens.json` (which a running sled server does not lock)

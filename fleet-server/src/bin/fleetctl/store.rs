@@ -244,7 +244,7 @@ pub fn store(cmd: StoreCmd) -> anyhow::Result<()> {
                 pool_size: Some(2),
             }
             .validate("--to")
-            .map_err(|p| anyhow::anyhow!("{}", p.join("; ")))?;
+            .map_err(|p| anyhow::anyhow!("{}", cli_keys(&p.join("; "))))?;
             let StorageBackend::Postgres(pg) = backend else {
                 anyhow::bail!("--to: not a PostgreSQL database");
             };
@@ -263,7 +263,8 @@ pub fn store(cmd: StoreCmd) -> anyhow::Result<()> {
                 }
                 eprint!("\r{kind}: {n}");
             };
-            let report = migrate(&from, &pg, retention, &mut progress)?;
+            let report = migrate(&from, &pg, retention, &mut progress)
+                .map_err(|e| anyhow::anyhow!("{}", cli_keys(&e.to_string())))?;
             eprintln!();
             print_report(&report);
             Ok(())
@@ -271,21 +272,36 @@ pub fn store(cmd: StoreCmd) -> anyhow::Result<()> {
     }
 }
 
+/// Errors name the options of `store migrate`, not the config keys they stand for.
+fn cli_keys(e: &str) -> String {
+    e.replace("--to.password_file", "--password-file")
+        .replace("--to.password_env", "--password-env")
+        .replace("--to.url", "--to")
+        .replace("storage.url", "--to")
+}
+
 fn print_report(r: &MigrateReport) {
     println!(
-        "{:<14} {:>10} {:>10} {:>14} {:>10}",
-        "KIND", "READ", "COPIED", "ALREADY THERE", "SKIPPED"
+        "{:<14} {:>10} {:>10} {:>14} {:>10} {:>10}",
+        "KIND", "READ", "COPIED", "ALREADY THERE", "SKIPPED", "VERIFIED"
     );
     for (kind, c) in r.kinds() {
         println!(
-            "{kind:<14} {:>10} {:>10} {:>14} {:>10}",
+            "{kind:<14} {:>10} {:>10} {:>14} {:>10} {:>10}",
             c.read,
             c.new,
             c.already(),
-            c.skipped
+            c.skipped,
+            c.verified
         );
     }
     if r.raw_rows.skipped + r.rollups.skipped > 0 {
         println!("skipped: history older than --raw-hours / --rollup-days (no partition keeps it)");
     }
+    if r.alerts.skipped + r.silences.skipped + r.incidents.skipped > 0 {
+        println!(
+            "skipped: alerts, silences and incidents: the database has an alerts state of its own (kept)"
+        );
+    }
+    println!("verified: every row read and not skipped is in the database");
 }

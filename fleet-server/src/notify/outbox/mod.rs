@@ -23,9 +23,10 @@
 //!   purged.
 //!
 //! Everything here is pure and takes `now_ms`; storage is behind [`OutboxStore`] ([`store`]:
-//! the trait and an in-memory twin; [`sled_store`]: the sled implementation; PostgreSQL
-//! implements the same trait with `FOR UPDATE SKIP LOCKED` claims).
+//! the trait and an in-memory twin; [`sled_store`]: the sled implementation; [`pg_store`]:
+//! PostgreSQL's `notification_outbox`, claimed with `FOR UPDATE SKIP LOCKED`).
 
+pub mod pg_store;
 pub mod sled_store;
 pub mod store;
 
