@@ -1,5 +1,6 @@
 //! Alerting end to end: simulated machines over mTLS, the embedded broker, the alert engine,
-//! the correlator, notifications to a real local webhook receiver and SMTP server, restarts.
+//! the correlator, notifications to a real local webhook receiver and SMTP server, restarts;
+//! the scenarios that keep state run on sled and on PostgreSQL (`..._on_postgres`).
 
 use std::time::{Duration, Instant};
 
@@ -7,7 +8,9 @@ use fleet_server::auth::Role;
 use reqwest::Method;
 use rvm_agent::sim::simulate::{SimConfig, SimProfile};
 use rvm_agent::sim::source::Fault;
-use rvm_fleet_tests::{FleetOptions, SimFleet, SmtpReceiver, TestFleet, WebhookReceiver, eventually};
+use rvm_fleet_tests::{
+    Backend, FleetOptions, SimFleet, SmtpReceiver, TestFleet, WebhookReceiver, eventually,
+};
 use serde_json::{Value, json};
 
 /// Rules with short timings, so each scenario takes seconds.
@@ -96,9 +99,19 @@ async fn alerts(fleet: &TestFleet, state: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_going_offline_sends_one_incident_notification_not_ten_offline_alerts() {
+    a_site_going_offline_sends_one_incident_notification_not_ten_offline_alerts_on(Backend::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_going_offline_sends_one_incident_notification_not_ten_offline_alerts_on_postgres() {
+    a_site_going_offline_sends_one_incident_notification_not_ten_offline_alerts_on(Backend::Postgres).await;
+}
+
+async fn a_site_going_offline_sends_one_incident_notification_not_ten_offline_alerts_on(backend: Backend) {
     let started = Instant::now();
     let hook = WebhookReceiver::start().await.unwrap();
     let fleet = TestFleet::start_with(FleetOptions {
+        backend,
         rules: Some(RULES.into()),
         notify: Some(notify_to_webhook(&hook.url)),
         ..Default::default()
@@ -151,8 +164,22 @@ async fn a_site_going_offline_sends_one_incident_notification_not_ten_offline_al
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn machines_on_one_model_version_failing_inference_make_one_cohort_incident_naming_it() {
+    machines_on_one_model_version_failing_inference_make_one_cohort_incident_naming_it_on(Backend::Sled)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machines_on_one_model_version_failing_inference_make_one_cohort_incident_naming_it_on_postgres() {
+    machines_on_one_model_version_failing_inference_make_one_cohort_incident_naming_it_on(Backend::Postgres)
+        .await;
+}
+
+async fn machines_on_one_model_version_failing_inference_make_one_cohort_incident_naming_it_on(
+    backend: Backend,
+) {
     let hook = WebhookReceiver::start().await.unwrap();
     let fleet = TestFleet::start_with(FleetOptions {
+        backend,
         rules: Some(RULES.into()),
         notify: Some(notify_to_webhook(&hook.url)),
         ..Default::default()
@@ -228,8 +255,19 @@ async fn machines_on_one_model_version_failing_inference_make_one_cohort_inciden
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_alerts_acknowledgements_and_silences_and_does_not_notify_again() {
+    a_restart_keeps_alerts_acknowledgements_and_silences_and_does_not_notify_again_on(Backend::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_alerts_acknowledgements_and_silences_and_does_not_notify_again_on_postgres() {
+    a_restart_keeps_alerts_acknowledgements_and_silences_and_does_not_notify_again_on(Backend::Postgres)
+        .await;
+}
+
+async fn a_restart_keeps_alerts_acknowledgements_and_silences_and_does_not_notify_again_on(backend: Backend) {
     let hook = WebhookReceiver::start().await.unwrap();
     let mut fleet = TestFleet::start_with(FleetOptions {
+        backend,
         rules: Some(RULES.into()),
         notify: Some(notify_to_webhook(&hook.url)),
         ..Default::default()
@@ -371,7 +409,17 @@ max_retry_s = 10
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_routes_check_roles_and_name_bad_fields_and_history_answers_queries() {
+    alert_routes_check_roles_and_name_bad_fields_and_history_answers_queries_on(Backend::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_routes_check_roles_and_name_bad_fields_and_history_answers_queries_on_postgres() {
+    alert_routes_check_roles_and_name_bad_fields_and_history_answers_queries_on(Backend::Postgres).await;
+}
+
+async fn alert_routes_check_roles_and_name_bad_fields_and_history_answers_queries_on(backend: Backend) {
     let fleet = TestFleet::start_with(FleetOptions {
+        backend,
         rules: Some(RULES.into()),
         ..Default::default()
     })
@@ -442,9 +490,10 @@ async fn alert_routes_check_roles_and_name_bad_fields_and_history_answers_querie
     );
     assert_eq!(fleet.send(Method::DELETE, &del, &op, None).await.unwrap().0, 204);
     assert_eq!(fleet.send(Method::DELETE, &del, &op, None).await.unwrap().0, 404);
-    let audit_path = fleet.dir.path().join("server/audit.log");
+    // the audit log as the API shows it, from either store (sled: `audit.log`)
     let audit = eventually(Duration::from_secs(5), || async {
-        let a = std::fs::read_to_string(&audit_path).ok()?;
+        let (_, a) = fleet.send(Method::GET, "/api/v1/audit", &op, None).await.ok()?;
+        let a = serde_json::to_string(&a["entries"]).ok()?;
         a.contains("unsilence").then_some(a)
     })
     .await

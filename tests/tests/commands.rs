@@ -1,5 +1,6 @@
 //! Remote commands acceptance: signed, durable, executed at most once, with results and an
 //! audit trail. The agents' recovery executor records calls instead of acting.
+//! The scenarios that keep state run on sled and on PostgreSQL (`..._on_postgres`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,9 @@ use reqwest::Method;
 use rumqttc::QoS;
 use rvm_agent::agent::Overrides;
 use rvm_agent::recovery::executor::RecordingExecutor;
-use rvm_fleet_tests::{AgentExtra, Agents, ConnectOutcome, Probe, SimFleet, TestFleet, eventually, tls_for};
+use rvm_fleet_tests::{
+    AgentExtra, Agents, Backend, ConnectOutcome, Probe, SimFleet, TestFleet, eventually, tls_for,
+};
 use serde_json::{Value, json};
 
 fn agent_extra(fleet: &TestFleet) -> AgentExtra {
@@ -69,7 +72,20 @@ async fn wait_state(fleet: &TestFleet, id: &str, want: &str, within: Duration) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_unit_command_to_an_online_agent_succeeds_within_2s_and_runs_exactly_once() {
-    let fleet = TestFleet::start().unwrap();
+    a_restart_unit_command_to_an_online_agent_succeeds_within_2s_and_runs_exactly_once_on(Backend::Sled)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_unit_command_to_an_online_agent_succeeds_within_2s_and_runs_exactly_once_on_postgres() {
+    a_restart_unit_command_to_an_online_agent_succeeds_within_2s_and_runs_exactly_once_on(Backend::Postgres)
+        .await;
+}
+
+async fn a_restart_unit_command_to_an_online_agent_succeeds_within_2s_and_runs_exactly_once_on(
+    backend: Backend,
+) {
+    let fleet = TestFleet::start_on(backend).unwrap();
     let rec = Arc::new(RecordingExecutor::new());
     let _agents = start_agent(&fleet, "cmd1", &rec);
     known(&fleet, "cmd1").await;
@@ -107,7 +123,25 @@ async fn a_restart_unit_command_to_an_online_agent_succeeds_within_2s_and_runs_e
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_to_an_offline_agent_runs_once_after_it_reconnects_and_an_expired_one_never_runs() {
-    let fleet = TestFleet::start().unwrap();
+    a_command_to_an_offline_agent_runs_once_after_it_reconnects_and_an_expired_one_never_runs_on(
+        Backend::Sled,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_to_an_offline_agent_runs_once_after_it_reconnects_and_an_expired_one_never_runs_on_postgres()
+ {
+    a_command_to_an_offline_agent_runs_once_after_it_reconnects_and_an_expired_one_never_runs_on(
+        Backend::Postgres,
+    )
+    .await;
+}
+
+async fn a_command_to_an_offline_agent_runs_once_after_it_reconnects_and_an_expired_one_never_runs_on(
+    backend: Backend,
+) {
+    let fleet = TestFleet::start_on(backend).unwrap();
     let rec = Arc::new(RecordingExecutor::new());
     let mut agents = start_agent(&fleet, "off1", &rec);
     known(&fleet, "off1").await;
@@ -232,7 +266,22 @@ async fn a_replayed_a_forged_and_a_misrouted_command_are_refused_and_reported_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_to_20_simulated_machines_with_a_failing_cohort_stops_at_the_abort_threshold() {
-    let fleet = TestFleet::start().unwrap();
+    a_rollout_to_20_simulated_machines_with_a_failing_cohort_stops_at_the_abort_threshold_on(Backend::Sled)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_to_20_simulated_machines_with_a_failing_cohort_stops_at_the_abort_threshold_on_postgres() {
+    a_rollout_to_20_simulated_machines_with_a_failing_cohort_stops_at_the_abort_threshold_on(
+        Backend::Postgres,
+    )
+    .await;
+}
+
+async fn a_rollout_to_20_simulated_machines_with_a_failing_cohort_stops_at_the_abort_threshold_on(
+    backend: Backend,
+) {
+    let fleet = TestFleet::start_on(backend).unwrap();
     let sims = SimFleet::start(
         &fleet,
         rvm_agent::sim::simulate::SimConfig {
@@ -292,7 +341,16 @@ async fn a_rollout_to_20_simulated_machines_with_a_failing_cohort_stops_at_the_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_gets_403_and_every_command_is_in_the_audit_log() {
-    let fleet = TestFleet::start().unwrap();
+    a_viewer_gets_403_and_every_command_is_in_the_audit_log_on(Backend::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_gets_403_and_every_command_is_in_the_audit_log_on_postgres() {
+    a_viewer_gets_403_and_every_command_is_in_the_audit_log_on(Backend::Postgres).await;
+}
+
+async fn a_viewer_gets_403_and_every_command_is_in_the_audit_log_on(backend: Backend) {
+    let fleet = TestFleet::start_on(backend).unwrap();
     let rec = Arc::new(RecordingExecutor::new());
     let _agents = start_agent(&fleet, "aud1", &rec);
     known(&fleet, "aud1").await;

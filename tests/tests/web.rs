@@ -1,7 +1,8 @@
 //! The web view's server side without a browser: the page and its files come from the
 //! binary, the live stream (`GET /api/v1/stream`) needs a token (header or `?token=`) and
 //! carries device changes at most once per device per second, an offline machine within
-//! 5 s, and HTTPS works when `[http] tls_cert` / `tls_key` are set.
+//! 5 s, and HTTPS works when `[http] tls_cert` / `tls_key` are set. The stream scenarios run
+//! on sled and on PostgreSQL (`..._on_postgres`).
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use fleet_server::auth::Role;
 use fleet_server::config::ServerFile;
 use fleet_server::server::Server;
 use rvm_agent::sim::simulate::{SimConfig, SimProfile};
-use rvm_fleet_tests::{FleetOptions, SimFleet, TestFleet, eventually};
+use rvm_fleet_tests::{Backend, FleetOptions, SimFleet, TestFleet, eventually};
 use serde_json::Value;
 
 fn build_sim(prefix: &str, devices: usize) -> SimConfig {
@@ -143,7 +144,21 @@ async fn the_stream_needs_a_token_in_the_header_or_the_query_and_names_the_calle
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_sends_each_changed_machine_at_most_once_a_second_and_offline_within_5_s() {
+    the_stream_sends_each_changed_machine_at_most_once_a_second_and_offline_within_5_s_on(Backend::Sled)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_sends_each_changed_machine_at_most_once_a_second_and_offline_within_5_s_on_postgres() {
+    the_stream_sends_each_changed_machine_at_most_once_a_second_and_offline_within_5_s_on(Backend::Postgres)
+        .await;
+}
+
+async fn the_stream_sends_each_changed_machine_at_most_once_a_second_and_offline_within_5_s_on(
+    backend: Backend,
+) {
     let fleet = TestFleet::start_with(FleetOptions {
+        backend,
         stale_after_ms: 2_000,
         offline_after_ms: 4_000,
         ..Default::default()
@@ -225,7 +240,17 @@ async fn the_stream_sends_each_changed_machine_at_most_once_a_second_and_offline
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_transitions_and_acknowledgements_reach_the_stream() {
+    alert_transitions_and_acknowledgements_reach_the_stream_on(Backend::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_transitions_and_acknowledgements_reach_the_stream_on_postgres() {
+    alert_transitions_and_acknowledgements_reach_the_stream_on(Backend::Postgres).await;
+}
+
+async fn alert_transitions_and_acknowledgements_reach_the_stream_on(backend: Backend) {
     let fleet = TestFleet::start_with(FleetOptions {
+        backend,
         rules: Some(
             "[[rules]]\nname = \"offline\"\nmetric = \"presence.offline\"\nop = \">\"\nthreshold = 0\n\
              severity = \"critical\"\nsummary = \"offline\"\n"
@@ -290,7 +315,16 @@ async fn alert_transitions_and_acknowledgements_reach_the_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_state_changes_reach_the_stream() {
-    let fleet = TestFleet::start().unwrap();
+    command_state_changes_reach_the_stream_on(Backend::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_state_changes_reach_the_stream_on_postgres() {
+    command_state_changes_reach_the_stream_on(Backend::Postgres).await;
+}
+
+async fn command_state_changes_reach_the_stream_on(backend: Backend) {
+    let fleet = TestFleet::start_on(backend).unwrap();
     let sims = SimFleet::start(&fleet, build_sim("cmds", 1), SimProfile::default()).unwrap();
     let id = sims.ids[0].clone();
     let up = eventually(Duration::from_secs(20), || async {
