@@ -49,6 +49,7 @@ pub mod republish;
 pub mod server;
 pub mod store;
 pub mod sub;
+pub mod supervise;
 
 /// Sets TCP_NODELAY on an MQTT client's connections. MQTT packets are small and answered
 /// (PUBACK, a command's result): with Nagle's algorithm on, a packet written while an earlier
