@@ -27,8 +27,11 @@
 //! - leaves: [`store`] (the sled database: handle, trees, keys), [`messages`] (messages that
 //!   cross features), [`auth`] (API tokens and roles), [`config`] (`fleet-server.toml`,
 //!   validation naming every bad key)
-//! - [`server`]: starting and stopping everything; [`demo`]: `fleet-server demo`;
-//!   [`sub`]: `fleetctl sub`; [`provision`]: provisioning bundles (`fleetctl certs bundle`)
+//! - [`supervise`]: the supervisor of the server's own actors, tasks and threads: restart
+//!   decisions (pure), liveness, slots and inboxes that outlive a restart, test-only faults
+//! - [`server`]: starting and stopping everything, and the supervised children in start
+//!   order (`server/children.rs`); [`demo`]: `fleet-server demo`; [`sub`]: `fleetctl sub`;
+//!   [`provision`]: provisioning bundles (`fleetctl certs bundle`)
 
 pub mod alerts;
 pub mod auth;

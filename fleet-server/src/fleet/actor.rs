@@ -10,9 +10,11 @@
 //! devices that changed ([`SummaryDiff`]) for `GET /api/v1/stream`.
 //!
 //! Supervised (`crate::server::children`): a new generation starts from the store (births,
-//! delivery accounting: [`Restore`]) and from the presence its predecessor wrote to the
-//! [`PresenceCheckpoint`] at its last tick, with the server's start time, so that a restart
-//! neither forgets which devices are online nor makes offline devices look new.
+//! delivery accounting: [`Restore`]) and from what its predecessor wrote to the
+//! [`FleetCheckpoint`] at its last tick (presence, and the alert inputs of each device's
+//! current connection, which tell live records from a backlog), with the server's start
+//! time, so that a restart neither forgets which devices are online and which records are
+//! live nor makes offline devices look new.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -42,8 +44,15 @@ pub const PRESENCE_TICK: Duration = Duration::from_secs(1);
 /// `run_interval` would never fire (no presence, no alert inputs, no live updates).
 pub const OVERDUE_TICK_MS: i64 = 1_500;
 
-/// Every device's presence as of the fleet actor's last tick, for the next generation.
-pub type PresenceCheckpoint = Arc<Mutex<BTreeMap<DeviceId, Seen>>>;
+/// What the fleet actor keeps in memory only, as of its last tick, for the next generation.
+#[derive(Debug, Clone, Default)]
+pub struct Checkpoint {
+    pub seen: BTreeMap<DeviceId, Seen>,
+    pub inputs: BTreeMap<DeviceId, DeviceInputs>,
+}
+
+/// Shared between the fleet actor's generations.
+pub type FleetCheckpoint = Arc<Mutex<Checkpoint>>;
 
 /// What a fleet actor starts from besides its checkpoint: the store's births and delivery
 /// accounting.
@@ -65,7 +74,7 @@ pub struct FleetActor {
     live: Option<(LiveHub, SummaryDiff)>,
     last_tick_ms: i64,
     /// Written every tick when the actor is supervised.
-    checkpoint: Option<PresenceCheckpoint>,
+    checkpoint: Option<FleetCheckpoint>,
 }
 
 impl FleetActor {
@@ -84,12 +93,12 @@ impl FleetActor {
     }
 
     /// A fleet actor of a server that started at `started_ms`: births and delivery from the
-    /// store, presence from `checkpoint` (which it then keeps up to date).
+    /// store, presence and alert inputs from `checkpoint` (which it then keeps up to date).
     pub fn restored(
         policy: PresencePolicy,
         started_ms: i64,
         restore: Restore,
-        checkpoint: PresenceCheckpoint,
+        checkpoint: FleetCheckpoint,
     ) -> Self {
         let mut a = FleetActor::new(policy);
         a.started_ms = started_ms;
@@ -100,10 +109,11 @@ impl FleetActor {
         for (id, d) in restore.delivery {
             a.state.set_delivery(id, d);
         }
-        let seen = checkpoint.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        for (id, s) in seen {
+        let cp = checkpoint.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for (id, s) in cp.seen {
             a.state.restore_seen(id, s);
         }
+        a.inputs.extend(cp.inputs);
         a.checkpoint = Some(checkpoint);
         a
     }
@@ -114,7 +124,11 @@ impl FleetActor {
         self.evaluate(now_ms);
         self.publish_live(now_ms);
         if let Some(c) = &self.checkpoint {
-            *c.lock().unwrap_or_else(|p| p.into_inner()) = self.state.presence_facts();
+            let cp = Checkpoint {
+                seen: self.state.presence_facts(),
+                inputs: self.inputs.clone(),
+            };
+            *c.lock().unwrap_or_else(|p| p.into_inner()) = cp;
         }
     }
 

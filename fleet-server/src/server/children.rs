@@ -4,7 +4,7 @@
 //!
 //! | child | runs as | state on (re)start | reached by |
 //! | --- | --- | --- | --- |
-//! | `fleet` | actor | births and delivery from the store, presence from its checkpoint | writer, routes (slot); alerts, commands, live attached |
+//! | `fleet` | actor | births and delivery from the store, presence and alert inputs from its checkpoint | writer, routes (slot); alerts, commands, live attached |
 //! | `writer` | thread `ingest-writer` | delivery state from the store, journal replayed | the broker's hook, the ingest client (its queue) |
 //! | `notify` | task | rate limits start full | the alerts actor (its queue) |
 //! | `alerts-persist` | thread `alerts-persist` | an export lost in a crash is made again | the alerts actor (its queue) |
@@ -26,7 +26,7 @@ use crate::alerts::rules::RuleSet;
 use crate::alerts::stats::AlertsStats;
 use crate::commands::actor::{CommandsActor, CommandsSetup};
 use crate::commands::store::CommandStore;
-use crate::fleet::actor::{AttachAlerts, AttachCommands, FleetActor, PresenceCheckpoint, Restore};
+use crate::fleet::actor::{AttachAlerts, AttachCommands, FleetActor, FleetCheckpoint, Restore};
 use crate::fleet::state::PresencePolicy;
 use crate::history::job::{HistoryJob, HistoryStats};
 use crate::history::rollup::HistoryPolicy;
@@ -92,7 +92,7 @@ pub(super) fn specs(w: Wiring) -> Vec<ChildSpec> {
 fn fleet(w: &Wiring) -> ChildSpec {
     let (store, live_hub, policy, started_ms) = (w.store.clone(), w.live.clone(), w.presence, w.started_ms);
     let (slot, alerts, commands) = (w.fleet.clone(), w.alerts.clone(), w.commands.clone());
-    let checkpoint = PresenceCheckpoint::default();
+    let checkpoint = FleetCheckpoint::default();
     ChildSpec::new("fleet", move |live| {
         let restore = Restore {
             births: store.load_births()?.into_iter().collect(),
