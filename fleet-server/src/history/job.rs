@@ -1,8 +1,10 @@
 //! History job: every [`ROLLUP_EVERY`] rolls the minutes the writer marked dirty up into
 //! 1-minute rollups; every [`RETENTION_EVERY_RUNS`] runs it also packs the raw rows of sealed
-//! minutes (see [`super::pack`]), deletes raw rows and rollups past their retention
-//! ([`HistoryPolicy`]) and measures the disk. The work is sled IO, so it runs on a
-//! blocking thread; a run that finds the previous one still busy is skipped and counted.
+//! minutes (see [`super::pack`]) and deletes raw rows and rollups past their retention
+//! ([`HistoryPolicy`]). Every run measures the disk (a `stat` of sled's files): the job may
+//! start before the writer first flushed the store, and the figure is then current within
+//! seconds, not a minute. The work is sled IO, so it runs on a blocking thread; a run that
+//! finds the previous one still busy is skipped and counted.
 //!
 //! After each packing pass it also hands the allocator's free memory back to the kernel
 //! ([`common::mem::trim`]). The server's heap in use holds flat after warm-up, but its RSS rose
@@ -211,6 +213,7 @@ fn run_pass(store: &FleetStore, policy: &HistoryPolicy, stats: &HistoryStats, re
         tracing::error!(error = %e, "history rollup failed");
     }
     stats.last_rollup_ms.store(now, Ordering::Relaxed);
+    stats.disk_bytes.store(store.disk_bytes(), Ordering::Relaxed);
     if retention {
         if let Err(e) = pack(store, stats, now) {
             stats.errors.fetch_add(1, Ordering::Relaxed);

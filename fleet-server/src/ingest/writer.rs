@@ -17,10 +17,13 @@
 //! sender is gone or its stop flag is set (records still queued then were not acknowledged:
 //! their devices send them again).
 //!
-//! Supervised (`crate::server::children`), one generation at a time: [`run`] takes the
-//! queue's receiver ([`WriterInbox`], which also makes it the journal's only user), reloads
-//! the delivery state from the store (a batch the previous generation did not finish may
-//! have counted seqs it never stored) and replays the journal, exactly as at process start.
+//! Supervised (`crate::server::children`), one generation at a time: each takes the queue's
+//! receiver ([`WriterInbox`], which also makes it the journal's only user), reloads the
+//! delivery state from the store (a batch the previous generation did not finish may have
+//! counted seqs it never stored) and replays the journal, exactly as at process start. When
+//! the receiver is free ([`open_now`]: the first start, a restart after a panic) that happens
+//! before the start returns, so the rest of the server starts on a replayed store; after a
+//! stall [`run`] waits on its own thread for the stalled generation to let go.
 //! A batch cut short by a panic was not acknowledged (its replies are dropped: the broker
 //! refuses the publishes and the devices send them again); what was acknowledged is in sled.
 
@@ -33,7 +36,7 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use common::topics::Kind;
 use common::{DeviceId, DeviceState, EventKind};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
 
 use super::decode::decode_record;
 use super::journal::{Journal, JournalRecord};
@@ -138,17 +141,13 @@ pub fn start(
     let (tx, inbox) = channel();
     let stop = Arc::new(AtomicBool::new(false));
     // opened here, so that the handle sees the replayed journal at once
+    let open = open_now(&setup, &inbox)?.ok_or_else(|| anyhow::anyhow!("a new inbox is free"))?;
     let live = Liveness::new("writer", common::time::now_ms());
-    let guard = inbox
-        .take_blocking(&live, &stop)
-        .ok_or_else(|| anyhow::anyhow!("writer stopped"))?;
-    let writer = Writer::open(&setup)?;
     let t_stop = stop.clone();
     std::thread::Builder::new()
         .name("ingest-writer".into())
         .spawn(move || {
-            let mut rx = guard;
-            if let Err(e) = writer.serve(&mut rx, &live, &t_stop) {
+            if let Err(e) = open.serve(&live, &t_stop) {
                 tracing::error!(error = %e, "ingest writer stopped");
             }
         })?;
@@ -160,8 +159,34 @@ pub fn start(
     })
 }
 
-/// One supervised generation of the writer: takes the queue, reloads the delivery state and
-/// replays the journal, then writes until `stop` is set or every sender is gone.
+/// A writer that holds its queue and has replayed the journal: [`OpenWriter::serve`] it.
+pub struct OpenWriter {
+    rx: OwnedMutexGuard<mpsc::Receiver<IngestItem>>,
+    writer: Writer,
+}
+
+impl OpenWriter {
+    /// Writes until `stop` is set or every sender is gone.
+    pub fn serve(mut self, live: &Liveness, stop: &AtomicBool) -> anyhow::Result<()> {
+        self.writer.serve(&mut self.rx, live, stop)
+    }
+}
+
+/// Takes the queue if no generation holds it, reloads the delivery state and replays the
+/// journal; None while another generation holds the queue.
+pub fn open_now(setup: &WriterSetup, inbox: &WriterInbox) -> anyhow::Result<Option<OpenWriter>> {
+    let Some(rx) = inbox.try_take() else {
+        return Ok(None);
+    };
+    Ok(Some(OpenWriter {
+        rx,
+        writer: Writer::open(setup)?,
+    }))
+}
+
+/// One supervised generation of the writer on its thread: waits for the queue (a stalled
+/// predecessor holds it until it wakes), reloads the delivery state and replays the journal,
+/// then writes until `stop` is set or every sender is gone.
 pub fn run(
     setup: &WriterSetup,
     inbox: &WriterInbox,

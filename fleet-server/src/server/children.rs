@@ -5,7 +5,7 @@
 //! | child | runs as | state on (re)start | reached by |
 //! | --- | --- | --- | --- |
 //! | `fleet` | actor | births and delivery from the store, presence and alert inputs from its checkpoint | writer, routes (slot); alerts, commands, live attached |
-//! | `writer` | thread `ingest-writer` | delivery state from the store, journal replayed | the broker's hook, the ingest client (its queue) |
+//! | `writer` | thread `ingest-writer` | delivery state from the store, journal replayed (before the next child starts, unless a stalled predecessor still holds the queue) | the broker's hook, the ingest client (its queue) |
 //! | `notify` | task | rate limits start full | the alerts actor (its queue) |
 //! | `alerts-persist` | thread `alerts-persist` | an export lost in a crash is made again | the alerts actor (its queue) |
 //! | `alerts` | actor | engine and correlator imported from the store | the fleet (attached), routes (slot) |
@@ -121,9 +121,12 @@ fn fleet(w: &Wiring) -> ChildSpec {
 fn ingest_writer(w: &Wiring) -> ChildSpec {
     let (setup, inbox) = (w.writer.clone(), w.writer_inbox.clone());
     ChildSpec::new("writer", move |live| {
+        // the journal replayed before the next child starts, when the queue is free
+        let open = writer::open_now(&setup, &inbox)?;
         let (setup, inbox) = (setup.clone(), inbox.clone());
-        spawn_thread(&live, "ingest-writer", move |live, stop| {
-            writer::run(&setup, &inbox, &live, &stop)
+        spawn_thread(&live, "ingest-writer", move |live, stop| match open {
+            Some(open) => open.serve(&live, &stop),
+            None => writer::run(&setup, &inbox, &live, &stop),
         })
     })
 }

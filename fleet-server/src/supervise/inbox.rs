@@ -37,6 +37,11 @@ impl<R> Inbox<R> {
         g
     }
 
+    /// Takes the receiver if no generation holds it.
+    pub fn try_take(&self) -> Option<OwnedMutexGuard<R>> {
+        self.0.clone().try_lock_owned().ok()
+    }
+
     /// Takes the receiver for a thread child; None once `stop` is set while it waits. Not on
     /// an async runtime's thread.
     pub fn take_blocking(&self, live: &Liveness, stop: &AtomicBool) -> Option<OwnedMutexGuard<R>> {
@@ -66,6 +71,7 @@ mod tests {
         let stop = AtomicBool::new(false);
         let first = Liveness::new("persist", 0);
         let g = inbox.take_blocking(&first, &stop).unwrap();
+        assert!(inbox.try_take().is_none(), "held by the first generation");
         tx.send(1).unwrap();
         tx.send(2).unwrap();
         assert_eq!(g.recv().unwrap(), 1);
