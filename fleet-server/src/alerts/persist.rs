@@ -18,9 +18,11 @@ use super::engine::EngineState;
 use super::stats::AlertsStats;
 use crate::incidents::incident::CorrelatorState;
 use crate::store::FleetStore;
-use crate::supervise::child::BEAT;
 use crate::supervise::inbox::Inbox;
 use crate::supervise::liveness::Liveness;
+
+/// How long the persister waits for a job before it beats and looks at its stop flag.
+pub const PERSIST_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Keys of the persisted exports in the store's `alerts` tree.
 pub const ENGINE_KEY: &str = "engine";
@@ -121,7 +123,7 @@ pub fn run(
     write_pending_audit(setup);
     loop {
         live.beat(common::time::now_ms());
-        let first = match rx.recv_timeout(BEAT) {
+        let first = match rx.recv_timeout(PERSIST_POLL) {
             Ok(job) => job,
             Err(std_mpsc::RecvTimeoutError::Timeout) if !stop.load(Ordering::Acquire) => continue,
             // stopped (and nothing queued), or every sender gone

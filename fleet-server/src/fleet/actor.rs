@@ -126,7 +126,11 @@ impl FleetActor {
         if let Some(c) = &self.checkpoint {
             let cp = Checkpoint {
                 seen: self.state.presence_facts(),
-                inputs: self.inputs.clone(),
+                inputs: self
+                    .inputs
+                    .iter()
+                    .map(|(id, i)| (id.clone(), i.checkpoint()))
+                    .collect(),
             };
             *c.lock().unwrap_or_else(|p| p.into_inner()) = cp;
         }
