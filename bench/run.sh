@@ -76,7 +76,7 @@ step "open-file limit $(ulimit -n)"
 if [ "$build" = 1 ]; then
     step "cargo build --release --bins (LTO, one codegen unit: several minutes)"
     cargo build --release --bins
-    step "cargo build --release -p rvm-agent (the agent as it ships; see bench/hot-symbols.sh)"
+    step "cargo build --release -p rvm-agent (the agent as it ships: its own feature set)"
     cargo build --release -p rvm-agent
 fi
 for b in fleet-server rvm-agent rvm-bench; do

@@ -24,7 +24,7 @@
 //! - [`http`]: app state, authorization, the error mapping, the route table, the web view,
 //!   the live stream, `/metrics`, tokens and the audit log
 //! - [`live`]: the hub that broadcasts what changed to open pages, and its events
-//! - leaves: [`store`] (the sled database: handle, trees, keys), [`messages`] (messages that
+//! - leaves: [`alloc`] (glibc malloc's arena cap), [`store`] (the sled database: handle, trees, keys), [`messages`] (messages that
 //!   cross features), [`auth`] (API tokens and roles), [`config`] (`fleet-server.toml`,
 //!   validation naming every bad key)
 //! - [`supervise`]: the supervisor of the server's own actors, tasks and threads: restart
@@ -34,6 +34,7 @@
 //!   [`provision`]: provisioning bundles (`fleetctl certs bundle`)
 
 pub mod alerts;
+pub mod alloc;
 pub mod auth;
 pub mod broker;
 pub mod commands;

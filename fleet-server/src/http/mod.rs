@@ -67,6 +67,6 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "notify": state.alerting.notify.snapshot(),
         "live": state.live.snapshot(),
         "supervisor": state.supervisor.snapshot(),
-        "memory": common::mem::ProcessMemory::now(),
+        "memory": proc_mem::ProcessMemory::now(),
     }))
 }
