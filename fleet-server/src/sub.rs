@@ -44,7 +44,7 @@ pub enum SubError {
     Connection {
         broker: String,
         cn: String,
-        source: rumqttc::ConnectionError,
+        source: Box<rumqttc::ConnectionError>,
     },
 }
 
@@ -187,7 +187,7 @@ pub async fn run(opts: &SubOptions, mut out: impl FnMut(&str)) -> Result<u64, Su
                 return Err(SubError::Connection {
                     broker: opts.broker.clone(),
                     cn,
-                    source,
+                    source: Box::new(source),
                 });
             }
         }
