@@ -18,6 +18,7 @@ use common::tls::ClientIdentity;
 use fleet_server::auth::Role;
 use fleet_server::config::{AlertingConfig, RulesSource, ServerConfig};
 use fleet_server::server::Server;
+use fleet_server::supervise::restart::RestartPolicy;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, TlsConfiguration, Transport};
 use serde_json::Value;
 
@@ -74,6 +75,8 @@ pub struct FleetOptions {
     /// With [`Backend::Postgres`]: a cluster of the fleet's own, which the test may stop or
     /// crash, instead of a database on the process's shared cluster.
     pub own_pg_cluster: bool,
+    /// `[supervisor]`; None: the defaults.
+    pub supervisor: Option<RestartPolicy>,
 }
 
 impl Default for FleetOptions {
@@ -87,6 +90,7 @@ impl Default for FleetOptions {
             metrics_token: None,
             backend: Backend::Sled,
             own_pg_cluster: false,
+            supervisor: None,
         }
     }
 }
@@ -172,6 +176,7 @@ impl TestFleet {
             metrics_token: opts.metrics_token.clone(),
             http_tls: None,
             republish: true,
+            supervisor: opts.supervisor.unwrap_or_default(),
         };
         let server = Server::start(cfg.clone())?;
         let admin = server.tokens.create("test-admin", Role::Admin)?;

@@ -1,9 +1,7 @@
 //! [`AppState`]: what every route reaches (actors, stats, the token store), built once by
-//! [`crate::server`].
+//! [`crate::server`]. Actors are reached through [`Slot`]s: the supervisor restarts them.
 
 use std::sync::{Arc, OnceLock};
-
-use actix::Addr;
 
 use crate::alerts::actor::AlertsActor;
 use crate::audit::AuditLog;
@@ -18,13 +16,12 @@ use crate::ingest::stats::IngestStats;
 use crate::live::LiveHub;
 use crate::notify::NotifyStats;
 use crate::storage::health::StorageHealth;
-
-/// Set once the commands actor runs (it needs the broker's address).
-pub type CommandsHandle = Arc<OnceLock<Addr<CommandsActor>>>;
+use crate::supervise::slot::Slot;
+use crate::supervise::supervisor::SupervisorView;
 
 /// Everything a handler may need; shared by every worker.
 pub struct AppState {
-    pub fleet: Addr<FleetActor>,
+    pub fleet: Slot<FleetActor>,
     pub tokens: Arc<dyn TokenStore>,
     pub ingest: Arc<IngestStats>,
     /// Set once the embedded broker runs (none with an external broker).
@@ -33,17 +30,19 @@ pub struct AppState {
     pub alerting: AlertsApi,
     /// What changed, for `GET /api/v1/stream` ([`crate::http::live`]).
     pub live: LiveHub,
-    pub commands: CommandsHandle,
+    pub commands: Slot<CommandsActor>,
     /// The audit log (`GET /api/v1/audit`).
     pub audit: Arc<dyn AuditLog>,
     /// Whether the store answers (`/api/v1/health`, `/metrics`).
     pub storage: Arc<StorageHealth>,
+    /// The server's children: restarts and last exit reasons.
+    pub supervisor: SupervisorView,
 }
 
 /// What the alerting and history routes need (part of [`AppState`]).
 #[derive(Clone)]
 pub struct AlertsApi {
-    pub alerts: Addr<AlertsActor>,
+    pub alerts: Slot<AlertsActor>,
     /// Metric history (routes, exports, reports).
     pub store: Arc<dyn HistoryStore>,
     pub history_policy: HistoryPolicy,

@@ -14,9 +14,11 @@
 //! 3. replies, so the broker acknowledges, and hands the new records to the fleet actor.
 //!
 //! With sled the journal is fsynced every [`JOURNAL_SYNC`] (the power-loss window); every
-//! [`STORE_FLUSH`] sled is flushed and the journal truncated; on start the journal is
-//! replayed. With PostgreSQL there is no journal: the commit is the durability point, so a
-//! record is acknowledged only once the transaction holding it committed.
+//! [`STORE_FLUSH`] sled is flushed and the journal truncated. With PostgreSQL there is no
+//! journal: the commit is the durability point, so a record is acknowledged only once the
+//! transaction holding it committed. The writer stops when every sender is gone or its stop
+//! flag is set (records still queued then were not acknowledged: their devices send them
+//! again).
 //!
 //! A batch the store refuses (PostgreSQL unreachable) is refused as a whole: every reply says
 //! so (the broker does not acknowledge: the records stay on the machines, which send them
@@ -24,11 +26,20 @@
 //! nothing of it reaches the fleet actor. The store's health says why
 //! ([`crate::storage::health`]).
 //!
-//! The writer stops when every sender is gone or [`WriterHandle::stop`] is set (records still
-//! queued then were not acknowledged: their devices send them again).
+//! Supervised (`crate::server::children`), one generation at a time: each takes the queue's
+//! receiver ([`WriterInbox`], which also makes it the journal's only user), reloads the
+//! delivery state from the store (a batch the previous generation did not finish may have
+//! counted seqs it never stored) and replays the journal (with sled), exactly as at process
+//! start. When
+//! the receiver is free ([`open_now`]: the first start, a restart after a panic) that happens
+//! before the start returns, so the rest of the server starts on a replayed store; after a
+//! stall [`run`] waits on its own thread for the stalled generation to let go.
+//! A batch cut short by a panic was not acknowledged (its replies are dropped: the broker
+//! refuses the publishes and the devices send them again); what was acknowledged is in the
+//! store.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -36,7 +47,7 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use common::topics::Kind;
 use common::{DeviceId, DeviceState, EventKind};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
 
 use super::decode::decode_record;
 use super::journal::{Journal, JournalRecord};
@@ -49,7 +60,10 @@ use crate::history::rows::HistoryRow;
 use crate::messages::Ingested;
 use crate::republish::item::Item;
 use crate::republish::queue::RepublishHandle;
-use crate::store::FleetStore;
+use crate::store::{FleetStore, StoreError};
+use crate::supervise::inbox::Inbox;
+use crate::supervise::liveness::Liveness;
+use crate::supervise::slot::Slot;
 
 /// Journal fsync period: the power-loss window of acknowledged records.
 pub const JOURNAL_SYNC: Duration = Duration::from_millis(100);
@@ -60,7 +74,18 @@ pub const MAX_BATCH: usize = 2048;
 /// Queue between producers and the writer.
 pub const QUEUE: usize = 65_536;
 
-pub type Reply = oneshot::Sender<Result<(), String>>;
+/// Why a batch of records was not stored. One error answers every record of the batch, so it
+/// is shared (`Arc`) rather than copied.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("journal: {0}")]
+    Journal(Arc<std::io::Error>),
+    #[error("{0}")]
+    Store(Arc<StoreError>),
+}
+
+/// Answered once the record is durable (or refused: the sender keeps it and sends it again).
+pub type Reply = oneshot::Sender<Result<(), WriteError>>;
 
 pub struct IngestItem {
     pub device: DeviceId,
@@ -71,10 +96,38 @@ pub struct IngestItem {
 
 pub type DeliveryMap = Arc<RwLock<BTreeMap<DeviceId, DeliveryState>>>;
 
+/// The writer's queue: producers keep the sender, writer generations take turns with the
+/// receiver.
+pub type WriterInbox = Inbox<mpsc::Receiver<IngestItem>>;
+
+/// A queue of [`QUEUE`] items for the writer.
+pub fn channel() -> (mpsc::Sender<IngestItem>, WriterInbox) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    (tx, Inbox::new(rx))
+}
+
+/// What every generation of the writer works with.
+#[derive(Clone)]
+pub struct WriterSetup {
+    /// Where `ingest.journal` lives (a store that needs one: sled).
+    pub data_dir: PathBuf,
+    pub store: Arc<dyn IngestStore>,
+    /// New records and delivery updates go to the fleet actor, whichever generation runs.
+    pub fleet: Slot<FleetActor>,
+    pub stats: Arc<IngestStats>,
+    /// New records also go to the republisher (`fleet/v1/devices/...`), when enabled.
+    pub republish: Option<RepublishHandle>,
+    /// The delivery state, reloaded by each generation.
+    pub delivery: DeliveryMap,
+}
+
+/// An unsupervised writer ([`start`]: tools, benchmarks, tests).
 #[derive(Clone)]
 pub struct WriterHandle {
     pub tx: mpsc::Sender<IngestItem>,
     pub delivery: DeliveryMap,
+    /// The store the writer writes.
+    pub store: FleetStore,
     /// Set to stop the writer thread (it flushes and drops its store).
     pub stop: Arc<AtomicBool>,
 }
@@ -84,17 +137,15 @@ struct Writer {
     /// None when the store's apply is durable by itself (PostgreSQL).
     journal: Option<Journal>,
     delivery: DeliveryMap,
-    fleet: Addr<FleetActor>,
+    fleet: Slot<FleetActor>,
     stats: Arc<IngestStats>,
     journal_dirty: bool,
     /// Per device: where history rows go when its clock is off ([`crate::fleet::clock`]).
     clocks: BTreeMap<DeviceId, ClockGuard>,
-    /// New records also go to the republisher (`fleet/v1/devices/...`), when enabled.
     republish: Option<RepublishHandle>,
 }
 
-/// Opens the sled store in `data_dir`, replays the journal and starts the writer thread
-/// (tools, benchmarks, tests).
+/// Opens the sled store in `data_dir` and runs an unsupervised writer on a thread of its own.
 pub fn start(
     data_dir: &Path,
     fleet: Addr<FleetActor>,
@@ -102,90 +153,141 @@ pub fn start(
 ) -> anyhow::Result<WriterHandle> {
     std::fs::create_dir_all(data_dir)?;
     let store = FleetStore::open(&data_dir.join("fleet.sled"))?;
-    start_with(Arc::new(store), data_dir, fleet, stats, None)
+    let setup = WriterSetup {
+        data_dir: data_dir.to_path_buf(),
+        store: Arc::new(store.clone()),
+        fleet: Slot::with(fleet),
+        stats,
+        republish: None,
+        delivery: DeliveryMap::default(),
+    };
+    let (tx, stop) = spawn(&setup)?;
+    Ok(WriterHandle {
+        tx,
+        delivery: setup.delivery,
+        store,
+        stop,
+    })
 }
 
-/// Loads the delivery state and births of `store` (handing the births to the fleet actor),
-/// replays the journal in `data_dir` when the store needs one, and starts the writer thread.
-/// Every new record is also offered to `republish` (never waiting on it).
-pub fn start_with(
-    store: Arc<dyn IngestStore>,
-    data_dir: &Path,
-    fleet: Addr<FleetActor>,
-    stats: Arc<IngestStats>,
-    republish: Option<RepublishHandle>,
-) -> anyhow::Result<WriterHandle> {
-    let delivery: DeliveryMap = Arc::new(RwLock::new(store.load_delivery()?));
-    for (id, birth) in store.load_births()? {
-        fleet.do_send(Ingested::Restored(id, Box::new(birth)));
-    }
-    {
-        let map = delivery.read().unwrap_or_else(|p| p.into_inner());
-        for (id, st) in map.iter() {
-            fleet.do_send(DeliveryUpdate(id.clone(), st.view()));
-        }
-    }
-    let journal_path = data_dir.join("ingest.journal");
-    let (replay, journal) = if store.needs_journal() {
-        std::fs::create_dir_all(data_dir)?;
-        (
-            Journal::replay(&journal_path)?,
-            Some(Journal::open(&journal_path)?),
-        )
-    } else {
-        (Vec::new(), None)
-    };
-    let mut w = Writer {
-        store,
-        journal,
-        delivery: delivery.clone(),
-        fleet,
-        stats,
-        journal_dirty: false,
-        clocks: BTreeMap::new(),
-        republish,
-    };
-    if !replay.is_empty() {
-        tracing::info!(records = replay.len(), "replaying the ingest journal");
-        let items = replay
-            .into_iter()
-            .map(|r| IngestItem {
-                device: r.device,
-                kind: r.kind,
-                payload: r.payload,
-                reply: None,
-            })
-            .collect();
-        w.process(items, true);
-    }
-    w.flush();
-    let (tx, rx) = mpsc::channel(QUEUE);
+/// Runs an unsupervised writer of `setup` on a thread of its own: its queue and stop flag.
+fn spawn(setup: &WriterSetup) -> anyhow::Result<(mpsc::Sender<IngestItem>, Arc<AtomicBool>)> {
+    let (tx, inbox) = channel();
     let stop = Arc::new(AtomicBool::new(false));
+    // opened here, so that the handle sees the replayed journal at once
+    let open = open_now(setup, &inbox)?.ok_or_else(|| anyhow::anyhow!("a new inbox is free"))?;
+    let live = Liveness::new("writer", common::time::now_ms());
     let t_stop = stop.clone();
     std::thread::Builder::new()
         .name("ingest-writer".into())
-        .spawn(move || w.run(rx, t_stop))?;
-    Ok(WriterHandle { tx, delivery, stop })
+        .spawn(move || {
+            if let Err(e) = open.serve(&live, &t_stop) {
+                tracing::error!(error = %e, "ingest writer stopped");
+            }
+        })?;
+    Ok((tx, stop))
+}
+
+/// A writer that holds its queue and has replayed the journal: [`OpenWriter::serve`] it.
+pub struct OpenWriter {
+    rx: OwnedMutexGuard<mpsc::Receiver<IngestItem>>,
+    writer: Writer,
+}
+
+impl OpenWriter {
+    /// Writes until `stop` is set or every sender is gone.
+    pub fn serve(mut self, live: &Liveness, stop: &AtomicBool) -> anyhow::Result<()> {
+        self.writer.serve(&mut self.rx, live, stop)
+    }
+}
+
+/// Takes the queue if no generation holds it, reloads the delivery state and replays the
+/// journal; None while another generation holds the queue.
+pub fn open_now(setup: &WriterSetup, inbox: &WriterInbox) -> anyhow::Result<Option<OpenWriter>> {
+    let Some(rx) = inbox.try_take() else {
+        return Ok(None);
+    };
+    Ok(Some(OpenWriter {
+        rx,
+        writer: Writer::open(setup)?,
+    }))
+}
+
+/// One supervised generation of the writer on its thread: waits for the queue (a stalled
+/// predecessor holds it until it wakes), reloads the delivery state and replays the journal,
+/// then writes until `stop` is set or every sender is gone.
+pub fn run(
+    setup: &WriterSetup,
+    inbox: &WriterInbox,
+    live: &Liveness,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let Some(mut rx) = inbox.take_blocking(live, stop) else {
+        return Ok(());
+    };
+    Writer::open(setup)?.serve(&mut rx, live, stop)
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<IngestItem>, stop: Arc<AtomicBool>) {
-        let rt = match tokio::runtime::Builder::new_current_thread()
+    /// Reloads the delivery state from the store and replays the journal into it (a store
+    /// that needs one: sled).
+    fn open(setup: &WriterSetup) -> anyhow::Result<Writer> {
+        let loaded = setup.store.load_delivery()?;
+        *setup.delivery.write().unwrap_or_else(|p| p.into_inner()) = loaded;
+        let journal_path = setup.data_dir.join("ingest.journal");
+        let (replay, journal) = if setup.store.needs_journal() {
+            std::fs::create_dir_all(&setup.data_dir)?;
+            (
+                Journal::replay(&journal_path)?,
+                Some(Journal::open(&journal_path)?),
+            )
+        } else {
+            (Vec::new(), None)
+        };
+        let mut w = Writer {
+            store: setup.store.clone(),
+            journal,
+            delivery: setup.delivery.clone(),
+            fleet: setup.fleet.clone(),
+            stats: setup.stats.clone(),
+            journal_dirty: false,
+            clocks: BTreeMap::new(),
+            republish: setup.republish.clone(),
+        };
+        if !replay.is_empty() {
+            tracing::info!(records = replay.len(), "replaying the ingest journal");
+            let items = replay
+                .into_iter()
+                .map(|r| IngestItem {
+                    device: r.device,
+                    kind: r.kind,
+                    payload: r.payload,
+                    reply: None,
+                })
+                .collect();
+            w.process(items, true);
+        }
+        w.flush();
+        Ok(w)
+    }
+
+    fn serve(
+        mut self,
+        rx: &mut mpsc::Receiver<IngestItem>,
+        live: &Liveness,
+        stop: &AtomicBool,
+    ) -> anyhow::Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(error = %e, "ingest writer cannot start");
-                return;
-            }
-        };
+            .map_err(|e| anyhow::anyhow!("ingest writer runtime: {e}"))?;
         let mut last_sync = Instant::now();
         let mut last_flush = Instant::now();
         loop {
+            live.beat(common::time::now_ms());
             if stop.load(Ordering::Acquire) {
                 self.flush();
-                return;
+                return Ok(());
             }
             let first = rt.block_on(async { tokio::time::timeout(JOURNAL_SYNC, rx.recv()).await });
             match first {
@@ -203,7 +305,7 @@ impl Writer {
                 }
                 Ok(None) => {
                     self.flush();
-                    return;
+                    return Ok(());
                 }
                 Err(_) => {}
             }
@@ -249,9 +351,10 @@ impl Writer {
                 .collect();
             if let Err(e) = journal.append(&recs) {
                 tracing::error!(error = %e, "journal write failed; records refused");
+                let e = WriteError::Journal(Arc::new(e));
                 for i in items {
                     if let Some(r) = i.reply {
-                        let _ = r.send(Err(format!("journal: {e}")));
+                        let _ = r.send(Err(e.clone()));
                     }
                 }
                 return;
@@ -368,16 +471,22 @@ impl Writer {
         if result.is_err() {
             return;
         }
+        // the fleet actor now, whichever generation that is (none while it restarts: it
+        // reloads from the store)
+        let fleet = self.fleet.get();
         for m in forward {
             if let Some(r) = &self.republish {
                 r.offer(|| Item::from_ingested(&m));
             }
-            self.fleet.do_send(m);
+            if let Some(f) = &fleet {
+                f.do_send(m);
+            }
         }
+        let Some(fleet) = fleet else { return };
         let map = self.delivery.read().unwrap_or_else(|p| p.into_inner());
         for d in dirty {
             if let Some(st) = map.get(&d) {
-                self.fleet.do_send(DeliveryUpdate(d, st.view()));
+                fleet.do_send(DeliveryUpdate(d, st.view()));
             }
         }
     }
@@ -392,7 +501,7 @@ impl Writer {
         batch: WriteBatch,
         now_ms: i64,
         before: BTreeMap<DeviceId, Option<DeliveryState>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), WriteError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -419,7 +528,7 @@ impl Writer {
                 }
                 self.stats.refused_batches.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, journaled = self.journal.is_some(), "store write failed; records refused");
-                Err(e.to_string())
+                Err(WriteError::Store(Arc::new(e)))
             }
         }
     }
@@ -469,8 +578,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rvm = DeviceId::new("rvm1").unwrap();
         let now = common::time::now_ms();
-        let store = FleetStore::open(&dir.path().join("fleet.sled")).unwrap();
         {
+            let store = FleetStore::open(&dir.path().join("fleet.sled")).unwrap();
             let mut st = DeliveryState::default();
             assert!(st.seqs.observe(5));
             st.received = 1;
@@ -487,8 +596,8 @@ mod tests {
         }
         let fleet = FleetActor::new(PresencePolicy::default()).start();
         let stats = Arc::new(IngestStats::default());
-        let w = start_with(Arc::new(store.clone()), dir.path(), fleet, stats.clone(), None).unwrap();
-        let rows = store.history(&rvm, 0, i64::MAX, 10).unwrap();
+        let w = start(dir.path(), fleet, stats.clone()).unwrap();
+        let rows = w.store.history(&rvm, 0, i64::MAX, 10).unwrap();
         let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [5, 6], "both rows are in history after the replay");
         let map = w.delivery.read().unwrap();
@@ -530,16 +639,17 @@ mod tests {
         }
     }
 
-    async fn send(w: &WriterHandle, r: JournalRecord) -> Result<(), String> {
+    async fn send(tx_items: &mpsc::Sender<IngestItem>, r: JournalRecord) -> Result<(), WriteError> {
         let (tx, rx) = oneshot::channel();
-        w.tx.send(IngestItem {
-            device: r.device,
-            kind: r.kind,
-            payload: r.payload,
-            reply: Some(tx),
-        })
-        .await
-        .unwrap();
+        tx_items
+            .send(IngestItem {
+                device: r.device,
+                kind: r.kind,
+                payload: r.payload,
+                reply: Some(tx),
+            })
+            .await
+            .unwrap();
         rx.await.unwrap()
     }
 
@@ -554,20 +664,28 @@ mod tests {
         });
         let fleet = FleetActor::new(PresencePolicy::default()).start();
         let stats = Arc::new(IngestStats::default());
-        let w = start_with(store.clone(), dir.path(), fleet, stats.clone(), None).unwrap();
+        let setup = WriterSetup {
+            data_dir: dir.path().to_path_buf(),
+            store: store.clone(),
+            fleet: Slot::with(fleet),
+            stats: stats.clone(),
+            republish: None,
+            delivery: DeliveryMap::default(),
+        };
+        let (tx, stop) = spawn(&setup).unwrap();
         assert!(
-            send(&w, record(&rvm, 1, now)).await.is_err(),
+            matches!(send(&tx, record(&rvm, 1, now)).await, Err(WriteError::Store(_))),
             "refused while down"
         );
         assert!(
-            !w.delivery.read().unwrap().contains_key(&rvm),
+            !setup.delivery.read().unwrap().contains_key(&rvm),
             "the seq is not counted"
         );
         assert!(!dir.path().join("ingest.journal").exists(), "no journal");
         store.down.store(false, Ordering::Release);
-        send(&w, record(&rvm, 1, now)).await.unwrap();
-        send(&w, record(&rvm, 1, now)).await.unwrap();
-        let st = w.delivery.read().unwrap()[&rvm].clone();
+        send(&tx, record(&rvm, 1, now)).await.unwrap();
+        send(&tx, record(&rvm, 1, now)).await.unwrap();
+        let st = setup.delivery.read().unwrap()[&rvm].clone();
         assert_eq!(
             (st.received, st.duplicates),
             (1, 1),
@@ -577,6 +695,6 @@ mod tests {
         assert_eq!(rows.len(), 1);
         let s = stats.snapshot();
         assert_eq!((s.accepted, s.duplicates, s.refused_batches), (1, 1, 1));
-        w.stop.store(true, Ordering::Release);
+        stop.store(true, Ordering::Release);
     }
 }
