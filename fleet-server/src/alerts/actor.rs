@@ -184,7 +184,8 @@ impl AlertsActor {
         self.handle_changes(&t, &changes, now_ms);
         self.release_held(now_ms);
         if self.persist.take_lost() {
-            // a persister died writing an export: this state is the next one
+            // a persister died writing an export, or the store refused it: this state is the
+            // next one
             self.state_dirty = true;
         }
         self.persist_if_idle();

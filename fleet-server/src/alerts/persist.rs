@@ -6,7 +6,9 @@
 //! ([`PersistInbox`]): an export still queued is written by the next generation. One taken
 //! from the queue is marked in hand until written, so a generation that starts and finds the
 //! mark knows its predecessor died with it and tells the actor to export again; audit lines
-//! taken but not yet written are kept aside and written by the next generation.
+//! taken but not yet written are kept aside and written by the next generation. An export
+//! the store refuses is marked lost the same way, so the actor exports again (every tick
+//! until the store takes it).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -141,7 +143,10 @@ pub fn run(
             let (engine, corr) = *s;
             if let Err(e) = setup.store.save(&engine, &corr) {
                 setup.stats.persist_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "alert state not persisted");
+                tracing::error!(error = %e, "alert state not persisted; exported again");
+                // (PostgreSQL unreachable): the actor's next tick exports again, so a change
+                // made while the store was away is written once it is back
+                h.lost.store(true, Ordering::Release);
             }
             h.in_hand.store(false, Ordering::Release);
             h.busy.store(false, Ordering::Release);
@@ -228,5 +233,39 @@ mod tests {
         assert!(!handle.is_busy(), "written");
         let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
         assert!(audit.contains(r#""action":"ack""#), "{audit}");
+    }
+
+    /// A store that refuses every save, like a PostgreSQL that cannot be reached.
+    struct Refusing;
+
+    impl AlertStore for Refusing {
+        fn load(&self) -> Result<super::super::store::SavedAlerts, crate::store::StoreError> {
+            Ok(Default::default())
+        }
+        fn save(&self, _: &EngineState, _: &CorrelatorState) -> Result<(), crate::store::StoreError> {
+            Err(crate::store::StoreError::Encode("unreachable".into()))
+        }
+    }
+
+    #[test]
+    fn an_export_the_store_refuses_is_counted_and_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (handle, inbox) = queue();
+        let stats = Arc::new(AlertsStats::default());
+        let setup = PersistSetup {
+            store: Arc::new(Refusing),
+            audit: Arc::new(crate::audit::AuditFile::new(&dir.path().join("audit.log"))),
+            stats: stats.clone(),
+            handle: handle.clone(),
+        };
+        let rules = crate::alerts::rules::parse_rules("").unwrap();
+        let engine = crate::alerts::engine::AlertEngine::new(rules.rules.clone()).export();
+        let corr = crate::incidents::Correlator::new(rules.correlate.clone()).export();
+        assert!(handle.export((engine, corr)));
+        let live = Liveness::new("persist", 0);
+        run(&setup, &inbox, &live, &AtomicBool::new(true)).unwrap();
+        assert_eq!(stats.persist_errors.load(Ordering::Relaxed), 1);
+        assert!(!handle.is_busy(), "the next export may go");
+        assert!(handle.take_lost(), "the actor exports again");
     }
 }
