@@ -520,6 +520,53 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_postgres_example_of_the_example_config_validates() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("db.password");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let text: String = include_str!("../../config/fleet-server.toml")
+            .lines()
+            .filter(|l| *l != "backend = \"sled\"")
+            .map(|l| match l.strip_prefix("#   ") {
+                Some(rest) => rest.replace("/etc/fleet-server/db.password", &pw.display().to_string()),
+                None => l.to_string(),
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = toml::from_str::<ServerFile>(&text).unwrap().validate().unwrap();
+        match c.storage {
+            StorageBackend::Postgres(pg) => {
+                assert_eq!(pg.target(), "postgres://fleet@db.example:5432/fleet");
+                assert_eq!(pg.pool_size(), 16);
+                assert_eq!(pg.driver_config().get_password(), Some(&b"s3cret"[..]));
+            }
+            StorageBackend::Sled => panic!("the example names PostgreSQL"),
+        }
+    }
+
+    #[test]
+    fn storage_problems_are_named_by_key() {
+        let f: ServerFile = toml::from_str("[storage]\nbackend = \"postgres\"\n").unwrap();
+        let p = f.validate().unwrap_err().join("\n");
+        assert!(p.contains("storage.url"), "{p}");
+        let f: ServerFile =
+            toml::from_str("[storage]\nbackend = \"postgres\"\nurl = \"mysql://db/fleet\"\npool_size = 0\n")
+                .unwrap();
+        let p = f.validate().unwrap_err().join("\n");
+        assert!(
+            p.contains("storage.url") && p.contains("storage.pool_size"),
+            "{p}"
+        );
+        let f: ServerFile = toml::from_str("[storage]\nurl = \"postgres://fleet@db/fleet\"\n").unwrap();
+        let p = f.validate().unwrap_err().join("\n");
+        assert!(p.contains("storage.url"), "a url with the sled backend: {p}");
+        let e = toml::from_str::<ServerFile>("[storage]\nbackend = \"mysql\"\n").unwrap_err();
+        assert!(e.to_string().contains("backend"), "{e}");
+        let e = toml::from_str::<ServerFile>("[storage]\npassword = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("password"), "{e}");
+    }
+
+    #[test]
     fn the_commented_examples_of_the_example_config_validate_too() {
         const KEYS: &[&str] = &[
             "[",
