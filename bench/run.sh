@@ -6,7 +6,8 @@
 #   bench/run.sh                  everything (about 20 minutes on 2 cores)
 #   bench/run.sh --quick          shorter windows and fewer samples (about 10 minutes)
 #   bench/run.sh --only buffer    one group, or several: --only footprint,ingest
-#                                 (footprint, buffer, ingest, alerts, commands, scale)
+#                                 (footprint, buffer, ingest, alerts, commands, scale,
+#                                 postgres)
 #   bench/run.sh --no-build       use the binaries already in target/release
 #
 # Results of each group are kept in target/bench-results/, so running one group rewrites the
@@ -22,7 +23,7 @@ while [ $# -gt 0 ]; do
         --only) [ $# -ge 2 ] || { echo "--only needs a group" >&2; exit 64; }; args+=(--only "$2"); shift ;;
         --only=*) args+=(--only "${1#--only=}") ;;
         --no-build) build=0 ;;
-        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 64 ;;
     esac
     shift
@@ -50,6 +51,9 @@ command -v prometheus-node-exporter > /dev/null 2>&1 || need+=(prometheus-node-e
 [ -x /usr/sbin/collectd ] || need+=(collectd)
 [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_pub > /dev/null 2>&1 || need+=(mosquitto-clients)
+# the postgres group makes a throwaway cluster of its own on a free port (a system cluster
+# may keep running)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
     step "installing ${need[*]}"
     if [ "$(id -u)" != 0 ]; then

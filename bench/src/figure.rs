@@ -126,7 +126,15 @@ impl GroupResult {
 }
 
 /// The groups in the order of the document.
-pub const ORDER: &[&str] = &["footprint", "buffer", "ingest", "alerts", "commands", "scale"];
+pub const ORDER: &[&str] = &[
+    "footprint",
+    "buffer",
+    "ingest",
+    "alerts",
+    "commands",
+    "scale",
+    "postgres",
+];
 
 /// `nproc`, memory, CPU model and kernel of this machine.
 pub fn machine() -> String {

@@ -11,6 +11,7 @@
 //! - [`setup`]: certificates, fleet-server, Mosquitto, agents, simulators, the API
 //! - [`mqtt`]: a load generator of valid records and probe devices
 //! - [`profile`]: fixed workloads of the hot paths for callgrind
+//! - [`pg`]: a throwaway PostgreSQL cluster (the `postgres` group)
 //! - `b_*`: one module per group of figures
 
 mod b_alerts;
@@ -18,9 +19,11 @@ mod b_buffer;
 mod b_commands;
 mod b_footprint;
 mod b_ingest;
+mod b_postgres;
 mod b_scale;
 mod figure;
 mod mqtt;
+mod pg;
 mod procs;
 mod profile;
 mod setup;
@@ -42,7 +45,8 @@ struct Cli {
 enum Cmd {
     /// Run benchmarks, save their results and rewrite the report.
     Run {
-        /// Comma-separated groups (footprint, buffer, ingest, alerts, commands, scale); default all.
+        /// Comma-separated groups (footprint, buffer, ingest, alerts, commands, scale, postgres);
+        /// default all.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Shorter windows and fewer samples.
@@ -109,6 +113,7 @@ fn bench(key: &str) -> Option<Bench> {
         "alerts" => b_alerts::run,
         "commands" => b_commands::run,
         "scale" => b_scale::run,
+        "postgres" => b_postgres::run,
         _ => return None,
     })
 }

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::pki::{self, CertDir};
-use fleet_server::auth::TokenStore as _;
 use serde_json::Value;
 
 use crate::procs::{self, Proc};
@@ -70,6 +69,8 @@ pub struct ServerSpec {
     pub rules: Option<String>,
     /// `[notify...]` sections; None: log only.
     pub notify: Option<String>,
+    /// More `[storage]` lines (`backend = "postgres"`, `url`); empty: sled.
+    pub storage: String,
 }
 
 /// A release `fleet-server run` with its own ports, data directory and an admin token.
@@ -94,9 +95,10 @@ impl FleetServer {
             text.push_str(&format!("connect = \"127.0.0.1:{p}\"\n"));
         }
         text.push_str(&format!(
-            "[certs]\ndir = \"{}\"\n[storage]\ndata_dir = \"{}\"\n",
+            "[certs]\ndir = \"{}\"\n[storage]\ndata_dir = \"{}\"\n{}",
             certs.root().display(),
-            data.display()
+            data.display(),
+            spec.storage
         ));
         if let Some(r) = &spec.rules {
             let p = dir.join("rules.toml");
@@ -108,7 +110,14 @@ impl FleetServer {
         }
         let config = dir.join("fleet-server.toml");
         std::fs::write(&config, text)?;
-        let tokens = fleet_server::auth::TokenFile::open(&data.join("tokens.json"))?;
+        // the admin token in the configured store (sled's tokens.json, or PostgreSQL)
+        let c = fleet_server::config::ServerFile::load(&config)?;
+        let tokens = fleet_server::storage::open_tokens(&fleet_server::storage::StorageConfig {
+            backend: c.storage,
+            data_dir: c.data_dir,
+            cache_bytes: c.store_cache_bytes,
+            history: c.history,
+        })?;
         let token = tokens.create("bench", fleet_server::auth::Role::Admin)?;
         drop(tokens);
         let proc = spawn_server(ctx, &config, dir)?;
