@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use common::addr::split_host_port;
 use rvm_agent::collect::MetricSource;
 use rvm_agent::config::AgentFile;
-use rvm_agent::shared::host_port::split_host_port;
 
 #[derive(Parser)]
 #[command(

@@ -1,7 +1,11 @@
-//! `host:port` parsing, for the broker address (and, for now, the server's SMTP relay and
-//! broker options, which import it from here).
+//! `host:port` as the fleet writes it: the broker address a provisioning bundle hands the
+//! agent (`fleetctl certs bundle --broker`, `[mqtt] broker` in `agent.toml`), which the server
+//! checks when it writes the bundle and the agent parses when it connects. One definition for
+//! both sides of that contract; the server also reads its own `host:port` options with it
+//! (`[mqtt] connect`, an SMTP relay, `fleetctl sub --broker`).
 
-/// Splits `host:port`.
+/// Splits `host:port` (`[::1]:8883` for an IPv6 address); None when the port is missing, not a
+/// number or zero, or the host is empty.
 pub fn split_host_port(s: &str) -> Option<(String, u16)> {
     let (h, p) = s.rsplit_once(':')?;
     let port: u16 = p.parse().ok()?;
