@@ -178,7 +178,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         },
         buffer.clone(),
     )?;
-    let mut cp = CollectorParts::new(source, buffer.clone(), lp.wake.clone(), interval);
+    let mut cp = CollectorParts::new(source, buffer.clone(), lp.wake.clone(), interval)?;
     let app = Arc::new(AppMetricsStore::new(&file.app));
     {
         let app = app.clone();

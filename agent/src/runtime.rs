@@ -163,7 +163,7 @@ pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
         parts.buffer.clone(),
         lp.wake.clone(),
         parts.interval,
-    );
+    )?;
     let collector_stats = cp.stats.clone();
     let link_status = lp.status.clone();
     let link_addr = LinkActor::new(lp, Arc::new(Liveness::new(now))).start();
