@@ -27,15 +27,14 @@
 //! - leaves: [`store`] (the sled database: handle, trees, keys), [`messages`] (messages that
 //!   cross features), [`auth`] (API tokens and roles), [`config`] (`fleet-server.toml`,
 //!   validation naming every bad key)
-//! - [`server`]: starting and stopping everything; [`demo`]: `fleet-server demo`;
-//!   [`sub`]: `fleetctl sub`; [`provision`]: provisioning bundles (`fleetctl certs bundle`)
+//! - [`server`]: starting and stopping everything; [`sub`]: `fleetctl sub`; [`provision`]:
+//!   provisioning bundles (`fleetctl certs bundle`). The demo is the `rvm-sim` crate's.
 
 pub mod alerts;
 pub mod auth;
 pub mod broker;
 pub mod commands;
 pub mod config;
-pub mod demo;
 pub mod fleet;
 pub mod history;
 pub mod http;

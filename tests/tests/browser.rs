@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_server::auth::Role;
-use rvm_agent::sim::simulate::{SimConfig, SimProfile};
-use rvm_agent::sim::source::Fault;
 use rvm_fleet_tests::{FleetOptions, SimFleet, TestFleet, eventually};
+use rvm_sim::simulate::{SimConfig, SimProfile};
+use rvm_sim::source::Fault;
 use serde_json::json;
 
 /// How long the whole node run may take.

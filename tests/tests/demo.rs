@@ -1,4 +1,4 @@
-//! The README's first command, `fleet-server demo`, as a user runs it: a fresh data directory,
+//! The README's first command, `rvm-sim demo`, as a user runs it: a fresh data directory,
 //! then the printed URL and token must work, the 20 simulated machines and this machine's
 //! agent come online, and the machines carry the story's vision model versions
 //! (`scenarios/demo.toml`, built in).
@@ -22,7 +22,7 @@ async fn the_demo_starts_from_nothing_and_its_machines_replay_the_story() {
     let http = format!("127.0.0.1:{}", free_port());
     let mqtt = format!("127.0.0.1:{}", free_port());
     let mut demo = Child::spawn(
-        "fleet-server",
+        "rvm-sim",
         &[
             "demo",
             "--data-dir",

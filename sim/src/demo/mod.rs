@@ -1,4 +1,4 @@
-//! `fleet-server demo`: one command on a fresh machine. Makes dev certificates if missing,
+//! `rvm-sim demo`: one command on a fresh machine. Makes dev certificates if missing,
 //! starts the embedded broker, the server and web view, an agent for this machine and N
 //! simulated RVMs across 3 sites, and prints the URL and an admin token.
 
@@ -9,16 +9,16 @@ use std::time::Duration;
 
 use common::DeviceId;
 use common::pki::{self, Ca, CertDir};
+use fleet_server::auth::{Role, TokenStore};
+use fleet_server::config::ServerConfig;
+use fleet_server::server::Server;
 use rvm_agent::buffer::{Caps, FlushPolicy};
 use rvm_agent::collect::MetricSource;
 use rvm_agent::collect::system::SystemSource;
 use rvm_agent::runtime::{self, DeviceHandle, DeviceParts};
-use rvm_agent::sim::scenario::Scenario;
-use rvm_agent::sim::simulate::{self, SimConfig, SimProfile};
 
-use crate::auth::{Role, TokenStore};
-use crate::config::ServerConfig;
-use crate::server::Server;
+use crate::scenario::Scenario;
+use crate::simulate::{self, SimConfig, SimProfile};
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -35,9 +35,9 @@ pub struct DemoOptions {
 }
 
 /// The story the demo replays unless told otherwise: `scenarios/demo.toml`.
-pub const DEMO_SCENARIO: &str = include_str!("../../scenarios/demo.toml");
+pub const DEMO_SCENARIO: &str = include_str!("../../../scenarios/demo.toml");
 
-/// `scenarios/demo.toml`, built in (a unit test of the agent checks that it parses).
+/// `scenarios/demo.toml`, built in (a unit test of [`crate::scenario`] checks that it parses).
 pub fn demo_scenario() -> anyhow::Result<Scenario> {
     Scenario::parse(DEMO_SCENARIO).map_err(|e| anyhow::anyhow!("built-in scenarios/demo.toml: {e}"))
 }
@@ -98,7 +98,7 @@ pub fn start(opts: &DemoOptions) -> anyhow::Result<Demo> {
         mqtt_port: opts.mqtt.port(),
         certs: certs.clone(),
         data_dir: opts.data_dir.join("server"),
-        store_cache_bytes: crate::store::STORE_CACHE_BYTES,
+        store_cache_bytes: fleet_server::store::STORE_CACHE_BYTES,
         stale_after_ms: 15_000,
         offline_after_ms: 60_000,
         alerting: None,
