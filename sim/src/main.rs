@@ -181,6 +181,13 @@ fn run_demo(opts: DemoOptions) -> anyhow::Result<()> {
         opts.sites,
         if opts.local_agent { " + this machine" } else { "" }
     );
+    if let Some(a) = &d.local {
+        println!(
+            "  local agent: {} (this machine; config {}; recovery actions recorded, not carried out)",
+            a.device,
+            a.config.display()
+        );
+    }
     if let Some(s) = &opts.scenario {
         println!("  scenario:    {} (--no-scenario: none)", s.summary());
     }
