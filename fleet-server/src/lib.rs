@@ -43,6 +43,7 @@ pub mod ingest;
 pub mod live;
 pub mod messages;
 pub mod notify;
+pub mod pg;
 pub mod provision;
 pub mod republish;
 pub mod server;
