@@ -76,7 +76,7 @@ step "open-file limit $(ulimit -n)"
 if [ "$build" = 1 ]; then
     step "cargo build --release --bins (fleet-server, rvm-sim, rvm-bench...; LTO, one codegen unit: several minutes)"
     cargo build --release --bins
-    step "cargo build --release -p rvm-agent (the agent as it ships; see bench/hot-symbols.sh)"
+    step "cargo build --release -p rvm-agent (the agent as it ships: its own feature set)"
     cargo build --release -p rvm-agent
 fi
 # rvm-sim: the simulated machines of the alerts, commands and scale benchmarks

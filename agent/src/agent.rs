@@ -13,7 +13,7 @@ use common::topics::Kind;
 use common::{DeviceId, Event, EventKind, HealthReport, Severity};
 use tokio::sync::mpsc;
 
-use crate::appmetrics::scrape;
+use crate::appmetrics::scrape::Scraper;
 use crate::appmetrics::store::AppMetricsStore;
 use crate::buffer::config::FlushMode;
 use crate::buffer::{Buffer, Caps, FlushPolicy};
@@ -187,14 +187,31 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
     if let Some(url) = file.app.scrape_url.clone() {
         let (app, every) = (app.clone(), Duration::from_millis(file.app.scrape_interval_ms));
         let timeout = Duration::from_millis(file.app.scrape_timeout_ms);
+        let ca_file = file.app.scrape_ca_file.clone();
         actix::spawn(async move {
+            // building the client may read certificate files: a blocking thread, once
+            let scraper =
+                tokio::task::spawn_blocking(move || Scraper::build(&url, ca_file.as_deref(), timeout))
+                    .await
+                    .map_err(anyhow::Error::from)
+                    .and_then(|built| built.map_err(anyhow::Error::from));
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                let u = url.clone();
-                match tokio::task::spawn_blocking(move || scrape::scrape(&u, timeout)).await {
-                    Ok(Ok(v)) => app.set_scraped(v, common::time::now_ms()),
-                    Ok(Err(e)) => app.scrape_failed(&e, common::time::now_ms()),
+                let scraper = match &scraper {
+                    Ok(s) => s,
+                    Err(e) => {
+                        app.scrape_failed(&e.to_string(), common::time::now_ms());
+                        continue;
+                    }
+                };
+                match scraper.scrape().await {
+                    Ok(got) => {
+                        app.set_scraped(got.readings, common::time::now_ms());
+                        if let Some(first) = got.first_bad {
+                            app.scrape_bad_lines(got.bad_lines, &first.to_string());
+                        }
+                    }
                     Err(e) => app.scrape_failed(&e.to_string(), common::time::now_ms()),
                 }
             }
@@ -308,7 +325,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
                 gpu_backend: gpu_kind,
                 gpu_notes: notes.clone(),
                 app_metrics: app2.counters(),
-                memory: common::mem::ProcessMemory::now(),
+                memory: proc_mem::ProcessMemory::now(),
             }),
             telemetry: Arc::new(move || latest2.lock().ok().and_then(|l| l.clone())),
             app: app.clone(),

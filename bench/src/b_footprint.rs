@@ -113,7 +113,6 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
     let iters = ctx.n(300, 60);
     let (tick_us, scan_us, procs_n) = collect_times(iters);
 
-    let layout = hot_layout(&ctx.bin("rvm-agent"));
     let rss_mib = a.rss_max_kib as f64 / MIB;
     let node_mib = n.rss_max_kib as f64 / MIB;
     let figures = vec![
@@ -141,8 +140,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
                 a.file_kib as f64 / MIB,
                 std::fs::metadata(ctx.bin("rvm-agent")).map_or(0, |m| m.len()) as f64 / MIB / 1024.0,
                 n.file_kib as f64 / MIB
-            ))
-            .note(layout),
+            )),
         Figure::new("agent CPU (share of one core)", a.cpu_pct, "%")
             .vs("node_exporter CPU, scraped every second", n.cpu_pct)
             .target(
@@ -201,26 +199,6 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
                 .into(),
         ],
     })
-}
-
-/// Where the functions of `agent/hot-symbols.txt` are in the binary measured.
-fn hot_layout(binary: &Path) -> String {
-    let list = std::fs::read_to_string("agent/hot-symbols.txt").unwrap_or_default();
-    match crate::hot::functions(binary) {
-        Ok(f) if !f.is_empty() => {
-            let l = crate::hot::layout(&list, &f);
-            format!(
-                "the steady-state functions of agent/hot-symbols.txt: {} of {} found in the binary, \
-                 {} KiB of code within {} KiB of its text (a stale list finds fewer)",
-                l.found,
-                l.listed,
-                l.bytes / 1024,
-                l.span / 1024
-            )
-        }
-        Ok(_) => "the binary has no symbol table: the layout of agent/hot-symbols.txt is not checked".into(),
-        Err(e) => format!("the layout of agent/hot-symbols.txt is not checked: {e}"),
-    }
 }
 
 fn indent(s: &str) -> String {

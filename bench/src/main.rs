@@ -20,13 +20,12 @@ mod b_footprint;
 mod b_ingest;
 mod b_scale;
 mod figure;
-mod hot;
 mod mqtt;
 mod procs;
 mod profile;
 mod setup;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -71,18 +70,6 @@ enum Cmd {
         what: String,
         #[arg(long, default_value_t = 5000)]
         n: usize,
-    },
-    /// Write the agent's symbol ordering file from a callgrind profile of it
-    /// (bench/hot-symbols.sh runs the profile).
-    HotSymbols {
-        /// The callgrind output (written with --demangle=no).
-        #[arg(long)]
-        callgrind: PathBuf,
-        /// The agent binary profiled (with its symbol table).
-        #[arg(long, default_value = "target/release/rvm-agent")]
-        binary: PathBuf,
-        #[arg(long, default_value = "agent/hot-symbols.txt")]
-        out: PathBuf,
     },
     /// Rewrite the report from saved results only.
     Report {
@@ -140,54 +127,10 @@ fn write_report(
     Ok(())
 }
 
-fn hot_symbols(callgrind: &Path, binary: &Path, out: &Path) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let profile =
-        std::fs::read_to_string(callgrind).with_context(|| format!("reading {}", callgrind.display()))?;
-    let object = format!(
-        "/{}",
-        binary.file_name().and_then(|n| n.to_str()).unwrap_or("rvm-agent")
-    );
-    let names = hot::from_callgrind(&profile, &object);
-    let funcs = hot::functions(binary)?;
-    anyhow::ensure!(
-        !funcs.is_empty(),
-        "{} has no symbol table (the release profile keeps it: strip = \"debuginfo\")",
-        binary.display()
-    );
-    anyhow::ensure!(
-        !names.is_empty(),
-        "{}: no function of {object} has a cost",
-        callgrind.display()
-    );
-    let text = hot::ordering_file(&names, &funcs);
-    std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
-    let l = hot::layout(&text, &funcs);
-    eprintln!(
-        "{}: {} functions, {} KiB of code ({} executed functions of other objects or unnamed left out)",
-        out.display(),
-        l.found,
-        l.bytes / 1024,
-        names.len() - l.found
-    );
-    Ok(())
-}
-
 fn main() -> ExitCode {
     common::tls::install_crypto_provider();
     match Cli::parse().cmd {
         Cmd::Profile { what, n } => match profile::run(&what, n) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("rvm-bench: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
-        Cmd::HotSymbols {
-            callgrind,
-            binary,
-            out,
-        } => match hot_symbols(&callgrind, &binary, &out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("rvm-bench: {e:#}");

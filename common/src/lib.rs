@@ -13,7 +13,6 @@
 //! - [`tls`]: loading PEM files and building rustls configs; the crypto provider
 //! - [`pki`] (feature `pki`): the fleet CA, server, device and reader certificates
 //! - [`time`]: wall-clock milliseconds
-//! - [`mem`]: the process's own memory (heap in use, RSS) for status endpoints
 
 pub mod addr;
 pub mod body;
@@ -21,7 +20,6 @@ pub mod codec;
 pub mod command;
 pub mod envelope;
 pub mod ids;
-pub mod mem;
 #[cfg(feature = "pki")]
 pub mod pki;
 pub mod time;

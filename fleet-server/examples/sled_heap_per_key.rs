@@ -15,7 +15,7 @@
 //! (an export of everything) and the heap printed around it.
 
 fn heap_mib() -> f64 {
-    common::mem::ProcessMemory::now().heap_in_use.unwrap_or(0) as f64 / 1048576.0
+    proc_mem::ProcessMemory::now().heap_in_use.unwrap_or(0) as f64 / 1048576.0
 }
 
 fn main() -> anyhow::Result<()> {

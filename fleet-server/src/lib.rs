@@ -24,13 +24,14 @@
 //! - [`http`]: app state, authorization, the error mapping, the route table, the web view,
 //!   the live stream, `/metrics`, tokens and the audit log
 //! - [`live`]: the hub that broadcasts what changed to open pages, and its events
-//! - leaves: [`store`] (the sled database: handle, trees, keys), [`messages`] (messages that
+//! - leaves: [`alloc`] (glibc malloc's arena cap), [`store`] (the sled database: handle, trees, keys), [`messages`] (messages that
 //!   cross features), [`auth`] (API tokens and roles), [`config`] (`fleet-server.toml`,
 //!   validation naming every bad key)
 //! - [`server`]: starting and stopping everything; [`sub`]: `fleetctl sub`; [`provision`]:
 //!   provisioning bundles (`fleetctl certs bundle`). The demo is the `rvm-sim` crate's.
 
 pub mod alerts;
+pub mod alloc;
 pub mod auth;
 pub mod broker;
 pub mod commands;

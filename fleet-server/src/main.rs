@@ -30,7 +30,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     // before any thread starts: see the function
-    let arenas = common::mem::limit_arenas();
+    let arenas = fleet_server::alloc::limit_arenas();
     let filter = tracing_subscriber::EnvFilter::try_from_env("RVM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmqtt=warn,rmqtt_net=warn"));
     tracing_subscriber::fmt()

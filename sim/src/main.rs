@@ -89,7 +89,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.cmd, Cmd::Demo { .. }) {
         // the demo runs the fleet server: its allocator tuning, before any thread starts
-        let arenas = common::mem::limit_arenas();
+        let arenas = fleet_server::alloc::limit_arenas();
         init_tracing();
         tracing::debug!(
             ?arenas,

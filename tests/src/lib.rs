@@ -17,6 +17,7 @@ use serde_json::Value;
 pub mod harness;
 pub mod mosquitto;
 pub mod postgres;
+pub mod receivers;
 pub mod schema;
 
 /// A fleet server with its embedded broker, certificates and an admin token, in a temp dir.

@@ -770,8 +770,8 @@ fn fuzz_app_metrics_prometheus_text() {
     use rvm_agent::appmetrics::prometheus::{parse_prometheus, samples_to_readings};
     let seeds: Vec<Vec<u8>> = corpus("prometheus").into_iter().map(|(_, b)| b).collect();
     let check = |b: &[u8]| -> Result<(), TestCaseError> {
-        if let Ok(samples) = parse_prometheus(&text(b)) {
-            for r in samples_to_readings(&samples) {
+        if let Ok(parsed) = parse_prometheus(&text(b)) {
+            for r in samples_to_readings(&parsed.samples) {
                 prop_assert!(r.value.is_finite(), "non-finite reading {r:?}");
                 prop_assert!(r.name.len() <= 64, "over-long name {:?}", r.name);
             }
@@ -860,7 +860,7 @@ fn fuzz_http_query_and_body_parsing() {
         reqs.iter().any(|r| r.0 == "POST" && !r.2.is_empty()),
         "corpus has bodies"
     );
-    let send = |method: &str, path: &str, body: Option<Vec<u8>>| -> Result<u16, String> {
+    let send = |method: &str, path: &str, body: Option<Vec<u8>>| -> Result<u16, reqwest::Error> {
         rt.block_on(async {
             let url = fleet.url(path);
             let mut r = match method {
@@ -872,7 +872,7 @@ fn fuzz_http_query_and_body_parsing() {
             if let Some(b) = body {
                 r = r.header("content-type", "application/json").body(b);
             }
-            let resp = r.send().await.map_err(|e| e.to_string())?;
+            let resp = r.send().await?;
             let status = resp.status().as_u16();
             let _ = resp.bytes().await;
             Ok(status)
@@ -932,7 +932,7 @@ fn fuzz_http_query_and_body_parsing() {
         },
     );
     // still serving
-    assert_eq!(send("GET", "/api/v1/health", None), Ok(200));
+    assert_eq!(send("GET", "/api/v1/health", None).ok(), Some(200));
 }
 
 /// Writes the binary seeds of `fuzz/corpus/envelope` and `fuzz/corpus/command` from the JSON

@@ -2,20 +2,26 @@
 //! to keep and how many.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
 use super::names::validate_name;
-use crate::shared::http1::parse_http_url;
+use crate::shared::http::check_url;
 use crate::shared::problem::ConfigProblem;
 
 /// The `[app]` section of `agent.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppMetricsConfig {
-    /// Prometheus text endpoint of the vision service (`http://` only); unset = no scraping.
+    /// Prometheus text endpoint of the vision service (`http://` or `https://`); unset = no
+    /// scraping.
     #[serde(default)]
     pub scrape_url: Option<String>,
+    /// For an `https://` scrape: trust only the certificates in this PEM file. Unset: the
+    /// system's roots.
+    #[serde(default)]
+    pub scrape_ca_file: Option<PathBuf>,
     #[serde(default = "default_scrape_interval_ms")]
     pub scrape_interval_ms: u64,
     #[serde(default = "default_scrape_timeout_ms")]
@@ -35,6 +41,7 @@ impl Default for AppMetricsConfig {
     fn default() -> Self {
         Self {
             scrape_url: None,
+            scrape_ca_file: None,
             scrape_interval_ms: default_scrape_interval_ms(),
             scrape_timeout_ms: default_scrape_timeout_ms(),
             push_max_age_s: default_push_max_age_s(),
@@ -63,9 +70,17 @@ impl AppMetricsConfig {
         let mut p = Vec::new();
         let mut bad = |key: String, message: String| p.push(ConfigProblem { key, message });
         if let Some(url) = &self.scrape_url
-            && let Err(e) = parse_http_url(url)
+            && let Err(e) = check_url(url)
         {
-            bad(format!("{prefix}.scrape_url"), e);
+            bad(format!("{prefix}.scrape_url"), e.to_string());
+        }
+        if let Some(path) = &self.scrape_ca_file
+            && !path.exists()
+        {
+            bad(
+                format!("{prefix}.scrape_ca_file"),
+                format!("{} does not exist", path.display()),
+            );
         }
         if !(100..=3_600_000).contains(&self.scrape_interval_ms) {
             bad(
@@ -127,7 +142,8 @@ mod tests {
         assert_eq!(cfg.max_metrics, 64);
         let cfg: AppMetricsConfig = toml::from_str(
             r#"
-scrape_url = "https://127.0.0.1:8000/metrics"
+scrape_url = "ftp://127.0.0.1:8000/metrics"
+scrape_ca_file = "/nonexistent/ca.pem"
 scrape_interval_ms = 50
 scrape_timeout_ms = 5
 push_max_age_s = 0
@@ -141,6 +157,7 @@ names = ["ok", "bad name", "ok"]
             keys,
             vec![
                 "app.scrape_url",
+                "app.scrape_ca_file",
                 "app.scrape_interval_ms",
                 "app.scrape_timeout_ms",
                 "app.push_max_age_s",

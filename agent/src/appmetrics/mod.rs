@@ -9,9 +9,10 @@
 //!   flat `{"items_recognised": 1234, "camera_fps": 29.5}`. Values are finite JSON numbers,
 //!   names match `[A-Za-z0-9_.:-]{1,64}`, at most `max_metrics` per body. A bad body is refused
 //!   as a whole with a [`push::PushError`] naming the bad field.
-//! - **scrape**: the agent GETs a Prometheus text endpoint of the service ([`scrape::scrape`],
-//!   blocking: run it on a blocking thread), parsed by [`prometheus::parse_prometheus`] and
-//!   flattened by [`prometheus::samples_to_readings`].
+//! - **scrape**: the agent GETs a Prometheus text endpoint of the service with its one HTTP
+//!   client ([`scrape::Scraper`], async), parsed by [`prometheus::parse_prometheus`] (the
+//!   `prometheus-parse` crate; lines it cannot read are counted, the rest kept) and flattened by
+//!   [`prometheus::samples_to_readings`].
 //!
 //! Both land in one [`store::AppMetricsStore`], which the collector reads with
 //! [`store::AppMetricsStore::snapshot`] into `Telemetry.app` every tick. The store and the
@@ -20,8 +21,9 @@
 //! # Flattening a Prometheus sample into a reading name
 //!
 //! A sample without labels keeps its name: `camera_fps 29.5` -> `camera_fps`. A sample with
-//! labels gets the label *values* appended with `.`, in the order they were written, empty
-//! values skipped: `errors_total{kind="camera",stage="io"} 3` -> `errors_total.camera.io`.
+//! labels gets the label *values* appended with `.`, in the order of the label names (as
+//! Prometheus orders them; a histogram's `le` and a summary's `quantile` last), empty values
+//! skipped: `errors_total{stage="io",kind="camera"} 3` -> `errors_total.camera.io`.
 //! Characters of a label value outside `[A-Za-z0-9_.:-]` become `_`. A flattened name longer
 //! than 64 characters is skipped (truncating could merge two series), as are non-finite values
 //! (`NaN`, `+Inf`: telemetry carries no made-up numbers), and a name seen twice keeps its first
@@ -42,7 +44,7 @@
 //! - [`names`]: what a metric name may be
 //! - [`push`]: the push schema (pure)
 //! - [`prometheus`]: the Prometheus text parser and the flattening into readings (pure)
-//! - [`scrape`]: the scrape client (blocking IO)
+//! - [`scrape`]: the scrape (async IO; the parse on a blocking thread)
 //! - [`store`]: where both sources land, with freshness and the cap (pure, thread-safe)
 
 pub mod config;

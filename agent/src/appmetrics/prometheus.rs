@@ -1,15 +1,32 @@
-//! The Prometheus text format (pure): [`parse_prometheus`] reads an exposition into samples,
-//! [`samples_to_readings`] flattens them into reading names (see the module doc of
-//! [`crate::appmetrics`]).
+//! The Prometheus text format (pure): [`parse_prometheus`] reads an exposition with the
+//! `prometheus-parse` crate and counts the lines it could not read; [`samples_to_readings`]
+//! flattens the samples into reading names (see the module doc of [`crate::appmetrics`]).
+//!
+//! What the crate reads, and how this module completes it:
+//! - `# HELP`, `# TYPE` and any other comment (`# EOF`) are skipped; a sample line is a name,
+//!   optional labels, a value (`NaN`, `+Inf` included) and an optional timestamp (dropped: the
+//!   agent stamps values when they arrive).
+//! - A line that is neither blank, a comment nor a sample with a number for a value is a *bad
+//!   line*: it is counted and the first one is reported with its line number, the others'
+//!   samples are kept. A body with bad lines and no sample at all (an HTML error page, a wrong
+//!   port) is refused as a whole.
+//! - Labels come back in label-name order (the crate keeps them in a map; Prometheus itself
+//!   orders them by name). An empty label set (`name{} 1`), which the crate does not read, is
+//!   read as `name 1`. Label values are unescaped here (`\\`, `\"`, `\n`); a value holding a
+//!   comma or `=` is cut there by the crate (its label reader splits on them).
+//! - A family typed `histogram` comes back grouped; each bucket becomes a `NAME_bucket` sample
+//!   with its `le` label last, as it was written. A `summary`'s quantiles likewise keep their
+//!   `quantile` label last.
 
 use std::collections::HashSet;
 
 use common::Reading;
+use prometheus_parse::{LineInfo, Scrape, Value};
 
 use super::names::{NAME_MAX_LEN, is_name_char, shorten, validate_name};
 
-/// One sample line of the Prometheus text format. The timestamp, if any, is dropped: the agent
-/// stamps values when they arrive.
+/// One sample of the Prometheus text format, labels in label-name order (`le` and `quantile`
+/// last).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub name: String,
@@ -17,250 +34,187 @@ pub struct Sample {
     pub value: f64,
 }
 
-/// Why a Prometheus text body was refused; `line` counts from 1.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("line {line}: {message}")]
-pub struct ParseError {
+/// A line that is not Prometheus text; `line` counts from 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
     pub line: usize,
-    pub message: String,
+    /// At most 80 characters of it.
+    pub text: String,
 }
 
-const METRIC_TYPES: &[&str] = &[
-    "counter",
-    "gauge",
-    "histogram",
-    "summary",
-    "untyped",
-    // OpenMetrics words some exporters use in the classic format too
-    "unknown",
-    "info",
-    "stateset",
-    "gaugehistogram",
-];
-
-/// Parses the Prometheus text exposition format (0.0.4): `# HELP`, `# TYPE` and other comments,
-/// samples with optional labels (escapes `\\`, `\"`, `\n`), values including `NaN` and `±Inf`,
-/// and optional timestamps. The first malformed line fails the whole body.
-pub fn parse_prometheus(text: &str) -> Result<Vec<Sample>, ParseError> {
-    let mut samples = Vec::new();
-    for (i, raw) in text.split('\n').enumerate() {
-        let line_no = i + 1;
-        let err = |message: String| ParseError {
-            line: line_no,
-            message,
-        };
-        let line = raw
-            .strip_suffix('\r')
-            .unwrap_or(raw)
-            .trim_start_matches([' ', '\t']);
-        if line.trim_end().is_empty() {
-            continue;
-        }
-        if let Some(comment) = line.strip_prefix('#') {
-            parse_comment(comment).map_err(err)?;
-            continue;
-        }
-        samples.push(parse_sample(line).map_err(err)?);
-    }
-    Ok(samples)
-}
-
-fn parse_comment(comment: &str) -> Result<(), String> {
-    let mut words = comment.split_ascii_whitespace();
-    match words.next() {
-        Some("HELP") => {
-            let name = words.next().ok_or("HELP without a metric name")?;
-            check_metric_name(name)
-        }
-        Some("TYPE") => {
-            let name = words.next().ok_or("TYPE without a metric name")?;
-            check_metric_name(name)?;
-            let kind = words
-                .next()
-                .ok_or_else(|| format!("TYPE of {name} without a type"))?;
-            if !METRIC_TYPES.contains(&kind) {
-                return Err(format!("TYPE of {name}: unknown type {:?}", shorten(kind)));
-            }
-            if let Some(extra) = words.next() {
-                return Err(format!(
-                    "TYPE of {name}: unexpected {:?} after the type",
-                    shorten(extra)
-                ));
-            }
-            Ok(())
-        }
-        // any other comment, including OpenMetrics' `# EOF`
-        _ => Ok(()),
+impl std::fmt::Display for BadLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {:?} is not a metric sample", self.line, self.text)
     }
 }
 
-fn check_metric_name(name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':');
-    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
-        Ok(())
-    } else {
-        Err(format!("{:?} is not a metric name", shorten(name)))
+/// What a body held: its samples and the lines that were not Prometheus text.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Parsed {
+    pub samples: Vec<Sample>,
+    pub bad_lines: usize,
+    /// The first bad line, when there is one.
+    pub first_bad: Option<BadLine>,
+}
+
+/// Why a body was refused: bad lines and no sample.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{first} ({bad_lines} such lines and no sample: not a Prometheus text body)")]
+pub struct ParseError {
+    pub first: BadLine,
+    pub bad_lines: usize,
+}
+
+impl ParseError {
+    /// The line number of the first bad line.
+    pub fn line(&self) -> usize {
+        self.first.line
     }
 }
 
-/// A cursor over one sample line.
-struct Cursor<'a> {
-    s: &'a str,
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn rest(&self) -> &'a str {
-        &self.s[self.pos..]
-    }
-    fn peek(&self) -> Option<char> {
-        self.rest().chars().next()
-    }
-    fn bump(&mut self) -> Option<char> {
-        let c = self.peek()?;
-        self.pos += c.len_utf8();
-        Some(c)
-    }
-    fn skip_blanks(&mut self) {
-        while matches!(self.peek(), Some(' ' | '\t')) {
-            self.pos += 1;
+/// Reads a Prometheus text exposition (format 0.0.4) as the module doc says.
+pub fn parse_prometheus(text: &str) -> Result<Parsed, ParseError> {
+    let mut bad_lines = 0;
+    let mut first_bad = None;
+    let mut lines = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = without_empty_label_set(raw);
+        if !is_readable(&line) {
+            bad_lines += 1;
+            first_bad.get_or_insert_with(|| BadLine {
+                line: i + 1,
+                text: shorten(raw.trim()),
+            });
         }
+        lines.push(line);
     }
-    /// Takes `[A-Za-z0-9_:]*` (the caller checks the first character).
-    fn take_ident(&mut self) -> &'a str {
-        let start = self.pos;
-        while self
-            .peek()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-        {
-            self.pos += 1;
-        }
-        &self.s[start..self.pos]
+    // the crate fails only where the lines' iterator does, and these lines are in memory
+    let scrape = Scrape::parse(lines.into_iter().map(Ok)).unwrap_or_else(|_| Scrape {
+        docs: Default::default(),
+        samples: Vec::new(),
+    });
+    let samples = to_samples(scrape);
+    if samples.is_empty()
+        && let Some(first) = first_bad
+    {
+        return Err(ParseError { first, bad_lines });
     }
-    fn take_word(&mut self) -> &'a str {
-        let start = self.pos;
-        while self.peek().is_some_and(|c| c != ' ' && c != '\t') {
-            self.bump();
-        }
-        &self.s[start..self.pos]
-    }
-}
-
-fn parse_sample(line: &str) -> Result<Sample, String> {
-    let mut c = Cursor { s: line, pos: 0 };
-    let name = c.take_ident();
-    if name.is_empty() || name.starts_with(|ch: char| ch.is_ascii_digit()) {
-        return Err(format!(
-            "expected a metric name at the start of {:?}",
-            shorten(line)
-        ));
-    }
-    c.skip_blanks();
-    let mut labels: Vec<(String, String)> = Vec::new();
-    if c.peek() == Some('{') {
-        c.bump();
-        loop {
-            c.skip_blanks();
-            if c.peek() == Some('}') {
-                c.bump();
-                break;
-            }
-            let label = c.take_ident();
-            if label.is_empty() || label.starts_with(|ch: char| ch.is_ascii_digit()) || label.contains(':') {
-                return Err(format!(
-                    "{name}: expected a label name at {:?}",
-                    shorten(c.rest())
-                ));
-            }
-            c.skip_blanks();
-            if c.bump() != Some('=') {
-                return Err(format!("{name}: expected = after label {label}"));
-            }
-            c.skip_blanks();
-            if c.bump() != Some('"') {
-                return Err(format!("{name}: the value of label {label} is not quoted"));
-            }
-            let value = take_label_value(&mut c).map_err(|e| format!("{name}: label {label}: {e}"))?;
-            if labels.iter().any(|(l, _)| l == label) {
-                return Err(format!("{name}: label {label} appears twice"));
-            }
-            labels.push((label.to_string(), value));
-            c.skip_blanks();
-            match c.bump() {
-                Some(',') => {}
-                Some('}') => break,
-                _ => return Err(format!("{name}: expected , or }} after label {label}")),
-            }
-        }
-        c.skip_blanks();
-    } else if !matches!(line[name.len()..].chars().next(), Some(' ' | '\t')) {
-        return Err(format!(
-            "{:?}: expected a space or {{ after the metric name",
-            shorten(line)
-        ));
-    }
-    let value_text = c.take_word();
-    if value_text.is_empty() {
-        return Err(format!("{name}: no value"));
-    }
-    let value = parse_value(value_text)
-        .ok_or_else(|| format!("{name}: {:?} is not a number", shorten(value_text)))?;
-    c.skip_blanks();
-    let ts = c.take_word();
-    if !ts.is_empty() && ts.parse::<i64>().is_err() {
-        return Err(format!("{name}: {:?} is not a timestamp", shorten(ts)));
-    }
-    c.skip_blanks();
-    if !c.rest().is_empty() {
-        return Err(format!(
-            "{name}: unexpected {:?} after the timestamp",
-            shorten(c.rest())
-        ));
-    }
-    Ok(Sample {
-        name: name.to_string(),
-        labels,
-        value,
+    Ok(Parsed {
+        samples,
+        bad_lines,
+        first_bad,
     })
 }
 
-/// After the opening quote: reads up to the closing quote, resolving escapes.
-fn take_label_value(c: &mut Cursor<'_>) -> Result<String, String> {
-    let mut out = String::new();
-    loop {
-        match c.bump() {
-            None => return Err("the value has no closing quote".into()),
-            Some('"') => return Ok(out),
-            Some('\\') => match c.bump() {
-                Some('\\') => out.push('\\'),
-                Some('"') => out.push('"'),
-                Some('n') => out.push('\n'),
-                Some(other) => return Err(format!("unknown escape \\{other}")),
-                None => return Err("the value ends in a lone backslash".into()),
-            },
-            Some(ch) => out.push(ch),
-        }
+/// Blank, a comment, or a sample the crate reads with a number for a value.
+fn is_readable(line: &str) -> bool {
+    let trimmed = line.trim();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return true;
+    }
+    match LineInfo::parse(trimmed) {
+        LineInfo::Sample { value, .. } => parse_value(value).is_some(),
+        _ => false,
     }
 }
 
-/// A Go `ParseFloat`-style value: decimal, exponent, `NaN`, `Inf`, `+Inf`, `-Inf`.
+/// `name{} 1` -> `name 1`: the crate does not read an empty label set.
+fn without_empty_label_set(line: &str) -> String {
+    let start = line.len() - line.trim_start().len();
+    let rest = &line[start..];
+    let name_len = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or(rest.len());
+    match rest[name_len..].strip_prefix("{}") {
+        Some(after) if name_len > 0 => format!("{}{}{after}", &line[..start], &rest[..name_len]),
+        _ => line.to_string(),
+    }
+}
+
+/// A Go `ParseFloat`-style value, as the crate reads it: decimal, exponent, `NaN`, `±Inf`.
 fn parse_value(s: &str) -> Option<f64> {
-    let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let special = ["nan", "inf", "infinity"]
-        .iter()
-        .any(|w| unsigned.eq_ignore_ascii_case(w));
-    // Rust also accepts these words; anything else must look like a decimal number
-    let decimal = unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.')
-        && unsigned
-            .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'));
-    if !special && !decimal {
-        return None;
+    if s.eq_ignore_ascii_case("nan") {
+        return Some(f64::NAN);
     }
     s.parse::<f64>().ok()
+}
+
+/// The crate's samples, labels ordered and unescaped, histograms and summaries unfolded.
+fn to_samples(scrape: Scrape) -> Vec<Sample> {
+    let mut plain = Vec::new();
+    let mut grouped = Vec::new();
+    for s in scrape.samples {
+        let mut labels: Vec<(String, String)> =
+            s.labels.iter().map(|(k, v)| (k.clone(), unescape(v))).collect();
+        labels.sort();
+        match s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => plain.push(Sample {
+                name: s.metric,
+                labels,
+                value: v,
+            }),
+            Value::Histogram(buckets) => {
+                for b in buckets {
+                    let mut labels = labels.clone();
+                    labels.push(("le".into(), go_float(b.less_than)));
+                    grouped.push(Sample {
+                        name: format!("{}_bucket", s.metric),
+                        labels,
+                        value: b.count,
+                    });
+                }
+            }
+            Value::Summary(quantiles) => {
+                for q in quantiles {
+                    let mut labels = labels.clone();
+                    labels.push(("quantile".into(), go_float(q.quantile)));
+                    grouped.push(Sample {
+                        name: s.metric.clone(),
+                        labels,
+                        value: q.count,
+                    });
+                }
+            }
+        }
+    }
+    // the crate hands grouped families back in no particular order: order them by name and
+    // labels, keeping each family's buckets as written (a stable sort, `le` / `quantile` aside)
+    let family = |s: &Sample| (s.name.clone(), s.labels[..s.labels.len() - 1].to_vec());
+    grouped.sort_by_key(family);
+    plain.extend(grouped);
+    plain
+}
+
+/// A bound as Prometheus writes it: `+Inf`, `0.5`, `1`.
+fn go_float(v: f64) -> String {
+    if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        v.to_string()
+    }
+}
+
+/// Resolves `\\`, `\"` and `\n` in a label value the crate cut out of its quotes. The crate
+/// strips every trailing `"`, so a value that ended in an escaped quote comes back ending in a
+/// lone backslash: that quote is put back.
+fn unescape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some(other) => out.push(other),
+            // the lone backslash of an escaped closing quote
+            None => out.push('"'),
+        }
+    }
+    out
 }
 
 impl Sample {
@@ -325,15 +279,18 @@ errors_total{} 0
 
     #[test]
     fn a_realistic_prometheus_body_parses_with_labels_escapes_nan_inf_and_timestamps() {
-        let samples = parse_prometheus(REALISTIC).unwrap();
+        let parsed = parse_prometheus(REALISTIC).unwrap();
+        assert_eq!((parsed.bad_lines, parsed.first_bad.clone()), (0, None));
+        let samples = parsed.samples;
         assert_eq!(samples.len(), 10, "{samples:?}");
         assert_eq!(samples[0].name, "vision_items_recognised_total");
         assert_eq!(samples[0].value, 1234.0);
+        // labels in label-name order
         assert_eq!(
             samples[1].labels,
             vec![
-                ("model".to_string(), "yolo \"v8\"".to_string()),
-                ("device".to_string(), "cuda:0".to_string())
+                ("device".to_string(), "cuda:0".to_string()),
+                ("model".to_string(), "yolo \"v8\"".to_string())
             ]
         );
         assert_eq!(samples[1].value, 17.25);
@@ -343,18 +300,19 @@ errors_total{} 0
         assert_eq!(samples[7].labels[0].1, "C:\\temp\nx");
         assert_eq!(samples[8].name, "transaction_active");
         assert_eq!(samples[8].value, 1.0);
+        assert_eq!(samples[9].name, "errors_total");
         assert!(samples[9].labels.is_empty());
     }
 
     #[test]
     fn samples_flatten_to_reading_names_and_non_finite_values_are_skipped() {
-        let readings = samples_to_readings(&parse_prometheus(REALISTIC).unwrap());
+        let readings = samples_to_readings(&parse_prometheus(REALISTIC).unwrap().samples);
         let names: Vec<&str> = readings.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             names,
             vec![
                 "vision_items_recognised_total",
-                "vision_inference_ms.yolo__v8_.cuda:0",
+                "vision_inference_ms.cuda:0.yolo__v8_",
                 "vision_camera_fps.front",
                 "vision_latency_bucket.0.5",
                 "vision_latency_bucket._Inf",
@@ -372,27 +330,48 @@ errors_total{} 0
     }
 
     #[test]
-    fn garbage_is_refused_with_the_line_number() {
-        let cases: &[(&str, usize, &str)] = &[
-            ("ok 1\nthis is not a metric\n", 2, "not a number"),
-            ("# TYPE m gauge\nm{a=\"1} 2\n", 2, "closing quote"),
-            ("m 1\n\nm{a=1} 2\n", 3, "not quoted"),
-            ("m{a=\"x\\t\"} 1\n", 1, "unknown escape"),
-            ("m 1 2 3\n", 1, "after the timestamp"),
-            ("m 1 soon\n", 1, "not a timestamp"),
-            ("# TYPE m sometimes\n", 1, "unknown type"),
-            ("# HELP 9m text\n", 1, "not a metric name"),
-            ("m{a=\"1\",a=\"2\"} 1\n", 1, "twice"),
-            ("m\n", 1, "expected a space"),
-            ("m 0x10\n", 1, "not a number"),
-            ("{a=\"1\"} 1\n", 1, "metric name"),
-            ("<html><body>502</body></html>\n", 1, "metric name"),
+    fn a_typed_histogram_and_summary_unfold_into_one_sample_per_bucket_and_quantile() {
+        let text = "# TYPE lat histogram\nlat_bucket{stage=\"io\",le=\"0.5\"} 3\n\
+                    lat_bucket{stage=\"io\",le=\"+Inf\"} 7\nlat_sum{stage=\"io\"} 2.5\n\
+                    lat_count{stage=\"io\"} 7\n# TYPE q summary\nq{quantile=\"0.9\"} 12\n";
+        let readings = samples_to_readings(&parse_prometheus(text).unwrap().samples);
+        let got: Vec<(&str, f64)> = readings.iter().map(|r| (r.name.as_str(), r.value)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("lat_sum.io", 2.5),
+                ("lat_count.io", 7.0),
+                ("lat_bucket.io.0.5", 3.0),
+                ("lat_bucket.io._Inf", 7.0),
+                ("q.0.9", 12.0),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_lines_are_counted_and_a_body_of_nothing_else_is_refused_with_the_line_number() {
+        let cases: &[(&str, usize, usize, usize)] = &[
+            // (body, samples kept, bad lines, first bad line)
+            ("ok 1\nthis is not a metric\n", 1, 1, 2),
+            ("m 1\n\nm 0x10\n{a=\"1\"} 1\nn 2\n", 2, 2, 3),
+            ("# TYPE m gauge\nm{a=\"1\"} soon\nm 1\n", 1, 1, 2),
         ];
-        for (text, line, what) in cases {
-            let err = parse_prometheus(text).unwrap_err();
-            assert_eq!(err.line, *line, "{text:?}: {err}");
-            assert!(err.to_string().starts_with(&format!("line {line}: ")), "{err}");
-            assert!(err.message.contains(what), "{text:?}: {err}");
+        for (text, samples, bad, line) in cases {
+            let p = parse_prometheus(text).unwrap();
+            assert_eq!(p.samples.len(), *samples, "{text:?}: {p:?}");
+            assert_eq!(p.bad_lines, *bad, "{text:?}");
+            let first = p.first_bad.unwrap();
+            assert_eq!(first.line, *line, "{text:?}");
+            assert!(
+                first.to_string().starts_with(&format!("line {line}: ")),
+                "{first}"
+            );
         }
+        let err = parse_prometheus("<html><body>502</body></html>\n<p>bad gateway</p>\n").unwrap_err();
+        assert_eq!((err.line(), err.bad_lines), (1, 2));
+        assert!(err.to_string().starts_with("line 1: "), "{err}");
+        assert!(err.to_string().contains("not a Prometheus text body"), "{err}");
+        // nothing at all is no error: the service has no metrics yet
+        assert_eq!(parse_prometheus("# EOF\n"), Ok(Parsed::default()));
     }
 }

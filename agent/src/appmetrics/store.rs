@@ -22,6 +22,8 @@ pub struct AppMetricsCounters {
     pub pushes_rejected: u64,
     pub scrapes_ok: u64,
     pub scrapes_failed: u64,
+    /// Lines of scraped bodies that were not Prometheus text (the rest of the body was kept).
+    pub scrape_bad_lines: u64,
     pub last_push_ms: Option<i64>,
     pub last_push_error: Option<String>,
     pub last_scrape_ms: Option<i64>,
@@ -160,6 +162,14 @@ impl AppMetricsStore {
         inner.counters.last_scrape_error = None;
     }
 
+    /// Counts lines of a scraped body that were not Prometheus text (after [`Self::set_scraped`]
+    /// of the rest); `first` says which and shows in `last_scrape_error`.
+    pub fn scrape_bad_lines(&self, lines: usize, first: &str) {
+        let mut inner = self.lock();
+        inner.counters.scrape_bad_lines += lines as u64;
+        inner.counters.last_scrape_error = Some(shorten(&format!("{lines} bad lines; {first}")));
+    }
+
     /// Counts a failed scrape; the previous values stay until they age out.
     pub fn scrape_failed(&self, error: &str, now_ms: i64) {
         let mut inner = self.lock();
@@ -283,6 +293,22 @@ mod tests {
         let c = store.counters();
         assert_eq!(c.scrapes_failed, 1);
         assert_eq!(c.last_scrape_error.as_deref(), Some("connect: refused"));
+    }
+
+    #[test]
+    fn bad_lines_of_a_good_scrape_are_counted_and_shown() {
+        let store = AppMetricsStore::new(&AppMetricsConfig::default());
+        store.set_scraped(vec![Reading::new("fps", 25.0)], 0);
+        store.scrape_bad_lines(2, "line 3: \"x y\" is not a metric sample");
+        store.set_scraped(vec![Reading::new("fps", 26.0)], 1_000);
+        store.scrape_bad_lines(1, "line 9: \"z\" is not a metric sample");
+        let c = store.counters();
+        assert_eq!((c.scrapes_ok, c.scrapes_failed, c.scrape_bad_lines), (2, 0, 3));
+        assert_eq!(
+            c.last_scrape_error.as_deref(),
+            Some("1 bad lines; line 9: \"z\" is not a metric sample")
+        );
+        assert_eq!(store.snapshot(1_000), vec![Reading::new("fps", 26.0)]);
     }
 
     #[test]

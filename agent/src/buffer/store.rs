@@ -197,7 +197,7 @@ impl SledStore {
         if counted.1 > SHED_AFTER_BYTES {
             drop(store);
             store = SledStore::open_once(path, flush_every_ms)?;
-            common::mem::trim();
+            proc_mem::trim();
         }
         store.counted_at_open = Some(counted);
         Ok(store)

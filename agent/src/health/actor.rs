@@ -1,4 +1,5 @@
-//! Health actor: every [`HEALTH_INTERVAL`] probes the machine on a blocking thread, evaluates
+//! Health actor: every [`HEALTH_INTERVAL`] probes the machine (processes, units, camera and disk
+//! on a blocking thread; the HTTP checks on the actor's runtime, see [`probes::HttpProbes`]), evaluates
 //! every check ([`crate::health::evaluate::evaluate`]), publishes a `HealthReport` when
 //! anything changed and at least every `report_interval_s`, and hands every report to the
 //! recovery actor.
@@ -15,10 +16,11 @@ use tokio::sync::Notify;
 use crate::buffer::Buffer;
 use crate::collect::actor::Latest;
 use crate::health::config::HealthConfig;
-use crate::health::evaluate::{self, HealthTracker, Observations, UnitState};
-use crate::health::probes;
+use crate::health::evaluate::{self, DiskProbeError, HealthTracker, Observations, UnitState};
+use crate::health::probes::{self, HttpProbes};
 use crate::link::status::LinkStatus;
 use crate::messages::{HealthUpdate, StopNow};
+use crate::shared::http::RequestError;
 use crate::supervise::actor::ActorStatuses;
 use crate::supervise::liveness::Liveness;
 
@@ -46,14 +48,16 @@ pub struct HealthActor {
     tracker: HealthTracker,
     busy: bool,
     link_down_since_ms: Option<i64>,
+    /// The HTTP checks' clients, built on the first tick's blocking thread.
+    http: Option<Arc<HttpProbes>>,
 }
 
 struct Probed {
     processes: Vec<(String, bool)>,
     units: Vec<(String, UnitState)>,
-    http: Vec<(String, Result<u16, String>)>,
+    http: Vec<(String, Result<u16, RequestError>)>,
     camera: Option<bool>,
-    disk: Option<Result<(), String>>,
+    disk: Option<Result<(), DiskProbeError>>,
 }
 
 impl HealthActor {
@@ -65,6 +69,7 @@ impl HealthActor {
             tracker,
             busy: false,
             link_down_since_ms: None,
+            http: None,
         }
     }
 
@@ -74,18 +79,33 @@ impl HealthActor {
         }
         self.busy = true;
         let cfg = self.p.cfg.clone();
-        let job = tokio::task::spawn_blocking(move || Probed {
-            processes: probes::probe_processes(&cfg.watch_processes),
-            units: probes::probe_units(&cfg.systemd_units),
-            http: probes::probe_http(&cfg.http_checks),
-            camera: Some(probes::probe_camera(&cfg.camera_glob)),
-            disk: cfg.data_disk_path.as_deref().map(probes::probe_disk_writable),
+        let http = self.http.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let http = http.unwrap_or_else(|| Arc::new(HttpProbes::build(&cfg.http_checks)));
+            let probed = Probed {
+                processes: probes::probe_processes(&cfg.watch_processes),
+                units: probes::probe_units(&cfg.systemd_units),
+                http: Vec::new(),
+                camera: Some(probes::probe_camera(&cfg.camera_glob)),
+                disk: cfg.data_disk_path.as_deref().map(probes::probe_disk_writable),
+            };
+            (probed, http)
         });
-        let fut = async move { tokio::time::timeout(PROBE_TIMEOUT, job).await };
+        let fut = async move {
+            tokio::time::timeout(PROBE_TIMEOUT, async move {
+                let (mut probed, http) = job.await?;
+                probed.http = http.probe().await;
+                Ok::<_, tokio::task::JoinError>((probed, http))
+            })
+            .await
+        };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.busy = false;
             match res {
-                Ok(Ok(probed)) => act.evaluate(probed),
+                Ok(Ok((probed, http))) => {
+                    act.http = Some(http);
+                    act.evaluate(probed)
+                }
                 Ok(Err(e)) if e.is_panic() => {
                     act.live
                         .exit(crate::supervise::liveness::panic_message(&*e.into_panic()));

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use common::HealthStatus;
 use serde::{Deserialize, Serialize};
 
-use crate::shared::http1::parse_http_url;
+use crate::shared::http::check_url;
 use crate::shared::names::{valid_process_name, valid_unit_name};
 use crate::shared::problem::ConfigProblem;
 
@@ -93,12 +93,16 @@ impl Threshold {
 pub struct HttpCheck {
     /// Names the check (`http:NAME`).
     pub name: String,
-    /// `http://host[:port]/path`; https is not supported.
+    /// `http://host[:port]/path` or `https://...`.
     pub url: String,
     #[serde(default = "default_http_timeout_ms")]
     pub timeout_ms: u64,
     #[serde(default = "default_expect_status")]
     pub expect_status: u16,
+    /// For `https://`: trust only the certificates in this PEM file (a service with a private
+    /// CA). Unset: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_cpu_pct() -> Threshold {
@@ -199,8 +203,16 @@ impl HealthConfig {
                     format!("{:?} is used by another check", c.name),
                 );
             }
-            if let Err(e) = parse_http_url(&c.url) {
-                bad(format!("{key}.url"), e);
+            if let Err(e) = check_url(&c.url) {
+                bad(format!("{key}.url"), e.to_string());
+            }
+            if let Some(path) = &c.ca_file
+                && !path.exists()
+            {
+                bad(
+                    format!("{key}.ca_file"),
+                    format!("{} does not exist", path.display()),
+                );
             }
             if !(1..=60_000).contains(&c.timeout_ms) {
                 bad(
@@ -216,7 +228,7 @@ impl HealthConfig {
             }
         }
         if let Err(e) = split_glob(&self.camera_glob) {
-            bad(format!("{prefix}.camera_glob"), e);
+            bad(format!("{prefix}.camera_glob"), e.to_string());
         }
         if let Some(path) = &self.data_disk_path
             && !path.is_absolute()
@@ -236,25 +248,30 @@ impl HealthConfig {
     }
 }
 
+/// Why a camera glob cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GlobError {
+    #[error("{0:?} is not an absolute path pattern like /dev/video*")]
+    NotAbsolute(String),
+    #[error("{0:?}: wildcards are allowed in the last component only")]
+    WildcardInDirectory(String),
+    #[error("{0:?}: the last component must be a name with * or ? wildcards")]
+    BadLastComponent(String),
+}
+
 /// Splits a camera glob into its directory and the pattern of its last component.
-pub(super) fn split_glob(glob: &str) -> Result<(&Path, &str), String> {
+pub(super) fn split_glob(glob: &str) -> Result<(&Path, &str), GlobError> {
     let (dir, pattern) = glob
         .rsplit_once('/')
-        .ok_or_else(|| format!("{glob:?} is not an absolute path pattern like /dev/video*"))?;
+        .ok_or_else(|| GlobError::NotAbsolute(glob.to_string()))?;
     if !glob.starts_with('/') {
-        return Err(format!(
-            "{glob:?} is not an absolute path pattern like /dev/video*"
-        ));
+        return Err(GlobError::NotAbsolute(glob.to_string()));
     }
     if dir.contains(['*', '?', '[']) {
-        return Err(format!(
-            "{glob:?}: wildcards are allowed in the last component only"
-        ));
+        return Err(GlobError::WildcardInDirectory(glob.to_string()));
     }
     if pattern.is_empty() || pattern.contains('[') {
-        return Err(format!(
-            "{glob:?}: the last component must be a name with * or ? wildcards"
-        ));
+        return Err(GlobError::BadLastComponent(glob.to_string()));
     }
     Ok((Path::new(if dir.is_empty() { "/" } else { dir }), pattern))
 }
@@ -275,9 +292,10 @@ data_disk_path = "relative"
 report_interval_s = 1
 [[http_checks]]
 name = "api"
-url = "https://localhost/health"
+url = "ftp://localhost/health"
 timeout_ms = 0
 expect_status = 42
+ca_file = "/nonexistent/ca.pem"
 "#;
         let cfg: HealthConfig = toml::from_str(text).unwrap();
         let keys: Vec<String> = cfg.validate("health").into_iter().map(|p| p.key).collect();
@@ -294,6 +312,7 @@ expect_status = 42
             "health.http_checks[0].url",
             "health.http_checks[0].timeout_ms",
             "health.http_checks[0].expect_status",
+            "health.http_checks[0].ca_file",
         ] {
             assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
         }

@@ -1,15 +1,33 @@
 //! Evaluation (pure): one check per observation, with a message a person can act on, and the
 //! tracker that decides when a report goes out. Time is an argument.
 
+use std::path::PathBuf;
+
 use common::{ActorStatus, CheckResult, HealthReport, HealthStatus, Telemetry};
 use serde::Serialize;
 
 use super::config::{HealthConfig, Threshold};
+use crate::shared::http::RequestError;
 
 /// The broker link counts as degraded after it has been down this long.
 pub const BROKER_WARN_AFTER_MS: i64 = 60_000;
 /// The broker link counts as lost after it has been down this long.
 pub const BROKER_CRITICAL_AFTER_MS: i64 = 15 * 60_000;
+/// Why a directory is not writable ([`probe_disk_writable`](crate::health::probes::probe_disk_writable)); each names the path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiskProbeError {
+    #[error("{path}: {reason}")]
+    Missing { path: PathBuf, reason: String },
+    #[error("{path} is not a directory")]
+    NotADirectory { path: PathBuf },
+    #[error("cannot {step} {path}: {reason}")]
+    Io {
+        step: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+}
+
 /// What systemd says of a unit (`systemctl is-active`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -63,14 +81,14 @@ pub struct Observations<'a> {
     /// Watched unit and its state ([`probe_units`](crate::health::probes::probe_units)).
     pub units: Vec<(String, UnitState)>,
     /// HTTP check name and the status code it got, or why it got none
-    /// ([`probe_http`](crate::health::probes::probe_http)).
-    pub http: Vec<(String, Result<u16, String>)>,
+    /// ([`HttpProbes::probe`](crate::health::probes::HttpProbes::probe)).
+    pub http: Vec<(String, Result<u16, RequestError>)>,
     /// Whether a camera device matches the glob
     /// ([`probe_camera`](crate::health::probes::probe_camera)).
     pub camera_present: Option<bool>,
     /// Result of [`probe_disk_writable`](crate::health::probes::probe_disk_writable) on
     /// `data_disk_path`.
-    pub disk_writable: Option<Result<(), String>>,
+    pub disk_writable: Option<Result<(), DiskProbeError>>,
     pub broker_connected: bool,
     /// How long the broker link has been down; ignored while connected.
     pub broker_down_for_ms: i64,
@@ -463,6 +481,7 @@ mod tests {
                 url: "http://127.0.0.1:8080/health".into(),
                 timeout_ms: 500,
                 expect_status: 204,
+                ca_file: None,
             }],
             ..Default::default()
         };
@@ -525,14 +544,19 @@ mod tests {
             ..Default::default()
         };
         let obs = Observations {
-            disk_writable: Some(Err("read-only file system".into())),
+            disk_writable: Some(Err(DiskProbeError::Io {
+                step: "create",
+                path: "/data/.rvm-agent-write-test".into(),
+                reason: "Read-only file system (os error 30)".into(),
+            })),
             ..build_observations(&t)
         };
         let r = evaluate(&cfg, &obs);
         assert_eq!(check(&r, "data_disk").status, HealthStatus::Critical);
         assert_eq!(
             check(&r, "data_disk").message,
-            "/data is not writable: read-only file system"
+            "/data is not writable: cannot create /data/.rvm-agent-write-test: Read-only file \
+             system (os error 30)"
         );
     }
 

@@ -3,14 +3,13 @@
 
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::config::{HttpCheck, split_glob};
-use super::evaluate::UnitState;
-use crate::shared::http1::{HTTP_MAX_HEAD, parse_http_url, parse_status_line};
+use super::evaluate::{DiskProbeError, UnitState};
+use crate::shared::http::{ClientError, RequestError, build_client, get_status};
 use crate::shared::names::{PROCESS_NAME_MAX, valid_unit_name};
 use crate::shared::subprocess::{RunResult, run_command};
 
@@ -95,95 +94,42 @@ fn comm_prefix(name: &str) -> &str {
     &name[..end]
 }
 
-pub fn probe_http(checks: &[HttpCheck]) -> Vec<(String, Result<u16, String>)> {
-    checks
-        .iter()
-        .map(|c| {
-            let timeout = Duration::from_millis(c.timeout_ms.max(1));
-            (c.name.clone(), http_get_status(&c.url, timeout))
-        })
-        .collect()
+/// The HTTP checks with their clients (one per check: each may name its own `ca_file`).
+/// Built once, on a blocking thread ([`HttpProbes::build`] may read certificate files); probed
+/// on the actor's runtime ([`HttpProbes::probe`]: network waits, not blocking work).
+pub struct HttpProbes {
+    checks: Vec<(HttpCheck, Result<reqwest::Client, ClientError>)>,
 }
 
-/// A blocking HTTP/1.1 `GET` that reads only as far as the status line, within `timeout`.
-pub fn http_get_status(url: &str, timeout: Duration) -> Result<u16, String> {
-    let (host, port, path) = parse_http_url(url)?;
-    let deadline = Instant::now() + timeout;
-    let remaining = || deadline.saturating_duration_since(Instant::now());
-    let addrs: Vec<_> = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .collect();
-    let mut last_err = format!("{host} resolved to no address");
-    let mut stream = None;
-    for addr in addrs {
-        if remaining().is_zero() {
-            break;
-        }
-        match TcpStream::connect_timeout(&addr, remaining()) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last_err = format!("connect {addr}: {e}"),
-        }
+impl HttpProbes {
+    /// Blocking: call it from a blocking thread. A client that cannot be built (an unreadable
+    /// `ca_file`) makes its check fail with that error at every probe.
+    pub fn build(checks: &[HttpCheck]) -> HttpProbes {
+        let checks = checks
+            .iter()
+            .map(|c| {
+                let https = c.url.starts_with("https:");
+                (c.clone(), build_client(c.ca_file.as_deref(), https))
+            })
+            .collect();
+        HttpProbes { checks }
     }
-    let mut stream = stream.ok_or(last_err)?;
-    let host_header = match (host.contains(':'), port) {
-        (true, 80) => format!("[{host}]"),
-        (true, p) => format!("[{host}]:{p}"),
-        (false, 80) => host.clone(),
-        (false, p) => format!("{host}:{p}"),
-    };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: rvm-agent\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    );
-    let io_timeout = |what: &str| -> Result<Duration, String> {
-        let r = remaining();
-        if r.is_zero() {
-            Err(format!("timed out after {} ms {what}", timeout.as_millis()))
-        } else {
-            Ok(r)
+
+    /// `GET` each check's URL within its timeout, one after the other; the status or why none.
+    pub async fn probe(&self) -> Vec<(String, Result<u16, RequestError>)> {
+        let mut out = Vec::with_capacity(self.checks.len());
+        for (c, client) in &self.checks {
+            let timeout = Duration::from_millis(c.timeout_ms.max(1));
+            let result = match client {
+                Ok(client) => get_status(client, &c.url, timeout).await,
+                Err(e) => Err(RequestError::Client(e.clone())),
+            };
+            out.push((c.name.clone(), result));
         }
-    };
-    stream
-        .set_write_timeout(Some(io_timeout("before sending")?))
-        .map_err(|e| format!("socket: {e}"))?;
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| format!("send request: {e}"))?;
-    let mut head: Vec<u8> = Vec::with_capacity(256);
-    let mut buf = [0u8; 1024];
-    loop {
-        if let Some(end) = head.windows(2).position(|w| w == b"\r\n") {
-            return parse_status_line(&head[..end]);
-        }
-        if head.len() >= HTTP_MAX_HEAD {
-            return Err(format!("no status line in the first {HTTP_MAX_HEAD} bytes"));
-        }
-        stream
-            .set_read_timeout(Some(io_timeout("waiting for the response")?))
-            .map_err(|e| format!("socket: {e}"))?;
-        match stream.read(&mut buf) {
-            Ok(0) if head.is_empty() => return Err("connection closed without a response".into()),
-            Ok(0) => return parse_status_line(&head),
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(format!(
-                    "timed out after {} ms waiting for the response",
-                    timeout.as_millis()
-                ));
-            }
-            Err(e) => return Err(format!("read response: {e}")),
-        }
+        out
     }
 }
+
 /// `*` matches any run of characters, `?` exactly one.
 pub fn wildcard_match(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
@@ -223,35 +169,46 @@ pub fn probe_camera(glob: &str) -> bool {
 }
 
 /// Creates, writes, fsyncs and removes a small file in `dir`.
-pub fn probe_disk_writable(dir: &Path) -> Result<(), String> {
-    let meta = fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn probe_disk_writable(dir: &Path) -> Result<(), DiskProbeError> {
+    let meta = fs::metadata(dir).map_err(|e| DiskProbeError::Missing {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     if !meta.is_dir() {
-        return Err(format!("{} is not a directory", dir.display()));
+        return Err(DiskProbeError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
     }
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     let path = dir.join(format!(".rvm-agent-write-test-{}-{nanos}", std::process::id()));
+    let io = |step: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |e: std::io::Error| DiskProbeError::Io {
+            step,
+            path,
+            reason: e.to_string(),
+        }
+    };
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        .map_err(io("create", &path))?;
     let written = f
         .write_all(b"rvm-agent write test\n")
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
-        .and_then(|()| {
-            f.sync_all()
-                .map_err(|e| format!("cannot fsync {}: {e}", path.display()))
-        });
+        .map_err(io("write", &path))
+        .and_then(|()| f.sync_all().map_err(io("fsync", &path)));
     drop(f);
-    let removed = fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()));
+    let removed = fs::remove_file(&path).map_err(io("remove", &path));
     written.and(removed)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
     use std::net::TcpListener;
 
     use super::*;
@@ -318,18 +275,33 @@ mod tests {
     fn a_missing_path_a_file_and_a_read_only_filesystem_are_not_writable() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
-        let err = probe_disk_writable(&missing).unwrap_err();
+        let err = probe_disk_writable(&missing).unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");
         let file = dir.path().join("file");
         fs::write(&file, "").unwrap();
         assert!(
             probe_disk_writable(&file)
                 .unwrap_err()
+                .to_string()
                 .contains("not a directory")
         );
         // procfs refuses new files even to root
-        let err = probe_disk_writable(Path::new("/proc")).unwrap_err();
+        let err = probe_disk_writable(Path::new("/proc")).unwrap_err().to_string();
         assert!(err.contains("cannot create /proc/"), "{err}");
+    }
+
+    /// Reads a request head from `s`.
+    fn read_head(s: &mut impl Read) -> String {
+        let mut req = Vec::new();
+        let mut buf = [0u8; 512];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            req.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&req).into_owned()
     }
 
     /// Serves each accepted connection with `response` (after reading the request head).
@@ -340,16 +312,7 @@ mod tests {
             let mut requests = Vec::new();
             for response in responses {
                 let (mut s, _) = listener.accept().unwrap();
-                let mut req = Vec::new();
-                let mut buf = [0u8; 512];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = s.read(&mut buf).unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    req.extend_from_slice(&buf[..n]);
-                }
-                requests.push(String::from_utf8_lossy(&req).into_owned());
+                requests.push(read_head(&mut s));
                 if !response.is_empty() {
                     s.write_all(response).unwrap();
                 } else {
@@ -362,37 +325,40 @@ mod tests {
         (format!("http://{addr}"), handle)
     }
 
-    #[test]
-    fn the_http_probe_reads_the_status_of_a_local_server() {
+    fn build_check(name: &str, url: String, timeout_ms: u64) -> HttpCheck {
+        HttpCheck {
+            name: name.into(),
+            url,
+            timeout_ms,
+            expect_status: 200,
+            ca_file: None,
+        }
+    }
+
+    /// Probes on a blocking thread and a runtime, as the health actor does.
+    async fn probe(checks: Vec<HttpCheck>) -> Vec<(String, Result<u16, RequestError>)> {
+        let probes = tokio::task::spawn_blocking(move || HttpProbes::build(&checks))
+            .await
+            .unwrap();
+        probes.probe().await
+    }
+
+    #[tokio::test]
+    async fn the_http_probe_reads_the_status_of_a_local_server() {
         let (base, server) = serve(vec![
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
             b"HTTP/1.0 503 Service Unavailable\r\n\r\n",
             b"",
         ]);
-        let checks = vec![
-            HttpCheck {
-                name: "a".into(),
-                url: format!("{base}/health?x=1"),
-                timeout_ms: 2000,
-                expect_status: 200,
-            },
-            HttpCheck {
-                name: "b".into(),
-                url: format!("{base}/"),
-                timeout_ms: 2000,
-                expect_status: 200,
-            },
-            HttpCheck {
-                name: "slow".into(),
-                url: format!("{base}/"),
-                timeout_ms: 200,
-                expect_status: 200,
-            },
-        ];
-        let got = probe_http(&checks);
+        let got = probe(vec![
+            build_check("a", format!("{base}/health?x=1"), 2000),
+            build_check("b", format!("{base}/"), 2000),
+            build_check("slow", format!("{base}/"), 200),
+        ])
+        .await;
         assert_eq!(got[0], ("a".to_string(), Ok(200)));
         assert_eq!(got[1], ("b".to_string(), Ok(503)));
-        let slow = got[2].1.clone().unwrap_err();
+        let slow = got[2].1.clone().unwrap_err().to_string();
         assert!(slow.contains("timed out"), "{slow}");
         let requests = server.join().unwrap();
         assert!(
@@ -400,18 +366,87 @@ mod tests {
             "{}",
             requests[0]
         );
-        assert!(requests[0].contains("\r\nHost: 127.0.0.1:"), "{}", requests[0]);
+        // header names are case-insensitive (the client writes them in lower case)
+        assert!(
+            requests[0].to_ascii_lowercase().contains("\r\nhost: 127.0.0.1:"),
+            "{}",
+            requests[0]
+        );
     }
 
-    #[test]
-    fn the_http_probe_reports_a_refused_connection_and_rejects_https() {
+    #[tokio::test]
+    async fn the_http_probe_reports_a_refused_connection() {
         let port = {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let err = http_get_status(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(2)).unwrap_err();
+        let got = probe(vec![build_check(
+            "refused",
+            format!("http://127.0.0.1:{port}/"),
+            2000,
+        )])
+        .await;
+        let err = got[0].1.clone().unwrap_err().to_string();
         assert!(err.starts_with("connect 127.0.0.1:"), "{err}");
-        let err = http_get_status("https://127.0.0.1/", Duration::from_secs(1)).unwrap_err();
-        assert!(err.contains("http:// only"), "{err}");
+    }
+
+    /// An HTTPS server with the certificate of `certs` (a private CA), answering 204 once.
+    fn serve_tls(certs: &common::pki::CertDir) -> (String, std::thread::JoinHandle<String>) {
+        let chain = common::tls::load_certs(&certs.server_cert()).unwrap();
+        let key = common::tls::load_key(&certs.server_key()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let cfg = std::sync::Arc::new(cfg);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let conn = rustls::ServerConnection::new(cfg).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let head = read_head(&mut tls);
+            let _ = tls.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            let _ = tls.flush();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            head
+        });
+        (format!("https://127.0.0.1:{}", addr.port()), handle)
+    }
+
+    #[tokio::test]
+    async fn an_https_probe_trusts_its_ca_file_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = common::pki::CertDir::new(dir.path().join("a"));
+        common::pki::init(&certs, &["127.0.0.1".into()], false).unwrap();
+        let (url, server) = serve_tls(&certs);
+        let mut check = build_check("tls", format!("{url}/health"), 5000);
+        check.ca_file = Some(certs.ca_cert());
+        let got = probe(vec![check]).await;
+        assert_eq!(got[0], ("tls".to_string(), Ok(204)));
+        assert!(server.join().unwrap().starts_with("GET /health HTTP/1.1\r\n"));
+
+        // another CA's certificate: refused, named as a TLS failure
+        let other = common::pki::CertDir::new(dir.path().join("b"));
+        common::pki::init(&other, &["127.0.0.1".into()], false).unwrap();
+        let (url, server) = serve_tls(&certs);
+        let mut check = build_check("tls", format!("{url}/health"), 5000);
+        check.ca_file = Some(other.ca_cert());
+        let got = probe(vec![check]).await;
+        let err = got[0].1.clone().unwrap_err();
+        assert!(matches!(err, RequestError::Tls { .. }), "{err:?}");
+        assert!(err.to_string().starts_with("TLS with 127.0.0.1:"), "{err}");
+        let _ = server.join();
+
+        // a ca_file that cannot be read fails the check with the file's name
+        let mut check = build_check("tls", format!("{url}/health"), 5000);
+        check.ca_file = Some(dir.path().join("missing.pem"));
+        let got = probe(vec![check]).await;
+        let err = got[0].1.clone().unwrap_err().to_string();
+        assert!(err.contains("missing.pem"), "{err}");
     }
 }

@@ -2,9 +2,10 @@
 //! and the [`StatusSnapshot`] that `/api/v1/status` shows.
 //!
 //! [`render`] is pure: the HTTP handler ([`crate::http::server`]) calls it with the latest
-//! telemetry and a fresh snapshot. Every metric starts with `rvm_`; every family gets its `#
-//! HELP` and `# TYPE` line once, its samples together; label values are escaped (`\\`, `\"`,
-//! `\n`).
+//! telemetry and a fresh snapshot. Every metric starts with `rvm_`. The text is written by the
+//! `exposition` crate (the server's `/metrics` uses it too, over `prometheus-client`): every
+//! family gets its `# HELP` and `# TYPE` line once, its samples together; label values are
+//! escaped (`\\`, `\"`, `\n`).
 //!
 //! Rules worth knowing when reading the output:
 //! - A figure the machine cannot measure (`None`) is left out, never written as 0.
@@ -17,31 +18,30 @@
 //!   `untyped` (the agent does not know whether the service counts or measures). When two names
 //!   sanitise to the same family, the first (by name) is kept.
 
-use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 
 use common::{DeviceId, GpuBackendKind, HealthStatus, Telemetry};
+use exposition::Kind::{Counter, Gauge, Untyped};
+use exposition::{Exposition, Family, RenderError};
 
 use super::status::StatusSnapshot;
 
-use self::Kind::{Counter, Gauge, Untyped};
-
 /// Content type of [`render`]'s output.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const CONTENT_TYPE: &str = exposition::CONTENT_TYPE;
 
 /// The exposition of `t` and the agent's state.
-pub fn render(t: &Telemetry, device: &DeviceId, extra: &StatusSnapshot) -> String {
+pub fn render(t: &Telemetry, device: &DeviceId, extra: &StatusSnapshot) -> Result<String, RenderError> {
     let mut x = Exposition::default();
     render_telemetry(&mut x, t);
     render_agent(&mut x, device, extra);
-    x.out
+    x.render()
 }
 
 /// The agent's state only, for `/metrics` before the first collection (no made-up zeros).
-pub fn render_without_telemetry(device: &DeviceId, extra: &StatusSnapshot) -> String {
+pub fn render_without_telemetry(device: &DeviceId, extra: &StatusSnapshot) -> Result<String, RenderError> {
     let mut x = Exposition::default();
     render_agent(&mut x, device, extra);
-    x.out
+    x.render()
 }
 
 /// `rvm_app_` + `name` with every character outside `[A-Za-z0-9_:]` replaced by `_`.
@@ -56,181 +56,6 @@ pub fn app_family_name(name: &str) -> String {
         }
     }));
     out
-}
-
-// ---------------------------------------------------------------------------------------------
-// Writing
-// ---------------------------------------------------------------------------------------------
-
-/// A sample value, written the way Prometheus reads it.
-trait PromValue {
-    fn prom(&self) -> String;
-}
-
-fn prom_float(v: f64, finite: impl FnOnce() -> String) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        finite()
-    }
-}
-
-impl PromValue for f64 {
-    fn prom(&self) -> String {
-        // Display is the shortest text that parses back to the same f64
-        prom_float(*self, || self.to_string())
-    }
-}
-impl PromValue for f32 {
-    fn prom(&self) -> String {
-        // the f32's own shortest text: 0.1f32 is written 0.1, not 0.10000000149011612
-        prom_float(f64::from(*self), || self.to_string())
-    }
-}
-impl PromValue for u64 {
-    fn prom(&self) -> String {
-        self.to_string()
-    }
-}
-impl PromValue for u32 {
-    fn prom(&self) -> String {
-        self.to_string()
-    }
-}
-impl PromValue for bool {
-    fn prom(&self) -> String {
-        if *self { "1".into() } else { "0".into() }
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Kind {
-    Gauge,
-    Counter,
-    Untyped,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Gauge => "gauge",
-            Kind::Counter => "counter",
-            Kind::Untyped => "untyped",
-        }
-    }
-}
-
-/// One family being built: its samples are written together by [`Exposition::emit`].
-struct Family {
-    name: String,
-    help: String,
-    kind: Kind,
-    lines: Vec<String>,
-    label_sets: HashSet<String>,
-}
-
-impl Family {
-    fn new(name: impl Into<String>, kind: Kind, help: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            help: help.into(),
-            kind,
-            lines: Vec::new(),
-            label_sets: HashSet::new(),
-        }
-    }
-
-    /// Adds a sample; a second sample with the same labels is ignored.
-    fn add(&mut self, labels: &[(&str, &str)], value: impl PromValue) -> &mut Self {
-        let mut set = String::new();
-        for (i, (k, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                set.push(',');
-            }
-            set.push_str(k);
-            set.push_str("=\"");
-            escape_label_value(&mut set, v);
-            set.push('"');
-        }
-        if self.label_sets.insert(set.clone()) {
-            let line = if set.is_empty() {
-                format!("{} {}", self.name, value.prom())
-            } else {
-                format!("{}{{{set}}} {}", self.name, value.prom())
-            };
-            self.lines.push(line);
-        }
-        self
-    }
-
-    fn add_opt(&mut self, labels: &[(&str, &str)], value: Option<impl PromValue>) -> &mut Self {
-        if let Some(v) = value {
-            self.add(labels, v);
-        }
-        self
-    }
-}
-
-fn escape_label_value(out: &mut String, v: &str) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-fn escape_help(out: &mut String, v: &str) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-#[derive(Default)]
-struct Exposition {
-    out: String,
-    families: HashSet<String>,
-}
-
-impl Exposition {
-    /// Writes a family with at least one sample, once per name.
-    fn emit(&mut self, f: Family) {
-        if f.lines.is_empty() || !self.families.insert(f.name.clone()) {
-            return;
-        }
-        self.out.push_str("# HELP ");
-        self.out.push_str(&f.name);
-        self.out.push(' ');
-        escape_help(&mut self.out, &f.help);
-        let _ = write!(self.out, "\n# TYPE {} {}\n", f.name, f.kind.as_str());
-        for line in f.lines {
-            self.out.push_str(&line);
-            self.out.push('\n');
-        }
-    }
-
-    /// A single unlabelled sample.
-    fn one(&mut self, name: &str, kind: Kind, help: &str, value: impl PromValue) {
-        let mut f = Family::new(name, kind, help);
-        f.add(&[], value);
-        self.emit(f);
-    }
-
-    fn one_opt(&mut self, name: &str, kind: Kind, help: &str, value: Option<impl PromValue>) {
-        if let Some(v) = value {
-            self.one(name, kind, help, v);
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -262,12 +87,12 @@ fn render_telemetry(x: &mut Exposition, t: &Telemetry) {
     for (i, v) in t.cpu.per_core_pct.iter().enumerate() {
         core.add(&[("core", &i.to_string())], *v);
     }
-    x.emit(core);
+    x.push(core);
     let mut freq = Family::new("rvm_cpu_frequency_mhz", Gauge, "CPU frequency per core.");
     for (i, v) in t.cpu.freq_mhz.iter().enumerate() {
         freq.add(&[("core", &i.to_string())], *v);
     }
-    x.emit(freq);
+    x.push(freq);
     x.one("rvm_load1", Gauge, "Load average over 1 minute.", t.cpu.load1);
     x.one("rvm_load5", Gauge, "Load average over 5 minutes.", t.cpu.load5);
     x.one("rvm_load15", Gauge, "Load average over 15 minutes.", t.cpu.load15);
@@ -320,7 +145,7 @@ fn render_telemetry(x: &mut Exposition, t: &Telemetry) {
         write.add_opt(&l, d.write_bytes_per_s);
     }
     for f in [size, used, inodes, inodes_used, read, write] {
-        x.emit(f);
+        x.push(f);
     }
 
     // network
@@ -350,7 +175,7 @@ fn render_telemetry(x: &mut Exposition, t: &Telemetry) {
         for n in &t.net {
             f.add(&[("iface", &n.iface)], get(n));
         }
-        x.emit(f);
+        x.push(f);
     }
     let mut rx = Family::new(
         "rvm_network_receive_bytes_per_second",
@@ -366,15 +191,15 @@ fn render_telemetry(x: &mut Exposition, t: &Telemetry) {
         rx.add(&[("iface", &n.iface)], n.rx_bytes_per_s);
         tx.add(&[("iface", &n.iface)], n.tx_bytes_per_s);
     }
-    x.emit(rx);
-    x.emit(tx);
+    x.push(rx);
+    x.push(tx);
 
     // temperatures
     let mut temp = Family::new("rvm_temperature_celsius", Gauge, "Temperature by sensor.");
     for r in &t.temperatures {
         temp.add(&[("sensor", &r.name)], r.value);
     }
-    x.emit(temp);
+    x.push(temp);
 
     render_processes(x, t);
     if let Some(g) = &t.gpu {
@@ -436,7 +261,7 @@ fn render_processes(x: &mut Exposition, t: &Telemetry) {
         }
     }
     for f in [cpu, rss, up, count, restarts] {
-        x.emit(f);
+        x.push(f);
     }
 }
 
@@ -466,7 +291,7 @@ fn render_gpu(x: &mut Exposition, g: &common::GpuStats) {
         ],
         1u32,
     );
-    x.emit(info);
+    x.push(info);
     x.one_opt("rvm_gpu_load_percent", Gauge, "GPU load.", g.load_pct);
     x.one_opt("rvm_gpu_frequency_mhz", Gauge, "GPU frequency.", g.freq_mhz);
     x.one_opt(
@@ -508,7 +333,7 @@ fn render_gpu(x: &mut Exposition, g: &common::GpuStats) {
     for r in &g.temperatures {
         zones.add(&[("zone", &r.name)], r.value);
     }
-    x.emit(zones);
+    x.push(zones);
     let mut power = Family::new("rvm_power_rail_milliwatts", Gauge, "Power rail draw.");
     let mut avg = Family::new(
         "rvm_power_rail_average_milliwatts",
@@ -525,7 +350,7 @@ fn render_gpu(x: &mut Exposition, g: &common::GpuStats) {
         amps.add_opt(&l, r.current_ma);
     }
     for f in [power, avg, volts, amps] {
-        x.emit(f);
+        x.push(f);
     }
     x.one_opt(
         "rvm_power_total_milliwatts",
@@ -541,7 +366,7 @@ fn render_gpu(x: &mut Exposition, g: &common::GpuStats) {
     for m in &g.unsupported {
         unsupported.add(&[("metric", m)], 1u32);
     }
-    x.emit(unsupported);
+    x.push(unsupported);
 }
 
 fn render_app(x: &mut Exposition, t: &Telemetry) {
@@ -575,7 +400,7 @@ fn render_agent(x: &mut Exposition, device: &DeviceId, s: &StatusSnapshot) {
         ],
         1u32,
     );
-    x.emit(info);
+    x.push(info);
     if let Some(h) = s.memory.heap_in_use {
         x.one(
             "rvm_agent_heap_in_use_bytes",
@@ -608,7 +433,7 @@ fn render_agent(x: &mut Exposition, device: &DeviceId, s: &StatusSnapshot) {
         for c in &h.checks {
             checks.add(&[("check", &c.name)], status_value(c.status));
         }
-        x.emit(checks);
+        x.push(checks);
     }
 
     let mut alive = Family::new("rvm_agent_actor_alive", Gauge, "1 while the actor runs.");
@@ -621,8 +446,8 @@ fn render_agent(x: &mut Exposition, device: &DeviceId, s: &StatusSnapshot) {
         alive.add(&[("actor", &a.name)], a.alive);
         restarts.add(&[("actor", &a.name)], a.restarts);
     }
-    x.emit(alive);
-    x.emit(restarts);
+    x.push(alive);
+    x.push(restarts);
 
     let b = &s.buffer;
     x.one(
@@ -731,11 +556,17 @@ fn render_agent(x: &mut Exposition, device: &DeviceId, s: &StatusSnapshot) {
         "Scrapes of the vision service that failed.",
         a.scrapes_failed,
     );
+    x.one(
+        "rvm_agent_app_scrape_bad_lines_total",
+        Counter,
+        "Lines of the vision service's scraped metrics that were not Prometheus text.",
+        a.scrape_bad_lines,
+    );
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
 
     use common::{
         ActorStatus, CheckResult, CpuStats, DiskStats, GpuStats, HealthReport, MemoryStats, NetStats,
@@ -808,7 +639,7 @@ pub(crate) mod tests {
                 pushes_rejected: 1,
                 ..Default::default()
             },
-            memory: common::mem::ProcessMemory::default(),
+            memory: proc_mem::ProcessMemory::default(),
         }
     }
 
@@ -954,6 +785,13 @@ pub(crate) mod tests {
         }
     }
 
+    /// The samples of an exposition that has no line a Prometheus parser could not read.
+    pub(crate) fn parse_strict(text: &str) -> Vec<Sample> {
+        let parsed = parse_prometheus(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(parsed.bad_lines, 0, "{:?}\n{text}", parsed.first_bad);
+        parsed.samples
+    }
+
     fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Option<&'a Sample> {
         samples.iter().find(|s| {
             s.name == name
@@ -974,8 +812,8 @@ pub(crate) mod tests {
     fn the_exposition_parses_back_with_every_family_and_the_same_values() {
         let t = build_telemetry();
         let status = build_status();
-        let text = render(&t, &status.device, &status);
-        let samples = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let text = render(&t, &status.device, &status).unwrap();
+        let samples = parse_strict(&text);
 
         let families: HashSet<&str> = samples.iter().map(|s| s.name.as_str()).collect();
         for f in [
@@ -1052,6 +890,7 @@ pub(crate) mod tests {
             "rvm_agent_app_pushes_rejected_total",
             "rvm_agent_app_scrapes_ok_total",
             "rvm_agent_app_scrapes_failed_total",
+            "rvm_agent_app_scrape_bad_lines_total",
         ] {
             assert!(families.contains(f), "{f} missing from\n{text}");
         }
@@ -1199,7 +1038,7 @@ pub(crate) mod tests {
     fn help_and_type_appear_once_per_family_before_its_samples() {
         let t = build_telemetry();
         let status = build_status();
-        let text = render(&t, &status.device, &status);
+        let text = render(&t, &status.device, &status).unwrap();
         let mut help: HashMap<&str, usize> = HashMap::new();
         let mut types: HashMap<&str, &str> = HashMap::new();
         let mut finished: HashSet<&str> = HashSet::new();
@@ -1237,7 +1076,7 @@ pub(crate) mod tests {
     fn label_values_are_escaped_and_duplicate_series_are_written_once() {
         let t = build_telemetry();
         let status = build_status();
-        let text = render(&t, &status.device, &status);
+        let text = render(&t, &status.device, &status).unwrap();
         assert!(
             text.contains(
                 r#"rvm_filesystem_size_bytes{mount="/media/usb \"stick\"\\x",fs="vfat"} 1073741824"#
@@ -1258,17 +1097,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn values_are_written_the_way_prometheus_reads_them() {
-        assert_eq!(f64::NAN.prom(), "NaN");
-        assert_eq!(f64::INFINITY.prom(), "+Inf");
-        assert_eq!(f64::NEG_INFINITY.prom(), "-Inf");
-        assert_eq!(0.1f32.prom(), "0.1");
-        assert_eq!(1e-7f64.prom().parse::<f64>(), Ok(1e-7));
-        assert_eq!(u64::MAX.prom(), "18446744073709551615");
-        assert_eq!(true.prom(), "1");
-    }
-
-    #[test]
     fn app_names_are_sanitised_and_colliding_ones_kept_once() {
         assert_eq!(app_family_name("camera_fps.front"), "rvm_app_camera_fps_front");
         assert_eq!(app_family_name("a-b:c"), "rvm_app_a_b:c");
@@ -1277,18 +1105,64 @@ pub(crate) mod tests {
             ..Default::default()
         };
         let status = build_status();
-        let text = render(&t, &status.device, &status);
+        let text = render(&t, &status.device, &status).unwrap();
         assert_eq!(text.matches("# TYPE rvm_app_a_b ").count(), 1, "{text}");
         // sorted by name: `a.b` comes first and wins
         assert!(text.contains("\nrvm_app_a_b 1\n"), "{text}");
-        assert!(parse_prometheus(&text).is_ok());
+        assert!(!parse_strict(&text).is_empty());
+    }
+
+    /// Prometheus' own checker (Debian package `prometheus`; fails when it is missing, as the
+    /// server's test in `tests/tests/prometheus.rs` does).
+    #[test]
+    fn promtool_checks_the_agent_exposition() {
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+        let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("promtool is not installed: apt-get install -y prometheus");
+        let status = build_status();
+        for text in [
+            render(&build_telemetry(), &status.device, &status).unwrap(),
+            render_without_telemetry(&status.device, &status).unwrap(),
+        ] {
+            let mut child = Command::new(promtool)
+                .args(["check", "metrics"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("promtool runs");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("exposition written to promtool");
+            let o = child.wait_with_output().expect("promtool finishes");
+            // exit 3: lint findings only (the text parsed). One is known and kept: the rail
+            // voltage is in millivolts as the INA3221 reports it, and the name is documented.
+            let lint = String::from_utf8_lossy(&o.stdout);
+            let known_only = o.status.code() == Some(3)
+                && lint.lines().filter(|l| !l.trim().is_empty()).all(|l| {
+                    l == "rvm_power_rail_millivolts use base unit \"volts\" instead of \"millivolts\""
+                });
+            assert!(
+                o.status.success() || known_only,
+                "promtool check metrics: {:?}\n{}{}\n--- exposition\n{text}",
+                o.status.code(),
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
     }
 
     #[test]
     fn without_telemetry_only_the_agent_state_is_written() {
         let status = build_status();
-        let text = render_without_telemetry(&status.device, &status);
-        let samples = parse_prometheus(&text).unwrap();
+        let text = render_without_telemetry(&status.device, &status).unwrap();
+        let samples = parse_strict(&text);
         assert!(samples.iter().all(|s| s.name.starts_with("rvm_agent_")), "{text}");
         assert!(!text.contains("rvm_cpu_usage_percent"));
         assert_eq!(value(&samples, "rvm_agent_buffer_records", &[]), 10.0);

@@ -74,7 +74,13 @@ async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
         Some(t) => exporter::render(&t, &snapshot.device, &snapshot),
         None => exporter::render_without_telemetry(&snapshot.device, &snapshot),
     };
-    HttpResponse::Ok().content_type(exporter::CONTENT_TYPE).body(text)
+    match text {
+        Ok(text) => HttpResponse::Ok().content_type(exporter::CONTENT_TYPE).body(text),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics not rendered");
+            HttpResponse::InternalServerError().body(e.to_string())
+        }
+    }
 }
 
 async fn status(state: web::Data<HttpState>) -> HttpResponse {
@@ -142,8 +148,7 @@ mod tests {
 
     use super::*;
     use crate::appmetrics::config::AppMetricsConfig;
-    use crate::appmetrics::prometheus::parse_prometheus;
-    use crate::http::exporter::tests::{build_status, build_telemetry};
+    use crate::http::exporter::tests::{build_status, build_telemetry, parse_strict};
 
     struct Response {
         status: u16,
@@ -250,7 +255,7 @@ mod tests {
                 assert_eq!((&v["accepted"], &v["ignored"]), (&2.into(), &0.into()), "{v}");
 
                 let r = get(addr, "/metrics");
-                let samples = parse_prometheus(&r.body).unwrap();
+                let samples = parse_strict(&r.body);
                 let fps = samples
                     .iter()
                     .find(|s| s.name == "rvm_app_camera_fps")

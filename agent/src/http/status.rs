@@ -23,5 +23,5 @@ pub struct StatusSnapshot {
     pub gpu_notes: Vec<String>,
     pub app_metrics: AppMetricsCounters,
     /// The agent process's own memory (heap in use, RSS).
-    pub memory: common::mem::ProcessMemory,
+    pub memory: proc_mem::ProcessMemory,
 }

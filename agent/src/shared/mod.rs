@@ -5,10 +5,10 @@
 //! - [`names`]: systemd unit, process and network interface names as the system accepts them
 //!   (health watches them, recovery restarts them)
 //! - [`subprocess`]: running a program without a shell, with a timeout and bounded output
-//! - [`http1`]: the pieces of HTTP/1.1 both hand-written clients share (the health probe and the
-//!   app-metrics scrape): URL split and status line
+//! - [`http`]: the agent's one HTTP client (reqwest over rustls + ring), for the health probes
+//!   and the app-metrics scrape
 
-pub mod http1;
+pub mod http;
 pub mod names;
 pub mod problem;
 pub mod subprocess;

@@ -23,14 +23,6 @@ pub const SUPERVISE_TICK: Duration = Duration::from_millis(250);
 /// Exit code when a child exceeded its restart intensity.
 pub const EXIT_RESTART_LIMIT: i32 = 70;
 
-/// When the code and constants that starting touched are unmapped
-/// ([`common::mem::release_file_pages`]): after the children started, connected and collected.
-pub const RELEASE_PAGES_AFTER: Duration = Duration::from_secs(10);
-/// And again this often: what the agent touches once a minute (process scans, health checks,
-/// a reconnect, a scrape) faults in over the minutes, and held its RSS at 7.3 MiB instead of
-/// 6.5. A pass costs about 1 ms (reading smaps) and the minor faults of what is used next.
-pub const RELEASE_PAGES_EVERY: Duration = Duration::from_secs(60);
-
 /// A running child, as the supervisor sees it.
 pub struct ChildRun {
     pub connected: Box<dyn Fn() -> bool>,
@@ -169,25 +161,6 @@ impl Actor for AgentSupervisor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.supervise(ctx);
         ctx.run_interval(SUPERVISE_TICK, |act, ctx| act.supervise(ctx));
-        ctx.run_later(RELEASE_PAGES_AFTER, |_, ctx| {
-            release_pages();
-            ctx.run_interval(RELEASE_PAGES_EVERY, |_, _| release_pages());
-        });
-    }
-}
-
-/// Unmaps clean pages of the binary and libraries that are not in use; see
-/// [`common::mem::release_file_pages`].
-fn release_pages() {
-    let before = common::mem::rss_bytes();
-    match common::mem::release_file_pages() {
-        Ok(bytes) => tracing::debug!(
-            mappings_bytes = bytes,
-            rss_before = before,
-            rss_after = common::mem::rss_bytes(),
-            "unused code pages released"
-        ),
-        Err(e) => tracing::debug!(error = %e, "code pages not released"),
     }
 }
 

@@ -5,7 +5,7 @@
 //! blocking thread; a run that finds the previous one still busy is skipped and counted.
 //!
 //! After each packing pass it also hands the allocator's free memory back to the kernel
-//! ([`common::mem::trim`]). The server's heap in use holds flat after warm-up, but its RSS rose
+//! ([`proc_mem::trim`]). The server's heap in use holds flat after warm-up, but its RSS rose
 //! 1.1 MiB/min over the soak's hour: glibc keeps the memory freed by the many threads (actix
 //! workers, the broker's runtime, sled's IO threads, this job) in their own arenas, and only
 //! returns the top of the main heap by itself. Once a minute is cheap beside the pass itself.
@@ -193,9 +193,9 @@ impl HistoryJob {
 
 /// Returns the allocator's free memory to the kernel and counts what RSS it gave back.
 fn trim_allocator(stats: &HistoryStats) {
-    let before = common::mem::rss_bytes();
-    common::mem::trim();
-    let after = common::mem::rss_bytes();
+    let before = proc_mem::rss_bytes();
+    proc_mem::trim();
+    let after = proc_mem::rss_bytes();
     stats.allocator_trims.fetch_add(1, Ordering::Relaxed);
     if let (Some(b), Some(a)) = (before, after) {
         stats

@@ -66,6 +66,6 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "alerts": state.alerting.alerts.send(crate::alerts::actor::GetSnapshot).await.ok(),
         "notify": state.alerting.notify.snapshot(),
         "live": state.live.snapshot(),
-        "memory": common::mem::ProcessMemory::now(),
+        "memory": proc_mem::ProcessMemory::now(),
     }))
 }

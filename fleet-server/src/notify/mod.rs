@@ -14,10 +14,18 @@
 //! Configured in `fleet-server.toml` under `[notify]`; [`config::NotifySection::validate`] names every
 //! bad key. A built-in `log` channel exists unless the file defines one of that name.
 
+pub mod channels;
 pub mod config;
 pub mod email;
+pub mod formats;
+pub mod http_client;
+pub mod maintenance;
 pub mod notification;
+pub mod outbox;
 pub mod router;
+pub mod sample;
+pub mod secret;
+pub mod template;
 pub mod webhook;
 
 use std::collections::BTreeMap;

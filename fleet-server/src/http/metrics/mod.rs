@@ -3,7 +3,8 @@
 //! `Authorization: Bearer <metrics_token>` (API tokens are not accepted: a scraper should hold
 //! no API role).
 //!
-//! [`render`] is pure; [`text`] writes the format. Every family is listed in
+//! [`render`] is pure; the shared `exposition` crate writes the format (through [`text`],
+//! which types and describes each family from the catalogue). Every family is listed in
 //! [`families::FAMILIES`] (the dashboard test checks its
 //! PromQL against it); a family without samples is left out. Names follow Prometheus
 //! conventions: `rvm_fleet_` prefix, base units in the name (`_seconds`, `_percent`,
@@ -25,7 +26,9 @@ use common::{HealthStatus, Severity};
 pub mod families;
 pub mod text;
 
-use self::text::{Family, Out};
+use exposition::{Exposition, RenderError};
+
+use self::text::{family, one};
 use super::error::ApiError;
 use super::state::AppState;
 use crate::alerts::actor::{AlertsSnapshot, GetSnapshot, ListAlerts, StateFilter};
@@ -37,7 +40,7 @@ use crate::history::job::HistorySnapshot;
 use crate::notify::NotifySnapshot;
 
 /// Content type of the exposition.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const CONTENT_TYPE: &str = exposition::CONTENT_TYPE;
 
 /// `[http] metrics_token`, handed to the route as app data.
 #[derive(Debug, Clone, Default)]
@@ -115,8 +118,8 @@ const DEVICE_GAUGES: &[(&str, &str, f64)] = &[
 ];
 
 /// The whole exposition.
-pub fn render(x: &ScrapeInput) -> String {
-    let mut out = Out::default();
+pub fn render(x: &ScrapeInput) -> Result<String, RenderError> {
+    let mut out = Exposition::default();
     let mut devices = x.devices.clone();
     devices.sort_by(|a, b| a.summary.id.cmp(&b.summary.id));
 
@@ -133,18 +136,18 @@ pub fn render(x: &ScrapeInput) -> String {
         };
         *by_status.entry(k).or_default() += 1;
     }
-    let mut f = Family::new("rvm_fleet_devices");
+    let mut f = family("rvm_fleet_devices");
     for (k, n) in &by_status {
         f.add(&[("status", k)], *n as f64);
     }
-    out.emit(f);
+    out.push(f);
 
     // per device
     let site = |d: &DeviceScrape| d.summary.site.clone().unwrap_or_default();
-    let mut info = Family::new("rvm_fleet_device_info");
-    let mut status = Family::new("rvm_fleet_device_status");
-    let mut health = Family::new("rvm_fleet_device_health");
-    let mut age = Family::new("rvm_fleet_device_last_seen_age_seconds");
+    let mut info = family("rvm_fleet_device_info");
+    let mut status = family("rvm_fleet_device_status");
+    let mut health = family("rvm_fleet_device_health");
+    let mut age = family("rvm_fleet_device_last_seen_age_seconds");
     for d in &devices {
         let s = site(d);
         let id = d.summary.id.as_str();
@@ -171,19 +174,19 @@ pub fn render(x: &ScrapeInput) -> String {
             age.add(&l, ((x.now_ms - d.summary.last_seen_ms).max(0) as f64) / 1000.0);
         }
     }
-    out.emit(info);
-    out.emit(status);
-    out.emit(health);
-    out.emit(age);
-    for (flat, family, scale) in DEVICE_GAUGES {
-        let mut f = Family::new(family);
+    out.push(info);
+    out.push(status);
+    out.push(health);
+    out.push(age);
+    for (flat, name, scale) in DEVICE_GAUGES {
+        let mut f = family(name);
         for d in &devices {
             if let Some(v) = d.summary.metrics.get(*flat).filter(|v| v.is_finite()) {
                 let s = site(d);
                 f.add(&[("device", d.summary.id.as_str()), ("site", &s)], v * scale);
             }
         }
-        out.emit(f);
+        out.push(f);
     }
     type DeliveryField = fn(&crate::fleet::delivery::Delivery) -> u64;
     let delivery: [(&'static str, DeliveryField); 4] = [
@@ -196,8 +199,8 @@ pub fn render(x: &ScrapeInput) -> String {
             d.reported_dropped
         }),
     ];
-    for (family, get) in delivery {
-        let mut f = Family::new(family);
+    for (name, get) in delivery {
+        let mut f = family(name);
         for d in &devices {
             let s = site(d);
             f.add(
@@ -205,10 +208,10 @@ pub fn render(x: &ScrapeInput) -> String {
                 get(&d.delivery) as f64,
             );
         }
-        out.emit(f);
+        out.push(f);
     }
-    let mut restarts = Family::new("rvm_fleet_device_actor_restarts_total");
-    let mut alive = Family::new("rvm_fleet_device_actor_alive");
+    let mut restarts = family("rvm_fleet_device_actor_restarts_total");
+    let mut alive = family("rvm_fleet_device_actor_alive");
     for d in &devices {
         let s = site(d);
         let mut seen = BTreeSet::new();
@@ -225,44 +228,54 @@ pub fn render(x: &ScrapeInput) -> String {
             alive.add(&l, if a.alive { 1.0 } else { 0.0 });
         }
     }
-    out.emit(restarts);
-    out.emit(alive);
+    out.push(restarts);
+    out.push(alive);
 
     // the server
     let s = &x.server;
-    out.one("rvm_fleet_server_uptime_seconds", s.uptime_s.max(0) as f64);
-    out.one(
+    one(
+        &mut out,
+        "rvm_fleet_server_uptime_seconds",
+        s.uptime_s.max(0) as f64,
+    );
+    one(
+        &mut out,
         "rvm_fleet_ingest_connected",
         if s.ingest_connected { 1.0 } else { 0.0 },
     );
-    out.one("rvm_fleet_ingest_received_total", s.received as f64);
-    out.one("rvm_fleet_ingest_accepted_total", s.accepted as f64);
-    out.one("rvm_fleet_ingest_duplicates_total", s.duplicates as f64);
-    let mut f = Family::new("rvm_fleet_ingest_rejected_total");
+    one(&mut out, "rvm_fleet_ingest_received_total", s.received as f64);
+    one(&mut out, "rvm_fleet_ingest_accepted_total", s.accepted as f64);
+    one(&mut out, "rvm_fleet_ingest_duplicates_total", s.duplicates as f64);
+    let mut f = family("rvm_fleet_ingest_rejected_total");
     for (reason, n) in &s.rejected {
         f.add(&[("reason", reason)], *n as f64);
     }
-    out.emit(f);
-    out.one("rvm_fleet_writer_batches_total", s.writer_batches as f64);
-    out.one("rvm_fleet_writer_queue_depth", s.writer_queue as f64);
+    out.push(f);
+    one(
+        &mut out,
+        "rvm_fleet_writer_batches_total",
+        s.writer_batches as f64,
+    );
+    one(&mut out, "rvm_fleet_writer_queue_depth", s.writer_queue as f64);
     if let Some(b) = &x.broker {
-        out.one(
+        one(
+            &mut out,
             "rvm_fleet_broker_connects_allowed_total",
             b.connects_allowed as f64,
         );
-        let mut f = Family::new("rvm_fleet_broker_refusals_total");
+        let mut f = family("rvm_fleet_broker_refusals_total");
         f.add(&[("kind", "connect")], b.connects_refused as f64);
         f.add(&[("kind", "not_ready")], b.connects_not_ready as f64);
         f.add(&[("kind", "publish")], b.publishes_refused as f64);
         f.add(&[("kind", "subscribe")], b.subscribes_refused as f64);
-        out.emit(f);
+        out.push(f);
     }
 
     // alerts
     let severities = [Severity::Critical, Severity::Warning, Severity::Info];
-    let mut active = Family::new("rvm_fleet_alerts_active");
-    let mut acked = Family::new("rvm_fleet_alerts_acknowledged");
-    let mut silenced = Family::new("rvm_fleet_alerts_silenced");
+    let mut active = family("rvm_fleet_alerts_active");
+    let mut acked = family("rvm_fleet_alerts_acknowledged");
+    let mut silenced = family("rvm_fleet_alerts_silenced");
     for sev in severities {
         let of_sev = || x.alerts.iter().filter(move |a| a.severity == sev);
         for (state, label) in [(AlertState::Firing, "firing"), (AlertState::Pending, "pending")] {
@@ -280,45 +293,49 @@ pub fn render(x: &ScrapeInput) -> String {
             of_sev().filter(|a| a.silenced_by.is_some()).count() as f64,
         );
     }
-    out.emit(active);
-    out.emit(acked);
-    out.emit(silenced);
+    out.push(active);
+    out.push(acked);
+    out.push(silenced);
     if let Some(a) = &x.alerts_snapshot {
-        out.one("rvm_fleet_alert_transitions_total", a.transitions as f64);
-        out.one("rvm_fleet_incidents_open", a.open_incidents as f64);
-        out.one("rvm_fleet_silences_active", a.silences as f64);
+        one(
+            &mut out,
+            "rvm_fleet_alert_transitions_total",
+            a.transitions as f64,
+        );
+        one(&mut out, "rvm_fleet_incidents_open", a.open_incidents as f64);
+        one(&mut out, "rvm_fleet_silences_active", a.silences as f64);
     }
 
     // notifications
     let n = &x.notify;
-    for (family, map) in [
+    for (name, map) in [
         ("rvm_fleet_notifications_routed_total", &n.routed),
         ("rvm_fleet_notifications_sent_total", &n.delivered),
         ("rvm_fleet_notifications_failed_total", &n.failed),
     ] {
-        let label = if family.ends_with("routed_total") {
+        let label = if name.ends_with("routed_total") {
             "route"
         } else {
             "channel"
         };
-        let mut f = Family::new(family);
+        let mut f = family(name);
         for (k, v) in map {
             f.add(&[(label, k)], *v as f64);
         }
-        out.emit(f);
+        out.push(f);
     }
-    let mut f = Family::new("rvm_fleet_notifications_dropped_total");
+    let mut f = family("rvm_fleet_notifications_dropped_total");
     for (route, v) in &n.rate_limited {
         f.add(&[("reason", "rate_limited"), ("route", route)], *v as f64);
     }
     f.add(&[("reason", "queue_full"), ("route", "")], n.queue_full as f64);
-    out.emit(f);
+    out.push(f);
 
     if let Some(h) = &x.history {
-        out.one("rvm_fleet_history_disk_bytes", h.disk_bytes as f64);
-        out.one("rvm_fleet_history_errors_total", h.errors as f64);
+        one(&mut out, "rvm_fleet_history_disk_bytes", h.disk_bytes as f64);
+        one(&mut out, "rvm_fleet_history_errors_total", h.errors as f64);
     }
-    out.text
+    out.render()
 }
 
 /// Compares without an early exit (the token is a secret).
@@ -389,7 +406,8 @@ async fn metrics(
         notify: state.alerting.notify.snapshot(),
         history: Some(state.alerting.history.snapshot(&state.alerting.history_policy)),
     };
-    Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(render(&input)))
+    let text = render(&input).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(text))
 }
 
 #[cfg(test)]
@@ -402,7 +420,6 @@ mod tests {
     use crate::fleet::delivery::Delivery;
     use crate::fleet::state::DeviceSummary;
     use crate::http::metrics::families::{FAMILIES, family_names};
-    use crate::http::metrics::text::number;
 
     fn build_device(id: &str, site: Option<&str>, status: Presence) -> DeviceScrape {
         let mut metrics = BTreeMap::new();
@@ -511,7 +528,7 @@ mod tests {
 
     #[test]
     fn devices_get_labelled_gauges_in_base_units_and_escaped_labels() {
-        let text = render(&build_input());
+        let text = render(&build_input()).unwrap();
         assert!(text.contains("rvm_fleet_device_power_watts{device=\"rvm1\",site=\"\"} 7.25\n"));
         assert!(text.contains(
             "rvm_fleet_device_cpu_usage_percent{device=\"rvm2\",site=\"oslo \\\"north\\\"\\\\1\"} 12.5\n"
@@ -535,7 +552,7 @@ mod tests {
 
     #[test]
     fn every_family_has_help_and_type_once_and_is_listed() {
-        let text = render(&build_input());
+        let text = render(&build_input()).unwrap();
         let mut seen = BTreeSet::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -561,8 +578,5 @@ mod tests {
         assert!(same_secret(b"abc", b"abc"));
         assert!(!same_secret(b"abc", b"abd"));
         assert!(!same_secret(b"abc", b"abcd"));
-        assert_eq!(number(f64::NAN), "NaN");
-        assert_eq!(number(1.5), "1.5");
-        assert_eq!(number(3.0), "3");
     }
 }

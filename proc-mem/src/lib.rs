@@ -1,0 +1,148 @@
+//! The process's own memory, as the allocator and the kernel see it, and giving the
+//! allocator's free memory back to the kernel. Both binaries use it; it is not part of the wire
+//! protocol, so it lives apart from `common`.
+//!
+//! RSS alone cannot tell a leak from allocator fragmentation or from pages of the binary
+//! faulting in: the soak test (`tests/tests/soak.rs`) judges the heap in use, and reports RSS
+//! beside it. Both binaries expose this (`/api/v1/status` of the agent, `/api/v1/health` of the
+//! server).
+
+use serde::{Deserialize, Serialize};
+
+/// Memory of this process, in bytes; a field is None where it cannot be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessMemory {
+    /// Bytes the allocator has handed out and not had back (glibc `mallinfo2`: `uordblks`
+    /// plus `hblkhd`): what a leak grows.
+    pub heap_in_use: Option<u64>,
+    /// Bytes the allocator holds but has free (fragmentation, not yet returned to the kernel).
+    pub heap_free: Option<u64>,
+    /// Resident set size (`VmRSS`).
+    pub rss: Option<u64>,
+    /// Private resident memory (`RssAnon`: heap, stacks).
+    pub rss_anon: Option<u64>,
+}
+
+impl ProcessMemory {
+    /// Reads the allocator's statistics and `/proc/self/status`. `mallinfo2` walks the
+    /// allocator's free lists: cheap at the agent's and server's heap sizes, but meant for a
+    /// status request or a periodic sample, not a hot path.
+    pub fn now() -> ProcessMemory {
+        let (heap_in_use, heap_free) = heap();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        ProcessMemory {
+            heap_in_use,
+            heap_free,
+            rss: status_kib(&status, "VmRSS:").map(|k| k * 1024),
+            rss_anon: status_kib(&status, "RssAnon:").map(|k| k * 1024),
+        }
+    }
+}
+
+/// This process's resident set size (`VmRSS`) in bytes, None where it cannot be read.
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status_kib(&status, "VmRSS:").map(|k| k * 1024)
+}
+
+/// Asks the allocator to return the free memory it holds to the kernel (glibc
+/// `malloc_trim`), after a burst of allocations was freed; does nothing elsewhere.
+///
+/// glibc gives memory back by itself only from the top of each heap. `malloc_trim` also goes
+/// through every arena's free chunks and gives back the whole pages inside them, so memory
+/// freed in the middle of a heap, or in another thread's arena, leaves the RSS too. It locks
+/// each arena while it walks it.
+pub fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only releases free allocator memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap() -> (Option<u64>, Option<u64>) {
+    // SAFETY: mallinfo2 has no preconditions; it only reads the allocator's own state.
+    let m = unsafe { libc::mallinfo2() };
+    (Some((m.uordblks + m.hblkhd) as u64), Some(m.fordblks as u64))
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap() -> (Option<u64>, Option<u64>) {
+    (None, None)
+}
+
+fn status_kib(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The heap figures are process-wide: the two tests that allocate tens of MiB take turns
+    /// (in the crate's own test binary they would otherwise run at once and see each other).
+    static ALLOCATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn a_live_allocation_shows_in_heap_in_use_and_goes_when_freed() {
+        let _turn = ALLOCATING.lock().unwrap_or_else(|e| e.into_inner());
+        let before = ProcessMemory::now();
+        assert!(before.rss.unwrap() > 0 && before.rss_anon.unwrap() > 0);
+        let Some(h0) = before.heap_in_use else {
+            return; // not glibc: nothing to compare
+        };
+        // the figure is process-wide and other tests run on other threads meanwhile: 1 MiB of
+        // slack either way for what they allocate or free
+        let block = vec![1u8; 8 << 20];
+        let during = ProcessMemory::now().heap_in_use.unwrap();
+        assert!(during >= h0 + (7 << 20), "{h0} -> {during}");
+        drop(block);
+        let after = ProcessMemory::now().heap_in_use.unwrap();
+        assert!(after + (6 << 20) < during, "{during} -> {after}");
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn trim_gives_back_the_free_memory_in_the_middle_of_a_heap() {
+        let _turn = ALLOCATING.lock().unwrap_or_else(|e| e.into_inner());
+        // 48 MiB in 64 KiB blocks, on a thread of its own (its own arena); every other block
+        // freed leaves 24 MiB of holes glibc cannot give back from the top of the heap
+        let kept = std::thread::spawn(|| {
+            let mut blocks: Vec<Vec<u8>> = (0..768).map(|_| vec![1u8; 64 << 10]).collect();
+            let mut kept = Vec::new();
+            for (i, b) in blocks.drain(..).enumerate() {
+                if i % 2 == 0 {
+                    kept.push(b);
+                }
+            }
+            kept
+        })
+        .join()
+        .unwrap();
+        let before = ProcessMemory::now().rss_anon.unwrap();
+        trim();
+        let after = ProcessMemory::now().rss_anon.unwrap();
+        // other tests allocate meanwhile: 8 MiB of slack
+        assert!(
+            before >= after + (16 << 20),
+            "RssAnon {} -> {} KiB",
+            before >> 10,
+            after >> 10
+        );
+        assert_eq!(kept.len(), 384);
+        assert!(rss_bytes().unwrap() > 0);
+    }
+
+    #[test]
+    fn status_fields_are_read_in_kib() {
+        let s = "Name:\tx\nVmRSS:\t    9652 kB\nRssAnon:\t    1592 kB\n";
+        assert_eq!(status_kib(s, "VmRSS:"), Some(9652));
+        assert_eq!(status_kib(s, "RssAnon:"), Some(1592));
+        assert_eq!(status_kib(s, "RssFile:"), None);
+    }
+}
