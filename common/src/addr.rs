@@ -9,10 +9,8 @@
 pub fn split_host_port(s: &str) -> Option<(String, u16)> {
     let (h, p) = s.rsplit_once(':')?;
     let port: u16 = p.parse().ok()?;
-    if h.is_empty() || port == 0 {
-        return None;
-    }
-    Some((h.trim_start_matches('[').trim_end_matches(']').to_string(), port))
+    let h = h.trim_start_matches('[').trim_end_matches(']');
+    (!h.is_empty() && port != 0).then(|| (h.to_string(), port))
 }
 
 #[cfg(test)]
@@ -28,5 +26,21 @@ mod tests {
         assert_eq!(split_host_port("[::1]:1"), Some(("::1".into(), 1)));
         assert_eq!(split_host_port("x"), None);
         assert_eq!(split_host_port("x:0"), None);
+    }
+
+    #[test]
+    fn host_and_port_are_split() {
+        assert_eq!(
+            split_host_port("smtp.example.com:587"),
+            Some(("smtp.example.com".into(), 587))
+        );
+        assert_eq!(split_host_port("[::1]:25"), Some(("::1".into(), 25)));
+        assert_eq!(split_host_port("relay"), None);
+        assert_eq!(split_host_port("relay:0"), None);
+    }
+
+    #[test]
+    fn empty_brackets_are_no_host() {
+        assert_eq!(split_host_port("[]:25"), None);
     }
 }
