@@ -11,6 +11,7 @@ use common::tls::ClientIdentity;
 use fleet_server::auth::Role;
 use fleet_server::config::{AlertingConfig, RulesSource, ServerConfig};
 use fleet_server::server::Server;
+use fleet_server::supervise::restart::RestartPolicy;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, TlsConfiguration, Transport};
 use serde_json::Value;
 
@@ -46,6 +47,8 @@ pub struct FleetOptions {
     pub hold_offline_ms: Option<i64>,
     /// `[http] metrics_token`; None: `/metrics` is open.
     pub metrics_token: Option<String>,
+    /// `[supervisor]`; None: the defaults.
+    pub supervisor: Option<RestartPolicy>,
 }
 
 impl Default for FleetOptions {
@@ -57,6 +60,7 @@ impl Default for FleetOptions {
             offline_after_ms: 60_000,
             hold_offline_ms: None,
             metrics_token: None,
+            supervisor: None,
         }
     }
 }
@@ -117,6 +121,7 @@ impl TestFleet {
             metrics_token: opts.metrics_token.clone(),
             http_tls: None,
             republish: true,
+            supervisor: opts.supervisor.unwrap_or_default(),
         };
         let server = Server::start(cfg.clone())?;
         let admin = server.tokens.create("test-admin", Role::Admin)?;

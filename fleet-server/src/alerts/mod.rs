@@ -10,8 +10,9 @@
 //! - [`engine`]: per (rule, device) lifecycle pending -> firing -> resolved, `for`, hysteresis,
 //!   cooldown, acknowledgement, escalation, export/import; [`silence`]: silences
 //! - [`inputs`]: the inputs the server derives (presence, restarts, drops, recoveries, skew)
-//! - [`actor`]: the alerts actor (engine, correlator, notifications, persistence, audit);
-//!   [`store`]: its persisted state; [`http`]: alerts, silences and incidents routes
+//! - [`actor`]: the alerts actor (engine, correlator, notifications, audit); [`stats`]: its
+//!   counters; [`persist`]: the thread that writes its exports and audit lines; [`store`]:
+//!   its persisted state; [`http`]: alerts, silences and incidents routes
 //!
 //! Invariants: one active alert per (rule, device); transitions only for changes (an imported
 //! state is not notified again); a silenced alert still changes state, its transitions say
@@ -23,6 +24,8 @@ pub mod engine;
 pub mod http;
 pub mod inputs;
 pub mod names;
+pub mod persist;
 pub mod rules;
 pub mod silence;
+pub mod stats;
 pub mod store;

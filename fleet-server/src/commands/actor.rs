@@ -2,6 +2,11 @@
 //! re-sending on reconnect, TTL, results, rollouts and the audit log. Decisions are in
 //! [`super::book`] and [`super::rollout`]; this actor persists ([`super::store`]), publishes and
 //! logs.
+//!
+//! Supervised (`crate::server::children`): a new generation reloads every command and rollout
+//! from the store, connects its own publisher, and learns which devices are online from the
+//! fleet actor it attaches to (`AttachCommands`); pending commands then go out again (the
+//! agent answers a repeated id with its stored result).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -24,6 +29,7 @@ use super::store::CommandStore;
 use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
 use crate::messages::AttachLive;
+use crate::supervise::child::Beat;
 
 /// How often expiry, resends and rollouts are looked at.
 pub const COMMAND_TICK: Duration = Duration::from_secs(1);
@@ -31,7 +37,7 @@ pub const COMMAND_TICK: Duration = Duration::from_secs(1);
 pub const COMMANDS_CLIENT_ID: &str = "fleet-server:commands";
 
 pub struct CommandsSetup {
-    pub signer: CommandSigner,
+    pub signer: Arc<CommandSigner>,
     pub store: CommandStore,
     pub audit_log: PathBuf,
     pub host: String,
@@ -40,7 +46,7 @@ pub struct CommandsSetup {
 }
 
 pub struct CommandsActor {
-    signer: CommandSigner,
+    signer: Arc<CommandSigner>,
     book: CommandBook,
     store: CommandStore,
     rollouts: BTreeMap<String, Rollout>,
@@ -486,6 +492,13 @@ impl Handler<GetRollout> for CommandsActor {
     type Result = Option<RolloutView>;
     fn handle(&mut self, m: GetRollout, _: &mut Context<Self>) -> Self::Result {
         self.rollouts.get(&m.0).map(|r| self.rollout_view(r))
+    }
+}
+
+impl Handler<Beat> for CommandsActor {
+    type Result = ();
+    fn handle(&mut self, m: Beat, _: &mut Context<Self>) {
+        m.record();
     }
 }
 

@@ -33,7 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/rollouts/{id}", web::get().to(get_rollout));
 }
 
-fn actor(state: &AppState) -> Result<&Addr<CommandsActor>, ApiError> {
+fn actor(state: &AppState) -> Result<Addr<CommandsActor>, ApiError> {
     state
         .commands
         .get()

@@ -66,6 +66,7 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "alerts": state.alerting.alerts.send(crate::alerts::actor::GetSnapshot).await.ok(),
         "notify": state.alerting.notify.snapshot(),
         "live": state.live.snapshot(),
+        "supervisor": state.supervisor.snapshot(),
         "memory": proc_mem::ProcessMemory::now(),
     }))
 }

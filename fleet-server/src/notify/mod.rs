@@ -6,8 +6,10 @@
 //!   wins, else the default route; every route has a token bucket ([`router::TokenBucket`], e.g. 10 a
 //!   minute) so an outage cannot turn into a storm: a notification over the limit is dropped
 //!   and counted, never queued;
-//! - [`spawn`]: the dispatcher task; every delivery runs on its own task (at most
-//!   [`MAX_CONCURRENT_DELIVERIES`]) so a slow webhook never holds up email;
+//! - [`run`]: the dispatcher task; every delivery runs on its own task (at most
+//!   [`MAX_CONCURRENT_DELIVERIES`]) so a slow webhook never holds up email. Supervised
+//!   (`crate::server::children`): its queue ([`NotifyInbox`]) outlives it, so a restarted
+//!   dispatcher carries on with what was queued (its rate-limit buckets start full again);
 //! - channels: [`webhook`] (JSON POST, retried with jittered, capped exponential backoff),
 //!   [`email`] (SMTP to a relay), and `log`.
 //!
@@ -38,6 +40,7 @@ use self::config::{Channel, NotifyConfig};
 use self::notification::Notification;
 use self::router::{Decision, Router};
 use crate::alerts::alert::severity_label;
+use crate::supervise::inbox::Inbox;
 
 /// Notifications waiting for the dispatcher at most; more are dropped and counted.
 pub const QUEUE: usize = 10_000;
@@ -98,54 +101,67 @@ impl NotifyHandle {
     }
 }
 
-/// Starts the dispatcher on the current tokio runtime.
+/// The dispatcher's queue: senders keep the handle, dispatcher generations take turns with
+/// the inbox.
+pub type NotifyInbox = Inbox<mpsc::Receiver<Notification>>;
+
+/// A queue of [`QUEUE`] notifications.
+pub fn channel(stats: Arc<NotifyStats>) -> (NotifyHandle, NotifyInbox) {
+    let (tx, rx) = mpsc::channel::<Notification>(QUEUE);
+    (NotifyHandle { tx, stats }, Inbox::new(rx))
+}
+
+/// Starts an unsupervised dispatcher on the current tokio runtime (tests).
 pub fn spawn(cfg: NotifyConfig, stats: Arc<NotifyStats>) -> NotifyHandle {
     let (tx, mut rx) = mpsc::channel::<Notification>(QUEUE);
     let handle = NotifyHandle {
         tx,
         stats: stats.clone(),
     };
+    tokio::spawn(async move { run(&cfg, &mut rx, &stats).await });
+    handle
+}
+
+/// The dispatcher: routes and delivers what `rx` holds until every sender is gone.
+pub async fn run(cfg: &NotifyConfig, rx: &mut mpsc::Receiver<Notification>, stats: &Arc<NotifyStats>) {
     let http = webhook::client();
-    tokio::spawn(async move {
-        let mut router = Router::new(&cfg, common::time::now_ms());
-        let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES));
-        while let Some(n) = rx.recv().await {
-            match router.route(&n, common::time::now_ms()) {
-                Decision::RateLimited { route } => {
-                    tracing::warn!(route = %route, notification = %n.id, "notification dropped by the route's rate limit");
-                    stats.with(|s| *s.rate_limited.entry(route).or_default() += 1);
-                }
-                Decision::Send { route, channels } => {
-                    stats.with(|s| *s.routed.entry(route.clone()).or_default() += 1);
-                    let n = Arc::new(n);
-                    for name in channels {
-                        let Some(channel) = cfg.channels.get(&name).cloned() else {
-                            continue;
-                        };
-                        let Ok(permit) = permits.clone().acquire_owned().await else {
-                            return;
-                        };
-                        let (n, stats, http) = (n.clone(), stats.clone(), http.clone());
-                        tokio::spawn(async move {
-                            let res = deliver(&channel, &n, &http).await;
-                            drop(permit);
-                            match res {
-                                Ok(()) => stats.with(|s| *s.delivered.entry(name).or_default() += 1),
-                                Err(e) => {
-                                    tracing::error!(channel = %name, notification = %n.id, error = %e, "notification not delivered");
-                                    stats.with(|s| {
-                                        *s.failed.entry(name.clone()).or_default() += 1;
-                                        s.last_error = Some(format!("{name}: {e}"));
-                                    });
-                                }
+    let mut router = Router::new(cfg, common::time::now_ms());
+    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES));
+    while let Some(n) = rx.recv().await {
+        match router.route(&n, common::time::now_ms()) {
+            Decision::RateLimited { route } => {
+                tracing::warn!(route = %route, notification = %n.id, "notification dropped by the route's rate limit");
+                stats.with(|s| *s.rate_limited.entry(route).or_default() += 1);
+            }
+            Decision::Send { route, channels } => {
+                stats.with(|s| *s.routed.entry(route.clone()).or_default() += 1);
+                let n = Arc::new(n);
+                for name in channels {
+                    let Some(channel) = cfg.channels.get(&name).cloned() else {
+                        continue;
+                    };
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let (n, stats, http) = (n.clone(), stats.clone(), http.clone());
+                    tokio::spawn(async move {
+                        let res = deliver(&channel, &n, &http).await;
+                        drop(permit);
+                        match res {
+                            Ok(()) => stats.with(|s| *s.delivered.entry(name).or_default() += 1),
+                            Err(e) => {
+                                tracing::error!(channel = %name, notification = %n.id, error = %e, "notification not delivered");
+                                stats.with(|s| {
+                                    *s.failed.entry(name.clone()).or_default() += 1;
+                                    s.last_error = Some(format!("{name}: {e}"));
+                                });
                             }
-                        });
-                    }
+                        }
+                    });
                 }
             }
         }
-    });
-    handle
+    }
 }
 
 async fn deliver(channel: &Channel, n: &Notification, http: &reqwest::Client) -> Result<(), String> {
