@@ -118,7 +118,11 @@ impl FleetServer {
             cache_bytes: c.store_cache_bytes,
             history: c.history,
         })?;
-        let token = tokens.create("bench", fleet_server::auth::Role::Admin)?;
+        // named per server: several servers of a run may share one database
+        let token = tokens.create(
+            &format!("bench-{}", common::ids::random_hex(3)),
+            fleet_server::auth::Role::Admin,
+        )?;
         drop(tokens);
         let proc = spawn_server(ctx, &config, dir)?;
         let mut s = FleetServer {
