@@ -19,7 +19,9 @@
 //! - [`incidents`]: the correlator (pure), one detector per file (site outage, cohort
 //!   regression, thermal chain, outlier)
 //! - [`commands`]: remote commands and rollouts (pure), the commands actor, its store, routes
-//! - [`notify`]: notifications, routing and rate limits, channels (webhook, email, log)
+//! - [`notify`]: notifications: config, routing and rate limits, channels (webhook formats,
+//!   SMS, email, log), the dispatcher and the durable outbox with its worker, maintenance
+//!   windows (pure), the test message, its routes
 //! - [`republish`]: records, alerts and incidents as JSON on `fleet/v1/...`
 //! - [`http`]: app state, authorization, the error mapping, the route table, the web view,
 //!   the live stream, `/metrics`, tokens and the audit log

@@ -29,7 +29,8 @@ use crate::ingest::stats::IngestStats;
 use crate::ingest::writer;
 use crate::live::LiveHub;
 use crate::messages::AttachLive;
-use crate::notify::{self, NotifyStats};
+use crate::notify;
+use crate::notify::outbox::sled_store::SledOutbox;
 use crate::republish::client::{RepublishConfig, Republisher};
 use crate::republish::queue::{self, RepublishStats};
 use crate::store::StoreWatch;
@@ -137,11 +138,13 @@ impl Server {
                         t_ingest.clone(),
                         t_republish.clone(),
                     )?;
-                    let notify_stats = Arc::new(NotifyStats::default());
+                    // the outbox lives in the server's database, beside what decided it
+                    let outbox = Arc::new(SledOutbox::open_in(&writer.store)?);
+                    let (notify, notifier) = notify::spawn(alerting.notify.clone(), outbox);
                     let alerts_actor = AlertsActor::new(
                         AlertsSetup {
                             rules,
-                            notify: notify::spawn(alerting.notify.clone(), notify_stats.clone()),
+                            notify,
                             store: writer.store.clone(),
                             audit_log: t_cfg.data_dir.join("audit.log"),
                             hold_offline_ms: alerting.hold_offline_ms,
@@ -174,7 +177,7 @@ impl Server {
                             store: writer.store.clone(),
                             history_policy: t_cfg.history,
                             history: history_stats,
-                            notify: notify_stats,
+                            notify: notifier,
                         },
                         commands: t_commands,
                         audit_log: t_cfg.data_dir.join("audit.log"),

@@ -21,6 +21,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// How long the SMTP child may take to be ready.
 pub const SMTP_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long [`SmtpServer::wait_messages`] waits for messages the server has accepted: its
+/// output is read on another thread, so a message may show a moment after the 250 reply.
+pub const SMTP_MESSAGE_WAIT: Duration = Duration::from_secs(5);
 /// Longest request body the HTTPS receiver reads.
 const MAX_BODY: usize = 1 << 20;
 
@@ -447,6 +450,19 @@ impl SmtpServer {
 
     pub fn messages(&self) -> Vec<SmtpMessage> {
         lock(&self.messages).clone()
+    }
+
+    /// The messages once there are at least `n`, or what there is after
+    /// [`SMTP_MESSAGE_WAIT`].
+    pub fn wait_messages(&self, n: usize) -> Vec<SmtpMessage> {
+        let until = std::time::Instant::now() + SMTP_MESSAGE_WAIT;
+        loop {
+            let m = self.messages();
+            if m.len() >= n || std::time::Instant::now() >= until {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

@@ -703,8 +703,7 @@ impl Handler<GetSnapshot> for AlertsActor {
 mod tests {
     use super::*;
     use crate::alerts::rules::parse_rules;
-    use crate::notify::config::NotifySection;
-    use crate::notify::{self, NotifyStats};
+    use crate::notify::NotifyHandle;
 
     /// A burst of changes while the persister writes (a fleet going offline at once) makes
     /// one more export, not one per change, and the last state is the one written.
@@ -713,11 +712,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FleetStore::open(&dir.path().join("fleet.sled")).unwrap();
         let stats = Arc::new(AlertsStats::default());
-        let cfg = NotifySection::default().validate("notify").unwrap();
         let mut a = AlertsActor::new(
             AlertsSetup {
                 rules: parse_rules("").unwrap(),
-                notify: notify::spawn(cfg, Arc::new(NotifyStats::default())),
+                notify: NotifyHandle::detached(16).0,
                 store: store.clone(),
                 audit_log: dir.path().join("audit.log"),
                 hold_offline_ms: None,

@@ -42,6 +42,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(crate::history::report::http::configure)
                 .configure(live::configure)
                 .configure(crate::fleet::http::configure)
+                .configure(crate::notify::http::configure)
                 .route("/health", web::get().to(health)),
         )
         .default_service(web::to(not_found));

@@ -14,7 +14,7 @@ use crate::history::job::HistoryStats;
 use crate::history::rollup::HistoryPolicy;
 use crate::ingest::stats::IngestStats;
 use crate::live::LiveHub;
-use crate::notify::NotifyStats;
+use crate::notify::Notifier;
 use crate::store::FleetStore;
 
 /// Set once the commands actor runs (it needs the broker's address).
@@ -43,5 +43,6 @@ pub struct AlertsApi {
     pub store: FleetStore,
     pub history_policy: HistoryPolicy,
     pub history: Arc<HistoryStats>,
-    pub notify: Arc<NotifyStats>,
+    /// Notifications: counters, channels, the outbox, the test message.
+    pub notify: Arc<Notifier>,
 }
