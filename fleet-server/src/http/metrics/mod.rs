@@ -329,7 +329,36 @@ pub fn render(x: &ScrapeInput) -> Result<String, RenderError> {
         f.add(&[("reason", "rate_limited"), ("route", route)], *v as f64);
     }
     f.add(&[("reason", "queue_full"), ("route", "")], n.queue_full as f64);
+    f.add(
+        &[("reason", "outbox_write"), ("route", "")],
+        n.enqueue_errors as f64,
+    );
     out.push(f);
+    let mut retried = family("rvm_fleet_notifications_retried_total");
+    let mut errors = family("rvm_fleet_notification_errors_total");
+    for (channel, c) in &n.channels {
+        retried.add(&[("channel", channel)], c.retried as f64);
+        for (kind, v) in &c.errors {
+            errors.add(&[("channel", channel), ("kind", kind)], *v as f64);
+        }
+    }
+    out.push(retried);
+    out.push(errors);
+    let mut entries = family("rvm_fleet_notification_outbox_entries");
+    for (state, v) in [
+        ("pending", n.outbox.pending),
+        ("delivered", n.outbox.delivered),
+        ("failed", n.outbox.failed),
+        ("corrupt", n.outbox.corrupt),
+    ] {
+        entries.add(&[("state", state)], v as f64);
+    }
+    out.push(entries);
+    one(
+        &mut out,
+        "rvm_fleet_notification_outbox_errors_total",
+        n.outbox_errors as f64,
+    );
 
     if let Some(h) = &x.history {
         one(&mut out, "rvm_fleet_history_disk_bytes", h.disk_bytes as f64);
@@ -466,6 +495,9 @@ mod tests {
         notify.delivered.insert("log".into(), 2);
         notify.failed.insert("ops-hook".into(), 1);
         notify.rate_limited.insert("default".into(), 5);
+        let hook = notify.channels.entry("ops-hook".into()).or_default();
+        hook.failed = 1;
+        hook.errors.insert("tls".into(), 3);
         ScrapeInput {
             now_ms: 10_000,
             devices: vec![
@@ -546,6 +578,8 @@ mod tests {
         assert!(text.contains(
             "rvm_fleet_notifications_dropped_total{reason=\"rate_limited\",route=\"default\"} 5\n"
         ));
+        assert!(text.contains("rvm_fleet_notification_errors_total{channel=\"ops-hook\",kind=\"tls\"} 3\n"));
+        assert!(text.contains("rvm_fleet_notification_outbox_entries{state=\"pending\"} 0\n"));
         // a figure nobody reported is left out
         assert!(!text.contains("rvm_fleet_device_gpu_load_percent"));
     }
