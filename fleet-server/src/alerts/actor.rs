@@ -31,13 +31,12 @@ use actix::prelude::*;
 use common::DeviceId;
 use serde::Serialize;
 
-use super::alert::{Alert, AlertState, DeviceInfo, Transition, TransitionKind};
-use super::engine::{AlertEngine, AlertError, EngineState};
+use super::alert::{AlertState, DeviceInfo, Transition, TransitionKind};
+use super::engine::{AlertEngine, EngineState};
 use super::names::PRESENCE_OFFLINE;
 use super::rules::RuleSet;
-use super::silence::{Matcher, Silence};
 use crate::incidents::Correlator;
-use crate::incidents::incident::{CorrelatorState, FleetView, Incident, IncidentChange};
+use crate::incidents::incident::{CorrelatorState, FleetView, IncidentChange};
 use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
 use crate::messages::AttachLive;
@@ -110,8 +109,8 @@ enum PersistJob {
 }
 
 pub struct AlertsActor {
-    engine: AlertEngine,
-    corr: Correlator,
+    pub(super) engine: AlertEngine,
+    pub(super) corr: Correlator,
     devices: BTreeMap<DeviceId, DeviceInfo>,
     view: FleetView,
     view_dirty: bool,
@@ -243,14 +242,19 @@ impl AlertsActor {
         self.persist_if_idle();
     }
 
-    fn publish(&self, ev: impl FnOnce() -> LiveEvent) {
+    pub(super) fn publish(&self, ev: impl FnOnce() -> LiveEvent) {
         if let Some(hub) = self.live.as_ref().filter(|h| h.has_subscribers()) {
             hub.publish(&ev());
         }
     }
 
     /// Notifies what people should hear about, then persists.
-    fn handle_changes(&mut self, transitions: &[Transition], changes: &[IncidentChange], now_ms: i64) {
+    pub(super) fn handle_changes(
+        &mut self,
+        transitions: &[Transition],
+        changes: &[IncidentChange],
+        now_ms: i64,
+    ) {
         if let Some(r) = &self.republish {
             for t in transitions {
                 r.offer(|| Some(RepublishItem::Alert(Box::new(t.clone()))));
@@ -348,7 +352,7 @@ impl AlertsActor {
     /// One export copies every active and resolved alert (up to [`ALERT_HISTORY_CAP`]); made on each
     /// change and queued, a thousand machines going offline at once queued a thousand copies
     /// (600 MiB of heap in the soak's shutdown). So at most one is with the persister.
-    fn persist_state(&mut self) {
+    pub(super) fn persist_state(&mut self) {
         self.state_dirty = true;
         self.persist_if_idle();
     }
@@ -371,7 +375,7 @@ impl AlertsActor {
         }
     }
 
-    fn audit(&self, who: &str, action: &str, target: &str, comment: &str) {
+    pub(super) fn audit(&self, who: &str, action: &str, target: &str, comment: &str) {
         let line = serde_json::json!({
             "at_ms": common::time::now_ms(),
             "who": who,
@@ -382,7 +386,7 @@ impl AlertsActor {
         let _ = self.persist.send(PersistJob::Audit(line));
     }
 
-    fn snapshot(&self) -> AlertsSnapshot {
+    pub(super) fn snapshot(&self) -> AlertsSnapshot {
         let active = self.engine.active();
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let s = &self.stats;
@@ -498,177 +502,6 @@ impl Handler<Observe> for AlertsActor {
     }
 }
 
-/// Which alerts `GET /api/v1/alerts` lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateFilter {
-    Firing,
-    Pending,
-    Resolved,
-    Acknowledged,
-    All,
-}
-
-impl std::str::FromStr for StateFilter {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "firing" => StateFilter::Firing,
-            "pending" => StateFilter::Pending,
-            "resolved" => StateFilter::Resolved,
-            "acknowledged" => StateFilter::Acknowledged,
-            "all" => StateFilter::All,
-            _ => {
-                return Err(format!(
-                    "{s:?} is not one of firing, pending, resolved, acknowledged, all"
-                ));
-            }
-        })
-    }
-}
-
-/// Active alerts first (by rule, device), then resolved ones newest first.
-#[derive(Message)]
-#[rtype(result = "Vec<Alert>")]
-pub struct ListAlerts(pub StateFilter);
-
-impl Handler<ListAlerts> for AlertsActor {
-    type Result = MessageResult<ListAlerts>;
-    fn handle(&mut self, m: ListAlerts, _: &mut Context<Self>) -> Self::Result {
-        let active = self.engine.active().into_iter();
-        let resolved = || self.engine.history().iter().rev().cloned();
-        let out = match m.0 {
-            StateFilter::Firing => active.filter(|a| a.state == AlertState::Firing).collect(),
-            StateFilter::Pending => active.filter(|a| a.state == AlertState::Pending).collect(),
-            StateFilter::Acknowledged => active.filter(|a| a.ack.is_some()).collect(),
-            StateFilter::Resolved => resolved().collect(),
-            StateFilter::All => active.chain(resolved()).collect(),
-        };
-        MessageResult(out)
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "Result<Alert, AlertError>")]
-pub struct AckAlert {
-    pub id: String,
-    pub who: String,
-    pub comment: String,
-}
-
-impl Handler<AckAlert> for AlertsActor {
-    type Result = Result<Alert, AlertError>;
-    fn handle(&mut self, m: AckAlert, _: &mut Context<Self>) -> Self::Result {
-        let a = self
-            .engine
-            .ack(&m.id, &m.who, &m.comment, common::time::now_ms())?;
-        tracing::info!(alert = %m.id, by = %m.who, "alert acknowledged");
-        self.audit(&m.who, "ack", &m.id, &m.comment);
-        self.persist_state();
-        self.publish(|| LiveEvent::Acknowledged { alert: a.clone() });
-        Ok(a)
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "Vec<Silence>")]
-pub struct ListSilences;
-
-impl Handler<ListSilences> for AlertsActor {
-    type Result = MessageResult<ListSilences>;
-    fn handle(&mut self, _: ListSilences, _: &mut Context<Self>) -> Self::Result {
-        let now = common::time::now_ms();
-        MessageResult(
-            self.engine
-                .silences()
-                .into_iter()
-                .filter(|s| s.is_live(now))
-                .collect(),
-        )
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "Result<Silence, AlertError>")]
-pub struct AddSilence {
-    pub matchers: Vec<Matcher>,
-    pub expires_ms: i64,
-    pub who: String,
-    pub comment: String,
-}
-
-impl Handler<AddSilence> for AlertsActor {
-    type Result = Result<Silence, AlertError>;
-    fn handle(&mut self, m: AddSilence, _: &mut Context<Self>) -> Self::Result {
-        let now = common::time::now_ms();
-        let s = self.engine.add_silence(
-            Silence {
-                id: format!("s-{}", common::ids::random_hex(6)),
-                matchers: m.matchers,
-                expires_ms: m.expires_ms,
-                created_by: m.who.clone(),
-                comment: m.comment.clone(),
-                created_ms: now,
-            },
-            now,
-        )?;
-        let target = s
-            .matchers
-            .iter()
-            .map(|x| format!("{}={}", x.label, x.value))
-            .collect::<Vec<_>>()
-            .join(",");
-        tracing::info!(silence = %s.id, by = %m.who, matchers = %target, expires_ms = s.expires_ms, "silence added");
-        self.audit(&m.who, "silence", &format!("{} {target}", s.id), &m.comment);
-        self.persist_state();
-        self.publish(|| LiveEvent::Silences);
-        Ok(s)
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "Result<(), AlertError>")]
-pub struct RemoveSilence {
-    pub id: String,
-    pub who: String,
-}
-
-impl Handler<RemoveSilence> for AlertsActor {
-    type Result = Result<(), AlertError>;
-    fn handle(&mut self, m: RemoveSilence, _: &mut Context<Self>) -> Self::Result {
-        let now = common::time::now_ms();
-        let t = self.engine.remove_silence(&m.id, now)?;
-        tracing::info!(silence = %m.id, by = %m.who, "silence removed");
-        self.audit(&m.who, "unsilence", &m.id, "");
-        self.handle_changes(&t, &[], now);
-        self.persist_state();
-        self.publish(|| LiveEvent::Silences);
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct IncidentList {
-    pub open: Vec<Incident>,
-    /// Resolved and withdrawn, newest first.
-    pub recent: Vec<Incident>,
-}
-
-#[derive(Message)]
-#[rtype(result = "IncidentList")]
-pub struct ListIncidents;
-
-impl Handler<ListIncidents> for AlertsActor {
-    type Result = MessageResult<ListIncidents>;
-    fn handle(&mut self, _: ListIncidents, _: &mut Context<Self>) -> Self::Result {
-        let mut recent = self.corr.recent();
-        recent.reverse();
-        MessageResult(IncidentList {
-            open: self.corr.open(),
-            recent,
-        })
-    }
-}
-
 /// Starts republishing this actor's transitions and incident changes.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -685,17 +518,6 @@ impl Handler<AttachLive> for AlertsActor {
     type Result = ();
     fn handle(&mut self, m: AttachLive, _: &mut Context<Self>) {
         self.live = Some(m.0);
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "AlertsSnapshot")]
-pub struct GetSnapshot;
-
-impl Handler<GetSnapshot> for AlertsActor {
-    type Result = MessageResult<GetSnapshot>;
-    fn handle(&mut self, _: GetSnapshot, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.snapshot())
     }
 }
 

@@ -410,6 +410,16 @@ impl AlertEngine {
         live_silence(&self.silences, &alert.labels, now_ms).is_some()
     }
 
+    /// Marks an active alert as muted by a maintenance window (`None` clears the mark): the
+    /// alert after the change, or None when no such alert is active.
+    pub fn set_muted(&mut self, alert_id: &str, window: Option<&str>) -> Option<Alert> {
+        let a = parse_alert_id(alert_id)
+            .and_then(|key| self.active.get_mut(&key))
+            .filter(|a| a.id == alert_id)?;
+        a.muted_by = window.map(str::to_string);
+        Some(a.clone())
+    }
+
     /// Pending and firing alerts, ordered by rule then device.
     pub fn active(&self) -> Vec<Alert> {
         self.active.values().cloned().collect()
@@ -528,6 +538,7 @@ fn new_alert(rule: &Rule, device: &DeviceInfo, generation: u64, value: f64, now_
         last_sample_ms: now_ms,
         ack: None,
         silenced_by: None,
+        muted_by: None,
         state: AlertState::Pending,
     }
 }

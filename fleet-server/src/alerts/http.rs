@@ -14,10 +14,10 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::actor::{
+use super::engine::AlertError;
+use super::requests::{
     AckAlert, AddSilence, ListAlerts, ListIncidents, ListSilences, RemoveSilence, StateFilter,
 };
-use super::engine::AlertError;
 use super::silence::Matcher;
 use crate::auth::Role;
 use crate::http::auth::authorize;

@@ -11,7 +11,8 @@
 //!   cooldown, acknowledgement, escalation, export/import; [`silence`]: silences
 //! - [`inputs`]: the inputs the server derives (presence, restarts, drops, recoveries, skew)
 //! - [`actor`]: the alerts actor (engine, correlator, notifications, persistence, audit);
-//!   [`store`]: its persisted state; [`http`]: alerts, silences and incidents routes
+//!   [`requests`]: what it answers for the API; [`store`]: its persisted state; [`http`]:
+//!   alerts, silences and incidents routes
 //!
 //! Invariants: one active alert per (rule, device); transitions only for changes (an imported
 //! state is not notified again); a silenced alert still changes state, its transitions say
@@ -23,6 +24,7 @@ pub mod engine;
 pub mod http;
 pub mod inputs;
 pub mod names;
+pub mod requests;
 pub mod rules;
 pub mod silence;
 pub mod store;

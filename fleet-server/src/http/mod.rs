@@ -64,7 +64,7 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "ingest": state.ingest.snapshot(),
         "broker": state.broker.get().map(|b| b.snapshot()),
         "storage": state.alerting.history.snapshot(&state.alerting.history_policy),
-        "alerts": state.alerting.alerts.send(crate::alerts::actor::GetSnapshot).await.ok(),
+        "alerts": state.alerting.alerts.send(crate::alerts::requests::GetSnapshot).await.ok(),
         "notify": state.alerting.notify.snapshot(),
         "live": state.live.snapshot(),
         "memory": proc_mem::ProcessMemory::now(),

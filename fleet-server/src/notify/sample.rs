@@ -46,6 +46,7 @@ fn sample_alert(at_ms: i64, state: AlertState) -> Alert {
         last_sample_ms: at_ms,
         ack: None,
         silenced_by: None,
+        muted_by: None,
         state,
     }
 }
