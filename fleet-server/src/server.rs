@@ -148,6 +148,7 @@ impl Server {
                             store: writer.store.clone(),
                             audit_log: t_cfg.data_dir.join("audit.log"),
                             hold_offline_ms: alerting.hold_offline_ms,
+                            maintenance: alerting.notify.maintenance.clone(),
                         },
                         Arc::new(AlertsStats::default()),
                     )?;

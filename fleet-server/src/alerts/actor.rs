@@ -13,13 +13,18 @@
 //! the site follows, the site incident suppresses it and people get one incident instead of a
 //! page per machine; if the machine comes back within the window nothing is sent at all.
 //!
+//! Maintenance windows ([`super::maintenance`]) mute notifications about the machines they
+//! cover: a muted firing is recorded on the alert (`muted_by`), its resolution is not sent,
+//! and if it still fires when the window closes its firing goes out then (checked every
+//! [`TICK`]). Windows added through the API are persisted beside the engine's state.
+//!
 //! Every change batch (transitions, incident changes, acknowledgements, silences) hands both
 //! exports to a persister thread that writes them to the store's `alerts` tree and flushes; at
 //! most one export is with it at a time, and changes made meanwhile go in the next one; on start they are imported, so active alerts, acknowledgements and silences
 //! survive a restart and are not notified again. Acknowledgements and silence changes also go
 //! to the audit log (`DATA_DIR/audit.log`, JSON lines).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,14 +38,16 @@ use serde::Serialize;
 
 use super::alert::{AlertState, DeviceInfo, Transition, TransitionKind};
 use super::engine::{AlertEngine, EngineState};
+use super::maintenance::{AddedWindow, MaintenanceBook, Verdict, verdict};
 use super::names::PRESENCE_OFFLINE;
 use super::rules::RuleSet;
 use crate::incidents::Correlator;
-use crate::incidents::incident::{CorrelatorState, FleetView, IncidentChange};
+use crate::incidents::incident::{CorrelatorState, FleetView, IncidentChange, IncidentChangeKind};
 use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
 use crate::messages::AttachLive;
 use crate::notify::NotifyHandle;
+use crate::notify::maintenance::Windows;
 use crate::notify::notification::Notification;
 use crate::republish::item::Item as RepublishItem;
 use crate::republish::queue::RepublishHandle;
@@ -53,6 +60,8 @@ pub const ALERT_HISTORY_CAP: usize = 2_000;
 /// Keys of the persisted exports in the store's `alerts` tree.
 pub const ENGINE_KEY: &str = "engine";
 pub const CORRELATOR_KEY: &str = "correlator";
+/// Key of the maintenance windows added through the API.
+pub const MAINTENANCE_KEY: &str = "maintenance";
 
 /// What the actor needs to start.
 pub struct AlertsSetup {
@@ -63,6 +72,8 @@ pub struct AlertsSetup {
     /// How long an offline alert's notification waits for its site incident; None: the
     /// correlator's site outage window.
     pub hold_offline_ms: Option<i64>,
+    /// `[[notify.maintenance]]`; the API adds more.
+    pub maintenance: Windows,
 }
 
 #[derive(Debug, Default)]
@@ -75,6 +86,8 @@ pub struct AlertsStats {
     pub held: AtomicU64,
     /// Held offline notifications not sent (suppressed, back online, silenced meanwhile).
     pub held_dropped: AtomicU64,
+    /// Notifications not sent because a maintenance window covered their machines.
+    pub muted: AtomicU64,
     pub incident_changes: AtomicU64,
     pub persist_errors: AtomicU64,
     /// States handed to the persister.
@@ -94,6 +107,7 @@ pub struct AlertsSnapshot {
     pub skipped_suppressed: u64,
     pub held: u64,
     pub held_dropped: u64,
+    pub muted: u64,
     pub incident_changes: u64,
     pub persist_errors: u64,
 }
@@ -106,6 +120,7 @@ struct Held {
 enum PersistJob {
     State(Box<(EngineState, CorrelatorState)>),
     Audit(serde_json::Value),
+    Windows(Vec<AddedWindow>),
 }
 
 pub struct AlertsActor {
@@ -122,6 +137,11 @@ pub struct AlertsActor {
     state_dirty: bool,
     held: BTreeMap<String, Held>,
     hold_ms: i64,
+    pub(super) maintenance: MaintenanceBook,
+    /// Active alerts whose firing a window muted: sent when it closes if they still fire.
+    muted_alerts: BTreeSet<String>,
+    /// Open incidents whose opening a window muted: their resolution is not sent either.
+    muted_incidents: BTreeSet<String>,
     stats: Arc<AlertsStats>,
     /// With a live hub attached: transitions, acknowledgements, silences and incident changes.
     live: Option<LiveHub>,
@@ -174,6 +194,23 @@ impl AlertsActor {
             }
             None => corr.seed_alerts(&engine.active(), &FleetView::default()),
         }
+        let mut maintenance = MaintenanceBook::new(setup.maintenance);
+        if let Some(bytes) = load(MAINTENANCE_KEY) {
+            match serde_json::from_slice::<Vec<AddedWindow>>(&bytes) {
+                Ok(added) => {
+                    for problem in maintenance.restore(added) {
+                        tracing::error!(error = %problem, "persisted maintenance window ignored");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "persisted maintenance windows ignored"),
+            }
+        }
+        let muted_alerts = engine
+            .active()
+            .into_iter()
+            .filter(|a| a.muted_by.is_some())
+            .map(|a| a.id)
+            .collect();
         let (tx, rx) = std_mpsc::channel();
         let store = setup.store.clone();
         let audit = setup.audit_log.clone();
@@ -195,6 +232,9 @@ impl AlertsActor {
             state_dirty: false,
             held: BTreeMap::new(),
             hold_ms,
+            maintenance,
+            muted_alerts,
+            muted_incidents: BTreeSet::new(),
             stats,
             live: None,
             republish: None,
@@ -239,6 +279,7 @@ impl AlertsActor {
         };
         self.handle_changes(&t, &changes, now_ms);
         self.release_held(now_ms);
+        self.unmute_closed(now_ms);
         self.persist_if_idle();
     }
 
@@ -277,7 +318,9 @@ impl AlertsActor {
         for c in changes {
             self.stats.incident_changes.fetch_add(1, Ordering::Relaxed);
             tracing::info!(incident = %c.incident.id, kind = ?c.kind, cause = %c.incident.probable_cause, "incident change");
-            if let Some(n) = Notification::from_incident(c) {
+            if let Some(n) = Notification::from_incident(c)
+                && !self.incident_muted(c, now_ms)
+            {
                 self.send(n);
             }
         }
@@ -303,6 +346,17 @@ impl AlertsActor {
         let Some(n) = Notification::from_transition(t) else {
             return;
         };
+        let device = self.device(&t.alert.device);
+        if let Verdict::Mute { window, mark } = verdict(&self.maintenance, t, &device, now_ms) {
+            self.mute(&t.alert.id, &window, mark, t.kind == TransitionKind::Resolved);
+            return;
+        }
+        if t.alert.muted_by.is_some() && matches!(t.kind, TransitionKind::Firing | TransitionKind::Unsilenced)
+        {
+            // its firing goes out now (a silence ended after its window closed)
+            self.engine.set_muted(&t.alert.id, None);
+            self.muted_alerts.remove(&t.alert.id);
+        }
         if t.kind == TransitionKind::Firing && t.alert.metric == PRESENCE_OFFLINE && self.hold_ms > 0 {
             self.stats.held.fetch_add(1, Ordering::Relaxed);
             self.held.insert(
@@ -333,11 +387,111 @@ impl AlertsActor {
                 .get(&id)
                 .filter(|a| a.state == AlertState::Firing)
                 .is_some_and(|a| !self.engine.is_silenced(a, now_ms));
-            if still && !self.corr.is_suppressed(&id) {
+            let window = h
+                .notification
+                .alert
+                .as_ref()
+                .and_then(|a| self.maintenance.muted_by(&self.device(&a.device), now_ms))
+                .map(str::to_string);
+            if let (true, Some(w)) = (still, &window) {
+                self.mute(&id, w, true, false);
+            } else if still && !self.corr.is_suppressed(&id) {
                 self.send(h.notification);
             } else {
                 self.stats.held_dropped.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// What the engine knows of a device (learned from observations), or just its id.
+    fn device(&self, id: &DeviceId) -> DeviceInfo {
+        self.devices
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| DeviceInfo::new(id.clone()))
+    }
+
+    /// A notification about `alert_id` not sent because of `window`; `mark`: its firing
+    /// (recorded on the alert, sent when the window closes if it still fires); `resolved`:
+    /// the alert is done, nothing to send later.
+    fn mute(&mut self, alert_id: &str, window: &str, mark: bool, resolved: bool) {
+        self.stats.muted.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(alert = %alert_id, window, "notification muted by a maintenance window");
+        if resolved {
+            self.muted_alerts.remove(alert_id);
+        } else if mark && self.engine.set_muted(alert_id, Some(window)).is_some() {
+            self.muted_alerts.insert(alert_id.to_string());
+            self.persist_state();
+        }
+    }
+
+    /// Is the notification of incident change `c` muted (its site or all its machines in a
+    /// window, or its opening was muted)? Counts and remembers it.
+    fn incident_muted(&mut self, c: &IncidentChange, now_ms: i64) -> bool {
+        let id = &c.incident.id;
+        let muted = if c.kind == IncidentChangeKind::Opened {
+            let devices: Vec<DeviceInfo> = c.incident.devices.iter().map(|d| self.device(d)).collect();
+            let w = self
+                .maintenance
+                .incident_muted_by(c.incident.site.as_deref(), &devices, now_ms);
+            if w.is_some() {
+                self.muted_incidents.insert(id.clone());
+            }
+            w.is_some()
+        } else {
+            self.muted_incidents.remove(id)
+        };
+        if muted {
+            self.stats.muted.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(incident = %id, kind = ?c.kind, "incident notification muted by a maintenance window");
+        }
+        muted
+    }
+
+    /// Muted alerts whose window closed: if they still fire, their firing is sent now (as
+    /// when a silence ends); the mark goes either way.
+    fn unmute_closed(&mut self, now_ms: i64) {
+        if self.muted_alerts.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = self.muted_alerts.iter().cloned().collect();
+        for id in ids {
+            let Some(a) = self.engine.get(&id).filter(|a| a.state == AlertState::Firing) else {
+                self.muted_alerts.remove(&id);
+                continue;
+            };
+            if self
+                .maintenance
+                .muted_by(&self.device(&a.device), now_ms)
+                .is_some()
+            {
+                continue;
+            }
+            self.muted_alerts.remove(&id);
+            let Some(alert) = self.engine.set_muted(&id, None) else {
+                continue;
+            };
+            tracing::info!(alert = %id, "maintenance window closed on a firing alert; notifying it now");
+            let t = Transition {
+                kind: TransitionKind::Unsilenced,
+                at_ms: now_ms,
+                silenced: self.engine.is_silenced(&alert, now_ms),
+                alert,
+            };
+            self.consider(&t, now_ms);
+            self.persist_state();
+        }
+    }
+
+    /// Hands the API's windows to the persister.
+    pub(super) fn persist_windows(&self) {
+        if self
+            .persist
+            .send(PersistJob::Windows(self.maintenance.added()))
+            .is_err()
+        {
+            self.stats.persist_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("maintenance windows not persisted: the persister stopped");
         }
     }
 
@@ -402,6 +556,7 @@ impl AlertsActor {
             skipped_suppressed: l(&s.skipped_suppressed),
             held: l(&s.held),
             held_dropped: l(&s.held_dropped),
+            muted: l(&s.muted),
             incident_changes: l(&s.incident_changes),
             persist_errors: l(&s.persist_errors),
         }
@@ -418,11 +573,24 @@ fn persister(
 ) {
     while let Ok(first) = rx.recv() {
         let mut state = None;
+        let mut windows = None;
         let mut lines = Vec::new();
         for job in std::iter::once(first).chain(rx.try_iter()) {
             match job {
                 PersistJob::State(s) => state = Some(s),
                 PersistJob::Audit(l) => lines.push(l),
+                PersistJob::Windows(w) => windows = Some(w),
+            }
+        }
+        if let Some(w) = windows {
+            let res = serde_json::to_vec(&w).map_err(|e| e.to_string()).and_then(|b| {
+                store
+                    .save_alert_state(&[(MAINTENANCE_KEY, b)])
+                    .map_err(|e| e.to_string())
+            });
+            if let Err(e) = res {
+                stats.persist_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "maintenance windows not persisted");
             }
         }
         if !lines.is_empty()
@@ -541,6 +709,7 @@ mod tests {
                 store: store.clone(),
                 audit_log: dir.path().join("audit.log"),
                 hold_offline_ms: None,
+                maintenance: Windows::default(),
             },
             stats.clone(),
         )
@@ -591,5 +760,89 @@ mod tests {
         assert_eq!(saved.silences.len(), 1000);
         a.tick(now);
         assert_eq!(exports(), 2, "nothing changed since");
+    }
+
+    fn build_observation(site: &str, value: f64, at: &str) -> Observation {
+        Observation {
+            device: DeviceInfo {
+                site: Some(site.into()),
+                ..DeviceInfo::new(DeviceId::new("rvm1").unwrap())
+            },
+            metrics: vec![("cpu.usage_pct".into(), value)],
+            at_ms: at.parse::<jiff::Timestamp>().unwrap().as_millisecond(),
+        }
+    }
+
+    fn ms(at: &str) -> i64 {
+        at.parse::<jiff::Timestamp>().unwrap().as_millisecond()
+    }
+
+    /// A nightly window in Oslo: a firing inside it is recorded and marked, not sent; when
+    /// the window closes and it still fires, the firing goes out, then its resolution.
+    #[actix::test]
+    async fn a_firing_muted_by_a_window_is_marked_and_sent_when_the_window_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FleetStore::open(&dir.path().join("fleet.sled")).unwrap();
+        let (notify, mut sent) = NotifyHandle::detached(16);
+        let rules = "[[rules]]\nname = \"cpu_high\"\nmetric = \"cpu.usage_pct\"\nop = \">\"\nthreshold = 80\nseverity = \"warning\"\n";
+        let maintenance = Windows::from_files(
+            "notify.maintenance",
+            &[crate::notify::maintenance::WindowFile {
+                name: Some("nightly".into()),
+                sites: vec!["oslo".into()],
+                tags: vec![],
+                time_zone: "Europe/Oslo".into(),
+                days: vec![],
+                from: "02:00".into(),
+                to: "03:00".into(),
+            }],
+        )
+        .unwrap();
+        let stats = Arc::new(AlertsStats::default());
+        let mut a = AlertsActor::new(
+            AlertsSetup {
+                rules: parse_rules(rules).unwrap(),
+                notify,
+                store,
+                audit_log: dir.path().join("audit.log"),
+                hold_offline_ms: None,
+                maintenance,
+            },
+            stats.clone(),
+        )
+        .unwrap();
+        // 02:30 in Oslo (CET)
+        a.observe(build_observation("oslo", 95.0, "2026-01-15T01:30:00Z"));
+        assert!(sent.try_recv().is_err(), "muted inside the window");
+        let firing = &a.engine.active()[0];
+        assert_eq!(firing.muted_by.as_deref(), Some("nightly"));
+        assert_eq!(stats.muted.load(Ordering::Relaxed), 1);
+        a.tick(ms("2026-01-15T01:59:59Z"));
+        assert!(sent.try_recv().is_err(), "02:59:59 in Oslo is still inside");
+
+        a.tick(ms("2026-01-15T02:00:00Z"));
+        let n = sent.try_recv().expect("the firing once the window closed");
+        assert_eq!(
+            (n.event.as_str(), n.id.as_str()),
+            ("firing", "cpu_high:rvm1:1/firing")
+        );
+        assert_eq!(a.engine.active()[0].muted_by, None);
+        a.tick(ms("2026-01-15T02:00:01Z"));
+        assert!(sent.try_recv().is_err(), "sent once");
+        a.observe(build_observation("oslo", 10.0, "2026-01-15T02:00:02Z"));
+        assert_eq!(sent.try_recv().unwrap().event, "resolved");
+
+        // muted and resolved inside the next night's window: nothing at all
+        a.observe(build_observation("oslo", 95.0, "2026-01-16T01:10:00Z"));
+        a.observe(build_observation("oslo", 10.0, "2026-01-16T01:20:00Z"));
+        a.tick(ms("2026-01-16T02:30:00Z"));
+        assert!(sent.try_recv().is_err());
+        assert_eq!(stats.muted.load(Ordering::Relaxed), 3);
+        let resolved = a.engine.history().last().unwrap().clone();
+        assert_eq!(
+            resolved.muted_by.as_deref(),
+            Some("nightly"),
+            "the record keeps the mark"
+        );
     }
 }

@@ -10,6 +10,8 @@
 //! - [`engine`]: per (rule, device) lifecycle pending -> firing -> resolved, `for`, hysteresis,
 //!   cooldown, acknowledgement, escalation, export/import; [`silence`]: silences
 //! - [`inputs`]: the inputs the server derives (presence, restarts, drops, recoveries, skew)
+//! - [`maintenance`]: the maintenance windows of the config and the API, and which
+//!   notifications they mute (pure)
 //! - [`actor`]: the alerts actor (engine, correlator, notifications, persistence, audit);
 //!   [`requests`]: what it answers for the API; [`store`]: its persisted state; [`http`]:
 //!   alerts, silences and incidents routes
@@ -23,6 +25,7 @@ pub mod alert;
 pub mod engine;
 pub mod http;
 pub mod inputs;
+pub mod maintenance;
 pub mod names;
 pub mod requests;
 pub mod rules;

@@ -1,5 +1,5 @@
 //! Requests the alerts actor answers for the API: alerts, acknowledgements, silences,
-//! incidents, its counters. Each message sits beside its handler; the actor's state and
+//! incidents, maintenance windows, its counters. Each message sits beside its handler; the actor's state and
 //! the helpers they call are in [`super::actor`].
 
 use actix::prelude::*;
@@ -8,9 +8,11 @@ use serde::Serialize;
 use super::actor::{AlertsActor, AlertsSnapshot};
 use super::alert::{Alert, AlertState};
 use super::engine::AlertError;
+use super::maintenance::{AddedWindow, WindowError, WindowView};
 use super::silence::{Matcher, Silence};
 use crate::incidents::incident::Incident;
 use crate::live::event::LiveEvent;
+use crate::notify::maintenance::WindowFile;
 
 /// Which alerts `GET /api/v1/alerts` lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,5 +193,65 @@ impl Handler<GetSnapshot> for AlertsActor {
     type Result = MessageResult<GetSnapshot>;
     fn handle(&mut self, _: GetSnapshot, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.snapshot())
+    }
+}
+
+/// Every maintenance window, config first, each saying whether it is open now.
+#[derive(Message)]
+#[rtype(result = "Vec<WindowView>")]
+pub struct ListWindows;
+
+impl Handler<ListWindows> for AlertsActor {
+    type Result = MessageResult<ListWindows>;
+    fn handle(&mut self, _: ListWindows, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.maintenance.list(common::time::now_ms()))
+    }
+}
+
+/// Adds a maintenance window (persisted, audited).
+#[derive(Message)]
+#[rtype(result = "Result<WindowView, WindowError>")]
+pub struct AddWindow {
+    pub window: WindowFile,
+    pub who: String,
+    pub comment: String,
+}
+
+impl Handler<AddWindow> for AlertsActor {
+    type Result = Result<WindowView, WindowError>;
+    fn handle(&mut self, m: AddWindow, _: &mut Context<Self>) -> Self::Result {
+        let now = common::time::now_ms();
+        let v = self.maintenance.add(AddedWindow {
+            window: m.window,
+            created_by: m.who.clone(),
+            created_ms: now,
+            comment: m.comment.clone(),
+        })?;
+        let name = v.window.name.clone().unwrap_or_default();
+        tracing::info!(window = %name, by = %m.who, open_now = v.open_now, "maintenance window added");
+        self.audit(&m.who, "maintenance_add", &name, &m.comment);
+        self.persist_windows();
+        self.publish(|| LiveEvent::Maintenance);
+        Ok(v)
+    }
+}
+
+/// Removes a maintenance window the API added (persisted, audited).
+#[derive(Message)]
+#[rtype(result = "Result<(), WindowError>")]
+pub struct RemoveWindow {
+    pub name: String,
+    pub who: String,
+}
+
+impl Handler<RemoveWindow> for AlertsActor {
+    type Result = Result<(), WindowError>;
+    fn handle(&mut self, m: RemoveWindow, _: &mut Context<Self>) -> Self::Result {
+        self.maintenance.remove(&m.name)?;
+        tracing::info!(window = %m.name, by = %m.who, "maintenance window removed");
+        self.audit(&m.who, "maintenance_remove", &m.name, "");
+        self.persist_windows();
+        self.publish(|| LiveEvent::Maintenance);
+        Ok(())
     }
 }

@@ -151,6 +151,11 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("rvm_fleet_incidents_open", "gauge", "Open incidents."),
     ("rvm_fleet_silences_active", "gauge", "Active silences."),
     (
+        "rvm_fleet_notifications_muted_total",
+        "counter",
+        "Notifications not sent because a maintenance window covered their machines.",
+    ),
+    (
         "rvm_fleet_notifications_routed_total",
         "counter",
         "Notifications accepted for delivery, by route.",

@@ -305,6 +305,7 @@ pub fn render(x: &ScrapeInput) -> Result<String, RenderError> {
         );
         one(&mut out, "rvm_fleet_incidents_open", a.open_incidents as f64);
         one(&mut out, "rvm_fleet_silences_active", a.silences as f64);
+        one(&mut out, "rvm_fleet_notifications_muted_total", a.muted as f64);
     }
 
     // notifications
@@ -535,6 +536,7 @@ mod tests {
                 skipped_suppressed: 0,
                 held: 0,
                 held_dropped: 0,
+                muted: 0,
                 incident_changes: 0,
                 persist_errors: 0,
             }),
