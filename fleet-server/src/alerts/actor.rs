@@ -33,7 +33,7 @@ use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::DeviceId;
+use common::{CheckResult, DeviceId};
 use serde::Serialize;
 
 use super::alert::{AlertState, DeviceInfo, Transition, TransitionKind};
@@ -158,7 +158,9 @@ impl AlertsActor {
         let hold_ms = setup
             .hold_offline_ms
             .unwrap_or(setup.rules.correlate.site_outage.window_s as i64 * 1000);
-        let mut engine = AlertEngine::new(setup.rules.rules.clone()).with_history_cap(ALERT_HISTORY_CAP);
+        let mut engine = AlertEngine::new(setup.rules.rules.clone())
+            .with_history_cap(ALERT_HISTORY_CAP)
+            .with_health_checks(setup.rules.health_checks.clone());
         let mut corr = Correlator::new(setup.rules.correlate.clone());
         let load = |key: &str| match setup.store.alert_state(key) {
             Ok(v) => v,
@@ -259,7 +261,10 @@ impl AlertsActor {
     fn observe(&mut self, o: Observation) {
         self.stats.observations.fetch_add(1, Ordering::Relaxed);
         self.learn(&o.device);
-        let t = self.engine.observe(&o.device, &o.metrics, o.at_ms);
+        let mut t = self.engine.observe(&o.device, &o.metrics, o.at_ms);
+        if let Some(checks) = &o.checks {
+            t.extend(self.engine.observe_checks(&o.device, checks, o.at_ms));
+        }
         let mut changes = self.corr.on_metrics(&o.device, &o.metrics, o.at_ms);
         if !t.is_empty() {
             self.view();
@@ -648,11 +653,14 @@ impl Actor for AlertsActor {
 // ---------------------------------------------------------------------------------------------
 // Messages
 
-/// One device's samples at one time: telemetry metrics and/or derived inputs.
+/// One device's samples at one time: telemetry metrics and/or derived inputs, and/or the
+/// checks of a live health report.
 #[derive(Debug, Clone)]
 pub struct Observation {
     pub device: DeviceInfo,
     pub metrics: Vec<(String, f64)>,
+    /// A health report's checks: each failing one is an alert ([`super::checks`]).
+    pub checks: Option<Vec<CheckResult>>,
     pub at_ms: i64,
 }
 
@@ -769,6 +777,7 @@ mod tests {
                 ..DeviceInfo::new(DeviceId::new("rvm1").unwrap())
             },
             metrics: vec![("cpu.usage_pct".into(), value)],
+            checks: None,
             at_ms: at.parse::<jiff::Timestamp>().unwrap().as_millisecond(),
         }
     }

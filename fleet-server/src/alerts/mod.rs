@@ -7,6 +7,7 @@
 //! - [`rules`]: the file format, defaults, validation naming every bad key, runtime
 //!   [`rules::Rule`]
 //! - [`alert`]: the alert record, its transitions, the device info rules are scoped by
+//! - [`checks`]: failing health checks as alerts (`[health_checks]`, rule names, values)
 //! - [`engine`]: per (rule, device) lifecycle pending -> firing -> resolved, `for`, hysteresis,
 //!   cooldown, acknowledgement, escalation, export/import; [`silence`]: silences
 //! - [`inputs`]: the inputs the server derives (presence, restarts, drops, recoveries, skew)
@@ -22,6 +23,7 @@
 
 pub mod actor;
 pub mod alert;
+pub mod checks;
 pub mod engine;
 pub mod http;
 pub mod inputs;

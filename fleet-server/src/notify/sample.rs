@@ -79,6 +79,23 @@ pub fn resolved_alert(at_ms: i64) -> Notification {
     )
 }
 
+/// A failing health check's alert on [`SAMPLE_DEVICE`] ([`crate::alerts::checks`]).
+pub fn failing_check(at_ms: i64) -> Notification {
+    let mut a = sample_alert(at_ms, AlertState::Firing);
+    a.rule = "check.http.vision".into();
+    a.id = format!("{}:{SAMPLE_DEVICE}:1", a.rule);
+    a.metric = "health.http:vision".into();
+    a.severity = Severity::Critical;
+    a.summary = "http vision answered 500 (expected 200)".into();
+    a.op = Op::Ge;
+    (a.value, a.threshold, a.clear) = (2.0, 1.0, 1.0);
+    a.labels.insert("rule".into(), a.rule.clone());
+    a.labels.insert("severity".into(), "critical".into());
+    a.labels.insert("check".into(), "http:vision".into());
+    a.labels.insert("check_kind".into(), "http".into());
+    from_alert(TransitionKind::Firing, a, at_ms)
+}
+
 /// A site outage opened at `test-site`.
 pub fn opened_incident(at_ms: i64) -> Notification {
     let device = DeviceId::new(SAMPLE_DEVICE).unwrap_or_else(|_| unreachable!("a valid id"));
