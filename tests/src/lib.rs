@@ -629,17 +629,25 @@ impl Drop for SimFleet {
     }
 }
 
-/// One request a [`WebhookReceiver`] got: its path and JSON body.
+/// One request a [`WebhookReceiver`] got: its path and JSON body, and when.
 #[derive(Debug, Clone)]
 pub struct Received {
     pub path: String,
     pub body: Value,
+    pub at: Instant,
 }
 
-/// A tiny HTTP server that records JSON POSTs and answers 200.
+/// How often a held request looks whether it may go.
+const HOLD_POLL: Duration = Duration::from_millis(50);
+
+/// A tiny HTTP server that records JSON POSTs and answers 200; while told to hold
+/// ([`WebhookReceiver::hold`]) it keeps each request in [`WebhookReceiver::held`] without an
+/// answer, and closes its connection unanswered once released (a delivery in flight).
 pub struct WebhookReceiver {
     pub url: String,
     pub received: Arc<std::sync::Mutex<Vec<Received>>>,
+    held: Arc<std::sync::Mutex<Vec<Received>>>,
+    holding: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl WebhookReceiver {
@@ -648,11 +656,13 @@ impl WebhookReceiver {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/hook", l.local_addr()?);
         let received: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
-        let rec = received.clone();
+        let held: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
+        let holding = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (rec, hel, hold) = (received.clone(), held.clone(), holding.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((s, _)) = l.accept().await else { return };
-                let rec = rec.clone();
+                let (rec, hel, hold) = (rec.clone(), hel.clone(), hold.clone());
                 tokio::spawn(async move {
                     let mut r = BufReader::new(s);
                     // keep-alive: several requests per connection
@@ -683,9 +693,19 @@ impl WebhookReceiver {
                             return;
                         }
                         let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        rec.lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(Received { path, body });
+                        let got = Received {
+                            path,
+                            body,
+                            at: Instant::now(),
+                        };
+                        if hold.load(std::sync::atomic::Ordering::Acquire) {
+                            hel.lock().unwrap_or_else(|p| p.into_inner()).push(got);
+                            while hold.load(std::sync::atomic::Ordering::Acquire) {
+                                tokio::time::sleep(HOLD_POLL).await;
+                            }
+                            return;
+                        }
+                        rec.lock().unwrap_or_else(|p| p.into_inner()).push(got);
                         let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
                         if r.get_mut().write_all(ok.as_bytes()).await.is_err() {
                             return;
@@ -694,7 +714,27 @@ impl WebhookReceiver {
                 });
             }
         });
-        Ok(WebhookReceiver { url, received })
+        Ok(WebhookReceiver {
+            url,
+            received,
+            held,
+            holding,
+        })
+    }
+
+    /// While `on`, requests are kept unanswered (see the type's docs).
+    pub fn hold(&self, on: bool) {
+        self.holding.store(on, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Bodies of the requests kept unanswered.
+    pub fn held(&self) -> Vec<Value> {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|r| r.body.clone())
+            .collect()
     }
 
     /// Bodies received so far.

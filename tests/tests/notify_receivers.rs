@@ -1,7 +1,7 @@
 //! The notification channels of issue 19 against real receivers on 127.0.0.1: an HTTPS server
 //! with a certificate from a private CA made by the test, and aiosmtpd (PyPI) requiring
-//! STARTTLS or implicit TLS and AUTH. These drive the channel senders directly; the server's
-//! notifier is wired to them separately.
+//! STARTTLS or implicit TLS and AUTH. These drive the channel senders directly; the running
+//! server's notifications through them are `notify_delivery.rs`.
 
 use std::time::Duration;
 
