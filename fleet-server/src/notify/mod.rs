@@ -16,9 +16,9 @@
 //!   worth retrying, and records every outcome in [`stats`]. A notification decided before a
 //!   crash is delivered after the restart, at least once, with a stable id to deduplicate on;
 //! - [`maintenance`]: recurring windows in a site's time zone (pure); the alerts actor mutes
-//!   notifications inside them;
+//!   notifications inside them and serves their routes ([`crate::alerts::maintenance`]);
 //! - [`Notifier`]: what the API sees: counters, channels, the outbox, and the test message
-//!   ([`sample`]); [`http`]: its routes and the maintenance windows'.
+//!   ([`sample`]); [`http`]: its routes.
 //!
 //! A built-in `log` channel exists unless the file defines one of that name.
 
