@@ -236,7 +236,8 @@ pub enum RulesSource {
     /// The shipped `config/rules.toml`, compiled in.
     Builtin,
     File(PathBuf),
-    Parsed(RuleSet),
+    /// Rules already parsed (boxed: a rule set is large beside a path).
+    Parsed(Box<RuleSet>),
 }
 
 impl RulesSource {
@@ -257,7 +258,7 @@ impl RulesSource {
                     message: e.to_string(),
                 })
             }
-            RulesSource::Parsed(set) => Ok(set.clone()),
+            RulesSource::Parsed(set) => Ok((**set).clone()),
         }
     }
 }

@@ -198,7 +198,8 @@ impl AlertEngine {
             .active
             .keys()
             .filter(|(rule, _)| {
-                !self.by_name.contains_key(rule) && !(is_check_rule(rule) && self.checks.is_some())
+                let known = self.by_name.contains_key(rule) || (is_check_rule(rule) && self.checks.is_some());
+                !known
             })
             .cloned()
             .collect();

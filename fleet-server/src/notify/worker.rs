@@ -76,7 +76,8 @@ pub fn log_notification(channel: &str, n: &Notification) {
 #[derive(Debug)]
 pub enum Deliverer {
     Log,
-    Sender(Sender),
+    /// Boxed: a sender (client, templates) is large beside the other variants.
+    Sender(Box<Sender>),
     /// The channel could not be started; its deliveries fail with this.
     Broken(DeliveryError),
 }
@@ -89,7 +90,7 @@ pub fn start_channels(cfg: &NotifyConfig, stats: &NotifyStats) -> BTreeMap<Strin
         let d = match channel.spec() {
             None => Deliverer::Log,
             Some(spec) => match spec.start() {
-                Ok(s) => Deliverer::Sender(s),
+                Ok(s) => Deliverer::Sender(Box::new(s)),
                 Err(e) => {
                     tracing::error!(channel = %name, error = %e, "notification channel cannot start; its deliveries fail");
                     Deliverer::Broken(e)
