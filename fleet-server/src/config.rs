@@ -9,6 +9,7 @@ use crate::alerts::rules::{RuleSet, parse_rules};
 use crate::history::minute::{DAY_MS, HOUR_MS};
 use crate::history::rollup::HistoryPolicy;
 use crate::notify::config::{NotifyConfig, NotifySection};
+use crate::supervise::restart::RestartPolicy;
 
 /// The rules used when `[alerts] rules` is not set: the shipped `config/rules.toml`.
 pub const BUILTIN_RULES: &str = include_str!("../../config/rules.toml");
@@ -38,6 +39,9 @@ pub struct ServerFile {
     pub notify: NotifySection,
     #[serde(default)]
     pub republish: RepublishSection,
+    /// Restart intensity of the server's own actors and threads ([`crate::supervise`]).
+    #[serde(default)]
+    pub supervisor: RestartPolicy,
 }
 
 /// `[republish]`: decoded JSON of every record, alert transition and incident change on
@@ -306,6 +310,8 @@ pub struct ServerConfig {
     pub http_tls: Option<HttpTls>,
     /// `[republish] enabled`: JSON on `fleet/v1/...` for third-party subscribers.
     pub republish: bool,
+    /// `[supervisor]`: restart intensity, backoff, heartbeat of the server's children.
+    pub supervisor: RestartPolicy,
 }
 
 impl ServerFile {
@@ -416,6 +422,7 @@ impl ServerFile {
                 st.cache_mib
             ));
         }
+        p.extend(self.supervisor.validate("supervisor"));
         match (http, listen, connect, notify) {
             (Ok(http), Ok(listen), Ok((host, port)), Ok(notify)) if p.is_empty() => Ok(ServerConfig {
                 http,
@@ -443,6 +450,7 @@ impl ServerFile {
                 metrics_token: self.http.metrics_token.clone(),
                 http_tls,
                 republish: self.republish.enabled,
+                supervisor: self.supervisor,
             }),
             _ => Err(p),
         }
@@ -462,6 +470,11 @@ mod tests {
         assert_eq!(a.rules, RulesSource::File("config/rules.toml".into()));
         assert!(a.notify.channels.contains_key("log"));
         assert_eq!(c.history, HistoryPolicy::default());
+        assert_eq!(
+            c.supervisor,
+            RestartPolicy::default(),
+            "the example lists the defaults"
+        );
         // the example names the shipped rules file, which the server also builds in
         let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules.toml");
         assert_eq!(
@@ -609,6 +622,32 @@ mod tests {
         assert!(!f.validate().unwrap().republish);
         let e = toml::from_str::<ServerFile>("[republish]\nenable = true\n").unwrap_err();
         assert!(e.to_string().contains("enable"), "{e}");
+    }
+
+    #[test]
+    fn supervisor_keys_have_defaults_and_bad_ones_are_named() {
+        let f: ServerFile = toml::from_str("").unwrap();
+        assert_eq!(f.validate().unwrap().supervisor, RestartPolicy::default());
+        let f: ServerFile = toml::from_str(
+            "[supervisor]
+max_restarts = 0
+heartbeat_s = 1
+window_s = 30
+",
+        )
+        .unwrap();
+        let p = f.validate().unwrap_err().join("\n");
+        for k in ["supervisor.max_restarts", "supervisor.heartbeat_s"] {
+            assert!(p.contains(k), "{k} in {p}");
+        }
+        assert!(!p.contains("supervisor.window_s"), "{p}");
+        let e = toml::from_str::<ServerFile>(
+            "[supervisor]
+max_restart = 3
+",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("max_restart"), "{e}");
     }
 
     #[test]

@@ -106,6 +106,7 @@ pub fn start(opts: &DemoOptions) -> anyhow::Result<Demo> {
         metrics_token: None,
         http_tls: None,
         republish: true,
+        supervisor: Default::default(),
     })?;
     let admin_token = ensure_admin_token(&opts.data_dir, &server.tokens)?;
     let url = format!("http://{}/", server.http_addr);

@@ -29,8 +29,11 @@
 //! - leaves: [`alloc`] (glibc malloc's arena cap), [`store`] (the sled database: handle, trees, keys), [`messages`] (messages that
 //!   cross features), [`auth`] (API tokens and roles), [`config`] (`fleet-server.toml`,
 //!   validation naming every bad key)
-//! - [`server`]: starting and stopping everything; [`demo`]: `fleet-server demo`;
-//!   [`sub`]: `fleetctl sub`; [`provision`]: provisioning bundles (`fleetctl certs bundle`)
+//! - [`supervise`]: the supervisor of the server's own actors, tasks and threads: restart
+//!   decisions (pure), liveness, slots and inboxes that outlive a restart, test-only faults
+//! - [`server`]: starting and stopping everything, and the supervised children in start
+//!   order (`server/children.rs`); [`demo`]: `fleet-server demo`; [`sub`]: `fleetctl sub`;
+//!   [`provision`]: provisioning bundles (`fleetctl certs bundle`)
 
 pub mod alerts;
 pub mod alloc;
@@ -53,6 +56,7 @@ pub mod republish;
 pub mod server;
 pub mod store;
 pub mod sub;
+pub mod supervise;
 
 /// Sets TCP_NODELAY on an MQTT client's connections. MQTT packets are small and answered
 /// (PUBACK, a command's result): with Nagle's algorithm on, a packet written while an earlier

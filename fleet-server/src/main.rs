@@ -71,7 +71,12 @@ fn main() -> ExitCode {
         "malloc arenas capped (None: MALLOC_ARENA_MAX from the environment)"
     );
     let res = match Cli::parse().cmd {
-        Cmd::Run { config } => run(config),
+        Cmd::Run { config } => match run(config) {
+            // a child went past its restart intensity: systemd restarts the process
+            Ok(Some(code)) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        },
         Cmd::CheckConfig { config } => ServerFile::load(&config)
             .map(|_| println!("{}: ok", config.display()))
             .map_err(anyhow::Error::from),
@@ -107,16 +112,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: PathBuf) -> anyhow::Result<()> {
+/// Runs until a signal (None) or until the supervisor gives up (its exit code,
+/// [`fleet_server::server::EXIT_RESTART_LIMIT`]).
+fn run(config: PathBuf) -> anyhow::Result<Option<i32>> {
     let cfg = ServerFile::load(&config)?;
     let mut server = Server::start(cfg)?;
     eprintln!(
         "fleet server: http://{}/  mqtts://{}",
         server.http_addr, server.mqtt_addr
     );
-    wait_for_signal();
+    let code = wait_for_signal_or_exit(Some(server.watch_exit()));
     server.stop();
-    Ok(())
+    if let Some(code) = code {
+        eprintln!("fleet-server: an actor exceeded its restart limit; exiting with {code}");
+    }
+    Ok(code)
 }
 
 fn demo_scenario(
@@ -161,22 +171,39 @@ fn run_demo(opts: DemoOptions) -> anyhow::Result<()> {
 }
 
 fn wait_for_signal() {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(_) => return,
-    };
+    wait_for_signal_or_exit(None);
+}
+
+/// Waits for SIGINT or SIGTERM (None), or for `exit` to carry an exit code.
+fn wait_for_signal_or_exit(exit: Option<tokio::sync::watch::Receiver<Option<i32>>>) -> Option<i32> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
     rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let gave_up = async {
+            match exit {
+                Some(mut rx) => rx.wait_for(Option::is_some).await.ok().and_then(|c| *c),
+                None => std::future::pending().await,
+            }
+        };
+        let signalled = async {
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
                 }
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        };
+        tokio::select! {
+            code = gave_up => code,
+            () = signalled => None,
         }
-    });
+    })
 }

@@ -76,6 +76,16 @@ impl ServerProc {
         self.child.is_some()
     }
 
+    /// Waits up to `within` for the process to exit on its own: its exit code (None: it
+    /// still runs, or a signal ended it).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let code = self.child.as_mut()?.wait_exit(within);
+        if code.is_some() {
+            self.child = None;
+        }
+        code
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.0.id())
     }

@@ -253,6 +253,7 @@ pub fn start_fleet(opts: FleetOptions, readers: &[&str]) -> anyhow::Result<(Test
         metrics_token: None,
         http_tls: None,
         republish: true,
+        supervisor: opts.supervisor.unwrap_or_default(),
     };
     let server = Server::start(cfg.clone())?;
     anyhow::ensure!(

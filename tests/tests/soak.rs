@@ -14,17 +14,25 @@
 //! within 10 KiB/min over 5 minutes while its RssAnon rose 60 to 80 KiB/min; `malloc_trim`
 //! gave back 80 KiB of it).
 //!
-//! Warm-up (`SOAK_WARMUP_SECS`, default a quarter of the run, at least 120 s) covers
-//! connecting, sled's page cache filling with history rows, and the first rollups. In a
-//! 30-minute run (docs/benchmarks.md, "Soak") the agent's heap was flat from the start; the
-//! server's rose 1 to 2 MiB/min in the first 5 minutes and about 0.5 MiB/min after that, under
-//! its tolerance but not flat: memory that grows with the history stored, not yet explained.
+//! Warm-up (`SOAK_WARMUP_SECS`, default a quarter of the run, at least 120 s, and at least
+//! [`SERVER_GROWTH_SECS`] in a run of 20 minutes or more) covers connecting, sled's page cache
+//! filling with history rows, and the first rollups. The judged window after it must be at
+//! least [`MIN_JUDGED_SECS`]: a shorter run is refused, saying so. In the hour run
+//! (docs/benchmarks.md, "Soak") the agent's heap was flat from the start; the server's rose
+//! about 3 MiB/min for its first 15 minutes (8.6 MiB between minutes 2 and 5, 31 MiB between 5
+//! and 15) and held flat after that: memory that grows with the history stored, not yet
+//! explained.
 //!
 //! - **agent** (`SOAK_AGENT_KIB_PER_MIN`, default 16): it records once a second; a leak of one
 //!   300-byte allocation per record lifts the floor 17.6 KiB/min and fails.
-//! - **server** (`SOAK_SERVER_KIB_PER_MIN`, default 1024): it takes `SOAK_DEVICES` (default
-//!   1000) machines at one record per `SOAK_INTERVAL_MS` (default 5000), 200 records/s; a
-//!   leak of one 100-byte allocation per record is 1.2 MiB/min and fails. Two things grew the
+//! - **server**: it takes `SOAK_DEVICES` (default 1000) machines at one record per
+//!   `SOAK_INTERVAL_MS` (default 5000), 200 records/s. Judged after its growth phase (a
+//!   warm-up of at least [`SERVER_GROWTH_SECS`]) against `SOAK_SERVER_KIB_PER_MIN` (default
+//!   1024): a leak of one 100-byte allocation per record is 1.2 MiB/min and fails. Judged
+//!   inside it (every run shorter than 20 minutes, the 5-minute CI run among them) against
+//!   `SOAK_SERVER_EARLY_KIB_PER_MIN` (default 8192, well above the 3 MiB/min of healthy
+//!   growth): a leak of one 500-byte allocation per record (5.7 MiB/min on top) fails, and so
+//!   does keeping every record. Two things grew the
 //!   server's heap in its first minutes, both found with heaptrack at this load: sled's page
 //!   cache filling (with the default 64 MiB cache, for about 6 minutes) and, in a debug build,
 //!   the alerts actor's mailbox while the correlator's O(fleet)-per-record outlier check could
@@ -45,8 +53,15 @@ use rvm_fleet_tests::harness::{ServerProc, SimSpec, env_u64, replace_md_section,
 use rvm_fleet_tests::{Child, write_agent_config};
 
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
-/// Runs at least this long judge the server's heap too (its warm-up outlasts a CI run).
-const SERVER_JUDGED_FROM_SECS: u64 = 1200;
+/// The server's heap grows for about this long after it starts (see the module docs): a run
+/// whose warm-up covers it is judged against the steady tolerance, any other against the
+/// early one.
+const SERVER_GROWTH_SECS: u64 = 900;
+/// Runs at least this long get a warm-up of at least [`SERVER_GROWTH_SECS`] by default.
+const LONG_RUN_SECS: u64 = 1200;
+/// The shortest window after warm-up that is judged (twelve samples, four per third); a
+/// shorter run is refused.
+const MIN_JUDGED_SECS: u64 = 120;
 /// glibc's per-thread cache keeps freed chunks out of the free lists, and `mallinfo2` counts
 /// them as in use: with it on, the release agent's "heap in use" crept ~15 KiB/min for 15
 /// minutes while heaptrack showed its live heap flat. With it off the figure is the live heap.
@@ -117,9 +132,23 @@ async fn soak_server_and_agent_memory_stays_flat() {
     let secs = env_u64("SOAK_SECS", 300);
     let devices = env_u64("SOAK_DEVICES", 1000) as usize;
     let interval_ms = env_u64("SOAK_INTERVAL_MS", 5000);
-    let warmup = env_u64("SOAK_WARMUP_SECS", (secs / 4).max(120)).min(secs.saturating_sub(60));
+    let default_warmup = match secs >= LONG_RUN_SECS {
+        true => (secs / 4).max(SERVER_GROWTH_SECS),
+        false => (secs / 4).max(120),
+    };
+    let warmup = env_u64("SOAK_WARMUP_SECS", default_warmup);
+    assert!(
+        secs >= warmup + MIN_JUDGED_SECS,
+        "SOAK_SECS={secs} leaves {} s after a {warmup} s warm-up: memory needs at least \
+         {MIN_JUDGED_SECS} s to be judged (run at least {} s, or shorten SOAK_WARMUP_SECS)",
+        secs.saturating_sub(warmup),
+        warmup + MIN_JUDGED_SECS
+    );
     let agent_tol = env_u64("SOAK_AGENT_KIB_PER_MIN", 16) as f64;
-    let server_tol = env_u64("SOAK_SERVER_KIB_PER_MIN", 1024) as f64;
+    let server_tol = match warmup >= SERVER_GROWTH_SECS {
+        true => env_u64("SOAK_SERVER_KIB_PER_MIN", 1024),
+        false => env_u64("SOAK_SERVER_EARLY_KIB_PER_MIN", 8192),
+    } as f64;
     let cache_mib = env_u64("SOAK_CACHE_MIB", 8);
 
     let dir = tempfile::tempdir().unwrap();
@@ -292,13 +321,18 @@ async fn soak_server_and_agent_memory_stays_flat() {
         "the agent's heap floor rises {:.1} KiB/min after warm-up (tolerance {agent_tol})",
         agent_slopes.heap_floor
     );
-    // The server's heap still rises 1 to 2 MiB/min in its first five minutes (history
-    // metadata, under investigation: docs/benchmarks.md, "Soak findings"), so a 5-minute CI
-    // run cannot judge it; it is judged from 20 minutes on and reported always.
+    // The server's heap still rises about 3 MiB/min in its first 15 minutes (history
+    // metadata, under investigation: docs/benchmarks.md, "Soak findings"): a run whose warm-up
+    // ends before that is judged against the early tolerance (see the module docs).
     assert!(
-        secs < SERVER_JUDGED_FROM_SECS || server_slopes.heap_floor <= server_tol,
-        "the server's heap floor rises {:.1} KiB/min after warm-up (tolerance {server_tol})",
-        server_slopes.heap_floor
+        server_slopes.heap_floor <= server_tol,
+        "the server's heap floor rises {:.1} KiB/min after a {warmup} s warm-up (tolerance \
+         {server_tol} KiB/min, {})",
+        server_slopes.heap_floor,
+        match warmup >= SERVER_GROWTH_SECS {
+            true => "steady: SOAK_SERVER_KIB_PER_MIN",
+            false => "inside its growth phase: SOAK_SERVER_EARLY_KIB_PER_MIN",
+        }
     );
 }
 

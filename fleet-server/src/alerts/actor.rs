@@ -19,28 +19,29 @@
 //! [`TICK`]). Windows added through the API are persisted beside the engine's state.
 //!
 //! Every change batch (transitions, incident changes, acknowledgements, silences) hands both
-//! exports to a persister thread that writes them to the store's `alerts` tree and flushes; at
-//! most one export is with it at a time, and changes made meanwhile go in the next one; on start they are imported, so active alerts, acknowledgements and silences
-//! survive a restart and are not notified again. Acknowledgements and silence changes also go
-//! to the audit log (`DATA_DIR/audit.log`, JSON lines).
+//! exports to the persister ([`super::persist`]), which writes them to the store's `alerts`
+//! tree; at most one export is with it at a time, and changes made meanwhile go in the next
+//! one. On start they are imported, so active alerts, acknowledgements and silences survive a
+//! restart of the process or of this actor (supervised: `crate::server::children`) and are not
+//! notified again; what a restart loses is the last changes not yet exported and the offline
+//! notifications being held. Acknowledgements and silence changes also go to the audit log
+//! (`DATA_DIR/audit.log`, JSON lines).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc as std_mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
 use common::{CheckResult, DeviceId};
-use serde::Serialize;
 
 use super::alert::{AlertState, DeviceInfo, Transition, TransitionKind};
 use super::engine::{AlertEngine, EngineState};
 use super::maintenance::{AddedWindow, MaintenanceBook, Verdict, verdict};
 use super::names::PRESENCE_OFFLINE;
+use super::persist::{CORRELATOR_KEY, ENGINE_KEY, MAINTENANCE_KEY, PersistHandle};
 use super::rules::RuleSet;
+use super::stats::{AlertsSnapshot, AlertsStats};
 use crate::incidents::Correlator;
 use crate::incidents::incident::{CorrelatorState, FleetView, IncidentChange, IncidentChangeKind};
 use crate::live::LiveHub;
@@ -52,23 +53,21 @@ use crate::notify::notification::Notification;
 use crate::republish::item::Item as RepublishItem;
 use crate::republish::queue::RepublishHandle;
 use crate::store::FleetStore;
+use crate::supervise::child::Beat;
 
 /// Time-driven evaluation: pending alerts, escalations, silence expiry, held notifications.
 pub const TICK: Duration = Duration::from_secs(1);
 /// Resolved alerts kept for the API.
 pub const ALERT_HISTORY_CAP: usize = 2_000;
-/// Keys of the persisted exports in the store's `alerts` tree.
-pub const ENGINE_KEY: &str = "engine";
-pub const CORRELATOR_KEY: &str = "correlator";
-/// Key of the maintenance windows added through the API.
-pub const MAINTENANCE_KEY: &str = "maintenance";
 
 /// What the actor needs to start.
 pub struct AlertsSetup {
     pub rules: RuleSet,
     pub notify: NotifyHandle,
+    /// Where the state was persisted (read at start).
     pub store: FleetStore,
-    pub audit_log: PathBuf,
+    /// The persister's queue (its thread is a child of its own).
+    pub persist: PersistHandle,
     /// How long an offline alert's notification waits for its site incident; None: the
     /// correlator's site outage window.
     pub hold_offline_ms: Option<i64>,
@@ -76,51 +75,9 @@ pub struct AlertsSetup {
     pub maintenance: Windows,
 }
 
-#[derive(Debug, Default)]
-pub struct AlertsStats {
-    pub observations: AtomicU64,
-    pub transitions: AtomicU64,
-    pub notified: AtomicU64,
-    pub skipped_silenced: AtomicU64,
-    pub skipped_suppressed: AtomicU64,
-    pub held: AtomicU64,
-    /// Held offline notifications not sent (suppressed, back online, silenced meanwhile).
-    pub held_dropped: AtomicU64,
-    /// Notifications not sent because a maintenance window covered their machines.
-    pub muted: AtomicU64,
-    pub incident_changes: AtomicU64,
-    pub persist_errors: AtomicU64,
-    /// States handed to the persister.
-    pub state_exports: AtomicU64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct AlertsSnapshot {
-    pub active: usize,
-    pub firing: usize,
-    pub open_incidents: usize,
-    pub silences: usize,
-    pub observations: u64,
-    pub transitions: u64,
-    pub notified: u64,
-    pub skipped_silenced: u64,
-    pub skipped_suppressed: u64,
-    pub held: u64,
-    pub held_dropped: u64,
-    pub muted: u64,
-    pub incident_changes: u64,
-    pub persist_errors: u64,
-}
-
 struct Held {
     notification: Notification,
     due_ms: i64,
-}
-
-enum PersistJob {
-    State(Box<(EngineState, CorrelatorState)>),
-    Audit(serde_json::Value),
-    Windows(Vec<AddedWindow>),
 }
 
 pub struct AlertsActor {
@@ -130,9 +87,8 @@ pub struct AlertsActor {
     view: FleetView,
     view_dirty: bool,
     notify: NotifyHandle,
-    persist: std_mpsc::Sender<PersistJob>,
-    /// A state is with the persister and not yet written: the next export waits for it.
-    persist_busy: Arc<AtomicBool>,
+    /// A state with the persister and not yet written makes the next export wait for it.
+    persist: PersistHandle,
     /// The state changed since the last export.
     state_dirty: bool,
     held: BTreeMap<String, Held>,
@@ -213,15 +169,6 @@ impl AlertsActor {
             .filter(|a| a.muted_by.is_some())
             .map(|a| a.id)
             .collect();
-        let (tx, rx) = std_mpsc::channel();
-        let store = setup.store.clone();
-        let audit = setup.audit_log.clone();
-        let persist_stats = stats.clone();
-        let persist_busy = Arc::new(AtomicBool::new(false));
-        let busy = persist_busy.clone();
-        std::thread::Builder::new()
-            .name("alerts-persist".into())
-            .spawn(move || persister(store, audit, rx, persist_stats, busy))?;
         Ok(AlertsActor {
             engine,
             corr,
@@ -229,8 +176,7 @@ impl AlertsActor {
             view: FleetView::default(),
             view_dirty: false,
             notify: setup.notify,
-            persist: tx,
-            persist_busy,
+            persist: setup.persist,
             state_dirty: false,
             held: BTreeMap::new(),
             hold_ms,
@@ -285,6 +231,10 @@ impl AlertsActor {
         self.handle_changes(&t, &changes, now_ms);
         self.release_held(now_ms);
         self.unmute_closed(now_ms);
+        if self.persist.take_lost() {
+            // a persister died writing an export: this state is the next one
+            self.state_dirty = true;
+        }
         self.persist_if_idle();
     }
 
@@ -490,11 +440,7 @@ impl AlertsActor {
 
     /// Hands the API's windows to the persister.
     pub(super) fn persist_windows(&self) {
-        if self
-            .persist
-            .send(PersistJob::Windows(self.maintenance.added()))
-            .is_err()
-        {
+        if !self.persist.windows(self.maintenance.added()) {
             self.stats.persist_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!("maintenance windows not persisted: the persister stopped");
         }
@@ -517,8 +463,7 @@ impl AlertsActor {
     }
 
     fn persist_if_idle(&mut self) {
-        if self.state_dirty && !self.persist_busy.load(Ordering::Acquire) {
-            self.persist_busy.store(true, Ordering::Release);
+        if self.state_dirty && !self.persist.is_busy() {
             self.export_state();
         }
     }
@@ -526,11 +471,9 @@ impl AlertsActor {
     fn export_state(&mut self) {
         self.state_dirty = false;
         self.stats.state_exports.fetch_add(1, Ordering::Relaxed);
-        let job = PersistJob::State(Box::new((self.engine.export(), self.corr.export())));
-        if self.persist.send(job).is_err() {
-            self.persist_busy.store(false, Ordering::Release);
+        if !self.persist.export((self.engine.export(), self.corr.export())) {
             self.stats.persist_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("alert state not persisted: the persister stopped");
+            tracing::error!("alert state not persisted: the persister's queue is gone");
         }
     }
 
@@ -542,7 +485,7 @@ impl AlertsActor {
             "target": target,
             "comment": comment,
         });
-        let _ = self.persist.send(PersistJob::Audit(line));
+        self.persist.audit(line);
     }
 
     pub(super) fn snapshot(&self) -> AlertsSnapshot {
@@ -566,72 +509,6 @@ impl AlertsActor {
             persist_errors: l(&s.persist_errors),
         }
     }
-}
-
-/// Writes the latest state (coalescing a burst) and audit lines. Ends when the actor is gone.
-fn persister(
-    store: FleetStore,
-    audit: PathBuf,
-    rx: std_mpsc::Receiver<PersistJob>,
-    stats: Arc<AlertsStats>,
-    busy: Arc<AtomicBool>,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut state = None;
-        let mut windows = None;
-        let mut lines = Vec::new();
-        for job in std::iter::once(first).chain(rx.try_iter()) {
-            match job {
-                PersistJob::State(s) => state = Some(s),
-                PersistJob::Audit(l) => lines.push(l),
-                PersistJob::Windows(w) => windows = Some(w),
-            }
-        }
-        if let Some(w) = windows {
-            let res = serde_json::to_vec(&w).map_err(|e| e.to_string()).and_then(|b| {
-                store
-                    .save_alert_state(&[(MAINTENANCE_KEY, b)])
-                    .map_err(|e| e.to_string())
-            });
-            if let Err(e) = res {
-                stats.persist_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "maintenance windows not persisted");
-            }
-        }
-        if !lines.is_empty()
-            && let Err(e) = append_audit(&audit, &lines)
-        {
-            stats.persist_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, path = %audit.display(), "audit log not written");
-        }
-        if let Some(s) = state {
-            let (engine, corr) = *s;
-            let res = serde_json::to_vec(&engine)
-                .and_then(|e| Ok((e, serde_json::to_vec(&corr)?)))
-                .map_err(|e| e.to_string())
-                .and_then(|(e, c)| {
-                    store
-                        .save_alert_state(&[(ENGINE_KEY, e), (CORRELATOR_KEY, c)])
-                        .map_err(|e| e.to_string())
-                });
-            if let Err(e) = res {
-                stats.persist_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "alert state not persisted");
-            }
-            busy.store(false, Ordering::Release);
-        }
-    }
-}
-
-fn append_audit(path: &PathBuf, lines: &[serde_json::Value]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    let mut buf = Vec::new();
-    for l in lines {
-        buf.extend_from_slice(l.to_string().as_bytes());
-        buf.push(b'\n');
-    }
-    f.write_all(&buf)?;
-    f.sync_data()
 }
 
 impl Actor for AlertsActor {
@@ -690,6 +567,13 @@ impl Handler<AttachRepublisher> for AlertsActor {
     }
 }
 
+impl Handler<Beat> for AlertsActor {
+    type Result = ();
+    fn handle(&mut self, m: Beat, _: &mut Context<Self>) {
+        m.record();
+    }
+}
+
 impl Handler<AttachLive> for AlertsActor {
     type Result = ();
     fn handle(&mut self, m: AttachLive, _: &mut Context<Self>) {
@@ -699,6 +583,8 @@ impl Handler<AttachLive> for AlertsActor {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
+
     use super::*;
     use crate::alerts::rules::parse_rules;
     use crate::notify::NotifyHandle;
@@ -710,12 +596,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FleetStore::open(&dir.path().join("fleet.sled")).unwrap();
         let stats = Arc::new(AlertsStats::default());
+        let persist = super::super::persist::start_unsupervised(
+            store.clone(),
+            dir.path().join("audit.log"),
+            stats.clone(),
+        );
         let mut a = AlertsActor::new(
             AlertsSetup {
                 rules: parse_rules("").unwrap(),
                 notify: NotifyHandle::detached(16).0,
                 store: store.clone(),
-                audit_log: dir.path().join("audit.log"),
+                persist,
                 hold_offline_ms: None,
                 maintenance: Windows::default(),
             },
@@ -735,10 +626,10 @@ mod tests {
         };
         a.persist_state();
         assert_eq!(exports(), 1, "an idle persister gets the change at once");
-        wait_idle(&a.persist_busy);
+        wait_idle(&a.persist.busy);
 
         // the persister is busy with an earlier export: a thousand changes wait
-        a.persist_busy.store(true, Ordering::Release);
+        a.persist.busy.store(true, Ordering::Release);
         let now = common::time::now_ms();
         for i in 0..1000 {
             let silence = crate::alerts::silence::Silence {
@@ -758,11 +649,11 @@ mod tests {
         assert_eq!(exports(), 1);
         assert!(a.state_dirty);
         // done with it: the next tick exports once, with every change
-        a.persist_busy.store(false, Ordering::Release);
+        a.persist.busy.store(false, Ordering::Release);
         a.tick(now);
         assert_eq!(exports(), 2);
         assert!(!a.state_dirty);
-        wait_idle(&a.persist_busy);
+        wait_idle(&a.persist.busy);
         let saved: EngineState =
             serde_json::from_slice(&store.alert_state(ENGINE_KEY).unwrap().unwrap()).unwrap();
         assert_eq!(saved.silences.len(), 1000);
@@ -808,12 +699,17 @@ mod tests {
         )
         .unwrap();
         let stats = Arc::new(AlertsStats::default());
+        let persist = super::super::persist::start_unsupervised(
+            store.clone(),
+            dir.path().join("audit.log"),
+            stats.clone(),
+        );
         let mut a = AlertsActor::new(
             AlertsSetup {
                 rules: parse_rules(rules).unwrap(),
                 notify,
                 store,
-                audit_log: dir.path().join("audit.log"),
+                persist,
                 hold_offline_ms: None,
                 maintenance,
             },

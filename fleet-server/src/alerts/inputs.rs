@@ -117,6 +117,16 @@ impl DeviceInputs {
         }
     }
 
+    /// What a restarted fleet actor carries on from: everything but the skew samples, which
+    /// refill within [`SKEW_WINDOW_MS`] (a checkpoint is copied every second).
+    pub fn checkpoint(&self) -> DeviceInputs {
+        DeviceInputs {
+            skew: VecDeque::new(),
+            boot_id: self.boot_id.clone(),
+            ..*self
+        }
+    }
+
     /// A birth (`birth_ts_ms` is its envelope time, device clock).
     pub fn on_birth(&mut self, boot_id: &str, birth_ts_ms: i64) -> Vec<(String, f64)> {
         let restarted = self.boot_id.as_deref().is_some_and(|b| b != boot_id);
@@ -268,6 +278,22 @@ mod tests {
         assert_eq!(value(&d.on_birth("b", 10), AGENT_RESTARTED), Some(1.0));
         assert_eq!(value(&d.tick(false, 20), AGENT_RESTARTED), Some(0.0));
         assert_eq!(value(&d.tick(false, 30), AGENT_RESTARTED), None);
+    }
+
+    #[test]
+    fn a_checkpoint_keeps_the_current_connection_and_drops_the_skew_samples() {
+        let mut d = DeviceInputs::default();
+        d.on_birth("a", 100);
+        assert!(d.is_live_seq(7, 150));
+        d.on_live_record(150, 1_000);
+        let c = d.checkpoint();
+        assert!(c.is_live(150) && !c.is_live(99), "live records stay live");
+        assert_eq!(c.live_floor_seq, Some(7));
+        assert!(c.skew.is_empty());
+        assert!(
+            c.clone().on_birth("a", 100).is_empty(),
+            "the same boot is no restart"
+        );
     }
 
     #[test]

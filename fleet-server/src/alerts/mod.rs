@@ -13,9 +13,10 @@
 //! - [`inputs`]: the inputs the server derives (presence, restarts, drops, recoveries, skew)
 //! - [`maintenance`]: the maintenance windows of the config and the API, and which
 //!   notifications they mute (pure)
-//! - [`actor`]: the alerts actor (engine, correlator, notifications, persistence, audit);
-//!   [`requests`]: what it answers for the API; [`store`]: its persisted state; [`http`]:
-//!   alerts, silences and incidents routes
+//! - [`actor`]: the alerts actor (engine, correlator, notifications, audit); [`requests`]:
+//!   what it answers for the API; [`stats`]: its counters; [`persist`]: the thread that
+//!   writes its exports, audit lines and maintenance windows; [`store`]: its persisted state;
+//!   [`http`]: alerts, silences, incidents and maintenance windows routes
 //!
 //! Invariants: one active alert per (rule, device); transitions only for changes (an imported
 //! state is not notified again); a silenced alert still changes state, its transitions say
@@ -29,7 +30,9 @@ pub mod http;
 pub mod inputs;
 pub mod maintenance;
 pub mod names;
+pub mod persist;
 pub mod requests;
 pub mod rules;
 pub mod silence;
+pub mod stats;
 pub mod store;

@@ -5,11 +5,12 @@
 use actix::prelude::*;
 use serde::Serialize;
 
-use super::actor::{AlertsActor, AlertsSnapshot};
+use super::actor::AlertsActor;
 use super::alert::{Alert, AlertState};
 use super::engine::AlertError;
 use super::maintenance::{AddedWindow, WindowError, WindowView};
 use super::silence::{Matcher, Silence};
+use super::stats::AlertsSnapshot;
 use crate::incidents::incident::Incident;
 use crate::live::event::LiveEvent;
 use crate::notify::maintenance::WindowFile;

@@ -10,16 +10,24 @@
 //!
 //! With a live hub attached ([`AttachLive`]) it publishes, every tick, the summaries of the
 //! devices that changed ([`SummaryDiff`]) for `GET /api/v1/stream`.
+//!
+//! Supervised (`crate::server::children`): a new generation starts from the store (births,
+//! delivery accounting: [`Restore`]) and from what its predecessor wrote to the
+//! [`FleetCheckpoint`] at its last tick (presence, and the alert inputs of each device's
+//! current connection, which tell live records from a backlog), with the server's start
+//! time, so that a restart neither forgets which devices are online and which records are
+//! live nor makes offline devices look new.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::{DeviceId, DeviceState};
+use common::{Birth, DeviceId, DeviceState};
 
 use super::delivery::Delivery;
 use super::live::SummaryDiff;
-use super::state::{DeviceDetail, DeviceSummary, FleetState, Presence, PresencePolicy};
+use super::state::{DeviceDetail, DeviceSummary, FleetState, Presence, PresencePolicy, Seen};
 use crate::alerts::actor::{Observation, Observe};
 use crate::alerts::alert::DeviceInfo;
 use crate::alerts::inputs::{self, DeviceInputs};
@@ -29,6 +37,7 @@ use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
 use crate::messages::AttachLive;
 use crate::messages::Ingested;
+use crate::supervise::child::Beat;
 
 /// How often presence and the time-based inputs of every device are evaluated.
 pub const PRESENCE_TICK: Duration = Duration::from_secs(1);
@@ -36,6 +45,24 @@ pub const PRESENCE_TICK: Duration = Duration::from_secs(1);
 /// whole mailbox before it polls timers, so under a sustained flood of records
 /// `run_interval` would never fire (no presence, no alert inputs, no live updates).
 pub const OVERDUE_TICK_MS: i64 = 1_500;
+
+/// What the fleet actor keeps in memory only, as of its last tick, for the next generation.
+#[derive(Debug, Clone, Default)]
+pub struct Checkpoint {
+    pub seen: BTreeMap<DeviceId, Seen>,
+    pub inputs: BTreeMap<DeviceId, DeviceInputs>,
+}
+
+/// Shared between the fleet actor's generations.
+pub type FleetCheckpoint = Arc<Mutex<Checkpoint>>;
+
+/// What a fleet actor starts from besides its checkpoint: the store's births and delivery
+/// accounting.
+#[derive(Debug, Default)]
+pub struct Restore {
+    pub births: Vec<(DeviceId, Birth)>,
+    pub delivery: Vec<(DeviceId, Delivery)>,
+}
 
 pub struct FleetActor {
     state: FleetState,
@@ -48,6 +75,8 @@ pub struct FleetActor {
     /// With a live hub attached ([`AttachLive`]): changed summaries every tick.
     live: Option<(LiveHub, SummaryDiff)>,
     last_tick_ms: i64,
+    /// Written every tick when the actor is supervised.
+    checkpoint: Option<FleetCheckpoint>,
 }
 
 impl FleetActor {
@@ -61,7 +90,34 @@ impl FleetActor {
             started_ms: common::time::now_ms(),
             live: None,
             last_tick_ms: common::time::now_ms(),
+            checkpoint: None,
         }
+    }
+
+    /// A fleet actor of a server that started at `started_ms`: births and delivery from the
+    /// store, presence and alert inputs from `checkpoint` (which it then keeps up to date).
+    pub fn restored(
+        policy: PresencePolicy,
+        started_ms: i64,
+        restore: Restore,
+        checkpoint: FleetCheckpoint,
+    ) -> Self {
+        let mut a = FleetActor::new(policy);
+        a.started_ms = started_ms;
+        let now = common::time::now_ms();
+        for (id, birth) in restore.births {
+            a.apply(Ingested::Restored(id, Box::new(birth)), now);
+        }
+        for (id, d) in restore.delivery {
+            a.state.set_delivery(id, d);
+        }
+        let cp = checkpoint.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for (id, s) in cp.seen {
+            a.state.restore_seen(id, s);
+        }
+        a.inputs.extend(cp.inputs);
+        a.checkpoint = Some(checkpoint);
+        a
     }
 
     /// Presence, time-based alert inputs and live updates.
@@ -69,6 +125,17 @@ impl FleetActor {
         self.last_tick_ms = now_ms;
         self.evaluate(now_ms);
         self.publish_live(now_ms);
+        if let Some(c) = &self.checkpoint {
+            let cp = Checkpoint {
+                seen: self.state.presence_facts(),
+                inputs: self
+                    .inputs
+                    .iter()
+                    .map(|(id, i)| (id.clone(), i.checkpoint()))
+                    .collect(),
+            };
+            *c.lock().unwrap_or_else(|p| p.into_inner()) = cp;
+        }
     }
 
     /// Publishes the summaries that changed since the last tick (one batch: at most one
@@ -275,19 +342,34 @@ pub struct AttachCommands(pub Recipient<CommandFeed>);
 impl Handler<AttachCommands> for FleetActor {
     type Result = ();
     fn handle(&mut self, m: AttachCommands, _: &mut Context<Self>) {
+        // a new commands actor (first start or restart) knows no presence: tell it every
+        // device's; those online get their pending commands now
         self.commands = Some(m.0);
-        // devices already known to be online get their pending commands now
+        self.told_online.clear();
         let now = common::time::now_ms();
-        let online: Vec<DeviceId> = self
+        let presence: Vec<(DeviceId, bool)> = self
             .state
             .devices
             .iter()
-            .filter(|(_, e)| self.state.presence(e, now).0 != Presence::Offline)
-            .map(|(id, _)| id.clone())
+            .map(|(id, e)| (id.clone(), self.state.presence(e, now).0 != Presence::Offline))
             .collect();
-        for id in online {
-            self.note_presence(&id, true);
+        for (id, online) in presence {
+            match online {
+                true => self.note_presence(&id, true),
+                false => {
+                    if let Some(c) = &self.commands {
+                        c.do_send(CommandFeed::Presence(id, false));
+                    }
+                }
+            }
         }
+    }
+}
+
+impl Handler<Beat> for FleetActor {
+    type Result = ();
+    fn handle(&mut self, m: Beat, _: &mut Context<Self>) {
+        m.record();
     }
 }
 

@@ -46,6 +46,15 @@ pub enum Presence {
     Offline,
 }
 
+/// A device's presence facts, kept across a restart of the fleet actor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub offline_reason: Option<String>,
+    pub offline_since_ms: Option<i64>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct DeviceEntry {
     pub birth: Option<Birth>,
@@ -218,6 +227,37 @@ impl FleetState {
         if e.birth.is_none() {
             e.birth = Some(birth);
         }
+    }
+
+    /// Every device's presence facts: what a restarted fleet actor starts from
+    /// ([`FleetState::restore_seen`]).
+    pub fn presence_facts(&self) -> BTreeMap<DeviceId, Seen> {
+        self.devices
+            .iter()
+            .map(|(id, e)| {
+                let seen = Seen {
+                    first_seen_ms: e.first_seen_ms,
+                    last_seen_ms: e.last_seen_ms,
+                    offline_reason: e.offline_reason.clone(),
+                    offline_since_ms: e.offline_since_ms,
+                };
+                (id.clone(), seen)
+            })
+            .collect()
+    }
+
+    /// Presence facts from before a restart of the fleet actor (not of the process: presence
+    /// is not persisted, and after a process restart every device is silent until it
+    /// reports). Newer facts already applied win.
+    pub fn restore_seen(&mut self, device: DeviceId, seen: Seen) {
+        let e = self.devices.entry(device).or_default();
+        if e.last_seen_ms > seen.last_seen_ms {
+            return;
+        }
+        e.first_seen_ms = seen.first_seen_ms;
+        e.last_seen_ms = seen.last_seen_ms;
+        e.offline_reason = seen.offline_reason;
+        e.offline_since_ms = seen.offline_since_ms;
     }
 
     pub fn set_delivery(&mut self, device: DeviceId, d: Delivery) {
@@ -430,6 +470,48 @@ mod tests {
         }
         assert_eq!(w.per_hour(), Some(10.0 * 240.0));
         assert!(w.samples.len() <= (RATE_WINDOW_MS / RATE_SAMPLE_MS) as usize + 1);
+    }
+
+    #[test]
+    fn presence_restored_from_before_a_restart_keeps_a_device_online_or_offline() {
+        let policy = PresencePolicy {
+            stale_after_ms: 100,
+            offline_after_ms: 1000,
+        };
+        let mut before = FleetState::new(policy);
+        before.apply_state(birth("b1"), 0);
+        before.apply_telemetry(tel(1, 500), 500);
+        let other = DeviceId::new("rvm2").unwrap();
+        before.apply_state(
+            Envelope::new(
+                other.clone(),
+                0,
+                0,
+                DeviceState::Offline(LastWill {
+                    boot_id: "b9".into(),
+                    reason: "connection lost".into(),
+                }),
+            ),
+            400,
+        );
+        let seen = before.presence_facts();
+
+        let mut after = FleetState::new(policy);
+        after.restore(d(), before.devices[&d()].birth.clone().unwrap());
+        for (id, s) in seen {
+            after.restore_seen(id, s);
+        }
+        assert_eq!(after.presence(&after.devices[&d()], 550).0, Presence::Online);
+        let (p, reason) = after.presence(&after.devices[&other], 550);
+        assert_eq!(
+            (p, reason.as_str()),
+            (Presence::Offline, "offline: connection lost")
+        );
+        // a record applied before the restore is newer and stays
+        let mut raced = FleetState::new(policy);
+        raced.apply_telemetry(tel(2, 900), 900);
+        raced.restore_seen(d(), before.presence_facts()[&d()].clone());
+        assert_eq!(raced.devices[&d()].last_seen_ms, 900);
     }
 
     #[test]

@@ -1,14 +1,21 @@
 //! History job: every [`ROLLUP_EVERY`] rolls the minutes the writer marked dirty up into
 //! 1-minute rollups; every [`RETENTION_EVERY_RUNS`] runs it also packs the raw rows of sealed
-//! minutes (see [`super::pack`]), deletes raw rows and rollups past their retention
-//! ([`HistoryPolicy`]) and measures the disk. The work is sled IO, so it runs on a
-//! blocking thread; a run that finds the previous one still busy is skipped and counted.
+//! minutes (see [`super::pack`]) and deletes raw rows and rollups past their retention
+//! ([`HistoryPolicy`]). Every run measures the disk (a `stat` of sled's files): the job may
+//! start before the writer first flushed the store, and the figure is then current within
+//! seconds, not a minute. The work is sled IO, so it runs on a blocking thread; a run that
+//! finds the previous one still busy is skipped and counted.
 //!
 //! After each packing pass it also hands the allocator's free memory back to the kernel
 //! ([`proc_mem::trim`]). The server's heap in use holds flat after warm-up, but its RSS rose
 //! 1.1 MiB/min over the soak's hour: glibc keeps the memory freed by the many threads (actix
 //! workers, the broker's runtime, sled's IO threads, this job) in their own arenas, and only
 //! returns the top of the main heap by itself. Once a minute is cheap beside the pass itself.
+//!
+//! Supervised (`crate::server::children`): the actor answers the supervisor's beats, and a run
+//! that panics on its blocking thread is reported as the job's exit, so a new job (with its
+//! own busy flag) takes over. A run that never returns cannot be stopped (it is sled IO on a
+//! blocking thread): its job keeps counting the runs it skips.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -20,6 +27,9 @@ use serde::Serialize;
 use super::minute::{DAY_MS, HOUR_MS, MINUTE_MS};
 use super::rollup::{self, HistoryPolicy};
 use crate::store::{FleetStore, StoreError};
+use crate::supervise::child::Beat;
+use crate::supervise::liveness::{Liveness, panic_message};
+use crate::supervise::restart::ExitKind;
 
 /// How often dirty minutes are rolled up.
 pub const ROLLUP_EVERY: Duration = Duration::from_secs(10);
@@ -58,7 +68,6 @@ pub struct HistoryStats {
     /// Allocator trims done, and the RSS they gave back (before minus after, summed).
     pub allocator_trims: AtomicU64,
     pub allocator_released_bytes: AtomicU64,
-    busy: AtomicBool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +117,10 @@ pub struct HistoryJob {
     policy: HistoryPolicy,
     stats: Arc<HistoryStats>,
     cadence: Cadence,
+    /// A run is on its blocking thread.
+    busy: Arc<AtomicBool>,
+    /// Where a run's panic is reported, when supervised.
+    live: Option<Arc<Liveness>>,
 }
 
 /// Which of the slower passes are due at a run: packing every [`RETENTION_EVERY_RUNS`],
@@ -155,39 +168,64 @@ impl HistoryJob {
             policy,
             stats,
             cadence: Cadence::new(),
+            busy: Arc::default(),
+            live: None,
         }
+    }
+
+    /// A job whose runs report a panic to its supervisor through `live`.
+    pub fn supervised(mut self, live: Arc<Liveness>) -> Self {
+        self.live = Some(live);
+        self
     }
 
     fn run(&mut self) {
         self.cadence.tick();
-        if self.stats.busy.swap(true, Ordering::AcqRel) {
+        if self.busy.swap(true, Ordering::AcqRel) {
             self.stats.runs_skipped_busy.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let (retention, expiry) = self.cadence.take();
         let (store, policy, stats) = (self.store.clone(), self.policy, self.stats.clone());
+        let (busy, live) = (self.busy.clone(), self.live.clone());
         tokio::task::spawn_blocking(move || {
-            let now = common::time::now_ms();
-            if let Err(e) = roll_up(&store, &stats) {
+            let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_pass(&store, &policy, &stats, retention, expiry)
+            }));
+            if let Err(p) = pass {
+                let message = panic_message(&*p);
+                tracing::error!(error = %message, "history run panicked");
                 stats.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "history rollup failed");
-            }
-            stats.last_rollup_ms.store(now, Ordering::Relaxed);
-            if retention {
-                if let Err(e) = pack(&store, &stats, now) {
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, "history packing failed");
+                if let Some(l) = live {
+                    l.exit(ExitKind::Panic, format!("history run: {message}"));
                 }
-                if expiry && let Err(e) = expire(&store, &policy, &stats, now) {
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, "history retention failed");
-                }
-                stats.disk_bytes.store(store.disk_bytes(), Ordering::Relaxed);
-                stats.last_retention_ms.store(now, Ordering::Relaxed);
-                trim_allocator(&stats);
             }
-            stats.busy.store(false, Ordering::Release);
+            busy.store(false, Ordering::Release);
         });
+    }
+}
+
+/// One run on a blocking thread: rollups, and packing, retention and the trim when due.
+fn run_pass(store: &FleetStore, policy: &HistoryPolicy, stats: &HistoryStats, retention: bool, expiry: bool) {
+    let now = common::time::now_ms();
+    if let Err(e) = roll_up(store, stats) {
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %e, "history rollup failed");
+    }
+    stats.last_rollup_ms.store(now, Ordering::Relaxed);
+    stats.disk_bytes.store(store.disk_bytes(), Ordering::Relaxed);
+    if retention {
+        if let Err(e) = pack(store, stats, now) {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "history packing failed");
+        }
+        if expiry && let Err(e) = expire(store, policy, stats, now) {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "history retention failed");
+        }
+        stats.disk_bytes.store(store.disk_bytes(), Ordering::Relaxed);
+        stats.last_retention_ms.store(now, Ordering::Relaxed);
+        trim_allocator(stats);
     }
 }
 
@@ -256,6 +294,13 @@ impl Actor for HistoryJob {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.run();
         ctx.run_interval(ROLLUP_EVERY, |act, _| act.run());
+    }
+}
+
+impl Handler<Beat> for HistoryJob {
+    type Result = ();
+    fn handle(&mut self, m: Beat, _: &mut Context<Self>) {
+        m.record();
     }
 }
 

@@ -67,6 +67,7 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "alerts": state.alerting.alerts.send(crate::alerts::requests::GetSnapshot).await.ok(),
         "notify": state.alerting.notify.snapshot(),
         "live": state.live.snapshot(),
+        "supervisor": state.supervisor.snapshot(),
         "memory": proc_mem::ProcessMemory::now(),
     }))
 }

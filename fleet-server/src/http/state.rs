@@ -1,9 +1,7 @@
 //! [`AppState`]: what every route reaches (actors, stats, the token store), built once by
-//! [`crate::server`].
+//! [`crate::server`]. Actors are reached through [`Slot`]s: the supervisor restarts them.
 
 use std::sync::{Arc, OnceLock};
-
-use actix::Addr;
 
 use crate::alerts::actor::AlertsActor;
 use crate::auth::TokenStore;
@@ -16,13 +14,12 @@ use crate::ingest::stats::IngestStats;
 use crate::live::LiveHub;
 use crate::notify::Notifier;
 use crate::store::FleetStore;
-
-/// Set once the commands actor runs (it needs the broker's address).
-pub type CommandsHandle = Arc<OnceLock<Addr<CommandsActor>>>;
+use crate::supervise::slot::Slot;
+use crate::supervise::supervisor::SupervisorView;
 
 /// Everything a handler may need; shared by every worker.
 pub struct AppState {
-    pub fleet: Addr<FleetActor>,
+    pub fleet: Slot<FleetActor>,
     pub tokens: Arc<TokenStore>,
     pub ingest: Arc<IngestStats>,
     /// Set once the embedded broker runs (none with an external broker).
@@ -31,15 +28,17 @@ pub struct AppState {
     pub alerting: AlertsApi,
     /// What changed, for `GET /api/v1/stream` ([`crate::http::live`]).
     pub live: LiveHub,
-    pub commands: CommandsHandle,
+    pub commands: Slot<CommandsActor>,
     /// `DATA_DIR/audit.log` (JSON lines).
     pub audit_log: std::path::PathBuf,
+    /// The server's children: restarts and last exit reasons.
+    pub supervisor: SupervisorView,
 }
 
 /// What the alerting and history routes need (part of [`AppState`]).
 #[derive(Clone)]
 pub struct AlertsApi {
-    pub alerts: Addr<AlertsActor>,
+    pub alerts: Slot<AlertsActor>,
     pub store: FleetStore,
     pub history_policy: HistoryPolicy,
     pub history: Arc<HistoryStats>,

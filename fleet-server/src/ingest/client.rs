@@ -2,6 +2,10 @@
 //! every device topic and hands each record to the writer, acknowledging it only once stored;
 //! with the embedded broker (whose hook feeds the writer) it listens for presence only.
 //! Anything that is not a device topic is counted and acknowledged; ingest carries on.
+//!
+//! Supervised (`crate::server::children`): a restarted client connects with the same client id
+//! and persistent session (the broker ends the old connection and keeps what the session
+//! held), and feeds the same writer queue.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,14 +15,15 @@ use common::codec;
 use common::tls::ClientIdentity;
 use common::topics::{self, Kind, Topic};
 use rumqttc::{AsyncClient, Event as MqttEvent, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::stats::IngestStats;
-use super::writer::{IngestItem, WriterHandle};
+use super::writer::IngestItem;
 
 /// Client id of the server's ingest session (see [`crate::broker::policy`] for the `:` rule).
 pub const INGEST_CLIENT_ID: &str = "fleet-server:ingest";
 
+#[derive(Clone)]
 pub struct IngestConfig {
     pub host: String,
     pub port: u16,
@@ -37,15 +42,14 @@ pub enum IngestMode {
     External,
 }
 
-/// Runs the ingest client until the process ends.
-pub async fn run(cfg: IngestConfig, mode: IngestMode, writer: WriterHandle, stats: Arc<IngestStats>) {
-    let tls = match common::tls::client_config(&cfg.identity) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(error = %e, "ingest cannot load its TLS identity");
-            return;
-        }
-    };
+/// Runs the ingest client until the writer's queue is gone. `tls` is `cfg.identity`'s.
+pub async fn run(
+    cfg: IngestConfig,
+    tls: Arc<rustls::ClientConfig>,
+    mode: IngestMode,
+    writer: mpsc::Sender<IngestItem>,
+    stats: Arc<IngestStats>,
+) {
     let mut opts = MqttOptions::new(INGEST_CLIENT_ID, cfg.host.clone(), cfg.port);
     opts.set_keep_alive(Duration::from_secs(30));
     // A persistent session: an external broker keeps our QoS 1 messages while we restart.
@@ -108,7 +112,7 @@ pub async fn run(cfg: IngestConfig, mode: IngestMode, writer: WriterHandle, stat
                     payload: p.payload.to_vec(),
                     reply: Some(tx),
                 };
-                if writer.tx.send(item).await.is_err() {
+                if writer.send(item).await.is_err() {
                     tracing::error!("ingest writer stopped");
                     return;
                 }

@@ -13,12 +13,22 @@
 //! 3. replies, so the broker acknowledges, and hands the new records to the fleet actor.
 //!
 //! The journal is fsynced every [`JOURNAL_SYNC`] (the power-loss window); every
-//! [`STORE_FLUSH`] sled is flushed and the journal truncated. On start the journal is replayed.
-//! The writer stops when every sender is gone or [`WriterHandle::stop`] is set (records still
-//! queued then were not acknowledged: their devices send them again).
+//! [`STORE_FLUSH`] sled is flushed and the journal truncated. The writer stops when every
+//! sender is gone or its stop flag is set (records still queued then were not acknowledged:
+//! their devices send them again).
+//!
+//! Supervised (`crate::server::children`), one generation at a time: each takes the queue's
+//! receiver ([`WriterInbox`], which also makes it the journal's only user), reloads the
+//! delivery state from the store (a batch the previous generation did not finish may have
+//! counted seqs it never stored) and replays the journal, exactly as at process start. When
+//! the receiver is free ([`open_now`]: the first start, a restart after a panic) that happens
+//! before the start returns, so the rest of the server starts on a replayed store; after a
+//! stall [`run`] waits on its own thread for the stalled generation to let go.
+//! A batch cut short by a panic was not acknowledged (its replies are dropped: the broker
+//! refuses the publishes and the devices send them again); what was acknowledged is in sled.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -26,7 +36,7 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use common::topics::Kind;
 use common::{DeviceId, DeviceState, EventKind};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
 
 use super::decode::decode_record;
 use super::journal::{Journal, JournalRecord};
@@ -39,7 +49,10 @@ use crate::history::rows::HistoryRow;
 use crate::messages::Ingested;
 use crate::republish::item::Item;
 use crate::republish::queue::RepublishHandle;
-use crate::store::FleetStore;
+use crate::store::{FleetStore, StoreError};
+use crate::supervise::inbox::Inbox;
+use crate::supervise::liveness::Liveness;
+use crate::supervise::slot::Slot;
 
 /// Journal fsync period: the power-loss window of acknowledged records.
 pub const JOURNAL_SYNC: Duration = Duration::from_millis(100);
@@ -50,7 +63,18 @@ pub const MAX_BATCH: usize = 2048;
 /// Queue between producers and the writer.
 pub const QUEUE: usize = 65_536;
 
-pub type Reply = oneshot::Sender<Result<(), String>>;
+/// Why a batch of records was not stored. One error answers every record of the batch, so it
+/// is shared (`Arc`) rather than copied.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("journal: {0}")]
+    Journal(Arc<std::io::Error>),
+    #[error("{0}")]
+    Store(Arc<StoreError>),
+}
+
+/// Answered once the record is durable (or refused: the sender keeps it and sends it again).
+pub type Reply = oneshot::Sender<Result<(), WriteError>>;
 
 pub struct IngestItem {
     pub device: DeviceId,
@@ -61,13 +85,39 @@ pub struct IngestItem {
 
 pub type DeliveryMap = Arc<RwLock<BTreeMap<DeviceId, DeliveryState>>>;
 
+/// The writer's queue: producers keep the sender, writer generations take turns with the
+/// receiver.
+pub type WriterInbox = Inbox<mpsc::Receiver<IngestItem>>;
+
+/// A queue of [`QUEUE`] items for the writer.
+pub fn channel() -> (mpsc::Sender<IngestItem>, WriterInbox) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    (tx, Inbox::new(rx))
+}
+
+/// What every generation of the writer works with.
+#[derive(Clone)]
+pub struct WriterSetup {
+    /// Where `ingest.journal` lives.
+    pub data_dir: PathBuf,
+    pub store: FleetStore,
+    /// New records and delivery updates go to the fleet actor, whichever generation runs.
+    pub fleet: Slot<FleetActor>,
+    pub stats: Arc<IngestStats>,
+    /// New records also go to the republisher (`fleet/v1/devices/...`), when enabled.
+    pub republish: Option<RepublishHandle>,
+    /// The delivery state, reloaded by each generation.
+    pub delivery: DeliveryMap,
+}
+
+/// An unsupervised writer ([`start`]: tools, benchmarks, tests).
 #[derive(Clone)]
 pub struct WriterHandle {
     pub tx: mpsc::Sender<IngestItem>,
     pub delivery: DeliveryMap,
-    /// The store the writer writes (history job, alerts state and queries share it).
+    /// The store the writer writes.
     pub store: FleetStore,
-    /// Set to stop the writer thread (it flushes and closes its store).
+    /// Set to stop the writer thread (it flushes and drops its store).
     pub stop: Arc<AtomicBool>,
 }
 
@@ -75,104 +125,143 @@ struct Writer {
     store: FleetStore,
     journal: Journal,
     delivery: DeliveryMap,
-    fleet: Addr<FleetActor>,
+    fleet: Slot<FleetActor>,
     stats: Arc<IngestStats>,
     journal_dirty: bool,
     /// Per device: where history rows go when its clock is off ([`crate::fleet::clock`]).
     clocks: BTreeMap<DeviceId, ClockGuard>,
-    /// New records also go to the republisher (`fleet/v1/devices/...`), when enabled.
     republish: Option<RepublishHandle>,
 }
 
-/// Opens the store, replays the journal and starts the writer thread.
+/// Opens the store in `data_dir` and runs an unsupervised writer on a thread of its own.
 pub fn start(
     data_dir: &Path,
     fleet: Addr<FleetActor>,
     stats: Arc<IngestStats>,
 ) -> anyhow::Result<WriterHandle> {
-    start_with(data_dir, crate::store::STORE_CACHE_BYTES, fleet, stats, None)
-}
-
-/// As [`start`]; every new record is also offered to `republish` (never waiting on it).
-pub fn start_with(
-    data_dir: &Path,
-    cache_bytes: u64,
-    fleet: Addr<FleetActor>,
-    stats: Arc<IngestStats>,
-    republish: Option<RepublishHandle>,
-) -> anyhow::Result<WriterHandle> {
     std::fs::create_dir_all(data_dir)?;
-    let store = FleetStore::open_with(&data_dir.join("fleet.sled"), cache_bytes)?;
-    let delivery: DeliveryMap = Arc::new(RwLock::new(store.load_delivery()?));
-    for (id, birth) in store.load_births()? {
-        fleet.do_send(Ingested::Restored(id, Box::new(birth)));
-    }
-    {
-        let map = delivery.read().unwrap_or_else(|p| p.into_inner());
-        for (id, st) in map.iter() {
-            fleet.do_send(DeliveryUpdate(id.clone(), st.view()));
-        }
-    }
-    let journal_path = data_dir.join("ingest.journal");
-    let replay = Journal::replay(&journal_path)?;
-    let journal = Journal::open(&journal_path)?;
-    let shared = store.clone();
-    let mut w = Writer {
-        store,
-        journal,
-        delivery: delivery.clone(),
-        fleet,
+    let store = FleetStore::open(&data_dir.join("fleet.sled"))?;
+    let setup = WriterSetup {
+        data_dir: data_dir.to_path_buf(),
+        store: store.clone(),
+        fleet: Slot::with(fleet),
         stats,
-        journal_dirty: false,
-        clocks: BTreeMap::new(),
-        republish,
+        republish: None,
+        delivery: DeliveryMap::default(),
     };
-    if !replay.is_empty() {
-        tracing::info!(records = replay.len(), "replaying the ingest journal");
-        let items = replay
-            .into_iter()
-            .map(|r| IngestItem {
-                device: r.device,
-                kind: r.kind,
-                payload: r.payload,
-                reply: None,
-            })
-            .collect();
-        w.process(items, true);
-    }
-    w.flush();
-    let (tx, rx) = mpsc::channel(QUEUE);
+    let (tx, inbox) = channel();
     let stop = Arc::new(AtomicBool::new(false));
+    // opened here, so that the handle sees the replayed journal at once
+    let open = open_now(&setup, &inbox)?.ok_or_else(|| anyhow::anyhow!("a new inbox is free"))?;
+    let live = Liveness::new("writer", common::time::now_ms());
     let t_stop = stop.clone();
     std::thread::Builder::new()
         .name("ingest-writer".into())
-        .spawn(move || w.run(rx, t_stop))?;
+        .spawn(move || {
+            if let Err(e) = open.serve(&live, &t_stop) {
+                tracing::error!(error = %e, "ingest writer stopped");
+            }
+        })?;
     Ok(WriterHandle {
         tx,
-        delivery,
-        store: shared,
+        delivery: setup.delivery,
+        store,
         stop,
     })
 }
 
+/// A writer that holds its queue and has replayed the journal: [`OpenWriter::serve`] it.
+pub struct OpenWriter {
+    rx: OwnedMutexGuard<mpsc::Receiver<IngestItem>>,
+    writer: Writer,
+}
+
+impl OpenWriter {
+    /// Writes until `stop` is set or every sender is gone.
+    pub fn serve(mut self, live: &Liveness, stop: &AtomicBool) -> anyhow::Result<()> {
+        self.writer.serve(&mut self.rx, live, stop)
+    }
+}
+
+/// Takes the queue if no generation holds it, reloads the delivery state and replays the
+/// journal; None while another generation holds the queue.
+pub fn open_now(setup: &WriterSetup, inbox: &WriterInbox) -> anyhow::Result<Option<OpenWriter>> {
+    let Some(rx) = inbox.try_take() else {
+        return Ok(None);
+    };
+    Ok(Some(OpenWriter {
+        rx,
+        writer: Writer::open(setup)?,
+    }))
+}
+
+/// One supervised generation of the writer on its thread: waits for the queue (a stalled
+/// predecessor holds it until it wakes), reloads the delivery state and replays the journal,
+/// then writes until `stop` is set or every sender is gone.
+pub fn run(
+    setup: &WriterSetup,
+    inbox: &WriterInbox,
+    live: &Liveness,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let Some(mut rx) = inbox.take_blocking(live, stop) else {
+        return Ok(());
+    };
+    Writer::open(setup)?.serve(&mut rx, live, stop)
+}
+
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<IngestItem>, stop: Arc<AtomicBool>) {
-        let rt = match tokio::runtime::Builder::new_current_thread()
+    /// Reloads the delivery state from the store and replays the journal into it.
+    fn open(setup: &WriterSetup) -> anyhow::Result<Writer> {
+        let loaded = setup.store.load_delivery()?;
+        *setup.delivery.write().unwrap_or_else(|p| p.into_inner()) = loaded;
+        let journal_path = setup.data_dir.join("ingest.journal");
+        let replay = Journal::replay(&journal_path)?;
+        let journal = Journal::open(&journal_path)?;
+        let mut w = Writer {
+            store: setup.store.clone(),
+            journal,
+            delivery: setup.delivery.clone(),
+            fleet: setup.fleet.clone(),
+            stats: setup.stats.clone(),
+            journal_dirty: false,
+            clocks: BTreeMap::new(),
+            republish: setup.republish.clone(),
+        };
+        if !replay.is_empty() {
+            tracing::info!(records = replay.len(), "replaying the ingest journal");
+            let items = replay
+                .into_iter()
+                .map(|r| IngestItem {
+                    device: r.device,
+                    kind: r.kind,
+                    payload: r.payload,
+                    reply: None,
+                })
+                .collect();
+            w.process(items, true);
+        }
+        w.flush();
+        Ok(w)
+    }
+
+    fn serve(
+        mut self,
+        rx: &mut mpsc::Receiver<IngestItem>,
+        live: &Liveness,
+        stop: &AtomicBool,
+    ) -> anyhow::Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(error = %e, "ingest writer cannot start");
-                return;
-            }
-        };
+            .map_err(|e| anyhow::anyhow!("ingest writer runtime: {e}"))?;
         let mut last_sync = Instant::now();
         let mut last_flush = Instant::now();
         loop {
+            live.beat(common::time::now_ms());
             if stop.load(Ordering::Acquire) {
                 self.flush();
-                return;
+                return Ok(());
             }
             let first = rt.block_on(async { tokio::time::timeout(JOURNAL_SYNC, rx.recv()).await });
             match first {
@@ -190,7 +279,7 @@ impl Writer {
                 }
                 Ok(None) => {
                     self.flush();
-                    return;
+                    return Ok(());
                 }
                 Err(_) => {}
             }
@@ -232,9 +321,10 @@ impl Writer {
                 .collect();
             if let Err(e) = self.journal.append(&recs) {
                 tracing::error!(error = %e, "journal write failed; records refused");
+                let e = WriteError::Journal(Arc::new(e));
                 for i in items {
                     if let Some(r) = i.reply {
-                        let _ = r.send(Err(format!("journal: {e}")));
+                        let _ = r.send(Err(e.clone()));
                     }
                 }
                 return;
@@ -339,23 +429,32 @@ impl Writer {
                 }
             }
         }
-        let result = self.store.apply(batch).map_err(|e| e.to_string());
+        let result = self
+            .store
+            .apply(batch)
+            .map_err(|e| WriteError::Store(Arc::new(e)));
         if let Err(e) = &result {
             tracing::error!(error = %e, "store write failed; the journal keeps the records");
         }
         for r in replies {
             let _ = r.send(result.clone());
         }
+        // the fleet actor now, whichever generation that is (none while it restarts: it
+        // reloads from the store)
+        let fleet = self.fleet.get();
         for m in forward {
             if let Some(r) = &self.republish {
                 r.offer(|| Item::from_ingested(&m));
             }
-            self.fleet.do_send(m);
+            if let Some(f) = &fleet {
+                f.do_send(m);
+            }
         }
+        let Some(fleet) = fleet else { return };
         let map = self.delivery.read().unwrap_or_else(|p| p.into_inner());
         for d in dirty {
             if let Some(st) = map.get(&d) {
-                self.fleet.do_send(DeliveryUpdate(d, st.view()));
+                fleet.do_send(DeliveryUpdate(d, st.view()));
             }
         }
     }

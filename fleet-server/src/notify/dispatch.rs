@@ -24,8 +24,9 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Runs until every sender of `rx` is gone.
-    pub async fn run(self, mut rx: mpsc::Receiver<Notification>) {
+    /// Runs until every sender of `rx` is gone. A new generation (a restart) starts with
+    /// full rate-limit buckets and carries on with what `rx` still holds.
+    pub async fn run(&self, rx: &mut mpsc::Receiver<Notification>) {
         let mut router = Router::new(&self.cfg, common::time::now_ms());
         while let Some(n) = rx.recv().await {
             let now = common::time::now_ms();
@@ -112,7 +113,8 @@ mod tests {
         tx.send(n.clone()).await.unwrap();
         tx.send(n.clone()).await.unwrap();
         drop(tx);
-        d.run(rx).await;
+        let mut rx = rx;
+        d.run(&mut rx).await;
         let entries = outbox.list(None, 10).unwrap();
         assert_eq!(entries.len(), 1, "{entries:?}");
         assert_eq!(entries[0].key, entry_key("hook", &n.id));

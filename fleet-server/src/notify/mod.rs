@@ -53,6 +53,7 @@ use self::outbox::OutboxStore;
 use self::stats::ChannelStats;
 pub use self::stats::{NotifySnapshot, NotifyStats};
 use self::worker::{Shared, Worker, log_notification};
+use crate::supervise::inbox::Inbox;
 
 /// Notifications waiting for the dispatcher at most; more are dropped and counted.
 pub const QUEUE: usize = 10_000;
@@ -220,9 +221,31 @@ impl Notifier {
     }
 }
 
-/// Starts the dispatcher and the outbox worker on the current tokio runtime: the handle the
-/// alerts actor sends to, and the service the API reads.
-pub fn spawn(cfg: NotifyConfig, outbox: Arc<dyn OutboxStore>) -> (NotifyHandle, Arc<Notifier>) {
+/// The dispatcher's queue: the alerts actor keeps the handle, dispatcher generations take
+/// turns with the inbox (supervised: `crate::server::children`).
+pub type NotifyInbox = Inbox<mpsc::Receiver<Notification>>;
+
+/// The notification service, built once per process: the handle the alerts actor sends to,
+/// the dispatcher's queue, the dispatcher and the outbox worker (each run as a supervised
+/// child: a restarted one carries on with the same queue, outbox and channels), and what the
+/// API sees.
+pub struct NotifyService {
+    pub handle: NotifyHandle,
+    pub inbox: NotifyInbox,
+    pub dispatcher: Arc<Dispatcher>,
+    pub worker: Arc<Worker>,
+    pub notifier: Arc<Notifier>,
+}
+
+/// Builds the service on `outbox` (starting every channel's client) and makes every pending
+/// entry due now: called once when the process starts, when no delivery of an earlier
+/// process can still be under way (a blocking outbox call).
+pub fn build(cfg: NotifyConfig, outbox: Arc<dyn OutboxStore>) -> NotifyService {
+    match outbox.release_all(common::time::now_ms()) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(entries = n, "pending notifications of the previous run are due"),
+        Err(e) => tracing::error!(error = %e, "notification outbox: pending entries not released"),
+    }
     let stats = Arc::new(NotifyStats::default());
     let shared = Arc::new(Shared::default());
     let (tx, rx) = mpsc::channel::<Notification>(QUEUE);
@@ -240,15 +263,33 @@ pub fn spawn(cfg: NotifyConfig, outbox: Arc<dyn OutboxStore>) -> (NotifyHandle, 
         channels: cfg.channels.clone(),
         public_url: cfg.public_url.clone(),
     });
-    let dispatcher = Dispatcher {
+    let dispatcher = Arc::new(Dispatcher {
         cfg,
         stats: stats.clone(),
         outbox,
         shared,
-    };
-    tokio::spawn(dispatcher.run(rx));
-    tokio::spawn(worker.run());
-    (NotifyHandle { tx, stats }, notifier)
+    });
+    NotifyService {
+        handle: NotifyHandle { tx, stats },
+        inbox: Inbox::new(rx),
+        dispatcher,
+        worker,
+        notifier,
+    }
+}
+
+/// Builds the service and runs the dispatcher and the worker unsupervised on the current
+/// tokio runtime (tests).
+pub fn spawn(cfg: NotifyConfig, outbox: Arc<dyn OutboxStore>) -> (NotifyHandle, Arc<Notifier>) {
+    let s = build(cfg, outbox);
+    let (dispatcher, inbox) = (s.dispatcher.clone(), s.inbox.clone());
+    tokio::spawn(async move {
+        if let Some(mut rx) = inbox.try_take() {
+            dispatcher.run(&mut rx).await;
+        }
+    });
+    tokio::spawn(s.worker.clone().run());
+    (s.handle, s.notifier)
 }
 
 #[cfg(test)]

@@ -2,8 +2,11 @@
 //! records the outcome ([`super::outbox`] decides what comes next: delivered, retried later,
 //! or failed). Every outbox call runs off the async threads ([`blocking`]).
 //!
-//! - At start, every pending entry is made due ([`OutboxStore::release_all`]): a delivery the
-//!   previous process had claimed when it died, or was waiting to retry, is tried at once.
+//! - When the process starts, every pending entry is made due ([`OutboxStore::release_all`],
+//!   by [`super::build`]): a delivery the previous process had claimed when it died, or was
+//!   waiting to retry, is tried at once. A worker restarted within the process (supervised)
+//!   does not do that: a delivery of its predecessor may still be under way, and one that
+//!   is not is due again when its claim's lease ends.
 //! - Each loop (every [`WORKER_TICK`], or at once when the dispatcher enqueued something or a
 //!   delivery ended) claims at most as many entries as there are free delivery slots
 //!   ([`MAX_CONCURRENT_DELIVERIES`]), so a claimed entry never waits behind a slow receiver.
@@ -148,13 +151,6 @@ pub struct Worker {
 impl Worker {
     /// Runs until the runtime stops.
     pub async fn run(self: Arc<Self>) {
-        let store = self.outbox.clone();
-        let now = common::time::now_ms();
-        match blocking(move || store.release_all(now)).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(entries = n, "pending notifications of the previous run are due"),
-            Err(e) => self.outbox_error(&e),
-        }
         let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES));
         let mut next_purge = Instant::now();
         let mut next_count = Instant::now();

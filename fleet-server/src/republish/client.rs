@@ -1,18 +1,18 @@
-//! The republisher's MQTT client, on its own thread and runtime: takes items from the queue,
-//! renders and publishes them (QoS 1, best effort).
+//! The republisher's MQTT client: takes items from the queue, renders and publishes them (QoS
+//! 1, best effort). Supervised (`crate::server::children`) on a thread of its own; the queue
+//! outlives it ([`RepublishInbox`]), so a restarted client goes on with what was queued.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::codec::MAX_PAYLOAD;
 use common::tls::ClientIdentity;
 use rumqttc::{AsyncClient, Event as MqttEvent, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
-use tokio::sync::oneshot;
 
 use super::item::render;
 use super::queue::{RepublishQueue, RepublishStats};
+use crate::supervise::inbox::Inbox;
 
 /// Client id of the republisher's session (see [`crate::broker::policy`] for the `:` rule).
 pub const REPUBLISH_CLIENT_ID: &str = "fleet-server:republish";
@@ -32,60 +32,15 @@ pub struct RepublishConfig {
     pub identity: ClientIdentity,
 }
 
-/// The running republisher: its thread, stopped on [`Republisher::stop`] or drop.
-pub struct Republisher {
-    pub stats: Arc<RepublishStats>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
+/// The republisher's queue as its generations take it.
+pub type RepublishInbox = Inbox<RepublishQueue>;
 
-impl Republisher {
-    /// Starts the MQTT client on its own thread; `stats` are the handle's.
-    pub fn start(
-        cfg: RepublishConfig,
-        queue: RepublishQueue,
-        stats: Arc<RepublishStats>,
-    ) -> anyhow::Result<Republisher> {
-        let tls = common::tls::client_config(&cfg.identity)
-            .map_err(|e| anyhow::anyhow!("republisher TLS identity: {e}"))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| anyhow::anyhow!("republisher runtime: {e}"))?;
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let t_stats = stats.clone();
-        let thread = std::thread::Builder::new()
-            .name("republish".into())
-            .spawn(move || rt.block_on(run(cfg, tls, queue, t_stats, stop_rx)))?;
-        Ok(Republisher {
-            stats,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Republisher {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-async fn run(
+/// The client: publishes what the queue holds until the queue's senders are all gone.
+pub async fn run(
     cfg: RepublishConfig,
     tls: Arc<rustls::ClientConfig>,
-    queue: RepublishQueue,
+    queue: &mut RepublishQueue,
     stats: Arc<RepublishStats>,
-    stop: oneshot::Receiver<()>,
 ) {
     let mut opts = MqttOptions::new(REPUBLISH_CLIENT_ID, cfg.host.clone(), cfg.port);
     opts.set_keep_alive(KEEP_ALIVE);
@@ -122,7 +77,7 @@ async fn run(
     };
 
     let pub_client = client.clone();
-    let mut rx = queue.0;
+    let rx = &mut queue.0;
     let publisher = async move {
         while let Some(item) = rx.recv().await {
             let r = match render(&item) {
@@ -155,8 +110,6 @@ async fn run(
     tokio::select! {
         _ = poller => {}
         _ = publisher => {}
-        _ = stop => {
-            let _ = client.try_disconnect();
-        }
     }
+    let _ = client.try_disconnect();
 }

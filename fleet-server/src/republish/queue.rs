@@ -56,7 +56,7 @@ pub struct RepublishHandle {
     stats: Arc<RepublishStats>,
 }
 
-/// The consuming end, handed to [`Republisher::start`](super::client::Republisher::start).
+/// The consuming end, read by [`super::client::run`].
 pub struct RepublishQueue(pub(super) mpsc::Receiver<Item>);
 
 /// A bounded queue of `capacity` items.

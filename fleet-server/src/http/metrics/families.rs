@@ -88,6 +88,21 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "Seconds since the server started.",
     ),
     (
+        "rvm_fleet_server_actor_restarts_total",
+        "counter",
+        "Restarts of each of the server's own actors and threads by its supervisor.",
+    ),
+    (
+        "rvm_fleet_server_actor_alive",
+        "gauge",
+        "1 when the server's actor or thread runs (0 while it waits to be restarted).",
+    ),
+    (
+        "rvm_fleet_server_actor_last_exit_timestamp_seconds",
+        "gauge",
+        "When the server's actor or thread last exited, by reason (panic, stall, died, ended, failed).",
+    ),
+    (
         "rvm_fleet_ingest_connected",
         "gauge",
         "1 when the server's MQTT session is connected.",

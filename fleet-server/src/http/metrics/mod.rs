@@ -15,7 +15,8 @@
 //! did not report is left out, never written as 0. Delivery counters are the server's
 //! accounting of the machine's records (received, duplicates dropped, seqs never received,
 //! drops the machine reported). Actor restarts and liveness come from the agent's latest
-//! health report. The server itself has no restartable actors of its own yet.
+//! health report. The server's own actors and threads (label `actor`) come from its
+//! supervisor ([`crate::supervise`]): restarts, liveness, and when and why each last exited.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -31,14 +32,15 @@ use exposition::{Exposition, RenderError};
 use self::text::{family, one};
 use super::error::ApiError;
 use super::state::AppState;
-use crate::alerts::actor::AlertsSnapshot;
 use crate::alerts::alert::{Alert, AlertState};
 use crate::alerts::requests::{GetSnapshot, ListAlerts, StateFilter};
+use crate::alerts::stats::AlertsSnapshot;
 use crate::broker::embedded::BrokerStatsSnapshot;
 use crate::fleet::actor::{DeviceScrape, ScrapeDevices};
 use crate::fleet::state::Presence;
 use crate::history::job::HistorySnapshot;
 use crate::notify::NotifySnapshot;
+use crate::supervise::restart::ChildStatus;
 
 /// Content type of the exposition.
 pub const CONTENT_TYPE: &str = exposition::CONTENT_TYPE;
@@ -104,6 +106,8 @@ pub struct ScrapeInput {
     pub alerts_snapshot: Option<AlertsSnapshot>,
     pub notify: NotifySnapshot,
     pub history: Option<HistorySnapshot>,
+    /// The server's own children, from its supervisor.
+    pub server_actors: Vec<ChildStatus>,
 }
 
 /// Flat metric -> family, with a scale.
@@ -239,6 +243,23 @@ pub fn render(x: &ScrapeInput) -> Result<String, RenderError> {
         "rvm_fleet_server_uptime_seconds",
         s.uptime_s.max(0) as f64,
     );
+    let mut restarts = family("rvm_fleet_server_actor_restarts_total");
+    let mut alive = family("rvm_fleet_server_actor_alive");
+    let mut exited = family("rvm_fleet_server_actor_last_exit_timestamp_seconds");
+    for a in &x.server_actors {
+        let l = [("actor", a.name.as_str())];
+        restarts.add(&l, f64::from(a.restarts));
+        alive.add(&l, if a.alive { 1.0 } else { 0.0 });
+        if let Some(e) = &a.last_exit {
+            exited.add(
+                &[("actor", a.name.as_str()), ("reason", e.kind.label())],
+                e.at_ms as f64 / 1000.0,
+            );
+        }
+    }
+    out.push(restarts);
+    out.push(alive);
+    out.push(exited);
     one(
         &mut out,
         "rvm_fleet_ingest_connected",
@@ -436,6 +457,7 @@ async fn metrics(
         alerts_snapshot,
         notify: state.alerting.notify.snapshot(),
         history: Some(state.alerting.history.snapshot(&state.alerting.history_policy)),
+        server_actors: state.supervisor.children(),
     };
     let text = render(&input).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(text))
@@ -451,6 +473,7 @@ mod tests {
     use crate::fleet::delivery::Delivery;
     use crate::fleet::state::DeviceSummary;
     use crate::http::metrics::families::{FAMILIES, family_names};
+    use crate::supervise::restart::{Exit, ExitKind};
 
     fn build_device(id: &str, site: Option<&str>, status: Presence) -> DeviceScrape {
         let mut metrics = BTreeMap::new();
@@ -558,6 +581,24 @@ mod tests {
                 last_rollup_ms: 0,
                 last_retention_ms: 0,
             }),
+            server_actors: vec![
+                ChildStatus {
+                    name: "alerts".into(),
+                    alive: true,
+                    restarts: 2,
+                    last_exit: Some(Exit {
+                        kind: ExitKind::Panic,
+                        message: "panic: boom".into(),
+                        at_ms: 9_500,
+                    }),
+                },
+                ChildStatus {
+                    name: "writer".into(),
+                    alive: true,
+                    restarts: 0,
+                    last_exit: None,
+                },
+            ],
         }
     }
 
@@ -583,6 +624,13 @@ mod tests {
         ));
         assert!(text.contains("rvm_fleet_notification_errors_total{channel=\"ops-hook\",kind=\"tls\"} 3\n"));
         assert!(text.contains("rvm_fleet_notification_outbox_entries{state=\"pending\"} 0\n"));
+        assert!(text.contains("rvm_fleet_server_actor_restarts_total{actor=\"alerts\"} 2\n"));
+        assert!(text.contains("rvm_fleet_server_actor_restarts_total{actor=\"writer\"} 0\n"));
+        assert!(text.contains("rvm_fleet_server_actor_alive{actor=\"alerts\"} 1\n"));
+        assert!(text.contains(
+            "rvm_fleet_server_actor_last_exit_timestamp_seconds{actor=\"alerts\",reason=\"panic\"} 9.5\n"
+        ));
+        assert!(!text.contains("rvm_fleet_server_actor_last_exit_timestamp_seconds{actor=\"writer\""));
         // a figure nobody reported is left out
         assert!(!text.contains("rvm_fleet_device_gpu_load_percent"));
     }

@@ -1,0 +1,41 @@
+//! The alerts actor's counters and the snapshot the API shows; shared with its persister.
+
+use std::sync::atomic::AtomicU64;
+
+use serde::Serialize;
+
+#[derive(Debug, Default)]
+pub struct AlertsStats {
+    pub observations: AtomicU64,
+    pub transitions: AtomicU64,
+    pub notified: AtomicU64,
+    pub skipped_silenced: AtomicU64,
+    pub skipped_suppressed: AtomicU64,
+    pub held: AtomicU64,
+    /// Held offline notifications not sent (suppressed, back online, silenced meanwhile).
+    pub held_dropped: AtomicU64,
+    /// Notifications not sent because a maintenance window covered their machines.
+    pub muted: AtomicU64,
+    pub incident_changes: AtomicU64,
+    pub persist_errors: AtomicU64,
+    /// States handed to the persister.
+    pub state_exports: AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertsSnapshot {
+    pub active: usize,
+    pub firing: usize,
+    pub open_incidents: usize,
+    pub silences: usize,
+    pub observations: u64,
+    pub transitions: u64,
+    pub notified: u64,
+    pub skipped_silenced: u64,
+    pub skipped_suppressed: u64,
+    pub held: u64,
+    pub held_dropped: u64,
+    pub muted: u64,
+    pub incident_changes: u64,
+    pub persist_errors: u64,
+}

@@ -1,0 +1,255 @@
+//! The server's supervised children, in start order, one spec each: how to start (and
+//! restart) it with its state reloaded from the store, and whom to re-attach it to. A new
+//! long-lived actor, task or thread joins with one more spec here.
+//!
+//! | child | runs as | state on (re)start | reached by |
+//! | --- | --- | --- | --- |
+//! | `fleet` | actor | births and delivery from the store, presence and alert inputs from its checkpoint | writer, routes (slot); alerts, commands, live attached |
+//! | `writer` | thread `ingest-writer` | delivery state from the store, journal replayed (before the next child starts, unless a stalled predecessor still holds the queue) | the broker's hook, the ingest client (its queue) |
+//! | `notify` | task (the dispatcher) | rate limits start full | the alerts actor (its queue) |
+//! | `notify-worker` | task (the outbox worker) | the outbox in the store (claims of a dead generation are due again when their lease ends) | the dispatcher (its wake-up) |
+//! | `alerts-persist` | thread `alerts-persist` | an export lost in a crash is made again | the alerts actor (its queue) |
+//! | `alerts` | actor | engine and correlator imported from the store | the fleet (attached), routes (slot) |
+//! | `history` | actor | none (the dirty minutes are in the store) | nobody |
+//! | `commands` | actor | commands and rollouts from the store, presence from the fleet | the fleet (attached), routes (slot) |
+//! | `republish` | task | none | the writer, the alerts actor (its queue) |
+//! | `ingest` | task | the broker's persistent session | nobody |
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::command::CommandSigner;
+use common::tls::ClientIdentity;
+
+use crate::alerts::actor::{AlertsActor, AlertsSetup, AttachRepublisher};
+use crate::alerts::persist::{self, PersistHandle, PersistInbox, PersistSetup};
+use crate::alerts::rules::RuleSet;
+use crate::alerts::stats::AlertsStats;
+use crate::commands::actor::{CommandsActor, CommandsSetup};
+use crate::commands::store::CommandStore;
+use crate::fleet::actor::{AttachAlerts, AttachCommands, FleetActor, FleetCheckpoint, Restore};
+use crate::fleet::state::PresencePolicy;
+use crate::history::job::{HistoryJob, HistoryStats};
+use crate::history::rollup::HistoryPolicy;
+use crate::ingest::client::{self, IngestConfig, IngestMode};
+use crate::ingest::stats::IngestStats;
+use crate::ingest::writer::{self, IngestItem, WriterInbox, WriterSetup};
+use crate::live::LiveHub;
+use crate::messages::AttachLive;
+use crate::notify::NotifyService;
+use crate::notify::maintenance::Windows;
+use crate::republish::client::{self as republisher, RepublishConfig, RepublishInbox};
+use crate::republish::queue::{RepublishHandle, RepublishStats};
+use crate::store::FleetStore;
+use crate::supervise::child::{ChildSpec, spawn_actor, spawn_task, spawn_thread};
+use crate::supervise::slot::Slot;
+
+/// Everything the children are made of; built once by [`super::Server::start`].
+pub(super) struct Wiring {
+    pub started_ms: i64,
+    pub store: FleetStore,
+    pub live: LiveHub,
+    pub fleet: Slot<FleetActor>,
+    pub alerts: Slot<AlertsActor>,
+    pub commands: Slot<CommandsActor>,
+    pub presence: PresencePolicy,
+    pub writer: WriterSetup,
+    pub writer_inbox: WriterInbox,
+    pub notify: NotifyService,
+    /// `[[notify.maintenance]]`, for the alerts actor.
+    pub maintenance: Windows,
+    pub persist: (PersistHandle, PersistInbox),
+    pub audit_log: PathBuf,
+    pub rules: RuleSet,
+    pub hold_offline_ms: Option<i64>,
+    pub alerts_stats: Arc<AlertsStats>,
+    pub history: (HistoryPolicy, Arc<HistoryStats>),
+    pub signer: Arc<CommandSigner>,
+    /// Where the server's own MQTT clients connect, as whom.
+    pub mqtt: (String, u16, ClientIdentity),
+    pub republish: Option<(RepublishHandle, RepublishInbox, Arc<RepublishStats>)>,
+    pub ingest: (
+        IngestConfig,
+        IngestMode,
+        tokio::sync::mpsc::Sender<IngestItem>,
+        Arc<IngestStats>,
+    ),
+}
+
+/// Every child, in start order (stopped in reverse).
+pub(super) fn specs(w: Wiring) -> Vec<ChildSpec> {
+    let mut specs = vec![
+        fleet(&w),
+        ingest_writer(&w),
+        notifier(&w),
+        notify_worker(&w),
+        alerts_persister(&w),
+        alerts(&w),
+        history(&w),
+        commands(&w),
+    ];
+    specs.extend(republish(&w));
+    specs.push(ingest(w));
+    specs
+}
+
+fn fleet(w: &Wiring) -> ChildSpec {
+    let (store, live_hub, policy, started_ms) = (w.store.clone(), w.live.clone(), w.presence, w.started_ms);
+    let (slot, alerts, commands) = (w.fleet.clone(), w.alerts.clone(), w.commands.clone());
+    let checkpoint = FleetCheckpoint::default();
+    ChildSpec::new("fleet", move |live| {
+        let restore = Restore {
+            births: store.load_births()?.into_iter().collect(),
+            delivery: store
+                .load_delivery()?
+                .into_iter()
+                .map(|(id, st)| (id, st.view()))
+                .collect(),
+        };
+        let cp = checkpoint.clone();
+        let (addr, run) = spawn_actor(&live, move |_| {
+            FleetActor::restored(policy, started_ms, restore, cp)
+        });
+        addr.do_send(AttachLive(live_hub.clone()));
+        if let Some(a) = alerts.get() {
+            addr.do_send(AttachAlerts(a.recipient()));
+        }
+        if let Some(c) = commands.get() {
+            addr.do_send(AttachCommands(c.recipient()));
+        }
+        slot.set(addr);
+        Ok(run)
+    })
+}
+
+fn ingest_writer(w: &Wiring) -> ChildSpec {
+    let (setup, inbox) = (w.writer.clone(), w.writer_inbox.clone());
+    ChildSpec::new("writer", move |live| {
+        // the journal replayed before the next child starts, when the queue is free
+        let open = writer::open_now(&setup, &inbox)?;
+        let (setup, inbox) = (setup.clone(), inbox.clone());
+        spawn_thread(&live, "ingest-writer", move |live, stop| match open {
+            Some(open) => open.serve(&live, &stop),
+            None => writer::run(&setup, &inbox, &live, &stop),
+        })
+    })
+}
+
+fn notifier(w: &Wiring) -> ChildSpec {
+    let (inbox, dispatcher) = (w.notify.inbox.clone(), w.notify.dispatcher.clone());
+    ChildSpec::new("notify", move |live| {
+        let (inbox, dispatcher) = (inbox.clone(), dispatcher.clone());
+        Ok(spawn_task(&live, move |live| async move {
+            let mut rx = inbox.take(&live).await;
+            dispatcher.run(&mut rx).await
+        }))
+    })
+}
+
+fn notify_worker(w: &Wiring) -> ChildSpec {
+    let worker = w.notify.worker.clone();
+    ChildSpec::new("notify-worker", move |live| {
+        let worker = worker.clone();
+        Ok(spawn_task(&live, move |_| worker.run()))
+    })
+}
+
+fn alerts_persister(w: &Wiring) -> ChildSpec {
+    let setup = PersistSetup {
+        store: w.store.clone(),
+        audit_log: w.audit_log.clone(),
+        stats: w.alerts_stats.clone(),
+        handle: w.persist.0.clone(),
+    };
+    let inbox = w.persist.1.clone();
+    ChildSpec::new("alerts-persist", move |live| {
+        let (setup, inbox) = (setup.clone(), inbox.clone());
+        spawn_thread(&live, "alerts-persist", move |live, stop| {
+            persist::run(&setup, &inbox, &live, &stop)
+        })
+    })
+}
+
+fn alerts(w: &Wiring) -> ChildSpec {
+    let (rules, hold_offline_ms, stats) = (w.rules.clone(), w.hold_offline_ms, w.alerts_stats.clone());
+    let (store, notify, persist) = (w.store.clone(), w.notify.handle.clone(), w.persist.0.clone());
+    let maintenance = w.maintenance.clone();
+    let (slot, fleet, live_hub) = (w.alerts.clone(), w.fleet.clone(), w.live.clone());
+    let republish = w.republish.as_ref().map(|r| r.0.clone());
+    ChildSpec::new("alerts", move |live| {
+        // imports the persisted engine and correlator (blocking reads: on the supervisor's thread)
+        let actor = AlertsActor::new(
+            AlertsSetup {
+                rules: rules.clone(),
+                notify: notify.clone(),
+                store: store.clone(),
+                persist: persist.clone(),
+                hold_offline_ms,
+                maintenance: maintenance.clone(),
+            },
+            stats.clone(),
+        )?;
+        let (addr, run) = spawn_actor(&live, move |_| actor);
+        if let Some(r) = &republish {
+            addr.do_send(AttachRepublisher(r.clone()));
+        }
+        addr.do_send(AttachLive(live_hub.clone()));
+        fleet.do_send(AttachAlerts(addr.clone().recipient()));
+        slot.set(addr);
+        Ok(run)
+    })
+}
+
+fn history(w: &Wiring) -> ChildSpec {
+    let (store, (policy, stats)) = (w.store.clone(), w.history.clone());
+    ChildSpec::new("history", move |live| {
+        let job = HistoryJob::new(store.clone(), policy, stats.clone()).supervised(live.clone());
+        Ok(spawn_actor(&live, move |_| job).1)
+    })
+}
+
+fn commands(w: &Wiring) -> ChildSpec {
+    let (store, signer, audit_log) = (w.store.clone(), w.signer.clone(), w.audit_log.clone());
+    let (host, port, identity) = w.mqtt.clone();
+    let (slot, fleet, live_hub) = (w.commands.clone(), w.fleet.clone(), w.live.clone());
+    ChildSpec::new("commands", move |live| {
+        let setup = CommandsSetup {
+            signer: signer.clone(),
+            store: CommandStore::open(&store)?,
+            audit_log: audit_log.clone(),
+            host: host.clone(),
+            port,
+            identity: identity.clone(),
+        };
+        let (addr, run) = spawn_actor(&live, move |_| CommandsActor::new(setup));
+        addr.do_send(AttachLive(live_hub.clone()));
+        fleet.do_send(AttachCommands(addr.clone().recipient()));
+        slot.set(addr);
+        Ok(run)
+    })
+}
+
+fn republish(w: &Wiring) -> Option<ChildSpec> {
+    let (_, inbox, stats) = w.republish.clone()?;
+    let (host, port, identity) = w.mqtt.clone();
+    let cfg = RepublishConfig { host, port, identity };
+    Some(ChildSpec::new("republish", move |live| {
+        let tls = common::tls::client_config(&cfg.identity)
+            .map_err(|e| anyhow::anyhow!("republisher TLS identity: {e}"))?;
+        let (cfg, inbox, stats) = (cfg.clone(), inbox.clone(), stats.clone());
+        Ok(spawn_task(&live, move |live| async move {
+            let mut queue = inbox.take(&live).await;
+            republisher::run(cfg, tls, &mut queue, stats).await
+        }))
+    }))
+}
+
+fn ingest(w: Wiring) -> ChildSpec {
+    let (cfg, mode, tx, stats) = w.ingest;
+    ChildSpec::new("ingest", move |live| {
+        let tls = common::tls::client_config(&cfg.identity)
+            .map_err(|e| anyhow::anyhow!("ingest TLS identity: {e}"))?;
+        let (cfg, tx, stats) = (cfg.clone(), tx.clone(), stats.clone());
+        Ok(spawn_task(&live, move |_| client::run(cfg, tls, mode, tx, stats)))
+    })
+}
