@@ -195,13 +195,18 @@ max_retry_s = 1
         of("/untrusted").is_empty(),
         "nothing was delivered without ca_file"
     );
-    let text = metrics(&fleet).await;
-    assert!(
-        text.contains("rvm_fleet_notification_errors_total{channel=\"untrusted\",kind=\"tls\"} 1\n"),
-        "{text}"
-    );
-    assert!(text.contains("rvm_fleet_notifications_failed_total{channel=\"untrusted\"} 1\n"));
-    assert!(text.contains("rvm_fleet_notifications_sent_total{channel=\"pager\"} 1\n"));
+    let counted = [
+        "rvm_fleet_notification_errors_total{channel=\"untrusted\",kind=\"tls\"} 1\n",
+        "rvm_fleet_notifications_failed_total{channel=\"untrusted\"} 1\n",
+        // recorded a moment after the receiver answered
+        "rvm_fleet_notifications_sent_total{channel=\"pager\"} 1\n",
+    ];
+    let text = eventually(ARRIVES, || async {
+        let text = metrics(&fleet).await;
+        counted.iter().all(|l| text.contains(l)).then_some(text)
+    })
+    .await;
+    assert!(text.is_some(), "{counted:?} in\n{}", metrics(&fleet).await);
 
     // the fault ends: PagerDuty gets a resolve with the same dedup_key, Alertmanager a resolved
     sims.set_fault(0, Fault::None);
@@ -223,16 +228,20 @@ max_retry_s = 1
         "a firing and its resolution pair up in Alertmanager"
     );
     assert_eq!(of("/v2/enqueue").len(), 2, "one trigger, one resolve");
-    // the outbox holds each delivery with what the receiver answered
-    let outbox = fleet.get("/api/v1/notify/outbox?state=delivered").await.unwrap();
-    let delivered = outbox["entries"].as_array().unwrap();
-    assert!(
-        delivered
+    // the outbox holds each delivery with what the receiver answered (recorded a moment
+    // after the receiver answered)
+    let key = format!("pager/{alert_id}/resolved");
+    let entry = eventually(ARRIVES, || async {
+        let outbox = fleet.get("/api/v1/notify/outbox?state=delivered").await.ok()?;
+        outbox["entries"]
+            .as_array()?
             .iter()
-            .any(|e| e["key"] == format!("pager/{alert_id}/resolved").as_str()
-                && e["receipt"]["answers"][0]["status"] == 200),
-        "{outbox:#}"
-    );
+            .find(|e| e["key"] == key.as_str())
+            .cloned()
+    })
+    .await
+    .unwrap_or_else(|| panic!("{key} not delivered in the outbox"));
+    assert_eq!(entry["receipt"]["answers"][0]["status"], 200, "{entry:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,8 +323,13 @@ max_retry_s = 2
         2,
         "every message came through the right password"
     );
-    let h = fleet.health().await.unwrap();
-    assert_eq!(h["notify"]["delivered"]["mail"], 2, "{h:#}");
+    // counted a moment after the server answered
+    let counted = eventually(ARRIVES, || async {
+        let h = fleet.health().await.ok()?;
+        (h["notify"]["delivered"]["mail"] == 2).then_some(())
+    })
+    .await;
+    assert!(counted.is_some(), "{:#}", fleet.health().await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
