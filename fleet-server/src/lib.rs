@@ -14,8 +14,9 @@
 //!   the fleet actor, the live diff of device summaries, the devices routes
 //! - [`history`]: rows and minute arithmetic (leaves), rollups, packing, retention job,
 //!   metric queries, export and the HTML report, each with its store access and routes
-//! - [`alerts`]: input names, rules (`rules.toml`), the engine, silences, derived inputs
-//!   (pure), the alerts actor (engine + correlator + notifications), its store, its routes
+//! - [`alerts`]: input names, rules (`rules.toml`), health checks as alerts, the engine,
+//!   silences, maintenance windows' muting, derived inputs (pure), the alerts actor (engine +
+//!   correlator + notifications), its persister and store, its routes
 //! - [`incidents`]: the correlator (pure), one detector per file (site outage, cohort
 //!   regression, thermal chain, outlier)
 //! - [`commands`]: remote commands and rollouts (pure), the commands actor, its store, routes
