@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`figure`]: a figure beside its reference, saved results, the Markdown report
 //! - [`procs`]: child processes that die with the bench, /proc sampling, percentiles
+//! - [`memory`]: RSS, PSS, RssAnon, working set and CPU of several processes in one window
 //! - [`setup`]: certificates, fleet-server, Mosquitto, agents, simulators, the API
 //! - [`mqtt`]: a load generator of valid records and probe devices
 //! - [`profile`]: fixed workloads of the hot paths for callgrind
@@ -20,6 +21,7 @@ mod b_footprint;
 mod b_ingest;
 mod b_scale;
 mod figure;
+mod memory;
 mod mqtt;
 mod procs;
 mod profile;
