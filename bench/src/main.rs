@@ -6,7 +6,8 @@
 //! the reference tools and calls `rvm-bench run`.
 //!
 //! # Layout
-//! - [`figure`]: a figure beside its reference, saved results, the Markdown report
+//! - [`figure`]: a figure beside its reference and its target, saved results
+//! - [`report`]: docs/benchmarks.md from the saved results
 //! - [`procs`]: child processes that die with the bench, /proc sampling, percentiles
 //! - [`memory`]: RSS, PSS, RssAnon, working set and CPU of several processes in one window
 //! - [`setup`]: certificates, fleet-server, Mosquitto, agents, simulators, the API
@@ -25,6 +26,7 @@ mod memory;
 mod mqtt;
 mod procs;
 mod profile;
+mod report;
 mod setup;
 
 use std::path::PathBuf;
@@ -121,7 +123,7 @@ fn write_report(
     notes: &std::path::Path,
 ) -> anyhow::Result<()> {
     let notes = std::fs::read_to_string(notes).unwrap_or_default();
-    let text = figure::render(results, &notes)?;
+    let text = report::render(results, &notes)?;
     if let Some(d) = doc.parent() {
         std::fs::create_dir_all(d)?;
     }
