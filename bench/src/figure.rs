@@ -123,6 +123,21 @@ pub struct GroupResult {
 }
 
 impl GroupResult {
+    /// Applies `rewrite` to every text that may name a path (command lines, configs, notes).
+    pub fn rewrite_text(&mut self, rewrite: impl Fn(&str) -> String) {
+        for c in &mut self.commands {
+            *c = rewrite(c);
+        }
+        for n in &mut self.notes {
+            *n = rewrite(n);
+        }
+        for f in &mut self.figures {
+            f.name = rewrite(&f.name);
+            f.notes = rewrite(&f.notes);
+            f.reference = f.reference.as_deref().map(&rewrite);
+        }
+    }
+
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(
