@@ -183,6 +183,14 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
                  clear again: {WS_INTERVALS} intervals back to back, the larger shown and both in \
                  the notes, with the mappings that hold the most."
             ),
+            "`Referenced:` of a page of a shared library (libc above all) is also the page's \
+             own flag, which the kernel sets when any process that used the page unmaps it or \
+             exits: on a machine where processes start and stop all the time (here, other \
+             sessions' builds and tests), a process that has most of libc mapped shows most of \
+             it referenced whatever it did itself. The working set is still measured as issue 18 \
+             defines it, with shared libraries included; the row without them is for \
+             information."
+                .into(),
             "RSS and PSS are shown without a target: they count clean pages of the binary and \
              its libraries that the kernel may drop at any time and read back on the next touch, \
              so a process can move them without needing less memory. RssAnon and the working \
@@ -241,6 +249,16 @@ fn targeted(a: &Footprint, n: &Footprint, ws_interval: Duration, received: u64) 
             largest(a_ws.map_or(&[][..], |w| &w.by_mapping), 4),
             largest(n_ws.map_or(&[][..], |w| &w.by_mapping), 4),
         )),
+        Figure::new(
+            "agent working set without shared libraries (max; for information)",
+            own(a),
+            "MiB",
+        )
+        .vs("node_exporter, the same", own(n))
+        .note(
+            "the working set above less the pages of libc and other shared libraries, whose \
+             `Referenced:` is set whenever any process on the machine used them (see the notes)",
+        ),
         ratio_target(
             Figure::new("agent CPU (share of one core)", a.cpu_pct, "%")
                 .vs("node_exporter CPU, scraped every second", n.cpu_pct),
@@ -327,6 +345,15 @@ fn ratio_target(f: Figure, limit: f64) -> Figure {
         met && ratio.is_finite(),
         verdict,
     )
+}
+
+/// The largest working set of the intervals without shared libraries, in MiB.
+fn own(f: &Footprint) -> f64 {
+    f.working_sets
+        .iter()
+        .map(|w| w.own_kib)
+        .max()
+        .map_or(f64::NAN, kib_mib)
 }
 
 /// "2.61, 2.58": the working set of each interval in MiB.

@@ -348,6 +348,8 @@ mod tests {
         {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        // past the dynamic loader and into its sleep
+        std::thread::sleep(std::time::Duration::from_millis(200));
         let before = Rollup::of(pid).unwrap();
         clear_refs(pid).unwrap();
         let maps = smaps(pid).unwrap();
