@@ -43,7 +43,8 @@ pub struct WorkingSet {
     pub total_kib: u64,
     /// The same without the mappings of shared libraries (see [`is_shared_library`]).
     pub own_kib: u64,
-    /// Referenced KiB per mapping name (file name, `[heap]`, `anonymous`...), largest first.
+    /// Referenced KiB per mapping name (file name, `[heap]`, `thread stacks`, `anonymous`...),
+    /// largest first.
     pub by_mapping: Vec<(String, u64)>,
     /// Resident anonymous KiB per mapping name at the same moment, largest first: where the
     /// private memory is.
@@ -165,11 +166,27 @@ pub fn is_shared_library(m: &Mapping) -> bool {
     !name.starts_with('[') && (name.ends_with(".so") || name.contains(".so."))
 }
 
-/// KiB per mapping name (`anonymous` for unnamed mappings), largest first, zeros left out.
+/// The largest guard a thread library puts below a stack (glibc: one page by default).
+const MAX_GUARD: u64 = 64 * KIB;
+
+/// An unnamed writable mapping right above a small inaccessible one: a thread's stack above
+/// its guard (pthread maps both at once and protects the lowest pages). A malloc arena is the
+/// other way round: its writable part starts its reservation, the inaccessible rest follows.
+fn is_thread_stack(below: &Mapping, m: &Mapping) -> bool {
+    m.perms.starts_with("rw")
+        && below.name.is_empty()
+        && below.perms.starts_with("---")
+        && below.end == m.start
+        && below.end - below.start <= MAX_GUARD
+}
+
+/// KiB per mapping name (`anonymous` for unnamed mappings other than thread stacks), largest
+/// first, zeros left out.
 fn by_name(mappings: &[Mapping], bytes: impl Fn(&Mapping) -> u64) -> Vec<(String, u64)> {
     let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
-    for m in mappings {
+    for (i, m) in mappings.iter().enumerate() {
         let name = match m.short_name() {
+            "" if i > 0 && is_thread_stack(&mappings[i - 1], m) => "thread stacks",
             "" => "anonymous",
             n => n,
         };
@@ -210,6 +227,7 @@ mod tests {
             rss: (referenced_kib.max(anonymous_kib)) * KIB,
             anonymous: anonymous_kib * KIB,
             referenced: referenced_kib * KIB,
+            ..Mapping::default()
         }
     }
 
@@ -247,6 +265,30 @@ mod tests {
         assert_eq!(ws.anon_by_mapping[0], ("[heap]".to_string(), 700));
         assert_eq!(largest(&ws.by_mapping, 2), "rvm-agent 1.37, anonymous 0.488 MiB");
         assert_eq!(largest(&[], 3), "none");
+    }
+
+    #[test]
+    fn a_writable_mapping_above_a_small_guard_is_a_thread_stack_and_an_arena_is_not() {
+        let anon = |start: u64, end: u64, perms: &str, referenced_kib: u64| Mapping {
+            start,
+            end,
+            perms: perms.into(),
+            referenced: referenced_kib * KIB,
+            ..Mapping::default()
+        };
+        const MIB64: u64 = 64 << 20;
+        let maps = [
+            // an arena: 132 KiB used, the rest of its 64 MiB reserved
+            anon(MIB64, MIB64 + (132 << 10), "rw-p", 40),
+            anon(MIB64 + (132 << 10), 2 * MIB64, "---p", 0),
+            // a thread: a 4 KiB guard, then its 2 MiB stack
+            anon(3 * MIB64, 3 * MIB64 + 4096, "---p", 0),
+            anon(3 * MIB64 + 4096, 3 * MIB64 + 4096 + (2 << 20), "rw-p", 12),
+        ];
+        assert_eq!(
+            WorkingSet::of(&maps).by_mapping,
+            [("anonymous".to_string(), 40), ("thread stacks".to_string(), 12)]
+        );
     }
 
     #[test]
@@ -314,7 +356,7 @@ mod tests {
         let private: u64 = ws
             .by_mapping
             .iter()
-            .filter(|(name, _)| ["[heap]", "[stack]", "anonymous"].contains(&name.as_str()))
+            .filter(|(name, _)| ["[heap]", "[stack]", "anonymous", "thread stacks"].contains(&name.as_str()))
             .map(|(_, kib)| kib)
             .sum();
         assert!(

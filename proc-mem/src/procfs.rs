@@ -96,6 +96,9 @@ impl Rollup {
 /// One mapping of `/proc/PID/smaps`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mapping {
+    /// Its first address and the address after its last byte.
+    pub start: u64,
+    pub end: u64,
     /// The mapped file's path, a kernel name such as `[heap]` or `[stack]`, or empty for an
     /// anonymous mapping (thread stacks, allocator arenas, `.bss`).
     pub name: String,
@@ -188,11 +191,13 @@ fn parse_header(line: &str) -> Option<Mapping> {
     let [range, perms, offset, dev, inode] = fields;
     let (start, end) = range.split_once('-')?;
     let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if !(hex(start) && hex(end) && hex(offset) && perms.len() == 4 && dev.contains(':')) {
+    if !(hex(offset) && perms.len() == 4 && dev.contains(':')) {
         return None;
     }
     inode.parse::<u64>().ok()?;
     Some(Mapping {
+        start: u64::from_str_radix(start, 16).ok()?,
+        end: u64::from_str_radix(end, 16).ok()?,
         name: rest.trim().to_string(),
         perms: perms.into(),
         ..Mapping::default()
@@ -305,6 +310,8 @@ mod tests {
         let code = &maps[1];
         assert_eq!(code.perms, "r-xp");
         assert_eq!(code.name, "/usr/bin/sleep");
+        assert_eq!((code.start, code.end), (0x55d86811d000, 0x55d868122000));
+        assert_eq!(code.end - code.start, code.size);
         assert_eq!(
             (code.size, code.rss, code.referenced),
             (20 * KIB, 20 * KIB, 20 * KIB)
