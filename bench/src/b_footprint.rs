@@ -27,6 +27,8 @@ const MEMORY_RATIO: f64 = 0.25;
 const CPU_RATIO: f64 = 0.3;
 /// Working-set intervals back to back in the window (the larger is shown).
 const WS_INTERVALS: u32 = 2;
+/// How many mappings the notes name, largest first, for what dominates a measure.
+const BY_MAPPING_TOP: usize = 5;
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
     let dir = ctx.dir("footprint")?;
@@ -226,8 +228,14 @@ fn targeted(a: &Footprint, n: &Footprint, ws_interval: Duration, received: u64) 
              the window: agent {}; node_exporter {}",
             fmt(a.anon.mean_kib / MIB),
             fmt(n.anon.mean_kib / MIB),
-            largest(a.working_sets.last().map_or(&[][..], |w| &w.anon_by_mapping), 3),
-            largest(n.working_sets.last().map_or(&[][..], |w| &w.anon_by_mapping), 3),
+            largest(
+                a.working_sets.last().map_or(&[][..], |w| &w.anon_by_mapping),
+                BY_MAPPING_TOP
+            ),
+            largest(
+                n.working_sets.last().map_or(&[][..], |w| &w.anon_by_mapping),
+                BY_MAPPING_TOP
+            ),
         )),
         ratio_target(
             Figure::new(
@@ -246,8 +254,8 @@ fn targeted(a: &Footprint, n: &Footprint, ws_interval: Duration, received: u64) 
              agent {}; node_exporter {}",
             intervals(a),
             intervals(n),
-            largest(a_ws.map_or(&[][..], |w| &w.by_mapping), 4),
-            largest(n_ws.map_or(&[][..], |w| &w.by_mapping), 4),
+            largest(a_ws.map_or(&[][..], |w| &w.by_mapping), BY_MAPPING_TOP),
+            largest(n_ws.map_or(&[][..], |w| &w.by_mapping), BY_MAPPING_TOP),
         )),
         Figure::new(
             "agent working set without shared libraries (max; for information)",
@@ -318,14 +326,17 @@ fn beside_collectd(a: &Footprint, c: &Footprint) -> Vec<Figure> {
         .vs(&format!("{C} RssAnon"), kib_mib(c.anon.max_kib))
         .note(format!(
             "collectd's by mapping: {}",
-            largest(c.working_sets.last().map_or(&[][..], |w| &w.anon_by_mapping), 3)
+            largest(
+                c.working_sets.last().map_or(&[][..], |w| &w.anon_by_mapping),
+                BY_MAPPING_TOP
+            )
         )),
         Figure::new("agent working set beside collectd", ws(a), "MiB")
             .vs(&format!("{C} working set"), ws(c))
             .note(format!(
                 "collectd each interval: {} MiB; by mapping: {}",
                 intervals(c),
-                largest(c.ws_max().map_or(&[][..], |w| &w.by_mapping), 4)
+                largest(c.ws_max().map_or(&[][..], |w| &w.by_mapping), BY_MAPPING_TOP)
             )),
         Figure::new("agent CPU beside collectd", a.cpu_pct, "%").vs(&format!("{C} CPU"), c.cpu_pct),
         Figure::new("agent RSS beside collectd", kib_mib(a.rss.max_kib), "MiB")
