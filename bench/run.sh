@@ -76,12 +76,13 @@ ulimit -n 65536 2> /dev/null || ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
 step "open-file limit $(ulimit -n)"
 
 if [ "$build" = 1 ]; then
-    step "cargo build --release --bins (LTO, one codegen unit: several minutes)"
+    step "cargo build --release --bins (fleet-server, rvm-sim, rvm-bench...; LTO, one codegen unit: several minutes)"
     cargo build --release --bins
     step "cargo build --release -p rvm-agent (the agent as it ships: its own feature set)"
     cargo build --release -p rvm-agent
 fi
-for b in fleet-server rvm-agent rvm-bench; do
+# rvm-sim: the simulated machines of the alerts, commands and scale benchmarks
+for b in fleet-server rvm-agent rvm-sim rvm-bench; do
     [ -x "target/release/$b" ] || { echo "target/release/$b is missing (drop --no-build)" >&2; exit 1; }
 done
 

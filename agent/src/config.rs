@@ -59,8 +59,8 @@ pub struct AgentFile {
 pub enum ConfigError {
     #[error("cannot read {path}: {error}")]
     Read { path: PathBuf, error: std::io::Error },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
     #[error("{path}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid {
         path: PathBuf,
@@ -74,9 +74,9 @@ impl AgentFile {
             path: path.to_path_buf(),
             error,
         })?;
-        let file = Self::parse(&text).map_err(|message| ConfigError::Parse {
+        let file = Self::parse(&text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
-            message,
+            source,
         })?;
         let problems = file.validate();
         if !problems.is_empty() {
@@ -88,8 +88,8 @@ impl AgentFile {
         Ok(file)
     }
 
-    pub fn parse(text: &str) -> Result<AgentFile, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+    pub fn parse(text: &str) -> Result<AgentFile, toml::de::Error> {
+        toml::from_str(text)
     }
 
     /// Every problem, each with its key path. Empty when the config is usable.
@@ -162,7 +162,7 @@ key = "{0}/dev.key"
     fn an_unknown_key_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let text = example_with_paths(dir.path()) + "\n[collector]\nintervall_ms = 5\n";
-        let err = AgentFile::parse(&text).unwrap_err();
+        let err = AgentFile::parse(&text).unwrap_err().to_string();
         assert!(err.contains("intervall_ms"), "{err}");
     }
 

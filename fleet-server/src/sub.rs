@@ -22,6 +22,45 @@ use serde_json::{Value, json};
 /// Keep-alive of the subscriber's connection.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
 
+/// Why `fleetctl sub` could not connect or stopped; each variant names the option or the peer.
+#[derive(Debug, thiserror::Error)]
+pub enum SubError {
+    #[error("--name {name:?}: not `fleet-server`, `reader-NAME` or a device id ({source})")]
+    BadName {
+        name: String,
+        source: common::ids::IdError,
+    },
+    #[error("--name {name}: {path} does not exist")]
+    Missing { name: String, path: PathBuf },
+    #[error(transparent)]
+    Tls(#[from] common::tls::TlsError),
+    #[error("--broker {0:?} is not host:port")]
+    BadBroker(String),
+    #[error(transparent)]
+    Subscribe(#[from] rumqttc::ClientError),
+    #[error("the broker refused {cn} the subscription to {filter}")]
+    Refused { cn: String, filter: String },
+    #[error("{broker} as {cn}: {source}")]
+    Connection {
+        broker: String,
+        cn: String,
+        source: Box<rumqttc::ConnectionError>,
+    },
+}
+
+/// Why one message's payload could not be shown as JSON (printed as its line's `error`).
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error(transparent)]
+    Command(#[from] common::codec::CodecError),
+    #[error(transparent)]
+    Record(#[from] crate::republish::item::RecordJsonError),
+    #[error(transparent)]
+    RecordJson(serde_json::Error),
+    #[error("not JSON: {0}")]
+    NotJson(serde_json::Error),
+}
+
 /// Who subscribes: a name in a certificate directory, or explicit files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Who {
@@ -33,7 +72,7 @@ pub enum Who {
 
 impl Who {
     /// The TLS identity and the certificate's CN.
-    pub fn resolve(&self) -> Result<(ClientIdentity, String), String> {
+    pub fn resolve(&self) -> Result<(ClientIdentity, String), SubError> {
         match self {
             Who::Named { certs, name } => {
                 let dir = CertDir::new(certs);
@@ -42,14 +81,18 @@ impl Who {
                 } else if let Some(reader) = name.strip_prefix(common::ids::READER_PREFIX) {
                     (dir.reader_identity(reader), name.clone())
                 } else {
-                    let id = common::DeviceId::new(name.as_str()).map_err(|e| {
-                        format!("--name {name:?}: not `fleet-server`, `reader-NAME` or a device id ({e})")
+                    let id = common::DeviceId::new(name.as_str()).map_err(|source| SubError::BadName {
+                        name: name.clone(),
+                        source,
                     })?;
                     (dir.device_identity(&id), name.clone())
                 };
                 for f in [&identity.ca, &identity.cert, &identity.key] {
                     if !f.exists() {
-                        return Err(format!("--name {name}: {} does not exist", f.display()));
+                        return Err(SubError::Missing {
+                            name: name.clone(),
+                            path: f.clone(),
+                        });
                     }
                 }
                 Ok((identity, cn))
@@ -73,19 +116,19 @@ pub struct SubOptions {
 }
 
 /// The JSON of one message's payload: decoded for `rvm/v1/...`, as is for `fleet/v1/...`.
-pub fn payload_json(topic: &str, payload: &[u8]) -> Result<Value, String> {
+pub fn payload_json(topic: &str, payload: &[u8]) -> Result<Value, PayloadError> {
     match Topic::parse(topic) {
         Ok(Topic::Device { kind: Kind::Cmd, .. }) => {
-            let signed: SignedCommand = common::codec::decode_bare(payload).map_err(|e| e.to_string())?;
-            let command: Command = common::codec::decode_bare(&signed.payload).map_err(|e| e.to_string())?;
+            let signed: SignedCommand = common::codec::decode_bare(payload)?;
+            let command: Command = common::codec::decode_bare(&signed.payload)?;
             let signature: String = signed.signature.iter().map(|b| format!("{b:02x}")).collect();
             Ok(json!({ "command": command, "signature": signature }))
         }
         Ok(Topic::Device { .. }) => {
             let bytes = crate::republish::item::record_json(topic, payload)?;
-            serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+            serde_json::from_slice(&bytes).map_err(PayloadError::RecordJson)
         }
-        _ => serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}")),
+        _ => serde_json::from_slice(payload).map_err(PayloadError::NotJson),
     }
 }
 
@@ -94,17 +137,17 @@ pub fn render_line(topic: &str, payload: &[u8], retain: bool, payload_only: bool
     match (payload_json(topic, payload), payload_only) {
         (Ok(p), true) => p.to_string(),
         (Ok(p), false) => json!({ "topic": topic, "retain": retain, "payload": p }).to_string(),
-        (Err(e), _) => json!({ "topic": topic, "retain": retain, "error": e }).to_string(),
+        (Err(e), _) => json!({ "topic": topic, "retain": retain, "error": e.to_string() }).to_string(),
     }
 }
 
 /// Connects, subscribes and hands every line to `out` until `count` messages arrived (or
 /// forever). Any connection error or a refused subscription ends it with an error.
-pub async fn run(opts: &SubOptions, mut out: impl FnMut(&str)) -> Result<u64, String> {
+pub async fn run(opts: &SubOptions, mut out: impl FnMut(&str)) -> Result<u64, SubError> {
     let (identity, cn) = opts.who.resolve()?;
-    let tls = common::tls::client_config(&identity).map_err(|e| e.to_string())?;
-    let (host, port) = rvm_agent::shared::host_port::split_host_port(&opts.broker)
-        .ok_or_else(|| format!("--broker {:?} is not host:port", opts.broker))?;
+    let tls = common::tls::client_config(&identity)?;
+    let (host, port) = common::addr::split_host_port(&opts.broker)
+        .ok_or_else(|| SubError::BadBroker(opts.broker.clone()))?;
     // `CN:suffix` is a client id the embedded broker accepts for this certificate; Mosquitto's
     // device listener replaces it with the CN anyway.
     let client_id = format!("{cn}:sub-{}", common::ids::random_hex(4));
@@ -116,10 +159,7 @@ pub async fn run(opts: &SubOptions, mut out: impl FnMut(&str)) -> Result<u64, St
     o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
     let (client, mut el) = AsyncClient::new(o, 64);
     crate::mqtt_no_delay(&mut el);
-    client
-        .subscribe(opts.filter.clone(), QoS::AtLeastOnce)
-        .await
-        .map_err(|e| e.to_string())?;
+    client.subscribe(opts.filter.clone(), QoS::AtLeastOnce).await?;
     let mut n = 0;
     loop {
         match el.poll().await {
@@ -128,10 +168,10 @@ pub async fn run(opts: &SubOptions, mut out: impl FnMut(&str)) -> Result<u64, St
                     .iter()
                     .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
                 {
-                    return Err(format!(
-                        "the broker refused {cn} the subscription to {}",
-                        opts.filter
-                    ));
+                    return Err(SubError::Refused {
+                        cn,
+                        filter: opts.filter.clone(),
+                    });
                 }
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
@@ -143,7 +183,13 @@ pub async fn run(opts: &SubOptions, mut out: impl FnMut(&str)) -> Result<u64, St
                 }
             }
             Ok(_) => {}
-            Err(e) => return Err(format!("{} as {cn}: {e}", opts.broker)),
+            Err(source) => {
+                return Err(SubError::Connection {
+                    broker: opts.broker.clone(),
+                    cn,
+                    source: Box::new(source),
+                });
+            }
         }
     }
 }
@@ -205,9 +251,9 @@ mod tests {
             name: n.into(),
         };
         assert_eq!(who("server").resolve().unwrap().1, "fleet-server");
-        let e = who("reader-graf").resolve().unwrap_err();
+        let e = who("reader-graf").resolve().unwrap_err().to_string();
         assert!(e.contains("reader-graf.pem"), "{e}");
-        let e = who("bad/name").resolve().unwrap_err();
+        let e = who("bad/name").resolve().unwrap_err().to_string();
         assert!(e.contains("bad/name"), "{e}");
     }
 }

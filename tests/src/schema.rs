@@ -18,6 +18,72 @@ pub fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/schemas")
 }
 
+/// Why a value was not validated: it does not match (each variant names its JSON path, `$.a.b`),
+/// or the schema asks for something this validator does not support.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SchemaError {
+    #[error("no schema {name:?} in {dir}")]
+    NoSchema { name: String, dir: PathBuf },
+    #[error("no schema for topic {0}")]
+    NoTopicSchema(String),
+    #[error("{path}: {value} is not of type {types:?}")]
+    NotOfType {
+        path: String,
+        value: Value,
+        types: Vec<String>,
+    },
+    #[error("{path}: {name:?} is required")]
+    Required { path: String, name: String },
+    #[error("{path}: {name:?} is not in the schema")]
+    NotInSchema { path: String, name: String },
+    #[error("{path}: {value} is not one of {allowed}")]
+    NotInEnum {
+        path: String,
+        value: Value,
+        allowed: Value,
+    },
+    #[error("{path}: {value} is not {expected}")]
+    NotConst {
+        path: String,
+        value: Value,
+        expected: Value,
+    },
+    #[error("{path}: {value} < {min}")]
+    BelowMinimum { path: String, value: f64, min: f64 },
+    #[error(
+        "{path}: {matched} of the oneOf alternatives match {value} ({})",
+        join(errors)
+    )]
+    OneOf {
+        path: String,
+        matched: usize,
+        value: Value,
+        errors: Vec<SchemaError>,
+    },
+    #[error("{path}: schema is not an object: {schema}")]
+    SchemaNotAnObject { path: String, schema: Value },
+    #[error("{path}: unsupported $ref {reference}")]
+    UnsupportedRef { path: String, reference: Value },
+    #[error("{path}: no $defs/{name}")]
+    NoDef { path: String, name: String },
+    #[error("{path}: bad type {schema}")]
+    BadType { path: String, schema: Value },
+    #[error("{path}: unknown type {name:?}")]
+    UnknownType { path: String, name: String },
+    #[error("{path}: bad oneOf")]
+    BadOneOf { path: String },
+    #[error("{path}: keyword {keyword:?} is not supported")]
+    UnsupportedKeyword { path: String, keyword: String },
+}
+
+fn join(errors: &[SchemaError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Every `docs/schemas/NAME.schema.json`, by NAME.
 pub struct Schemas {
     pub by_name: BTreeMap<String, Value>,
@@ -57,21 +123,21 @@ impl Schemas {
         }
     }
 
-    pub fn validate(&self, name: &str, v: &Value) -> Result<(), String> {
-        let root = self
-            .by_name
-            .get(name)
-            .ok_or_else(|| format!("no schema {name:?} in {}", dir().display()))?;
+    pub fn validate(&self, name: &str, v: &Value) -> Result<(), SchemaError> {
+        let root = self.by_name.get(name).ok_or_else(|| SchemaError::NoSchema {
+            name: name.into(),
+            dir: dir(),
+        })?;
         validate(root, root, v, "$")
     }
 
-    pub fn validate_topic(&self, topic: &str, v: &Value) -> Result<(), String> {
-        let name = Self::name_of_topic(topic).ok_or_else(|| format!("no schema for topic {topic}"))?;
+    pub fn validate_topic(&self, topic: &str, v: &Value) -> Result<(), SchemaError> {
+        let name = Self::name_of_topic(topic).ok_or_else(|| SchemaError::NoTopicSchema(topic.into()))?;
         self.validate(name, v)
     }
 }
 
-fn type_matches(t: &str, v: &Value) -> Result<bool, String> {
+fn type_matches(t: &str, v: &Value, path: &str) -> Result<bool, SchemaError> {
     Ok(match t {
         "object" => v.is_object(),
         "array" => v.is_array(),
@@ -80,15 +146,21 @@ fn type_matches(t: &str, v: &Value) -> Result<bool, String> {
         "null" => v.is_null(),
         "number" => v.is_number(),
         "integer" => v.is_i64() || v.is_u64(),
-        other => return Err(format!("unknown type {other:?}")),
+        other => {
+            return Err(SchemaError::UnknownType {
+                path: path.into(),
+                name: other.into(),
+            });
+        }
     })
 }
 
 /// Validates `v` at `path` against `schema`; `root` resolves `#/$defs/...`.
-pub fn validate(root: &Value, schema: &Value, v: &Value, path: &str) -> Result<(), String> {
-    let obj = schema
-        .as_object()
-        .ok_or_else(|| format!("{path}: schema is not an object: {schema}"))?;
+pub fn validate(root: &Value, schema: &Value, v: &Value, path: &str) -> Result<(), SchemaError> {
+    let obj = schema.as_object().ok_or_else(|| SchemaError::SchemaNotAnObject {
+        path: path.into(),
+        schema: schema.clone(),
+    })?;
     for (k, s) in obj {
         match k.as_str() {
             k if ANNOTATIONS.contains(&k) => {}
@@ -96,25 +168,40 @@ pub fn validate(root: &Value, schema: &Value, v: &Value, path: &str) -> Result<(
                 let name = s
                     .as_str()
                     .and_then(|r| r.strip_prefix("#/$defs/"))
-                    .ok_or_else(|| format!("{path}: unsupported $ref {s}"))?;
-                let target = root
-                    .get("$defs")
-                    .and_then(|d| d.get(name))
-                    .ok_or_else(|| format!("{path}: no $defs/{name}"))?;
+                    .ok_or_else(|| SchemaError::UnsupportedRef {
+                        path: path.into(),
+                        reference: s.clone(),
+                    })?;
+                let target =
+                    root.get("$defs")
+                        .and_then(|d| d.get(name))
+                        .ok_or_else(|| SchemaError::NoDef {
+                            path: path.into(),
+                            name: name.into(),
+                        })?;
                 validate(root, target, v, path)?;
             }
             "type" => {
                 let types: Vec<&str> = match s {
                     Value::String(t) => vec![t.as_str()],
                     Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
-                    _ => return Err(format!("{path}: bad type {s}")),
+                    _ => {
+                        return Err(SchemaError::BadType {
+                            path: path.into(),
+                            schema: s.clone(),
+                        });
+                    }
                 };
                 let mut ok = false;
                 for t in &types {
-                    ok |= type_matches(t, v)?;
+                    ok |= type_matches(t, v, path)?;
                 }
                 if !ok {
-                    return Err(format!("{path}: {v} is not of type {types:?}"));
+                    return Err(SchemaError::NotOfType {
+                        path: path.into(),
+                        value: v.clone(),
+                        types: types.iter().map(|t| t.to_string()).collect(),
+                    });
                 }
             }
             "properties" => {
@@ -131,7 +218,10 @@ pub fn validate(root: &Value, schema: &Value, v: &Value, path: &str) -> Result<(
                 if let Some(o) = v.as_object() {
                     for r in s.as_array().into_iter().flatten().filter_map(Value::as_str) {
                         if !o.contains_key(r) {
-                            return Err(format!("{path}: {r:?} is required"));
+                            return Err(SchemaError::Required {
+                                path: path.into(),
+                                name: r.into(),
+                            });
                         }
                     }
                 }
@@ -145,7 +235,10 @@ pub fn validate(root: &Value, schema: &Value, v: &Value, path: &str) -> Result<(
                     }
                     match s {
                         Value::Bool(false) => {
-                            return Err(format!("{path}: {name:?} is not in the schema"));
+                            return Err(SchemaError::NotInSchema {
+                                path: path.into(),
+                                name: name.clone(),
+                            });
                         }
                         Value::Bool(true) => {}
                         sub => validate(root, sub, x, &format!("{path}.{name}"))?,
@@ -161,36 +254,57 @@ pub fn validate(root: &Value, schema: &Value, v: &Value, path: &str) -> Result<(
             }
             "enum" => {
                 if !s.as_array().is_some_and(|a| a.contains(v)) {
-                    return Err(format!("{path}: {v} is not one of {s}"));
+                    return Err(SchemaError::NotInEnum {
+                        path: path.into(),
+                        value: v.clone(),
+                        allowed: s.clone(),
+                    });
                 }
             }
             "const" => {
                 if s != v {
-                    return Err(format!("{path}: {v} is not {s}"));
+                    return Err(SchemaError::NotConst {
+                        path: path.into(),
+                        value: v.clone(),
+                        expected: s.clone(),
+                    });
                 }
             }
             "minimum" => {
                 if let (Some(min), Some(x)) = (s.as_f64(), v.as_f64())
                     && x < min
                 {
-                    return Err(format!("{path}: {x} < {min}"));
+                    return Err(SchemaError::BelowMinimum {
+                        path: path.into(),
+                        value: x,
+                        min,
+                    });
                 }
             }
             "oneOf" => {
-                let subs = s.as_array().ok_or_else(|| format!("{path}: bad oneOf"))?;
-                let errors: Vec<String> = subs
+                let subs = s
+                    .as_array()
+                    .ok_or_else(|| SchemaError::BadOneOf { path: path.into() })?;
+                let errors: Vec<SchemaError> = subs
                     .iter()
                     .filter_map(|sub| validate(root, sub, v, path).err())
                     .collect();
                 let matched = subs.len() - errors.len();
                 if matched != 1 {
-                    return Err(format!(
-                        "{path}: {matched} of the oneOf alternatives match {v} ({})",
-                        errors.join("; ")
-                    ));
+                    return Err(SchemaError::OneOf {
+                        path: path.into(),
+                        matched,
+                        value: v.clone(),
+                        errors,
+                    });
                 }
             }
-            other => return Err(format!("{path}: keyword {other:?} is not supported")),
+            other => {
+                return Err(SchemaError::UnsupportedKeyword {
+                    path: path.into(),
+                    keyword: other.into(),
+                });
+            }
         }
     }
     Ok(())
@@ -217,7 +331,12 @@ mod tests {
         assert!(ok(json!({"a": 1.5})).is_err());
         assert!(ok(json!({"a": -1})).is_err());
         assert!(ok(json!({"b": "x"})).is_err());
-        assert!(ok(json!({"a": 1, "c": 2})).unwrap_err().contains("\"c\""));
+        assert!(
+            ok(json!({"a": 1, "c": 2}))
+                .unwrap_err()
+                .to_string()
+                .contains("\"c\"")
+        );
         assert!(ok(json!({"a": 1, "b": "y"})).is_err());
         let bad = json!({ "format": "date" });
         assert!(validate(&bad, &bad, &json!(1), "$").is_err());

@@ -145,13 +145,13 @@ async fn drive(
     el: &mut rumqttc::EventLoop,
     secs: u64,
     mut pred: impl FnMut(&Event) -> bool,
-) -> Result<bool, String> {
+) -> Result<bool, rumqttc::ConnectionError> {
     let r = tokio::time::timeout(Duration::from_secs(secs), async {
         loop {
             match el.poll().await {
                 Ok(ev) if pred(&ev) => return Ok(true),
                 Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e),
             }
         }
     })

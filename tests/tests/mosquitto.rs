@@ -18,11 +18,11 @@ use common::codec;
 use common::pki::{self, Ca, CertDir, LeafKind, Validity};
 use common::{DeviceId, Envelope, Telemetry};
 use rumqttc::{Event, EventLoop, Incoming, QoS};
-use rvm_agent::sim::simulate::{SimConfig, SimProfile};
 use rvm_fleet_tests::mosquitto::{Mosquitto, Prefilled, program, start_fleet};
 use rvm_fleet_tests::{
     Agents, ConnectOutcome, FleetOptions, Probe, SimFleet, TestFleet, eventually, tls_for,
 };
+use rvm_sim::simulate::{SimConfig, SimProfile};
 use serde_json::Value;
 
 /// Seq of the record a test publishes after one that must be dropped: once it is in, the
@@ -64,13 +64,17 @@ async fn collect(el: &mut EventLoop, secs: u64) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Drives `el` until `pred` matches an event; Err on a connection error, Ok(false) on timeout.
-async fn drive(el: &mut EventLoop, secs: u64, mut pred: impl FnMut(&Event) -> bool) -> Result<bool, String> {
+async fn drive(
+    el: &mut EventLoop,
+    secs: u64,
+    mut pred: impl FnMut(&Event) -> bool,
+) -> Result<bool, rumqttc::ConnectionError> {
     let r = tokio::time::timeout(Duration::from_secs(secs), async {
         loop {
             match el.poll().await {
                 Ok(ev) if pred(&ev) => return Ok(true),
                 Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e),
             }
         }
     })
@@ -236,7 +240,10 @@ async fn a_device_certificate_cannot_act_for_another_device_through_mosquitto() 
         .await
         .unwrap();
     let acked = drive(&mut el, 5, |e| matches!(e, Event::Incoming(Incoming::PubAck(_)))).await;
-    assert_eq!(acked, Ok(true), "Mosquitto acknowledges a denied QoS 1 publish");
+    assert!(
+        matches!(acked, Ok(true)),
+        "Mosquitto acknowledges a denied QoS 1 publish: {acked:?}"
+    );
     // then a marker on its own topic, which Mosquitto forwards: the server's session gets one
     // client's publishes in order, so once the marker is in, a forged record that got through
     // would be in too
@@ -256,7 +263,7 @@ async fn a_device_certificate_cannot_act_for_another_device_through_mosquitto() 
         .await
         .unwrap();
     let acked = drive(&mut el, 5, |e| matches!(e, Event::Incoming(Incoming::PubAck(_)))).await;
-    assert_eq!(acked, Ok(true), "the marker is acknowledged");
+    assert!(matches!(acked, Ok(true)), "the marker is acknowledged: {acked:?}");
     let attacker = eventually(Duration::from_secs(10), || async {
         let d = fleet.device("attacker").await.ok().flatten()?;
         (d["delivery"]["last_seq"] == MARKER_SEQ).then_some(d)

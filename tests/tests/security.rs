@@ -790,7 +790,7 @@ impl Device {
                     window: 64,
                     // the collector stays out of the way: the test makes the records
                     interval: Duration::from_secs(3600),
-                    source: Box::new(rvm_agent::sim::source::SimSource::new(1, 1000)),
+                    source: Box::new(rvm_sim::source::SimSource::new(1, 1000)),
                     buffer: b,
                     birth: rvm_agent::runtime::build_birth(None, vec![], vec![], false),
                     gate: None,
@@ -909,16 +909,35 @@ async fn security_an_agent_clock_jumping_keeps_seq_order_and_is_flagged() {
 /// A 2 MiB tmpfs mounted for the test and unmounted when dropped.
 struct Tmpfs(std::path::PathBuf);
 
+/// Why the test's tmpfs was not mounted.
+#[derive(Debug, thiserror::Error)]
+enum MountError {
+    #[error("cannot create {path}: {source}")]
+    Create {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot run mount: {0}")]
+    Spawn(std::io::Error),
+    #[error("mount failed: {0}")]
+    Failed(String),
+}
+
 impl Tmpfs {
-    fn mount(dir: &Path) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    fn mount(dir: &Path) -> Result<Tmpfs, MountError> {
+        std::fs::create_dir_all(dir).map_err(|source| MountError::Create {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let out = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
             .arg(dir)
             .output()
-            .map_err(|e| e.to_string())?;
+            .map_err(MountError::Spawn)?;
         if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            return Err(MountError::Failed(
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
         }
         Ok(Tmpfs(dir.to_path_buf()))
     }

@@ -118,7 +118,7 @@ impl AppMetricsConfig {
         for (i, name) in self.names.iter().enumerate() {
             let key = format!("{prefix}.names[{i}]");
             if let Err(e) = validate_name(name) {
-                bad(key, e);
+                bad(key, e.to_string());
             } else if !seen.insert(name) {
                 bad(key, format!("{name:?} is listed twice"));
             }

@@ -4,14 +4,25 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use common::codec;
+use common::codec::{self, CodecError};
 use common::command::CommandResult;
+
+/// Why an executed command id was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutedStoreError {
+    #[error("cannot encode the command result: {0}")]
+    Encode(#[from] CodecError),
+    #[error("the executed-commands store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("the executed-commands store lock is poisoned")]
+    Poisoned,
+}
 
 /// Where executed command ids and their last result are kept.
 pub trait ExecutedStore: Send + Sync + 'static {
     fn get(&self, id: &str) -> Option<CommandResult>;
     /// Durable on return.
-    fn put(&self, id: &str, result: &CommandResult) -> Result<(), String>;
+    fn put(&self, id: &str, result: &CommandResult) -> Result<(), ExecutedStoreError>;
 }
 
 /// sled tree `commands` in the agent's buffer database.
@@ -26,12 +37,11 @@ impl ExecutedStore for SledExecuted {
         codec::decode_bare(&v).ok()
     }
 
-    fn put(&self, id: &str, result: &CommandResult) -> Result<(), String> {
-        let bytes = codec::encode(result).map_err(|e| e.to_string())?;
-        self.tree
-            .insert(id.as_bytes(), bytes)
-            .map_err(|e| e.to_string())?;
-        self.db.flush().map(|_| ()).map_err(|e| e.to_string())
+    fn put(&self, id: &str, result: &CommandResult) -> Result<(), ExecutedStoreError> {
+        let bytes = codec::encode(result)?;
+        self.tree.insert(id.as_bytes(), bytes)?;
+        self.db.flush()?;
+        Ok(())
     }
 }
 
@@ -43,10 +53,10 @@ impl ExecutedStore for MemExecuted {
     fn get(&self, id: &str) -> Option<CommandResult> {
         self.0.lock().ok()?.get(id).cloned()
     }
-    fn put(&self, id: &str, result: &CommandResult) -> Result<(), String> {
+    fn put(&self, id: &str, result: &CommandResult) -> Result<(), ExecutedStoreError> {
         self.0
             .lock()
-            .map_err(|e| e.to_string())?
+            .map_err(|_| ExecutedStoreError::Poisoned)?
             .insert(id.to_string(), result.clone());
         Ok(())
     }

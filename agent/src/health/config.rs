@@ -175,7 +175,7 @@ impl HealthConfig {
         for (i, name) in self.watch_processes.iter().enumerate() {
             let key = format!("{prefix}.watch_processes[{i}]");
             if let Err(e) = valid_process_name(name) {
-                bad(key, e);
+                bad(key, e.to_string());
             } else if !seen.insert(name) {
                 bad(key, format!("{name:?} is listed twice"));
             }
@@ -184,7 +184,7 @@ impl HealthConfig {
         for (i, unit) in self.systemd_units.iter().enumerate() {
             let key = format!("{prefix}.systemd_units[{i}]");
             if let Err(e) = valid_unit_name(unit) {
-                bad(key, e);
+                bad(key, e.to_string());
             } else if !seen.insert(unit) {
                 bad(key, format!("{unit:?} is listed twice"));
             }

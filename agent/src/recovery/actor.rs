@@ -220,7 +220,7 @@ impl Handler<RemoteCommand> for RecoveryActor {
                 ctx.spawn(job.into_actor(self).map(move |res, act, ctx| {
                     let why = match res {
                         Ok(Ok(())) => None,
-                        Ok(Err(e)) => Some(e),
+                        Ok(Err(e)) => Some(e.to_string()),
                         Err(e) => Some(e.to_string()),
                     };
                     if let Some(why) = why {

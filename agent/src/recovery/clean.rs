@@ -15,22 +15,30 @@ const FORBIDDEN_TEMP_DIRS: [&str; 16] = [
     "/usr", "/var", "/var/lib",
 ];
 
-pub(super) fn valid_temp_dir(dir: &Path) -> Result<(), String> {
+/// A `recovery.temp_dirs` entry `clean_temp` refuses; each variant carries the path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TempDirError {
+    #[error("{0} is not an absolute path")]
+    NotAbsolute(PathBuf),
+    #[error("{0} contains ..")]
+    ParentDir(PathBuf),
+    #[error("{0} is a system directory, not a temp directory")]
+    SystemDir(PathBuf),
+}
+
+pub(super) fn valid_temp_dir(dir: &Path) -> Result<(), TempDirError> {
     if !dir.is_absolute() {
-        return Err(format!("{} is not an absolute path", dir.display()));
+        return Err(TempDirError::NotAbsolute(dir.into()));
     }
     let normal: PathBuf = dir.components().collect();
     if dir
         .components()
         .any(|c| matches!(c, std::path::Component::ParentDir))
     {
-        return Err(format!("{} contains ..", dir.display()));
+        return Err(TempDirError::ParentDir(dir.into()));
     }
     if FORBIDDEN_TEMP_DIRS.iter().any(|f| Path::new(f) == normal) {
-        return Err(format!(
-            "{} is a system directory, not a temp directory",
-            dir.display()
-        ));
+        return Err(TempDirError::SystemDir(dir.into()));
     }
     Ok(())
 }
@@ -76,7 +84,7 @@ pub fn clean_temp_dirs(dirs: &[PathBuf], max_age: Duration, now: SystemTime) -> 
     };
     for dir in dirs {
         if let Err(e) = valid_temp_dir(dir) {
-            report.error(e);
+            report.error(e.to_string());
             continue;
         }
         let root = match fs::canonicalize(dir) {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::clean::valid_temp_dir;
 use crate::health::config::HealthConfig;
-use crate::shared::names::{valid_interface_name, valid_process_name, valid_unit_name};
+use crate::shared::names::{NameError, valid_interface_name, valid_process_name, valid_unit_name};
 use crate::shared::problem::ConfigProblem;
 
 /// Every action name, in the order of [`Action`].
@@ -156,8 +156,25 @@ pub(super) fn secs_to_ms(s: u64) -> i64 {
     i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
+/// A ladder step that does not parse; each variant carries the step as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    #[error("{step:?}: name the unit (restart_unit:NAME) or use it on a unit:NAME check")]
+    NoUnit { step: String },
+    #[error("{step:?}: name the process (restart_process:NAME) or use it on a process:NAME check")]
+    NoProcess { step: String },
+    #[error("{step:?}: name the interface (restart_network:eth0)")]
+    NoInterface { step: String },
+    #[error("{step:?}: {action} takes no target")]
+    TakesNoTarget { step: String, action: String },
+    #[error("{0:?} is not an action (one of {all})", all = ALL_ACTIONS.join(", "))]
+    UnknownAction(String),
+    #[error(transparent)]
+    Name(#[from] NameError),
+}
+
 /// Parses one ladder step for `check`.
-pub fn parse_step(step: &str, check: &str) -> Result<Action, String> {
+pub fn parse_step(step: &str, check: &str) -> Result<Action, StepError> {
     let (name, target) = match step.split_once(':') {
         Some((n, t)) => (n.trim(), Some(t.trim())),
         None => (step.trim(), None),
@@ -165,39 +182,38 @@ pub fn parse_step(step: &str, check: &str) -> Result<Action, String> {
     let from_check = |prefix: &str| check.strip_prefix(prefix).filter(|t| !t.is_empty());
     let action = match name {
         "restart_unit" => {
-            let unit = target.or_else(|| from_check("unit:")).ok_or_else(|| {
-                format!("{step:?}: name the unit (restart_unit:NAME) or use it on a unit:NAME check")
-            })?;
+            let unit = target
+                .or_else(|| from_check("unit:"))
+                .ok_or_else(|| StepError::NoUnit { step: step.into() })?;
             valid_unit_name(unit)?;
             Action::RestartUnit { unit: unit.into() }
         }
         "restart_process" => {
-            let name = target.or_else(|| from_check("process:")).ok_or_else(|| {
-                format!("{step:?}: name the process (restart_process:NAME) or use it on a process:NAME check")
-            })?;
+            let name = target
+                .or_else(|| from_check("process:"))
+                .ok_or_else(|| StepError::NoProcess { step: step.into() })?;
             valid_process_name(name)?;
             Action::RestartProcess { name: name.into() }
         }
         "restart_network" => {
-            let iface =
-                target.ok_or_else(|| format!("{step:?}: name the interface (restart_network:eth0)"))?;
+            let iface = target.ok_or_else(|| StepError::NoInterface { step: step.into() })?;
             valid_interface_name(iface)?;
             Action::RestartNetwork {
                 interface: iface.into(),
             }
         }
         "drop_caches" | "clean_temp" | "reboot" | "collect_diagnostics" if target.is_some() => {
-            return Err(format!("{step:?}: {name} takes no target"));
+            return Err(StepError::TakesNoTarget {
+                step: step.into(),
+                action: name.into(),
+            });
         }
         "drop_caches" => Action::DropCaches,
         "clean_temp" => Action::CleanTemp,
         "reboot" => Action::Reboot,
         "collect_diagnostics" => Action::CollectDiagnostics,
         other => {
-            return Err(format!(
-                "{other:?} is not an action (one of {})",
-                ALL_ACTIONS.join(", ")
-            ));
+            return Err(StepError::UnknownAction(other.into()));
         }
     };
     Ok(action)
@@ -271,22 +287,22 @@ impl RecoveryConfig {
         }
         for (i, u) in self.extra_units.iter().enumerate() {
             if let Err(e) = valid_unit_name(u) {
-                bad(format!("{prefix}.extra_units[{i}]"), e);
+                bad(format!("{prefix}.extra_units[{i}]"), e.to_string());
             }
         }
         for (i, n) in self.extra_processes.iter().enumerate() {
             if let Err(e) = valid_process_name(n) {
-                bad(format!("{prefix}.extra_processes[{i}]"), e);
+                bad(format!("{prefix}.extra_processes[{i}]"), e.to_string());
             }
         }
         for (i, n) in self.network_interfaces.iter().enumerate() {
             if let Err(e) = valid_interface_name(n) {
-                bad(format!("{prefix}.network_interfaces[{i}]"), e);
+                bad(format!("{prefix}.network_interfaces[{i}]"), e.to_string());
             }
         }
         for (i, d) in self.temp_dirs.iter().enumerate() {
             if let Err(e) = valid_temp_dir(d) {
-                bad(format!("{prefix}.temp_dirs[{i}]"), e);
+                bad(format!("{prefix}.temp_dirs[{i}]"), e.to_string());
             }
         }
         if !(1..=24 * 365).contains(&self.temp_max_age_h) {
@@ -374,7 +390,7 @@ impl RecoveryConfig {
                 Some(steps) => {
                     for (j, s) in steps.iter().enumerate() {
                         if let Err(e) = parse_step(s, &rule.check) {
-                            bad(format!("{key}.steps[{j}]"), e);
+                            bad(format!("{key}.steps[{j}]"), e.to_string());
                         }
                     }
                 }
@@ -421,7 +437,20 @@ mod tests {
         assert!(
             parse_step("rebot", "memory")
                 .unwrap_err()
+                .to_string()
                 .contains("not an action")
+        );
+    }
+
+    #[test]
+    fn a_bad_step_target_is_refused_with_the_name_error() {
+        assert_eq!(
+            parse_step("restart_unit:bad name", "memory"),
+            Err(StepError::Name(NameError::Unit("bad name".into())))
+        );
+        assert_eq!(
+            parse_step("reboot:now", "memory").unwrap_err().to_string(),
+            r#""reboot:now": reboot takes no target"#
         );
     }
 

@@ -19,16 +19,34 @@ pub const DIAGNOSTICS_JOURNAL_LINES: u32 = 200;
 /// Diagnostics files kept; older ones are removed when a new one is written.
 pub const MAX_DIAGNOSTICS_FILES: usize = 10;
 
+/// Why no diagnostics file was written; each variant names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum DiagnosticsError {
+    #[error("cannot create {path}: {source}")]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("cannot find a free file name in {0}")]
+    NoFreeName(PathBuf),
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
 /// Writes `uname -a`, `uptime`, `df -h`, `free -m` and the last journal lines of each unit to
 /// a new file `diag-<ms>.txt` (mode 0600) in `dir`, keeps the newest
 /// [`MAX_DIAGNOSTICS_FILES`], and returns the file's path. A command that is missing or fails
 /// is noted in its section; the file is written anyway.
-pub fn write_diagnostics(dir: &Path, journal_units: &[String], now_ms: i64) -> Result<PathBuf, String> {
+pub fn write_diagnostics(
+    dir: &Path,
+    journal_units: &[String],
+    now_ms: i64,
+) -> Result<PathBuf, DiagnosticsError> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        .map_err(|source| DiagnosticsError::Create {
+            path: dir.into(),
+            source,
+        })?;
     let lines = DIAGNOSTICS_JOURNAL_LINES.to_string();
     let mut commands: Vec<(String, Vec<String>)> = vec![
         ("uname".into(), vec!["-a".into()]),
@@ -80,13 +98,13 @@ pub fn write_diagnostics(dir: &Path, journal_units: &[String], now_ms: i64) -> R
                 break;
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+            Err(source) => return Err(DiagnosticsError::Create { path, source }),
         }
     }
-    let (mut f, path) = file.ok_or_else(|| format!("cannot find a free file name in {}", dir.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let (mut f, path) = file.ok_or_else(|| DiagnosticsError::NoFreeName(dir.into()))?;
+    if let Err(source) = f.write_all(text.as_bytes()).and_then(|()| f.sync_all()) {
+        return Err(DiagnosticsError::Write { path, source });
+    }
     prune_diagnostics(dir);
     Ok(path)
 }

@@ -127,7 +127,7 @@ impl SystemExecutor {
 
     fn restart_process(name: &str) -> ExecOutcome {
         if let Err(e) = valid_process_name(name) {
-            return ExecOutcome::new(false, e);
+            return ExecOutcome::new(false, e.to_string());
         }
         // pkill -x takes an extended regex: escape the two metacharacters names may hold
         let pattern = name.replace('.', "\\.").replace('+', "\\+");
@@ -176,7 +176,7 @@ impl SystemExecutor {
 
     fn restart_network(interface: &str) -> ExecOutcome {
         if let Err(e) = valid_interface_name(interface) {
-            return ExecOutcome::new(false, e);
+            return ExecOutcome::new(false, e.to_string());
         }
         let down = run_command(
             "ip",
@@ -201,7 +201,7 @@ impl SystemExecutor {
     fn collect_diagnostics(&self) -> ExecOutcome {
         match write_diagnostics(&self.diagnostics_dir, &self.journal_units, common::time::now_ms()) {
             Ok(path) => ExecOutcome::new(true, path.display().to_string()),
-            Err(e) => ExecOutcome::new(false, e),
+            Err(e) => ExecOutcome::new(false, e.to_string()),
         }
     }
 }
@@ -211,7 +211,7 @@ impl Executor for SystemExecutor {
         match action {
             Action::RestartUnit { unit } => match valid_unit_name(unit) {
                 Ok(()) => Self::command("systemctl", &["restart", "--", unit]),
-                Err(e) => ExecOutcome::new(false, e),
+                Err(e) => ExecOutcome::new(false, e.to_string()),
             },
             Action::RestartProcess { name } => Self::restart_process(name),
             Action::DropCaches => Self::drop_caches(),

@@ -155,19 +155,27 @@ impl RecoveryPolicy {
         }
         match action {
             Action::Reboot if !self.allow_reboot => Some("reboot needs recovery.allow_reboot = true".into()),
-            Action::RestartUnit { unit } => valid_unit_name(unit).err().or_else(|| {
-                (!self.units.contains(unit))
-                    .then(|| format!("unit {unit} is not in health.systemd_units or recovery.extra_units"))
-            }),
-            Action::RestartProcess { name } => valid_process_name(name).err().or_else(|| {
-                (!self.processes.contains(name)).then(|| {
-                    format!("process {name} is not in health.watch_processes or recovery.extra_processes")
+            Action::RestartUnit { unit } => {
+                valid_unit_name(unit).err().map(|e| e.to_string()).or_else(|| {
+                    (!self.units.contains(unit)).then(|| {
+                        format!("unit {unit} is not in health.systemd_units or recovery.extra_units")
+                    })
                 })
-            }),
-            Action::RestartNetwork { interface } => valid_interface_name(interface).err().or_else(|| {
-                (!self.interfaces.contains(interface))
-                    .then(|| format!("interface {interface} is not in recovery.network_interfaces"))
-            }),
+            }
+            Action::RestartProcess { name } => {
+                valid_process_name(name).err().map(|e| e.to_string()).or_else(|| {
+                    (!self.processes.contains(name)).then(|| {
+                        format!("process {name} is not in health.watch_processes or recovery.extra_processes")
+                    })
+                })
+            }
+            Action::RestartNetwork { interface } => valid_interface_name(interface)
+                .err()
+                .map(|e| e.to_string())
+                .or_else(|| {
+                    (!self.interfaces.contains(interface))
+                        .then(|| format!("interface {interface} is not in recovery.network_interfaces"))
+                }),
             _ => None,
         }
     }

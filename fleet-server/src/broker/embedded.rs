@@ -2,7 +2,7 @@
 //!
 //! Every client is identified by its certificate's CN (`cert_cn_as_username`), and the
 //! [`super::policy`] decides connect, publish and subscribe through hooks registered above any
-//! other handler. Pitfalls handled here (DESIGN.md crate notes): `reuseaddr` so a restart
+//! other handler. Pitfalls handled here (docs/architecture.md, crate pitfalls): `reuseaddr` so a restart
 //! within a minute can bind again; `run()` is spawned ourselves because `start()` exits the
 //! process when a listener fails; the per-session queue is raised so a burst to the server's
 //! session is not silently dropped.
@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::policy::{self, Refusal};
-use crate::ingest::writer::IngestItem;
+use crate::ingest::writer::{IngestItem, WriteError};
 
 /// Hook priority: above rmqtt's own handlers and any plugin.
 const POLICY_PRIORITY: u32 = 1_000_000;
@@ -170,7 +170,7 @@ struct PolicyHook {
 /// What the hook does with a parameter: answer now, or store the record first.
 enum Decision {
     Now(ReturnType),
-    StoreThenAllow(IngestItem, oneshot::Receiver<Result<(), String>>),
+    StoreThenAllow(IngestItem, oneshot::Receiver<Result<(), WriteError>>),
 }
 
 fn identity_of(username: Option<&str>) -> Option<Identity> {
@@ -195,20 +195,28 @@ impl Handler for PolicyHook {
             Decision::StoreThenAllow(item, rx) => {
                 let writer = self.writer.clone();
                 Box::pin(async move {
-                    let stored = writer.send(item).await.is_ok() && matches!(rx.await, Ok(Ok(())));
-                    if stored {
-                        (
-                            false,
-                            Some(HookResult::PublishAclResult(PublishAclResult::allow())),
-                        )
+                    let refused = if writer.send(item).await.is_err() {
+                        Some("the ingest writer is stopped".to_string())
                     } else {
+                        match rx.await {
+                            Ok(Ok(())) => None,
+                            Ok(Err(e)) => Some(e.to_string()),
+                            Err(_) => Some("the ingest writer dropped the record".to_string()),
+                        }
+                    };
+                    if let Some(error) = refused {
                         // Not stored: refuse, so the agent keeps the record and sends it again.
-                        tracing::error!("record not stored; publish refused");
+                        tracing::error!(error = %error, "record not stored; publish refused");
                         (
                             false,
                             Some(HookResult::PublishAclResult(PublishAclResult::rejected(
                                 true, None,
                             ))),
+                        )
+                    } else {
+                        (
+                            false,
+                            Some(HookResult::PublishAclResult(PublishAclResult::allow())),
                         )
                     }
                 })

@@ -26,6 +26,8 @@ use common::codec::MAX_PAYLOAD;
 use common::ids::READER_PREFIX;
 use common::pki::CertDir;
 
+use super::policy::AclError;
+
 /// QoS 1 messages Mosquitto queues per client beyond those in flight (see [`render_conf`]).
 pub const MAX_QUEUED_MESSAGES: u64 = 1_000_000;
 /// QoS 1 messages sent to one client and not yet acknowledged.
@@ -74,8 +76,15 @@ pub enum BrokerConfigError {
         path: PathBuf,
         dir: PathBuf,
     },
-    #[error("{0}")]
-    Invalid(String),
+    #[error(
+        "--listen {listen} and --server-listen {server_listen} overlap: the server listener needs its own port"
+    )]
+    Overlap {
+        listen: SocketAddr,
+        server_listen: SocketAddr,
+    },
+    #[error(transparent)]
+    Acl(#[from] AclError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BrokerConfigError + '_ {
@@ -261,10 +270,10 @@ pub fn write_config(req: &BrokerConfigRequest) -> Result<Written, BrokerConfigEr
             || req.listen.ip().is_unspecified()
             || req.server_listen.ip().is_unspecified())
     {
-        return Err(BrokerConfigError::Invalid(format!(
-            "--listen {} and --server-listen {} overlap: the server listener needs its own port",
-            req.listen, req.server_listen
-        )));
+        return Err(BrokerConfigError::Overlap {
+            listen: req.listen,
+            server_listen: req.server_listen,
+        });
     }
     let certs = CertDir::new(absolute(&req.certs)?);
     let broker_certs = match &req.broker_certs {
@@ -292,7 +301,7 @@ pub fn write_config(req: &BrokerConfigRequest) -> Result<Written, BrokerConfigEr
         None => out.clone(),
     };
     let readers = find_readers(&certs)?;
-    let acl_text = super::policy::mosquitto_acl(&readers).map_err(BrokerConfigError::Invalid)?;
+    let acl_text = super::policy::mosquitto_acl(&readers)?;
     let setup = MosquittoSetup {
         listen: req.listen,
         server_listen: req.server_listen,

@@ -16,7 +16,7 @@
 //! client id is global, so a client may only use its own CN as client id, or `CN:suffix`
 //! (`:` appears in no identity, so one identity can never take another's client id).
 
-use common::ids::Identity;
+use common::ids::{IdError, Identity};
 use common::topics::{self, Kind, Topic};
 
 /// Why a connection was refused (logged and counted by the broker).
@@ -105,6 +105,15 @@ pub const MOSQUITTO_USER: &str = "%u";
 /// A device id that stands for every device when the ACL is derived from this policy.
 const PROBE_DEVICE: &str = "probe0";
 
+/// Why no ACL file was generated.
+#[derive(Debug, thiserror::Error)]
+pub enum AclError {
+    #[error("reader name {name:?}: {source}")]
+    Reader { name: String, source: IdError },
+    #[error("the probe device id {PROBE_DEVICE:?}: {0}")]
+    Probe(IdError),
+}
+
 /// The Mosquitto ACL (`acl_file`) of this policy, for `fleetctl broker-config`.
 ///
 /// The lines are derived by asking [`may_publish`] and [`may_subscribe`], so the ACL follows
@@ -124,14 +133,17 @@ const PROBE_DEVICE: &str = "probe0";
 /// `config/mosquitto/README.md`): a denied subscribe is granted and then filtered at delivery,
 /// a denied QoS 1 publish is acknowledged and dropped, a last will on a foreign topic is
 /// accepted at connect and dropped when it would be published.
-pub fn mosquitto_acl(readers: &[String]) -> Result<String, String> {
+pub fn mosquitto_acl(readers: &[String]) -> Result<String, AclError> {
     let mut readers: Vec<&String> = readers.iter().collect();
     readers.sort();
     readers.dedup();
     for r in &readers {
-        common::ids::validate_device_id(r).map_err(|e| format!("reader name {r:?}: {e}"))?;
+        common::ids::validate_device_id(r).map_err(|source| AclError::Reader {
+            name: r.to_string(),
+            source,
+        })?;
     }
-    let probe = common::DeviceId::new(PROBE_DEVICE).map_err(|e| e.to_string())?;
+    let probe = common::DeviceId::new(PROBE_DEVICE).map_err(AclError::Probe)?;
     let device = Identity::Device(probe.clone());
     let server = common::ids::SERVER_IDENTITY;
     let everything = "#";
@@ -412,7 +424,9 @@ mod tests {
 
     #[test]
     fn a_bad_reader_name_is_refused_naming_it() {
-        let e = mosquitto_acl(&["ok".into(), "bad name".into()]).unwrap_err();
+        let e = mosquitto_acl(&["ok".into(), "bad name".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"bad name\""), "{e}");
     }
 

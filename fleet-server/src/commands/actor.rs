@@ -36,6 +36,19 @@ pub const COMMAND_TICK: Duration = Duration::from_secs(1);
 /// Client id of the server's command publisher.
 pub const COMMANDS_CLIENT_ID: &str = "fleet-server:commands";
 
+/// Why a command was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("cannot sign command {id}: {source}")]
+    Sign {
+        id: String,
+        source: common::command::CommandError,
+    },
+    /// The book forgot the command while inserting it (its cap evicted it at once).
+    #[error("command {0} vanished")]
+    Vanished(String),
+}
+
 pub struct CommandsSetup {
     pub signer: Arc<CommandSigner>,
     pub store: CommandStore,
@@ -179,7 +192,7 @@ impl CommandsActor {
         reason: String,
         who: String,
         rollout: Option<String>,
-    ) -> Result<CommandView, String> {
+    ) -> Result<CommandView, SubmitError> {
         let now = common::time::now_ms();
         let id = format!("c{}", common::ids::random_hex(8));
         let expires_ms = now + ttl_s as i64 * 1000;
@@ -192,7 +205,10 @@ impl CommandsActor {
             issued_by: who.clone(),
             reason: reason.clone(),
         };
-        let signed = self.signer.sign(&cmd).map_err(|e| e.to_string())?;
+        let signed = self.signer.sign(&cmd).map_err(|source| SubmitError::Sign {
+            id: id.clone(),
+            source,
+        })?;
         let rec = CommandRecord {
             id: id.clone(),
             device: device.clone(),
@@ -225,7 +241,7 @@ impl CommandsActor {
         self.book
             .get(&id)
             .map(|r| r.view())
-            .ok_or_else(|| "command vanished".into())
+            .ok_or(SubmitError::Vanished(id))
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
@@ -367,7 +383,7 @@ impl Handler<CommandFeed> for CommandsActor {
 
 /// Create one command.
 #[derive(Message)]
-#[rtype(result = "Result<CommandView, String>")]
+#[rtype(result = "Result<CommandView, SubmitError>")]
 pub struct Submit {
     pub device: DeviceId,
     pub action: Action,
@@ -377,7 +393,7 @@ pub struct Submit {
 }
 
 impl Handler<Submit> for CommandsActor {
-    type Result = Result<CommandView, String>;
+    type Result = Result<CommandView, SubmitError>;
     fn handle(&mut self, m: Submit, _: &mut Context<Self>) -> Self::Result {
         self.create(m.device, m.action, m.ttl_s, m.reason, m.who, None)
     }
@@ -405,9 +421,10 @@ impl Handler<DeviceCommands> for CommandsActor {
     }
 }
 
-/// Start a rollout over already resolved devices.
+/// Start a rollout over already resolved devices. It cannot fail: its commands are created (and
+/// may fail, logged) as the rollout proceeds.
 #[derive(Message)]
-#[rtype(result = "Result<RolloutView, String>")]
+#[rtype(result = "RolloutView")]
 pub struct StartRollout {
     pub action: Action,
     pub target: Target,
@@ -452,7 +469,7 @@ impl CommandsActor {
 }
 
 impl Handler<StartRollout> for CommandsActor {
-    type Result = Result<RolloutView, String>;
+    type Result = MessageResult<StartRollout>;
     fn handle(&mut self, m: StartRollout, _: &mut Context<Self>) -> Self::Result {
         let now = common::time::now_ms();
         let r = Rollout {
@@ -480,7 +497,7 @@ impl Handler<StartRollout> for CommandsActor {
         self.persist_rollout(&r);
         let v = self.rollout_view(&r);
         self.rollouts.insert(r.id.clone(), r);
-        Ok(v)
+        MessageResult(v)
     }
 }
 

@@ -13,7 +13,9 @@ use common::DeviceId;
 use common::command::Action;
 use serde::Deserialize;
 
-use super::actor::{CommandsActor, DeviceCommands, GetCommand, GetRollout, StartRollout, Submit};
+use super::actor::{
+    CommandsActor, DeviceCommands, GetCommand, GetRollout, StartRollout, Submit, SubmitError,
+};
 use super::book::{MAX_TTL_S, MIN_TTL_S};
 use super::rollout::Target;
 use crate::auth::Role;
@@ -31,6 +33,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/commands/{id}", web::get().to(get_command))
         .route("/rollouts", web::post().to(rollout))
         .route("/rollouts/{id}", web::get().to(get_rollout));
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Sign { .. } | SubmitError::Vanished(_) => ApiError::Internal(e.to_string()),
+        }
+    }
 }
 
 fn actor(state: &AppState) -> Result<Addr<CommandsActor>, ApiError> {
@@ -106,8 +116,7 @@ async fn submit(
             who: who.name,
         })
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::Internal)?;
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(HttpResponse::Created().json(v))
 }
 
@@ -212,8 +221,7 @@ async fn rollout(
             who: who.name,
         })
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::Internal)?;
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(HttpResponse::Created().json(v))
 }
 

@@ -49,7 +49,7 @@ use crate::history::rows::HistoryRow;
 use crate::messages::Ingested;
 use crate::republish::item::Item;
 use crate::republish::queue::RepublishHandle;
-use crate::store::FleetStore;
+use crate::store::{FleetStore, StoreError};
 use crate::supervise::inbox::Inbox;
 use crate::supervise::liveness::Liveness;
 use crate::supervise::slot::Slot;
@@ -63,7 +63,18 @@ pub const MAX_BATCH: usize = 2048;
 /// Queue between producers and the writer.
 pub const QUEUE: usize = 65_536;
 
-pub type Reply = oneshot::Sender<Result<(), String>>;
+/// Why a batch of records was not stored. One error answers every record of the batch, so it
+/// is shared (`Arc`) rather than copied.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("journal: {0}")]
+    Journal(Arc<std::io::Error>),
+    #[error("{0}")]
+    Store(Arc<StoreError>),
+}
+
+/// Answered once the record is durable (or refused: the sender keeps it and sends it again).
+pub type Reply = oneshot::Sender<Result<(), WriteError>>;
 
 pub struct IngestItem {
     pub device: DeviceId,
@@ -310,9 +321,10 @@ impl Writer {
                 .collect();
             if let Err(e) = self.journal.append(&recs) {
                 tracing::error!(error = %e, "journal write failed; records refused");
+                let e = WriteError::Journal(Arc::new(e));
                 for i in items {
                     if let Some(r) = i.reply {
-                        let _ = r.send(Err(format!("journal: {e}")));
+                        let _ = r.send(Err(e.clone()));
                     }
                 }
                 return;
@@ -417,7 +429,10 @@ impl Writer {
                 }
             }
         }
-        let result = self.store.apply(batch).map_err(|e| e.to_string());
+        let result = self
+            .store
+            .apply(batch)
+            .map_err(|e| WriteError::Store(Arc::new(e)));
         if let Err(e) = &result {
             tracing::error!(error = %e, "store write failed; the journal keeps the records");
         }

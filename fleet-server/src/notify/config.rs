@@ -231,7 +231,7 @@ impl NotifySection {
                     timeout_s,
                     max_retry_s,
                 } => {
-                    let (host, port) = match rvm_agent::shared::host_port::split_host_port(smtp) {
+                    let (host, port) = match common::addr::split_host_port(smtp) {
                         Some(hp) => hp,
                         None => {
                             p.push(format!("{}: {smtp:?} is not host:port", k("smtp")));

@@ -70,13 +70,25 @@ pub fn render(item: &Item) -> Result<Rendered, CodecError> {
     })
 }
 
+/// Why a bincode record could not be shown as JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordJsonError {
+    /// Ingest refused it; `label` is its rejection counter's label (`device_mismatch`, ...).
+    #[error("{label}: {detail}")]
+    Decode { label: &'static str, detail: String },
+    #[error("{0}: not a device record")]
+    NotARecord(String),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
 /// The JSON a third party sees for a device record that arrived in bincode on `topic`
 /// (`fleetctl sub` on `rvm/v1/...`): the same rendering as the republisher's.
-pub fn record_json(topic: &str, payload: &[u8]) -> Result<Vec<u8>, String> {
+pub fn record_json(topic: &str, payload: &[u8]) -> Result<Vec<u8>, RecordJsonError> {
     let msg = crate::ingest::decode::decode(topic, payload)
-        .map_err(|(label, detail)| format!("{label}: {detail}"))?;
-    let item = Item::from_ingested(&msg).ok_or_else(|| format!("{topic}: not a device record"))?;
-    render(&item).map(|r| r.payload).map_err(|e| e.to_string())
+        .map_err(|(label, detail)| RecordJsonError::Decode { label, detail })?;
+    let item = Item::from_ingested(&msg).ok_or_else(|| RecordJsonError::NotARecord(topic.into()))?;
+    Ok(render(&item)?.payload)
 }
 
 #[cfg(test)]
@@ -135,6 +147,7 @@ mod tests {
         assert!(
             record_json("rvm/v1/rvm8/health", &bytes)
                 .unwrap_err()
+                .to_string()
                 .contains("device_mismatch")
         );
         assert!(record_json("rvm/v1/rvm7/health", b"junk").is_err());

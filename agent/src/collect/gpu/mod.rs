@@ -203,6 +203,17 @@ pub fn capability(kind: GpuBackendKind) -> &'static str {
     }
 }
 
+/// Why a candidate backend could not be opened.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error("no gpu devfreq device under {0}")]
+    NoDevfreq(PathBuf),
+    #[error(transparent)]
+    Tegrastats(#[from] tegrastats::backend::TegrastatsError),
+    #[error(transparent)]
+    Nvml(#[from] nvml::NvmlProbeError),
+}
+
 /// The candidates in chain order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Candidate {
@@ -220,23 +231,15 @@ impl Candidate {
         }
     }
 
-    fn open(self, paths: &GpuPaths) -> Result<Box<dyn GpuBackend>, String> {
-        match self {
-            Candidate::Jetson => sysfs::JetsonSysfs::probe(paths)
-                .map(|b| Box::new(b) as Box<dyn GpuBackend>)
-                .ok_or_else(|| {
-                    format!(
-                        "no gpu devfreq device under {}",
-                        paths.sysfs.join("class/devfreq").display()
-                    )
-                }),
-            Candidate::Tegrastats => tegrastats::backend::TegrastatsBackend::start(paths)
-                .map(|b| Box::new(b) as Box<dyn GpuBackend>)
-                .map_err(|e| e.to_string()),
-            Candidate::Nvml => nvml::NvmlBackend::probe(paths)
-                .map(|b| Box::new(b) as Box<dyn GpuBackend>)
-                .map_err(|e| e.to_string()),
-        }
+    fn open(self, paths: &GpuPaths) -> Result<Box<dyn GpuBackend>, OpenError> {
+        Ok(match self {
+            Candidate::Jetson => Box::new(
+                sysfs::JetsonSysfs::probe(paths)
+                    .ok_or_else(|| OpenError::NoDevfreq(paths.sysfs.join("class/devfreq")))?,
+            ),
+            Candidate::Tegrastats => Box::new(tegrastats::backend::TegrastatsBackend::start(paths)?),
+            Candidate::Nvml => Box::new(nvml::NvmlBackend::probe(paths)?),
+        })
     }
 }
 

@@ -153,34 +153,52 @@ struct Remote {
     token: String,
 }
 
-fn parse_matcher(s: &str) -> Result<(String, String), String> {
+/// A command-line value that does not parse; each variant carries the value as given.
+#[derive(Debug, thiserror::Error)]
+enum ArgError {
+    #[error("{0:?} is not label=value")]
+    NotMatcher(String),
+    #[error("{0:?} is not a duration like 30m, 2h or 1d")]
+    NotDuration(String),
+    #[error("{0:?} needs a unit: s, m, h or d")]
+    NoUnit(String),
+    #[error("{value:?}: unknown unit {unit:?} (s, m, h or d)")]
+    UnknownUnit { value: String, unit: String },
+    #[error("{0:?} is not a usable duration")]
+    UnusableDuration(String),
+}
+
+fn parse_matcher(s: &str) -> Result<(String, String), ArgError> {
     match s.split_once('=') {
         Some((l, v)) if !l.trim().is_empty() && !v.trim().is_empty() => {
             Ok((l.trim().to_string(), v.trim().to_string()))
         }
-        _ => Err(format!("{s:?} is not label=value")),
+        _ => Err(ArgError::NotMatcher(s.into())),
     }
 }
 
 /// A duration with a unit (`90s`, `30m`, `2h`, `1d`), in seconds.
-fn parse_for(s: &str) -> Result<u64, String> {
+fn parse_for(s: &str) -> Result<u64, ArgError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30m, 2h or 1d"))?;
+    let n: u64 = num.parse().map_err(|_| ArgError::NotDuration(s.into()))?;
     let mult = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        "" => return Err(format!("{s:?} needs a unit: s, m, h or d")),
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m, h or d)")),
+        "" => return Err(ArgError::NoUnit(s.into())),
+        _ => {
+            return Err(ArgError::UnknownUnit {
+                value: s.into(),
+                unit: unit.into(),
+            });
+        }
     };
     n.checked_mul(mult)
         .filter(|v| *v > 0)
-        .ok_or_else(|| format!("{s:?} is not a usable duration"))
+        .ok_or_else(|| ArgError::UnusableDuration(s.into()))
 }
 
 fn main() -> ExitCode {
@@ -286,8 +304,7 @@ fn sub(opts: fleet_server::sub::SubOptions) -> anyhow::Result<()> {
             // a closed pipe (`| head`) ends the output; the next write fails the same way
             let _ = writeln!(o, "{line}").and_then(|_| o.flush());
         })
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+        .await?;
         anyhow::Ok(())
     })
 }
@@ -373,7 +390,7 @@ mod tests {
             ]
         );
         assert_eq!(duration_s, Some(7200));
-        assert!(parse_for("90").unwrap_err().contains("unit"));
+        assert!(parse_for("90").unwrap_err().to_string().contains("unit"));
         assert!(parse_for("5w").is_err());
         assert!(parse_matcher("site").is_err());
         assert!(
