@@ -10,7 +10,9 @@
 #   bench/run.sh --no-build       use the binaries already in target/release
 #
 # Results of each group are kept in target/bench-results/, so running one group rewrites the
-# document with that group's new figures and the others' last ones (each says its date).
+# document with that group's new figures and the others' as the document shows them (or as
+# saved, when a saved result is newer; each says its date). Paths in the document are relative
+# to the repository; the run's temporary directory shows as $BENCH_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +24,7 @@ while [ $# -gt 0 ]; do
         --only) [ $# -ge 2 ] || { echo "--only needs a group" >&2; exit 64; }; args+=(--only "$2"); shift ;;
         --only=*) args+=(--only "${1#--only=}") ;;
         --no-build) build=0 ;;
-        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 64 ;;
     esac
     shift
@@ -74,12 +76,13 @@ ulimit -n 65536 2> /dev/null || ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
 step "open-file limit $(ulimit -n)"
 
 if [ "$build" = 1 ]; then
-    step "cargo build --release --bins (LTO, one codegen unit: several minutes)"
+    step "cargo build --release --bins (fleet-server, rvm-sim, rvm-bench...; LTO, one codegen unit: several minutes)"
     cargo build --release --bins
     step "cargo build --release -p rvm-agent (the agent as it ships: its own feature set)"
     cargo build --release -p rvm-agent
 fi
-for b in fleet-server rvm-agent rvm-bench; do
+# rvm-sim: the simulated machines of the alerts, commands and scale benchmarks
+for b in fleet-server rvm-agent rvm-sim rvm-bench; do
     [ -x "target/release/$b" ] || { echo "target/release/$b is missing (drop --no-build)" >&2; exit 1; }
 done
 

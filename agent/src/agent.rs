@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
+use common::addr::split_host_port;
 use common::command::SignedCommand;
 use common::tls::ClientIdentity;
 use common::topics::Kind;
@@ -30,7 +31,6 @@ use crate::recovery::executor::{Executor, SystemExecutor};
 use crate::recovery::interlock::Interlock;
 use crate::recovery::policy::RecoveryPolicy;
 use crate::runtime;
-use crate::shared::host_port::split_host_port;
 use crate::supervise::actor::{ActorStatuses, AgentSupervisor, FnSpec, StopChildren};
 
 /// What tests (and the fault-injection switch of the binary) may replace.
@@ -178,7 +178,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         },
         buffer.clone(),
     )?;
-    let mut cp = CollectorParts::new(source, buffer.clone(), lp.wake.clone(), interval);
+    let mut cp = CollectorParts::new(source, buffer.clone(), lp.wake.clone(), interval)?;
     let app = Arc::new(AppMetricsStore::new(&file.app));
     {
         let app = app.clone();

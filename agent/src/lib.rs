@@ -23,7 +23,6 @@
 //! - [`http`]: `[http]`; the local endpoint (`/metrics`, `/api/v1/status`, the app-metrics
 //!   push, `/healthz`), the Prometheus exposition and the status snapshot
 //! - [`supervise`]: `[supervisor]`; restart decisions (pure), liveness, the supervisor actor
-//! - [`sim`]: the simulator (simulated source, scenario files, `rvm-agent simulate`)
 //!
 //! Leaf modules, which import no feature:
 //! - [`shared`]: helpers several features use (config problems, `host:port`, unit and process
@@ -62,5 +61,4 @@ pub mod recovery;
 pub mod runtime;
 pub mod sdnotify;
 pub mod shared;
-pub mod sim;
 pub mod supervise;

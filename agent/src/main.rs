@@ -7,7 +7,6 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use rvm_agent::collect::MetricSource;
 use rvm_agent::config::AgentFile;
-use rvm_agent::shared::host_port::split_host_port;
 
 #[derive(Parser)]
 #[command(
@@ -50,39 +49,6 @@ enum Cmd {
         #[arg(long)]
         tegrastats_command: Option<String>,
     },
-    /// Run N simulated RVMs against a broker.
-    Simulate {
-        #[arg(long, default_value_t = 20)]
-        devices: usize,
-        #[arg(long, default_value_t = 3)]
-        sites: usize,
-        #[arg(long, default_value = "sim")]
-        prefix: String,
-        /// host:port of the broker
-        #[arg(long)]
-        broker: String,
-        /// Certificate directory holding the fleet CA (device certificates are issued there).
-        #[arg(long)]
-        certs: PathBuf,
-        #[arg(long, default_value_t = 1000)]
-        interval: u64,
-        /// Index of the first simulated device.
-        #[arg(long, default_value_t = 0)]
-        first: usize,
-        /// Keep each machine's buffer in sled under DIR/{device} (survives kill -9);
-        /// default: in memory.
-        #[arg(long)]
-        buffer_dir: Option<PathBuf>,
-        /// How long a simulated command runs before it reports its result (ms).
-        #[arg(long, default_value_t = rvm_agent::sim::simulate::SIM_COMMAND_MS)]
-        command_ms: u64,
-        /// Replay the faults of this scenario file (see scenarios/demo.toml).
-        #[arg(long)]
-        scenario: Option<PathBuf>,
-        /// Tell the scenario this many times faster (times divided, drift rates multiplied).
-        #[arg(long, default_value_t = 1.0)]
-        speed: f64,
-    },
 }
 
 fn init_tracing() {
@@ -123,21 +89,6 @@ fn main() -> ExitCode {
             etc_root,
             gpu_backend,
             tegrastats_command,
-        ),
-        Cmd::Simulate {
-            devices,
-            sites,
-            prefix,
-            broker,
-            certs,
-            interval,
-            first,
-            buffer_dir,
-            command_ms,
-            scenario,
-            speed,
-        } => simulate(
-            devices, sites, prefix, broker, certs, interval, first, buffer_dir, command_ms, scenario, speed,
         ),
     };
     match result {
@@ -254,75 +205,6 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
         std::process::exit(code);
     }
     Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn simulate(
-    devices: usize,
-    sites: usize,
-    prefix: String,
-    broker: String,
-    certs: PathBuf,
-    interval: u64,
-    first: usize,
-    buffer_dir: Option<PathBuf>,
-    command_ms: u64,
-    scenario: Option<PathBuf>,
-    speed: f64,
-) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        speed.is_finite() && speed > 0.0,
-        "--speed {speed}: a positive number"
-    );
-    let scenario = scenario
-        .map(|p| rvm_agent::sim::scenario::Scenario::load(&p).map(|s| s.speed_up(speed)))
-        .transpose()?;
-    let (host, port) =
-        split_host_port(&broker).ok_or_else(|| anyhow::anyhow!("--broker {broker:?} is not host:port"))?;
-    anyhow::ensure!(interval >= 10, "--interval {interval}: at least 10 ms");
-    let cfg = rvm_agent::sim::simulate::SimConfig {
-        devices,
-        sites,
-        prefix,
-        host,
-        port,
-        certs,
-        interval: Duration::from_millis(interval),
-        first,
-    };
-    let sys = actix::System::new();
-    sys.block_on(async move {
-        let mut profile = rvm_agent::sim::simulate::SimProfile {
-            buffer_dir,
-            command_ms: Some(command_ms),
-            ..Default::default()
-        };
-        if let Some(s) = &scenario {
-            profile.models_of(&cfg, s);
-        }
-        let devices = rvm_agent::sim::simulate::start_with(&cfg, &profile)?;
-        if let Some(s) = scenario {
-            eprintln!("replaying scenario {}", s.summary());
-            rvm_agent::sim::simulate::replay(s, &devices);
-        }
-        let handles: Vec<_> = devices.into_iter().map(|d| d.handle).collect();
-        eprintln!(
-            "simulating {} machines against {}:{}",
-            handles.len(),
-            cfg.host,
-            cfg.port
-        );
-        wait_for_signal().await;
-        for h in &handles {
-            h.stop().await;
-        }
-        for h in &handles {
-            if let Err(e) = h.buffer.close() {
-                tracing::error!(device = %h.device, error = %e, "final buffer flush failed");
-            }
-        }
-        anyhow::Ok(())
-    })
 }
 
 async fn wait_for_signal() {

@@ -1,5 +1,6 @@
 //! Starting one device's pipeline (collector -> buffer -> link) inside an actix system.
-//! The real agent and every simulated machine go through here.
+//! The real agent goes through here, and so does each of `rvm-sim`'s virtual machines (the
+//! simulator is a crate of its own: the agent carries none of it).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -140,7 +141,7 @@ pub fn link_parts(
 }
 
 /// Starts a lightweight device (collector and link, no supervisor, health or recovery) on
-/// the current actix arbiter: what a simulated machine runs. The real agent is
+/// the current actix arbiter: what each of `rvm-sim`'s virtual machines runs. The real agent is
 /// [`crate::agent::start`].
 pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
     let (mut lp, rx) = link_parts(
@@ -163,7 +164,7 @@ pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
         parts.buffer.clone(),
         lp.wake.clone(),
         parts.interval,
-    );
+    )?;
     let collector_stats = cp.stats.clone();
     let link_status = lp.status.clone();
     let link_addr = LinkActor::new(lp, Arc::new(Liveness::new(now))).start();

@@ -44,7 +44,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
     eprintln!("  starting {MACHINES} simulated machines (one record per 5 s) in {SIMULATORS} processes");
     let per = MACHINES / SIMULATORS;
     let speed: f64 = if ctx.quick { 6.0 } else { 1.0 };
-    let story = rvm_agent::sim::scenario::Scenario::load(std::path::Path::new(SCENARIO))?.speed_up(speed);
+    let story = rvm_sim::scenario::Scenario::load(std::path::Path::new(SCENARIO))?.speed_up(speed);
     let story_ends = Duration::from_millis(story.events.iter().filter_map(|e| e.end_ms).max().unwrap_or(0));
     eprintln!(
         "  the machines replay {SCENARIO} (speed {speed}); its last event ends {:.0} s after they start",
@@ -215,7 +215,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
         notes: vec![format!(
             "Open-file limit raised to {nofile} (`ulimit -n` in bench/run.sh, setrlimit in the \
              bench): 5,000 mTLS connections need that many descriptors in the server. Machines \
-             run in {SIMULATORS} `rvm-agent simulate` processes on the same 2 cores as the server \
+             run in {SIMULATORS} `rvm-sim simulate` processes on the same 2 cores as the server \
              and the bench, so the server shares the machine with its load."
         ), format!(
             "The machines replay `scenarios/demo.toml` (speed {speed}): among other faults, \

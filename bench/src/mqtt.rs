@@ -13,9 +13,9 @@ use tokio::sync::mpsc;
 
 use crate::setup::device_identity;
 
-/// A simulated Jetson's telemetry record (what `rvm-agent simulate` sends).
+/// A simulated Jetson's telemetry record (what `rvm-sim simulate` sends).
 pub fn sample_telemetry(seed: u64) -> Telemetry {
-    let mut s = rvm_agent::sim::source::SimSource::new(seed, 1000);
+    let mut s = rvm_sim::source::SimSource::new(seed, 1000);
     let now = common::time::now_ms();
     s.collect(now - 1000);
     s.collect(now)

@@ -304,7 +304,7 @@ pub fn spawn_agent(ctx: &Ctx, config: &Path, log: &Path) -> anyhow::Result<Proc>
     )
 }
 
-/// `rvm-agent simulate`: `devices` machines from index `first`, then `extra` arguments.
+/// `rvm-sim simulate`: `devices` machines from index `first`, then `extra` arguments.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn_simulator(
     ctx: &Ctx,
@@ -339,8 +339,8 @@ pub fn spawn_simulator(
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
     Proc::spawn(
-        "rvm-agent simulate",
-        &ctx.bin("rvm-agent"),
+        "rvm-sim simulate",
+        &ctx.bin("rvm-sim"),
         &args,
         &[("MALLOC_ARENA_MAX", "2"), ("RVM_LOG", "warn")],
         log,

@@ -1,6 +1,9 @@
-//! Wire protocol of RVM Fleet: everything that crosses the broker, and nothing else.
+//! Wire protocol of RVM Fleet: everything that crosses the broker, and nothing else (the one
+//! exception, [`addr`], is the broker address a provisioning bundle hands a machine: the
+//! contract between `fleetctl` and the agent, parsed the same way on both sides).
 //!
 //! # Layout
+//! - [`addr`]: `host:port` parsing (the broker address of the provisioning contract)
 //! - [`ids`]: device id validation (`[A-Za-z0-9]{1,64}`), the server's and readers' identities
 //! - [`body`]: the record bodies (telemetry, health, events, presence, command results)
 //! - [`envelope`]: the versioned envelope every record travels in
@@ -11,6 +14,7 @@
 //! - [`pki`] (feature `pki`): the fleet CA, server, device and reader certificates
 //! - [`time`]: wall-clock milliseconds
 
+pub mod addr;
 pub mod body;
 pub mod codec;
 pub mod command;

@@ -1,5 +1,5 @@
 //! The fleet's certificate authority (feature `pki`): what `fleetctl certs` and
-//! `rvm-agent simulate` use to make certificates.
+//! `rvm-sim` use to make certificates.
 //!
 //! Layout of a certificate directory:
 //!

@@ -373,7 +373,7 @@ impl ServerFile {
             ))
         });
         let connect = match (&self.mqtt.connect, self.mqtt.embedded) {
-            (Some(c), _) => rvm_agent::shared::host_port::split_host_port(c)
+            (Some(c), _) => common::addr::split_host_port(c)
                 .ok_or_else(|| p.push(format!("mqtt.connect: {c:?} is not host:port"))),
             (None, true) => listen.map(|a| (a.ip().to_string(), a.port())),
             (None, false) => {

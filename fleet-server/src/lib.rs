@@ -33,8 +33,8 @@
 //! - [`supervise`]: the supervisor of the server's own actors, tasks and threads: restart
 //!   decisions (pure), liveness, slots and inboxes that outlive a restart, test-only faults
 //! - [`server`]: starting and stopping everything, and the supervised children in start
-//!   order (`server/children.rs`); [`demo`]: `fleet-server demo`; [`sub`]: `fleetctl sub`;
-//!   [`provision`]: provisioning bundles (`fleetctl certs bundle`)
+//!   order (`server/children.rs`); [`sub`]: `fleetctl sub`; [`provision`]: provisioning
+//!   bundles (`fleetctl certs bundle`). The demo is the `rvm-sim` crate's.
 
 pub mod alerts;
 pub mod alloc;
@@ -42,7 +42,6 @@ pub mod auth;
 pub mod broker;
 pub mod commands;
 pub mod config;
-pub mod demo;
 pub mod fleet;
 pub mod history;
 pub mod http;

@@ -67,7 +67,7 @@ pub fn check_broker(broker: &str) -> Result<(), ProvisionError> {
     let charset_ok = broker
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-    if !charset_ok || rvm_agent::shared::host_port::split_host_port(broker).is_none() {
+    if !charset_ok || common::addr::split_host_port(broker).is_none() {
         return Err(ProvisionError::Broker(broker.to_string()));
     }
     Ok(())

@@ -146,7 +146,7 @@ pub fn render_line(topic: &str, payload: &[u8], retain: bool, payload_only: bool
 pub async fn run(opts: &SubOptions, mut out: impl FnMut(&str)) -> Result<u64, SubError> {
     let (identity, cn) = opts.who.resolve()?;
     let tls = common::tls::client_config(&identity)?;
-    let (host, port) = rvm_agent::shared::host_port::split_host_port(&opts.broker)
+    let (host, port) = common::addr::split_host_port(&opts.broker)
         .ok_or_else(|| SubError::BadBroker(opts.broker.clone()))?;
     // `CN:suffix` is a client id the embedded broker accepts for this certificate; Mosquitto's
     // device listener replaces it with the CN anyway.

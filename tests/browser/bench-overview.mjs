@@ -1,12 +1,12 @@
 // Benchmark (not a test) of the fleet overview with many machines: starts
-// `fleet-server demo` with N simulated machines, opens the overview in headless Chromium and
+// `rvm-sim demo` with N simulated machines, opens the overview in headless Chromium and
 // prints JSON: time to the first full render, and the main thread's busy share while live
 // updates arrive.
 //
 //   node bench-overview.mjs [--devices 5000] [--interval-ms 1000] [--window-s 30]
 //
-// FLEET_SERVER picks the binary (default: target/release/fleet-server if built, else
-// target/debug/fleet-server). Targets: first render < 1500 ms, busy < 30 %.
+// RVM_SIM picks the binary (default: target/release/rvm-sim if built, else
+// target/debug/rvm-sim). Targets: first render < 1500 ms, busy < 30 %.
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
@@ -28,10 +28,10 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (...a) => console.error("[bench]", ...a);
 
 function binary() {
-  if (process.env.FLEET_SERVER) return process.env.FLEET_SERVER;
+  if (process.env.RVM_SIM) return process.env.RVM_SIM;
   const root = join(HERE, "..", "..", "target");
-  for (const p of [join(root, "release", "fleet-server"), join(root, "debug", "fleet-server")]) if (existsSync(p)) return p;
-  throw new Error("no fleet-server binary: cargo build --release -p fleet-server (or set FLEET_SERVER)");
+  for (const p of [join(root, "release", "rvm-sim"), join(root, "debug", "rvm-sim")]) if (existsSync(p)) return p;
+  throw new Error("no rvm-sim binary: cargo build --release -p rvm-sim (or set RVM_SIM)");
 }
 
 function freePort() {

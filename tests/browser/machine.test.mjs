@@ -1,5 +1,6 @@
 // The machine page in a real browser: charts, health, events and delivery render; an operator
-// sends a command from it and sees its result; a viewer gets no command buttons.
+// sends a command from it and sees its result; a viewer gets no command buttons; a machine that
+// runs the whole agent (as the demo's own machine does) shows its health checks and actors.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { fixture, launch, openAs, api, screenshot } from "./lib.mjs";
@@ -61,5 +62,36 @@ test("an operator sends a command from the machine page and sees its result", as
   assert.equal(shown, r.body.state, "the page shows the state the API has");
   assert.equal(shown, "succeeded", `result: ${JSON.stringify(r.body)}`);
   await screenshot(page, "machine-command.png");
+  await context.close();
+});
+
+test("a machine running the whole agent shows its health checks and actors on its page", async () => {
+  const id = fx.agent_device;
+  const { page, context, errors } = await openAs(browser, fx, fx.viewer, `#/device/${id}`);
+  await page.locator("#dv-head h2").filter({ hasText: id }).waitFor({ timeout: 10000 });
+  // the agent reports at start-up and on every change; the page refreshes on its own
+  await page.waitForFunction(
+    () => document.querySelectorAll("#dv-health table").length === 2,
+    null,
+    { timeout: 30000 },
+  ).catch(async () => {
+    throw new Error(`no checks and actors tables on ${id}'s page: ${await page.locator("#dv-health").innerText()}`);
+  });
+  const shown = await page.locator("#dv-health").innerText();
+  assert.doesNotMatch(shown, /No health report yet/);
+  const r = await api(fx, fx.viewer, `/api/v1/devices/${id}`);
+  assert.equal(r.status, 200);
+  const report = r.body.health_report;
+  assert.ok(report, `the API has a health report for ${id}`);
+  const checks = await page.locator("#dv-health table").first().locator("tr td:first-child").allInnerTexts();
+  for (const name of ["broker", "data_disk", "cpu", "memory"]) {
+    assert.ok(checks.includes(name), `check ${name} shown: ${checks}`);
+  }
+  const actors = await page.locator("#dv-health table").nth(1).locator("tr td:first-child").allInnerTexts();
+  for (const name of ["link", "collector", "recovery", "health"]) {
+    assert.ok(actors.includes(name), `actor ${name} shown: ${actors}`);
+  }
+  await screenshot(page, "machine-agent-health.png");
+  assert.deepEqual(errors, []);
   await context.close();
 });

@@ -134,7 +134,7 @@ impl ServerProc {
     }
 }
 
-/// `rvm-agent simulate` child process arguments for `devices` machines from index `first`.
+/// `rvm-sim simulate` child process arguments for `devices` machines from index `first`.
 pub struct SimSpec<'a> {
     pub prefix: &'a str,
     pub devices: usize,
@@ -145,7 +145,7 @@ pub struct SimSpec<'a> {
     pub buffer_dir: Option<&'a Path>,
 }
 
-/// Starts `rvm-agent simulate` against the broker on `mqtt_port`.
+/// Starts `rvm-sim simulate` against the broker on `mqtt_port`.
 pub fn spawn_simulator(certs: &CertDir, mqtt_port: u16, spec: &SimSpec, log: &Path) -> anyhow::Result<Child> {
     let broker = format!("127.0.0.1:{mqtt_port}");
     let (devices, first, interval, sites) = (
@@ -176,7 +176,7 @@ pub fn spawn_simulator(certs: &CertDir, mqtt_port: u16, spec: &SimSpec, log: &Pa
     if let Some(b) = &buffer_dir {
         args.extend(["--buffer-dir", b.as_str()]);
     }
-    Child::spawn("rvm-agent", &args, log)
+    Child::spawn("rvm-sim", &args, log)
 }
 
 /// Resident set size of a process in KiB (`VmRSS`), None when it is gone.

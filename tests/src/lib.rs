@@ -541,13 +541,13 @@ impl Drop for Agents {
     }
 }
 
-/// Simulated machines (`rvm_agent::simulate`) in their own actix system on a thread, with
+/// Simulated machines (`rvm_sim::simulate`) in their own actix system on a thread, with
 /// their fault switches and a way to stop one (it says goodbye: offline at once).
 pub struct SimFleet {
     sys: Option<actix::System>,
     thread: Option<std::thread::JoinHandle<()>>,
     pub ids: Vec<String>,
-    pub faults: Vec<rvm_agent::sim::source::SimFault>,
+    pub faults: Vec<rvm_sim::source::SimFault>,
     /// Per machine: make the commands it accepts fail.
     pub commands_fail: Vec<Arc<std::sync::atomic::AtomicBool>>,
     stop_tx: std::sync::mpsc::Sender<usize>,
@@ -557,8 +557,8 @@ impl SimFleet {
     /// Starts `cfg.devices` machines against the fleet's broker.
     pub fn start(
         fleet: &TestFleet,
-        cfg: rvm_agent::sim::simulate::SimConfig,
-        profile: rvm_agent::sim::simulate::SimProfile,
+        cfg: rvm_sim::simulate::SimConfig,
+        profile: rvm_sim::simulate::SimProfile,
     ) -> anyhow::Result<SimFleet> {
         let mut cfg = cfg;
         cfg.host = "127.0.0.1".into();
@@ -572,7 +572,7 @@ impl SimFleet {
         let thread = std::thread::spawn(move || {
             let sys = actix::System::new();
             let res = sys.block_on(async move {
-                let devices = rvm_agent::sim::simulate::start_with(&cfg, &profile)?;
+                let devices = rvm_sim::simulate::start_with(&cfg, &profile)?;
                 let faults: Vec<_> = devices.iter().map(|d| d.fault.clone()).collect();
                 let fails: Vec<_> = devices.iter().map(|d| d.commands_fail.clone()).collect();
                 let handles: Vec<_> = devices.into_iter().map(|d| d.handle).collect();
@@ -614,7 +614,7 @@ impl SimFleet {
         let _ = self.stop_tx.send(i);
     }
 
-    pub fn set_fault(&self, i: usize, fault: rvm_agent::sim::source::Fault) {
+    pub fn set_fault(&self, i: usize, fault: rvm_sim::source::Fault) {
         if let Some(f) = self.faults.get(i) {
             f.set(fault);
         }

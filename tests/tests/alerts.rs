@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use fleet_server::auth::Role;
 use reqwest::Method;
-use rvm_agent::sim::simulate::{SimConfig, SimProfile};
-use rvm_agent::sim::source::Fault;
 use rvm_fleet_tests::{FleetOptions, SimFleet, SmtpReceiver, TestFleet, WebhookReceiver, eventually};
+use rvm_sim::simulate::{SimConfig, SimProfile};
+use rvm_sim::source::Fault;
 use serde_json::{Value, json};
 
 /// Rules with short timings, so each scenario takes seconds.

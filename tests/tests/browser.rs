@@ -8,16 +8,22 @@
 //!
 //! The node tests act on the simulated fleet through a small control server of this harness
 //! (`POST {control}/stop/{index}`: the machine says goodbye and disconnects).
+//!
+//! Beside the simulated machines runs one whole agent as the demo runs it on the operator's
+//! own machine (`rvm_sim::demo::local_agent`, recovery actions recorded): its page shows the
+//! health checks and the agent's actors that the simulated machines do not report.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::DeviceId;
 use fleet_server::auth::Role;
-use rvm_agent::sim::simulate::{SimConfig, SimProfile};
-use rvm_agent::sim::source::Fault;
 use rvm_fleet_tests::receivers::HttpsReceiver;
 use rvm_fleet_tests::{FleetOptions, SimFleet, TestFleet, eventually};
+use rvm_sim::demo::local_agent::{LocalAgent, LocalAgentSpec};
+use rvm_sim::simulate::{SimConfig, SimProfile};
+use rvm_sim::source::Fault;
 use serde_json::json;
 
 /// What the HTTPS receiver of the notification tests answers (the page shows it).
@@ -25,6 +31,9 @@ const RECEIVER_ANSWER: &str = "ok from the browser test receiver";
 
 /// How long the whole node run may take.
 const NODE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The machine that runs the whole agent, as the demo's own machine does.
+const AGENT_DEVICE: &str = "webagent";
 
 /// Short timings so a scenario takes seconds.
 const RULES: &str = r#"
@@ -163,7 +172,19 @@ days = ["sun"]
         SimProfile::default(),
     )
     .unwrap();
-    let ids = sims.ids.clone();
+    let agent_dir = fleet.dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let mut agent = LocalAgent::start(&LocalAgentSpec {
+        device: DeviceId::new(AGENT_DEVICE).unwrap(),
+        broker: format!("127.0.0.1:{}", fleet.broker_port()),
+        identity: fleet.device_identity(AGENT_DEVICE).unwrap(),
+        signing_pub: fleet.certs.signing_pub(),
+        data_dir: agent_dir,
+        interval: Duration::from_millis(500),
+    })
+    .unwrap();
+    let mut ids = sims.ids.clone();
+    ids.push(AGENT_DEVICE.into());
     let online = eventually(Duration::from_secs(30), || async {
         let ds = fleet.devices().await.ok()?;
         let n = ds
@@ -199,6 +220,7 @@ days = ["sun"]
         "devices": ids,
         "alert_device": ids[0],
         "stop_device": ids[5],
+        "agent_device": AGENT_DEVICE,
         "control": control,
         "test_channel": "ops-slack",
         "untrusted_channel": "untrusted",
@@ -231,6 +253,7 @@ days = ["sun"]
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
     eprintln!("{stderr}");
+    agent.stop();
     assert!(
         out.status.success(),
         "the browser tests failed ({}); output above",

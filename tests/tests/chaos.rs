@@ -1,4 +1,4 @@
-//! Chaos: 100 simulated machines in 4 `rvm-agent simulate` processes (sled buffers per machine,
+//! Chaos: 100 simulated machines in 4 `rvm-sim simulate` processes (sled buffers per machine,
 //! `--buffer-dir`), a `fleet-server` child process with its embedded broker, and a scheduler
 //! with a fixed seed (`CHAOS_SEED`) that `kill -9`s and restarts the server and random
 //! simulator processes for `CHAOS_SECS` (default 120; 600 for the long run). Then everything

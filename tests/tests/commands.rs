@@ -235,7 +235,7 @@ async fn a_rollout_to_20_simulated_machines_with_a_failing_cohort_stops_at_the_a
     let fleet = TestFleet::start().unwrap();
     let sims = SimFleet::start(
         &fleet,
-        rvm_agent::sim::simulate::SimConfig {
+        rvm_sim::simulate::SimConfig {
             devices: 20,
             sites: 1,
             prefix: "roll".into(),

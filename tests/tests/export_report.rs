@@ -8,9 +8,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fleet_server::auth::Role;
-use rvm_agent::sim::simulate::{SimConfig, SimProfile};
-use rvm_agent::sim::source::Fault;
 use rvm_fleet_tests::{FleetOptions, SimFleet, TestFleet, eventually};
+use rvm_sim::simulate::{SimConfig, SimProfile};
+use rvm_sim::source::Fault;
 
 fn build_sim(prefix: &str, devices: usize, sites: usize) -> SimConfig {
     SimConfig {

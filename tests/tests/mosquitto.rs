@@ -18,11 +18,11 @@ use common::codec;
 use common::pki::{self, Ca, CertDir, LeafKind, Validity};
 use common::{DeviceId, Envelope, Telemetry};
 use rumqttc::{Event, EventLoop, Incoming, QoS};
-use rvm_agent::sim::simulate::{SimConfig, SimProfile};
 use rvm_fleet_tests::mosquitto::{Mosquitto, Prefilled, program, start_fleet};
 use rvm_fleet_tests::{
     Agents, ConnectOutcome, FleetOptions, Probe, SimFleet, TestFleet, eventually, tls_for,
 };
+use rvm_sim::simulate::{SimConfig, SimProfile};
 use serde_json::Value;
 
 /// Seq of the record a test publishes after one that must be dropped: once it is in, the

@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
-use rvm_agent::sim::simulate::{SimConfig, SimProfile};
-use rvm_agent::sim::source::Fault;
 use rvm_fleet_tests::harness::{ServerProc, SimSpec, spawn_simulator};
 use rvm_fleet_tests::receivers::{HttpsReceiver, SmtpServer, SmtpTls};
 use rvm_fleet_tests::{FleetOptions, SimFleet, TestFleet, WebhookReceiver, eventually};
+use rvm_sim::simulate::{SimConfig, SimProfile};
+use rvm_sim::source::Fault;
 use serde_json::Value;
 
 /// One rule a simulated machine's `InferenceDegraded` fault fires at once and its end

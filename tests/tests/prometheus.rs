@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use fleet_server::http::metrics::families::family_names;
 use prometheus_parse::{Scrape, Value};
-use rvm_agent::sim::simulate::{SimConfig, SimProfile};
 use rvm_fleet_tests::{FleetOptions, SimFleet, TestFleet, eventually};
+use rvm_sim::simulate::{SimConfig, SimProfile};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

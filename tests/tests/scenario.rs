@@ -1,4 +1,4 @@
-//! The demo's story (`scenarios/demo.toml`) replayed 10 times faster by an `rvm-agent simulate`
+//! The demo's story (`scenarios/demo.toml`) replayed 10 times faster by an `rvm-sim simulate`
 //! process against a real server (embedded broker, mTLS), with the shipped rules' timings cut
 //! to match: the server must tell every part of it, and lose nothing while machines and a
 //! whole site are offline.
@@ -103,7 +103,7 @@ async fn the_demo_story_replayed_ten_times_faster_is_told_by_the_server_with_not
     let speed = SPEED.to_string();
     let started = Instant::now();
     let mut sim = Child::spawn(
-        "rvm-agent",
+        "rvm-sim",
         &[
             "simulate",
             "--devices",
@@ -128,7 +128,7 @@ async fn the_demo_story_replayed_ten_times_faster_is_told_by_the_server_with_not
         &log,
     )
     .unwrap();
-    assert!(bin_path("rvm-agent").exists());
+    assert!(bin_path("rvm-sim").exists());
     let sim_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // Each part of the story, as the server tells it. The replay lasts 90 s; its last event

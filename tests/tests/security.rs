@@ -826,7 +826,7 @@ impl Device {
                     window: 64,
                     // the collector stays out of the way: the test makes the records
                     interval: Duration::from_secs(3600),
-                    source: Box::new(rvm_agent::sim::source::SimSource::new(1, 1000)),
+                    source: Box::new(rvm_sim::source::SimSource::new(1, 1000)),
                     buffer: b,
                     birth: rvm_agent::runtime::build_birth(None, vec![], vec![], false),
                     gate: None,

@@ -13,10 +13,10 @@ use fleet_server::auth::Role;
 use fleet_server::supervise::faults::{FAULTS_ENV, Fault};
 use fleet_server::supervise::restart::RestartPolicy;
 use reqwest::Method;
-use rvm_agent::sim::simulate::{SimConfig, SimProfile};
-use rvm_agent::sim::source::Fault as SimFault;
 use rvm_fleet_tests::harness::ServerProc;
 use rvm_fleet_tests::{Agents, FleetOptions, SimFleet, TestFleet, WebhookReceiver, eventually};
+use rvm_sim::simulate::{SimConfig, SimProfile};
+use rvm_sim::source::Fault as SimFault;
 use serde_json::{Value, json};
 
 /// Every child of the server, in start order.

@@ -371,7 +371,7 @@ fn render(
         s,
         "Written by `SOAK_SECS={secs} SOAK_CACHE_MIB={cache_mib} SOAK_WRITE_DOCS=1 cargo test{profile} -p rvm-fleet-tests \
          --test soak -- --nocapture` (`tests/tests/soak.rs`, which explains the method and the tolerances), \
-         {build} binaries. {devices} simulated machines at one record per {:.0} s in {SIMULATORS} `rvm-agent simulate` processes, one real \
+         {build} binaries. {devices} simulated machines at one record per {:.0} s in {SIMULATORS} `rvm-sim simulate` processes, one real \
          `rvm-agent` (1 record/s, `MALLOC_ARENA_MAX=2` as in its unit) and one `fleet-server` (embedded broker, \
          `storage.cache_mib = {cache_mib}`), both with `GLIBC_TUNABLES=glibc.malloc.tcache_count=0` so that \
          the allocator's statistics count only live memory, all on one 2-core machine; ingest {rate:.0} records/s. Each process \

@@ -10,8 +10,8 @@ use common::pki::{self, CertDir};
 use fleet_server::auth::Role;
 use fleet_server::config::ServerFile;
 use fleet_server::server::Server;
-use rvm_agent::sim::simulate::{SimConfig, SimProfile};
 use rvm_fleet_tests::{FleetOptions, SimFleet, TestFleet, eventually};
+use rvm_sim::simulate::{SimConfig, SimProfile};
 use serde_json::Value;
 
 fn build_sim(prefix: &str, devices: usize) -> SimConfig {

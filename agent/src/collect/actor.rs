@@ -67,8 +67,8 @@ impl Faults {
     }
 }
 
-/// Where collections run: inline for sources that do no IO (simulated machines), on a
-/// dedicated thread otherwise (see [`crate::collect::worker`]).
+/// Where collections run: inline for sources that do no IO, on a dedicated thread otherwise
+/// (see [`crate::collect::worker`]).
 #[derive(Clone)]
 pub enum SourceRunner {
     Inline(Arc<Mutex<Box<dyn MetricSource>>>),
@@ -92,28 +92,29 @@ pub struct CollectorParts {
     pub faults: Arc<Faults>,
 }
 
+/// Why a collector could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    /// No thread for a blocking source (thread exhaustion). The agent does not start, so
+    /// systemd restarts it, rather than report figures it did not read.
+    #[error("no worker thread for the metric source")]
+    WorkerThread(#[source] std::io::Error),
+}
+
 impl CollectorParts {
     pub fn new(
         source: Box<dyn MetricSource>,
         buffer: Arc<Buffer>,
         wake: Arc<Notify>,
         interval: Duration,
-    ) -> Self {
+    ) -> Result<Self, CollectorError> {
         let source = if source.is_blocking() {
-            match Worker::spawn("collector-source", source) {
-                Ok(w) => SourceRunner::Worker(Arc::new(w)),
-                Err(e) => {
-                    // cannot happen short of thread exhaustion: run inline then
-                    tracing::error!(error = %e, "no worker thread for the metric source");
-                    SourceRunner::Inline(Arc::new(Mutex::new(Box::new(
-                        crate::sim::source::SimSource::new(0, 1000),
-                    ))))
-                }
-            }
+            let worker = Worker::spawn("collector-source", source).map_err(CollectorError::WorkerThread)?;
+            SourceRunner::Worker(Arc::new(worker))
         } else {
             SourceRunner::Inline(Arc::new(Mutex::new(source)))
         };
-        CollectorParts {
+        Ok(CollectorParts {
             source,
             gpu: None,
             app: None,
@@ -123,7 +124,7 @@ impl CollectorParts {
             stats: Arc::default(),
             latest: Arc::default(),
             faults: Arc::default(),
-        }
+        })
     }
 }
 

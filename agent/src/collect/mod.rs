@@ -2,8 +2,8 @@
 //!
 //! A source ([`MetricSource`]) fills a [`Telemetry`]; the collector actor decides when, and
 //! keeps blocking sources off actor threads. The real agent reads the machine
-//! ([`system::SystemSource`]); simulated machines use [`crate::sim::source::SimSource`]: only
-//! the source differs, the buffer and link are the same code.
+//! ([`system::SystemSource`]); the `rvm-sim` crate's virtual machines bring a source of
+//! their own: only the source differs, the buffer and link are the same code.
 //!
 //! - [`config`]: the `[collector]` and `[paths]` sections
 //! - [`system`]: the machine through sysinfo (CPU, memory, disks, network, processes)

@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
+use common::addr::split_host_port;
 use serde::Deserialize;
 
-use crate::shared::host_port::split_host_port;
 use crate::shared::problem::ConfigProblem;
 
 #[derive(Debug, Clone, Deserialize)]

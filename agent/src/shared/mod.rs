@@ -2,14 +2,12 @@
 //! this crate outside `shared`, so every feature may import it without making a circle.
 //!
 //! - [`problem`]: [`problem::ConfigProblem`], one bad key of a config file with its key path
-//! - [`host_port`]: `host:port` parsing (the broker address; the server uses it too)
 //! - [`names`]: systemd unit, process and network interface names as the system accepts them
 //!   (health watches them, recovery restarts them)
 //! - [`subprocess`]: running a program without a shell, with a timeout and bounded output
 //! - [`http`]: the agent's one HTTP client (reqwest over rustls + ring), for the health probes
 //!   and the app-metrics scrape
 
-pub mod host_port;
 pub mod http;
 pub mod names;
 pub mod problem;

@@ -174,20 +174,12 @@ pub fn check_address(a: &str) -> Result<Mailbox, String> {
         .map_err(|e| format!("{a:?} is not an email address: {e}"))
 }
 
-/// `host:port` with a port above 0; `[v6]:port` too.
-fn split_host_port(s: &str) -> Option<(String, u16)> {
-    let (h, p) = s.rsplit_once(':')?;
-    let port: u16 = p.parse().ok()?;
-    let h = h.trim_start_matches('[').trim_end_matches(']');
-    (!h.is_empty() && port != 0).then(|| (h.to_string(), port))
-}
-
 impl EmailFile {
     /// Every problem with its key under `prefix`, or the channel (the password read now).
     pub fn validate(&self, prefix: &str, name: &str) -> Result<EmailChannel, Vec<String>> {
         let mut p = Vec::new();
         let k = |field: &str| format!("{prefix}.{field}");
-        let (host, port) = split_host_port(&self.smtp).unwrap_or_else(|| {
+        let (host, port) = common::addr::split_host_port(&self.smtp).unwrap_or_else(|| {
             p.push(format!("{}: {:?} is not host:port", k("smtp"), self.smtp));
             (String::new(), 0)
         });
@@ -574,17 +566,6 @@ mod tests {
             "{raw}"
         );
         assert!(raw.contains("machine RVMTEST01 at test-site"), "{raw}");
-    }
-
-    #[test]
-    fn host_and_port_are_split() {
-        assert_eq!(
-            split_host_port("smtp.example.com:587"),
-            Some(("smtp.example.com".into(), 587))
-        );
-        assert_eq!(split_host_port("[::1]:25"), Some(("::1".into(), 25)));
-        assert_eq!(split_host_port("relay"), None);
-        assert_eq!(split_host_port("relay:0"), None);
     }
 
     #[tokio::test]

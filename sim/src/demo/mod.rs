@@ -1,24 +1,26 @@
-//! `fleet-server demo`: one command on a fresh machine. Makes dev certificates if missing,
-//! starts the embedded broker, the server and web view, an agent for this machine and N
-//! simulated RVMs across 3 sites, and prints the URL and an admin token.
+//! `rvm-sim demo`: one command on a fresh machine. Makes dev certificates if missing,
+//! starts the embedded broker, the server and web view, N simulated RVMs across 3 sites and
+//! this machine's own agent, and prints the URL and an admin token.
+//!
+//! - [`local_agent`]: this machine's whole agent, whose recovery actions are recorded and
+//!   never carried out
+
+pub mod local_agent;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::DeviceId;
 use common::pki::{self, Ca, CertDir};
-use rvm_agent::buffer::{Caps, FlushPolicy};
-use rvm_agent::collect::MetricSource;
-use rvm_agent::collect::system::SystemSource;
-use rvm_agent::runtime::{self, DeviceHandle, DeviceParts};
-use rvm_agent::sim::scenario::Scenario;
-use rvm_agent::sim::simulate::{self, SimConfig, SimProfile};
+use fleet_server::auth::{Role, TokenStore};
+use fleet_server::config::ServerConfig;
+use fleet_server::server::Server;
+use rvm_agent::runtime::{self, DeviceHandle};
 
-use crate::auth::{Role, TokenStore};
-use crate::config::ServerConfig;
-use crate::server::Server;
+use self::local_agent::{LocalAgent, LocalAgentSpec};
+use crate::scenario::Scenario;
+use crate::simulate::{self, SimConfig, SimProfile};
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -35,9 +37,9 @@ pub struct DemoOptions {
 }
 
 /// The story the demo replays unless told otherwise: `scenarios/demo.toml`.
-pub const DEMO_SCENARIO: &str = include_str!("../../scenarios/demo.toml");
+pub const DEMO_SCENARIO: &str = include_str!("../../../scenarios/demo.toml");
 
-/// `scenarios/demo.toml`, built in (a unit test of the agent checks that it parses).
+/// `scenarios/demo.toml`, built in (a unit test of [`crate::scenario`] checks that it parses).
 pub fn demo_scenario() -> anyhow::Result<Scenario> {
     Scenario::parse(DEMO_SCENARIO).map_err(|e| anyhow::anyhow!("built-in scenarios/demo.toml: {e}"))
 }
@@ -47,12 +49,19 @@ pub struct Demo {
     pub server: Server,
     pub admin_token: String,
     pub url: String,
-    agents: Option<(actix::System, std::thread::JoinHandle<()>)>,
+    /// This machine's agent (unless `--no-local-agent`).
+    pub local: Option<LocalAgent>,
+    simulated: Option<(actix::System, std::thread::JoinHandle<()>)>,
 }
 
 impl Demo {
+    /// Stops this machine's agent (it says goodbye and flushes), the simulated machines, then
+    /// the server.
     pub fn stop(&mut self) {
-        if let Some((sys, t)) = self.agents.take() {
+        if let Some(mut a) = self.local.take() {
+            a.stop();
+        }
+        if let Some((sys, t)) = self.simulated.take() {
             sys.stop();
             let _ = t.join();
         }
@@ -98,7 +107,7 @@ pub fn start(opts: &DemoOptions) -> anyhow::Result<Demo> {
         mqtt_port: opts.mqtt.port(),
         certs: certs.clone(),
         data_dir: opts.data_dir.join("server"),
-        store_cache_bytes: crate::store::STORE_CACHE_BYTES,
+        store_cache_bytes: fleet_server::store::STORE_CACHE_BYTES,
         stale_after_ms: 15_000,
         offline_after_ms: 60_000,
         alerting: None,
@@ -121,12 +130,10 @@ pub fn start(opts: &DemoOptions) -> anyhow::Result<Demo> {
         interval: opts.interval,
         first: 1,
     };
-    let local = opts.local_agent;
     let scenario = opts.scenario.clone();
-    let buffer_dir = opts.data_dir.join("agent-buffer");
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
-        .name("demo-agents".into())
+        .name("demo-simulated".into())
         .spawn(move || {
             let sys = actix::System::new();
             let started = sys.block_on(async move {
@@ -138,10 +145,7 @@ pub fn start(opts: &DemoOptions) -> anyhow::Result<Demo> {
                 if let Some(s) = scenario {
                     simulate::replay(s, &devices);
                 }
-                let mut handles: Vec<DeviceHandle> = devices.into_iter().map(|d| d.handle).collect();
-                if local {
-                    handles.push(start_local_agent(&sim, &buffer_dir)?);
-                }
+                let handles: Vec<DeviceHandle> = devices.into_iter().map(|d| d.handle).collect();
                 anyhow::Ok(handles)
             });
             match started {
@@ -155,43 +159,38 @@ pub fn start(opts: &DemoOptions) -> anyhow::Result<Demo> {
                 }
             }
         })?;
-    let agents_sys = rx.recv()??;
-    Ok(Demo {
+    let simulated_sys = rx.recv()??;
+    let mut demo = Demo {
         server,
         admin_token,
         url,
-        agents: Some((agents_sys, thread)),
-    })
+        simulated: Some((simulated_sys, thread)),
+        local: None,
+    };
+    if opts.local_agent {
+        let broker = demo.server.mqtt_addr;
+        match start_local_agent(opts, &certs, broker) {
+            Ok(a) => demo.local = Some(a),
+            Err(e) => {
+                demo.stop();
+                return Err(e);
+            }
+        }
+    }
+    Ok(demo)
 }
 
-fn start_local_agent(sim: &SimConfig, buffer_dir: &Path) -> anyhow::Result<DeviceHandle> {
-    let dir = CertDir::new(&sim.certs);
+/// This machine's whole agent, from the `agent.toml` the demo writes (see [`local_agent`]).
+fn start_local_agent(opts: &DemoOptions, certs: &Path, broker: SocketAddr) -> anyhow::Result<LocalAgent> {
+    let dir = CertDir::new(certs);
     let device = local_device_id();
     let identity = Ca::load(&dir)?.ensure_device(&dir, &device)?;
-    let (buffer, _, _) = runtime::open_sled_buffer(
-        &device,
-        buffer_dir,
-        Caps::default(),
-        FlushPolicy::Batched { ms: 500 },
-    )?;
-    let source = SystemSource::new(sim.interval.as_millis() as u32);
-    let birth = runtime::build_birth(
-        Some("site1".into()),
-        vec!["local".into()],
-        source.capabilities(),
-        false,
-    );
-    runtime::start_device(DeviceParts {
+    LocalAgent::start(&LocalAgentSpec {
         device,
-        host: sim.host.clone(),
-        port: sim.port,
+        broker: broker.to_string(),
         identity,
-        keep_alive: Duration::from_secs(30),
-        window: 64,
-        interval: sim.interval,
-        source: Box::new(source),
-        buffer: Arc::new(buffer),
-        birth,
-        gate: None,
+        signing_pub: dir.signing_pub(),
+        data_dir: std::path::absolute(&opts.data_dir)?,
+        interval: opts.interval,
     })
 }

@@ -3,7 +3,7 @@
 //!
 //! A machine can be told to fail on purpose while it runs ([`SimFault`]: any set of [`Fault`]s
 //! at once, and [`Drift`]s of single metrics): tests, demos and scenario files
-//! ([`crate::sim::scenario`]) use it to show alerts, cohort regressions and thermal incidents.
+//! ([`crate::scenario`]) use it to show alerts, cohort regressions and thermal incidents.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,8 +12,7 @@ use common::{
     CpuStats, DiskStats, GpuBackendKind, GpuStats, MemoryStats, NetStats, PowerRail, ProcessStats, Reading,
     Telemetry,
 };
-
-use crate::collect::MetricSource;
+use rvm_agent::collect::MetricSource;
 
 /// Orin Nano 8GB: what tegrastats reports as RAM total.
 pub const SIM_MEMORY_TOTAL: u64 = 7_620 * 1024 * 1024;

@@ -1,8 +1,8 @@
-//! `rvm-agent simulate`: N virtual RVMs in one process, each with its own certificate and
+//! `rvm-sim simulate`: N virtual RVMs in one process, each with its own certificate and
 //! MQTT connection, publishing plausible Jetson metrics through the same buffer and link code
 //! as the real agent (in-memory buffers: nothing to keep across a simulator restart).
 //! [`start_with`] sets per-device attributes ([`SimProfile`]) and hands back each machine's
-//! fault switch ([`crate::sim::source::SimFault`]).
+//! fault switch ([`crate::source::SimFault`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use common::DeviceId;
 use common::pki::{Ca, CertDir};
+use rvm_agent::buffer::{Buffer, Caps, FlushPolicy, MemStore, Store};
+use rvm_agent::collect::MetricSource;
+use rvm_agent::runtime::{self, DeviceHandle, DeviceParts};
 
-use super::scenario::{Machine, Scenario};
-use super::source::{SimFault, SimSource};
-use crate::buffer::{Buffer, Caps, FlushPolicy, MemStore, Store};
-use crate::collect::MetricSource;
-use crate::runtime::{self, DeviceHandle, DeviceParts};
+use crate::scenario::{Machine, Scenario};
+use crate::source::{SimFault, SimSource};
 
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -69,10 +69,10 @@ impl SimProfile {
     }
 }
 
-/// Replays `scenario` on these machines, on the current arbiter (see [`crate::sim::scenario`]).
+/// Replays `scenario` on these machines, on the current arbiter (see [`crate::scenario`]).
 pub fn replay(scenario: Scenario, devices: &[SimDevice]) {
     let machines = devices.iter().map(SimDevice::machine).collect();
-    actix::spawn(super::scenario::run(scenario, machines));
+    actix::spawn(crate::scenario::run(scenario, machines));
 }
 
 /// A running simulated machine and its switches.
@@ -123,8 +123,8 @@ async fn respond(
     use common::command::CommandStatus;
     use common::topics::Kind;
 
-    use crate::commands::executed::{ExecutedStore, MemExecuted};
-    use crate::commands::verify::{self, Verdict};
+    use rvm_agent::commands::executed::{ExecutedStore, MemExecuted};
+    use rvm_agent::commands::verify::{self, Verdict};
     let store = MemExecuted::default();
     let report = |r: common::command::CommandResult| {
         if let Err(e) = buffer.append(Kind::CmdResult, common::time::now_ms(), &r) {

@@ -1,5 +1,5 @@
-//! Scenario files: a story of faults on a schedule, replayed by `rvm-agent simulate --scenario
-//! FILE` and `fleet-server demo --scenario FILE`, so the demo, the tests and the benchmarks
+//! Scenario files: a story of faults on a schedule, replayed by `rvm-sim simulate --scenario FILE`
+//! and `rvm-sim demo --scenario FILE`, so the demo, the tests and the benchmarks
 //! tell the same story (`scenarios/` holds the shipped ones).
 //!
 //! ```toml
@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::source::{Drift, DriftMetric, Fault, SimFault};
+use crate::source::{Drift, DriftMetric, Fault, SimFault};
 
 /// A scenario file as written.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -489,7 +489,7 @@ pub async fn run(scenario: Scenario, machines: Vec<Machine>) {
 mod tests {
     use super::*;
 
-    const DEMO: &str = include_str!("../../../scenarios/demo.toml");
+    const DEMO: &str = include_str!("../../scenarios/demo.toml");
 
     fn machine(number: usize, site: &str, model: &str) -> Machine {
         Machine {
