@@ -11,7 +11,9 @@
 #   bench/run.sh --no-build       use the binaries already in target/release
 #
 # Results of each group are kept in target/bench-results/, so running one group rewrites the
-# document with that group's new figures and the others' last ones (each says its date).
+# document with that group's new figures and the others' as the document shows them (or as
+# saved, when a saved result is newer; each says its date). Paths in the document are relative
+# to the repository; the run's temporary directory shows as $BENCH_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -28,13 +28,16 @@ pub mod postgres;
 pub mod receivers;
 pub mod schema;
 
+pub use receivers::{Received, SmtpReceiver, WebhookReceiver};
+
 /// Which store a [`TestFleet`] keeps its state in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Backend {
     /// The embedded sled store in the fleet's temp dir.
     #[default]
     Sled,
-    /// A throwaway PostgreSQL cluster of the fleet's own ([`postgres::PgCluster`]).
+    /// PostgreSQL: a database of the fleet's own on the test process's shared cluster, or a
+    /// cluster of its own ([`FleetOptions::own_pg_cluster`]); [`postgres::PgDatabase`].
     Postgres,
 }
 
@@ -700,156 +703,6 @@ impl SimFleet {
 impl Drop for SimFleet {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// One request a [`WebhookReceiver`] got: its path and JSON body.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub path: String,
-    pub body: Value,
-}
-
-/// A tiny HTTP server that records JSON POSTs and answers 200.
-pub struct WebhookReceiver {
-    pub url: String,
-    pub received: Arc<std::sync::Mutex<Vec<Received>>>,
-}
-
-impl WebhookReceiver {
-    pub async fn start() -> anyhow::Result<WebhookReceiver> {
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/hook", l.local_addr()?);
-        let received: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
-        let rec = received.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((s, _)) = l.accept().await else { return };
-                let rec = rec.clone();
-                tokio::spawn(async move {
-                    let mut r = BufReader::new(s);
-                    // keep-alive: several requests per connection
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                        let mut len = 0usize;
-                        loop {
-                            let mut h = String::new();
-                            if r.read_line(&mut h).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            let h = h.trim_end();
-                            if h.is_empty() {
-                                break;
-                            }
-                            if let Some((k, v)) = h.split_once(':')
-                                && k.eq_ignore_ascii_case("content-length")
-                            {
-                                len = v.trim().parse().unwrap_or(0);
-                            }
-                        }
-                        let mut body = vec![0u8; len];
-                        if r.read_exact(&mut body).await.is_err() {
-                            return;
-                        }
-                        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        rec.lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(Received { path, body });
-                        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-                        if r.get_mut().write_all(ok.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Ok(WebhookReceiver { url, received })
-    }
-
-    /// Bodies received so far.
-    pub fn bodies(&self) -> Vec<Value> {
-        self.received
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|r| r.body.clone())
-            .collect()
-    }
-}
-
-/// A minimal SMTP server (RFC 5321: greeting, EHLO/HELO, MAIL, RCPT, DATA, QUIT) that keeps
-/// every message's data.
-pub struct SmtpReceiver {
-    pub addr: std::net::SocketAddr,
-    pub messages: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl SmtpReceiver {
-    pub async fn start() -> anyhow::Result<SmtpReceiver> {
-        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = l.local_addr()?;
-        let messages: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
-        let msgs = messages.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((s, _)) = l.accept().await else { return };
-                let msgs = msgs.clone();
-                tokio::spawn(async move {
-                    let mut r = BufReader::new(s);
-                    if r.get_mut().write_all(b"220 test-smtp ready\r\n").await.is_err() {
-                        return;
-                    }
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-                        let reply: &[u8] = match verb.as_str() {
-                            "EHLO" | "HELO" => b"250 test-smtp\r\n",
-                            "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 ok\r\n",
-                            "QUIT" => {
-                                let _ = r.get_mut().write_all(b"221 bye\r\n").await;
-                                return;
-                            }
-                            "DATA" => {
-                                if r.get_mut().write_all(b"354 go ahead\r\n").await.is_err() {
-                                    return;
-                                }
-                                let mut data = String::new();
-                                loop {
-                                    let mut l = String::new();
-                                    if r.read_line(&mut l).await.unwrap_or(0) == 0 {
-                                        return;
-                                    }
-                                    if l == ".\r\n" || l == ".\n" {
-                                        break;
-                                    }
-                                    data.push_str(l.strip_prefix('.').unwrap_or(&l));
-                                }
-                                msgs.lock().unwrap_or_else(|p| p.into_inner()).push(data);
-                                b"250 queued\r\n"
-                            }
-                            _ => b"502 not implemented\r\n",
-                        };
-                        if r.get_mut().write_all(reply).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Ok(SmtpReceiver { addr, messages })
-    }
-
-    pub fn messages(&self) -> Vec<String> {
-        self.messages.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

@@ -191,8 +191,8 @@ async fn fleetctl_tokens_devices_and_export_read_the_postgres_store_of_the_confi
     fleetctl_reads_the_configured_store(Backend::Postgres).await;
 }
 
-/// A sled installation with history, a queued command, a silence and its audit trail moves
-/// into PostgreSQL: every kind is copied and verified, a second run copies nothing, and a
+/// A sled installation with history, a queued command, a silence, a maintenance window and
+/// its audit trail moves into PostgreSQL: every kind is copied and verified, a second run copies nothing, and a
 /// server on PostgreSQL carries on where the sled one stopped (the machine's next records are
 /// counted on from its migrated delivery state).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,6 +230,13 @@ async fn postgres_store_migrate_copies_a_sled_installation_verifies_it_and_a_rer
     )
     .await;
     assert_eq!(status, 201, "{silence}");
+    let (status, window) = send(
+        Method::POST,
+        "/api/v1/maintenance",
+        json!({"name": "moving-night", "sites": ["test"], "time_zone": "UTC", "from": "01:00", "to": "02:00", "comment": "the move"}),
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{status} {window}");
     let sled_received = received(&server, "mig1").await;
     server.terminate();
     let sled_rows = {
@@ -260,6 +267,7 @@ async fn postgres_store_migrate_copies_a_sled_installation_verifies_it_and_a_rer
         ("delivery", 1),
         ("commands", 1),
         ("silences", 1),
+        ("windows", 1),
     ] {
         assert_eq!(migrated(&table, kind), [n, n, 0, 0, n], "{kind}: {table}");
     }
@@ -284,6 +292,8 @@ async fn postgres_store_migrate_copies_a_sled_installation_verifies_it_and_a_rer
         "delivery",
         "commands",
         "silences",
+        "windows",
+        "outbox",
         "audit entries",
     ] {
         let [read, copied, already, _, verified] = migrated(&again, kind);
@@ -327,6 +337,8 @@ async fn postgres_store_migrate_copies_a_sled_installation_verifies_it_and_a_rer
     assert!(s.to_string().contains(silence["id"].as_str().unwrap()), "{s}");
     let a = server.get("/api/v1/audit").await.unwrap();
     assert!(a.to_string().contains("before the move"), "{a}");
+    let w = server.get("/api/v1/maintenance").await.unwrap();
+    assert!(w.to_string().contains("moving-night"), "{w}");
 
     // the machine carries on: the server counts on from the migrated delivery state (seqs
     // the agent reserved before its restart and never used, it reports as dropped)

@@ -13,6 +13,7 @@ use common::command::{Action, SignedCommand};
 use common::{Birth, DeviceId, Severity};
 use fleet_server::alerts::alert::{Ack, Alert, AlertState};
 use fleet_server::alerts::engine::{self, EngineState, PairCooldown, PairCounter};
+use fleet_server::alerts::maintenance::AddedWindow;
 use fleet_server::alerts::pg::PgAlerts;
 use fleet_server::alerts::rules::Op;
 use fleet_server::alerts::silence::{Matcher, Silence};
@@ -37,6 +38,7 @@ use fleet_server::incidents::incident::{
 };
 use fleet_server::ingest::pg::PgIngest;
 use fleet_server::ingest::store::{IngestStore, WriteBatch};
+use fleet_server::notify::maintenance::WindowFile;
 use fleet_server::notify::notification::Notification;
 use fleet_server::notify::outbox::pg_store::PgOutbox;
 use fleet_server::notify::outbox::{
@@ -105,6 +107,8 @@ fn build_alert(rule: &str, dev: &str, generation: u64, state: AlertState, t: i64
             comment: "on it".into(),
         }),
         silenced_by: None,
+        // a maintenance window muted the notifications of the first generation
+        muted_by: (generation == 1).then(|| "nightly".to_string()),
         state,
     }
 }
@@ -226,6 +230,36 @@ fn postgres_the_alerts_state_comes_back_as_it_was_saved() {
         .psql("SELECT id, state, ack_by FROM fleet_alerts WHERE state <> 'resolved' ORDER BY id")
         .unwrap();
     assert_eq!(rows, "gpu_hot:rvm1:2|firing|\ngpu_hot:rvm2:1|pending|alice");
+    let muted = pg
+        .psql("SELECT string_agg(id, ',' ORDER BY id) FROM fleet_alerts WHERE muted_by = 'nightly'")
+        .unwrap();
+    assert_eq!(
+        muted, "gpu_hot:rvm1:1,gpu_hot:rvm2:1",
+        "the muting window is kept and shown"
+    );
+    // the maintenance windows added through the API, beside the exports
+    let windows = vec![AddedWindow {
+        window: WindowFile {
+            name: Some("nightly".into()),
+            sites: vec!["oslo".into()],
+            tags: vec![],
+            time_zone: "Europe/Oslo".into(),
+            days: vec![],
+            from: "02:00".into(),
+            to: "03:00".into(),
+        },
+        created_by: "alice".into(),
+        created_ms: t,
+        comment: "backups".into(),
+    }];
+    assert_eq!(alerts.load().unwrap().windows, None);
+    alerts.save_windows(&windows).unwrap();
+    assert_eq!(
+        PgAlerts::new(store.clone()).load().unwrap().windows,
+        Some(windows)
+    );
+    alerts.save_windows(&[]).unwrap();
+    assert_eq!(PgAlerts::new(store).load().unwrap().windows, Some(vec![]));
 }
 
 #[test]
@@ -540,6 +574,7 @@ enum OutboxOp {
     Claim { limit: usize },
     Finish { which: usize, outcome: u8 },
     Purge,
+    Release,
     Advance { ms: i64 },
 }
 
@@ -552,6 +587,7 @@ fn outbox_op() -> impl Strategy<Value = OutboxOp> {
         (1usize..4).prop_map(|limit| OutboxOp::Claim { limit }),
         (0usize..8, 0u8..3).prop_map(|(which, outcome)| OutboxOp::Finish { which, outcome }),
         Just(OutboxOp::Purge),
+        Just(OutboxOp::Release),
         (0i64..4_000_000).prop_map(|ms| OutboxOp::Advance { ms }),
     ]
 }
@@ -603,6 +639,10 @@ fn outbox_twins_agree(pg: &PgOutbox, db: &PgDatabase, ops: Vec<OutboxOp>) -> Res
                     mem.purge_finished(before).unwrap()
                 );
             }
+            // one instance: what it released is everything the twin releases
+            OutboxOp::Release => {
+                prop_assert_eq!(pg.release_all(now).unwrap(), mem.release_all(now).unwrap());
+            }
             OutboxOp::Advance { ms } => now += ms,
         }
         prop_assert_eq!(pg.counts().unwrap(), mem.counts().unwrap());
@@ -632,9 +672,10 @@ fn postgres_the_outbox_behaves_like_its_in_memory_twin() {
     });
 }
 
-/// Two instances claiming from one table at once: no entry is claimed twice, none is left.
+/// Two instances claiming from one table at once: no entry is claimed twice, none is left;
+/// a restart releases only the restarted instance's claims.
 #[test]
-fn postgres_outbox_claims_of_two_instances_never_take_one_entry_twice() {
+fn postgres_outbox_claims_of_two_instances_never_take_one_entry_twice_and_a_restart_releases_its_own() {
     let db = PgDatabase::shared().unwrap();
     let store = open(&db);
     let now = common::time::now_ms();
@@ -673,4 +714,13 @@ fn postgres_outbox_claims_of_two_instances_never_take_one_entry_twice() {
         "60",
         "every row records one claim and its claimer"
     );
+    // "a" restarts: its claims are due again, "b"'s stay leased
+    let of_a: usize = db
+        .psql("SELECT count(*) FROM notification_outbox WHERE claimed_by = 'a'")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(PgOutbox::new(store.clone(), "a").release_all(now).unwrap(), of_a);
+    let due = PgOutbox::new(store, "c").claim_due(now, 100, LEASE).unwrap();
+    assert_eq!(due.len(), of_a, "only the restarted instance's claims are due");
 }

@@ -8,13 +8,17 @@
 //! mark knows its predecessor died with it and tells the actor to export again; audit lines
 //! taken but not yet written are kept aside and written by the next generation. An export
 //! the store refuses is marked lost the same way, so the actor exports again (every tick
-//! until the store takes it).
+//! until the store takes it); audit lines and maintenance windows it refuses are kept and
+//! tried again every [`PERSIST_RETRY`]. It also writes the maintenance windows added through the API
+//! (the whole list each time, so a list lost with a dying generation is written whole by the
+//! next change).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 
 use super::engine::EngineState;
+use super::maintenance::AddedWindow;
 use super::stats::AlertsStats;
 use super::store::AlertStore;
 use crate::audit::AuditLog;
@@ -24,6 +28,11 @@ use crate::supervise::liveness::Liveness;
 
 /// How long the persister waits for a job before it beats and looks at its stop flag.
 pub const PERSIST_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+/// Audit lines and maintenance windows the store refused are tried again this often.
+pub const PERSIST_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Audit lines kept for a store that cannot be reached; past it the oldest are dropped and
+/// counted.
+pub const MAX_PENDING_AUDIT: usize = 10_000;
 
 /// One thing for the persister to write (opaque outside this module).
 pub struct PersistJob(Job);
@@ -31,6 +40,7 @@ pub struct PersistJob(Job);
 enum Job {
     State(Box<(EngineState, CorrelatorState)>),
     Audit(serde_json::Value),
+    Windows(Vec<AddedWindow>),
 }
 
 /// The persister's queue: the alerts actor holds the handle, persister generations take turns
@@ -49,6 +59,8 @@ pub struct PersistHandle {
     lost: Arc<AtomicBool>,
     /// Audit lines taken from the queue and not yet written.
     pending_audit: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// Maintenance windows taken from the queue and not yet written.
+    pending_windows: Arc<Mutex<Option<Vec<AddedWindow>>>>,
 }
 
 /// A queue for the persister.
@@ -60,6 +72,7 @@ pub fn queue() -> (PersistHandle, PersistInbox) {
         in_hand: Arc::default(),
         lost: Arc::default(),
         pending_audit: Arc::default(),
+        pending_windows: Arc::default(),
     };
     (h, Inbox::new(rx))
 }
@@ -82,6 +95,11 @@ impl PersistHandle {
 
     pub(super) fn audit(&self, line: serde_json::Value) {
         let _ = self.tx.send(PersistJob(Job::Audit(line)));
+    }
+
+    /// Hands the API's maintenance windows over; false if no persister can ever read them.
+    pub(super) fn windows(&self, windows: Vec<AddedWindow>) -> bool {
+        self.tx.send(PersistJob(Job::Windows(windows))).is_ok()
     }
 
     /// True once after a persister died with an export in hand.
@@ -116,28 +134,42 @@ pub fn run(
         h.busy.store(false, Ordering::Release);
         h.lost.store(true, Ordering::Release);
     }
-    write_pending_audit(setup);
+    let mut last_try = std::time::Instant::now();
+    write_pending(setup);
     loop {
         live.beat(common::time::now_ms());
         let first = match rx.recv_timeout(PERSIST_POLL) {
             Ok(job) => job,
-            Err(std_mpsc::RecvTimeoutError::Timeout) if !stop.load(Ordering::Acquire) => continue,
+            Err(std_mpsc::RecvTimeoutError::Timeout) if !stop.load(Ordering::Acquire) => {
+                // what the store refused (PostgreSQL unreachable), once a second
+                if last_try.elapsed() >= PERSIST_RETRY && has_pending(h) {
+                    last_try = std::time::Instant::now();
+                    write_pending(setup);
+                }
+                continue;
+            }
             // stopped (and nothing queued), or every sender gone
             Err(_) => return Ok(()),
         };
         let mut state = None;
+        let mut windows = None;
         let mut lines = Vec::new();
         for job in std::iter::once(first).chain(rx.try_iter()) {
             match job.0 {
                 Job::State(s) => state = Some(s),
                 Job::Audit(l) => lines.push(l),
+                Job::Windows(w) => windows = Some(w),
             }
+        }
+        if let Some(w) = windows {
+            *h.pending_windows.lock().unwrap_or_else(|p| p.into_inner()) = Some(w);
         }
         h.pending_audit
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(lines);
-        write_pending_audit(setup);
+        last_try = std::time::Instant::now();
+        write_pending(setup);
         if let Some(s) = state {
             h.in_hand.store(true, Ordering::Release);
             let (engine, corr) = *s;
@@ -154,21 +186,57 @@ pub fn run(
     }
 }
 
-/// Writes the audit lines taken so far (dropped and counted when the log cannot be written).
-fn write_pending_audit(setup: &PersistSetup) {
-    let mut pending = setup
-        .handle
-        .pending_audit
+fn has_pending(h: &PersistHandle) -> bool {
+    !h.pending_audit
         .lock()
-        .unwrap_or_else(|p| p.into_inner());
+        .unwrap_or_else(|p| p.into_inner())
+        .is_empty()
+        || h.pending_windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+}
+
+/// Writes the maintenance windows and audit lines taken so far. What the store refuses is
+/// kept for the next try (audit lines up to [`MAX_PENDING_AUDIT`], the oldest dropped and
+/// counted past it).
+fn write_pending(setup: &PersistSetup) {
+    let h = &setup.handle;
+    {
+        let mut windows = h.pending_windows.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = windows.as_ref() {
+            match setup.store.save_windows(w) {
+                Ok(()) => *windows = None,
+                Err(e) => {
+                    setup.stats.persist_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "maintenance windows not persisted; kept for the next try");
+                }
+            }
+        }
+    }
+    let mut pending = h.pending_audit.lock().unwrap_or_else(|p| p.into_inner());
     if pending.is_empty() {
         return;
     }
-    if let Err(e) = setup.audit.append(&pending) {
-        setup.stats.persist_errors.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(error = %e, lines = pending.len(), "audit log not written");
+    match setup.audit.append(&pending) {
+        Ok(()) => pending.clear(),
+        Err(e) => {
+            setup.stats.persist_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, lines = pending.len(), "audit log not written; kept for the next try");
+            if pending.len() > MAX_PENDING_AUDIT {
+                let over = pending.len() - MAX_PENDING_AUDIT;
+                pending.drain(..over);
+                setup
+                    .stats
+                    .audit_dropped
+                    .fetch_add(over as u64, Ordering::Relaxed);
+                tracing::error!(
+                    lines = over,
+                    "audit lines dropped: the audit log stayed unwritable"
+                );
+            }
+        }
     }
-    pending.clear();
 }
 
 /// A persister on a thread of its own, unsupervised (unit tests).
@@ -243,6 +311,9 @@ mod tests {
             Ok(Default::default())
         }
         fn save(&self, _: &EngineState, _: &CorrelatorState) -> Result<(), crate::store::StoreError> {
+            Err(crate::store::StoreError::Encode("unreachable".into()))
+        }
+        fn save_windows(&self, _: &[AddedWindow]) -> Result<(), crate::store::StoreError> {
             Err(crate::store::StoreError::Encode("unreachable".into()))
         }
     }

@@ -8,6 +8,7 @@
 //! | generations and cooldowns | `alert_pairs`, one row per (rule, device) |
 //! | open and recent incidents | `incidents`, one row per incident id |
 //! | versions, the correlator's sequence and firing set | `server_state` key [`STATE_KEY`] |
+//! | maintenance windows added through the API | `server_state` key [`WINDOWS_KEY`] (a JSON list) |
 //!
 //! [`PgAlerts::save`] writes, in one transaction, only what differs from what it wrote (or
 //! loaded) last; an alert that left the engine without resolving (a pending one cancelled)
@@ -26,6 +27,7 @@ use tokio_postgres::Row;
 use super::actor::ALERT_HISTORY_CAP;
 use super::alert::{Ack, Alert, AlertState};
 use super::engine::{self, EngineState, PairCooldown, PairCounter};
+use super::maintenance::AddedWindow;
 use super::silence::{Matcher, Silence};
 use super::store::{AlertStore, SavedAlerts};
 use crate::incidents::RECENT_INCIDENTS_CAP;
@@ -37,6 +39,8 @@ use crate::store::StoreError;
 
 /// `server_state` key of the versions, the correlator's sequence and its firing set.
 pub const STATE_KEY: &str = "alerts";
+/// `server_state` key of the maintenance windows added through the API.
+pub const WINDOWS_KEY: &str = "maintenance";
 
 /// What the tables do not hold.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -139,6 +143,7 @@ fn alert_of(r: &Row) -> Result<Alert, PgError> {
         last_sample_ms: ms(r, "last_sample_at").unwrap_or(0),
         ack,
         silenced_by: r.get("silenced_by"),
+        muted_by: r.get("muted_by"),
         state: parse(r.get("state"))?,
     })
 }
@@ -300,7 +305,23 @@ async fn load(store: PgStore) -> Result<(SavedAlerts, Written), PgError> {
         recent,
         firing: m.firing,
     });
-    Ok((SavedAlerts { engine, correlator }, written))
+    let windows = client
+        .query_opt("SELECT value FROM server_state WHERE key = $1", &[&WINDOWS_KEY])
+        .await
+        .map_err(db("reading maintenance windows"))?
+        .and_then(|r| {
+            serde_json::from_value::<Vec<AddedWindow>>(r.get(0))
+                .map_err(|e| tracing::error!(error = %e, "persisted maintenance windows ignored"))
+                .ok()
+        });
+    Ok((
+        SavedAlerts {
+            engine,
+            correlator,
+            windows,
+        },
+        written,
+    ))
 }
 
 /// The export as the tables would hold it.
@@ -345,9 +366,9 @@ async fn write_alert(tx: &tokio_postgres::Transaction<'_>, a: &Alert) -> Result<
     tx.execute(
         "INSERT INTO alerts (id, rule, subject, generation, state, severity, metric, op, value,
              threshold, clear, summary, labels, started_at, fired_at, resolved_at, escalated_at,
-             last_sample_at, ack_by, ack_at, ack_comment, silenced_by, updated_at)
+             last_sample_at, ack_by, ack_at, ack_comment, silenced_by, muted_by, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-             $19, $20, $21, $22, now())
+             $19, $20, $21, $22, $23, now())
          ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, severity = EXCLUDED.severity,
              metric = EXCLUDED.metric, op = EXCLUDED.op, value = EXCLUDED.value,
              threshold = EXCLUDED.threshold, clear = EXCLUDED.clear, summary = EXCLUDED.summary,
@@ -355,7 +376,7 @@ async fn write_alert(tx: &tokio_postgres::Transaction<'_>, a: &Alert) -> Result<
              fired_at = EXCLUDED.fired_at, resolved_at = EXCLUDED.resolved_at,
              escalated_at = EXCLUDED.escalated_at, last_sample_at = EXCLUDED.last_sample_at,
              ack_by = EXCLUDED.ack_by, ack_at = EXCLUDED.ack_at, ack_comment = EXCLUDED.ack_comment,
-             silenced_by = EXCLUDED.silenced_by, updated_at = now()",
+             silenced_by = EXCLUDED.silenced_by, muted_by = EXCLUDED.muted_by, updated_at = now()",
         &[
             &a.id,
             &a.rule,
@@ -379,6 +400,7 @@ async fn write_alert(tx: &tokio_postgres::Transaction<'_>, a: &Alert) -> Result<
             &t(a.ack.as_ref().map(|k| k.at_ms)),
             &a.ack.as_ref().map(|k| k.comment.clone()),
             &a.silenced_by,
+            &a.muted_by,
         ],
     )
     .await
@@ -533,6 +555,23 @@ impl AlertStore for PgAlerts {
         })?;
         // resolved alerts and incidents past the cores' caps stay in the tables, unwritten
         *self.written() = new;
+        Ok(())
+    }
+
+    fn save_windows(&self, windows: &[AddedWindow]) -> Result<(), StoreError> {
+        let value = serde_json::to_value(windows).map_err(|e| bad("encoding maintenance windows", e))?;
+        let s = self.store.clone();
+        self.store.run(async move {
+            let client = s.client().await?;
+            client
+                .execute(
+                    "INSERT INTO server_state (key, value, updated_at) VALUES ($1, $2, now())
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+                    &[&WINDOWS_KEY, &value],
+                )
+                .await
+                .map_err(db("writing maintenance windows"))
+        })?;
         Ok(())
     }
 }

@@ -14,8 +14,13 @@ pub struct AlertsStats {
     pub held: AtomicU64,
     /// Held offline notifications not sent (suppressed, back online, silenced meanwhile).
     pub held_dropped: AtomicU64,
+    /// Notifications not sent because a maintenance window covered their machines.
+    pub muted: AtomicU64,
     pub incident_changes: AtomicU64,
     pub persist_errors: AtomicU64,
+    /// Audit lines dropped because the audit log stayed unwritable (past
+    /// `persist::MAX_PENDING_AUDIT` kept).
+    pub audit_dropped: AtomicU64,
     /// States handed to the persister.
     pub state_exports: AtomicU64,
 }
@@ -33,6 +38,8 @@ pub struct AlertsSnapshot {
     pub skipped_suppressed: u64,
     pub held: u64,
     pub held_dropped: u64,
+    pub muted: u64,
     pub incident_changes: u64,
     pub persist_errors: u64,
+    pub audit_dropped: u64,
 }

@@ -1,17 +1,22 @@
 //! The alerts actor's store access: the alert engine's and the correlator's exports, written
-//! together after every change batch and read back at start.
+//! together after every change batch, and the maintenance windows added through the API,
+//! read back at start.
 //!
-//! [`AlertStore`] is the seam: the sled store keeps both exports as JSON values of its
-//! `alerts` tree ([`FleetStore`], below); the PostgreSQL one ([`super::pg`]) keeps them in the
-//! tables people and Grafana read (`alerts`, `alert_pairs`, `silences`, `incidents`).
+//! [`AlertStore`] is the seam: the sled store keeps them as JSON values of its `alerts` tree
+//! ([`FleetStore`], below); the PostgreSQL one ([`super::pg`]) keeps the exports in the tables
+//! people and Grafana read (`alerts`, `alert_pairs`, `silences`, `incidents`) and the windows
+//! in `server_state`.
 
 use super::engine::EngineState;
+use super::maintenance::AddedWindow;
 use crate::incidents::incident::CorrelatorState;
 use crate::store::{FleetStore, StoreError};
 
 /// Keys of the persisted exports in the sled store's `alerts` tree.
 pub const ENGINE_KEY: &str = "engine";
 pub const CORRELATOR_KEY: &str = "correlator";
+/// Key of the maintenance windows added through the API.
+pub const MAINTENANCE_KEY: &str = "maintenance";
 
 /// What the store holds of the alerts actor's state; a part that is missing or does not
 /// decode is None (and logged).
@@ -19,14 +24,19 @@ pub const CORRELATOR_KEY: &str = "correlator";
 pub struct SavedAlerts {
     pub engine: Option<EngineState>,
     pub correlator: Option<CorrelatorState>,
+    /// The maintenance windows added through the API (not those of the config).
+    pub windows: Option<Vec<AddedWindow>>,
 }
 
-/// The alerts actor's state (module docs). Both methods block: off actor threads.
+/// The alerts actor's state (module docs). Every method blocks: off actor threads.
 pub trait AlertStore: Send + Sync {
     fn load(&self) -> Result<SavedAlerts, StoreError>;
 
     /// Writes both exports, durably, as one change.
     fn save(&self, engine: &EngineState, correlator: &CorrelatorState) -> Result<(), StoreError>;
+
+    /// Writes the whole list of maintenance windows added through the API, durably.
+    fn save_windows(&self, windows: &[AddedWindow]) -> Result<(), StoreError>;
 }
 
 impl FleetStore {
@@ -61,13 +71,27 @@ impl AlertStore for FleetStore {
                 .map_err(|e| tracing::error!(error = %e, "persisted correlator state ignored"))
                 .ok()
         });
-        Ok(SavedAlerts { engine, correlator })
+        let windows = self.alert_state(MAINTENANCE_KEY)?.and_then(|bytes| {
+            serde_json::from_slice::<Vec<AddedWindow>>(&bytes)
+                .map_err(|e| tracing::error!(error = %e, "persisted maintenance windows ignored"))
+                .ok()
+        });
+        Ok(SavedAlerts {
+            engine,
+            correlator,
+            windows,
+        })
     }
 
     fn save(&self, engine: &EngineState, correlator: &CorrelatorState) -> Result<(), StoreError> {
         let e = serde_json::to_vec(engine).map_err(|e| StoreError::Encode(e.to_string()))?;
         let c = serde_json::to_vec(correlator).map_err(|e| StoreError::Encode(e.to_string()))?;
         self.save_alert_state(&[(ENGINE_KEY, e), (CORRELATOR_KEY, c)])
+    }
+
+    fn save_windows(&self, windows: &[AddedWindow]) -> Result<(), StoreError> {
+        let w = serde_json::to_vec(windows).map_err(|e| StoreError::Encode(e.to_string()))?;
+        self.save_alert_state(&[(MAINTENANCE_KEY, w)])
     }
 }
 

@@ -14,7 +14,7 @@ use crate::history::rollup::HistoryPolicy;
 use crate::history::store::HistoryStore;
 use crate::ingest::stats::IngestStats;
 use crate::live::LiveHub;
-use crate::notify::NotifyStats;
+use crate::notify::Notifier;
 use crate::storage::health::StorageHealth;
 use crate::supervise::slot::Slot;
 use crate::supervise::supervisor::SupervisorView;
@@ -47,5 +47,6 @@ pub struct AlertsApi {
     pub store: Arc<dyn HistoryStore>,
     pub history_policy: HistoryPolicy,
     pub history: Arc<HistoryStats>,
-    pub notify: Arc<NotifyStats>,
+    /// Notifications: counters, channels, the outbox, the test message.
+    pub notify: Arc<Notifier>,
 }

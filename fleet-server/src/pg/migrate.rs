@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "outbox_receipt",
         sql: include_str!("../../migrations/0002_outbox_receipt.sql"),
     },
+    Migration {
+        version: 3,
+        name: "alert_muted_by",
+        sql: include_str!("../../migrations/0003_alert_muted_by.sql"),
+    },
 ];
 
 /// Advisory lock key held while migrating (`pg_locks.objid` shows it): "rvmfmigr".

@@ -33,7 +33,7 @@ use crate::ingest::client::{IngestConfig, IngestMode};
 use crate::ingest::stats::IngestStats;
 use crate::ingest::writer::{self, WriterSetup};
 use crate::live::LiveHub;
-use crate::notify::{self, NotifyStats};
+use crate::notify;
 use crate::republish::queue::{self, RepublishStats};
 use crate::storage::{self, StorageConfig};
 use crate::store::StoreWatch;
@@ -119,7 +119,6 @@ impl Server {
         })?;
         let tokens = stores.tokens.clone();
         let ingest_stats = Arc::new(IngestStats::default());
-        let notify_stats = Arc::new(NotifyStats::default());
         let history_stats = Arc::new(HistoryStats::default());
         let broker_stats: Arc<OnceLock<Arc<BrokerStats>>> = Arc::default();
         // what changed, for open pages: fed by the fleet, alerts and commands actors
@@ -128,7 +127,9 @@ impl Server {
         let (fleet, alerts, commands) = (Slot::default(), Slot::default(), Slot::default());
         // queues that outlive their consumers: producers offer into them from the start
         let (writer_tx, writer_inbox) = writer::channel();
-        let (notify_handle, notify_inbox) = notify::channel(notify_stats.clone());
+        // the outbox lives in the server's database, beside what decided it; what it holds
+        // pending from an earlier process is due at once
+        let notify = notify::build(alerting.notify.clone(), stores.outbox.clone());
         let republish = cfg.republish.then(|| queue::channel(queue::QUEUE));
 
         // 1. HTTP on the actix system's thread
@@ -143,7 +144,7 @@ impl Server {
                 store: stores.history.clone(),
                 history_policy: cfg.history,
                 history: history_stats.clone(),
-                notify: notify_stats.clone(),
+                notify: notify.notifier.clone(),
             },
             commands: commands.clone(),
             audit: stores.audit.clone(),
@@ -222,7 +223,8 @@ impl Server {
                 delivery: Default::default(),
             },
             writer_inbox,
-            notify: (notify_handle, notify_inbox, alerting.notify.clone(), notify_stats),
+            notify,
+            maintenance: alerting.notify.maintenance.clone(),
             persist: persist::queue(),
             rules,
             hold_offline_ms: alerting.hold_offline_ms,

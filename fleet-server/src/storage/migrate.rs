@@ -3,8 +3,8 @@
 //!
 //! What is copied, in this order: API tokens (`tokens.json`), births, delivery state (the
 //! dedup window: a machine's resent records stay duplicates), raw history rows, 1-minute
-//! rollups, the alerts state (alerts, silences, incidents), commands, rollouts and the audit
-//! log. The sled store must not be in use (sled locks it: stop the server first), and its
+//! rollups, the alerts state (alerts, silences, incidents), the maintenance windows added
+//! through the API, commands, rollouts, the notification outbox and the audit log. The sled store must not be in use (sled locks it: stop the server first), and its
 //! ingest journal must be empty (records acknowledged but not yet in sled: a start and stop
 //! of the server replays them).
 //!
@@ -39,6 +39,9 @@ use crate::history::store::HistoryStore;
 use crate::ingest::journal::Journal;
 use crate::ingest::pg::{write_birth, write_delivery};
 use crate::ingest::store::IngestStore;
+use crate::notify::outbox::OutboxStore;
+use crate::notify::outbox::pg_store::PgOutbox;
+use crate::notify::outbox::sled_store::SledOutbox;
 use crate::pg::PgError;
 use crate::pg::config::PgConfig;
 use crate::pg::history::{
@@ -71,6 +74,8 @@ pub enum MigrateError {
     Tokens(#[from] crate::auth::TokenError),
     #[error("--from: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Outbox(#[from] crate::notify::outbox::OutboxError),
     #[error(
         "verification failed: {kind}: {expected} copied or already there, but the database has \
          {found} of them"
@@ -129,12 +134,14 @@ pub struct MigrateReport {
     pub incidents: Copied,
     pub commands: Copied,
     pub rollouts: Copied,
+    pub windows: Copied,
+    pub outbox: Copied,
     pub audit: Copied,
 }
 
 impl MigrateReport {
     /// `(kind, copied)` in the order of the copy (for printing).
-    pub fn kinds(&self) -> [(&'static str, Copied); 11] {
+    pub fn kinds(&self) -> [(&'static str, Copied); 13] {
         [
             ("tokens", self.tokens),
             ("devices", self.devices),
@@ -146,6 +153,8 @@ impl MigrateReport {
             ("incidents", self.incidents),
             ("commands", self.commands),
             ("rollouts", self.rollouts),
+            ("windows", self.windows),
+            ("outbox", self.outbox),
             ("audit entries", self.audit),
         ]
     }
@@ -208,8 +217,11 @@ pub fn migrate(
     }
     let (alerts, silences, incidents) = copy_alerts(&pg, &sled)?;
     progress("alerts", alerts.read);
+    let windows = copy_windows(&pg, &sled)?;
     let (commands, rollouts) = copy_commands(&pg, &SledCommandStore::open(&sled)?)?;
     progress("commands", commands.read);
+    let outbox = copy_outbox(&pg, &sled)?;
+    progress("outbox", outbox.read);
     let audit = copy_audit(&pg, data_dir)?;
     progress("audit entries", audit.read);
     Ok(MigrateReport {
@@ -223,6 +235,8 @@ pub fn migrate(
         incidents: incidents.verify("incidents")?,
         commands: commands.verify("commands")?,
         rollouts: rollouts.verify("rollouts")?,
+        windows: windows.verify("windows")?,
+        outbox: outbox.verify("outbox")?,
         audit: audit.verify("audit entries")?,
     })
 }
@@ -270,6 +284,7 @@ const ROLLOUTS_HAVE: &str = "SELECT id FROM rollouts WHERE id = ANY($1)";
 const ALERTS_HAVE: &str = "SELECT id FROM alerts WHERE id = ANY($1)";
 const SILENCES_HAVE: &str = "SELECT id FROM silences WHERE id = ANY($1)";
 const INCIDENTS_HAVE: &str = "SELECT id FROM incidents WHERE id = ANY($1)";
+const OUTBOX_HAVE: &str = "SELECT dedup_key FROM notification_outbox WHERE dedup_key = ANY($1)";
 
 fn copy_tokens(pg: &PgStore, file: &TokenFile) -> Result<Copied, MigrateError> {
     let entries = file.list();
@@ -559,6 +574,45 @@ fn copy_alerts(pg: &PgStore, sled: &FleetStore) -> Result<(Copied, Copied, Copie
     .into_iter();
     let mut next = || out.next().unwrap_or_default();
     Ok((next(), next(), next()))
+}
+
+/// The maintenance windows added through the API: copied into a database without any (a
+/// database with a list of its own keeps it).
+fn copy_windows(pg: &PgStore, sled: &FleetStore) -> Result<Copied, MigrateError> {
+    let windows = AlertStore::load(sled)?.windows.unwrap_or_default();
+    let pg_alerts = PgAlerts::new(pg.clone());
+    let had = pg_alerts.load()?.windows;
+    let copy = had.is_none() && !windows.is_empty();
+    if copy {
+        pg_alerts.save_windows(&windows)?;
+    }
+    let there = pg_alerts.load()?.windows.unwrap_or_default();
+    let verified = windows.iter().filter(|w| there.contains(w)).count() as u64;
+    let read = windows.len() as u64;
+    Ok(Copied {
+        read,
+        new: if copy { read } else { 0 },
+        skipped: if had.is_some() { read - verified } else { 0 },
+        verified,
+    })
+}
+
+/// Every outbox entry, in whatever state (delivered ones keep dropping a repeated decision),
+/// where its key is missing.
+fn copy_outbox(pg: &PgStore, sled: &FleetStore) -> Result<Copied, MigrateError> {
+    let entries = SledOutbox::open_in(sled)?.list(None, usize::MAX)?;
+    let target = PgOutbox::new(pg.clone(), "fleetctl-store-migrate");
+    let mut out = Copied {
+        read: entries.len() as u64,
+        ..Default::default()
+    };
+    for e in &entries {
+        if target.enqueue(e)? {
+            out.new += 1;
+        }
+    }
+    out.verified = count_existing(pg, OUTBOX_HAVE, entries.into_iter().map(|e| e.key).collect())?;
+    Ok(out)
 }
 
 fn copy_commands(pg: &PgStore, sled: &SledCommandStore) -> Result<(Copied, Copied), MigrateError> {

@@ -134,7 +134,7 @@ pub fn open(cfg: &StorageConfig) -> Result<Stores, OpenError> {
                 tokens: Arc::new(TokenFile::open(&cfg.data_dir.join("tokens.json"))?),
                 audit: Arc::new(AuditFile::new(&cfg.data_dir.join("audit.log"))),
                 presence: Arc::new(NotStored),
-                outbox: Arc::new(SledOutbox::open(db.db())?),
+                outbox: Arc::new(SledOutbox::open_in(&db)?),
                 sled: Some(db),
                 pg: None,
             })
@@ -164,10 +164,14 @@ pub fn open(cfg: &StorageConfig) -> Result<Stores, OpenError> {
     }
 }
 
-/// `claimed_by` of this process's outbox claims: host and process id.
+/// `claimed_by` of this server's outbox claims: its host, the same after a restart (which
+/// then releases them: `OutboxStore::release_all`).
 fn worker_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{}:{}", host.trim(), std::process::id())
+    match host.trim() {
+        "" => "fleet-server".to_string(),
+        h => h.to_string(),
+    }
 }
 
 /// Only the API tokens: `DATA_DIR/tokens.json` (which a running sled server does not lock)

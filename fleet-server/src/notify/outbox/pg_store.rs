@@ -11,7 +11,10 @@
 //! whatever the database's collation), taken `FOR UPDATE SKIP LOCKED` and updated with the
 //! attempt and the lease (`claimed_by`, `claimed_until`), so several instances on one
 //! database never claim one entry twice. `finish` is a compare-and-set on the attempt count,
-//! as with sled. Every call returns after its commit.
+//! as with sled; it keeps `claimed_by`, so [`OutboxStore::release_all`] at a start makes due
+//! again exactly what this instance (the same `worker` name) claimed before, whether cut off by
+//! a crash or waiting to retry, and leaves other instances' claims alone. Every call returns
+//! after its commit.
 //!
 //! A row whose payload this build cannot read is never retried: the claim that finds it
 //! marks it failed with a `last_error` starting [`CORRUPT_PREFIX`], counted as `corrupt`.
@@ -243,8 +246,7 @@ impl OutboxStore for PgOutbox {
             let n = client
                 .execute(
                     "UPDATE notification_outbox SET next_attempt_at = $3, delivered_at = $4,
-                         failed_at = $5, last_error = $6, receipt = $7,
-                         claimed_by = NULL, claimed_until = NULL
+                         failed_at = $5, last_error = $6, receipt = $7, claimed_until = NULL
                      WHERE dedup_key = $1 AND attempts = $2
                        AND delivered_at IS NULL AND failed_at IS NULL",
                     &[
@@ -308,6 +310,23 @@ impl OutboxStore for PgOutbox {
                 )
                 .await
                 .map_err(PgError::db("purging the notification outbox"))?;
+            Ok(n as usize)
+        })
+    }
+
+    fn release_all(&self, now_ms: i64) -> Result<usize, OutboxError> {
+        let (now, worker) = (system_time(now_ms), self.worker.clone());
+        self.run(|s| async move {
+            let client = s.client().await?;
+            let n = client
+                .execute(
+                    "UPDATE notification_outbox SET next_attempt_at = $1, claimed_until = NULL
+                     WHERE delivered_at IS NULL AND failed_at IS NULL
+                       AND claimed_by = $2 AND next_attempt_at > $1",
+                    &[&now, &worker],
+                )
+                .await
+                .map_err(PgError::db("releasing notification claims"))?;
             Ok(n as usize)
         })
     }
