@@ -363,6 +363,154 @@ async fn a_restart_keeps_alerts_acknowledgements_and_silences_and_does_not_notif
     assert_eq!((st, e["error"].as_str()), (409, Some("conflict")), "{e}");
 }
 
+/// `HH:MM` in UTC, `offset_min` from now (a maintenance window's bound).
+fn utc_time(offset_min: i64) -> String {
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_mins(offset_min);
+    at.to_zoned(jiff::tz::TimeZone::UTC).strftime("%H:%M").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_window_added_through_the_api_and_the_alert_it_muted_survive_a_restart() {
+    a_maintenance_window_added_through_the_api_and_the_alert_it_muted_survive_a_restart_on(Backend::Sled)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_window_added_through_the_api_and_the_alert_it_muted_survive_a_restart_on_postgres() {
+    a_maintenance_window_added_through_the_api_and_the_alert_it_muted_survive_a_restart_on(Backend::Postgres)
+        .await;
+}
+
+async fn a_maintenance_window_added_through_the_api_and_the_alert_it_muted_survive_a_restart_on(
+    backend: Backend,
+) {
+    let hook = WebhookReceiver::start().await.unwrap();
+    let mut fleet = TestFleet::start_with(FleetOptions {
+        backend,
+        rules: Some(RULES.into()),
+        notify: Some(notify_to_webhook(&hook.url)),
+        ..Default::default()
+    })
+    .unwrap();
+    let op = fleet.token("otto", Role::Operator).unwrap();
+    let sims = SimFleet::start(&fleet, build_sim("mwin", 1, 1), SimProfile::default()).unwrap();
+    wait_online(&fleet, &sims.ids, Duration::from_secs(20)).await;
+    let id = sims.ids[0].clone();
+    let site = fleet
+        .devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d["id"] == id.as_str())
+        .and_then(|d| d["site"].as_str().map(str::to_string))
+        .expect("the machine has a site");
+    let body = json!({
+        "name": "firmware", "sites": [site], "time_zone": "UTC",
+        "from": utc_time(-60), "to": utc_time(60), "comment": "firmware update",
+    });
+    let (st, w) = fleet
+        .send(Method::POST, "/api/v1/maintenance", &op, Some(body))
+        .await
+        .unwrap();
+    assert_eq!((st, w["open_now"].as_bool()), (201, Some(true)), "{w:#}");
+    sims.set_fault(0, Fault::InferenceDegraded);
+    let alert_id = format!("inference_slow:{id}:1");
+    let muted = eventually(Duration::from_secs(15), || async {
+        alerts(&fleet, "firing")
+            .await
+            .into_iter()
+            .find(|a| a["id"] == alert_id.as_str())
+    })
+    .await
+    .expect("the alert fires");
+    assert_eq!(muted["muted_by"], "firmware", "{muted:#}");
+
+    fleet.restart().unwrap();
+    wait_online(&fleet, &sims.ids, Duration::from_secs(30)).await;
+    if backend == Backend::Postgres {
+        // kept in PostgreSQL, nothing beside it in a sled store of the data directory
+        let kept = fleet
+            .pg()
+            .psql("SELECT value -> 0 -> 'window' ->> 'name' FROM server_state WHERE key = 'maintenance'")
+            .unwrap();
+        assert_eq!(kept, "firmware");
+        let muted_by = fleet
+            .pg()
+            .psql(&format!(
+                "SELECT muted_by FROM fleet_alerts WHERE id = '{alert_id}'"
+            ))
+            .unwrap();
+        assert_eq!(muted_by, "firmware");
+        assert!(!fleet.dir.path().join("server/fleet.sled").exists());
+    }
+    // The window is back as added, and still mutes the alert: nothing was sent.
+    let windows = fleet.get("/api/v1/maintenance").await.unwrap();
+    let added: Vec<&Value> = windows["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["name"] == "firmware")
+        .collect();
+    assert_eq!(added.len(), 1, "{windows:#}");
+    assert_eq!(added[0]["created_by"], "otto", "{windows:#}");
+    assert_eq!(added[0]["open_now"], true, "{windows:#}");
+    let firing = alerts(&fleet, "firing").await;
+    let again = firing.iter().find(|a| a["id"] == alert_id.as_str());
+    assert_eq!(
+        again.map(|a| &a["muted_by"]),
+        Some(&json!("firmware")),
+        "{firing:#?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let firing_id = format!("{alert_id}/firing");
+    assert!(
+        !hook.bodies().iter().any(|b| b["id"] == firing_id.as_str()),
+        "muted across the restart: {:#?}",
+        hook.bodies()
+    );
+
+    // Removing the window sends the firing that is still going on, and the removal is kept.
+    let (st, _) = fleet
+        .send(Method::DELETE, "/api/v1/maintenance/firmware", &op, None)
+        .await
+        .unwrap();
+    assert_eq!(st, 204);
+    let sent = eventually(Duration::from_secs(15), || async {
+        hook.bodies()
+            .iter()
+            .any(|b| b["id"] == firing_id.as_str())
+            .then_some(())
+    })
+    .await;
+    assert!(
+        sent.is_some(),
+        "the window went, the firing followed: {:#?}",
+        hook.bodies()
+    );
+    fleet.restart().unwrap();
+    let windows = fleet.get("/api/v1/maintenance").await.unwrap();
+    assert!(
+        !windows["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["name"] == "firmware"),
+        "{windows:#}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sends = hook
+        .bodies()
+        .iter()
+        .filter(|b| b["id"] == firing_id.as_str())
+        .count();
+    assert_eq!(
+        sends,
+        1,
+        "sent once, not again after the second restart: {:#?}",
+        hook.bodies()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_critical_alert_is_emailed_through_a_local_smtp_server() {
     let smtp = SmtpReceiver::start().await.unwrap();
