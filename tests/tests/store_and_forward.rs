@@ -334,6 +334,26 @@ async fn a_restart_of_postgresql_mid_stream_loses_nothing_on_postgres() {
         metrics.contains("rvm_fleet_storage_up{backend=\"postgres\"} 0"),
         "/metrics says it too"
     );
+    let reason = storage["reason"].as_str().unwrap_or("");
+    assert!(
+        ["connect", "connection_lost", "shutdown", "pool_timeout"].contains(&reason),
+        "the health API says why in short: {storage}"
+    );
+    // (scraped after the health: the reason may have moved on from one kind of refusal to
+    // another, never to none while the database is down)
+    let said = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "rvm_fleet_storage_unavailable_since_timestamp_seconds{backend=\"postgres\",reason=\"",
+            )
+        })
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("/metrics says why too:\n{metrics}"));
+    assert!(
+        ["connect", "connection_lost", "shutdown", "pool_timeout"].contains(&said),
+        "{said}"
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
     let queued: u64 = (0..ids.len()).map(|i| agents.buffers[i].stats().records).sum();
     assert!(queued > 0, "the machines keep what was not acknowledged");
@@ -350,6 +370,20 @@ async fn a_restart_of_postgresql_mid_stream_loses_nothing_on_postgres() {
     })
     .await
     .expect("available again");
+    let metrics = fleet
+        .http
+        .get(fleet.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("rvm_fleet_storage_up{backend=\"postgres\"} 1"));
+    assert!(
+        !metrics.contains("rvm_fleet_storage_unavailable_since_timestamp_seconds"),
+        "no reason once it answers"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     for i in 0..ids.len() {
         agents.stop_collecting(i);

@@ -10,7 +10,8 @@
 //! code. The pool is reached only from inside them ([`PgStore::client`]).
 //!
 //! Every outcome is reported to the [`StorageHealth`]: an error that means the database
-//! cannot be reached ([`is_unavailable`]) marks the store unavailable with its message, the
+//! cannot be reached ([`unavailable_reason`]) marks the store unavailable with its reason and
+//! message, the
 //! next success marks it available again. While it is unavailable a probe (`SELECT 1` every
 //! [`PROBE_INTERVAL`]) tries it too, so the health says it is back even when nothing else
 //! asks (no machine is sending).
@@ -74,15 +75,28 @@ impl std::fmt::Debug for PgStore {
 
 /// True when `e` means the database cannot be reached (rather than a statement it refused).
 pub fn is_unavailable(e: &PgError) -> bool {
+    unavailable_reason(e).is_some()
+}
+
+/// Why `e` means the database cannot be reached, as the short class the health API and
+/// `/metrics` show; None for a statement it refused.
+pub fn unavailable_reason(e: &PgError) -> Option<&'static str> {
     match e {
-        PgError::Connect { .. } | PgError::Pool(_) => true,
+        PgError::Connect { .. } => Some("connect"),
+        PgError::Pool(_) => Some("pool_timeout"),
         // no SQLSTATE: the connection broke (closed, reset, timed out)
-        PgError::Db { sqlstate: None, .. } => true,
-        // connection exceptions, shutdowns, too many connections, the database starting up
+        PgError::Db { sqlstate: None, .. } => Some("connection_lost"),
         PgError::Db {
             sqlstate: Some(s), ..
-        } => s.starts_with("08") || s.starts_with("57P") || s == "53300",
-        PgError::Migrate(_) => false,
+        } => match s.as_str() {
+            // connection exceptions
+            s if s.starts_with("08") => Some("connection_lost"),
+            // shutdowns, the database starting up or in recovery
+            s if s.starts_with("57P") => Some("shutdown"),
+            "53300" => Some("too_many_connections"),
+            _ => None,
+        },
+        PgError::Migrate(_) => None,
     }
 }
 
@@ -163,11 +177,13 @@ impl PgStore {
     pub fn note<T>(&self, res: &Result<T, PgError>) {
         match res {
             Ok(_) => self.inner.health.ok(),
-            Err(e) if is_unavailable(e) => self
-                .inner
-                .health
-                .unavailable(&e.to_string(), common::time::now_ms()),
-            Err(e) => self.inner.health.error(&e.to_string()),
+            Err(e) => match unavailable_reason(e) {
+                Some(reason) => self
+                    .inner
+                    .health
+                    .unavailable(reason, &e.to_string(), common::time::now_ms()),
+                None => self.inner.health.error(&e.to_string()),
+            },
         }
     }
 
@@ -251,5 +267,27 @@ mod tests {
         assert!(is_unavailable(&db(Some("08006"))), "connection failure");
         assert!(!is_unavailable(&db(Some("23505"))), "a unique violation");
         assert!(!is_unavailable(&db(Some("42P01"))), "a missing table");
+    }
+
+    #[test]
+    fn each_kind_of_unreachable_database_has_its_reason() {
+        let connect = PgError::Connect {
+            target: "t".into(),
+            detail: "refused".into(),
+        };
+        assert_eq!(unavailable_reason(&connect), Some("connect"));
+        assert_eq!(
+            unavailable_reason(&PgError::Pool("timeout".into())),
+            Some("pool_timeout")
+        );
+        assert_eq!(unavailable_reason(&db(None)), Some("connection_lost"));
+        assert_eq!(unavailable_reason(&db(Some("08006"))), Some("connection_lost"));
+        assert_eq!(unavailable_reason(&db(Some("57P01"))), Some("shutdown"));
+        assert_eq!(unavailable_reason(&db(Some("57P03"))), Some("shutdown"));
+        assert_eq!(
+            unavailable_reason(&db(Some("53300"))),
+            Some("too_many_connections")
+        );
+        assert_eq!(unavailable_reason(&db(Some("23505"))), None);
     }
 }

@@ -1,5 +1,7 @@
-//! Whether the store answers: what `GET /api/v1/health` (`storage.status`, `storage.error`)
-//! and `/metrics` (`rvm_fleet_storage_up`, `rvm_fleet_storage_errors_total`) say about it.
+//! Whether the store answers: what `GET /api/v1/health` (`storage.status`, `storage.reason`,
+//! `storage.error`) and `/metrics` (`rvm_fleet_storage_up`,
+//! `rvm_fleet_storage_unavailable_since_timestamp_seconds{reason}`,
+//! `rvm_fleet_storage_errors_total`) say about it.
 //!
 //! The store reports every outcome of its operations: a success marks it available, an error
 //! that means the database cannot be reached ([`StorageHealth::unavailable`]) marks it
@@ -32,6 +34,7 @@ struct State {
 
 #[derive(Debug, Clone)]
 struct Down {
+    reason: &'static str,
     error: String,
     since_ms: i64,
 }
@@ -42,7 +45,10 @@ pub struct StorageStatus {
     pub backend: BackendName,
     /// `ok` or `unavailable`.
     pub status: &'static str,
-    /// Why it is unavailable (None while ok).
+    /// Why it is unavailable, as a short class (`connect`, `connection_lost`, `shutdown`,
+    /// `too_many_connections`, `pool_timeout`; None while ok): what `/metrics` labels it with.
+    pub reason: Option<&'static str>,
+    /// Why it is unavailable, the error itself (None while ok).
     pub error: Option<String>,
     /// Unavailable since (ms since the epoch).
     pub since_ms: Option<i64>,
@@ -86,17 +92,22 @@ impl StorageHealth {
         self.lock().last_error = Some(error.to_string());
     }
 
-    /// The store cannot be reached: unavailable from `now_ms` (or since it first was).
-    pub fn unavailable(&self, error: &str, now_ms: i64) {
+    /// The store cannot be reached, for `reason` (a short class, module docs): unavailable from
+    /// `now_ms` (or since it first was; the reason and error are the latest).
+    pub fn unavailable(&self, reason: &'static str, error: &str, now_ms: i64) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         let mut s = self.lock();
         s.last_error = Some(error.to_string());
         match &mut s.down {
-            Some(d) => d.error = error.to_string(),
+            Some(d) => {
+                d.reason = reason;
+                d.error = error.to_string();
+            }
             None => {
                 self.unavailable_total.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(backend = self.backend, error, "storage unavailable");
+                tracing::error!(backend = self.backend, reason, error, "storage unavailable");
                 s.down = Some(Down {
+                    reason,
                     error: error.to_string(),
                     since_ms: now_ms,
                 });
@@ -117,6 +128,7 @@ impl StorageHealth {
         StorageStatus {
             backend: self.backend,
             status: if s.down.is_some() { "unavailable" } else { "ok" },
+            reason: s.down.as_ref().map(|d| d.reason),
             error: s.down.as_ref().map(|d| d.error.clone()),
             since_ms: s.down.as_ref().map(|d| d.since_ms),
             last_error: s.last_error,
@@ -134,13 +146,14 @@ mod tests {
     fn an_outage_is_reported_from_its_first_error_until_a_success() {
         let h = StorageHealth::new("postgres");
         assert_eq!(h.status().status, "ok");
-        h.unavailable("storage.url: cannot connect", 1_000);
-        h.unavailable("storage.url: cannot connect (again)", 2_000);
+        h.unavailable("connect", "storage.url: cannot connect", 1_000);
+        h.unavailable("connect", "storage.url: cannot connect (again)", 2_000);
         let s = h.status();
         assert_eq!(
-            (s.status, s.since_ms, s.error.as_deref()),
+            (s.status, s.reason, s.since_ms, s.error.as_deref()),
             (
                 "unavailable",
+                Some("connect"),
                 Some(1_000),
                 Some("storage.url: cannot connect (again)")
             )
@@ -148,7 +161,10 @@ mod tests {
         assert_eq!((s.errors_total, s.unavailable_total), (2, 1));
         h.ok();
         let s = h.status();
-        assert_eq!((s.status, s.error, s.since_ms), ("ok", None, None));
+        assert_eq!(
+            (s.status, s.reason, s.error, s.since_ms),
+            ("ok", None, None, None)
+        );
         assert_eq!(
             s.last_error.as_deref(),
             Some("storage.url: cannot connect (again)")

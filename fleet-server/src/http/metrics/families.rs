@@ -226,6 +226,11 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "1 while the store answers, 0 while it cannot be reached (records are then not acknowledged; /api/v1/health says why).",
     ),
     (
+        "rvm_fleet_storage_unavailable_since_timestamp_seconds",
+        "gauge",
+        "While the store cannot be reached: since when, labelled with why (connect, connection_lost, shutdown, too_many_connections, pool_timeout).",
+    ),
+    (
         "rvm_fleet_storage_errors_total",
         "counter",
         "Store operations that failed.",

@@ -400,6 +400,15 @@ pub fn render(x: &ScrapeInput) -> Result<String, RenderError> {
             f.add(&b, v);
             out.push(f);
         }
+        // why and since when, while it cannot be reached (absent while it answers)
+        if let (Some(reason), Some(since)) = (s.reason, s.since_ms) {
+            let mut f = family("rvm_fleet_storage_unavailable_since_timestamp_seconds");
+            f.add(
+                &[("backend", s.backend), ("reason", reason)],
+                since as f64 / 1000.0,
+            );
+            out.push(f);
+        }
     }
     out.render()
 }
@@ -601,8 +610,9 @@ mod tests {
             storage: Some(StorageStatus {
                 backend: "postgres",
                 status: "unavailable",
+                reason: Some("connect"),
                 error: Some("storage.url: cannot connect".into()),
-                since_ms: Some(1),
+                since_ms: Some(1_500),
                 last_error: None,
                 errors_total: 3,
                 unavailable_total: 1,
@@ -647,6 +657,9 @@ mod tests {
         assert!(text.contains("rvm_fleet_broker_refusals_total{kind=\"publish\"} 2\n"));
         assert!(text.contains("rvm_fleet_storage_up{backend=\"postgres\"} 0\n"));
         assert!(text.contains("rvm_fleet_storage_errors_total{backend=\"postgres\"} 3\n"));
+        assert!(text.contains(
+            "rvm_fleet_storage_unavailable_since_timestamp_seconds{backend=\"postgres\",reason=\"connect\"} 1.5\n"
+        ));
         assert!(text.contains(
             "rvm_fleet_notifications_dropped_total{reason=\"rate_limited\",route=\"default\"} 5\n"
         ));
