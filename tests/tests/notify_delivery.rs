@@ -2,15 +2,16 @@
 //! fault fires and resolves a rule, and real receivers on 127.0.0.1: an HTTPS server behind a
 //! private CA made by the test (Slack, PagerDuty and Alertmanager formats, refused without
 //! `ca_file`), aiosmtpd from PyPI requiring STARTTLS and AUTH (`RVM_TEST_PYTHON`, see
-//! `.ci/run`), a `kill -9` of a `fleet-server` process while a delivery is in flight, and
-//! maintenance windows in a non-UTC zone.
+//! `.ci/run`), a `kill -9` of a `fleet-server` process while a delivery is in flight (with the
+//! outbox in sled and in PostgreSQL), and maintenance windows in a non-UTC zone.
 
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
 use rvm_fleet_tests::harness::{ServerProc, SimSpec, spawn_simulator};
+use rvm_fleet_tests::postgres::PgDatabase;
 use rvm_fleet_tests::receivers::{HttpsReceiver, SmtpServer, SmtpTls};
-use rvm_fleet_tests::{FleetOptions, SimFleet, TestFleet, WebhookReceiver, eventually};
+use rvm_fleet_tests::{Backend, FleetOptions, SimFleet, TestFleet, WebhookReceiver, eventually};
 use rvm_sim::simulate::{SimConfig, SimProfile};
 use rvm_sim::source::Fault;
 use serde_json::Value;
@@ -334,6 +335,26 @@ max_retry_s = 2
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_of_the_server_while_a_notification_is_in_flight_delivers_it_after_the_restart() {
+    kill_9_while_a_notification_is_in_flight(Backend::Sled).await;
+}
+
+/// The same with the outbox in PostgreSQL: the claim the killed server made in its host's
+/// name is released by the restarted one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_of_the_server_while_a_notification_is_in_flight_delivers_it_after_the_restart_on_postgres()
+{
+    kill_9_while_a_notification_is_in_flight(Backend::Postgres).await;
+}
+
+async fn kill_9_while_a_notification_is_in_flight(backend: Backend) {
+    let pg = match backend {
+        Backend::Sled => None,
+        Backend::Postgres => Some(PgDatabase::shared().unwrap()),
+    };
+    let storage = match &pg {
+        None => String::new(),
+        Some(pg) => format!("backend = \"postgres\"\nurl = \"{}\"\n", pg.url()),
+    };
     let dir = tempfile::tempdir().unwrap();
     let certs = common::pki::CertDir::new(dir.path().join("certs"));
     common::pki::init(&certs, &["localhost".into(), "127.0.0.1".into()], false).unwrap();
@@ -360,7 +381,7 @@ max_retry_s = 300
         rules = rules.display(),
         url = hook.url
     );
-    let mut server = ServerProc::new(dir.path(), &certs, &extra).unwrap();
+    let mut server = ServerProc::with_storage(dir.path(), &certs, &storage, &extra).unwrap();
     server.start().unwrap();
     assert!(
         server.wait_ready(Duration::from_secs(30)).await,
@@ -411,6 +432,16 @@ max_retry_s = 300
     );
     assert_eq!(done["entries"][0]["attempts"], 2, "{done:#}");
     server.terminate();
+    if let Some(pg) = &pg {
+        // the outbox was PostgreSQL's, and no sled store was made beside it
+        let row = pg
+            .psql(&format!(
+                "SELECT attempts, delivered_at IS NOT NULL FROM notification_outbox WHERE dedup_key = 'hook/{expected}'"
+            ))
+            .unwrap();
+        assert_eq!(row, "2|t");
+        assert!(!server.data.join("fleet.sled").exists());
+    }
 }
 
 /// `HH:MM` in `zone`, `offset_min` minutes from now.
