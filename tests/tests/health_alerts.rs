@@ -2,14 +2,15 @@
 //! binary probes an HTTP endpoint of this test that answers 500, and a systemd unit through a
 //! fake `systemctl` on its PATH that says the unit failed. The server raises an alert naming
 //! the HTTP check and the machine, `service_down` and the unit's own check alert, notifies
-//! them, and resolves all of them once the endpoint answers 200 and the unit is active.
+//! them, and resolves all of them once the endpoint answers 200 and the unit is active; on
+//! sled and on PostgreSQL.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use rvm_fleet_tests::{AgentExtra, Child, FleetOptions, TestFleet, WebhookReceiver, eventually};
+use rvm_fleet_tests::{AgentExtra, Backend, Child, FleetOptions, TestFleet, WebhookReceiver, eventually};
 use serde_json::Value;
 
 /// `service_down` without the shipped rule's 30 s wait, so the test takes seconds.
@@ -77,8 +78,20 @@ async fn alert(fleet: &TestFleet, id: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_agent_with_a_failing_http_check_and_a_failed_unit_raises_alerts_that_resolve_when_fixed() {
+    health_check_alerts_fire_and_resolve(Backend::Sled).await;
+}
+
+/// The same with the alerts in PostgreSQL, where they are also rows of `fleet_alerts`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_agent_with_a_failing_http_check_and_a_failed_unit_raises_alerts_that_resolve_when_fixed_on_postgres()
+ {
+    health_check_alerts_fire_and_resolve(Backend::Postgres).await;
+}
+
+async fn health_check_alerts_fire_and_resolve(backend: Backend) {
     let hook = WebhookReceiver::start().await.unwrap();
     let fleet = TestFleet::start_with(FleetOptions {
+        backend,
         rules: Some(RULES.into()),
         notify: Some(format!(
             "[notify.default]\nchannels = [\"hook\"]\nper_minute = 100\n[notify.channels.hook]\ntype = \"webhook\"\nurl = \"{}\"\n",
@@ -184,4 +197,24 @@ async fn a_real_agent_with_a_failing_http_check_and_a_failed_unit_raises_alerts_
     assert!(resolved.is_some(), "{:#?}", hook.bodies());
     let active = fleet.get("/api/v1/alerts").await.unwrap();
     assert_eq!(active["alerts"], serde_json::json!([]), "{active:#}");
+    if backend == Backend::Postgres {
+        // written behind the actor: the rows follow within a persist
+        let rows = eventually(WITHIN, || async {
+            let rows = fleet
+                .pg()
+                .psql(&format!(
+                    "SELECT id, state, labels ->> 'check' FROM fleet_alerts WHERE id IN ('{http_id}', '{unit_id}') ORDER BY id"
+                ))
+                .ok()?;
+            (rows.matches("|resolved|").count() == 2).then_some(rows)
+        })
+        .await;
+        assert_eq!(
+            rows.as_deref(),
+            Some(
+                "check.http.vision:hc1:1|resolved|http:vision\ncheck.unit.vision.service:hc1:1|resolved|unit:vision.service"
+            ),
+            "the health check alerts are rows of fleet_alerts"
+        );
+    }
 }
