@@ -170,6 +170,15 @@ pub async fn run<S: Store>(cfg: LinkConfig, mut h: LinkHandles<S>) {
                 }
                 connected = true;
                 backoff.reset();
+                // Events rumqttc queued on the previous connection and had not handed out when
+                // it broke (an `Outgoing::Publish` whose write failed, a PUBACK read together
+                // with the close) are still in its queue, and come after this CONNACK. One
+                // stale `Outgoing::Publish` would give the new session's pkids to the wrong
+                // records, one step off: the birth's PUBACK (allowed at once) would delete the
+                // first record, which the server may be refusing (PostgreSQL down). They
+                // belong to a session that is gone: drop them (what they were about is resent
+                // from the buffer's head).
+                eventloop.state.events.clear();
                 inflight.reset();
                 h.status.connected.store(true, Ordering::Relaxed);
                 h.status.connects.fetch_add(1, Ordering::Relaxed);
