@@ -269,6 +269,9 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
             actors: statuses.clone(),
             recovery: None,
             last: health_last.clone(),
+            camera: Arc::new(Mutex::new(crate::health::camera::CameraHealth::new(
+                &file.health.vision,
+            ))),
         };
         let ra2 = recovery_addr.clone();
         vec![

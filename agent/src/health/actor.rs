@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use crate::buffer::Buffer;
 use crate::collect::actor::Latest;
+use crate::health::camera::CameraHealth;
 use crate::health::config::HealthConfig;
 use crate::health::evaluate::{self, DiskProbeError, HealthTracker, Observations, UnitState};
 use crate::health::probes::{self, HttpProbes};
@@ -40,6 +41,8 @@ pub struct HealthParts {
     pub recovery: Option<Recipient<HealthUpdate>>,
     /// The last report, for `/api/v1/status`.
     pub last: Arc<std::sync::Mutex<Option<HealthReport>>>,
+    /// Camera timers and learned baselines; survive restarts of the actor.
+    pub camera: Arc<std::sync::Mutex<CameraHealth>>,
 }
 
 pub struct HealthActor {
@@ -127,6 +130,12 @@ impl HealthActor {
         }
         let latest = self.p.latest.lock().ok().and_then(|l| l.clone());
         let actors = self.p.actors.lock().map(|a| a.clone()).unwrap_or_default();
+        let cameras = match self.p.camera.lock() {
+            Ok(mut c) => c
+                .evaluate(latest.as_ref().map(|t| t.app.as_slice()), now)
+                .checks(),
+            Err(_) => Vec::new(),
+        };
         let obs = Observations {
             telemetry: latest.as_ref(),
             processes: probed.processes,
@@ -137,6 +146,7 @@ impl HealthActor {
             broker_connected: connected,
             broker_down_for_ms: self.link_down_since_ms.map_or(0, |s| now - s),
             actors,
+            cameras,
         };
         let report = evaluate::evaluate(&self.p.cfg, &obs);
         if self.tracker.should_publish(&report, now) {
