@@ -23,6 +23,9 @@ use crate::collect::gpu::{self, GpuPaths};
 use crate::collect::system::{SystemOptions, SystemSource};
 use crate::config::AgentFile;
 use crate::health::actor::{HealthActor, HealthParts};
+use crate::health::baselines::{BaselineStore, SledBaselines};
+use crate::health::camera::CameraHealth;
+use crate::health::config::VisionHealthConfig;
 use crate::http::status::StatusSnapshot;
 use crate::link::actor::{LinkActor, Shutdown};
 use crate::link::status::LinkStatus;
@@ -93,6 +96,21 @@ pub fn gpu_paths(file: &AgentFile) -> GpuPaths {
     }
 }
 
+/// Camera health with the baselines stored by the last run (none: they are learned again).
+fn camera_health(cfg: &VisionHealthConfig, store: &dyn BaselineStore) -> CameraHealth {
+    let mut h = CameraHealth::new(cfg);
+    match store.load() {
+        Ok(b) => {
+            if !b.is_empty() {
+                tracing::info!(cameras = b.len(), "camera baselines restored");
+            }
+            h.restore(b, common::time::now_ms());
+        }
+        Err(e) => tracing::warn!(error = %e, "camera baselines not restored; learning them again"),
+    }
+    h
+}
+
 pub fn start(file: &AgentFile) -> anyhow::Result<AgentHandle> {
     start_with(file, Overrides::default())
 }
@@ -116,6 +134,9 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
     };
     std::fs::create_dir_all(file.buffer.dir.parent().unwrap_or(&file.buffer.dir))?;
     let (buffer, reset, db) = runtime::open_sled_buffer(&device, &file.buffer.dir, caps, flush)?;
+    let baselines: Arc<dyn BaselineStore> = Arc::new(SledBaselines {
+        tree: db.open_tree(crate::health::baselines::TREE)?,
+    });
     let executed: Arc<dyn crate::commands::executed::ExecutedStore> =
         Arc::new(crate::commands::executed::SledExecuted {
             tree: db.open_tree("commands")?,
@@ -269,9 +290,8 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
             actors: statuses.clone(),
             recovery: None,
             last: health_last.clone(),
-            camera: Arc::new(Mutex::new(crate::health::camera::CameraHealth::new(
-                &file.health.vision,
-            ))),
+            camera: Arc::new(Mutex::new(camera_health(&file.health.vision, &*baselines))),
+            baselines: Some(baselines.clone()),
         };
         let ra2 = recovery_addr.clone();
         vec![

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use crate::buffer::Buffer;
 use crate::collect::actor::Latest;
+use crate::health::baselines::{BASELINE_SAVE_INTERVAL_MS, BaselineStore};
 use crate::health::camera::CameraHealth;
 use crate::health::config::HealthConfig;
 use crate::health::evaluate::{self, DiskProbeError, HealthTracker, Observations, UnitState};
@@ -43,6 +44,8 @@ pub struct HealthParts {
     pub last: Arc<std::sync::Mutex<Option<HealthReport>>>,
     /// Camera timers and learned baselines; survive restarts of the actor.
     pub camera: Arc<std::sync::Mutex<CameraHealth>>,
+    /// Where the baselines are stored every [`BASELINE_SAVE_INTERVAL_MS`]; None: not kept.
+    pub baselines: Option<Arc<dyn BaselineStore>>,
 }
 
 pub struct HealthActor {
@@ -53,6 +56,7 @@ pub struct HealthActor {
     link_down_since_ms: Option<i64>,
     /// The HTTP checks' clients, built on the first tick's blocking thread.
     http: Option<Arc<HttpProbes>>,
+    baselines_saved_ms: i64,
 }
 
 struct Probed {
@@ -73,6 +77,7 @@ impl HealthActor {
             busy: false,
             link_down_since_ms: None,
             http: None,
+            baselines_saved_ms: common::time::now_ms(),
         }
     }
 
@@ -136,6 +141,7 @@ impl HealthActor {
                 .checks(),
             Err(_) => Vec::new(),
         };
+        self.save_baselines(now);
         let obs = Observations {
             telemetry: latest.as_ref(),
             processes: probed.processes,
@@ -162,6 +168,31 @@ impl HealthActor {
             *l = Some(report);
         }
         self.live.progress(now);
+    }
+}
+
+impl HealthActor {
+    /// Stores the cameras' baselines on a blocking thread when [`BASELINE_SAVE_INTERVAL_MS`]
+    /// passed since the last time.
+    fn save_baselines(&mut self, now: i64) {
+        let Some(store) = self.p.baselines.clone() else {
+            return;
+        };
+        if (now - self.baselines_saved_ms).abs() < BASELINE_SAVE_INTERVAL_MS {
+            return;
+        }
+        self.baselines_saved_ms = now;
+        let Ok(baselines) = self.p.camera.lock().map(|c| c.baselines()) else {
+            return;
+        };
+        if baselines.is_empty() {
+            return;
+        }
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.save(&baselines) {
+                tracing::warn!(error = %e, "camera baselines not stored");
+            }
+        });
     }
 }
 

@@ -38,8 +38,9 @@
 //! baseline only while the camera is otherwise healthy (fresh, not frozen, not dark) and the
 //! figure is within its band, so a fault is never learned as normal. fps and confidence are
 //! judged once `warmup_s` healthy seconds were learned; before that their check is ok with
-//! "learning". [`CameraHealth::baselines`] and [`CameraHealth::restore`] carry the baselines
-//! across restarts.
+//! "learning". A figure off its baseline for `relearn_after_s` is the new normal (a new model,
+//! camera or lighting): that baseline is learned again. [`CameraHealth::baselines`] and
+//! [`CameraHealth::restore`] carry the baselines across restarts.
 
 use std::collections::BTreeMap;
 
@@ -66,6 +67,9 @@ pub const GAUGES: [&str; 5] = [FRAME_AGE, FRAME_HASH, LUMA, INFERENCE_FPS, CONFI
 pub const MAX_CAMERAS: usize = 16;
 /// A gap between two looks longer than this teaches a baseline as if it were this long.
 const MAX_LEARN_STEP_S: f64 = 60.0;
+/// A camera known from restored baselines has this long after the restore to send its first
+/// figures before it counts as silent (the vision service starts after the agent at boot).
+pub const RESTORED_GRACE_MS: i64 = 120_000;
 
 /// The figures of one camera in one telemetry record; `None`: not reported.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -237,8 +241,10 @@ pub struct CameraBaselines {
 
 #[derive(Debug, Clone, Default)]
 struct CameraState {
-    /// Last time any figure of this camera was seen.
+    /// Last time any figure of this camera was seen (or when it was restored).
     last_seen_ms: i64,
+    /// Restored and not seen since: not silent before this.
+    grace_until_ms: Option<i64>,
     /// The last evaluation that taught the baselines.
     last_learn_ms: Option<i64>,
     /// The current frame hash (its bits) and since when it has not changed.
@@ -279,7 +285,8 @@ impl CameraHealth {
     }
 
     /// Puts persisted baselines back; their cameras count as seen at `now_ms`, so one that
-    /// reports nothing after a restart turns stale instead of unsupported.
+    /// reports nothing after a restart turns stale (after [`RESTORED_GRACE_MS`]) instead of
+    /// unsupported.
     pub fn restore(&mut self, baselines: BTreeMap<String, CameraBaselines>, now_ms: i64) {
         for (camera, base) in baselines {
             if valid_camera_name(&camera).is_err()
@@ -290,6 +297,7 @@ impl CameraHealth {
             let st = self.cameras.entry(camera).or_default();
             st.base = base;
             st.last_seen_ms = st.last_seen_ms.max(now_ms);
+            st.grace_until_ms = Some(now_ms.saturating_add(RESTORED_GRACE_MS));
         }
     }
 
@@ -339,20 +347,36 @@ fn missing(
     st.confidence_off_since_ms = None;
     st.last_learn_ms = None;
     let silent_ms = now_ms.saturating_sub(st.last_seen_ms).max(0);
-    let status = if silent_ms > ms(cfg.stale_after_s) {
-        HealthStatus::Critical
-    } else {
-        HealthStatus::Ok
+    let (status, message) = match st.grace_until_ms {
+        Some(until) if now_ms < until => (
+            HealthStatus::Ok,
+            format!(
+                "camera {camera}: waiting {:.0} s more for the vision service's first figures",
+                secs(until - now_ms)
+            ),
+        ),
+        _ if silent_ms > ms(cfg.stale_after_s) => (
+            HealthStatus::Critical,
+            format!(
+                "camera {camera}: no figures from the vision service for {:.0} s (stale after {} s)",
+                secs(silent_ms),
+                cfg.stale_after_s
+            ),
+        ),
+        _ => (
+            HealthStatus::Ok,
+            format!(
+                "camera {camera}: no figures from the vision service for {:.0} s (stale after {} s)",
+                secs(silent_ms),
+                cfg.stale_after_s
+            ),
+        ),
     };
     out.push(CameraCheck {
         camera: camera.into(),
         aspect: Aspect::Frames,
         status,
-        message: format!(
-            "camera {camera}: no figures from the vision service for {:.0} s (stale after {} s)",
-            secs(silent_ms),
-            cfg.stale_after_s
-        ),
+        message,
     });
 }
 
@@ -375,6 +399,7 @@ fn judge(
     out: &mut Vec<CameraCheck>,
 ) {
     st.last_seen_ms = now_ms;
+    st.grace_until_ms = None;
     let mut push = |aspect: Aspect, status: HealthStatus, message: String| {
         out.push(CameraCheck {
             camera: camera.into(),
@@ -476,7 +501,14 @@ fn judge(
     if let Some(fps) = s.fps {
         let base = st.base.fps;
         let low = base.ready(warmup_s) && fps < cfg.fps_min_ratio * base.mean;
-        let low_for = holding(&mut st.fps_low_since_ms, low, now_ms);
+        let mut low_for = holding(&mut st.fps_low_since_ms, low, now_ms);
+        if low_for.is_some_and(|d| d >= ms(cfg.relearn_after_s)) {
+            st.base.fps = Baseline::default();
+            st.fps_low_since_ms = None;
+            low_for = None;
+        }
+        let base = st.base.fps;
+        let low = low && low_for.is_some();
         if healthy_picture && !low {
             st.base.fps.learn(fps, dt_s, tau_s);
         }
@@ -518,7 +550,14 @@ fn judge(
     if let Some(conf) = s.confidence {
         let base = st.base.confidence;
         let off = base.ready(warmup_s) && (conf - base.mean).abs() > cfg.confidence_max_drift;
-        let off_for = holding(&mut st.confidence_off_since_ms, off, now_ms);
+        let mut off_for = holding(&mut st.confidence_off_since_ms, off, now_ms);
+        if off_for.is_some_and(|d| d >= ms(cfg.relearn_after_s)) {
+            st.base.confidence = Baseline::default();
+            st.confidence_off_since_ms = None;
+            off_for = None;
+        }
+        let base = st.base.confidence;
+        let off = off && off_for.is_some();
         if healthy_picture && !off {
             st.base.confidence.learn(conf, dt_s, tau_s);
         }
@@ -578,6 +617,7 @@ mod tests {
             warmup_s: 100,
             baseline_tau_s: 1000,
             forget_after_s: 600,
+            relearn_after_s: 3600,
             ..Default::default()
         }
     }
@@ -823,6 +863,25 @@ mod tests {
     }
 
     #[test]
+    fn a_figure_off_its_baseline_for_the_relearn_time_becomes_the_new_normal() {
+        let mut h = build_warm("front");
+        let slow = |t: i64| build_app("front", 0.05, t as f64, 110.0, 12.0, 0.9);
+        let o = run(&mut h, 205, 205 + 3595, slow);
+        assert_eq!(get(&o, "front", Aspect::Fps).status, HealthStatus::Warn);
+        let o = run(&mut h, 3805, 3805, slow);
+        let c = get(&o, "front", Aspect::Fps);
+        assert_eq!(c.status, HealthStatus::Ok, "{}", c.message);
+        assert!(c.message.contains("learning its baseline"), "{}", c.message);
+        let o = run(&mut h, 3810, 3950, slow);
+        assert_eq!(
+            get(&o, "front", Aspect::Fps).message,
+            "camera front: inference 12.0 fps (baseline 12.0)"
+        );
+        // confidence was on its baseline all along: untouched
+        assert!((h.baselines()["front"].confidence.mean - 0.9).abs() < 1e-9);
+    }
+
+    #[test]
     fn mean_confidence_drifting_from_its_baseline_either_way_warns_after_the_threshold() {
         let mut h = build_warm("front");
         let low = |t: i64| build_app("front", 0.05, t as f64, 110.0, 30.0, 0.6);
@@ -871,8 +930,21 @@ mod tests {
         assert_eq!(get(&o, "front", Aspect::Fps).status, HealthStatus::Warn);
         let mut h = CameraHealth::new(&build_cfg());
         h.restore(saved, 1_000 * S);
+        // the vision service starts after the agent: a grace first
         let o = h.evaluate(None, 1_011 * S);
-        assert_eq!(get(&o, "front", Aspect::Frames).status, HealthStatus::Critical);
+        let c = get(&o, "front", Aspect::Frames);
+        assert_eq!(c.status, HealthStatus::Ok);
+        assert_eq!(
+            c.message,
+            "camera front: waiting 109 s more for the vision service's first figures"
+        );
+        let o = h.evaluate(None, 1_000 * S + RESTORED_GRACE_MS);
+        let c = get(&o, "front", Aspect::Frames);
+        assert_eq!(c.status, HealthStatus::Critical);
+        assert_eq!(
+            c.message,
+            "camera front: no figures from the vision service for 120 s (stale after 10 s)"
+        );
     }
 
     #[test]

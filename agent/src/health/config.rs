@@ -93,6 +93,10 @@ pub struct VisionHealthConfig {
     /// A known camera without figures this long is forgotten (its checks go away).
     #[serde(default = "default_forget_after_s")]
     pub forget_after_s: u64,
+    /// fps or confidence off its baseline this long becomes the new normal: the baseline is
+    /// learned again (a new model, a new camera, a new lighting).
+    #[serde(default = "default_relearn_after_s")]
+    pub relearn_after_s: u64,
 }
 
 impl Default for VisionHealthConfig {
@@ -110,6 +114,7 @@ impl Default for VisionHealthConfig {
             warmup_s: default_warmup_s(),
             baseline_tau_s: default_baseline_tau_s(),
             forget_after_s: default_forget_after_s(),
+            relearn_after_s: default_relearn_after_s(),
         }
     }
 }
@@ -150,6 +155,9 @@ fn default_baseline_tau_s() -> u64 {
 fn default_forget_after_s() -> u64 {
     86_400
 }
+fn default_relearn_after_s() -> u64 {
+    86_400
+}
 
 impl VisionHealthConfig {
     /// Every problem, each with its key path under `prefix` (`health.vision`).
@@ -170,6 +178,7 @@ impl VisionHealthConfig {
             ("warmup_s", self.warmup_s, 1, 7 * 86_400),
             ("baseline_tau_s", self.baseline_tau_s, 1, 30 * 86_400),
             ("forget_after_s", self.forget_after_s, 60, 30 * 86_400),
+            ("relearn_after_s", self.relearn_after_s, 3_600, 30 * 86_400),
         ] {
             if !(lo..=hi).contains(&v) {
                 bad(key, format!("{v} is outside {lo}..={hi}"));

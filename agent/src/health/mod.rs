@@ -16,10 +16,12 @@
 //! - [`evaluate`]: observations -> report (pure), and when a report goes out
 //! - [`camera`]: camera and vision health from the vision service's per-camera figures
 //!   (pure, stateful: timers and learned baselines)
+//! - [`baselines`]: where the learned baselines are kept between runs (sled or memory)
 //! - [`probes`]: systemd units, processes, HTTP endpoints, the camera, the data disk (blocking)
 //! - [`actor`]: probes on a blocking thread, evaluates, publishes, tells recovery
 
 pub mod actor;
+pub mod baselines;
 pub mod camera;
 pub mod config;
 pub mod evaluate;
