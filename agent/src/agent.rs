@@ -274,6 +274,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
     let collector_addr: Arc<Mutex<Option<Addr<CollectorActor>>>> = Arc::default();
     let statuses: ActorStatuses = Arc::default();
 
+    let camera = Arc::new(Mutex::new(camera_health(&file.health.vision, &*baselines)));
     let collector_stats = cp.stats.clone();
     let latest = cp.latest.clone();
     let link_status = lp.status.clone();
@@ -290,7 +291,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
             actors: statuses.clone(),
             recovery: None,
             last: health_last.clone(),
-            camera: Arc::new(Mutex::new(camera_health(&file.health.vision, &*baselines))),
+            camera: camera.clone(),
             baselines: Some(baselines.clone()),
         };
         let ra2 = recovery_addr.clone();
@@ -337,6 +338,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         );
         let notes = gpu_notes.clone();
         let latest2 = latest.clone();
+        let camera2 = camera.clone();
         let state = crate::http::server::HttpState {
             status: Arc::new(move || StatusSnapshot {
                 device: device2.clone(),
@@ -349,6 +351,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
                 gpu_notes: notes.clone(),
                 app_metrics: app2.counters(),
                 memory: proc_mem::ProcessMemory::now(),
+                cameras: camera2.lock().map(|c| c.snapshot()).unwrap_or_default(),
             }),
             telemetry: Arc::new(move || latest2.lock().ok().and_then(|l| l.clone())),
             app: app.clone(),

@@ -255,6 +255,15 @@ struct CameraState {
     base: CameraBaselines,
 }
 
+/// One camera as `/api/v1/status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CameraSnapshot {
+    pub camera: String,
+    /// When its figures were last seen (or when its baselines were restored).
+    pub last_seen_ms: i64,
+    pub baselines: CameraBaselines,
+}
+
 /// The per-camera state behind the decisions. Call [`CameraHealth::evaluate`] with every new
 /// telemetry record (or on every health tick with the latest one).
 #[derive(Debug, Clone)]
@@ -277,6 +286,18 @@ impl CameraHealth {
             cfg: cfg.clone(),
             cameras: BTreeMap::new(),
         }
+    }
+
+    /// Every tracked camera: when it was last seen and its baselines.
+    pub fn snapshot(&self) -> Vec<CameraSnapshot> {
+        self.cameras
+            .iter()
+            .map(|(camera, st)| CameraSnapshot {
+                camera: camera.clone(),
+                last_seen_ms: st.last_seen_ms,
+                baselines: st.base,
+            })
+            .collect()
     }
 
     /// The learned baselines, to persist.
@@ -922,6 +943,12 @@ mod tests {
     fn restored_baselines_judge_at_once_and_a_silent_restored_camera_turns_stale() {
         let warm = build_warm("front");
         let saved = warm.baselines();
+        let snap = warm.snapshot();
+        assert_eq!(
+            (snap.len(), snap[0].camera.as_str(), snap[0].last_seen_ms),
+            (1, "front", 200 * S)
+        );
+        assert_eq!(snap[0].baselines, saved["front"]);
         let mut h = CameraHealth::new(&build_cfg());
         h.restore(saved.clone(), 1_000 * S);
         let o = run(&mut h, 1_000, 1_030, |t| {
