@@ -159,22 +159,27 @@ async fn each_camera_fault_of_a_scenario_raises_its_own_alert_on_its_own_machine
     );
 }
 
-/// A vision service's Prometheus endpoint whose camera `front` is frozen: fresh frames, the
-/// same hash every time.
+/// A vision service's Prometheus endpoint whose camera `front` is frozen: fresh frames (their
+/// age varies), the same hash every time.
 async fn frozen_vision_service() -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/metrics", l.local_addr().unwrap());
     tokio::spawn(async move {
+        let mut n = 0u32;
         loop {
             let Ok((mut s, _)) = l.accept().await else { return };
+            n += 1;
+            let age = 0.01 + f64::from(n % 5) * 0.01;
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf).await;
-                let body = "rvm_camera_frame_age_seconds{camera=\"front\"} 0.04\n\
-                            rvm_camera_frame_hash{camera=\"front\"} 2868197731\n\
-                            rvm_camera_luma_mean{camera=\"front\"} 112.5\n\
-                            rvm_vision_inference_fps{camera=\"front\"} 29.7\n";
+                let body = format!(
+                    "rvm_camera_frame_age_seconds{{camera=\"front\"}} {age}\n\
+                     rvm_camera_frame_hash{{camera=\"front\"}} 2868197731\n\
+                     rvm_camera_luma_mean{{camera=\"front\"}} 112.5\n\
+                     rvm_vision_inference_fps{{camera=\"front\"}} 29.7\n"
+                );
                 let resp = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()

@@ -18,7 +18,10 @@
 //! - `frames` (from the frame age): critical when the last frame is older than
 //!   `stale_after_s`, or when a camera seen before has sent no figures for that long.
 //! - `frozen` (from the frame hash): critical when the hash has not changed for
-//!   `frozen_after_s` while frames are fresh (a driver handing out the same buffer).
+//!   `frozen_after_s` while frames are fresh (a driver handing out the same buffer), and the
+//!   frame age changed meanwhile: proof that the figures were new and not one scrape kept
+//!   while the service's endpoint hung (a service that reports no frame age is judged on the
+//!   hash alone).
 //! - `covered` (from the mean luminance): critical when it stayed below `dark_luma` for
 //!   `dark_after_s` (a black, covered or dead sensor).
 //! - `fps` (inference fps): warn when below `fps_min_ratio` of the camera's own baseline for
@@ -239,6 +242,14 @@ pub struct CameraBaselines {
     pub confidence: Baseline,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct HashRun {
+    bits: u64,
+    since_ms: i64,
+    first_age: Option<u64>,
+    new_figures: bool,
+}
+
 #[derive(Debug, Clone, Default)]
 struct CameraState {
     /// Last time any figure of this camera was seen (or when it was restored).
@@ -247,8 +258,9 @@ struct CameraState {
     grace_until_ms: Option<i64>,
     /// The last evaluation that taught the baselines.
     last_learn_ms: Option<i64>,
-    /// The current frame hash (its bits) and since when it has not changed.
-    hash: Option<(u64, i64)>,
+    /// The current frame hash (its bits), since when it has not changed, the frame age (its
+    /// bits) seen with it first, and whether a different frame age came since.
+    hash: Option<HashRun>,
     dark_since_ms: Option<i64>,
     fps_low_since_ms: Option<i64>,
     confidence_off_since_ms: Option<i64>,
@@ -453,19 +465,29 @@ fn judge(
     let mut frozen = false;
     if let Some(hash) = s.frame_hash {
         let bits = hash.to_bits();
-        let since = match st.hash {
-            Some((b, since)) if b == bits => since,
-            _ => now_ms,
+        let age = s.frame_age_s.map(f64::to_bits);
+        let run = match st.hash {
+            Some(mut run) if run.bits == bits => {
+                run.new_figures |= age != run.first_age;
+                run
+            }
+            _ => HashRun {
+                bits,
+                since_ms: now_ms,
+                first_age: age,
+                new_figures: false,
+            },
         };
-        st.hash = Some((bits, since));
-        let same_ms = now_ms.saturating_sub(since).max(0);
+        st.hash = Some(run);
+        let same_ms = now_ms.saturating_sub(run.since_ms).max(0);
+        let proven = run.new_figures || age.is_none();
         if !fresh {
             push(
                 Aspect::Frozen,
                 HealthStatus::Ok,
                 format!("camera {camera}: not judged, no fresh frames"),
             );
-        } else if same_ms >= ms(cfg.frozen_after_s) {
+        } else if same_ms >= ms(cfg.frozen_after_s) && proven {
             frozen = true;
             push(
                 Aspect::Frozen,
@@ -795,7 +817,8 @@ mod tests {
     #[test]
     fn the_same_frame_hash_for_the_threshold_is_a_frozen_picture() {
         let mut h = CameraHealth::new(&build_cfg());
-        let frozen = |_t: i64| build_app("front", 0.05, 1234.0, 110.0, 30.0, 0.9);
+        // frames keep coming (their age varies), the picture does not change
+        let frozen = |t: i64| build_app("front", 0.01 * (t % 7) as f64, 1234.0, 110.0, 30.0, 0.9);
         let o = run(&mut h, 0, 25, frozen);
         assert_eq!(get(&o, "front", Aspect::Frozen).status, HealthStatus::Ok);
         let o = run(&mut h, 30, 30, frozen);
@@ -808,6 +831,20 @@ mod tests {
         // a new picture clears it at once
         let o = h.evaluate(Some(&healthy("front", 35)), 35 * S);
         assert_eq!(get(&o, "front", Aspect::Frozen).status, HealthStatus::Ok);
+    }
+
+    #[test]
+    fn one_scrape_kept_while_the_service_hangs_is_not_a_frozen_picture() {
+        let mut h = CameraHealth::new(&build_cfg());
+        // every figure identical look after look: the same sample, not a frozen camera
+        let kept = |_t: i64| build_app("front", 0.05, 1234.0, 110.0, 30.0, 0.9);
+        let o = run(&mut h, 0, 60, kept);
+        assert_eq!(get(&o, "front", Aspect::Frozen).status, HealthStatus::Ok);
+        // a service without a frame age is judged on the hash alone
+        let mut h = CameraHealth::new(&build_cfg());
+        let no_age = |_t: i64| vec![Reading::new(format!("{FRAME_HASH}.front"), 1234.0)];
+        let o = run(&mut h, 0, 30, no_age);
+        assert_eq!(get(&o, "front", Aspect::Frozen).status, HealthStatus::Critical);
     }
 
     #[test]
@@ -979,7 +1016,7 @@ mod tests {
         let mut h = build_warm("front");
         let o = run(&mut h, 205, 240, |t| {
             let mut app = healthy("front", t);
-            app.extend(build_app("side", 0.05, 7.0, 110.0, 30.0, 0.9));
+            app.extend(build_app("side", 0.01 * (t % 7) as f64, 7.0, 110.0, 30.0, 0.9));
             app
         });
         assert_eq!(get(&o, "front", Aspect::Frozen).status, HealthStatus::Ok);
