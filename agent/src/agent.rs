@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::appmetrics::scrape::Scraper;
 use crate::appmetrics::store::AppMetricsStore;
 use crate::buffer::config::FlushMode;
-use crate::buffer::{Buffer, Caps, FlushPolicy};
+use crate::buffer::{BufferHandle, BufferParts, Caps, FlushPolicy};
 use crate::collect::MetricSource;
 use crate::collect::actor::{CollectorActor, CollectorParts, CollectorStats, Faults, Latest};
 use crate::collect::gpu::{self, GpuPaths};
@@ -44,7 +44,7 @@ pub struct Overrides {
 /// A running agent.
 pub struct AgentHandle {
     pub device: DeviceId,
-    pub buffer: Arc<Buffer>,
+    pub buffer: BufferHandle,
     pub link: Arc<LinkStatus>,
     pub collector: Arc<CollectorStats>,
     pub actors: ActorStatuses,
@@ -72,7 +72,9 @@ impl AgentHandle {
         }
     }
 
-    /// Stops every actor; the link says goodbye first.
+    /// Stops every actor: the link says goodbye first, then the supervisor stops the others
+    /// in the reverse order of their start, the buffer last (it closes: the exact last seq
+    /// written and flushed).
     pub async fn stop(&self) {
         let link = self.link_addr.lock().ok().and_then(|l| l.clone());
         if let Some(l) = link {
@@ -115,7 +117,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         },
     };
     std::fs::create_dir_all(file.buffer.dir.parent().unwrap_or(&file.buffer.dir))?;
-    let (buffer, reset, db) = runtime::open_sled_buffer(&device, &file.buffer.dir, caps, flush)?;
+    let (mut buffer, reset, db) = runtime::open_sled_buffer(&device, &file.buffer.dir, caps, flush)?;
     let executed: Arc<dyn crate::commands::executed::ExecutedStore> =
         Arc::new(crate::commands::executed::SledExecuted {
             tree: db.open_tree("commands")?,
@@ -125,7 +127,6 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
     if command_key.is_none() {
         tracing::warn!("no commands.public_key: remote commands will be rejected");
     }
-    let buffer = Arc::new(buffer);
     let now = common::time::now_ms();
     if let Some(ev) = reset {
         buffer.append(Kind::Event, now, &ev)?;
@@ -139,6 +140,8 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
             message: format!("rvm-agent {} started", runtime::AGENT_VERSION),
         },
     )?;
+    // from here on the buffer actor owns it
+    let (buffer_parts, buffer) = BufferParts::new(buffer);
 
     // sources
     let interval = Duration::from_millis(file.collector.interval_ms);
@@ -178,7 +181,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         },
         buffer.clone(),
     )?;
-    let mut cp = CollectorParts::new(source, buffer.clone(), lp.wake.clone(), interval)?;
+    let mut cp = CollectorParts::new(source, buffer.clone(), interval)?;
     let app = Arc::new(AppMetricsStore::new(&file.app));
     {
         let app = app.clone();
@@ -244,7 +247,6 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         interlock: Arc::new(Mutex::new(Interlock::new())),
         executor,
         buffer: buffer.clone(),
-        wake: lp.wake.clone(),
         latest: cp.latest.clone(),
     };
     let health_last: Arc<Mutex<Option<HealthReport>>> = Arc::default();
@@ -263,7 +265,6 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         let hp = HealthParts {
             cfg: health_cfg,
             buffer: buffer.clone(),
-            wake: lp.wake.clone(),
             latest: cp.latest.clone(),
             link: lp.status.clone(),
             actors: statuses.clone(),
@@ -272,6 +273,8 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         };
         let ra2 = recovery_addr.clone();
         vec![
+            // first: the others append to it from their start
+            FnSpec::boxed("buffer", move |live| buffer_parts.start(live)),
             FnSpec::boxed("link", move |live| {
                 let a = LinkActor::new(lp2.clone(), live).start();
                 if let Ok(mut s) = la.lock() {

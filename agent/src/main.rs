@@ -177,7 +177,7 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
         Err(_) => None,
     };
     let sys = actix::System::new();
-    let (exit_code, buffer) = sys.block_on(async move {
+    let exit_code = sys.block_on(async move {
         let handle = rvm_agent::agent::start_with(
             &file,
             rvm_agent::agent::Overrides {
@@ -186,7 +186,7 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
             },
         )?;
         tracing::info!(device = %handle.device, "agent running");
-        let out = (handle.exit_code.clone(), handle.buffer.clone());
+        let out = handle.exit_code.clone();
         actix::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down");
@@ -195,10 +195,9 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
         });
         anyhow::Ok(out)
     })?;
+    // the buffer is closed by now: by the supervisor's ordered stop after a signal, or, when
+    // an actor exceeded its restart limit, by the buffer actor going away with the runtime
     let code = sys.run_with_code().unwrap_or(1);
-    if let Err(e) = buffer.close() {
-        tracing::error!(error = %e, "final buffer flush failed");
-    }
     let code = code.max(exit_code.load(std::sync::atomic::Ordering::SeqCst));
     if code != 0 {
         eprintln!("rvm-agent: exiting with {code} (an actor exceeded its restart limit)");

@@ -10,9 +10,9 @@ use actix::prelude::*;
 use common::command::SignedCommand;
 use common::tls::ClientIdentity;
 use common::{Birth, DeviceId};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, BufferHandle, BufferParts};
 use crate::collect::MetricSource;
 use crate::collect::actor::{CollectorActor, CollectorParts, CollectorStats};
 use crate::link::actor::{LinkActor, LinkParts, Shutdown};
@@ -26,12 +26,10 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// What a running simulated device exposes.
 pub struct DeviceHandle {
     pub device: DeviceId,
-    pub buffer: Arc<Buffer>,
+    pub buffer: BufferHandle,
     pub link: Arc<LinkStatus>,
     pub collector: Arc<CollectorStats>,
     pub commands: Option<mpsc::UnboundedReceiver<SignedCommand>>,
-    /// Wakes the link after an append.
-    pub wake: Arc<Notify>,
     collector_addr: Addr<CollectorActor>,
     link_addr: Addr<LinkActor>,
 }
@@ -42,10 +40,14 @@ impl DeviceHandle {
         self.collector_addr.do_send(StopNow);
     }
 
-    /// Stops collecting, then says goodbye on the link.
+    /// Stops collecting, says goodbye on the link, then closes the buffer (the exact last seq
+    /// written and flushed).
     pub async fn stop(&self) {
         self.collector_addr.do_send(StopNow);
         let _ = self.link_addr.send(Shutdown).await;
+        if let Err(e) = self.buffer.close().await {
+            tracing::error!(device = %self.device, error = %e, "final buffer flush failed");
+        }
     }
 }
 
@@ -58,7 +60,8 @@ pub struct DeviceParts {
     pub window: usize,
     pub interval: Duration,
     pub source: Box<dyn MetricSource>,
-    pub buffer: Arc<Buffer>,
+    /// The opened buffer: the device's buffer actor takes it.
+    pub buffer: Buffer,
     pub birth: Birth,
     /// Holds the link down while it reads `true` (a simulated network cut).
     pub gate: Option<tokio::sync::watch::Receiver<bool>>,
@@ -104,7 +107,7 @@ pub struct LinkSpec {
 /// The link's configuration and shared state for one device.
 pub fn link_parts(
     spec: LinkSpec,
-    buffer: Arc<Buffer>,
+    buffer: BufferHandle,
 ) -> anyhow::Result<(LinkParts, mpsc::UnboundedReceiver<SignedCommand>)> {
     let LinkSpec {
         device,
@@ -131,7 +134,6 @@ pub fn link_parts(
                 birth,
             },
             buffer,
-            wake: Arc::new(Notify::new()),
             status: Arc::default(),
             commands: tx,
             gate: None,
@@ -140,10 +142,13 @@ pub fn link_parts(
     ))
 }
 
-/// Starts a lightweight device (collector and link, no supervisor, health or recovery) on
-/// the current actix arbiter: what each of `rvm-sim`'s virtual machines runs. The real agent is
-/// [`crate::agent::start`].
+/// Starts a lightweight device (buffer, collector and link, no supervisor, health or
+/// recovery) on the current actix arbiter: what each of `rvm-sim`'s virtual machines runs. The
+/// real agent is [`crate::agent::start`].
 pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
+    let now = common::time::now_ms();
+    let (buffer_parts, buffer) = BufferParts::new(parts.buffer);
+    buffer_parts.start(Arc::new(Liveness::new(now)));
     let (mut lp, rx) = link_parts(
         LinkSpec {
             device: parts.device.clone(),
@@ -154,28 +159,20 @@ pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
             window: parts.window,
             birth: parts.birth,
         },
-        parts.buffer.clone(),
+        buffer.clone(),
     )?;
     lp.gate = parts.gate;
-    let now = common::time::now_ms();
-    let cp_wake = lp.wake.clone();
-    let cp = CollectorParts::new(
-        parts.source,
-        parts.buffer.clone(),
-        lp.wake.clone(),
-        parts.interval,
-    )?;
+    let cp = CollectorParts::new(parts.source, buffer.clone(), parts.interval)?;
     let collector_stats = cp.stats.clone();
     let link_status = lp.status.clone();
     let link_addr = LinkActor::new(lp, Arc::new(Liveness::new(now))).start();
     let collector_addr = CollectorActor::new(cp, Arc::new(Liveness::new(now))).start();
     Ok(DeviceHandle {
         device: parts.device,
-        buffer: parts.buffer,
+        buffer,
         link: link_status,
         collector: collector_stats,
         commands: Some(rx),
-        wake: cp_wake,
         collector_addr,
         link_addr,
     })
@@ -183,20 +180,17 @@ pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
 
 /// Opens the sled buffer; a directory that will not open is moved aside and a fresh one
 /// started. Returns the buffer and, when that happened, the store-reset event to report.
+/// sled's own flush thread is off: the buffer actor flushes (see [`crate::buffer::actor`]).
 pub fn open_sled_buffer(
     device: &DeviceId,
     dir: &Path,
     caps: crate::buffer::Caps,
     flush: crate::buffer::FlushPolicy,
 ) -> anyhow::Result<(Buffer, Option<common::Event>, sled::Db)> {
-    use crate::buffer::{FlushPolicy, SledStore};
-    let flush_ms = match flush {
-        FlushPolicy::Batched { ms } => Some(ms),
-        FlushPolicy::EveryRecord => None,
-    };
+    use crate::buffer::SledStore;
     let open = |d: &Path| -> anyhow::Result<(Buffer, sled::Db)> {
         // sled can panic on some corruptions rather than return an error: treat both alike.
-        let store = std::panic::catch_unwind(|| SledStore::open(d, flush_ms))
+        let store = std::panic::catch_unwind(|| SledStore::open(d, None))
             .map_err(|_| anyhow::anyhow!("sled panicked while opening {}", d.display()))??;
         let db = store.db();
         Ok((

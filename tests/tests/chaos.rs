@@ -340,7 +340,7 @@ fn chaos_helper_appender() {
         return;
     };
     let dev = common::DeviceId::new("seq1").unwrap();
-    let (b, _, _db) = rvm_agent::runtime::open_sled_buffer(
+    let (mut b, _, _db) = rvm_agent::runtime::open_sled_buffer(
         &dev,
         Path::new(&dir),
         rvm_agent::buffer::Caps::default(),

@@ -39,22 +39,41 @@
 //!    [`DROP_EVENT_EVERY_MS`], when collection stops, on a clean stop and, for drops counted
 //!    before a crash, on the next open. A crash between appending the event and clearing the
 //!    count reports those drops twice: over-counted, never lost.
+//! 7. **A restart of the buffer actor loses nothing acknowledged and deletes nothing
+//!    unacknowledged.** The actor closes the buffer however it stops (after a panic without
+//!    trusting its counts) and the next incarnation reopens the same store: see
+//!    [`actor`].
 //!
 //! # Durability
 //!
-//! An append is in sled's memory at once and on disk after the next flush. With
-//! [`FlushPolicy::EveryRecord`] every append is flushed before the next tick, so a power loss
-//! loses at most the record being written; with [`FlushPolicy::Batched`] sled flushes every
-//! `ms` milliseconds, which is the power-loss window. Acks need no flush: a lost delete only
-//! means a duplicate, which the server drops by (device, seq).
+//! An append is in sled's memory at once and on disk after the next flush, which the buffer
+//! actor runs on a blocking thread. With [`FlushPolicy::EveryRecord`] a flush follows every
+//! append (appends that arrive during one share the next), so a power loss loses at most the
+//! records of the last moment; with [`FlushPolicy::Batched`] the actor flushes every `ms`
+//! milliseconds when anything changed, which is the power-loss window. Acks need no flush of
+//! their own: a lost delete only means a duplicate, which the server drops by (device, seq).
+//!
+//! # Layout
+//!
+//! - [`queue`]: [`Buffer`], the pure core over a [`Store`]: seq allocation and reservation,
+//!   caps and thinning, drop accounting, the in-memory overflow
+//! - [`store`]: the [`Store`] trait, sled on a real machine, memory for simulated ones
+//! - [`actor`]: the buffer actor, which owns the [`Buffer`], flushes it and survives restarts
+//! - [`handle`]: [`BufferHandle`], how the collector, health, recovery and the link reach it
+//! - [`config`]: the `[buffer]` section
 
+pub mod actor;
 pub mod config;
-mod queue;
+pub mod handle;
+pub mod queue;
 pub mod store;
+
+pub use actor::{Body, BufferParts};
+pub use handle::{BufferHandle, CallError};
 
 pub use queue::{
     Appended, Buffer, BufferError, BufferStats, Caps, DROP_EVENT_EVERY_MS, FlushPolicy, FullPolicy,
-    RESERVED_FLAG, Record, SEQ_RESERVE, THIN_AT, UNCLEAN_STOP_REASON, VOLATILE_DROP_REASON,
+    RESERVED_FLAG, Record, ReopenFailed, SEQ_RESERVE, THIN_AT, UNCLEAN_STOP_REASON, VOLATILE_DROP_REASON,
     VOLATILE_MAX_RECORDS,
 };
-pub use store::{Key, MemStore, SledStore, Store, StoreError};
+pub use store::{Flusher, Key, MemStore, SledStore, Store, StoreError};

@@ -2,14 +2,12 @@
 //! caps, thinning, drop accounting and the in-memory overflow of a failing store. The
 //! invariants it keeps are in the module doc of [`crate::buffer`].
 
-use std::sync::Mutex;
-
 use common::codec::{self, CodecError};
 use common::topics::Kind;
 use common::{DeviceId, Envelope, Event, EventKind, Severity};
 use serde::Serialize;
 
-use super::store::{Key, Store, StoreError};
+use super::store::{Flusher, Key, Store, StoreError};
 #[cfg(test)]
 use super::store::{MemStore, SledStore};
 
@@ -156,7 +154,10 @@ fn drop_event(d: &PendingDrops) -> Event {
     }
 }
 
-struct Inner<S: Store> {
+/// The buffer's state: owned by the buffer actor (see [`crate::buffer::actor`]), or by a test.
+pub struct Buffer<S: Store = Box<dyn Store>> {
+    device: DeviceId,
+    flush: FlushPolicy,
     store: S,
     caps: Caps,
     next_seq: u64,
@@ -172,13 +173,6 @@ struct Inner<S: Store> {
     /// Why the store refuses writes, once it did; the event to report it, until taken.
     store_error: Option<String>,
     store_alarm: Option<Event>,
-}
-
-/// The buffer: thread-safe, cheap operations (sled keeps writes in memory until a flush).
-pub struct Buffer<S: Store = Box<dyn Store>> {
-    device: DeviceId,
-    flush: FlushPolicy,
-    inner: Mutex<Inner<S>>,
 }
 
 impl Store for Box<dyn Store> {
@@ -218,87 +212,140 @@ impl Store for Box<dyn Store> {
     fn flush(&self) -> Result<(), StoreError> {
         (**self).flush()
     }
+    fn flusher(&self) -> Option<Flusher> {
+        (**self).flusher()
+    }
     fn disk_bytes(&self) -> u64 {
         (**self).disk_bytes()
     }
 }
 
+/// What a restarted buffer keeps from the one it replaces: what only memory holds (records
+/// and drops the store refused, the alarm not yet reported) and the process's counters.
+#[derive(Default)]
+struct Carried {
+    appended: u64,
+    acked: u64,
+    dropped: u64,
+    refused: u64,
+    volatile: std::collections::BTreeMap<Key, Vec<u8>>,
+    store_error: Option<String>,
+    store_alarm: Option<Event>,
+    /// Only when the store refused writes: otherwise they are in the store (invariant 6).
+    pending_drops: Option<PendingDrops>,
+}
+
+/// A buffer whose store could not be read again, unchanged.
+pub struct ReopenFailed<S: Store> {
+    pub error: BufferError,
+    pub buffer: Buffer<S>,
+}
+
 impl<S: Store> Buffer<S> {
     pub fn open(device: DeviceId, store: S, caps: Caps, flush: FlushPolicy) -> Result<Self, BufferError> {
-        let (records, bytes) = store.count_and_bytes()?;
-        let stored_last = store.last_seq()?.unwrap_or(0);
-        // A reservation left behind: the last run did not stop cleanly (invariant 2).
-        let reservation = (stored_last & RESERVED_FLAG != 0).then_some(stored_last & !RESERVED_FLAG);
-        let mut highest = stored_last & !RESERVED_FLAG;
-        let mut highest_record = 0;
-        for class in [Key::PRIORITY, Key::TELEMETRY] {
-            if let Some(k) = store.last(class)? {
-                highest = highest.max(k.seq);
-                highest_record = highest_record.max(k.seq);
-            }
-        }
-        let mut stats = BufferStats {
-            records,
-            bytes,
-            last_seq: highest,
-            disk_bytes: store.disk_bytes(),
-            ..Default::default()
+        let opening = read_opening(&device, &store, &Default::default())?;
+        let (buffer, reported) = Self::build(device, store, caps, flush, opening, Carried::default());
+        reported?;
+        Ok(buffer)
+    }
+
+    /// A fresh start on the same store, as after a restart of the process but without one:
+    /// counts, last seq and unreported drops are read again from the store, while what only
+    /// memory holds and the counters are kept. The buffer actor calls it when it is restarted,
+    /// after [`Buffer::close`] (or [`Buffer::close_after_panic`]) of the previous one. When the
+    /// store cannot be read, the buffer comes back unchanged with the error.
+    pub fn reopen(self) -> Result<Self, Box<ReopenFailed<S>>> {
+        let opening = match read_opening(&self.device, &self.store, &self.volatile) {
+            Ok(o) => o,
+            Err(error) => return Err(Box::new(ReopenFailed { error, buffer: self })),
         };
-        // Everything below the reservation's block was flushed when it was taken; what lies
-        // between that, the last stored record and the reservation's end may be lost.
-        let pending_drops = reservation.filter(|r| *r > highest_record).map(|r| {
-            let first = (highest_record + 1).max(r.saturating_sub(SEQ_RESERVE)).max(1);
-            stats.dropped += r - first + 1;
-            tracing::warn!(device = %device, first_seq = first, last_seq = r, reason = UNCLEAN_STOP_REASON, "buffer dropped records");
-            PendingDrops {
-                count: r - first + 1,
-                first_seq: first,
-                last_seq: r,
-                reason: UNCLEAN_STOP_REASON.to_string(),
-            }
-        });
-        // Drops counted before the last stop and not reported then (invariant 6).
-        let earlier_drops = match store.pending_drops()? {
-            Some(v) => match codec::decode_bare::<PendingDrops>(&v) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    tracing::error!(error = %e, "unreadable pending drop count ignored");
-                    None
-                }
-            },
-            None => None,
-        };
-        let buffer = Buffer {
+        let Buffer {
             device,
             flush,
-            inner: Mutex::new(Inner {
-                store,
-                caps,
-                next_seq: highest + 1,
-                stats,
-                pending_drops: None,
-                last_drop_event_ms: None,
-                telemetry_seen_near_cap: 0,
-                reserved: highest,
-                volatile: std::collections::BTreeMap::new(),
-                store_error: None,
-                store_alarm: None,
-            }),
+            store,
+            caps,
+            stats,
+            pending_drops,
+            volatile,
+            store_error,
+            store_alarm,
+            ..
+        } = self;
+        let carried = Carried {
+            appended: stats.appended,
+            acked: stats.acked,
+            dropped: stats.dropped,
+            refused: stats.refused,
+            pending_drops: pending_drops.filter(|_| store_error.is_some()),
+            volatile,
+            store_error,
+            store_alarm,
         };
-        // The reports go into the store at once, made durable by the reservation's flush:
-        // kept in memory until the next tick, another crash would lose them for good.
-        if let Some(d) = earlier_drops {
-            buffer.append(Kind::Event, common::time::now_ms(), &drop_event(&d))?;
-            buffer.lock().persist_pending();
+        let (buffer, reported) = Self::build(device, store, caps, flush, opening, carried);
+        if let Err(e) = reported {
+            // the drops stay pending (in the store): reported with the next drop event
+            tracing::error!(device = %buffer.device, error = %e, "drop report not stored at reopen");
         }
-        if let Some(d) = pending_drops {
+        Ok(buffer)
+    }
+
+    /// The buffer from what the open read, and the result of storing its drop reports.
+    fn build(
+        device: DeviceId,
+        store: S,
+        caps: Caps,
+        flush: FlushPolicy,
+        opening: Opening,
+        carried: Carried,
+    ) -> (Self, Result<(), BufferError>) {
+        let Opening {
+            mut stats,
+            highest,
+            unclean,
+            earlier,
+        } = opening;
+        stats.appended += carried.appended;
+        stats.acked += carried.acked;
+        stats.dropped += carried.dropped;
+        stats.refused += carried.refused;
+        let mut buffer = Buffer {
+            device,
+            flush,
+            store,
+            caps,
+            next_seq: highest + 1,
+            stats,
+            pending_drops: carried.pending_drops,
+            last_drop_event_ms: None,
+            telemetry_seen_near_cap: 0,
+            reserved: highest,
+            volatile: carried.volatile,
+            store_error: carried.store_error,
+            store_alarm: carried.store_alarm,
+        };
+        let reported = buffer.report_opening(unclean, earlier);
+        (buffer, reported)
+    }
+
+    /// The reports go into the store at once, made durable by the reservation's flush: kept
+    /// in memory until the next tick, another crash would lose them for good.
+    fn report_opening(
+        &mut self,
+        unclean: Option<PendingDrops>,
+        earlier: Option<PendingDrops>,
+    ) -> Result<(), BufferError> {
+        if let Some(d) = earlier {
+            self.append(Kind::Event, common::time::now_ms(), &drop_event(&d))?;
+            self.persist_pending();
+        }
+        if let Some(d) = unclean {
             let event = Event {
                 message: format!("up to {} records dropped: {}", d.count, d.reason),
                 ..drop_event(&d)
             };
-            buffer.append(Kind::Event, common::time::now_ms(), &event)?;
+            self.append(Kind::Event, common::time::now_ms(), &event)?;
         }
-        Ok(buffer)
+        Ok(())
     }
 
     pub fn device(&self) -> &DeviceId {
@@ -309,18 +356,16 @@ impl<S: Store> Buffer<S> {
         self.flush
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<S>> {
-        // A poisoned lock means a panic mid-operation elsewhere; the store itself is still
-        // consistent (every operation is a single store call), so keep going.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Wraps `body` in an envelope with the next seq and stores it.
-    pub fn append<T: Serialize>(&self, kind: Kind, ts_ms: i64, body: &T) -> Result<Appended, BufferError> {
-        let mut inner = self.lock();
-        let seq = inner.next_seq;
-        if let Err(e) = inner.reserve_through(seq) {
-            inner.store_failed(&e);
+    pub fn append<T: Serialize>(
+        &mut self,
+        kind: Kind,
+        ts_ms: i64,
+        body: &T,
+    ) -> Result<Appended, BufferError> {
+        let seq = self.next_seq;
+        if let Err(e) = self.reserve_through(seq) {
+            self.store_failed(&e);
         }
         let env = Envelope::new(self.device.clone(), seq, ts_ms, body);
         let payload = codec::encode(&env)?;
@@ -328,61 +373,60 @@ impl<S: Store> Buffer<S> {
         let size = payload.len() as u64 + 1;
 
         // Thinning near the cap: telemetry only.
-        if class == Key::TELEMETRY && inner.near_cap(size) && inner.caps.thin_keep_every > 1 {
-            inner.telemetry_seen_near_cap += 1;
-            if !inner
+        if class == Key::TELEMETRY && self.near_cap(size) && self.caps.thin_keep_every > 1 {
+            self.telemetry_seen_near_cap += 1;
+            if !self
                 .telemetry_seen_near_cap
-                .is_multiple_of(inner.caps.thin_keep_every)
+                .is_multiple_of(self.caps.thin_keep_every)
             {
-                inner.next_seq += 1;
-                inner.stats.last_seq = seq;
-                inner.note_drop(seq, seq, "thinned near buffer cap");
+                self.next_seq += 1;
+                self.stats.last_seq = seq;
+                self.note_drop(seq, seq, "thinned near buffer cap");
                 return Ok(Appended::Thinned { seq });
             }
         }
         // Make room (or refuse).
-        if inner.over_cap(size) {
-            match inner.caps.policy {
+        if self.over_cap(size) {
+            match self.caps.policy {
                 FullPolicy::RefuseNewest => {
-                    inner.stats.refused += 1;
-                    inner.note_drop(seq, seq, "buffer full, newest refused");
-                    inner.next_seq += 1;
-                    inner.stats.last_seq = seq;
+                    self.stats.refused += 1;
+                    self.note_drop(seq, seq, "buffer full, newest refused");
+                    self.next_seq += 1;
+                    self.stats.last_seq = seq;
                     return Err(BufferError::Full("refuse_newest"));
                 }
-                FullPolicy::DropOldest => inner.drop_oldest_for(size)?,
+                FullPolicy::DropOldest => self.drop_oldest_for(size)?,
             }
         }
         let mut value = Vec::with_capacity(payload.len() + 1);
         value.push(kind_byte(kind));
         value.extend_from_slice(&payload);
         let key = Key { class, seq };
-        if inner.store_error.is_some() {
-            inner.keep_volatile(key, value.clone());
-        } else if let Err(e) = inner.store.insert(key, &value) {
-            inner.store_failed(&e);
-            inner.keep_volatile(key, value.clone());
+        if self.store_error.is_some() {
+            self.keep_volatile(key, value.clone());
+        } else if let Err(e) = self.store.insert(key, &value) {
+            self.store_failed(&e);
+            self.keep_volatile(key, value.clone());
         }
-        inner.next_seq += 1;
-        inner.stats.records += 1;
-        inner.stats.bytes += value.len() as u64;
-        inner.stats.appended += 1;
-        inner.stats.last_seq = seq;
-        if !inner.near_cap(0) {
-            inner.telemetry_seen_near_cap = 0;
+        self.next_seq += 1;
+        self.stats.records += 1;
+        self.stats.bytes += value.len() as u64;
+        self.stats.appended += 1;
+        self.stats.last_seq = seq;
+        if !self.near_cap(0) {
+            self.telemetry_seen_near_cap = 0;
         }
         Ok(Appended::Stored { seq })
     }
 
     /// Up to `n` records of `class` after seq `after`, in order.
     pub fn next(&self, class: u8, after: Option<u64>, n: usize) -> Result<Vec<Record>, BufferError> {
-        let inner = self.lock();
-        let mut rows = match inner.store.scan(class, after, n) {
+        let mut rows = match self.store.scan(class, after, n) {
             Ok(r) => r,
-            Err(_) if !inner.volatile.is_empty() => Vec::new(),
+            Err(_) if !self.volatile.is_empty() => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        if !inner.volatile.is_empty() {
+        if !self.volatile.is_empty() {
             // merge what the store refused, in seq order (invariant 5)
             let from = Key {
                 class,
@@ -390,8 +434,7 @@ impl<S: Store> Buffer<S> {
             };
             let to = Key { class, seq: u64::MAX };
             rows.extend(
-                inner
-                    .volatile
+                self.volatile
                     .range(from..=to)
                     .take(n)
                     .map(|(k, v)| (*k, v.clone())),
@@ -415,78 +458,104 @@ impl<S: Store> Buffer<S> {
     }
 
     /// The broker acknowledged this record: forget it.
-    pub fn ack(&self, key: Key) -> Result<bool, BufferError> {
-        let mut inner = self.lock();
-        if let Some(v) = inner.volatile.remove(&key) {
-            inner.stats.records -= 1;
-            inner.stats.bytes -= v.len() as u64;
-            inner.stats.acked += 1;
+    pub fn ack(&mut self, key: Key) -> Result<bool, BufferError> {
+        if let Some(v) = self.volatile.remove(&key) {
+            self.stats.records -= 1;
+            self.stats.bytes -= v.len() as u64;
+            self.stats.acked += 1;
             return Ok(true);
         }
-        match inner.store.remove(key)? {
+        match self.store.remove(key)? {
             Some(n) => {
-                inner.stats.records -= 1;
-                inner.stats.bytes -= n as u64;
-                inner.stats.acked += 1;
+                self.stats.records -= 1;
+                self.stats.bytes -= n as u64;
+                self.stats.acked += 1;
                 Ok(true)
             }
             None => Ok(false),
         }
     }
 
-    /// Blocking: make everything durable. Call from a blocking thread.
+    /// Blocking: make everything durable. The buffer actor flushes on a blocking thread
+    /// through [`Buffer::flusher`] instead.
     pub fn flush(&self) -> Result<(), BufferError> {
-        // Take the store's flush outside the lock would be nicer, but sled's flush is
-        // internally synchronised and appends are rare (one per tick).
-        let inner = self.lock();
-        inner.store.flush()?;
+        self.store.flush()?;
         Ok(())
+    }
+
+    /// What makes the store durable from another thread; `None` for a store in memory.
+    pub fn flusher(&self) -> Option<Flusher> {
+        self.store.flusher()
     }
 
     /// Blocking: a clean stop. Writes the exact last seq in place of the reservation and
     /// flushes, so the next open skips no seq (invariant 2). Appending afterwards is allowed
     /// (it takes a new reservation).
-    pub fn close(&self) -> Result<(), BufferError> {
+    pub fn close(&mut self) -> Result<(), BufferError> {
         self.append_drop_event(common::time::now_ms(), true)?;
-        let mut inner = self.lock();
         // records kept in memory are not in the store: its count would be wrong
-        if inner.store_error.is_none() && inner.volatile.is_empty() {
-            let (records, bytes) = (inner.stats.records, inner.stats.bytes);
-            inner.store.save_counts(records, bytes)?;
+        if self.store_error.is_none() && self.volatile.is_empty() {
+            let (records, bytes) = (self.stats.records, self.stats.bytes);
+            self.store.save_counts(records, bytes)?;
         }
-        let last = inner.next_seq - 1;
-        inner.store.set_last_seq(last)?;
-        inner.store.flush()?;
-        inner.reserved = last;
+        self.seal()
+    }
+
+    /// Blocking: the stop of a buffer whose owner panicked. As [`Buffer::close`], except that
+    /// its counts are not kept (a panic may have come between a store write and the count
+    /// that follows it): the next open counts the records in the store.
+    pub fn close_after_panic(&mut self) -> Result<(), BufferError> {
+        self.seal()
+    }
+
+    /// The exact last seq in place of the reservation, flushed.
+    fn seal(&mut self) -> Result<(), BufferError> {
+        let last = self.next_seq - 1;
+        self.store.set_last_seq(last)?;
+        self.store.flush()?;
+        self.reserved = last;
         Ok(())
     }
 
+    /// Counters and state, with the disk space of the store (which asks the filesystem).
     pub fn stats(&self) -> BufferStats {
-        let inner = self.lock();
-        let mut s = inner.stats.clone();
-        s.disk_bytes = inner.store.disk_bytes();
-        s
+        BufferStats {
+            disk_bytes: self.store.disk_bytes(),
+            ..self.counters()
+        }
+    }
+
+    /// Counters and state without the disk space (`disk_bytes` 0): cheap, for every message.
+    pub fn counters(&self) -> BufferStats {
+        BufferStats {
+            disk_bytes: 0,
+            ..self.stats.clone()
+        }
+    }
+
+    /// Bytes the store takes on disk (asks the filesystem).
+    pub fn disk_bytes(&self) -> u64 {
+        self.store.disk_bytes()
     }
 
     /// Why the store refuses writes, if it did (invariant 5).
     pub fn store_error(&self) -> Option<String> {
-        self.lock().store_error.clone()
+        self.store_error.clone()
     }
 
     /// Records kept in memory because the store refused them (invariant 5).
     pub fn volatile_records(&self) -> usize {
-        self.lock().volatile.len()
+        self.volatile.len()
     }
 
     /// Drops not yet reported, or a store that started refusing writes, as an event to append
     /// (and clears it). `None` if none.
-    pub fn take_drop_event(&self) -> Option<Event> {
-        let mut inner = self.lock();
-        if let Some(alarm) = inner.store_alarm.take() {
+    pub fn take_drop_event(&mut self) -> Option<Event> {
+        if let Some(alarm) = self.store_alarm.take() {
             return Some(alarm);
         }
-        let d = inner.pending_drops.take()?;
-        inner.persist_pending();
+        let d = self.pending_drops.take()?;
+        self.persist_pending();
         Some(drop_event(&d))
     }
 
@@ -496,34 +565,31 @@ impl<S: Store> Buffer<S> {
     /// room are counted in the same event. Appending the event could otherwise drop a record
     /// itself, a drop reported only with the next append, which never comes when collection
     /// stops there (seen as one seq missing and unreported).
-    pub fn append_drop_event(&self, ts_ms: i64, now: bool) -> Result<Option<Appended>, BufferError> {
+    pub fn append_drop_event(&mut self, ts_ms: i64, now: bool) -> Result<Option<Appended>, BufferError> {
+        let due = now
+            || self.store_alarm.is_some()
+            || self
+                .last_drop_event_ms
+                .is_none_or(|t| ts_ms < t || ts_ms - t >= DROP_EVENT_EVERY_MS);
+        if !due || (self.pending_drops.is_none() && self.store_alarm.is_none()) {
+            return Ok(None);
+        }
+        if self.caps.policy == FullPolicy::DropOldest
+            && self.store_error.is_none()
+            && self.store_alarm.is_none()
+            && let Some(d) = &self.pending_drops
         {
-            let mut inner = self.lock();
-            let due = now
-                || inner.store_alarm.is_some()
-                || inner
-                    .last_drop_event_ms
-                    .is_none_or(|t| ts_ms < t || ts_ms - t >= DROP_EVENT_EVERY_MS);
-            if !due || (inner.pending_drops.is_none() && inner.store_alarm.is_none()) {
-                return Ok(None);
-            }
-            if inner.caps.policy == FullPolicy::DropOldest
-                && inner.store_error.is_none()
-                && inner.store_alarm.is_none()
-                && let Some(d) = &inner.pending_drops
-            {
-                // as large as this event can get: counts and seqs at their widest, and slack
-                // for a longer reason than the current one
-                let widest = drop_event(&PendingDrops {
-                    count: u64::MAX,
-                    first_seq: u64::MAX,
-                    last_seq: u64::MAX,
-                    reason: d.reason.clone(),
-                });
-                let env = Envelope::new(self.device.clone(), u64::MAX, ts_ms, &widest);
-                let size = codec::encode(&env)?.len() as u64 + 1 + 64;
-                inner.drop_oldest_for(size)?;
-            }
+            // as large as this event can get: counts and seqs at their widest, and slack
+            // for a longer reason than the current one
+            let widest = drop_event(&PendingDrops {
+                count: u64::MAX,
+                first_seq: u64::MAX,
+                last_seq: u64::MAX,
+                reason: d.reason.clone(),
+            });
+            let env = Envelope::new(self.device.clone(), u64::MAX, ts_ms, &widest);
+            let size = codec::encode(&env)?.len() as u64 + 1 + 64;
+            self.drop_oldest_for(size)?;
         }
         let Some(ev) = self.take_drop_event() else {
             return Ok(None);
@@ -538,15 +604,82 @@ impl<S: Store> Buffer<S> {
             tracing::warn!(count, first_seq, last_seq, reason = %reason, "buffer dropped records");
         }
         let appended = self.append(Kind::Event, ts_ms, &ev);
-        let mut inner = self.lock();
-        inner.last_drop_event_ms = Some(ts_ms);
+        self.last_drop_event_ms = Some(ts_ms);
         // drops the append itself made stay pending, and kept
-        inner.persist_pending();
+        self.persist_pending();
         appended.map(Some)
     }
 }
 
-impl<S: Store> Inner<S> {
+/// What an open reads from the store.
+struct Opening {
+    stats: BufferStats,
+    /// The highest seq ever handed out, as far as the store (and memory) knows.
+    highest: u64,
+    /// Seqs a stop without [`Buffer::close`] may have lost (invariant 2).
+    unclean: Option<PendingDrops>,
+    /// Drops counted before the last stop and not reported then (invariant 6).
+    earlier: Option<PendingDrops>,
+}
+
+fn read_opening<S: Store>(
+    device: &DeviceId,
+    store: &S,
+    volatile: &std::collections::BTreeMap<Key, Vec<u8>>,
+) -> Result<Opening, BufferError> {
+    let (mut records, mut bytes) = store.count_and_bytes()?;
+    records += volatile.len() as u64;
+    bytes += volatile.values().map(|v| v.len() as u64).sum::<u64>();
+    let stored_last = store.last_seq()?.unwrap_or(0);
+    // A reservation left behind: the last run did not stop cleanly (invariant 2).
+    let reservation = (stored_last & RESERVED_FLAG != 0).then_some(stored_last & !RESERVED_FLAG);
+    let mut highest = stored_last & !RESERVED_FLAG;
+    let mut highest_record = volatile.keys().map(|k| k.seq).max().unwrap_or(0);
+    for class in [Key::PRIORITY, Key::TELEMETRY] {
+        if let Some(k) = store.last(class)? {
+            highest_record = highest_record.max(k.seq);
+        }
+    }
+    highest = highest.max(highest_record);
+    let mut stats = BufferStats {
+        records,
+        bytes,
+        last_seq: highest,
+        disk_bytes: store.disk_bytes(),
+        ..Default::default()
+    };
+    // Everything below the reservation's block was flushed when it was taken; what lies
+    // between that, the last stored record and the reservation's end may be lost.
+    let unclean = reservation.filter(|r| *r > highest_record).map(|r| {
+        let first = (highest_record + 1).max(r.saturating_sub(SEQ_RESERVE)).max(1);
+        stats.dropped += r - first + 1;
+        tracing::warn!(device = %device, first_seq = first, last_seq = r, reason = UNCLEAN_STOP_REASON, "buffer dropped records");
+        PendingDrops {
+            count: r - first + 1,
+            first_seq: first,
+            last_seq: r,
+            reason: UNCLEAN_STOP_REASON.to_string(),
+        }
+    });
+    let earlier = match store.pending_drops()? {
+        Some(v) => match codec::decode_bare::<PendingDrops>(&v) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable pending drop count ignored");
+                None
+            }
+        },
+        None => None,
+    };
+    Ok(Opening {
+        stats,
+        highest,
+        unclean,
+        earlier,
+    })
+}
+
+impl<S: Store> Buffer<S> {
     /// The store refused a write: from now on new records stay in memory (invariant 5).
     fn store_failed(&mut self, e: &StoreError) {
         if self.store_error.is_none() {
@@ -712,7 +845,7 @@ mod tests {
 
     #[test]
     fn seq_increases_and_priority_records_come_first() {
-        let b = build_buffer(Caps::default());
+        let mut b = build_buffer(Caps::default());
         b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap();
         b.append(Kind::Event, 2, &ev()).unwrap();
         let p = b.next(Key::PRIORITY, None, 10).unwrap();
@@ -727,7 +860,7 @@ mod tests {
 
     #[test]
     fn a_record_leaves_only_when_acked() {
-        let b = build_buffer(Caps::default());
+        let mut b = build_buffer(Caps::default());
         b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap();
         let r = b.next(Key::TELEMETRY, None, 10).unwrap();
         assert_eq!(b.stats().records, 1);
@@ -742,7 +875,7 @@ mod tests {
         let path = dir.path().join("b");
         let dev = DeviceId::new("t1").unwrap();
         {
-            let b = Buffer::open(
+            let mut b = Buffer::open(
                 dev.clone(),
                 SledStore::open(&path, None).unwrap(),
                 Caps::default(),
@@ -757,7 +890,7 @@ mod tests {
             }
             b.close().unwrap();
         }
-        let b = Buffer::open(
+        let mut b = Buffer::open(
             dev,
             SledStore::open(&path, None).unwrap(),
             Caps::default(),
@@ -785,7 +918,7 @@ mod tests {
             .unwrap()
         };
         {
-            let b = open();
+            let mut b = open();
             for _ in 0..300 {
                 b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap();
             }
@@ -794,7 +927,7 @@ mod tests {
             }
             // dropped without close(): what a kill -9 leaves (at best)
         }
-        let b = open();
+        let mut b = open();
         // the report is the first record after the skipped seqs, already in the store
         let first = b.next(Key::PRIORITY, None, 10).unwrap();
         assert_eq!(first.len(), 1, "one drop report");
@@ -822,7 +955,7 @@ mod tests {
         assert_eq!(reason, UNCLEAN_STOP_REASON);
         b.close().unwrap();
         drop(b);
-        let b = open();
+        let mut b = open();
         assert!(b.take_drop_event().is_none(), "a clean stop reports nothing");
         assert_eq!(
             b.append(Kind::Telemetry, 1, &Telemetry::default()).unwrap(),
@@ -895,7 +1028,7 @@ mod tests {
             inner: MemStore::default(),
             full: full.clone(),
         };
-        let b = Buffer::open(
+        let mut b = Buffer::open(
             DeviceId::new("t1").unwrap(),
             store,
             Caps::default(),
@@ -933,7 +1066,7 @@ mod tests {
 
     #[test]
     fn a_drop_event_makes_its_own_room_so_no_drop_is_left_unreported_when_collection_stops() {
-        let one = build_buffer(Caps::default());
+        let mut one = build_buffer(Caps::default());
         one.append(Kind::Telemetry, 0, &Telemetry::default()).unwrap();
         let record_bytes = one.stats().bytes;
         // room for 40 records by count, or for 40 telemetry records by bytes
@@ -951,7 +1084,7 @@ mod tests {
                 thin_keep_every: 1,
             },
         ] {
-            let b = build_buffer(caps);
+            let mut b = build_buffer(caps);
             // a collector's ticks into a full buffer (telemetry, then the drop event), then
             // it stops: the last event's own room must not be a drop nobody reports
             for t in 0..50 {
@@ -1010,7 +1143,7 @@ mod tests {
             .unwrap()
         };
         let dropped = {
-            let b = open(caps);
+            let mut b = open(caps);
             for t in 0..30 {
                 b.append(Kind::Telemetry, t * 100, &Telemetry::default()).unwrap();
                 b.append_drop_event(t * 100, false).unwrap();
@@ -1061,14 +1194,14 @@ mod tests {
             let bytes: u64 = all.iter().map(|r| r.payload.len() as u64 + 1).sum();
             (all.len() as u64, bytes)
         };
-        let b = open();
+        let mut b = open();
         for t in 0..5 {
             b.append(Kind::Telemetry, t, &Telemetry::default()).unwrap();
         }
         b.ack(Key { class: 1, seq: 1 }).unwrap();
         b.close().unwrap();
         drop(b);
-        let b = open();
+        let mut b = open();
         let s = b.stats();
         assert_eq!(
             (s.records, s.bytes),
@@ -1086,7 +1219,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_keeps_the_count_cap_and_reports_the_drops() {
-        let b = build_buffer(Caps {
+        let mut b = build_buffer(Caps {
             max_records: 5,
             max_bytes: u64::MAX,
             policy: FullPolicy::DropOldest,
@@ -1121,7 +1254,7 @@ mod tests {
 
     #[test]
     fn refuse_newest_keeps_what_is_stored() {
-        let b = build_buffer(Caps {
+        let mut b = build_buffer(Caps {
             max_records: 2,
             max_bytes: u64::MAX,
             policy: FullPolicy::RefuseNewest,
@@ -1145,7 +1278,7 @@ mod tests {
 
     #[test]
     fn telemetry_is_dropped_before_priority_records() {
-        let b = build_buffer(Caps {
+        let mut b = build_buffer(Caps {
             max_records: 3,
             max_bytes: u64::MAX,
             policy: FullPolicy::DropOldest,
@@ -1161,7 +1294,7 @@ mod tests {
 
     #[test]
     fn byte_cap_is_never_exceeded() {
-        let b = build_buffer(Caps {
+        let mut b = build_buffer(Caps {
             max_records: u64::MAX,
             max_bytes: 2_000,
             policy: FullPolicy::DropOldest,
@@ -1175,7 +1308,7 @@ mod tests {
 
     #[test]
     fn telemetry_is_thinned_near_the_cap() {
-        let b = build_buffer(Caps {
+        let mut b = build_buffer(Caps {
             max_records: 100,
             max_bytes: u64::MAX,
             policy: FullPolicy::DropOldest,
@@ -1248,7 +1381,7 @@ mod tests {
         ]
     }
 
-    fn check_against_model(b: &Buffer<Box<dyn Store>>, ops: Vec<Op>, max_records: u64) {
+    fn check_against_model(b: &mut Buffer<Box<dyn Store>>, ops: Vec<Op>, max_records: u64) {
         let mut m = Model {
             max_records,
             ..Default::default()
@@ -1312,13 +1445,13 @@ mod tests {
             ops in proptest::collection::vec(op(), 0..120),
             max_records in 1u64..12,
         ) {
-            let b = Buffer::open(
+            let mut b = Buffer::open(
                 DeviceId::new("m").unwrap(),
                 Box::new(MemStore::default()) as Box<dyn Store>,
                 Caps { max_records, max_bytes: u64::MAX, policy: FullPolicy::DropOldest, thin_keep_every: 1 },
                 FlushPolicy::EveryRecord,
             ).unwrap();
-            check_against_model(&b, ops, max_records);
+            check_against_model(&mut b, ops, max_records);
         }
     }
 
@@ -1330,13 +1463,13 @@ mod tests {
             max_records in 1u64..12,
         ) {
             let dir = tempfile::tempdir().unwrap();
-            let b = Buffer::open(
+            let mut b = Buffer::open(
                 DeviceId::new("m").unwrap(),
                 Box::new(SledStore::open(&dir.path().join("b"), None).unwrap()) as Box<dyn Store>,
                 Caps { max_records, max_bytes: u64::MAX, policy: FullPolicy::DropOldest, thin_keep_every: 1 },
                 FlushPolicy::EveryRecord,
             ).unwrap();
-            check_against_model(&b, ops, max_records);
+            check_against_model(&mut b, ops, max_records);
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Records sort by class first (priority records before telemetry), then by seq.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -70,9 +71,17 @@ pub trait Store: Send + 'static {
     fn set_last_seq(&mut self, seq: u64) -> Result<(), StoreError>;
     /// Makes everything written so far durable. Blocking.
     fn flush(&self) -> Result<(), StoreError>;
+    /// What makes everything written so far durable from another thread (the buffer actor
+    /// flushes on a blocking thread); `None` when there is nothing to flush.
+    fn flusher(&self) -> Option<Flusher> {
+        None
+    }
     /// Bytes on disk (0 in memory).
     fn disk_bytes(&self) -> u64;
 }
+
+/// A store's flush, callable from any thread. Blocking.
+pub type Flusher = Arc<dyn Fn() -> Result<(), StoreError> + Send + Sync>;
 
 /// In-memory store: simulated machines and tests. Nothing survives the process.
 #[derive(Debug, Default)]
@@ -357,10 +366,21 @@ impl Store for SledStore {
         v[8..].copy_from_slice(&bytes.to_be_bytes());
         self.meta.insert(COUNTS, &v).map_err(|e| self.err(e))?;
         self.counts_saved = true;
+        // what the next open of this store object reads (a restart of the buffer actor)
+        self.counted_at_open = Some((records, bytes));
         Ok(())
     }
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+    }
+    fn flusher(&self) -> Option<Flusher> {
+        let (db, path) = (self.db.clone(), self.path.clone());
+        Some(Arc::new(move || {
+            db.flush().map(|_| ()).map_err(|error| StoreError::Sled {
+                path: path.clone(),
+                error,
+            })
+        }))
     }
     fn disk_bytes(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)

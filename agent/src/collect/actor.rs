@@ -12,11 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::topics::Kind;
 use common::{Reading, Telemetry};
-use tokio::sync::Notify;
 
-use crate::buffer::{Buffer, FlushPolicy};
+use crate::buffer::{Body, BufferHandle};
 use crate::collect::MetricSource;
 use crate::collect::gpu::GpuBackend;
 use crate::collect::worker::{Sampled, Worker};
@@ -84,8 +82,7 @@ pub struct CollectorParts {
     pub source: SourceRunner,
     pub gpu: Option<SharedGpu>,
     pub app: Option<AppMetrics>,
-    pub buffer: Arc<Buffer>,
-    pub wake: Arc<Notify>,
+    pub buffer: BufferHandle,
     pub interval: Duration,
     pub stats: Arc<CollectorStats>,
     pub latest: Latest,
@@ -104,8 +101,7 @@ pub enum CollectorError {
 impl CollectorParts {
     pub fn new(
         source: Box<dyn MetricSource>,
-        buffer: Arc<Buffer>,
-        wake: Arc<Notify>,
+        buffer: BufferHandle,
         interval: Duration,
     ) -> Result<Self, CollectorError> {
         let source = if source.is_blocking() {
@@ -119,7 +115,6 @@ impl CollectorParts {
             gpu: None,
             app: None,
             buffer,
-            wake,
             interval,
             stats: Arc::default(),
             latest: Arc::default(),
@@ -145,9 +140,12 @@ impl Handler<Pause> for CollectorActor {
     fn handle(&mut self, _: Pause, _: &mut Context<Self>) {
         self.paused = true;
         // no tick will report the drops not yet reported
-        if let Err(e) = self.p.buffer.append_drop_event(common::time::now_ms(), true) {
-            tracing::error!(error = %e, "drop event not stored");
-        }
+        let buffer = self.p.buffer.clone();
+        actix::spawn(async move {
+            if let Err(e) = buffer.report_drops(common::time::now_ms()).await {
+                tracing::error!(error = %e, "drop event not stored");
+            }
+        });
     }
 }
 
@@ -266,35 +264,28 @@ impl CollectorActor {
         }));
     }
 
+    /// Hands the record to the buffer actor (which flushes it and wakes the link); the
+    /// collector does not wait for it.
     fn store(&mut self, now: i64, mut t: Telemetry) {
         if let Some(app) = &self.p.app {
             t.app = app(now);
         }
-        match self.p.buffer.append(Kind::Telemetry, now, &t) {
-            Ok(_) => {
-                self.p.stats.collected.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                self.p.stats.append_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "telemetry not stored");
-            }
-        }
         if let Ok(mut l) = self.p.latest.lock() {
-            *l = Some(t);
-        }
-        if let Err(e) = self.p.buffer.append_drop_event(now, false) {
-            tracing::error!(error = %e, "drop event not stored");
-        }
-        if self.p.buffer.flush_policy() == FlushPolicy::EveryRecord {
-            let b = self.p.buffer.clone();
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = b.flush() {
-                    tracing::error!(error = %e, "buffer flush failed");
-                }
-            });
+            *l = Some(t.clone());
         }
         self.live.progress(now);
-        self.p.wake.notify_one();
+        let (buffer, stats) = (self.p.buffer.clone(), self.p.stats.clone());
+        actix::spawn(async move {
+            match buffer.append(now, Body::Telemetry(t)).await {
+                Ok(_) => {
+                    stats.collected.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    stats.append_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "telemetry not stored");
+                }
+            }
+        });
     }
 }
 
