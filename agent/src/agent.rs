@@ -18,7 +18,7 @@ use crate::appmetrics::store::AppMetricsStore;
 use crate::buffer::config::FlushMode;
 use crate::buffer::{BufferHandle, BufferParts, Caps, FlushPolicy};
 use crate::collect::MetricSource;
-use crate::collect::actor::{CollectorActor, CollectorParts, CollectorStats, Faults, Latest};
+use crate::collect::actor::{CollectorActor, CollectorParts, CollectorStats, Latest};
 use crate::collect::gpu::{self, GpuPaths};
 use crate::collect::system::{SystemOptions, SystemSource};
 use crate::config::AgentFile;
@@ -33,12 +33,14 @@ use crate::recovery::policy::RecoveryPolicy;
 use crate::runtime;
 use crate::supervise::actor::{ActorStatuses, AgentSupervisor, FnSpec, StopChildren};
 
-/// What tests (and the fault-injection switch of the binary) may replace.
+/// What tests (and the fault-injection switch of a test build's binary) may replace.
 #[derive(Default)]
 pub struct Overrides {
     pub source: Option<Box<dyn MetricSource>>,
     pub executor: Option<Arc<dyn Executor>>,
-    pub faults: Option<Arc<Faults>>,
+    /// Test builds only (see [`crate::faults`]).
+    #[cfg(any(test, feature = "faults"))]
+    pub faults: Option<Arc<crate::faults::Faults>>,
 }
 
 /// A running agent.
@@ -142,6 +144,8 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
     )?;
     // from here on the buffer actor owns it
     let (buffer_parts, buffer) = BufferParts::new(buffer);
+    #[cfg(any(test, feature = "faults"))]
+    let buffer_parts = buffer_parts.with_faults(o.faults.clone());
 
     // sources
     let interval = Duration::from_millis(file.collector.interval_ms);
@@ -226,7 +230,8 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
             gpu_backend,
         )?));
     }
-    if let Some(f) = o.faults {
+    #[cfg(any(test, feature = "faults"))]
+    if let Some(f) = o.faults.clone() {
         cp.faults = f;
     }
     let executor: Arc<dyn Executor> = match o.executor {

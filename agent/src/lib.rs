@@ -35,6 +35,8 @@
 //! - [`agent`]: the real agent's start-up and shutdown
 //! - [`sdnotify`]: `READY=1` and `WATCHDOG=1` to systemd (`Type=notify`, `WatchdogSec=`), std
 //!   only
+//! - `faults` (test builds only: the `faults` feature): panics and hangs on demand, for the
+//!   supervision tests
 //!
 //! The actors are thin shells: decisions live in the pure modules beside them; the actor does
 //! the IO.
@@ -54,6 +56,8 @@ pub mod buffer;
 pub mod collect;
 pub mod commands;
 pub mod config;
+#[cfg(any(test, feature = "faults"))]
+pub mod faults;
 pub mod health;
 pub mod http;
 pub mod link;

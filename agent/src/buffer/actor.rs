@@ -111,6 +111,9 @@ impl Shared {
 #[derive(Clone)]
 pub struct BufferParts {
     shared: Arc<Shared>,
+    /// Test builds only (see [`crate::faults`]).
+    #[cfg(any(test, feature = "faults"))]
+    faults: Option<Arc<crate::faults::Faults>>,
 }
 
 impl BufferParts {
@@ -134,9 +137,17 @@ impl BufferParts {
         (
             BufferParts {
                 shared: shared.clone(),
+                #[cfg(any(test, feature = "faults"))]
+                faults: None,
             },
             BufferHandle::new(shared),
         )
+    }
+
+    /// Every incarnation strikes these faults (test builds only).
+    #[cfg(any(test, feature = "faults"))]
+    pub fn with_faults(self, faults: Option<Arc<crate::faults::Faults>>) -> Self {
+        BufferParts { faults, ..self }
     }
 
     /// Starts an incarnation on the current arbiter and makes it the one handles reach.
@@ -151,6 +162,8 @@ impl BufferParts {
             dirty: false,
             waiting: Vec::new(),
             disk_bytes: 0,
+            #[cfg(any(test, feature = "faults"))]
+            faults: self.faults.clone(),
         }
         .start();
         self.shared.addr.send_replace(Some(addr.clone()));
@@ -174,6 +187,8 @@ pub struct BufferActor {
     /// [`Flush`] requests for the next flush to start.
     waiting: Vec<FlushWaiter>,
     disk_bytes: u64,
+    #[cfg(any(test, feature = "faults"))]
+    faults: Option<Arc<crate::faults::Faults>>,
 }
 
 impl BufferActor {
@@ -453,10 +468,16 @@ impl Handler<Ack> for BufferActor {
     type Result = Result<u64, CallError>;
 
     fn handle(&mut self, Ack(keys): Ack, ctx: &mut Context<Self>) -> Self::Result {
+        #[cfg(any(test, feature = "faults"))]
+        let faults = self.faults.clone();
         let r = self.call(ctx, |core| {
             let mut deleted = 0;
             for key in keys {
                 deleted += u64::from(core.ack(key)?);
+                #[cfg(any(test, feature = "faults"))]
+                if let Some(f) = &faults {
+                    f.strike_buffer_drain();
+                }
             }
             Ok(deleted)
         });

@@ -7,7 +7,7 @@
 //! A panic in a read or in the tick itself stops the actor with the panic as exit reason; the
 //! supervisor restarts it.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,35 +36,6 @@ pub struct CollectorStats {
     pub append_errors: AtomicU64,
 }
 
-/// Injected faults, for testing supervision (see `rvm-agent --help`, `RVM_AGENT_FAULTS`).
-#[derive(Debug, Default)]
-pub struct Faults {
-    /// Collections that panic before collections work again.
-    pub collector_panics: AtomicU32,
-    /// Every GPU read hangs.
-    pub gpu_hang: std::sync::atomic::AtomicBool,
-}
-
-impl Faults {
-    /// Parses `collector_panic:N,gpu_hang`.
-    pub fn parse(s: &str) -> Result<Faults, String> {
-        let f = Faults::default();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            match part.split_once(':') {
-                Some(("collector_panic", n)) => {
-                    let n: u32 = n
-                        .parse()
-                        .map_err(|_| format!("fault {part:?}: N must be a number"))?;
-                    f.collector_panics.store(n, Ordering::Relaxed);
-                }
-                None if part == "gpu_hang" => f.gpu_hang.store(true, Ordering::Relaxed),
-                _ => return Err(format!("unknown fault {part:?} (collector_panic:N, gpu_hang)")),
-            }
-        }
-        Ok(f)
-    }
-}
-
 /// Where collections run: inline for sources that do no IO, on a dedicated thread otherwise
 /// (see [`crate::collect::worker`]).
 #[derive(Clone)]
@@ -86,7 +57,9 @@ pub struct CollectorParts {
     pub interval: Duration,
     pub stats: Arc<CollectorStats>,
     pub latest: Latest,
-    pub faults: Arc<Faults>,
+    /// Test builds only (see [`crate::faults`]).
+    #[cfg(any(test, feature = "faults"))]
+    pub faults: Arc<crate::faults::Faults>,
 }
 
 /// Why a collector could not be set up.
@@ -118,6 +91,7 @@ impl CollectorParts {
             interval,
             stats: Arc::default(),
             latest: Arc::default(),
+            #[cfg(any(test, feature = "faults"))]
             faults: Arc::default(),
         })
     }
@@ -176,15 +150,11 @@ impl CollectorActor {
             return;
         }
         let now = common::time::now_ms();
+        #[cfg(any(test, feature = "faults"))]
         let faults = self.p.faults.clone();
         let collect = move |s: &mut Box<dyn MetricSource>| {
-            if faults
-                .collector_panics
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                panic!("injected collector fault");
-            }
+            #[cfg(any(test, feature = "faults"))]
+            faults.strike_collector();
             s.collect(now)
         };
         let source = match &self.p.source {
@@ -200,6 +170,7 @@ impl CollectorActor {
             r => r.clone(),
         };
         let gpu = self.p.gpu.clone();
+        #[cfg(any(test, feature = "faults"))]
         let gfaults = self.p.faults.clone();
         self.busy = true;
         let fut = async move {
@@ -215,9 +186,8 @@ impl CollectorActor {
             let g = match gpu {
                 Some(w) => Some(
                     w.run(GPU_TIMEOUT, move |g| {
-                        if gfaults.gpu_hang.load(Ordering::Relaxed) {
-                            std::thread::sleep(Duration::from_secs(3600));
-                        }
+                        #[cfg(any(test, feature = "faults"))]
+                        gfaults.strike_gpu();
                         g.sample()
                     })
                     .await,
@@ -302,19 +272,5 @@ impl Handler<StopNow> for CollectorActor {
     type Result = ();
     fn handle(&mut self, _: StopNow, ctx: &mut Context<Self>) {
         ctx.stop();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn faults_parse_and_bad_ones_are_named() {
-        let f = Faults::parse("collector_panic:3, gpu_hang").unwrap();
-        assert_eq!(f.collector_panics.load(Ordering::Relaxed), 3);
-        assert!(f.gpu_hang.load(Ordering::Relaxed));
-        assert!(Faults::parse("nope").unwrap_err().contains("nope"));
-        assert!(Faults::parse("collector_panic:x").is_err());
     }
 }
