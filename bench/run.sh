@@ -10,7 +10,9 @@
 #   bench/run.sh --no-build       use the binaries already in target/release
 #
 # Results of each group are kept in target/bench-results/, so running one group rewrites the
-# document with that group's new figures and the others' last ones (each says its date).
+# document with that group's new figures and the others' as the document shows them (or as
+# saved, when a saved result is newer; each says its date). Paths in the document are relative
+# to the repository; the run's temporary directory shows as $BENCH_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +24,7 @@ while [ $# -gt 0 ]; do
         --only) [ $# -ge 2 ] || { echo "--only needs a group" >&2; exit 64; }; args+=(--only "$2"); shift ;;
         --only=*) args+=(--only "${1#--only=}") ;;
         --no-build) build=0 ;;
-        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 64 ;;
     esac
     shift

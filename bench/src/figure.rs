@@ -1,6 +1,5 @@
-//! A measured figure beside its reference, the results directory, and docs/benchmarks.md.
+//! A measured figure beside its reference, its target, and the results directory.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -17,13 +16,16 @@ pub struct Figure {
     pub reference_value: Option<f64>,
     /// value / reference_value.
     pub ratio: Option<f64>,
-    /// The target in words ("<= 6 MiB and <= 0.3x node_exporter"); empty: for information.
+    /// The target in words ("<= 0.25x node_exporter"); empty: for information.
     pub target: String,
     /// Whether the target is met; None: no target, or not measured.
     pub met: Option<bool>,
     /// By how much a target is missed, or the margin it is met with.
     pub verdict: String,
     pub notes: String,
+    /// Shown in the summary although it has no target (a figure shown beside targeted ones).
+    #[serde(default)]
+    pub in_summary: bool,
 }
 
 impl Figure {
@@ -48,6 +50,12 @@ impl Figure {
         self.target = target.into();
         self.met = Some(met);
         self.verdict = verdict;
+        self
+    }
+
+    /// Lists the figure in the summary too, without a target.
+    pub fn in_summary(mut self) -> Figure {
+        self.in_summary = true;
         self
     }
 
@@ -115,6 +123,21 @@ pub struct GroupResult {
 }
 
 impl GroupResult {
+    /// Applies `rewrite` to every text that may name a path (command lines, configs, notes).
+    pub fn rewrite_text(&mut self, rewrite: impl Fn(&str) -> String) {
+        for c in &mut self.commands {
+            *c = rewrite(c);
+        }
+        for n in &mut self.notes {
+            *n = rewrite(n);
+        }
+        for f in &mut self.figures {
+            f.name = rewrite(&f.name);
+            f.notes = rewrite(&f.notes);
+            f.reference = f.reference.as_deref().map(&rewrite);
+        }
+    }
+
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(
@@ -188,144 +211,6 @@ pub fn fmt(v: f64) -> String {
         format!("{v:.2}")
     } else {
         format!("{v:.3}")
-    }
-}
-
-/// Renders docs/benchmarks.md from every saved group plus the hand-written notes.
-pub fn render(results: &Path, notes: &str) -> anyhow::Result<String> {
-    let mut groups = Vec::new();
-    for key in ORDER {
-        let p = results.join(format!("{key}.json"));
-        if let Ok(bytes) = std::fs::read(&p) {
-            groups.push(serde_json::from_slice::<GroupResult>(&bytes)?);
-        }
-    }
-    let mut s = String::new();
-    writeln!(s, "# Benchmarks")?;
-    writeln!(s)?;
-    writeln!(
-        s,
-        "Written by `bench/run.sh` (do not edit by hand: the next run rewrites it; the text after \
-         the figures comes from `bench/notes.md`). Every figure stands beside a reference measured \
-         in the same run on the same machine, because the machines this runs on are shared and \
-         noisy: compare ratios, not absolute numbers, across machines."
-    )?;
-    writeln!(s)?;
-    writeln!(
-        s,
-        "Reproduce everything: `bench/run.sh` (about 20 minutes on 2 cores; `--quick` about 10); one group: `bench/run.sh --only KEY` with KEY one of {}.",
-        ORDER.join(", ")
-    )?;
-    writeln!(s)?;
-    writeln!(s, "## Summary")?;
-    writeln!(s)?;
-    writeln!(
-        s,
-        "| group | figure | value | reference | ratio | target | verdict |"
-    )?;
-    writeln!(s, "| --- | --- | --- | --- | --- | --- | --- |")?;
-    for g in &groups {
-        for f in &g.figures {
-            if f.target.is_empty() && f.value.is_some() {
-                continue;
-            }
-            writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                g.key,
-                f.name,
-                value_cell(f),
-                reference_cell(f),
-                f.ratio.map(|r| format!("{}x", fmt(r))).unwrap_or("-".into()),
-                if f.target.is_empty() { "-" } else { &f.target },
-                verdict_cell(f),
-            )?;
-        }
-    }
-    writeln!(s)?;
-    for g in &groups {
-        writeln!(s, "## {}", g.title)?;
-        writeln!(s)?;
-        writeln!(
-            s,
-            "Measured {} on {}{}.",
-            g.date,
-            g.machine,
-            if g.quick {
-                " (`--quick` run: shorter windows)"
-            } else {
-                ""
-            }
-        )?;
-        writeln!(s)?;
-        writeln!(s, "Command: `{}`", g.command)?;
-        writeln!(s)?;
-        writeln!(
-            s,
-            "| figure | value | reference | ratio | target | verdict | notes |"
-        )?;
-        writeln!(s, "| --- | --- | --- | --- | --- | --- | --- |")?;
-        for f in &g.figures {
-            writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                f.name,
-                value_cell(f),
-                reference_cell(f),
-                f.ratio.map(|r| format!("{}x", fmt(r))).unwrap_or("-".into()),
-                if f.target.is_empty() { "-" } else { &f.target },
-                verdict_cell(f),
-                f.notes.replace('|', "\\|"),
-            )?;
-        }
-        writeln!(s)?;
-        for n in &g.notes {
-            writeln!(s, "- {n}")?;
-        }
-        if !g.notes.is_empty() {
-            writeln!(s)?;
-        }
-        if !g.commands.is_empty() {
-            writeln!(
-                s,
-                "<details><summary>processes measured (exact command lines)</summary>"
-            )?;
-            writeln!(s)?;
-            writeln!(s, "```")?;
-            for c in &g.commands {
-                writeln!(s, "{c}")?;
-            }
-            writeln!(s, "```")?;
-            writeln!(s)?;
-            writeln!(s, "</details>")?;
-            writeln!(s)?;
-        }
-    }
-    s.push_str(notes);
-    Ok(s)
-}
-
-fn value_cell(f: &Figure) -> String {
-    match f.value {
-        Some(v) => format!("{} {}", fmt(v), f.unit),
-        None => "not measured".into(),
-    }
-}
-
-fn reference_cell(f: &Figure) -> String {
-    match (&f.reference, f.reference_value) {
-        (Some(r), Some(v)) => format!("{r}: {} {}", fmt(v), f.unit),
-        (Some(r), None) => r.clone(),
-        _ => "-".into(),
-    }
-}
-
-fn verdict_cell(f: &Figure) -> String {
-    match f.met {
-        Some(true) => format!("**met**: {}", f.verdict),
-        Some(false) => format!("**missed**: {}", f.verdict),
-        None if f.value.is_none() => format!("**{}**", f.notes),
-        None => "-".into(),
     }
 }
 

@@ -6,8 +6,11 @@
 //! the reference tools and calls `rvm-bench run`.
 //!
 //! # Layout
-//! - [`figure`]: a figure beside its reference, saved results, the Markdown report
+//! - [`figure`]: a figure beside its reference and its target, saved results
+//! - [`report`]: docs/benchmarks.md from the saved results and the document as it stands
+//! - [`paths`]: paths as the report shows them (relative to the repository, `$BENCH_DIR`)
 //! - [`procs`]: child processes that die with the bench, /proc sampling, percentiles
+//! - [`memory`]: RSS, PSS, RssAnon, working set and CPU of several processes in one window
 //! - [`setup`]: certificates, fleet-server, Mosquitto, agents, simulators, the API
 //! - [`mqtt`]: a load generator of valid records and probe devices
 //! - [`profile`]: fixed workloads of the hot paths for callgrind
@@ -20,9 +23,12 @@ mod b_footprint;
 mod b_ingest;
 mod b_scale;
 mod figure;
+mod memory;
 mod mqtt;
+mod paths;
 mod procs;
 mod profile;
+mod report;
 mod setup;
 
 use std::path::PathBuf;
@@ -71,7 +77,8 @@ enum Cmd {
         #[arg(long, default_value_t = 5000)]
         n: usize,
     },
-    /// Rewrite the report from saved results only.
+    /// Rewrite the report from the saved results and the document as it stands (the newer of
+    /// the two for each group).
     Report {
         #[arg(long, default_value = "target/bench-results")]
         results: PathBuf,
@@ -113,13 +120,17 @@ fn bench(key: &str) -> Option<Bench> {
     })
 }
 
+/// Rewrites `doc` from the saved results and the document as it stands (`fresh`: the groups
+/// just run, which always show their new result).
 fn write_report(
     results: &std::path::Path,
     doc: &std::path::Path,
     notes: &std::path::Path,
+    fresh: &[String],
 ) -> anyhow::Result<()> {
     let notes = std::fs::read_to_string(notes).unwrap_or_default();
-    let text = figure::render(results, &notes)?;
+    let previous = std::fs::read_to_string(doc).unwrap_or_default();
+    let text = report::render(results, &previous, fresh, &notes)?;
     if let Some(d) = doc.parent() {
         std::fs::create_dir_all(d)?;
     }
@@ -137,7 +148,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Report { results, doc, notes } => match write_report(&results, &doc, &notes) {
+        Cmd::Report { results, doc, notes } => match write_report(&results, &doc, &notes, &[]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("rvm-bench: {e:#}");
@@ -209,12 +220,14 @@ fn run(
             .build()?,
         http: reqwest::Client::builder().pool_max_idle_per_host(64).build()?,
     };
+    let roots = paths::Roots::for_run(&ctx.work, &ctx.bins);
     let machine = figure::machine();
     eprintln!(
         "machine: {machine}; open-file limit {limit}; work dir {}",
         ctx.work.display()
     );
     let mut all_ok = true;
+    let mut done: Vec<String> = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         let Some(f) = bench(key) else { continue };
         eprintln!(
@@ -229,7 +242,9 @@ fn run(
                 g.date = figure::today();
                 g.machine = machine.clone();
                 g.command = format!("{invoked_as} --only {key}{}", if quick { " --quick" } else { "" });
+                g.rewrite_text(|t| roots.relativise(t));
                 g.save(results)?;
+                done.push(key.clone());
                 for fig in &g.figures {
                     eprintln!(
                         "    {}: {} {}{}{}",
@@ -247,7 +262,7 @@ fn run(
                         }
                     );
                 }
-                write_report(results, doc, notes)?;
+                write_report(results, doc, notes, &done)?;
                 eprintln!(
                     "    done in {:.0} s; {} rewritten",
                     t.elapsed().as_secs_f64(),

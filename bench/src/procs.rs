@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use proc_mem::procfs::Status;
+
 /// How long a child gets between SIGTERM and SIGKILL.
 pub const TERM_GRACE: Duration = Duration::from_secs(10);
 
@@ -152,39 +154,31 @@ pub fn wait_port(port: u16, within: Duration) -> anyhow::Result<()> {
     }
 }
 
-/// Resident set size (VmRSS) and CPU time (utime + stime, clock ticks) of a process.
+/// Resident set size (VmRSS) and CPU time (utime + stime, clock ticks) of a process. The
+/// footprint group's finer measures (PSS, RssAnon, working set) are in [`crate::memory`].
 #[derive(Debug, Clone, Copy)]
 pub struct ProcSample {
     pub rss_kib: u64,
-    /// RssAnon: private memory (heap, stacks, dirty data).
-    pub anon_kib: u64,
-    /// RssFile: resident pages of mapped files (the binary and shared libraries), clean and
-    /// shared with the page cache.
-    pub file_kib: u64,
     pub cpu_ticks: u64,
 }
 
 pub fn sample(pid: u32) -> Option<ProcSample> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-    };
-    let rss_kib = field("VmRSS:")?;
+    let status = Status::of(pid).ok()?;
+    Some(ProcSample {
+        rss_kib: status.rss / 1024,
+        cpu_ticks: cpu_ticks(pid)?,
+    })
+}
+
+/// utime + stime of a process, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // fields after the command name, which may hold spaces: state is field 3, utime 14, stime 15
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
-    Some(ProcSample {
-        rss_kib,
-        anon_kib: field("RssAnon:").unwrap_or(0),
-        file_kib: field("RssFile:").unwrap_or(0),
-        cpu_ticks: utime + stime,
-    })
+    Some(utime + stime)
 }
 
 pub fn clock_ticks_per_s() -> f64 {
@@ -196,11 +190,7 @@ pub fn clock_ticks_per_s() -> f64 {
 /// What a process did over a sampling window.
 #[derive(Debug, Clone, Default)]
 pub struct Usage {
-    pub rss_mean_kib: f64,
     pub rss_max_kib: u64,
-    /// RssAnon and RssFile of the last sample.
-    pub anon_kib: u64,
-    pub file_kib: u64,
     /// CPU time over wall time, percent of one core.
     pub cpu_pct: f64,
 }
@@ -237,14 +227,7 @@ pub fn watch(pids: &[u32], duration: Duration, every: Duration, mut tick: impl F
             };
             let r = &rss[i];
             Usage {
-                rss_mean_kib: if r.is_empty() {
-                    f64::NAN
-                } else {
-                    r.iter().sum::<u64>() as f64 / r.len() as f64
-                },
                 rss_max_kib: r.iter().copied().max().unwrap_or(0),
-                anon_kib: last[i].map_or(0, |s| s.anon_kib),
-                file_kib: last[i].map_or(0, |s| s.file_kib),
                 cpu_pct: cpu,
             }
         })

@@ -1,6 +1,7 @@
 //! The process's own memory, as the allocator and the kernel see it, and giving the
 //! allocator's free memory back to the kernel. Both binaries use it; it is not part of the wire
-//! protocol, so it lives apart from `common`.
+//! protocol, so it lives apart from `common`. [`procfs`] reads any process's memory from
+//! `/proc/PID` (RSS, PSS, RssAnon, the working set); the bench compares processes with it.
 //!
 //! RSS alone cannot tell a leak from allocator fragmentation or from pages of the binary
 //! faulting in: the soak test (`tests/tests/soak.rs`) judges the heap in use, and reports RSS
@@ -8,6 +9,8 @@
 //! server).
 
 use serde::{Deserialize, Serialize};
+
+pub mod procfs;
 
 /// Memory of this process, in bytes; a field is None where it cannot be read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -170,7 +170,7 @@ pub struct SledStore {
     counts_saved: bool,
 }
 
-/// Page cache for sled: small, the buffer is read sequentially (DESIGN.md crate notes).
+/// Page cache for sled: small, the buffer is read sequentially (docs/architecture.md, crate pitfalls).
 pub const SLED_CACHE_BYTES: u64 = 1 << 20;
 /// A backlog read at open larger than this is shed from memory by reopening the store.
 pub const SHED_AFTER_BYTES: u64 = 1 << 20;

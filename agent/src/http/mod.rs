@@ -10,7 +10,7 @@
 //! - `GET /healthz`: 200 `ok` while the server answers.
 //!
 //! The server listens only on the address it is given and has no authentication: keep it on
-//! loopback. One worker thread (footprint, DESIGN.md); it installs no signal handlers, the
+//! loopback. One worker thread (footprint, docs/architecture.md); it installs no signal handlers, the
 //! agent's shutdown stops it through the [`actix_web::dev::ServerHandle`].
 //!
 //! The handlers call the [`server::HttpState`] closures on the worker thread: they must be

@@ -2,7 +2,7 @@
 //!
 //! Every client is identified by its certificate's CN (`cert_cn_as_username`), and the
 //! [`super::policy`] decides connect, publish and subscribe through hooks registered above any
-//! other handler. Pitfalls handled here (DESIGN.md crate notes): `reuseaddr` so a restart
+//! other handler. Pitfalls handled here (docs/architecture.md, crate pitfalls): `reuseaddr` so a restart
 //! within a minute can bind again; `run()` is spawned ourselves because `start()` exits the
 //! process when a listener fails; the per-session queue is raised so a burst to the server's
 //! session is not silently dropped.
