@@ -143,7 +143,8 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         },
     )?;
     // from here on the buffer actor owns it
-    let (buffer_parts, buffer) = BufferParts::new(buffer);
+    let buffer_parts = BufferParts::new(buffer);
+    let buffer = buffer_parts.handle();
     #[cfg(any(test, feature = "faults"))]
     let buffer_parts = buffer_parts.with_faults(o.faults.clone());
 

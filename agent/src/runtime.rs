@@ -147,7 +147,8 @@ pub fn link_parts(
 /// real agent is [`crate::agent::start`].
 pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
     let now = common::time::now_ms();
-    let (buffer_parts, buffer) = BufferParts::new(parts.buffer);
+    let buffer_parts = BufferParts::new(parts.buffer);
+    let buffer = buffer_parts.handle();
     buffer_parts.start(Arc::new(Liveness::new(now)));
     let (mut lp, rx) = link_parts(
         LinkSpec {

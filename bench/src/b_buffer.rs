@@ -197,7 +197,8 @@ fn append_rate(path: &Path, body: &Telemetry, n: usize, policy: FlushPolicy) -> 
     let core = open_buffer(path, policy)?;
     let body = body.clone();
     actix::System::new().block_on(async move {
-        let (parts, h) = BufferParts::new(core);
+        let parts = BufferParts::new(core);
+        let h = parts.handle();
         parts.start(std::sync::Arc::new(
             rvm_agent::supervise::liveness::Liveness::new(common::time::now_ms()),
         ));

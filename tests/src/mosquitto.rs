@@ -362,7 +362,8 @@ impl Prefilled {
                 )?;
             }
             // its actor starts with the link, on the links' arbiter
-            let (p, h) = rvm_agent::buffer::BufferParts::new(b);
+            let p = rvm_agent::buffer::BufferParts::new(b);
+            let h = p.handle();
             parts.push(p);
             buffers.push(h);
         }

@@ -1,7 +1,7 @@
 //! The buffer actor: owns the [`Buffer`] (its store, caps and thinning), answers the appends
 //! of the collector, health and recovery and the link's reads and acknowledgements, flushes
 //! on its own timer, and publishes its counters ([`BufferStats`]) after every change. The
-//! others reach it through a [`BufferHandle`].
+//! others reach it through a [`super::BufferHandle`] ([`BufferParts::handle`]).
 //!
 //! # Supervision
 //!
@@ -36,7 +36,6 @@ use common::topics::Kind;
 use common::{Event, HealthReport, Telemetry};
 use tokio::sync::{Notify, oneshot, watch};
 
-use super::handle::{BufferHandle, CallError};
 use super::queue::{Appended, Buffer, BufferError, BufferStats, FlushPolicy, Record};
 use super::store::{Flusher, Key};
 use crate::messages::StopNow;
@@ -46,6 +45,19 @@ use crate::supervise::liveness::{Liveness, panic_message};
 pub const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// A flush slower than this is logged.
 pub const FLUSH_SLOW: Duration = Duration::from_secs(5);
+
+/// Why a call to the buffer actor failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Buffer(#[from] BufferError),
+    #[error("the buffer actor is not running (it is being restarted)")]
+    Unavailable,
+    #[error("the buffer actor panicked: {0}")]
+    Panicked(String),
+    #[error("buffer flush failed: {0}")]
+    Flush(String),
+}
 
 /// A record to buffer: its body says its kind (and so its topic).
 #[derive(Debug, Clone)]
@@ -117,8 +129,9 @@ pub struct BufferParts {
 }
 
 impl BufferParts {
-    /// The actor's parts around an opened buffer, and the handle the other actors use.
-    pub fn new(core: Buffer) -> (BufferParts, BufferHandle) {
+    /// The actor's parts around an opened buffer; [`BufferParts::handle`] gives the handle
+    /// the other actors use.
+    pub fn new(core: Buffer) -> BufferParts {
         let (addr, _) = watch::channel(None);
         let (stats, _) = watch::channel(BufferStats {
             disk_bytes: core.disk_bytes(),
@@ -134,14 +147,15 @@ impl BufferParts {
             stats,
             appended: Arc::new(Notify::new()),
         });
-        (
-            BufferParts {
-                shared: shared.clone(),
-                #[cfg(any(test, feature = "faults"))]
-                faults: None,
-            },
-            BufferHandle::new(shared),
-        )
+        BufferParts {
+            shared,
+            #[cfg(any(test, feature = "faults"))]
+            faults: None,
+        }
+    }
+
+    pub(super) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 
     /// Every incarnation strikes these faults (test builds only).

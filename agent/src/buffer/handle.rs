@@ -18,26 +18,15 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::Notify;
 
-use super::actor::{Ack, Append, Body, BufferActor, Close, Flush, Read, ReportDrops, Shared};
-use super::queue::{Appended, BufferError, BufferStats, Record};
+use super::actor::{
+    Ack, Append, Body, BufferActor, BufferParts, CallError, Close, Flush, Read, ReportDrops, Shared,
+};
+use super::queue::{Appended, BufferStats, Record};
 use super::store::Key;
 
 /// Longest an append waits for the buffer actor to be running (restarts back off up to the
 /// supervisor's `backoff_max_ms`, 10 s by default).
 pub const RESTART_WAIT: Duration = Duration::from_secs(15);
-
-/// Why a call to the buffer actor failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    #[error(transparent)]
-    Buffer(#[from] BufferError),
-    #[error("the buffer actor is not running (it is being restarted)")]
-    Unavailable,
-    #[error("the buffer actor panicked: {0}")]
-    Panicked(String),
-    #[error("buffer flush failed: {0}")]
-    Flush(String),
-}
 
 /// How the other actors reach the buffer actor (see the module doc).
 #[derive(Clone)]
@@ -45,11 +34,16 @@ pub struct BufferHandle {
     shared: Arc<Shared>,
 }
 
-impl BufferHandle {
-    pub(super) fn new(shared: Arc<Shared>) -> Self {
-        BufferHandle { shared }
+impl BufferParts {
+    /// The handle the other actors use to reach this buffer's actor, whichever runs.
+    pub fn handle(&self) -> BufferHandle {
+        BufferHandle {
+            shared: self.shared(),
+        }
     }
+}
 
+impl BufferHandle {
     pub fn device(&self) -> &common::DeviceId {
         &self.shared.device
     }
@@ -150,7 +144,6 @@ mod tests {
     use common::{DeviceId, Telemetry};
 
     use super::*;
-    use crate::buffer::actor::BufferParts;
     use crate::buffer::{Buffer, Caps, FlushPolicy, MemStore, SledStore, Store};
     use crate::supervise::liveness::Liveness;
 
@@ -162,7 +155,9 @@ mod tests {
             flush,
         )
         .unwrap();
-        BufferParts::new(core)
+        let parts = BufferParts::new(core);
+        let h = parts.handle();
+        (parts, h)
     }
 
     fn live() -> Arc<Liveness> {
@@ -204,7 +199,8 @@ mod tests {
             FlushPolicy::Batched { ms: 50 },
         )
         .unwrap();
-        let (parts, h) = BufferParts::new(core);
+        let parts = BufferParts::new(core);
+        let h = parts.handle();
         let first = parts.start(live());
         for _ in 0..5 {
             h.append(1, telemetry()).await.unwrap();
@@ -308,7 +304,8 @@ mod tests {
             flush,
         )
         .unwrap();
-        let (parts, h) = BufferParts::new(core);
+        let parts = BufferParts::new(core);
+        let h = parts.handle();
         (parts, h, flushes)
     }
 

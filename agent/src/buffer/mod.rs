@@ -68,8 +68,8 @@ pub mod handle;
 pub mod queue;
 pub mod store;
 
-pub use actor::{Body, BufferParts};
-pub use handle::{BufferHandle, CallError};
+pub use actor::{Body, BufferParts, CallError};
+pub use handle::BufferHandle;
 
 pub use queue::{
     Appended, Buffer, BufferError, BufferStats, Caps, DROP_EVENT_EVERY_MS, FlushPolicy, FullPolicy,

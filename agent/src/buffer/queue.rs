@@ -8,8 +8,6 @@ use common::{DeviceId, Envelope, Event, EventKind, Severity};
 use serde::Serialize;
 
 use super::store::{Flusher, Key, Store, StoreError};
-#[cfg(test)]
-use super::store::{MemStore, SledStore};
 
 /// Above this fraction of a cap, telemetry is thinned.
 pub const THIN_AT: f64 = 0.9;
@@ -173,51 +171,6 @@ pub struct Buffer<S: Store = Box<dyn Store>> {
     /// Why the store refuses writes, once it did; the event to report it, until taken.
     store_error: Option<String>,
     store_alarm: Option<Event>,
-}
-
-impl Store for Box<dyn Store> {
-    fn insert(&mut self, key: Key, value: &[u8]) -> Result<(), StoreError> {
-        (**self).insert(key, value)
-    }
-    fn remove(&mut self, key: Key) -> Result<Option<usize>, StoreError> {
-        (**self).remove(key)
-    }
-    fn scan(&self, class: u8, after: Option<u64>, n: usize) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
-        (**self).scan(class, after, n)
-    }
-    fn first(&self, class: u8) -> Result<Option<(Key, usize)>, StoreError> {
-        (**self).first(class)
-    }
-    fn last(&self, class: u8) -> Result<Option<Key>, StoreError> {
-        (**self).last(class)
-    }
-    fn count_and_bytes(&self) -> Result<(u64, u64), StoreError> {
-        (**self).count_and_bytes()
-    }
-    fn last_seq(&self) -> Result<Option<u64>, StoreError> {
-        (**self).last_seq()
-    }
-    fn set_last_seq(&mut self, seq: u64) -> Result<(), StoreError> {
-        (**self).set_last_seq(seq)
-    }
-    fn pending_drops(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        (**self).pending_drops()
-    }
-    fn set_pending_drops(&mut self, value: Option<&[u8]>) -> Result<(), StoreError> {
-        (**self).set_pending_drops(value)
-    }
-    fn save_counts(&mut self, records: u64, bytes: u64) -> Result<(), StoreError> {
-        (**self).save_counts(records, bytes)
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        (**self).flush()
-    }
-    fn flusher(&self) -> Option<Flusher> {
-        (**self).flusher()
-    }
-    fn disk_bytes(&self) -> u64 {
-        (**self).disk_bytes()
-    }
 }
 
 /// What a restarted buffer keeps from the one it replaces: what only memory holds (records
@@ -824,6 +777,7 @@ mod tests {
     use common::Telemetry;
 
     use super::*;
+    use crate::buffer::store::{MemStore, SledStore};
 
     fn build_buffer(caps: Caps) -> Buffer<MemStore> {
         Buffer::open(

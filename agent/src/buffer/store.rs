@@ -83,6 +83,52 @@ pub trait Store: Send + 'static {
 /// A store's flush, callable from any thread. Blocking.
 pub type Flusher = Arc<dyn Fn() -> Result<(), StoreError> + Send + Sync>;
 
+/// A boxed store is a store (the agent's buffer holds sled or memory behind one type).
+impl Store for Box<dyn Store> {
+    fn insert(&mut self, key: Key, value: &[u8]) -> Result<(), StoreError> {
+        (**self).insert(key, value)
+    }
+    fn remove(&mut self, key: Key) -> Result<Option<usize>, StoreError> {
+        (**self).remove(key)
+    }
+    fn scan(&self, class: u8, after: Option<u64>, n: usize) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
+        (**self).scan(class, after, n)
+    }
+    fn first(&self, class: u8) -> Result<Option<(Key, usize)>, StoreError> {
+        (**self).first(class)
+    }
+    fn last(&self, class: u8) -> Result<Option<Key>, StoreError> {
+        (**self).last(class)
+    }
+    fn count_and_bytes(&self) -> Result<(u64, u64), StoreError> {
+        (**self).count_and_bytes()
+    }
+    fn last_seq(&self) -> Result<Option<u64>, StoreError> {
+        (**self).last_seq()
+    }
+    fn set_last_seq(&mut self, seq: u64) -> Result<(), StoreError> {
+        (**self).set_last_seq(seq)
+    }
+    fn pending_drops(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).pending_drops()
+    }
+    fn set_pending_drops(&mut self, value: Option<&[u8]>) -> Result<(), StoreError> {
+        (**self).set_pending_drops(value)
+    }
+    fn save_counts(&mut self, records: u64, bytes: u64) -> Result<(), StoreError> {
+        (**self).save_counts(records, bytes)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        (**self).flush()
+    }
+    fn flusher(&self) -> Option<Flusher> {
+        (**self).flusher()
+    }
+    fn disk_bytes(&self) -> u64 {
+        (**self).disk_bytes()
+    }
+}
+
 /// In-memory store: simulated machines and tests. Nothing survives the process.
 #[derive(Debug, Default)]
 pub struct MemStore {

@@ -32,7 +32,8 @@ fn main() -> anyhow::Result<()> {
         message: "x".into(),
     };
     actix::System::new().block_on(async move {
-        let (parts, buffer) = BufferParts::new(core);
+        let parts = BufferParts::new(core);
+        let buffer = parts.handle();
         parts.start(Arc::new(Liveness::new(common::time::now_ms())));
         let mut out = std::io::stdout();
         for _ in 0..RECORDS {
