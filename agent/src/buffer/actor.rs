@@ -41,8 +41,10 @@ use super::store::{Flusher, Key};
 use crate::messages::StopNow;
 use crate::supervise::liveness::{Liveness, panic_message};
 
-/// Housekeeping: liveness, drops due to be reported, the store's size on disk.
+/// Housekeeping: liveness, drops due to be reported.
 pub const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// How often the store's size on disk is measured (it asks the filesystem).
+pub const DISK_EVERY: Duration = Duration::from_secs(10);
 /// A flush slower than this is logged.
 pub const FLUSH_SLOW: Duration = Duration::from_secs(5);
 
@@ -176,6 +178,7 @@ impl BufferParts {
             dirty: false,
             waiting: Vec::new(),
             disk_bytes: 0,
+            disk_measured: None,
             #[cfg(any(test, feature = "faults"))]
             faults: self.faults.clone(),
         }
@@ -201,6 +204,7 @@ pub struct BufferActor {
     /// [`Flush`] requests for the next flush to start.
     waiting: Vec<FlushWaiter>,
     disk_bytes: u64,
+    disk_measured: Option<std::time::Instant>,
     #[cfg(any(test, feature = "faults"))]
     faults: Option<Arc<crate::faults::Faults>>,
 }
@@ -294,8 +298,11 @@ impl BufferActor {
     fn housekeeping(&mut self, ctx: &mut Context<Self>) {
         let now = common::time::now_ms();
         self.live.progress(now);
-        if let Some(core) = &self.core {
+        if let Some(core) = &self.core
+            && self.disk_measured.is_none_or(|t| t.elapsed() >= DISK_EVERY)
+        {
             self.disk_bytes = core.disk_bytes();
+            self.disk_measured = Some(std::time::Instant::now());
         }
         // drops are reported even when nothing is appended for a while (invariant 6)
         match self.call(ctx, |core| core.append_drop_event(now, false)) {
@@ -380,6 +387,7 @@ impl Actor for BufferActor {
         };
         self.flusher = core.flusher();
         self.disk_bytes = core.disk_bytes();
+        self.disk_measured = Some(std::time::Instant::now());
         if let FlushPolicy::Batched { ms } = core.flush_policy() {
             ctx.run_interval(Duration::from_millis(ms), |act, ctx| {
                 if act.dirty {
