@@ -1,4 +1,4 @@
-//! The demo's own machine: the whole agent (supervisor, collector, health, recovery,
+//! The demo's own machine: the whole agent (supervisor, buffer, collector, health, recovery,
 //! commands, link), started through the agent's real start-up path
 //! ([`rvm_agent::agent::start_with`]) from an `agent.toml` the demo writes, so a command sent
 //! to this machine from the web view runs through the same verification, allow-list and
