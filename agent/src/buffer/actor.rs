@@ -490,9 +490,57 @@ impl Handler<Ack> for BufferActor {
     type Result = Result<u64, CallError>;
 
     fn handle(&mut self, Ack(keys): Ack, ctx: &mut Context<Self>) -> Self::Result {
+        let r = self.call_acking(ctx, keys, |_| Ok(()));
+        self.acked();
+        r.map(|(deleted, ())| deleted)
+    }
+}
+
+/// The link's turn, in one message: delete what the broker acknowledged, then up to `n`
+/// records to publish next: priority records after `after[0]` first, then telemetry after
+/// `after[1]`.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Record>, CallError>")]
+pub struct Drain {
+    pub acks: Vec<Key>,
+    pub after: [Option<u64>; Key::CLASSES],
+    pub n: usize,
+}
+
+impl Handler<Drain> for BufferActor {
+    type Result = Result<Vec<Record>, CallError>;
+
+    fn handle(&mut self, m: Drain, ctx: &mut Context<Self>) -> Self::Result {
+        let acking = !m.acks.is_empty();
+        let r = self.call_acking(ctx, m.acks, |core| {
+            let mut out = Vec::new();
+            for class in [Key::PRIORITY, Key::TELEMETRY] {
+                let room = m.n - out.len();
+                if room == 0 {
+                    break;
+                }
+                out.extend(core.next(class, m.after[class as usize], room)?);
+            }
+            Ok(out)
+        });
+        if acking {
+            self.acked();
+        }
+        r.map(|(_, records)| records)
+    }
+}
+
+impl BufferActor {
+    /// Deletes `keys`, then runs `then`, all under [`BufferActor::call`].
+    fn call_acking<T>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        keys: Vec<Key>,
+        then: impl FnOnce(&mut Buffer) -> Result<T, BufferError>,
+    ) -> Result<(u64, T), CallError> {
         #[cfg(any(test, feature = "faults"))]
         let faults = self.faults.clone();
-        let r = self.call(ctx, |core| {
+        self.call(ctx, |core| {
             let mut deleted = 0;
             for key in keys {
                 deleted += u64::from(core.ack(key)?);
@@ -501,13 +549,15 @@ impl Handler<Ack> for BufferActor {
                     f.strike_buffer_drain();
                 }
             }
-            Ok(deleted)
-        });
-        // acks need no flush of their own (a lost delete is a duplicate the server drops),
-        // but the batched timer makes them durable with the rest
+            Ok((deleted, then(core)?))
+        })
+    }
+
+    /// After deletions: acks need no flush of their own (a lost delete is a duplicate the
+    /// server drops), but the batched timer makes them durable with the rest.
+    fn acked(&mut self) {
         self.dirty = true;
         self.publish();
-        r
     }
 }
 

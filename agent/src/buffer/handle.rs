@@ -6,10 +6,11 @@
 //!   and are sent again when the actor went away before it handled them: a record made while
 //!   the buffer restarts is stored once it is back. A message is one record; none waits for a
 //!   flush.
-//! - The link's reads and acknowledgements ([`BufferHandle::read`], [`BufferHandle::ack`])
-//!   fail at once while the buffer is down ([`CallError::Unavailable`]); the link keeps its
-//!   acknowledgements and sends them again first when the buffer is back (a new incarnation
-//!   notifies [`BufferHandle::appended`]).
+//! - The link's acknowledgements and reads, one message per turn ([`BufferHandle::drain`];
+//!   [`BufferHandle::ack`] and [`BufferHandle::read`] apart), fail at once while the buffer
+//!   is down ([`CallError::Unavailable`]); the link keeps its acknowledgements and sends them
+//!   again first when the buffer is back (a new incarnation notifies
+//!   [`BufferHandle::appended`]).
 //! - [`BufferHandle::stats`] reads the counters the actor published last, without a message.
 
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use actix::prelude::*;
 use tokio::sync::Notify;
 
 use super::actor::{
-    Ack, Append, Body, BufferActor, BufferParts, CallError, Close, Flush, Read, ReportDrops, Shared,
+    Ack, Append, Body, BufferActor, BufferParts, CallError, Close, Drain, Flush, Read, ReportDrops, Shared,
 };
 use super::queue::{Appended, BufferStats, Record};
 use super::store::Key;
@@ -125,6 +126,22 @@ impl BufferHandle {
         addr.send(Ack(keys)).await.map_err(|_| CallError::Unavailable)?
     }
 
+    /// The link's turn: deletes what the broker acknowledged, then up to `n` records to
+    /// publish next (priority records after `after[0]`, then telemetry after `after[1]`), in
+    /// one message. Fails at once while the buffer is down, having deleted nothing or only
+    /// some of `acks` (an acknowledgement is safe to send again).
+    pub async fn drain(
+        &self,
+        acks: Vec<Key>,
+        after: [Option<u64>; Key::CLASSES],
+        n: usize,
+    ) -> Result<Vec<Record>, CallError> {
+        let addr = self.running(None).await?;
+        addr.send(Drain { acks, after, n })
+            .await
+            .map_err(|_| CallError::Unavailable)?
+    }
+
     /// Makes everything appended so far durable.
     pub async fn flush(&self) -> Result<(), CallError> {
         let addr = self.running(Some(RESTART_WAIT)).await?;
@@ -186,6 +203,36 @@ mod tests {
         );
         let s = h.stats();
         assert_eq!((s.records, s.acked, s.last_seq), (1, 2, 3));
+    }
+
+    #[actix::test]
+    async fn a_drain_acks_then_reads_priority_records_before_telemetry_within_its_room() {
+        let (parts, h) = build_parts(FlushPolicy::Batched { ms: 500 });
+        parts.start(live());
+        let event = || {
+            Body::Event(common::Event {
+                severity: common::Severity::Info,
+                kind: common::EventKind::Note,
+                message: "x".into(),
+            })
+        };
+        for b in [telemetry(), event(), telemetry(), event(), telemetry()] {
+            h.append(1, b).await.unwrap();
+        }
+        let seqs = |r: &[Record]| r.iter().map(|r| r.key.seq).collect::<Vec<_>>();
+        let first = h.drain(vec![], [None, None], 3).await.unwrap();
+        assert_eq!(
+            seqs(&first),
+            vec![2, 4, 1],
+            "events first, then telemetry, 3 at most"
+        );
+        let next = h
+            .drain(first.iter().map(|r| r.key).collect(), [Some(4), Some(1)], 10)
+            .await
+            .unwrap();
+        assert_eq!(seqs(&next), vec![3, 5], "after the cursors");
+        assert_eq!((h.stats().records, h.stats().acked), (2, 3));
+        assert!(h.drain(vec![], [Some(4), Some(5)], 10).await.unwrap().is_empty());
     }
 
     #[actix::test]

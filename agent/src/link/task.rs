@@ -244,8 +244,8 @@ fn note_error(status: &LinkStatus, e: String) {
 }
 
 /// Deletes what the broker acknowledged, then publishes records from the buffer head until
-/// the window is full. Acknowledgements go first: a record whose deletion is still pending
-/// would otherwise be sent again after a reconnect.
+/// the window is full, in one call to the buffer actor. Acknowledgements go first: a record
+/// whose deletion is still pending would otherwise be sent again after a reconnect.
 async fn fill_window(
     cfg: &LinkConfig,
     client: &AsyncClient,
@@ -253,48 +253,34 @@ async fn fill_window(
     inflight: &mut InFlight,
     acks: &mut Vec<Key>,
 ) {
-    if !acks.is_empty() {
-        match h.buffer.ack(acks.clone()).await {
-            Ok(_) => {
-                h.status.acked.fetch_add(acks.len() as u64, Ordering::Relaxed);
-                acks.clear();
-            }
-            // kept, and sent again when the restarted buffer wakes the link
-            Err(e) => {
-                buffer_call_failed(&e, "buffer ack failed");
-                return;
-            }
-        }
+    let room = cfg.window.saturating_sub(inflight.len());
+    if room == 0 && acks.is_empty() {
+        return;
     }
-    for class in [Key::PRIORITY, Key::TELEMETRY] {
-        loop {
-            let room = cfg.window.saturating_sub(inflight.len());
-            if room == 0 {
-                return;
-            }
-            let batch: Vec<Record> = match h.buffer.read(class, inflight.cursor(class), room).await {
-                Ok(b) => b,
-                Err(e) => {
-                    buffer_call_failed(&e, "buffer read failed");
-                    return;
-                }
-            };
-            if batch.is_empty() {
-                break;
-            }
-            for r in batch {
-                let topic = Topic::device(&cfg.device, r.kind);
-                if client
-                    .try_publish(topic, QoS::AtLeastOnce, false, r.payload)
-                    .is_err()
-                {
-                    // channel full: the next PUBACK or wake tries again from the cursor
-                    return;
-                }
-                inflight.sent(Some(r.key));
-                h.status.published.fetch_add(1, Ordering::Relaxed);
-            }
+    let after = [inflight.cursor(Key::PRIORITY), inflight.cursor(Key::TELEMETRY)];
+    let batch: Vec<Record> = match h.buffer.drain(acks.clone(), after, room).await {
+        Ok(b) => {
+            h.status.acked.fetch_add(acks.len() as u64, Ordering::Relaxed);
+            acks.clear();
+            b
         }
+        // the acknowledgements are kept, and sent again when the restarted buffer wakes the link
+        Err(e) => {
+            buffer_call_failed(&e, "buffer drain failed");
+            return;
+        }
+    };
+    for r in batch {
+        let topic = Topic::device(&cfg.device, r.kind);
+        if client
+            .try_publish(topic, QoS::AtLeastOnce, false, r.payload)
+            .is_err()
+        {
+            // channel full: the next PUBACK or wake tries again from the cursor
+            return;
+        }
+        inflight.sent(Some(r.key));
+        h.status.published.fetch_add(1, Ordering::Relaxed);
     }
 }
 
