@@ -14,12 +14,15 @@
 //!   the fleet actor, the live diff of device summaries, the devices routes
 //! - [`history`]: rows and minute arithmetic (leaves), rollups, packing, retention job,
 //!   metric queries, export and the HTML report, each with its store access and routes
-//! - [`alerts`]: input names, rules (`rules.toml`), the engine, silences, derived inputs
-//!   (pure), the alerts actor (engine + correlator + notifications), its store, its routes
+//! - [`alerts`]: input names, rules (`rules.toml`), health checks as alerts, the engine,
+//!   silences, maintenance windows' muting, derived inputs (pure), the alerts actor (engine +
+//!   correlator + notifications), its persister and store, its routes
 //! - [`incidents`]: the correlator (pure), one detector per file (site outage, cohort
 //!   regression, thermal chain, outlier)
 //! - [`commands`]: remote commands and rollouts (pure), the commands actor, its store, routes
-//! - [`notify`]: notifications, routing and rate limits, channels (webhook, email, log)
+//! - [`notify`]: notifications: config, routing and rate limits, channels (webhook formats,
+//!   SMS, email, log), the dispatcher and the durable outbox with its worker, maintenance
+//!   windows (pure), the test message, its routes
 //! - [`republish`]: records, alerts and incidents as JSON on `fleet/v1/...`
 //! - [`http`]: app state, authorization, the error mapping, the route table, the web view,
 //!   the live stream, `/metrics`, tokens and the audit log

@@ -8,6 +8,7 @@
 //! | `history`, `history_packed`, `rollups`, `rollups_packed`, `rollup_dirty` | [`crate::history::store`] (reads, rollups, retention) and [`crate::history::pack`] (packing) |
 //! | `alerts` | [`crate::alerts::store`]: the engine's and correlator's exports |
 //! | `commands`, `rollouts` ([`FleetStore::tree`]) | [`crate::commands::store`] |
+//! | `notify_outbox`, `notify_outbox_due`, `notify_outbox_corrupt` | [`crate::notify::outbox::sled_store`] |
 //!
 //! Keys of per-device, time-ordered trees are built here ([`time_key`], [`history_key`]) so
 //! the features that share a tree agree on its layout. This module imports no feature.
@@ -147,6 +148,12 @@ impl FleetStore {
     /// Sees when every clone of this store is gone.
     pub fn watch(&self) -> StoreWatch {
         StoreWatch(Arc::downgrade(&self.alive))
+    }
+
+    /// The database itself, for a store that opens its own trees and flushes
+    /// ([`crate::notify::outbox::sled_store`]).
+    pub(crate) fn sled(&self) -> &sled::Db {
+        &self.db
     }
 
     /// Another tree of the same database (commands, rollouts: [`crate::commands::store`]).

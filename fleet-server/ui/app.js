@@ -5,7 +5,9 @@
 // that changed (at most one per device per second), alert transitions, incident changes and
 // command state changes. Views read the shared state `S` and re-render what they show.
 //
-// Routes (location.hash): #/ overview, #/device/{id}, #/alerts, #/incidents, #/audit.
+// Routes (location.hash): #/ overview, #/device/{id}, #/alerts, #/incidents, #/audit, and
+// #/notifications (ui/notify.js: channels with a test button, maintenance windows, the outbox).
+// Views in other files register in `window.__fleetUi.views` and use its helpers.
 "use strict";
 (() => {
   // ---------------------------------------------------------------------------------------
@@ -393,6 +395,9 @@
       }
       case "silences":
         loadAlerts().then(() => S.view && S.view.onAlerts && S.view.onAlerts(true));
+        break;
+      case "maintenance":
+        if (S.view && S.view.onMaintenance) S.view.onMaintenance();
         break;
       case "incident": {
         S.incidents.set(ev.incident.id, ev.incident);
@@ -1191,7 +1196,9 @@
     return `<table><tr><th>Severity</th><th>State</th><th>Rule</th>${withDevice ? "<th>Machine</th>" : ""}<th>Summary</th><th class="num">Value</th><th>Since</th><th>Handled</th>${op ? "<th></th>" : ""}</tr>${list
       .map((a) => {
         const st = alertState(a);
-        const handled = a.ack ? `ack by ${esc(a.ack.by)} ${time(a.ack.at_ms)}${a.ack.comment ? `: ${esc(a.ack.comment)}` : ""}` : a.silenced_by ? `silenced (${esc(a.silenced_by)})` : "";
+        const handled =
+          (a.ack ? `ack by ${esc(a.ack.by)} ${time(a.ack.at_ms)}${a.ack.comment ? `: ${esc(a.ack.comment)}` : ""}` : a.silenced_by ? `silenced (${esc(a.silenced_by)})` : "") +
+          (a.muted_by ? `<div class="muted" data-muted="${esc(a.muted_by)}">muted by maintenance window ${esc(a.muted_by)}</div>` : "");
         const active = a.state !== "resolved";
         const buttons = op && active
           ? `<td class="actions">${a.ack ? "" : `<button data-ack="${esc(a.id)}">Ack</button>`}${a.silenced_by ? "" : `<button data-silence="${esc(a.id)}">Silence</button>`}</td>`
@@ -1413,6 +1420,12 @@
   };
 
   // ---------------------------------------------------------------------------------------
+  // what views in other files (ui/notify.js) use; they add themselves to `views`
+
+  const UI = { api, ask, esc, badge, time, ago, toast, isOperator, views: {} };
+  window.__fleetUi = UI;
+
+  // ---------------------------------------------------------------------------------------
   // router
 
   function show(view, arg) {
@@ -1439,6 +1452,9 @@
     } else if (h.startsWith("#/audit")) {
       show(Audit);
       nav = "audit";
+    } else if (h.startsWith("#/notifications") && UI.views.notifications) {
+      show(UI.views.notifications);
+      nav = "notifications";
     } else show(Overview);
     for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === nav);
   }

@@ -20,7 +20,8 @@
 //!
 //! Faults: `overheating` (GPU at about 88 C, clock throttled, camera fps down),
 //! `vision_crash` (the watched vision process is down, its application metrics absent),
-//! `inference_degraded`, `camera_stalled`, `offline` (network cut: the broker sees the machine
+//! `inference_degraded`, `camera_stalled`, `camera_missing` (the camera device gone: fps 0
+//! and a failing `camera` health check), `offline` (network cut: the broker sees the machine
 //! vanish, the machine keeps recording and drains its buffer when it comes back; on a `site`
 //! it is a site outage), `commands_fail` (commands it accepts end `failed`), and `drift`
 //! (`metric` moves by `per_min` every minute since the event began; metrics: see
@@ -71,6 +72,7 @@ pub enum FaultKind {
     VisionCrash,
     InferenceDegraded,
     CameraStalled,
+    CameraMissing,
     Offline,
     CommandsFail,
     Drift,
@@ -83,6 +85,7 @@ impl FaultKind {
             FaultKind::VisionCrash => "vision_crash",
             FaultKind::InferenceDegraded => "inference_degraded",
             FaultKind::CameraStalled => "camera_stalled",
+            FaultKind::CameraMissing => "camera_missing",
             FaultKind::Offline => "offline",
             FaultKind::CommandsFail => "commands_fail",
             FaultKind::Drift => "drift",
@@ -96,6 +99,7 @@ impl FaultKind {
             FaultKind::VisionCrash => Some(Fault::VisionDown),
             FaultKind::InferenceDegraded => Some(Fault::InferenceDegraded),
             FaultKind::CameraStalled => Some(Fault::CameraStalled),
+            FaultKind::CameraMissing => Some(Fault::CameraMissing),
             FaultKind::Offline | FaultKind::CommandsFail | FaultKind::Drift => None,
         }
     }

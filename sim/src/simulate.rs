@@ -1,6 +1,7 @@
 //! `rvm-sim simulate`: N virtual RVMs in one process, each with its own certificate and
-//! MQTT connection, publishing plausible Jetson metrics through the same buffer and link code
-//! as the real agent (in-memory buffers: nothing to keep across a simulator restart).
+//! MQTT connection, publishing plausible Jetson metrics and health reports
+//! ([`crate::health`]) through the same buffer and link code as the real agent (in-memory
+//! buffers: nothing to keep across a simulator restart).
 //! [`start_with`] sets per-device attributes ([`SimProfile`]) and hands back each machine's
 //! fault switch ([`crate::source::SimFault`]).
 
@@ -202,6 +203,7 @@ pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<S
         let (offline, gate) = tokio::sync::watch::channel(false);
         let source = SimSource::new((cfg.first + i) as u64 + 1, cfg.interval.as_millis() as u32);
         let fault = source.fault_handle();
+        let latest = source.latest_handle();
         let mut birth = runtime::build_birth(
             Some(site.clone()),
             vec!["simulated".into()],
@@ -250,6 +252,14 @@ pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<S
             birth,
             gate: Some(gate),
         })?;
+        actix::spawn(crate::health::run(
+            latest,
+            fault.clone(),
+            offline.subscribe(),
+            handle.buffer.clone(),
+            handle.wake.clone(),
+            cfg.interval,
+        ));
         let commands_fail = Arc::new(AtomicBool::new(false));
         if let Some(rx) = handle.commands.take() {
             actix::spawn(respond(

@@ -78,15 +78,19 @@ pub enum Fault {
     /// application metrics (absent, not 0). When it comes back it has a new pid and the
     /// process's `restarts_seen` counts one more.
     VisionDown = 8,
+    /// The camera device is gone (a loose cable): no frames (camera fps 0) and the health
+    /// report's `camera` check fails ([`crate::health`]).
+    CameraMissing = 16,
 }
 
 impl Fault {
     /// Every fault, in the order [`SimFault::get`] reports the first active one.
-    pub const ALL: [Fault; 4] = [
+    pub const ALL: [Fault; 5] = [
         Fault::InferenceDegraded,
         Fault::CameraStalled,
         Fault::Overheating,
         Fault::VisionDown,
+        Fault::CameraMissing,
     ];
 }
 
@@ -198,9 +202,14 @@ pub const OVERHEAT_RAMP_SAMPLES: u32 = 5;
 /// The vision service's process as a simulated machine reports it (watched by name).
 pub const VISION_PROCESS: &str = "rvm-vision";
 
+/// A machine's latest telemetry and when it was collected, shared with its health reports
+/// ([`crate::health`]); clones share it.
+pub type Latest = Arc<Mutex<Option<(i64, Telemetry)>>>;
+
 pub struct SimSource {
     rng: Rng,
     fault: SimFault,
+    latest: Latest,
     interval_ms: u32,
     started_ms: Option<i64>,
     cpu: Walk,
@@ -225,6 +234,7 @@ impl SimSource {
         let gpu = rng.between(30.0, 60.0);
         SimSource {
             fault: SimFault::default(),
+            latest: Latest::default(),
             interval_ms,
             started_ms: None,
             cpu: Walk {
@@ -277,6 +287,11 @@ impl SimSource {
     pub fn set_fault(&self, fault: Fault) {
         self.fault.set(fault);
     }
+
+    /// The latest telemetry this source made, as it makes it.
+    pub fn latest_handle(&self) -> Latest {
+        self.latest.clone()
+    }
 }
 
 impl MetricSource for SimSource {
@@ -297,6 +312,9 @@ impl MetricSource for SimSource {
         }
         if f.has(Fault::CameraStalled) {
             fps = rng.between(3.0, 5.0);
+        }
+        if f.has(Fault::CameraMissing) {
+            fps = 0.0;
         }
         if f.has(Fault::Overheating) {
             gpu = rng.between(95.0, 99.0);
@@ -334,7 +352,7 @@ impl MetricSource for SimSource {
             rail("VDD_CPU_GPU_CV", 5_070.0, 400.0 + gpu * 35.0 + cpu * 10.0),
             rail("VDD_SOC", 5_070.0, 1_300.0 + rng.between(0.0, 150.0)),
         ];
-        Telemetry {
+        let t = Telemetry {
             interval_ms: self.interval_ms,
             uptime_s: ((now_ms - started) / 1000).max(0) as u64 + 3_600,
             cpu: CpuStats {
@@ -418,7 +436,11 @@ impl MetricSource for SimSource {
                     Reading::new("errors", self.errors),
                 ]
             },
+        };
+        if let Ok(mut l) = self.latest.lock() {
+            *l = Some((now_ms, t.clone()));
         }
+        t
     }
 
     fn is_blocking(&self) -> bool {

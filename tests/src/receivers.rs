@@ -7,13 +7,16 @@
 //!   speaking implicit TLS) and AUTH, with a certificate from the same kind of private CA. The
 //!   Python is `$RVM_TEST_PYTHON`, else `target/ci-venv` (where `.ci/run` installs aiosmtpd),
 //!   else `python3`. Without aiosmtpd the start fails saying so (never a silent skip).
+//! - [`WebhookReceiver`]: plain HTTP that records JSON POSTs and answers 200, or holds them
+//!   unanswered while told to (a delivery in flight); [`SmtpReceiver`]: a minimal plain SMTP
+//!   server that keeps each message (a local relay).
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::pki::{self, CertDir, LeafKind, Validity};
 use serde_json::Value;
@@ -21,6 +24,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// How long the SMTP child may take to be ready.
 pub const SMTP_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long [`SmtpServer::wait_messages`] waits for messages the server has accepted: its
+/// output is read on another thread, so a message may show a moment after the 250 reply.
+pub const SMTP_MESSAGE_WAIT: Duration = Duration::from_secs(5);
 /// Longest request body the HTTPS receiver reads.
 const MAX_BODY: usize = 1 << 20;
 
@@ -448,6 +454,19 @@ impl SmtpServer {
     pub fn messages(&self) -> Vec<SmtpMessage> {
         lock(&self.messages).clone()
     }
+
+    /// The messages once there are at least `n`, or what there is after
+    /// [`SMTP_MESSAGE_WAIT`].
+    pub fn wait_messages(&self, n: usize) -> Vec<SmtpMessage> {
+        let until = std::time::Instant::now() + SMTP_MESSAGE_WAIT;
+        loop {
+            let m = self.messages();
+            if m.len() >= n || std::time::Instant::now() >= until {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for SmtpServer {
@@ -457,5 +476,195 @@ impl Drop for SmtpServer {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// One request a [`WebhookReceiver`] got: its path and JSON body, and when.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub body: Value,
+    pub at: Instant,
+}
+
+/// How often a held request looks whether it may go.
+const HOLD_POLL: Duration = Duration::from_millis(50);
+
+/// A tiny HTTP server that records JSON POSTs and answers 200; while told to hold
+/// ([`WebhookReceiver::hold`]) it keeps each request in [`WebhookReceiver::held`] without an
+/// answer, and closes its connection unanswered once released (a delivery in flight).
+pub struct WebhookReceiver {
+    pub url: String,
+    pub received: Arc<std::sync::Mutex<Vec<Received>>>,
+    held: Arc<std::sync::Mutex<Vec<Received>>>,
+    holding: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl WebhookReceiver {
+    pub async fn start() -> anyhow::Result<WebhookReceiver> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hook", l.local_addr()?);
+        let received: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
+        let held: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
+        let holding = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (rec, hel, hold) = (received.clone(), held.clone(), holding.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else { return };
+                let (rec, hel, hold) = (rec.clone(), hel.clone(), hold.clone());
+                tokio::spawn(async move {
+                    let mut r = BufReader::new(s);
+                    // keep-alive: several requests per connection
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                        let mut len = 0usize;
+                        loop {
+                            let mut h = String::new();
+                            if r.read_line(&mut h).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let h = h.trim_end();
+                            if h.is_empty() {
+                                break;
+                            }
+                            if let Some((k, v)) = h.split_once(':')
+                                && k.eq_ignore_ascii_case("content-length")
+                            {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0u8; len];
+                        if r.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let got = Received {
+                            path,
+                            body,
+                            at: Instant::now(),
+                        };
+                        if hold.load(std::sync::atomic::Ordering::Acquire) {
+                            hel.lock().unwrap_or_else(|p| p.into_inner()).push(got);
+                            while hold.load(std::sync::atomic::Ordering::Acquire) {
+                                tokio::time::sleep(HOLD_POLL).await;
+                            }
+                            return;
+                        }
+                        rec.lock().unwrap_or_else(|p| p.into_inner()).push(got);
+                        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if r.get_mut().write_all(ok.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(WebhookReceiver {
+            url,
+            received,
+            held,
+            holding,
+        })
+    }
+
+    /// While `on`, requests are kept unanswered (see the type's docs).
+    pub fn hold(&self, on: bool) {
+        self.holding.store(on, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Bodies of the requests kept unanswered.
+    pub fn held(&self) -> Vec<Value> {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|r| r.body.clone())
+            .collect()
+    }
+
+    /// Bodies received so far.
+    pub fn bodies(&self) -> Vec<Value> {
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|r| r.body.clone())
+            .collect()
+    }
+}
+
+/// A minimal SMTP server (RFC 5321: greeting, EHLO/HELO, MAIL, RCPT, DATA, QUIT) that keeps
+/// every message's data.
+pub struct SmtpReceiver {
+    pub addr: std::net::SocketAddr,
+    pub messages: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl SmtpReceiver {
+    pub async fn start() -> anyhow::Result<SmtpReceiver> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = l.local_addr()?;
+        let messages: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let msgs = messages.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else { return };
+                let msgs = msgs.clone();
+                tokio::spawn(async move {
+                    let mut r = BufReader::new(s);
+                    if r.get_mut().write_all(b"220 test-smtp ready\r\n").await.is_err() {
+                        return;
+                    }
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                        let reply: &[u8] = match verb.as_str() {
+                            "EHLO" | "HELO" => b"250 test-smtp\r\n",
+                            "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 ok\r\n",
+                            "QUIT" => {
+                                let _ = r.get_mut().write_all(b"221 bye\r\n").await;
+                                return;
+                            }
+                            "DATA" => {
+                                if r.get_mut().write_all(b"354 go ahead\r\n").await.is_err() {
+                                    return;
+                                }
+                                let mut data = String::new();
+                                loop {
+                                    let mut l = String::new();
+                                    if r.read_line(&mut l).await.unwrap_or(0) == 0 {
+                                        return;
+                                    }
+                                    if l == ".\r\n" || l == ".\n" {
+                                        break;
+                                    }
+                                    data.push_str(l.strip_prefix('.').unwrap_or(&l));
+                                }
+                                msgs.lock().unwrap_or_else(|p| p.into_inner()).push(data);
+                                b"250 queued\r\n"
+                            }
+                            _ => b"502 not implemented\r\n",
+                        };
+                        if r.get_mut().write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(SmtpReceiver { addr, messages })
+    }
+
+    pub fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

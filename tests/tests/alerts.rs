@@ -337,6 +337,7 @@ channels = ["mail"]
 [notify.channels.mail]
 type = "email"
 smtp = "{addr}"
+security = "none"
 from = "RVM Fleet <fleet@example.com>"
 to = ["ops@example.com"]
 max_retry_s = 10
@@ -360,7 +361,7 @@ max_retry_s = 10
     .unwrap_or_else(|| panic!("no email arrived"));
     let id = &sims.ids[0];
     assert!(
-        msg.contains("Subject: [RVM Fleet] critical firing: device_offline on"),
+        msg.contains("Subject: [RVM Fleet] FIRING [critical] device_offline on"),
         "{msg}"
     );
     assert!(msg.contains(&format!("device_offline:{id}:1")), "{msg}");

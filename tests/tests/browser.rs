@@ -19,11 +19,15 @@ use std::time::Duration;
 
 use common::DeviceId;
 use fleet_server::auth::Role;
+use rvm_fleet_tests::receivers::HttpsReceiver;
 use rvm_fleet_tests::{FleetOptions, SimFleet, TestFleet, eventually};
 use rvm_sim::demo::local_agent::{LocalAgent, LocalAgentSpec};
 use rvm_sim::simulate::{SimConfig, SimProfile};
 use rvm_sim::source::Fault;
 use serde_json::json;
+
+/// What the HTTPS receiver of the notification tests answers (the page shows it).
+const RECEIVER_ANSWER: &str = "ok from the browser test receiver";
 
 /// How long the whole node run may take.
 const NODE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -117,8 +121,35 @@ async fn control_server(sims: Arc<SimFleet>) -> anyhow::Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_tests_of_the_web_view_pass_in_chromium() {
     require_browser_tools();
+    // a Slack-format channel to an HTTPS receiver behind a private CA, and the same receiver
+    // without its CA (a test message there fails with a TLS error); a maintenance window
+    let receiver = HttpsReceiver::start().await.unwrap();
+    receiver.answer_with(200, RECEIVER_ANSWER);
+    let notify = format!(
+        r#"
+[notify.channels.ops-slack]
+type = "webhook"
+format = "slack"
+url = "{url}"
+ca_file = "{ca}"
+max_retry_s = 1
+[notify.channels.untrusted]
+type = "webhook"
+format = "slack"
+url = "{url}"
+max_retry_s = 1
+[[notify.maintenance]]
+name = "oslo-sundays"
+sites = ["oslo"]
+time_zone = "Europe/Oslo"
+days = ["sun"]
+"#,
+        url = receiver.url("/services/T0/B0/secret"),
+        ca = receiver.ca_file.display()
+    );
     let fleet = TestFleet::start_with(FleetOptions {
         rules: Some(RULES.into()),
+        notify: Some(notify),
         stale_after_ms: 2_000,
         offline_after_ms: 4_000,
         ..Default::default()
@@ -191,6 +222,10 @@ async fn browser_tests_of_the_web_view_pass_in_chromium() {
         "stop_device": ids[5],
         "agent_device": AGENT_DEVICE,
         "control": control,
+        "test_channel": "ops-slack",
+        "untrusted_channel": "untrusted",
+        "receiver_answer": RECEIVER_ANSWER,
+        "config_window": "oslo-sundays",
     });
     std::fs::write(&fixture_path, serde_json::to_vec_pretty(&fixture).unwrap()).unwrap();
 
@@ -223,5 +258,12 @@ async fn browser_tests_of_the_web_view_pass_in_chromium() {
         out.status.success(),
         "the browser tests failed ({}); output above",
         out.status
+    );
+    // the test message the page sent reached the receiver, in Slack's format
+    let got = receiver.requests();
+    assert!(
+        got.iter()
+            .any(|r| r.path == "/services/T0/B0/secret" && r.json()["text"].is_string()),
+        "{got:?}"
     );
 }

@@ -1,7 +1,7 @@
 //! The notification channels of issue 19 against real receivers on 127.0.0.1: an HTTPS server
 //! with a certificate from a private CA made by the test, and aiosmtpd (PyPI) requiring
-//! STARTTLS or implicit TLS and AUTH. These drive the channel senders directly; the server's
-//! notifier is wired to them separately.
+//! STARTTLS or implicit TLS and AUTH. These drive the channel senders directly; the running
+//! server's notifications through them are `notify_delivery.rs`.
 
 use std::time::Duration;
 
@@ -273,7 +273,7 @@ async fn email_through_aiosmtpd_with_starttls_and_auth_arrives() {
         .await
         .unwrap();
     assert!(matches!(receipt, Receipt::Smtp { code: 250, .. }), "{receipt:?}");
-    let msgs = smtp.messages();
+    let msgs = smtp.wait_messages(1);
     assert_eq!(msgs.len(), 1, "{msgs:?}");
     assert_eq!(msgs[0].login.as_deref(), Some("fleet"));
     assert_eq!(msgs[0].rcpt_tos, ["ops@example.com"]);
@@ -302,7 +302,7 @@ async fn email_through_aiosmtpd_with_implicit_tls_and_auth_arrives() {
         .send(&sample::opened_incident(0), None)
         .await
         .unwrap();
-    let msgs = smtp.messages();
+    let msgs = smtp.wait_messages(1);
     assert_eq!(msgs.len(), 1, "{msgs:?}");
     assert!(
         msgs[0].data.contains("site outage at test-site"),

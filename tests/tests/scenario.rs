@@ -133,7 +133,7 @@ async fn the_demo_story_replayed_ten_times_faster_is_told_by_the_server_with_not
 
     // Each part of the story, as the server tells it. The replay lasts 90 s; its last event
     // (site3 offline) ends at 66 s.
-    let want: [(&str, Check); 6] = [
+    let want: [(&str, Check); 7] = [
         (
             "thermal incident on rvm0007",
             Box::new(|inc, _| {
@@ -146,6 +146,14 @@ async fn the_demo_story_replayed_ten_times_faster_is_told_by_the_server_with_not
             Box::new(|_, al| {
                 al.iter()
                     .any(|a| a["rule"] == "service_down" && a["device"] == "rvm0012")
+            }),
+        ),
+        (
+            "rvm0010's camera health check fails as an alert of its own",
+            Box::new(|_, al| {
+                al.iter().any(|a| {
+                    a["rule"] == "check.camera" && a["device"] == "rvm0010" && a["severity"] == "critical"
+                })
             }),
         ),
         (

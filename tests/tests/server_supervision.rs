@@ -20,10 +20,11 @@ use rvm_sim::source::Fault as SimFault;
 use serde_json::{Value, json};
 
 /// Every child of the server, in start order.
-const CHILDREN: [&str; 9] = [
+const CHILDREN: [&str; 10] = [
     "fleet",
     "writer",
     "notify",
+    "notify-worker",
     "alerts-persist",
     "alerts",
     "history",

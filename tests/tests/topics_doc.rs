@@ -365,6 +365,7 @@ fn build_alert(state: AlertState, op: Op, severity: Severity, ack: bool) -> Aler
             comment: "on it".into(),
         }),
         silenced_by: Some("s-1".into()),
+        muted_by: Some("oslo-sundays".into()),
         state,
     }
 }

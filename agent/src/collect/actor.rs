@@ -198,6 +198,11 @@ impl CollectorActor {
         };
         ctx.spawn(fut.into_actor(self).map(move |(t, g), act, ctx| {
             act.busy = false;
+            if act.paused {
+                // collection stopped while this sample was read: Pause has written the last
+                // drop event, and a record stored now could drop one more, unreported
+                return;
+            }
             let mut telemetry = match t {
                 Sampled::Value(t) => t,
                 Sampled::Busy => {

@@ -13,6 +13,11 @@
 //! the site follows, the site incident suppresses it and people get one incident instead of a
 //! page per machine; if the machine comes back within the window nothing is sent at all.
 //!
+//! Maintenance windows ([`super::maintenance`]) mute notifications about the machines they
+//! cover: a muted firing is recorded on the alert (`muted_by`), its resolution is not sent,
+//! and if it still fires when the window closes its firing goes out then (checked every
+//! [`TICK`]). Windows added through the API are persisted beside the engine's state.
+//!
 //! Every change batch (transitions, incident changes, acknowledgements, silences) hands both
 //! exports to the persister ([`super::persist`]), which writes them to the store's `alerts`
 //! tree; at most one export is with it at a time, and changes made meanwhile go in the next
@@ -22,28 +27,28 @@
 //! notifications being held. Acknowledgements and silence changes also go to the audit log
 //! (`DATA_DIR/audit.log`, JSON lines).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::DeviceId;
-use serde::Serialize;
+use common::{CheckResult, DeviceId};
 
-use super::alert::{Alert, AlertState, DeviceInfo, Transition, TransitionKind};
-use super::engine::{AlertEngine, AlertError, EngineState};
+use super::alert::{AlertState, DeviceInfo, Transition, TransitionKind};
+use super::engine::{AlertEngine, EngineState};
+use super::maintenance::{AddedWindow, MaintenanceBook, Verdict, verdict};
 use super::names::PRESENCE_OFFLINE;
-use super::persist::{CORRELATOR_KEY, ENGINE_KEY, PersistHandle};
+use super::persist::{CORRELATOR_KEY, ENGINE_KEY, MAINTENANCE_KEY, PersistHandle};
 use super::rules::RuleSet;
-use super::silence::{Matcher, Silence};
 use super::stats::{AlertsSnapshot, AlertsStats};
 use crate::incidents::Correlator;
-use crate::incidents::incident::{CorrelatorState, FleetView, Incident, IncidentChange};
+use crate::incidents::incident::{CorrelatorState, FleetView, IncidentChange, IncidentChangeKind};
 use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
 use crate::messages::AttachLive;
 use crate::notify::NotifyHandle;
+use crate::notify::maintenance::Windows;
 use crate::notify::notification::Notification;
 use crate::republish::item::Item as RepublishItem;
 use crate::republish::queue::RepublishHandle;
@@ -66,6 +71,8 @@ pub struct AlertsSetup {
     /// How long an offline alert's notification waits for its site incident; None: the
     /// correlator's site outage window.
     pub hold_offline_ms: Option<i64>,
+    /// `[[notify.maintenance]]`; the API adds more.
+    pub maintenance: Windows,
 }
 
 struct Held {
@@ -74,8 +81,8 @@ struct Held {
 }
 
 pub struct AlertsActor {
-    engine: AlertEngine,
-    corr: Correlator,
+    pub(super) engine: AlertEngine,
+    pub(super) corr: Correlator,
     devices: BTreeMap<DeviceId, DeviceInfo>,
     view: FleetView,
     view_dirty: bool,
@@ -86,6 +93,11 @@ pub struct AlertsActor {
     state_dirty: bool,
     held: BTreeMap<String, Held>,
     hold_ms: i64,
+    pub(super) maintenance: MaintenanceBook,
+    /// Active alerts whose firing a window muted: sent when it closes if they still fire.
+    muted_alerts: BTreeSet<String>,
+    /// Open incidents whose opening a window muted: their resolution is not sent either.
+    muted_incidents: BTreeSet<String>,
     stats: Arc<AlertsStats>,
     /// With a live hub attached: transitions, acknowledgements, silences and incident changes.
     live: Option<LiveHub>,
@@ -102,7 +114,9 @@ impl AlertsActor {
         let hold_ms = setup
             .hold_offline_ms
             .unwrap_or(setup.rules.correlate.site_outage.window_s as i64 * 1000);
-        let mut engine = AlertEngine::new(setup.rules.rules.clone()).with_history_cap(ALERT_HISTORY_CAP);
+        let mut engine = AlertEngine::new(setup.rules.rules.clone())
+            .with_history_cap(ALERT_HISTORY_CAP)
+            .with_health_checks(setup.rules.health_checks.clone());
         let mut corr = Correlator::new(setup.rules.correlate.clone());
         let load = |key: &str| match setup.store.alert_state(key) {
             Ok(v) => v,
@@ -138,6 +152,23 @@ impl AlertsActor {
             }
             None => corr.seed_alerts(&engine.active(), &FleetView::default()),
         }
+        let mut maintenance = MaintenanceBook::new(setup.maintenance);
+        if let Some(bytes) = load(MAINTENANCE_KEY) {
+            match serde_json::from_slice::<Vec<AddedWindow>>(&bytes) {
+                Ok(added) => {
+                    for problem in maintenance.restore(added) {
+                        tracing::error!(error = %problem, "persisted maintenance window ignored");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "persisted maintenance windows ignored"),
+            }
+        }
+        let muted_alerts = engine
+            .active()
+            .into_iter()
+            .filter(|a| a.muted_by.is_some())
+            .map(|a| a.id)
+            .collect();
         Ok(AlertsActor {
             engine,
             corr,
@@ -149,6 +180,9 @@ impl AlertsActor {
             state_dirty: false,
             held: BTreeMap::new(),
             hold_ms,
+            maintenance,
+            muted_alerts,
+            muted_incidents: BTreeSet::new(),
             stats,
             live: None,
             republish: None,
@@ -173,7 +207,10 @@ impl AlertsActor {
     fn observe(&mut self, o: Observation) {
         self.stats.observations.fetch_add(1, Ordering::Relaxed);
         self.learn(&o.device);
-        let t = self.engine.observe(&o.device, &o.metrics, o.at_ms);
+        let mut t = self.engine.observe(&o.device, &o.metrics, o.at_ms);
+        if let Some(checks) = &o.checks {
+            t.extend(self.engine.observe_checks(&o.device, checks, o.at_ms));
+        }
         let mut changes = self.corr.on_metrics(&o.device, &o.metrics, o.at_ms);
         if !t.is_empty() {
             self.view();
@@ -193,6 +230,7 @@ impl AlertsActor {
         };
         self.handle_changes(&t, &changes, now_ms);
         self.release_held(now_ms);
+        self.unmute_closed(now_ms);
         if self.persist.take_lost() {
             // a persister died writing an export: this state is the next one
             self.state_dirty = true;
@@ -200,14 +238,19 @@ impl AlertsActor {
         self.persist_if_idle();
     }
 
-    fn publish(&self, ev: impl FnOnce() -> LiveEvent) {
+    pub(super) fn publish(&self, ev: impl FnOnce() -> LiveEvent) {
         if let Some(hub) = self.live.as_ref().filter(|h| h.has_subscribers()) {
             hub.publish(&ev());
         }
     }
 
     /// Notifies what people should hear about, then persists.
-    fn handle_changes(&mut self, transitions: &[Transition], changes: &[IncidentChange], now_ms: i64) {
+    pub(super) fn handle_changes(
+        &mut self,
+        transitions: &[Transition],
+        changes: &[IncidentChange],
+        now_ms: i64,
+    ) {
         if let Some(r) = &self.republish {
             for t in transitions {
                 r.offer(|| Some(RepublishItem::Alert(Box::new(t.clone()))));
@@ -230,7 +273,9 @@ impl AlertsActor {
         for c in changes {
             self.stats.incident_changes.fetch_add(1, Ordering::Relaxed);
             tracing::info!(incident = %c.incident.id, kind = ?c.kind, cause = %c.incident.probable_cause, "incident change");
-            if let Some(n) = Notification::from_incident(c) {
+            if let Some(n) = Notification::from_incident(c)
+                && !self.incident_muted(c, now_ms)
+            {
                 self.send(n);
             }
         }
@@ -256,6 +301,17 @@ impl AlertsActor {
         let Some(n) = Notification::from_transition(t) else {
             return;
         };
+        let device = self.device(&t.alert.device);
+        if let Verdict::Mute { window, mark } = verdict(&self.maintenance, t, &device, now_ms) {
+            self.mute(&t.alert.id, &window, mark, t.kind == TransitionKind::Resolved);
+            return;
+        }
+        if t.alert.muted_by.is_some() && matches!(t.kind, TransitionKind::Firing | TransitionKind::Unsilenced)
+        {
+            // its firing goes out now (a silence ended after its window closed)
+            self.engine.set_muted(&t.alert.id, None);
+            self.muted_alerts.remove(&t.alert.id);
+        }
         if t.kind == TransitionKind::Firing && t.alert.metric == PRESENCE_OFFLINE && self.hold_ms > 0 {
             self.stats.held.fetch_add(1, Ordering::Relaxed);
             self.held.insert(
@@ -286,11 +342,107 @@ impl AlertsActor {
                 .get(&id)
                 .filter(|a| a.state == AlertState::Firing)
                 .is_some_and(|a| !self.engine.is_silenced(a, now_ms));
-            if still && !self.corr.is_suppressed(&id) {
+            let window = h
+                .notification
+                .alert
+                .as_ref()
+                .and_then(|a| self.maintenance.muted_by(&self.device(&a.device), now_ms))
+                .map(str::to_string);
+            if let (true, Some(w)) = (still, &window) {
+                self.mute(&id, w, true, false);
+            } else if still && !self.corr.is_suppressed(&id) {
                 self.send(h.notification);
             } else {
                 self.stats.held_dropped.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// What the engine knows of a device (learned from observations), or just its id.
+    fn device(&self, id: &DeviceId) -> DeviceInfo {
+        self.devices
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| DeviceInfo::new(id.clone()))
+    }
+
+    /// A notification about `alert_id` not sent because of `window`; `mark`: its firing
+    /// (recorded on the alert, sent when the window closes if it still fires); `resolved`:
+    /// the alert is done, nothing to send later.
+    fn mute(&mut self, alert_id: &str, window: &str, mark: bool, resolved: bool) {
+        self.stats.muted.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(alert = %alert_id, window, "notification muted by a maintenance window");
+        if resolved {
+            self.muted_alerts.remove(alert_id);
+        } else if mark && self.engine.set_muted(alert_id, Some(window)).is_some() {
+            self.muted_alerts.insert(alert_id.to_string());
+            self.persist_state();
+        }
+    }
+
+    /// Is the notification of incident change `c` muted (its site or all its machines in a
+    /// window, or its opening was muted)? Counts and remembers it.
+    fn incident_muted(&mut self, c: &IncidentChange, now_ms: i64) -> bool {
+        let id = &c.incident.id;
+        let muted = if c.kind == IncidentChangeKind::Opened {
+            let devices: Vec<DeviceInfo> = c.incident.devices.iter().map(|d| self.device(d)).collect();
+            let w = self
+                .maintenance
+                .incident_muted_by(c.incident.site.as_deref(), &devices, now_ms);
+            if w.is_some() {
+                self.muted_incidents.insert(id.clone());
+            }
+            w.is_some()
+        } else {
+            self.muted_incidents.remove(id)
+        };
+        if muted {
+            self.stats.muted.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(incident = %id, kind = ?c.kind, "incident notification muted by a maintenance window");
+        }
+        muted
+    }
+
+    /// Muted alerts whose window closed: if they still fire, their firing is sent now (as
+    /// when a silence ends); the mark goes either way.
+    fn unmute_closed(&mut self, now_ms: i64) {
+        if self.muted_alerts.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = self.muted_alerts.iter().cloned().collect();
+        for id in ids {
+            let Some(a) = self.engine.get(&id).filter(|a| a.state == AlertState::Firing) else {
+                self.muted_alerts.remove(&id);
+                continue;
+            };
+            if self
+                .maintenance
+                .muted_by(&self.device(&a.device), now_ms)
+                .is_some()
+            {
+                continue;
+            }
+            self.muted_alerts.remove(&id);
+            let Some(alert) = self.engine.set_muted(&id, None) else {
+                continue;
+            };
+            tracing::info!(alert = %id, "maintenance window closed on a firing alert; notifying it now");
+            let t = Transition {
+                kind: TransitionKind::Unsilenced,
+                at_ms: now_ms,
+                silenced: self.engine.is_silenced(&alert, now_ms),
+                alert,
+            };
+            self.consider(&t, now_ms);
+            self.persist_state();
+        }
+    }
+
+    /// Hands the API's windows to the persister.
+    pub(super) fn persist_windows(&self) {
+        if !self.persist.windows(self.maintenance.added()) {
+            self.stats.persist_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("maintenance windows not persisted: the persister stopped");
         }
     }
 
@@ -305,7 +457,7 @@ impl AlertsActor {
     /// One export copies every active and resolved alert (up to [`ALERT_HISTORY_CAP`]); made on each
     /// change and queued, a thousand machines going offline at once queued a thousand copies
     /// (600 MiB of heap in the soak's shutdown). So at most one is with the persister.
-    fn persist_state(&mut self) {
+    pub(super) fn persist_state(&mut self) {
         self.state_dirty = true;
         self.persist_if_idle();
     }
@@ -325,7 +477,7 @@ impl AlertsActor {
         }
     }
 
-    fn audit(&self, who: &str, action: &str, target: &str, comment: &str) {
+    pub(super) fn audit(&self, who: &str, action: &str, target: &str, comment: &str) {
         let line = serde_json::json!({
             "at_ms": common::time::now_ms(),
             "who": who,
@@ -336,7 +488,7 @@ impl AlertsActor {
         self.persist.audit(line);
     }
 
-    fn snapshot(&self) -> AlertsSnapshot {
+    pub(super) fn snapshot(&self) -> AlertsSnapshot {
         let active = self.engine.active();
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let s = &self.stats;
@@ -352,6 +504,7 @@ impl AlertsActor {
             skipped_suppressed: l(&s.skipped_suppressed),
             held: l(&s.held),
             held_dropped: l(&s.held_dropped),
+            muted: l(&s.muted),
             incident_changes: l(&s.incident_changes),
             persist_errors: l(&s.persist_errors),
         }
@@ -377,11 +530,14 @@ impl Actor for AlertsActor {
 // ---------------------------------------------------------------------------------------------
 // Messages
 
-/// One device's samples at one time: telemetry metrics and/or derived inputs.
+/// One device's samples at one time: telemetry metrics and/or derived inputs, and/or the
+/// checks of a live health report.
 #[derive(Debug, Clone)]
 pub struct Observation {
     pub device: DeviceInfo,
     pub metrics: Vec<(String, f64)>,
+    /// A health report's checks: each failing one is an alert ([`super::checks`]).
+    pub checks: Option<Vec<CheckResult>>,
     pub at_ms: i64,
 }
 
@@ -396,177 +552,6 @@ impl Handler<Observe> for AlertsActor {
         for o in m.0 {
             self.observe(o);
         }
-    }
-}
-
-/// Which alerts `GET /api/v1/alerts` lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateFilter {
-    Firing,
-    Pending,
-    Resolved,
-    Acknowledged,
-    All,
-}
-
-impl std::str::FromStr for StateFilter {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "firing" => StateFilter::Firing,
-            "pending" => StateFilter::Pending,
-            "resolved" => StateFilter::Resolved,
-            "acknowledged" => StateFilter::Acknowledged,
-            "all" => StateFilter::All,
-            _ => {
-                return Err(format!(
-                    "{s:?} is not one of firing, pending, resolved, acknowledged, all"
-                ));
-            }
-        })
-    }
-}
-
-/// Active alerts first (by rule, device), then resolved ones newest first.
-#[derive(Message)]
-#[rtype(result = "Vec<Alert>")]
-pub struct ListAlerts(pub StateFilter);
-
-impl Handler<ListAlerts> for AlertsActor {
-    type Result = MessageResult<ListAlerts>;
-    fn handle(&mut self, m: ListAlerts, _: &mut Context<Self>) -> Self::Result {
-        let active = self.engine.active().into_iter();
-        let resolved = || self.engine.history().iter().rev().cloned();
-        let out = match m.0 {
-            StateFilter::Firing => active.filter(|a| a.state == AlertState::Firing).collect(),
-            StateFilter::Pending => active.filter(|a| a.state == AlertState::Pending).collect(),
-            StateFilter::Acknowledged => active.filter(|a| a.ack.is_some()).collect(),
-            StateFilter::Resolved => resolved().collect(),
-            StateFilter::All => active.chain(resolved()).collect(),
-        };
-        MessageResult(out)
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "Result<Alert, AlertError>")]
-pub struct AckAlert {
-    pub id: String,
-    pub who: String,
-    pub comment: String,
-}
-
-impl Handler<AckAlert> for AlertsActor {
-    type Result = Result<Alert, AlertError>;
-    fn handle(&mut self, m: AckAlert, _: &mut Context<Self>) -> Self::Result {
-        let a = self
-            .engine
-            .ack(&m.id, &m.who, &m.comment, common::time::now_ms())?;
-        tracing::info!(alert = %m.id, by = %m.who, "alert acknowledged");
-        self.audit(&m.who, "ack", &m.id, &m.comment);
-        self.persist_state();
-        self.publish(|| LiveEvent::Acknowledged { alert: a.clone() });
-        Ok(a)
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "Vec<Silence>")]
-pub struct ListSilences;
-
-impl Handler<ListSilences> for AlertsActor {
-    type Result = MessageResult<ListSilences>;
-    fn handle(&mut self, _: ListSilences, _: &mut Context<Self>) -> Self::Result {
-        let now = common::time::now_ms();
-        MessageResult(
-            self.engine
-                .silences()
-                .into_iter()
-                .filter(|s| s.is_live(now))
-                .collect(),
-        )
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "Result<Silence, AlertError>")]
-pub struct AddSilence {
-    pub matchers: Vec<Matcher>,
-    pub expires_ms: i64,
-    pub who: String,
-    pub comment: String,
-}
-
-impl Handler<AddSilence> for AlertsActor {
-    type Result = Result<Silence, AlertError>;
-    fn handle(&mut self, m: AddSilence, _: &mut Context<Self>) -> Self::Result {
-        let now = common::time::now_ms();
-        let s = self.engine.add_silence(
-            Silence {
-                id: format!("s-{}", common::ids::random_hex(6)),
-                matchers: m.matchers,
-                expires_ms: m.expires_ms,
-                created_by: m.who.clone(),
-                comment: m.comment.clone(),
-                created_ms: now,
-            },
-            now,
-        )?;
-        let target = s
-            .matchers
-            .iter()
-            .map(|x| format!("{}={}", x.label, x.value))
-            .collect::<Vec<_>>()
-            .join(",");
-        tracing::info!(silence = %s.id, by = %m.who, matchers = %target, expires_ms = s.expires_ms, "silence added");
-        self.audit(&m.who, "silence", &format!("{} {target}", s.id), &m.comment);
-        self.persist_state();
-        self.publish(|| LiveEvent::Silences);
-        Ok(s)
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "Result<(), AlertError>")]
-pub struct RemoveSilence {
-    pub id: String,
-    pub who: String,
-}
-
-impl Handler<RemoveSilence> for AlertsActor {
-    type Result = Result<(), AlertError>;
-    fn handle(&mut self, m: RemoveSilence, _: &mut Context<Self>) -> Self::Result {
-        let now = common::time::now_ms();
-        let t = self.engine.remove_silence(&m.id, now)?;
-        tracing::info!(silence = %m.id, by = %m.who, "silence removed");
-        self.audit(&m.who, "unsilence", &m.id, "");
-        self.handle_changes(&t, &[], now);
-        self.persist_state();
-        self.publish(|| LiveEvent::Silences);
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct IncidentList {
-    pub open: Vec<Incident>,
-    /// Resolved and withdrawn, newest first.
-    pub recent: Vec<Incident>,
-}
-
-#[derive(Message)]
-#[rtype(result = "IncidentList")]
-pub struct ListIncidents;
-
-impl Handler<ListIncidents> for AlertsActor {
-    type Result = MessageResult<ListIncidents>;
-    fn handle(&mut self, _: ListIncidents, _: &mut Context<Self>) -> Self::Result {
-        let mut recent = self.corr.recent();
-        recent.reverse();
-        MessageResult(IncidentList {
-            open: self.corr.open(),
-            recent,
-        })
     }
 }
 
@@ -596,25 +581,13 @@ impl Handler<AttachLive> for AlertsActor {
     }
 }
 
-#[derive(Message)]
-#[rtype(result = "AlertsSnapshot")]
-pub struct GetSnapshot;
-
-impl Handler<GetSnapshot> for AlertsActor {
-    type Result = MessageResult<GetSnapshot>;
-    fn handle(&mut self, _: GetSnapshot, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.snapshot())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicBool;
 
     use super::*;
     use crate::alerts::rules::parse_rules;
-    use crate::notify::config::NotifySection;
-    use crate::notify::{self, NotifyStats};
+    use crate::notify::NotifyHandle;
 
     /// A burst of changes while the persister writes (a fleet going offline at once) makes
     /// one more export, not one per change, and the last state is the one written.
@@ -623,7 +596,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FleetStore::open(&dir.path().join("fleet.sled")).unwrap();
         let stats = Arc::new(AlertsStats::default());
-        let cfg = NotifySection::default().validate("notify").unwrap();
         let persist = super::super::persist::start_unsupervised(
             store.clone(),
             dir.path().join("audit.log"),
@@ -632,10 +604,11 @@ mod tests {
         let mut a = AlertsActor::new(
             AlertsSetup {
                 rules: parse_rules("").unwrap(),
-                notify: notify::spawn(cfg, Arc::new(NotifyStats::default())),
+                notify: NotifyHandle::detached(16).0,
                 store: store.clone(),
                 persist,
                 hold_offline_ms: None,
+                maintenance: Windows::default(),
             },
             stats.clone(),
         )
@@ -686,5 +659,95 @@ mod tests {
         assert_eq!(saved.silences.len(), 1000);
         a.tick(now);
         assert_eq!(exports(), 2, "nothing changed since");
+    }
+
+    fn build_observation(site: &str, value: f64, at: &str) -> Observation {
+        Observation {
+            device: DeviceInfo {
+                site: Some(site.into()),
+                ..DeviceInfo::new(DeviceId::new("rvm1").unwrap())
+            },
+            metrics: vec![("cpu.usage_pct".into(), value)],
+            checks: None,
+            at_ms: at.parse::<jiff::Timestamp>().unwrap().as_millisecond(),
+        }
+    }
+
+    fn ms(at: &str) -> i64 {
+        at.parse::<jiff::Timestamp>().unwrap().as_millisecond()
+    }
+
+    /// A nightly window in Oslo: a firing inside it is recorded and marked, not sent; when
+    /// the window closes and it still fires, the firing goes out, then its resolution.
+    #[actix::test]
+    async fn a_firing_muted_by_a_window_is_marked_and_sent_when_the_window_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FleetStore::open(&dir.path().join("fleet.sled")).unwrap();
+        let (notify, mut sent) = NotifyHandle::detached(16);
+        let rules = "[[rules]]\nname = \"cpu_high\"\nmetric = \"cpu.usage_pct\"\nop = \">\"\nthreshold = 80\nseverity = \"warning\"\n";
+        let maintenance = Windows::from_files(
+            "notify.maintenance",
+            &[crate::notify::maintenance::WindowFile {
+                name: Some("nightly".into()),
+                sites: vec!["oslo".into()],
+                tags: vec![],
+                time_zone: "Europe/Oslo".into(),
+                days: vec![],
+                from: "02:00".into(),
+                to: "03:00".into(),
+            }],
+        )
+        .unwrap();
+        let stats = Arc::new(AlertsStats::default());
+        let persist = super::super::persist::start_unsupervised(
+            store.clone(),
+            dir.path().join("audit.log"),
+            stats.clone(),
+        );
+        let mut a = AlertsActor::new(
+            AlertsSetup {
+                rules: parse_rules(rules).unwrap(),
+                notify,
+                store,
+                persist,
+                hold_offline_ms: None,
+                maintenance,
+            },
+            stats.clone(),
+        )
+        .unwrap();
+        // 02:30 in Oslo (CET)
+        a.observe(build_observation("oslo", 95.0, "2026-01-15T01:30:00Z"));
+        assert!(sent.try_recv().is_err(), "muted inside the window");
+        let firing = &a.engine.active()[0];
+        assert_eq!(firing.muted_by.as_deref(), Some("nightly"));
+        assert_eq!(stats.muted.load(Ordering::Relaxed), 1);
+        a.tick(ms("2026-01-15T01:59:59Z"));
+        assert!(sent.try_recv().is_err(), "02:59:59 in Oslo is still inside");
+
+        a.tick(ms("2026-01-15T02:00:00Z"));
+        let n = sent.try_recv().expect("the firing once the window closed");
+        assert_eq!(
+            (n.event.as_str(), n.id.as_str()),
+            ("firing", "cpu_high:rvm1:1/firing")
+        );
+        assert_eq!(a.engine.active()[0].muted_by, None);
+        a.tick(ms("2026-01-15T02:00:01Z"));
+        assert!(sent.try_recv().is_err(), "sent once");
+        a.observe(build_observation("oslo", 10.0, "2026-01-15T02:00:02Z"));
+        assert_eq!(sent.try_recv().unwrap().event, "resolved");
+
+        // muted and resolved inside the next night's window: nothing at all
+        a.observe(build_observation("oslo", 95.0, "2026-01-16T01:10:00Z"));
+        a.observe(build_observation("oslo", 10.0, "2026-01-16T01:20:00Z"));
+        a.tick(ms("2026-01-16T02:30:00Z"));
+        assert!(sent.try_recv().is_err());
+        assert_eq!(stats.muted.load(Ordering::Relaxed), 3);
+        let resolved = a.engine.history().last().unwrap().clone();
+        assert_eq!(
+            resolved.muted_by.as_deref(),
+            Some("nightly"),
+            "the record keeps the mark"
+        );
     }
 }

@@ -75,6 +75,11 @@ pub struct Alert {
     pub ack: Option<Ack>,
     /// Id of a silence that matches this alert now.
     pub silenced_by: Option<String>,
+    /// The maintenance window that muted this alert's firing: nobody was told it fired (its
+    /// resolution is not sent either; if it still fires when the window closes, the firing
+    /// is sent then). Absent when nothing was muted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted_by: Option<String>,
     pub state: AlertState,
 }
 

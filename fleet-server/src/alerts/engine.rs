@@ -26,14 +26,20 @@
 //!
 //! Metrics absent from an [`AlertEngine::observe`] call leave their rules untouched, so the
 //! caller may feed telemetry and derived inputs (presence, agent events) separately.
+//!
+//! Health check alerts ([`super::checks`]) go through the same lifecycle:
+//! [`AlertEngine::observe_checks`] makes a rule per (check, device) from the check's severity
+//! and message when its alert starts, keeps it while the alert is active (for `tick`), and
+//! drops it with the alert.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use common::{DeviceId, Severity};
+use common::{CheckResult, DeviceId, Severity};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{Ack, Alert, AlertState, DeviceInfo, Key, Transition, TransitionKind, severity_label};
-use super::rules::Rule;
+use super::checks::{CheckRules, check_kind, is_check_rule, rule_name, severity_of};
+use super::rules::{Op, Rule, Scope};
 use super::silence::{Silence, live_silence};
 
 /// Resolved alerts kept for [`AlertEngine::history`].
@@ -106,6 +112,32 @@ pub struct AlertEngine {
     silences: BTreeMap<String, Silence>,
     history: Vec<Alert>,
     history_cap: usize,
+    /// How health checks become alerts; None: they do not.
+    checks: Option<CheckRules>,
+    /// The rule of each active health check alert.
+    check_rules: BTreeMap<Key, Rule>,
+}
+
+/// The rule of `check`'s alert at `severity`, summarised by the check's `message`.
+pub fn check_rule(c: &CheckRules, check: &str, severity: Severity, message: &str) -> Rule {
+    let mut labels = c.labels.clone();
+    labels.insert("check".into(), check.to_string());
+    labels.insert("check_kind".into(), check_kind(check).to_string());
+    Rule {
+        name: rule_name(check),
+        metric: format!("health.{check}"),
+        abs: false,
+        op: Op::Ge,
+        threshold: 1.0,
+        clear: 1.0,
+        for_ms: c.for_ms,
+        severity,
+        labels,
+        cooldown_ms: 0,
+        scope: Scope::default(),
+        escalate_after_ms: c.escalate_after_ms.filter(|_| severity == Severity::Critical),
+        summary: message.to_string(),
+    }
 }
 
 impl AlertEngine {
@@ -121,9 +153,17 @@ impl AlertEngine {
             silences: BTreeMap::new(),
             history: Vec::new(),
             history_cap: HISTORY_CAP,
+            checks: None,
+            check_rules: BTreeMap::new(),
         };
         e.index(rules);
         e
+    }
+
+    /// Health checks raise alerts as `checks` says (None: they do not).
+    pub fn with_health_checks(mut self, checks: Option<CheckRules>) -> Self {
+        self.checks = checks;
+        self
     }
 
     /// Keeps at most `cap` resolved alerts (at least 1).
@@ -157,7 +197,10 @@ impl AlertEngine {
         let orphans: Vec<Key> = self
             .active
             .keys()
-            .filter(|(rule, _)| !self.by_name.contains_key(rule))
+            .filter(|(rule, _)| {
+                let known = self.by_name.contains_key(rule) || (is_check_rule(rule) && self.checks.is_some());
+                !known
+            })
             .cloned()
             .collect();
         let mut out = Vec::new();
@@ -195,23 +238,76 @@ impl AlertEngine {
             .flat_map(|(idx, v)| idx.iter().map(move |i| (*i, v)))
             .collect();
         let mut out = Vec::new();
+        // the rules are not changed by an evaluation: lend them out meanwhile
+        let rules = std::mem::take(&mut self.rules);
         for (i, value) in work {
-            self.evaluate(i, device, value, now_ms, &mut out);
+            if let Some(rule) = rules.get(i) {
+                self.evaluate(rule, device, value, now_ms, &mut out);
+            }
+        }
+        self.rules = rules;
+        out
+    }
+
+    /// Evaluates one device's health report: each check of a covered kind moves its own
+    /// alert (see [`super::checks`]); an alert whose check is no longer reported resolves.
+    pub fn observe_checks(
+        &mut self,
+        device: &DeviceInfo,
+        checks: &[CheckResult],
+        now_ms: i64,
+    ) -> Vec<Transition> {
+        let mut out = Vec::new();
+        let Some(cfg) = self.checks.clone() else {
+            return out;
+        };
+        let mut seen = BTreeSet::new();
+        for c in checks.iter().filter(|c| cfg.covers(&c.name)) {
+            let value = cfg.value(&c.name, c.status);
+            let key: Key = (rule_name(&c.name), device.id.clone());
+            seen.insert(key.0.clone());
+            let severity = severity_of(c.status);
+            // worse while active: close it, so the new severity starts an alert of its own
+            if value >= 1.0
+                && self.active.get(&key).is_some_and(|a| a.severity < severity)
+                && let Some(old) = self.check_rules.get(&key).cloned()
+            {
+                self.evaluate(&old, device, 0.0, now_ms, &mut out);
+            }
+            let rule = match self.check_rules.get(&key) {
+                Some(r) if self.active.contains_key(&key) => r.clone(),
+                _ if value < 1.0 => continue,
+                _ => check_rule(&cfg, &c.name, severity, &c.message),
+            };
+            self.evaluate(&rule, device, value, now_ms, &mut out);
+            if self.active.contains_key(&key) {
+                self.check_rules.insert(key, rule);
+            } else {
+                self.check_rules.remove(&key);
+            }
+        }
+        let gone: Vec<Key> = self
+            .check_rules
+            .keys()
+            .filter(|(rule, id)| *id == device.id && !seen.contains(rule))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(rule) = self.check_rules.remove(&key) {
+                self.evaluate(&rule, device, 0.0, now_ms, &mut out);
+            }
         }
         out
     }
 
     fn evaluate(
         &mut self,
-        i: usize,
+        rule: &Rule,
         device: &DeviceInfo,
         value: f64,
         now_ms: i64,
         out: &mut Vec<Transition>,
     ) {
-        let Some(rule) = self.rules.get(i) else {
-            return;
-        };
         let key: Key = (rule.name.clone(), device.id.clone());
         // Out of scope (say the device moved to another site) counts as not breaching.
         let in_scope = rule.scope.matches(device.site.as_deref(), &device.tags);
@@ -286,7 +382,11 @@ impl AlertEngine {
         self.silences.retain(|_, s| s.is_live(now_ms));
         self.refresh_silences(now_ms, &mut out);
         for a in self.active.values_mut() {
-            let Some(rule) = self.by_name.get(&a.rule).and_then(|i| self.rules.get(*i)) else {
+            let rule = match self.by_name.get(&a.rule) {
+                Some(i) => self.rules.get(*i),
+                None => self.check_rules.get(&(a.rule.clone(), a.device.clone())),
+            };
+            let Some(rule) = rule else {
                 continue;
             };
             match a.state {
@@ -410,6 +510,16 @@ impl AlertEngine {
         live_silence(&self.silences, &alert.labels, now_ms).is_some()
     }
 
+    /// Marks an active alert as muted by a maintenance window (`None` clears the mark): the
+    /// alert after the change, or None when no such alert is active.
+    pub fn set_muted(&mut self, alert_id: &str, window: Option<&str>) -> Option<Alert> {
+        let a = parse_alert_id(alert_id)
+            .and_then(|key| self.active.get_mut(&key))
+            .filter(|a| a.id == alert_id)?;
+        a.muted_by = window.map(str::to_string);
+        Some(a.clone())
+    }
+
     /// Pending and firing alerts, ordered by rule then device.
     pub fn active(&self) -> Vec<Alert> {
         self.active.values().cloned().collect()
@@ -487,7 +597,18 @@ impl AlertEngine {
             .into_iter()
             .map(|c| ((c.rule, c.device), c.until_ms))
             .collect();
-        Ok(self.drop_orphans(now_ms))
+        let out = self.drop_orphans(now_ms);
+        // the rules of active health check alerts, as they were when each started
+        self.check_rules.clear();
+        if let Some(cfg) = &self.checks {
+            for (key, a) in &self.active {
+                if let Some(check) = a.labels.get("check").filter(|_| is_check_rule(&a.rule)) {
+                    let rule = check_rule(cfg, check, a.severity, &a.summary);
+                    self.check_rules.insert(key.clone(), rule);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -528,6 +649,7 @@ fn new_alert(rule: &Rule, device: &DeviceInfo, generation: u64, value: f64, now_
         last_sample_ms: now_ms,
         ack: None,
         silenced_by: None,
+        muted_by: None,
         state: AlertState::Pending,
     }
 }
@@ -1052,5 +1174,153 @@ mod tests {
                 prop_assert!(e.active().len() <= 1);
             }
         }
+    }
+
+    fn build_check(name: &str, status: common::HealthStatus, message: &str) -> CheckResult {
+        CheckResult {
+            name: name.into(),
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn build_check_engine(toml: &str) -> AlertEngine {
+        let set = parse_rules(toml).unwrap();
+        AlertEngine::new(set.rules).with_health_checks(set.health_checks)
+    }
+
+    #[test]
+    fn a_failing_http_check_fires_an_alert_naming_it_and_resolves_when_it_passes() {
+        use common::HealthStatus::{Critical, Ok};
+        let mut e = build_check_engine("");
+        let d = build_device("rvm1");
+        let failing = [
+            build_check("cpu", Critical, "cpu 99 % used"),
+            build_check("http:vision", Critical, "http vision answered 500 (expected 200)"),
+            build_check("broker", Ok, "broker connected"),
+        ];
+        let t = e.observe_checks(&d, &failing, 0);
+        assert_eq!(
+            kinds(&t),
+            [TransitionKind::Firing],
+            "cpu is the metric rules' job"
+        );
+        let a = &t[0].alert;
+        assert_eq!(a.id, "check.http.vision:rvm1:1");
+        assert_eq!(a.severity, Severity::Critical);
+        assert_eq!(a.summary, "http vision answered 500 (expected 200)");
+        assert_eq!(a.labels["check"], "http:vision");
+        assert_eq!(a.labels["check_kind"], "http");
+        assert_eq!(a.labels["site"], "oslo");
+        // the same report again changes nothing; a pass resolves
+        assert!(e.observe_checks(&d, &failing, S).is_empty());
+        let passing = [build_check("http:vision", Ok, "http vision answered 200")];
+        let t = e.observe_checks(&d, &passing, 2 * S);
+        assert_eq!(kinds(&t), [TransitionKind::Resolved]);
+        assert!(e.active().is_empty());
+        // failing again is a new alert
+        let t = e.observe_checks(&d, &failing, 3 * S);
+        assert_eq!(t[0].alert.id, "check.http.vision:rvm1:2");
+    }
+
+    #[test]
+    fn a_check_that_gets_worse_pages_again_at_the_new_severity_and_one_that_improves_stays() {
+        use common::HealthStatus::{Critical, Warn};
+        let mut e = build_check_engine("");
+        let d = build_device("rvm1");
+        let warn = [build_check(
+            "unit:vision.service",
+            Warn,
+            "unit vision.service is activating",
+        )];
+        let crit = [build_check(
+            "unit:vision.service",
+            Critical,
+            "unit vision.service is failed",
+        )];
+        let t = e.observe_checks(&d, &warn, 0);
+        assert_eq!(
+            (t[0].kind, t[0].alert.severity),
+            (TransitionKind::Firing, Severity::Warning)
+        );
+        let t = e.observe_checks(&d, &crit, S);
+        assert_eq!(kinds(&t), [TransitionKind::Resolved, TransitionKind::Firing]);
+        assert_eq!(t[1].alert.severity, Severity::Critical);
+        assert_eq!(t[1].alert.summary, "unit vision.service is failed");
+        assert!(
+            e.observe_checks(&d, &warn, 2 * S).is_empty(),
+            "better, still failing"
+        );
+        assert_eq!(e.active()[0].severity, Severity::Critical);
+    }
+
+    #[test]
+    fn a_check_no_longer_reported_resolves_and_checks_of_other_machines_stay() {
+        use common::HealthStatus::Critical;
+        let mut e = build_check_engine("");
+        let (d1, d2) = (build_device("rvm1"), build_device("rvm2"));
+        let cam = [build_check(
+            "camera",
+            Critical,
+            "no camera device matches /dev/video*",
+        )];
+        e.observe_checks(&d1, &cam, 0);
+        e.observe_checks(&d2, &cam, 0);
+        let t = e.observe_checks(&d1, &[], S);
+        assert_eq!(kinds(&t), [TransitionKind::Resolved]);
+        assert_eq!(t[0].alert.device.as_str(), "rvm1");
+        assert_eq!(e.active().len(), 1);
+    }
+
+    #[test]
+    fn check_alerts_wait_for_for_s_escalate_by_tick_and_survive_an_import() {
+        use common::HealthStatus::Critical;
+        let toml = "[health_checks]\nfor_s = 10\nescalate_after_s = 60\nlabels = { team = \"field\" }\n";
+        let mut e = build_check_engine(toml);
+        let d = build_device("rvm1");
+        let disk = [build_check("data_disk", Critical, "/data is not writable")];
+        assert_eq!(kinds(&e.observe_checks(&d, &disk, 0)), [TransitionKind::Pending]);
+        assert_eq!(kinds(&e.tick(10 * S)), [TransitionKind::Firing]);
+        assert_eq!(e.active()[0].labels["team"], "field");
+        let state = e.export();
+        let mut again = build_check_engine(toml);
+        assert!(
+            again.import(state, 20 * S).unwrap().is_empty(),
+            "kept, not an orphan"
+        );
+        assert_eq!(kinds(&again.tick(70 * S)), [TransitionKind::Escalated]);
+        let t = again.observe_checks(
+            &d,
+            &[build_check("data_disk", common::HealthStatus::Ok, "ok")],
+            80 * S,
+        );
+        assert_eq!(kinds(&t), [TransitionKind::Resolved]);
+        // with health checks turned off, an imported check alert resolves
+        let mut off = build_check_engine("[health_checks]\nenabled = false\n");
+        let mut on = build_check_engine("");
+        on.observe_checks(&d, &disk, 0);
+        let t = off.import(on.export(), S).unwrap();
+        assert_eq!(kinds(&t), [TransitionKind::Resolved]);
+        assert!(off.observe_checks(&d, &disk, 2 * S).is_empty());
+    }
+
+    #[test]
+    fn an_actor_that_restarted_raises_nothing_and_one_that_stopped_does() {
+        use common::HealthStatus::{Critical, Warn};
+        let mut e = build_check_engine("");
+        let d = build_device("rvm1");
+        let restarted = [build_check(
+            "actor:collector",
+            Warn,
+            "actor collector restarted 2 time(s)",
+        )];
+        assert!(e.observe_checks(&d, &restarted, 0).is_empty());
+        let dead = [build_check(
+            "actor:collector",
+            Critical,
+            "actor collector is not running",
+        )];
+        let t = e.observe_checks(&d, &dead, S);
+        assert_eq!(t[0].alert.id, "check.actor.collector:rvm1:1");
     }
 }

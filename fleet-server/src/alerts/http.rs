@@ -8,21 +8,28 @@
 //! | `POST /api/v1/silences` body `{"matchers": [{"label", "value"}], "duration_s" or "expires_ms", "comment"}` | operator |
 //! | `DELETE /api/v1/silences/{id}` | operator |
 //! | `GET /api/v1/incidents` | viewer |
+//! | `GET /api/v1/maintenance`: every window, config and API, each with `source` and `open_now` | viewer |
+//! | `POST /api/v1/maintenance` body: a `[[notify.maintenance]]` entry as JSON (`name` required) and an optional `comment` | operator |
+//! | `DELETE /api/v1/maintenance/{name}` (windows added through the API) | operator |
 //!
-//! Who acknowledged or silenced is the token's name; both go to the audit log.
+//! Who acknowledged, silenced or changed a window is the token's name; each goes to the
+//! audit log.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::actor::{
-    AckAlert, AddSilence, ListAlerts, ListIncidents, ListSilences, RemoveSilence, StateFilter,
-};
 use super::engine::AlertError;
+use super::maintenance::WindowError;
+use super::requests::{
+    AckAlert, AddSilence, AddWindow, ListAlerts, ListIncidents, ListSilences, ListWindows, RemoveSilence,
+    RemoveWindow, StateFilter,
+};
 use super::silence::Matcher;
 use crate::auth::Role;
 use crate::http::auth::authorize;
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
+use crate::notify::maintenance::WindowFile;
 
 /// Longest silence accepted (30 days).
 pub const MAX_SILENCE_S: u64 = 30 * 24 * 3600;
@@ -35,7 +42,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/silences", web::get().to(list_silences))
         .route("/silences", web::post().to(add_silence))
         .route("/silences/{id}", web::delete().to(remove_silence))
-        .route("/incidents", web::get().to(incidents));
+        .route("/incidents", web::get().to(incidents))
+        .route("/maintenance", web::get().to(list_windows))
+        .route("/maintenance", web::post().to(add_window))
+        .route("/maintenance/{name}", web::delete().to(remove_window));
+}
+
+impl From<WindowError> for ApiError {
+    fn from(e: WindowError) -> Self {
+        match e {
+            WindowError::Invalid(_) | WindowError::TooMany => ApiError::BadRequest(e.to_string()),
+            WindowError::Duplicate(_) | WindowError::FromConfig(_) => ApiError::Conflict(e.to_string()),
+            WindowError::Unknown(_) => ApiError::NotFound(e.to_string()),
+        }
+    }
 }
 
 impl From<AlertError> for ApiError {
@@ -244,4 +264,60 @@ async fn incidents(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
     authorize(&req, &state, Role::Viewer)?;
     let list = state.alerting.alerts.send(ListIncidents).await.map_err(mailbox)?;
     Ok(HttpResponse::Ok().json(list))
+}
+
+async fn list_windows(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Role::Viewer)?;
+    let w = state.alerting.alerts.send(ListWindows).await.map_err(mailbox)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "windows": w })))
+}
+
+async fn add_window(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let who = authorize(&req, &state, Role::Operator)?;
+    let mut v: serde_json::Value =
+        parse_body(&body)?.ok_or_else(|| ApiError::BadRequest("body: a window is required".into()))?;
+    // the window's own keys, plus a comment for the audit log
+    let comment = match v.as_object_mut().and_then(|o| o.remove("comment")) {
+        None => String::new(),
+        Some(serde_json::Value::String(c)) => c,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!("comment: {other} is not a string")));
+        }
+    };
+    check_comment(&comment)?;
+    let window: WindowFile =
+        serde_json::from_value(v).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+    let w = state
+        .alerting
+        .alerts
+        .send(AddWindow {
+            window,
+            who: who.name,
+            comment,
+        })
+        .await
+        .map_err(mailbox)??;
+    Ok(HttpResponse::Created().json(w))
+}
+
+async fn remove_window(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let who = authorize(&req, &state, Role::Operator)?;
+    state
+        .alerting
+        .alerts
+        .send(RemoveWindow {
+            name: name.into_inner(),
+            who: who.name,
+        })
+        .await
+        .map_err(mailbox)??;
+    Ok(HttpResponse::NoContent().finish())
 }

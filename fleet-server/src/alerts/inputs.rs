@@ -21,13 +21,21 @@
 //!   prompt record shows the true offset. A record whose seq is above one already seen live is
 //!   live too, whatever its timestamp, so a clock that jumps back mid connection is flagged
 //!   ([`DeviceInputs::is_live_seq`], the same rule as [`crate::fleet::clock`]).
+//! - `service.down`: watched processes not running (the latest live telemetry's
+//!   `process.down`) plus watched systemd units failed or inactive (`unit:*` checks critical
+//!   in the latest live health report), fed with each of either ([`DeviceInputs::on_health`],
+//!   [`DeviceInputs::on_metrics`]). A health report made before the current connection, or
+//!   older than one already taken, is not the machine's state now and is left out.
 
 use std::collections::{BTreeMap, VecDeque};
 
-use common::{ActionOutcome, Birth, DeviceId, Event, EventKind};
+use common::{ActionOutcome, Birth, DeviceId, Event, EventKind, HealthReport, HealthStatus};
 
 use super::alert::DeviceInfo;
-use super::names::{AGENT_RESTARTED, CLOCK_SKEW, PRESENCE_OFFLINE, RECORDS_DROPPED, RECOVERY_FAILED};
+use super::names::{
+    AGENT_RESTARTED, CLOCK_SKEW, PRESENCE_OFFLINE, PROCESS_DOWN, RECORDS_DROPPED, RECOVERY_FAILED,
+    SERVICE_DOWN,
+};
 
 /// A `RecordsDropped` event keeps `agent.records_dropped` at 1 this long.
 pub const RECORDS_DROPPED_WINDOW_MS: i64 = 60_000;
@@ -84,6 +92,21 @@ pub struct DeviceInputs {
     skew: VecDeque<(i64, f64)>,
     /// Lowest seq seen live on the current connection.
     live_floor_seq: Option<u64>,
+    /// `process.down` of the latest live telemetry.
+    processes_down: Option<f64>,
+    /// Watched units failed or inactive in the latest live health report.
+    units_down: Option<f64>,
+    /// Device time of the latest health report taken.
+    health_ts_ms: Option<i64>,
+}
+
+/// Watched systemd units failed or inactive in a health report (its critical `unit:*` checks).
+pub fn units_down(report: &HealthReport) -> f64 {
+    report
+        .checks
+        .iter()
+        .filter(|c| c.name.starts_with("unit:") && c.status == HealthStatus::Critical)
+        .count() as f64
 }
 
 impl DeviceInputs {
@@ -114,6 +137,8 @@ impl DeviceInputs {
         if new_link {
             self.link_since_ms = Some(birth_ts_ms);
             self.live_floor_seq = None;
+            // reports of this connection count even if the device's clock went back
+            self.health_ts_ms = None;
         }
         self.boot_id = Some(boot_id.to_string());
         if restarted {
@@ -184,6 +209,26 @@ impl DeviceInputs {
         }
         let max = self.skew.iter().map(|(_, s)| *s).fold(f64::MIN, f64::max);
         (CLOCK_SKEW.into(), max)
+    }
+
+    /// A health report stamped `ts_ms` (device clock): the `service.down` input, or None
+    /// when the report is backlog or older than one already taken (see the module docs).
+    pub fn on_health(&mut self, report: &HealthReport, ts_ms: i64) -> Option<(String, f64)> {
+        if !self.is_live(ts_ms) || self.health_ts_ms.is_some_and(|t| ts_ms < t) {
+            return None;
+        }
+        self.health_ts_ms = Some(ts_ms);
+        let units = units_down(report);
+        self.units_down = Some(units);
+        Some((SERVICE_DOWN.into(), self.processes_down.unwrap_or(0.0) + units))
+    }
+
+    /// A live telemetry record's flat metrics: the `service.down` input when they have
+    /// `process.down`.
+    pub fn on_metrics(&mut self, metrics: &[(String, f64)]) -> Option<(String, f64)> {
+        let (_, p) = metrics.iter().find(|(n, _)| n == PROCESS_DOWN)?;
+        self.processes_down = Some(*p);
+        Some((SERVICE_DOWN.into(), p + self.units_down.unwrap_or(0.0)))
     }
 
     /// The periodic evaluation: presence and the inputs that go back to 0 with time.
@@ -366,5 +411,41 @@ mod tests {
             "empty values are not attributes"
         );
         assert!(device_info(&id, None).attrs.is_empty());
+    }
+
+    fn build_report(units: &[(&str, HealthStatus)]) -> HealthReport {
+        HealthReport {
+            status: HealthStatus::Ok,
+            checks: units
+                .iter()
+                .map(|(u, st)| common::CheckResult {
+                    name: format!("unit:{u}"),
+                    status: *st,
+                    message: String::new(),
+                })
+                .collect(),
+            actors: vec![],
+        }
+    }
+
+    #[test]
+    fn service_down_counts_stopped_processes_and_failed_units_from_live_records() {
+        let mut d = DeviceInputs::default();
+        let failed = build_report(&[
+            ("vision.service", HealthStatus::Critical),
+            ("ok.service", HealthStatus::Ok),
+        ]);
+        assert_eq!(d.on_health(&failed, 1_000), None, "no birth yet: not live");
+        d.on_birth("boot-a", 5_000);
+        assert_eq!(d.on_health(&failed, 4_000), None, "made before this connection");
+        assert_eq!(d.on_health(&failed, 6_000), Some((SERVICE_DOWN.into(), 1.0)));
+        let m = vec![(PROCESS_DOWN.to_string(), 2.0), ("cpu.usage_pct".into(), 5.0)];
+        assert_eq!(d.on_metrics(&m), Some((SERVICE_DOWN.into(), 3.0)));
+        assert_eq!(d.on_metrics(&[("cpu.usage_pct".into(), 5.0)]), None);
+        let fixed = build_report(&[("vision.service", HealthStatus::Ok)]);
+        assert_eq!(d.on_health(&fixed, 5_500), None, "older than the report taken");
+        assert_eq!(d.on_health(&fixed, 7_000), Some((SERVICE_DOWN.into(), 2.0)));
+        let activating = build_report(&[("vision.service", HealthStatus::Warn)]);
+        assert_eq!(units_down(&activating), 0.0, "activating is not down");
     }
 }

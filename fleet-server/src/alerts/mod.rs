@@ -7,12 +7,16 @@
 //! - [`rules`]: the file format, defaults, validation naming every bad key, runtime
 //!   [`rules::Rule`]
 //! - [`alert`]: the alert record, its transitions, the device info rules are scoped by
+//! - [`checks`]: failing health checks as alerts (`[health_checks]`, rule names, values)
 //! - [`engine`]: per (rule, device) lifecycle pending -> firing -> resolved, `for`, hysteresis,
 //!   cooldown, acknowledgement, escalation, export/import; [`silence`]: silences
 //! - [`inputs`]: the inputs the server derives (presence, restarts, drops, recoveries, skew)
-//! - [`actor`]: the alerts actor (engine, correlator, notifications, audit); [`stats`]: its
-//!   counters; [`persist`]: the thread that writes its exports and audit lines; [`store`]:
-//!   its persisted state; [`http`]: alerts, silences and incidents routes
+//! - [`maintenance`]: the maintenance windows of the config and the API, and which
+//!   notifications they mute (pure)
+//! - [`actor`]: the alerts actor (engine, correlator, notifications, audit); [`requests`]:
+//!   what it answers for the API; [`stats`]: its counters; [`persist`]: the thread that
+//!   writes its exports, audit lines and maintenance windows; [`store`]: its persisted state;
+//!   [`http`]: alerts, silences, incidents and maintenance windows routes
 //!
 //! Invariants: one active alert per (rule, device); transitions only for changes (an imported
 //! state is not notified again); a silenced alert still changes state, its transitions say
@@ -20,11 +24,14 @@
 
 pub mod actor;
 pub mod alert;
+pub mod checks;
 pub mod engine;
 pub mod http;
 pub mod inputs;
+pub mod maintenance;
 pub mod names;
 pub mod persist;
+pub mod requests;
 pub mod rules;
 pub mod silence;
 pub mod stats;

@@ -1,7 +1,16 @@
 //! The inputs a rule may name: the flat metric names of [`common::Telemetry::flat_metrics`],
 //! the vision service's `app.*` metrics, and the [`SPECIAL_INPUTS`] the server derives itself
-//! ([`super::inputs`]). A leaf: the rules, the correlator's settings and the derived inputs
-//! all name inputs, and none of them needs the others for it.
+//! ([`super::inputs`]); and the labels and longest durations every kind of rule shares (the
+//! file's rules and the health check rules, [`super::checks`]). A leaf: the rules, the
+//! correlator's settings and the derived inputs all name inputs, and none of them needs the
+//! others for it.
+
+/// Labels every alert carries; a rule's own labels may not redefine them.
+pub const RESERVED_LABELS: &[&str] = &["rule", "device", "site", "severity"];
+
+/// Longest `for_s`, `cooldown_s` or `escalate_after_s` accepted (one week): keeps every
+/// millisecond computation far from overflow.
+pub const MAX_DURATION_S: u64 = 7 * 24 * 3600;
 
 /// Flat metric names a rule may use (see `Telemetry::flat_metrics`), plus `app.<name>`.
 pub const FLAT_METRICS: &[&str] = &[
@@ -35,6 +44,11 @@ pub const AGENT_RESTARTED: &str = "agent.restarted";
 pub const RECOVERY_FAILED: &str = "agent.recovery_failed";
 /// Device clock minus server clock, in seconds (signed).
 pub const CLOCK_SKEW: &str = "clock.skew_s";
+/// Watched processes not running, a flat metric of the telemetry.
+pub const PROCESS_DOWN: &str = "process.down";
+/// Watched services down: processes not running (the telemetry's `process.down`) plus
+/// systemd units failed or inactive (the latest health report's `unit:*` checks).
+pub const SERVICE_DOWN: &str = "service.down";
 
 /// Inputs the server derives from presence, events and envelopes rather than telemetry.
 pub const SPECIAL_INPUTS: &[&str] = &[
@@ -43,6 +57,7 @@ pub const SPECIAL_INPUTS: &[&str] = &[
     AGENT_RESTARTED,
     RECOVERY_FAILED,
     CLOCK_SKEW,
+    SERVICE_DOWN,
 ];
 
 /// Is `name` an input a rule may use?

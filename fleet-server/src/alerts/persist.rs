@@ -6,7 +6,9 @@
 //! ([`PersistInbox`]): an export still queued is written by the next generation. One taken
 //! from the queue is marked in hand until written, so a generation that starts and finds the
 //! mark knows its predecessor died with it and tells the actor to export again; audit lines
-//! taken but not yet written are kept aside and written by the next generation.
+//! taken but not yet written are kept aside and written by the next generation. It also
+//! writes the maintenance windows added through the API (the whole list each time, so a
+//! list lost with a dying generation is written whole by the next change).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,6 +17,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 
 use super::engine::EngineState;
+use super::maintenance::AddedWindow;
 use super::stats::AlertsStats;
 use crate::incidents::incident::CorrelatorState;
 use crate::store::FleetStore;
@@ -27,6 +30,8 @@ pub const PERSIST_POLL: std::time::Duration = std::time::Duration::from_millis(1
 /// Keys of the persisted exports in the store's `alerts` tree.
 pub const ENGINE_KEY: &str = "engine";
 pub const CORRELATOR_KEY: &str = "correlator";
+/// Key of the maintenance windows added through the API.
+pub const MAINTENANCE_KEY: &str = "maintenance";
 
 /// One thing for the persister to write (opaque outside this module).
 pub struct PersistJob(Job);
@@ -34,6 +39,7 @@ pub struct PersistJob(Job);
 enum Job {
     State(Box<(EngineState, CorrelatorState)>),
     Audit(serde_json::Value),
+    Windows(Vec<AddedWindow>),
 }
 
 /// The persister's queue: the alerts actor holds the handle, persister generations take turns
@@ -87,6 +93,11 @@ impl PersistHandle {
         let _ = self.tx.send(PersistJob(Job::Audit(line)));
     }
 
+    /// Hands the API's maintenance windows over; false if no persister can ever read them.
+    pub(super) fn windows(&self, windows: Vec<AddedWindow>) -> bool {
+        self.tx.send(PersistJob(Job::Windows(windows))).is_ok()
+    }
+
     /// True once after a persister died with an export in hand.
     pub(super) fn take_lost(&self) -> bool {
         self.lost.swap(false, Ordering::AcqRel)
@@ -130,11 +141,25 @@ pub fn run(
             Err(_) => return Ok(()),
         };
         let mut state = None;
+        let mut windows = None;
         let mut lines = Vec::new();
         for job in std::iter::once(first).chain(rx.try_iter()) {
             match job.0 {
                 Job::State(s) => state = Some(s),
                 Job::Audit(l) => lines.push(l),
+                Job::Windows(w) => windows = Some(w),
+            }
+        }
+        if let Some(w) = windows {
+            let res = serde_json::to_vec(&w).map_err(|e| e.to_string()).and_then(|b| {
+                setup
+                    .store
+                    .save_alert_state(&[(MAINTENANCE_KEY, b)])
+                    .map_err(|e| e.to_string())
+            });
+            if let Err(e) = res {
+                setup.stats.persist_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "maintenance windows not persisted");
             }
         }
         h.pending_audit

@@ -23,15 +23,10 @@ use std::fmt;
 use common::Severity;
 use serde::{Deserialize, Serialize};
 
+use super::checks::{CheckRules, HealthChecksFile};
 use super::names::{APP_PREFIX, FLAT_METRICS, SPECIAL_INPUTS, is_known_input};
+pub use super::names::{MAX_DURATION_S, RESERVED_LABELS};
 use crate::incidents::config::CorrelatorConfig;
-
-/// Labels every alert carries; a rule's own labels may not redefine them.
-pub const RESERVED_LABELS: &[&str] = &["rule", "device", "site", "severity"];
-
-/// Longest `for_s`, `cooldown_s` or `escalate_after_s` accepted (one week): keeps every
-/// millisecond computation far from overflow.
-pub const MAX_DURATION_S: u64 = 7 * 24 * 3600;
 
 /// Longest rule name; names are part of alert ids.
 pub const MAX_RULE_NAME_LEN: usize = 64;
@@ -144,6 +139,9 @@ pub struct RulesFile {
     /// Correlator settings (`[correlate.site_outage]`, ...); every key has a default.
     #[serde(default)]
     pub correlate: CorrelatorConfig,
+    /// Alerts for failing health checks ([`super::checks`]); on by default.
+    #[serde(default)]
+    pub health_checks: HealthChecksFile,
 }
 
 /// A validated rule, durations in milliseconds.
@@ -185,6 +183,8 @@ impl Rule {
 pub struct RuleSet {
     pub rules: Vec<Rule>,
     pub correlate: CorrelatorConfig,
+    /// None: health checks raise no alerts (`[health_checks] enabled = false`).
+    pub health_checks: Option<CheckRules>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -348,10 +348,15 @@ impl RulesFile {
             });
         }
         p.extend(self.correlate.validate("correlate"));
+        let health_checks = self.health_checks.validate("health_checks").unwrap_or_else(|e| {
+            p.extend(e);
+            None
+        });
         if p.is_empty() {
             Ok(RuleSet {
                 rules,
                 correlate: self.correlate.clone(),
+                health_checks,
             })
         } else {
             Err(p)
@@ -429,7 +434,8 @@ mod tests {
             find("disk.max_used_pct", 90.0, Severity::Warning),
             find("gpu.load_pct", 90.0, Severity::Info),
             find("gpu.temp_c", 80.0, Severity::Warning),
-            find("process.down", 0.0, Severity::Critical),
+            // watched processes and, since issue 19, watched systemd units
+            find("service.down", 0.0, Severity::Critical),
             find("app.errors", 10.0, Severity::Warning),
         ];
         for r in nine {

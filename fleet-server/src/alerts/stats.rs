@@ -14,6 +14,8 @@ pub struct AlertsStats {
     pub held: AtomicU64,
     /// Held offline notifications not sent (suppressed, back online, silenced meanwhile).
     pub held_dropped: AtomicU64,
+    /// Notifications not sent because a maintenance window covered their machines.
+    pub muted: AtomicU64,
     pub incident_changes: AtomicU64,
     pub persist_errors: AtomicU64,
     /// States handed to the persister.
@@ -33,6 +35,7 @@ pub struct AlertsSnapshot {
     pub skipped_suppressed: u64,
     pub held: u64,
     pub held_dropped: u64,
+    pub muted: u64,
     pub incident_changes: u64,
     pub persist_errors: u64,
 }

@@ -1,10 +1,12 @@
 //! Fleet actor: owns the [`FleetState`]; ingest sends it records, the API asks it questions.
 //!
 //! With an alerts actor attached ([`AttachAlerts`]) it also feeds alerting: each live
-//! telemetry record's flat metrics (plus `clock.skew_s`), the derived inputs of events and
-//! births at once, and every [`PRESENCE_TICK`] each device's presence and time-based inputs
-//! ([`crate::alerts::inputs`]). Backlog telemetry (recorded before the device's current
-//! connection) goes to history only: its values are not the machine's state now.
+//! telemetry record's flat metrics (plus `clock.skew_s` and `service.down`), each live health
+//! report's checks (plus `service.down`), the derived inputs of events and births at once,
+//! and every [`PRESENCE_TICK`] each device's presence and time-based inputs
+//! ([`crate::alerts::inputs`]). Backlog telemetry and health reports (made before the
+//! device's current connection) go to history and the device page only: they are not the
+//! machine's state now.
 //!
 //! With a live hub attached ([`AttachLive`]) it publishes, every tick, the summaries of the
 //! devices that changed ([`SummaryDiff`]) for `GET /api/v1/stream`.
@@ -167,13 +169,24 @@ impl FleetActor {
     }
 
     fn observe(&self, id: &DeviceId, metrics: Vec<(String, f64)>, at_ms: i64) {
-        if metrics.is_empty() {
+        self.observe_with(id, metrics, None, at_ms);
+    }
+
+    fn observe_with(
+        &self,
+        id: &DeviceId,
+        metrics: Vec<(String, f64)>,
+        checks: Option<Vec<common::CheckResult>>,
+        at_ms: i64,
+    ) {
+        if metrics.is_empty() && checks.is_none() {
             return;
         }
         if let Some(a) = &self.alerts {
             a.do_send(Observe(vec![Observation {
                 device: self.info(id),
                 metrics,
+                checks,
                 at_ms,
             }]));
         }
@@ -214,6 +227,7 @@ impl FleetActor {
             batch.push(Observation {
                 device: self.info(&id),
                 metrics,
+                checks: None,
                 at_ms: now_ms,
             });
         }
@@ -244,11 +258,25 @@ impl FleetActor {
                         .get(&id)
                         .map(|d| d.metrics.clone())
                         .unwrap_or_default();
+                    let service = input.on_metrics(&m);
                     m.extend(skew);
+                    m.extend(service);
                     self.observe(&id, m, now);
                 }
             }
-            Ingested::Health(e) => self.state.apply_health(e, now),
+            Ingested::Health(e) => {
+                let id = e.device.clone();
+                let taken = self
+                    .inputs
+                    .entry(id.clone())
+                    .or_default()
+                    .on_health(&e.body, e.ts_ms);
+                let checks = taken.is_some().then(|| e.body.checks.clone());
+                self.state.apply_health(e, now);
+                if let Some(service) = taken {
+                    self.observe_with(&id, vec![service], checks, now);
+                }
+            }
             Ingested::Event(e) => {
                 let id = e.device.clone();
                 let m = self.inputs.entry(id.clone()).or_default().on_event(&e.body, now);

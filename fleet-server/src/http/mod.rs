@@ -42,6 +42,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(crate::history::report::http::configure)
                 .configure(live::configure)
                 .configure(crate::fleet::http::configure)
+                .configure(crate::notify::http::configure)
                 .route("/health", web::get().to(health)),
         )
         .default_service(web::to(not_found));
@@ -63,7 +64,7 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "ingest": state.ingest.snapshot(),
         "broker": state.broker.get().map(|b| b.snapshot()),
         "storage": state.alerting.history.snapshot(&state.alerting.history_policy),
-        "alerts": state.alerting.alerts.send(crate::alerts::actor::GetSnapshot).await.ok(),
+        "alerts": state.alerting.alerts.send(crate::alerts::requests::GetSnapshot).await.ok(),
         "notify": state.alerting.notify.snapshot(),
         "live": state.live.snapshot(),
         "supervisor": state.supervisor.snapshot(),

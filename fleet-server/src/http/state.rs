@@ -12,7 +12,7 @@ use crate::history::job::HistoryStats;
 use crate::history::rollup::HistoryPolicy;
 use crate::ingest::stats::IngestStats;
 use crate::live::LiveHub;
-use crate::notify::NotifyStats;
+use crate::notify::Notifier;
 use crate::store::FleetStore;
 use crate::supervise::slot::Slot;
 use crate::supervise::supervisor::SupervisorView;
@@ -42,5 +42,6 @@ pub struct AlertsApi {
     pub store: FleetStore,
     pub history_policy: HistoryPolicy,
     pub history: Arc<HistoryStats>,
-    pub notify: Arc<NotifyStats>,
+    /// Notifications: counters, channels, the outbox, the test message.
+    pub notify: Arc<Notifier>,
 }

@@ -22,6 +22,12 @@ const ASSETS: &[(&str, &str, &[u8], &str)] = &[
         "no-cache",
     ),
     (
+        "notify.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/notify.js"),
+        "no-cache",
+    ),
+    (
         "app.css",
         "text/css; charset=utf-8",
         include_bytes!("../../ui/app.css"),

@@ -29,6 +29,8 @@ pub enum LiveEvent {
     Acknowledged { alert: Alert },
     /// A silence was added or removed: refetch silences and alerts.
     Silences,
+    /// A maintenance window was added or removed: refetch the windows.
+    Maintenance,
     /// An incident opened, gained a member, resolved or was withdrawn.
     Incident(IncidentChange),
     /// A command changed state; the value is what `GET /api/v1/commands/{id}` answers.

@@ -1,27 +1,28 @@
-//! The `[notify]` section of `fleet-server.toml`: routes, the default route and channels as
-//! written, [`NotifySection::validate`] naming every bad key, and the runtime
-//! [`NotifyConfig`].
+//! The `[notify]` section of `fleet-server.toml`: routes, the default route, channels and
+//! maintenance windows as written, [`NotifySection::validate`] naming every bad key, and the
+//! runtime [`NotifyConfig`].
+//!
+//! Each channel kind validates its own keys ([`super::channels`]: webhook, sms, email, each
+//! with a `validate(prefix, name)` that also compiles and tries its templates and reads its
+//! secrets); maintenance windows are [`super::maintenance::Windows`].
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use common::Severity;
 use serde::Deserialize;
 
-use super::email::{self, EmailConfig};
+use super::channels::ChannelSpec;
+use super::channels::email::{EmailChannel, EmailFile};
+use super::channels::sms::{SmsChannel, SmsFile};
+use super::channels::webhook::{WebhookChannel, WebhookFile};
+use super::http_client;
+use super::maintenance::{WindowFile, Windows};
 use super::notification::Notification;
-use super::webhook::{self, WebhookConfig};
 
 /// The built-in channel.
 pub const LOG_CHANNEL: &str = "log";
 /// Default rate limit of a route, notifications per minute.
 pub const DEFAULT_PER_MINUTE: u32 = 10;
-/// Default time one delivery attempt may take.
-pub const DEFAULT_TIMEOUT_S: u64 = 10;
-/// Default time a delivery keeps retrying.
-pub const DEFAULT_MAX_RETRY_S: u64 = 120;
-/// Longest `timeout_s` / `max_retry_s` accepted.
-pub const MAX_CHANNEL_S: u64 = 24 * 3600;
 
 /// `[notify]` as written in `fleet-server.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -35,6 +36,13 @@ pub struct NotifySection {
     pub default: DefaultRouteFile,
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelFile>,
+    /// The web view's address as people reach it (`https://fleet.example.com`): links in
+    /// messages (`public_url` in templates, Teams' button, Alertmanager's `externalURL`).
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// `[[notify.maintenance]]`: recurring windows during which notifications are muted.
+    #[serde(default)]
+    pub maintenance: Vec<WindowFile>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -85,46 +93,18 @@ fn default_channels() -> Vec<String> {
 fn default_per_minute() -> u32 {
     DEFAULT_PER_MINUTE
 }
-fn default_timeout() -> u64 {
-    DEFAULT_TIMEOUT_S
-}
-fn default_max_retry() -> u64 {
-    DEFAULT_MAX_RETRY_S
-}
-fn default_subject_prefix() -> String {
-    "[RVM Fleet]".into()
-}
-
-/// `[notify.channels.NAME]`, by `type`.
+/// `[notify.channels.NAME]`, by `type`; each kind's keys are its file struct's.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ChannelFile {
-    /// A line in the server log.
-    Log,
-    /// JSON POST of the [`Notification`].
-    Webhook {
-        /// `http://host:port/path` (this build has no TLS client: put a TLS proxy in front of
-        /// an `https` receiver).
-        url: String,
-        #[serde(default = "default_timeout")]
-        timeout_s: u64,
-        #[serde(default = "default_max_retry")]
-        max_retry_s: u64,
-    },
-    /// Plain SMTP to a relay (no TLS, no authentication: a local relay such as Postfix does
-    /// the rest).
-    Email {
-        /// `host:port` of the relay.
-        smtp: String,
-        from: String,
-        to: Vec<String>,
-        #[serde(default = "default_subject_prefix")]
-        subject_prefix: String,
-        #[serde(default = "default_timeout")]
-        timeout_s: u64,
-        #[serde(default = "default_max_retry")]
-        max_retry_s: u64,
-    },
+    /// A line in the server log (a struct variant, so keys given to it are refused).
+    Log {},
+    /// A POST in a receiver's format, over HTTPS or HTTP.
+    Webhook(WebhookFile),
+    /// SMTP with STARTTLS (default), implicit TLS or none, with AUTH.
+    Email(EmailFile),
+    /// SMS through a provider's HTTP API (Twilio).
+    Sms(SmsFile),
 }
 
 /// A validated route.
@@ -148,11 +128,35 @@ impl Route {
     }
 }
 
+/// A validated channel.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Channel {
     Log,
-    Webhook(WebhookConfig),
-    Email(EmailConfig),
+    Webhook(WebhookChannel),
+    Email(EmailChannel),
+    Sms(SmsChannel),
+}
+
+impl Channel {
+    /// `log`, `webhook`, `email` or `sms`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Channel::Log => "log",
+            Channel::Webhook(_) => "webhook",
+            Channel::Email(_) => "email",
+            Channel::Sms(_) => "sms",
+        }
+    }
+
+    /// What a sender is started from; None for the log channel (it needs none).
+    pub fn spec(&self) -> Option<ChannelSpec> {
+        match self {
+            Channel::Log => None,
+            Channel::Webhook(c) => Some(ChannelSpec::Webhook(c.clone())),
+            Channel::Email(c) => Some(ChannelSpec::Email(c.clone())),
+            Channel::Sms(c) => Some(ChannelSpec::Sms(c.clone())),
+        }
+    }
 }
 
 /// The validated `[notify]` section.
@@ -161,6 +165,10 @@ pub struct NotifyConfig {
     pub routes: Vec<Route>,
     pub default: Route,
     pub channels: BTreeMap<String, Channel>,
+    /// `public_url`, for links in messages.
+    pub public_url: Option<String>,
+    /// `[[notify.maintenance]]`.
+    pub maintenance: Windows,
 }
 
 impl Default for NotifyConfig {
@@ -179,13 +187,9 @@ impl Default for NotifyConfig {
                     burst: DEFAULT_PER_MINUTE,
                 },
                 channels: BTreeMap::from([(LOG_CHANNEL.to_string(), Channel::Log)]),
+                public_url: None,
+                maintenance: Windows::default(),
             })
-    }
-}
-
-fn check_duration(p: &mut Vec<String>, key: String, s: u64) {
-    if s == 0 || s > MAX_CHANNEL_S {
-        p.push(format!("{key}: {s} s is not between 1 and {MAX_CHANNEL_S} s"));
     }
 }
 
@@ -195,7 +199,6 @@ impl NotifySection {
         let mut p = Vec::new();
         let mut channels = BTreeMap::from([(LOG_CHANNEL.to_string(), Channel::Log)]);
         for (name, c) in &self.channels {
-            let k = |field: &str| format!("{prefix}.channels.{name}.{field}");
             if name.is_empty()
                 || !name
                     .chars()
@@ -205,64 +208,26 @@ impl NotifySection {
                     "{prefix}.channels.{name:?}: channel names are [A-Za-z0-9_-]+"
                 ));
             }
+            let key = format!("{prefix}.channels.{name}");
             let channel = match c {
-                ChannelFile::Log => Channel::Log,
-                ChannelFile::Webhook {
-                    url,
-                    timeout_s,
-                    max_retry_s,
-                } => {
-                    if let Err(e) = webhook::check_url(url) {
-                        p.push(format!("{}: {e}", k("url")));
-                    }
-                    check_duration(&mut p, k("timeout_s"), *timeout_s);
-                    check_duration(&mut p, k("max_retry_s"), *max_retry_s);
-                    Channel::Webhook(WebhookConfig {
-                        url: url.clone(),
-                        timeout: Duration::from_secs(*timeout_s),
-                        max_retry: Duration::from_secs(*max_retry_s),
-                    })
-                }
-                ChannelFile::Email {
-                    smtp,
-                    from,
-                    to,
-                    subject_prefix,
-                    timeout_s,
-                    max_retry_s,
-                } => {
-                    let (host, port) = match common::addr::split_host_port(smtp) {
-                        Some(hp) => hp,
-                        None => {
-                            p.push(format!("{}: {smtp:?} is not host:port", k("smtp")));
-                            (String::new(), 0)
-                        }
-                    };
-                    if let Err(e) = email::check_address(from) {
-                        p.push(format!("{}: {e}", k("from")));
-                    }
-                    if to.is_empty() {
-                        p.push(format!("{}: needs at least one address", k("to")));
-                    }
-                    for (i, a) in to.iter().enumerate() {
-                        if let Err(e) = email::check_address(a) {
-                            p.push(format!("{}: {e}", k(&format!("to[{i}]"))));
-                        }
-                    }
-                    check_duration(&mut p, k("timeout_s"), *timeout_s);
-                    check_duration(&mut p, k("max_retry_s"), *max_retry_s);
-                    Channel::Email(EmailConfig {
-                        host,
-                        port,
-                        from: from.clone(),
-                        to: to.clone(),
-                        subject_prefix: subject_prefix.clone(),
-                        timeout: Duration::from_secs(*timeout_s),
-                        max_retry: Duration::from_secs(*max_retry_s),
-                    })
+                ChannelFile::Log {} => Ok(Channel::Log),
+                ChannelFile::Webhook(f) => f.validate(&key, name).map(Channel::Webhook),
+                ChannelFile::Email(f) => f.validate(&key, name).map(Channel::Email),
+                ChannelFile::Sms(f) => f.validate(&key, name).map(Channel::Sms),
+            };
+            let channel = match channel {
+                Ok(c) => c,
+                Err(mut e) => {
+                    p.append(&mut e);
+                    continue;
                 }
             };
             channels.insert(name.clone(), channel);
+        }
+        // a channel with bad keys is reported once, not again by every route naming it
+        let mut declared: Vec<&str> = self.channels.keys().map(String::as_str).collect();
+        if !self.channels.contains_key(LOG_CHANNEL) {
+            declared.insert(0, LOG_CHANNEL);
         }
         let check_route =
             |p: &mut Vec<String>, key: String, chans: &[String], per_minute: u32, burst: Option<u32>| {
@@ -270,11 +235,10 @@ impl NotifySection {
                     p.push(format!("{key}.channels: needs at least one channel"));
                 }
                 for (i, c) in chans.iter().enumerate() {
-                    if !channels.contains_key(c) {
-                        let known: Vec<&str> = channels.keys().map(String::as_str).collect();
+                    if !declared.contains(&c.as_str()) {
                         p.push(format!(
                             "{key}.channels[{i}]: no channel {c:?} (defined: {})",
-                            known.join(", ")
+                            declared.join(", ")
                         ));
                     }
                 }
@@ -319,11 +283,27 @@ impl NotifySection {
             per_minute: d.per_minute,
             burst: d.burst.unwrap_or(d.per_minute),
         };
+        let public_url = self
+            .public_url
+            .as_ref()
+            .map(|u| u.trim_end_matches('/').to_string());
+        if let Some(u) = &public_url
+            && let Err(e) = http_client::check_url(u)
+        {
+            p.push(format!("{prefix}.public_url: {e}"));
+        }
+        let maintenance = Windows::from_files(&format!("{prefix}.maintenance"), &self.maintenance)
+            .unwrap_or_else(|mut e| {
+                p.append(&mut e);
+                Windows::default()
+            });
         if p.is_empty() {
             Ok(NotifyConfig {
                 routes,
                 default,
                 channels,
+                public_url,
+                maintenance,
             })
         } else {
             Err(p)
@@ -388,5 +368,86 @@ to = []
         let cfg = NotifyConfig::default();
         assert_eq!(cfg.default.channels, ["log"]);
         assert_eq!(cfg.channels.get("log"), Some(&Channel::Log));
+    }
+
+    #[test]
+    fn channels_of_every_kind_validate_with_their_own_keys() {
+        let cfg = build_section(
+            r#"
+[notify]
+public_url = "https://fleet.example.com/"
+[notify.default]
+channels = ["pager", "mail", "hook"]
+[notify.channels.pager]
+type = "webhook"
+format = "pagerduty"
+routing_key = "R0123"
+[notify.channels.hook]
+type = "webhook"
+url = "https://hooks.example.com/x"
+[notify.channels.mail]
+type = "email"
+smtp = "smtp.example.com:587"
+from = "fleet@example.com"
+to = ["ops@example.com"]
+"#,
+        )
+        .validate("notify")
+        .unwrap();
+        assert_eq!(cfg.public_url.as_deref(), Some("https://fleet.example.com"));
+        let kinds: Vec<&str> = cfg.channels.values().map(Channel::kind).collect();
+        assert_eq!(kinds, ["webhook", "log", "email", "webhook"]);
+        let Some(Channel::Email(m)) = cfg.channels.get("mail") else {
+            panic!("{cfg:?}")
+        };
+        assert_eq!(
+            m.security,
+            crate::notify::channels::email::Security::Starttls,
+            "STARTTLS unless told otherwise"
+        );
+    }
+
+    #[test]
+    fn a_bad_channel_is_named_once_and_not_again_by_its_routes() {
+        let p = build_section(
+            "[notify.default]\nchannels = [\"pd\"]\n[notify.channels.pd]\ntype = \"webhook\"\nformat = \"pagerduty\"\n",
+        )
+        .validate("notify")
+        .unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("notify.channels.pd.routing_key"), "{p:?}");
+    }
+
+    #[test]
+    fn public_url_and_maintenance_windows_are_checked_by_key() {
+        let p = build_section(
+            r#"
+[notify]
+public_url = "ftp://fleet"
+[[notify.maintenance]]
+sites = ["oslo"]
+time_zone = "Europe/Atlantis"
+"#,
+        )
+        .validate("notify")
+        .unwrap_err()
+        .join("\n");
+        for key in ["notify.public_url", "notify.maintenance[0].time_zone"] {
+            assert!(p.contains(key), "{key} in:\n{p}");
+        }
+        let cfg = build_section(
+            "[[notify.maintenance]]\nname = \"sundays\"\nsites = [\"oslo\"]\ntime_zone = \"Europe/Oslo\"\ndays = [\"sun\"]\n",
+        )
+        .validate("notify")
+        .unwrap();
+        assert_eq!(cfg.maintenance.windows[0].name, "sundays");
+    }
+
+    #[test]
+    fn a_log_channel_takes_no_keys() {
+        let e = toml::from_str::<NotifySection>("[channels.x]\ntype = \"log\"\nurl = \"http://a/\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("url"), "{e}");
     }
 }

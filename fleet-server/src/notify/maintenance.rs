@@ -79,6 +79,8 @@ pub struct WindowFile {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
     pub name: String,
+    /// As written (the API lists it so), with the name filled in.
+    pub written: WindowFile,
     pub sites: BTreeSet<String>,
     pub tags: BTreeSet<String>,
     pub time_zone: TimeZone,
@@ -194,6 +196,10 @@ impl WindowFile {
             return Err(p);
         }
         Ok(Window {
+            written: WindowFile {
+                name: Some(name.clone()),
+                ..self.clone()
+            },
             name,
             sites: self.sites.iter().cloned().collect(),
             tags: self.tags.iter().cloned().collect(),
@@ -538,6 +544,16 @@ to = "03:00"
             prop_assume!(from_min != to_min);
             let w = Window {
                 name: "p".into(),
+                // only shown by the API; is_open reads the fields below
+                written: WindowFile {
+                    name: Some("p".into()),
+                    sites: vec!["s".into()],
+                    tags: vec![],
+                    time_zone: "UTC".into(),
+                    days: vec![],
+                    from: String::new(),
+                    to: String::new(),
+                },
                 sites: BTreeSet::from(["s".to_string()]),
                 tags: BTreeSet::new(),
                 time_zone: TimeZone::UTC,

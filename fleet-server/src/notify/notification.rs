@@ -50,15 +50,21 @@ impl Notification {
         let mut labels = a.labels.clone();
         labels.insert("source".into(), "alert".into());
         let title = format!("{} on {}: {}", a.rule, a.device, a.summary);
+        let measured = match a.labels.get("check") {
+            Some(check) => format!("health check {check} failing"),
+            None => format!(
+                "{metric} = {value} ({op} {threshold}, clears at {clear})",
+                metric = a.metric,
+                value = a.value,
+                op = a.op,
+                threshold = a.threshold,
+                clear = a.clear,
+            ),
+        };
         let text = format!(
-            "{event}: {title}\nalert {id}, severity {sev}\n{metric} = {value} ({op} {threshold}, clears at {clear})\nlabels: {labels}",
+            "{event}: {title}\nalert {id}, severity {sev}\n{measured}\nlabels: {labels}",
             id = a.id,
             sev = severity_label(a.severity),
-            metric = a.metric,
-            value = a.value,
-            op = a.op,
-            threshold = a.threshold,
-            clear = a.clear,
             labels = a
                 .labels
                 .iter()

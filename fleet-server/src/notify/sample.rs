@@ -46,6 +46,7 @@ fn sample_alert(at_ms: i64, state: AlertState) -> Alert {
         last_sample_ms: at_ms,
         ack: None,
         silenced_by: None,
+        muted_by: None,
         state,
     }
 }
@@ -76,6 +77,23 @@ pub fn resolved_alert(at_ms: i64) -> Notification {
         sample_alert(at_ms, AlertState::Resolved),
         at_ms,
     )
+}
+
+/// A failing health check's alert on [`SAMPLE_DEVICE`] ([`crate::alerts::checks`]).
+pub fn failing_check(at_ms: i64) -> Notification {
+    let mut a = sample_alert(at_ms, AlertState::Firing);
+    a.rule = "check.http.vision".into();
+    a.id = format!("{}:{SAMPLE_DEVICE}:1", a.rule);
+    a.metric = "health.http:vision".into();
+    a.severity = Severity::Critical;
+    a.summary = "http vision answered 500 (expected 200)".into();
+    a.op = Op::Ge;
+    (a.value, a.threshold, a.clear) = (2.0, 1.0, 1.0);
+    a.labels.insert("rule".into(), a.rule.clone());
+    a.labels.insert("severity".into(), "critical".into());
+    a.labels.insert("check".into(), "http:vision".into());
+    a.labels.insert("check_kind".into(), "http".into());
+    from_alert(TransitionKind::Firing, a, at_ms)
 }
 
 /// A site outage opened at `test-site`.

@@ -37,7 +37,11 @@ pub const DEFAULT_TITLE: &str =
 
 /// The default text: what happened, on which machine, with the numbers.
 pub const DEFAULT_TEXT: &str = "\
-{% if alert %}
+{% if alert and alert.labels.check is defined %}
+{{ alert.summary }}
+health check {{ alert.labels.check }} failing ({{ severity }})
+machine {{ alert.device }}{% if site %} at {{ site }}{% endif %}, rule {{ alert.rule }}
+{% elif alert %}
 {{ alert.summary }}
 {{ alert.metric }} = {{ alert.value }} ({{ alert.op }} {{ alert.threshold }}, clears at {{ alert.clear }})
 machine {{ alert.device }}{% if site %} at {{ site }}{% endif %}, rule {{ alert.rule }}
@@ -308,6 +312,25 @@ mod tests {
              test.value = 1.0 (> 0.0, clears at 0.0)\n\
              machine RVMTEST01 at test-site, rule notify_test\n\
              firing at 2026-03-29T01:00:00Z (notify_test:RVMTEST01:1/firing)"
+        );
+    }
+
+    #[test]
+    fn the_default_templates_name_a_failing_health_check_and_its_machine() {
+        let t = build(None, None, Escape::None).unwrap();
+        let r = t
+            .render(&sample::failing_check(1_774_746_000_000), ctx())
+            .unwrap();
+        assert_eq!(
+            r.title,
+            "FIRING [critical] check.http.vision on RVMTEST01: http vision answered 500 (expected 200)"
+        );
+        assert_eq!(
+            r.text,
+            "http vision answered 500 (expected 200)\n\
+             health check http:vision failing (critical)\n\
+             machine RVMTEST01 at test-site, rule check.http.vision\n\
+             firing at 2026-03-29T01:00:00Z (check.http.vision:RVMTEST01:1/firing)"
         );
     }
 

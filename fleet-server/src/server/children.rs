@@ -6,7 +6,8 @@
 //! | --- | --- | --- | --- |
 //! | `fleet` | actor | births and delivery from the store, presence and alert inputs from its checkpoint | writer, routes (slot); alerts, commands, live attached |
 //! | `writer` | thread `ingest-writer` | delivery state from the store, journal replayed (before the next child starts, unless a stalled predecessor still holds the queue) | the broker's hook, the ingest client (its queue) |
-//! | `notify` | task | rate limits start full | the alerts actor (its queue) |
+//! | `notify` | task (the dispatcher) | rate limits start full | the alerts actor (its queue) |
+//! | `notify-worker` | task (the outbox worker) | the outbox in the store (claims of a dead generation are due again when their lease ends) | the dispatcher (its wake-up) |
 //! | `alerts-persist` | thread `alerts-persist` | an export lost in a crash is made again | the alerts actor (its queue) |
 //! | `alerts` | actor | engine and correlator imported from the store | the fleet (attached), routes (slot) |
 //! | `history` | actor | none (the dirty minutes are in the store) | nobody |
@@ -35,8 +36,8 @@ use crate::ingest::stats::IngestStats;
 use crate::ingest::writer::{self, IngestItem, WriterInbox, WriterSetup};
 use crate::live::LiveHub;
 use crate::messages::AttachLive;
-use crate::notify::config::NotifyConfig;
-use crate::notify::{self, NotifyHandle, NotifyInbox, NotifyStats};
+use crate::notify::NotifyService;
+use crate::notify::maintenance::Windows;
 use crate::republish::client::{self as republisher, RepublishConfig, RepublishInbox};
 use crate::republish::queue::{RepublishHandle, RepublishStats};
 use crate::store::FleetStore;
@@ -54,7 +55,9 @@ pub(super) struct Wiring {
     pub presence: PresencePolicy,
     pub writer: WriterSetup,
     pub writer_inbox: WriterInbox,
-    pub notify: (NotifyHandle, NotifyInbox, NotifyConfig, Arc<NotifyStats>),
+    pub notify: NotifyService,
+    /// `[[notify.maintenance]]`, for the alerts actor.
+    pub maintenance: Windows,
     pub persist: (PersistHandle, PersistInbox),
     pub audit_log: PathBuf,
     pub rules: RuleSet,
@@ -79,6 +82,7 @@ pub(super) fn specs(w: Wiring) -> Vec<ChildSpec> {
         fleet(&w),
         ingest_writer(&w),
         notifier(&w),
+        notify_worker(&w),
         alerts_persister(&w),
         alerts(&w),
         history(&w),
@@ -132,13 +136,21 @@ fn ingest_writer(w: &Wiring) -> ChildSpec {
 }
 
 fn notifier(w: &Wiring) -> ChildSpec {
-    let (_, inbox, cfg, stats) = w.notify.clone();
+    let (inbox, dispatcher) = (w.notify.inbox.clone(), w.notify.dispatcher.clone());
     ChildSpec::new("notify", move |live| {
-        let (inbox, cfg, stats) = (inbox.clone(), cfg.clone(), stats.clone());
+        let (inbox, dispatcher) = (inbox.clone(), dispatcher.clone());
         Ok(spawn_task(&live, move |live| async move {
             let mut rx = inbox.take(&live).await;
-            notify::run(&cfg, &mut rx, &stats).await
+            dispatcher.run(&mut rx).await
         }))
+    })
+}
+
+fn notify_worker(w: &Wiring) -> ChildSpec {
+    let worker = w.notify.worker.clone();
+    ChildSpec::new("notify-worker", move |live| {
+        let worker = worker.clone();
+        Ok(spawn_task(&live, move |_| worker.run()))
     })
 }
 
@@ -160,7 +172,8 @@ fn alerts_persister(w: &Wiring) -> ChildSpec {
 
 fn alerts(w: &Wiring) -> ChildSpec {
     let (rules, hold_offline_ms, stats) = (w.rules.clone(), w.hold_offline_ms, w.alerts_stats.clone());
-    let (store, notify, persist) = (w.store.clone(), w.notify.0.clone(), w.persist.0.clone());
+    let (store, notify, persist) = (w.store.clone(), w.notify.handle.clone(), w.persist.0.clone());
+    let maintenance = w.maintenance.clone();
     let (slot, fleet, live_hub) = (w.alerts.clone(), w.fleet.clone(), w.live.clone());
     let republish = w.republish.as_ref().map(|r| r.0.clone());
     ChildSpec::new("alerts", move |live| {
@@ -172,6 +185,7 @@ fn alerts(w: &Wiring) -> ChildSpec {
                 store: store.clone(),
                 persist: persist.clone(),
                 hold_offline_ms,
+                maintenance: maintenance.clone(),
             },
             stats.clone(),
         )?;

@@ -32,7 +32,8 @@ use crate::ingest::client::{IngestConfig, IngestMode};
 use crate::ingest::stats::IngestStats;
 use crate::ingest::writer::{self, WriterSetup};
 use crate::live::LiveHub;
-use crate::notify::{self, NotifyStats};
+use crate::notify;
+use crate::notify::outbox::sled_store::SledOutbox;
 use crate::republish::queue::{self, RepublishStats};
 use crate::store::{FleetStore, StoreWatch};
 use crate::supervise::inbox::Inbox;
@@ -109,7 +110,6 @@ impl Server {
         let started_ms = common::time::now_ms();
         let store = FleetStore::open_with(&cfg.data_dir.join("fleet.sled"), cfg.store_cache_bytes)?;
         let ingest_stats = Arc::new(IngestStats::default());
-        let notify_stats = Arc::new(NotifyStats::default());
         let history_stats = Arc::new(HistoryStats::default());
         let broker_stats: Arc<OnceLock<Arc<BrokerStats>>> = Arc::default();
         // what changed, for open pages: fed by the fleet, alerts and commands actors
@@ -118,7 +118,10 @@ impl Server {
         let (fleet, alerts, commands) = (Slot::default(), Slot::default(), Slot::default());
         // queues that outlive their consumers: producers offer into them from the start
         let (writer_tx, writer_inbox) = writer::channel();
-        let (notify_handle, notify_inbox) = notify::channel(notify_stats.clone());
+        // the outbox lives in the server's database, beside what decided it; what it holds
+        // pending from an earlier process is due at once
+        let outbox = Arc::new(SledOutbox::open_in(&store)?);
+        let notify = notify::build(alerting.notify.clone(), outbox);
         let republish = cfg.republish.then(|| queue::channel(queue::QUEUE));
 
         // 1. HTTP on the actix system's thread
@@ -133,7 +136,7 @@ impl Server {
                 store: store.clone(),
                 history_policy: cfg.history,
                 history: history_stats.clone(),
-                notify: notify_stats.clone(),
+                notify: notify.notifier.clone(),
             },
             commands: commands.clone(),
             audit_log: cfg.data_dir.join("audit.log"),
@@ -211,7 +214,8 @@ impl Server {
                 delivery: Default::default(),
             },
             writer_inbox,
-            notify: (notify_handle, notify_inbox, alerting.notify.clone(), notify_stats),
+            notify,
+            maintenance: alerting.notify.maintenance.clone(),
             persist: persist::queue(),
             audit_log: cfg.data_dir.join("audit.log"),
             rules,

@@ -4,10 +4,12 @@
 //! - [`mod@certs`]: certificates, bundles and API tokens
 //! - [`command`]: remote commands and rollouts
 //! - [`api`]: the server's API (devices, alerts, acknowledgements, silences)
+//! - [`notify`]: notification channels, test messages, the outbox, maintenance windows
 
 mod api;
 mod certs;
 mod command;
+mod notify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::api::{ack, alerts, block_on, devices, silence};
 use crate::certs::{CertsCmd, TokenCmd, certs, token};
 use crate::command::{CmdCmd, cmd};
+use crate::notify::{MaintenanceCmd, NotifyCmd, maintenance, notify};
 
 #[derive(Parser)]
 #[command(name = "fleetctl", version, about = "RVM Fleet operator command line")]
@@ -82,6 +85,16 @@ enum Cmd {
         remove: Option<String>,
         #[command(flatten)]
         remote: Remote,
+    },
+    /// Notification channels: list them with their errors, send a test message, the outbox.
+    Notify {
+        #[command(subcommand)]
+        cmd: NotifyCmd,
+    },
+    /// Maintenance windows: notifications about the machines they cover are muted while open.
+    Maintenance {
+        #[command(subcommand)]
+        cmd: MaintenanceCmd,
     },
     /// Write `mosquitto.conf` and `acl` for Mosquitto (Debian `mosquitto`) as the fleet's
     /// broker; rerun after issuing a reader certificate (see config/mosquitto/README.md).
@@ -228,6 +241,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             remove,
             remote,
         } => silence(&remote, matchers, duration_s, &comment, list, remove),
+        Cmd::Notify { cmd } => notify(cmd),
+        Cmd::Maintenance { cmd } => maintenance(cmd),
         Cmd::BrokerConfig {
             out,
             certs,
@@ -397,6 +412,80 @@ mod tests {
             Cli::try_parse_from(["fleetctl", "silence", "--list", "--for", "1h", "--token", "t"]).is_err()
         );
     }
+    #[test]
+    fn notify_test_and_maintenance_add_arguments_parse() {
+        let cli = Cli::try_parse_from([
+            "fleetctl",
+            "notify",
+            "test",
+            "pager",
+            "--resolved",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        let Cmd::Notify {
+            cmd: NotifyCmd::Test {
+                channel, resolved, ..
+            },
+        } = cli.cmd
+        else {
+            panic!("notify test")
+        };
+        assert_eq!((channel.as_str(), resolved), ("pager", true));
+        let cli = Cli::try_parse_from([
+            "fleetctl",
+            "maintenance",
+            "add",
+            "oslo-sundays",
+            "--site",
+            "oslo",
+            "--time-zone",
+            "Europe/Oslo",
+            "--day",
+            "sun",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        let Cmd::Maintenance {
+            cmd:
+                MaintenanceCmd::Add {
+                    sites,
+                    days,
+                    from,
+                    to,
+                    ..
+                },
+        } = cli.cmd
+        else {
+            panic!("maintenance add")
+        };
+        assert_eq!((sites, days), (vec!["oslo".to_string()], vec!["sun".to_string()]));
+        assert_eq!((from.as_str(), to.as_str()), ("00:00", "24:00"));
+        assert!(Cli::try_parse_from(["fleetctl", "notify", "test", "--token", "t"]).is_err());
+    }
+
+    #[test]
+    fn a_test_outcome_reads_as_the_receivers_answer_or_the_error() {
+        let ok = serde_json::json!({
+            "channel": "pager", "delivered": true, "took_ms": 12,
+            "receipt": {"kind": "http", "answers": [{"status": 202, "body": "{\"status\":\"success\"}\n"}]},
+        });
+        assert_eq!(
+            notify::describe_test(&ok),
+            "delivered to pager in 12 ms: HTTP 202 {\"status\":\"success\"}"
+        );
+        let bad = serde_json::json!({
+            "channel": "mail", "delivered": false, "took_ms": 40,
+            "error": {"kind": "auth", "message": "SMTP 127.0.0.1:25: authentication failed: 535"},
+        });
+        assert_eq!(
+            notify::describe_test(&bad),
+            "not delivered to mail (40 ms): auth: SMTP 127.0.0.1:25: authentication failed: 535"
+        );
+    }
+
     #[test]
     fn sub_and_broker_config_arguments_parse() {
         let cli = Cli::try_parse_from([

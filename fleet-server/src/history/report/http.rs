@@ -7,8 +7,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use common::DeviceId;
 use serde::Deserialize;
 
-use crate::alerts::actor::{ListAlerts, StateFilter};
 use crate::alerts::engine::HISTORY_CAP;
+use crate::alerts::requests::{ListAlerts, StateFilter};
 use crate::auth::Role;
 use crate::fleet::actor::ListDevices;
 use crate::fleet::state::Presence;

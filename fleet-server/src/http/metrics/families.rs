@@ -166,6 +166,11 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("rvm_fleet_incidents_open", "gauge", "Open incidents."),
     ("rvm_fleet_silences_active", "gauge", "Active silences."),
     (
+        "rvm_fleet_notifications_muted_total",
+        "counter",
+        "Notifications not sent because a maintenance window covered their machines.",
+    ),
+    (
         "rvm_fleet_notifications_routed_total",
         "counter",
         "Notifications accepted for delivery, by route.",
@@ -183,7 +188,27 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     (
         "rvm_fleet_notifications_dropped_total",
         "counter",
-        "Notifications dropped, by reason (rate_limited per route, queue_full).",
+        "Notifications dropped, by reason (rate_limited per route, queue_full, outbox_write).",
+    ),
+    (
+        "rvm_fleet_notifications_retried_total",
+        "counter",
+        "Deliveries that failed and will be tried again, by channel.",
+    ),
+    (
+        "rvm_fleet_notification_errors_total",
+        "counter",
+        "Failed deliveries (retried or given up), by channel and error kind (tls, connect, timeout, status, auth, rejected, template, setup, ...).",
+    ),
+    (
+        "rvm_fleet_notification_outbox_entries",
+        "gauge",
+        "Notification outbox entries by state (pending, delivered, failed, corrupt).",
+    ),
+    (
+        "rvm_fleet_notification_outbox_errors_total",
+        "counter",
+        "Reads and writes of the notification outbox that failed.",
     ),
     (
         "rvm_fleet_history_disk_bytes",

@@ -32,8 +32,8 @@ use exposition::{Exposition, RenderError};
 use self::text::{family, one};
 use super::error::ApiError;
 use super::state::AppState;
-use crate::alerts::actor::{GetSnapshot, ListAlerts, StateFilter};
 use crate::alerts::alert::{Alert, AlertState};
+use crate::alerts::requests::{GetSnapshot, ListAlerts, StateFilter};
 use crate::alerts::stats::AlertsSnapshot;
 use crate::broker::embedded::BrokerStatsSnapshot;
 use crate::fleet::actor::{DeviceScrape, ScrapeDevices};
@@ -326,6 +326,7 @@ pub fn render(x: &ScrapeInput) -> Result<String, RenderError> {
         );
         one(&mut out, "rvm_fleet_incidents_open", a.open_incidents as f64);
         one(&mut out, "rvm_fleet_silences_active", a.silences as f64);
+        one(&mut out, "rvm_fleet_notifications_muted_total", a.muted as f64);
     }
 
     // notifications
@@ -351,7 +352,36 @@ pub fn render(x: &ScrapeInput) -> Result<String, RenderError> {
         f.add(&[("reason", "rate_limited"), ("route", route)], *v as f64);
     }
     f.add(&[("reason", "queue_full"), ("route", "")], n.queue_full as f64);
+    f.add(
+        &[("reason", "outbox_write"), ("route", "")],
+        n.enqueue_errors as f64,
+    );
     out.push(f);
+    let mut retried = family("rvm_fleet_notifications_retried_total");
+    let mut errors = family("rvm_fleet_notification_errors_total");
+    for (channel, c) in &n.channels {
+        retried.add(&[("channel", channel)], c.retried as f64);
+        for (kind, v) in &c.errors {
+            errors.add(&[("channel", channel), ("kind", kind)], *v as f64);
+        }
+    }
+    out.push(retried);
+    out.push(errors);
+    let mut entries = family("rvm_fleet_notification_outbox_entries");
+    for (state, v) in [
+        ("pending", n.outbox.pending),
+        ("delivered", n.outbox.delivered),
+        ("failed", n.outbox.failed),
+        ("corrupt", n.outbox.corrupt),
+    ] {
+        entries.add(&[("state", state)], v as f64);
+    }
+    out.push(entries);
+    one(
+        &mut out,
+        "rvm_fleet_notification_outbox_errors_total",
+        n.outbox_errors as f64,
+    );
 
     if let Some(h) = &x.history {
         one(&mut out, "rvm_fleet_history_disk_bytes", h.disk_bytes as f64);
@@ -490,6 +520,9 @@ mod tests {
         notify.delivered.insert("log".into(), 2);
         notify.failed.insert("ops-hook".into(), 1);
         notify.rate_limited.insert("default".into(), 5);
+        let hook = notify.channels.entry("ops-hook".into()).or_default();
+        hook.failed = 1;
+        hook.errors.insert("tls".into(), 3);
         ScrapeInput {
             now_ms: 10_000,
             devices: vec![
@@ -526,6 +559,7 @@ mod tests {
                 skipped_suppressed: 0,
                 held: 0,
                 held_dropped: 0,
+                muted: 0,
                 incident_changes: 0,
                 persist_errors: 0,
             }),
@@ -588,6 +622,8 @@ mod tests {
         assert!(text.contains(
             "rvm_fleet_notifications_dropped_total{reason=\"rate_limited\",route=\"default\"} 5\n"
         ));
+        assert!(text.contains("rvm_fleet_notification_errors_total{channel=\"ops-hook\",kind=\"tls\"} 3\n"));
+        assert!(text.contains("rvm_fleet_notification_outbox_entries{state=\"pending\"} 0\n"));
         assert!(text.contains("rvm_fleet_server_actor_restarts_total{actor=\"alerts\"} 2\n"));
         assert!(text.contains("rvm_fleet_server_actor_restarts_total{actor=\"writer\"} 0\n"));
         assert!(text.contains("rvm_fleet_server_actor_alive{actor=\"alerts\"} 1\n"));

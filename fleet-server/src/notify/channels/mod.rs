@@ -17,12 +17,20 @@ pub mod email;
 pub mod sms;
 pub mod webhook;
 
+use std::time::Duration;
+
 use serde::Serialize;
 
-use super::config::{DEFAULT_MAX_RETRY_S, DEFAULT_TIMEOUT_S, MAX_CHANNEL_S};
-use super::http_client::{Answer, SendFailure};
+use super::http_client::{self, Answer, SendFailure};
 use super::notification::Notification;
 use super::template::{Escape, RenderContext, TemplateError, Templates};
+
+/// Default time one delivery attempt may take.
+pub const DEFAULT_TIMEOUT_S: u64 = 10;
+/// Default time a delivery keeps retrying.
+pub const DEFAULT_MAX_RETRY_S: u64 = 120;
+/// Longest `timeout_s` / `max_retry_s` accepted.
+pub const MAX_CHANNEL_S: u64 = 24 * 3600;
 
 pub(crate) fn default_timeout_s() -> u64 {
     DEFAULT_TIMEOUT_S
@@ -72,6 +80,8 @@ pub enum Receipt {
         message: String,
         attempts: u32,
     },
+    /// Written to the server's log (the `log` channel).
+    Logged,
 }
 
 /// Why a delivery failed, after the channel's own retries.
@@ -142,6 +152,47 @@ impl ChannelSpec {
             ChannelSpec::Sms(c) => Sender::Sms(c.start()?),
             ChannelSpec::Email(c) => Sender::Email(c.start()?),
         })
+    }
+
+    /// The longest one delivery can take: every retry the channel allows plus its last
+    /// attempt, for each request (an SMS channel sends one per recipient, in turn).
+    pub fn longest_delivery(&self) -> Duration {
+        let (max_retry, timeout, requests) = match self {
+            ChannelSpec::Webhook(c) => (c.http.max_retry, c.http.timeout, 1),
+            ChannelSpec::Sms(c) => (c.http.max_retry, c.http.timeout, c.to.len().max(1)),
+            ChannelSpec::Email(c) => (c.max_retry, c.timeout, 1),
+        };
+        (max_retry + timeout).saturating_mul(u32::try_from(requests).unwrap_or(u32::MAX))
+    }
+
+    /// The same channel making one attempt, no retries (the test message: whoever asked
+    /// sees the receiver's first answer at once).
+    pub fn single_attempt(&self) -> ChannelSpec {
+        let mut c = self.clone();
+        match &mut c {
+            ChannelSpec::Webhook(w) => w.http.max_retry = Duration::ZERO,
+            ChannelSpec::Sms(s) => s.http.max_retry = Duration::ZERO,
+            ChannelSpec::Email(e) => e.max_retry = Duration::ZERO,
+        }
+        c
+    }
+
+    /// Where it sends, safe to show: `scheme://host:port/…` or `smtp host:port`.
+    pub fn target(&self) -> String {
+        match self {
+            ChannelSpec::Webhook(c) => http_client::redact_url(&c.url),
+            ChannelSpec::Sms(c) => http_client::redact_url(&c.messages_url()),
+            ChannelSpec::Email(c) => format!("smtp {}", c.server()),
+        }
+    }
+
+    /// The webhook's format, or the kind of channel.
+    pub fn format(&self) -> &'static str {
+        match self {
+            ChannelSpec::Webhook(c) => c.spec.format().as_str(),
+            ChannelSpec::Sms(_) => "sms",
+            ChannelSpec::Email(_) => "email",
+        }
     }
 }
 

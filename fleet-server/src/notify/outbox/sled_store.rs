@@ -18,6 +18,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::store::{OutboxCounts, OutboxError, OutboxStore};
 use super::{EntryState, OutboxEntry};
+use crate::store::FleetStore;
 
 /// Version of the stored record.
 pub const RECORD_VERSION: u32 = 1;
@@ -91,12 +92,20 @@ fn tx_err(e: TransactionError<OutboxError>) -> OutboxError {
 }
 
 /// The outbox in the server's sled database.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SledOutbox {
     db: sled::Db,
     entries: sled::Tree,
     due: sled::Tree,
     corrupt: sled::Tree,
+    /// The server's store handle, so the store counts as open while the outbox is in use.
+    _store: Option<FleetStore>,
+}
+
+impl std::fmt::Debug for SledOutbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledOutbox").finish_non_exhaustive()
+    }
 }
 
 impl SledOutbox {
@@ -106,6 +115,15 @@ impl SledOutbox {
             entries: db.open_tree(ENTRIES).map_err(storage)?,
             due: db.open_tree(DUE).map_err(storage)?,
             corrupt: db.open_tree(CORRUPT).map_err(storage)?,
+            _store: None,
+        })
+    }
+
+    /// The outbox in the server's store (its trees beside the others').
+    pub fn open_in(store: &FleetStore) -> Result<SledOutbox, OutboxError> {
+        Ok(SledOutbox {
+            _store: Some(store.clone()),
+            ..SledOutbox::open(store.sled())?
         })
     }
 
@@ -309,6 +327,44 @@ impl OutboxStore for SledOutbox {
             self.flush()?;
         }
         Ok(gone.len())
+    }
+
+    fn release_all(&self, now_ms: i64) -> Result<usize, OutboxError> {
+        let start = due_key(now_ms.saturating_add(1), "");
+        let mut moved = 0;
+        for item in self.due.range(start..) {
+            let (row, key) = item.map_err(storage)?;
+            let Some(bytes) = self.entries.get(&key).map_err(storage)? else {
+                self.due.remove(&row).map_err(storage)?;
+                continue;
+            };
+            let entry = match decode(&key, &bytes) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.set_aside(&key, &bytes, Some(&row), &e)?;
+                    continue;
+                }
+            };
+            let released = OutboxEntry {
+                next_attempt_ms: now_ms,
+                ..entry
+            };
+            let value = encode(&released)?;
+            let new_row = due_key(now_ms, &released.key);
+            (&self.entries, &self.due)
+                .transaction(|(entries, due)| {
+                    entries.insert(&key, value.as_slice())?;
+                    due.remove(&row)?;
+                    due.insert(new_row.as_slice(), &key)?;
+                    Ok::<_, ConflictableTransactionError<OutboxError>>(())
+                })
+                .map_err(tx_err)?;
+            moved += 1;
+        }
+        if moved > 0 {
+            self.flush()?;
+        }
+        Ok(moved)
     }
 
     fn counts(&self) -> Result<OutboxCounts, OutboxError> {
@@ -519,6 +575,7 @@ mod tests {
         Claim { limit: usize },
         Finish { which: usize, outcome: u8 },
         Purge,
+        Release,
         Advance { ms: i64 },
     }
 
@@ -531,6 +588,7 @@ mod tests {
             (1usize..4).prop_map(|limit| Op::Claim { limit }),
             (0usize..8, 0u8..3).prop_map(|(which, outcome)| Op::Finish { which, outcome }),
             Just(Op::Purge),
+            Just(Op::Release),
             (0i64..4_000_000).prop_map(|ms| Op::Advance { ms }),
         ]
     }
@@ -577,6 +635,9 @@ mod tests {
                     Op::Purge => {
                         let before = now - p.keep_finished.as_millis() as i64;
                         prop_assert_eq!(sled.purge_finished(before).unwrap(), mem.purge_finished(before).unwrap());
+                    }
+                    Op::Release => {
+                        prop_assert_eq!(sled.release_all(now).unwrap(), mem.release_all(now).unwrap());
                     }
                     Op::Advance { ms } => now += ms,
                 }

@@ -51,6 +51,13 @@ pub trait OutboxStore: Send + Sync {
     /// Removes delivered and failed entries that finished before `before_ms`: how many.
     fn purge_finished(&self, before_ms: i64) -> Result<usize, OutboxError>;
 
+    /// Makes every pending entry due by `now_ms` (a later next attempt becomes `now_ms`): how
+    /// many moved. Called when a process starts on a store only it uses (sled): no claim of
+    /// its predecessor can still be running, so a delivery cut off by a crash or waiting to
+    /// retry is tried again at once. A store several processes share (PostgreSQL) releases
+    /// only the claims of the instance that restarted.
+    fn release_all(&self, now_ms: i64) -> Result<usize, OutboxError>;
+
     fn counts(&self) -> Result<OutboxCounts, OutboxError>;
 }
 
@@ -128,6 +135,17 @@ impl OutboxStore for MemoryOutbox {
         let before = m.len();
         m.retain(|_, e| !e.is_purgeable(before_ms));
         Ok(before - m.len())
+    }
+
+    fn release_all(&self, now_ms: i64) -> Result<usize, OutboxError> {
+        let mut n = 0;
+        for e in self.lock().values_mut() {
+            if e.state == EntryState::Pending && e.next_attempt_ms > now_ms {
+                e.next_attempt_ms = now_ms;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     fn counts(&self) -> Result<OutboxCounts, OutboxError> {

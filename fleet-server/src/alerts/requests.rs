@@ -1,0 +1,258 @@
+//! Requests the alerts actor answers for the API: alerts, acknowledgements, silences,
+//! incidents, maintenance windows, its counters. Each message sits beside its handler; the actor's state and
+//! the helpers they call are in [`super::actor`].
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use super::actor::AlertsActor;
+use super::alert::{Alert, AlertState};
+use super::engine::AlertError;
+use super::maintenance::{AddedWindow, WindowError, WindowView};
+use super::silence::{Matcher, Silence};
+use super::stats::AlertsSnapshot;
+use crate::incidents::incident::Incident;
+use crate::live::event::LiveEvent;
+use crate::notify::maintenance::WindowFile;
+
+/// Which alerts `GET /api/v1/alerts` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFilter {
+    Firing,
+    Pending,
+    Resolved,
+    Acknowledged,
+    All,
+}
+
+impl std::str::FromStr for StateFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "firing" => StateFilter::Firing,
+            "pending" => StateFilter::Pending,
+            "resolved" => StateFilter::Resolved,
+            "acknowledged" => StateFilter::Acknowledged,
+            "all" => StateFilter::All,
+            _ => {
+                return Err(format!(
+                    "{s:?} is not one of firing, pending, resolved, acknowledged, all"
+                ));
+            }
+        })
+    }
+}
+
+/// Active alerts first (by rule, device), then resolved ones newest first.
+#[derive(Message)]
+#[rtype(result = "Vec<Alert>")]
+pub struct ListAlerts(pub StateFilter);
+
+impl Handler<ListAlerts> for AlertsActor {
+    type Result = MessageResult<ListAlerts>;
+    fn handle(&mut self, m: ListAlerts, _: &mut Context<Self>) -> Self::Result {
+        let active = self.engine.active().into_iter();
+        let resolved = || self.engine.history().iter().rev().cloned();
+        let out = match m.0 {
+            StateFilter::Firing => active.filter(|a| a.state == AlertState::Firing).collect(),
+            StateFilter::Pending => active.filter(|a| a.state == AlertState::Pending).collect(),
+            StateFilter::Acknowledged => active.filter(|a| a.ack.is_some()).collect(),
+            StateFilter::Resolved => resolved().collect(),
+            StateFilter::All => active.chain(resolved()).collect(),
+        };
+        MessageResult(out)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Alert, AlertError>")]
+pub struct AckAlert {
+    pub id: String,
+    pub who: String,
+    pub comment: String,
+}
+
+impl Handler<AckAlert> for AlertsActor {
+    type Result = Result<Alert, AlertError>;
+    fn handle(&mut self, m: AckAlert, _: &mut Context<Self>) -> Self::Result {
+        let a = self
+            .engine
+            .ack(&m.id, &m.who, &m.comment, common::time::now_ms())?;
+        tracing::info!(alert = %m.id, by = %m.who, "alert acknowledged");
+        self.audit(&m.who, "ack", &m.id, &m.comment);
+        self.persist_state();
+        self.publish(|| LiveEvent::Acknowledged { alert: a.clone() });
+        Ok(a)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Vec<Silence>")]
+pub struct ListSilences;
+
+impl Handler<ListSilences> for AlertsActor {
+    type Result = MessageResult<ListSilences>;
+    fn handle(&mut self, _: ListSilences, _: &mut Context<Self>) -> Self::Result {
+        let now = common::time::now_ms();
+        MessageResult(
+            self.engine
+                .silences()
+                .into_iter()
+                .filter(|s| s.is_live(now))
+                .collect(),
+        )
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Silence, AlertError>")]
+pub struct AddSilence {
+    pub matchers: Vec<Matcher>,
+    pub expires_ms: i64,
+    pub who: String,
+    pub comment: String,
+}
+
+impl Handler<AddSilence> for AlertsActor {
+    type Result = Result<Silence, AlertError>;
+    fn handle(&mut self, m: AddSilence, _: &mut Context<Self>) -> Self::Result {
+        let now = common::time::now_ms();
+        let s = self.engine.add_silence(
+            Silence {
+                id: format!("s-{}", common::ids::random_hex(6)),
+                matchers: m.matchers,
+                expires_ms: m.expires_ms,
+                created_by: m.who.clone(),
+                comment: m.comment.clone(),
+                created_ms: now,
+            },
+            now,
+        )?;
+        let target = s
+            .matchers
+            .iter()
+            .map(|x| format!("{}={}", x.label, x.value))
+            .collect::<Vec<_>>()
+            .join(",");
+        tracing::info!(silence = %s.id, by = %m.who, matchers = %target, expires_ms = s.expires_ms, "silence added");
+        self.audit(&m.who, "silence", &format!("{} {target}", s.id), &m.comment);
+        self.persist_state();
+        self.publish(|| LiveEvent::Silences);
+        Ok(s)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<(), AlertError>")]
+pub struct RemoveSilence {
+    pub id: String,
+    pub who: String,
+}
+
+impl Handler<RemoveSilence> for AlertsActor {
+    type Result = Result<(), AlertError>;
+    fn handle(&mut self, m: RemoveSilence, _: &mut Context<Self>) -> Self::Result {
+        let now = common::time::now_ms();
+        let t = self.engine.remove_silence(&m.id, now)?;
+        tracing::info!(silence = %m.id, by = %m.who, "silence removed");
+        self.audit(&m.who, "unsilence", &m.id, "");
+        self.handle_changes(&t, &[], now);
+        self.persist_state();
+        self.publish(|| LiveEvent::Silences);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentList {
+    pub open: Vec<Incident>,
+    /// Resolved and withdrawn, newest first.
+    pub recent: Vec<Incident>,
+}
+
+#[derive(Message)]
+#[rtype(result = "IncidentList")]
+pub struct ListIncidents;
+
+impl Handler<ListIncidents> for AlertsActor {
+    type Result = MessageResult<ListIncidents>;
+    fn handle(&mut self, _: ListIncidents, _: &mut Context<Self>) -> Self::Result {
+        let mut recent = self.corr.recent();
+        recent.reverse();
+        MessageResult(IncidentList {
+            open: self.corr.open(),
+            recent,
+        })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "AlertsSnapshot")]
+pub struct GetSnapshot;
+
+impl Handler<GetSnapshot> for AlertsActor {
+    type Result = MessageResult<GetSnapshot>;
+    fn handle(&mut self, _: GetSnapshot, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.snapshot())
+    }
+}
+
+/// Every maintenance window, config first, each saying whether it is open now.
+#[derive(Message)]
+#[rtype(result = "Vec<WindowView>")]
+pub struct ListWindows;
+
+impl Handler<ListWindows> for AlertsActor {
+    type Result = MessageResult<ListWindows>;
+    fn handle(&mut self, _: ListWindows, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.maintenance.list(common::time::now_ms()))
+    }
+}
+
+/// Adds a maintenance window (persisted, audited).
+#[derive(Message)]
+#[rtype(result = "Result<WindowView, WindowError>")]
+pub struct AddWindow {
+    pub window: WindowFile,
+    pub who: String,
+    pub comment: String,
+}
+
+impl Handler<AddWindow> for AlertsActor {
+    type Result = Result<WindowView, WindowError>;
+    fn handle(&mut self, m: AddWindow, _: &mut Context<Self>) -> Self::Result {
+        let now = common::time::now_ms();
+        let v = self.maintenance.add(AddedWindow {
+            window: m.window,
+            created_by: m.who.clone(),
+            created_ms: now,
+            comment: m.comment.clone(),
+        })?;
+        let name = v.window.name.clone().unwrap_or_default();
+        tracing::info!(window = %name, by = %m.who, open_now = v.open_now, "maintenance window added");
+        self.audit(&m.who, "maintenance_add", &name, &m.comment);
+        self.persist_windows();
+        self.publish(|| LiveEvent::Maintenance);
+        Ok(v)
+    }
+}
+
+/// Removes a maintenance window the API added (persisted, audited).
+#[derive(Message)]
+#[rtype(result = "Result<(), WindowError>")]
+pub struct RemoveWindow {
+    pub name: String,
+    pub who: String,
+}
+
+impl Handler<RemoveWindow> for AlertsActor {
+    type Result = Result<(), WindowError>;
+    fn handle(&mut self, m: RemoveWindow, _: &mut Context<Self>) -> Self::Result {
+        self.maintenance.remove(&m.name)?;
+        tracing::info!(window = %m.name, by = %m.who, "maintenance window removed");
+        self.audit(&m.who, "maintenance_remove", &m.name, "");
+        self.persist_windows();
+        self.publish(|| LiveEvent::Maintenance);
+        Ok(())
+    }
+}
