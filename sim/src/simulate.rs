@@ -257,7 +257,6 @@ pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<S
             fault.clone(),
             offline.subscribe(),
             handle.buffer.clone(),
-            handle.wake.clone(),
             cfg.interval,
         ));
         let commands_fail = Arc::new(AtomicBool::new(false));
