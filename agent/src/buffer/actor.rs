@@ -37,7 +37,7 @@ use common::{Event, HealthReport, Telemetry};
 use tokio::sync::{Notify, oneshot, watch};
 
 use super::queue::{Appended, Buffer, BufferError, BufferStats, FlushPolicy, Record};
-use super::store::{Flusher, Key};
+use super::store::{Flusher, Key, StoreError};
 use crate::messages::StopNow;
 use crate::supervise::liveness::{Liveness, panic_message};
 
@@ -58,7 +58,16 @@ pub enum CallError {
     #[error("the buffer actor panicked: {0}")]
     Panicked(String),
     #[error("buffer flush failed: {0}")]
-    Flush(String),
+    Flush(#[from] FlushError),
+}
+
+/// Why a flush failed; every [`Flush`] request that waited for it gets the same answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FlushError {
+    #[error(transparent)]
+    Store(Arc<StoreError>),
+    #[error("the flush thread failed: {0}")]
+    Thread(String),
 }
 
 /// A record to buffer: its body says its kind (and so its topic).
@@ -188,7 +197,7 @@ impl BufferParts {
     }
 }
 
-type FlushWaiter = oneshot::Sender<Result<(), String>>;
+type FlushWaiter = oneshot::Sender<Result<(), FlushError>>;
 
 pub struct BufferActor {
     shared: Arc<Shared>,
@@ -275,8 +284,8 @@ impl BufferActor {
             act.flushing = false;
             let res = match res {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(format!("flush thread failed: {e}")),
+                Ok(Err(e)) => Err(FlushError::Store(Arc::new(e))),
+                Err(e) => Err(FlushError::Thread(e.to_string())),
             };
             if let Err(e) = &res {
                 tracing::error!(device = %act.shared.device, error = %e, "buffer flush failed");
@@ -577,7 +586,7 @@ impl Handler<Flush> for BufferActor {
         Box::pin(async move {
             match rx.await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(CallError::Flush(e)),
+                Ok(Err(e)) => Err(CallError::from(e)),
                 Err(_) => Err(CallError::Unavailable),
             }
         })

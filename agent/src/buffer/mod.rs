@@ -68,7 +68,7 @@ pub mod handle;
 pub mod queue;
 pub mod store;
 
-pub use actor::{Body, BufferParts, CallError};
+pub use actor::{Body, BufferParts, CallError, FlushError};
 pub use handle::BufferHandle;
 
 pub use queue::{
