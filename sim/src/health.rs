@@ -125,10 +125,10 @@ pub async fn run(
             continue;
         };
         let report = sim_report(&cfg, &t, &fault, link);
-        if tracker.should_publish(&report, now) {
-            if let Err(e) = buffer.append(now, Body::Health(report)).await {
-                tracing::error!(error = %e, "simulated health report not stored");
-            }
+        if tracker.should_publish(&report, now)
+            && let Err(e) = buffer.append(now, Body::Health(report)).await
+        {
+            tracing::error!(error = %e, "simulated health report not stored");
         }
     }
 }
