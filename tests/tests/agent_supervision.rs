@@ -118,7 +118,14 @@ async fn a_buffer_actor_panicking_mid_drain_is_restarted_and_every_record_arrive
     // the backlog is made before the first connection: nothing is in flight when the broker
     // comes, so a record sent twice could only come from the buffer's restarts
     fleet.server.stop_broker();
-    let cfg = fleet.agent_config("drain1", 50).unwrap();
+    // a health report at least every 5 s: the last restarts may change no check's status (when
+    // the health actor saw the buffer running, restarted, before and after them), and the
+    // default 60 s until the next report is longer than this test waits for it
+    let extra = AgentExtra {
+        tail: "[health]\nreport_interval_s = 5\n".into(),
+        ..Default::default()
+    };
+    let cfg = fleet.agent_config_extra("drain1", 50, &extra).unwrap();
     let faults = Arc::new(Faults::default());
     let agents = Agents::start_with(vec![(
         cfg,
