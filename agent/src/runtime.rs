@@ -179,9 +179,26 @@ pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
     })
 }
 
+/// How often sled's own flush thread runs with the buffer's flush policy: with batched flushes
+/// their period, else [`SLED_CLEAN_EVERY_MS`]. The buffer actor makes records durable itself
+/// (its timer, [`crate::buffer::FlushPolicy::EveryRecord`], `Flush`); sled's thread is kept
+/// because it is the only caller of sled's log cleaning (sled 0.34 `flusher.rs`:
+/// `attempt_gc`, which rewrites the live pages of old segments so they can be freed). Without
+/// it the agent's heap grew about 120 KiB/min at one record per second (the soak,
+/// `tests/tests/soak.rs`), and its log on disk with it.
+pub fn sled_thread_ms(flush: crate::buffer::FlushPolicy) -> u64 {
+    match flush {
+        crate::buffer::FlushPolicy::Batched { ms } => ms,
+        crate::buffer::FlushPolicy::EveryRecord => SLED_CLEAN_EVERY_MS,
+    }
+}
+
+/// sled's flush thread period (its log cleaning) when every record is flushed by the actor.
+pub const SLED_CLEAN_EVERY_MS: u64 = 1000;
+
 /// Opens the sled buffer; a directory that will not open is moved aside and a fresh one
 /// started. Returns the buffer and, when that happened, the store-reset event to report.
-/// sled's own flush thread is off: the buffer actor flushes (see [`crate::buffer::actor`]).
+/// sled's own flush thread runs beside the buffer actor's flushes ([`sled_thread_ms`]).
 pub fn open_sled_buffer(
     device: &DeviceId,
     dir: &Path,
@@ -189,9 +206,10 @@ pub fn open_sled_buffer(
     flush: crate::buffer::FlushPolicy,
 ) -> anyhow::Result<(Buffer, Option<common::Event>, sled::Db)> {
     use crate::buffer::SledStore;
+    let thread_ms = sled_thread_ms(flush);
     let open = |d: &Path| -> anyhow::Result<(Buffer, sled::Db)> {
         // sled can panic on some corruptions rather than return an error: treat both alike.
-        let store = std::panic::catch_unwind(|| SledStore::open(d, None))
+        let store = std::panic::catch_unwind(|| SledStore::open(d, Some(thread_ms)))
             .map_err(|_| anyhow::anyhow!("sled panicked while opening {}", d.display()))??;
         let db = store.db();
         Ok((

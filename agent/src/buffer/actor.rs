@@ -23,8 +23,9 @@
 //! Appends never wait for a flush. With [`FlushPolicy::EveryRecord`] a flush follows every
 //! append, one at a time on a blocking thread (the appends that arrive while one runs share
 //! the next); with [`FlushPolicy::Batched`] the actor flushes every `ms` when anything changed.
-//! [`Flush`] waits for a flush that started after it arrived. sled's own flush thread is not
-//! used (the store is opened without `flush_every_ms`): the timer is this actor's.
+//! [`Flush`] waits for a flush that started after it arrived. The agent's sled store also runs
+//! sled's own flush thread (`sled_thread_ms` in the runtime module): sled cleans its log only
+//! there, and a store without it grows in memory and on disk.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
