@@ -23,6 +23,9 @@ use crate::collect::gpu::{self, GpuPaths};
 use crate::collect::system::{SystemOptions, SystemSource};
 use crate::config::AgentFile;
 use crate::health::actor::{HealthActor, HealthParts};
+use crate::health::baselines::{BaselineStore, SledBaselines};
+use crate::health::camera::CameraHealth;
+use crate::health::config::VisionHealthConfig;
 use crate::http::status::StatusSnapshot;
 use crate::link::actor::{LinkActor, Shutdown};
 use crate::link::status::LinkStatus;
@@ -97,6 +100,21 @@ pub fn gpu_paths(file: &AgentFile) -> GpuPaths {
     }
 }
 
+/// Camera health with the baselines stored by the last run (none: they are learned again).
+fn camera_health(cfg: &VisionHealthConfig, store: &dyn BaselineStore) -> CameraHealth {
+    let mut h = CameraHealth::new(cfg);
+    match store.load() {
+        Ok(b) => {
+            if !b.is_empty() {
+                tracing::info!(cameras = b.len(), "camera baselines restored");
+            }
+            h.restore(b, common::time::now_ms());
+        }
+        Err(e) => tracing::warn!(error = %e, "camera baselines not restored; learning them again"),
+    }
+    h
+}
+
 pub fn start(file: &AgentFile) -> anyhow::Result<AgentHandle> {
     start_with(file, Overrides::default())
 }
@@ -120,6 +138,9 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
     };
     std::fs::create_dir_all(file.buffer.dir.parent().unwrap_or(&file.buffer.dir))?;
     let (mut buffer, reset, db) = runtime::open_sled_buffer(&device, &file.buffer.dir, caps, flush)?;
+    let baselines: Arc<dyn BaselineStore> = Arc::new(SledBaselines {
+        tree: db.open_tree(crate::health::baselines::TREE)?,
+    });
     let executed: Arc<dyn crate::commands::executed::ExecutedStore> =
         Arc::new(crate::commands::executed::SledExecuted {
             tree: db.open_tree("commands")?,
@@ -261,6 +282,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
     let collector_addr: Arc<Mutex<Option<Addr<CollectorActor>>>> = Arc::default();
     let statuses: ActorStatuses = Arc::default();
 
+    let camera = Arc::new(Mutex::new(camera_health(&file.health.vision, &*baselines)));
     let collector_stats = cp.stats.clone();
     let latest = cp.latest.clone();
     let link_status = lp.status.clone();
@@ -276,6 +298,8 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
             actors: statuses.clone(),
             recovery: None,
             last: health_last.clone(),
+            camera: camera.clone(),
+            baselines: Some(baselines.clone()),
         };
         let ra2 = recovery_addr.clone();
         vec![
@@ -323,6 +347,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         );
         let notes = gpu_notes.clone();
         let latest2 = latest.clone();
+        let camera2 = camera.clone();
         let state = crate::http::server::HttpState {
             status: Arc::new(move || StatusSnapshot {
                 device: device2.clone(),
@@ -335,6 +360,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
                 gpu_notes: notes.clone(),
                 app_metrics: app2.counters(),
                 memory: proc_mem::ProcessMemory::now(),
+                cameras: camera2.lock().map(|c| c.snapshot()).unwrap_or_default(),
             }),
             telemetry: Arc::new(move || latest2.lock().ok().and_then(|l| l.clone())),
             app: app.clone(),

@@ -8,11 +8,11 @@
 //!
 //! - [`collect`]: `[collector]`/`[paths]`; the machine through sysinfo, the GPU backends
 //!   (Jetson sysfs, tegrastats, NVML), worker threads, the collector actor
-//! - [`health`]: `[health]`; the pure evaluator and publish tracker, the probes, the health
-//!   actor
-//! - [`recovery`]: `[recovery]`; escalation ladder, allow-list, rate limits, interlock (pure),
-//!   events, the executors (system and recording), temp cleaner, diagnostics, the recovery
-//!   actor
+//! - [`health`]: `[health]`; the pure evaluator and publish tracker, camera and vision health
+//!   (pure, with its baselines' store), the probes, the health actor
+//! - [`recovery`]: `[recovery]`; escalation ladders (camera ladders too), allow-list, rate
+//!   limits, interlock (pure), events, the executors (system and recording), temp cleaner,
+//!   diagnostics, the recovery actor
 //! - [`appmetrics`]: `[app]`; the vision service's pushed and scraped metrics (push schema,
 //!   Prometheus text parser, scrape client) and the store they land in
 //! - [`buffer`]: `[buffer]`; store-and-forward buffer (sled or memory), invariants in its

@@ -343,6 +343,9 @@ mod tests {
             },
             Action::Reboot,
             Action::CollectDiagnostics,
+            Action::ResetCamera {
+                camera: "front".into(),
+            },
         ] {
             assert_eq!(decode_bare::<Action>(&encode(&a).unwrap()).unwrap(), a);
             assert_eq!(from_json::<Action>(&to_json(&a).unwrap()).unwrap(), a);

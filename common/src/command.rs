@@ -27,13 +27,24 @@ pub const MAX_RESULT_OUTPUT: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
-    RestartUnit { unit: String },
-    RestartProcess { name: String },
+    RestartUnit {
+        unit: String,
+    },
+    RestartProcess {
+        name: String,
+    },
     DropCaches,
     CleanTemp,
-    RestartNetwork { interface: String },
+    RestartNetwork {
+        interface: String,
+    },
     Reboot,
     CollectDiagnostics,
+    /// Resets a USB camera by the name the vision service gives it (`front`), with the command
+    /// the agent's config names (`recovery.camera_reset_command`); the wire carries only the name.
+    ResetCamera {
+        camera: String,
+    },
 }
 
 impl Action {
@@ -47,6 +58,7 @@ impl Action {
             Action::RestartNetwork { .. } => "restart_network",
             Action::Reboot => "reboot",
             Action::CollectDiagnostics => "collect_diagnostics",
+            Action::ResetCamera { .. } => "reset_camera",
         }
     }
 
@@ -56,6 +68,7 @@ impl Action {
             Action::RestartUnit { unit } => unit,
             Action::RestartProcess { name } => name,
             Action::RestartNetwork { interface } => interface,
+            Action::ResetCamera { camera } => camera,
             _ => "",
         }
     }

@@ -21,7 +21,10 @@
 //! Faults: `overheating` (GPU at about 88 C, clock throttled, camera fps down),
 //! `vision_crash` (the watched vision process is down, its application metrics absent),
 //! `inference_degraded`, `camera_stalled`, `camera_missing` (the camera device gone: fps 0
-//! and a failing `camera` health check), `offline` (network cut: the broker sees the machine
+//! and a failing `camera` health check), the camera faults the agent's camera health judges
+//! (docs/camera-health.md): `camera_frozen` (the same frame hash), `camera_covered` (a dark
+//! picture), `camera_stale` (no new frames) and `fps_drop` (inference at a third of its
+//! rate), `offline` (network cut: the broker sees the machine
 //! vanish, the machine keeps recording and drains its buffer when it comes back; on a `site`
 //! it is a site outage), `commands_fail` (commands it accepts end `failed`), and `drift`
 //! (`metric` moves by `per_min` every minute since the event began; metrics: see
@@ -73,6 +76,10 @@ pub enum FaultKind {
     InferenceDegraded,
     CameraStalled,
     CameraMissing,
+    CameraFrozen,
+    CameraCovered,
+    CameraStale,
+    FpsDrop,
     Offline,
     CommandsFail,
     Drift,
@@ -86,6 +93,10 @@ impl FaultKind {
             FaultKind::InferenceDegraded => "inference_degraded",
             FaultKind::CameraStalled => "camera_stalled",
             FaultKind::CameraMissing => "camera_missing",
+            FaultKind::CameraFrozen => "camera_frozen",
+            FaultKind::CameraCovered => "camera_covered",
+            FaultKind::CameraStale => "camera_stale",
+            FaultKind::FpsDrop => "fps_drop",
             FaultKind::Offline => "offline",
             FaultKind::CommandsFail => "commands_fail",
             FaultKind::Drift => "drift",
@@ -100,6 +111,10 @@ impl FaultKind {
             FaultKind::InferenceDegraded => Some(Fault::InferenceDegraded),
             FaultKind::CameraStalled => Some(Fault::CameraStalled),
             FaultKind::CameraMissing => Some(Fault::CameraMissing),
+            FaultKind::CameraFrozen => Some(Fault::CameraFrozen),
+            FaultKind::CameraCovered => Some(Fault::CameraCovered),
+            FaultKind::CameraStale => Some(Fault::CameraStale),
+            FaultKind::FpsDrop => Some(Fault::FpsDrop),
             FaultKind::Offline | FaultKind::CommandsFail | FaultKind::Drift => None,
         }
     }
@@ -386,7 +401,7 @@ impl Scenario {
                 });
             }
         }
-        s.faults.sort_by_key(|f| *f as u8);
+        s.faults.sort_by_key(|f| *f as u16);
         s
     }
 }
@@ -532,6 +547,19 @@ mod tests {
                 .iter()
                 .any(|e| matches!(e.target, Target::ModelVersion(_)))
         );
+    }
+
+    #[test]
+    fn the_camera_faults_parse_and_set_their_source_faults() {
+        let s = Scenario::parse(include_str!("../../scenarios/camera-faults.toml")).unwrap();
+        let m = |n: usize| machine(n, "site1", "v3.2");
+        let at = |n: usize| s.state_at(&m(n), 60_000, 0).faults;
+        assert_eq!(at(1), vec![Fault::CameraFrozen]);
+        assert_eq!(at(2), vec![Fault::CameraCovered]);
+        assert_eq!(at(3), vec![Fault::CameraStale]);
+        assert_eq!(at(4), vec![Fault::FpsDrop]);
+        assert_eq!(at(5), vec![], "the healthy control");
+        assert_eq!(FaultKind::FpsDrop.name(), "fps_drop");
     }
 
     #[test]

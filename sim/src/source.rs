@@ -5,7 +5,7 @@
 //! at once, and [`Drift`]s of single metrics): tests, demos and scenario files
 //! ([`crate::scenario`]) use it to show alerts, cohort regressions and thermal incidents.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::{
@@ -13,6 +13,7 @@ use common::{
     Telemetry,
 };
 use rvm_agent::collect::MetricSource;
+use rvm_agent::health::camera::{CONFIDENCE, FRAME_AGE, FRAME_HASH, INFERENCE_FPS, LUMA};
 
 /// Orin Nano 8GB: what tegrastats reports as RAM total.
 pub const SIM_MEMORY_TOTAL: u64 = 7_620 * 1024 * 1024;
@@ -62,7 +63,7 @@ impl Walk {
 /// A fault a simulated machine shows until it is cleared. Each is one bit: a machine can show
 /// several at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[repr(u8)]
+#[repr(u16)]
 pub enum Fault {
     #[default]
     None = 0,
@@ -78,21 +79,38 @@ pub enum Fault {
     /// application metrics (absent, not 0). When it comes back it has a new pid and the
     /// process's `restarts_seen` counts one more.
     VisionDown = 8,
-    /// The camera device is gone (a loose cable): no frames (camera fps 0) and the health
-    /// report's `camera` check fails ([`crate::health`]).
+    /// The camera device is gone (a loose cable): no frames (camera fps 0, the last frame
+    /// ages) and the health report's `camera` check fails ([`crate::health`]).
     CameraMissing = 16,
+    /// The camera hands out the same frame over and over: frames keep coming, their hash
+    /// does not change.
+    CameraFrozen = 32,
+    /// Something covers the lens: mean luminance 2 to 5, nothing detected.
+    CameraCovered = 64,
+    /// No new frames (a hung capture): the last frame ages from when the fault began, no
+    /// inference.
+    CameraStale = 128,
+    /// Inference at a third of its usual rate (frames keep coming).
+    FpsDrop = 256,
 }
 
 impl Fault {
     /// Every fault, in the order [`SimFault::get`] reports the first active one.
-    pub const ALL: [Fault; 5] = [
+    pub const ALL: [Fault; 9] = [
         Fault::InferenceDegraded,
         Fault::CameraStalled,
         Fault::Overheating,
         Fault::VisionDown,
         Fault::CameraMissing,
+        Fault::CameraFrozen,
+        Fault::CameraCovered,
+        Fault::CameraStale,
+        Fault::FpsDrop,
     ];
 }
+
+/// The name of a simulated machine's one camera (the `camera` label of its figures).
+pub const SIM_CAMERA: &str = "chamber";
 
 /// A metric a [`Drift`] moves: the server's names for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,19 +160,19 @@ impl Drift {
 /// Switches a running simulated machine's faults and drifts; clones share them.
 #[derive(Debug, Clone, Default)]
 pub struct SimFault {
-    faults: Arc<AtomicU8>,
+    faults: Arc<AtomicU16>,
     drifts: Arc<Mutex<Vec<Drift>>>,
 }
 
 impl SimFault {
     /// Shows exactly this fault (`Fault::None`: none).
     pub fn set(&self, fault: Fault) {
-        self.faults.store(fault as u8, Ordering::Relaxed);
+        self.faults.store(fault as u16, Ordering::Relaxed);
     }
 
     /// Shows exactly these faults.
     pub fn set_all(&self, faults: &[Fault]) {
-        let bits = faults.iter().fold(0u8, |b, f| b | *f as u8);
+        let bits = faults.iter().fold(0u16, |b, f| b | *f as u16);
         self.faults.store(bits, Ordering::Relaxed);
     }
 
@@ -164,7 +182,7 @@ impl SimFault {
     }
 
     pub fn has(&self, fault: Fault) -> bool {
-        fault != Fault::None && self.faults.load(Ordering::Relaxed) & fault as u8 != 0
+        fault != Fault::None && self.faults.load(Ordering::Relaxed) & fault as u16 != 0
     }
 
     pub fn active(&self) -> Vec<Fault> {
@@ -225,6 +243,9 @@ pub struct SimSource {
     vision_was_down: bool,
     /// Records collected since overheating began.
     hot_samples: u32,
+    /// The camera's last frame: its hash and when it arrived.
+    frame_hash: u32,
+    frame_at_ms: i64,
 }
 
 impl SimSource {
@@ -273,6 +294,8 @@ impl SimSource {
             vision_restarts: 0,
             vision_was_down: false,
             hot_samples: 0,
+            frame_hash: 0,
+            frame_at_ms: 0,
             rng,
         }
     }
@@ -341,6 +364,31 @@ impl MetricSource for SimSource {
             self.vision_restarts += 1;
             self.vision_pid += 7 + (rng.next_u64() % 50) as u32;
         }
+        // the camera's figures (docs/camera-health.md): a new frame every record unless the
+        // capture hung or the camera is gone; a frozen camera repeats its last frame
+        let no_frames = f.has(Fault::CameraStale) || f.has(Fault::CameraMissing);
+        if !no_frames {
+            self.frame_at_ms = now_ms;
+            if !f.has(Fault::CameraFrozen) || self.frame_hash == 0 {
+                self.frame_hash = (rng.next_u64() >> 32) as u32 | 1;
+            }
+        }
+        let frame_age_s = ((now_ms - self.frame_at_ms).max(0) as f64 / 1000.0) + rng.between(0.02, 0.06);
+        let covered = f.has(Fault::CameraCovered);
+        let luma = if covered {
+            rng.between(2.0, 5.0)
+        } else {
+            rng.between(95.0, 125.0)
+        };
+        let mut inference_fps = if no_frames {
+            0.0
+        } else {
+            fps.min(1000.0 / inference_ms)
+        };
+        if f.has(Fault::FpsDrop) {
+            inference_fps /= 3.0;
+        }
+        let confidence = (!covered && !no_frames).then(|| rng.between(0.86, 0.97));
         self.items += rng.between(0.0, 0.4);
         if rng.unit() < 0.002 {
             self.errors += 1.0;
@@ -427,14 +475,23 @@ impl MetricSource for SimSource {
             app: if vision_down {
                 Vec::new()
             } else {
-                vec![
+                let cam = |gauge: &str| format!("{gauge}.{SIM_CAMERA}");
+                let mut app = vec![
                     Reading::new("items_recognised", self.items.floor()),
                     Reading::new("items_rejected", (self.items * 0.03).floor()),
                     Reading::new("inference_ms", inference_ms),
                     Reading::new("camera_fps", fps),
                     Reading::new("detection_confidence", rng.between(0.86, 0.97)),
                     Reading::new("errors", self.errors),
-                ]
+                    Reading::new(cam(FRAME_AGE), frame_age_s),
+                    Reading::new(cam(FRAME_HASH), f64::from(self.frame_hash)),
+                    Reading::new(cam(LUMA), luma),
+                    Reading::new(cam(INFERENCE_FPS), inference_fps),
+                ];
+                if let Some(c) = confidence {
+                    app.push(Reading::new(cam(CONFIDENCE), c));
+                }
+                app
             },
         };
         if let Ok(mut l) = self.latest.lock() {
@@ -552,6 +609,46 @@ mod tests {
         );
         assert_eq!(DriftMetric::GpuTemp.name(), "gpu.temp_c");
         assert_eq!(DriftMetric::parse("gpu.temp"), None);
+    }
+
+    #[test]
+    fn each_camera_fault_shows_in_the_camera_figures() {
+        let mut s = SimSource::new(11, 1000);
+        let h = s.fault_handle();
+        let value = |t: &Telemetry, gauge: &str| {
+            t.app
+                .iter()
+                .find(|r| r.name == format!("{gauge}.{SIM_CAMERA}"))
+                .map(|r| r.value)
+        };
+        let t = s.collect(0);
+        assert!(value(&t, FRAME_AGE).unwrap() < 0.1);
+        assert!(value(&t, LUMA).unwrap() > 90.0);
+        assert!(value(&t, INFERENCE_FPS).unwrap() >= 27.0);
+        assert!(value(&t, CONFIDENCE).is_some());
+        let first = value(&t, FRAME_HASH).unwrap();
+        assert_ne!(value(&s.collect(1000), FRAME_HASH).unwrap(), first, "a new frame");
+
+        h.set(Fault::CameraFrozen);
+        let a = value(&s.collect(2000), FRAME_HASH);
+        assert_eq!(value(&s.collect(3000), FRAME_HASH), a, "the same frame");
+        assert!(value(&s.collect(4000), FRAME_AGE).unwrap() < 0.1, "still coming");
+
+        h.set(Fault::CameraCovered);
+        let t = s.collect(5000);
+        assert!(value(&t, LUMA).unwrap() <= 5.0 && value(&t, CONFIDENCE).is_none());
+
+        h.set(Fault::CameraStale);
+        s.collect(6000);
+        let t = s.collect(16_000);
+        assert!(value(&t, FRAME_AGE).unwrap() >= 10.0, "aged from the last frame");
+        assert_eq!(value(&t, INFERENCE_FPS), Some(0.0));
+
+        h.set(Fault::FpsDrop);
+        let t = s.collect(17_000);
+        let fps = value(&t, INFERENCE_FPS).unwrap();
+        assert!((9.0..=10.0).contains(&fps), "{fps}");
+        assert!(value(&t, FRAME_AGE).unwrap() < 0.1);
     }
 
     #[test]

@@ -325,6 +325,9 @@ fn every_action() -> Vec<Action> {
         },
         Action::Reboot,
         Action::CollectDiagnostics,
+        Action::ResetCamera {
+            camera: "front".into(),
+        },
     ];
     for a in &all {
         match a {
@@ -334,7 +337,8 @@ fn every_action() -> Vec<Action> {
             | Action::CleanTemp
             | Action::RestartNetwork { .. }
             | Action::Reboot
-            | Action::CollectDiagnostics => {}
+            | Action::CollectDiagnostics
+            | Action::ResetCamera { .. } => {}
         }
     }
     all

@@ -13,6 +13,8 @@ use common::HealthReport;
 
 use crate::buffer::{Body, BufferHandle};
 use crate::collect::actor::Latest;
+use crate::health::baselines::{BASELINE_SAVE_INTERVAL_MS, BaselineStore};
+use crate::health::camera::CameraHealth;
 use crate::health::config::HealthConfig;
 use crate::health::evaluate::{self, DiskProbeError, HealthTracker, Observations, UnitState};
 use crate::health::probes::{self, HttpProbes};
@@ -37,6 +39,10 @@ pub struct HealthParts {
     pub recovery: Option<Recipient<HealthUpdate>>,
     /// The last report, for `/api/v1/status`.
     pub last: Arc<std::sync::Mutex<Option<HealthReport>>>,
+    /// Camera timers and learned baselines; survive restarts of the actor.
+    pub camera: Arc<std::sync::Mutex<CameraHealth>>,
+    /// Where the baselines are stored every [`BASELINE_SAVE_INTERVAL_MS`]; None: not kept.
+    pub baselines: Option<Arc<dyn BaselineStore>>,
 }
 
 pub struct HealthActor {
@@ -47,6 +53,7 @@ pub struct HealthActor {
     link_down_since_ms: Option<i64>,
     /// The HTTP checks' clients, built on the first tick's blocking thread.
     http: Option<Arc<HttpProbes>>,
+    baselines_saved_ms: i64,
 }
 
 struct Probed {
@@ -67,6 +74,7 @@ impl HealthActor {
             busy: false,
             link_down_since_ms: None,
             http: None,
+            baselines_saved_ms: common::time::now_ms(),
         }
     }
 
@@ -124,6 +132,13 @@ impl HealthActor {
         }
         let latest = self.p.latest.lock().ok().and_then(|l| l.clone());
         let actors = self.p.actors.lock().map(|a| a.clone()).unwrap_or_default();
+        let cameras = match self.p.camera.lock() {
+            Ok(mut c) => c
+                .evaluate(latest.as_ref().map(|t| t.app.as_slice()), now)
+                .checks(),
+            Err(_) => Vec::new(),
+        };
+        self.save_baselines(now);
         let obs = Observations {
             telemetry: latest.as_ref(),
             processes: probed.processes,
@@ -134,6 +149,7 @@ impl HealthActor {
             broker_connected: connected,
             broker_down_for_ms: self.link_down_since_ms.map_or(0, |s| now - s),
             actors,
+            cameras,
         };
         let report = evaluate::evaluate(&self.p.cfg, &obs);
         if self.tracker.should_publish(&report, now) {
@@ -151,6 +167,31 @@ impl HealthActor {
             *l = Some(report);
         }
         self.live.progress(now);
+    }
+}
+
+impl HealthActor {
+    /// Stores the cameras' baselines on a blocking thread when [`BASELINE_SAVE_INTERVAL_MS`]
+    /// passed since the last time.
+    fn save_baselines(&mut self, now: i64) {
+        let Some(store) = self.p.baselines.clone() else {
+            return;
+        };
+        if (now - self.baselines_saved_ms).abs() < BASELINE_SAVE_INTERVAL_MS {
+            return;
+        }
+        self.baselines_saved_ms = now;
+        let Ok(baselines) = self.p.camera.lock().map(|c| c.baselines()) else {
+            return;
+        };
+        if baselines.is_empty() {
+            return;
+        }
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.save(&baselines) {
+                tracing::warn!(error = %e, "camera baselines not stored");
+            }
+        });
     }
 }
 

@@ -46,6 +46,176 @@ pub struct HealthConfig {
     /// A report is published on every status change and at least this often.
     #[serde(default = "default_report_interval_s")]
     pub report_interval_s: u64,
+    /// Camera and vision health from the vision service's per-camera figures
+    /// (`[health.vision]`, decided by the `camera` module).
+    #[serde(default)]
+    pub vision: VisionHealthConfig,
+}
+
+/// `[health.vision]`: when the per-camera figures of the vision service (docs/camera-health.md)
+/// make a camera check fail. Times in seconds; the `camera` module describes each decision.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisionHealthConfig {
+    /// Judge the cameras at all (no camera figures: no camera checks either way).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The last frame older than this (or no figures for a known camera this long): stale.
+    #[serde(default = "default_stale_after_s")]
+    pub stale_after_s: u64,
+    /// The same frame hash this long while frames keep coming: a frozen picture.
+    #[serde(default = "default_frozen_after_s")]
+    pub frozen_after_s: u64,
+    /// Mean luminance (0-255) below this ...
+    #[serde(default = "default_dark_luma")]
+    pub dark_luma: f64,
+    /// ... for this long: a black or covered lens.
+    #[serde(default = "default_dark_after_s")]
+    pub dark_after_s: u64,
+    /// Inference fps below this fraction of the camera's own baseline ...
+    #[serde(default = "default_fps_min_ratio")]
+    pub fps_min_ratio: f64,
+    /// ... for this long: a warning.
+    #[serde(default = "default_fps_low_after_s")]
+    pub fps_low_after_s: u64,
+    /// Mean detection confidence (0-1) further than this from its baseline, either way ...
+    #[serde(default = "default_confidence_max_drift")]
+    pub confidence_max_drift: f64,
+    /// ... for this long: a warning.
+    #[serde(default = "default_confidence_after_s")]
+    pub confidence_after_s: u64,
+    /// Healthy seconds a baseline must learn before fps and confidence are judged.
+    #[serde(default = "default_warmup_s")]
+    pub warmup_s: u64,
+    /// Time constant of the baselines' moving average once warm.
+    #[serde(default = "default_baseline_tau_s")]
+    pub baseline_tau_s: u64,
+    /// A known camera without figures this long is forgotten (its checks go away).
+    #[serde(default = "default_forget_after_s")]
+    pub forget_after_s: u64,
+    /// fps or confidence off its baseline this long becomes the new normal: the baseline is
+    /// learned again (a new model, a new camera, a new lighting).
+    #[serde(default = "default_relearn_after_s")]
+    pub relearn_after_s: u64,
+}
+
+impl Default for VisionHealthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            stale_after_s: default_stale_after_s(),
+            frozen_after_s: default_frozen_after_s(),
+            dark_luma: default_dark_luma(),
+            dark_after_s: default_dark_after_s(),
+            fps_min_ratio: default_fps_min_ratio(),
+            fps_low_after_s: default_fps_low_after_s(),
+            confidence_max_drift: default_confidence_max_drift(),
+            confidence_after_s: default_confidence_after_s(),
+            warmup_s: default_warmup_s(),
+            baseline_tau_s: default_baseline_tau_s(),
+            forget_after_s: default_forget_after_s(),
+            relearn_after_s: default_relearn_after_s(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_stale_after_s() -> u64 {
+    10
+}
+fn default_frozen_after_s() -> u64 {
+    60
+}
+fn default_dark_luma() -> f64 {
+    12.0
+}
+fn default_dark_after_s() -> u64 {
+    30
+}
+fn default_fps_min_ratio() -> f64 {
+    0.5
+}
+fn default_fps_low_after_s() -> u64 {
+    60
+}
+fn default_confidence_max_drift() -> f64 {
+    0.15
+}
+fn default_confidence_after_s() -> u64 {
+    300
+}
+fn default_warmup_s() -> u64 {
+    600
+}
+fn default_baseline_tau_s() -> u64 {
+    3600
+}
+fn default_forget_after_s() -> u64 {
+    86_400
+}
+fn default_relearn_after_s() -> u64 {
+    86_400
+}
+
+impl VisionHealthConfig {
+    /// Every problem, each with its key path under `prefix` (`health.vision`).
+    pub fn validate(&self, prefix: &str) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            p.push(ConfigProblem {
+                key: format!("{prefix}.{key}"),
+                message,
+            })
+        };
+        for (key, v, lo, hi) in [
+            ("stale_after_s", self.stale_after_s, 1, 3_600),
+            ("frozen_after_s", self.frozen_after_s, 1, 86_400),
+            ("dark_after_s", self.dark_after_s, 0, 86_400),
+            ("fps_low_after_s", self.fps_low_after_s, 0, 86_400),
+            ("confidence_after_s", self.confidence_after_s, 0, 86_400),
+            ("warmup_s", self.warmup_s, 1, 7 * 86_400),
+            ("baseline_tau_s", self.baseline_tau_s, 1, 30 * 86_400),
+            ("forget_after_s", self.forget_after_s, 60, 30 * 86_400),
+            ("relearn_after_s", self.relearn_after_s, 3_600, 30 * 86_400),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                bad(key, format!("{v} is outside {lo}..={hi}"));
+            }
+        }
+        if !(self.dark_luma.is_finite() && (0.0..=255.0).contains(&self.dark_luma)) {
+            bad("dark_luma", format!("{} is outside 0..=255", self.dark_luma));
+        }
+        if !(self.fps_min_ratio.is_finite() && self.fps_min_ratio > 0.0 && self.fps_min_ratio < 1.0) {
+            bad(
+                "fps_min_ratio",
+                format!(
+                    "{} is outside (0, 1): a fraction of the baseline",
+                    self.fps_min_ratio
+                ),
+            );
+        }
+        if !(self.confidence_max_drift.is_finite()
+            && self.confidence_max_drift > 0.0
+            && self.confidence_max_drift < 1.0)
+        {
+            bad(
+                "confidence_max_drift",
+                format!("{} is outside (0, 1)", self.confidence_max_drift),
+            );
+        }
+        if self.forget_after_s <= self.stale_after_s {
+            bad(
+                "forget_after_s",
+                format!(
+                    "{} must be longer than stale_after_s ({}), or a stale camera is forgotten first",
+                    self.forget_after_s, self.stale_after_s
+                ),
+            );
+        }
+        p
+    }
 }
 
 impl Default for HealthConfig {
@@ -62,6 +232,7 @@ impl Default for HealthConfig {
             camera_required: false,
             data_disk_path: None,
             report_interval_s: default_report_interval_s(),
+            vision: VisionHealthConfig::default(),
         }
     }
 }
@@ -244,6 +415,7 @@ impl HealthConfig {
                 format!("{} is outside 5..=86400", self.report_interval_s),
             );
         }
+        p.extend(self.vision.validate(&format!("{prefix}.vision")));
         p
     }
 }
@@ -317,6 +489,44 @@ ca_file = "/nonexistent/ca.pem"
             assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
         }
         assert!(!keys.contains(&"health.systemd_units[1]".to_string()));
+    }
+
+    #[test]
+    fn the_vision_section_has_defaults_and_every_bad_value_is_named() {
+        let cfg: HealthConfig = toml::from_str("[vision]\n").unwrap();
+        assert_eq!(cfg.vision, VisionHealthConfig::default());
+        assert!(cfg.validate("health").is_empty());
+        let text = r#"
+[vision]
+stale_after_s = 0
+frozen_after_s = 100000
+dark_luma = 300
+fps_min_ratio = 1.5
+confidence_max_drift = 0
+warmup_s = 0
+forget_after_s = 60
+"#;
+        let cfg: HealthConfig = toml::from_str(text).unwrap();
+        let keys: Vec<String> = cfg.validate("health").into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "health.vision.stale_after_s",
+                "health.vision.frozen_after_s",
+                "health.vision.warmup_s",
+                "health.vision.dark_luma",
+                "health.vision.fps_min_ratio",
+                "health.vision.confidence_max_drift",
+            ]
+        );
+        let cfg = VisionHealthConfig {
+            stale_after_s: 120,
+            forget_after_s: 120,
+            ..Default::default()
+        };
+        assert_eq!(cfg.validate("v")[0].key, "v.forget_after_s");
+        let err = toml::from_str::<HealthConfig>("[vision]\nstale_after = 5").unwrap_err();
+        assert!(err.to_string().contains("stale_after"), "{err}");
     }
 
     #[test]

@@ -93,6 +93,9 @@ pub struct Observations<'a> {
     /// How long the broker link has been down; ignored while connected.
     pub broker_down_for_ms: i64,
     pub actors: Vec<ActorStatus>,
+    /// The camera decisions ([`CameraHealth::evaluate`](crate::health::camera::CameraHealth::evaluate));
+    /// empty when camera health is unsupported or off.
+    pub cameras: Vec<CheckResult>,
 }
 
 /// One check per observation, with a message a person can act on; `status` is the worst.
@@ -237,6 +240,8 @@ pub fn evaluate(cfg: &HealthConfig, obs: &Observations<'_>) -> HealthReport {
         };
         push(format!("actor:{}", a.name), status, message);
     }
+
+    checks.extend(obs.cameras.iter().cloned());
 
     let status = checks.iter().map(|c| c.status).max().unwrap_or_default();
     HealthReport {
@@ -661,6 +666,22 @@ mod tests {
             ..build_observations(&t)
         };
         assert!(tracker.should_publish(&evaluate(&cfg, &more), 1_000));
+    }
+
+    #[test]
+    fn camera_decisions_join_the_report_and_count_for_its_status() {
+        let t = build_telemetry(12.0, 40.0, 30.0, None);
+        let obs = Observations {
+            cameras: vec![CheckResult {
+                name: "camera:front:frozen".into(),
+                status: HealthStatus::Critical,
+                message: "camera front: the same picture for 60 s (frozen after 60 s)".into(),
+            }],
+            ..build_observations(&t)
+        };
+        let r = evaluate(&HealthConfig::default(), &obs);
+        assert_eq!(check(&r, "camera:front:frozen").status, HealthStatus::Critical);
+        assert_eq!(r.status, HealthStatus::Critical);
     }
 
     #[test]

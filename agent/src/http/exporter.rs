@@ -640,6 +640,7 @@ pub(crate) mod tests {
                 ..Default::default()
             },
             memory: proc_mem::ProcessMemory::default(),
+            cameras: Vec::new(),
         }
     }
 

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::appmetrics::store::AppMetricsCounters;
 use crate::buffer::BufferStats;
+use crate::health::camera::CameraSnapshot;
 use crate::link::status::LinkSnapshot;
 
 /// What `/api/v1/status` shows, and the agent-state part of `/metrics`.
@@ -24,4 +25,6 @@ pub struct StatusSnapshot {
     pub app_metrics: AppMetricsCounters,
     /// The agent process's own memory (heap in use, RSS).
     pub memory: proc_mem::ProcessMemory,
+    /// The cameras camera health tracks, with their learned baselines (empty: none reported).
+    pub cameras: Vec<CameraSnapshot>,
 }

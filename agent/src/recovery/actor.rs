@@ -15,7 +15,7 @@ use crate::collect::actor::Latest;
 use crate::commands::executed::ExecutedStore;
 use crate::commands::verify::Verdict;
 use crate::messages::{HealthUpdate, StopNow};
-use crate::recovery::events::event_with_origin;
+use crate::recovery::events::{escalation_event, event_with_origin};
 use crate::recovery::executor::{ExecOutcome, Executor};
 use crate::recovery::interlock::Interlock;
 use crate::recovery::policy::{Decision, PlannedAction, RecoveryPolicy, Source};
@@ -124,10 +124,18 @@ impl Handler<HealthUpdate> for RecoveryActor {
         if self.running {
             return;
         }
-        let planned: Vec<PlannedAction> = match self.p.policy.lock() {
-            Ok(mut p) => p.on_health(&report, now),
+        let (planned, escalations) = match self.p.policy.lock() {
+            Ok(mut p) => {
+                let planned: Vec<PlannedAction> = p.on_health(&report, now);
+                (planned, p.take_escalations())
+            }
             Err(_) => return,
         };
+        for e in &escalations {
+            tracing::warn!(check = %e.check, "recovery ladder exhausted; escalating");
+            let ev = escalation_event(e);
+            self.append(Body::Event(ev), "escalation event not stored");
+        }
         for step in planned {
             let decision = {
                 let il = self.p.interlock.lock().map(|i| i.clone()).unwrap_or_default();

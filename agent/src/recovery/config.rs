@@ -8,12 +8,15 @@ use common::command::Action;
 use serde::Deserialize;
 
 use super::clean::valid_temp_dir;
+use crate::health::camera::{Aspect, parse_check_name};
 use crate::health::config::HealthConfig;
-use crate::shared::names::{NameError, valid_interface_name, valid_process_name, valid_unit_name};
+use crate::shared::names::{
+    NameError, valid_camera_name, valid_interface_name, valid_process_name, valid_unit_name,
+};
 use crate::shared::problem::ConfigProblem;
 
 /// Every action name, in the order of [`Action`].
-pub const ALL_ACTIONS: [&str; 7] = [
+pub const ALL_ACTIONS: [&str; 8] = [
     "restart_unit",
     "restart_process",
     "drop_caches",
@@ -21,7 +24,11 @@ pub const ALL_ACTIONS: [&str; 7] = [
     "restart_network",
     "reboot",
     "collect_diagnostics",
+    "reset_camera",
 ];
+
+/// In `camera_reset_command`, replaced by the camera's name.
+pub const CAMERA_PLACEHOLDER: &str = "{camera}";
 
 /// The `[recovery]` section of `agent.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -31,7 +38,7 @@ pub struct RecoveryConfig {
     /// `allowed_actions` alone, so an operator can still act on a machine with this off.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Action names that may run at all (default: all seven).
+    /// Action names that may run at all (default: all eight).
     #[serde(default = "default_allowed_actions")]
     pub allowed_actions: Vec<String>,
     /// A reboot also needs this.
@@ -73,6 +80,21 @@ pub struct RecoveryConfig {
     pub ladder_for_units: bool,
     #[serde(default)]
     pub ladder: Vec<LadderRule>,
+    /// The vision service's unit: the first step of a camera ladder restarts it (it must be
+    /// in `health.systemd_units` or `extra_units`). Unset: camera ladders start at the reset.
+    #[serde(default)]
+    pub vision_unit: Option<String>,
+    /// The program and arguments that reset a USB camera (`usbreset`, an unbind/bind
+    /// script), run without a shell; `{camera}` in an argument is replaced by the camera's
+    /// name. Empty: `reset_camera` is never planned and refused when asked for.
+    #[serde(default)]
+    pub camera_reset_command: Vec<String>,
+    /// A camera whose frames go stale (`camera:NAME:frames`) or whose picture freezes
+    /// (`camera:NAME:frozen`) gets the ladder: restart `vision_unit`, reset the camera, then
+    /// escalate (one critical `escalate` event, which the server's `recovery_failed` rule
+    /// pages), each step `retry_after_s` after the last.
+    #[serde(default = "default_true")]
+    pub camera_ladder: bool,
 }
 
 impl Default for RecoveryConfig {
@@ -93,6 +115,9 @@ impl Default for RecoveryConfig {
             reset_after_ok_s: default_reset_after_ok_s(),
             ladder_for_units: true,
             ladder: Vec::new(),
+            vision_unit: None,
+            camera_reset_command: Vec::new(),
+            camera_ladder: true,
         }
     }
 }
@@ -116,6 +141,9 @@ pub struct LadderRule {
     /// The check must be critical this long before the first step.
     #[serde(default)]
     pub grace_s: u64,
+    /// Still critical `retry_after_s` after the last step: one critical `escalate` event.
+    #[serde(default)]
+    pub escalate: bool,
 }
 
 fn default_true() -> bool {
@@ -150,6 +178,8 @@ pub struct Ladder {
     pub steps: Vec<Action>,
     pub retry_after_ms: i64,
     pub grace_ms: i64,
+    /// After the last step, if the check is still critical: escalate once.
+    pub escalate: bool,
 }
 
 pub(super) fn secs_to_ms(s: u64) -> i64 {
@@ -165,6 +195,8 @@ pub enum StepError {
     NoProcess { step: String },
     #[error("{step:?}: name the interface (restart_network:eth0)")]
     NoInterface { step: String },
+    #[error("{step:?}: name the camera (reset_camera:NAME) or use it on a camera:NAME:ASPECT check")]
+    NoCamera { step: String },
     #[error("{step:?}: {action} takes no target")]
     TakesNoTarget { step: String, action: String },
     #[error("{0:?} is not an action (one of {all})", all = ALL_ACTIONS.join(", "))]
@@ -200,6 +232,15 @@ pub fn parse_step(step: &str, check: &str) -> Result<Action, StepError> {
             valid_interface_name(iface)?;
             Action::RestartNetwork {
                 interface: iface.into(),
+            }
+        }
+        "reset_camera" => {
+            let camera = target
+                .or_else(|| parse_check_name(check).map(|(camera, _)| camera))
+                .ok_or_else(|| StepError::NoCamera { step: step.into() })?;
+            valid_camera_name(camera)?;
+            Action::ResetCamera {
+                camera: camera.into(),
             }
         }
         "drop_caches" | "clean_temp" | "reboot" | "collect_diagnostics" if target.is_some() => {
@@ -252,6 +293,7 @@ impl RecoveryConfig {
                 steps,
                 retry_after_ms: secs_to_ms(rule.retry_after_s.unwrap_or(self.retry_after_s)),
                 grace_ms: secs_to_ms(rule.grace_s),
+                escalate: rule.escalate,
             });
         }
         if self.ladder_for_units {
@@ -266,10 +308,39 @@ impl RecoveryConfig {
                     steps: vec![restart.clone(), restart, Action::Reboot],
                     retry_after_ms: secs_to_ms(self.retry_after_s),
                     grace_ms: 0,
+                    escalate: false,
                 });
             }
         }
         out
+    }
+
+    /// The camera ladder for a check, when `camera_ladder` covers it (`camera:NAME:frames` or
+    /// `camera:NAME:frozen`) and no `[[recovery.ladder]]` names the check: restart
+    /// `vision_unit` (when set), reset the camera, escalate. Camera names are only known at
+    /// run time, so the policy asks for these as the checks appear.
+    pub fn camera_ladder_for(&self, check: &str) -> Option<Ladder> {
+        if !self.camera_ladder || self.ladder.iter().any(|r| r.check == check) {
+            return None;
+        }
+        let (camera, aspect) = parse_check_name(check)?;
+        if !matches!(aspect, Aspect::Frames | Aspect::Frozen) {
+            return None;
+        }
+        let mut steps = Vec::new();
+        if let Some(unit) = self.vision_unit.as_ref().filter(|u| valid_unit_name(u).is_ok()) {
+            steps.push(Action::RestartUnit { unit: unit.clone() });
+        }
+        steps.push(Action::ResetCamera {
+            camera: camera.into(),
+        });
+        Some(Ladder {
+            check: check.into(),
+            steps,
+            retry_after_ms: secs_to_ms(self.retry_after_s),
+            grace_ms: 0,
+            escalate: true,
+        })
     }
 
     /// Every problem, each with its key path under `prefix` (`recovery`). `health` is the
@@ -334,6 +405,34 @@ impl RecoveryConfig {
                 format!("{prefix}.retry_after_s"),
                 format!("{} is outside 10..=86400", self.retry_after_s),
             );
+        }
+        if let Some(unit) = &self.vision_unit {
+            if let Err(e) = valid_unit_name(unit) {
+                bad(format!("{prefix}.vision_unit"), e.to_string());
+            } else if !health.systemd_units.contains(unit) && !self.extra_units.contains(unit) {
+                bad(
+                    format!("{prefix}.vision_unit"),
+                    format!(
+                        "{unit:?} is in neither health.systemd_units nor recovery.extra_units, so it may not be restarted"
+                    ),
+                );
+            }
+        }
+        if let Some((program, args)) = self.camera_reset_command.split_first() {
+            if !program.starts_with('/') {
+                bad(
+                    format!("{prefix}.camera_reset_command[0]"),
+                    format!("{program:?} is not an absolute path to a program"),
+                );
+            }
+            for (i, a) in args.iter().enumerate() {
+                if a.is_empty() || a.chars().any(char::is_control) {
+                    bad(
+                        format!("{prefix}.camera_reset_command[{}]", i + 1),
+                        format!("{a:?} is not a usable argument"),
+                    );
+                }
+            }
         }
         if self.reset_after_ok_s > 7 * 86_400 {
             bad(
@@ -466,6 +565,7 @@ mod tests {
                 steps: Some(vec![]),
                 retry_after_s: None,
                 grace_s: 0,
+                escalate: false,
             }],
             ..Default::default()
         };
@@ -486,7 +586,7 @@ mod tests {
         let cfg: RecoveryConfig = toml::from_str("").unwrap();
         assert_eq!(cfg, RecoveryConfig::default());
         assert!(cfg.validate("recovery", &build_health()).is_empty());
-        assert_eq!(cfg.allowed_actions.len(), 7);
+        assert_eq!(cfg.allowed_actions.len(), ALL_ACTIONS.len());
         assert!(!cfg.allow_reboot);
 
         let text = r#"
@@ -526,5 +626,94 @@ steps = ["restart_process", "drop_caches:x"]
         assert!(!keys.contains(&"recovery.temp_dirs[2]"));
         let err = toml::from_str::<RecoveryConfig>("allow_reboots = true").unwrap_err();
         assert!(err.to_string().contains("allow_reboots"), "{err}");
+    }
+
+    #[test]
+    fn camera_recovery_keys_are_checked_and_named() {
+        let text = r#"
+vision_unit = "unwatched.service"
+camera_reset_command = ["usbreset", "", "{camera}"]
+[[ladder]]
+check = "camera:front:frozen"
+steps = ["reset_camera", "reset_camera:-x", "reset_camera:side"]
+escalate = true
+"#;
+        let cfg: RecoveryConfig = toml::from_str(text).unwrap();
+        let keys: Vec<String> = cfg
+            .validate("recovery", &build_health())
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "recovery.vision_unit",
+                "recovery.camera_reset_command[0]",
+                "recovery.camera_reset_command[1]",
+                "recovery.ladder[0].steps[1]",
+            ]
+        );
+        let ladders = cfg.ladders(&build_health());
+        assert_eq!(
+            ladders[0].steps,
+            vec![
+                Action::ResetCamera {
+                    camera: "front".into()
+                },
+                Action::ResetCamera {
+                    camera: "side".into()
+                }
+            ]
+        );
+        assert!(ladders[0].escalate);
+        assert_eq!(
+            parse_step("reset_camera", "memory"),
+            Err(StepError::NoCamera {
+                step: "reset_camera".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_camera_ladder_restarts_the_vision_unit_then_resets_the_camera_then_escalates() {
+        let cfg = RecoveryConfig {
+            vision_unit: Some("vision.service".into()),
+            ..Default::default()
+        };
+        let l = cfg.camera_ladder_for("camera:front:frozen").unwrap();
+        assert_eq!(
+            l.steps,
+            vec![
+                vision_restart(),
+                Action::ResetCamera {
+                    camera: "front".into()
+                }
+            ]
+        );
+        assert!(l.escalate);
+        assert!(cfg.camera_ladder_for("camera:front:frames").is_some());
+        // a covered lens or a slow model needs a person, not a restart
+        assert!(cfg.camera_ladder_for("camera:front:covered").is_none());
+        assert!(cfg.camera_ladder_for("camera:front:fps").is_none());
+        assert!(cfg.camera_ladder_for("camera").is_none());
+        let off = RecoveryConfig {
+            camera_ladder: false,
+            ..cfg.clone()
+        };
+        assert!(off.camera_ladder_for("camera:front:frozen").is_none());
+        let own = RecoveryConfig {
+            ladder: vec![LadderRule {
+                check: "camera:front:frozen".into(),
+                steps: Some(vec![]),
+                retry_after_s: None,
+                grace_s: 0,
+                escalate: false,
+            }],
+            ..cfg
+        };
+        assert!(
+            own.camera_ladder_for("camera:front:frozen").is_none(),
+            "its own rule wins"
+        );
     }
 }

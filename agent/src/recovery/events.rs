@@ -1,9 +1,11 @@
 //! The event each action becomes, run or refused: severity by outcome, the action and its
 //! target, and the detail (a refusal reason or the command's output) bounded to
-//! `MAX_RESULT_OUTPUT`.
+//! `MAX_RESULT_OUTPUT`; and the event of a ladder that escalates.
 
 use common::command::{Action, MAX_RESULT_OUTPUT};
 use common::{ActionOutcome, Event, EventKind, Severity};
+
+use super::policy::Escalation;
 
 /// [`event_for`], with who asked (`Source::describe`, `PlannedAction::describe`) appended to
 /// the message: `reboot refused: interlock: transaction in progress (ladder unit:x step 3/3)`.
@@ -45,6 +47,34 @@ pub fn event_for(action: &Action, outcome: ActionOutcome, detail: impl Into<Stri
             detail,
         },
         message,
+    }
+}
+
+/// The action name of an escalation event (`EventKind::Recovery`, outcome failed): the
+/// server's `recovery_failed` rule pages it like a failed action.
+pub const ESCALATE: &str = "escalate";
+
+/// The event for a ladder that ran out of steps with its check still critical: critical, an
+/// `escalate` "action" on the check that failed, so a person is paged.
+pub fn escalation_event(e: &Escalation) -> Event {
+    let tried = if e.tried.is_empty() {
+        "no step could run".to_string()
+    } else {
+        format!("tried {}", e.tried.join(", "))
+    };
+    let detail = format!(
+        "{} is still critical after its recovery ladder ({tried}): a person is needed",
+        e.check
+    );
+    Event {
+        severity: Severity::Critical,
+        kind: EventKind::Recovery {
+            action: ESCALATE.into(),
+            target: e.check.clone(),
+            outcome: ActionOutcome::Failed,
+            detail: bound_output(detail.clone()),
+        },
+        message: detail,
     }
 }
 

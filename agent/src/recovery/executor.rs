@@ -13,10 +13,10 @@ use common::ActionOutcome;
 use common::command::{Action, MAX_RESULT_OUTPUT};
 
 use super::clean::clean_temp_dirs;
-use super::config::RecoveryConfig;
+use super::config::{CAMERA_PLACEHOLDER, RecoveryConfig};
 use super::diagnostics::write_diagnostics;
 use super::events::bound_output;
-use crate::shared::names::{valid_interface_name, valid_process_name, valid_unit_name};
+use crate::shared::names::{valid_camera_name, valid_interface_name, valid_process_name, valid_unit_name};
 use crate::shared::subprocess::{RunResult, run_command};
 
 /// Longest any recovery command may run (systemd's default start timeout is 90 s).
@@ -107,6 +107,7 @@ pub struct SystemExecutor {
     temp_max_age: Duration,
     diagnostics_dir: PathBuf,
     journal_units: Vec<String>,
+    camera_reset_command: Vec<String>,
 }
 
 impl SystemExecutor {
@@ -117,6 +118,7 @@ impl SystemExecutor {
             temp_max_age: Duration::from_secs(cfg.temp_max_age_h.saturating_mul(3600)),
             diagnostics_dir: cfg.diagnostics_dir.clone(),
             journal_units,
+            camera_reset_command: cfg.camera_reset_command.clone(),
         }
     }
 
@@ -198,6 +200,22 @@ impl SystemExecutor {
         )
     }
 
+    /// Runs `camera_reset_command` (no shell) with `{camera}` replaced by the camera's name.
+    fn reset_camera(&self, camera: &str) -> ExecOutcome {
+        if let Err(e) = valid_camera_name(camera) {
+            return ExecOutcome::new(false, e.to_string());
+        }
+        let Some((program, args)) = self.camera_reset_command.split_first() else {
+            return ExecOutcome::new(false, "recovery.camera_reset_command is not set");
+        };
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.replace(CAMERA_PLACEHOLDER, camera))
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::command(program, &args)
+    }
+
     fn collect_diagnostics(&self) -> ExecOutcome {
         match write_diagnostics(&self.diagnostics_dir, &self.journal_units, common::time::now_ms()) {
             Ok(path) => ExecOutcome::new(true, path.display().to_string()),
@@ -219,6 +237,7 @@ impl Executor for SystemExecutor {
             Action::RestartNetwork { interface } => Self::restart_network(interface),
             Action::Reboot => Self::command("systemctl", &["reboot"]),
             Action::CollectDiagnostics => self.collect_diagnostics(),
+            Action::ResetCamera { camera } => self.reset_camera(camera),
         }
     }
 }
@@ -259,6 +278,32 @@ mod tests {
         assert!(out.output.starts_with("removed 1 file(s)"), "{}", out.output);
         let none = SystemExecutor::new(&RecoveryConfig::default(), vec![]).execute(&Action::CleanTemp);
         assert!(!none.ok);
+    }
+
+    #[test]
+    fn the_system_executor_resets_a_camera_with_the_configured_command_and_its_name() {
+        let cfg = RecoveryConfig {
+            camera_reset_command: vec!["/bin/echo".into(), "reset".into(), "usb-{camera}".into()],
+            ..Default::default()
+        };
+        let ex = SystemExecutor::new(&cfg, vec![]);
+        let out = ex.execute(&Action::ResetCamera {
+            camera: "front".into(),
+        });
+        assert!(out.ok, "{}", out.output);
+        assert!(out.output.contains("reset usb-front"), "{}", out.output);
+        let out = ex.execute(&Action::ResetCamera {
+            camera: "--all".into(),
+        });
+        assert!(
+            !out.ok && out.output.contains("not a camera name"),
+            "{}",
+            out.output
+        );
+        let unset = SystemExecutor::new(&RecoveryConfig::default(), vec![]).execute(&Action::ResetCamera {
+            camera: "front".into(),
+        });
+        assert!(!unset.ok && unset.output.contains("camera_reset_command is not set"));
     }
 
     #[test]

@@ -67,6 +67,7 @@ impl Interlock {
                 | Action::RestartProcess { .. }
                 | Action::RestartNetwork { .. }
                 | Action::Reboot
+                | Action::ResetCamera { .. }
         )
     }
 }

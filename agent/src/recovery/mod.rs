@@ -17,11 +17,16 @@
 //! Invariants:
 //! - Nothing runs that [`policy::RecoveryPolicy::decide`] did not allow, and every allowed or
 //!   refused action becomes exactly one `Event` (built by [`events::event_for`]).
-//! - Only the seven `Action`s exist; restarts only touch units and processes that `[health]`
-//!   watches (or that `extra_units` / `extra_processes` name), and network restarts only the
-//!   interfaces in `network_interfaces`: a bad or hostile command cannot name anything else.
+//! - Only the eight `Action`s exist; restarts only touch units and processes that `[health]`
+//!   watches (or that `extra_units` / `extra_processes` name), network restarts only the
+//!   interfaces in `network_interfaces`, and a camera reset only runs the operator's
+//!   `camera_reset_command` with a checked camera name: a bad or hostile command cannot name
+//!   anything else.
+//! - A ladder with `escalate` (every camera ladder) that runs out of steps with its check
+//!   still critical becomes one critical `escalate` event ([`events::escalation_event`]) per
+//!   run; the ladder then waits for the check to be ok for `reset_after_ok_s`: no loop.
 //! - A reboot needs `allow_reboot = true`; with it false a reboot step is never even planned.
-//! - Disruptive actions (restarts, network restart, reboot) are refused while the vision
+//! - Disruptive actions (restarts, network restart, reboot, camera reset) are refused while the vision
 //!   service reports a transaction ([`interlock::Interlock`]); a refused ladder step stays the
 //!   next step.
 //! - Rate limits count allowed actions per action and target over the last hour (and reboots

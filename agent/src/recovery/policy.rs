@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::config::{Ladder, RecoveryConfig, default_retry_after_s, secs_to_ms};
 use super::interlock::Interlock;
 use crate::health::config::HealthConfig;
-use crate::shared::names::{valid_interface_name, valid_process_name, valid_unit_name};
+use crate::shared::names::{valid_camera_name, valid_interface_name, valid_process_name, valid_unit_name};
 
 /// A refused ladder step is tried again after this long (or when its rate limit frees).
 pub const REFUSED_RETRY_AFTER_MS: i64 = 30_000;
@@ -18,6 +18,8 @@ pub const REFUSED_RETRY_AFTER_MS: i64 = 30_000;
 pub const RATE_WINDOW_MS: i64 = 3_600_000;
 /// Window of `max_reboots_per_day`.
 pub const REBOOT_WINDOW_MS: i64 = 86_400_000;
+/// At most this many camera ladders are made as camera checks appear.
+pub const MAX_CAMERA_LADDERS: usize = 32;
 
 /// Who asked for an action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +79,16 @@ struct LadderState {
     next_due_ms: i64,
     /// Since when the check is ok (or absent) again.
     ok_since_ms: Option<i64>,
+    /// This run of the ladder escalated already (once per run: no loop).
+    escalated: bool,
+}
+
+/// A ladder that ran out of steps with its check still critical: a person is needed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Escalation {
+    pub check: String,
+    /// The steps the ladder had (`restart_unit(vision.service)`, ...), skipped ones left out.
+    pub tried: Vec<String>,
 }
 
 /// One ladder's progress, for the status page and tests.
@@ -113,6 +125,11 @@ pub struct RecoveryPolicy {
     states: HashMap<String, LadderState>,
     /// Allowed actions and when, oldest first, the last [`REBOOT_WINDOW_MS`].
     history: VecDeque<(Action, i64)>,
+    /// Makes camera ladders as camera checks appear (see [`RecoveryConfig::camera_ladder_for`]).
+    config: RecoveryConfig,
+    camera_ladders: usize,
+    /// Escalations decided by [`RecoveryPolicy::on_health`], not yet taken.
+    escalations: Vec<Escalation>,
 }
 
 impl RecoveryPolicy {
@@ -140,6 +157,31 @@ impl RecoveryPolicy {
             ladders: cfg.ladders(health),
             states: HashMap::new(),
             history: VecDeque::new(),
+            config: cfg.clone(),
+            camera_ladders: 0,
+            escalations: Vec::new(),
+        }
+    }
+
+    /// The escalations the last calls of [`RecoveryPolicy::on_health`] decided; each is
+    /// returned once. The actor reports each as a critical `escalate` event.
+    pub fn take_escalations(&mut self) -> Vec<Escalation> {
+        std::mem::take(&mut self.escalations)
+    }
+
+    /// Adds the camera ladder of every critical camera check that has none yet.
+    fn add_camera_ladders(&mut self, report: &HealthReport) {
+        for c in &report.checks {
+            if c.status != HealthStatus::Critical
+                || self.camera_ladders >= MAX_CAMERA_LADDERS
+                || self.ladders.iter().any(|l| l.check == c.name)
+            {
+                continue;
+            }
+            if let Some(l) = self.config.camera_ladder_for(&c.name) {
+                self.ladders.push(l);
+                self.camera_ladders += 1;
+            }
         }
     }
 
@@ -176,6 +218,17 @@ impl RecoveryPolicy {
                     (!self.interfaces.contains(interface))
                         .then(|| format!("interface {interface} is not in recovery.network_interfaces"))
                 }),
+            Action::ResetCamera { camera } => {
+                valid_camera_name(camera)
+                    .err()
+                    .map(|e| e.to_string())
+                    .or_else(|| {
+                        self.config
+                            .camera_reset_command
+                            .is_empty()
+                            .then(|| "recovery.camera_reset_command is not set".to_string())
+                    })
+            }
             _ => None,
         }
     }
@@ -251,6 +304,7 @@ impl RecoveryPolicy {
         if !self.enabled {
             return planned;
         }
+        self.add_camera_ladders(report);
         for li in 0..self.ladders.len() {
             let ladder = &self.ladders[li];
             let status = report
@@ -272,22 +326,39 @@ impl RecoveryPolicy {
                 }
                 continue;
             }
-            let grace_ms = ladder.grace_ms;
+            let (grace_ms, escalate) = (ladder.grace_ms, ladder.escalate);
             let skip: Vec<bool> = ladder
                 .steps
                 .iter()
                 .map(|a| self.config_refusal(a).is_some())
                 .collect();
+            let tried: Vec<String> = ladder
+                .steps
+                .iter()
+                .zip(&skip)
+                .filter(|(_, s)| !**s)
+                .map(|(a, _)| a.to_string())
+                .collect();
             let st = self.states.entry(check.clone()).or_insert(LadderState {
                 step: 0,
                 next_due_ms: now_ms.saturating_add(grace_ms),
                 ok_since_ms: None,
+                escalated: false,
             });
             st.ok_since_ms = None;
             while st.step < skip.len() && skip[st.step] {
                 st.step += 1;
             }
-            if st.step >= skip.len() || now_ms < st.next_due_ms {
+            if st.step >= skip.len() {
+                // out of steps: still critical once the last step had its time, a person is
+                // needed; said once per run of the ladder
+                if escalate && !st.escalated && now_ms >= st.next_due_ms {
+                    st.escalated = true;
+                    self.escalations.push(Escalation { check, tried });
+                }
+                continue;
+            }
+            if now_ms < st.next_due_ms {
                 continue;
             }
             let ladder = &self.ladders[li];
@@ -406,7 +477,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::recovery::config::LadderRule;
-    use crate::recovery::events::event_with_origin;
+    use crate::recovery::events::{escalation_event, event_with_origin};
     use crate::recovery::executor::{Executor, RecordingExecutor};
 
     pub(crate) const S: i64 = 1000;
@@ -483,6 +554,9 @@ pub(crate) mod tests {
                     now_ms,
                     event_with_origin(&p.action, outcome, detail, &p.describe()),
                 ));
+            }
+            for e in self.policy.take_escalations() {
+                self.events.push((now_ms, escalation_event(&e)));
             }
         }
 
@@ -721,6 +795,7 @@ pub(crate) mod tests {
                 steps: Some(vec!["drop_caches".into(), "collect_diagnostics".into()]),
                 retry_after_s: Some(60),
                 grace_s: 0,
+                escalate: false,
             }],
             ..Default::default()
         };
@@ -779,5 +854,113 @@ pub(crate) mod tests {
             p.decide(&vision_restart(), &Source::Remote("c-3".into()), &lock, 0)
                 .is_allowed()
         );
+    }
+
+    fn build_camera_recovery() -> RecoveryConfig {
+        RecoveryConfig {
+            vision_unit: Some("vision.service".into()),
+            camera_reset_command: vec!["/usr/bin/usbreset".into(), "{camera}".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_frozen_camera_climbs_restart_reset_escalate_once_and_never_loops() {
+        let mut h = Harness::new(build_camera_recovery());
+        let frozen = build_report("camera:front:frozen", HealthStatus::Critical);
+        for t in (0..=900).step_by(5) {
+            h.tick(&frozen, t * S);
+        }
+        let reset = Action::ResetCamera {
+            camera: "front".into(),
+        };
+        assert_eq!(h.executor.calls(), vec![vision_restart(), reset.clone()]);
+        let out = h.outcomes();
+        assert_eq!(
+            out,
+            vec![
+                (
+                    0,
+                    "restart_unit".into(),
+                    ActionOutcome::Succeeded,
+                    "vision.service".into()
+                ),
+                (
+                    120,
+                    "reset_camera".into(),
+                    ActionOutcome::Succeeded,
+                    "front".into()
+                ),
+                (
+                    240,
+                    "escalate".into(),
+                    ActionOutcome::Failed,
+                    "camera:front:frozen".into()
+                ),
+            ]
+        );
+        let esc = &h.events[2].1;
+        assert_eq!(esc.severity, Severity::Critical);
+        assert_eq!(
+            esc.message,
+            "camera:front:frozen is still critical after its recovery ladder (tried \
+             restart_unit(vision.service), reset_camera(front)): a person is needed"
+        );
+        // fixed for the reset period: the ladder starts over on the next fault
+        let ok = build_report("camera:front:frozen", HealthStatus::Ok);
+        for t in (905..=1_600).step_by(5) {
+            h.tick(&ok, t * S);
+        }
+        h.tick(&frozen, 1_605 * S);
+        assert_eq!(h.executor.calls().len(), 3);
+        assert_eq!(h.executor.calls()[2], vision_restart());
+    }
+
+    #[test]
+    fn without_a_reset_command_the_camera_ladder_skips_the_reset_and_still_escalates() {
+        let mut h = Harness::new(RecoveryConfig {
+            vision_unit: Some("vision.service".into()),
+            ..Default::default()
+        });
+        let stale = build_report("camera:side:frames", HealthStatus::Critical);
+        for t in (0..=400).step_by(5) {
+            h.tick(&stale, t * S);
+        }
+        assert_eq!(h.executor.calls(), vec![vision_restart()]);
+        let out = h.outcomes();
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[1].1, "escalate");
+        assert_eq!(out[1].0, 120);
+        // a reset asked for remotely is refused with the reason
+        let mut p = RecoveryPolicy::new(&RecoveryConfig::default(), &build_health());
+        let d = p.decide(
+            &Action::ResetCamera {
+                camera: "side".into(),
+            },
+            &Source::Remote("c1".into()),
+            &Interlock::new(),
+            0,
+        );
+        assert_eq!(
+            d,
+            Decision::Refused("recovery.camera_reset_command is not set".into())
+        );
+    }
+
+    #[test]
+    fn a_covered_lens_or_a_slow_camera_gets_no_ladder() {
+        let mut h = Harness::new(build_camera_recovery());
+        for check in [
+            "camera:front:covered",
+            "camera:front:fps",
+            "camera:front:confidence",
+        ] {
+            let r = build_report(check, HealthStatus::Critical);
+            for t in (0..=400).step_by(5) {
+                h.tick(&r, t * S);
+            }
+        }
+        assert!(h.executor.calls().is_empty());
+        assert!(h.events.is_empty());
     }
 }

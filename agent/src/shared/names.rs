@@ -1,5 +1,5 @@
 //! Names of things on the machine that the agent watches and may restart: systemd units,
-//! processes and network interfaces. `[health]` watches them, `[recovery]` restarts them, and
+//! processes, network interfaces and cameras. `[health]` watches them, `[recovery]` restarts them, and
 //! both validate them here, so a bad or hostile name is refused the same way everywhere.
 
 /// The kernel keeps at most this many bytes of a process name (`/proc/PID/comm`).
@@ -16,6 +16,22 @@ pub enum NameError {
     ProcessTooLong { name: String, kept: String },
     #[error("{0:?} is not an interface name (1-15 of letters, digits, ._-)")]
     Interface(String),
+    #[error("{0:?} is not a camera name (1-32 of letters, digits, _-; not starting with -)")]
+    Camera(String),
+}
+
+/// Longest camera name (the vision service's `camera` label).
+pub const CAMERA_NAME_MAX: usize = 32;
+
+/// A camera name as the vision service labels it: `[A-Za-z0-9_-]{1,32}`, not starting with
+/// `-` (it may be passed to the camera reset command as an argument).
+pub fn valid_camera_name(name: &str) -> Result<(), NameError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-');
+    if name.is_empty() || name.len() > CAMERA_NAME_MAX || name.starts_with('-') || !name.chars().all(ok_char)
+    {
+        return Err(NameError::Camera(name.into()));
+    }
+    Ok(())
 }
 
 /// A systemd unit name: `[A-Za-z0-9:_.@\-]`, at most 256 bytes, not starting with `-`.
@@ -74,5 +90,19 @@ mod tests {
             r#""abcdefghijklmnopq" is longer than 15 bytes; the kernel keeps only "abcdefghijklmno""#
         );
         assert_eq!(valid_interface_name(".."), Err(NameError::Interface("..".into())));
+    }
+
+    #[test]
+    fn camera_names_are_short_plain_words() {
+        for ok in ["front", "chamber_2", "cam-1"] {
+            assert_eq!(valid_camera_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "-rf", "a.b", "a b", "../x", &"c".repeat(CAMERA_NAME_MAX + 1)] {
+            assert_eq!(
+                valid_camera_name(bad),
+                Err(NameError::Camera(bad.into())),
+                "{bad}"
+            );
+        }
     }
 }

@@ -9,9 +9,9 @@ pub enum CmdCmd {
     Send {
         device: String,
         /// restart_unit, restart_process, drop_caches, clean_temp, restart_network, reboot,
-        /// collect_diagnostics
+        /// collect_diagnostics, reset_camera
         action: String,
-        /// The unit, process or interface the action is for.
+        /// The unit, process, interface or camera the action is for.
         #[arg(long)]
         target: Option<String>,
         #[arg(long, default_value_t = 300)]
@@ -67,9 +67,10 @@ pub fn action_json(name: &str, target: Option<&str>) -> anyhow::Result<serde_jso
         "restart_unit" => serde_json::json!({ "restart_unit": { "unit": need("UNIT")? } }),
         "restart_process" => serde_json::json!({ "restart_process": { "name": need("PROCESS")? } }),
         "restart_network" => serde_json::json!({ "restart_network": { "interface": need("INTERFACE")? } }),
+        "reset_camera" => serde_json::json!({ "reset_camera": { "camera": need("CAMERA")? } }),
         "drop_caches" | "clean_temp" | "reboot" | "collect_diagnostics" => serde_json::json!(name),
         _ => anyhow::bail!(
-            "unknown action {name:?} (restart_unit, restart_process, drop_caches, clean_temp, restart_network, reboot, collect_diagnostics)"
+            "unknown action {name:?} (restart_unit, restart_process, drop_caches, clean_temp, restart_network, reboot, collect_diagnostics, reset_camera)"
         ),
     })
 }
