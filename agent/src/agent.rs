@@ -16,9 +16,9 @@ use tokio::sync::mpsc;
 use crate::appmetrics::scrape::Scraper;
 use crate::appmetrics::store::AppMetricsStore;
 use crate::buffer::config::FlushMode;
-use crate::buffer::{Buffer, Caps, FlushPolicy};
+use crate::buffer::{BufferHandle, BufferParts, Caps, FlushPolicy};
 use crate::collect::MetricSource;
-use crate::collect::actor::{CollectorActor, CollectorParts, CollectorStats, Faults, Latest};
+use crate::collect::actor::{CollectorActor, CollectorParts, CollectorStats, Latest};
 use crate::collect::gpu::{self, GpuPaths};
 use crate::collect::system::{SystemOptions, SystemSource};
 use crate::config::AgentFile;
@@ -36,18 +36,20 @@ use crate::recovery::policy::RecoveryPolicy;
 use crate::runtime;
 use crate::supervise::actor::{ActorStatuses, AgentSupervisor, FnSpec, StopChildren};
 
-/// What tests (and the fault-injection switch of the binary) may replace.
+/// What tests (and the fault-injection switch of a test build's binary) may replace.
 #[derive(Default)]
 pub struct Overrides {
     pub source: Option<Box<dyn MetricSource>>,
     pub executor: Option<Arc<dyn Executor>>,
-    pub faults: Option<Arc<Faults>>,
+    /// Test builds only (see [`crate::faults`]).
+    #[cfg(any(test, feature = "faults"))]
+    pub faults: Option<Arc<crate::faults::Faults>>,
 }
 
 /// A running agent.
 pub struct AgentHandle {
     pub device: DeviceId,
-    pub buffer: Arc<Buffer>,
+    pub buffer: BufferHandle,
     pub link: Arc<LinkStatus>,
     pub collector: Arc<CollectorStats>,
     pub actors: ActorStatuses,
@@ -75,7 +77,9 @@ impl AgentHandle {
         }
     }
 
-    /// Stops every actor; the link says goodbye first.
+    /// Stops every actor: the link says goodbye first, then the supervisor stops the others
+    /// in the reverse order of their start, the buffer last (it closes: the exact last seq
+    /// written and flushed).
     pub async fn stop(&self) {
         let link = self.link_addr.lock().ok().and_then(|l| l.clone());
         if let Some(l) = link {
@@ -133,7 +137,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         },
     };
     std::fs::create_dir_all(file.buffer.dir.parent().unwrap_or(&file.buffer.dir))?;
-    let (buffer, reset, db) = runtime::open_sled_buffer(&device, &file.buffer.dir, caps, flush)?;
+    let (mut buffer, reset, db) = runtime::open_sled_buffer(&device, &file.buffer.dir, caps, flush)?;
     let baselines: Arc<dyn BaselineStore> = Arc::new(SledBaselines {
         tree: db.open_tree(crate::health::baselines::TREE)?,
     });
@@ -146,7 +150,6 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
     if command_key.is_none() {
         tracing::warn!("no commands.public_key: remote commands will be rejected");
     }
-    let buffer = Arc::new(buffer);
     let now = common::time::now_ms();
     if let Some(ev) = reset {
         buffer.append(Kind::Event, now, &ev)?;
@@ -160,6 +163,11 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
             message: format!("rvm-agent {} started", runtime::AGENT_VERSION),
         },
     )?;
+    // from here on the buffer actor owns it
+    let buffer_parts = BufferParts::new(buffer);
+    let buffer = buffer_parts.handle();
+    #[cfg(any(test, feature = "faults"))]
+    let buffer_parts = buffer_parts.with_faults(o.faults.clone());
 
     // sources
     let interval = Duration::from_millis(file.collector.interval_ms);
@@ -199,7 +207,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         },
         buffer.clone(),
     )?;
-    let mut cp = CollectorParts::new(source, buffer.clone(), lp.wake.clone(), interval)?;
+    let mut cp = CollectorParts::new(source, buffer.clone(), interval)?;
     let app = Arc::new(AppMetricsStore::new(&file.app));
     {
         let app = app.clone();
@@ -244,7 +252,8 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
             gpu_backend,
         )?));
     }
-    if let Some(f) = o.faults {
+    #[cfg(any(test, feature = "faults"))]
+    if let Some(f) = o.faults.clone() {
         cp.faults = f;
     }
     let executor: Arc<dyn Executor> = match o.executor {
@@ -265,7 +274,6 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         interlock: Arc::new(Mutex::new(Interlock::new())),
         executor,
         buffer: buffer.clone(),
-        wake: lp.wake.clone(),
         latest: cp.latest.clone(),
     };
     let health_last: Arc<Mutex<Option<HealthReport>>> = Arc::default();
@@ -285,7 +293,6 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         let hp = HealthParts {
             cfg: health_cfg,
             buffer: buffer.clone(),
-            wake: lp.wake.clone(),
             latest: cp.latest.clone(),
             link: lp.status.clone(),
             actors: statuses.clone(),
@@ -296,6 +303,8 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         };
         let ra2 = recovery_addr.clone();
         vec![
+            // first: the others append to it from their start
+            FnSpec::boxed("buffer", move |live| buffer_parts.start(live)),
             FnSpec::boxed("link", move |live| {
                 let a = LinkActor::new(lp2.clone(), live).start();
                 if let Ok(mut s) = la.lock() {

@@ -16,7 +16,7 @@
 //! - [`appmetrics`]: `[app]`; the vision service's pushed and scraped metrics (push schema,
 //!   Prometheus text parser, scrape client) and the store they land in
 //! - [`buffer`]: `[buffer]`; store-and-forward buffer (sled or memory), invariants in its
-//!   module doc
+//!   module doc; the pure core, the buffer actor that owns it, and the handle the others use
 //! - [`link`]: `[mqtt]`; MQTT over mutual TLS, PUBACK bookkeeping ([`link::inflight`]), the
 //!   link actor
 //! - [`commands`]: `[commands]`; remote command verification and the at-most-once record
@@ -35,16 +35,19 @@
 //! - [`agent`]: the real agent's start-up and shutdown
 //! - [`sdnotify`]: `READY=1` and `WATCHDOG=1` to systemd (`Type=notify`, `WatchdogSec=`), std
 //!   only
+//! - `faults` (test builds only: the `faults` feature): panics and hangs on demand, for the
+//!   supervision tests
 //!
 //! The actors are thin shells: decisions live in the pure modules beside them; the actor does
 //! the IO.
 //!
 //! ```text
 //! AgentSupervisor   one_for_one, restart intensity, exits non-zero past it   supervise::actor
+//!  |- buffer        appends, reads, acks; caps, thinning, flush timer (sled) buffer::actor
+//!  |- link          buffer -> MQTT (mTLS), PUBACK -> buffer delete; commands link::actor
 //!  |- collector     machine + GPU + app metrics -> buffer                    collect::actor
-//!  |- health        probes + evaluation -> buffer, -> recovery               health::actor
 //!  |- recovery      ladder, allow-list, interlock -> executor -> events      recovery::actor
-//!  `- link          buffer -> MQTT (mTLS), PUBACK -> buffer delete; commands link::actor
+//!  `- health        probes + evaluation -> buffer, -> recovery               health::actor
 //! ```
 
 pub mod agent;
@@ -53,6 +56,8 @@ pub mod buffer;
 pub mod collect;
 pub mod commands;
 pub mod config;
+#[cfg(any(test, feature = "faults"))]
+pub mod faults;
 pub mod health;
 pub mod http;
 pub mod link;

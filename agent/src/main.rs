@@ -168,25 +168,12 @@ fn collect(
 /// Exit code of a run: 0 after a clean stop, non-zero past the restart limit.
 fn run(config: PathBuf) -> anyhow::Result<()> {
     let file = AgentFile::load(&config)?;
-    // Test hook for supervision (documented in the README): `collector_panic:N,gpu_hang`.
-    let faults = match std::env::var("RVM_AGENT_FAULTS") {
-        Ok(s) => Some(std::sync::Arc::new(
-            rvm_agent::collect::actor::Faults::parse(&s)
-                .map_err(|e| anyhow::anyhow!("RVM_AGENT_FAULTS: {e}"))?,
-        )),
-        Err(_) => None,
-    };
+    let overrides = overrides()?;
     let sys = actix::System::new();
-    let (exit_code, buffer) = sys.block_on(async move {
-        let handle = rvm_agent::agent::start_with(
-            &file,
-            rvm_agent::agent::Overrides {
-                faults,
-                ..Default::default()
-            },
-        )?;
+    let exit_code = sys.block_on(async move {
+        let handle = rvm_agent::agent::start_with(&file, overrides)?;
         tracing::info!(device = %handle.device, "agent running");
-        let out = (handle.exit_code.clone(), handle.buffer.clone());
+        let out = handle.exit_code.clone();
         actix::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down");
@@ -195,16 +182,37 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
         });
         anyhow::Ok(out)
     })?;
+    // the buffer is closed by now: by the supervisor's ordered stop after a signal, or, when
+    // an actor exceeded its restart limit, by the buffer actor going away with the runtime
     let code = sys.run_with_code().unwrap_or(1);
-    if let Err(e) = buffer.close() {
-        tracing::error!(error = %e, "final buffer flush failed");
-    }
     let code = code.max(exit_code.load(std::sync::atomic::Ordering::SeqCst));
     if code != 0 {
         eprintln!("rvm-agent: exiting with {code} (an actor exceeded its restart limit)");
         std::process::exit(code);
     }
     Ok(())
+}
+
+/// A test build (the `faults` feature) arms the faults `RVM_AGENT_FAULTS` names (see
+/// `rvm_agent::faults`); any other build has no fault injection and ignores the variable, with
+/// a warning, so that a stray setting never stops a machine's agent from starting.
+fn overrides() -> anyhow::Result<rvm_agent::agent::Overrides> {
+    #[cfg(feature = "faults")]
+    {
+        use rvm_agent::faults::{FAULTS_ENV, Faults};
+        if let Ok(spec) = std::env::var(FAULTS_ENV) {
+            tracing::warn!(faults = %spec, "fault injection armed from {FAULTS_ENV}");
+            return Ok(rvm_agent::agent::Overrides {
+                faults: Some(std::sync::Arc::new(Faults::parse(&spec)?)),
+                ..Default::default()
+            });
+        }
+    }
+    #[cfg(not(feature = "faults"))]
+    if std::env::var_os("RVM_AGENT_FAULTS").is_some() {
+        tracing::warn!("RVM_AGENT_FAULTS ignored: this build has no fault injection (test builds only)");
+    }
+    Ok(rvm_agent::agent::Overrides::default())
 }
 
 async fn wait_for_signal() {

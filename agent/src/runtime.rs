@@ -10,9 +10,9 @@ use actix::prelude::*;
 use common::command::SignedCommand;
 use common::tls::ClientIdentity;
 use common::{Birth, DeviceId};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, BufferHandle, BufferParts};
 use crate::collect::MetricSource;
 use crate::collect::actor::{CollectorActor, CollectorParts, CollectorStats};
 use crate::link::actor::{LinkActor, LinkParts, Shutdown};
@@ -26,12 +26,10 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// What a running simulated device exposes.
 pub struct DeviceHandle {
     pub device: DeviceId,
-    pub buffer: Arc<Buffer>,
+    pub buffer: BufferHandle,
     pub link: Arc<LinkStatus>,
     pub collector: Arc<CollectorStats>,
     pub commands: Option<mpsc::UnboundedReceiver<SignedCommand>>,
-    /// Wakes the link after an append.
-    pub wake: Arc<Notify>,
     collector_addr: Addr<CollectorActor>,
     link_addr: Addr<LinkActor>,
 }
@@ -42,10 +40,14 @@ impl DeviceHandle {
         self.collector_addr.do_send(StopNow);
     }
 
-    /// Stops collecting, then says goodbye on the link.
+    /// Stops collecting, says goodbye on the link, then closes the buffer (the exact last seq
+    /// written and flushed).
     pub async fn stop(&self) {
         self.collector_addr.do_send(StopNow);
         let _ = self.link_addr.send(Shutdown).await;
+        if let Err(e) = self.buffer.close().await {
+            tracing::error!(device = %self.device, error = %e, "final buffer flush failed");
+        }
     }
 }
 
@@ -58,7 +60,8 @@ pub struct DeviceParts {
     pub window: usize,
     pub interval: Duration,
     pub source: Box<dyn MetricSource>,
-    pub buffer: Arc<Buffer>,
+    /// The opened buffer: the device's buffer actor takes it.
+    pub buffer: Buffer,
     pub birth: Birth,
     /// Holds the link down while it reads `true` (a simulated network cut).
     pub gate: Option<tokio::sync::watch::Receiver<bool>>,
@@ -104,7 +107,7 @@ pub struct LinkSpec {
 /// The link's configuration and shared state for one device.
 pub fn link_parts(
     spec: LinkSpec,
-    buffer: Arc<Buffer>,
+    buffer: BufferHandle,
 ) -> anyhow::Result<(LinkParts, mpsc::UnboundedReceiver<SignedCommand>)> {
     let LinkSpec {
         device,
@@ -131,7 +134,6 @@ pub fn link_parts(
                 birth,
             },
             buffer,
-            wake: Arc::new(Notify::new()),
             status: Arc::default(),
             commands: tx,
             gate: None,
@@ -140,10 +142,14 @@ pub fn link_parts(
     ))
 }
 
-/// Starts a lightweight device (collector and link, no supervisor, health or recovery) on
-/// the current actix arbiter: what each of `rvm-sim`'s virtual machines runs. The real agent is
-/// [`crate::agent::start`].
+/// Starts a lightweight device (buffer, collector and link, no supervisor, health or
+/// recovery) on the current actix arbiter: what each of `rvm-sim`'s virtual machines runs. The
+/// real agent is [`crate::agent::start`].
 pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
+    let now = common::time::now_ms();
+    let buffer_parts = BufferParts::new(parts.buffer);
+    let buffer = buffer_parts.handle();
+    buffer_parts.start(Arc::new(Liveness::new(now)));
     let (mut lp, rx) = link_parts(
         LinkSpec {
             device: parts.device.clone(),
@@ -154,49 +160,56 @@ pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
             window: parts.window,
             birth: parts.birth,
         },
-        parts.buffer.clone(),
+        buffer.clone(),
     )?;
     lp.gate = parts.gate;
-    let now = common::time::now_ms();
-    let cp_wake = lp.wake.clone();
-    let cp = CollectorParts::new(
-        parts.source,
-        parts.buffer.clone(),
-        lp.wake.clone(),
-        parts.interval,
-    )?;
+    let cp = CollectorParts::new(parts.source, buffer.clone(), parts.interval)?;
     let collector_stats = cp.stats.clone();
     let link_status = lp.status.clone();
     let link_addr = LinkActor::new(lp, Arc::new(Liveness::new(now))).start();
     let collector_addr = CollectorActor::new(cp, Arc::new(Liveness::new(now))).start();
     Ok(DeviceHandle {
         device: parts.device,
-        buffer: parts.buffer,
+        buffer,
         link: link_status,
         collector: collector_stats,
         commands: Some(rx),
-        wake: cp_wake,
         collector_addr,
         link_addr,
     })
 }
 
+/// How often sled's own flush thread runs with the buffer's flush policy: with batched flushes
+/// their period, else [`SLED_CLEAN_EVERY_MS`]. The buffer actor makes records durable itself
+/// (its timer, [`crate::buffer::FlushPolicy::EveryRecord`], `Flush`); sled's thread is kept
+/// because it is the only caller of sled's log cleaning (sled 0.34 `flusher.rs`:
+/// `attempt_gc`, which rewrites the live pages of old segments so they can be freed). Without
+/// it the agent's heap grew about 120 KiB/min at one record per second (the soak,
+/// `tests/tests/soak.rs`), and its log on disk with it.
+pub fn sled_thread_ms(flush: crate::buffer::FlushPolicy) -> u64 {
+    match flush {
+        crate::buffer::FlushPolicy::Batched { ms } => ms,
+        crate::buffer::FlushPolicy::EveryRecord => SLED_CLEAN_EVERY_MS,
+    }
+}
+
+/// sled's flush thread period (its log cleaning) when every record is flushed by the actor.
+pub const SLED_CLEAN_EVERY_MS: u64 = 1000;
+
 /// Opens the sled buffer; a directory that will not open is moved aside and a fresh one
 /// started. Returns the buffer and, when that happened, the store-reset event to report.
+/// sled's own flush thread runs beside the buffer actor's flushes ([`sled_thread_ms`]).
 pub fn open_sled_buffer(
     device: &DeviceId,
     dir: &Path,
     caps: crate::buffer::Caps,
     flush: crate::buffer::FlushPolicy,
 ) -> anyhow::Result<(Buffer, Option<common::Event>, sled::Db)> {
-    use crate::buffer::{FlushPolicy, SledStore};
-    let flush_ms = match flush {
-        FlushPolicy::Batched { ms } => Some(ms),
-        FlushPolicy::EveryRecord => None,
-    };
+    use crate::buffer::SledStore;
+    let thread_ms = sled_thread_ms(flush);
     let open = |d: &Path| -> anyhow::Result<(Buffer, sled::Db)> {
         // sled can panic on some corruptions rather than return an error: treat both alike.
-        let store = std::panic::catch_unwind(|| SledStore::open(d, flush_ms))
+        let store = std::panic::catch_unwind(|| SledStore::open(d, Some(thread_ms)))
             .map_err(|_| anyhow::anyhow!("sled panicked while opening {}", d.display()))??;
         let db = store.db();
         Ok((

@@ -19,7 +19,7 @@ fn open(path: &std::path::Path) -> anyhow::Result<Buffer<Box<dyn Store>>> {
     )?)
 }
 
-fn fill(b: &Buffer<Box<dyn Store>>, n: usize) -> anyhow::Result<()> {
+fn fill(b: &mut Buffer<Box<dyn Store>>, n: usize) -> anyhow::Result<()> {
     let body = crate::mqtt::sample_telemetry(3);
     let t0 = common::time::now_ms();
     for i in 0..n {
@@ -34,16 +34,16 @@ pub fn run(what: &str, n: usize) -> anyhow::Result<()> {
     let path = dir.path().join("buf");
     let start = Instant::now();
     match what {
-        "append" => fill(&open(&path)?, n)?,
+        "append" => fill(&mut open(&path)?, n)?,
         "open" => {
-            fill(&open(&path)?, n)?;
+            fill(&mut open(&path)?, n)?;
             let t = Instant::now();
             let b = open(&path)?;
             eprintln!("open of {n} records: {:?}; {:?}", t.elapsed(), b.stats());
         }
         "drain" => {
-            fill(&open(&path)?, n)?;
-            let b = open(&path)?;
+            fill(&mut open(&path)?, n)?;
+            let mut b = open(&path)?;
             let t = Instant::now();
             // what the link does: a window of 64, then per PUBACK an ack and a refill of one
             let mut inflight: std::collections::VecDeque<Key> = b

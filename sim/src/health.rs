@@ -20,14 +20,12 @@
 //!
 //! A machine that stopped collecting (stopped, or not started yet) reports nothing.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::topics::Kind;
 use std::collections::BTreeMap;
 
 use common::{CheckResult, HealthReport, Telemetry};
-use rvm_agent::buffer::Buffer;
+use rvm_agent::buffer::{Body, BufferHandle};
 use rvm_agent::health::camera::{Baseline, CameraBaselines, CameraHealth};
 use rvm_agent::health::config::{HealthConfig, HttpCheck};
 use rvm_agent::health::evaluate::{HealthTracker, Observations, evaluate};
@@ -133,13 +131,12 @@ pub fn sim_report(
 
 /// Reports one machine's health until the process ends: every [`SIM_HEALTH_INTERVAL`] it
 /// evaluates what the machine shows and appends a report to its buffer when the tracker says
-/// so (then wakes its link). `offline` is the machine's network switch.
+/// so (the buffer actor wakes the link). `offline` is the machine's network switch.
 pub async fn run(
     latest: Latest,
     fault: SimFault,
     offline: tokio::sync::watch::Receiver<bool>,
-    buffer: Arc<Buffer>,
-    wake: Arc<tokio::sync::Notify>,
+    buffer: BufferHandle,
     interval: Duration,
 ) {
     let cfg = sim_health_config();
@@ -166,11 +163,10 @@ pub async fn run(
         };
         let cameras = camera.evaluate(Some(&t.app), now).checks();
         let report = sim_report(&cfg, &t, &fault, link, cameras);
-        if tracker.should_publish(&report, now) {
-            match buffer.append(Kind::Health, now, &report) {
-                Ok(_) => wake.notify_one(),
-                Err(e) => tracing::error!(error = %e, "simulated health report not stored"),
-            }
+        if tracker.should_publish(&report, now)
+            && let Err(e) = buffer.append(now, Body::Health(report)).await
+        {
+            tracing::error!(error = %e, "simulated health report not stored");
         }
     }
 }

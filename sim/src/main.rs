@@ -261,13 +261,9 @@ fn run_simulate(
             cfg.port
         );
         wait_for_signal().await;
+        // each stops collecting, says goodbye and closes its buffer
         for h in &handles {
             h.stop().await;
-        }
-        for h in &handles {
-            if let Err(e) = h.buffer.close() {
-                tracing::error!(device = %h.device, error = %e, "final buffer flush failed");
-            }
         }
         anyhow::Ok(())
     })

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::DeviceId;
 use common::pki::{Ca, CertDir};
-use rvm_agent::buffer::{Buffer, Caps, FlushPolicy, MemStore, Store};
+use rvm_agent::buffer::{Body, Buffer, BufferHandle, Caps, FlushPolicy, MemStore, Store};
 use rvm_agent::collect::MetricSource;
 use rvm_agent::runtime::{self, DeviceHandle, DeviceParts};
 
@@ -116,42 +116,44 @@ async fn respond(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<common::command::SignedCommand>,
     device: DeviceId,
     key: Option<[u8; 32]>,
-    buffer: Arc<Buffer>,
-    wake: Arc<tokio::sync::Notify>,
+    buffer: BufferHandle,
     fail: Arc<AtomicBool>,
     run_for: Duration,
 ) {
     use common::command::CommandStatus;
-    use common::topics::Kind;
 
     use rvm_agent::commands::executed::{ExecutedStore, MemExecuted};
     use rvm_agent::commands::verify::{self, Verdict};
     let store = MemExecuted::default();
-    let report = |r: common::command::CommandResult| {
-        if let Err(e) = buffer.append(Kind::CmdResult, common::time::now_ms(), &r) {
+    // in order, each stored before the next (the buffer actor wakes the link)
+    let report = async |r: common::command::CommandResult| {
+        if let Err(e) = buffer.append(common::time::now_ms(), Body::CmdResult(r)).await {
             tracing::error!(error = %e, "simulated command result not stored");
         }
-        wake.notify_one();
     };
     while let Some(signed) = rx.recv().await {
         match verify::check(&signed, key.as_ref(), &device, &store, common::time::now_ms()) {
-            Verdict::Reject { id, reason } => report(verify::result(
-                &id,
-                CommandStatus::Rejected,
-                String::new(),
-                Some(reason),
-            )),
-            Verdict::Repeat(prev) => report(prev),
+            Verdict::Reject { id, reason } => {
+                report(verify::result(
+                    &id,
+                    CommandStatus::Rejected,
+                    String::new(),
+                    Some(reason),
+                ))
+                .await
+            }
+            Verdict::Repeat(prev) => report(prev).await,
             Verdict::Run(cmd) => {
                 let acc = verify::result(&cmd.id, CommandStatus::Accepted, String::new(), None);
                 let _ = store.put(&cmd.id, &acc);
-                report(acc);
+                report(acc).await;
                 report(verify::result(
                     &cmd.id,
                     CommandStatus::Running,
                     String::new(),
                     None,
-                ));
+                ))
+                .await;
                 if !run_for.is_zero() {
                     tokio::time::sleep(run_for).await;
                 }
@@ -171,7 +173,7 @@ async fn respond(
                     )
                 };
                 let _ = store.put(&cmd.id, &done);
-                report(done);
+                report(done).await;
             }
         }
     }
@@ -229,7 +231,7 @@ pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<S
                 flush,
             )?,
             Some(dir) => {
-                let (buffer, reset, _db) =
+                let (mut buffer, reset, _db) =
                     runtime::open_sled_buffer(&device, &dir.join(device.as_str()), caps, flush)?;
                 if let Some(ev) = reset {
                     buffer.append(common::topics::Kind::Event, common::time::now_ms(), &ev)?;
@@ -246,7 +248,7 @@ pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<S
             window: 64,
             interval: cfg.interval,
             source: Box::new(source),
-            buffer: Arc::new(buffer),
+            buffer,
             birth,
             gate: Some(gate),
         })?;
@@ -255,7 +257,6 @@ pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<S
             fault.clone(),
             offline.subscribe(),
             handle.buffer.clone(),
-            handle.wake.clone(),
             cfg.interval,
         ));
         let commands_fail = Arc::new(AtomicBool::new(false));
@@ -265,7 +266,6 @@ pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<S
                 handle.device.clone(),
                 key,
                 handle.buffer.clone(),
-                handle.wake.clone(),
                 commands_fail.clone(),
                 Duration::from_millis(profile.command_ms.unwrap_or(SIM_COMMAND_MS)),
             ));

@@ -424,7 +424,7 @@ pub struct Agents {
     sys: Option<actix::System>,
     thread: Option<std::thread::JoinHandle<()>>,
     pub links: Vec<Arc<rvm_agent::link::status::LinkStatus>>,
-    pub buffers: Vec<Arc<rvm_agent::buffer::Buffer>>,
+    pub buffers: Vec<rvm_agent::buffer::BufferHandle>,
     pub actors: Vec<rvm_agent::supervise::actor::ActorStatuses>,
     pub collectors: Vec<Arc<rvm_agent::collect::actor::CollectorStats>>,
     stop_collecting: Vec<Box<dyn Fn() + Send>>,

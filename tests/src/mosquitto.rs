@@ -287,7 +287,7 @@ pub struct Prefilled {
     sys: Option<actix::System>,
     thread: Option<std::thread::JoinHandle<()>>,
     pub ids: Vec<String>,
-    pub buffers: Vec<Arc<rvm_agent::buffer::Buffer>>,
+    pub buffers: Vec<rvm_agent::buffer::BufferHandle>,
     pub links: Vec<Arc<rvm_agent::link::status::LinkStatus>>,
     /// When the first link started (after every buffer was filled).
     pub started: Instant,
@@ -344,9 +344,9 @@ impl Prefilled {
             idents.push(ca.ensure_device(&certs, &id)?);
             ids.push(id);
         }
-        let mut buffers = Vec::new();
+        let (mut parts, mut buffers) = (Vec::new(), Vec::new());
         for id in &ids {
-            let b = rvm_agent::buffer::Buffer::open(
+            let mut b = rvm_agent::buffer::Buffer::open(
                 id.clone(),
                 Box::new(rvm_agent::buffer::MemStore::default()) as Box<dyn rvm_agent::buffer::Store>,
                 rvm_agent::buffer::Caps {
@@ -363,7 +363,11 @@ impl Prefilled {
                     &build_telemetry(s),
                 )?;
             }
-            buffers.push(Arc::new(b));
+            // its actor starts with the link, on the links' arbiter
+            let p = rvm_agent::buffer::BufferParts::new(b);
+            let h = p.handle();
+            parts.push(p);
+            buffers.push(h);
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let t_buffers = buffers.clone();
@@ -373,7 +377,11 @@ impl Prefilled {
             let res = sys.block_on(async move {
                 let started = Instant::now();
                 let mut links = Vec::new();
-                for ((id, ident), buffer) in t_ids.into_iter().zip(idents).zip(t_buffers) {
+                for (((id, ident), buffer), parts) in t_ids.into_iter().zip(idents).zip(t_buffers).zip(parts)
+                {
+                    parts.start(Arc::new(rvm_agent::supervise::liveness::Liveness::new(
+                        common::time::now_ms(),
+                    )));
                     let birth = rvm_agent::runtime::build_birth(Some("burst".into()), vec![], vec![], true);
                     let (lp, _commands) = rvm_agent::runtime::link_parts(
                         rvm_agent::runtime::LinkSpec {

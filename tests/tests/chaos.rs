@@ -17,8 +17,7 @@
 //! restart, and the server dropped those new records as duplicates.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, Write};
-use std::path::Path;
+use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 use common::pki::{self, CertDir};
@@ -358,58 +357,15 @@ max_retry_s = 60
     assert!(delivered > 0 && kills.server + kills.simulator > 0);
 }
 
-/// The helper of [`chaos_kill_9_of_a_buffer_never_reuses_a_seq`]: run as a child process
-/// (`CHAOS_APPENDER_DIR` set), it appends, "delivers" (acks) and prints each seq until killed.
-#[test]
-fn chaos_helper_appender() {
-    let Ok(dir) = std::env::var("CHAOS_APPENDER_DIR") else {
-        return;
-    };
-    let dev = common::DeviceId::new("seq1").unwrap();
-    let (b, _, _db) = rvm_agent::runtime::open_sled_buffer(
-        &dev,
-        Path::new(&dir),
-        rvm_agent::buffer::Caps::default(),
-        rvm_agent::buffer::FlushPolicy::Batched { ms: 500 },
-    )
-    .unwrap();
-    let mut out = std::io::stdout();
-    let ev = common::Event {
-        severity: common::Severity::Info,
-        kind: common::EventKind::Note,
-        message: "x".into(),
-    };
-    for _ in 0..100_000 {
-        let seq = match b
-            .append(common::topics::Kind::Event, common::time::now_ms(), &ev)
-            .unwrap()
-        {
-            rvm_agent::buffer::Appended::Stored { seq } | rvm_agent::buffer::Appended::Thinned { seq } => seq,
-        };
-        for r in b.next(rvm_agent::buffer::Key::PRIORITY, None, 100).unwrap() {
-            b.ack(r.key).unwrap();
-        }
-        writeln!(out, "SEQ {seq}").unwrap();
-        out.flush().unwrap();
-        std::thread::sleep(Duration::from_millis(3));
-    }
-}
-
 #[test]
 fn chaos_kill_9_of_a_buffer_never_reuses_a_seq() {
     let dir = tempfile::tempdir().unwrap();
     let buf = dir.path().join("buf");
     let mut highest = 0u64;
     for round in 0..6u64 {
-        let mut c = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "chaos_helper_appender",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env("CHAOS_APPENDER_DIR", &buf)
+        // appends, acknowledges and prints each seq until killed (tests/src/bin/chaos-appender.rs)
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chaos-appender"))
+            .arg(&buf)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -16,7 +16,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::codec;
@@ -794,8 +793,7 @@ async fn security_a_device_clock_a_day_off_is_flagged_and_history_stays_clean() 
 struct Device {
     sys: Option<actix::System>,
     thread: Option<std::thread::JoinHandle<()>>,
-    buffer: Arc<rvm_agent::buffer::Buffer>,
-    wake: Arc<tokio::sync::Notify>,
+    buffer: rvm_agent::buffer::BufferHandle,
 }
 
 impl Device {
@@ -803,20 +801,17 @@ impl Device {
         let device = DeviceId::new(id).unwrap();
         let identity = fleet.device_identity(id).unwrap();
         let port = fleet.broker_port();
-        let buffer = Arc::new(
-            rvm_agent::buffer::Buffer::open(
-                device.clone(),
-                Box::new(rvm_agent::buffer::MemStore::default()) as Box<dyn rvm_agent::buffer::Store>,
-                rvm_agent::buffer::Caps::default(),
-                rvm_agent::buffer::FlushPolicy::EveryRecord,
-            )
-            .unwrap(),
-        );
-        let b = buffer.clone();
+        let b = rvm_agent::buffer::Buffer::open(
+            device.clone(),
+            Box::new(rvm_agent::buffer::MemStore::default()) as Box<dyn rvm_agent::buffer::Store>,
+            rvm_agent::buffer::Caps::default(),
+            rvm_agent::buffer::FlushPolicy::EveryRecord,
+        )
+        .unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let sys = actix::System::new();
-            let wake = sys.block_on(async move {
+            let buffer = sys.block_on(async move {
                 let h = rvm_agent::runtime::start_device(rvm_agent::runtime::DeviceParts {
                     device,
                     host: "127.0.0.1".into(),
@@ -832,27 +827,27 @@ impl Device {
                     gate: None,
                 })
                 .unwrap();
-                let w = h.wake.clone();
+                let b = h.buffer.clone();
                 std::mem::forget(h);
-                w
+                b
             });
-            let _ = tx.send((actix::System::current(), wake));
+            let _ = tx.send((actix::System::current(), buffer));
             let _ = sys.run();
         });
-        let (sys, wake) = rx.recv().unwrap();
+        let (sys, buffer) = rx.recv().unwrap();
         Device {
             sys: Some(sys),
             thread: Some(thread),
             buffer,
-            wake,
         }
     }
 
-    fn append(&self, ts_ms: i64, cpu: f64) {
+    /// Appends through the device's buffer actor (which wakes its link).
+    async fn append(&self, ts_ms: i64, cpu: f64) {
         self.buffer
-            .append(Kind::Telemetry, ts_ms, &build_telemetry(cpu))
+            .append(ts_ms, rvm_agent::buffer::Body::Telemetry(build_telemetry(cpu)))
+            .await
             .unwrap();
-        self.wake.notify_one();
     }
 }
 
@@ -874,7 +869,7 @@ async fn security_an_agent_clock_jumping_keeps_seq_order_and_is_flagged() {
     let dev = Device::start(&fleet, id);
     let now = common::time::now_ms;
     for _ in 0..5 {
-        dev.append(now(), 10.0);
+        dev.append(now(), 10.0).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eventually(Duration::from_secs(15), || async {
@@ -887,7 +882,7 @@ async fn security_an_agent_clock_jumping_keeps_seq_order_and_is_flagged() {
     // it shows once the jumped clock is all the server has heard for that long
     let jump_back = Instant::now();
     while jump_back.elapsed() < Duration::from_secs(13) {
-        dev.append(now() - DAY_MS, 20.0);
+        dev.append(now() - DAY_MS, 20.0).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let a = eventually(Duration::from_secs(10), || alert_of(&fleet, "clock_skew", id))
@@ -896,7 +891,7 @@ async fn security_an_agent_clock_jumping_keeps_seq_order_and_is_flagged() {
     assert!(a["value"].as_f64().unwrap() < -86_000.0, "{a}");
     // and forward
     for _ in 0..5 {
-        dev.append(now() + DAY_MS, 30.0);
+        dev.append(now() + DAY_MS, 30.0).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let last = dev.buffer.stats().last_seq;

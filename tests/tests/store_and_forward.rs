@@ -175,6 +175,52 @@ async fn agent_killed_mid_drain(backend: Backend) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_agent_with_its_buffer_closed_so_the_next_start_skips_no_seq() {
+    let fleet = TestFleet::start().unwrap();
+    let cfg = fleet.agent_config("term1", 20).unwrap();
+    let log = fleet.dir.path().join("term1.log");
+    let mut agent = Child::spawn("rvm-agent", &["--config", cfg.to_str().unwrap()], &log).unwrap();
+    eventually(Duration::from_secs(15), || async {
+        let d = fleet.device("term1").await.ok()??;
+        (delivery(&d).0 >= 50).then_some(())
+    })
+    .await
+    .expect("agent reports");
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &agent.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let code = agent.wait_exit(Duration::from_secs(10));
+    assert_eq!(
+        code,
+        Some(0),
+        "a clean exit; log:\n{}",
+        rvm_fleet_tests::read(&log)
+    );
+    // the supervisor stopped the buffer last, which closed it: the exact last seq
+    let buf = fleet.dir.path().join("term1-buffer");
+    let last = {
+        use rvm_agent::buffer::Store as _;
+        let store = rvm_agent::buffer::SledStore::open(&buf, None).unwrap();
+        store.last_seq().unwrap().expect("a last seq")
+    };
+    assert_eq!(last & rvm_agent::buffer::RESERVED_FLAG, 0, "closed: {last:#x}");
+    // the next start goes on from there: no seq skipped, none reported lost
+    let _agent = Child::spawn("rvm-agent", &["--config", cfg.to_str().unwrap()], &log).unwrap();
+    let d = eventually(Duration::from_secs(20), || async {
+        let d = fleet.device("term1").await.ok()??;
+        let (received, last_seq, ..) = delivery(&d);
+        (last_seq > last + 20 && received == last_seq).then_some(d)
+    })
+    .await
+    .unwrap_or_else(|| panic!("not caught up; agent log:\n{}", rvm_fleet_tests::read(&log)));
+    let (_, _, _, gaps, missing, reported) = delivery(&d);
+    assert!(gaps.is_empty(), "gaps: {gaps:?}");
+    assert_eq!((missing, reported), (0, 0), "{}", d["delivery"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_server_mid_stream_loses_nothing() {
     server_killed_mid_stream(Backend::Sled).await;
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Records sort by class first (priority records before telemetry), then by seq.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -70,8 +71,62 @@ pub trait Store: Send + 'static {
     fn set_last_seq(&mut self, seq: u64) -> Result<(), StoreError>;
     /// Makes everything written so far durable. Blocking.
     fn flush(&self) -> Result<(), StoreError>;
+    /// What makes everything written so far durable from another thread (the buffer actor
+    /// flushes on a blocking thread); `None` when there is nothing to flush.
+    fn flusher(&self) -> Option<Flusher> {
+        None
+    }
     /// Bytes on disk (0 in memory).
     fn disk_bytes(&self) -> u64;
+}
+
+/// A store's flush, callable from any thread. Blocking.
+pub type Flusher = Arc<dyn Fn() -> Result<(), StoreError> + Send + Sync>;
+
+/// A boxed store is a store (the agent's buffer holds sled or memory behind one type).
+impl Store for Box<dyn Store> {
+    fn insert(&mut self, key: Key, value: &[u8]) -> Result<(), StoreError> {
+        (**self).insert(key, value)
+    }
+    fn remove(&mut self, key: Key) -> Result<Option<usize>, StoreError> {
+        (**self).remove(key)
+    }
+    fn scan(&self, class: u8, after: Option<u64>, n: usize) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
+        (**self).scan(class, after, n)
+    }
+    fn first(&self, class: u8) -> Result<Option<(Key, usize)>, StoreError> {
+        (**self).first(class)
+    }
+    fn last(&self, class: u8) -> Result<Option<Key>, StoreError> {
+        (**self).last(class)
+    }
+    fn count_and_bytes(&self) -> Result<(u64, u64), StoreError> {
+        (**self).count_and_bytes()
+    }
+    fn last_seq(&self) -> Result<Option<u64>, StoreError> {
+        (**self).last_seq()
+    }
+    fn set_last_seq(&mut self, seq: u64) -> Result<(), StoreError> {
+        (**self).set_last_seq(seq)
+    }
+    fn pending_drops(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).pending_drops()
+    }
+    fn set_pending_drops(&mut self, value: Option<&[u8]>) -> Result<(), StoreError> {
+        (**self).set_pending_drops(value)
+    }
+    fn save_counts(&mut self, records: u64, bytes: u64) -> Result<(), StoreError> {
+        (**self).save_counts(records, bytes)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        (**self).flush()
+    }
+    fn flusher(&self) -> Option<Flusher> {
+        (**self).flusher()
+    }
+    fn disk_bytes(&self) -> u64 {
+        (**self).disk_bytes()
+    }
 }
 
 /// In-memory store: simulated machines and tests. Nothing survives the process.
@@ -357,10 +412,21 @@ impl Store for SledStore {
         v[8..].copy_from_slice(&bytes.to_be_bytes());
         self.meta.insert(COUNTS, &v).map_err(|e| self.err(e))?;
         self.counts_saved = true;
+        // what the next open of this store object reads (a restart of the buffer actor)
+        self.counted_at_open = Some((records, bytes));
         Ok(())
     }
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+    }
+    fn flusher(&self) -> Option<Flusher> {
+        let (db, path) = (self.db.clone(), self.path.clone());
+        Some(Arc::new(move || {
+            db.flush().map(|_| ()).map_err(|error| StoreError::Sled {
+                path: path.clone(),
+                error,
+            })
+        }))
     }
     fn disk_bytes(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)

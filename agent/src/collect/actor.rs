@@ -7,16 +7,14 @@
 //! A panic in a read or in the tick itself stops the actor with the panic as exit reason; the
 //! supervisor restarts it.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::topics::Kind;
 use common::{Reading, Telemetry};
-use tokio::sync::Notify;
 
-use crate::buffer::{Buffer, FlushPolicy};
+use crate::buffer::{Body, BufferHandle};
 use crate::collect::MetricSource;
 use crate::collect::gpu::GpuBackend;
 use crate::collect::worker::{Sampled, Worker};
@@ -38,35 +36,6 @@ pub struct CollectorStats {
     pub append_errors: AtomicU64,
 }
 
-/// Injected faults, for testing supervision (see `rvm-agent --help`, `RVM_AGENT_FAULTS`).
-#[derive(Debug, Default)]
-pub struct Faults {
-    /// Collections that panic before collections work again.
-    pub collector_panics: AtomicU32,
-    /// Every GPU read hangs.
-    pub gpu_hang: std::sync::atomic::AtomicBool,
-}
-
-impl Faults {
-    /// Parses `collector_panic:N,gpu_hang`.
-    pub fn parse(s: &str) -> Result<Faults, String> {
-        let f = Faults::default();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            match part.split_once(':') {
-                Some(("collector_panic", n)) => {
-                    let n: u32 = n
-                        .parse()
-                        .map_err(|_| format!("fault {part:?}: N must be a number"))?;
-                    f.collector_panics.store(n, Ordering::Relaxed);
-                }
-                None if part == "gpu_hang" => f.gpu_hang.store(true, Ordering::Relaxed),
-                _ => return Err(format!("unknown fault {part:?} (collector_panic:N, gpu_hang)")),
-            }
-        }
-        Ok(f)
-    }
-}
-
 /// Where collections run: inline for sources that do no IO, on a dedicated thread otherwise
 /// (see [`crate::collect::worker`]).
 #[derive(Clone)]
@@ -84,12 +53,13 @@ pub struct CollectorParts {
     pub source: SourceRunner,
     pub gpu: Option<SharedGpu>,
     pub app: Option<AppMetrics>,
-    pub buffer: Arc<Buffer>,
-    pub wake: Arc<Notify>,
+    pub buffer: BufferHandle,
     pub interval: Duration,
     pub stats: Arc<CollectorStats>,
     pub latest: Latest,
-    pub faults: Arc<Faults>,
+    /// Test builds only (see [`crate::faults`]).
+    #[cfg(any(test, feature = "faults"))]
+    pub faults: Arc<crate::faults::Faults>,
 }
 
 /// Why a collector could not be set up.
@@ -104,8 +74,7 @@ pub enum CollectorError {
 impl CollectorParts {
     pub fn new(
         source: Box<dyn MetricSource>,
-        buffer: Arc<Buffer>,
-        wake: Arc<Notify>,
+        buffer: BufferHandle,
         interval: Duration,
     ) -> Result<Self, CollectorError> {
         let source = if source.is_blocking() {
@@ -119,10 +88,10 @@ impl CollectorParts {
             gpu: None,
             app: None,
             buffer,
-            wake,
             interval,
             stats: Arc::default(),
             latest: Arc::default(),
+            #[cfg(any(test, feature = "faults"))]
             faults: Arc::default(),
         })
     }
@@ -145,9 +114,12 @@ impl Handler<Pause> for CollectorActor {
     fn handle(&mut self, _: Pause, _: &mut Context<Self>) {
         self.paused = true;
         // no tick will report the drops not yet reported
-        if let Err(e) = self.p.buffer.append_drop_event(common::time::now_ms(), true) {
-            tracing::error!(error = %e, "drop event not stored");
-        }
+        let buffer = self.p.buffer.clone();
+        actix::spawn(async move {
+            if let Err(e) = buffer.report_drops(common::time::now_ms()).await {
+                tracing::error!(error = %e, "drop event not stored");
+            }
+        });
     }
 }
 
@@ -178,15 +150,11 @@ impl CollectorActor {
             return;
         }
         let now = common::time::now_ms();
+        #[cfg(any(test, feature = "faults"))]
         let faults = self.p.faults.clone();
         let collect = move |s: &mut Box<dyn MetricSource>| {
-            if faults
-                .collector_panics
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                panic!("injected collector fault");
-            }
+            #[cfg(any(test, feature = "faults"))]
+            faults.strike_collector();
             s.collect(now)
         };
         let source = match &self.p.source {
@@ -202,6 +170,7 @@ impl CollectorActor {
             r => r.clone(),
         };
         let gpu = self.p.gpu.clone();
+        #[cfg(any(test, feature = "faults"))]
         let gfaults = self.p.faults.clone();
         self.busy = true;
         let fut = async move {
@@ -217,9 +186,8 @@ impl CollectorActor {
             let g = match gpu {
                 Some(w) => Some(
                     w.run(GPU_TIMEOUT, move |g| {
-                        if gfaults.gpu_hang.load(Ordering::Relaxed) {
-                            std::thread::sleep(Duration::from_secs(3600));
-                        }
+                        #[cfg(any(test, feature = "faults"))]
+                        gfaults.strike_gpu();
                         g.sample()
                     })
                     .await,
@@ -271,35 +239,28 @@ impl CollectorActor {
         }));
     }
 
+    /// Hands the record to the buffer actor (which flushes it and wakes the link); the
+    /// collector does not wait for it.
     fn store(&mut self, now: i64, mut t: Telemetry) {
         if let Some(app) = &self.p.app {
             t.app = app(now);
         }
-        match self.p.buffer.append(Kind::Telemetry, now, &t) {
-            Ok(_) => {
-                self.p.stats.collected.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                self.p.stats.append_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "telemetry not stored");
-            }
-        }
         if let Ok(mut l) = self.p.latest.lock() {
-            *l = Some(t);
-        }
-        if let Err(e) = self.p.buffer.append_drop_event(now, false) {
-            tracing::error!(error = %e, "drop event not stored");
-        }
-        if self.p.buffer.flush_policy() == FlushPolicy::EveryRecord {
-            let b = self.p.buffer.clone();
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = b.flush() {
-                    tracing::error!(error = %e, "buffer flush failed");
-                }
-            });
+            *l = Some(t.clone());
         }
         self.live.progress(now);
-        self.p.wake.notify_one();
+        let (buffer, stats) = (self.p.buffer.clone(), self.p.stats.clone());
+        actix::spawn(async move {
+            match buffer.append(now, Body::Telemetry(t)).await {
+                Ok(_) => {
+                    stats.collected.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    stats.append_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "telemetry not stored");
+                }
+            }
+        });
     }
 }
 
@@ -316,19 +277,5 @@ impl Handler<StopNow> for CollectorActor {
     type Result = ();
     fn handle(&mut self, _: StopNow, ctx: &mut Context<Self>) {
         ctx.stop();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn faults_parse_and_bad_ones_are_named() {
-        let f = Faults::parse("collector_panic:3, gpu_hang").unwrap();
-        assert_eq!(f.collector_panics.load(Ordering::Relaxed), 3);
-        assert!(f.gpu_hang.load(Ordering::Relaxed));
-        assert!(Faults::parse("nope").unwrap_err().contains("nope"));
-        assert!(Faults::parse("collector_panic:x").is_err());
     }
 }

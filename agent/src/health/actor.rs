@@ -10,10 +10,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use common::HealthReport;
-use common::topics::Kind;
-use tokio::sync::Notify;
 
-use crate::buffer::Buffer;
+use crate::buffer::{Body, BufferHandle};
 use crate::collect::actor::Latest;
 use crate::health::baselines::{BASELINE_SAVE_INTERVAL_MS, BaselineStore};
 use crate::health::camera::CameraHealth;
@@ -34,8 +32,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct HealthParts {
     pub cfg: Arc<HealthConfig>,
-    pub buffer: Arc<Buffer>,
-    pub wake: Arc<Notify>,
+    pub buffer: BufferHandle,
     pub latest: Latest,
     pub link: Arc<LinkStatus>,
     pub actors: ActorStatuses,
@@ -156,10 +153,12 @@ impl HealthActor {
         };
         let report = evaluate::evaluate(&self.p.cfg, &obs);
         if self.tracker.should_publish(&report, now) {
-            match self.p.buffer.append(Kind::Health, now, &report) {
-                Ok(_) => self.p.wake.notify_one(),
-                Err(e) => tracing::error!(error = %e, "health report not stored"),
-            }
+            let (buffer, report) = (self.p.buffer.clone(), report.clone());
+            actix::spawn(async move {
+                if let Err(e) = buffer.append(now, Body::Health(report)).await {
+                    tracing::error!(error = %e, "health report not stored");
+                }
+            });
         }
         if let Some(r) = &self.p.recovery {
             r.do_send(HealthUpdate(report.clone()));

@@ -10,7 +10,7 @@ use actix::prelude::*;
 use common::command::SignedCommand;
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::buffer::Buffer;
+use crate::buffer::BufferHandle;
 use crate::link::status::LinkStatus;
 use crate::link::task::{self, LinkConfig, LinkHandles};
 use crate::messages::StopNow;
@@ -23,8 +23,7 @@ const WATCH: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct LinkParts {
     pub cfg: LinkConfig,
-    pub buffer: Arc<Buffer>,
-    pub wake: Arc<Notify>,
+    pub buffer: BufferHandle,
     pub status: Arc<LinkStatus>,
     pub commands: mpsc::UnboundedSender<SignedCommand>,
     /// Holds the link down while it reads `true` (the simulator's network cut; None in the
@@ -58,7 +57,7 @@ impl Actor for LinkActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let handles = LinkHandles {
             buffer: self.p.buffer.clone(),
-            wake: self.p.wake.clone(),
+            wake: self.p.buffer.appended(),
             status: self.p.status.clone(),
             commands: self.p.commands.clone(),
             shutdown: self.shutdown.clone(),

@@ -19,7 +19,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use super::inflight::InFlight;
 use super::status::LinkStatus;
-use crate::buffer::{Buffer, Key, Record, Store};
+use crate::buffer::{BufferHandle, CallError, Key, Record};
 
 /// Longest wait between reconnect attempts.
 pub const RECONNECT_MAX: Duration = Duration::from_secs(10);
@@ -40,9 +40,9 @@ pub struct LinkConfig {
 }
 
 /// Handles given to the link task.
-pub struct LinkHandles<S: Store> {
-    pub buffer: Arc<Buffer<S>>,
-    /// Notified when a record was appended.
+pub struct LinkHandles {
+    pub buffer: BufferHandle,
+    /// Notified when a record was appended (or the buffer actor restarted).
     pub wake: Arc<Notify>,
     pub status: Arc<LinkStatus>,
     /// Commands received on our command topic.
@@ -98,7 +98,7 @@ fn mqtt_options(cfg: &LinkConfig) -> MqttOptions {
 }
 
 /// Runs the link until `shutdown` is notified.
-pub async fn run<S: Store>(cfg: LinkConfig, mut h: LinkHandles<S>) {
+pub async fn run(cfg: LinkConfig, mut h: LinkHandles) {
     let (client, mut eventloop) = AsyncClient::new(mqtt_options(&cfg), cfg.window + 64);
     // PUBACKs and command results are small and awaited: no Nagle delay (about 40 ms with the
     // peer's delayed ACK).
@@ -106,6 +106,8 @@ pub async fn run<S: Store>(cfg: LinkConfig, mut h: LinkHandles<S>) {
     net.set_tcp_nodelay(true);
     eventloop.set_network_options(net);
     let mut inflight = InFlight::default();
+    // acknowledged by the broker, not yet deleted from the buffer (it was down)
+    let mut acks: Vec<Key> = Vec::new();
     let mut connected = false;
     let mut backoff = ExponentialBackoff {
         initial_interval: RECONNECT_MIN,
@@ -151,7 +153,7 @@ pub async fn run<S: Store>(cfg: LinkConfig, mut h: LinkHandles<S>) {
                     _ = h.shutdown.notified() => break None,
                     _ = gate_changed(&mut gate) => if gate_closed(&gate) { break Some(None) },
                     _ = h.wake.notified(), if connected => {
-                        fill_window(&cfg, &client, &h, &mut inflight);
+                        fill_window(&cfg, &client, &h, &mut inflight, &mut acks).await;
                     }
                 }
             }
@@ -198,19 +200,14 @@ pub async fn run<S: Store>(cfg: LinkConfig, mut h: LinkHandles<S>) {
                 {
                     inflight.sent(None);
                 }
-                fill_window(&cfg, &client, &h, &mut inflight);
+                fill_window(&cfg, &client, &h, &mut inflight, &mut acks).await;
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => inflight.pkid_assigned(pkid),
             Ok(Event::Incoming(Incoming::PubAck(ack))) => {
                 if let Some(key) = inflight.acked(ack.pkid) {
-                    match h.buffer.ack(key) {
-                        Ok(_) => {
-                            h.status.acked.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => tracing::error!(error = %e, "buffer ack failed"),
-                    }
+                    acks.push(key);
                 }
-                fill_window(&cfg, &client, &h, &mut inflight);
+                fill_window(&cfg, &client, &h, &mut inflight, &mut acks).await;
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
                 if p.topic == cmd_topic {
@@ -255,42 +252,53 @@ fn note_error(status: &LinkStatus, e: String) {
     }
 }
 
-/// Publishes records from the buffer head until the window is full.
-fn fill_window<S: Store>(
+/// Deletes what the broker acknowledged, then publishes records from the buffer head until
+/// the window is full, in one call to the buffer actor. Acknowledgements go first: a record
+/// whose deletion is still pending would otherwise be sent again after a reconnect.
+async fn fill_window(
     cfg: &LinkConfig,
     client: &AsyncClient,
-    h: &LinkHandles<S>,
+    h: &LinkHandles,
     inflight: &mut InFlight,
+    acks: &mut Vec<Key>,
 ) {
-    for class in [Key::PRIORITY, Key::TELEMETRY] {
-        loop {
-            let room = cfg.window.saturating_sub(inflight.len());
-            if room == 0 {
-                return;
-            }
-            let batch: Vec<Record> = match h.buffer.next(class, inflight.cursor(class), room) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(error = %e, "buffer read failed");
-                    return;
-                }
-            };
-            if batch.is_empty() {
-                break;
-            }
-            for r in batch {
-                let topic = Topic::device(&cfg.device, r.kind);
-                if client
-                    .try_publish(topic, QoS::AtLeastOnce, false, r.payload)
-                    .is_err()
-                {
-                    // channel full: the next PUBACK or wake tries again from the cursor
-                    return;
-                }
-                inflight.sent(Some(r.key));
-                h.status.published.fetch_add(1, Ordering::Relaxed);
-            }
+    let room = cfg.window.saturating_sub(inflight.len());
+    if room == 0 && acks.is_empty() {
+        return;
+    }
+    let after = [inflight.cursor(Key::PRIORITY), inflight.cursor(Key::TELEMETRY)];
+    let batch: Vec<Record> = match h.buffer.drain(acks.clone(), after, room).await {
+        Ok(b) => {
+            h.status.acked.fetch_add(acks.len() as u64, Ordering::Relaxed);
+            acks.clear();
+            b
         }
+        // the acknowledgements are kept, and sent again when the restarted buffer wakes the link
+        Err(e) => {
+            buffer_call_failed(&e, "buffer drain failed");
+            return;
+        }
+    };
+    for r in batch {
+        let topic = Topic::device(&cfg.device, r.kind);
+        if client
+            .try_publish(topic, QoS::AtLeastOnce, false, r.payload)
+            .is_err()
+        {
+            // channel full: the next PUBACK or wake tries again from the cursor
+            return;
+        }
+        inflight.sent(Some(r.key));
+        h.status.published.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A buffer being restarted is expected now and then (the supervisor logs it); anything else
+/// is an error.
+fn buffer_call_failed(e: &CallError, what: &str) {
+    match e {
+        CallError::Unavailable | CallError::Panicked(_) => tracing::warn!(error = %e, "{what}"),
+        _ => tracing::error!(error = %e, "{what}"),
     }
 }
 

@@ -9,10 +9,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use common::ActionOutcome;
 use common::command::{Action, CommandResult, CommandStatus, SignedCommand};
-use common::topics::Kind;
-use tokio::sync::Notify;
 
-use crate::buffer::Buffer;
+use crate::buffer::{Body, BufferHandle};
 use crate::collect::actor::Latest;
 use crate::commands::executed::ExecutedStore;
 use crate::commands::verify::Verdict;
@@ -43,8 +41,7 @@ pub struct RecoveryParts {
     pub policy: Arc<Mutex<RecoveryPolicy>>,
     pub interlock: Arc<Mutex<Interlock>>,
     pub executor: Arc<dyn Executor>,
-    pub buffer: Arc<Buffer>,
-    pub wake: Arc<Notify>,
+    pub buffer: BufferHandle,
     pub latest: Latest,
 }
 
@@ -65,10 +62,17 @@ impl RecoveryActor {
 
     fn event(&self, action: &Action, outcome: ActionOutcome, detail: String, origin: &str) {
         let ev = event_with_origin(action, outcome, detail, origin);
-        match self.p.buffer.append(Kind::Event, common::time::now_ms(), &ev) {
-            Ok(_) => self.p.wake.notify_one(),
-            Err(e) => tracing::error!(error = %e, "recovery event not stored"),
-        }
+        self.append(Body::Event(ev), "recovery event not stored");
+    }
+
+    /// Hands a record to the buffer actor, without waiting for it.
+    fn append(&self, body: Body, what: &'static str) {
+        let buffer = self.p.buffer.clone();
+        actix::spawn(async move {
+            if let Err(e) = buffer.append(common::time::now_ms(), body).await {
+                tracing::error!(error = %e, "{what}");
+            }
+        });
     }
 
     /// Runs one allowed action; `done` gets the outcome on the actor.
@@ -130,10 +134,7 @@ impl Handler<HealthUpdate> for RecoveryActor {
         for e in &escalations {
             tracing::warn!(check = %e.check, "recovery ladder exhausted; escalating");
             let ev = escalation_event(e);
-            match self.p.buffer.append(Kind::Event, now, &ev) {
-                Ok(_) => self.p.wake.notify_one(),
-                Err(err) => tracing::error!(error = %err, "escalation event not stored"),
-            }
+            self.append(Body::Event(ev), "escalation event not stored");
         }
         for step in planned {
             let decision = {
@@ -174,10 +175,7 @@ pub struct RemoteCommand(pub SignedCommand);
 
 impl RecoveryActor {
     fn report(&self, r: CommandResult) {
-        match self.p.buffer.append(Kind::CmdResult, common::time::now_ms(), &r) {
-            Ok(_) => self.p.wake.notify_one(),
-            Err(e) => tracing::error!(error = %e, "command result not stored"),
-        }
+        self.append(Body::CmdResult(r), "command result not stored");
     }
 
     /// Stores the final result (so a repeat is answered with it), then reports it.
@@ -207,9 +205,7 @@ impl Handler<RemoteCommand> for RecoveryActor {
                     kind: common::EventKind::Note,
                     message: format!("command {id} rejected: {reason}"),
                 };
-                if let Err(e) = self.p.buffer.append(Kind::Event, now, &ev) {
-                    tracing::error!(error = %e, "event not stored");
-                }
+                self.append(Body::Event(ev), "event not stored");
                 self.report(crate::commands::verify::result(
                     &id,
                     CommandStatus::Rejected,

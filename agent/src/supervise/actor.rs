@@ -22,6 +22,10 @@ pub const SUPERVISE_TICK: Duration = Duration::from_millis(250);
 
 /// Exit code when a child exceeded its restart intensity.
 pub const EXIT_RESTART_LIMIT: i32 = 70;
+/// On shutdown, how long each child may take to stop before the next one is stopped.
+pub const STOP_WAIT: Duration = Duration::from_secs(3);
+/// How often a stopping child is looked at.
+const STOP_POLL: Duration = Duration::from_millis(10);
 
 /// A running child, as the supervisor sees it.
 pub struct ChildRun {
@@ -164,15 +168,36 @@ impl Actor for AgentSupervisor {
     }
 }
 
-/// Stop every child (shutdown).
+/// Stop every child (shutdown), in the reverse order of their start, each one gone (or
+/// [`STOP_WAIT`] passed) before the next is stopped: the buffer, started first, stops last,
+/// after everything that appends to it. Answered when all are stopped.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct StopChildren;
 
 impl Handler<StopChildren> for AgentSupervisor {
-    type Result = ();
-    fn handle(&mut self, _: StopChildren, _: &mut Context<Self>) {
-        self.stop_all();
+    type Result = ResponseActFuture<Self, ()>;
+    fn handle(&mut self, _: StopChildren, _: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        self.notify.stopping();
+        let runs: Vec<ChildRun> = self
+            .children
+            .iter_mut()
+            .rev()
+            .filter_map(|c| c.run.take())
+            .collect();
+        Box::pin(
+            async move {
+                for run in runs {
+                    (run.stop)();
+                    let deadline = tokio::time::Instant::now() + STOP_WAIT;
+                    while (run.connected)() && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(STOP_POLL).await;
+                    }
+                }
+            }
+            .into_actor(self),
+        )
     }
 }
 

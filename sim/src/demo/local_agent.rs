@@ -1,4 +1,4 @@
-//! The demo's own machine: the whole agent (supervisor, collector, health, recovery,
+//! The demo's own machine: the whole agent (supervisor, buffer, collector, health, recovery,
 //! commands, link), started through the agent's real start-up path
 //! ([`rvm_agent::agent::start_with`]) from an `agent.toml` the demo writes, so a command sent
 //! to this machine from the web view runs through the same verification, allow-list and
@@ -207,11 +207,7 @@ fn run(
             return;
         }
     };
-    let (buffer, exit_code, device) = (
-        handle.buffer.clone(),
-        handle.exit_code.clone(),
-        handle.device.clone(),
-    );
+    let (exit_code, device) = (handle.exit_code.clone(), handle.device.clone());
     sys.block_on(async move {
         actix::spawn(async move {
             // the sender dropped counts as a stop too
@@ -221,10 +217,8 @@ fn run(
         });
     });
     let _ = started.send(Ok(()));
+    // the buffer is closed by now (the supervisor stops it last; see `AgentHandle::stop`)
     let code = sys.run_with_code().unwrap_or(1);
-    if let Err(e) = buffer.close() {
-        tracing::error!(device = %device, error = %e, "final buffer flush of this machine's agent failed");
-    }
     let code = code.max(exit_code.load(Ordering::SeqCst));
     if code != 0 {
         tracing::error!(device = %device, code, "this machine's agent gave up (restart limit); the demo goes on without it");
