@@ -632,6 +632,9 @@ fn fuzz_write_binary_corpus() {
         },
         Action::Reboot,
         Action::CollectDiagnostics,
+        Action::ResetCamera {
+            camera: "front".into(),
+        },
     ];
     for (i, action) in actions.into_iter().enumerate() {
         let c = Command {
