@@ -27,6 +27,21 @@
 //! restart loses is the last changes not yet exported and the offline notifications being
 //! held. Acknowledgements and silence changes also go to the audit log
 //! (`crate::audit::AuditLog`, through the persister).
+//!
+//! With a store that several instances share ([`AlertStore::shared`]: PostgreSQL; see
+//! docs/architecture.md "Several instances"), each machine is evaluated by the instance that
+//! holds its session, and moves. So, off this thread ([`SHARED_TIMEOUT`]):
+//! - a device's first observations since this actor started wait while its open alerts and
+//!   counters are loaded ([`AlertStore::load_device`]) and adopted
+//!   ([`AlertEngine::adopt_device`]): an alert another instance fired goes on here, with its
+//!   id, and is not notified again;
+//! - an alert this engine opens is claimed ([`AlertStore::claim`]: the unique open alert per
+//!   (rule, device) decides) before any of its transitions is notified; a lost claim adopts
+//!   the stored alert ([`AlertEngine::adopt`]) and notifies nothing, a stale generation takes
+//!   a later one and claims again. If the store does not answer, the alert is notified anyway
+//!   (at least once, counted in `shared_errors`).
+//!
+//! With sled nothing of this happens: observations are evaluated at once, as always.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -42,6 +57,7 @@ use super::maintenance::{MaintenanceBook, Verdict, verdict};
 use super::names::PRESENCE_OFFLINE;
 use super::persist::PersistHandle;
 use super::rules::RuleSet;
+use super::shared::Shared;
 use super::stats::{AlertsSnapshot, AlertsStats};
 use super::store::AlertStore;
 use crate::incidents::Correlator;
@@ -76,7 +92,7 @@ pub struct AlertsSetup {
     pub maintenance: Windows,
 }
 
-struct Held {
+pub(super) struct Held {
     notification: Notification,
     due_ms: i64,
 }
@@ -92,19 +108,21 @@ pub struct AlertsActor {
     persist: PersistHandle,
     /// The state changed since the last export.
     state_dirty: bool,
-    held: BTreeMap<String, Held>,
+    pub(super) held: BTreeMap<String, Held>,
     hold_ms: i64,
     pub(super) maintenance: MaintenanceBook,
     /// Active alerts whose firing a window muted: sent when it closes if they still fire.
-    muted_alerts: BTreeSet<String>,
+    pub(super) muted_alerts: BTreeSet<String>,
     /// Open incidents whose opening a window muted: their resolution is not sent either.
     muted_incidents: BTreeSet<String>,
-    stats: Arc<AlertsStats>,
+    pub(super) stats: Arc<AlertsStats>,
     /// With a live hub attached: transitions, acknowledgements, silences and incident changes.
     live: Option<LiveHub>,
     /// With a republisher attached ([`AttachRepublisher`]): transitions and incident changes
     /// as JSON on `fleet/v1/alerts` and `fleet/v1/incidents`.
     republish: Option<RepublishHandle>,
+    /// Other instances share the store (module docs); None: they do not.
+    pub(super) shared: Option<Shared>,
 }
 
 impl AlertsActor {
@@ -148,6 +166,7 @@ impl AlertsActor {
                 tracing::error!(error = %problem, "persisted maintenance window ignored");
             }
         }
+        let shared = setup.store.shared().then(|| Shared::new(setup.store.clone()));
         let muted_alerts = engine
             .active()
             .into_iter()
@@ -171,6 +190,7 @@ impl AlertsActor {
             stats,
             live: None,
             republish: None,
+            shared,
         })
     }
 
@@ -189,7 +209,7 @@ impl AlertsActor {
         }
     }
 
-    fn observe(&mut self, o: Observation) {
+    pub(super) fn observe(&mut self, o: Observation) {
         self.stats.observations.fetch_add(1, Ordering::Relaxed);
         self.learn(&o.device);
         let mut t = self.engine.observe(&o.device, &o.metrics, o.at_ms);
@@ -270,7 +290,8 @@ impl AlertsActor {
         }
     }
 
-    fn consider(&mut self, t: &Transition, now_ms: i64) {
+    /// Notifies `t` unless it is not news, silenced, suppressed, muted or held.
+    pub(super) fn decide(&mut self, t: &Transition, now_ms: i64) {
         // A resolve of an alert whose firing was never sent is not news either.
         if t.kind == TransitionKind::Resolved && self.held.remove(&t.alert.id).is_some() {
             self.stats.held_dropped.fetch_add(1, Ordering::Relaxed);
@@ -494,6 +515,9 @@ impl AlertsActor {
             incident_changes: l(&s.incident_changes),
             persist_errors: l(&s.persist_errors),
             audit_dropped: l(&s.audit_dropped),
+            adopted: l(&s.adopted),
+            claims_lost: l(&s.claims_lost),
+            shared_errors: l(&s.shared_errors),
         }
     }
 }
@@ -503,6 +527,9 @@ impl Actor for AlertsActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(100_000);
+        if let Some(sh) = self.shared.as_mut() {
+            sh.started(ctx.address());
+        }
         ctx.run_interval(TICK, |act, _| act.tick(common::time::now_ms()));
     }
 
@@ -537,7 +564,7 @@ impl Handler<Observe> for AlertsActor {
     type Result = ();
     fn handle(&mut self, m: Observe, _: &mut Context<Self>) {
         for o in m.0 {
-            self.observe(o);
+            self.admit(o);
         }
     }
 }
