@@ -552,6 +552,9 @@ pub struct Observation {
     pub metrics: Vec<(String, f64)>,
     /// A health report's checks: each failing one is an alert ([`super::checks`]).
     pub checks: Option<Vec<CheckResult>>,
+    /// The device's birth: its session (re)started on this instance. With a shared store its
+    /// stored alerts are read again first ([`super::shared`]).
+    pub session_started: bool,
     pub at_ms: i64,
 }
 
@@ -687,6 +690,7 @@ mod tests {
             },
             metrics: vec![("cpu.usage_pct".into(), value)],
             checks: None,
+            session_started: false,
             at_ms: at.parse::<jiff::Timestamp>().unwrap().as_millisecond(),
         }
     }

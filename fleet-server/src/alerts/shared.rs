@@ -71,6 +71,17 @@ impl AlertsActor {
             return self.observe(o);
         };
         let id = o.device.id.clone();
+        // a session started here: the device may come from another instance, which changed
+        // its alerts meanwhile; read them again, unless one of its alerts is being claimed
+        // (the read could miss it and drop it)
+        if o.session_started
+            && !sh
+                .claiming
+                .values()
+                .any(|w| w.iter().any(|(t, _)| t.alert.device == id))
+        {
+            sh.loaded.remove(&id);
+        }
         if sh.loaded.contains(&id) {
             return self.observe(o);
         }
@@ -368,10 +379,15 @@ mod tests {
     }
 
     fn observe(v: f64, at_ms: i64) -> Observe {
+        observe_session(v, at_ms, false)
+    }
+
+    fn observe_session(v: f64, at_ms: i64, session_started: bool) -> Observe {
         Observe(vec![Observation {
             device: DeviceInfo::new(DeviceId::new("rvm1").unwrap()),
             metrics: temp(v),
             checks: None,
+            session_started,
             at_ms,
         }])
     }
@@ -445,6 +461,27 @@ mod tests {
         );
         assert_eq!(twin.loads.load(Ordering::Relaxed), 1, "loaded once");
         assert_eq!(twin.claims.load(Ordering::Relaxed), 0, "nothing was opened here");
+    }
+
+    /// The machine was here, went to another instance which fired its alert, and came back:
+    /// its birth makes the actor read the store again.
+    #[actix::test]
+    async fn a_device_whose_session_starts_here_again_is_read_again() {
+        let twin = Arc::new(Twin::default());
+        let (addr, mut sent, stats, _dir) = build_actor(twin.clone());
+        addr.send(observe(50.0, 1_000)).await.unwrap();
+        addr.send(observe(50.0, 2_000)).await.unwrap();
+        until(|| stats.observations.load(Ordering::Relaxed) == 2).await;
+        assert_eq!(twin.loads.load(Ordering::Relaxed), 1, "once while it stays");
+        twin.device.lock().unwrap().open = vec![build_stored(3, 2_500)];
+        addr.send(observe_session(95.0, 3_000, true)).await.unwrap();
+        until(|| stats.observations.load(Ordering::Relaxed) == 3).await;
+        assert_eq!(twin.loads.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.adopted.load(Ordering::Relaxed), 1);
+        assert!(sent.try_recv().is_err(), "fired elsewhere: not notified again");
+        assert_eq!(twin.claims.load(Ordering::Relaxed), 0);
+        addr.send(observe(10.0, 4_000)).await.unwrap();
+        assert_eq!(next(&mut sent).await.unwrap().id, "gpu_hot:rvm1:3/resolved");
     }
 
     #[actix::test]
