@@ -43,7 +43,7 @@
 //!
 //! With sled nothing of this happens: observations are evaluated at once, as always.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -57,7 +57,6 @@ use super::maintenance::{MaintenanceBook, Verdict, verdict};
 use super::names::PRESENCE_OFFLINE;
 use super::persist::PersistHandle;
 use super::rules::RuleSet;
-use super::shared::Shared;
 use super::stats::{AlertsSnapshot, AlertsStats};
 use super::store::AlertStore;
 use crate::incidents::Correlator;
@@ -123,6 +122,37 @@ pub struct AlertsActor {
     republish: Option<RepublishHandle>,
     /// Other instances share the store (module docs); None: they do not.
     pub(super) shared: Option<Shared>,
+}
+
+/// What the actor keeps while it shares the store with other instances (module docs; the
+/// work is in [`super::shared`]).
+pub struct Shared {
+    pub(super) store: Arc<dyn AlertStore>,
+    /// Set when the actor starts: where loads and claims report.
+    pub(super) me: Option<Addr<AlertsActor>>,
+    /// Devices whose stored alerts were adopted (or could not be read).
+    pub(super) loaded: HashSet<DeviceId>,
+    /// Devices being loaded, with their observations since, evaluated once loaded.
+    pub(super) loading: HashMap<DeviceId, Vec<Observation>>,
+    /// Alerts being claimed, with their transitions to notify if the claim is won.
+    pub(super) claiming: HashMap<String, Vec<(Transition, i64)>>,
+}
+
+impl Shared {
+    pub fn new(store: Arc<dyn AlertStore>) -> Shared {
+        Shared {
+            store,
+            me: None,
+            loaded: HashSet::new(),
+            loading: HashMap::new(),
+            claiming: HashMap::new(),
+        }
+    }
+
+    /// The actor started: loads and claims report to `me`.
+    pub fn started(&mut self, me: Addr<AlertsActor>) {
+        self.me = Some(me);
+    }
 }
 
 impl AlertsActor {

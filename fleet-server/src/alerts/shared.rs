@@ -3,7 +3,6 @@
 //! docs/architecture.md "Several instances"). Everything here runs only with a store whose
 //! [`AlertStore::shared`] is true; with sled the actor never gets here.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -22,19 +21,6 @@ pub const SHARED_TIMEOUT: Duration = Duration::from_secs(5);
 /// Claims of one alert that met a stale generation before it is notified unclaimed.
 pub const MAX_CLAIMS: u32 = 3;
 
-/// What the actor keeps while it shares the store with other instances (module docs).
-pub struct Shared {
-    store: Arc<dyn AlertStore>,
-    /// Set when the actor starts: where loads and claims report.
-    me: Option<Addr<AlertsActor>>,
-    /// Devices whose stored alerts were adopted (or could not be read).
-    loaded: HashSet<DeviceId>,
-    /// Devices being loaded, with their observations since, evaluated once loaded.
-    loading: HashMap<DeviceId, Vec<Observation>>,
-    /// Alerts being claimed, with their transitions to notify if the claim is won.
-    claiming: HashMap<String, Vec<(Transition, i64)>>,
-}
-
 /// Does `t` open its alert (the engine made it just now)?
 fn opens(t: &Transition) -> bool {
     match t.kind {
@@ -44,23 +30,6 @@ fn opens(t: &Transition) -> bool {
             t.alert.fired_ms == Some(t.alert.started_ms) && t.at_ms == t.alert.started_ms
         }
         _ => false,
-    }
-}
-
-impl Shared {
-    pub fn new(store: Arc<dyn AlertStore>) -> Shared {
-        Shared {
-            store,
-            me: None,
-            loaded: HashSet::new(),
-            loading: HashMap::new(),
-            claiming: HashMap::new(),
-        }
-    }
-
-    /// The actor started: loads and claims report to `me`.
-    pub fn started(&mut self, me: Addr<AlertsActor>) {
-        self.me = Some(me);
     }
 }
 

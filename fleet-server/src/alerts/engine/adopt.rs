@@ -78,7 +78,8 @@ impl AlertEngine {
             return None;
         }
         let check = is_check_rule(&stored.rule);
-        if !self.by_name.contains_key(&stored.rule) && !(check && self.checks.is_some()) {
+        let known = self.by_name.contains_key(&stored.rule) || (check && self.checks.is_some());
+        if !known {
             return None;
         }
         let key = stored.key();
