@@ -1,0 +1,342 @@
+//! Several fleet-server instances on one PostgreSQL database (issue 21): commands reach a
+//! machine through the instance that holds its session, once, wherever they were posted and
+//! whichever instance died; a machine's newer session on another instance ends the stale one.
+//!
+//! Real `fleet-server` processes A (`fleet-a`) and B (`fleet-b`) on a throwaway database of
+//! the test cluster, a real agent (in-process, its recovery executor records what runs, its
+//! executed-command store on disk like a machine's) connected to one broker at a time.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::command::Action;
+use common::pki::{self, CertDir};
+use rvm_agent::agent::Overrides;
+use rvm_agent::recovery::executor::RecordingExecutor;
+use rvm_fleet_tests::harness::ServerProc;
+use rvm_fleet_tests::postgres::PgDatabase;
+use rvm_fleet_tests::{
+    AgentExtra, Agents, ConnectOutcome, Probe, eventually, tls_for, write_agent_config_extra,
+};
+use serde_json::{Value, json};
+
+/// Two instances on one database, each with its own ports and data directory.
+struct Pair {
+    dir: tempfile::TempDir,
+    certs: CertDir,
+    pg: PgDatabase,
+    a: ServerProc,
+    b: ServerProc,
+}
+
+impl Pair {
+    async fn start() -> Pair {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = CertDir::new(dir.path().join("certs"));
+        pki::init(&certs, &["localhost".into(), "127.0.0.1".into()], false).unwrap();
+        let pg = PgDatabase::shared().unwrap();
+        let storage = format!("backend = \"postgres\"\nurl = \"{}\"\n", pg.url());
+        let inst = |name: &str| format!("[cluster]\ninstance_id = \"{name}\"\n");
+        let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&da).unwrap();
+        std::fs::create_dir_all(&db).unwrap();
+        let mut a = ServerProc::on_store(&da, &certs, &storage, &inst("fleet-a"), None).unwrap();
+        let mut b = ServerProc::on_store(&db, &certs, &storage, &inst("fleet-b"), Some(&a.token)).unwrap();
+        for s in [&mut a, &mut b] {
+            s.start().unwrap();
+        }
+        for s in [&a, &b] {
+            assert!(
+                s.wait_ready(Duration::from_secs(30)).await,
+                "{}",
+                rvm_fleet_tests::read(&s.log)
+            );
+        }
+        Pair { dir, certs, pg, a, b }
+    }
+
+    /// A real agent `id` on `broker`'s MQTT port, its executor recording.
+    fn agent(&self, id: &str, broker: u16, rec: &Arc<RecordingExecutor>) -> Agents {
+        let extra = AgentExtra {
+            tail: format!(
+                "[recovery]\nextra_units = [\"vision.service\"]\n[commands]\npublic_key = \"{}\"\n",
+                self.certs.signing_pub().display()
+            ),
+            ..Default::default()
+        };
+        // the same buffer directory every time: the machine's executed ids survive the move
+        let cfg = write_agent_config_extra(self.dir.path(), &self.certs, id, broker, 500, &extra).unwrap();
+        Agents::start_with(vec![(
+            cfg,
+            Overrides {
+                executor: Some(rec.clone()),
+                ..Default::default()
+            },
+        )])
+        .unwrap()
+    }
+
+    fn sql(&self, q: &str) -> String {
+        self.pg.psql(q).unwrap().trim().to_string()
+    }
+
+    /// `instance|epoch` of the machine's session row.
+    fn owner(&self, device: &str) -> String {
+        self.sql(&format!(
+            "SELECT instance || '|' || epoch FROM session_owners WHERE device = '{device}'"
+        ))
+    }
+
+    async fn wait_owner(&self, device: &str, instance: &str) {
+        let got = eventually(Duration::from_secs(20), || async {
+            self.owner(device)
+                .starts_with(&format!("{instance}|"))
+                .then_some(())
+        })
+        .await;
+        assert!(
+            got.is_some(),
+            "{device} on {instance}: {}\nA:\n{}\nB:\n{}",
+            self.owner(device),
+            tail(&self.a.log),
+            tail(&self.b.log)
+        );
+    }
+
+    /// `delivered|claimed_by|attempts` of a command's outbox row.
+    fn outbox(&self, id: &str) -> String {
+        self.sql(&format!(
+            "SELECT (delivered_at IS NOT NULL)::text || '|' || coalesce(claimed_by, '-') || '|' || attempts
+             FROM command_outbox WHERE command_id = '{id}'"
+        ))
+    }
+
+    /// Final-result lines of the audit log for one command (written once, by its deliverer).
+    fn result_audits(&self, id: &str) -> u64 {
+        self.sql(&format!(
+            "SELECT count(*) FROM audit WHERE action = 'command_result' AND entry->>'command' = '{id}'"
+        ))
+        .parse()
+        .unwrap()
+    }
+}
+
+fn tail(p: &Path) -> String {
+    let t = rvm_fleet_tests::read(p);
+    let lines: Vec<&str> = t.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+async fn post_command(server: &ServerProc, device: &str, reason: &str) -> String {
+    let r = reqwest::Client::new()
+        .post(server.url(&format!("/api/v1/devices/{device}/commands")))
+        .bearer_auth(&server.token)
+        .json(
+            &json!({"action": {"restart_unit": {"unit": "vision.service"}}, "ttl_s": 300, "reason": reason}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, 201, "{v}");
+    v["id"].as_str().unwrap().to_string()
+}
+
+async fn command(server: &ServerProc, id: &str) -> Option<Value> {
+    server.get(&format!("/api/v1/commands/{id}")).await.ok()
+}
+
+async fn wait_state(server: &ServerProc, id: &str, want: &str, within: Duration) -> Option<Value> {
+    eventually(within, || async {
+        let v = command(server, id).await?;
+        (v["state"] == want).then_some(v)
+    })
+    .await
+}
+
+async fn sessions(server: &ServerProc) -> Value {
+    server
+        .get("/api/v1/health")
+        .await
+        .map(|h| h["sessions"].clone())
+        .unwrap_or_default()
+}
+
+fn restart_vision() -> Action {
+    Action::RestartUnit {
+        unit: "vision.service".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_command_posted_on_b_reaches_the_machine_through_a_once() {
+    let p = Pair::start().await;
+    let rec = Arc::new(RecordingExecutor::new());
+    let _agent = p.agent("clu1", p.a.mqtt, &rec);
+    p.wait_owner("clu1", "fleet-a").await;
+    // A has seen the machine's birth (it is online there)
+    eventually(Duration::from_secs(20), || async {
+        p.a.get("/api/v1/devices/clu1").await.ok()
+    })
+    .await
+    .expect("A knows the machine");
+
+    let t0 = Instant::now();
+    let id = post_command(&p.b, "clu1", "posted on B").await;
+    let done = wait_state(&p.b, &id, "succeeded", Duration::from_secs(15)).await;
+    let took = t0.elapsed();
+    assert!(
+        done.is_some(),
+        "B shows it succeeded: {:?}\noutbox {}\nA:\n{}\nB:\n{}",
+        command(&p.b, &id).await,
+        p.outbox(&id),
+        tail(&p.a.log),
+        tail(&p.b.log)
+    );
+    println!("posted on B, succeeded as B sees it: {} ms", took.as_millis());
+    // and it stays that way: one run, one publish, one claim, by A
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(rec.calls(), vec![restart_vision()], "ran once");
+    let on_a = command(&p.a, &id).await.expect("A knows the command too");
+    assert_eq!(on_a["state"], "succeeded", "{on_a}");
+    assert_eq!(on_a["sends"], 1, "published once: {on_a}");
+    assert_eq!(p.outbox(&id), "true|fleet-a|1", "delivered by A, claimed once");
+    assert_eq!(p.result_audits(&id), 1, "one final result in the audit log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_commands_for_a_machine_whose_instance_was_killed_run_once_after_it_reconnects_to_the_other()
+{
+    let mut p = Pair::start().await;
+    let rec = Arc::new(RecordingExecutor::new());
+    let mut agent = p.agent("clu2", p.a.mqtt, &rec);
+    p.wait_owner("clu2", "fleet-a").await;
+    eventually(Duration::from_secs(20), || async {
+        p.a.get("/api/v1/devices/clu2").await.ok()
+    })
+    .await
+    .expect("A knows the machine");
+
+    // the machine goes away; one command queued on A while it is away, then A dies
+    agent.stop();
+    drop(agent);
+    let gone = eventually(Duration::from_secs(15), || async {
+        (sessions(&p.a).await["held"].as_u64()? == 0).then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "A's broker saw the session end: {}",
+        sessions(&p.a).await
+    );
+    let on_a = post_command(&p.a, "clu2", "queued on A").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.a.kill9();
+    // one more posted on B while the machine is away and A is dead
+    let on_b = post_command(&p.b, "clu2", "posted on B").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for id in [&on_a, &on_b] {
+        let v = command(&p.b, id).await.expect("B knows both commands");
+        assert_eq!(
+            v["state"], "queued",
+            "nobody delivers while the machine is away: {v}"
+        );
+        assert!(p.outbox(id).starts_with("false|"), "{}", p.outbox(id));
+    }
+    assert!(rec.calls().is_empty());
+
+    // the machine comes back, on B
+    let t0 = Instant::now();
+    let rec2 = Arc::new(RecordingExecutor::new());
+    let _agent = p.agent("clu2", p.b.mqtt, &rec2);
+    for id in [&on_a, &on_b] {
+        let done = wait_state(&p.b, id, "succeeded", Duration::from_secs(20)).await;
+        assert!(
+            done.is_some(),
+            "{id}: {:?}\nowner {}\noutbox {}\nB:\n{}",
+            command(&p.b, id).await,
+            p.owner("clu2"),
+            p.outbox(id),
+            tail(&p.b.log)
+        );
+    }
+    println!(
+        "reconnected to B, both succeeded: {} ms",
+        t0.elapsed().as_millis()
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        rec2.calls(),
+        vec![restart_vision(), restart_vision()],
+        "each ran once"
+    );
+    assert!(rec.calls().is_empty());
+    assert!(p.owner("clu2").starts_with("fleet-b|"), "{}", p.owner("clu2"));
+    for id in [&on_a, &on_b] {
+        let v = command(&p.b, id).await.unwrap();
+        assert_eq!(v["sends"], 1, "published once: {v}");
+        assert_eq!(p.outbox(id), "true|fleet-b|1", "{id}");
+        assert_eq!(p.result_audits(id), 1, "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_the_same_machine_connecting_to_b_makes_a_end_its_stale_session() {
+    let p = Pair::start().await;
+    let rec = Arc::new(RecordingExecutor::new());
+    let agent = p.agent("clu3", p.a.mqtt, &rec);
+    p.wait_owner("clu3", "fleet-a").await;
+    let epoch_a: i64 = p.owner("clu3").split('|').nth(1).unwrap().parse().unwrap();
+    assert_eq!(sessions(&p.a).await["stale_dropped"], 0);
+
+    // a second session of the same machine (its certificate) on B, while A's is alive
+    let id = p.certs.device_identity(&common::DeviceId::new("clu3").unwrap());
+    let mut probe = Probe::new("clu3", tls_for(&id));
+    probe.username = Some("clu3".into());
+    let ConnectOutcome::Accepted(_client, mut el) = probe.connect(p.b.mqtt).await else {
+        panic!("the machine's certificate connects to B")
+    };
+    let t0 = Instant::now();
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let dropped = eventually(Duration::from_secs(10), || async {
+        (sessions(&p.a).await["stale_dropped"].as_u64()? >= 1).then_some(t0.elapsed())
+    })
+    .await;
+    assert!(
+        dropped.is_some(),
+        "A ends its stale session: {}\nowner {}\nA:\n{}",
+        sessions(&p.a).await,
+        p.owner("clu3"),
+        tail(&p.a.log)
+    );
+    println!(
+        "stale session on A ended {} ms after B took the machine",
+        dropped.unwrap().as_millis()
+    );
+    // the agent reconnects to A (its only broker): a newer session, so B ends the probe's
+    let b_dropped = eventually(Duration::from_secs(20), || async {
+        (sessions(&p.b).await["stale_dropped"].as_u64()? >= 1).then_some(())
+    })
+    .await;
+    assert!(
+        b_dropped.is_some(),
+        "B ends the probe's session: {}",
+        sessions(&p.b).await
+    );
+    p.wait_owner("clu3", "fleet-a").await;
+    let epoch_now: i64 = p.owner("clu3").split('|').nth(1).unwrap().parse().unwrap();
+    assert!(
+        epoch_now >= epoch_a + 2,
+        "B's connect and A's reconnect: {epoch_a} -> {epoch_now}"
+    );
+    // and it settles: no session flapping once the probe is gone
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (sa, sb) = (sessions(&p.a).await, sessions(&p.b).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sessions(&p.a).await["stale_dropped"], sa["stale_dropped"], "{sa}");
+    assert_eq!(sessions(&p.b).await["stale_dropped"], sb["stale_dropped"], "{sb}");
+    assert_eq!(sessions(&p.a).await["held"], 1, "A holds the machine again");
+    drop(agent);
+}
