@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::policy::{self, Refusal};
-use super::sessions::{SessionEvents, SessionHook};
+use super::sessions::{SessionHook, SessionObserver};
 use crate::ingest::writer::{IngestItem, WriteError};
 
 /// Hook priority: above rmqtt's own handlers and any plugin.
@@ -54,16 +54,6 @@ pub struct BrokerConfig {
     /// Told of every device session that starts and ends (several instances: who holds
     /// which machine); None with one instance.
     pub sessions: Option<SessionObserver>,
-}
-
-/// A [`SessionEvents`] receiver, as [`BrokerConfig`] holds it.
-#[derive(Clone)]
-pub struct SessionObserver(pub Arc<dyn SessionEvents>);
-
-impl std::fmt::Debug for SessionObserver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SessionObserver")
-    }
 }
 
 /// Refusals counted by the broker, by reason.

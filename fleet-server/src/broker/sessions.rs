@@ -27,6 +27,16 @@ pub trait SessionEvents: Send + Sync {
     fn disconnected(&self, device: DeviceId, session: BrokerSession);
 }
 
+/// A [`SessionEvents`] receiver, as the broker's configuration holds it.
+#[derive(Clone)]
+pub struct SessionObserver(pub Arc<dyn SessionEvents>);
+
+impl std::fmt::Debug for SessionObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionObserver")
+    }
+}
+
 /// One session of the embedded broker: which one it is, and how to end it.
 #[derive(Clone)]
 pub struct BrokerSession {

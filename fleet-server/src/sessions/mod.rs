@@ -31,8 +31,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use self::owners::{Held, Holdings};
 use self::pg::Wake;
-use crate::broker::embedded::SessionObserver;
-use crate::broker::sessions::{BrokerSession, SessionEvents};
+use crate::broker::sessions::{BrokerSession, SessionEvents, SessionObserver};
 use crate::pg::store::PgStore;
 
 /// How often the rows of the held sessions are read again (a lost notification is noticed
