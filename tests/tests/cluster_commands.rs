@@ -4,14 +4,25 @@
 //!
 //! Real `fleet-server` processes A (`fleet-a`) and B (`fleet-b`) on a throwaway database of
 //! the test cluster, a real agent (in-process, its recovery executor records what runs, its
-//! executed-command store on disk like a machine's) connected to one broker at a time.
+//! executed-command store on disk like a machine's) connected to one broker at a time. Then
+//! the outbox claims and the guarded `commands` upsert on their own against the database.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::command::Action;
+use common::DeviceId;
+use common::command::{Action, SignedCommand};
 use common::pki::{self, CertDir};
+use fleet_server::commands::book::{CmdState, CommandRecord};
+use fleet_server::commands::outbox;
+use fleet_server::commands::pg::PgCommands;
+use fleet_server::commands::store::CommandStore;
+use fleet_server::pg::partitions::Retention;
+use fleet_server::pg::store::PgStore;
+use fleet_server::pg::{Backend, StorageBackend, StorageBackendFile};
+use fleet_server::sessions::pg as sessions_pg;
+use fleet_server::storage::health::StorageHealth;
 use rvm_agent::agent::Overrides;
 use rvm_agent::recovery::executor::RecordingExecutor;
 use rvm_fleet_tests::harness::ServerProc;
@@ -339,4 +350,161 @@ async fn cluster_the_same_machine_connecting_to_b_makes_a_end_its_stale_session(
     assert_eq!(sessions(&p.b).await["stale_dropped"], sb["stale_dropped"], "{sb}");
     assert_eq!(sessions(&p.a).await["held"], 1, "A holds the machine again");
     drop(agent);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The outbox and the guarded upsert on their own, against the real database.
+
+fn pg_store(pg: &PgDatabase) -> PgStore {
+    let file = StorageBackendFile {
+        backend: Backend::Postgres,
+        url: Some(pg.url()),
+        pool_size: Some(4),
+        ..Default::default()
+    };
+    let StorageBackend::Postgres(cfg) = file.validate_with("storage", &|_| None).unwrap() else {
+        unreachable!()
+    };
+    let health = Arc::new(StorageHealth::new("postgres"));
+    PgStore::open(&cfg, Retention::default(), health, common::time::now_ms())
+        .unwrap()
+        .0
+}
+
+fn build_command(id: &str, state: CmdState, now: i64) -> CommandRecord {
+    CommandRecord {
+        id: id.into(),
+        device: DeviceId::new("m1").unwrap(),
+        action: Action::DropCaches,
+        reason: "r".into(),
+        issued_by: "op".into(),
+        created_ms: now,
+        expires_ms: now + 600_000,
+        state,
+        updated_ms: now,
+        output: String::new(),
+        detail: None,
+        sends: 0,
+        last_sent_ms: None,
+        accepted_ms: None,
+        rollout: None,
+        signed: SignedCommand {
+            payload: vec![1],
+            signature: vec![2; 64],
+        },
+    }
+}
+
+/// Writes through the actor's store and waits for the writer (its drop drains it).
+fn write(store: &PgStore, f: impl FnOnce(&PgCommands)) {
+    let c = PgCommands::new(store.clone());
+    f(&c);
+}
+
+fn claim(store: &PgStore, me: &str) -> Vec<String> {
+    let (s, me) = (store.clone(), me.to_string());
+    store
+        .run(async move { outbox::claim(&s, &me, &[DeviceId::new("m1").unwrap()]).await })
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+}
+
+fn own(store: &PgStore, me: &str) -> i64 {
+    let (s, me) = (store.clone(), me.to_string());
+    store
+        .run(async move { sessions_pg::upsert_owner(&s, &DeviceId::new("m1").unwrap(), &me).await })
+        .unwrap()
+}
+
+#[test]
+fn postgres_only_the_session_holder_claims_once_per_lease_and_session_until_the_agent_answers() {
+    let pg = PgDatabase::shared().unwrap();
+    let store = pg_store(&pg);
+    let now = common::time::now_ms();
+    let c1 = build_command("c1", CmdState::Queued, now);
+    write(&store, |c| {
+        c.put(&c1);
+        c.enqueue(&c1);
+    });
+    let attempts = || {
+        pg.psql("SELECT attempts FROM command_outbox WHERE command_id = 'c1'")
+            .unwrap()
+    };
+    assert!(claim(&store, "a").is_empty(), "no instance holds the machine yet");
+    assert_eq!(own(&store, "a"), 1);
+    assert!(claim(&store, "b").is_empty(), "b does not hold the machine");
+    assert_eq!(claim(&store, "a"), ["c1"]);
+    assert!(
+        claim(&store, "a").is_empty(),
+        "claimed: not again within the lease"
+    );
+    // the machine reconnects to a: what went to the old session is sent again, once
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(own(&store, "a"), 2);
+    assert_eq!(claim(&store, "a"), ["c1"]);
+    assert!(claim(&store, "a").is_empty());
+    // the machine moves to b: a no longer claims, b does, once
+    assert_eq!(own(&store, "b"), 3);
+    assert!(claim(&store, "a").is_empty());
+    assert_eq!(claim(&store, "b"), ["c1"]);
+    assert!(claim(&store, "b").is_empty());
+    // the lease runs out (no answer): due again
+    pg.psql("UPDATE command_outbox SET claimed_until = now() - interval '1 second'")
+        .unwrap();
+    assert_eq!(claim(&store, "b"), ["c1"]);
+    assert_eq!(attempts().trim(), "4");
+    // the agent answered: never again
+    write(&store, |c| c.delivered("c1"));
+    pg.psql("UPDATE command_outbox SET claimed_until = now() - interval '1 second'")
+        .unwrap();
+    assert!(claim(&store, "b").is_empty());
+    assert_eq!(own(&store, "b"), 4);
+    assert!(
+        claim(&store, "b").is_empty(),
+        "delivered rows are not claimed on reconnect"
+    );
+    assert_eq!(attempts().trim(), "4");
+}
+
+#[test]
+fn postgres_a_lagging_write_never_moves_a_command_back() {
+    let pg = PgDatabase::shared().unwrap();
+    let store = pg_store(&pg);
+    let now = common::time::now_ms();
+    let state = |id: &str| {
+        pg.psql(&format!("SELECT state FROM commands WHERE id = '{id}'"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let steps: [(&str, &[CmdState], &str); 4] = [
+        ("c1", &[CmdState::Succeeded, CmdState::Sent], "succeeded"),
+        ("c2", &[CmdState::Accepted, CmdState::Expired], "accepted"),
+        ("c3", &[CmdState::Sent, CmdState::Expired], "expired"),
+        (
+            "c4",
+            &[
+                CmdState::Queued,
+                CmdState::Sent,
+                CmdState::Running,
+                CmdState::Accepted,
+            ],
+            "running",
+        ),
+    ];
+    for (id, states, want) in steps {
+        for (i, s) in states.iter().enumerate() {
+            let mut r = build_command(id, *s, now);
+            r.updated_ms = now + i as i64;
+            write(&store, |c| c.put(&r));
+        }
+        assert_eq!(state(id), want, "{id}: {states:?}");
+    }
+    // a final state is final, whatever comes later
+    let mut late = build_command("c1", CmdState::Failed, now);
+    late.updated_ms = now + 100;
+    write(&store, |c| c.put(&late));
+    assert_eq!(state("c1"), "succeeded");
 }

@@ -142,7 +142,13 @@ pub async fn write_record(tx: &tokio_postgres::Transaction<'_>, r: &CommandRecor
          ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at,
              output = EXCLUDED.output, detail = EXCLUDED.detail, sends = EXCLUDED.sends,
              last_sent_at = EXCLUDED.last_sent_at, accepted_at = EXCLUDED.accepted_at,
-             rollout = EXCLUDED.rollout, expires_at = EXCLUDED.expires_at",
+             rollout = EXCLUDED.rollout, expires_at = EXCLUDED.expires_at
+         WHERE commands.state NOT IN ('succeeded', 'failed', 'rejected', 'expired', 'timed_out')
+           AND (CASE EXCLUDED.state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1
+                    WHEN 'accepted' THEN 2 WHEN 'running' THEN 3 ELSE 4 END)
+               >= (CASE commands.state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1
+                    WHEN 'accepted' THEN 2 WHEN 'running' THEN 3 ELSE 4 END)
+           AND NOT (EXCLUDED.state = 'expired' AND commands.state NOT IN ('queued', 'sent'))",
         &[
             &r.id,
             &r.device.as_str(),
