@@ -196,6 +196,14 @@ async fn cluster_a_command_posted_on_b_reaches_the_machine_through_a_once() {
 
     let t0 = Instant::now();
     let id = post_command(&p.b, "clu1", "posted on B").await;
+    let ran = eventually(Duration::from_secs(10), || async {
+        (!rec.calls().is_empty()).then(|| t0.elapsed())
+    })
+    .await;
+    println!(
+        "posted on B, run by the machine on A: {:?}",
+        ran.map(|d| d.as_millis())
+    );
     let done = wait_state(&p.b, &id, "succeeded", Duration::from_secs(15)).await;
     let took = t0.elapsed();
     assert!(

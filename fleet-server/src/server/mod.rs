@@ -132,11 +132,13 @@ impl Server {
         // pending from an earlier process is due at once
         let notify = notify::build(alerting.notify.clone(), stores.outbox.clone());
         let republish = cfg.republish.then(|| queue::channel(queue::QUEUE));
-        // several instances on one PostgreSQL store: who holds each machine's session
-        let sessions = stores
-            .pg
-            .as_ref()
-            .map(|pg| Sessions::start(pg.clone(), &cfg.cluster.instance_id));
+        // several instances on one PostgreSQL store: who holds each machine's session (known
+        // only to the embedded broker's hook; with an external broker the commands book sends
+        // by itself, as with one instance)
+        let sessions = match (&stores.pg, cfg.embedded_broker) {
+            (Some(pg), Some(_)) => Some(Sessions::start(pg.clone(), &cfg.cluster.instance_id)),
+            _ => None,
+        };
 
         // 1. HTTP on the actix system's thread
         let state = AppState {
