@@ -11,7 +11,7 @@
 //! | `alerts-persist` | thread `alerts-persist` | an export lost in a crash is made again | the alerts actor (its queue) |
 //! | `alerts` | actor | engine and correlator imported from the store | the fleet (attached), routes (slot) |
 //! | `history` | actor | none (the dirty minutes are in the store) | nobody |
-//! | `commands` | actor | commands and rollouts from the store, presence from the fleet | the fleet (attached), routes (slot) |
+//! | `commands` | actor | commands and rollouts from the store, presence from the fleet; with PostgreSQL and the embedded broker, which sessions this instance holds from [`crate::sessions`] (its events subscribed anew) | the fleet (attached), routes (slot), cluster events |
 //! | `republish` | task | none | the writer, the alerts actor (its queue) |
 //! | `ingest` | task | the broker's persistent session | nobody |
 
