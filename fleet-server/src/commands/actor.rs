@@ -376,6 +376,14 @@ impl Actor for CommandsActor {
         self.connect(ctx);
         ctx.run_interval(COMMAND_TICK, |act, _| act.tick());
         if let Some(c) = &self.cluster {
+            // every pending command has its outbox row (one moved in by `fleetctl store
+            // migrate`, or written before the row was: the insert does nothing for the rest)
+            let now = common::time::now_ms();
+            for r in self.book.all() {
+                if r.state.is_pending() && r.expires_ms > now {
+                    self.store.enqueue(r);
+                }
+            }
             let mut events = c.cfg.link.subscribe();
             let me = ctx.address();
             actix::spawn(async move {
