@@ -144,6 +144,8 @@ impl<S> Holdings<S> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn d(s: &str) -> DeviceId {
@@ -230,5 +232,56 @@ mod tests {
         let stale: Vec<DeviceId> = h.take_stale_rows(&rows).into_iter().map(|(d, _)| d).collect();
         assert_eq!(stale, vec![d("m1")]);
         assert_eq!(h.devices().len(), 2);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Hold(u8, i64, u32),
+        Note(u8, u8, i64),
+        Release(u8, u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..3, 1i64..20, 0u32..5).prop_map(|(d, e, s)| Op::Hold(d, e, s)),
+            (0u8..3, 0u8..3, 1i64..20).prop_map(|(d, i, e)| Op::Note(d, i, e)),
+            (0u8..3, 0u32..5).prop_map(|(d, s)| Op::Release(d, s)),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the order of upserts, notifications and session ends: a session is ended
+        /// only for another instance at a higher epoch, once, and the epoch held for a machine
+        /// never goes down while it is held.
+        #[test]
+        fn a_session_is_ended_only_for_a_newer_owner_elsewhere_and_only_once(ops in proptest::collection::vec(op(), 1..60)) {
+            let names = ["a", "b", "c"];
+            let mut h: Holdings<u32> = Holdings::new("a");
+            for o in ops {
+                match o {
+                    Op::Hold(d, e, s) => {
+                        let dev = DeviceId::new(format!("m{d}")).unwrap();
+                        let before = h.held.get(&dev).map(|x| x.epoch);
+                        h.hold(dev.clone(), e, s);
+                        let after = h.held.get(&dev).map(|x| x.epoch).unwrap();
+                        prop_assert!(after >= before.unwrap_or(i64::MIN));
+                    }
+                    Op::Note(d, i, e) => {
+                        let note = Owner { device: DeviceId::new(format!("m{d}")).unwrap(), instance: names[i as usize].into(), epoch: e };
+                        let held = h.held.get(&note.device).map(|x| x.epoch);
+                        match h.take_stale(&note) {
+                            Some(taken) => {
+                                prop_assert_ne!(note.instance.as_str(), "a");
+                                prop_assert!(note.epoch > taken.epoch);
+                                prop_assert_eq!(Some(taken.epoch), held);
+                                prop_assert!(h.take_stale(&note).is_none());
+                            }
+                            None => prop_assert!(note.instance == "a" || held.is_none_or(|he| he >= note.epoch)),
+                        }
+                    }
+                    Op::Release(d, s) => h.release(&DeviceId::new(format!("m{d}")).unwrap(), |x| *x == s),
+                }
+            }
+        }
     }
 }
