@@ -312,10 +312,19 @@ async fn cluster_the_same_machine_connecting_to_b_makes_a_end_its_stale_session(
 
     // a second session of the same machine (its certificate) on B, while A's is alive
     let id = p.certs.device_identity(&common::DeviceId::new("clu3").unwrap());
-    let mut probe = Probe::new("clu3", tls_for(&id));
-    probe.username = Some("clu3".into());
-    let ConnectOutcome::Accepted(_client, mut el) = probe.connect(p.b.mqtt).await else {
-        panic!("the machine's certificate connects to B")
+    // (B's API answers before its broker takes devices: it refuses them until its own session
+    // is subscribed, so try again as an agent would)
+    let accepted = eventually(Duration::from_secs(20), || async {
+        let mut probe = Probe::new("clu3", tls_for(&id));
+        probe.username = Some("clu3".into());
+        match probe.connect(p.b.mqtt).await {
+            ConnectOutcome::Accepted(client, el) => Some((client, el)),
+            _ => None,
+        }
+    })
+    .await;
+    let Some((_client, mut el)) = accepted else {
+        panic!("the machine's certificate connects to B: {}", tail(&p.b.log))
     };
     let t0 = Instant::now();
     tokio::spawn(async move { while el.poll().await.is_ok() {} });
