@@ -129,11 +129,13 @@ async fn machine_moves(kill_a: bool) {
             url = hook.url
         )
     };
-    let mut servers = Vec::new();
+    let mut servers: Vec<ServerProc> = Vec::new();
     for name in ["a", "b"] {
         let d = dir.path().join(name);
         std::fs::create_dir_all(&d).unwrap();
-        let mut s = ServerProc::with_storage(&d, &certs, &storage, &extra(name)).unwrap();
+        // one database: B uses the admin token made for A
+        let token = servers.first().map(|a| a.token.clone());
+        let mut s = ServerProc::on_store(&d, &certs, &storage, &extra(name), token.as_deref()).unwrap();
         s.start().unwrap();
         servers.push(s);
     }
