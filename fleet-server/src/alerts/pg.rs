@@ -437,7 +437,8 @@ async fn insert_alert(
                 &a.ack.as_ref().map(|k| k.comment.clone()),
                 &a.silenced_by,
                 &a.muted_by,
-                &opened_by,
+                // NULL from a store that is not an instance's (`fleetctl store migrate`)
+                &(!opened_by.is_empty()).then_some(opened_by),
             ],
         )
         .await
