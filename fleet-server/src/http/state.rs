@@ -7,6 +7,7 @@ use crate::alerts::actor::AlertsActor;
 use crate::audit::AuditLog;
 use crate::auth::TokenStore;
 use crate::broker::embedded::BrokerStats;
+use crate::cluster::Cluster;
 use crate::commands::actor::CommandsActor;
 use crate::fleet::actor::FleetActor;
 use crate::history::job::HistoryStats;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub storage: Arc<StorageHealth>,
     /// The server's children: restarts and last exit reasons.
     pub supervisor: SupervisorView,
+    /// This instance among several: `GET /api/v1/cluster`, health, `/metrics`.
+    pub cluster: Cluster,
 }
 
 /// What the alerting and history routes need (part of [`AppState`]).
