@@ -23,7 +23,8 @@
 //! - [`notify`]: notifications: config, routing and rate limits, channels (webhook formats,
 //!   SMS, email, log), the dispatcher and the durable outbox with its worker, maintenance
 //!   windows (pure), the test message, its routes
-//! - [`cluster`]: this instance among several on one PostgreSQL store: its id, `[cluster]`
+//! - [`cluster`]: this instance among several on one PostgreSQL store: its id, `[cluster]`,
+//!   the registry and heartbeat, the leader leases of the fleet-wide jobs and their fence
 //! - [`republish`]: records, alerts and incidents as JSON on `fleet/v1/...`
 //! - [`http`]: app state, authorization, the error mapping, the route table, the web view,
 //!   the live stream, `/metrics`, tokens and the audit log

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::config::ClusterConfig;
 use super::heartbeat::Heartbeat;
-use super::leader::{Leadership, LeadershipSnapshot};
+use super::leader::{JOBS, Leadership, LeadershipSnapshot};
 use super::lease::LeaseTiming;
 use super::pg::{self, Me, Registered};
 use super::registry::{self, ClusterView, InstanceRow, LeaseRow};
@@ -119,7 +119,42 @@ impl Cluster {
             "instance registered"
         );
         let _ = self.me.set(me);
+        self.first_attempt(store);
         Ok(())
+    }
+
+    /// One attempt on every lease before the jobs start, so that the first instance of a
+    /// cluster leads from its first run rather than a heartbeat later. Failures are left to
+    /// the heartbeat loop (logged).
+    fn first_attempt(&self, store: &PgStore) {
+        let (s, id) = (store.clone(), self.config.instance_id.clone());
+        let (lease_ms, wait_ms) = (self.config.lease_ms as i64, self.config.heartbeat_ms);
+        let answers = store.run(async move {
+            let mut client = s.client().await?;
+            let mut answers = Vec::new();
+            for job in JOBS {
+                let tx = client
+                    .transaction()
+                    .await
+                    .map_err(PgError::db("lease transaction"))?;
+                // a lease row held by a frozen leader's transaction: do not wait for it here
+                tx.batch_execute(&format!("SET LOCAL lock_timeout = {wait_ms}"))
+                    .await
+                    .map_err(PgError::db("bounding the lease attempt"))?;
+                let answer = pg::attempt(&*tx, job, &id, lease_ms, false).await?;
+                tx.commit().await.map_err(PgError::db("lease commit"))?;
+                answers.push((*job, answer));
+            }
+            Ok(answers)
+        });
+        match answers {
+            Ok(answers) => {
+                for (job, (sent, answer)) in answers {
+                    self.leadership.answered(job, sent, answer);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "first lease attempt failed; the heartbeat tries again"),
+        }
     }
 
     /// The heartbeat loop for the supervisor; None with sled, or before [`Cluster::register`].
@@ -168,7 +203,7 @@ impl Cluster {
         let Some(store) = &self.store else {
             let now = common::time::now_ms();
             // the only instance, and the leader of every job for as long as it runs
-            let leases = super::leader::JOBS
+            let leases = JOBS
                 .iter()
                 .map(|j| LeaseRow {
                     name: j.to_string(),
