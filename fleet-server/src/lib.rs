@@ -25,6 +25,8 @@
 //!   windows (pure), the test message, its routes
 //! - [`cluster`]: this instance among several on one PostgreSQL store: its id, `[cluster]`,
 //!   the registry and heartbeat, the leader leases of the fleet-wide jobs and their fence
+//! - [`sessions`]: which instance holds each machine's session (`session_owners`), ending a
+//!   stale one, the LISTEN connection that wakes the commands actor
 //! - [`republish`]: records, alerts and incidents as JSON on `fleet/v1/...`
 //! - [`http`]: app state, authorization, the error mapping, the route table, the web view,
 //!   the live stream, `/metrics`, tokens and the audit log
@@ -58,6 +60,7 @@ pub mod pg;
 pub mod provision;
 pub mod republish;
 pub mod server;
+pub mod sessions;
 pub mod storage;
 pub mod store;
 pub mod sub;

@@ -16,6 +16,8 @@ use crate::history::store::HistoryStore;
 use crate::ingest::stats::IngestStats;
 use crate::live::LiveHub;
 use crate::notify::Notifier;
+use crate::pg::store::PgStore;
+use crate::sessions::SessionsView;
 use crate::storage::health::StorageHealth;
 use crate::supervise::slot::Slot;
 use crate::supervise::supervisor::SupervisorView;
@@ -40,6 +42,10 @@ pub struct AppState {
     pub supervisor: SupervisorView,
     /// This instance among several: `GET /api/v1/cluster`, health, `/metrics`.
     pub cluster: Cluster,
+    /// With PostgreSQL: the sessions this instance holds and the stale ones it ended.
+    pub sessions: Option<SessionsView>,
+    /// With PostgreSQL: the shared store, for what another instance may have written.
+    pub pg: Option<PgStore>,
 }
 
 /// What the alerting and history routes need (part of [`AppState`]).

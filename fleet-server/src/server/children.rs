@@ -12,7 +12,7 @@
 //! | `alerts-persist` | thread `alerts-persist` | an export lost in a crash is made again | the alerts actor (its queue) |
 //! | `alerts` | actor | engine and correlator imported from the store | the fleet (attached), routes (slot) |
 //! | `history` | actor | none (the dirty minutes are in the store); runs while this instance leads `history` | nobody |
-//! | `commands` | actor | commands and rollouts from the store, presence from the fleet | the fleet (attached), routes (slot) |
+//! | `commands` | actor | commands and rollouts from the store, presence from the fleet; with PostgreSQL and the embedded broker, which sessions this instance holds from [`crate::sessions`] (its events subscribed anew) | the fleet (attached), routes (slot), cluster events |
 //! | `republish` | task | none | the writer, the alerts actor (its queue) |
 //! | `ingest` | task | the broker's persistent session | nobody |
 
@@ -26,7 +26,7 @@ use crate::alerts::persist::{self, PersistHandle, PersistInbox, PersistSetup};
 use crate::alerts::rules::RuleSet;
 use crate::alerts::stats::AlertsStats;
 use crate::cluster::{Cluster, Leadership};
-use crate::commands::actor::{CommandsActor, CommandsSetup};
+use crate::commands::actor::{CommandCluster, CommandsActor, CommandsSetup};
 use crate::fleet::actor::{
     AttachAlerts, AttachCommands, AttachPresence, FleetActor, FleetCheckpoint, Restore,
 };
@@ -42,6 +42,7 @@ use crate::notify::NotifyService;
 use crate::notify::maintenance::Windows;
 use crate::republish::client::{self as republisher, RepublishConfig, RepublishInbox};
 use crate::republish::queue::{RepublishHandle, RepublishStats};
+use crate::sessions::ClusterLink;
 use crate::storage::Stores;
 use crate::supervise::child::{ChildSpec, spawn_actor, spawn_task, spawn_thread};
 use crate::supervise::slot::Slot;
@@ -55,6 +56,8 @@ pub(super) struct Wiring {
     pub fleet: Slot<FleetActor>,
     pub alerts: Slot<AlertsActor>,
     pub commands: Slot<CommandsActor>,
+    /// Several instances on PostgreSQL: this instance's id and cluster events.
+    pub cluster: Option<ClusterLink>,
     pub presence: PresencePolicy,
     pub writer: WriterSetup,
     pub writer_inbox: WriterInbox,
@@ -76,8 +79,9 @@ pub(super) struct Wiring {
         tokio::sync::mpsc::Sender<IngestItem>,
         Arc<IngestStats>,
     ),
-    /// This instance among several (registered before the children start).
-    pub cluster: Cluster,
+    /// This instance among several: its registration, heartbeat and leaderships (registered
+    /// before the children start).
+    pub instance: Cluster,
     /// Faults armed for the children's own fault points (test builds).
     #[cfg(any(test, feature = "faults"))]
     pub faults: crate::supervise::faults::Faults,
@@ -104,7 +108,7 @@ pub(super) fn specs(w: Wiring) -> Vec<ChildSpec> {
 
 /// The heartbeat and the leases (PostgreSQL only: with sled the instance leads alone).
 fn cluster(w: &Wiring) -> Option<ChildSpec> {
-    let cluster = w.cluster.clone();
+    let cluster = w.instance.clone();
     cluster.heartbeat()?;
     Some(ChildSpec::new("cluster", move |live| {
         let heartbeat = cluster
@@ -230,7 +234,7 @@ fn alerts(w: &Wiring) -> ChildSpec {
 
 fn history(w: &Wiring) -> ChildSpec {
     let (store, (policy, stats)) = (w.stores.history.clone(), w.history.clone());
-    let leadership: Leadership = w.cluster.leadership().clone();
+    let leadership: Leadership = w.instance.leadership().clone();
     #[cfg(any(test, feature = "faults"))]
     let faults = w.faults.clone();
     ChildSpec::new("history", move |live| {
@@ -251,6 +255,13 @@ fn commands(w: &Wiring) -> ChildSpec {
     );
     let (host, port, identity) = w.mqtt.clone();
     let (slot, fleet, live_hub) = (w.commands.clone(), w.fleet.clone(), w.live.clone());
+    let cluster = match (&w.stores.pg, &w.cluster) {
+        (Some(store), Some(link)) => Some(CommandCluster {
+            store: store.clone(),
+            link: link.clone(),
+        }),
+        _ => None,
+    };
     ChildSpec::new("commands", move |live| {
         // read here, on the supervisor's thread, not on the actor's
         let setup = CommandsSetup {
@@ -262,6 +273,7 @@ fn commands(w: &Wiring) -> ChildSpec {
             host: host.clone(),
             port,
             identity: identity.clone(),
+            cluster: cluster.clone(),
         };
         let (addr, run) = spawn_actor(&live, move |_| CommandsActor::new(setup));
         addr.do_send(AttachLive(live_hub.clone()));
