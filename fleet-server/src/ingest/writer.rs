@@ -361,6 +361,7 @@ impl Writer {
             }
             self.journal_dirty = true;
         }
+        self.reload_sessions(&items);
         let mut batch = WriteBatch::default();
         let mut forward = Vec::new();
         let mut dirty = BTreeSet::new();
@@ -493,6 +494,41 @@ impl Writer {
 }
 
 impl Writer {
+    /// Joins the stored delivery state of the devices whose sessions start in `items` (a
+    /// state record: the birth every session begins with) into this writer's view, before
+    /// their records are judged. With one store shared by several instances (PostgreSQL) the
+    /// device may have been served elsewhere since this instance last saw it: its stale view
+    /// would take the resent tail of that session for new records. A store that cannot answer
+    /// is logged and skipped: the batch's own write joins the stored state anyway
+    /// ([`super::store::Applied::delivery`]), and the rows are written `ON CONFLICT DO NOTHING`.
+    fn reload_sessions(&mut self, items: &[IngestItem]) {
+        let mut devices: Vec<DeviceId> = items
+            .iter()
+            .filter(|i| i.kind == Kind::State)
+            .map(|i| i.device.clone())
+            .collect();
+        if devices.is_empty() {
+            return;
+        }
+        devices.sort();
+        devices.dedup();
+        match self.store.reload_delivery(&devices) {
+            Ok(stored) => {
+                if stored.is_empty() {
+                    return;
+                }
+                self.stats
+                    .delivery_reloads
+                    .fetch_add(stored.len() as u64, Ordering::Relaxed);
+                let mut map = self.delivery.write().unwrap_or_else(|p| p.into_inner());
+                for (d, st) in stored {
+                    map.entry(d).or_default().merge(&st);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, devices = devices.len(), "delivery state not reloaded"),
+        }
+    }
+
     /// Applies `batch`; if the store refuses it, puts the delivery state of its devices back
     /// as it was (`before`), so the records are taken as new when their machines send them
     /// again.
@@ -507,6 +543,14 @@ impl Writer {
         }
         match self.store.apply(batch, now_ms) {
             Ok(applied) => {
+                if !applied.delivery.is_empty() {
+                    // what the store holds now: this batch joined with what other instances
+                    // stored for these devices
+                    let mut map = self.delivery.write().unwrap_or_else(|p| p.into_inner());
+                    for (d, st) in applied.delivery {
+                        map.insert(d, st);
+                    }
+                }
                 if applied.rows_past_retention > 0 {
                     self.stats
                         .rows_past_retention
