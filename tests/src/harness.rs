@@ -57,7 +57,11 @@ impl ServerProc {
             cache_bytes: c.store_cache_bytes,
             history: c.history,
         })?;
-        let token = tokens.create("harness-admin", fleet_server::auth::Role::Admin)?;
+        let token = match tokens.create("harness-admin", fleet_server::auth::Role::Admin) {
+            Ok(t) => t,
+            // several instances on one database: the first made it, this one gets its own
+            Err(_) => tokens.create(&format!("harness-admin-{http}"), fleet_server::auth::Role::Admin)?,
+        };
         Ok(ServerProc {
             http,
             mqtt,
