@@ -248,10 +248,18 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
             }
         });
     }
+    // A source that opens later replaces a worse one (jtop's JetPack 7 case: NVML first, the
+    // devfreq node later). A machine where nothing opened at start is not a Jetson (tegrastats
+    // is on every JetPack) and is not probed again: that would cost a thread for no GPU.
     if gpu_kind != common::GpuBackendKind::None {
+        let gpu: Box<dyn gpu::GpuBackend> = Box::new(gpu::reprobe::Reprobing::new(
+            gpu_backend,
+            file.collector.gpu_backend,
+            gpu_paths(file),
+        ));
         cp.gpu = Some(Arc::new(crate::collect::worker::Worker::spawn(
             "collector-gpu",
-            gpu_backend,
+            gpu,
         )?));
     }
     #[cfg(any(test, feature = "faults"))]

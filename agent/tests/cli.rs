@@ -67,3 +67,39 @@ fn collect_once_prints_gpu_figures_from_a_fake_orin_nano_tree() {
     );
     assert!(v["telemetry"]["memory"]["total_bytes"].as_u64().unwrap() > 0);
 }
+
+/// A saved capture checked without the board (issue 24): `cat` prints the lines and exits
+/// before the snapshot is taken; the last line is still reported, as a live tegrastats' would be.
+#[test]
+fn collect_once_reads_a_tegrastats_capture_printed_by_a_command_that_already_exited() {
+    let capture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/tegrastats/orin-nano-jp6.txt"
+    );
+    let out = agent()
+        .args([
+            "--config",
+            "/nonexistent/agent.toml",
+            "collect",
+            "--once",
+            "--gpu-backend",
+            "tegrastats",
+            "--tegrastats-command",
+            &format!("cat '{capture}'"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["gpu_backend"], "gpu:tegrastats");
+    let g = &v["telemetry"]["gpu"];
+    assert!(!g.is_null(), "the capture's figures are reported: {v}");
+    // the capture's last line: VDD_IN 6626mW/6625mW
+    let vdd_in = g["rails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "VDD_IN")
+        .unwrap_or_else(|| panic!("no VDD_IN rail in {g}"));
+    assert_eq!(vdd_in["power_mw"], 6626.0, "{g}");
+}

@@ -173,10 +173,10 @@ fn drain_figure(name: &str, d: &Drained, reference: &(f64, String)) -> Figure {
         ))
 }
 
-/// A sled buffer as the agent opens it: without sled's own flush thread (the buffer actor
-/// flushes).
+/// A sled buffer as the agent opens it: sled's own flush thread runs beside the buffer
+/// actor's flushes, at the period the agent gives it ([`rvm_agent::runtime::sled_thread_ms`]).
 fn open_buffer(path: &Path, policy: FlushPolicy) -> anyhow::Result<Buffer<Box<dyn Store>>> {
-    let store = SledStore::open(path, None)?;
+    let store = SledStore::open(path, Some(rvm_agent::runtime::sled_thread_ms(policy)))?;
     Ok(Buffer::open(
         DeviceId::new(DRAIN_DEVICE)?,
         Box::new(store) as Box<dyn Store>,

@@ -347,6 +347,10 @@ pub enum EventKind {
     ClockJump { delta_ms: i64 },
     /// Anything else worth a line in the event log.
     Note,
+    /// The GPU figures come from another source now (a better one appeared after the agent
+    /// started); `from` and `to` are capabilities such as `gpu:nvml`, `gpu:jetson_sysfs`.
+    /// Last among the variants: encodings number them.
+    GpuSourceChanged { from: String, to: String },
 }
 
 /// Presence, on the retained `state` topic: a birth on connect, the last will on loss.

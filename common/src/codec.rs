@@ -276,6 +276,10 @@ mod tests {
             },
             EventKind::ClockJump { delta_ms: -5000 },
             EventKind::Note,
+            EventKind::GpuSourceChanged {
+                from: "gpu:nvml".into(),
+                to: "gpu:jetson_sysfs".into(),
+            },
         ];
         for kind in kinds {
             round_trip(Event {

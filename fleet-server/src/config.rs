@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::alerts::rules::{RuleSet, parse_rules};
+use crate::cluster::{ClusterConfig, ClusterSection};
 use crate::history::minute::{DAY_MS, HOUR_MS};
 use crate::history::rollup::HistoryPolicy;
 use crate::notify::config::{NotifyConfig, NotifySection};
@@ -43,6 +44,9 @@ pub struct ServerFile {
     /// Restart intensity of the server's own actors and threads ([`crate::supervise`]).
     #[serde(default)]
     pub supervisor: RestartPolicy,
+    /// This instance among several on one PostgreSQL store ([`crate::cluster`]).
+    #[serde(default)]
+    pub cluster: ClusterSection,
 }
 
 /// `[republish]`: decoded JSON of every record, alert transition and incident change on
@@ -337,6 +341,8 @@ pub struct ServerConfig {
     pub republish: bool,
     /// `[supervisor]`: restart intensity, backoff, heartbeat of the server's children.
     pub supervisor: RestartPolicy,
+    /// `[cluster]`: this instance's id, heartbeat and lease.
+    pub cluster: ClusterConfig,
 }
 
 impl ServerFile {
@@ -457,8 +463,11 @@ impl ServerFile {
             ));
         }
         p.extend(self.supervisor.validate("supervisor"));
-        match (http, listen, connect, notify, storage) {
-            (Ok(http), Ok(listen), Ok((host, port)), Ok(notify), Ok(storage)) if p.is_empty() => {
+        let cluster = self.cluster.validate("cluster").map_err(|e| p.extend(e));
+        match (http, listen, connect, notify, storage, cluster) {
+            (Ok(http), Ok(listen), Ok((host, port)), Ok(notify), Ok(storage), Ok(cluster))
+                if p.is_empty() =>
+            {
                 Ok(ServerConfig {
                     http,
                     embedded_broker: self.mqtt.embedded.then_some(listen),
@@ -487,6 +496,7 @@ impl ServerFile {
                     http_tls,
                     republish: self.republish.enabled,
                     supervisor: self.supervisor,
+                    cluster,
                 })
             }
             _ => Err(p),
@@ -511,6 +521,12 @@ mod tests {
             c.supervisor,
             RestartPolicy::default(),
             "the example lists the defaults"
+        );
+        let d = crate::cluster::ClusterSection::default();
+        assert_eq!(
+            (c.cluster.heartbeat_ms, c.cluster.lease_ms),
+            (d.heartbeat_ms, d.lease_ms),
+            "the example lists the [cluster] defaults"
         );
         // the example names the shipped rules file, which the server also builds in
         let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules.toml");

@@ -23,6 +23,7 @@
 //! - [`notify`]: notifications: config, routing and rate limits, channels (webhook formats,
 //!   SMS, email, log), the dispatcher and the durable outbox with its worker, maintenance
 //!   windows (pure), the test message, its routes
+//! - [`cluster`]: this instance among several on one PostgreSQL store: its id, `[cluster]`
 //! - [`republish`]: records, alerts and incidents as JSON on `fleet/v1/...`
 //! - [`http`]: app state, authorization, the error mapping, the route table, the web view,
 //!   the live stream, `/metrics`, tokens and the audit log
@@ -41,6 +42,7 @@ pub mod alloc;
 pub mod audit;
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod fleet;

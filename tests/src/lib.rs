@@ -183,6 +183,7 @@ impl TestFleet {
             http_tls: None,
             republish: true,
             supervisor: opts.supervisor.unwrap_or_default(),
+            cluster: fleet_server::cluster::ClusterConfig::generated(),
         };
         let server = Server::start(cfg.clone())?;
         let admin = server.tokens.create("test-admin", Role::Admin)?;

@@ -255,6 +255,7 @@ pub fn start_fleet(opts: FleetOptions, readers: &[&str]) -> anyhow::Result<(Test
         http_tls: None,
         republish: true,
         supervisor: opts.supervisor.unwrap_or_default(),
+        cluster: fleet_server::cluster::ClusterConfig::generated(),
     };
     let server = Server::start(cfg.clone())?;
     anyhow::ensure!(

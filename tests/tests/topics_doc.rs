@@ -295,6 +295,10 @@ fn every_event_kind() -> Vec<EventKind> {
         },
         EventKind::ClockJump { delta_ms: -5000 },
         EventKind::Note,
+        EventKind::GpuSourceChanged {
+            from: "gpu:nvml".into(),
+            to: "gpu:jetson_sysfs".into(),
+        },
     ];
     for k in &all {
         match k {
@@ -304,7 +308,8 @@ fn every_event_kind() -> Vec<EventKind> {
             | EventKind::RecordsDropped { .. }
             | EventKind::StoreReset { .. }
             | EventKind::ClockJump { .. }
-            | EventKind::Note => {}
+            | EventKind::Note
+            | EventKind::GpuSourceChanged { .. } => {}
         }
     }
     all

@@ -16,7 +16,8 @@ use common::{Reading, Telemetry};
 
 use crate::buffer::{Body, BufferHandle};
 use crate::collect::MetricSource;
-use crate::collect::gpu::GpuBackend;
+use crate::collect::gpu::reprobe::SourceChange;
+use crate::collect::gpu::{GpuBackend, capability};
 use crate::collect::worker::{Sampled, Worker};
 use crate::messages::StopNow;
 use crate::supervise::liveness::{Liveness, guarded, panic_message};
@@ -188,7 +189,8 @@ impl CollectorActor {
                     w.run(GPU_TIMEOUT, move |g| {
                         #[cfg(any(test, feature = "faults"))]
                         gfaults.strike_gpu();
-                        g.sample()
+                        let sample = g.sample();
+                        (sample, g.take_change())
                     })
                     .await,
                 ),
@@ -224,7 +226,12 @@ impl CollectorActor {
                 }
             };
             match g {
-                Some(Sampled::Value(gpu)) => telemetry.gpu = gpu,
+                Some(Sampled::Value((gpu, change))) => {
+                    telemetry.gpu = gpu;
+                    if let Some(change) = change {
+                        act.report_gpu_change(now, change);
+                    }
+                }
                 Some(Sampled::TimedOut) => {
                     act.p.stats.gpu_timed_out.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
@@ -237,6 +244,24 @@ impl CollectorActor {
             }
             act.store(now, telemetry);
         }));
+    }
+
+    /// The event saying the GPU figures come from another source from now on.
+    fn report_gpu_change(&self, now: i64, change: SourceChange) {
+        let event = common::Event {
+            severity: common::Severity::Info,
+            message: change.message(),
+            kind: common::EventKind::GpuSourceChanged {
+                from: capability(change.from).to_string(),
+                to: capability(change.to).to_string(),
+            },
+        };
+        let buffer = self.p.buffer.clone();
+        actix::spawn(async move {
+            if let Err(e) = buffer.append(now, Body::Event(event)).await {
+                tracing::warn!(error = %e, "gpu source change event not stored");
+            }
+        });
     }
 
     /// Hands the record to the buffer actor (which flushes it and wakes the link); the

@@ -414,6 +414,83 @@ fn missing(
 }
 
 /// Since when `cond` holds, kept in `since`.
+/// How a figure judged against its own learned baseline (fps, confidence) learns and is
+/// worded, for one camera at one instant.
+struct Learning<'a> {
+    camera: &'a str,
+    /// Frames arrive: without them nothing is judged.
+    fresh: bool,
+    /// The picture is fresh, moving and lit: only then is a figure worth learning.
+    healthy_picture: bool,
+    dt_s: f64,
+    tau_s: f64,
+    warmup_s: f64,
+    /// `warmup_s` as configured, for messages.
+    warmup_cfg_s: u64,
+    /// A figure off its baseline this long is the machine's new normal: learn it afresh.
+    relearn_after_ms: i64,
+    now_ms: i64,
+}
+
+impl Learning<'_> {
+    /// Judges `value` against `base`: how long it has been off (`off` says what off is, given
+    /// the baseline; never before the warm-up), relearning a baseline that has been off for
+    /// `relearn_after_ms`, and learning from `value` while the picture is healthy and it is
+    /// not off. Returns the baseline `value` was judged against and how long it has been off.
+    fn judge(
+        &self,
+        base: &mut Baseline,
+        off_since: &mut Option<i64>,
+        value: f64,
+        off: impl Fn(&Baseline) -> bool,
+    ) -> (Baseline, Option<i64>) {
+        let is_off = base.ready(self.warmup_s) && off(base);
+        let mut off_for = holding(off_since, is_off, self.now_ms);
+        if off_for.is_some_and(|d| d >= self.relearn_after_ms) {
+            *base = Baseline::default();
+            *off_since = None;
+            off_for = None;
+        }
+        let judged = *base;
+        if self.healthy_picture && off_for.is_none() {
+            base.learn(value, self.dt_s, self.tau_s);
+        }
+        (judged, off_for)
+    }
+
+    /// The status and message of a figure judged against its baseline: not judged without
+    /// fresh frames, Ok while learning, Warn once it has been off long enough (`off_for`),
+    /// else Ok.
+    fn verdict(
+        &self,
+        base: &Baseline,
+        figure: &str,
+        off_for: Option<i64>,
+        warn: impl FnOnce(&Baseline, i64) -> String,
+        ok: impl FnOnce(&Baseline) -> String,
+    ) -> (HealthStatus, String) {
+        let camera = self.camera;
+        if !self.fresh {
+            (
+                HealthStatus::Ok,
+                format!("camera {camera}: not judged, no fresh frames"),
+            )
+        } else if !base.ready(self.warmup_s) {
+            (
+                HealthStatus::Ok,
+                format!(
+                    "camera {camera}: {figure}; learning its baseline ({:.0} of {} s)",
+                    base.learned_s, self.warmup_cfg_s
+                ),
+            )
+        } else if let Some(d) = off_for {
+            (HealthStatus::Warn, format!("camera {camera}: {}", warn(base, d)))
+        } else {
+            (HealthStatus::Ok, format!("camera {camera}: {}", ok(base)))
+        }
+    }
+}
+
 fn holding(since: &mut Option<i64>, cond: bool, now_ms: i64) -> Option<i64> {
     if cond {
         Some(now_ms.saturating_sub(*since.get_or_insert(now_ms)).max(0))
@@ -541,102 +618,62 @@ fn judge(
     let tau_s = cfg.baseline_tau_s as f64;
     let warmup_s = cfg.warmup_s as f64;
 
+    let learning = Learning {
+        camera,
+        fresh,
+        healthy_picture,
+        dt_s,
+        tau_s,
+        warmup_s,
+        warmup_cfg_s: cfg.warmup_s,
+        relearn_after_ms: ms(cfg.relearn_after_s),
+        now_ms,
+    };
+
     if let Some(fps) = s.fps {
-        let base = st.base.fps;
-        let low = base.ready(warmup_s) && fps < cfg.fps_min_ratio * base.mean;
-        let mut low_for = holding(&mut st.fps_low_since_ms, low, now_ms);
-        if low_for.is_some_and(|d| d >= ms(cfg.relearn_after_s)) {
-            st.base.fps = Baseline::default();
-            st.fps_low_since_ms = None;
-            low_for = None;
-        }
-        let base = st.base.fps;
-        let low = low && low_for.is_some();
-        if healthy_picture && !low {
-            st.base.fps.learn(fps, dt_s, tau_s);
-        }
-        let (status, message) = if !fresh {
-            (
-                HealthStatus::Ok,
-                format!("camera {camera}: not judged, no fresh frames"),
-            )
-        } else if !base.ready(warmup_s) {
-            (
-                HealthStatus::Ok,
+        let floor = cfg.fps_min_ratio;
+        let (base, low_for) = learning.judge(&mut st.base.fps, &mut st.fps_low_since_ms, fps, |b| {
+            fps < floor * b.mean
+        });
+        let (status, message) = learning.verdict(
+            &base,
+            &format!("inference {fps:.1} fps"),
+            low_for.filter(|d| *d >= ms(cfg.fps_low_after_s)),
+            |b, d| {
                 format!(
-                    "camera {camera}: inference {fps:.1} fps; learning its baseline ({:.0} of {} s)",
-                    base.learned_s, cfg.warmup_s
-                ),
-            )
-        } else if let Some(d) = low_for.filter(|d| *d >= ms(cfg.fps_low_after_s)) {
-            (
-                HealthStatus::Warn,
-                format!(
-                    "camera {camera}: inference {fps:.1} fps, below {:.0} % of its baseline {:.1} fps for {:.0} s",
-                    cfg.fps_min_ratio * 100.0,
-                    base.mean,
+                    "inference {fps:.1} fps, below {:.0} % of its baseline {:.1} fps for {:.0} s",
+                    floor * 100.0,
+                    b.mean,
                     secs(d)
-                ),
-            )
-        } else {
-            (
-                HealthStatus::Ok,
-                format!(
-                    "camera {camera}: inference {fps:.1} fps (baseline {:.1})",
-                    base.mean
-                ),
-            )
-        };
+                )
+            },
+            |b| format!("inference {fps:.1} fps (baseline {:.1})", b.mean),
+        );
         push(Aspect::Fps, status, message);
     }
 
     if let Some(conf) = s.confidence {
-        let base = st.base.confidence;
-        let off = base.ready(warmup_s) && (conf - base.mean).abs() > cfg.confidence_max_drift;
-        let mut off_for = holding(&mut st.confidence_off_since_ms, off, now_ms);
-        if off_for.is_some_and(|d| d >= ms(cfg.relearn_after_s)) {
-            st.base.confidence = Baseline::default();
-            st.confidence_off_since_ms = None;
-            off_for = None;
-        }
-        let base = st.base.confidence;
-        let off = off && off_for.is_some();
-        if healthy_picture && !off {
-            st.base.confidence.learn(conf, dt_s, tau_s);
-        }
-        let (status, message) = if !fresh {
-            (
-                HealthStatus::Ok,
-                format!("camera {camera}: not judged, no fresh frames"),
-            )
-        } else if !base.ready(warmup_s) {
-            (
-                HealthStatus::Ok,
+        let max_drift = cfg.confidence_max_drift;
+        let (base, off_for) = learning.judge(
+            &mut st.base.confidence,
+            &mut st.confidence_off_since_ms,
+            conf,
+            |b| (conf - b.mean).abs() > max_drift,
+        );
+        let (status, message) = learning.verdict(
+            &base,
+            &format!("detection confidence {conf:.2}"),
+            off_for.filter(|d| *d >= ms(cfg.confidence_after_s)),
+            |b, d| {
                 format!(
-                    "camera {camera}: detection confidence {conf:.2}; learning its baseline ({:.0} of {} s)",
-                    base.learned_s, cfg.warmup_s
-                ),
-            )
-        } else if let Some(d) = off_for.filter(|d| *d >= ms(cfg.confidence_after_s)) {
-            (
-                HealthStatus::Warn,
-                format!(
-                    "camera {camera}: detection confidence {conf:.2}, {:.2} from its baseline {:.2} (max {}) for {:.0} s",
-                    (conf - base.mean).abs(),
-                    base.mean,
-                    cfg.confidence_max_drift,
+                    "detection confidence {conf:.2}, {:.2} from its baseline {:.2} (max {max_drift}) for {:.0} s",
+                    (conf - b.mean).abs(),
+                    b.mean,
                     secs(d)
-                ),
-            )
-        } else {
-            (
-                HealthStatus::Ok,
-                format!(
-                    "camera {camera}: detection confidence {conf:.2} (baseline {:.2})",
-                    base.mean
-                ),
-            )
-        };
+                )
+            },
+            |b| format!("detection confidence {conf:.2} (baseline {:.2})", b.mean),
+        );
         push(Aspect::Confidence, status, message);
     }
     st.last_learn_ms = Some(now_ms);

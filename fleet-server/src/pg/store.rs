@@ -48,18 +48,29 @@ struct Inner {
 }
 
 /// A runtime that may be dropped anywhere (a tokio runtime dropped inside another one's
-/// context panics; this one shuts down in the background).
-struct Runtime(Option<tokio::runtime::Runtime>);
+/// context panics; this one shuts down in the background). The handle is kept beside it so
+/// that reaching the runtime never has to unwrap the Option only `drop` empties.
+struct Runtime {
+    handle: tokio::runtime::Handle,
+    rt: Option<tokio::runtime::Runtime>,
+}
 
 impl Runtime {
+    fn new(rt: tokio::runtime::Runtime) -> Self {
+        Self {
+            handle: rt.handle().clone(),
+            rt: Some(rt),
+        }
+    }
+
     fn handle(&self) -> &tokio::runtime::Handle {
-        self.0.as_ref().expect("runtime until drop").handle()
+        &self.handle
     }
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
+        if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
     }
@@ -115,7 +126,7 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| PgError::Pool(format!("cannot start the store's runtime: {e}")))?;
-        let rt = Runtime(Some(rt));
+        let rt = Runtime::new(rt);
         let start_cfg = cfg.clone();
         let started = wait(rt.handle(), async move {
             pool::start(&start_cfg, &retention, now_ms).await

@@ -117,6 +117,7 @@ pub fn start(opts: &DemoOptions) -> anyhow::Result<Demo> {
         http_tls: None,
         republish: true,
         supervisor: Default::default(),
+        cluster: fleet_server::cluster::ClusterConfig::generated(),
     })?;
     let admin_token = ensure_admin_token(&opts.data_dir, &*server.tokens)?;
     let url = format!("http://{}/", server.http_addr);

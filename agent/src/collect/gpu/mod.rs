@@ -6,6 +6,7 @@
 //! - [`tegrastats`]: a pure parser of tegrastats lines ([`tegrastats::parse`]) and a backend that
 //!   runs the command ([`tegrastats::backend`])
 //! - [`nvml`]: NVML through `nvml-wrapper` (discrete GPUs, Jetson Thor)
+//! - [`reprobe`]: `auto` looking again, while the agent runs, for a source that appeared later
 //! - [`platform`]: board model, L4T/JetPack, nvpmodel mode and NvMap memory, shared by backends
 //!
 //! # Invariants
@@ -13,14 +14,16 @@
 //!   [`metric`], is in `unsupported`: never a made-up 0.
 //! - `sample()` never panics and may block on file or FFI IO; the caller runs it on a blocking
 //!   thread with a timeout.
-//! - [`select`] runs once at start-up. For [`GpuChoice::Auto`] the chain is Jetson sysfs ->
+//! - [`select`] runs at start-up. For [`GpuChoice::Auto`] the chain is Jetson sysfs ->
 //!   tegrastats -> NVML -> none; every backend skipped leaves a note saying why, so an operator
-//!   can tell "no GPU" from "GPU present but unreadable".
+//!   can tell "no GPU" from "GPU present but unreadable". The agent wraps the choice in
+//!   [`reprobe::Reprobing`], which moves to a better source that appears later.
 //! - Temperatures are keyed by normalised sensor names ([`normalize_sensor_name`]), so the
 //!   sysfs zone `CPU-therm`, the zone `cpu-thermal` and tegrastats' `CPU@` all become `cpu`.
 
 pub mod nvml;
 pub mod platform;
+pub mod reprobe;
 pub mod sysfs;
 pub mod tegrastats;
 
@@ -37,6 +40,10 @@ pub trait GpuBackend: Send + 'static {
     fn kind(&self) -> GpuBackendKind;
     /// One sample; blocking IO allowed (the caller runs it on a blocking thread with a timeout).
     fn sample(&mut self) -> Option<GpuStats>;
+    /// A change of source since the last call, reported once ([`reprobe::Reprobing`]).
+    fn take_change(&mut self) -> Option<reprobe::SourceChange> {
+        None
+    }
 }
 
 /// Names used in [`GpuStats::unsupported`]; one vocabulary for every backend.
@@ -223,6 +230,18 @@ enum Candidate {
 }
 
 impl Candidate {
+    /// The `auto` chain, best first.
+    const AUTO_CHAIN: [Candidate; 3] = [Candidate::Jetson, Candidate::Tegrastats, Candidate::Nvml];
+
+    /// The kind of backend it opens.
+    fn kind(self) -> GpuBackendKind {
+        match self {
+            Candidate::Jetson => GpuBackendKind::JetsonSysfs,
+            Candidate::Tegrastats => GpuBackendKind::Tegrastats,
+            Candidate::Nvml => GpuBackendKind::Nvml,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Candidate::Jetson => "jetson sysfs",
@@ -247,7 +266,7 @@ impl Candidate {
 /// skipped (and, for an explicit choice that fails, why GPU collection is off).
 pub fn select(choice: GpuChoice, paths: &GpuPaths) -> (Box<dyn GpuBackend>, Vec<String>) {
     let chain: &[Candidate] = match choice {
-        GpuChoice::Auto => &[Candidate::Jetson, Candidate::Tegrastats, Candidate::Nvml],
+        GpuChoice::Auto => &Candidate::AUTO_CHAIN,
         GpuChoice::Jetson => &[Candidate::Jetson],
         GpuChoice::Tegrastats => &[Candidate::Tegrastats],
         GpuChoice::Nvml => &[Candidate::Nvml],

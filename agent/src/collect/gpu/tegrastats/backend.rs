@@ -132,6 +132,9 @@ pub struct TegrastatsBackend {
     stale_after: Duration,
     platform: Platform,
     run: Option<Running>,
+    /// What the last child that ended had read: a short-lived command (`cat capture.txt`)
+    /// prints and exits, and its last line stays good until it is stale.
+    ended: Option<Arc<Mutex<Latest>>>,
     last_spawn: Instant,
     restarts: u32,
 }
@@ -157,6 +160,7 @@ impl TegrastatsBackend {
             argv,
             platform: Platform::read(paths),
             run: Some(run),
+            ended: None,
             last_spawn: Instant::now(),
             restarts: 0,
         })
@@ -193,7 +197,7 @@ impl TegrastatsBackend {
                     kill_and_reap(&mut run.child);
                 }
             }
-            self.run = None;
+            self.ended = self.run.take().map(|r| r.latest);
         }
         if !restart_due(self.last_spawn, now) {
             return;
@@ -335,19 +339,18 @@ impl GpuBackend for TegrastatsBackend {
     fn sample(&mut self) -> Option<GpuStats> {
         let now = Instant::now();
         self.check_child(now);
-        let run = self.run.as_ref()?;
-        let tegra = {
-            let l = lock(&run.latest);
-            let (sample, at) = l.sample.as_ref()?;
-            if now.saturating_duration_since(*at) > self.stale_after {
-                debug!(
-                    age_ms = now.saturating_duration_since(*at).as_millis() as u64,
-                    "tegrastats sample stale"
-                );
-                return None;
-            }
-            sample.clone()
-        };
+        // the running child's latest line, else the last one of the child that ended
+        let (tegra, at) = [self.run.as_ref().map(|r| &r.latest), self.ended.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|latest| lock(latest).sample.clone())?;
+        if now.saturating_duration_since(at) > self.stale_after {
+            debug!(
+                age_ms = now.saturating_duration_since(at).as_millis() as u64,
+                "tegrastats sample stale"
+            );
+            return None;
+        }
         let mut stats = tegra.to_gpu_stats();
         stats.unsupported.retain(|n| {
             ![
@@ -512,29 +515,33 @@ mod tests {
     }
 
     #[test]
-    fn backend_reports_nothing_after_the_child_dies() {
+    fn after_the_child_exits_its_last_line_counts_until_stale() {
         let dir = tempfile::tempdir().unwrap();
         let exe = dir.path().join("one-line");
         let line = &lines_of("orin-nx.txt")[0];
         fs::write(&exe, format!("#!/bin/sh\necho '{line}'\n")).unwrap();
         fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let mut backend = TegrastatsBackend::start(&build_paths(format!("'{}'", exe.display()))).unwrap();
-        // The child prints one line and exits; once it is reaped, samples stop.
+        // The child prints one line and exits (a saved capture behaves so: `cat capture.txt`).
+        let latest = Arc::clone(&backend.run.as_ref().unwrap().latest);
         let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if backend
+        while !(lock(&latest).eof
+            && backend
                 .run
                 .as_mut()
-                .is_none_or(|r| matches!(r.child.try_wait(), Ok(Some(_))))
-            {
-                break;
-            }
+                .is_none_or(|r| matches!(r.child.try_wait(), Ok(Some(_)))))
+        {
             assert!(Instant::now() < deadline, "child did not exit");
             thread::sleep(Duration::from_millis(20));
         }
-        assert!(backend.sample().is_none());
+        let stats = backend.sample().expect("the last line of the child that ended");
+        assert_eq!(stats.backend, GpuBackendKind::Tegrastats);
         assert!(backend.run.is_none(), "not restarted before the restart interval");
         assert_eq!(backend.restarts(), 0);
+        // once the line is older than the staleness limit, nothing is reported
+        backend.stale_after = Duration::ZERO;
+        thread::sleep(Duration::from_millis(5));
+        assert!(backend.sample().is_none(), "a stale line is not reported");
     }
 
     #[test]
