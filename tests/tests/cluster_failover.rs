@@ -89,7 +89,8 @@ async fn three_instances_a_kill_9_moves_its_machines_and_every_seq_is_stored_onc
     let certs = CertDir::new(dir.path().join("certs"));
     pki::init(&certs, &["localhost".into(), "127.0.0.1".into()], false).unwrap();
 
-    // the first applies the migrations alone; the others start on a migrated database
+    // started together, as a deployment's instances are: they share the migrations (an
+    // advisory lock) and the partitions
     let mut servers: Vec<ServerProc> = Vec::new();
     for i in 0..INSTANCES {
         let d = dir.path().join(format!("instance{i}"));
@@ -99,11 +100,15 @@ async fn three_instances_a_kill_9_moves_its_machines_and_every_seq_is_stored_onc
         servers.push(s);
     }
     for (i, s) in servers.iter().enumerate() {
-        assert!(
-            s.wait_ready(Duration::from_secs(60)).await,
-            "instance {i} did not start: {}",
-            rvm_fleet_tests::read(&s.log)
-        );
+        if !s.wait_ready(Duration::from_secs(60)).await {
+            // every instance's log: a start that hangs may wait on another one
+            let logs: Vec<String> = servers
+                .iter()
+                .enumerate()
+                .map(|(j, o)| format!("--- instance {j}:\n{}", rvm_fleet_tests::read(&o.log)))
+                .collect();
+            panic!("instance {i} did not start within 60 s\n{}", logs.join("\n"));
+        }
     }
     // one broker by name: each is dialled and checked by its own host
     let brokers: Vec<String> = servers
