@@ -138,6 +138,8 @@ pub async fn run(cfg: LinkConfig, mut h: LinkHandles) {
             h.status.connected.store(false, Ordering::Relaxed);
             h.status.in_flight.store(0, Ordering::Relaxed);
             note_error(&h.status, "network cut (simulated)".into());
+            // the machine's own network, not the broker: it comes back to the same one
+            ring.after(LinkLoss::NetworkCut);
             while gate_closed(&gate) {
                 tokio::select! {
                     _ = gate_changed(&mut gate) => {}
