@@ -17,13 +17,24 @@
 //!   counts at least the machine's telemetry, and its missing seqs are at most the records
 //!   the machine still holds (health reports in flight).
 //!
+//! A second test drives the ingest store of two instances directly: stale views written
+//! one after the other and concurrently join in the `delivery` row and never shrink it.
+//!
 //! Needs PostgreSQL 15 (`apt-get install postgresql`) and the workspace's binaries
 //! (`cargo build --bins`); never skips.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use common::DeviceId;
 use common::pki::{self, CertDir};
+use fleet_server::fleet::delivery::DeliveryState;
+use fleet_server::ingest::pg::PgIngest;
+use fleet_server::ingest::store::{IngestStore, WriteBatch};
+use fleet_server::pg::partitions::Retention;
+use fleet_server::pg::store::PgStore;
+use fleet_server::pg::{Backend, PgConfig, StorageBackend, StorageBackendFile};
+use fleet_server::storage::health::StorageHealth;
 use rvm_fleet_tests::Child;
 use rvm_fleet_tests::harness::ServerProc;
 use rvm_fleet_tests::postgres::PgDatabase;
@@ -377,5 +388,100 @@ async fn three_instances_a_kill_9_moves_its_machines_and_every_seq_is_stored_onc
             rvm_fleet_tests::harness::replace_md_section(&root.join(doc), "## Instance failover", &body)
                 .unwrap();
         }
+    }
+}
+
+/// One instance's ingest store on `pg` (a pool of its own).
+fn build_instance(pg: &PgDatabase) -> PgIngest {
+    let file = StorageBackendFile {
+        backend: Backend::Postgres,
+        url: Some(pg.url()),
+        pool_size: Some(4),
+        ..Default::default()
+    };
+    let cfg: PgConfig = match file.validate_with("storage", &|_| None).unwrap() {
+        StorageBackend::Postgres(c) => *c,
+        StorageBackend::Sled => unreachable!(),
+    };
+    let health = std::sync::Arc::new(StorageHealth::new("postgres"));
+    let store = PgStore::open(&cfg, Retention::default(), health, common::time::now_ms())
+        .unwrap()
+        .0;
+    PgIngest::open(store).unwrap()
+}
+
+/// A writer's view of `device` after it saw `seqs`, as one batch's delivery state.
+fn build_batch(device: &DeviceId, seqs: impl IntoIterator<Item = u64>) -> WriteBatch {
+    let mut st = DeliveryState::default();
+    for s in seqs {
+        if st.seqs.observe(s) {
+            st.received += 1;
+        }
+    }
+    let mut b = WriteBatch::default();
+    b.delivery(device, &st);
+    b
+}
+
+fn stored(ingest: &PgIngest, device: &DeviceId) -> DeliveryState {
+    ingest.reload_delivery(std::slice::from_ref(device)).unwrap()[device].clone()
+}
+
+#[test]
+fn stale_views_of_two_instances_join_in_the_delivery_row_and_never_shrink_it() {
+    let pg = PgDatabase::shared().unwrap();
+    let (a, b) = (build_instance(&pg), build_instance(&pg));
+    let now = common::time::now_ms();
+    let dev = DeviceId::new("join1").unwrap();
+    // A stored 1..=100; B's view was loaded before and knows nothing: it takes the resent
+    // tail 90..=100 and goes on to 120
+    a.apply(build_batch(&dev, 1..=100), now).unwrap();
+    let applied = b.apply(build_batch(&dev, 90..=120), now).unwrap();
+    let row = stored(&a, &dev);
+    assert_eq!(
+        (row.received, row.seqs.missing(), row.seqs.last_seq()),
+        (120, 0, 120)
+    );
+    assert_eq!(
+        applied.delivery,
+        vec![(dev.clone(), row.clone())],
+        "B takes the joined state back"
+    );
+    // a late batch of A's old session (its view: 1..=101) does not shrink the row
+    a.apply(build_batch(&dev, 1..=101), now).unwrap();
+    assert_eq!(stored(&a, &dev).received, 120);
+
+    // both at once, over the same devices in different orders: no deadlock, nothing lost
+    let devices: Vec<DeviceId> = (0..20)
+        .map(|i| DeviceId::new(format!("join{i:02}x")).unwrap())
+        .collect();
+    std::thread::scope(|s| {
+        for (k, ingest) in [&a, &b].into_iter().enumerate() {
+            let devices = &devices;
+            s.spawn(move || {
+                for round in 0..40u64 {
+                    let mut batch = WriteBatch::default();
+                    let order: Vec<&DeviceId> = if k == 0 {
+                        devices.iter().collect()
+                    } else {
+                        devices.iter().rev().collect()
+                    };
+                    for d in order {
+                        // instance k saw every other seq of each round, and nothing of the other's
+                        let seqs = (round * 10 + 1..=round * 10 + 10).filter(|s| s % 2 == k as u64);
+                        batch.delivery.extend(build_batch(d, seqs).delivery);
+                    }
+                    ingest.apply(batch, now).unwrap();
+                }
+            });
+        }
+    });
+    for d in &devices {
+        let row = stored(&a, d);
+        assert_eq!(
+            (row.received, row.seqs.missing(), row.seqs.last_seq()),
+            (400, 0, 400),
+            "{d}: both instances' seqs are in its row"
+        );
     }
 }
