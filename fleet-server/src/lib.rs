@@ -24,6 +24,8 @@
 //!   SMS, email, log), the dispatcher and the durable outbox with its worker, maintenance
 //!   windows (pure), the test message, its routes
 //! - [`cluster`]: this instance among several on one PostgreSQL store: its id, `[cluster]`
+//! - [`sessions`]: which instance holds each machine's session (`session_owners`), ending a
+//!   stale one, the LISTEN connection that wakes the commands actor
 //! - [`republish`]: records, alerts and incidents as JSON on `fleet/v1/...`
 //! - [`http`]: app state, authorization, the error mapping, the route table, the web view,
 //!   the live stream, `/metrics`, tokens and the audit log
@@ -57,6 +59,7 @@ pub mod pg;
 pub mod provision;
 pub mod republish;
 pub mod server;
+pub mod sessions;
 pub mod storage;
 pub mod store;
 pub mod sub;

@@ -810,6 +810,15 @@
       { id: "items", title: "Items recognised per hour", series: [
         { m: "app.items_recognised", label: "Items/h", color: "#16a34a", scale: "n", rate: true },
       ] },
+      // the machine's own figures (docs/kpis.md): counters as rates, the bin as it fills
+      { id: "returns", title: "Returns per hour", series: [
+        { m: "app.rvm.accepted_total", label: "Accepted/h", color: "#16a34a", scale: "n", rate: true },
+        { m: "app.rvm.rejected_total", label: "Rejected/h", color: "#dc2626", scale: "n", rate: true },
+        { m: "app.rvm.jams_total", label: "Jams/h", color: "#f59e0b", scale: "n", rate: true },
+      ] },
+      { id: "bin", title: "Bin fill (%)", scales: { "%": [0, 100] }, series: [
+        { m: "app.rvm.bin_fill_pct", label: "Bin %", color: "#ca8a04", scale: "%" },
+      ] },
     ]
       .map((c) => ({ ...c, series: c.series.filter((s) => has(s.m)) }))
       .filter((c) => c.series.length);

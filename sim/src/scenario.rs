@@ -24,7 +24,9 @@
 //! and a failing `camera` health check), the camera faults the agent's camera health judges
 //! (docs/camera-health.md): `camera_frozen` (the same frame hash), `camera_covered` (a dark
 //! picture), `camera_stale` (no new frames) and `fps_drop` (inference at a third of its
-//! rate), `offline` (network cut: the broker sees the machine
+//! rate), the machine's own faults (docs/kpis.md): `bin_full` (the bin at 95 %), `jam` (one
+//! jam, nothing accepted while it lasts), `printer_out`, `scanner_fault` (everything
+//! rejected) and `reject_spike` (30 to 40 % rejected), `offline` (network cut: the broker sees the machine
 //! vanish, the machine keeps recording and drains its buffer when it comes back; on a `site`
 //! it is a site outage), `commands_fail` (commands it accepts end `failed`), and `drift`
 //! (`metric` moves by `per_min` every minute since the event began; metrics: see
@@ -80,6 +82,11 @@ pub enum FaultKind {
     CameraCovered,
     CameraStale,
     FpsDrop,
+    BinFull,
+    Jam,
+    PrinterOut,
+    ScannerFault,
+    RejectSpike,
     Offline,
     CommandsFail,
     Drift,
@@ -97,6 +104,11 @@ impl FaultKind {
             FaultKind::CameraCovered => "camera_covered",
             FaultKind::CameraStale => "camera_stale",
             FaultKind::FpsDrop => "fps_drop",
+            FaultKind::BinFull => "bin_full",
+            FaultKind::Jam => "jam",
+            FaultKind::PrinterOut => "printer_out",
+            FaultKind::ScannerFault => "scanner_fault",
+            FaultKind::RejectSpike => "reject_spike",
             FaultKind::Offline => "offline",
             FaultKind::CommandsFail => "commands_fail",
             FaultKind::Drift => "drift",
@@ -115,6 +127,11 @@ impl FaultKind {
             FaultKind::CameraCovered => Some(Fault::CameraCovered),
             FaultKind::CameraStale => Some(Fault::CameraStale),
             FaultKind::FpsDrop => Some(Fault::FpsDrop),
+            FaultKind::BinFull => Some(Fault::BinFull),
+            FaultKind::Jam => Some(Fault::Jam),
+            FaultKind::PrinterOut => Some(Fault::PrinterOut),
+            FaultKind::ScannerFault => Some(Fault::ScannerFault),
+            FaultKind::RejectSpike => Some(Fault::RejectSpike),
             FaultKind::Offline | FaultKind::CommandsFail | FaultKind::Drift => None,
         }
     }

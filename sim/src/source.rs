@@ -92,11 +92,21 @@ pub enum Fault {
     CameraStale = 128,
     /// Inference at a third of its usual rate (frames keep coming).
     FpsDrop = 256,
+    /// The bin fills up to 95 % and nobody empties it (`rvm.bin_fill_pct`).
+    BinFull = 512,
+    /// A container jams: the jam counter goes up once and nothing is accepted until it clears.
+    Jam = 1024,
+    /// The receipt printer is out of paper (`rvm.printer_ok` 0).
+    PrinterOut = 2048,
+    /// The barcode scanner fails (`rvm.scanner_ok` 0): everything is rejected.
+    ScannerFault = 4096,
+    /// Rejects at 30 to 40 % instead of 2 to 4 % (a dirty window, a misaligned camera).
+    RejectSpike = 8192,
 }
 
 impl Fault {
     /// Every fault, in the order [`SimFault::get`] reports the first active one.
-    pub const ALL: [Fault; 9] = [
+    pub const ALL: [Fault; 14] = [
         Fault::InferenceDegraded,
         Fault::CameraStalled,
         Fault::Overheating,
@@ -106,6 +116,11 @@ impl Fault {
         Fault::CameraCovered,
         Fault::CameraStale,
         Fault::FpsDrop,
+        Fault::BinFull,
+        Fault::Jam,
+        Fault::PrinterOut,
+        Fault::ScannerFault,
+        Fault::RejectSpike,
     ];
 }
 
@@ -246,6 +261,79 @@ pub struct SimSource {
     /// The camera's last frame: its hash and when it arrived.
     frame_hash: u32,
     frame_at_ms: i64,
+    /// The machine's own figures (docs/kpis.md).
+    kpi: Kpis,
+}
+
+/// What a simulated RVM counts: items accepted and rejected, jams, how full its bin is.
+#[derive(Debug, Clone, Default)]
+struct Kpis {
+    accepted: f64,
+    rejected: f64,
+    jams: f64,
+    bin_fill_pct: f64,
+    /// The jam fault was on at the previous record: a jam counts once per fault.
+    jammed: bool,
+    /// Record time of the previous collection.
+    at_ms: Option<i64>,
+}
+
+/// Items a simulated machine takes per second when people are returning: about 360 an hour.
+pub const ITEMS_PER_S: f64 = 0.1;
+/// The bin's fill rises this much per accepted item, and staff empty it at
+/// [`BIN_EMPTIED_AT_PCT`] (unless the bin-full fault holds).
+pub const BIN_PCT_PER_ITEM: f64 = 0.05;
+pub const BIN_EMPTIED_AT_PCT: f64 = 80.0;
+
+impl Kpis {
+    /// One collection at `now_ms`: counters move by the items of the time since the last one.
+    fn step(&mut self, f: &SimFault, rng: &mut Rng, now_ms: i64) -> Vec<Reading> {
+        let dt_s = self
+            .at_ms
+            .map_or(0.0, |at| (now_ms - at).clamp(0, 60_000) as f64 / 1000.0);
+        self.at_ms = Some(now_ms);
+        let jam = f.has(Fault::Jam);
+        if jam && !self.jammed {
+            self.jams += 1.0;
+        }
+        self.jammed = jam;
+        let items = if jam {
+            0.0
+        } else {
+            ITEMS_PER_S * dt_s * rng.between(0.5, 1.5)
+        };
+        let reject_share = if f.has(Fault::ScannerFault) {
+            1.0
+        } else if f.has(Fault::RejectSpike) {
+            rng.between(0.30, 0.40)
+        } else {
+            rng.between(0.02, 0.04)
+        };
+        let accepted = items * (1.0 - reject_share);
+        self.accepted += accepted;
+        self.rejected += items * reject_share;
+        if f.has(Fault::BinFull) {
+            self.bin_fill_pct = (self.bin_fill_pct.max(85.0) + 2.0).min(95.0);
+        } else {
+            if self.bin_fill_pct == 0.0 {
+                self.bin_fill_pct = rng.between(10.0, 60.0);
+            }
+            self.bin_fill_pct += accepted * BIN_PCT_PER_ITEM;
+            if self.bin_fill_pct >= BIN_EMPTIED_AT_PCT {
+                self.bin_fill_pct = 5.0;
+            }
+        }
+        let ok = |fault| if f.has(fault) { 0.0 } else { 1.0 };
+        vec![
+            Reading::new("rvm.accepted_total", self.accepted.floor()),
+            Reading::new("rvm.rejected_total", self.rejected.floor()),
+            Reading::new("rvm.jams_total", self.jams),
+            Reading::new("rvm.bin_fill_pct", (self.bin_fill_pct * 10.0).round() / 10.0),
+            Reading::new("rvm.printer_ok", ok(Fault::PrinterOut)),
+            Reading::new("rvm.scanner_ok", ok(Fault::ScannerFault)),
+            Reading::new("rvm.door_open", 0.0),
+        ]
+    }
 }
 
 impl SimSource {
@@ -296,6 +384,7 @@ impl SimSource {
             hot_samples: 0,
             frame_hash: 0,
             frame_at_ms: 0,
+            kpi: Kpis::default(),
             rng,
         }
     }
@@ -491,6 +580,7 @@ impl MetricSource for SimSource {
                 if let Some(c) = confidence {
                     app.push(Reading::new(cam(CONFIDENCE), c));
                 }
+                app.extend(self.kpi.step(&f, rng, now_ms));
                 app
             },
         };
@@ -556,6 +646,69 @@ mod tests {
         h.set(Fault::None);
         assert_eq!(h.get(), Fault::None);
         assert!(value(&s.collect(4000), "camera_fps") >= 27.0);
+    }
+
+    #[test]
+    fn the_machine_counts_returns_and_each_kpi_fault_shows_in_its_own_figure() {
+        let mut s = SimSource::new(11, 1000);
+        let h = s.fault_handle();
+        let value = |t: &Telemetry, name: &str| {
+            t.app
+                .iter()
+                .find(|r| r.name == name)
+                .map(|r| r.value)
+                .unwrap_or_else(|| panic!("no {name}"))
+        };
+        let mut t = s.collect(0);
+        for i in 1..=600 {
+            t = s.collect(i * 1000);
+        }
+        // ten minutes at about 0.1 items a second, 2 to 4 % rejected
+        let (acc, rej) = (value(&t, "rvm.accepted_total"), value(&t, "rvm.rejected_total"));
+        assert!((30.0..=90.0).contains(&acc), "{acc}");
+        assert!(rej <= acc * 0.1, "{rej} of {acc}");
+        assert!(value(&t, "rvm.bin_fill_pct") < BIN_EMPTIED_AT_PCT);
+        assert_eq!(
+            (
+                value(&t, "rvm.printer_ok"),
+                value(&t, "rvm.scanner_ok"),
+                value(&t, "rvm.jams_total")
+            ),
+            (1.0, 1.0, 0.0)
+        );
+
+        h.set(Fault::Jam);
+        for i in 601..=700 {
+            t = s.collect(i * 1000);
+        }
+        assert_eq!(value(&t, "rvm.jams_total"), 1.0, "one jam per fault");
+        assert!(
+            value(&t, "rvm.accepted_total") - acc <= 1.0,
+            "nothing accepted while jammed"
+        );
+
+        h.set_all(&[Fault::BinFull, Fault::PrinterOut, Fault::ScannerFault]);
+        for i in 701..=720 {
+            t = s.collect(i * 1000);
+        }
+        assert_eq!(value(&t, "rvm.bin_fill_pct"), 95.0);
+        assert_eq!(
+            (value(&t, "rvm.printer_ok"), value(&t, "rvm.scanner_ok")),
+            (0.0, 0.0)
+        );
+
+        h.set(Fault::RejectSpike);
+        let (a0, r0) = (value(&t, "rvm.accepted_total"), value(&t, "rvm.rejected_total"));
+        for i in 721..=2520 {
+            t = s.collect(i * 1000);
+        }
+        let (da, dr) = (
+            value(&t, "rvm.accepted_total") - a0,
+            value(&t, "rvm.rejected_total") - r0,
+        );
+        let ratio = dr / (da + dr);
+        assert!((0.25..=0.45).contains(&ratio), "{ratio}");
+        assert_eq!(value(&t, "rvm.jams_total"), 1.0);
     }
 
     #[test]

@@ -18,6 +18,9 @@ test("the machine page shows charts, health checks, events and delivery", async 
   await page.locator("#dv-head h2").filter({ hasText: id }).waitFor({ timeout: 10000 });
   await page.locator("#dv-charts .uplot").first().waitFor({ timeout: 10000 });
   assert.ok((await page.locator("#dv-charts .uplot").count()) >= 4, "cpu, gpu, power, app charts");
+  // the machine's own figures (docs/kpis.md), which simulated machines report
+  const charts = await page.locator("#dv-charts").innerText();
+  for (const title of ["Returns per hour", "Bin fill"]) assert.ok(charts.includes(title), `${title} chart in: ${charts}`);
   // switching the range refetches
   await page.click('[data-range="15m"]');
   await page.locator('[data-range="15m"].active').waitFor();

@@ -39,6 +39,18 @@ impl ServerProc {
         storage: &str,
         extra: &str,
     ) -> anyhow::Result<ServerProc> {
+        Self::on_store(dir, certs, storage, extra, None)
+    }
+
+    /// As [`ServerProc::with_storage`]; with `token`, that admin token (already in the
+    /// shared store: another instance on the same PostgreSQL database) instead of a new one.
+    pub fn on_store(
+        dir: &Path,
+        certs: &CertDir,
+        storage: &str,
+        extra: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<ServerProc> {
         let (http, mqtt) = (free_port(), free_port());
         let data = dir.join("data");
         let config = dir.join("server.toml");
@@ -50,17 +62,18 @@ impl ServerProc {
                 data.display()
             ),
         )?;
-        let c = fleet_server::config::ServerFile::load(&config)?;
-        let tokens = fleet_server::storage::open_tokens(&fleet_server::storage::StorageConfig {
-            backend: c.storage,
-            data_dir: c.data_dir,
-            cache_bytes: c.store_cache_bytes,
-            history: c.history,
-        })?;
-        let token = match tokens.create("harness-admin", fleet_server::auth::Role::Admin) {
-            Ok(t) => t,
-            // several instances on one database: the first made it, this one gets its own
-            Err(_) => tokens.create(&format!("harness-admin-{http}"), fleet_server::auth::Role::Admin)?,
+        let token = match token {
+            Some(t) => t.to_string(),
+            None => {
+                let c = fleet_server::config::ServerFile::load(&config)?;
+                let tokens = fleet_server::storage::open_tokens(&fleet_server::storage::StorageConfig {
+                    backend: c.storage,
+                    data_dir: c.data_dir,
+                    cache_bytes: c.store_cache_bytes,
+                    history: c.history,
+                })?;
+                tokens.create("harness-admin", fleet_server::auth::Role::Admin)?
+            }
         };
         Ok(ServerProc {
             http,

@@ -106,7 +106,9 @@ async fn three_instances_a_kill_9_moves_its_machines_and_every_seq_is_stored_onc
     for i in 0..INSTANCES {
         let d = dir.path().join(format!("instance{i}"));
         std::fs::create_dir_all(&d).unwrap();
-        let mut s = ServerProc::with_storage(&d, &certs, &storage, "").unwrap();
+        // one admin token in the shared store serves every instance
+        let token = servers.first().map(|f: &ServerProc| f.token.clone());
+        let mut s = ServerProc::on_store(&d, &certs, &storage, "", token.as_deref()).unwrap();
         s.start().unwrap();
         servers.push(s);
     }

@@ -352,6 +352,14 @@ async fn postgres_store_migrate_copies_a_sled_installation_verifies_it_and_a_rer
     .unwrap_or_else(|| panic!("{}", rvm_fleet_tests::read(&log)));
     let v = &d["delivery"];
     let n = |k: &str| v[k].as_u64().unwrap();
+    // the command queued before the move reaches the machine (it has no signing key
+    // configured, so it answers "rejected": delivered and answered)
+    let answered = eventually(Duration::from_secs(20), || async {
+        let c = server.get(&path).await.ok()?;
+        (c["state"] == "rejected").then_some(c)
+    })
+    .await;
+    assert!(answered.is_some(), "{:?}", server.get(&path).await);
     assert_eq!(n("duplicates_dropped"), 0, "{v}");
     assert_eq!(n("received") + n("missing"), n("last_seq"), "{v}");
     assert!(

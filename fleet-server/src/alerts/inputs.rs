@@ -24,7 +24,9 @@
 //! - `service.down`: watched processes not running (the latest live telemetry's
 //!   `process.down`) plus watched systemd units failed or inactive (`unit:*` checks critical
 //!   in the latest live health report), fed with each of either ([`DeviceInputs::on_health`],
-//!   [`DeviceInputs::on_metrics`]). A health report made before the current connection, or
+//!   [`DeviceInputs::on_metrics`]).
+//! - `kpi.*`: the machine's accepted and rejected rates, reject ratio against its own
+//!   baseline, and jams, from the vision service's counters ([`super::kpi`]). A health report made before the current connection, or
 //!   older than one already taken, is not the machine's state now and is left out.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -32,6 +34,7 @@ use std::collections::{BTreeMap, VecDeque};
 use common::{ActionOutcome, Birth, DeviceId, Event, EventKind, HealthReport, HealthStatus};
 
 use super::alert::DeviceInfo;
+use super::kpi::KpiInputs;
 use super::names::{
     AGENT_RESTARTED, CLOCK_SKEW, PRESENCE_OFFLINE, PROCESS_DOWN, RECORDS_DROPPED, RECOVERY_FAILED,
     SERVICE_DOWN,
@@ -98,6 +101,8 @@ pub struct DeviceInputs {
     units_down: Option<f64>,
     /// Device time of the latest health report taken.
     health_ts_ms: Option<i64>,
+    /// The machine's KPIs from the vision service's counters ([`super::kpi`]).
+    pub kpi: KpiInputs,
 }
 
 /// Watched systemd units failed or inactive in a health report (its critical `unit:*` checks).
@@ -123,6 +128,7 @@ impl DeviceInputs {
         DeviceInputs {
             skew: VecDeque::new(),
             boot_id: self.boot_id.clone(),
+            kpi: self.kpi.clone(),
             ..*self
         }
     }
@@ -248,6 +254,7 @@ impl DeviceInputs {
         if let Some(failed) = self.recovery_failed {
             out.push((RECOVERY_FAILED.into(), if failed { 1.0 } else { 0.0 }));
         }
+        out.extend(self.kpi.tick(now_ms));
         out
     }
 }

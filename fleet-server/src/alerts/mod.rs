@@ -11,6 +11,8 @@
 //! - [`engine`]: per (rule, device) lifecycle pending -> firing -> resolved, `for`, hysteresis,
 //!   cooldown, acknowledgement, escalation, export/import; [`silence`]: silences
 //! - [`inputs`]: the inputs the server derives (presence, restarts, drops, recoveries, skew)
+//! - [`kpi`]: the machine's own figures (accepted and rejected per hour, reject ratio against
+//!   its baseline, jams) derived from the vision service's counters (docs/kpis.md)
 //! - [`maintenance`]: the maintenance windows of the config and the API, and which
 //!   notifications they mute (pure)
 //! - [`actor`]: the alerts actor (engine, correlator, notifications, audit); [`requests`]:
@@ -29,6 +31,7 @@ pub mod checks;
 pub mod engine;
 pub mod http;
 pub mod inputs;
+pub mod kpi;
 pub mod maintenance;
 pub mod names;
 pub mod persist;

@@ -50,6 +50,25 @@ pub const PROCESS_DOWN: &str = "process.down";
 /// systemd units failed or inactive (the latest health report's `unit:*` checks).
 pub const SERVICE_DOWN: &str = "service.down";
 
+/// Items accepted per hour over the last 15 minutes (the `rvm.accepted_total` counter).
+pub const KPI_ACCEPTED_PER_H: &str = "kpi.accepted_per_h";
+/// Items rejected per hour over the last 15 minutes.
+pub const KPI_REJECTED_PER_H: &str = "kpi.rejected_per_h";
+/// Rejected / (accepted + rejected) over the last 15 minutes.
+pub const KPI_REJECT_RATIO: &str = "kpi.reject_ratio";
+/// The reject ratio divided by the machine's own baseline (its last week).
+pub const KPI_REJECT_RATIO_VS_BASELINE: &str = "kpi.reject_ratio_vs_baseline";
+/// `1` while the jam counter went up within the last 10 minutes.
+pub const KPI_JAM: &str = "kpi.jam";
+/// How full the bin is, percent (`rvm.bin_fill_pct` or `rvm_bin_fill_pct`).
+pub const KPI_BIN_FILL_PCT: &str = "kpi.bin_fill_pct";
+/// `1` while the receipt printer works, `0` on a fault.
+pub const KPI_PRINTER_OK: &str = "kpi.printer_ok";
+/// `1` while the barcode scanner works, `0` on a fault.
+pub const KPI_SCANNER_OK: &str = "kpi.scanner_ok";
+/// `1` while the service door is open.
+pub const KPI_DOOR_OPEN: &str = "kpi.door_open";
+
 /// Inputs the server derives from presence, events and envelopes rather than telemetry.
 pub const SPECIAL_INPUTS: &[&str] = &[
     PRESENCE_OFFLINE,
@@ -60,10 +79,24 @@ pub const SPECIAL_INPUTS: &[&str] = &[
     SERVICE_DOWN,
 ];
 
+/// Inputs the server derives from the vision service's counters ([`super::kpi`]).
+pub const KPI_INPUTS: &[&str] = &[
+    KPI_ACCEPTED_PER_H,
+    KPI_REJECTED_PER_H,
+    KPI_REJECT_RATIO,
+    KPI_REJECT_RATIO_VS_BASELINE,
+    KPI_JAM,
+    KPI_BIN_FILL_PCT,
+    KPI_PRINTER_OK,
+    KPI_SCANNER_OK,
+    KPI_DOOR_OPEN,
+];
+
 /// Is `name` an input a rule may use?
 pub fn is_known_input(name: &str) -> bool {
     FLAT_METRICS.contains(&name)
         || SPECIAL_INPUTS.contains(&name)
+        || KPI_INPUTS.contains(&name)
         || name.strip_prefix(APP_PREFIX).is_some_and(|rest| !rest.is_empty())
 }
 
@@ -75,5 +108,6 @@ mod tests {
     fn app_metrics_and_special_inputs_are_known_inputs() {
         assert!(is_known_input("app.camera_fps") && is_known_input(PRESENCE_OFFLINE));
         assert!(!is_known_input("app.") && !is_known_input("gpu.temp"));
+        assert!(is_known_input(KPI_REJECT_RATIO) && !is_known_input("kpi.nothing"));
     }
 }

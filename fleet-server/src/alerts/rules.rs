@@ -449,6 +449,15 @@ mod tests {
                 "no rule on {special}"
             );
         }
+        for kpi in [
+            crate::alerts::names::KPI_JAM,
+            crate::alerts::names::KPI_REJECT_RATIO_VS_BASELINE,
+            crate::alerts::names::KPI_BIN_FILL_PCT,
+            crate::alerts::names::KPI_PRINTER_OK,
+            crate::alerts::names::KPI_SCANNER_OK,
+        ] {
+            assert!(set.rules.iter().any(|r| r.metric == kpi), "no rule on {kpi}");
+        }
         let skew = set.rules.iter().find(|r| r.metric == CLOCK_SKEW).unwrap();
         assert!(skew.abs && skew.breaches(-31.0) && skew.breaches(31.0) && !skew.breaches(-29.0));
     }

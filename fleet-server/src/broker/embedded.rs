@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::policy::{self, Refusal};
+use super::sessions::{SessionHook, SessionObserver};
 use crate::ingest::writer::{IngestItem, WriteError};
 
 /// Hook priority: above rmqtt's own handlers and any plugin.
@@ -50,6 +51,9 @@ pub struct BrokerConfig {
     pub ready: Arc<AtomicBool>,
     /// Where device records go before the broker acknowledges them (see [`crate::ingest::writer`]).
     pub writer: mpsc::Sender<IngestItem>,
+    /// Told of every device session that starts and ends (several instances: who holds
+    /// which machine); None with one instance.
+    pub sessions: Option<SessionObserver>,
 }
 
 /// Refusals counted by the broker, by reason.
@@ -115,6 +119,19 @@ impl EmbeddedBroker {
                     }),
                 )
                 .await;
+        }
+        if let Some(SessionObserver(events)) = &cfg.sessions {
+            for typ in [Type::ClientConnected, Type::ClientDisconnected] {
+                register
+                    .add_priority(
+                        typ,
+                        POLICY_PRIORITY,
+                        Box::new(SessionHook {
+                            events: events.clone(),
+                        }),
+                    )
+                    .await;
+            }
         }
         register.start().await;
 

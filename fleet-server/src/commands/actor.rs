@@ -7,6 +7,16 @@
 //! from the store, connects its own publisher, and learns which devices are online from the
 //! fleet actor it attaches to (`AttachCommands`); pending commands then go out again (the
 //! agent answers a repeated id with its stored result).
+//!
+//! With several instances on PostgreSQL ([`CommandCluster`]) the book does not send: a new
+//! command gets an outbox row, and sends are claims ([`super::outbox`]) of the machines whose
+//! session this instance holds and that are online here, woken by the cluster's events
+//! (`fleet_command`, a session this instance took, a birth) and every [`CLUSTER_POLL`]. The
+//! same poll reads the commands other instances changed into the book, so every instance
+//! answers for every command. Expiry and timeouts are decided by the instance that created or
+//! delivered a command (`mine`), the others learn the outcome.
+
+mod cluster;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -21,7 +31,9 @@ use common::tls::ClientIdentity;
 use common::topics::{Kind, Topic};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
 use serde::Serialize;
+use tokio::sync::broadcast;
 
+use self::cluster::{Cluster, Wake};
 use super::book::{CmdState, CommandBook, CommandRecord, CommandView, Effect};
 use super::rollout::{Rollout, RolloutProgress, RolloutState, Target};
 use super::store::CommandStore;
@@ -29,12 +41,28 @@ use crate::audit::AuditLog;
 use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
 use crate::messages::AttachLive;
+use crate::pg::store::PgStore;
+use crate::sessions::{ClusterEvent, ClusterLink};
 use crate::supervise::child::Beat;
 
 /// How often expiry, resends and rollouts are looked at.
 pub const COMMAND_TICK: Duration = Duration::from_secs(1);
 /// Client id of the server's command publisher.
 pub const COMMANDS_CLIENT_ID: &str = "fleet-server:commands";
+/// Several instances: how often due outbox rows are claimed and other instances' changes
+/// read, whatever the notifications said (NOTIFY is only a wake-up).
+pub const CLUSTER_POLL: Duration = Duration::from_secs(2);
+/// Several instances: changes are re-read from this far before the last one seen (a change
+/// is written a moment after its `updated_at`, by the writer behind each actor).
+pub const REFRESH_OVERLAP_MS: i64 = 5_000;
+
+/// Several instances on one PostgreSQL store: what the actor needs to deliver through the
+/// outbox.
+#[derive(Clone)]
+pub struct CommandCluster {
+    pub store: PgStore,
+    pub link: ClusterLink,
+}
 
 /// Why a command was not created.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +87,8 @@ pub struct CommandsSetup {
     pub host: String,
     pub port: u16,
     pub identity: ClientIdentity,
+    /// Several instances on PostgreSQL: deliver through the outbox.
+    pub cluster: Option<CommandCluster>,
 }
 
 pub struct CommandsActor {
@@ -73,6 +103,7 @@ pub struct CommandsActor {
     mqtt: Option<(String, u16, ClientIdentity)>,
     /// With a live hub attached ([`AttachLive`]): every state change goes to open pages.
     live: Option<LiveHub>,
+    cluster: Option<Cluster>,
 }
 
 impl CommandsActor {
@@ -94,7 +125,13 @@ impl CommandsActor {
             connected: Arc::default(),
             mqtt: Some((s.host, s.port, s.identity)),
             live: None,
+            cluster: s.cluster.map(Cluster::new),
         }
+    }
+
+    /// Whether this book sends by itself (one instance) rather than through the outbox.
+    fn book_sends(&self) -> bool {
+        self.cluster.is_none()
     }
 
     fn persist(&self, id: &str) {
@@ -141,12 +178,16 @@ impl CommandsActor {
         changed.dedup();
         for id in changed {
             self.persist(&id);
-            if let (Some(hub), Some(r)) = (&self.live, self.book.get(&id))
-                && hub.has_subscribers()
-                && let Ok(command) = serde_json::to_value(r.view())
-            {
-                hub.publish(&LiveEvent::Command { command });
-            }
+            self.publish_live(&id);
+        }
+    }
+
+    fn publish_live(&self, id: &str) {
+        if let (Some(hub), Some(r)) = (&self.live, self.book.get(id))
+            && hub.has_subscribers()
+            && let Ok(command) = serde_json::to_value(r.view())
+        {
+            hub.publish(&LiveEvent::Command { command });
         }
     }
 
@@ -220,12 +261,19 @@ impl CommandsActor {
             "ts_ms": now, "who": who, "action": "command", "target": device,
             "command": id, "requested": action.to_string(), "reason": reason, "ttl_s": ttl_s,
         }));
-        let online = self.online.contains(&device);
+        let online = self.book_sends() && self.online.contains(&device);
         let (fx, forgotten) = self.book.insert(rec, online, now);
         for f in forgotten {
             self.store.remove(&f);
         }
         self.persist(&id);
+        if let Some(c) = &mut self.cluster {
+            // after its record, in the same write: whoever holds the machine is woken
+            c.mine.insert(id.clone());
+            if let Some(r) = self.book.get(&id) {
+                self.store.enqueue(r);
+            }
+        }
         self.apply(fx);
         self.book
             .get(&id)
@@ -276,8 +324,14 @@ impl CommandsActor {
 
     fn tick(&mut self) {
         let now = common::time::now_ms();
-        let online = self.online.clone();
-        let fx = self.book.tick(now, |d| online.contains(d));
+        let fx = match &self.cluster {
+            None => {
+                let online = &self.online;
+                self.book.tick(now, |d| online.contains(d))
+            }
+            // resends are claims whose lease ran out; only our commands' fates are decided here
+            Some(c) => self.book.tick_some(now, |_| false, |id| c.mine.contains(id)),
+        };
         self.apply(fx);
         let ids: Vec<String> = self.rollouts.keys().cloned().collect();
         for rid in ids {
@@ -321,6 +375,35 @@ impl Actor for CommandsActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.connect(ctx);
         ctx.run_interval(COMMAND_TICK, |act, _| act.tick());
+        if let Some(c) = &self.cluster {
+            // every pending command has its outbox row (one moved in by `fleetctl store
+            // migrate`, or written before the row was: the insert does nothing for the rest)
+            let now = common::time::now_ms();
+            for r in self.book.all() {
+                if r.state.is_pending() && r.expires_ms > now {
+                    self.store.enqueue(r);
+                }
+            }
+            let mut events = c.cfg.link.subscribe();
+            let me = ctx.address();
+            actix::spawn(async move {
+                loop {
+                    let ev = match events.recv().await {
+                        Ok(ev) => ev,
+                        // missed some: look at everything
+                        Err(broadcast::error::RecvError::Lagged(_)) => ClusterEvent::Resync,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    };
+                    if me.try_send(Wake(ev)).is_err() && !me.connected() {
+                        return;
+                    }
+                }
+            });
+            ctx.run_interval(CLUSTER_POLL, |act, ctx| {
+                act.refresh(ctx);
+                act.claim(ctx);
+            });
+        }
     }
 }
 
@@ -330,7 +413,11 @@ struct PublisherUp;
 
 impl Handler<PublisherUp> for CommandsActor {
     type Result = ();
-    fn handle(&mut self, _: PublisherUp, _: &mut Context<Self>) {
+    fn handle(&mut self, _: PublisherUp, ctx: &mut Context<Self>) {
+        if self.cluster.is_some() {
+            self.claim(ctx);
+            return;
+        }
         // whatever is pending for online devices goes out now
         let now = common::time::now_ms();
         let online: Vec<DeviceId> = self.online.iter().cloned().collect();
@@ -349,19 +436,39 @@ pub enum CommandFeed {
 
 impl Handler<CommandFeed> for CommandsActor {
     type Result = ();
-    fn handle(&mut self, m: CommandFeed, _: &mut Context<Self>) {
+    fn handle(&mut self, m: CommandFeed, ctx: &mut Context<Self>) {
         let now = common::time::now_ms();
         match m {
             CommandFeed::Presence(d, true) => {
                 self.online.insert(d.clone());
-                let fx = self.book.on_online(&d, now);
-                self.apply(fx);
+                if let Some(c) = &mut self.cluster {
+                    // a birth: the machine is subscribed; what it has pending is due, once
+                    // its session's row names this instance
+                    if c.cfg.link.holds(&d) {
+                        self.claim(ctx);
+                    } else {
+                        c.born_unowned.insert(d);
+                    }
+                } else {
+                    let fx = self.book.on_online(&d, now);
+                    self.apply(fx);
+                }
             }
             CommandFeed::Presence(d, false) => {
                 self.online.remove(&d);
+                if let Some(c) = &mut self.cluster {
+                    c.born_unowned.remove(&d);
+                }
             }
             CommandFeed::Result(d, r) => match self.book.on_result(&d, &r, now) {
-                Some(fx) => self.apply(fx),
+                Some(fx) => {
+                    if let Some(c) = &mut self.cluster {
+                        c.mine.insert(r.command_id.clone());
+                        self.store.delivered(&r.command_id);
+                    }
+                    self.apply(fx)
+                }
+                None if self.cluster.is_some() => self.result_from_elsewhere(d, r, ctx),
                 None => {
                     tracing::warn!(device = %d, command = %r.command_id, status = ?r.status, reason = ?r.reason, "result for an unknown command")
                 }

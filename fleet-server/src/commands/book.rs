@@ -57,6 +57,29 @@ impl CmdState {
     pub fn is_pending(self) -> bool {
         matches!(self, CmdState::Queued | CmdState::Sent)
     }
+
+    /// How far along the lifecycle: a command never moves to a lower rank (the PostgreSQL
+    /// upsert of `commands/pg.rs` says the same in SQL).
+    pub fn rank(self) -> u8 {
+        match self {
+            CmdState::Queued => 0,
+            CmdState::Sent => 1,
+            CmdState::Accepted => 2,
+            CmdState::Running => 3,
+            _ => 4,
+        }
+    }
+}
+
+/// What [`CommandBook::merge`] did with a record read from the shared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merged {
+    /// Not known here before.
+    Added,
+    /// The stored one was further along, or newer: it replaced ours.
+    Replaced,
+    /// Ours is as far along and as new (or further: a change not written yet).
+    Kept,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -253,14 +276,7 @@ impl CommandBook {
             CommandStatus::Rejected => CmdState::Rejected,
         };
         // accepted/running never move a command backwards
-        let rank = |s: CmdState| match s {
-            CmdState::Queued => 0,
-            CmdState::Sent => 1,
-            CmdState::Accepted => 2,
-            CmdState::Running => 3,
-            _ => 4,
-        };
-        if rank(to) < rank(r.state) {
+        if to.rank() < r.state.rank() {
             return Some(Vec::new());
         }
         Some(
@@ -272,11 +288,22 @@ impl CommandBook {
 
     /// Expiry, timeouts and resends. `online` says whether a device is connected now.
     pub fn tick(&mut self, now_ms: i64, online: impl Fn(&DeviceId) -> bool) -> Vec<Effect> {
+        self.tick_some(now_ms, online, |_| true)
+    }
+
+    /// [`CommandBook::tick`] over the commands `decides` picks (several instances: each
+    /// decides for the commands it created or delivered, and learns the others' outcomes).
+    pub fn tick_some(
+        &mut self,
+        now_ms: i64,
+        online: impl Fn(&DeviceId) -> bool,
+        decides: impl Fn(&str) -> bool,
+    ) -> Vec<Effect> {
         let mut fx = Vec::new();
         let ids: Vec<String> = self
             .records
             .values()
-            .filter(|r| !r.state.is_final())
+            .filter(|r| !r.state.is_final() && decides(&r.id))
             .map(|r| r.id.clone())
             .collect();
         for id in ids {
@@ -313,6 +340,50 @@ impl CommandBook {
             }
         }
         fx
+    }
+
+    /// The instance claimed command `id` from the outbox to publish it now: the send, if it
+    /// is still deliverable (pending, not expired); None when it is not (the agent already
+    /// answered, or it expired: its outbox row is done).
+    pub fn claimed(&mut self, id: &str, now_ms: i64) -> Option<Vec<Effect>> {
+        let r = self.records.get(id)?;
+        if !r.state.is_pending() || now_ms >= r.expires_ms {
+            return None;
+        }
+        Some(self.mark_sent(id, now_ms))
+    }
+
+    /// A record as the shared store holds it (several instances). It replaces ours when it is
+    /// further along, or as far along and newer; ours stays when it is further along or newer
+    /// (a change of ours on its way to the store).
+    pub fn merge(&mut self, rec: CommandRecord) -> Merged {
+        match self.records.get_mut(&rec.id) {
+            None => {
+                let (device, created, id) = (rec.device.clone(), rec.created_ms, rec.id.clone());
+                self.records.insert(id.clone(), rec);
+                let recs = &self.records;
+                let q = self.by_device.entry(device).or_default();
+                // keep creation order (a command made elsewhere may be older than ours)
+                let at = q
+                    .iter()
+                    .position(|i| recs.get(i).is_some_and(|r| r.created_ms > created))
+                    .unwrap_or(q.len());
+                q.insert(at, id);
+                Merged::Added
+            }
+            Some(ours) => {
+                let theirs_ahead = rec.state.rank() > ours.state.rank()
+                    || (rec.state.rank() == ours.state.rank()
+                        && !ours.state.is_final()
+                        && (rec.updated_ms > ours.updated_ms || rec.sends > ours.sends));
+                if theirs_ahead && rec != *ours {
+                    *ours = rec;
+                    Merged::Replaced
+                } else {
+                    Merged::Kept
+                }
+            }
+        }
     }
 
     pub fn restore(&mut self, rec: CommandRecord) {
@@ -413,6 +484,69 @@ mod tests {
         assert_eq!(b.get("c1").unwrap().state, CmdState::Accepted);
         b.tick(10_000 + RESULT_GRACE_MS, |_| true);
         assert_eq!(b.get("c1").unwrap().state, CmdState::TimedOut);
+    }
+
+    #[test]
+    fn a_claimed_pending_command_is_sent_and_an_answered_or_expired_one_is_not() {
+        let mut b = CommandBook::default();
+        b.insert(rec("c1", "a", 0, 60_000), false, 0);
+        let fx = b.claimed("c1", 10).unwrap();
+        assert!(fx.contains(&Effect::Send {
+            device: d("a"),
+            id: "c1".into()
+        }));
+        assert_eq!(b.get("c1").unwrap().sends, 1);
+        b.on_result(&d("a"), &result("c1", CommandStatus::Accepted), 20);
+        assert!(b.claimed("c1", 30).is_none(), "answered: its outbox row is done");
+        b.insert(rec("c2", "a", 0, 1_000), false, 0);
+        assert!(b.claimed("c2", 1_000).is_none(), "expired");
+        assert!(b.claimed("zz", 0).is_none());
+    }
+
+    #[test]
+    fn a_merged_record_replaces_ours_only_when_it_is_further_along_or_newer() {
+        let mut b = CommandBook::default();
+        b.insert(rec("c2", "a", 100, 60_000), false, 100);
+        // made elsewhere, older: added in creation order
+        assert_eq!(b.merge(rec("c1", "a", 50, 60_000)), Merged::Added);
+        let order: Vec<&str> = b.for_device(&d("a")).iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(order, vec!["c2", "c1"], "newest first");
+        // another instance sent and then saw it succeed
+        let mut theirs = b.get("c1").unwrap().clone();
+        theirs.state = CmdState::Succeeded;
+        theirs.updated_ms = 400;
+        assert_eq!(b.merge(theirs.clone()), Merged::Replaced);
+        assert_eq!(b.get("c1").unwrap().state, CmdState::Succeeded);
+        // a lagging copy never moves it back
+        let mut stale = theirs.clone();
+        stale.state = CmdState::Sent;
+        stale.updated_ms = 500;
+        assert_eq!(b.merge(stale), Merged::Kept);
+        assert_eq!(b.get("c1").unwrap().state, CmdState::Succeeded);
+        // ours is ahead (written soon): kept
+        b.claimed("c2", 200).unwrap();
+        assert_eq!(b.merge(rec("c2", "a", 100, 60_000)), Merged::Kept);
+        assert_eq!(b.get("c2").unwrap().state, CmdState::Sent);
+        // the same rank, newer and resent elsewhere: theirs
+        let mut resent = b.get("c2").unwrap().clone();
+        resent.sends = 2;
+        resent.last_sent_ms = Some(10_300);
+        assert_eq!(b.merge(resent), Merged::Replaced);
+        assert_eq!(b.get("c2").unwrap().sends, 2);
+    }
+
+    #[test]
+    fn tick_some_decides_only_for_the_commands_picked() {
+        let mut b = CommandBook::default();
+        b.insert(rec("c1", "a", 0, 1_000), false, 0);
+        b.insert(rec("c2", "a", 0, 1_000), false, 0);
+        b.tick_some(2_000, |_| false, |id| id == "c1");
+        assert_eq!(b.get("c1").unwrap().state, CmdState::Expired);
+        assert_eq!(
+            b.get("c2").unwrap().state,
+            CmdState::Queued,
+            "another instance decides"
+        );
     }
 
     #[test]

@@ -104,6 +104,17 @@ async fn submit(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .is_some();
+    // several instances: a machine that has only ever connected to another one is known
+    // from its birth in the shared store
+    let known = match (&state.pg, known) {
+        (Some(pg), false) => {
+            let (s, d) = (pg.clone(), device.clone());
+            pg.call(async move { super::outbox::device_known(&s, &d).await })
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        }
+        _ => known,
+    };
     if !known {
         return Err(ApiError::NotFound(format!("no device {device}")));
     }

@@ -6,11 +6,14 @@
 //! - [`actor`]: the commands actor: persists, publishes, audits
 //! - [`store`]: its store access (the seam; sled's `commands` and `rollouts` trees), [`pg`]:
 //!   the `commands` and `rollouts` tables
+//! - [`outbox`]: several instances: claims of `command_outbox` by the instance holding the
+//!   machine's session, and the reads that keep each instance's book current
 //! - [`http`]: commands and rollouts routes
 
 pub mod actor;
 pub mod book;
 pub mod http;
+pub mod outbox;
 pub mod pg;
 pub mod rollout;
 pub mod store;

@@ -1,5 +1,11 @@
 //! The commands actor's PostgreSQL store: `commands` (one row per command, with the signed
-//! bytes sent to the agent) and `rollouts` (one JSON document each).
+//! bytes sent to the agent), `rollouts` (one JSON document each), and the `command_outbox`
+//! rows of new commands and of answered ones ([`super::outbox`]).
+//!
+//! With several instances each one's book is a copy that can lag (it catches up every
+//! [`super::actor::CLUSTER_POLL`]); so an upsert never moves a command backwards: a final
+//! state is never overwritten, a state never replaced by an earlier one, and `expired` only
+//! replaces a command not yet accepted (the same rules as [`super::book`]).
 //!
 //! Writes never block the actor: [`PgCommands`] hands each change to a writer task on the
 //! store's runtime, which coalesces a burst (the latest change of each id wins) and upserts it
@@ -7,7 +13,7 @@
 //! changed meanwhile. A command is durable a few milliseconds after the actor changed it, as
 //! it was with sled (whose writes reach the disk with the next flush).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::DeviceId;
@@ -33,6 +39,10 @@ enum Change {
     Put(Box<CommandRecord>),
     Remove(String),
     Rollout(Box<Rollout>),
+    /// A new command's outbox row (written after the command, in the same transaction).
+    Enqueue(String, DeviceId),
+    /// The agent answered: the outbox row is done.
+    Delivered(String),
 }
 
 /// The commands actor's store on PostgreSQL (module docs).
@@ -96,7 +106,7 @@ fn parse<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, PgError> {
     serde_json::from_value(v).map_err(|e| bad("reading a command", e))
 }
 
-fn record_of(r: &tokio_postgres::Row) -> Result<CommandRecord, PgError> {
+pub(super) fn record_of(r: &tokio_postgres::Row) -> Result<CommandRecord, PgError> {
     let t = |c: &str| r.get::<_, Option<std::time::SystemTime>>(c).map(millis);
     Ok(CommandRecord {
         id: r.get("id"),
@@ -132,7 +142,13 @@ pub async fn write_record(tx: &tokio_postgres::Transaction<'_>, r: &CommandRecor
          ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at,
              output = EXCLUDED.output, detail = EXCLUDED.detail, sends = EXCLUDED.sends,
              last_sent_at = EXCLUDED.last_sent_at, accepted_at = EXCLUDED.accepted_at,
-             rollout = EXCLUDED.rollout, expires_at = EXCLUDED.expires_at",
+             rollout = EXCLUDED.rollout, expires_at = EXCLUDED.expires_at
+         WHERE commands.state NOT IN ('succeeded', 'failed', 'rejected', 'expired', 'timed_out')
+           AND (CASE EXCLUDED.state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1
+                    WHEN 'accepted' THEN 2 WHEN 'running' THEN 3 ELSE 4 END)
+               >= (CASE commands.state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1
+                    WHEN 'accepted' THEN 2 WHEN 'running' THEN 3 ELSE 4 END)
+           AND NOT (EXCLUDED.state = 'expired' AND commands.state NOT IN ('queued', 'sent'))",
         &[
             &r.id,
             &r.device.as_str(),
@@ -177,6 +193,8 @@ pub async fn write_rollout(tx: &tokio_postgres::Transaction<'_>, r: &Rollout) ->
 struct Pending {
     commands: BTreeMap<String, Option<Box<CommandRecord>>>,
     rollouts: BTreeMap<String, Box<Rollout>>,
+    enqueued: BTreeMap<String, DeviceId>,
+    delivered: BTreeSet<String>,
 }
 
 impl Pending {
@@ -191,11 +209,20 @@ impl Pending {
             Change::Rollout(r) => {
                 self.rollouts.insert(r.id.clone(), r);
             }
+            Change::Enqueue(id, device) => {
+                self.enqueued.insert(id, device);
+            }
+            Change::Delivered(id) => {
+                self.delivered.insert(id);
+            }
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.commands.is_empty() && self.rollouts.is_empty()
+        self.commands.is_empty()
+            && self.rollouts.is_empty()
+            && self.enqueued.is_empty()
+            && self.delivered.is_empty()
     }
 }
 
@@ -212,11 +239,33 @@ async fn write_pending(store: &PgStore, p: &Pending) -> Result<(), PgError> {
                 tx.execute("DELETE FROM commands WHERE id = $1", &[id])
                     .await
                     .map_err(PgError::db("deleting a command"))?;
+                tx.execute("DELETE FROM command_outbox WHERE command_id = $1", &[id])
+                    .await
+                    .map_err(PgError::db("deleting an outbox row"))?;
             }
         }
     }
     for r in p.rollouts.values() {
         write_rollout(&tx, r).await?;
+    }
+    for (id, device) in &p.enqueued {
+        // after the command's row: a claimer that wakes on the NOTIFY finds both
+        tx.execute(
+            "INSERT INTO command_outbox (command_id, device) VALUES ($1, $2)
+             ON CONFLICT (command_id) DO NOTHING",
+            &[id, &device.as_str()],
+        )
+        .await
+        .map_err(PgError::db("queueing a command"))?;
+    }
+    for id in &p.delivered {
+        tx.execute(
+            "UPDATE command_outbox SET delivered_at = now(), claimed_until = NULL
+             WHERE command_id = $1 AND delivered_at IS NULL",
+            &[id],
+        )
+        .await
+        .map_err(PgError::db("marking a command delivered"))?;
     }
     tx.commit().await.map_err(PgError::db("commands commit"))
 }
@@ -303,5 +352,13 @@ impl CommandStore for PgCommands {
 
     fn put_rollout(&self, r: &Rollout) {
         self.send(Change::Rollout(Box::new(r.clone())));
+    }
+
+    fn enqueue(&self, r: &CommandRecord) {
+        self.send(Change::Enqueue(r.id.clone(), r.device.clone()));
+    }
+
+    fn delivered(&self, id: &str) {
+        self.send(Change::Delivered(id.to_string()));
     }
 }

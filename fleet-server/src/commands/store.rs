@@ -30,6 +30,14 @@ pub trait CommandStore: Send + Sync {
 
     /// Writes (or replaces) a rollout; never blocks.
     fn put_rollout(&self, r: &Rollout);
+
+    /// Queues a new command for whichever instance holds its machine's session (the outbox
+    /// of [`super::outbox`]); never blocks. One instance (sled) has nothing to queue: its
+    /// book sends.
+    fn enqueue(&self, _r: &CommandRecord) {}
+
+    /// The agent answered command `id`: its outbox row is done; never blocks.
+    fn delivered(&self, _id: &str) {}
 }
 
 /// The commands and rollouts trees of the server's sled store.

@@ -271,8 +271,10 @@ impl FleetActor {
                         .map(|d| d.metrics.clone())
                         .unwrap_or_default();
                     let service = input.on_metrics(&m);
+                    let kpis = input.kpi.on_metrics(&m, ts);
                     m.extend(skew);
                     m.extend(service);
+                    m.extend(kpis);
                     self.observe(&id, m, now);
                 }
             }

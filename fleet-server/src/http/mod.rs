@@ -82,6 +82,7 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "notify": state.alerting.notify.snapshot(),
         "live": state.live.snapshot(),
         "supervisor": state.supervisor.snapshot(),
+        "sessions": state.sessions.as_ref().map(|s| s.snapshot()),
         "memory": proc_mem::ProcessMemory::now(),
     }))
 }

@@ -15,6 +15,8 @@ use crate::history::store::HistoryStore;
 use crate::ingest::stats::IngestStats;
 use crate::live::LiveHub;
 use crate::notify::Notifier;
+use crate::pg::store::PgStore;
+use crate::sessions::SessionsView;
 use crate::storage::health::StorageHealth;
 use crate::supervise::slot::Slot;
 use crate::supervise::supervisor::SupervisorView;
@@ -37,6 +39,10 @@ pub struct AppState {
     pub storage: Arc<StorageHealth>,
     /// The server's children: restarts and last exit reasons.
     pub supervisor: SupervisorView,
+    /// With PostgreSQL: the sessions this instance holds and the stale ones it ended.
+    pub sessions: Option<SessionsView>,
+    /// With PostgreSQL: the shared store, for what another instance may have written.
+    pub pg: Option<PgStore>,
 }
 
 /// What the alerting and history routes need (part of [`AppState`]).

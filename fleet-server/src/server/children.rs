@@ -11,7 +11,7 @@
 //! | `alerts-persist` | thread `alerts-persist` | an export lost in a crash is made again | the alerts actor (its queue) |
 //! | `alerts` | actor | engine and correlator imported from the store | the fleet (attached), routes (slot) |
 //! | `history` | actor | none (the dirty minutes are in the store) | nobody |
-//! | `commands` | actor | commands and rollouts from the store, presence from the fleet | the fleet (attached), routes (slot) |
+//! | `commands` | actor | commands and rollouts from the store, presence from the fleet; with PostgreSQL and the embedded broker, which sessions this instance holds from [`crate::sessions`] (its events subscribed anew) | the fleet (attached), routes (slot), cluster events |
 //! | `republish` | task | none | the writer, the alerts actor (its queue) |
 //! | `ingest` | task | the broker's persistent session | nobody |
 
@@ -24,7 +24,7 @@ use crate::alerts::actor::{AlertsActor, AlertsSetup, AttachRepublisher};
 use crate::alerts::persist::{self, PersistHandle, PersistInbox, PersistSetup};
 use crate::alerts::rules::RuleSet;
 use crate::alerts::stats::AlertsStats;
-use crate::commands::actor::{CommandsActor, CommandsSetup};
+use crate::commands::actor::{CommandCluster, CommandsActor, CommandsSetup};
 use crate::fleet::actor::{
     AttachAlerts, AttachCommands, AttachPresence, FleetActor, FleetCheckpoint, Restore,
 };
@@ -40,6 +40,7 @@ use crate::notify::NotifyService;
 use crate::notify::maintenance::Windows;
 use crate::republish::client::{self as republisher, RepublishConfig, RepublishInbox};
 use crate::republish::queue::{RepublishHandle, RepublishStats};
+use crate::sessions::ClusterLink;
 use crate::storage::Stores;
 use crate::supervise::child::{ChildSpec, spawn_actor, spawn_task, spawn_thread};
 use crate::supervise::slot::Slot;
@@ -53,6 +54,8 @@ pub(super) struct Wiring {
     pub fleet: Slot<FleetActor>,
     pub alerts: Slot<AlertsActor>,
     pub commands: Slot<CommandsActor>,
+    /// Several instances on PostgreSQL: this instance's id and cluster events.
+    pub cluster: Option<ClusterLink>,
     pub presence: PresencePolicy,
     pub writer: WriterSetup,
     pub writer_inbox: WriterInbox,
@@ -223,6 +226,13 @@ fn commands(w: &Wiring) -> ChildSpec {
     );
     let (host, port, identity) = w.mqtt.clone();
     let (slot, fleet, live_hub) = (w.commands.clone(), w.fleet.clone(), w.live.clone());
+    let cluster = match (&w.stores.pg, &w.cluster) {
+        (Some(store), Some(link)) => Some(CommandCluster {
+            store: store.clone(),
+            link: link.clone(),
+        }),
+        _ => None,
+    };
     ChildSpec::new("commands", move |live| {
         // read here, on the supervisor's thread, not on the actor's
         let setup = CommandsSetup {
@@ -234,6 +244,7 @@ fn commands(w: &Wiring) -> ChildSpec {
             host: host.clone(),
             port,
             identity: identity.clone(),
+            cluster: cluster.clone(),
         };
         let (addr, run) = spawn_actor(&live, move |_| CommandsActor::new(setup));
         addr.do_send(AttachLive(live_hub.clone()));

@@ -35,6 +35,7 @@ use crate::ingest::writer::{self, WriterSetup};
 use crate::live::LiveHub;
 use crate::notify;
 use crate::republish::queue::{self, RepublishStats};
+use crate::sessions::Sessions;
 use crate::storage::{self, StorageConfig};
 use crate::store::StoreWatch;
 use crate::supervise::inbox::Inbox;
@@ -131,6 +132,13 @@ impl Server {
         // pending from an earlier process is due at once
         let notify = notify::build(alerting.notify.clone(), stores.outbox.clone());
         let republish = cfg.republish.then(|| queue::channel(queue::QUEUE));
+        // several instances on one PostgreSQL store: who holds each machine's session (known
+        // only to the embedded broker's hook; with an external broker the commands book sends
+        // by itself, as with one instance)
+        let sessions = match (&stores.pg, cfg.embedded_broker) {
+            (Some(pg), Some(_)) => Some(Sessions::start(pg.clone(), &cfg.cluster.instance_id)),
+            _ => None,
+        };
 
         // 1. HTTP on the actix system's thread
         let state = AppState {
@@ -151,6 +159,8 @@ impl Server {
             storage: stores.health.clone(),
             live: live.clone(),
             supervisor: view.clone(),
+            sessions: sessions.as_ref().map(|s| s.view()),
+            pg: stores.pg.clone(),
         };
         let h = start_http(state, &cfg)?;
         let mut server = Server {
@@ -179,6 +189,7 @@ impl Server {
             key: dir.server_key(),
             ready: ready.clone(),
             writer: writer_tx.clone(),
+            sessions: sessions.as_ref().map(|s| s.observer()),
         });
         if let Some(b) = &server.broker_cfg {
             let t = BrokerThread::start(b.clone())?;
@@ -210,6 +221,7 @@ impl Server {
             fleet: fleet.clone(),
             alerts,
             commands,
+            cluster: sessions.as_ref().map(|s| s.link()),
             presence: PresencePolicy {
                 stale_after_ms: cfg.stale_after_ms,
                 offline_after_ms: cfg.offline_after_ms,
@@ -246,6 +258,8 @@ impl Server {
             ),
         };
         drop(stores);
+        // from here the broker's configuration holds the only reporters of the sessions task
+        drop(sessions);
         server.supervisor = Some(Supervisor::start(
             h.system,
             cfg.supervisor,
