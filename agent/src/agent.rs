@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::addr::split_host_port;
 use common::command::SignedCommand;
 use common::tls::ClientIdentity;
 use common::topics::Kind;
@@ -122,8 +121,12 @@ pub fn start(file: &AgentFile) -> anyhow::Result<AgentHandle> {
 /// Builds and starts the agent on the current actix arbiter.
 pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle> {
     let device = DeviceId::new(file.device_id.clone())?;
-    let (host, port) = split_host_port(&file.mqtt.broker)
-        .ok_or_else(|| anyhow::anyhow!("mqtt.broker {:?} is not host:port", file.mqtt.broker))?;
+    let brokers = file.mqtt.broker.brokers();
+    anyhow::ensure!(
+        brokers.len() == file.mqtt.broker.entries().len() && !brokers.is_empty(),
+        "mqtt.broker {:?}: not host:port (check-config names the entry)",
+        file.mqtt.broker.entries()
+    );
     let caps = Caps {
         max_records: file.buffer.max_records,
         max_bytes: file.buffer.max_bytes,
@@ -198,8 +201,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
     let (lp, commands) = runtime::link_parts(
         runtime::LinkSpec {
             device: device.clone(),
-            host,
-            port,
+            brokers,
             identity,
             keep_alive: Duration::from_secs(file.mqtt.keep_alive_s),
             window: file.mqtt.inflight_window,

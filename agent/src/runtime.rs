@@ -16,6 +16,7 @@ use crate::buffer::{Buffer, BufferHandle, BufferParts};
 use crate::collect::MetricSource;
 use crate::collect::actor::{CollectorActor, CollectorParts, CollectorStats};
 use crate::link::actor::{LinkActor, LinkParts, Shutdown};
+pub use crate::link::brokers::Broker;
 use crate::link::status::LinkStatus;
 use crate::link::task::LinkConfig;
 use crate::messages::StopNow;
@@ -53,8 +54,8 @@ impl DeviceHandle {
 
 pub struct DeviceParts {
     pub device: DeviceId,
-    pub host: String,
-    pub port: u16,
+    /// The brokers, in failover order ([`crate::link::brokers`]); at least one.
+    pub brokers: Vec<Broker>,
     pub identity: ClientIdentity,
     pub keep_alive: Duration,
     pub window: usize,
@@ -96,8 +97,8 @@ pub fn hostname() -> String {
 /// Where and how one device's link connects.
 pub struct LinkSpec {
     pub device: DeviceId,
-    pub host: String,
-    pub port: u16,
+    /// The brokers, in failover order ([`crate::link::brokers`]); at least one.
+    pub brokers: Vec<Broker>,
     pub identity: ClientIdentity,
     pub keep_alive: Duration,
     pub window: usize,
@@ -111,22 +112,21 @@ pub fn link_parts(
 ) -> anyhow::Result<(LinkParts, mpsc::UnboundedReceiver<SignedCommand>)> {
     let LinkSpec {
         device,
-        host,
-        port,
+        brokers,
         identity,
         keep_alive,
         window,
         birth,
     } = spec;
     let device = &device;
+    anyhow::ensure!(!brokers.is_empty(), "{device}: no broker to connect to");
     let tls = common::tls::client_config(&identity)?;
     let (tx, rx) = mpsc::unbounded_channel();
     Ok((
         LinkParts {
             cfg: LinkConfig {
                 device: device.clone(),
-                host,
-                port,
+                brokers,
                 tls,
                 client_id: device.to_string(),
                 keep_alive,
@@ -153,8 +153,7 @@ pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
     let (mut lp, rx) = link_parts(
         LinkSpec {
             device: parts.device.clone(),
-            host: parts.host,
-            port: parts.port,
+            brokers: parts.brokers,
             identity: parts.identity,
             keep_alive: parts.keep_alive,
             window: parts.window,

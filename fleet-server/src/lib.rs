@@ -23,7 +23,8 @@
 //! - [`notify`]: notifications: config, routing and rate limits, channels (webhook formats,
 //!   SMS, email, log), the dispatcher and the durable outbox with its worker, maintenance
 //!   windows (pure), the test message, its routes
-//! - [`cluster`]: this instance among several on one PostgreSQL store: its id, `[cluster]`
+//! - [`cluster`]: this instance among several on one PostgreSQL store: its id, `[cluster]`,
+//!   the registry and heartbeat, the leader leases of the fleet-wide jobs and their fence
 //! - [`sessions`]: which instance holds each machine's session (`session_owners`), ending a
 //!   stale one, the LISTEN connection that wakes the commands actor
 //! - [`republish`]: records, alerts and incidents as JSON on `fleet/v1/...`

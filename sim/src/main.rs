@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use common::addr::split_host_port;
+use rvm_agent::runtime::Broker;
 use rvm_sim::demo::{self, DemoOptions};
 use rvm_sim::scenario::Scenario;
 use rvm_sim::simulate::{self, SimConfig, SimProfile};
@@ -58,7 +58,9 @@ enum Cmd {
         sites: usize,
         #[arg(long, default_value = "sim")]
         prefix: String,
-        /// host:port of the broker
+        /// host:port of the broker, or a comma-separated list of the brokers of one fleet
+        /// (`a:8883,b:8883`): each machine starts on one and fails over to the next, round
+        /// robin, when its link is lost.
         #[arg(long)]
         broker: String,
         /// Certificate directory holding the fleet CA (device certificates are issued there).
@@ -82,6 +84,14 @@ enum Cmd {
         /// Tell the scenario this many times faster (times divided, drift rates multiplied).
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
+        /// On SIGTERM or Ctrl-C, stop collecting, wait until every machine's telemetry was
+        /// acknowledged (at most --drain-s), and write one JSON line per machine here
+        /// (records made, still buffered, last seq, broker, failovers) before stopping.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// How long the drain before --report waits at most, seconds.
+        #[arg(long, default_value_t = 30)]
+        drain_s: u64,
     },
 }
 
@@ -134,8 +144,21 @@ fn main() -> ExitCode {
             command_ms,
             scenario,
             speed,
+            report,
+            drain_s,
         } => run_simulate(
-            devices, sites, prefix, broker, certs, interval, first, buffer_dir, command_ms, scenario, speed,
+            devices,
+            sites,
+            prefix,
+            broker,
+            certs,
+            interval,
+            first,
+            buffer_dir,
+            command_ms,
+            scenario,
+            speed,
+            report.map(|r| (r, Duration::from_secs(drain_s))),
         ),
     };
     match result {
@@ -217,6 +240,7 @@ fn run_simulate(
     command_ms: u64,
     scenario: Option<PathBuf>,
     speed: f64,
+    report: Option<(PathBuf, Duration)>,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         speed.is_finite() && speed > 0.0,
@@ -225,15 +249,18 @@ fn run_simulate(
     let scenario = scenario
         .map(|p| Scenario::load(&p).map(|s| s.speed_up(speed)))
         .transpose()?;
-    let (host, port) =
-        split_host_port(&broker).ok_or_else(|| anyhow::anyhow!("--broker {broker:?} is not host:port"))?;
+    let mut brokers = parse_brokers(&broker)?.into_iter();
+    let primary = brokers
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("--broker: no broker given"))?;
+    let more_brokers: Vec<Broker> = brokers.collect();
     anyhow::ensure!(interval >= 10, "--interval {interval}: at least 10 ms");
     let cfg = SimConfig {
         devices,
         sites,
         prefix,
-        host,
-        port,
+        host: primary.host.clone(),
+        port: primary.port,
         certs,
         interval: Duration::from_millis(interval),
         first,
@@ -243,6 +270,7 @@ fn run_simulate(
         let mut profile = SimProfile {
             buffer_dir,
             command_ms: Some(command_ms),
+            more_brokers: more_brokers.clone(),
             ..Default::default()
         };
         if let Some(s) = &scenario {
@@ -254,19 +282,48 @@ fn run_simulate(
             simulate::replay(s, &devices);
         }
         let handles: Vec<_> = devices.into_iter().map(|d| d.handle).collect();
-        eprintln!(
-            "simulating {} machines against {}:{}",
-            handles.len(),
-            cfg.host,
-            cfg.port
-        );
+        let list: Vec<String> = std::iter::once(primary.to_string())
+            .chain(more_brokers.iter().map(|b| b.to_string()))
+            .collect();
+        eprintln!("simulating {} machines against {}", handles.len(), list.join(","));
         wait_for_signal().await;
+        if let Some((path, within)) = &report {
+            let lines = simulate::drain_and_report(&handles, *within).await;
+            write_report(path, &lines)?;
+            eprintln!("report of {} machines written to {}", lines.len(), path.display());
+        }
         // each stops collecting, says goodbye and closes its buffer
         for h in &handles {
             h.stop().await;
         }
         anyhow::Ok(())
     })
+}
+
+/// One JSON line per machine, written whole (a temporary file renamed) so a reader never sees
+/// half a report.
+fn write_report(path: &std::path::Path, lines: &[simulate::DeviceReport]) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for l in lines {
+        text.push_str(&serde_json::to_string(l)?);
+        text.push('\n');
+    }
+    let tmp = path.with_extension("part");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// `--broker`: `host:port`, or several separated by commas; a bad one is named by its place.
+fn parse_brokers(arg: &str) -> anyhow::Result<Vec<Broker>> {
+    let mut out: Vec<Broker> = Vec::new();
+    for (i, s) in arg.split(',').map(str::trim).enumerate() {
+        let b = Broker::parse(s)
+            .ok_or_else(|| anyhow::anyhow!("--broker: entry {} {s:?} is not host:port", i + 1))?;
+        anyhow::ensure!(!out.contains(&b), "--broker: {b} is given twice");
+        out.push(b);
+    }
+    Ok(out)
 }
 
 /// Ctrl-C or SIGTERM.
@@ -282,5 +339,25 @@ async fn wait_for_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_takes_one_or_a_comma_separated_list() {
+        assert_eq!(
+            parse_brokers("127.0.0.1:1883").unwrap(),
+            [Broker::new("127.0.0.1", 1883)]
+        );
+        assert_eq!(
+            parse_brokers("a:1,b:2, c:3").unwrap(),
+            [Broker::new("a", 1), Broker::new("b", 2), Broker::new("c", 3)]
+        );
+        let e = parse_brokers("a:1,b").unwrap_err().to_string();
+        assert!(e.contains("entry 2") && e.contains("\"b\""), "{e}");
+        assert!(parse_brokers("a:1,a:1").is_err());
     }
 }

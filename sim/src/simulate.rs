@@ -14,7 +14,7 @@ use common::DeviceId;
 use common::pki::{Ca, CertDir};
 use rvm_agent::buffer::{Body, Buffer, BufferHandle, Caps, FlushPolicy, MemStore, Store};
 use rvm_agent::collect::MetricSource;
-use rvm_agent::runtime::{self, DeviceHandle, DeviceParts};
+use rvm_agent::runtime::{self, Broker, DeviceHandle, DeviceParts};
 
 use crate::scenario::{Machine, Scenario};
 use crate::source::{SimFault, SimSource};
@@ -57,6 +57,11 @@ pub struct SimProfile {
     pub buffer_dir: Option<std::path::PathBuf>,
     /// How long a simulated command "runs" before its result (None: [`SIM_COMMAND_MS`]).
     pub command_ms: Option<u64>,
+    /// Brokers after [`SimConfig::host`]:[`SimConfig::port`] that the machines fail over to
+    /// (the other instances of one fleet; `rvm-sim simulate --broker A,B,C`): each machine
+    /// starts on one of the list and moves round robin when its link is lost, as an agent
+    /// given `[mqtt] broker = [...]` does.
+    pub more_brokers: Vec<Broker>,
 }
 
 impl SimProfile {
@@ -195,6 +200,9 @@ pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<S
     let key = std::fs::read_to_string(dir.signing_pub())
         .ok()
         .and_then(|s| common::command::public_key_from_hex(&s).ok());
+    let brokers: Vec<Broker> = std::iter::once(Broker::new(cfg.host.clone(), cfg.port))
+        .chain(profile.more_brokers.iter().cloned())
+        .collect();
     let mut handles = Vec::with_capacity(cfg.devices);
     for i in 0..cfg.devices {
         let device = cfg.device_id(i)?;
@@ -241,8 +249,7 @@ pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<S
         };
         let mut handle = runtime::start_device(DeviceParts {
             device,
-            host: cfg.host.clone(),
-            port: cfg.port,
+            brokers: brokers.clone(),
             identity,
             keep_alive: Duration::from_secs(30),
             window: 64,
@@ -281,4 +288,74 @@ pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<S
         });
     }
     Ok(handles)
+}
+
+/// One machine at the end of a run ([`drain_and_report`]): what it made and where it was.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DeviceReport {
+    pub device: String,
+    /// Telemetry records collected into its buffer.
+    pub telemetry: u64,
+    /// Telemetry records still in the buffer (not acknowledged by any broker).
+    pub telemetry_pending: u64,
+    /// The last seq its buffer allocated (every kind of record).
+    pub last_seq: u64,
+    /// Records of every kind still in the buffer.
+    pub buffered: u64,
+    /// The broker its link was on at the end, and how often it moved.
+    pub broker: String,
+    pub failovers: u64,
+    pub connects: u64,
+    pub connected: bool,
+}
+
+/// How often [`drain_and_report`] looks at the buffers.
+const DRAIN_POLL: Duration = Duration::from_millis(200);
+
+/// Stops collecting on every machine, waits (up to `within`) until no telemetry waits in any
+/// buffer (every record collected was acknowledged by a broker: committed by a server), and
+/// reports each machine. Health reports go on meanwhile; the links stay up.
+pub async fn drain_and_report(handles: &[DeviceHandle], within: Duration) -> Vec<DeviceReport> {
+    for h in handles {
+        h.stop_collecting();
+    }
+    // a collection under way when the collector stopped still appends
+    tokio::time::sleep(DRAIN_POLL).await;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut pending = vec![0u64; handles.len()];
+    loop {
+        for (p, h) in pending.iter_mut().zip(handles) {
+            *p = match h
+                .buffer
+                .read(rvm_agent::buffer::Key::TELEMETRY, None, 100_000)
+                .await
+            {
+                Ok(r) => r.len() as u64,
+                Err(_) => u64::MAX,
+            };
+        }
+        if pending.iter().all(|&p| p == 0) || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+    handles
+        .iter()
+        .zip(pending)
+        .map(|(h, telemetry_pending)| {
+            let b = h.buffer.stats();
+            let l = h.link.snapshot();
+            DeviceReport {
+                device: h.device.to_string(),
+                telemetry: h.collector.collected.load(Ordering::Relaxed),
+                telemetry_pending,
+                last_seq: b.last_seq,
+                buffered: b.records,
+                broker: l.broker,
+                failovers: l.failovers,
+                connects: l.connects,
+                connected: l.connected,
+            }
+        })
+        .collect()
 }

@@ -387,8 +387,7 @@ impl Prefilled {
                     let (lp, _commands) = rvm_agent::runtime::link_parts(
                         rvm_agent::runtime::LinkSpec {
                             device: id,
-                            host: "127.0.0.1".into(),
-                            port,
+                            brokers: vec![rvm_agent::runtime::Broker::new("127.0.0.1", port)],
                             identity: ident,
                             keep_alive: Duration::from_secs(30),
                             window: 64,

@@ -233,7 +233,7 @@ fn install_sh_installs_a_bundle_into_destdir_with_modes_owners_and_a_valid_confi
     assert!(file.validate().is_empty(), "{:?}", file.validate());
     assert_eq!(file.device_id, "rvm0042");
     assert_eq!(file.site.as_deref(), Some("store-12"));
-    assert_eq!(file.mqtt.broker, "fleet.example.com:8883");
+    assert_eq!(file.mqtt.broker.entries(), ["fleet.example.com:8883"]);
     assert_eq!(file.buffer.dir, root.join("var/lib/rvm-agent/buffer"));
     assert_eq!(
         file.commands.public_key,
@@ -337,7 +337,7 @@ fn install_sh_takes_broker_and_site_from_the_bundle_and_a_directory_bundle_too()
     assert!(o.status.success(), "install.sh: {}", text(&o));
     let file = rvm_agent::config::AgentFile::parse(&config_under(&root)).unwrap();
     assert_eq!(file.device_id, "rvm7");
-    assert_eq!(file.mqtt.broker, "10.0.0.5:8883");
+    assert_eq!(file.mqtt.broker.entries(), ["10.0.0.5:8883"]);
     assert_eq!(file.site, None, "no site anywhere: the line is left out");
     assert!(file.validate().is_empty(), "{:?}", file.validate());
     let pkla = root.join("etc/polkit-1/localauthority/50-local.d/50-rvm-agent.pkla");

@@ -491,9 +491,9 @@ fn postgres_a_batch_is_one_transaction_and_history_reads_page_through_it_in_orde
     );
     assert_eq!(history.known_devices().unwrap(), [d("rvm1")]);
     // rollups of the minutes the batch marked, once
-    let minutes = history.roll_up(100_000).unwrap();
+    let minutes = history.roll_up(100_000, None).unwrap();
     assert!(minutes >= 40, "{minutes}");
-    assert_eq!(history.roll_up(100_000).unwrap(), 0, "each mark taken once");
+    assert_eq!(history.roll_up(100_000, None).unwrap(), 0, "each mark taken once");
     let rollups = history.rollups(&d("rvm1"), start, now + MINUTE_MS).unwrap();
     assert_eq!(rollups.len(), minutes);
     let counted: u64 = rollups
@@ -508,7 +508,7 @@ fn postgres_a_batch_is_one_transaction_and_history_reads_page_through_it_in_orde
     assert!(history.disk_bytes() > 0);
     // retention by partition: a day past retention goes whole
     let later = history
-        .expire(&HistoryPolicy::default(), now + 3 * DAY_MS)
+        .expire(&HistoryPolicy::default(), now + 3 * DAY_MS, None)
         .unwrap();
     assert!(later.partitions >= 1, "{later:?}");
     assert!(

@@ -438,7 +438,7 @@ async fn postgres_partitions_past_retention_are_dropped_whole_with_their_rows() 
         .await
         .unwrap();
     let later = NOW + 2 * DAY_MS;
-    let r = partitions::ensure(&mut client, &Retention::default(), later)
+    let r = partitions::ensure(&mut client, &Retention::default(), later, None)
         .await
         .unwrap();
     assert_eq!(

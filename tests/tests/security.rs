@@ -814,8 +814,7 @@ impl Device {
             let buffer = sys.block_on(async move {
                 let h = rvm_agent::runtime::start_device(rvm_agent::runtime::DeviceParts {
                     device,
-                    host: "127.0.0.1".into(),
-                    port,
+                    brokers: vec![rvm_agent::runtime::Broker::new("127.0.0.1", port)],
                     identity,
                     keep_alive: Duration::from_secs(5),
                     window: 64,

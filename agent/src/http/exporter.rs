@@ -530,6 +530,19 @@ fn render_agent(x: &mut Exposition, device: &DeviceId, s: &StatusSnapshot) {
         "Records published and not yet acknowledged.",
         l.in_flight,
     );
+    x.one(
+        "rvm_agent_link_failovers_total",
+        Counter,
+        "Moves to another broker of the list after a lost connection or a failed attempt.",
+        l.failovers,
+    );
+    let mut broker = Family::new(
+        "rvm_agent_link_broker_info",
+        Gauge,
+        "The broker the link is on (connected) or trying next; always 1.",
+    );
+    broker.add(&[("broker", l.broker.as_str())], 1u32);
+    x.push(broker);
 
     let a = &s.app_metrics;
     x.one(
@@ -631,6 +644,8 @@ pub(crate) mod tests {
                 acked: 90,
                 in_flight: 5,
                 last_error: None,
+                broker: "b.example:8883".into(),
+                failovers: 2,
             },
             gpu_backend: GpuBackendKind::JetsonSysfs,
             gpu_notes: vec!["nvml: not present".into()],
@@ -887,6 +902,8 @@ pub(crate) mod tests {
             "rvm_agent_link_published_total",
             "rvm_agent_link_acked_total",
             "rvm_agent_link_in_flight",
+            "rvm_agent_link_failovers_total",
+            "rvm_agent_link_broker_info",
             "rvm_agent_app_pushes_accepted_total",
             "rvm_agent_app_pushes_rejected_total",
             "rvm_agent_app_scrapes_ok_total",
@@ -1003,6 +1020,12 @@ pub(crate) mod tests {
             ("rvm_agent_link_published_total", vec![], 95.0),
             ("rvm_agent_link_acked_total", vec![], 90.0),
             ("rvm_agent_link_in_flight", vec![], 5.0),
+            ("rvm_agent_link_failovers_total", vec![], 2.0),
+            (
+                "rvm_agent_link_broker_info",
+                vec![("broker", "b.example:8883")],
+                1.0,
+            ),
             ("rvm_agent_app_pushes_accepted_total", vec![], 7.0),
             ("rvm_agent_app_pushes_rejected_total", vec![], 1.0),
         ] {

@@ -16,6 +16,10 @@ pub struct LinkStatus {
     pub acked: AtomicU64,
     pub last_error: Mutex<Option<String>>,
     pub in_flight: AtomicU64,
+    /// The broker the link is on or trying (`host:port`).
+    pub broker: Mutex<String>,
+    /// Moves to another broker after a loss or a failed attempt.
+    pub failovers: AtomicU64,
     /// Wall clock of the link loop's last turn (liveness).
     pub last_loop_ms: std::sync::atomic::AtomicI64,
 }
@@ -29,6 +33,9 @@ pub struct LinkSnapshot {
     pub acked: u64,
     pub in_flight: u64,
     pub last_error: Option<String>,
+    /// The broker the link is on (while `connected`) or trying next.
+    pub broker: String,
+    pub failovers: u64,
 }
 
 impl LinkStatus {
@@ -41,6 +48,8 @@ impl LinkStatus {
             acked: self.acked.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             last_error: self.last_error.lock().map(|e| e.clone()).unwrap_or(None),
+            broker: self.broker.lock().map(|b| b.clone()).unwrap_or_default(),
+            failovers: self.failovers.load(Ordering::Relaxed),
         }
     }
 }

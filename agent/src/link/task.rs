@@ -17,6 +17,7 @@ use rumqttc::{
 };
 use tokio::sync::{Notify, mpsc, watch};
 
+use super::brokers::{Broker, BrokerRing, LinkLoss};
 use super::inflight::InFlight;
 use super::status::LinkStatus;
 use crate::buffer::{BufferHandle, CallError, Key, Record};
@@ -29,8 +30,9 @@ pub const RECONNECT_MIN: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
     pub device: DeviceId,
-    pub host: String,
-    pub port: u16,
+    /// The brokers, in failover order (at least one); the link starts on the device's own
+    /// ([`super::brokers::start_index`]).
+    pub brokers: Vec<Broker>,
     pub tls: Arc<rustls::ClientConfig>,
     pub client_id: String,
     pub keep_alive: Duration,
@@ -73,8 +75,10 @@ fn state_payload(device: &DeviceId, state: &DeviceState) -> Vec<u8> {
     codec::encode(&Envelope::new(device.clone(), 0, common::time::now_ms(), state)).unwrap_or_default()
 }
 
-fn mqtt_options(cfg: &LinkConfig) -> MqttOptions {
-    let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+/// The options of a connection to `broker`. rumqttc checks the broker's TLS certificate
+/// against the host of these options, so each broker of the list is checked by its own name.
+fn mqtt_options(cfg: &LinkConfig, broker: &Broker) -> MqttOptions {
+    let mut opts = MqttOptions::new(cfg.client_id.clone(), broker.host.clone(), broker.port);
     opts.set_keep_alive(cfg.keep_alive);
     opts.set_clean_session(true);
     // rumqttc's own window must never be the limit: ours is.
@@ -99,7 +103,9 @@ fn mqtt_options(cfg: &LinkConfig) -> MqttOptions {
 
 /// Runs the link until `shutdown` is notified.
 pub async fn run(cfg: LinkConfig, mut h: LinkHandles) {
-    let (client, mut eventloop) = AsyncClient::new(mqtt_options(&cfg), cfg.window + 64);
+    let mut ring = BrokerRing::for_device(cfg.device.as_str(), cfg.brokers.clone());
+    note_broker(&h.status, ring.current());
+    let (client, mut eventloop) = AsyncClient::new(mqtt_options(&cfg, ring.current()), cfg.window + 64);
     // PUBACKs and command results are small and awaited: no Nagle delay (about 40 ms with the
     // peer's delayed ACK).
     let mut net = eventloop.network_options();
@@ -132,6 +138,8 @@ pub async fn run(cfg: LinkConfig, mut h: LinkHandles) {
             h.status.connected.store(false, Ordering::Relaxed);
             h.status.in_flight.store(0, Ordering::Relaxed);
             note_error(&h.status, "network cut (simulated)".into());
+            // the machine's own network, not the broker: it comes back to the same one
+            ring.after(LinkLoss::NetworkCut);
             while gate_closed(&gate) {
                 tokio::select! {
                     _ = gate_changed(&mut gate) => {}
@@ -184,7 +192,7 @@ pub async fn run(cfg: LinkConfig, mut h: LinkHandles) {
                 inflight.reset();
                 h.status.connected.store(true, Ordering::Relaxed);
                 h.status.connects.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(device = %cfg.device, "link up");
+                tracing::info!(device = %cfg.device, broker = %ring.current(), "link up");
                 // Subscribe before the birth: the broker handles our packets in order, so when
                 // the server sees the birth (and sends pending commands) we already listen.
                 let _ = client.try_subscribe(cmd_topic.clone(), QoS::AtLeastOnce);
@@ -221,13 +229,25 @@ pub async fn run(cfg: LinkConfig, mut h: LinkHandles) {
             }
             Ok(_) => {}
             Err(e) => {
-                if connected {
+                let loss = if connected {
                     h.status.disconnects.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(device = %cfg.device, error = %e, "link down");
-                }
+                    tracing::warn!(device = %cfg.device, broker = %ring.current(), error = %e, "link down");
+                    LinkLoss::Lost
+                } else {
+                    LinkLoss::ConnectFailed
+                };
                 connected = false;
                 h.status.connected.store(false, Ordering::Relaxed);
-                note_error(&h.status, e.to_string());
+                note_error(&h.status, format!("{}: {e}", ring.current()));
+                let from = ring.current().clone();
+                if ring.after(loss) {
+                    // the next attempt goes to the next broker (its own TLS name); what was in
+                    // flight is resent from the buffer's head after its CONNACK
+                    eventloop.mqtt_options = mqtt_options(&cfg, ring.current());
+                    h.status.failovers.fetch_add(1, Ordering::Relaxed);
+                    note_broker(&h.status, ring.current());
+                    tracing::info!(device = %cfg.device, from = %from, to = %ring.current(), ?loss, "link failing over");
+                }
                 let wait = backoff.next_backoff().unwrap_or(RECONNECT_MAX);
                 h.status
                     .last_loop_ms
@@ -243,6 +263,12 @@ pub async fn run(cfg: LinkConfig, mut h: LinkHandles) {
         h.status
             .last_loop_ms
             .store(common::time::now_ms(), Ordering::Relaxed);
+    }
+}
+
+fn note_broker(status: &LinkStatus, b: &Broker) {
+    if let Ok(mut g) = status.broker.lock() {
+        *g = b.to_string();
     }
 }
 
@@ -324,4 +350,44 @@ async fn goodbye(cfg: &LinkConfig, client: &AsyncClient, eventloop: &mut EventLo
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build_config(brokers: Vec<Broker>) -> LinkConfig {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        LinkConfig {
+            device: DeviceId::new("rvm0042").unwrap(),
+            brokers,
+            tls: Arc::new(tls),
+            client_id: "rvm0042".into(),
+            keep_alive: Duration::from_secs(30),
+            window: 64,
+            birth: common::Birth::default(),
+        }
+    }
+
+    /// rumqttc dials, and checks the TLS certificate against, the host of the options: each
+    /// broker of the list gets options of its own.
+    #[test]
+    fn each_broker_is_dialled_and_checked_by_its_own_host() {
+        let brokers = vec![
+            Broker::new("a.fleet.example", 8883),
+            Broker::new("10.0.0.7", 8884),
+            Broker::new("::1", 8885),
+        ];
+        let cfg = build_config(brokers.clone());
+        for b in &brokers {
+            let opts = mqtt_options(&cfg, b);
+            assert_eq!(opts.broker_address(), (b.host.clone(), b.port));
+            assert_eq!(opts.client_id(), "rvm0042", "the same identity on every broker");
+        }
+    }
 }

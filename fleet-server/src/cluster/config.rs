@@ -104,8 +104,11 @@ fn check_id(id: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// `HOSTNAME-PID-START`: unique per process lifetime on one host.
+/// `HOSTNAME-PID-START`: unique per process lifetime on one host; a second id made in the same
+/// process (in-process test servers, which may start within one millisecond) gets `-N`
+/// appended, so two servers of one process never register as one instance.
 fn generated_id() -> String {
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| {
@@ -118,7 +121,11 @@ fn generated_id() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "fleet-server".to_string());
     let start = common::time::now_ms() % 1_000_000_000;
-    format!("{host}-{}-{start:x}", std::process::id())
+    let id = format!("{host}-{}-{start:x}", std::process::id());
+    match MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+        0 => id,
+        n => format!("{id}-{n}"),
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +156,13 @@ mod tests {
             ..ClusterSection::default()
         };
         assert!(long.validate("cluster").is_err());
+    }
+
+    #[test]
+    fn ids_generated_in_one_process_differ() {
+        let (a, b) = (generated_id(), generated_id());
+        assert_ne!(a, b);
+        assert!(check_id(&a).is_ok() && check_id(&b).is_ok(), "{a} {b}");
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! plus the set of seqs above it. A seq at or below the floor, or in the set, is a duplicate.
 //! Gaps are the holes between the floor and the highest seq seen. The set is bounded: past
 //! [`MAX_SPARSE`] entries the floor moves up and the oldest holes are recorded as lost gaps.
+//!
+//! Several instances on one PostgreSQL store each keep this state in memory for the devices
+//! they serve, and a device moves between them (an instance dies, a link fails over). Their
+//! views are joined with [`DeliveryState::merge`]: the union of the seqs both saw, so a view
+//! that missed what another instance stored is brought up to date without forgetting its
+//! own (`crate::ingest::pg`).
 
 use std::collections::BTreeSet;
 
@@ -80,6 +86,32 @@ impl SeqTracker {
     pub fn missing(&self) -> u64 {
         self.last_seq().saturating_sub(self.distinct)
     }
+
+    /// Orders two views of one device: the one whose floor is higher (then the one that saw
+    /// more) covers everything at or below the other's floor, so it is the base of a merge.
+    fn covers(&self, other: &SeqTracker) -> bool {
+        (self.floor, self.distinct) >= (other.floor, other.distinct)
+    }
+
+    /// Adds what `other` saw above this tracker's floor (this one [`Self::covers`] it);
+    /// returns how many seqs were new here.
+    fn absorb(&mut self, other: &SeqTracker) -> u64 {
+        let mut added = 0;
+        for &s in other.above.range(self.floor + 1..) {
+            if self.observe(s) {
+                added += 1;
+            }
+        }
+        if !other.lost.is_empty() {
+            self.lost.extend(other.lost.iter().copied());
+            self.lost.sort_unstable();
+            self.lost.dedup();
+            if self.lost.len() > MAX_GAPS_REPORTED {
+                self.lost.drain(..self.lost.len() - MAX_GAPS_REPORTED);
+            }
+        }
+        added
+    }
 }
 
 /// What `GET /api/v1/devices/{id}` shows as `delivery`.
@@ -111,6 +143,26 @@ pub struct DeliveryState {
 }
 
 impl DeliveryState {
+    /// Joins another view of the same device (another instance's, or the row in PostgreSQL)
+    /// into this one: afterwards a seq either saw is a duplicate here, and `received` counts
+    /// the seqs of the union (exact unless a side wrote off holes past [`MAX_SPARSE`]). The
+    /// other counters (duplicates, reported drops, reordered) cannot be joined exactly and
+    /// take the larger of the two. Merging a view into itself, or an older view of the same
+    /// history into a newer one, changes nothing.
+    pub fn merge(&mut self, other: &DeliveryState) {
+        let (mut base, extra) = if self.seqs.covers(&other.seqs) {
+            (std::mem::take(self), other)
+        } else {
+            (other.clone(), &*self)
+        };
+        base.received += base.seqs.absorb(&extra.seqs);
+        base.duplicates = base.duplicates.max(extra.duplicates);
+        base.reported_dropped = base.reported_dropped.max(extra.reported_dropped);
+        base.reordered = base.reordered.max(extra.reordered);
+        base.last_telemetry_seq = base.last_telemetry_seq.max(extra.last_telemetry_seq);
+        *self = base;
+    }
+
     pub fn view(&self) -> Delivery {
         Delivery {
             received: self.received,
@@ -173,7 +225,70 @@ mod tests {
         assert_eq!(t.gaps(), vec![(1, 2)]);
     }
 
+    fn build_state(seqs: &[u64]) -> DeliveryState {
+        let mut st = DeliveryState::default();
+        for &s in seqs {
+            if st.seqs.observe(s) {
+                st.received += 1;
+            } else {
+                st.duplicates += 1;
+            }
+        }
+        st
+    }
+
+    /// A device served by instance A (seqs 1..=100 stored), then by B, whose view was loaded
+    /// before (nothing) and saw the resent tail and new records (90..=150).
+    #[test]
+    fn a_stale_view_merged_with_the_stored_one_knows_both() {
+        let a = build_state(&(1..=100).collect::<Vec<_>>());
+        let b = build_state(&(90..=150).collect::<Vec<_>>());
+        for (mut x, y) in [(a.clone(), b.clone()), (b.clone(), a.clone())] {
+            x.merge(&y);
+            assert_eq!(x.received, 150);
+            assert_eq!(x.seqs.gaps(), vec![]);
+            assert_eq!(x.seqs.missing(), 0);
+            assert_eq!(x.seqs.last_seq(), 150);
+            assert!(!x.seqs.clone().observe(42), "A's seqs are duplicates");
+            assert!(!x.seqs.clone().observe(150), "B's seqs are duplicates");
+            assert!(x.seqs.clone().observe(151));
+        }
+    }
+
+    #[test]
+    fn merging_a_view_into_itself_or_an_older_one_into_a_newer_changes_nothing() {
+        let mut newer = build_state(&[1, 2, 3, 5, 8, 9]);
+        let older = build_state(&[1, 2, 3, 5]);
+        let copy = newer.clone();
+        newer.merge(&copy);
+        assert_eq!(newer, copy);
+        newer.merge(&older);
+        assert_eq!(newer, copy);
+        let mut old = older.clone();
+        old.merge(&copy);
+        assert_eq!(old.seqs, copy.seqs, "an older view takes the newer one whole");
+        assert_eq!(old.received, copy.received);
+    }
+
     proptest! {
+        #[test]
+        fn a_merge_is_the_union_of_both_views(
+            a in proptest::collection::vec(1u64..300, 0..300),
+            b in proptest::collection::vec(1u64..300, 0..300),
+        ) {
+            let mut merged = build_state(&a);
+            merged.merge(&build_state(&b));
+            let union: std::collections::BTreeSet<u64> = a.iter().chain(&b).copied().collect();
+            let whole = build_state(&union.iter().copied().collect::<Vec<_>>());
+            prop_assert_eq!(merged.received, union.len() as u64);
+            prop_assert_eq!(merged.seqs.last_seq(), whole.seqs.last_seq());
+            prop_assert_eq!(merged.seqs.missing(), whole.seqs.missing());
+            prop_assert_eq!(merged.seqs.gaps(), whole.seqs.gaps());
+            for s in 1..300 {
+                prop_assert_eq!(merged.seqs.clone().observe(s), !union.contains(&s));
+            }
+        }
+
         #[test]
         fn duplicates_are_exactly_the_repeats(seqs in proptest::collection::vec(1u64..300, 0..600)) {
             let mut t = SeqTracker::default();

@@ -13,6 +13,13 @@
 //! workers, the broker's runtime, sled's IO threads, this job) in their own arenas, and only
 //! returns the top of the main heap by itself. Once a minute is cheap beside the pass itself.
 //!
+//! With several instances on PostgreSQL only the leader of the `history` lease rolls up and
+//! enforces retention ([`crate::cluster`]): a run asks [`Leadership`] before each write
+//! (every [`ROLLUP_PIECE`] minutes) and hands the store its lease token, which every
+//! transaction asserts first; a write the fence refuses is counted and logged by
+//! [`Leadership::refused`], changes nothing, and ends this instance's leadership. A follower
+//! keeps retention due, so a new leader enforces it within a minute.
+//!
 //! Supervised (`crate::server::children`): the actor answers the supervisor's beats, and a run
 //! that panics on its blocking thread is reported as the job's exit, so a new job (with its
 //! own busy flag) takes over. A run that never returns cannot be stopped (it is store IO on a
@@ -28,6 +35,10 @@ use serde::Serialize;
 use super::minute::{DAY_MS, HOUR_MS, MINUTE_MS};
 use super::rollup::HistoryPolicy;
 use super::store::HistoryStore;
+use crate::cluster::fence::is_fenced_store;
+use crate::cluster::leader::HISTORY;
+use crate::cluster::lease::LeaseToken;
+use crate::cluster::{Leadership, Role};
 use crate::store::StoreError;
 use crate::supervise::child::Beat;
 use crate::supervise::liveness::{Liveness, panic_message};
@@ -43,6 +54,13 @@ pub const RETENTION_EVERY_RUNS: u64 = 6;
 pub const EXPIRE_EVERY_RUNS: u64 = 60;
 /// Dirty minutes rolled up in one run at most (the rest wait for the next run).
 pub const ROLLUP_BATCH: usize = 20_000;
+/// Dirty minutes rolled up between two looks at the lease: a leader whose lease ran out by
+/// its own clock stops within one piece.
+pub const ROLLUP_PIECE: usize = 2_000;
+/// The fault (test builds, `RVM_FLEET_FAULTS=history-write=stall:MS`) that holds a leader's
+/// run between its look at the lease and its first write: the window a frozen process must
+/// not be able to use once it lost the lease.
+pub const FAULT_BEFORE_WRITE: &str = "history-write";
 /// A minute's raw rows are packed once it ended this long ago: records of a connected machine
 /// arrive within seconds, so a later row is a backlog, merged into the packed minute next pass.
 pub const SEAL_AFTER_MS: i64 = 2 * MINUTE_MS;
@@ -125,6 +143,10 @@ pub struct HistoryJob {
     busy: Arc<AtomicBool>,
     /// Where a run's panic is reported, when supervised.
     live: Option<Arc<Liveness>>,
+    /// Whether this instance runs the job now (always, on sled).
+    leadership: Leadership,
+    #[cfg(any(test, feature = "faults"))]
+    faults: Option<crate::supervise::faults::Faults>,
 }
 
 /// Which of the slower passes are due at a run: packing every [`RETENTION_EVERY_RUNS`],
@@ -162,6 +184,11 @@ impl Cadence {
         let pack = std::mem::take(&mut self.pack_due);
         (pack, pack && std::mem::take(&mut self.expire_due))
     }
+
+    /// Retention taken by a follower stays due, for when it leads.
+    fn keep_expiry(&mut self) {
+        self.expire_due = true;
+    }
 }
 
 impl HistoryJob {
@@ -174,7 +201,23 @@ impl HistoryJob {
             cadence: Cadence::new(),
             busy: Arc::default(),
             live: None,
+            leadership: Leadership::single("local"),
+            #[cfg(any(test, feature = "faults"))]
+            faults: None,
         }
+    }
+
+    /// A job that runs only while `leadership` says this instance leads [`HISTORY`].
+    pub fn led_by(mut self, leadership: Leadership) -> Self {
+        self.leadership = leadership;
+        self
+    }
+
+    /// A job whose leader writes may be held by [`FAULT_BEFORE_WRITE`] (test builds).
+    #[cfg(any(test, feature = "faults"))]
+    pub fn with_faults(mut self, faults: crate::supervise::faults::Faults) -> Self {
+        self.faults = Some(faults);
+        self
     }
 
     /// A job whose runs report a panic to its supervisor through `live`.
@@ -190,11 +233,27 @@ impl HistoryJob {
             return;
         }
         let (retention, expiry) = self.cadence.take();
+        if expiry && self.leadership.role(HISTORY) == Role::Follower {
+            self.cadence.keep_expiry();
+        }
         let (store, policy, stats) = (self.store.clone(), self.policy, self.stats.clone());
         let (busy, live) = (self.busy.clone(), self.live.clone());
+        let leadership = self.leadership.clone();
+        #[cfg(any(test, feature = "faults"))]
+        let faults = self.faults.clone();
         tokio::task::spawn_blocking(move || {
+            let hold = || {
+                #[cfg(any(test, feature = "faults"))]
+                if let Some(f) = &faults {
+                    f.strike(FAULT_BEFORE_WRITE);
+                }
+            };
             let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_pass(&*store, &policy, &stats, retention, expiry)
+                let led = Led {
+                    leadership: &leadership,
+                    hold: &hold,
+                };
+                run_pass(&*store, &policy, &stats, &led, retention, expiry)
             }));
             if let Err(p) = pass {
                 let message = panic_message(&*p);
@@ -209,16 +268,52 @@ impl HistoryJob {
     }
 }
 
-/// One run on a blocking thread: rollups, and packing, retention and the trim when due.
+/// Who may write, asked before each write.
+struct Led<'a> {
+    leadership: &'a Leadership,
+    /// Called between the look at the lease and the first write (a test fault).
+    hold: &'a dyn Fn(),
+}
+
+impl Led<'_> {
+    /// The token to write with now, or None: a follower does not write.
+    fn token(&self) -> Option<Option<LeaseToken>> {
+        match self.leadership.role(HISTORY) {
+            Role::Leader(t) => Some(t),
+            Role::Follower => None,
+        }
+    }
+
+    /// `res` of a write with `token`: a refusal by the fence is counted and logged (and ends
+    /// the leadership), not an error of the store; Some(error) for any other failure.
+    fn judge<T>(
+        &self,
+        token: &Option<LeaseToken>,
+        res: Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        match (res, token) {
+            (Ok(v), _) => Ok(Some(v)),
+            (Err(e), Some(t)) if is_fenced_store(&e) => {
+                self.leadership.refused(t, &e);
+                Ok(None)
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+}
+
+/// One run on a blocking thread: rollups and retention when this instance leads, packing and
+/// the trim when due.
 fn run_pass(
     store: &dyn HistoryStore,
     policy: &HistoryPolicy,
     stats: &HistoryStats,
+    led: &Led<'_>,
     retention: bool,
     expiry: bool,
 ) {
     let now = common::time::now_ms();
-    if let Err(e) = roll_up(store, stats) {
+    if let Err(e) = roll_up_led(store, stats, led) {
         stats.errors.fetch_add(1, Ordering::Relaxed);
         tracing::error!(error = %e, "history rollup failed");
     }
@@ -229,7 +324,10 @@ fn run_pass(
             stats.errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "history packing failed");
         }
-        if expiry && let Err(e) = expire(store, policy, stats, now) {
+        if expiry
+            && let Some(token) = led.token()
+            && let Err(e) = led.judge(&token, expire(store, policy, stats, now, token.as_ref()))
+        {
             stats.errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "history retention failed");
         }
@@ -252,9 +350,38 @@ fn trim_allocator(stats: &HistoryStats) {
     }
 }
 
-/// Rolls every dirty minute up (one batch). Blocking.
-pub fn roll_up(store: &dyn HistoryStore, stats: &HistoryStats) -> Result<usize, StoreError> {
-    let n = store.roll_up(ROLLUP_BATCH)?;
+/// Rolls dirty minutes up (one batch) while this instance leads, looking at the lease again
+/// before each piece; the first piece is written with the token of the first look (after
+/// `led.hold`). Blocking.
+fn roll_up_led(store: &dyn HistoryStore, stats: &HistoryStats, led: &Led<'_>) -> Result<usize, StoreError> {
+    let mut done = 0;
+    let Some(mut token) = led.token() else {
+        return Ok(0);
+    };
+    (led.hold)();
+    loop {
+        let Some(n) = led.judge(&token, roll_up(store, stats, ROLLUP_PIECE, token.as_ref()))? else {
+            return Ok(done);
+        };
+        done += n;
+        if n < ROLLUP_PIECE || done >= ROLLUP_BATCH {
+            return Ok(done);
+        }
+        match led.token() {
+            Some(t) => token = t,
+            None => return Ok(done),
+        }
+    }
+}
+
+/// Rolls up to `limit` dirty minutes up, as the holder of `fence` when given. Blocking.
+pub fn roll_up(
+    store: &dyn HistoryStore,
+    stats: &HistoryStats,
+    limit: usize,
+    fence: Option<&LeaseToken>,
+) -> Result<usize, StoreError> {
+    let n = store.roll_up(limit, fence)?;
     stats.rollups_written.fetch_add(n as u64, Ordering::Relaxed);
     Ok(n)
 }
@@ -272,14 +399,15 @@ pub fn pack(store: &dyn HistoryStore, stats: &HistoryStats, now_ms: i64) -> Resu
     Ok(())
 }
 
-/// Deletes what is past retention. Blocking.
+/// Deletes what is past retention, as the holder of `fence` when given. Blocking.
 pub fn expire(
     store: &dyn HistoryStore,
     policy: &HistoryPolicy,
     stats: &HistoryStats,
     now_ms: i64,
+    fence: Option<&LeaseToken>,
 ) -> Result<(), StoreError> {
-    let done = store.expire(policy, now_ms)?;
+    let done = store.expire(policy, now_ms, fence)?;
     stats.raw_rows_expired.fetch_add(done.raw_rows, Ordering::Relaxed);
     stats.rollups_expired.fetch_add(done.rollups, Ordering::Relaxed);
     stats
@@ -369,9 +497,13 @@ mod tests {
         let read = |from, to| store.history(&d, from, to, 100_000).unwrap();
         let before = read(now - 40 * MINUTE_MS, now);
 
-        assert_eq!(roll_up(&store, &stats).unwrap(), 31, "30 minutes and the old one");
+        assert_eq!(
+            roll_up(&store, &stats, ROLLUP_BATCH, None).unwrap(),
+            31,
+            "30 minutes and the old one"
+        );
         pack(&store, &stats, now).unwrap();
-        expire(&store, &HistoryPolicy::default(), &stats, now).unwrap();
+        expire(&store, &HistoryPolicy::default(), &stats, now, None).unwrap();
         // sealed: minutes that ended 2 minutes before now; the old row was packed, then expired
         let s = stats.snapshot(&HistoryPolicy::default());
         assert_eq!((s.minutes_packed, s.rows_packed), (29, 1 + 11 + 27 * 12));

@@ -9,6 +9,9 @@
 //!   rows with one statement.
 //! - Retention drops whole daily partitions ([`partitions::ensure`]), which also makes the
 //!   partitions of the days ahead; there is nothing to pack.
+//! - With several instances only the leader rolls up and drops partitions, and each of its
+//!   transactions asserts its lease first ([`crate::cluster::fence`]): a leader that lost the
+//!   lease (frozen, cut off) writes nothing, and its marks stay for the new leader.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -22,6 +25,8 @@ use super::pack::Packed;
 use super::rollup::{self, HistoryPolicy};
 use super::rows::{Agg, HistoryRow, RollupRow};
 use super::store::{Expired, HistoryStore, RollupIter, RowIter};
+use crate::cluster::fence;
+use crate::cluster::lease::LeaseToken;
 use crate::pg::PgError;
 use crate::pg::history::{
     MetricAgg, MetricIds, MinuteRollup, millis, system_time, take_dirty, write_rollups,
@@ -247,10 +252,10 @@ impl HistoryStore for PgHistory {
             .collect())
     }
 
-    fn roll_up(&self, limit: usize) -> Result<usize, StoreError> {
+    fn roll_up(&self, limit: usize, fence: Option<&LeaseToken>) -> Result<usize, StoreError> {
         let mut done = 0;
         while done < limit {
-            let n = self.roll_up_chunk((limit - done).min(ROLLUP_CHUNK), common::time::now_ms())?;
+            let n = self.roll_up_chunk((limit - done).min(ROLLUP_CHUNK), common::time::now_ms(), fence)?;
             done += n;
             if n < ROLLUP_CHUNK {
                 break;
@@ -263,15 +268,20 @@ impl HistoryStore for PgHistory {
         Ok((Packed::default(), Packed::default()))
     }
 
-    fn expire(&self, policy: &HistoryPolicy, now_ms: i64) -> Result<Expired, StoreError> {
-        let s = self.store.clone();
+    fn expire(
+        &self,
+        policy: &HistoryPolicy,
+        now_ms: i64,
+        fence: Option<&LeaseToken>,
+    ) -> Result<Expired, StoreError> {
+        let (s, fence) = (self.store.clone(), fence.cloned());
         let retention = Retention {
             raw_ms: policy.raw_retention_ms,
             rollup_ms: policy.rollup_retention_ms,
         };
         let report = self.store.run(async move {
             let mut client = s.client().await?;
-            partitions::ensure(&mut client, &retention, now_ms).await
+            partitions::ensure(&mut client, &retention, now_ms, fence.as_ref()).await
         })?;
         Ok(Expired {
             partitions: report.dropped.len() as u64,
@@ -295,11 +305,16 @@ impl HistoryStore for PgHistory {
 }
 
 impl PgHistory {
-    /// One transaction: takes up to `limit` marks, reads their minutes' rows with one
-    /// statement, writes (or deletes) their rollups. Minutes outside the rollup partitions
-    /// kept by policy are dropped with their marks.
-    fn roll_up_chunk(&self, limit: usize, now_ms: i64) -> Result<usize, StoreError> {
-        let (s, ids) = (self.store.clone(), self.ids.clone());
+    /// One transaction: asserts the leader's lease (with `fence`), takes up to `limit` marks,
+    /// reads their minutes' rows with one statement, writes (or deletes) their rollups.
+    /// Minutes outside the rollup partitions kept by policy are dropped with their marks.
+    fn roll_up_chunk(
+        &self,
+        limit: usize,
+        now_ms: i64,
+        fence: Option<&LeaseToken>,
+    ) -> Result<usize, StoreError> {
+        let (s, ids, fence) = (self.store.clone(), self.ids.clone(), fence.cloned());
         let rollup_ms = self.store.retention().rollup_ms;
         let n = self.store.run(async move {
             let mut client = s.client().await?;
@@ -307,6 +322,10 @@ impl PgHistory {
                 .transaction()
                 .await
                 .map_err(PgError::db("rollup transaction"))?;
+            // first: a lost lease refuses the transaction before it takes a mark
+            if let Some(token) = &fence {
+                fence::assert_lease(&tx, token).await?;
+            }
             let dirty = take_dirty(&tx, limit).await?;
             if dirty.is_empty() {
                 return Ok(0);

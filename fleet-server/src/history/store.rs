@@ -14,6 +14,7 @@ use super::minute::{HOUR_MS, MINUTE_MS, minute_of};
 use super::pack::Packed;
 use super::rollup::{self, HistoryPolicy};
 use super::rows::{HistoryRow, RollupRow};
+use crate::cluster::lease::LeaseToken;
 use crate::store::{FleetStore, StoreError, parse_time_key, time_key};
 
 /// Rows read as iterated (exports, reports: nothing collected).
@@ -64,8 +65,10 @@ pub trait HistoryStore: Send + Sync {
 
     /// Takes up to `limit` dirty (device, minute) marks and writes each minute's rollup,
     /// recomputed from its raw rows ([`rollup::rollup`]); a minute that fails stays dirty.
-    /// How many minutes were rolled up.
-    fn roll_up(&self, limit: usize) -> Result<usize, StoreError>;
+    /// How many minutes were rolled up. With `fence` (a leader among several instances)
+    /// every transaction asserts the lease first, and fails without writing once it is lost
+    /// ([`crate::cluster::fence`]); a single-instance store has nothing to fence.
+    fn roll_up(&self, limit: usize, fence: Option<&LeaseToken>) -> Result<usize, StoreError>;
 
     /// Packs raw minutes that ended before `raw_sealed_before_ms` and rollup hours that ended
     /// before `rollups_sealed_before_ms` (sled's second layout, [`super::pack`]; nothing to do
@@ -77,8 +80,13 @@ pub trait HistoryStore: Send + Sync {
         max_rows: u64,
     ) -> Result<(Packed, Packed), StoreError>;
 
-    /// Removes what is past `policy` at `now_ms`.
-    fn expire(&self, policy: &HistoryPolicy, now_ms: i64) -> Result<Expired, StoreError>;
+    /// Removes what is past `policy` at `now_ms` (`fence` as for [`HistoryStore::roll_up`]).
+    fn expire(
+        &self,
+        policy: &HistoryPolicy,
+        now_ms: i64,
+        fence: Option<&LeaseToken>,
+    ) -> Result<Expired, StoreError>;
 
     /// Bytes the store takes on disk.
     fn disk_bytes(&self) -> u64;
@@ -104,7 +112,8 @@ impl HistoryStore for FleetStore {
         FleetStore::known_devices(self)
     }
 
-    fn roll_up(&self, limit: usize) -> Result<usize, StoreError> {
+    // one instance on sled: there is nobody to fence against
+    fn roll_up(&self, limit: usize, _: Option<&LeaseToken>) -> Result<usize, StoreError> {
         let dirty = self.take_dirty_minutes(limit)?;
         for (device, minute) in &dirty {
             let res = FleetStore::history(self, device, *minute, minute + MINUTE_MS, ROWS_PER_MINUTE_MAX)
@@ -130,7 +139,12 @@ impl HistoryStore for FleetStore {
         ))
     }
 
-    fn expire(&self, policy: &HistoryPolicy, now_ms: i64) -> Result<Expired, StoreError> {
+    fn expire(
+        &self,
+        policy: &HistoryPolicy,
+        now_ms: i64,
+        _: Option<&LeaseToken>,
+    ) -> Result<Expired, StoreError> {
         let mut out = Expired::default();
         for device in FleetStore::known_devices(self)? {
             let (raw, rolled) = self.expire_device(

@@ -43,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(live::configure)
                 .configure(crate::fleet::http::configure)
                 .configure(crate::notify::http::configure)
+                .configure(crate::cluster::http::configure)
                 .route("/health", web::get().to(health)),
         )
         .default_service(web::to(not_found));
@@ -74,6 +75,9 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         // degraded: the store cannot be reached (`storage` says why), records are refused
         "status": if state.storage.is_available() { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
+        // which instance answered, and the leader-only jobs it runs now
+        "instance": state.cluster.id(),
+        "cluster": state.cluster.snapshot(),
         "uptime_s": (common::time::now_ms() - state.started_ms) / 1000,
         "ingest": state.ingest.snapshot(),
         "broker": state.broker.get().map(|b| b.snapshot()),

@@ -7,6 +7,7 @@ use crate::alerts::actor::AlertsActor;
 use crate::audit::AuditLog;
 use crate::auth::TokenStore;
 use crate::broker::embedded::BrokerStats;
+use crate::cluster::Cluster;
 use crate::commands::actor::CommandsActor;
 use crate::fleet::actor::FleetActor;
 use crate::history::job::HistoryStats;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub storage: Arc<StorageHealth>,
     /// The server's children: restarts and last exit reasons.
     pub supervisor: SupervisorView,
+    /// This instance among several: `GET /api/v1/cluster`, health, `/metrics`.
+    pub cluster: Cluster,
     /// With PostgreSQL: the sessions this instance holds and the stale ones it ended.
     pub sessions: Option<SessionsView>,
     /// With PostgreSQL: the shared store, for what another instance may have written.

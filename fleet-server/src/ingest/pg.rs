@@ -11,6 +11,23 @@
 //!
 //! Metric names new to the fleet are numbered before the transaction, in a commit of their
 //! own ([`RawWriter::prepare`]): an id must never vanish with a rolled-back batch.
+//!
+//! **Several instances on one database.** A device's records reach one instance at a time,
+//! but it moves (an instance dies, its link fails over), and each instance keeps the delivery
+//! state of the devices it served in memory. A stale view must neither drop new records nor
+//! undo what another instance stored, so:
+//! - the writer reloads a device's row when its session starts on this instance (its birth,
+//!   [`PgIngest::reload_delivery`]) and joins it into its view before it judges the records
+//!   that follow (the resent tail of the dead instance's session is then dropped as
+//!   duplicates, even for a device whose wrong clock put those rows at another time there);
+//! - each batch locks the `delivery` rows of its devices first (`SELECT ... FOR UPDATE`, in
+//!   device order, so two instances' batches never deadlock), joins the stored state into
+//!   the state it writes ([`DeliveryState::merge`]: the union of the seqs) and hands the
+//!   joined state back to the writer ([`Applied::delivery`]): a late batch of an instance
+//!   that still held an old session cannot shrink the row, and the next batch of either
+//!   instance knows what the other stored;
+//! - the rows themselves are `ON CONFLICT DO NOTHING` on (device, time, seq): a record
+//!   resent to another instance with a view that did not know it lands once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,7 +53,8 @@ pub struct PgIngest {
     writer: Arc<Mutex<RawWriter>>,
 }
 
-/// A batch ready to send (kept across a retry).
+/// A batch ready to send (kept across a retry; the delivery states are joined with the
+/// stored ones inside each attempt's transaction).
 struct Prepared {
     rows: Vec<RawRow>,
     births: Vec<(DeviceId, Birth)>,
@@ -111,19 +129,26 @@ impl IngestStore for PgIngest {
                 .await
                 .map_err(PgError::db("reading delivery state"))
         })?;
-        let mut out = BTreeMap::new();
-        for r in rows {
-            let Ok(id) = DeviceId::new(r.get::<_, &str>(0)) else {
-                continue;
-            };
-            match common::codec::decode_bare::<DeliveryState>(r.get::<_, &[u8]>(1)) {
-                Ok(st) => {
-                    out.insert(id, st);
-                }
-                Err(e) => tracing::error!(device = %id, error = %e, "unreadable delivery state skipped"),
-            }
+        Ok(delivery_rows(&rows))
+    }
+
+    fn reload_delivery(&self, devices: &[DeviceId]) -> Result<BTreeMap<DeviceId, DeliveryState>, StoreError> {
+        if devices.is_empty() {
+            return Ok(BTreeMap::new());
         }
-        Ok(out)
+        let names: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
+        let s = self.store.clone();
+        let rows = self.store.run(async move {
+            let client = s.client().await?;
+            client
+                .query(
+                    "SELECT device, tracker FROM delivery WHERE device = ANY($1)",
+                    &[&names],
+                )
+                .await
+                .map_err(PgError::db("reloading delivery state"))
+        })?;
+        Ok(delivery_rows(&rows))
     }
 
     fn load_births(&self) -> Result<BTreeMap<DeviceId, Birth>, StoreError> {
@@ -165,16 +190,102 @@ async fn write_batch(
         .transaction()
         .await
         .map_err(PgError::db("ingest transaction"))?;
+    // first: another instance's batch for the same devices waits here, not halfway through
+    let delivery = join_stored_delivery(&tx, &b.delivery).await?;
     let report = w.write_in(&tx, &b.rows, now_ms).await?;
     drop(w);
     for (device, birth) in &b.births {
         write_birth(&tx, device, birth, now_ms).await?;
     }
-    write_delivery(&tx, &b.delivery).await?;
+    write_delivery(&tx, &delivery).await?;
     tx.commit().await.map_err(PgError::db("ingest commit"))?;
     Ok(Applied {
         rows_past_retention: report.outside_retention,
+        delivery,
     })
+}
+
+/// Decodes `(device, tracker)` rows; an unreadable one is logged and left out.
+fn delivery_rows(rows: &[tokio_postgres::Row]) -> BTreeMap<DeviceId, DeliveryState> {
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let Ok(id) = DeviceId::new(r.get::<_, &str>(0)) else {
+            continue;
+        };
+        match common::codec::decode_bare::<DeliveryState>(r.get::<_, &[u8]>(1)) {
+            Ok(st) => {
+                out.insert(id, st);
+            }
+            Err(e) => tracing::error!(device = %id, error = %e, "unreadable delivery state skipped"),
+        }
+    }
+    out
+}
+
+/// Locks the `delivery` rows of `states`' devices for the rest of the transaction and joins
+/// what they hold into `states` (module docs): the states to write. Rows are locked in device
+/// order, so two instances' batches over the same devices queue rather than deadlock. A device
+/// with no row yet gets one in this transaction first (`ON CONFLICT DO NOTHING` waits for
+/// another instance inserting it), so its first batches on two instances are joined too.
+pub async fn join_stored_delivery(
+    tx: &tokio_postgres::Transaction<'_>,
+    states: &[(DeviceId, DeliveryState)],
+) -> Result<Vec<(DeviceId, DeliveryState)>, PgError> {
+    if states.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut joined: BTreeMap<&str, DeliveryState> = BTreeMap::new();
+    for (d, st) in states {
+        joined.entry(d.as_str()).or_default().merge(st);
+    }
+    let names: Vec<&str> = joined.keys().copied().collect();
+    let lock = "SELECT device, tracker FROM delivery WHERE device = ANY($1) ORDER BY device FOR UPDATE";
+    let mut rows = tx
+        .query(lock, &[&names])
+        .await
+        .map_err(PgError::db("locking delivery state"))?;
+    if rows.len() < names.len() {
+        // placeholders, replaced by this transaction's upsert (never committed as they are)
+        tx.execute(
+            "INSERT INTO delivery (device, tracker) SELECT unnest($1::text[]), ''::bytea
+             ON CONFLICT (device) DO NOTHING",
+            &[&names],
+        )
+        .await
+        .map_err(PgError::db("adding delivery rows"))?;
+        rows = tx
+            .query(lock, &[&names])
+            .await
+            .map_err(PgError::db("locking delivery state"))?;
+    }
+    for r in &rows {
+        let tracker: &[u8] = r.get(1);
+        if tracker.is_empty() {
+            continue; // a placeholder of this transaction
+        }
+        let device: &str = r.get(0);
+        match common::codec::decode_bare::<DeliveryState>(tracker) {
+            Ok(stored) => {
+                if let Some(st) = joined.get_mut(device) {
+                    st.merge(&stored);
+                }
+            }
+            Err(e) => tracing::error!(device, error = %e, "unreadable stored delivery state replaced"),
+        }
+    }
+    joined
+        .into_iter()
+        .map(|(d, st)| {
+            Ok((
+                DeviceId::new(d).map_err(|e| PgError::Db {
+                    context: "a delivery row's device",
+                    detail: e.to_string(),
+                    sqlstate: None,
+                })?,
+                st,
+            ))
+        })
+        .collect()
 }
 
 /// Upserts a device's last birth (the columns people filter on, and the whole birth).

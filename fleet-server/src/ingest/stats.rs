@@ -25,6 +25,9 @@ pub struct IngestStats {
     pub refused_batches: AtomicU64,
     /// History rows not stored: older than the raw retention keeps (PostgreSQL).
     pub rows_past_retention: AtomicU64,
+    /// Devices whose stored delivery state was joined in when their session started here
+    /// (PostgreSQL: another instance may have served them meanwhile).
+    pub delivery_reloads: AtomicU64,
 }
 
 #[derive(Debug, Serialize)]
@@ -38,6 +41,7 @@ pub struct IngestSnapshot {
     pub clock_moved: u64,
     pub refused_batches: u64,
     pub rows_past_retention: u64,
+    pub delivery_reloads: u64,
 }
 
 impl IngestStats {
@@ -60,6 +64,7 @@ impl IngestStats {
             clock_moved: self.clock_moved.load(Ordering::Relaxed),
             refused_batches: self.refused_batches.load(Ordering::Relaxed),
             rows_past_retention: self.rows_past_retention.load(Ordering::Relaxed),
+            delivery_reloads: self.delivery_reloads.load(Ordering::Relaxed),
         }
     }
 }

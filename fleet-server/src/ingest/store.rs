@@ -9,7 +9,10 @@
 //!   [`IngestStore::flush`];
 //! - PostgreSQL: `apply` returns after the transaction holding the batch (rows, rollup
 //!   marks, births, delivery state) committed: the commit is the durability point, and no
-//!   journal is kept.
+//!   journal is kept. Other instances may write the same devices' delivery state, so the
+//!   store joins what it holds into each state it writes ([`Applied::delivery`]) and the
+//!   writer reloads a device's state when its session starts here
+//!   ([`IngestStore::reload_delivery`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -48,11 +51,15 @@ impl WriteBatch {
 }
 
 /// What an applied batch did beyond the obvious.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Applied {
     /// History rows not stored because they are older than the raw retention keeps (the
     /// PostgreSQL store writes only into the partitions that exist by policy).
     pub rows_past_retention: u64,
+    /// Delivery states as stored, where the store joined the batch's states with what it
+    /// held (another instance served the device meanwhile: PostgreSQL); the writer takes
+    /// them as its own. Empty where the writer's states are stored as given (sled).
+    pub delivery: Vec<(DeviceId, DeliveryState)>,
 }
 
 /// The ingest writer's store (module docs).
@@ -69,6 +76,17 @@ pub trait IngestStore: Send + Sync {
     fn flush(&self) -> Result<(), StoreError>;
 
     fn load_delivery(&self) -> Result<BTreeMap<DeviceId, DeliveryState>, StoreError>;
+
+    /// The stored delivery state of `devices` (those that have one), read when their
+    /// sessions start on this instance: a store shared by several instances (PostgreSQL) may
+    /// hold what another instance stored since this one last served them. A store only this
+    /// process writes returns nothing (its writer's state is already the stored one).
+    fn reload_delivery(
+        &self,
+        _devices: &[DeviceId],
+    ) -> Result<BTreeMap<DeviceId, DeliveryState>, StoreError> {
+        Ok(BTreeMap::new())
+    }
 
     fn load_births(&self) -> Result<BTreeMap<DeviceId, Birth>, StoreError>;
 }

@@ -143,6 +143,10 @@ struct Writer {
     /// Per device: where history rows go when its clock is off ([`crate::fleet::clock`]).
     clocks: BTreeMap<DeviceId, ClockGuard>,
     republish: Option<RepublishHandle>,
+    /// Devices whose records this generation has judged: one not in here may have been
+    /// served by another instance since the delivery state was loaded
+    /// ([`Writer::reload_sessions`]).
+    served: BTreeSet<DeviceId>,
 }
 
 /// Opens the sled store in `data_dir` and runs an unsupervised writer on a thread of its own.
@@ -253,6 +257,7 @@ impl Writer {
             journal_dirty: false,
             clocks: BTreeMap::new(),
             republish: setup.republish.clone(),
+            served: BTreeSet::new(),
         };
         if !replay.is_empty() {
             tracing::info!(records = replay.len(), "replaying the ingest journal");
@@ -361,6 +366,7 @@ impl Writer {
             }
             self.journal_dirty = true;
         }
+        self.reload_sessions(&items);
         let mut batch = WriteBatch::default();
         let mut forward = Vec::new();
         let mut dirty = BTreeSet::new();
@@ -493,6 +499,46 @@ impl Writer {
 }
 
 impl Writer {
+    /// Joins the stored delivery state of the devices whose sessions start in `items` into
+    /// this writer's view, before their records are judged: devices with a state record (the
+    /// birth every session begins with) and devices this generation has not judged records
+    /// of yet. The second catches a device's first session here even when its birth comes
+    /// after its first records (with the embedded broker, records reach the writer from the
+    /// publish hook, births through the server's own subscription). With one store shared by
+    /// several instances (PostgreSQL) the device may have been served elsewhere since this
+    /// instance last saw it: its stale view would take the resent tail of that session for
+    /// new records. A store that cannot answer is logged and skipped: the batch's own write
+    /// joins the stored state anyway ([`super::store::Applied::delivery`]), and the rows are
+    /// written `ON CONFLICT DO NOTHING`.
+    fn reload_sessions(&mut self, items: &[IngestItem]) {
+        let mut devices: Vec<DeviceId> = items
+            .iter()
+            .filter(|i| i.kind == Kind::State || !self.served.contains(&i.device))
+            .map(|i| i.device.clone())
+            .collect();
+        if devices.is_empty() {
+            return;
+        }
+        devices.sort();
+        devices.dedup();
+        match self.store.reload_delivery(&devices) {
+            Ok(stored) => {
+                self.served.extend(devices);
+                if stored.is_empty() {
+                    return;
+                }
+                self.stats
+                    .delivery_reloads
+                    .fetch_add(stored.len() as u64, Ordering::Relaxed);
+                let mut map = self.delivery.write().unwrap_or_else(|p| p.into_inner());
+                for (d, st) in stored {
+                    map.entry(d).or_default().merge(&st);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, devices = devices.len(), "delivery state not reloaded"),
+        }
+    }
+
     /// Applies `batch`; if the store refuses it, puts the delivery state of its devices back
     /// as it was (`before`), so the records are taken as new when their machines send them
     /// again.
@@ -507,6 +553,14 @@ impl Writer {
         }
         match self.store.apply(batch, now_ms) {
             Ok(applied) => {
+                if !applied.delivery.is_empty() {
+                    // what the store holds now: this batch joined with what other instances
+                    // stored for these devices
+                    let mut map = self.delivery.write().unwrap_or_else(|p| p.into_inner());
+                    for (d, st) in applied.delivery {
+                        map.insert(d, st);
+                    }
+                }
                 if applied.rows_past_retention > 0 {
                     self.stats
                         .rows_past_retention
@@ -637,6 +691,110 @@ mod tests {
         fn load_births(&self) -> Result<BTreeMap<DeviceId, common::Birth>, crate::store::StoreError> {
             self.inner.load_births()
         }
+    }
+
+    /// A store another instance writes too: what it reloads is what the shared store holds.
+    struct Shared {
+        inner: FleetStore,
+    }
+
+    impl IngestStore for Shared {
+        fn needs_journal(&self) -> bool {
+            false
+        }
+        fn apply(
+            &self,
+            b: WriteBatch,
+            now_ms: i64,
+        ) -> Result<super::super::store::Applied, crate::store::StoreError> {
+            self.inner.apply(b, now_ms)
+        }
+        fn flush(&self) -> Result<(), crate::store::StoreError> {
+            Ok(())
+        }
+        fn load_delivery(&self) -> Result<BTreeMap<DeviceId, DeliveryState>, crate::store::StoreError> {
+            self.inner.load_delivery()
+        }
+        fn reload_delivery(
+            &self,
+            devices: &[DeviceId],
+        ) -> Result<BTreeMap<DeviceId, DeliveryState>, crate::store::StoreError> {
+            let mut all = self.inner.load_delivery()?;
+            all.retain(|d, _| devices.contains(d));
+            Ok(all)
+        }
+        fn load_births(&self) -> Result<BTreeMap<DeviceId, common::Birth>, crate::store::StoreError> {
+            self.inner.load_births()
+        }
+    }
+
+    fn another_instance_stored(store: &FleetStore, device: &DeviceId, seqs: std::ops::RangeInclusive<u64>) {
+        let mut st = store.load_delivery().unwrap().remove(device).unwrap_or_default();
+        for s in seqs {
+            if st.seqs.observe(s) {
+                st.received += 1;
+            }
+        }
+        let mut b = WriteBatch::default();
+        b.delivery(device, &st);
+        store.apply(b, 0).unwrap();
+    }
+
+    fn birth_of(device: &DeviceId) -> JournalRecord {
+        let env = Envelope::new(
+            device.clone(),
+            0,
+            common::time::now_ms(),
+            DeviceState::Online(common::Birth::default()),
+        );
+        JournalRecord {
+            device: device.clone(),
+            kind: Kind::State,
+            payload: common::codec::encode(&env).unwrap(),
+        }
+    }
+
+    /// A device served by another instance on the same store arrives here (its first
+    /// records, before its birth), leaves, and comes back (a new birth): each time the
+    /// resent tail is a duplicate, and the counts continue the other instance's.
+    #[actix::test]
+    async fn a_device_served_elsewhere_meanwhile_is_judged_against_the_stored_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let rvm = DeviceId::new("rvm1").unwrap();
+        let now = common::time::now_ms();
+        let store = Arc::new(Shared {
+            inner: FleetStore::open(&dir.path().join("fleet.sled")).unwrap(),
+        });
+        let fleet = FleetActor::new(PresencePolicy::default()).start();
+        let stats = Arc::new(IngestStats::default());
+        let setup = WriterSetup {
+            data_dir: dir.path().to_path_buf(),
+            store: store.clone(),
+            fleet: Slot::with(fleet),
+            stats: stats.clone(),
+            republish: None,
+            delivery: DeliveryMap::default(),
+        };
+        let (tx, stop) = spawn(&setup).unwrap();
+        // after this writer loaded its (empty) view, another instance stored 1..=10
+        another_instance_stored(&store.inner, &rvm, 1..=10);
+        send(&tx, record(&rvm, 9, now)).await.unwrap();
+        send(&tx, record(&rvm, 11, now)).await.unwrap();
+        let st = setup.delivery.read().unwrap()[&rvm].clone();
+        assert_eq!((st.received, st.duplicates), (11, 1), "9 was stored elsewhere");
+        assert_eq!(st.seqs.missing(), 0);
+        // away again: the other instance stores 12..=20; back here with a birth
+        another_instance_stored(&store.inner, &rvm, 12..=20);
+        send(&tx, birth_of(&rvm)).await.unwrap();
+        send(&tx, record(&rvm, 20, now)).await.unwrap();
+        send(&tx, record(&rvm, 21, now)).await.unwrap();
+        let st = setup.delivery.read().unwrap()[&rvm].clone();
+        assert_eq!((st.received, st.duplicates), (21, 2));
+        assert_eq!(st.seqs.missing(), 0);
+        assert_eq!(stats.snapshot().delivery_reloads, 2);
+        let stored = store.inner.load_delivery().unwrap()[&rvm].clone();
+        assert_eq!(stored.received, 21, "the row is not regressed");
+        stop.store(true, Ordering::Release);
     }
 
     async fn send(tx_items: &mpsc::Sender<IngestItem>, r: JournalRecord) -> Result<(), WriteError> {

@@ -11,13 +11,15 @@
 //! [`ensure`] applies the plans of both tables in one transaction under an advisory lock
 //! ([`PARTITION_LOCK`]), so instances doing it at once do not race on `CREATE TABLE`. The
 //! server calls it at start and then every [`ENSURE_EVERY`] (the leader's job with several
-//! instances; any instance may, the lock makes it safe).
+//! instances, fenced by its lease; any instance may at start, the lock makes it safe).
 
 use std::time::Duration;
 
 use tokio_postgres::Client;
 
 use super::PgError;
+use crate::cluster::fence::assert_lease;
+use crate::cluster::lease::LeaseToken;
 
 pub const DAY_MS: i64 = 86_400_000;
 /// Days after today whose partitions exist already: a server that cannot reach the database
@@ -125,16 +127,23 @@ pub async fn existing_days(
         .collect())
 }
 
-/// Makes and drops partitions of both tables as [`plan`] says for `now_ms`.
+/// Makes and drops partitions of both tables as [`plan`] says for `now_ms`. With `fence` (the
+/// leader's periodic run among several instances) the transaction asserts the lease first and
+/// changes nothing once it is lost; without (the start of any instance, tools) it needs none:
+/// the advisory lock serialises it with everyone else's.
 pub async fn ensure(
     client: &mut Client,
     retention: &Retention,
     now_ms: i64,
+    fence: Option<&LeaseToken>,
 ) -> Result<PartitionReport, PgError> {
     let tx = client
         .transaction()
         .await
         .map_err(PgError::db("partition transaction"))?;
+    if let Some(token) = fence {
+        assert_lease(&tx, token).await?;
+    }
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
         .await
         .map_err(PgError::db("partition lock"))?;

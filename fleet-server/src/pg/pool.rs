@@ -79,7 +79,7 @@ pub async fn start(cfg: &PgConfig, retention: &Retention, now_ms: i64) -> Result
     let pool = pool(cfg)?;
     let mut client = get(&pool, cfg).await?;
     let migrations = migrate::migrate(&mut client).await?;
-    let partitions = partitions::ensure(&mut client, retention, now_ms).await?;
+    let partitions = partitions::ensure(&mut client, retention, now_ms, None).await?;
     drop(client);
     tracing::info!(
         target_db = %cfg.target(),

@@ -4,13 +4,14 @@
 //!
 //! | child | runs as | state on (re)start | reached by |
 //! | --- | --- | --- | --- |
+//! | `cluster` | task (PostgreSQL only) | a new session; the leases as this instance last trusted them | the history job (its [`Leadership`]) |
 //! | `fleet` | actor | births and delivery from the store, presence and alert inputs from its checkpoint | writer, routes (slot); alerts, commands, live, the presence store attached |
 //! | `writer` | thread `ingest-writer` | delivery state from the store, journal replayed with sled (before the next child starts, unless a stalled predecessor still holds the queue) | the broker's hook, the ingest client (its queue) |
 //! | `notify` | task (the dispatcher) | rate limits start full | the alerts actor (its queue) |
 //! | `notify-worker` | task (the outbox worker) | the outbox in the store (claims of a dead generation are due again when their lease ends) | the dispatcher (its wake-up) |
 //! | `alerts-persist` | thread `alerts-persist` | an export lost in a crash is made again | the alerts actor (its queue) |
 //! | `alerts` | actor | engine and correlator imported from the store | the fleet (attached), routes (slot) |
-//! | `history` | actor | none (the dirty minutes are in the store) | nobody |
+//! | `history` | actor | none (the dirty minutes are in the store); runs while this instance leads `history` | nobody |
 //! | `commands` | actor | commands and rollouts from the store, presence from the fleet; with PostgreSQL and the embedded broker, which sessions this instance holds from [`crate::sessions`] (its events subscribed anew) | the fleet (attached), routes (slot), cluster events |
 //! | `republish` | task | none | the writer, the alerts actor (its queue) |
 //! | `ingest` | task | the broker's persistent session | nobody |
@@ -24,6 +25,7 @@ use crate::alerts::actor::{AlertsActor, AlertsSetup, AttachRepublisher};
 use crate::alerts::persist::{self, PersistHandle, PersistInbox, PersistSetup};
 use crate::alerts::rules::RuleSet;
 use crate::alerts::stats::AlertsStats;
+use crate::cluster::{Cluster, Leadership};
 use crate::commands::actor::{CommandCluster, CommandsActor, CommandsSetup};
 use crate::fleet::actor::{
     AttachAlerts, AttachCommands, AttachPresence, FleetActor, FleetCheckpoint, Restore,
@@ -77,11 +79,19 @@ pub(super) struct Wiring {
         tokio::sync::mpsc::Sender<IngestItem>,
         Arc<IngestStats>,
     ),
+    /// This instance among several: its registration, heartbeat and leaderships (registered
+    /// before the children start).
+    pub instance: Cluster,
+    /// Faults armed for the children's own fault points (test builds).
+    #[cfg(any(test, feature = "faults"))]
+    pub faults: crate::supervise::faults::Faults,
 }
 
 /// Every child, in start order (stopped in reverse).
 pub(super) fn specs(w: Wiring) -> Vec<ChildSpec> {
-    let mut specs = vec![
+    // first to start, last to stop: a lease is held until every job stopped
+    let mut specs: Vec<ChildSpec> = cluster(&w).into_iter().collect();
+    specs.extend([
         fleet(&w),
         ingest_writer(&w),
         notifier(&w),
@@ -90,10 +100,22 @@ pub(super) fn specs(w: Wiring) -> Vec<ChildSpec> {
         alerts(&w),
         history(&w),
         commands(&w),
-    ];
+    ]);
     specs.extend(republish(&w));
     specs.push(ingest(w));
     specs
+}
+
+/// The heartbeat and the leases (PostgreSQL only: with sled the instance leads alone).
+fn cluster(w: &Wiring) -> Option<ChildSpec> {
+    let cluster = w.instance.clone();
+    cluster.heartbeat()?;
+    Some(ChildSpec::new("cluster", move |live| {
+        let heartbeat = cluster
+            .heartbeat()
+            .ok_or_else(|| anyhow::anyhow!("the instance is not registered"))?;
+        Ok(spawn_task(&live, move |_| heartbeat.run()))
+    }))
 }
 
 fn fleet(w: &Wiring) -> ChildSpec {
@@ -212,8 +234,15 @@ fn alerts(w: &Wiring) -> ChildSpec {
 
 fn history(w: &Wiring) -> ChildSpec {
     let (store, (policy, stats)) = (w.stores.history.clone(), w.history.clone());
+    let leadership: Leadership = w.instance.leadership().clone();
+    #[cfg(any(test, feature = "faults"))]
+    let faults = w.faults.clone();
     ChildSpec::new("history", move |live| {
-        let job = HistoryJob::new(store.clone(), policy, stats.clone()).supervised(live.clone());
+        let job = HistoryJob::new(store.clone(), policy, stats.clone())
+            .supervised(live.clone())
+            .led_by(leadership.clone());
+        #[cfg(any(test, feature = "faults"))]
+        let job = job.with_faults(faults.clone());
         Ok(spawn_actor(&live, move |_| job).1)
     })
 }

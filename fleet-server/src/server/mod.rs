@@ -1,6 +1,7 @@
 //! Starting and stopping a whole fleet server: the stores (sled or PostgreSQL:
 //! [`crate::storage`]), the actix system with HTTP, the
-//! embedded broker (its own thread and runtime), then the supervisor, which starts every
+//! embedded broker (its own thread and runtime), the instance's registration among several on
+//! PostgreSQL ([`crate::cluster`]), then the supervisor, which starts every
 //! long-lived actor, task and thread ([`children`]) and restarts one that panics or stalls.
 //! Tests start it in-process on ephemeral ports.
 //!
@@ -25,6 +26,7 @@ use crate::alerts::stats::AlertsStats;
 use crate::auth::TokenStore;
 use crate::broker::embedded::{BrokerConfig, BrokerStats};
 use crate::broker::thread::BrokerThread;
+use crate::cluster::Cluster;
 use crate::config::{HttpTls, ServerConfig};
 use crate::fleet::state::PresencePolicy;
 use crate::history::job::HistoryStats;
@@ -81,6 +83,8 @@ pub struct Server {
     pub republish: Option<Arc<RepublishStats>>,
     supervisor: Option<Supervisor>,
     view: SupervisorView,
+    /// This instance among several (registered in PostgreSQL; alone with sled).
+    pub cluster: Cluster,
     #[cfg(any(test, feature = "faults"))]
     faults: crate::supervise::faults::Faults,
 }
@@ -126,6 +130,8 @@ impl Server {
             );
         }
         let tokens = stores.tokens.clone();
+        // registered once the broker and HTTP listen (its row names their addresses)
+        let cluster = Cluster::new(cfg.cluster.clone(), stores.pg.clone());
         let ingest_stats = Arc::new(IngestStats::default());
         let history_stats = Arc::new(HistoryStats::default());
         let broker_stats: Arc<OnceLock<Arc<BrokerStats>>> = Arc::default();
@@ -166,6 +172,7 @@ impl Server {
             storage: stores.health.clone(),
             live: live.clone(),
             supervisor: view.clone(),
+            cluster: cluster.clone(),
             sessions: sessions.as_ref().map(|s| s.view()),
             pg: stores.pg.clone(),
         };
@@ -183,6 +190,7 @@ impl Server {
             republish: republish.as_ref().map(|(h, _)| h.stats()),
             supervisor: None,
             view: view.clone(),
+            cluster: cluster.clone(),
             #[cfg(any(test, feature = "faults"))]
             faults: faults.clone(),
         };
@@ -215,6 +223,8 @@ impl Server {
             }
         };
         server.mqtt_addr = mqtt_addr;
+        // with PostgreSQL: the row in `instances` (an id a live instance holds is refused)
+        cluster.register(mqtt_addr, server.http_addr)?;
 
         // 3. every long-lived actor, task and thread, under the supervisor
         let mode = match cfg.embedded_broker {
@@ -263,6 +273,9 @@ impl Server {
                 writer_tx,
                 ingest_stats,
             ),
+            instance: cluster,
+            #[cfg(any(test, feature = "faults"))]
+            faults: faults.clone(),
         };
         drop(stores);
         // from here the broker's configuration holds the only reporters of the sessions task
@@ -348,8 +361,13 @@ impl Server {
     /// a server started next on the same data directory can open it.
     pub fn stop(&mut self) {
         // first: nothing is restarted while the rest stops
+        let supervised = self.supervisor.is_some();
         if let Some(mut s) = self.supervisor.take() {
             s.stop();
+        }
+        // every job stopped: the leases can go to another instance now
+        if supervised {
+            self.cluster.stop();
         }
         if let Some(s) = self.system.take() {
             s.stop();

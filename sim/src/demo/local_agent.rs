@@ -258,7 +258,7 @@ mod tests {
         let (path, file) = write_config(&spec).unwrap();
         assert_eq!(path, dir.path().join("agent.toml"));
         assert_eq!(file.device_id, "laptop1");
-        assert_eq!(file.mqtt.broker, "127.0.0.1:8883");
+        assert_eq!(file.mqtt.broker.entries(), ["127.0.0.1:8883"]);
         assert_eq!(
             file.mqtt.ca, spec.identity.ca,
             "a path with quotes and spaces survives"

@@ -240,6 +240,26 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "counter",
         "Times the store became unreachable.",
     ),
+    (
+        "rvm_fleet_cluster_instances",
+        "gauge",
+        "Instances on the store by state (alive, dead: silent for longer than the lease, stopped: stopped cleanly), as this instance last read them.",
+    ),
+    (
+        "rvm_fleet_leader",
+        "gauge",
+        "1 while this instance leads the job (its lease trusted by its own clock), else 0.",
+    ),
+    (
+        "rvm_fleet_leader_fenced_writes_total",
+        "counter",
+        "Writes of this instance as leader that the database refused because the lease was lost (SQLSTATE RVML1); none was applied.",
+    ),
+    (
+        "rvm_fleet_cluster_heartbeat_errors_total",
+        "counter",
+        "Heartbeats (with their lease renewals) that got no answer from the store.",
+    ),
 ];
 
 /// Names of [`FAMILIES`].

@@ -36,6 +36,7 @@ use crate::alerts::alert::{Alert, AlertState};
 use crate::alerts::requests::{GetSnapshot, ListAlerts, StateFilter};
 use crate::alerts::stats::AlertsSnapshot;
 use crate::broker::embedded::BrokerStatsSnapshot;
+use crate::cluster::leader::LeadershipSnapshot;
 use crate::fleet::actor::{DeviceScrape, ScrapeDevices};
 use crate::fleet::state::Presence;
 use crate::history::job::HistorySnapshot;
@@ -110,6 +111,8 @@ pub struct ScrapeInput {
     pub storage: Option<StorageStatus>,
     /// The server's own children, from its supervisor.
     pub server_actors: Vec<ChildStatus>,
+    /// This instance's leaderships and the instances it last saw.
+    pub cluster: Option<LeadershipSnapshot>,
 }
 
 /// Flat metric -> family, with a scale.
@@ -410,6 +413,31 @@ pub fn render(x: &ScrapeInput) -> Result<String, RenderError> {
             out.push(f);
         }
     }
+    if let Some(c) = &x.cluster {
+        let mut f = family("rvm_fleet_cluster_instances");
+        for state in ["alive", "dead", "stopped"] {
+            f.add(
+                &[("state", state)],
+                c.instances.get(state).copied().unwrap_or(0) as f64,
+            );
+        }
+        out.push(f);
+        let mut leader = family("rvm_fleet_leader");
+        for l in &c.leases {
+            leader.add(&[("job", l.name.as_str())], if l.leader { 1.0 } else { 0.0 });
+        }
+        out.push(leader);
+        let mut fenced = family("rvm_fleet_leader_fenced_writes_total");
+        for (job, n) in &c.fenced_writes {
+            fenced.add(&[("job", job.as_str())], *n as f64);
+        }
+        out.push(fenced);
+        one(
+            &mut out,
+            "rvm_fleet_cluster_heartbeat_errors_total",
+            c.heartbeat_errors as f64,
+        );
+    }
     out.render()
 }
 
@@ -482,6 +510,7 @@ async fn metrics(
         history: Some(state.alerting.history.snapshot(&state.alerting.history_policy)),
         storage: Some(state.storage.status()),
         server_actors: state.supervisor.children(),
+        cluster: Some(state.cluster.snapshot()),
     };
     let text = render(&input).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(text))
@@ -638,6 +667,29 @@ mod tests {
                     last_exit: None,
                 },
             ],
+            cluster: Some(build_cluster()),
+        }
+    }
+
+    fn build_cluster() -> LeadershipSnapshot {
+        LeadershipSnapshot {
+            instance: "fleet-a".into(),
+            mode: "lease",
+            leases: vec![crate::cluster::lease::LeaseView {
+                name: "history".into(),
+                leader: true,
+                epoch: Some(3),
+                trusted_for_ms: Some(2_000),
+                holder: Some("fleet-a".into()),
+                holder_epoch: Some(3),
+                gained_total: 1,
+                lost_total: 0,
+            }],
+            fenced_writes: [("history".to_string(), 2)].into_iter().collect(),
+            heartbeats: 10,
+            heartbeat_errors: 1,
+            last_error: None,
+            instances: [("alive", 2), ("dead", 1)].into_iter().collect(),
         }
     }
 
@@ -675,6 +727,11 @@ mod tests {
             "rvm_fleet_server_actor_last_exit_timestamp_seconds{actor=\"alerts\",reason=\"panic\"} 9.5\n"
         ));
         assert!(!text.contains("rvm_fleet_server_actor_last_exit_timestamp_seconds{actor=\"writer\""));
+        assert!(text.contains("rvm_fleet_cluster_instances{state=\"alive\"} 2\n"));
+        assert!(text.contains("rvm_fleet_cluster_instances{state=\"dead\"} 1\n"));
+        assert!(text.contains("rvm_fleet_cluster_instances{state=\"stopped\"} 0\n"));
+        assert!(text.contains("rvm_fleet_leader{job=\"history\"} 1\n"));
+        assert!(text.contains("rvm_fleet_leader_fenced_writes_total{job=\"history\"} 2\n"));
         // a figure nobody reported is left out
         assert!(!text.contains("rvm_fleet_device_gpu_load_percent"));
     }
