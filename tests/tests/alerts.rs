@@ -154,10 +154,22 @@ async fn a_site_going_offline_sends_one_incident_notification_not_ten_offline_al
     assert_eq!(of_source(&bodies, "alert").len(), 0, "{bodies:#?}");
     assert_eq!(of_source(&bodies, "incident").len(), 1, "{bodies:#?}");
     let h = fleet.health().await.unwrap();
-    assert_eq!(
-        h["alerts"]["held"], 2,
-        "two fired before the incident opened: {h:#}"
-    );
+    if matches!(backend, Backend::Sled) {
+        assert_eq!(
+            h["alerts"]["held"], 2,
+            "two fired before the incident opened: {h:#}"
+        );
+    } else {
+        // on PostgreSQL each firing is decided once its claim is answered (the store is
+        // shared by instances: docs/architecture.md "Several instances"), by when the
+        // incident may already speak for it: each of the ten is held or suppressed
+        let (held, suppressed) = (
+            h["alerts"]["held"].as_u64().unwrap_or(0),
+            h["alerts"]["skipped_suppressed"].as_u64().unwrap_or(0),
+        );
+        assert!(held <= 2, "{h:#}");
+        assert_eq!(held + suppressed, 10, "{h:#}");
+    }
     assert_eq!(h["notify"]["delivered"]["hook"], 1, "{h:#}");
     println!("site outage scenario took {:?}", started.elapsed());
 }

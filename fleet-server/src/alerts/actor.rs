@@ -27,8 +27,23 @@
 //! restart loses is the last changes not yet exported and the offline notifications being
 //! held. Acknowledgements and silence changes also go to the audit log
 //! (`crate::audit::AuditLog`, through the persister).
+//!
+//! With a store that several instances share ([`AlertStore::shared`]: PostgreSQL; see
+//! docs/architecture.md "Several instances"), each machine is evaluated by the instance that
+//! holds its session, and moves. So, off this thread ([`SHARED_TIMEOUT`]):
+//! - a device's first observations since this actor started wait while its open alerts and
+//!   counters are loaded ([`AlertStore::load_device`]) and adopted
+//!   ([`AlertEngine::adopt_device`]): an alert another instance fired goes on here, with its
+//!   id, and is not notified again;
+//! - an alert this engine opens is claimed ([`AlertStore::claim`]: the unique open alert per
+//!   (rule, device) decides) before any of its transitions is notified; a lost claim adopts
+//!   the stored alert ([`AlertEngine::adopt`]) and notifies nothing, a stale generation takes
+//!   a later one and claims again. If the store does not answer, the alert is notified anyway
+//!   (at least once, counted in `shared_errors`).
+//!
+//! With sled nothing of this happens: observations are evaluated at once, as always.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -76,7 +91,7 @@ pub struct AlertsSetup {
     pub maintenance: Windows,
 }
 
-struct Held {
+pub(super) struct Held {
     notification: Notification,
     due_ms: i64,
 }
@@ -92,19 +107,52 @@ pub struct AlertsActor {
     persist: PersistHandle,
     /// The state changed since the last export.
     state_dirty: bool,
-    held: BTreeMap<String, Held>,
+    pub(super) held: BTreeMap<String, Held>,
     hold_ms: i64,
     pub(super) maintenance: MaintenanceBook,
     /// Active alerts whose firing a window muted: sent when it closes if they still fire.
-    muted_alerts: BTreeSet<String>,
+    pub(super) muted_alerts: BTreeSet<String>,
     /// Open incidents whose opening a window muted: their resolution is not sent either.
     muted_incidents: BTreeSet<String>,
-    stats: Arc<AlertsStats>,
+    pub(super) stats: Arc<AlertsStats>,
     /// With a live hub attached: transitions, acknowledgements, silences and incident changes.
     live: Option<LiveHub>,
     /// With a republisher attached ([`AttachRepublisher`]): transitions and incident changes
     /// as JSON on `fleet/v1/alerts` and `fleet/v1/incidents`.
     republish: Option<RepublishHandle>,
+    /// Other instances share the store (module docs); None: they do not.
+    pub(super) shared: Option<Shared>,
+}
+
+/// What the actor keeps while it shares the store with other instances (module docs; the
+/// work is in [`super::shared`]).
+pub struct Shared {
+    pub(super) store: Arc<dyn AlertStore>,
+    /// Set when the actor starts: where loads and claims report.
+    pub(super) me: Option<Addr<AlertsActor>>,
+    /// Devices whose stored alerts were adopted (or could not be read).
+    pub(super) loaded: HashSet<DeviceId>,
+    /// Devices being loaded, with their observations since, evaluated once loaded.
+    pub(super) loading: HashMap<DeviceId, Vec<Observation>>,
+    /// Alerts being claimed, with their transitions to notify if the claim is won.
+    pub(super) claiming: HashMap<String, Vec<(Transition, i64)>>,
+}
+
+impl Shared {
+    pub fn new(store: Arc<dyn AlertStore>) -> Shared {
+        Shared {
+            store,
+            me: None,
+            loaded: HashSet::new(),
+            loading: HashMap::new(),
+            claiming: HashMap::new(),
+        }
+    }
+
+    /// The actor started: loads and claims report to `me`.
+    pub fn started(&mut self, me: Addr<AlertsActor>) {
+        self.me = Some(me);
+    }
 }
 
 impl AlertsActor {
@@ -148,6 +196,7 @@ impl AlertsActor {
                 tracing::error!(error = %problem, "persisted maintenance window ignored");
             }
         }
+        let shared = setup.store.shared().then(|| Shared::new(setup.store.clone()));
         let muted_alerts = engine
             .active()
             .into_iter()
@@ -171,6 +220,7 @@ impl AlertsActor {
             stats,
             live: None,
             republish: None,
+            shared,
         })
     }
 
@@ -189,7 +239,7 @@ impl AlertsActor {
         }
     }
 
-    fn observe(&mut self, o: Observation) {
+    pub(super) fn observe(&mut self, o: Observation) {
         self.stats.observations.fetch_add(1, Ordering::Relaxed);
         self.learn(&o.device);
         let mut t = self.engine.observe(&o.device, &o.metrics, o.at_ms);
@@ -270,7 +320,8 @@ impl AlertsActor {
         }
     }
 
-    fn consider(&mut self, t: &Transition, now_ms: i64) {
+    /// Notifies `t` unless it is not news, silenced, suppressed, muted or held.
+    pub(super) fn decide(&mut self, t: &Transition, now_ms: i64) {
         // A resolve of an alert whose firing was never sent is not news either.
         if t.kind == TransitionKind::Resolved && self.held.remove(&t.alert.id).is_some() {
             self.stats.held_dropped.fetch_add(1, Ordering::Relaxed);
@@ -494,6 +545,9 @@ impl AlertsActor {
             incident_changes: l(&s.incident_changes),
             persist_errors: l(&s.persist_errors),
             audit_dropped: l(&s.audit_dropped),
+            adopted: l(&s.adopted),
+            claims_lost: l(&s.claims_lost),
+            shared_errors: l(&s.shared_errors),
         }
     }
 }
@@ -503,6 +557,9 @@ impl Actor for AlertsActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(100_000);
+        if let Some(sh) = self.shared.as_mut() {
+            sh.started(ctx.address());
+        }
         ctx.run_interval(TICK, |act, _| act.tick(common::time::now_ms()));
     }
 
@@ -525,6 +582,9 @@ pub struct Observation {
     pub metrics: Vec<(String, f64)>,
     /// A health report's checks: each failing one is an alert ([`super::checks`]).
     pub checks: Option<Vec<CheckResult>>,
+    /// The device's birth: its session (re)started on this instance. With a shared store its
+    /// stored alerts are read again first ([`super::shared`]).
+    pub session_started: bool,
     pub at_ms: i64,
 }
 
@@ -537,7 +597,7 @@ impl Handler<Observe> for AlertsActor {
     type Result = ();
     fn handle(&mut self, m: Observe, _: &mut Context<Self>) {
         for o in m.0 {
-            self.observe(o);
+            self.admit(o);
         }
     }
 }
@@ -660,6 +720,7 @@ mod tests {
             },
             metrics: vec![("cpu.usage_pct".into(), value)],
             checks: None,
+            session_started: false,
             at_ms: at.parse::<jiff::Timestamp>().unwrap().as_millisecond(),
         }
     }

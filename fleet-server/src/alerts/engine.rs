@@ -42,6 +42,9 @@ use super::checks::{CheckRules, check_kind, is_check_rule, rule_name, severity_o
 use super::rules::{Op, Rule, Scope};
 use super::silence::{Silence, live_silence};
 
+mod adopt;
+pub use adopt::DeviceAlerts;
+
 /// Resolved alerts kept for [`AlertEngine::history`].
 pub const HISTORY_CAP: usize = 10_000;
 

@@ -15,6 +15,13 @@
 //! is deleted, so the open-alert index `alerts_one_open` holds only open alerts. Resolved
 //! alerts are written before open ones, so a new generation of a (rule, device) never meets
 //! the open row of the one it follows.
+//!
+//! Several instances share these tables (docs/architecture.md, "Several instances"): the
+//! unique index [`OPEN_INDEX`] allows one open alert per (rule, device), and the row records
+//! which instance's insert made it (`opened_by`). [`AlertStore::claim`] is that insert for an
+//! alert the actor just opened, and says whose alert is open; [`AlertStore::load_device`]
+//! reads one device's open alerts and counters. An export's open alert that the index keeps
+//! out (another instance's is open) is skipped inside a savepoint, never failing the rest.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,10 +33,10 @@ use tokio_postgres::Row;
 
 use super::actor::ALERT_HISTORY_CAP;
 use super::alert::{Ack, Alert, AlertState};
-use super::engine::{self, EngineState, PairCooldown, PairCounter};
+use super::engine::{self, DeviceAlerts, EngineState, PairCooldown, PairCounter};
 use super::maintenance::AddedWindow;
 use super::silence::{Matcher, Silence};
-use super::store::{AlertStore, SavedAlerts};
+use super::store::{AlertStore, Claim, SavedAlerts};
 use crate::incidents::RECENT_INCIDENTS_CAP;
 use crate::incidents::incident::{self, CorrelatorState, FiringAlert, Incident};
 use crate::pg::PgError;
@@ -41,6 +48,8 @@ use crate::store::StoreError;
 pub const STATE_KEY: &str = "alerts";
 /// `server_state` key of the maintenance windows added through the API.
 pub const WINDOWS_KEY: &str = "maintenance";
+/// The unique index that allows one open alert per (rule, subject) (migration 0001).
+pub const OPEN_INDEX: &str = "alerts_one_open";
 
 /// What the tables do not hold.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -67,6 +76,8 @@ struct Written {
 pub struct PgAlerts {
     store: PgStore,
     written: Mutex<Arc<Written>>,
+    /// `opened_by` of the alerts this instance opens: its `[cluster] instance_id`.
+    opened_by: String,
 }
 
 impl PgAlerts {
@@ -74,7 +85,14 @@ impl PgAlerts {
         PgAlerts {
             store,
             written: Mutex::default(),
+            opened_by: String::new(),
         }
+    }
+
+    /// The instance whose alerts these are (`opened_by` of the rows it opens).
+    pub fn opened_by(mut self, instance: impl Into<String>) -> PgAlerts {
+        self.opened_by = instance.into();
+        self
     }
 
     fn written(&self) -> std::sync::MutexGuard<'_, Arc<Written>> {
@@ -361,51 +379,110 @@ fn target(engine: &EngineState, corr: &CorrelatorState) -> Written {
     }
 }
 
-async fn write_alert(tx: &tokio_postgres::Transaction<'_>, a: &Alert) -> Result<(), PgError> {
-    let t = |v: Option<i64>| v.map(system_time);
-    tx.execute(
+/// The insert of an alert row; `conflict` says what a row already there means.
+fn insert_alert_sql(conflict: &str) -> String {
+    format!(
         "INSERT INTO alerts (id, rule, subject, generation, state, severity, metric, op, value,
              threshold, clear, summary, labels, started_at, fired_at, resolved_at, escalated_at,
-             last_sample_at, ack_by, ack_at, ack_comment, silenced_by, muted_by, updated_at)
+             last_sample_at, ack_by, ack_at, ack_comment, silenced_by, muted_by, opened_by,
+             updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-             $19, $20, $21, $22, $23, now())
-         ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, severity = EXCLUDED.severity,
+             $19, $20, $21, $22, $23, $24, now())
+         {conflict}"
+    )
+}
+
+/// An existing row of the same id is updated (its `opened_by` stays).
+const UPSERT: &str = "ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, severity = EXCLUDED.severity,
              metric = EXCLUDED.metric, op = EXCLUDED.op, value = EXCLUDED.value,
              threshold = EXCLUDED.threshold, clear = EXCLUDED.clear, summary = EXCLUDED.summary,
              labels = EXCLUDED.labels, started_at = EXCLUDED.started_at,
              fired_at = EXCLUDED.fired_at, resolved_at = EXCLUDED.resolved_at,
              escalated_at = EXCLUDED.escalated_at, last_sample_at = EXCLUDED.last_sample_at,
              ack_by = EXCLUDED.ack_by, ack_at = EXCLUDED.ack_at, ack_comment = EXCLUDED.ack_comment,
-             silenced_by = EXCLUDED.silenced_by, muted_by = EXCLUDED.muted_by, updated_at = now()",
-        &[
-            &a.id,
-            &a.rule,
-            &a.device.as_str(),
-            &(a.generation as i64),
-            &label(&a.state),
-            &label(&a.severity),
-            &a.metric,
-            &label(&a.op),
-            &a.value,
-            &a.threshold,
-            &a.clear,
-            &a.summary,
-            &json(&a.labels)?,
-            &system_time(a.started_ms),
-            &t(a.fired_ms),
-            &t(a.resolved_ms),
-            &t(a.escalated_ms),
-            &system_time(a.last_sample_ms),
-            &a.ack.as_ref().map(|k| k.by.clone()),
-            &t(a.ack.as_ref().map(|k| k.at_ms)),
-            &a.ack.as_ref().map(|k| k.comment.clone()),
-            &a.silenced_by,
-            &a.muted_by,
-        ],
-    )
-    .await
-    .map_err(db("writing an alert"))?;
-    Ok(())
+             silenced_by = EXCLUDED.silenced_by, muted_by = EXCLUDED.muted_by, updated_at = now()";
+
+async fn insert_alert(
+    client: &impl tokio_postgres::GenericClient,
+    a: &Alert,
+    opened_by: &str,
+    conflict: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    let t = |v: Option<i64>| v.map(system_time);
+    let labels = serde_json::to_value(&a.labels).unwrap_or_default();
+    client
+        .execute(
+            &insert_alert_sql(conflict),
+            &[
+                &a.id,
+                &a.rule,
+                &a.device.as_str(),
+                &(a.generation as i64),
+                &label(&a.state),
+                &label(&a.severity),
+                &a.metric,
+                &label(&a.op),
+                &a.value,
+                &a.threshold,
+                &a.clear,
+                &a.summary,
+                &labels,
+                &system_time(a.started_ms),
+                &t(a.fired_ms),
+                &t(a.resolved_ms),
+                &t(a.escalated_ms),
+                &system_time(a.last_sample_ms),
+                &a.ack.as_ref().map(|k| k.by.clone()),
+                &t(a.ack.as_ref().map(|k| k.at_ms)),
+                &a.ack.as_ref().map(|k| k.comment.clone()),
+                &a.silenced_by,
+                &a.muted_by,
+                // NULL from a store that is not an instance's (`fleetctl store migrate`)
+                &(!opened_by.is_empty()).then_some(opened_by),
+            ],
+        )
+        .await
+}
+
+/// Is `e` the unique open alert per (rule, device) refusing a second one?
+fn is_open_conflict(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|d| d.constraint() == Some(OPEN_INDEX))
+}
+
+/// Writes an alert; an open one that another instance's open alert of its (rule, device)
+/// keeps out is skipped (false), inside a savepoint, so the rest of the export is written:
+/// the alerts actor's claim ([`AlertStore::claim`]) makes this instance adopt that alert.
+async fn write_alert(
+    tx: &tokio_postgres::Transaction<'_>,
+    a: &Alert,
+    opened_by: &str,
+) -> Result<bool, PgError> {
+    if a.state == AlertState::Resolved {
+        insert_alert(tx, a, opened_by, UPSERT)
+            .await
+            .map_err(db("writing an alert"))?;
+        return Ok(true);
+    }
+    tx.batch_execute("SAVEPOINT open_alert")
+        .await
+        .map_err(db("writing an alert"))?;
+    match insert_alert(tx, a, opened_by, UPSERT).await {
+        Ok(_) => {
+            tx.batch_execute("RELEASE SAVEPOINT open_alert")
+                .await
+                .map_err(db("writing an alert"))?;
+            Ok(true)
+        }
+        Err(e) if is_open_conflict(&e) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT open_alert")
+                .await
+                .map_err(db("writing an alert"))?;
+            tracing::warn!(alert = %a.id, "alert not written: another instance holds the open alert of its rule and device");
+            Ok(false)
+        }
+        Err(e) => Err(db("writing an alert")(e)),
+    }
 }
 
 async fn write_incident(tx: &tokio_postgres::Transaction<'_>, i: &Incident) -> Result<(), PgError> {
@@ -452,13 +529,18 @@ async fn write_diff(
     tx: &tokio_postgres::Transaction<'_>,
     old: &Written,
     new: &Written,
+    opened_by: &str,
 ) -> Result<(), PgError> {
-    // alerts that left the engine open (a pending one cancelled): gone
+    // alerts that left the engine open (a pending one cancelled): gone, unless another
+    // instance resolved the row meanwhile (the engine dropped it on adopting the device)
     for (id, a) in &old.alerts {
         if a.state != AlertState::Resolved && !new.alerts.contains_key(id) {
-            tx.execute("DELETE FROM alerts WHERE id = $1", &[id])
-                .await
-                .map_err(db("deleting an alert"))?;
+            tx.execute(
+                "DELETE FROM alerts WHERE id = $1 AND state IN ('pending', 'firing')",
+                &[id],
+            )
+            .await
+            .map_err(db("deleting an alert"))?;
         }
     }
     let changed = |a: &&Alert| old.alerts.get(&a.id) != Some(*a);
@@ -468,7 +550,7 @@ async fn write_diff(
         .filter(changed)
         .partition(|a| a.state == AlertState::Resolved);
     for a in resolved.into_iter().chain(open) {
-        write_alert(tx, a).await?;
+        write_alert(tx, a, opened_by).await?;
     }
     for id in old.silences.keys().filter(|id| !new.silences.contains_key(*id)) {
         tx.execute("DELETE FROM silences WHERE id = $1", &[id])
@@ -536,7 +618,110 @@ async fn write_diff(
     Ok(())
 }
 
+/// The device's open alerts and its pairs' counters; a generation is the larger of the
+/// pair's row and its alerts' (a claim writes the alert before the pair's row is exported).
+async fn load_device(store: PgStore, device: DeviceId) -> Result<DeviceAlerts, PgError> {
+    let client = store.client().await?;
+    let open = client
+        .query(
+            "SELECT * FROM alerts WHERE subject = $1 AND state IN ('pending', 'firing')",
+            &[&device.as_str()],
+        )
+        .await
+        .map_err(db("reading a device's alerts"))?
+        .iter()
+        .map(alert_of)
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows = client
+        .query(
+            "SELECT rule, max(generation) AS generation, max(cooldown_until) AS cooldown_until
+             FROM (SELECT rule, generation, cooldown_until FROM alert_pairs WHERE subject = $1
+                   UNION ALL
+                   SELECT rule, max(generation), NULL FROM alerts WHERE subject = $1 GROUP BY rule) p
+             GROUP BY rule",
+            &[&device.as_str()],
+        )
+        .await
+        .map_err(db("reading a device's alert pairs"))?;
+    let mut out = DeviceAlerts {
+        open,
+        ..Default::default()
+    };
+    for r in &rows {
+        let rule: String = r.get("rule");
+        out.generations.push(PairCounter {
+            rule: rule.clone(),
+            device: device.clone(),
+            generation: r.get::<_, i64>("generation") as u64,
+        });
+        if let Some(until_ms) = ms(r, "cooldown_until") {
+            out.cooldowns.push(PairCooldown {
+                rule,
+                device: device.clone(),
+                until_ms,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Inserts the alert unless its (rule, device) has an open alert (or its id exists), then
+/// says whose the open one is ([`Claim`]).
+async fn claim(store: PgStore, alert: Alert, opened_by: String) -> Result<Claim, PgError> {
+    let client = store.client().await?;
+    let inserted = insert_alert(&**client, &alert, &opened_by, "ON CONFLICT DO NOTHING")
+        .await
+        .map_err(db("claiming an alert"))?;
+    if inserted == 1 {
+        return Ok(Claim::Won);
+    }
+    let open = client
+        .query_opt(
+            "SELECT * FROM alerts WHERE rule = $1 AND subject = $2 AND state IN ('pending', 'firing')",
+            &[&alert.rule, &alert.device.as_str()],
+        )
+        .await
+        .map_err(db("reading the open alert"))?;
+    if let Some(r) = open {
+        let stored = alert_of(&r)?;
+        let mine = r.get::<_, Option<String>>("opened_by").as_deref() == Some(opened_by.as_str());
+        // this instance's persister wrote it first: still this instance's insert
+        return Ok(if stored.id == alert.id && mine {
+            Claim::Won
+        } else {
+            Claim::Lost(Box::new(stored))
+        });
+    }
+    let r = client
+        .query_one(
+            "SELECT greatest(
+                 (SELECT max(generation) FROM alerts WHERE rule = $1 AND subject = $2),
+                 (SELECT generation FROM alert_pairs WHERE rule = $1 AND subject = $2)) AS g",
+            &[&alert.rule, &alert.device.as_str()],
+        )
+        .await
+        .map_err(db("reading an alert pair's generation"))?;
+    let generation = r.get::<_, Option<i64>>("g").unwrap_or(0) as u64;
+    Ok(Claim::Stale {
+        generation: generation.max(alert.generation),
+    })
+}
+
 impl AlertStore for PgAlerts {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn load_device(&self, device: &DeviceId) -> Result<DeviceAlerts, StoreError> {
+        Ok(self.store.run(load_device(self.store.clone(), device.clone()))?)
+    }
+
+    fn claim(&self, alert: &Alert) -> Result<Claim, StoreError> {
+        Ok(self
+            .store
+            .run(claim(self.store.clone(), alert.clone(), self.opened_by.clone()))?)
+    }
+
     fn load(&self) -> Result<SavedAlerts, StoreError> {
         let (saved, written) = self.store.run(load(self.store.clone()))?;
         *self.written() = Arc::new(written);
@@ -546,11 +731,11 @@ impl AlertStore for PgAlerts {
     fn save(&self, engine: &EngineState, correlator: &CorrelatorState) -> Result<(), StoreError> {
         let new = Arc::new(target(engine, correlator));
         let old = self.written().clone();
-        let (s, next) = (self.store.clone(), new.clone());
+        let (s, next, opener) = (self.store.clone(), new.clone(), self.opened_by.clone());
         self.store.run(async move {
             let mut client = s.client().await?;
             let tx = client.transaction().await.map_err(db("alerts transaction"))?;
-            write_diff(&tx, &old, &next).await?;
+            write_diff(&tx, &old, &next, &opener).await?;
             tx.commit().await.map_err(db("alerts commit"))
         })?;
         // resolved alerts and incidents past the cores' caps stay in the tables, unwritten

@@ -23,6 +23,15 @@ pub struct AlertsStats {
     pub audit_dropped: AtomicU64,
     /// States handed to the persister.
     pub state_exports: AtomicU64,
+    /// Open alerts taken from the shared store (PostgreSQL, several instances): a device's
+    /// loaded before its first evaluation, and those of claims another instance won.
+    pub adopted: AtomicU64,
+    /// Alerts this instance opened whose (rule, device) another instance held open: not
+    /// notified, the stored alert adopted.
+    pub claims_lost: AtomicU64,
+    /// Device loads and claims the shared store did not answer (the alert is notified anyway:
+    /// at least once).
+    pub shared_errors: AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,4 +51,7 @@ pub struct AlertsSnapshot {
     pub incident_changes: u64,
     pub persist_errors: u64,
     pub audit_dropped: u64,
+    pub adopted: u64,
+    pub claims_lost: u64,
+    pub shared_errors: u64,
 }

@@ -6,8 +6,16 @@
 //! ([`FleetStore`], below); the PostgreSQL one ([`super::pg`]) keeps the exports in the tables
 //! people and Grafana read (`alerts`, `alert_pairs`, `silences`, `incidents`) and the windows
 //! in `server_state`.
+//!
+//! A store that several fleet-server instances share ([`AlertStore::shared`]: PostgreSQL)
+//! also answers for one device ([`AlertStore::load_device`]) and decides which instance's
+//! alert of a (rule, device) is the open one ([`AlertStore::claim`]); sled is one instance's
+//! alone and keeps the defaults, which change nothing.
 
-use super::engine::EngineState;
+use common::DeviceId;
+
+use super::alert::Alert;
+use super::engine::{DeviceAlerts, EngineState};
 use super::maintenance::AddedWindow;
 use crate::incidents::incident::CorrelatorState;
 use crate::store::{FleetStore, StoreError};
@@ -28,8 +36,37 @@ pub struct SavedAlerts {
     pub windows: Option<Vec<AddedWindow>>,
 }
 
+/// Who holds the open alert of a (rule, device), as the shared store decided it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// This instance's alert is the open one: this instance notifies it.
+    Won,
+    /// Another instance's alert (the stored one) is open: adopt it, notify nothing.
+    Lost(Box<Alert>),
+    /// Nothing is open, but the store holds this generation of the pair already (alerts
+    /// opened and closed elsewhere meanwhile): the alert takes a later one and claims again.
+    Stale { generation: u64 },
+}
+
 /// The alerts actor's state (module docs). Every method blocks: off actor threads.
 pub trait AlertStore: Send + Sync {
+    /// Other instances share this store: the alerts actor loads each device's alerts before
+    /// it first evaluates it, and claims every alert it opens before notifying it.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// The device's open alerts and pair bookkeeping as the store holds them now.
+    fn load_device(&self, _device: &DeviceId) -> Result<DeviceAlerts, StoreError> {
+        Ok(DeviceAlerts::default())
+    }
+
+    /// Records `alert` (just opened by this instance) as the open alert of its (rule,
+    /// device) unless another is open there already ([`Claim`]).
+    fn claim(&self, _alert: &Alert) -> Result<Claim, StoreError> {
+        Ok(Claim::Won)
+    }
+
     fn load(&self) -> Result<SavedAlerts, StoreError>;
 
     /// Writes both exports, durably, as one change.

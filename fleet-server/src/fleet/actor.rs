@@ -181,7 +181,7 @@ impl FleetActor {
     }
 
     fn observe(&self, id: &DeviceId, metrics: Vec<(String, f64)>, at_ms: i64) {
-        self.observe_with(id, metrics, None, at_ms);
+        self.observe_with(id, metrics, None, false, at_ms);
     }
 
     fn observe_with(
@@ -189,6 +189,7 @@ impl FleetActor {
         id: &DeviceId,
         metrics: Vec<(String, f64)>,
         checks: Option<Vec<common::CheckResult>>,
+        session_started: bool,
         at_ms: i64,
     ) {
         if metrics.is_empty() && checks.is_none() {
@@ -199,6 +200,7 @@ impl FleetActor {
                 device: self.info(id),
                 metrics,
                 checks,
+                session_started,
                 at_ms,
             }]));
         }
@@ -240,6 +242,7 @@ impl FleetActor {
                 device: self.info(&id),
                 metrics,
                 checks: None,
+                session_started: false,
                 at_ms: now_ms,
             });
         }
@@ -288,7 +291,7 @@ impl FleetActor {
                 let checks = taken.is_some().then(|| e.body.checks.clone());
                 self.state.apply_health(e, now);
                 if let Some(service) = taken {
-                    self.observe_with(&id, vec![service], checks, now);
+                    self.observe_with(&id, vec![service], checks, false, now);
                 }
             }
             Ingested::Event(e) => {
@@ -316,7 +319,9 @@ impl FleetActor {
                 self.state.apply_state(e, now);
                 let offline = self.is_offline(&id, now);
                 m.push((PRESENCE_OFFLINE.into(), if offline { 1.0 } else { 0.0 }));
-                self.observe(&id, m, now);
+                // a birth starts a session here: the alerts actor reads the device's stored
+                // alerts again (several instances: it may come from another one)
+                self.observe_with(&id, m, None, online, now);
             }
             Ingested::CmdResult(e) => {
                 self.state.touch(&e.device, now);

@@ -116,12 +116,19 @@ impl Server {
         let started_ms = common::time::now_ms();
         // with PostgreSQL: connects, migrates and makes partitions (an unreachable database is
         // an error naming storage.url, and the server does not start)
-        let stores = storage::open(&StorageConfig {
+        let mut stores = storage::open(&StorageConfig {
             backend: cfg.storage.clone(),
             data_dir: cfg.data_dir.clone(),
             cache_bytes: cfg.store_cache_bytes,
             history: cfg.history,
         })?;
+        if let Some(pg) = &stores.pg {
+            // the alerts this instance opens carry its id (`alerts.opened_by`): how it tells
+            // its own open alert from another instance's of the same id
+            stores.alerts = Arc::new(
+                crate::alerts::pg::PgAlerts::new(pg.clone()).opened_by(cfg.cluster.instance_id.clone()),
+            );
+        }
         let tokens = stores.tokens.clone();
         // registered once the broker and HTTP listen (its row names their addresses)
         let cluster = Cluster::new(cfg.cluster.clone(), stores.pg.clone());

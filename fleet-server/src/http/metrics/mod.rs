@@ -616,6 +616,9 @@ mod tests {
                 incident_changes: 0,
                 persist_errors: 0,
                 audit_dropped: 0,
+                adopted: 0,
+                claims_lost: 0,
+                shared_errors: 0,
             }),
             notify,
             history: Some(HistorySnapshot {
