@@ -38,22 +38,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "alert_muted_by",
         sql: include_str!("../../migrations/0003_alert_muted_by.sql"),
     },
-    // 4 and 5 are reserved for the other parts of issue 21 that are being built beside this
-    // one; whoever merges them replaces these two entries with theirs.
     Migration {
         version: 4,
-        name: "reserved",
-        sql: "-- reserved for issue 21 (several instances)\nSELECT 1;\n",
-    },
-    Migration {
-        version: 5,
-        name: "reserved",
-        sql: "-- reserved for issue 21 (several instances)\nSELECT 1;\n",
-    },
-    Migration {
-        version: 6,
         name: "alert_opened_by",
-        sql: include_str!("../../migrations/0006_alert_opened_by.sql"),
+        sql: include_str!("../../migrations/0004_alert_opened_by.sql"),
     },
 ];
 
