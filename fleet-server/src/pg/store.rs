@@ -189,10 +189,19 @@ impl PgStore {
         match res {
             Ok(_) => self.inner.health.ok(),
             Err(e) => match unavailable_reason(e) {
-                Some(reason) => self
-                    .inner
-                    .health
-                    .unavailable(reason, &e.to_string(), common::time::now_ms()),
+                // an operator reads this as "check storage.url": say so whichever statement
+                // found the database gone (a connect error names the key already)
+                Some(reason) => {
+                    let text = e.to_string();
+                    let text = if text.starts_with("storage.url") {
+                        text
+                    } else {
+                        format!("storage.url ({}): {text}", self.inner.cfg.target())
+                    };
+                    self.inner
+                        .health
+                        .unavailable(reason, &text, common::time::now_ms())
+                }
                 None => self.inner.health.error(&e.to_string()),
             },
         }
