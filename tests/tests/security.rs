@@ -151,6 +151,7 @@ fn routes() -> Vec<Route> {
         route("GET", "/ui/{file:.*}", "/ui/app.js", None, None),
         route("GET", "/metrics", "/metrics", None, None),
         route("GET", "/api/v1/health", "/api/v1/health", None, None),
+        route("GET", "/api/v1/cluster", "/api/v1/cluster", Some(Viewer), None),
         route("GET", "/api/v1/devices", "/api/v1/devices", Some(Viewer), None),
         route(
             "GET",
