@@ -54,10 +54,11 @@ impl Heartbeat {
         let planned = due.clone();
         let work = async move {
             let mut guard = session.lock().await;
-            if guard.as_ref().is_none_or(Client::is_closed) {
-                *guard = Some(pg::connect(&cfg, every).await?);
-            }
-            let client = guard.as_ref().expect("connected above");
+            let client = match guard.take().filter(|c| !c.is_closed()) {
+                Some(c) => guard.insert(c),
+                None => guard.insert(pg::connect(&cfg, every).await?),
+            };
+            let client: &Client = client;
             pg::heartbeat(client, &me).await?;
             let mut answers = Vec::with_capacity(planned.len());
             for (job, held) in planned {
