@@ -260,6 +260,43 @@ impl TestFleet {
         self.device_port.unwrap_or(self.server.mqtt_addr.port())
     }
 
+    /// `rvm-sim simulate` against this fleet's broker: `devices` machines `{prefix}0001`, ...
+    /// on one site, a record a second, replaying `scenario` (a path); its output goes to `log`.
+    pub fn simulate_scenario(
+        &self,
+        devices: usize,
+        prefix: &str,
+        scenario: &str,
+        log: &Path,
+    ) -> anyhow::Result<Child> {
+        let broker = format!("127.0.0.1:{}", self.broker_port());
+        let certs = self.certs.root().display().to_string();
+        let devices = devices.to_string();
+        Child::spawn(
+            "rvm-sim",
+            &[
+                "simulate",
+                "--devices",
+                &devices,
+                "--first",
+                "1",
+                "--prefix",
+                prefix,
+                "--sites",
+                "1",
+                "--broker",
+                &broker,
+                "--certs",
+                &certs,
+                "--interval",
+                "1000",
+                "--scenario",
+                scenario,
+            ],
+            log,
+        )
+    }
+
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let r = self
             .http
@@ -728,4 +765,18 @@ pub fn tls_for(identity: &ClientIdentity) -> Arc<rustls::ClientConfig> {
 /// Reads one file's text (test diagnostics).
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// The firing alert of each `(device, rule, _)` of `expected` among `alerts` (the JSON of
+/// `GET /api/v1/alerts`), in that order; None until every one fires.
+pub fn firing_each(alerts: &[Value], expected: &[(&str, &str, &str)]) -> Option<Vec<Value>> {
+    expected
+        .iter()
+        .map(|(device, rule, _)| {
+            alerts
+                .iter()
+                .find(|a| a["device"] == *device && a["rule"] == *rule && a["state"] == "firing")
+                .cloned()
+        })
+        .collect()
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::command::Action;
 use rvm_agent::agent::Overrides;
 use rvm_agent::recovery::executor::RecordingExecutor;
-use rvm_fleet_tests::{AgentExtra, Agents, Child, FleetOptions, TestFleet, eventually};
+use rvm_fleet_tests::{AgentExtra, Agents, FleetOptions, TestFleet, eventually, firing_each};
 use serde_json::Value;
 
 /// Any rules file turns the server's alerting on; health check alerts are on by default
@@ -67,46 +67,9 @@ async fn each_camera_fault_of_a_scenario_raises_its_own_alert_on_its_own_machine
     .unwrap();
     let log = fleet.dir.path().join("simulate.log");
     let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/camera-faults.toml");
-    let broker = format!("127.0.0.1:{}", fleet.broker_port());
-    let certs = fleet.certs.root().display().to_string();
-    let _sim = Child::spawn(
-        "rvm-sim",
-        &[
-            "simulate",
-            "--devices",
-            "5",
-            "--first",
-            "1",
-            "--prefix",
-            "cam",
-            "--sites",
-            "1",
-            "--broker",
-            &broker,
-            "--certs",
-            &certs,
-            "--interval",
-            "1000",
-            "--scenario",
-            scenario,
-        ],
-        &log,
-    )
-    .unwrap();
+    let _sim = fleet.simulate_scenario(5, "cam", scenario, &log).unwrap();
 
-    let fired = eventually(WITHIN, || async {
-        let all = alerts(&fleet).await;
-        let mut got = Vec::new();
-        for (device, rule, _) in EXPECTED {
-            got.push(
-                all.iter()
-                    .find(|a| a["device"] == device && a["rule"] == rule && a["state"] == "firing")?
-                    .clone(),
-            );
-        }
-        Some(got)
-    })
-    .await;
+    let fired = eventually(WITHIN, || async { firing_each(&alerts(&fleet).await, &EXPECTED) }).await;
     let Some(fired) = fired else {
         panic!(
             "not every camera fault raised its alert: {:#}\nsimulator log:\n{}",

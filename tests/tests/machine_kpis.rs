@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use rvm_fleet_tests::{Child, FleetOptions, TestFleet, eventually};
+use rvm_fleet_tests::{FleetOptions, TestFleet, eventually, firing_each};
 use serde_json::Value;
 
 const RULES: &str = include_str!("../../config/rules.toml");
@@ -51,46 +51,9 @@ async fn each_machine_fault_of_a_scenario_raises_its_own_alert_on_its_own_machin
     .unwrap();
     let log = fleet.dir.path().join("simulate.log");
     let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/machine-faults.toml");
-    let broker = format!("127.0.0.1:{}", fleet.broker_port());
-    let certs = fleet.certs.root().display().to_string();
-    let _sim = Child::spawn(
-        "rvm-sim",
-        &[
-            "simulate",
-            "--devices",
-            "6",
-            "--first",
-            "1",
-            "--prefix",
-            "kpi",
-            "--sites",
-            "1",
-            "--broker",
-            &broker,
-            "--certs",
-            &certs,
-            "--interval",
-            "1000",
-            "--scenario",
-            scenario,
-        ],
-        &log,
-    )
-    .unwrap();
+    let _sim = fleet.simulate_scenario(6, "kpi", scenario, &log).unwrap();
 
-    let fired = eventually(WITHIN, || async {
-        let all = alerts(&fleet).await;
-        let mut got = Vec::new();
-        for (device, rule, _) in EXPECTED {
-            got.push(
-                all.iter()
-                    .find(|a| a["device"] == device && a["rule"] == rule && a["state"] == "firing")?
-                    .clone(),
-            );
-        }
-        Some(got)
-    })
-    .await;
+    let fired = eventually(WITHIN, || async { firing_each(&alerts(&fleet).await, &EXPECTED) }).await;
     let Some(fired) = fired else {
         panic!(
             "not every machine fault raised its alert: {:#}\nsimulator log:\n{}",
