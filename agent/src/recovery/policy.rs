@@ -417,6 +417,22 @@ impl RecoveryPolicy {
         interlock: &Interlock,
         now_ms: i64,
     ) -> Decision {
+        let d = self.would_decide(action, source, interlock, now_ms);
+        if d == Decision::Allowed {
+            self.history.push_back((action.clone(), now_ms));
+        }
+        d
+    }
+
+    /// What [`RecoveryPolicy::decide`] would answer now, recording nothing: a dry run does
+    /// not use up a rate limit.
+    pub fn would_decide(
+        &mut self,
+        action: &Action,
+        source: &Source,
+        interlock: &Interlock,
+        now_ms: i64,
+    ) -> Decision {
         self.prune(now_ms);
         if !self.enabled && *source == Source::Local {
             return Decision::Refused("local recovery is off (recovery.enabled = false)".into());
@@ -430,7 +446,6 @@ impl RecoveryPolicy {
         if let Some((reason, _)) = self.rate_refusal(action, now_ms) {
             return Decision::Refused(reason);
         }
-        self.history.push_back((action.clone(), now_ms));
         Decision::Allowed
     }
 

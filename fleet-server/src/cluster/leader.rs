@@ -20,8 +20,11 @@ use super::registry::InstanceState;
 
 /// The history job's rollups and retention (`crate::history::job`).
 pub const HISTORY: &str = "history";
+/// Rollouts: dispatching their commands and judging their health gates
+/// (`crate::commands::actor`); one instance advances them, the others serve them.
+pub const ROLLOUTS: &str = "rollouts";
 /// Every leader-only job this build runs, each with a lease of its own name.
-pub const JOBS: &[&str] = &[HISTORY];
+pub const JOBS: &[&str] = &[HISTORY, ROLLOUTS];
 
 /// What a job may do now.
 #[derive(Debug, Clone, PartialEq, Eq)]

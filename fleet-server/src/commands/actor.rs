@@ -26,7 +26,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use common::DeviceId;
 use common::codec;
-use common::command::{Action, Command, CommandResult, CommandSigner};
+use common::command::{Action, Command, CommandOptions, CommandResult, CommandSigner, SignedCommand};
 use common::tls::ClientIdentity;
 use common::topics::{Kind, Topic};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
@@ -34,13 +34,16 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use self::cluster::{Cluster, Wake};
-use super::book::{CmdState, CommandBook, CommandRecord, CommandView, Effect};
-use super::rollout::{Rollout, RolloutProgress, RolloutState, Target};
+use super::book::{ApproveError, CmdState, CommandBook, CommandRecord, CommandView, Effect};
+use super::config::CommandsConfig;
+use super::gate::{GateSpec, Sample};
+use super::rollout::{Rollout, RolloutError, RolloutProgress, RolloutState, Target};
 use super::store::CommandStore;
 use crate::audit::AuditLog;
+use crate::cluster::{Leadership, Role};
 use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
-use crate::messages::AttachLive;
+use crate::messages::{AttachLive, MachineReading, ReadMachines};
 use crate::pg::store::PgStore;
 use crate::sessions::{ClusterEvent, ClusterLink};
 use crate::supervise::child::Beat;
@@ -63,6 +66,12 @@ pub struct CommandCluster {
     pub store: PgStore,
     pub link: ClusterLink,
 }
+
+/// Where the health gate reads machines (the fleet actor of the moment: it may restart).
+pub type ReadingsSource = Arc<dyn Fn() -> Option<Recipient<ReadMachines>> + Send + Sync>;
+
+/// The leader-only job that dispatches and judges rollouts (`crate::cluster::leader`).
+pub const ROLLOUTS_JOB: &str = crate::cluster::leader::ROLLOUTS;
 
 /// Why a command was not created.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +98,12 @@ pub struct CommandsSetup {
     pub identity: ClientIdentity,
     /// Several instances on PostgreSQL: deliver through the outbox.
     pub cluster: Option<CommandCluster>,
+    /// `[commands]`: actions that wait for a second operator.
+    pub config: CommandsConfig,
+    /// Whether this instance advances rollouts now (the leader of [`ROLLOUTS_JOB`]).
+    pub leadership: Leadership,
+    /// Where the health gate reads machines.
+    pub readings: Option<ReadingsSource>,
 }
 
 pub struct CommandsActor {
@@ -104,6 +119,22 @@ pub struct CommandsActor {
     /// With a live hub attached ([`AttachLive`]): every state change goes to open pages.
     live: Option<LiveHub>,
     cluster: Option<Cluster>,
+    config: CommandsConfig,
+    leadership: Leadership,
+    readings: Option<ReadingsSource>,
+    /// A read of machines for the gate is under way (one at a time).
+    reading: bool,
+}
+
+/// A command to create.
+pub struct NewCommand {
+    pub device: DeviceId,
+    pub action: Action,
+    pub ttl_s: u64,
+    pub reason: String,
+    pub who: String,
+    pub rollout: Option<String>,
+    pub dry_run: bool,
 }
 
 impl CommandsActor {
@@ -126,6 +157,10 @@ impl CommandsActor {
             mqtt: Some((s.host, s.port, s.identity)),
             live: None,
             cluster: s.cluster.map(Cluster::new),
+            config: s.config,
+            leadership: s.leadership,
+            readings: s.readings,
+            reading: false,
         }
     }
 
@@ -213,19 +248,23 @@ impl CommandsActor {
         self.persist(id);
     }
 
-    /// Creates, signs, stores and (if online) sends one command.
-    fn create(
-        &mut self,
-        device: DeviceId,
-        action: Action,
-        ttl_s: u64,
-        reason: String,
-        who: String,
-        rollout: Option<String>,
-    ) -> Result<CommandView, SubmitError> {
+    /// Creates, signs, stores and (if online) sends one command. A disruptive one
+    /// (`[commands] approval_required`) is stored unsigned, awaiting a second operator.
+    fn create(&mut self, n: NewCommand) -> Result<CommandView, SubmitError> {
+        let NewCommand {
+            device,
+            action,
+            ttl_s,
+            reason,
+            who,
+            rollout,
+            dry_run,
+        } = n;
         let now = common::time::now_ms();
         let id = format!("c{}", common::ids::random_hex(8));
         let expires_ms = now + ttl_s as i64 * 1000;
+        // a dry run changes nothing on the machine: it needs no second pair of eyes
+        let awaiting = !dry_run && self.config.needs_approval(action.name());
         let cmd = Command {
             id: id.clone(),
             device: device.clone(),
@@ -235,10 +274,14 @@ impl CommandsActor {
             issued_by: who.clone(),
             reason: reason.clone(),
         };
-        let signed = self.signer.sign(&cmd).map_err(|source| SubmitError::Sign {
-            id: id.clone(),
-            source,
-        })?;
+        let signed = if awaiting {
+            SignedCommand {
+                payload: Vec::new(),
+                signature: Vec::new(),
+            }
+        } else {
+            self.sign(&cmd, dry_run)?
+        };
         let rec = CommandRecord {
             id: id.clone(),
             device: device.clone(),
@@ -247,21 +290,29 @@ impl CommandsActor {
             issued_by: who.clone(),
             created_ms: now,
             expires_ms,
-            state: CmdState::Queued,
+            state: if awaiting {
+                CmdState::AwaitingApproval
+            } else {
+                CmdState::Queued
+            },
             updated_ms: now,
             output: String::new(),
-            detail: None,
+            detail: awaiting.then(|| format!("{} needs a second operator's approval", action.name())),
             sends: 0,
             last_sent_ms: None,
             accepted_ms: None,
             rollout,
             signed,
+            dry_run,
+            approved_by: None,
+            approved_ms: None,
         };
         self.audit(serde_json::json!({
             "ts_ms": now, "who": who, "action": "command", "target": device,
             "command": id, "requested": action.to_string(), "reason": reason, "ttl_s": ttl_s,
+            "dry_run": dry_run, "awaiting_approval": awaiting,
         }));
-        let online = self.book_sends() && self.online.contains(&device);
+        let online = !awaiting && self.book_sends() && self.online.contains(&device);
         let (fx, forgotten) = self.book.insert(rec, online, now);
         for f in forgotten {
             self.store.remove(&f);
@@ -270,7 +321,7 @@ impl CommandsActor {
         if let Some(c) = &mut self.cluster {
             // after its record, in the same write: whoever holds the machine is woken
             c.mine.insert(id.clone());
-            if let Some(r) = self.book.get(&id) {
+            if let Some(r) = self.book.get(&id).filter(|r| r.state.is_pending()) {
                 self.store.enqueue(r);
             }
         }
@@ -279,6 +330,52 @@ impl CommandsActor {
             .get(&id)
             .map(|r| r.view())
             .ok_or(SubmitError::Vanished(id))
+    }
+
+    fn sign(&self, cmd: &Command, dry_run: bool) -> Result<SignedCommand, SubmitError> {
+        self.signer
+            .sign_with(cmd, CommandOptions { dry_run })
+            .map_err(|source| SubmitError::Sign {
+                id: cmd.id.clone(),
+                source,
+            })
+    }
+
+    /// A second operator approves a command awaiting approval: it is signed now and sent.
+    fn approve(&mut self, id: &str, who: &str) -> Result<CommandView, ApproveCmdError> {
+        let now = common::time::now_ms();
+        let r = self.book.approvable(id, who)?;
+        let cmd = Command {
+            id: r.id.clone(),
+            device: r.device.clone(),
+            action: r.action.clone(),
+            issued_ms: r.created_ms,
+            expires_ms: r.expires_ms,
+            issued_by: r.issued_by.clone(),
+            reason: r.reason.clone(),
+        };
+        let (dry_run, device, requester) = (r.dry_run, r.device.clone(), r.issued_by.clone());
+        let signed = self.sign(&cmd, dry_run)?;
+        let online = self.book_sends() && self.online.contains(&device);
+        let fx = self.book.approve(id, who, signed, online, now)?;
+        tracing::info!(command = %id, device = %device, requested_by = %requester, approved_by = %who, "command approved");
+        self.audit(serde_json::json!({
+            "ts_ms": now, "who": who, "action": "command_approved", "target": device,
+            "command": id, "requested": cmd.action.to_string(), "requested_by": requester,
+            "dry_run": dry_run,
+        }));
+        self.persist(id);
+        if let Some(c) = &mut self.cluster {
+            c.mine.insert(id.to_string());
+            if let Some(r) = self.book.get(id) {
+                self.store.enqueue(r);
+            }
+        }
+        self.apply(fx);
+        self.book
+            .get(id)
+            .map(|r| r.view())
+            .ok_or_else(|| ApproveCmdError::Approve(ApproveError::NotFound(id.into())))
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
@@ -333,38 +430,95 @@ impl CommandsActor {
             Some(c) => self.book.tick_some(now, |_| false, |id| c.mine.contains(id)),
         };
         self.apply(fx);
+        self.advance_rollouts(now);
+    }
+
+    /// Dispatches and judges rollouts: the leader's job ([`ROLLOUTS_JOB`]); a follower leaves
+    /// them to the leader (with sled, this instance always leads).
+    fn advance_rollouts(&mut self, now: i64) {
+        if self.leadership.role(ROLLOUTS_JOB) == Role::Follower {
+            return;
+        }
         let ids: Vec<String> = self.rollouts.keys().cloned().collect();
         for rid in ids {
             let Some(mut r) = self.rollouts.remove(&rid) else {
                 continue;
             };
             let mut changed = false;
-            for device in r.due(now) {
-                match self.create(
-                    device.clone(),
-                    r.action.clone(),
-                    r.ttl_s,
-                    r.reason.clone(),
-                    r.issued_by.clone(),
-                    Some(rid.clone()),
-                ) {
+            for device in r.due(now, &self.book) {
+                match self.create(NewCommand {
+                    device: device.clone(),
+                    action: r.action.clone(),
+                    ttl_s: r.ttl_s,
+                    reason: r.reason.clone(),
+                    who: r.issued_by.clone(),
+                    rollout: Some(rid.clone()),
+                    dry_run: false,
+                }) {
                     Ok(v) => r.commands.push(v.id),
                     Err(e) => tracing::error!(error = %e, device = %device, "rollout command not created"),
                 }
                 changed = true;
             }
-            if r.evaluate(&self.book) {
+            let before = r.state;
+            if r.evaluate(&self.book, now) {
                 changed = true;
-                tracing::info!(rollout = %rid, state = ?r.state, detail = ?r.detail, "rollout finished");
-                self.audit(serde_json::json!({
-                    "ts_ms": now, "who": r.issued_by, "action": "rollout_result",
-                    "rollout": rid, "state": r.state, "detail": r.detail,
-                }));
+                if r.state != before {
+                    tracing::info!(rollout = %rid, state = ?r.state, detail = ?r.detail, "rollout state");
+                    self.audit(serde_json::json!({
+                        "ts_ms": now, "who": r.issued_by, "action": "rollout_result",
+                        "rollout": rid, "state": r.state, "detail": r.detail,
+                    }));
+                }
             }
             if changed {
                 self.persist_rollout(&r);
             }
             self.rollouts.insert(rid, r);
+        }
+    }
+
+    /// Asks the fleet actor for the readings of every machine a gate watches (one read at a
+    /// time; the answer is fed to the rollouts).
+    fn read_gated(&mut self, ctx: &mut Context<Self>) {
+        if self.reading {
+            return;
+        }
+        let mut want: Vec<DeviceId> = self.rollouts.values().flat_map(|r| r.watched()).collect();
+        if want.is_empty() {
+            return;
+        }
+        want.sort();
+        want.dedup();
+        let Some(fleet) = self.readings.as_ref().and_then(|f| f()) else {
+            return;
+        };
+        self.reading = true;
+        ctx.spawn(
+            fleet
+                .send(ReadMachines(want))
+                .into_actor(self)
+                .map(|res, act, _| {
+                    act.reading = false;
+                    match res {
+                        Ok(readings) => act.observe(readings),
+                        Err(e) => tracing::warn!(error = %e, "machine readings for rollout gates not read"),
+                    }
+                }),
+        );
+    }
+
+    fn observe(&mut self, readings: Vec<MachineReading>) {
+        for m in readings {
+            let s = Sample {
+                ts_ms: m.ts_ms,
+                accepted: m.accepted_total,
+                rejected: m.rejected_total,
+                health: m.health,
+            };
+            for r in self.rollouts.values_mut() {
+                r.observe(&m.device, s);
+            }
         }
     }
 }
@@ -374,7 +528,10 @@ impl Actor for CommandsActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.connect(ctx);
-        ctx.run_interval(COMMAND_TICK, |act, _| act.tick());
+        ctx.run_interval(COMMAND_TICK, |act, ctx| {
+            act.tick();
+            act.read_gated(ctx);
+        });
         if let Some(c) = &self.cluster {
             // every pending command has its outbox row (one moved in by `fleetctl store
             // migrate`, or written before the row was: the insert does nothing for the rest)
@@ -486,12 +643,46 @@ pub struct Submit {
     pub ttl_s: u64,
     pub reason: String,
     pub who: String,
+    /// Validate on the agent and answer what would happen, without doing it.
+    pub dry_run: bool,
 }
 
 impl Handler<Submit> for CommandsActor {
     type Result = Result<CommandView, SubmitError>;
     fn handle(&mut self, m: Submit, _: &mut Context<Self>) -> Self::Result {
-        self.create(m.device, m.action, m.ttl_s, m.reason, m.who, None)
+        self.create(NewCommand {
+            device: m.device,
+            action: m.action,
+            ttl_s: m.ttl_s,
+            reason: m.reason,
+            who: m.who,
+            rollout: None,
+            dry_run: m.dry_run,
+        })
+    }
+}
+
+/// Why an approval did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum ApproveCmdError {
+    #[error(transparent)]
+    Approve(#[from] ApproveError),
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+}
+
+/// A second operator approves a command awaiting approval.
+#[derive(Message)]
+#[rtype(result = "Result<CommandView, ApproveCmdError>")]
+pub struct Approve {
+    pub id: String,
+    pub who: String,
+}
+
+impl Handler<Approve> for CommandsActor {
+    type Result = Result<CommandView, ApproveCmdError>;
+    fn handle(&mut self, m: Approve, _: &mut Context<Self>) -> Self::Result {
+        self.approve(&m.id, &m.who)
     }
 }
 
@@ -531,6 +722,18 @@ pub struct StartRollout {
     pub ttl_s: u64,
     pub reason: String,
     pub who: String,
+    pub gate: Option<GateSpec>,
+    pub batch_size: u32,
+}
+
+/// What the API shows of one machine a gated rollout watched.
+#[derive(Debug, Clone, Serialize)]
+pub struct WatchView {
+    pub device: DeviceId,
+    pub dispatched_ms: Option<i64>,
+    pub done_ms: Option<i64>,
+    pub samples: usize,
+    pub verdict: Option<super::gate::Verdict>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -545,6 +748,12 @@ pub struct RolloutView {
     pub progress: RolloutProgress,
     pub commands: Vec<String>,
     pub created_ms: i64,
+    pub issued_by: String,
+    pub reason: String,
+    pub gate: Option<GateSpec>,
+    pub batch_size: u32,
+    pub paused_ms: Option<i64>,
+    pub machines: Vec<WatchView>,
 }
 
 impl CommandsActor {
@@ -560,6 +769,22 @@ impl CommandsActor {
             progress: r.progress(&self.book),
             commands: r.commands.clone(),
             created_ms: r.created_ms,
+            issued_by: r.issued_by.clone(),
+            reason: r.reason.clone(),
+            gate: r.gate.clone(),
+            batch_size: r.batch_size,
+            paused_ms: r.paused_ms,
+            machines: r
+                .watch
+                .iter()
+                .map(|(d, w)| WatchView {
+                    device: d.clone(),
+                    dispatched_ms: w.dispatched_ms,
+                    done_ms: w.done_ms,
+                    samples: w.samples.len(),
+                    verdict: w.verdict.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -584,11 +809,16 @@ impl Handler<StartRollout> for CommandsActor {
             commands: Vec::new(),
             dispatched_at: Vec::new(),
             detail: None,
+            gate: m.gate,
+            batch_size: m.batch_size,
+            watch: Default::default(),
+            paused_ms: None,
         };
         self.audit(serde_json::json!({
             "ts_ms": now, "who": r.issued_by, "action": "rollout", "rollout": r.id,
             "requested": r.action.to_string(), "target": r.target, "machines": r.remaining.len(),
             "per_minute": r.per_minute, "abort_failed_pct": r.abort_failed_pct, "reason": r.reason,
+            "gate": r.gate, "batch_size": r.batch_size,
         }));
         self.persist_rollout(&r);
         let v = self.rollout_view(&r);
@@ -605,6 +835,64 @@ impl Handler<GetRollout> for CommandsActor {
     type Result = Option<RolloutView>;
     fn handle(&mut self, m: GetRollout, _: &mut Context<Self>) -> Self::Result {
         self.rollouts.get(&m.0).map(|r| self.rollout_view(r))
+    }
+}
+
+/// Every rollout, newest first.
+#[derive(Message)]
+#[rtype(result = "Vec<RolloutView>")]
+pub struct ListRollouts;
+
+impl Handler<ListRollouts> for CommandsActor {
+    type Result = MessageResult<ListRollouts>;
+    fn handle(&mut self, _: ListRollouts, _: &mut Context<Self>) -> Self::Result {
+        let mut v: Vec<RolloutView> = self.rollouts.values().map(|r| self.rollout_view(r)).collect();
+        v.sort_by(|a, b| b.created_ms.cmp(&a.created_ms));
+        MessageResult(v)
+    }
+}
+
+/// Why an operator's resume or abort did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutOpError {
+    #[error("no rollout {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    State(#[from] RolloutError),
+}
+
+/// An operator resumes a paused rollout (`resume: true`) or aborts one.
+#[derive(Message)]
+#[rtype(result = "Result<RolloutView, RolloutOpError>")]
+pub struct OperateRollout {
+    pub id: String,
+    pub who: String,
+    pub resume: bool,
+}
+
+impl Handler<OperateRollout> for CommandsActor {
+    type Result = Result<RolloutView, RolloutOpError>;
+    fn handle(&mut self, m: OperateRollout, _: &mut Context<Self>) -> Self::Result {
+        let now = common::time::now_ms();
+        let r = self
+            .rollouts
+            .get_mut(&m.id)
+            .ok_or_else(|| RolloutOpError::NotFound(m.id.clone()))?;
+        if m.resume {
+            r.resume(&m.who, now)?;
+        } else {
+            r.abort(&m.who)?;
+        }
+        let line = serde_json::json!({
+            "ts_ms": now, "who": m.who,
+            "action": if m.resume { "rollout_resumed" } else { "rollout_aborted" },
+            "rollout": m.id, "state": r.state, "detail": r.detail,
+        });
+        tracing::info!(rollout = %m.id, who = %m.who, state = ?r.state, "rollout operated");
+        let r = r.clone();
+        self.audit(line);
+        self.persist_rollout(&r);
+        Ok(self.rollout_view(&r))
     }
 }
 

@@ -128,6 +128,9 @@ pub(super) fn record_of(r: &tokio_postgres::Row) -> Result<CommandRecord, PgErro
             payload: r.get("signed_payload"),
             signature: r.get("signature"),
         },
+        dry_run: r.get("dry_run"),
+        approved_by: r.get("approved_by"),
+        approved_ms: t("approved_at"),
     })
 }
 
@@ -137,18 +140,28 @@ pub async fn write_record(tx: &tokio_postgres::Transaction<'_>, r: &CommandRecor
     tx.execute(
         "INSERT INTO commands (id, device, action, reason, issued_by, created_at, expires_at, state,
              updated_at, output, detail, sends, last_sent_at, accepted_at, rollout, signed_payload,
-             signature)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+             signature, dry_run, approved_by, approved_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+             $19, $20)
          ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at,
              output = EXCLUDED.output, detail = EXCLUDED.detail, sends = EXCLUDED.sends,
              last_sent_at = EXCLUDED.last_sent_at, accepted_at = EXCLUDED.accepted_at,
-             rollout = EXCLUDED.rollout, expires_at = EXCLUDED.expires_at
+             rollout = EXCLUDED.rollout, expires_at = EXCLUDED.expires_at,
+             approved_by = coalesce(commands.approved_by, EXCLUDED.approved_by),
+             approved_at = coalesce(commands.approved_at, EXCLUDED.approved_at),
+             -- signed once, when approved (empty while awaiting approval)
+             signed_payload = CASE WHEN commands.state = 'awaiting_approval'
+                 THEN EXCLUDED.signed_payload ELSE commands.signed_payload END,
+             signature = CASE WHEN commands.state = 'awaiting_approval'
+                 THEN EXCLUDED.signature ELSE commands.signature END
          WHERE commands.state NOT IN ('succeeded', 'failed', 'rejected', 'expired', 'timed_out')
-           AND (CASE EXCLUDED.state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1
-                    WHEN 'accepted' THEN 2 WHEN 'running' THEN 3 ELSE 4 END)
-               >= (CASE commands.state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1
-                    WHEN 'accepted' THEN 2 WHEN 'running' THEN 3 ELSE 4 END)
-           AND NOT (EXCLUDED.state = 'expired' AND commands.state NOT IN ('queued', 'sent'))",
+           AND (CASE EXCLUDED.state WHEN 'awaiting_approval' THEN 0 WHEN 'queued' THEN 0
+                    WHEN 'sent' THEN 1 WHEN 'accepted' THEN 2 WHEN 'running' THEN 3 ELSE 4 END)
+               >= (CASE commands.state WHEN 'awaiting_approval' THEN 0 WHEN 'queued' THEN 0
+                    WHEN 'sent' THEN 1 WHEN 'accepted' THEN 2 WHEN 'running' THEN 3 ELSE 4 END)
+           AND NOT (EXCLUDED.state = 'awaiting_approval' AND commands.state <> 'awaiting_approval')
+           AND NOT (EXCLUDED.state = 'expired'
+                    AND commands.state NOT IN ('awaiting_approval', 'queued', 'sent'))",
         &[
             &r.id,
             &r.device.as_str(),
@@ -167,6 +180,9 @@ pub async fn write_record(tx: &tokio_postgres::Transaction<'_>, r: &CommandRecor
             &r.rollout,
             &r.signed.payload,
             &r.signed.signature,
+            &r.dry_run,
+            &r.approved_by,
+            &r.approved_ms.map(system_time),
         ],
     )
     .await

@@ -10,7 +10,7 @@
 
 use common::codec;
 
-use super::book::CommandRecord;
+use super::book::{CommandRecord, CommandRecordV1};
 use super::rollout::Rollout;
 use crate::store::{FleetStore, StoreError};
 
@@ -59,7 +59,13 @@ impl CommandStore for SledCommandStore {
     fn records(&self) -> Result<Vec<CommandRecord>, StoreError> {
         let mut out = Vec::new();
         for (_, v) in self.commands.iter().flatten() {
-            match codec::decode_bare::<CommandRecord>(&v) {
+            // a record written before approvals and dry runs has the old layout
+            let r = codec::decode_bare::<CommandRecord>(&v).or_else(|e| {
+                codec::decode_bare::<CommandRecordV1>(&v)
+                    .map(CommandRecord::from)
+                    .map_err(|_| e)
+            });
+            match r {
                 Ok(r) => out.push(r),
                 Err(e) => tracing::error!(error = %e, "unreadable command record skipped"),
             }
