@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `POST /api/v1/devices/{id}/commands` | operator |
 //! | `GET /api/v1/devices/{id}/commands`, `GET /api/v1/commands/{id}` | viewer |
+//! | `GET /api/v1/commands?state=awaiting_approval` | viewer |
 //! | `POST /api/v1/commands/{id}/approve` | operator, not the requester |
 //! | `POST /api/v1/rollouts`, `GET /api/v1/rollouts`, `GET /api/v1/rollouts/{id}` | operator / viewer |
 //! | `POST /api/v1/rollouts/{id}/resume`, `POST /api/v1/rollouts/{id}/abort` | operator |
@@ -16,8 +17,8 @@ use common::command::Action;
 use serde::Deserialize;
 
 use super::actor::{
-    Approve, ApproveCmdError, CommandsActor, DeviceCommands, GetCommand, GetRollout, ListRollouts,
-    OperateRollout, RolloutOpError, StartRollout, Submit, SubmitError,
+    Approve, ApproveCmdError, AwaitingApproval, CommandsActor, DeviceCommands, GetCommand, GetRollout,
+    ListRollouts, OperateRollout, RolloutOpError, StartRollout, Submit, SubmitError,
 };
 use super::book::{ApproveError, MAX_TTL_S, MIN_TTL_S};
 use super::gate::GateSpec;
@@ -35,6 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/devices/{id}/commands", web::post().to(submit))
         .route("/devices/{id}/commands", web::get().to(device_commands))
         .route("/commands/{id}", web::get().to(get_command))
+        .route("/commands", web::get().to(awaiting_approval))
         .route("/commands/{id}/approve", web::post().to(approve))
         .route("/rollouts", web::post().to(rollout))
         .route("/rollouts", web::get().to(list_rollouts))
@@ -163,6 +165,32 @@ async fn submit(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(HttpResponse::Created().json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandsQuery {
+    state: String,
+}
+
+/// The commands awaiting approval (the only listing across machines: the web view's queue).
+async fn awaiting_approval(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    q: web::Query<CommandsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Role::Viewer)?;
+    if q.state != "awaiting_approval" {
+        return Err(ApiError::BadRequest(format!(
+            "state: {:?}; only awaiting_approval is listed across machines",
+            q.state
+        )));
+    }
+    let list = actor(&state)?
+        .send(AwaitingApproval)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "commands": list })))
 }
 
 /// A second operator approves a disruptive command; the requester gets a 403 saying why.

@@ -196,7 +196,10 @@ pub async fn write_rollout(tx: &tokio_postgres::Transaction<'_>, r: &Rollout) ->
     tx.execute(
         "INSERT INTO rollouts (id, state, created_at, updated_at, record) VALUES ($1, $2, $3, now(), $4)
          ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, updated_at = now(),
-             record = EXCLUDED.record",
+             record = EXCLUDED.record
+         -- an operator's resume or abort (on any instance) is not undone by an older copy
+         WHERE coalesce((EXCLUDED.record ->> 'operated')::int, 0)
+               >= coalesce((rollouts.record ->> 'operated')::int, 0)",
         &[&r.id, &label(&r.state), &system_time(r.created_ms), &record],
     )
     .await

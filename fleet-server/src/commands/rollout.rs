@@ -77,6 +77,11 @@ pub struct Rollout {
     /// When it paused.
     #[serde(default)]
     pub paused_ms: Option<i64>,
+    /// How many times an operator resumed or aborted it. Several instances: an operator's
+    /// change made on any instance wins over the leader's older copy (the store keeps the
+    /// higher count, and the leader adopts it: `super::actor::cluster`).
+    #[serde(default)]
+    pub operated: u32,
 }
 
 /// Why an operator's resume or abort was refused.
@@ -212,6 +217,7 @@ impl Rollout {
         }
         self.state = RolloutState::Running;
         self.paused_ms = None;
+        self.operated += 1;
         self.detail = Some(format!("resumed by {who} at {now_ms}"));
         Ok(())
     }
@@ -231,6 +237,7 @@ impl Rollout {
         ));
         self.remaining.clear();
         self.paused_ms = None;
+        self.operated += 1;
         Ok(())
     }
 
@@ -288,25 +295,31 @@ impl Rollout {
                     return true;
                 }
             }
-            RolloutState::Paused => {
+            RolloutState::Paused
                 if self
                     .paused_ms
-                    .is_some_and(|p| now_ms - p >= spec.pause_s as i64 * 1000)
-                {
-                    self.state = RolloutState::Aborted;
-                    self.detail = Some(format!(
-                        "aborted: paused {} s without a resume ({}); {} machines not started",
-                        spec.pause_s,
-                        self.stopping().join("; "),
-                        self.remaining.len()
-                    ));
-                    self.remaining.clear();
-                    return true;
-                }
+                    .is_some_and(|p| now_ms - p >= spec.pause_s as i64 * 1000) =>
+            {
+                self.state = RolloutState::Aborted;
+                self.detail = Some(format!(
+                    "aborted: paused {} s without a resume ({}); {} machines not started",
+                    spec.pause_s,
+                    self.stopping().join("; "),
+                    self.remaining.len()
+                ));
+                self.remaining.clear();
+                return true;
             }
             _ => {}
         }
         changed
+    }
+
+    /// Whether a copy read from the shared store replaces this one: an operator changed it
+    /// since (on any instance), or this instance does not advance rollouts (a follower
+    /// shows what the leader wrote).
+    pub fn replaced_by(&self, stored: &Rollout, leading: bool) -> bool {
+        stored.operated > self.operated || (!leading && stored != self)
     }
 
     pub fn progress(&self, book: &CommandBook) -> RolloutProgress {
@@ -396,6 +409,7 @@ mod tests {
             batch_size: 0,
             watch: BTreeMap::new(),
             paused_ms: None,
+            operated: 0,
         }
     }
 
