@@ -801,6 +801,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_dry_run_decision_uses_up_no_rate_limit() {
+        let health = build_health();
+        let cfg = RecoveryConfig {
+            allow_reboot: true,
+            max_reboots_per_day: 1,
+            ..Default::default()
+        };
+        let mut p = RecoveryPolicy::new(&cfg, &health);
+        let lock = Interlock::new();
+        let remote = Source::Remote("c-1".into());
+        for _ in 0..3 {
+            assert_eq!(
+                p.would_decide(&Action::Reboot, &remote, &lock, 0),
+                Decision::Allowed
+            );
+        }
+        assert_eq!(p.decide(&Action::Reboot, &remote, &lock, 0), Decision::Allowed);
+        assert!(matches!(
+            p.would_decide(&Action::Reboot, &remote, &lock, 1),
+            Decision::Refused(r) if r.starts_with("rate limit")
+        ));
+    }
+
+    #[test]
     fn the_allow_list_refuses_a_disabled_action_and_never_plans_it() {
         let health = build_health();
         let cfg = RecoveryConfig {

@@ -263,7 +263,11 @@ mod tests {
         let l = Leadership::leased("a", LeaseTiming::new(1_000, 5_000));
         assert_eq!(l.role(HISTORY), Role::Follower);
         let now = mono_ms();
-        assert_eq!(l.due(now), [(HISTORY.to_string(), false)]);
+        assert_eq!(
+            l.due(now),
+            [(HISTORY.to_string(), false), (ROLLOUTS.to_string(), false)],
+            "every job's lease is asked for"
+        );
         l.answered(HISTORY, now, Answer::Held { epoch: 3 });
         let Role::Leader(Some(token)) = l.role(HISTORY) else {
             panic!("leader after a held answer")
@@ -272,7 +276,11 @@ mod tests {
             (token.holder.as_str(), token.epoch, token.lease_ms),
             ("a", 3, 5_000)
         );
-        assert!(l.due(now).is_empty(), "the next attempt is a heartbeat later");
+        assert_eq!(
+            l.due(now),
+            [(ROLLOUTS.to_string(), false)],
+            "the history lease's next attempt is a heartbeat later"
+        );
         l.refused(&token, &"RVML1");
         assert_eq!(l.role(HISTORY), Role::Follower);
         let s = l.snapshot();

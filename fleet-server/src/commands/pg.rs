@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use super::book::CommandRecord;
 use super::rollout::Rollout;
 use super::store::CommandStore;
+use super::store::LeaderWrite;
 use crate::pg::PgError;
 use crate::pg::history::{millis, system_time};
 use crate::pg::store::PgStore;
@@ -38,7 +39,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 enum Change {
     Put(Box<CommandRecord>),
     Remove(String),
-    Rollout(Box<Rollout>),
+    Rollout(Box<Rollout>, Option<LeaderWrite>),
     /// A new command's outbox row (written after the command, in the same transaction).
     Enqueue(String, DeviceId),
     /// The agent answered: the outbox row is done.
@@ -211,7 +212,7 @@ pub async fn write_rollout(tx: &tokio_postgres::Transaction<'_>, r: &Rollout) ->
 #[derive(Default)]
 struct Pending {
     commands: BTreeMap<String, Option<Box<CommandRecord>>>,
-    rollouts: BTreeMap<String, Box<Rollout>>,
+    rollouts: BTreeMap<String, (Box<Rollout>, Option<LeaderWrite>)>,
     enqueued: BTreeMap<String, DeviceId>,
     delivered: BTreeSet<String>,
 }
@@ -225,8 +226,8 @@ impl Pending {
             Change::Remove(id) => {
                 self.commands.insert(id, None);
             }
-            Change::Rollout(r) => {
-                self.rollouts.insert(r.id.clone(), r);
+            Change::Rollout(r, lead) => {
+                self.rollouts.insert(r.id.clone(), (r, lead));
             }
             Change::Enqueue(id, device) => {
                 self.enqueued.insert(id, device);
@@ -264,7 +265,7 @@ async fn write_pending(store: &PgStore, p: &Pending) -> Result<(), PgError> {
             }
         }
     }
-    for r in p.rollouts.values() {
+    for (r, _) in p.rollouts.values().filter(|(_, lead)| lead.is_none()) {
         write_rollout(&tx, r).await?;
     }
     for (id, device) in &p.enqueued {
@@ -286,7 +287,34 @@ async fn write_pending(store: &PgStore, p: &Pending) -> Result<(), PgError> {
         .await
         .map_err(PgError::db("marking a command delivered"))?;
     }
-    tx.commit().await.map_err(PgError::db("commands commit"))
+    tx.commit().await.map_err(PgError::db("commands commit"))?;
+    write_led_rollouts(&mut client, p).await
+}
+
+/// The leader's rollout writes, each in a transaction that first asserts its lease; a write
+/// the fence refuses is dropped and ends that leadership ([`crate::cluster::fence`]).
+async fn write_led_rollouts(client: &mut deadpool_postgres::Client, p: &Pending) -> Result<(), PgError> {
+    for (r, lead) in p.rollouts.values() {
+        let Some(lead) = lead else { continue };
+        let res = async {
+            let tx = client
+                .transaction()
+                .await
+                .map_err(PgError::db("rollout transaction"))?;
+            crate::cluster::fence::assert_lease(&tx, &lead.token).await?;
+            write_rollout(&tx, r).await?;
+            tx.commit().await.map_err(PgError::db("rollout commit"))
+        }
+        .await;
+        match res {
+            Err(e) if crate::cluster::fence::is_fenced(&e) => {
+                tracing::warn!(rollout = %r.id, "rollout write of a former leader refused by the fence");
+                lead.leadership.refused(&lead.token, &e);
+            }
+            other => other?,
+        }
+    }
+    Ok(())
 }
 
 /// Writes changes until every sender is gone (then what is pending, once more).
@@ -370,7 +398,11 @@ impl CommandStore for PgCommands {
     }
 
     fn put_rollout(&self, r: &Rollout) {
-        self.send(Change::Rollout(Box::new(r.clone())));
+        self.send(Change::Rollout(Box::new(r.clone()), None));
+    }
+
+    fn put_rollout_led(&self, r: &Rollout, lead: Option<LeaderWrite>) {
+        self.send(Change::Rollout(Box::new(r.clone()), lead));
     }
 
     fn enqueue(&self, r: &CommandRecord) {

@@ -10,15 +10,20 @@ use super::{CommandsActor, NewCommand, ROLLOUTS_JOB};
 use crate::cluster::Role;
 use crate::commands::gate::{GateSpec, Sample};
 use crate::commands::rollout::{Rollout, RolloutError, RolloutProgress, RolloutState, Target};
+use crate::commands::store::LeaderWrite;
 use crate::messages::{MachineReading, ReadMachines};
 
 impl CommandsActor {
     /// Dispatches and judges rollouts: the leader's job ([`ROLLOUTS_JOB`]); a follower leaves
     /// them to the leader (with sled, this instance always leads).
     pub(super) fn advance_rollouts(&mut self, now: i64) {
-        if self.leadership.role(ROLLOUTS_JOB) == Role::Follower {
-            return;
-        }
+        let lead = match self.leadership.role(ROLLOUTS_JOB) {
+            Role::Follower => return,
+            Role::Leader(token) => token.map(|token| LeaderWrite {
+                token,
+                leadership: self.leadership.clone(),
+            }),
+        };
         let ids: Vec<String> = self.rollouts.keys().cloned().collect();
         for rid in ids {
             let Some(mut r) = self.rollouts.remove(&rid) else {
@@ -52,7 +57,7 @@ impl CommandsActor {
                 }
             }
             if changed {
-                self.persist_rollout(&r);
+                self.store.put_rollout_led(&r, lead.clone());
             }
             self.rollouts.insert(rid, r);
         }
