@@ -222,8 +222,9 @@ impl SimFault {
         self.throughput.lock().map(|t| *t).unwrap_or_default()
     }
 
-    /// Items people bring per second (the default [`ITEMS_PER_S`] is about 360 an hour; a
-    /// test that compares rates over seconds needs more).
+    /// Items people bring per second, as a steady stream (within 10 % of the rate at each
+    /// record, where the default [`ITEMS_PER_S`], about 360 an hour, varies by half): a test
+    /// that compares a machine's rate over seconds needs more items and less noise.
     pub fn set_items_per_s(&self, v: f64) {
         if let Ok(mut t) = self.throughput.lock() {
             t.items_per_s = Some(v);
@@ -349,10 +350,10 @@ impl Kpis {
         }
         self.jammed = jam;
         let tp = f.throughput();
-        let items = if jam {
-            0.0
-        } else {
-            tp.items_per_s.unwrap_or(ITEMS_PER_S) * dt_s * rng.between(0.5, 1.5)
+        let items = match (jam, tp.items_per_s) {
+            (true, _) => 0.0,
+            (false, Some(per_s)) => per_s * dt_s * rng.between(0.9, 1.1),
+            (false, None) => ITEMS_PER_S * dt_s * rng.between(0.5, 1.5),
         };
         let reject_share = if f.has(Fault::ScannerFault) {
             1.0
