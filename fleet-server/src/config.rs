@@ -470,46 +470,44 @@ impl ServerFile {
         }
         p.extend(self.supervisor.validate("supervisor"));
         let cluster = self.cluster.validate("cluster").map_err(|e| p.extend(e));
+        // (an error is in `p`, which the guard below checks)
         let commands = self.commands.validate("commands").map_err(|e| p.extend(e));
-        match (http, listen, connect, notify, storage, (cluster, commands)) {
-            (
-                Ok(http),
-                Ok(listen),
-                Ok((host, port)),
-                Ok(notify),
-                Ok(storage),
-                (Ok(cluster), Ok(commands)),
-            ) if p.is_empty() => Ok(ServerConfig {
-                http,
-                embedded_broker: self.mqtt.embedded.then_some(listen),
-                mqtt_host: host,
-                mqtt_port: port,
-                certs: self.certs.dir.clone(),
-                storage,
-                data_dir: self.storage.data_dir.clone(),
-                store_cache_bytes: self.storage.cache_mib << 20,
-                stale_after_ms: self.presence.stale_after_s as i64 * 1000,
-                offline_after_ms: self.presence.offline_after_s as i64 * 1000,
-                alerting: Some(AlertingConfig {
-                    rules: self
-                        .alerts
-                        .rules
-                        .clone()
-                        .map_or(RulesSource::Builtin, RulesSource::File),
-                    notify,
-                    hold_offline_ms: self.alerts.hold_offline_s.map(|s| s as i64 * 1000),
-                }),
-                history: HistoryPolicy {
-                    raw_retention_ms: st.history_raw_hours as i64 * HOUR_MS,
-                    rollup_retention_ms: st.history_rollup_days as i64 * DAY_MS,
-                },
-                metrics_token: self.http.metrics_token.clone(),
-                http_tls,
-                republish: self.republish.enabled,
-                supervisor: self.supervisor,
-                cluster,
-                commands,
-            }),
+        match (http, listen, connect, notify, storage, cluster) {
+            (Ok(http), Ok(listen), Ok((host, port)), Ok(notify), Ok(storage), Ok(cluster))
+                if p.is_empty() =>
+            {
+                Ok(ServerConfig {
+                    http,
+                    embedded_broker: self.mqtt.embedded.then_some(listen),
+                    mqtt_host: host,
+                    mqtt_port: port,
+                    certs: self.certs.dir.clone(),
+                    storage,
+                    data_dir: self.storage.data_dir.clone(),
+                    store_cache_bytes: self.storage.cache_mib << 20,
+                    stale_after_ms: self.presence.stale_after_s as i64 * 1000,
+                    offline_after_ms: self.presence.offline_after_s as i64 * 1000,
+                    alerting: Some(AlertingConfig {
+                        rules: self
+                            .alerts
+                            .rules
+                            .clone()
+                            .map_or(RulesSource::Builtin, RulesSource::File),
+                        notify,
+                        hold_offline_ms: self.alerts.hold_offline_s.map(|s| s as i64 * 1000),
+                    }),
+                    history: HistoryPolicy {
+                        raw_retention_ms: st.history_raw_hours as i64 * HOUR_MS,
+                        rollup_retention_ms: st.history_rollup_days as i64 * DAY_MS,
+                    },
+                    metrics_token: self.http.metrics_token.clone(),
+                    http_tls,
+                    republish: self.republish.enabled,
+                    supervisor: self.supervisor,
+                    cluster,
+                    commands: commands.unwrap_or_default(),
+                })
+            }
             _ => Err(p),
         }
     }

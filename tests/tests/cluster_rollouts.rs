@@ -10,19 +10,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::pki::{self, CertDir};
+use rvm_fleet_tests::eventually;
 use rvm_fleet_tests::harness::{ServerProc, SimSpec, spawn_simulator};
 use rvm_fleet_tests::postgres::PgDatabase;
-use rvm_fleet_tests::eventually;
 use serde_json::{Value, json};
 
 const MACHINES: usize = 6;
 
 async fn rollouts_leader(s: &ServerProc) -> Option<String> {
     let v = s.get("/api/v1/cluster").await.ok()?;
-    v["leaders"]
-        .as_array()?
-        .iter()
-        .find(|l| l["job"] == "rollouts")?["leader"]
+    v["leaders"].as_array()?.iter().find(|l| l["job"] == "rollouts")?["leader"]
         .as_str()
         .map(String::from)
 }
@@ -43,7 +40,11 @@ async fn cluster_a_rollout_posted_on_the_follower_is_dispatched_once_per_machine
     a.start().unwrap();
     b.start().unwrap();
     for s in [&a, &b] {
-        assert!(s.wait_ready(Duration::from_secs(30)).await, "{}", rvm_fleet_tests::read(&s.log));
+        assert!(
+            s.wait_ready(Duration::from_secs(30)).await,
+            "{}",
+            rvm_fleet_tests::read(&s.log)
+        );
     }
     let spec = SimSpec {
         prefix: "crl",
@@ -78,7 +79,10 @@ async fn cluster_a_rollout_posted_on_the_follower_is_dispatched_once_per_machine
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for s in [lead, follow] {
         let done = eventually(Duration::from_secs(40), || async {
             let v = s.get(&format!("/api/v1/rollouts/{id}")).await.ok()?;

@@ -222,13 +222,36 @@ async fn an_operator_resumes_a_paused_rollout_or_aborts_it_and_a_viewer_cannot()
         .unwrap();
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["state"], "running");
-    // the next batch goes, and pauses it again (those machines get worse too)
-    let again = eventually(Duration::from_secs(60), || async {
+    // The next batch goes, and pauses it again (those machines get worse too). A machine of
+    // the first batch judged after the first pause pauses it again before that: new
+    // findings stop it anew, and are resumed over the same way.
+    let mut resumes = 1;
+    let mut again = eventually(Duration::from_secs(60), || async {
         let v = fleet.get(&format!("/api/v1/rollouts/{id}")).await.ok()?;
-        (v["state"] == "paused" && v["progress"]["dispatched"] == 2 * BATCH).then_some(v)
+        (v["state"] == "paused").then_some(v)
     })
     .await
-    .expect("the second batch went and paused it again");
+    .expect("paused again");
+    while again["progress"]["dispatched"] == BATCH {
+        assert!(resumes < BATCH, "{again:#}");
+        let (status, v) = fleet
+            .send(Method::POST, &format!("/api/v1/rollouts/{id}/resume"), &op, None)
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{v}");
+        resumes += 1;
+        again = eventually(Duration::from_secs(60), || async {
+            let v = fleet.get(&format!("/api/v1/rollouts/{id}")).await.ok()?;
+            (v["state"] == "paused").then_some(v)
+        })
+        .await
+        .expect("paused again");
+    }
+    println!(
+        "resumed {resumes} time(s) over the first batch; paused again: {}",
+        again["detail"]
+    );
+    assert_eq!(again["progress"]["dispatched"], 2 * BATCH, "{again:#}");
     let overridden = again["machines"]
         .as_array()
         .unwrap()
