@@ -2,7 +2,8 @@
 //! executor records calls instead of acting: a reboot (disruptive by default,
 //! `[commands] approval_required`) requested by operator A is not sent until operator B
 //! approves it, A cannot approve it; a dry run of a reboot is validated by the agent and
-//! answered with what would happen, and the executor records no call.
+//! answered with what would happen, and the executor records no call. The same through the
+//! real `fleetctl` binary (`cmd send --dry-run`, `cmd approve`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use fleet_server::auth::Role;
 use reqwest::Method;
 use rvm_agent::agent::Overrides;
 use rvm_agent::recovery::executor::RecordingExecutor;
-use rvm_fleet_tests::{AgentExtra, Agents, TestFleet, eventually};
+use rvm_fleet_tests::{AgentExtra, Agents, TestFleet, bin_path, eventually};
 use serde_json::{Value, json};
 
 fn start_agent(fleet: &TestFleet, id: &str, allow_reboot: bool, rec: &Arc<RecordingExecutor>) -> Agents {
@@ -186,4 +187,85 @@ async fn a_dry_run_the_agent_would_refuse_is_answered_rejected_with_the_reason_a
     assert_eq!(done["state"], "succeeded", "{done}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(rec.calls().is_empty(), "{:?}", rec.calls());
+}
+
+/// Runs fleetctl against the fleet as `token`; (exit code, stdout, stderr).
+fn fleetctl(fleet: &TestFleet, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(bin_path("fleetctl"))
+        .args(args)
+        .args(["--server", &fleet.url(""), "--token", token])
+        .output()
+        .expect("fleetctl runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleetctl_sends_a_dry_run_and_approves_another_operators_reboot_but_not_its_own() {
+    let fleet = TestFleet::start().unwrap();
+    let rec = Arc::new(RecordingExecutor::new());
+    let _agents = start_agent(&fleet, "appr3", true, &rec);
+    known(&fleet, "appr3").await;
+    let alice = fleet.token("alice", Role::Operator).unwrap();
+    let bob = fleet.token("bob", Role::Operator).unwrap();
+    let (a, b) = (alice.clone(), bob.clone());
+    let f = &fleet;
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        fleetctl(
+            f,
+            &a,
+            &[
+                "cmd",
+                "send",
+                "appr3",
+                "reboot",
+                "--dry-run",
+                "--ttl-s",
+                "60",
+                "--reason",
+                "check",
+            ],
+        )
+    });
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("(dry run)") && out.contains("dry run: would run reboot"),
+        "{out}"
+    );
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        fleetctl(
+            f,
+            &a,
+            &[
+                "cmd",
+                "send",
+                "appr3",
+                "reboot",
+                "--no-wait",
+                "--ttl-s",
+                "60",
+                "--reason",
+                "update",
+            ],
+        )
+    });
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("awaiting_approval"), "{out}");
+    let id = out.split_whitespace().next().unwrap().to_string();
+    let (code, out, err) = tokio::task::block_in_place(|| fleetctl(f, &a, &["cmd", "approve", &id]));
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("403") || err.contains("cannot approve their own"),
+        "{err}"
+    );
+    assert!(rec.calls().is_empty());
+    let (code, out, err) = tokio::task::block_in_place(|| fleetctl(f, &b, &["cmd", "approve", &id]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("approved by bob"), "{out}");
+    let done = wait_final(&fleet, &id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(rec.calls(), vec![Action::Reboot]);
 }
