@@ -256,7 +256,8 @@ async fn estate_availability_through_the_api_equals_the_hand_computed_figure_nee
     let (s, ct, pdf) = get_text(&fleet, &format!("{q}&format=pdf")).await;
     assert_eq!((s, ct.as_str()), (200, "application/pdf"));
     assert!(pdf.starts_with(b"%PDF-"));
-    let path = dir.join("availability.pdf");
+    // kept for a person to look at (pdftoppm -png target/tmp/rvm-availability.pdf)
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rvm-availability.pdf");
     std::fs::write(&path, &pdf).unwrap();
     let out = std::process::Command::new("pdftotext")
         .args(["-layout", path.to_str().unwrap(), "-"])

@@ -79,6 +79,40 @@ pub fn worst_state(machines: &[&DeviceSummary], alerts: &[&Alert]) -> &'static s
     }
 }
 
+/// Machines and firing alerts grouped by site once, so a page of thousands of stores is one
+/// pass over the fleet rather than one per store.
+struct BySite<'a> {
+    machines: BTreeMap<&'a str, Vec<&'a DeviceSummary>>,
+    alerts: BTreeMap<&'a str, Vec<&'a Alert>>,
+}
+
+impl<'a> BySite<'a> {
+    fn new(devices: &'a [DeviceSummary], firing: &'a [Alert]) -> BySite<'a> {
+        let mut machines: BTreeMap<&str, Vec<&DeviceSummary>> = BTreeMap::new();
+        let mut site_of = BTreeMap::new();
+        for d in devices {
+            if let Some(site) = d.site.as_deref() {
+                machines.entry(site).or_default().push(d);
+                site_of.insert(&d.id, site);
+            }
+        }
+        let mut alerts: BTreeMap<&str, Vec<&Alert>> = BTreeMap::new();
+        for a in firing {
+            if let Some(site) = site_of.get(&a.device) {
+                alerts.entry(site).or_default().push(a);
+            }
+        }
+        BySite { machines, alerts }
+    }
+
+    fn of(&self, site: &str) -> (Vec<&'a DeviceSummary>, Vec<&'a Alert>) {
+        (
+            self.machines.get(site).cloned().unwrap_or_default(),
+            self.alerts.get(site).cloned().unwrap_or_default(),
+        )
+    }
+}
+
 async fn load(state: &AppState) -> Result<Estate, ApiError> {
     let store = state.estate.clone();
     let (r, s) = web::block(move || store.load())
@@ -195,19 +229,13 @@ async fn map(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespons
     let estate = load(&state).await?;
     let devices = devices(&state).await?;
     let firing = alerts(&state, StateFilter::Firing).await?;
+    let by_site = BySite::new(&devices, &firing);
     let mut points = Vec::new();
     for s in estate.stores.values() {
         let (Some(latitude), Some(longitude)) = (s.file.latitude, s.file.longitude) else {
             continue;
         };
-        let m: Vec<&DeviceSummary> = devices
-            .iter()
-            .filter(|d| d.site.as_deref() == Some(s.file.id.as_str()))
-            .collect();
-        let a: Vec<&Alert> = firing
-            .iter()
-            .filter(|a| m.iter().any(|d| d.id == a.device))
-            .collect();
+        let (m, a) = by_site.of(&s.file.id);
         points.push(MapPoint {
             id: &s.file.id,
             name: &s.file.name,
@@ -312,17 +340,11 @@ async fn get_retailer(
         store: None,
     };
     let today = today(&state, &estate, &devices, filter, &jiff::tz::TimeZone::UTC).await?;
+    let by_site = BySite::new(&devices, &firing);
     let stores: Vec<serde_json::Value> = estate
         .stores_of(id.as_str())
         .map(|s| {
-            let m: Vec<&DeviceSummary> = devices
-                .iter()
-                .filter(|d| d.site.as_deref() == Some(s.file.id.as_str()))
-                .collect();
-            let a: Vec<&Alert> = firing
-                .iter()
-                .filter(|a| m.iter().any(|d| d.id == a.device))
-                .collect();
+            let (m, a) = by_site.of(&s.file.id);
             serde_json::json!({
                 "store": s.file,
                 "machines": m.len(),
@@ -407,14 +429,15 @@ async fn put_store(
         )));
     }
     s.validate().map_err(EstateError::Invalid)?;
-    let estate = load(&state).await?;
-    if !estate.retailers.contains_key(&s.retailer) {
-        return Err(EstateError::UnknownRetailer(s.retailer.clone()).into());
-    }
     let (store, row) = (state.estate.clone(), s.clone());
-    web::block(move || store.put_store(&row))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    web::block(move || {
+        if store.retailer(&row.retailer)?.is_none() {
+            return Err(EstateError::UnknownRetailer(row.retailer.clone()));
+        }
+        Ok(store.put_store(&row)?)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
     audit(&state, &who.name, "estate_store_put", &s.id).await;
     Ok(HttpResponse::Ok().json(s))
 }

@@ -88,6 +88,21 @@ impl EstateStore for PgEstate {
         Ok((retailers, stores))
     }
 
+    fn retailer(&self, id: &str) -> Result<Option<Retailer>, StoreError> {
+        let (s, id) = (self.store.clone(), id.to_string());
+        let row = self.store.run(async move {
+            let client = s.client().await?;
+            client
+                .query_opt("SELECT id, name FROM retailers WHERE id = $1", &[&id])
+                .await
+                .map_err(PgError::db("reading a retailer"))
+        })?;
+        Ok(row.map(|r| Retailer {
+            id: r.get(0),
+            name: r.get(1),
+        }))
+    }
+
     fn put_retailer(&self, r: &Retailer) -> Result<(), StoreError> {
         self.execute(
             "writing a retailer",

@@ -11,6 +11,8 @@ use crate::store::{FleetStore, StoreError};
 pub trait EstateStore: Send + Sync {
     /// Every retailer and store, ordered by id.
     fn load(&self) -> Result<(Vec<Retailer>, Vec<StoreFile>), StoreError>;
+    /// One retailer (a store's write checks its retailer without reading the whole estate).
+    fn retailer(&self, id: &str) -> Result<Option<Retailer>, StoreError>;
     /// Inserts or replaces.
     fn put_retailer(&self, r: &Retailer) -> Result<(), StoreError>;
     /// Whether it existed.
@@ -83,6 +85,14 @@ impl EstateStore for SledEstate {
     fn load(&self) -> Result<(Vec<Retailer>, Vec<StoreFile>), StoreError> {
         Ok((self.all(RETAILER)?, self.all(STORE)?))
     }
+    fn retailer(&self, id: &str) -> Result<Option<Retailer>, StoreError> {
+        let Some(v) = self.tree.get(key(RETAILER, id)).map_err(|e| self.db.err(e))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| StoreError::Encode(format!("retailer {id:?}: {e}")))
+    }
     fn put_retailer(&self, r: &Retailer) -> Result<(), StoreError> {
         self.put(RETAILER, &r.id, r)
     }
@@ -115,6 +125,11 @@ mod tests {
             })
             .unwrap();
             e.put_store(&build_store("b", "coop")).unwrap();
+            assert_eq!(
+                e.retailer("coop").unwrap().map(|r| r.name),
+                Some("Coop".to_string())
+            );
+            assert_eq!(e.retailer("nope").unwrap(), None);
             e.put_store(&build_store("a", "coop")).unwrap();
             assert!(e.delete_store("b").unwrap());
             assert!(!e.delete_store("b").unwrap());
