@@ -85,6 +85,7 @@ fn lines(r: &Report) -> Vec<Line> {
     let mut l = vec![Line::Heading(title(r))];
     l.extend(wrap(&r.note, 110).into_iter().map(Line::Text));
     for (what, groups) in [("retailer", &r.retailers), ("store", &r.stores)] {
+        l.push(Line::Text(String::new()));
         l.push(Line::Heading(format!("{what}s")));
         l.push(header(what));
         l.extend(
@@ -93,6 +94,7 @@ fn lines(r: &Report) -> Vec<Line> {
                 .map(|g| row(format!("{} ({})", g.name, g.id), g.machines, &g.figures)),
         );
     }
+    l.push(Line::Text(String::new()));
     l.push(Line::Heading("machines".into()));
     l.push(header("machine"));
     l.extend(
@@ -101,6 +103,7 @@ fn lines(r: &Report) -> Vec<Line> {
             .map(|m| row(format!("{} @ {}", m.id, m.store), 1, &m.figures)),
     );
     if !r.unknown_sites.is_empty() {
+        l.push(Line::Text(String::new()));
         l.push(Line::Heading("machines at unknown sites (not counted)".into()));
         for u in &r.unknown_sites {
             let site = if u.site.is_empty() { "(no site)" } else { &u.site };
