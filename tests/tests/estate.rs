@@ -130,9 +130,11 @@ async fn estate_availability_through_the_api_equals_the_hand_computed_figure_nee
     })
     .await;
     assert!(online.is_some(), "the machines did not come online");
-    let from = common::time::now_ms();
-    // the window covers this minute (windows are HH:MM, UTC here), so part of the period
-    let minute = from - from.rem_euclid(60_000);
+    // the window covers this minute (windows are HH:MM, UTC here); the period starts 30 s
+    // before it, so est3 has scheduled time as well as maintenance
+    let now = common::time::now_ms();
+    let minute = now - now.rem_euclid(60_000);
+    let from = minute - 30_000;
     let hhmm = |ms: i64| {
         let t = jiff::Timestamp::from_millisecond(ms)
             .unwrap()
@@ -183,6 +185,7 @@ async fn estate_availability_through_the_api_equals_the_hand_computed_figure_nee
     assert!(offline > 0 && maintenance > 0);
     let (sched1, avail1) = (period, period - offline);
     let (sched3, avail3) = (period - maintenance, period - maintenance);
+    assert!(sched3 >= 30_000, "{sched3}");
     let retailer_pct = (avail1 + avail3) as f64 * 100.0 / (sched1 + sched3) as f64;
 
     let q = format!("/api/v1/estate/availability?from={from}&to={to}");
