@@ -65,7 +65,7 @@ impl DayHours {
             .split(|c: char| c == ';' || c.is_whitespace())
             .filter(|p| !p.is_empty())
         {
-            let bad = || format!("{part:?} is not HH:MM-HH:MM, `closed` or `24h`");
+            let bad = || format!("{part:?} is not HH:MM-HH:MM, closed or 24h");
             let (a, b) = part.split_once('-').ok_or_else(bad)?;
             let (open, close) = (parse_time(a).ok_or_else(bad)?, parse_time(b).ok_or_else(bad)?);
             if open == DAY_S {
