@@ -19,16 +19,15 @@
 use std::collections::BTreeMap;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use common::Severity;
 use serde::{Deserialize, Serialize};
 
-use super::report::{self, Filter, Input, Machine, Report};
+use super::report::{self, Filter, Input, Machine, Report, worst_state};
 use super::{Estate, EstateError, Retailer, StoreFile};
 use crate::alerts::alert::{Alert, AlertState};
 use crate::alerts::requests::{ListAlerts, ListWindows, StateFilter};
 use crate::auth::Role;
 use crate::fleet::actor::ListDevices;
-use crate::fleet::state::{DeviceSummary, Presence};
+use crate::fleet::state::DeviceSummary;
 use crate::history::export::http::compact_time;
 use crate::history::minute::DAY_MS;
 use crate::history::query::MAX_RANGE_MS;
@@ -57,25 +56,6 @@ impl From<EstateError> for ApiError {
             EstateError::RetailerInUse(..) => ApiError::Conflict(e.to_string()),
             EstateError::Store(s) => ApiError::from(s),
         }
-    }
-}
-
-/// The worst state of a group of machines: `critical` (a machine offline or a critical alert
-/// firing), `warning` (a machine stale or degraded, or a warning firing), `ok`, or `empty`.
-pub fn worst_state(machines: &[&DeviceSummary], alerts: &[&Alert]) -> &'static str {
-    let sev = alerts.iter().map(|a| a.severity).max();
-    let offline = machines.iter().any(|m| m.status == Presence::Offline);
-    let shaky = machines
-        .iter()
-        .any(|m| matches!(m.status, Presence::Stale | Presence::Degraded));
-    if offline || sev == Some(Severity::Critical) {
-        "critical"
-    } else if shaky || sev == Some(Severity::Warning) {
-        "warning"
-    } else if machines.is_empty() {
-        "empty"
-    } else {
-        "ok"
     }
 }
 

@@ -1,7 +1,7 @@
-//! An availability report per machine, store and retailer over a period (pure: the route
-//! reads the estate, the machines, the alerts and the maintenance windows; this module turns
-//! them into intervals, [`super::availability`] into figures), and its CSV and HTML forms.
-//! The PDF form is [`super::pdf`].
+//! An availability report per machine, store and retailer over a period, and the worst state
+//! of a store (pure: the route reads the estate, the machines, the alerts and the maintenance
+//! windows; this module turns them into intervals, [`super::availability`] into figures),
+//! and its CSV and HTML forms. The PDF form is [`super::pdf`].
 //!
 //! # Where "could not serve" comes from
 //! The alerts the server raised for the machine, from the first breaching sample
@@ -25,6 +25,7 @@ use super::Estate;
 use super::availability::{Figures, Intervals, MachineTimes, machine_figures, normalize};
 use crate::alerts::alert::Alert;
 use crate::alerts::checks::CHECK_RULE_PREFIX;
+use crate::fleet::state::{DeviceSummary, Presence};
 use crate::history::export::rfc3339_ms;
 use crate::history::report::html::esc;
 use crate::notify::maintenance::Window;
@@ -239,6 +240,25 @@ pub fn build(i: &Input) -> Report {
     }
 }
 
+/// The worst state of a group of machines: `critical` (a machine offline or a critical alert
+/// firing), `warning` (a machine stale or degraded, or a warning firing), `ok`, or `empty`.
+pub fn worst_state(machines: &[&DeviceSummary], alerts: &[&Alert]) -> &'static str {
+    let sev = alerts.iter().map(|a| a.severity).max();
+    let offline = machines.iter().any(|m| m.status == Presence::Offline);
+    let shaky = machines
+        .iter()
+        .any(|m| matches!(m.status, Presence::Stale | Presence::Degraded));
+    if offline || sev == Some(Severity::Critical) {
+        "critical"
+    } else if shaky || sev == Some(Severity::Warning) {
+        "warning"
+    } else if machines.is_empty() {
+        "empty"
+    } else {
+        "ok"
+    }
+}
+
 /// Minutes, to two decimals.
 pub fn minutes(ms: i64) -> String {
     format!("{:.2}", ms as f64 / 60_000.0)
@@ -419,6 +439,42 @@ mod tests {
         a.severity = sev;
         a.fired_ms = fired.then_some(started);
         a
+    }
+
+    fn build_summary(status: Presence) -> DeviceSummary {
+        DeviceSummary {
+            id: DeviceId::new("m1").unwrap(),
+            status,
+            status_reason: String::new(),
+            site: Some("s".into()),
+            tags: vec![],
+            last_seen_ms: 0,
+            agent_version: None,
+            board: None,
+            jetpack: None,
+            vision_model_version: None,
+            simulated: true,
+            metrics: Default::default(),
+            health: None,
+            items_per_hour: None,
+        }
+    }
+
+    #[test]
+    fn a_store_is_as_bad_as_its_worst_machine_or_alert() {
+        let (ok, stale, off) = (
+            build_summary(Presence::Online),
+            build_summary(Presence::Stale),
+            build_summary(Presence::Offline),
+        );
+        let warn = build_alert("cpu_high", "m1", Severity::Warning, 0, None, true);
+        let crit = build_alert("cpu_critical", "m1", Severity::Critical, 0, None, true);
+        assert_eq!(worst_state(&[], &[]), "empty");
+        assert_eq!(worst_state(&[&ok], &[]), "ok");
+        assert_eq!(worst_state(&[&ok, &stale], &[]), "warning");
+        assert_eq!(worst_state(&[&ok], &[&warn]), "warning");
+        assert_eq!(worst_state(&[&ok, &stale], &[&crit]), "critical");
+        assert_eq!(worst_state(&[&ok, &off], &[&warn]), "critical");
     }
 
     #[test]
