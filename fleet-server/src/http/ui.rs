@@ -28,6 +28,12 @@ const ASSETS: &[(&str, &str, &[u8], &str)] = &[
         "no-cache",
     ),
     (
+        "estate.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/estate.js"),
+        "no-cache",
+    ),
+    (
         "rollouts.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../ui/rollouts.js"),

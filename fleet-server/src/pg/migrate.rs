@@ -45,8 +45,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 5,
+        name: "estate",
+        sql: include_str!("../../migrations/0005_estate.sql"),
+    },
+    Migration {
+        version: 6,
         name: "command_approval",
-        sql: include_str!("../../migrations/0005_command_approval.sql"),
+        sql: include_str!("../../migrations/0006_command_approval.sql"),
     },
 ];
 
