@@ -375,6 +375,7 @@ fn build_alert(state: AlertState, op: Op, severity: Severity, ack: bool) -> Aler
         }),
         silenced_by: Some("s-1".into()),
         muted_by: Some("oslo-sundays".into()),
+        resolved_by: None,
         state,
     }
 }
