@@ -72,7 +72,8 @@ async fn alerts_filter_by_severity_site_rule_and_time_and_a_resolve_by_hand_is_k
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alerts_filter_by_severity_site_rule_and_time_and_a_resolve_by_hand_is_kept_and_audited_on_postgres() {
+async fn alerts_filter_by_severity_site_rule_and_time_and_a_resolve_by_hand_is_kept_and_audited_on_postgres()
+{
     alerts_filter_and_resolve_on(Backend::Postgres).await;
 }
 
@@ -129,7 +130,11 @@ async fn alerts_filter_and_resolve_on(backend: Backend) {
     assert!(ids(&fleet, &format!("to={}", before_ms - 1)).await.is_empty());
     let now = common::time::now_ms();
     assert_eq!(
-        ids(&fleet, &format!("from={}&to={}", rfc3339(before_ms), rfc3339(now))).await,
+        ids(
+            &fleet,
+            &format!("from={}&to={}", rfc3339(before_ms), rfc3339(now))
+        )
+        .await,
         all
     );
     assert_eq!(ids(&fleet, &format!("from={before_ms}&to={now}")).await, all);
@@ -162,7 +167,12 @@ async fn alerts_filter_and_resolve_on(backend: Backend) {
     assert_eq!(st, 400, "{e}");
     assert!(e["message"].as_str().unwrap().starts_with("comment"), "{e}");
     let (st, _) = fleet
-        .send(Method::POST, "/api/v1/alerts/inference_slow:nope:1/resolve", &otto, body())
+        .send(
+            Method::POST,
+            "/api/v1/alerts/inference_slow:nope:1/resolve",
+            &otto,
+            body(),
+        )
         .await
         .unwrap();
     assert_eq!(st, 404);

@@ -23,11 +23,11 @@ use serde::Deserialize;
 
 use super::engine::AlertError;
 use super::maintenance::WindowError;
+use super::query::AlertQuery;
 use super::requests::{
     AckAlert, AddSilence, AddWindow, ListAlerts, ListIncidents, ListSilences, ListWindows, RemoveSilence,
     RemoveWindow, ResolveAlert, StateFilter,
 };
-use super::query::AlertQuery;
 use super::silence::Matcher;
 use crate::auth::Role;
 use crate::http::auth::authorize;

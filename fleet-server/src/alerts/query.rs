@@ -145,7 +145,9 @@ impl AlertQuery {
 
     /// Whether `a` passes every filter but `state` (the actor selects by state).
     pub fn matches(&self, a: &Alert) -> bool {
-        let any = |want: &[String], have: Option<&str>| want.is_empty() || have.is_some_and(|h| want.iter().any(|w| w == h));
+        let any = |want: &[String], have: Option<&str>| {
+            want.is_empty() || have.is_some_and(|h| want.iter().any(|w| w == h))
+        };
         if let Some(to) = self.to_ms
             && a.started_ms > to
         {
@@ -203,7 +205,12 @@ mod tests {
     }
 
     fn q(pairs: &[(&str, &str)]) -> Result<AlertQuery, QueryError> {
-        AlertQuery::parse(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        AlertQuery::parse(
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -211,7 +218,11 @@ mod tests {
         let a = q(&[("from", "2026-12-07T10:00:00Z"), ("to", "1796637600000")]).unwrap();
         assert_eq!(a.from_ms, Some(1_796_637_600_000));
         assert_eq!(a.to_ms, Some(1_796_637_600_000));
-        assert_eq!(a.state, Some(StateFilter::All), "a range lists resolved alerts too");
+        assert_eq!(
+            a.state,
+            Some(StateFilter::All),
+            "a range lists resolved alerts too"
+        );
         assert_eq!(q(&[("from", "yesterday")]).unwrap_err().param, "from");
         assert_eq!(q(&[("to", "-5")]).unwrap_err().param, "to");
         let e = q(&[("from", "2000"), ("to", "1000")]).unwrap_err();

@@ -30,7 +30,11 @@ impl AlertEngine {
                     AlertError::UnknownAlert(alert_id.to_string())
                 }
             })?;
-        if self.active.get(&key).is_some_and(|a| a.state != AlertState::Firing) {
+        if self
+            .active
+            .get(&key)
+            .is_some_and(|a| a.state != AlertState::Firing)
+        {
             return Err(AlertError::NotFiring(alert_id.to_string()));
         }
         let Some(mut a): Option<Alert> = self.active.remove(&key) else {
@@ -87,7 +91,9 @@ mod tests {
         let mut e = build_engine("cooldown_s = 60\n");
         let d = DeviceInfo::new(DeviceId::new("rvm1").unwrap());
         e.observe(&d, &cpu(90.0), 0);
-        let t = e.resolve_by_hand("cpu_high:rvm1:1", "bob", "fan replaced", 5 * S).unwrap();
+        let t = e
+            .resolve_by_hand("cpu_high:rvm1:1", "bob", "fan replaced", 5 * S)
+            .unwrap();
         assert_eq!(t.kind, TransitionKind::Resolved);
         assert_eq!(t.alert.resolved_ms, Some(5 * S));
         assert_eq!(

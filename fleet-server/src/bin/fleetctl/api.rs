@@ -1,4 +1,5 @@
-//! Calls to the fleet server's API (`devices`, `alerts`, `ack`, `silence`), printed as tables.
+//! Calls to the fleet server's API (`devices`, `ack`, `silence`), printed as tables, and
+//! [`api`], the one HTTP client every remote subcommand uses.
 
 use crate::Remote;
 
@@ -34,42 +35,6 @@ pub fn devices(remote: &Remote) -> anyhow::Result<()> {
                 f("gpu.load_pct")
             );
         }
-        anyhow::Ok(())
-    })
-}
-
-pub fn alerts(remote: &Remote, state: Option<&str>) -> anyhow::Result<()> {
-    block_on(async {
-        let path = match state {
-            Some(s) => format!("/api/v1/alerts?state={s}"),
-            None => "/api/v1/alerts".to_string(),
-        };
-        let v = api(remote, reqwest::Method::GET, &path, None).await?;
-        let list = v["alerts"].as_array().cloned().unwrap_or_default();
-        println!(
-            "{:<40} {:<9} {:<9} {:<16} {:<10} SUMMARY",
-            "ID", "STATE", "SEVERITY", "DEVICE", "ACK"
-        );
-        for a in &list {
-            let mut state = a["state"].as_str().unwrap_or("?").to_string();
-            if a["silenced_by"].is_string() {
-                state.push('*');
-            }
-            println!(
-                "{:<40} {:<9} {:<9} {:<16} {:<10} {}",
-                a["id"].as_str().unwrap_or("?"),
-                state,
-                a["severity"].as_str().unwrap_or("?"),
-                a["device"].as_str().unwrap_or("?"),
-                a["ack"]["by"].as_str().unwrap_or("-"),
-                a["summary"].as_str().unwrap_or("")
-            );
-        }
-        eprintln!(
-            "{} alert(s) ({}; * = silenced)",
-            list.len(),
-            v["state"].as_str().unwrap_or("?")
-        );
         anyhow::Ok(())
     })
 }

@@ -3,14 +3,18 @@
 //! - this file: the command line (clap) and what each command runs
 //! - [`mod@certs`]: certificates, bundles and API tokens
 //! - [`command`]: remote commands and rollouts
-//! - [`api`]: the server's API (devices, alerts, acknowledgements, silences)
+//! - [`api`]: the server's API (devices, acknowledgements, silences) and its HTTP client
+//! - [`alerts`]: the alert list with its filters, resolve by hand
+//! - [`output`]: `--output table|json` and the table printer
 //! - [`notify`]: notification channels, test messages, the outbox, maintenance windows
 //! - [`store`]: the server's store itself (devices and export with `--config`, `store migrate`)
 
+mod alerts;
 mod api;
 mod certs;
 mod command;
 mod notify;
+mod output;
 mod store;
 
 use std::path::PathBuf;
@@ -18,7 +22,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::api::{ack, alerts, block_on, devices, silence};
+use crate::api::{ack, block_on, devices, silence};
 use crate::certs::{CertsCmd, TokenCmd, certs, token};
 use crate::command::{CmdCmd, cmd};
 use crate::notify::{MaintenanceCmd, NotifyCmd, maintenance, notify};
@@ -61,11 +65,20 @@ enum Cmd {
         #[command(subcommand)]
         cmd: StoreCmd,
     },
-    /// List alerts (default: the active ones).
+    /// List alerts (default: the active ones), filtered by time, severity, site, rule, device.
     Alerts {
-        /// firing, pending, resolved, acknowledged or all.
+        #[command(flatten)]
+        filter: alerts::AlertFilter,
+        #[command(flatten)]
+        output: output::OutputArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Resolve a firing alert by hand (needs an operator token and a comment saying why).
+    Resolve {
+        id: String,
         #[arg(long)]
-        state: Option<String>,
+        comment: String,
         #[command(flatten)]
         remote: Remote,
     },
@@ -252,7 +265,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Cmd::Export { args } => store::export(&args),
         Cmd::Store { cmd } => store::store(cmd),
-        Cmd::Alerts { state, remote } => alerts(&remote, state.as_deref()),
+        Cmd::Alerts {
+            filter,
+            output,
+            remote,
+        } => alerts::list(&remote, &filter, &output),
+        Cmd::Resolve { id, comment, remote } => alerts::resolve(&remote, &id, &comment),
         Cmd::Ack { id, comment, remote } => ack(&remote, &id, &comment),
         Cmd::Silence {
             matchers,
