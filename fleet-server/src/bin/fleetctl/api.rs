@@ -1,4 +1,4 @@
-//! Calls to the fleet server's API (`devices`, `ack`, `silence`), printed as tables, and
+//! Calls to the fleet server's API (`ack`, `silence`), printed as tables, and
 //! [`api`], the one HTTP client every remote subcommand uses.
 
 use crate::Remote;
@@ -8,35 +8,6 @@ pub fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> a
         .enable_all()
         .build()?
         .block_on(f)
-}
-
-pub fn devices(remote: &Remote) -> anyhow::Result<()> {
-    block_on(async {
-        let v = api(remote, reqwest::Method::GET, "/api/v1/devices", None).await?;
-        let list = v["devices"].as_array().cloned().unwrap_or_default();
-        println!(
-            "{:<16} {:<9} {:<10} {:>6} {:>6} {:>6}",
-            "DEVICE", "STATUS", "SITE", "CPU%", "MEM%", "GPU%"
-        );
-        for d in list {
-            let m = &d["metrics"];
-            let f = |k: &str| {
-                m[k].as_f64()
-                    .map(|v| format!("{v:.1}"))
-                    .unwrap_or_else(|| "-".into())
-            };
-            println!(
-                "{:<16} {:<9} {:<10} {:>6} {:>6} {:>6}",
-                d["id"].as_str().unwrap_or("?"),
-                d["status"].as_str().unwrap_or("?"),
-                d["site"].as_str().unwrap_or("-"),
-                f("cpu.usage_pct"),
-                f("memory.used_pct"),
-                f("gpu.load_pct")
-            );
-        }
-        anyhow::Ok(())
-    })
 }
 
 pub fn ack(remote: &Remote, id: &str, comment: &str) -> anyhow::Result<()> {
@@ -127,13 +98,27 @@ pub fn silence(
     })
 }
 
-/// One API call; an error status becomes an error with the server's message.
+/// One API call answered with JSON; an error status becomes an error with the server's message.
 pub async fn api(
     remote: &Remote,
     method: reqwest::Method,
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<serde_json::Value> {
+    let text = api_text(remote, method, path, body).await?;
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// One API call, its answer as text (CSV exports, the HTML report); errors as [`api`].
+pub async fn api_text(
+    remote: &Remote,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<String> {
     let base = remote.server.trim_end_matches('/');
     anyhow::ensure!(
         base.starts_with("http://"),
@@ -162,8 +147,5 @@ pub async fn api(
             .unwrap_or(text);
         anyhow::bail!("{method} {path}: the server answered {status}: {msg}");
     }
-    if text.trim().is_empty() {
-        return Ok(serde_json::Value::Null);
-    }
-    Ok(serde_json::from_str(&text)?)
+    Ok(text)
 }

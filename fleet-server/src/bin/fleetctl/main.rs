@@ -6,6 +6,8 @@
 //! - [`api`]: the server's API (devices, acknowledgements, silences) and its HTTP client
 //! - [`alerts`]: the alert list with its filters, resolve by hand
 //! - [`output`]: `--output table|json` and the table printer
+//! - [`remote`]: the rest of the API (devices, one device, history, incidents, audit, whoami,
+//!   tokens, report, export through the API)
 //! - [`notify`]: notification channels, test messages, the outbox, maintenance windows
 //! - [`store`]: the server's store itself (devices and export with `--config`, `store migrate`)
 
@@ -15,6 +17,7 @@ mod certs;
 mod command;
 mod notify;
 mod output;
+mod remote;
 mod store;
 
 use std::path::PathBuf;
@@ -22,7 +25,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::api::{ack, block_on, devices, silence};
+use crate::api::{ack, block_on, silence};
 use crate::certs::{CertsCmd, TokenCmd, certs, token};
 use crate::command::{CmdCmd, cmd};
 use crate::notify::{MaintenanceCmd, NotifyCmd, maintenance, notify};
@@ -52,12 +55,17 @@ enum Cmd {
         #[command(flatten)]
         store: StoreArgs,
         #[command(flatten)]
+        output: output::OutputArg,
+        #[command(flatten)]
         remote: Remote,
     },
-    /// Metric history as CSV or JSON, read from the server's store (--config or --data-dir).
+    /// Metric history as CSV or JSON: from a running server's API, or read from its store
+    /// (--config or --data-dir).
     Export {
         #[command(flatten)]
         args: ExportArgs,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// The store itself: `store migrate --from DATA_DIR --to URL` copies a sled store into
     /// PostgreSQL.
@@ -71,6 +79,83 @@ enum Cmd {
         filter: alerts::AlertFilter,
         #[command(flatten)]
         output: output::OutputArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// One device: status, versions, latest metrics.
+    Device {
+        id: String,
+        #[command(flatten)]
+        output: output::OutputArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// A device's metric history (raw points or 1-minute min/max/avg).
+    History {
+        id: String,
+        /// The metric, e.g. cpu.usage_pct.
+        #[arg(long)]
+        metric: String,
+        /// RFC 3339 or ms since the epoch (default: an hour before --to).
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339 or ms since the epoch (default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// 1s, 1m, 5m... (default: the server's choice for the range).
+        #[arg(long)]
+        step: Option<String>,
+        #[command(flatten)]
+        output: output::OutputArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// A rollout's state and progress (start one with `cmd rollout`).
+    Rollout {
+        id: String,
+        #[command(flatten)]
+        output: output::OutputArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Incidents: open, then recent, with their probable cause.
+    Incidents {
+        #[command(flatten)]
+        output: output::OutputArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The audit log's newest entries (needs an operator token).
+    Audit {
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        output: output::OutputArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The token's name and role.
+    Whoami {
+        #[command(flatten)]
+        output: output::OutputArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// API tokens through the server's API (admin): list, create.
+    Tokens {
+        #[command(subcommand)]
+        cmd: remote::TokensCmd,
+    },
+    /// The HTML fleet report of a range (default: the last 24 hours).
+    Report {
+        /// RFC 3339 or ms since the epoch.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -259,11 +344,53 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Command { cmd: c } => cmd(c),
         Cmd::Certs { cmd } => certs(cmd),
         Cmd::Token { cmd } => token(cmd),
-        Cmd::Devices { store, remote } => match (&store.config, &store.data_dir) {
-            (None, None) => devices(&remote),
+        Cmd::Devices {
+            store,
+            output,
+            remote,
+        } => match (&store.config, &store.data_dir) {
+            (None, None) => remote::devices(&remote, &output),
             _ => store::devices(&store),
         },
-        Cmd::Export { args } => store::export(&args),
+        Cmd::Export { args, remote } => match (&args.store.config, &args.store.data_dir) {
+            (None, None) => remote::export(&remote, &args),
+            _ => store::export(&args),
+        },
+        Cmd::Device { id, output, remote } => remote::device(&remote, &id, &output),
+        Cmd::History {
+            id,
+            metric,
+            from,
+            to,
+            step,
+            output,
+            remote,
+        } => remote::history(
+            &remote,
+            &remote::HistoryArgs {
+                id: &id,
+                metric: &metric,
+                from: from.as_deref(),
+                to: to.as_deref(),
+                step: step.as_deref(),
+            },
+            &output,
+        ),
+        Cmd::Rollout { id, output, remote } => remote::rollout(&remote, &id, &output),
+        Cmd::Incidents { output, remote } => remote::incidents(&remote, &output),
+        Cmd::Audit {
+            limit,
+            output,
+            remote,
+        } => remote::audit(&remote, limit, &output),
+        Cmd::Whoami { output, remote } => remote::whoami(&remote, &output),
+        Cmd::Tokens { cmd } => remote::tokens(cmd),
+        Cmd::Report {
+            from,
+            to,
+            out,
+            remote,
+        } => remote::report(&remote, from.as_deref(), to.as_deref(), out.as_ref()),
         Cmd::Store { cmd } => store::store(cmd),
         Cmd::Alerts {
             filter,
