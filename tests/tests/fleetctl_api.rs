@@ -103,7 +103,7 @@ async fn fleetctl_alerts_filters_and_resolve_by_hand() {
         &viewer,
         &["alerts", "--site", "site2", "--severity", "warning"],
     );
-    assert_eq!(alert_ids(&v), [slow1.clone()]);
+    assert_eq!(alert_ids(&v), [slow1]);
     let v = json(&fleet, &viewer, &["alerts", "--severity", "critical"]);
     assert!(alert_ids(&v).is_empty());
     let v = json(
