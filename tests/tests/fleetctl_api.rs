@@ -340,6 +340,8 @@ async fn fleetctl_covers_devices_history_commands_tokens_audit_incidents_report_
     let silence = out.split_whitespace().nth(1).unwrap().to_string();
     assert!(silence.starts_with("s-"), "{out}");
     assert!(ok(&fleet, &viewer, &["silence", "--list"]).contains(&silence));
+    let v = json(&fleet, &viewer, &["silence", "--list"]);
+    assert_eq!(v["silences"][0]["id"], silence.as_str(), "{v}");
     assert_eq!(
         ok(&fleet, &otto, &["silence", "--remove", &silence]).trim(),
         format!("removed silence {silence}")
@@ -355,6 +357,15 @@ async fn fleetctl_covers_devices_history_commands_tokens_audit_incidents_report_
     assert!(out.contains("succeeded"), "{out}");
     assert!(ok(&fleet, &viewer, &["cmd", "get", &cmd_id]).contains("succeeded"));
     assert!(ok(&fleet, &viewer, &["cmd", "list", &id0]).contains(&cmd_id));
+    let v = json(&fleet, &viewer, &["cmd", "list", &id0]);
+    assert!(
+        v["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == cmd_id.as_str()),
+        "{v}"
+    );
     let out = ok(
         &fleet,
         &otto,
@@ -387,6 +398,11 @@ async fn fleetctl_covers_devices_history_commands_tokens_audit_incidents_report_
             .starts_with(&format!("{rollout}  completed")),
         "{table}"
     );
+
+    // the notification listings (no channel, no window configured: empty lists, as JSON too)
+    assert!(json(&fleet, &viewer, &["notify", "channels"])["channels"].is_array());
+    assert!(json(&fleet, &viewer, &["notify", "outbox"])["entries"].is_array());
+    assert!(json(&fleet, &viewer, &["maintenance", "list"])["windows"].is_array());
 
     // tokens through the API: admin only; a new token works at once
     let (code, _, err) = fleetctl(&fleet, &otto, &["tokens", "list"]);

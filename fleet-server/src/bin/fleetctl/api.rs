@@ -31,10 +31,14 @@ pub fn silence(
     comment: &str,
     list: bool,
     remove: Option<String>,
+    output: &crate::output::OutputArg,
 ) -> anyhow::Result<()> {
     block_on(async {
         if list {
             let v = api(remote, reqwest::Method::GET, "/api/v1/silences", None).await?;
+            if crate::output::printed_json(output, &v)? {
+                return Ok(());
+            }
             println!(
                 "{:<12} {:<14} {:<12} {:<32} COMMENT",
                 "ID", "EXPIRES_MS", "BY", "MATCH"

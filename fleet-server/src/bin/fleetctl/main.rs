@@ -197,6 +197,9 @@ enum Cmd {
         /// Remove the silence with this id instead.
         #[arg(long, value_name = "ID", conflicts_with_all = ["matchers", "duration_s"])]
         remove: Option<String>,
+        /// How --list prints.
+        #[command(flatten)]
+        output: output::OutputArg,
         #[command(flatten)]
         remote: Remote,
     },
@@ -405,8 +408,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             comment,
             list,
             remove,
+            output,
             remote,
-        } => silence(&remote, matchers, duration_s, &comment, list, remove),
+        } => silence(&remote, matchers, duration_s, &comment, list, remove, &output),
         Cmd::Notify { cmd } => notify(cmd),
         Cmd::Maintenance { cmd } => maintenance(cmd),
         Cmd::BrokerConfig {

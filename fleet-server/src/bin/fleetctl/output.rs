@@ -74,6 +74,15 @@ pub fn print(format: Format, v: &Value, table: impl FnOnce(&Value) -> Table) -> 
     Ok(())
 }
 
+/// With `--output json`, prints `v` and says so (true): the caller's own table is skipped.
+pub fn printed_json(out: &OutputArg, v: &Value) -> anyhow::Result<bool> {
+    if out.output == Format::Json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// A string field, or `-`.
 pub fn s(v: &Value) -> String {
     match v {
