@@ -8,6 +8,10 @@
 //! | `severity` | one or more of `info`, `warning`, `critical`, comma-separated |
 //! | `site`, `rule`, `device` | exact values, comma-separated for several |
 //! | `limit` | at most this many (after filtering), 1..=[`MAX_LIMIT`] |
+//!
+//! The alerts filtered are the alerts actor's: the active ones and the resolved history it
+//! keeps ([`super::actor::ALERT_HISTORY_CAP`], newest first); older resolved alerts are in PostgreSQL's
+//! `fleet_alerts` only (docs/postgres.md).
 
 use std::collections::BTreeMap;
 
