@@ -40,8 +40,8 @@ pub fn silence(
                 return Ok(());
             }
             println!(
-                "{:<12} {:<14} {:<12} {:<32} COMMENT",
-                "ID", "EXPIRES_MS", "BY", "MATCH"
+                "{:<12} {:<20} {:<12} {:<32} COMMENT",
+                "ID", "EXPIRES", "BY", "MATCH"
             );
             for s in v["silences"].as_array().cloned().unwrap_or_default() {
                 let m: Vec<String> = s["matchers"]
@@ -58,9 +58,9 @@ pub fn silence(
                     })
                     .collect();
                 println!(
-                    "{:<12} {:<14} {:<12} {:<32} {}",
+                    "{:<12} {:<20} {:<12} {:<32} {}",
                     s["id"].as_str().unwrap_or("?"),
-                    s["expires_ms"].as_i64().unwrap_or(0),
+                    crate::output::time(&s["expires_ms"]),
                     s["created_by"].as_str().unwrap_or("?"),
                     m.join(","),
                     s["comment"].as_str().unwrap_or("")
@@ -94,9 +94,9 @@ pub fn silence(
         });
         let s = api(remote, reqwest::Method::POST, "/api/v1/silences", Some(body)).await?;
         println!(
-            "silence {} until {} ms",
+            "silence {} until {}",
             s["id"].as_str().unwrap_or("?"),
-            s["expires_ms"].as_i64().unwrap_or(0)
+            crate::output::time(&s["expires_ms"])
         );
         anyhow::Ok(())
     })
