@@ -405,6 +405,11 @@
         S.alerts.set(a.id, a);
         recountAlerts();
         if (S.view && S.view.onAlerts) S.view.onAlerts();
+        // a member of an open incident came back: its probable cause was rewritten (counts)
+        if (a.state === "resolved" && [...S.incidents.values()].some((i) => i.state === "open" && i.members.includes(a.id))) {
+          clearTimeout(S.incidentsSoon);
+          S.incidentsSoon = setTimeout(() => loadIncidents().then(() => S.view && S.view.onIncidents && S.view.onIncidents()).catch(() => {}), 500);
+        }
         break;
       }
       case "silences":
