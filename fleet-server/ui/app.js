@@ -819,7 +819,7 @@
       ] },
       { id: "power", title: "Power (W)", series: [
         // the total is the input rail when there is one: then that rail is the total
-        ...(rails.some((r) => /^power\.rail\.(VDD_IN|POM_5V_IN)_mw$/.test(r)) ? [] : [{ m: "power.total_mw", label: "Total W", color: "#1d2330", scale: "W", div: 1000 }]),
+        ...(rails.some((r) => /^power\.rail\.(VDD_IN|POM_5V_IN)_mw$/.test(r)) ? [] : [{ m: "power.total_mw", label: "Total W", color: "#64748b", scale: "W", div: 1000 }]),
         ...rails.map((r, i) => ({ m: r, label: r.slice("power.rail.".length).replace(/_mw$/, "") + " W", color: palette[i % palette.length], scale: "W", div: 1000 })),
       ] },
       { id: "app", title: "Vision service", series: [
