@@ -6,7 +6,8 @@
 // command state changes. Views read the shared state `S` and re-render what they show.
 //
 // Routes (location.hash): #/ overview, #/device/{id}, #/alerts, #/incidents, #/audit, and
-// #/notifications (ui/notify.js: channels with a test button, maintenance windows, the outbox).
+// #/notifications (ui/notify.js: channels with a test button, maintenance windows, the outbox),
+// #/estate (ui/estate.js: the fleet map, store and retailer pages).
 // Views in other files register in `window.__fleetUi.views` and use its helpers.
 "use strict";
 (() => {
@@ -1507,6 +1508,9 @@
     } else if (h.startsWith("#/audit")) {
       show(Audit);
       nav = "audit";
+    } else if (h.startsWith("#/estate") && UI.views.estate) {
+      show(UI.views.estate, h.slice("#/estate".length)); // ui/estate.js
+      nav = "estate";
     } else if (h.startsWith("#/notifications") && UI.views.notifications) {
       show(UI.views.notifications);
       nav = "notifications";

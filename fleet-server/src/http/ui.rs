@@ -40,6 +40,12 @@ const ASSETS: &[(&str, &str, &[u8], &str)] = &[
         "no-cache",
     ),
     (
+        "estate.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/estate.js"),
+        "no-cache",
+    ),
+    (
         "app.css",
         "text/css; charset=utf-8",
         include_bytes!("../../ui/app.css"),

@@ -45,8 +45,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 5,
+        name: "estate",
+        sql: include_str!("../../migrations/0005_estate.sql"),
+    },
+    Migration {
+        version: 6,
         name: "alert_resolved_by",
-        sql: include_str!("../../migrations/0005_alert_resolved_by.sql"),
+        sql: include_str!("../../migrations/0006_alert_resolved_by.sql"),
     },
 ];
 

@@ -9,12 +9,14 @@
 //! - [`remote`]: the rest of the API (devices, one device, history, incidents, audit, whoami,
 //!   tokens, report, export through the API)
 //! - [`notify`]: notification channels, test messages, the outbox, maintenance windows
+//! - [`estate`]: retailers and stores: `estate import stores.csv`, `export`, `unknown-sites`
 //! - [`store`]: the server's store itself (devices and export with `--config`, `store migrate`)
 
 mod alerts;
 mod api;
 mod certs;
 mod command;
+mod estate;
 mod notify;
 mod output;
 mod remote;
@@ -28,6 +30,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::api::{ack, block_on, silence};
 use crate::certs::{CertsCmd, TokenCmd, certs, token};
 use crate::command::{CmdCmd, cmd};
+use crate::estate::{EstateCmd, estate};
 use crate::notify::{MaintenanceCmd, NotifyCmd, maintenance, notify};
 use crate::store::{ExportArgs, StoreArgs, StoreCmd};
 
@@ -212,6 +215,11 @@ enum Cmd {
     Maintenance {
         #[command(subcommand)]
         cmd: MaintenanceCmd,
+    },
+    /// Retailers and stores: import or export the stores CSV, list unknown sites.
+    Estate {
+        #[command(subcommand)]
+        cmd: EstateCmd,
     },
     /// Write `mosquitto.conf` and `acl` for Mosquitto (Debian `mosquitto`) as the fleet's
     /// broker; rerun after issuing a reader certificate (see config/mosquitto/README.md).
@@ -413,6 +421,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => silence(&remote, matchers, duration_s, &comment, list, remove, &output),
         Cmd::Notify { cmd } => notify(cmd),
         Cmd::Maintenance { cmd } => maintenance(cmd),
+        Cmd::Estate { cmd } => estate(cmd),
         Cmd::BrokerConfig {
             out,
             certs,

@@ -1,4 +1,4 @@
--- RVM Fleet schema, version 5: an alert a person resolved by hand (`POST
+-- RVM Fleet schema, version 6: an alert a person resolved by hand (`POST
 -- /api/v1/alerts/{id}/resolve`, fleet-server/src/alerts/alert.rs: `Alert::resolved_by`)
 -- keeps who did it and why, so its history says so after a restart and Grafana can show it;
 -- fleet_alerts gets both at the end (queries of the view keep working). NULL for alerts
