@@ -222,6 +222,13 @@ fn routes() -> Vec<Route> {
             Some(Operator),
             Some(json!({"comment": "security test"})),
         ),
+        route(
+            "POST",
+            "/api/v1/alerts/{id}/resolve",
+            "/api/v1/alerts/cpu_high:secdev:1/resolve",
+            Some(Operator),
+            Some(json!({"comment": "security test"})),
+        ),
         route("GET", "/api/v1/silences", "/api/v1/silences", Some(Viewer), None),
         route(
             "POST",

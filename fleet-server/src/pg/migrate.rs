@@ -50,8 +50,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 6,
+        name: "alert_resolved_by",
+        sql: include_str!("../../migrations/0006_alert_resolved_by.sql"),
+    },
+    Migration {
+        version: 7,
         name: "command_approval",
-        sql: include_str!("../../migrations/0006_command_approval.sql"),
+        sql: include_str!("../../migrations/0007_command_approval.sql"),
     },
 ];
 

@@ -45,6 +45,8 @@ pub enum CmdCmd {
     List {
         device: String,
         #[command(flatten)]
+        output: crate::output::OutputArg,
+        #[command(flatten)]
         remote: Remote,
     },
     /// One action across a site, a tag or the whole fleet, at a rate, stopping when too many fail.
@@ -280,7 +282,11 @@ pub fn cmd(cmd: CmdCmd) -> anyhow::Result<()> {
                     .await?,
                 );
             }
-            CmdCmd::List { device, remote } => {
+            CmdCmd::List {
+                device,
+                output,
+                remote,
+            } => {
                 let v = api(
                     &remote,
                     reqwest::Method::GET,
@@ -288,6 +294,9 @@ pub fn cmd(cmd: CmdCmd) -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
+                if crate::output::printed_json(&output, &v)? {
+                    return Ok(());
+                }
                 for c in v["commands"].as_array().cloned().unwrap_or_default() {
                     print_command(&c);
                 }

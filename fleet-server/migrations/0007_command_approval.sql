@@ -1,4 +1,4 @@
--- RVM Fleet schema, version 6: approvals and dry runs of commands
+-- RVM Fleet schema, version 7: approvals and dry runs of commands
 -- (fleet-server/src/commands/book.rs). A disruptive action waits in 'awaiting_approval'
 -- (unsigned: signed_payload and signature are empty until a second operator approves it);
 -- approved_by and approved_at say who and when; dry_run marks a command the agent only
