@@ -20,8 +20,12 @@ use super::registry::InstanceState;
 
 /// The history job's rollups and retention (`crate::history::job`).
 pub const HISTORY: &str = "history";
+/// The fleet-wide presence judgement: which machines are offline (not seen by any instance
+/// for the offline timeout), hence the offline alerts and the site outage incidents they make
+/// (`crate::fleet::actor`, `crate::fleet::mirror`).
+pub const PRESENCE: &str = "presence";
 /// Every leader-only job this build runs, each with a lease of its own name.
-pub const JOBS: &[&str] = &[HISTORY];
+pub const JOBS: &[&str] = &[HISTORY, PRESENCE];
 
 /// What a job may do now.
 #[derive(Debug, Clone, PartialEq, Eq)]
