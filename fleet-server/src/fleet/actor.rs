@@ -249,11 +249,15 @@ impl FleetActor {
 
     /// Presence and the time-based inputs of every device.
     fn evaluate(&mut self, now_ms: i64) {
-        // devices that went silent are offline for the commands actor too
+        // devices that went silent, or moved to another instance, are offline for the
+        // commands actor too
         let silent: Vec<DeviceId> = self
             .told_online
             .iter()
-            .filter(|id| self.is_offline(id, now_ms))
+            .filter(|id| {
+                self.is_offline(id, now_ms)
+                    || self.state.devices.get(*id).is_some_and(|e| e.served_by.is_some())
+            })
             .cloned()
             .collect();
         for id in silent {
@@ -418,7 +422,13 @@ impl Handler<AttachCommands> for FleetActor {
             .state
             .devices
             .iter()
-            .map(|(id, e)| (id.clone(), self.state.presence(e, now).0 != Presence::Offline))
+            .map(|(id, e)| {
+                let here = e.served_by.is_none();
+                (
+                    id.clone(),
+                    here && self.state.presence(e, now).0 != Presence::Offline,
+                )
+            })
             .collect();
         for (id, online) in presence {
             match online {
@@ -561,6 +571,8 @@ impl Handler<ScrapeDevices> for FleetActor {
             self.state
                 .devices
                 .iter()
+                // a machine served by another instance is in that instance's scrape
+                .filter(|(_, e)| e.served_by.is_none())
                 .map(|(id, e)| DeviceScrape {
                     summary: self.state.summary(id, e, now),
                     delivery: e.delivery.clone(),

@@ -26,7 +26,9 @@ pub const LATEST_WITHIN: Duration = Duration::from_secs(3600);
 pub async fn run(store: PgStore, me: String, fleet: Recipient<Mirrored>) {
     let mut newest = SystemTime::UNIX_EPOCH;
     loop {
-        let since = newest.checked_sub(MIRROR_OVERLAP).unwrap_or(SystemTime::UNIX_EPOCH);
+        let since = newest
+            .checked_sub(MIRROR_OVERLAP)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         let res = read(&store, &me, since).await;
         store.note(&res);
         match res {
@@ -45,9 +47,13 @@ pub async fn run(store: PgStore, me: String, fleet: Recipient<Mirrored>) {
     }
 }
 
-/// The rows of machines served by other instances changed since `since`, and the newest
-/// `updated_at` among them.
-async fn read(store: &PgStore, me: &str, since: SystemTime) -> Result<(Vec<RemoteDevice>, SystemTime), PgError> {
+/// The rows of machines whose session another instance holds (or held last), changed since
+/// `since`, and the newest `updated_at` among them.
+async fn read(
+    store: &PgStore,
+    me: &str,
+    since: SystemTime,
+) -> Result<(Vec<RemoteDevice>, SystemTime), PgError> {
     let client = store.client().await?;
     let ids = MetricIds::load(&**client).await?;
     let recent = SystemTime::now()
@@ -65,7 +71,7 @@ async fn read(store: &PgStore, me: &str, since: SystemTime) -> Result<(Vec<Remot
                  SELECT time, seq, vals FROM telemetry tt
                  WHERE tt.device = v.device AND tt.time > $2
                  ORDER BY time DESC, seq DESC LIMIT 1) t ON true
-             WHERE v.updated_at > $1 AND so.instance IS DISTINCT FROM $3",
+             WHERE v.updated_at > $1 AND so.instance <> $3",
             &[&since, &recent, &me],
         )
         .await

@@ -144,6 +144,10 @@ pub struct DeviceSummary {
     pub site: Option<String>,
     pub tags: Vec<String>,
     pub last_seen_ms: i64,
+    /// Several instances: the other instance that holds its session (its state here is read
+    /// from the store, about a second behind); absent: served by the instance that answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
     pub agent_version: Option<String>,
     pub board: Option<String>,
     pub jetpack: Option<String>,
@@ -336,6 +340,7 @@ impl FleetState {
             site: b.and_then(|b| b.site.clone()),
             tags: b.map(|b| b.tags.clone()).unwrap_or_default(),
             last_seen_ms: e.last_seen_ms,
+            served_by: e.served_by.clone(),
             agent_version: b.map(|b| b.agent_version.clone()),
             board: b.and_then(|b| b.board.clone()),
             jetpack: b.and_then(|b| b.jetpack.clone()),

@@ -124,8 +124,13 @@ fn fleet(w: &Wiring) -> ChildSpec {
         (w.stores.ingest.clone(), w.live.clone(), w.presence, w.started_ms);
     let presence_store = w.stores.presence.clone();
     let (slot, alerts, commands) = (w.fleet.clone(), w.alerts.clone(), w.commands.clone());
-    // several instances on PostgreSQL: the whole fleet, and presence judged by one of them
-    let shared = w.stores.pg.clone().filter(|_| w.instance.is_shared());
+    // several instances on PostgreSQL with their embedded brokers (whose sessions say which
+    // instance serves a machine): the whole fleet, and presence judged by one of them
+    let shared = w
+        .stores
+        .pg
+        .clone()
+        .filter(|_| w.instance.is_shared() && w.cluster.is_some());
     let leadership = w.instance.leadership().clone();
     let checkpoint = FleetCheckpoint::default();
     ChildSpec::new("fleet", move |live| {
