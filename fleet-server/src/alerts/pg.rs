@@ -716,6 +716,22 @@ impl AlertStore for PgAlerts {
         Ok(self.store.run(load_device(self.store.clone(), device.clone()))?)
     }
 
+    fn incident_seq_max(&self) -> Result<u64, StoreError> {
+        let s = self.store.clone();
+        Ok(self.store.run(async move {
+            let row = s
+                .client()
+                .await?
+                .query_one(
+                    "SELECT coalesce(max(substring(id from '-([0-9]{1,18})$')::bigint), 0) FROM incidents",
+                    &[],
+                )
+                .await
+                .map_err(db("reading the incident ids"))?;
+            Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        })?)
+    }
+
     fn claim(&self, alert: &Alert) -> Result<Claim, StoreError> {
         Ok(self
             .store

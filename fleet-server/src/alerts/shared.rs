@@ -178,6 +178,42 @@ impl AlertsActor {
     }
 }
 
+/// How often the correlator's numbering is raised above the stored incidents' ids.
+pub const INCIDENT_SEQ_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl AlertsActor {
+    /// Reads the highest stored incident number, off the thread ([`IncidentSeq`]): incidents
+    /// are numbered per instance, and the instance that correlates changes with the presence
+    /// lease, so each numbers above what any instance stored (a new judge within
+    /// [`INCIDENT_SEQ_EVERY`] of its takeover may still reuse a number).
+    pub(super) fn refresh_incident_seq(&self, me: Addr<AlertsActor>) {
+        let Some(sh) = &self.shared else { return };
+        let store = sh.store.clone();
+        off_thread(
+            me,
+            move || store.incident_seq_max(),
+            |result| IncidentSeq { result },
+        );
+    }
+}
+
+/// The highest stored incident number.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct IncidentSeq {
+    result: Result<u64, String>,
+}
+
+impl Handler<IncidentSeq> for AlertsActor {
+    type Result = ();
+    fn handle(&mut self, m: IncidentSeq, _: &mut Context<Self>) {
+        match m.result {
+            Ok(seq) => self.corr.number_above(seq),
+            Err(e) => tracing::warn!(error = %e, "incident numbers not read"),
+        }
+    }
+}
+
 /// Runs `job` (blocking, on the shared store) off the actor's thread, within
 /// [`SHARED_TIMEOUT`], and sends its outcome back as `msg(outcome)`.
 fn off_thread<T, M>(

@@ -67,6 +67,13 @@ pub trait AlertStore: Send + Sync {
         Ok(Claim::Won)
     }
 
+    /// The highest sequence number in a stored incident's id (`site_outage-7`: 7): with a
+    /// shared store the correlator numbers its incidents above it, so an instance that starts
+    /// correlating (a new presence judge) does not reuse another's id.
+    fn incident_seq_max(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
     fn load(&self) -> Result<SavedAlerts, StoreError>;
 
     /// Writes both exports, durably, as one change.

@@ -119,6 +119,12 @@ impl Correlator {
             .or_else(|| self.recent.iter().find(|i| i.id == id))
     }
 
+    /// Numbers the next incidents above `seq` (ids other instances stored, module docs of
+    /// `crate::alerts::shared`).
+    pub fn number_above(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq.saturating_add(1));
+    }
+
     /// Is this alert part of an incident that speaks for it (do not notify it alone)?
     pub fn is_suppressed(&self, alert_id: &str) -> bool {
         self.suppressed.contains(alert_id)
@@ -411,6 +417,18 @@ mod tests {
         let mut bad = c.export();
         bad.version = 7;
         assert_eq!(c.import(bad), Err(CorrelateError::StateVersion { found: 7 }));
+    }
+
+    #[test]
+    fn incidents_are_numbered_above_the_stored_ones_never_below_its_own() {
+        let mut h = Harness::build(build_site("oslo", 10));
+        h.corr.number_above(41);
+        h.corr.number_above(3);
+        for id in ["oslo0", "oslo1", "oslo2"] {
+            h.feed(id, &[(PRESENCE_OFFLINE, 1.0)], 0);
+        }
+        let opened: Vec<&str> = h.opened().iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(opened, ["site_outage-42"]);
     }
 
     #[test]
