@@ -15,7 +15,9 @@
 //!    (neither of them the presence judge) opens exactly one `site_outage` incident, notified
 //!    exactly once, and no machine's offline alert is notified alone;
 //! 4. the instance leading `presence` is killed (`kill -9`): its machines move, and no other
-//!    incident is opened, no offline alert fires for an `up` machine, nothing more is notified.
+//!    incident is opened, no offline alert fires for an `up` machine, nothing more is notified;
+//! 5. site1's machines come back: the new judge resolves the outage the old one opened, and
+//!    its resolution is notified once.
 //!
 //! Needs PostgreSQL 15 and the workspace's binaries (`cargo build --bins`); never skips.
 
@@ -409,7 +411,14 @@ async fn every_instance_shows_the_whole_fleet_and_one_site_outage_is_one_inciden
         up_offline.is_empty(),
         "moved machines judged offline: {up_offline:?}"
     );
-    let incidents = psql_rows(&pg, "SELECT id FROM incidents");
+    let incidents = psql_rows(&pg, "SELECT id, state, cardinality(devices) FROM incidents");
+    println!(
+        "after the judge's kill: incidents {incidents:?}; offline alerts {:?}",
+        psql_rows(
+            &pg,
+            "SELECT id, state, opened_by FROM alerts WHERE rule = 'device_offline' ORDER BY id"
+        )
+    );
     assert_eq!(incidents.len(), 1, "{incidents:?}");
     assert_eq!(
         received(&hook)[notified_before..]
@@ -419,6 +428,33 @@ async fn every_instance_shows_the_whole_fleet_and_one_site_outage_is_one_inciden
         0,
         "{:?}",
         received(&hook)
+    );
+    // 5. site1 comes back: the new judge resolves the outage the old one opened, once
+    let _dn = sim(&certs, "dn", DN, "1", &dn_brokers, &dir.path().join("dn2.log"));
+    let resolved = eventually(Duration::from_secs(40), || async {
+        received(&hook)
+            .iter()
+            .any(|id| id.starts_with("site_outage") && id.ends_with("/resolved"))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        resolved.is_some(),
+        "the outage was not resolved after site1 came back: {:?} {:?}\n{}",
+        received(&hook),
+        psql_rows(&pg, "SELECT id, state, active_members FROM incidents"),
+        logs(&servers)
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let site: Vec<String> = received(&hook)
+        .into_iter()
+        .filter(|id| id.starts_with("site_outage"))
+        .collect();
+    println!("site1 back: notifications about it {site:?}");
+    assert_eq!(site, ["site_outage-1/opened", "site_outage-1/resolved"]);
+    assert_eq!(
+        psql_rows(&pg, "SELECT id, state FROM incidents"),
+        [["site_outage-1", "resolved"]]
     );
     for (s, n) in survivors.iter().zip(0..) {
         let list = s.get("/api/v1/devices").await.unwrap();

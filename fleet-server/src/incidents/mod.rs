@@ -37,6 +37,7 @@
 //! the next samples): GPU clock windows and outlier timers, so an outlier needs `for_s` again
 //! after a restart.
 
+pub mod adopt;
 pub mod cohort;
 pub mod config;
 pub mod incident;
@@ -79,6 +80,8 @@ pub struct Correlator {
     outlier_since: BTreeMap<(DeviceId, String), i64>,
     /// (metric, cohort) -> recent median and MAD.
     stats: BTreeMap<(String, Option<String>), CohortStats>,
+    /// Open site outages taken from the shared store ([`adopt`]), by id.
+    adopted: BTreeSet<String>,
 }
 
 impl Correlator {
@@ -94,6 +97,7 @@ impl Correlator {
             samples: BTreeMap::new(),
             outlier_since: BTreeMap::new(),
             stats: BTreeMap::new(),
+            adopted: BTreeSet::new(),
         }
     }
 
@@ -256,6 +260,7 @@ impl Correlator {
             .filter(|i| i.suppresses_members)
             .flat_map(|i| i.members.iter().cloned())
             .collect();
+        self.adopted.clear();
         self.thermal.clear();
         self.samples.clear();
         self.stats.clear();
@@ -325,6 +330,7 @@ impl Correlator {
         withdrawn: Option<String>,
         out: &mut Vec<IncidentChange>,
     ) {
+        self.adopted.remove(incident_id);
         let Some(mut inc) = self.open.remove(incident_id) else {
             return;
         };
