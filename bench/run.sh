@@ -7,7 +7,7 @@
 #   bench/run.sh --quick          shorter windows and fewer samples (about 10 minutes)
 #   bench/run.sh --only buffer    one group, or several: --only footprint,ingest
 #                                 (footprint, buffer, ingest, alerts, commands, scale,
-#                                 postgres)
+#                                 postgres, cluster)
 #   bench/run.sh --no-build       use the binaries already in target/release
 #
 # Results of each group are kept in target/bench-results/, so running one group rewrites the

@@ -157,6 +157,7 @@ pub const ORDER: &[&str] = &[
     "commands",
     "scale",
     "postgres",
+    "cluster",
 ];
 
 /// `nproc`, memory, CPU model and kernel of this machine.

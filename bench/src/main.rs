@@ -14,11 +14,12 @@
 //! - [`setup`]: certificates, fleet-server, Mosquitto, agents, simulators, the API
 //! - [`mqtt`]: a load generator of valid records and probe devices
 //! - [`profile`]: fixed workloads of the hot paths for callgrind
-//! - [`pg`]: a throwaway PostgreSQL cluster (the `postgres` group)
+//! - [`pg`]: a throwaway PostgreSQL cluster (the `postgres` and `cluster` groups)
 //! - `b_*`: one module per group of figures
 
 mod b_alerts;
 mod b_buffer;
+mod b_cluster;
 mod b_commands;
 mod b_footprint;
 mod b_ingest;
@@ -51,8 +52,8 @@ struct Cli {
 enum Cmd {
     /// Run benchmarks, save their results and rewrite the report.
     Run {
-        /// Comma-separated groups (footprint, buffer, ingest, alerts, commands, scale, postgres);
-        /// default all.
+        /// Comma-separated groups (footprint, buffer, ingest, alerts, commands, scale, postgres,
+        /// cluster); default all.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Shorter windows and fewer samples.
@@ -121,6 +122,7 @@ fn bench(key: &str) -> Option<Bench> {
         "commands" => b_commands::run,
         "scale" => b_scale::run,
         "postgres" => b_postgres::run,
+        "cluster" => b_cluster::run,
         _ => return None,
     })
 }

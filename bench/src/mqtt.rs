@@ -91,9 +91,22 @@ pub async fn publish_load(
     per_device: u64,
     window: u16,
 ) -> anyhow::Result<Published> {
+    publish_load_to(certs, &[(port, prefix.to_string(), devices)], per_device, window).await
+}
+
+/// [`publish_load`] to several brokers at once: each `(port, prefix, devices)` target gets
+/// its own machines. Every connection is made before the clock starts, so `elapsed` runs from
+/// the first publish to the last PUBACK of all targets together.
+pub async fn publish_load_to(
+    certs: &CertDir,
+    targets: &[(u16, String, usize)],
+    per_device: u64,
+    window: u16,
+) -> anyhow::Result<Published> {
     let body = sample_telemetry(7);
+    let first = targets.first().map(|t| t.1.as_str()).unwrap_or("probe");
     let size = codec::encode(&Envelope::new(
-        DeviceId::new(format!("{prefix}0000"))?,
+        DeviceId::new(format!("{first}0000"))?,
         1,
         0,
         &body,
@@ -101,11 +114,13 @@ pub async fn publish_load(
     .len();
     // connect everyone first, so the clock measures publishing
     let mut conns = Vec::new();
-    for i in 0..devices {
-        let id = format!("{prefix}{i:04}");
-        let (client, mut el) = AsyncClient::new(options(certs, &id, port, window)?, window as usize * 2);
-        connect(&mut el).await?;
-        conns.push((DeviceId::new(id)?, client, el));
+    for (port, prefix, devices) in targets {
+        for i in 0..*devices {
+            let id = format!("{prefix}{i:04}");
+            let (client, mut el) = AsyncClient::new(options(certs, &id, *port, window)?, window as usize * 2);
+            connect(&mut el).await?;
+            conns.push((DeviceId::new(id)?, client, el));
+        }
     }
     let start = Instant::now();
     let mut tasks = Vec::new();

@@ -197,68 +197,79 @@ impl Telemetry {
     /// `process.down` (watched processes not running), `app.<name>`.
     pub fn flat_metrics(&self) -> Vec<(String, f64)> {
         let mut m: Vec<(String, f64)> = Vec::with_capacity(16 + self.app.len());
-        m.push(("cpu.usage_pct".into(), self.cpu.usage_pct as f64));
-        m.push(("load1".into(), self.cpu.load1 as f64));
-        m.push(("memory.total_bytes".into(), self.memory.total_bytes as f64));
-        m.push(("memory.used_bytes".into(), self.memory.used_bytes as f64));
+        self.visit_metrics(|name, v| m.push((name.to_string(), v)));
+        m
+    }
+
+    /// [`Telemetry::flat_metrics`] without allocating a name per metric: `f` sees each name
+    /// as a borrowed string (a composed one lives in a buffer reused for the next), in the
+    /// same order. The ingest path calls this once or twice per record, so the difference
+    /// is most of what naming the metrics costs (issue 25).
+    pub fn visit_metrics(&self, mut f: impl FnMut(&str, f64)) {
+        f("cpu.usage_pct", self.cpu.usage_pct as f64);
+        f("load1", self.cpu.load1 as f64);
+        f("memory.total_bytes", self.memory.total_bytes as f64);
+        f("memory.used_bytes", self.memory.used_bytes as f64);
         if let Some(p) = self.memory_used_pct() {
-            m.push(("memory.used_pct".into(), p));
+            f("memory.used_pct", p);
         }
         if self.memory.swap_total_bytes > 0 {
-            m.push((
-                "swap.used_pct".into(),
+            f(
+                "swap.used_pct",
                 self.memory.swap_used_bytes as f64 * 100.0 / self.memory.swap_total_bytes as f64,
-            ));
+            );
         }
         if let Some(p) = self.disk_max_used_pct() {
-            m.push(("disk.max_used_pct".into(), p));
+            f("disk.max_used_pct", p);
         }
         let rx: f64 = self.net.iter().map(|n| n.rx_bytes_per_s).sum();
         let tx: f64 = self.net.iter().map(|n| n.tx_bytes_per_s).sum();
-        m.push(("net.rx_bytes_per_s".into(), rx));
-        m.push(("net.tx_bytes_per_s".into(), tx));
+        f("net.rx_bytes_per_s", rx);
+        f("net.tx_bytes_per_s", tx);
         if let Some(t) = self
             .temperatures
             .iter()
             .map(|r| r.value)
             .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))))
         {
-            m.push(("temp.max_c".into(), t));
+            f("temp.max_c", t);
         }
         let down = self.processes.iter().filter(|p| p.watched && !p.running).count();
-        m.push(("process.down".into(), down as f64));
+        f("process.down", down as f64);
+        let mut name = String::new();
         if let Some(g) = &self.gpu {
             if let Some(v) = g.load_pct {
-                m.push(("gpu.load_pct".into(), v as f64));
+                f("gpu.load_pct", v as f64);
             }
             if let Some(v) = g.freq_mhz {
-                m.push(("gpu.freq_mhz".into(), v as f64));
+                f("gpu.freq_mhz", v as f64);
             }
             if let Some(v) = g.gpu_temp_c() {
-                m.push(("gpu.temp_c".into(), v));
+                f("gpu.temp_c", v);
             }
             if let Some(v) = g.total_power_mw() {
-                m.push(("power.total_mw".into(), v));
+                f("power.total_mw", v);
             }
             for r in &g.rails {
-                let name: String = r
-                    .name
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '-' {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
-                m.push((format!("power.rail.{name}_mw"), r.power_mw));
+                name.clear();
+                name.push_str("power.rail.");
+                name.extend(r.name.chars().map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                }));
+                name.push_str("_mw");
+                f(&name, r.power_mw);
             }
         }
         for r in &self.app {
-            m.push((format!("app.{}", r.name), r.value));
+            name.clear();
+            name.push_str("app.");
+            name.push_str(&r.name);
+            f(&name, r.value);
         }
-        m
     }
 }
 

@@ -115,7 +115,7 @@ fn packed_store(rows: u64, cache_mib: u64) -> anyhow::Result<()> {
                 seq: n / 1000 + 1,
                 metrics: metrics.clone(),
             };
-            batch.history(&devices[(n % 1000) as usize], &row);
+            batch.history(&devices[(n % 1000) as usize], row.clone());
             n += 1;
             ts += 5;
         }
@@ -163,7 +163,7 @@ fn packed_store(rows: u64, cache_mib: u64) -> anyhow::Result<()> {
             metrics: metrics.clone(),
         };
         let mut batch = WriteBatch::default();
-        batch.history(&devices[(i % 1000) as usize], &row);
+        batch.history(&devices[(i % 1000) as usize], row.clone());
         store.apply(batch, 0)?;
     }
     store.pack_sealed(i64::MAX, u64::MAX)?;

@@ -447,7 +447,7 @@ fn postgres_a_batch_is_one_transaction_and_history_reads_page_through_it_in_orde
     let mut b = WriteBatch::default();
     let mut st = DeliveryState::default();
     for seq in 1..=n {
-        b.history(&d("rvm1"), &build_row(seq, start + seq as i64 * 1_000));
+        b.history(&d("rvm1"), build_row(seq, start + seq as i64 * 1_000));
         st.seqs.observe(seq);
     }
     st.received = n;
@@ -528,7 +528,7 @@ fn postgres_a_batch_while_the_database_is_down_fails_the_health_says_why_until_t
     let now = common::time::now_ms();
     let batch = |seq: u64| {
         let mut b = WriteBatch::default();
-        b.history(&d("rvm1"), &build_row(seq, now - 1_000));
+        b.history(&d("rvm1"), build_row(seq, now - 1_000));
         b
     };
     ingest.apply(batch(1), now).unwrap();

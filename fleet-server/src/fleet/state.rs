@@ -216,7 +216,7 @@ impl FleetState {
             .as_ref()
             .is_none_or(|l| env.seq > l.seq || env.ts_ms >= l.ts_ms)
         {
-            e.metrics = env.body.flat_metrics();
+            refresh_metrics(&mut e.metrics, &env.body);
             if let Some((_, v)) = e.metrics.iter().find(|(n, _)| n == ITEMS_COUNTER) {
                 e.items.push(env.ts_ms, *v);
             }
@@ -382,6 +382,27 @@ impl FleetState {
     }
 }
 
+/// `metrics` set to `body`'s flat metrics, reusing its names: a machine reports the same
+/// names in the same order record after record, so in the steady state this writes values
+/// only, where building the list anew allocated every name (issue 25).
+fn refresh_metrics(metrics: &mut Vec<(String, f64)>, body: &Telemetry) {
+    let mut n = 0;
+    body.visit_metrics(|name, v| {
+        match metrics.get_mut(n) {
+            Some((k, old)) => {
+                if k != name {
+                    k.clear();
+                    k.push_str(name);
+                }
+                *old = v;
+            }
+            None => metrics.push((name.to_string(), v)),
+        }
+        n += 1;
+    });
+    metrics.truncate(n);
+}
+
 #[cfg(test)]
 mod tests {
     use common::LastWill;
@@ -417,6 +438,29 @@ mod tests {
         f.apply_telemetry(tel(1, 10), 10);
         let det = f.detail(&d(), 12).unwrap();
         assert_eq!(det.summary.metrics["memory.total_bytes"], (8u64 << 30) as f64);
+    }
+
+    #[test]
+    fn metrics_refreshed_in_place_follow_a_change_of_names_and_count() {
+        let mut m = Vec::new();
+        let mut t = Telemetry {
+            app: vec![
+                common::Reading::new("rvm.accepted_total", 1.0),
+                common::Reading::new("rvm.bin_fill_pct", 40.0),
+            ],
+            ..Default::default()
+        };
+        refresh_metrics(&mut m, &t);
+        assert_eq!(m, t.flat_metrics());
+        // a renamed metric, and one fewer
+        t.app = vec![common::Reading::new("rvm.jams_total", 3.0)];
+        refresh_metrics(&mut m, &t);
+        assert_eq!(m, t.flat_metrics());
+        // back to more than before
+        t.app.push(common::Reading::new("rvm.door_open", 0.0));
+        t.memory.swap_total_bytes = 1 << 30;
+        refresh_metrics(&mut m, &t);
+        assert_eq!(m, t.flat_metrics());
     }
 
     #[test]

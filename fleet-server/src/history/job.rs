@@ -490,7 +490,7 @@ mod tests {
                 seq: i as u64 + 1,
                 metrics: vec![("cpu.usage_pct".into(), i as f32)],
             };
-            b.history(&d, &row);
+            b.history(&d, row);
         }
         b.delivery(&d, &DeliveryState::default());
         store.apply(b, 0).unwrap();

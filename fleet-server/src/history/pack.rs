@@ -307,7 +307,7 @@ mod tests {
                     ("thermal.cpu_c".into(), 3.0),
                 ],
             };
-            b.history(d, &row);
+            b.history(d, row);
         }
         s.apply(b, 0).unwrap();
     }

@@ -379,7 +379,7 @@ mod tests {
         for (ts, seq) in [(-30_000, 1), (61_000, 2), (65_000, 3), (200_000, 4)] {
             b.history(
                 &d,
-                &HistoryRow {
+                HistoryRow {
                     ts_ms: ts,
                     seq,
                     metrics: vec![("cpu.usage_pct".into(), 1.0)],

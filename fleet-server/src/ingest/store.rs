@@ -41,8 +41,8 @@ impl WriteBatch {
         self.births.push((device.clone(), birth.clone()));
     }
 
-    pub fn history(&mut self, device: &DeviceId, row: &HistoryRow) {
-        self.history.push((device.clone(), row.clone()));
+    pub fn history(&mut self, device: &DeviceId, row: HistoryRow) {
+        self.history.push((device.clone(), row));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -189,7 +189,7 @@ mod tests {
             for (ts, seq) in [(300, 3), (-5, 1), (100, 2)] {
                 b.history(
                     &d,
-                    &HistoryRow {
+                    HistoryRow {
                         ts_ms: ts,
                         seq,
                         metrics: vec![("cpu.usage_pct".into(), 1.0)],

@@ -424,7 +424,7 @@ impl Writer {
                         // moves; an older one (a backlog) relies on sled recovering its log in
                         // order, delivery state after rows ([`FleetStore::apply`]).
                         if ts_ms.abs_diff(now_ms) <= MAX_CLOCK_SKEW_MS.unsigned_abs() {
-                            batch.history(&item.device, &history_row(env, seq, ts_ms, None));
+                            batch.history(&item.device, history_row(env, seq, ts_ms, None));
                         }
                     }
                     continue;
@@ -452,7 +452,7 @@ impl Writer {
                     }
                     batch.history(
                         &item.device,
-                        &history_row(env, seq, placed.ts_ms, placed.moved_by_s),
+                        history_row(env, seq, placed.ts_ms, placed.moved_by_s),
                     );
                 }
                 dirty.insert(item.device.clone());
@@ -596,12 +596,9 @@ fn history_row(
     ts_ms: i64,
     moved_by_s: Option<f64>,
 ) -> HistoryRow {
-    let mut metrics: Vec<(String, f32)> = env
-        .body
-        .flat_metrics()
-        .into_iter()
-        .map(|(k, v)| (k, v as f32))
-        .collect();
+    let mut metrics: Vec<(String, f32)> = Vec::with_capacity(24 + env.body.app.len());
+    env.body
+        .visit_metrics(|k, v| metrics.push((k.to_string(), v as f32)));
     if let Some(off) = moved_by_s {
         metrics.push((DEVICE_CLOCK_OFFSET.to_string(), off as f32));
     }
