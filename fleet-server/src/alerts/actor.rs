@@ -559,11 +559,8 @@ impl Actor for AlertsActor {
         ctx.set_mailbox_capacity(100_000);
         if let Some(sh) = self.shared.as_mut() {
             sh.started(ctx.address());
-            self.sync_incidents(ctx.address());
-            ctx.run_interval(super::shared::INCIDENT_SYNC_EVERY, |act, ctx| {
-                act.sync_incidents(ctx.address())
-            });
         }
+        self.start_incident_sync(ctx);
         ctx.run_interval(TICK, |act, _| act.tick(common::time::now_ms()));
     }
 

@@ -183,6 +183,16 @@ impl AlertsActor {
 pub const INCIDENT_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl AlertsActor {
+    /// With a shared store: reads what the other instances' correlators stored now and every
+    /// [`INCIDENT_SYNC_EVERY`].
+    pub(super) fn start_incident_sync(&self, ctx: &mut Context<AlertsActor>) {
+        if self.shared.is_none() {
+            return;
+        }
+        self.sync_incidents(ctx.address());
+        ctx.run_interval(INCIDENT_SYNC_EVERY, |act, ctx| act.sync_incidents(ctx.address()));
+    }
+
     /// Reads the highest stored incident number and the open site outages, off the thread
     /// ([`IncidentSync`], `crate::incidents::adopt`): incidents are numbered per instance, and
     /// the instance that opens site outages changes with the presence lease. A new judge
