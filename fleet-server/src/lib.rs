@@ -27,6 +27,9 @@
 //!   the registry and heartbeat, the leader leases of the fleet-wide jobs and their fence
 //! - [`sessions`]: which instance holds each machine's session (`session_owners`), ending a
 //!   stale one, the LISTEN connection that wakes the commands actor
+//! - [`estate`]: retailers -> stores (a machine's `site`) -> machines, opening hours, the
+//!   stores CSV, availability per machine, store and retailer (pure) and its JSON, CSV, HTML
+//!   and PDF reports, the estate routes
 //! - [`republish`]: records, alerts and incidents as JSON on `fleet/v1/...`
 //! - [`http`]: app state, authorization, the error mapping, the route table, the web view,
 //!   the live stream, `/metrics`, tokens and the audit log
@@ -48,6 +51,7 @@ pub mod broker;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod estate;
 pub mod fleet;
 pub mod history;
 pub mod http;

@@ -6,7 +6,8 @@
 // command state changes. Views read the shared state `S` and re-render what they show.
 //
 // Routes (location.hash): #/ overview, #/device/{id}, #/alerts, #/incidents, #/audit, and
-// #/notifications (ui/notify.js: channels with a test button, maintenance windows, the outbox).
+// #/notifications (ui/notify.js: channels with a test button, maintenance windows, the outbox),
+// #/estate (ui/estate.js: the fleet map, store and retailer pages).
 // Views in other files register in `window.__fleetUi.views` and use its helpers.
 "use strict";
 (() => {
@@ -66,13 +67,27 @@
   const fmt = (v, d = 1) => (v === undefined || v === null || Number.isNaN(v) ? "–" : Number(v).toFixed(d));
   const isOperator = () => S.me && ROLE_RANK[S.me.role] >= ROLE_RANK.operator;
   const pad = (n) => String(n).padStart(2, "0");
-  function time(ms) {
+  // A time as text in the viewer's zone (toasts, titles).
+  function timeText(ms) {
     if (!ms) return "–";
     const d = new Date(ms);
     const today = new Date().toDateString() === d.toDateString();
     const t = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
     return today ? t : `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${t}`;
   }
+  // A time as HTML: the viewer's zone, and on hover the same instant in UTC with the offset
+  // (the server does not know a machine's own zone).
+  function time(ms) {
+    if (!ms) return "–";
+    const d = new Date(ms);
+    const off = -d.getTimezoneOffset();
+    const zone = `UTC${off < 0 ? "−" : "+"}${pad(Math.floor(Math.abs(off) / 60))}:${pad(Math.abs(off) % 60)}`;
+    const iso = d.toISOString().replace(/\.\d{3}Z$/, "Z");
+    return `<time datetime="${iso}" title="${iso.replace("T", " ")} UTC · shown in your zone (${zone})">${timeText(ms)}</time>`;
+  }
+  // Text from the server with RFC 3339 UTC times in it (probable causes), escaped, its times
+  // shown in the viewer's zone.
+  const withTimes = (text) => esc(text).replace(/\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z\b/g, (t) => time(Date.parse(t)));
   function ago(ms) {
     if (!ms) return "never";
     const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
@@ -391,6 +406,11 @@
         S.alerts.set(a.id, a);
         recountAlerts();
         if (S.view && S.view.onAlerts) S.view.onAlerts();
+        // a member of an open incident came back: its probable cause was rewritten (counts)
+        if (a.state === "resolved" && [...S.incidents.values()].some((i) => i.state === "open" && i.members.includes(a.id))) {
+          clearTimeout(S.incidentsSoon);
+          S.incidentsSoon = setTimeout(() => loadIncidents().then(() => S.view && S.view.onIncidents && S.view.onIncidents()).catch(() => {}), 500);
+        }
         break;
       }
       case "silences":
@@ -800,7 +820,7 @@
       ] },
       { id: "power", title: "Power (W)", series: [
         // the total is the input rail when there is one: then that rail is the total
-        ...(rails.some((r) => /^power\.rail\.(VDD_IN|POM_5V_IN)_mw$/.test(r)) ? [] : [{ m: "power.total_mw", label: "Total W", color: "#1d2330", scale: "W", div: 1000 }]),
+        ...(rails.some((r) => /^power\.rail\.(VDD_IN|POM_5V_IN)_mw$/.test(r)) ? [] : [{ m: "power.total_mw", label: "Total W", color: "#64748b", scale: "W", div: 1000 }]),
         ...rails.map((r, i) => ({ m: r, label: r.slice("power.rail.".length).replace(/_mw$/, "") + " W", color: palette[i % palette.length], scale: "W", div: 1000 })),
       ] },
       { id: "app", title: "Vision service", series: [
@@ -851,14 +871,17 @@
 
   function makeChart(el, spec, data) {
     const scales = { x: { time: true } };
-    const axes = [{ stroke: "#667085", grid: { stroke: "#eef0f3" } }];
+    const css = getComputedStyle(document.documentElement);
+    const ink = css.getPropertyValue("--muted").trim() || "#667085";
+    const grid = css.getPropertyValue("--grid").trim() || "#eef0f3";
+    const axes = [{ stroke: ink, grid: { stroke: grid } }];
     const seen = [];
     for (const s of spec.series) {
       if (seen.includes(s.scale)) continue;
       seen.push(s.scale);
       const r = spec.scales && spec.scales[s.scale];
       scales[s.scale] = r ? { range: r } : {};
-      axes.push({ scale: s.scale, label: s.scale, side: seen.length === 1 ? 3 : 1, stroke: "#667085", size: 50, grid: { show: seen.length === 1, stroke: "#eef0f3" } });
+      axes.push({ scale: s.scale, label: s.scale, side: seen.length === 1 ? 3 : 1, stroke: ink, size: 50, grid: { show: seen.length === 1, stroke: grid } });
     }
     const opts = {
       width: Math.max(300, el.clientWidth - 4),
@@ -1202,18 +1225,19 @@
 
   function alertTable(list, withDevice = false) {
     const op = isOperator();
-    return `<table><tr><th>Severity</th><th>State</th><th>Rule</th>${withDevice ? "<th>Machine</th>" : ""}<th>Summary</th><th class="num">Value</th><th>Since</th><th>Handled</th>${op ? "<th></th>" : ""}</tr>${list
+    return `<table class="alerts"><tr><th>Severity</th><th>State</th><th>Rule</th>${withDevice ? "<th>Machine</th>" : ""}<th>Summary</th><th class="num">Value</th><th>Since</th><th>Handled</th>${op ? "<th></th>" : ""}</tr>${list
       .map((a) => {
         const st = alertState(a);
         const handled =
+          (a.resolved_by ? `<div data-resolved-by="${esc(a.resolved_by.by)}">resolved by ${esc(a.resolved_by.by)} ${time(a.resolved_by.at_ms)}: ${esc(a.resolved_by.comment)}</div>` : "") +
           (a.ack ? `ack by ${esc(a.ack.by)} ${time(a.ack.at_ms)}${a.ack.comment ? `: ${esc(a.ack.comment)}` : ""}` : a.silenced_by ? `silenced (${esc(a.silenced_by)})` : "") +
           (a.muted_by ? `<div class="muted" data-muted="${esc(a.muted_by)}">muted by maintenance window ${esc(a.muted_by)}</div>` : "");
         const active = a.state !== "resolved";
         const buttons = op && active
-          ? `<td class="actions">${a.ack ? "" : `<button data-ack="${esc(a.id)}">Ack</button>`}${a.silenced_by ? "" : `<button data-silence="${esc(a.id)}">Silence</button>`}</td>`
+          ? `<td class="actions">${a.ack ? "" : `<button data-ack="${esc(a.id)}">Ack</button>`}${a.silenced_by ? "" : `<button data-silence="${esc(a.id)}">Silence</button>`}${a.state === "firing" ? `<button data-resolve="${esc(a.id)}">Resolve</button>` : ""}</td>`
           : op ? "<td></td>" : "";
         return `<tr data-alert="${esc(a.id)}" data-state="${esc(st)}"><td>${badge(a.severity)}</td><td>${badge(st)}</td><td>${esc(a.rule)}</td>${withDevice ? `<td>${devLink(a.device)}</td>` : ""}` +
-          `<td>${esc(a.summary)}</td><td class="num">${fmt(a.value, 2)}</td><td>${time(a.fired_ms || a.started_ms)}${a.resolved_ms ? `<div class="muted">resolved ${time(a.resolved_ms)}</div>` : ""}</td><td>${handled}</td>${buttons}</tr>`;
+          `<td class="sum">${esc(a.summary)}</td><td class="num">${fmt(a.value, 2)}</td><td>${time(a.fired_ms || a.started_ms)}${a.resolved_ms ? `<div class="muted">resolved ${time(a.resolved_ms)}</div>` : ""}</td><td class="sum">${handled}</td>${buttons}</tr>`;
       })
       .join("")}</table>`;
   }
@@ -1221,7 +1245,26 @@
   async function alertButtons(e) {
     const ackId = e.target.closest("[data-ack]")?.dataset.ack;
     const silId = e.target.closest("[data-silence]")?.dataset.silence;
-    if (ackId) {
+    const resId = e.target.closest("[data-resolve]")?.dataset.resolve;
+    if (resId) {
+      const a = S.alerts.get(resId);
+      const res = await ask({
+        title: "Resolve alert by hand",
+        html: `<p><b>${esc(a ? a.rule : resId)}</b> on ${esc(a ? a.device : "")}: ${esc(a ? a.summary : "")}</p><p class="muted">If the condition still holds, a new alert opens.</p>`,
+        fields: [{ key: "comment", label: "Why (required, kept in the audit log)", value: "" }],
+        ok: "Resolve",
+        submit: (v) => {
+          if (!v.comment.trim()) throw new Error("say why it is resolved");
+          return api(`/api/v1/alerts/${encodeURIComponent(resId)}/resolve`, { method: "POST", body: { comment: v.comment } });
+        },
+      });
+      if (res) {
+        S.alerts.set(res.id, res);
+        recountAlerts();
+        if (S.view && S.view.onAlerts) S.view.onAlerts();
+        toast("Resolved");
+      }
+    } else if (ackId) {
       const a = S.alerts.get(ackId);
       const res = await ask({
         title: "Acknowledge alert",
@@ -1258,7 +1301,7 @@
         },
       });
       if (res) {
-        toast(`Silence ${res.id} until ${time(res.expires_ms)}`);
+        toast(`Silence ${res.id} until ${timeText(res.expires_ms)}`);
         await loadAlerts();
         if (S.view && S.view.onAlerts) S.view.onAlerts(true);
       }
@@ -1268,7 +1311,7 @@
   const Alerts = {
     mount(root) {
       this.tab = sessionStorage.getItem("rvmAlertTab") || "active";
-      root.innerHTML = `<div class="card"><div class="tabs" id="al-tabs"></div><div id="al-list"></div></div>
+      root.innerHTML = `<div class="card" id="al-filter"></div><div class="card"><div class="tabs" id="al-tabs"></div><div id="al-list"></div></div>
         <div class="card"><h3>Silences</h3><div id="al-silences"><span class="muted">Loading…</span></div></div>`;
       $("#al-tabs").addEventListener("click", (e) => {
         const b = e.target.closest("[data-tab]");
@@ -1285,15 +1328,18 @@
             (r) => r !== null && this.loadSilences(),
           );
       });
+      if (UI.alertFilter) this.filter = UI.alertFilter.mount($("#al-filter"));
       this.render();
       this.loadSilences();
     },
     refresh() {
       this.render();
       this.loadSilences();
+      if (this.filter) this.filter.refresh();
     },
     onAlerts(silencesChanged) {
       this.render();
+      if (this.filter) this.filter.refresh();
       if (silencesChanged) this.loadSilences();
     },
     onDevices() {},
@@ -1366,11 +1412,12 @@
                 .join("");
               return `<div class="card incident ${esc(i.state)}" data-incident="${esc(i.id)}">
                 <div class="dev-head"><h3 style="margin:0">${esc(i.title)}</h3>${badge(i.state)}<span class="muted">${esc(i.kind.replace(/_/g, " "))} · ${esc(i.id)}</span></div>
-                <p><b>Probable cause:</b> ${esc(i.probable_cause)}</p>
+                <p><b>Probable cause:</b> ${withTimes(i.probable_cause)}</p>
                 <div class="kv"><span>Site <b>${esc(i.site || "–")}</b></span><span>Opened <b>${time(i.opened_ms)}</b></span><span>Updated <b>${time(i.updated_ms)}</b></span>
                 ${i.resolved_ms ? `<span>Resolved <b>${time(i.resolved_ms)}</b></span>` : ""}
                 ${i.attribute ? `<span>${esc(i.attribute)} <b>${esc(i.attribute_value)}</b></span>` : ""}
-                <span>Machines <b>${i.devices.length}</b></span></div>
+                <span>Machines <b>${i.devices.length}</b></span>
+                ${i.state === "open" ? `<span>Still failing now <b data-now="${esc(i.id)}">${i.members.filter((m) => (S.alerts.get(m)?.state ?? (i.active_members.includes(m) ? "firing" : "resolved")) !== "resolved").length} of ${i.members.length}</b></span>` : ""}</div>
                 <p>${i.devices.map(devLink).join(", ")}</p>
                 ${members ? `<table><tr><th>Machine</th><th>Rule</th><th>State</th><th>Summary</th><th>Since</th><th></th></tr>${members}</table>` : `<span class="muted">No member alerts (an outlier).</span>`}
               </div>`;
@@ -1431,7 +1478,7 @@
   // ---------------------------------------------------------------------------------------
   // what views in other files (ui/notify.js) use; they add themselves to `views`
 
-  const UI = { api, ask, esc, badge, time, ago, toast, isOperator, views: {} };
+  const UI = { api, ask, esc, badge, time, timeText, ago, toast, isOperator, alertTable, views: {} };
   window.__fleetUi = UI;
 
   // ---------------------------------------------------------------------------------------
@@ -1461,6 +1508,9 @@
     } else if (h.startsWith("#/audit")) {
       show(Audit);
       nav = "audit";
+    } else if (h.startsWith("#/estate") && UI.views.estate) {
+      show(UI.views.estate, h.slice("#/estate".length)); // ui/estate.js
+      nav = "estate";
     } else if (h.startsWith("#/notifications") && UI.views.notifications) {
       show(UI.views.notifications);
       nav = "notifications";
@@ -1468,6 +1518,8 @@
     for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === nav);
   }
 
+  // charts take the theme's colours when drawn (ui/theme.js): draw the machine page again
+  window.addEventListener("rvm-theme", () => S.view && S.view.charts && route());
   window.addEventListener("hashchange", () => {
     if (/token=/.test(location.hash)) return start();
     route();

@@ -36,9 +36,10 @@ export async function launch() {
   return chromium.launch({ executablePath: chromiumPath(), headless: true, args: CHROMIUM_ARGS });
 }
 
-/// A new context signed in with `token` (through the demo's `#token=` link), on `hash`.
-export async function openAs(browser, fx, token, hash = "#/") {
-  const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+/// A new context signed in with `token` (through the demo's `#token=` link), on `hash`;
+/// `options` go to the context (a phone's `viewport`, the system's `colorScheme`).
+export async function openAs(browser, fx, token, hash = "#/", options = {}) {
+  const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, ...options });
   const page = await context.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));

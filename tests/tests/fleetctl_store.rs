@@ -191,8 +191,8 @@ async fn fleetctl_tokens_devices_and_export_read_the_postgres_store_of_the_confi
     fleetctl_reads_the_configured_store(Backend::Postgres).await;
 }
 
-/// A sled installation with history, a queued command, a silence, a maintenance window and
-/// its audit trail moves into PostgreSQL: every kind is copied and verified, a second run copies nothing, and a
+/// A sled installation with history, a queued command, a silence, a maintenance window, a
+/// store and its audit trail moves into PostgreSQL: every kind is copied and verified, a second run copies nothing, and a
 /// server on PostgreSQL carries on where the sled one stopped (the machine's next records are
 /// counted on from its migrated delivery state).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,6 +237,17 @@ async fn postgres_store_migrate_copies_a_sled_installation_verifies_it_and_a_rer
     )
     .await;
     assert!(status == 200 || status == 201, "{status} {window}");
+    let (status, r) = send(
+        Method::PUT,
+        "/api/v1/estate/retailers/coop",
+        json!({"name": "Coop"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    let store = json!({"id": "test", "name": "Test store", "retailer": "coop", "time_zone": "Europe/Oslo",
+                       "hours": {"mon": "08:00-20:00"}, "latitude": 59.9, "longitude": 10.7});
+    let (status, r) = send(Method::PUT, "/api/v1/estate/stores/test", store).await;
+    assert_eq!(status, 200, "{r}");
     let sled_received = received(&server, "mig1").await;
     server.terminate();
     let sled_rows = {
@@ -268,6 +279,8 @@ async fn postgres_store_migrate_copies_a_sled_installation_verifies_it_and_a_rer
         ("commands", 1),
         ("silences", 1),
         ("windows", 1),
+        ("retailers", 1),
+        ("stores", 1),
     ] {
         assert_eq!(migrated(&table, kind), [n, n, 0, 0, n], "{kind}: {table}");
     }
@@ -295,6 +308,8 @@ async fn postgres_store_migrate_copies_a_sled_installation_verifies_it_and_a_rer
         "windows",
         "outbox",
         "audit entries",
+        "retailers",
+        "stores",
     ] {
         let [read, copied, already, _, verified] = migrated(&again, kind);
         assert_eq!((copied, already, verified), (0, read, read), "{kind}: {again}");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::command::{Action, SignedCommand};
 use common::{Birth, DeviceId, Severity};
-use fleet_server::alerts::alert::{Ack, Alert, AlertState};
+use fleet_server::alerts::alert::{Ack, Alert, AlertState, Resolution};
 use fleet_server::alerts::engine::{self, EngineState, PairCooldown, PairCounter};
 use fleet_server::alerts::maintenance::AddedWindow;
 use fleet_server::alerts::pg::PgAlerts;
@@ -109,6 +109,12 @@ fn build_alert(rule: &str, dev: &str, generation: u64, state: AlertState, t: i64
         silenced_by: None,
         // a maintenance window muted the notifications of the first generation
         muted_by: (generation == 1).then(|| "nightly".to_string()),
+        // a person resolved the first generation by hand
+        resolved_by: (generation == 1 && state == AlertState::Resolved).then(|| Resolution {
+            by: "bob".into(),
+            at_ms: t + 2_000,
+            comment: "fan replaced".into(),
+        }),
         state,
     }
 }

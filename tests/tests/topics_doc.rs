@@ -13,7 +13,7 @@ use common::{
     Event, EventKind, GpuBackendKind, GpuStats, HealthReport, HealthStatus, LastWill, MemoryStats, NetStats,
     PowerRail, ProcessStats, Reading, Severity, Telemetry,
 };
-use fleet_server::alerts::alert::{Ack, Alert, AlertState, Transition, TransitionKind};
+use fleet_server::alerts::alert::{Ack, Alert, AlertState, Resolution, Transition, TransitionKind};
 use fleet_server::alerts::rules::Op;
 use fleet_server::incidents::incident::{
     Incident, IncidentChange, IncidentChangeKind, IncidentKind, IncidentState,
@@ -375,6 +375,12 @@ fn build_alert(state: AlertState, op: Op, severity: Severity, ack: bool) -> Aler
         }),
         silenced_by: Some("s-1".into()),
         muted_by: Some("oslo-sundays".into()),
+        // a resolved one was resolved by hand, so the schema covers `resolved_by`
+        resolved_by: (state == AlertState::Resolved).then(|| Resolution {
+            by: "ops".into(),
+            at_ms: 7,
+            comment: "replaced the fan".into(),
+        }),
         state,
     }
 }

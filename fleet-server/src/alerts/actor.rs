@@ -254,6 +254,14 @@ impl AlertsActor {
         self.handle_changes(&t, &changes, o.at_ms);
     }
 
+    /// A transition the API made (a resolve by hand) goes where the engine's own go.
+    pub(super) fn resolved_by_hand(&mut self, t: Transition, now_ms: i64) {
+        let t = [t];
+        self.view();
+        let changes = self.corr.on_transitions(&t, &self.view, now_ms);
+        self.handle_changes(&t, &changes, now_ms);
+    }
+
     fn tick(&mut self, now_ms: i64) {
         let t = self.engine.tick(now_ms);
         self.corr.tick(now_ms);

@@ -48,6 +48,15 @@ pub struct Ack {
     pub comment: String,
 }
 
+/// Who resolved an alert by hand (`POST /api/v1/alerts/{id}/resolve`), when and why: the
+/// alert's history shows it, so a resolve nobody can explain is not possible.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    pub by: String,
+    pub at_ms: i64,
+    pub comment: String,
+}
+
 /// One alert: the full record notifiers, the API and the correlator see.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
@@ -80,6 +89,9 @@ pub struct Alert {
     /// is sent then). Absent when nothing was muted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub muted_by: Option<String>,
+    /// Set when a person resolved the alert (not its samples); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<Resolution>,
     pub state: AlertState,
 }
 

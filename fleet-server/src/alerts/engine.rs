@@ -43,6 +43,7 @@ use super::rules::{Op, Rule, Scope};
 use super::silence::{Silence, live_silence};
 
 mod adopt;
+mod resolve;
 pub use adopt::DeviceAlerts;
 
 /// Resolved alerts kept for [`AlertEngine::history`].
@@ -64,6 +65,8 @@ pub enum AlertError {
     UnknownAlert(String),
     #[error("alert {0:?} is resolved")]
     NotActive(String),
+    #[error("alert {0:?} is pending: it has not fired, there is nothing to resolve")]
+    NotFiring(String),
     #[error("alert {id:?} was already acknowledged by {by}")]
     AlreadyAcknowledged { id: String, by: String },
     #[error("no silence {0:?}")]
@@ -653,6 +656,7 @@ fn new_alert(rule: &Rule, device: &DeviceInfo, generation: u64, value: f64, now_
         ack: None,
         silenced_by: None,
         muted_by: None,
+        resolved_by: None,
         state: AlertState::Pending,
     }
 }

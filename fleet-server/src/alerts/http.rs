@@ -2,8 +2,9 @@
 //!
 //! | route | role |
 //! | --- | --- |
-//! | `GET /api/v1/alerts?state=firing\|pending\|resolved\|acknowledged\|all` (default: active) | viewer |
+//! | `GET /api/v1/alerts?state=&from=&to=&severity=&site=&rule=&device=&limit=` ([`super::query`]) | viewer |
 //! | `POST /api/v1/alerts/{id}/ack` body `{"comment": "..."}` (optional) | operator |
+//! | `POST /api/v1/alerts/{id}/resolve` body `{"comment": "..."}` (required): a firing alert, by hand | operator |
 //! | `GET /api/v1/silences` | viewer |
 //! | `POST /api/v1/silences` body `{"matchers": [{"label", "value"}], "duration_s" or "expires_ms", "comment"}` | operator |
 //! | `DELETE /api/v1/silences/{id}` | operator |
@@ -12,17 +13,20 @@
 //! | `POST /api/v1/maintenance` body: a `[[notify.maintenance]]` entry as JSON (`name` required) and an optional `comment` | operator |
 //! | `DELETE /api/v1/maintenance/{name}` (windows added through the API) | operator |
 //!
-//! Who acknowledged, silenced or changed a window is the token's name; each goes to the
+//! Who acknowledged, resolved, silenced or changed a window is the token's name; each goes to the
 //! audit log.
+
+use std::collections::BTreeMap;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::engine::AlertError;
 use super::maintenance::WindowError;
+use super::query::AlertQuery;
 use super::requests::{
     AckAlert, AddSilence, AddWindow, ListAlerts, ListIncidents, ListSilences, ListWindows, RemoveSilence,
-    RemoveWindow, StateFilter,
+    RemoveWindow, ResolveAlert, StateFilter,
 };
 use super::silence::Matcher;
 use crate::auth::Role;
@@ -39,6 +43,7 @@ pub const MAX_COMMENT: usize = 1000;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/alerts", web::get().to(list_alerts))
         .route("/alerts/{id}/ack", web::post().to(ack))
+        .route("/alerts/{id}/resolve", web::post().to(resolve))
         .route("/silences", web::get().to(list_silences))
         .route("/silences", web::post().to(add_silence))
         .route("/silences/{id}", web::delete().to(remove_silence))
@@ -63,6 +68,7 @@ impl From<AlertError> for ApiError {
         match e {
             AlertError::UnknownAlert(_) | AlertError::UnknownSilence(_) => ApiError::NotFound(e.to_string()),
             AlertError::NotActive(_)
+            | AlertError::NotFiring(_)
             | AlertError::AlreadyAcknowledged { .. }
             | AlertError::DuplicateSilence(_) => ApiError::Conflict(e.to_string()),
             AlertError::Invalid(_) => ApiError::BadRequest(e.to_string()),
@@ -95,45 +101,25 @@ fn check_comment(c: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Deserialize)]
-struct StateQuery {
-    state: Option<String>,
-}
-
 async fn list_alerts(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state, Role::Viewer)?;
-    let q = web::Query::<StateQuery>::from_query(req.query_string())
+    let params = web::Query::<BTreeMap<String, String>>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
-    let (filter, label) = match q.state.as_deref() {
-        None => (None, "active"),
-        Some(s) => (
-            Some(
-                s.parse::<StateFilter>()
-                    .map_err(|e| ApiError::BadRequest(format!("query parameter state: {e}")))?,
-            ),
-            s,
-        ),
-    };
-    let alerts = match filter {
-        Some(f) => state.alerting.alerts.send(ListAlerts(f)).await.map_err(mailbox)?,
+    let q = AlertQuery::parse(&params).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let label = q.state_label();
+    let ask = |f| state.alerting.alerts.send(ListAlerts(f));
+    let mut alerts = match q.state {
+        Some(f) => ask(f).await.map_err(mailbox)?,
         None => {
-            let mut v = state
-                .alerting
-                .alerts
-                .send(ListAlerts(StateFilter::Firing))
-                .await
-                .map_err(mailbox)?;
-            v.extend(
-                state
-                    .alerting
-                    .alerts
-                    .send(ListAlerts(StateFilter::Pending))
-                    .await
-                    .map_err(mailbox)?,
-            );
+            let mut v = ask(StateFilter::Firing).await.map_err(mailbox)?;
+            v.extend(ask(StateFilter::Pending).await.map_err(mailbox)?);
             v
         }
     };
+    alerts.retain(|a| q.matches(a));
+    if let Some(n) = q.limit {
+        alerts.truncate(n);
+    }
     Ok(HttpResponse::Ok().json(serde_json::json!({ "state": label, "alerts": alerts })))
 }
 
@@ -157,6 +143,35 @@ async fn ack(
         .alerting
         .alerts
         .send(AckAlert {
+            id: id.into_inner(),
+            who: who.name,
+            comment: b.comment,
+        })
+        .await
+        .map_err(mailbox)??;
+    Ok(HttpResponse::Ok().json(alert))
+}
+
+/// `POST /api/v1/alerts/{id}/resolve`: a person closes a firing alert; the comment says why
+/// (required: a resolve nobody can explain later is what the audit log is for).
+async fn resolve(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let who = authorize(&req, &state, Role::Operator)?;
+    let b: AckBody = parse_body(&body)?.unwrap_or_default();
+    check_comment(&b.comment)?;
+    if b.comment.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "comment: required (why the alert is resolved by hand)".into(),
+        ));
+    }
+    let alert = state
+        .alerting
+        .alerts
+        .send(ResolveAlert {
             id: id.into_inner(),
             who: who.name,
             comment: b.comment,

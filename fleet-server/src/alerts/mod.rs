@@ -19,7 +19,8 @@
 //!   what it answers for the API; [`stats`]: its counters; [`persist`]: the thread that
 //!   writes its exports, audit lines and maintenance windows; [`store`]: its persisted state
 //!   (the seam, and the sled store), [`pg`]: the same in PostgreSQL's tables; [`http`]:
-//!   alerts, silences, incidents and maintenance windows routes; [`shared`]: the actor's
+//!   alerts, silences, incidents and maintenance windows routes ([`query`]: the alert list's
+//!   filters); [`shared`]: the actor's
 //!   device loads and claims when several instances share a PostgreSQL store
 //!
 //! Invariants: one active alert per (rule, device); transitions only for changes (an imported
@@ -37,6 +38,7 @@ pub mod maintenance;
 pub mod names;
 pub mod persist;
 pub mod pg;
+pub mod query;
 pub mod requests;
 pub mod rules;
 pub mod shared;

@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 use tokio_postgres::Row;
 
 use super::actor::ALERT_HISTORY_CAP;
-use super::alert::{Ack, Alert, AlertState};
+use super::alert::{Ack, Alert, AlertState, Resolution};
 use super::engine::{self, DeviceAlerts, EngineState, PairCooldown, PairCounter};
 use super::maintenance::AddedWindow;
 use super::silence::{Matcher, Silence};
@@ -162,6 +162,14 @@ fn alert_of(r: &Row) -> Result<Alert, PgError> {
         ack,
         silenced_by: r.get("silenced_by"),
         muted_by: r.get("muted_by"),
+        resolved_by: match (r.get::<_, Option<String>>("resolved_by"), ms(r, "resolved_at")) {
+            (Some(by), Some(at_ms)) => Some(Resolution {
+                by,
+                at_ms,
+                comment: r.get::<_, Option<String>>("resolve_comment").unwrap_or_default(),
+            }),
+            _ => None,
+        },
         state: parse(r.get("state"))?,
     })
 }
@@ -385,9 +393,9 @@ fn insert_alert_sql(conflict: &str) -> String {
         "INSERT INTO alerts (id, rule, subject, generation, state, severity, metric, op, value,
              threshold, clear, summary, labels, started_at, fired_at, resolved_at, escalated_at,
              last_sample_at, ack_by, ack_at, ack_comment, silenced_by, muted_by, opened_by,
-             updated_at)
+             resolved_by, resolve_comment, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-             $19, $20, $21, $22, $23, $24, now())
+             $19, $20, $21, $22, $23, $24, $25, $26, now())
          {conflict}"
     )
 }
@@ -400,7 +408,9 @@ const UPSERT: &str = "ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, sev
              fired_at = EXCLUDED.fired_at, resolved_at = EXCLUDED.resolved_at,
              escalated_at = EXCLUDED.escalated_at, last_sample_at = EXCLUDED.last_sample_at,
              ack_by = EXCLUDED.ack_by, ack_at = EXCLUDED.ack_at, ack_comment = EXCLUDED.ack_comment,
-             silenced_by = EXCLUDED.silenced_by, muted_by = EXCLUDED.muted_by, updated_at = now()";
+             silenced_by = EXCLUDED.silenced_by, muted_by = EXCLUDED.muted_by,
+             resolved_by = EXCLUDED.resolved_by, resolve_comment = EXCLUDED.resolve_comment,
+             updated_at = now()";
 
 async fn insert_alert(
     client: &impl tokio_postgres::GenericClient,
@@ -439,6 +449,8 @@ async fn insert_alert(
                 &a.muted_by,
                 // NULL from a store that is not an instance's (`fleetctl store migrate`)
                 &(!opened_by.is_empty()).then_some(opened_by),
+                &a.resolved_by.as_ref().map(|r| r.by.clone()),
+                &a.resolved_by.as_ref().map(|r| r.comment.clone()),
             ],
         )
         .await

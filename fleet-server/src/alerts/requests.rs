@@ -86,6 +86,29 @@ impl Handler<AckAlert> for AlertsActor {
     }
 }
 
+/// Resolves a firing alert by hand ([`super::engine::AlertEngine::resolve_by_hand`]): the
+/// resolution is notified, joins the correlator like any other, is audited and persisted.
+#[derive(Message)]
+#[rtype(result = "Result<Alert, AlertError>")]
+pub struct ResolveAlert {
+    pub id: String,
+    pub who: String,
+    pub comment: String,
+}
+
+impl Handler<ResolveAlert> for AlertsActor {
+    type Result = Result<Alert, AlertError>;
+    fn handle(&mut self, m: ResolveAlert, _: &mut Context<Self>) -> Self::Result {
+        let now = common::time::now_ms();
+        let t = self.engine.resolve_by_hand(&m.id, &m.who, &m.comment, now)?;
+        tracing::info!(alert = %m.id, by = %m.who, "alert resolved by hand");
+        self.audit(&m.who, "resolve", &m.id, &m.comment);
+        let alert = t.alert.clone();
+        self.resolved_by_hand(t, now);
+        Ok(alert)
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "Vec<Silence>")]
 pub struct ListSilences;

@@ -44,6 +44,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(crate::fleet::http::configure)
                 .configure(crate::notify::http::configure)
                 .configure(crate::cluster::http::configure)
+                .configure(crate::estate::http::configure)
                 .route("/health", web::get().to(health)),
         )
         .default_service(web::to(not_found));

@@ -9,6 +9,7 @@ use crate::auth::TokenStore;
 use crate::broker::embedded::BrokerStats;
 use crate::cluster::Cluster;
 use crate::commands::actor::CommandsActor;
+use crate::estate::store::EstateStore;
 use crate::fleet::actor::FleetActor;
 use crate::history::job::HistoryStats;
 use crate::history::rollup::HistoryPolicy;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub sessions: Option<SessionsView>,
     /// With PostgreSQL: the shared store, for what another instance may have written.
     pub pg: Option<PgStore>,
+    /// Retailers and stores ([`crate::estate`]).
+    pub estate: Arc<dyn EstateStore>,
 }
 
 /// What the alerting and history routes need (part of [`AppState`]).

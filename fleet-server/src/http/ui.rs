@@ -28,6 +28,24 @@ const ASSETS: &[(&str, &str, &[u8], &str)] = &[
         "no-cache",
     ),
     (
+        "theme.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/theme.js"),
+        "no-cache",
+    ),
+    (
+        "alerts.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/alerts.js"),
+        "no-cache",
+    ),
+    (
+        "estate.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/estate.js"),
+        "no-cache",
+    ),
+    (
         "app.css",
         "text/css; charset=utf-8",
         include_bytes!("../../ui/app.css"),

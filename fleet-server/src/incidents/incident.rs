@@ -134,6 +134,19 @@ pub struct IncidentChange {
     pub suppressed: Vec<String>,
 }
 
+/// A time in a probable cause: RFC 3339 UTC to the second (`2026-12-07T09:57:04Z`), which a
+/// person reads and the web view shows in the viewer's own zone.
+pub fn utc(ms: i64) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => t
+            .round(jiff::Unit::Second)
+            .unwrap_or(t)
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string(),
+        Err(_) => format!("{ms} ms"),
+    }
+}
+
 /// What the correlator remembers of a firing alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FiringAlert {

@@ -52,7 +52,7 @@ use common::DeviceId;
 use self::config::CorrelatorConfig;
 use self::incident::{
     CorrelateError, CorrelatorState, FiringAlert, FleetView, Incident, IncidentChange, IncidentChangeKind,
-    IncidentState, STATE_VERSION, firing_alert,
+    IncidentKind, IncidentState, STATE_VERSION, firing_alert,
 };
 use self::outlier::{CohortStats, OUTLIER_FORGET_FACTOR, OutlierSample};
 use self::thermal::{FREQ_METRIC, LOAD_METRIC, PERF_METRICS, TEMP_METRIC, ThermalTrack};
@@ -169,7 +169,7 @@ impl Correlator {
                     if self.firing.get(&key).is_some_and(|f| f.id == t.alert.id) {
                         self.firing.remove(&key);
                     }
-                    self.member_resolved(&t.alert.id, now_ms, &mut out);
+                    self.member_resolved(&t.alert.id, devices, now_ms, &mut out);
                 }
                 TransitionKind::Pending
                 | TransitionKind::Cancelled
@@ -363,12 +363,21 @@ impl Correlator {
         }
     }
 
-    fn member_resolved(&mut self, alert_id: &str, now_ms: i64, out: &mut Vec<IncidentChange>) {
+    fn member_resolved(
+        &mut self,
+        alert_id: &str,
+        devices: &FleetView,
+        now_ms: i64,
+        out: &mut Vec<IncidentChange>,
+    ) {
         let mut done = Vec::new();
         for inc in self.open.values_mut() {
             if let Some(pos) = inc.active_members.iter().position(|m| m == alert_id) {
                 inc.active_members.remove(pos);
                 inc.updated_ms = now_ms;
+                if inc.kind == IncidentKind::SiteOutage {
+                    inc.probable_cause = site_outage::cause(inc, devices);
+                }
                 if inc.active_members.is_empty() {
                     done.push(inc.id.clone());
                 }

@@ -3,11 +3,15 @@
 //! The offline alerts are attached and *suppressed* (not notified on their own); later offline
 //! alerts of the site join while the incident is open. It resolves when every member device is
 //! back (its offline alert resolved).
+//!
+//! Its probable cause says how many machines are offline *now* out of the site's, and how many
+//! went offline since it opened ([`cause`]); it is written again whenever a machine joins or
+//! comes back, so it never shows the count of the moment it opened as if it were current.
 
 use common::DeviceId;
 
 use super::Correlator;
-use super::incident::{FiringAlert, FleetView, Incident, IncidentChange, IncidentKind, IncidentState};
+use super::incident::{FiringAlert, FleetView, Incident, IncidentChange, IncidentKind, IncidentState, utc};
 use crate::alerts::names::PRESENCE_OFFLINE;
 
 impl Correlator {
@@ -23,6 +27,13 @@ impl Correlator {
         };
         let open = self.find_open(|i| i.kind == IncidentKind::SiteOutage && i.site.as_deref() == Some(&site));
         if let Some(id) = open {
+            // the cause as it reads once this machine joined, so the change carries it
+            if let Some(inc) = self.open.get_mut(&id) {
+                let mut joined = inc.clone();
+                if joined.join(alert, now_ms) {
+                    inc.probable_cause = cause(&joined, devices);
+                }
+            }
             self.join(&id, alert, now_ms, out);
             return;
         }
@@ -50,14 +61,11 @@ impl Correlator {
         let members: Vec<String> = offline.iter().map(|f| f.id.clone()).collect();
         let mut devs: Vec<DeviceId> = offline.iter().map(|f| f.device.clone()).collect();
         devs.sort();
-        let incident = Incident {
+        let mut incident = Incident {
             id: String::new(),
             kind: IncidentKind::SiteOutage,
             title: format!("site outage at {site}"),
-            probable_cause: format!(
-                "loss of network or power at site {site}: {count} of {size} machines went offline within {} s",
-                cfg.window_s
-            ),
+            probable_cause: String::new(),
             site: Some(site),
             attribute: None,
             attribute_value: None,
@@ -72,8 +80,36 @@ impl Correlator {
             resolved_ms: None,
             state: IncidentState::Open,
         };
+        incident.probable_cause = format!(
+            "{} ({count} within {} s)",
+            cause(&incident, devices),
+            cfg.window_s
+        );
         self.open_incident(incident, members, now_ms, out);
     }
+}
+
+/// The probable cause of site outage `inc` as it stands: machines offline now (its active
+/// members) out of the site's machines, and how many went offline since it opened.
+pub(super) fn cause(inc: &Incident, devices: &FleetView) -> String {
+    let site = inc.site.as_deref().unwrap_or("?");
+    let total = inc.devices.len();
+    let size = devices
+        .iter()
+        .filter(|d| d.site.as_deref() == Some(site))
+        .count()
+        .max(total);
+    let now = inc
+        .active_members
+        .iter()
+        .filter_map(|m| m.split(':').nth(1))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    format!(
+        "loss of network or power at site {site}: {now} of {size} machines offline now, \
+         {total} went offline since {}",
+        utc(inc.opened_ms)
+    )
 }
 
 #[cfg(test)]
@@ -100,16 +136,35 @@ mod tests {
         assert!(inc.probable_cause.contains("3 of 10"), "{}", inc.probable_cause);
         assert_eq!(inc.members, offline_ids);
         assert!(offline_ids.iter().all(|id| h.corr.is_suppressed(id)));
-        // A later machine of the same site joins, suppressed.
+        assert!(
+            inc.probable_cause.contains(
+                "3 of 10 machines offline now, 3 went offline since 1970-01-01T00:00:40Z (3 within"
+            ),
+            "{}",
+            inc.probable_cause
+        );
+        // A later machine of the same site joins, suppressed; the cause counts it.
         let t = h.feed("oslo5", &[(PRESENCE_OFFLINE, 1.0)], 600 * S);
         let last = h.changes.last().unwrap();
         assert_eq!(last.kind, IncidentChangeKind::Joined);
         assert_eq!(last.suppressed, vec![t[0].alert.id.clone()]);
-        // It resolves when every machine is back, not before.
+        assert!(
+            last.incident
+                .probable_cause
+                .contains("4 of 10 machines offline now, 4 went offline"),
+            "{}",
+            last.incident.probable_cause
+        );
+        // It resolves when every machine is back, not before; the cause follows them back.
         for id in ["oslo0", "oslo1", "oslo2"] {
             h.feed(id, &[(PRESENCE_OFFLINE, 0.0)], 700 * S);
         }
         assert_eq!(h.corr.open().len(), 1);
+        let cause = &h.corr.open()[0].probable_cause;
+        assert!(
+            cause.contains("1 of 10 machines offline now, 4 went offline"),
+            "{cause}"
+        );
         h.feed("oslo5", &[(PRESENCE_OFFLINE, 0.0)], 710 * S);
         assert!(h.corr.open().is_empty());
         assert_eq!(

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use common::DeviceId;
 
 use super::Correlator;
-use super::incident::{FiringAlert, Incident, IncidentChange, IncidentKind, IncidentState};
+use super::incident::{FiringAlert, Incident, IncidentChange, IncidentKind, IncidentState, utc};
 
 /// GPU temperature: the first step of the thermal chain.
 pub const TEMP_METRIC: &str = "gpu.temp_c";
@@ -100,10 +100,11 @@ impl Correlator {
             kind: IncidentKind::ThermalThrottling,
             title: format!("thermal throttling on {device}"),
             probable_cause: format!(
-                "GPU overheating (alert {} since {} ms) throttled the GPU clock at {onset} ms, then {} degraded: \
+                "GPU overheating (alert {} since {}) throttled the GPU clock at {}, then {} degraded: \
                  check fan, heatsink, dust and enclosure temperature",
                 temp.rule,
-                temp.started_ms,
+                utc(temp.started_ms),
+                utc(onset),
                 perf_names.join(" and ")
             ),
             site: temp.site.clone(),
@@ -166,7 +167,14 @@ mod tests {
         let inc = opened[0];
         assert_eq!(inc.kind, IncidentKind::ThermalThrottling);
         assert_eq!(inc.members, ["gpu_temp_high:rvm1:1", "camera_fps_low:rvm1:1"]);
-        assert!(inc.probable_cause.contains("throttled"), "{}", inc.probable_cause);
+        // times read as times (RFC 3339 UTC; the web view shows them in the viewer's zone)
+        assert!(
+            inc.probable_cause.starts_with(
+                "GPU overheating (alert gpu_temp_high since 1970-01-01T00:00:00Z) throttled the GPU clock at 1970-01-01T00:01:30Z"
+            ),
+            "{}",
+            inc.probable_cause
+        );
         // Cooling down resolves both alerts and the incident.
         h.feed("rvm1", &[("gpu.temp_c", 60.0), ("app.camera_fps", 30.0)], 400 * S);
         assert!(h.corr.open().is_empty());

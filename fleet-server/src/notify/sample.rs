@@ -47,6 +47,7 @@ fn sample_alert(at_ms: i64, state: AlertState) -> Alert {
         ack: None,
         silenced_by: None,
         muted_by: None,
+        resolved_by: None,
         state,
     }
 }

@@ -43,6 +43,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "alert_opened_by",
         sql: include_str!("../../migrations/0004_alert_opened_by.sql"),
     },
+    Migration {
+        version: 5,
+        name: "estate",
+        sql: include_str!("../../migrations/0005_estate.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "alert_resolved_by",
+        sql: include_str!("../../migrations/0006_alert_resolved_by.sql"),
+    },
 ];
 
 /// Advisory lock key held while migrating (`pg_locks.objid` shows it): "rvmfmigr".

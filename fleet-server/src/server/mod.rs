@@ -175,6 +175,7 @@ impl Server {
             cluster: cluster.clone(),
             sessions: sessions.as_ref().map(|s| s.view()),
             pg: stores.pg.clone(),
+            estate: stores.estate.clone(),
         };
         let h = start_http(state, &cfg)?;
         let mut server = Server {

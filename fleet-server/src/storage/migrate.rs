@@ -4,12 +4,14 @@
 //! What is copied, in this order: API tokens (`tokens.json`), births, delivery state (the
 //! dedup window: a machine's resent records stay duplicates), raw history rows, 1-minute
 //! rollups, the alerts state (alerts, silences, incidents), the maintenance windows added
-//! through the API, commands, rollouts, the notification outbox and the audit log. The sled store must not be in use (sled locks it: stop the server first), and its
+//! through the API, commands, rollouts, the notification outbox, the audit log and the estate
+//! (retailers, stores). The sled store must not be in use (sled locks it: stop the server first), and its
 //! ingest journal must be empty (records acknowledged but not yet in sled: a start and stop
 //! of the server replays them).
 //!
 //! Idempotent, and never overwrites what the database already holds: rows are inserted with
-//! `ON CONFLICT DO NOTHING`; births, delivery, commands, rollouts and tokens only where their
+//! `ON CONFLICT DO NOTHING`; births, delivery, commands, rollouts, tokens, retailers and stores
+//! only where their
 //! key is missing; the alerts state only into a database without one; audit entries after
 //! those a previous run copied (counted in `server_state`). A rerun copies what is new and
 //! says what was already there, so a run that was interrupted is finished by running it
@@ -35,6 +37,8 @@ use crate::audit::{AuditFile, AuditLog};
 use crate::auth::{TokenFile, TokenStore};
 use crate::commands::pg::{write_record, write_rollout};
 use crate::commands::store::{CommandStore, SledCommandStore};
+use crate::estate::pg::PgEstate;
+use crate::estate::store::{EstateStore, SledEstate};
 use crate::history::store::HistoryStore;
 use crate::ingest::journal::Journal;
 use crate::ingest::pg::{write_birth, write_delivery};
@@ -137,11 +141,13 @@ pub struct MigrateReport {
     pub windows: Copied,
     pub outbox: Copied,
     pub audit: Copied,
+    pub retailers: Copied,
+    pub stores: Copied,
 }
 
 impl MigrateReport {
     /// `(kind, copied)` in the order of the copy (for printing).
-    pub fn kinds(&self) -> [(&'static str, Copied); 13] {
+    pub fn kinds(&self) -> [(&'static str, Copied); 15] {
         [
             ("tokens", self.tokens),
             ("devices", self.devices),
@@ -156,6 +162,8 @@ impl MigrateReport {
             ("windows", self.windows),
             ("outbox", self.outbox),
             ("audit entries", self.audit),
+            ("retailers", self.retailers),
+            ("stores", self.stores),
         ]
     }
 }
@@ -224,6 +232,8 @@ pub fn migrate(
     progress("outbox", outbox.read);
     let audit = copy_audit(&pg, data_dir)?;
     progress("audit entries", audit.read);
+    let (retailers, stores) = copy_estate(&pg, &sled)?;
+    progress("stores", stores.read);
     Ok(MigrateReport {
         tokens: tokens.verify("tokens")?,
         devices: devices.verify("devices")?,
@@ -238,6 +248,8 @@ pub fn migrate(
         windows: windows.verify("windows")?,
         outbox: outbox.verify("outbox")?,
         audit: audit.verify("audit entries")?,
+        retailers: retailers.verify("retailers")?,
+        stores: stores.verify("stores")?,
     })
 }
 
@@ -690,4 +702,35 @@ fn copy_audit(pg: &PgStore, data_dir: &Path) -> Result<Copied, MigrateError> {
     })?;
     out.verified = read_done(pg, key)?.min(total);
     Ok(out)
+}
+
+/// Retailers, then stores, where their id is missing (a store needs its retailer).
+fn copy_estate(pg: &PgStore, sled: &FleetStore) -> Result<(Copied, Copied), MigrateError> {
+    let (retailers, stores) = SledEstate::open(sled)?.load()?;
+    let target = PgEstate::new(pg.clone());
+    let (had_r, had_s) = target.load()?;
+    let had_r: HashSet<String> = had_r.into_iter().map(|r| r.id).collect();
+    let had_s: HashSet<String> = had_s.into_iter().map(|s| s.id).collect();
+    let mut r = Copied {
+        read: retailers.len() as u64,
+        ..Default::default()
+    };
+    for x in retailers.iter().filter(|x| !had_r.contains(&x.id)) {
+        target.put_retailer(x)?;
+        r.new += 1;
+    }
+    let mut s = Copied {
+        read: stores.len() as u64,
+        ..Default::default()
+    };
+    for x in stores.iter().filter(|x| !had_s.contains(&x.id)) {
+        target.put_store(x)?;
+        s.new += 1;
+    }
+    let (now_r, now_s) = target.load()?;
+    let now_r: HashSet<String> = now_r.into_iter().map(|r| r.id).collect();
+    let now_s: HashSet<String> = now_s.into_iter().map(|s| s.id).collect();
+    r.verified = retailers.iter().filter(|x| now_r.contains(&x.id)).count() as u64;
+    s.verified = stores.iter().filter(|x| now_s.contains(&x.id)).count() as u64;
+    Ok((r, s))
 }

@@ -13,6 +13,7 @@
 //! | audit log | [`AuditLog`] | `audit.log` | [`PgAudit`] |
 //! | presence | [`PresenceStore`] | not stored | [`PgPresence`] |
 //! | notification outbox | [`OutboxStore`] | `fleet.sled` | [`PgOutbox`] |
+//! | retailers, stores | [`EstateStore`] | `fleet.sled` | [`PgEstate`]: `retailers`, `stores` |
 //!
 //! [`open`] opens them all (the server); [`open_tokens`] only the tokens (`fleetctl token`,
 //! which works beside a running server with either backend). [`health`]: whether the store
@@ -31,6 +32,8 @@ use crate::audit::{AuditFile, AuditLog};
 use crate::auth::{TokenError, TokenFile, TokenStore};
 use crate::commands::pg::PgCommands;
 use crate::commands::store::{CommandStore, SledCommandStore};
+use crate::estate::pg::PgEstate;
+use crate::estate::store::{EstateStore, SledEstate};
 use crate::fleet::pg::PgPresence;
 use crate::fleet::store::{NotStored, PresenceStore};
 use crate::history::pg::PgHistory;
@@ -97,6 +100,7 @@ pub struct Stores {
     pub audit: Arc<dyn AuditLog>,
     pub presence: Arc<dyn PresenceStore>,
     pub outbox: Arc<dyn OutboxStore>,
+    pub estate: Arc<dyn EstateStore>,
     /// The sled database, whose lock is released when its last clone is gone; None with
     /// PostgreSQL.
     pub sled: Option<FleetStore>,
@@ -135,6 +139,7 @@ pub fn open(cfg: &StorageConfig) -> Result<Stores, OpenError> {
                 audit: Arc::new(AuditFile::new(&cfg.data_dir.join("audit.log"))),
                 presence: Arc::new(NotStored),
                 outbox: Arc::new(SledOutbox::open_in(&db)?),
+                estate: Arc::new(SledEstate::open(&db)?),
                 sled: Some(db),
                 pg: None,
             })
@@ -157,6 +162,7 @@ pub fn open(cfg: &StorageConfig) -> Result<Stores, OpenError> {
                 audit: Arc::new(PgAudit::new(store.clone())),
                 presence: Arc::new(PgPresence::new(store.clone())),
                 outbox: Arc::new(PgOutbox::new(store.clone(), &worker_name())),
+                estate: Arc::new(PgEstate::new(store.clone())),
                 sled: None,
                 pg: Some(store),
             })

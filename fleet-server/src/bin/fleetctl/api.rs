@@ -1,4 +1,5 @@
-//! Calls to the fleet server's API (`devices`, `alerts`, `ack`, `silence`), printed as tables.
+//! Calls to the fleet server's API (`ack`, `silence`), printed as tables, and
+//! [`api`], the one HTTP client every remote subcommand uses.
 
 use crate::Remote;
 
@@ -7,71 +8,6 @@ pub fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> a
         .enable_all()
         .build()?
         .block_on(f)
-}
-
-pub fn devices(remote: &Remote) -> anyhow::Result<()> {
-    block_on(async {
-        let v = api(remote, reqwest::Method::GET, "/api/v1/devices", None).await?;
-        let list = v["devices"].as_array().cloned().unwrap_or_default();
-        println!(
-            "{:<16} {:<9} {:<10} {:>6} {:>6} {:>6}",
-            "DEVICE", "STATUS", "SITE", "CPU%", "MEM%", "GPU%"
-        );
-        for d in list {
-            let m = &d["metrics"];
-            let f = |k: &str| {
-                m[k].as_f64()
-                    .map(|v| format!("{v:.1}"))
-                    .unwrap_or_else(|| "-".into())
-            };
-            println!(
-                "{:<16} {:<9} {:<10} {:>6} {:>6} {:>6}",
-                d["id"].as_str().unwrap_or("?"),
-                d["status"].as_str().unwrap_or("?"),
-                d["site"].as_str().unwrap_or("-"),
-                f("cpu.usage_pct"),
-                f("memory.used_pct"),
-                f("gpu.load_pct")
-            );
-        }
-        anyhow::Ok(())
-    })
-}
-
-pub fn alerts(remote: &Remote, state: Option<&str>) -> anyhow::Result<()> {
-    block_on(async {
-        let path = match state {
-            Some(s) => format!("/api/v1/alerts?state={s}"),
-            None => "/api/v1/alerts".to_string(),
-        };
-        let v = api(remote, reqwest::Method::GET, &path, None).await?;
-        let list = v["alerts"].as_array().cloned().unwrap_or_default();
-        println!(
-            "{:<40} {:<9} {:<9} {:<16} {:<10} SUMMARY",
-            "ID", "STATE", "SEVERITY", "DEVICE", "ACK"
-        );
-        for a in &list {
-            let mut state = a["state"].as_str().unwrap_or("?").to_string();
-            if a["silenced_by"].is_string() {
-                state.push('*');
-            }
-            println!(
-                "{:<40} {:<9} {:<9} {:<16} {:<10} {}",
-                a["id"].as_str().unwrap_or("?"),
-                state,
-                a["severity"].as_str().unwrap_or("?"),
-                a["device"].as_str().unwrap_or("?"),
-                a["ack"]["by"].as_str().unwrap_or("-"),
-                a["summary"].as_str().unwrap_or("")
-            );
-        }
-        eprintln!(
-            "{} alert(s) ({}; * = silenced)",
-            list.len(),
-            v["state"].as_str().unwrap_or("?")
-        );
-        anyhow::Ok(())
-    })
 }
 
 pub fn ack(remote: &Remote, id: &str, comment: &str) -> anyhow::Result<()> {
@@ -95,13 +31,17 @@ pub fn silence(
     comment: &str,
     list: bool,
     remove: Option<String>,
+    output: &crate::output::OutputArg,
 ) -> anyhow::Result<()> {
     block_on(async {
         if list {
             let v = api(remote, reqwest::Method::GET, "/api/v1/silences", None).await?;
+            if crate::output::printed_json(output, &v)? {
+                return Ok(());
+            }
             println!(
-                "{:<12} {:<14} {:<12} {:<32} COMMENT",
-                "ID", "EXPIRES_MS", "BY", "MATCH"
+                "{:<12} {:<20} {:<12} {:<32} COMMENT",
+                "ID", "EXPIRES", "BY", "MATCH"
             );
             for s in v["silences"].as_array().cloned().unwrap_or_default() {
                 let m: Vec<String> = s["matchers"]
@@ -118,9 +58,9 @@ pub fn silence(
                     })
                     .collect();
                 println!(
-                    "{:<12} {:<14} {:<12} {:<32} {}",
+                    "{:<12} {:<20} {:<12} {:<32} {}",
                     s["id"].as_str().unwrap_or("?"),
-                    s["expires_ms"].as_i64().unwrap_or(0),
+                    crate::output::time(&s["expires_ms"]),
                     s["created_by"].as_str().unwrap_or("?"),
                     m.join(","),
                     s["comment"].as_str().unwrap_or("")
@@ -154,21 +94,35 @@ pub fn silence(
         });
         let s = api(remote, reqwest::Method::POST, "/api/v1/silences", Some(body)).await?;
         println!(
-            "silence {} until {} ms",
+            "silence {} until {}",
             s["id"].as_str().unwrap_or("?"),
-            s["expires_ms"].as_i64().unwrap_or(0)
+            crate::output::time(&s["expires_ms"])
         );
         anyhow::Ok(())
     })
 }
 
-/// One API call; an error status becomes an error with the server's message.
+/// One API call answered with JSON; an error status becomes an error with the server's message.
 pub async fn api(
     remote: &Remote,
     method: reqwest::Method,
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<serde_json::Value> {
+    let text = api_text(remote, method, path, body).await?;
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// One API call, its answer as text (CSV exports, the HTML report); errors as [`api`].
+pub async fn api_text(
+    remote: &Remote,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<String> {
     let base = remote.server.trim_end_matches('/');
     anyhow::ensure!(
         base.starts_with("http://"),
@@ -197,8 +151,5 @@ pub async fn api(
             .unwrap_or(text);
         anyhow::bail!("{method} {path}: the server answered {status}: {msg}");
     }
-    if text.trim().is_empty() {
-        return Ok(serde_json::Value::Null);
-    }
-    Ok(serde_json::from_str(&text)?)
+    Ok(text)
 }

@@ -33,6 +33,8 @@ pub enum CmdCmd {
     List {
         device: String,
         #[command(flatten)]
+        output: crate::output::OutputArg,
+        #[command(flatten)]
         remote: Remote,
     },
     /// One action across a site, a tag or the whole fleet, at a rate, stopping when too many fail.
@@ -148,7 +150,11 @@ pub fn cmd(cmd: CmdCmd) -> anyhow::Result<()> {
                     .await?,
                 );
             }
-            CmdCmd::List { device, remote } => {
+            CmdCmd::List {
+                device,
+                output,
+                remote,
+            } => {
                 let v = api(
                     &remote,
                     reqwest::Method::GET,
@@ -156,6 +162,9 @@ pub fn cmd(cmd: CmdCmd) -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
+                if crate::output::printed_json(&output, &v)? {
+                    return Ok(());
+                }
                 for c in v["commands"].as_array().cloned().unwrap_or_default() {
                     print_command(&c);
                 }

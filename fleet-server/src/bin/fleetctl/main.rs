@@ -3,14 +3,23 @@
 //! - this file: the command line (clap) and what each command runs
 //! - [`mod@certs`]: certificates, bundles and API tokens
 //! - [`command`]: remote commands and rollouts
-//! - [`api`]: the server's API (devices, alerts, acknowledgements, silences)
+//! - [`api`]: the server's API (devices, acknowledgements, silences) and its HTTP client
+//! - [`alerts`]: the alert list with its filters, resolve by hand
+//! - [`output`]: `--output table|json` and the table printer
+//! - [`remote`]: the rest of the API (devices, one device, history, incidents, audit, whoami,
+//!   tokens, report, export through the API)
 //! - [`notify`]: notification channels, test messages, the outbox, maintenance windows
+//! - [`estate`]: retailers and stores: `estate import stores.csv`, `export`, `unknown-sites`
 //! - [`store`]: the server's store itself (devices and export with `--config`, `store migrate`)
 
+mod alerts;
 mod api;
 mod certs;
 mod command;
+mod estate;
 mod notify;
+mod output;
+mod remote;
 mod store;
 
 use std::path::PathBuf;
@@ -18,9 +27,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::api::{ack, alerts, block_on, devices, silence};
+use crate::api::{ack, block_on, silence};
 use crate::certs::{CertsCmd, TokenCmd, certs, token};
 use crate::command::{CmdCmd, cmd};
+use crate::estate::{EstateCmd, estate};
 use crate::notify::{MaintenanceCmd, NotifyCmd, maintenance, notify};
 use crate::store::{ExportArgs, StoreArgs, StoreCmd};
 
@@ -48,12 +58,17 @@ enum Cmd {
         #[command(flatten)]
         store: StoreArgs,
         #[command(flatten)]
+        output: output::OutputArg,
+        #[command(flatten)]
         remote: Remote,
     },
-    /// Metric history as CSV or JSON, read from the server's store (--config or --data-dir).
+    /// Metric history as CSV or JSON: from a running server's API, or read from its store
+    /// (--config or --data-dir).
     Export {
         #[command(flatten)]
         args: ExportArgs,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// The store itself: `store migrate --from DATA_DIR --to URL` copies a sled store into
     /// PostgreSQL.
@@ -61,11 +76,97 @@ enum Cmd {
         #[command(subcommand)]
         cmd: StoreCmd,
     },
-    /// List alerts (default: the active ones).
+    /// List alerts (default: the active ones), filtered by time, severity, site, rule, device.
     Alerts {
-        /// firing, pending, resolved, acknowledged or all.
+        #[command(flatten)]
+        filter: alerts::AlertFilter,
+        #[command(flatten)]
+        output: output::OutputArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// One device: status, versions, latest metrics.
+    Device {
+        id: String,
+        #[command(flatten)]
+        output: output::OutputArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// A device's metric history (raw points or 1-minute min/max/avg).
+    History {
+        id: String,
+        /// The metric, e.g. cpu.usage_pct.
         #[arg(long)]
-        state: Option<String>,
+        metric: String,
+        /// RFC 3339 or ms since the epoch (default: an hour before --to).
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339 or ms since the epoch (default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// 1s, 1m, 5m... (default: the server's choice for the range).
+        #[arg(long)]
+        step: Option<String>,
+        #[command(flatten)]
+        output: output::OutputArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// A rollout's state and progress (start one with `cmd rollout`).
+    Rollout {
+        id: String,
+        #[command(flatten)]
+        output: output::OutputArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Incidents: open, then recent, with their probable cause.
+    Incidents {
+        #[command(flatten)]
+        output: output::OutputArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The audit log's newest entries (needs an operator token).
+    Audit {
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        output: output::OutputArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The token's name and role.
+    Whoami {
+        #[command(flatten)]
+        output: output::OutputArg,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// API tokens through the server's API (admin): list, create.
+    Tokens {
+        #[command(subcommand)]
+        cmd: remote::TokensCmd,
+    },
+    /// The HTML fleet report of a range (default: the last 24 hours).
+    Report {
+        /// RFC 3339 or ms since the epoch.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Resolve a firing alert by hand (needs an operator token and a comment saying why).
+    Resolve {
+        id: String,
+        #[arg(long)]
+        comment: String,
         #[command(flatten)]
         remote: Remote,
     },
@@ -99,6 +200,9 @@ enum Cmd {
         /// Remove the silence with this id instead.
         #[arg(long, value_name = "ID", conflicts_with_all = ["matchers", "duration_s"])]
         remove: Option<String>,
+        /// How --list prints.
+        #[command(flatten)]
+        output: output::OutputArg,
         #[command(flatten)]
         remote: Remote,
     },
@@ -111,6 +215,11 @@ enum Cmd {
     Maintenance {
         #[command(subcommand)]
         cmd: MaintenanceCmd,
+    },
+    /// Retailers and stores: import or export the stores CSV, list unknown sites.
+    Estate {
+        #[command(subcommand)]
+        cmd: EstateCmd,
     },
     /// Write `mosquitto.conf` and `acl` for Mosquitto (Debian `mosquitto`) as the fleet's
     /// broker; rerun after issuing a reader certificate (see config/mosquitto/README.md).
@@ -246,13 +355,60 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Command { cmd: c } => cmd(c),
         Cmd::Certs { cmd } => certs(cmd),
         Cmd::Token { cmd } => token(cmd),
-        Cmd::Devices { store, remote } => match (&store.config, &store.data_dir) {
-            (None, None) => devices(&remote),
+        Cmd::Devices {
+            store,
+            output,
+            remote,
+        } => match (&store.config, &store.data_dir) {
+            (None, None) => remote::devices(&remote, &output),
             _ => store::devices(&store),
         },
-        Cmd::Export { args } => store::export(&args),
+        Cmd::Export { args, remote } => match (&args.store.config, &args.store.data_dir) {
+            (None, None) => remote::export(&remote, &args),
+            _ => store::export(&args),
+        },
+        Cmd::Device { id, output, remote } => remote::device(&remote, &id, &output),
+        Cmd::History {
+            id,
+            metric,
+            from,
+            to,
+            step,
+            output,
+            remote,
+        } => remote::history(
+            &remote,
+            &remote::HistoryArgs {
+                id: &id,
+                metric: &metric,
+                from: from.as_deref(),
+                to: to.as_deref(),
+                step: step.as_deref(),
+            },
+            &output,
+        ),
+        Cmd::Rollout { id, output, remote } => remote::rollout(&remote, &id, &output),
+        Cmd::Incidents { output, remote } => remote::incidents(&remote, &output),
+        Cmd::Audit {
+            limit,
+            output,
+            remote,
+        } => remote::audit(&remote, limit, &output),
+        Cmd::Whoami { output, remote } => remote::whoami(&remote, &output),
+        Cmd::Tokens { cmd } => remote::tokens(cmd),
+        Cmd::Report {
+            from,
+            to,
+            out,
+            remote,
+        } => remote::report(&remote, from.as_deref(), to.as_deref(), out.as_ref()),
         Cmd::Store { cmd } => store::store(cmd),
-        Cmd::Alerts { state, remote } => alerts(&remote, state.as_deref()),
+        Cmd::Alerts {
+            filter,
+            output,
+            remote,
+        } => alerts::list(&remote, &filter, &output),
+        Cmd::Resolve { id, comment, remote } => alerts::resolve(&remote, &id, &comment),
         Cmd::Ack { id, comment, remote } => ack(&remote, &id, &comment),
         Cmd::Silence {
             matchers,
@@ -260,10 +416,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             comment,
             list,
             remove,
+            output,
             remote,
-        } => silence(&remote, matchers, duration_s, &comment, list, remove),
+        } => silence(&remote, matchers, duration_s, &comment, list, remove, &output),
         Cmd::Notify { cmd } => notify(cmd),
         Cmd::Maintenance { cmd } => maintenance(cmd),
+        Cmd::Estate { cmd } => estate(cmd),
         Cmd::BrokerConfig {
             out,
             certs,

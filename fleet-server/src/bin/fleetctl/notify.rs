@@ -7,11 +7,14 @@ use serde_json::Value;
 
 use crate::Remote;
 use crate::api::{api, block_on};
+use crate::output::{OutputArg, printed_json};
 
 #[derive(Subcommand)]
 pub enum NotifyCmd {
     /// Every channel: kind, format, where it sends, its counters and last error.
     Channels {
+        #[command(flatten)]
+        output: OutputArg,
         #[command(flatten)]
         remote: Remote,
     },
@@ -34,6 +37,8 @@ pub enum NotifyCmd {
         #[arg(long, default_value_t = 50)]
         limit: usize,
         #[command(flatten)]
+        output: OutputArg,
+        #[command(flatten)]
         remote: Remote,
     },
 }
@@ -42,6 +47,8 @@ pub enum NotifyCmd {
 pub enum MaintenanceCmd {
     /// Every window (from the config file and added here), and whether it is open now.
     List {
+        #[command(flatten)]
+        output: OutputArg,
         #[command(flatten)]
         remote: Remote,
     },
@@ -87,8 +94,11 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
 pub fn notify(cmd: NotifyCmd) -> anyhow::Result<()> {
     block_on(async move {
         match cmd {
-            NotifyCmd::Channels { remote } => {
+            NotifyCmd::Channels { output, remote } => {
                 let v = api(&remote, reqwest::Method::GET, "/api/v1/notify", None).await?;
+                if printed_json(&output, &v)? {
+                    return Ok(());
+                }
                 println!(
                     "{:<16} {:<8} {:<13} {:>9} {:>7} {:>6}  {:<40} LAST ERROR",
                     "CHANNEL", "KIND", "FORMAT", "DELIVERED", "RETRIED", "FAILED", "TARGET"
@@ -135,9 +145,17 @@ pub fn notify(cmd: NotifyCmd) -> anyhow::Result<()> {
                     "test message to {channel} not delivered"
                 );
             }
-            NotifyCmd::Outbox { state, limit, remote } => {
+            NotifyCmd::Outbox {
+                state,
+                limit,
+                output,
+                remote,
+            } => {
                 let path = format!("/api/v1/notify/outbox?state={state}&limit={limit}");
                 let v = api(&remote, reqwest::Method::GET, &path, None).await?;
+                if printed_json(&output, &v)? {
+                    return Ok(());
+                }
                 println!(
                     "{:<10} {:>8} {:<16} {:<48} LAST ERROR",
                     "STATE", "ATTEMPTS", "CHANNEL", "NOTIFICATION"
@@ -201,8 +219,11 @@ pub fn describe_test(v: &Value) -> String {
 pub fn maintenance(cmd: MaintenanceCmd) -> anyhow::Result<()> {
     block_on(async move {
         match cmd {
-            MaintenanceCmd::List { remote } => {
+            MaintenanceCmd::List { output, remote } => {
                 let v = api(&remote, reqwest::Method::GET, "/api/v1/maintenance", None).await?;
+                if printed_json(&output, &v)? {
+                    return Ok(());
+                }
                 println!(
                     "{:<20} {:<7} {:<5} {:<24} {:<18} {:<28} {:<12} BY",
                     "NAME", "SOURCE", "OPEN", "SITES/#TAGS", "TIME ZONE", "DAYS", "HOURS"
