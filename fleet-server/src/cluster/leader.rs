@@ -20,8 +20,12 @@ use super::registry::InstanceState;
 
 /// The history job's rollups and retention (`crate::history::job`).
 pub const HISTORY: &str = "history";
+/// The fleet-wide presence judgement: which machines are offline (not seen by any instance
+/// for the offline timeout), hence the offline alerts and the site outage incidents they make
+/// (`crate::fleet::actor`, `crate::fleet::mirror`).
+pub const PRESENCE: &str = "presence";
 /// Every leader-only job this build runs, each with a lease of its own name.
-pub const JOBS: &[&str] = &[HISTORY];
+pub const JOBS: &[&str] = &[HISTORY, PRESENCE];
 
 /// What a job may do now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,7 +264,8 @@ mod tests {
         let l = Leadership::leased("a", LeaseTiming::new(1_000, 5_000));
         assert_eq!(l.role(HISTORY), Role::Follower);
         let now = mono_ms();
-        assert_eq!(l.due(now), [(HISTORY.to_string(), false)]);
+        let every: Vec<(String, bool)> = JOBS.iter().map(|j| (j.to_string(), false)).collect();
+        assert_eq!(l.due(now), every, "every job's lease is asked for");
         l.answered(HISTORY, now, Answer::Held { epoch: 3 });
         let Role::Leader(Some(token)) = l.role(HISTORY) else {
             panic!("leader after a held answer")
@@ -269,7 +274,10 @@ mod tests {
             (token.holder.as_str(), token.epoch, token.lease_ms),
             ("a", 3, 5_000)
         );
-        assert!(l.due(now).is_empty(), "the next attempt is a heartbeat later");
+        assert!(
+            l.due(now).iter().all(|(j, _)| j != HISTORY),
+            "the next attempt is a heartbeat later"
+        );
         l.refused(&token, &"RVML1");
         assert_eq!(l.role(HISTORY), Role::Follower);
         let s = l.snapshot();
