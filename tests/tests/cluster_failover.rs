@@ -60,6 +60,8 @@ async fn online_on(server: &ServerProc, since_ms: i64) -> BTreeSet<String> {
         .map(|a| {
             a.iter()
                 .filter(|d| matches!(d["status"].as_str(), Some("online" | "degraded")))
+                // served by this instance itself (each instance lists the whole fleet)
+                .filter(|d| d["served_by"].is_null())
                 .filter(|d| d["last_seen_ms"].as_i64().unwrap_or(0) > since_ms)
                 .filter_map(|d| d["id"].as_str().map(str::to_string))
                 .collect()

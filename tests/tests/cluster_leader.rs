@@ -556,7 +556,11 @@ async fn on_sled_the_only_instance_leads_every_job_without_a_database() {
     assert_eq!(instances.len(), 1, "{v}");
     assert_eq!(instances[0]["state"], "alive");
     assert_eq!(instances[0]["self"], true);
-    assert_eq!(instances[0]["leads"], serde_json::json!(["history", "rollouts"]));
+    assert_eq!(
+        instances[0]["leads"],
+        serde_json::json!(fleet_server::cluster::leader::JOBS),
+        "every job"
+    );
     assert_eq!(v["this"]["mode"], "single", "{v}");
     let health = fleet.health().await.unwrap();
     assert_eq!(health["instance"], v["instance"], "{health}");

@@ -568,6 +568,7 @@ impl Actor for AlertsActor {
         if let Some(sh) = self.shared.as_mut() {
             sh.started(ctx.address());
         }
+        self.start_incident_sync(ctx);
         ctx.run_interval(TICK, |act, _| act.tick(common::time::now_ms()));
     }
 

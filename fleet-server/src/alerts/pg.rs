@@ -36,7 +36,7 @@ use super::alert::{Ack, Alert, AlertState, Resolution};
 use super::engine::{self, DeviceAlerts, EngineState, PairCooldown, PairCounter};
 use super::maintenance::AddedWindow;
 use super::silence::{Matcher, Silence};
-use super::store::{AlertStore, Claim, SavedAlerts};
+use super::store::{AlertStore, Claim, SavedAlerts, SharedIncidents};
 use crate::incidents::RECENT_INCIDENTS_CAP;
 use crate::incidents::incident::{self, CorrelatorState, FiringAlert, Incident};
 use crate::pg::PgError;
@@ -726,6 +726,31 @@ impl AlertStore for PgAlerts {
 
     fn load_device(&self, device: &DeviceId) -> Result<DeviceAlerts, StoreError> {
         Ok(self.store.run(load_device(self.store.clone(), device.clone()))?)
+    }
+
+    fn shared_incidents(&self) -> Result<SharedIncidents, StoreError> {
+        let s = self.store.clone();
+        Ok(self.store.run(async move {
+            let client = s.client().await?;
+            let row = client
+                .query_one(
+                    "SELECT coalesce(max(substring(id from '-([0-9]{1,18})$')::bigint), 0) FROM incidents",
+                    &[],
+                )
+                .await
+                .map_err(db("reading the incident ids"))?;
+            let open = client
+                .query(
+                    "SELECT * FROM incidents WHERE state = 'open' AND kind = 'site_outage'",
+                    &[],
+                )
+                .await
+                .map_err(db("reading the open site outages"))?;
+            Ok(SharedIncidents {
+                seq_max: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+                open_site_outages: open.iter().map(incident_of).collect::<Result<_, _>>()?,
+            })
+        })?)
     }
 
     fn claim(&self, alert: &Alert) -> Result<Claim, StoreError> {

@@ -13,7 +13,7 @@ use common::DeviceId;
 use super::actor::{AlertsActor, Observation};
 use super::alert::{Alert, Transition, TransitionKind};
 use super::engine::DeviceAlerts;
-use super::store::{AlertStore, Claim};
+use super::store::{AlertStore, Claim, SharedIncidents};
 
 /// How long a device load or a claim may take on the shared store before the actor goes on
 /// without it.
@@ -141,6 +141,7 @@ impl AlertsActor {
                 if stored.muted_by.is_some() {
                     self.muted_alerts.insert(stored.id.clone());
                 }
+                self.corr.replace_alert(&alert.id, &stored.id);
                 self.engine.adopt(*stored);
                 self.persist_state();
                 return;
@@ -174,6 +175,56 @@ impl AlertsActor {
         }
         for (t, at) in waiting {
             self.decide(&t, at);
+        }
+    }
+}
+
+/// How often the correlator reads what the other instances' correlators stored.
+pub const INCIDENT_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl AlertsActor {
+    /// With a shared store: reads what the other instances' correlators stored now and every
+    /// [`INCIDENT_SYNC_EVERY`].
+    pub(super) fn start_incident_sync(&self, ctx: &mut Context<AlertsActor>) {
+        if self.shared.is_none() {
+            return;
+        }
+        self.sync_incidents(ctx.address());
+        ctx.run_interval(INCIDENT_SYNC_EVERY, |act, ctx| act.sync_incidents(ctx.address()));
+    }
+
+    /// Reads the highest stored incident number and the open site outages, off the thread
+    /// ([`IncidentSync`], `crate::incidents::adopt`): incidents are numbered per instance, and
+    /// the instance that opens site outages changes with the presence lease. A new judge
+    /// within [`INCIDENT_SYNC_EVERY`] of an outage opened just before its takeover may still
+    /// miss it.
+    pub(super) fn sync_incidents(&self, me: Addr<AlertsActor>) {
+        let Some(sh) = &self.shared else { return };
+        let store = sh.store.clone();
+        off_thread(
+            me,
+            move || store.shared_incidents(),
+            |result| IncidentSync { result },
+        );
+    }
+}
+
+/// What the other instances' correlators stored.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct IncidentSync {
+    result: Result<SharedIncidents, String>,
+}
+
+impl Handler<IncidentSync> for AlertsActor {
+    type Result = ();
+    fn handle(&mut self, m: IncidentSync, _: &mut Context<Self>) {
+        match m.result {
+            Ok(shared) => {
+                self.corr.number_above(shared.seq_max);
+                self.corr.adopt_site_outages(shared.open_site_outages);
+            }
+            Err(e) => tracing::warn!(error = %e, "stored incidents not read"),
         }
     }
 }

@@ -48,6 +48,18 @@ pub enum Claim {
     Stale { generation: u64 },
 }
 
+/// What a correlator takes from a shared store every couple of seconds
+/// (`crate::incidents::adopt`).
+#[derive(Debug, Clone, Default)]
+pub struct SharedIncidents {
+    /// The highest sequence number in a stored incident's id (`site_outage-7`: 7): incidents
+    /// are numbered above it, so an instance that starts correlating (a new presence judge)
+    /// does not reuse another's id.
+    pub seq_max: u64,
+    /// The site outages open in the store.
+    pub open_site_outages: Vec<crate::incidents::incident::Incident>,
+}
+
 /// The alerts actor's state (module docs). Every method blocks: off actor threads.
 pub trait AlertStore: Send + Sync {
     /// Other instances share this store: the alerts actor loads each device's alerts before
@@ -65,6 +77,11 @@ pub trait AlertStore: Send + Sync {
     /// device) unless another is open there already ([`Claim`]).
     fn claim(&self, _alert: &Alert) -> Result<Claim, StoreError> {
         Ok(Claim::Won)
+    }
+
+    /// What other instances' correlators stored ([`SharedIncidents`]).
+    fn shared_incidents(&self) -> Result<SharedIncidents, StoreError> {
+        Ok(SharedIncidents::default())
     }
 
     fn load(&self) -> Result<SavedAlerts, StoreError>;

@@ -449,6 +449,7 @@ mod tests {
             site: Some("s".into()),
             tags: vec![],
             last_seen_ms: 0,
+            served_by: None,
             agent_version: None,
             board: None,
             jetpack: None,

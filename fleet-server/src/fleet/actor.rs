@@ -13,6 +13,13 @@
 //! attached ([`AttachPresence`]) it records, every tick, the presence that changed
 //! ([`PresenceLog`]; PostgreSQL's `presence` table).
 //!
+//! Several instances (PostgreSQL, [`AttachCluster`]): the state holds the whole fleet, the
+//! machines other instances serve read from the store every second ([`super::mirror`]). Those
+//! get no alert inputs here (their instance evaluates them), and `presence.offline` is judged
+//! only by the instance that leads [`PRESENCE`], for every machine, from when it was last seen
+//! anywhere: so a machine that moved between instances is never offline, and a site's
+//! offline alerts all fire on one instance, whose correlator sees the whole site.
+//!
 //! Supervised (`crate::server::children`): a new generation starts from the store (births,
 //! delivery accounting: [`Restore`]) and from what its predecessor wrote to the
 //! [`FleetCheckpoint`] at its last tick (presence, and the alert inputs of each device's
@@ -29,12 +36,15 @@ use common::{Birth, DeviceId, DeviceState};
 
 use super::delivery::Delivery;
 use super::live::SummaryDiff;
+use super::mirror::{Mirrored, apply_remote};
 use super::state::{DeviceDetail, DeviceSummary, FleetState, Presence, PresencePolicy, Seen};
 use super::store::{PresenceLog, PresenceStore};
 use crate::alerts::actor::{Observation, Observe};
 use crate::alerts::alert::DeviceInfo;
 use crate::alerts::inputs::{self, DeviceInputs};
 use crate::alerts::names::PRESENCE_OFFLINE;
+use crate::cluster::leader::PRESENCE;
+use crate::cluster::{Leadership, Role};
 use crate::commands::actor::CommandFeed;
 use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
@@ -83,6 +93,8 @@ pub struct FleetActor {
     last_tick_ms: i64,
     /// Written every tick when the actor is supervised.
     checkpoint: Option<FleetCheckpoint>,
+    /// Several instances ([`AttachCluster`]): whether this one judges presence now.
+    leadership: Option<Leadership>,
 }
 
 impl FleetActor {
@@ -98,7 +110,16 @@ impl FleetActor {
             presence: None,
             last_tick_ms: common::time::now_ms(),
             checkpoint: None,
+            leadership: None,
         }
+    }
+
+    /// Does this instance judge `presence.offline` now? Alone (sled, or no cluster attached)
+    /// always; among several only while it leads [`PRESENCE`].
+    fn judges_presence(&self) -> bool {
+        self.leadership
+            .as_ref()
+            .is_none_or(|l| l.role(PRESENCE) != Role::Follower)
     }
 
     /// A fleet actor of a server that started at `started_ms`: births and delivery from the
@@ -132,8 +153,16 @@ impl FleetActor {
         self.last_tick_ms = now_ms;
         self.evaluate(now_ms);
         self.publish_live(now_ms);
+        let judge = self.judges_presence();
         if let Some((store, log)) = &mut self.presence {
-            let rows = log.changes(&self.state, now_ms);
+            let mut rows = log.changes(&self.state, now_ms);
+            // a machine served elsewhere: its instance writes its row; the presence judge
+            // writes it offline (its instance may be dead)
+            let devices = &self.state.devices;
+            rows.retain(|r| {
+                devices.get(&r.device).is_none_or(|e| e.served_by.is_none())
+                    || (judge && r.status == Presence::Offline)
+            });
             if !rows.is_empty() {
                 store.record(rows);
             }
@@ -221,24 +250,45 @@ impl FleetActor {
 
     /// Presence and the time-based inputs of every device.
     fn evaluate(&mut self, now_ms: i64) {
-        // devices that went silent are offline for the commands actor too
+        // devices that went silent, or moved to another instance, are offline for the
+        // commands actor too
         let silent: Vec<DeviceId> = self
             .told_online
             .iter()
-            .filter(|id| self.is_offline(id, now_ms))
+            .filter(|id| {
+                self.is_offline(id, now_ms)
+                    || self.state.devices.get(*id).is_some_and(|e| e.served_by.is_some())
+            })
             .cloned()
             .collect();
         for id in silent {
             self.note_presence(&id, false);
         }
-        let Some(alerts) = &self.alerts else {
+        if self.alerts.is_none() {
             return;
-        };
-        let ids: Vec<DeviceId> = self.state.devices.keys().cloned().collect();
+        }
+        let judge = self.judges_presence();
+        let ids: Vec<(DeviceId, bool)> = self
+            .state
+            .devices
+            .iter()
+            .map(|(id, e)| (id.clone(), e.served_by.is_some()))
+            .collect();
         let mut batch = Vec::with_capacity(ids.len());
-        for id in ids {
+        for (id, elsewhere) in ids {
+            if elsewhere && !judge {
+                continue;
+            }
             let offline = self.is_offline(&id, now_ms);
-            let metrics = self.inputs.entry(id.clone()).or_default().tick(offline, now_ms);
+            let metrics = if elsewhere {
+                vec![(PRESENCE_OFFLINE.to_string(), if offline { 1.0 } else { 0.0 })]
+            } else {
+                let mut m = self.inputs.entry(id.clone()).or_default().tick(offline, now_ms);
+                if !judge {
+                    m.retain(|(n, _)| n != PRESENCE_OFFLINE);
+                }
+                m
+            };
             batch.push(Observation {
                 device: self.info(&id),
                 metrics,
@@ -247,7 +297,7 @@ impl FleetActor {
                 at_ms: now_ms,
             });
         }
-        if !batch.is_empty() {
+        if let Some(alerts) = self.alerts.as_ref().filter(|_| !batch.is_empty()) {
             alerts.do_send(Observe(batch));
         }
     }
@@ -318,8 +368,10 @@ impl FleetActor {
                 }
                 self.note_presence(&id, online);
                 self.state.apply_state(e, now);
-                let offline = self.is_offline(&id, now);
-                m.push((PRESENCE_OFFLINE.into(), if offline { 1.0 } else { 0.0 }));
+                if self.judges_presence() {
+                    let offline = self.is_offline(&id, now);
+                    m.push((PRESENCE_OFFLINE.into(), if offline { 1.0 } else { 0.0 }));
+                }
                 // a birth starts a session here: the alerts actor reads the device's stored
                 // alerts again (several instances: it may come from another one)
                 self.observe_with(&id, m, None, online, now);
@@ -371,7 +423,13 @@ impl Handler<AttachCommands> for FleetActor {
             .state
             .devices
             .iter()
-            .map(|(id, e)| (id.clone(), self.state.presence(e, now).0 != Presence::Offline))
+            .map(|(id, e)| {
+                let here = e.served_by.is_none();
+                (
+                    id.clone(),
+                    here && self.state.presence(e, now).0 != Presence::Offline,
+                )
+            })
             .collect();
         for (id, online) in presence {
             match online {
@@ -408,6 +466,33 @@ impl Handler<Ingested> for FleetActor {
         self.apply(msg, now);
         if now - self.last_tick_ms >= OVERDUE_TICK_MS {
             self.tick(now);
+        }
+    }
+}
+
+/// Several instances: this instance's leaderships (who judges presence, [`PRESENCE`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachCluster(pub Leadership);
+
+impl Handler<AttachCluster> for FleetActor {
+    type Result = ();
+    fn handle(&mut self, m: AttachCluster, _: &mut Context<Self>) {
+        self.leadership = Some(m.0);
+    }
+}
+
+/// Machines served by other instances, from the store ([`super::mirror_pg`]).
+impl Handler<Mirrored> for FleetActor {
+    type Result = ();
+    fn handle(&mut self, m: Mirrored, _: &mut Context<Self>) {
+        let me = self
+            .leadership
+            .as_ref()
+            .map(|l| l.id().to_string())
+            .unwrap_or_default();
+        for r in m.0 {
+            apply_remote(&mut self.state, &me, r);
         }
     }
 }
@@ -473,7 +558,8 @@ impl Handler<ReadMachines> for FleetActor {
             m.0.into_iter()
                 .filter_map(|d| {
                     let e = self.state.devices.get(&d)?;
-                    let ts_ms = e.latest.as_ref().map(|l| l.ts_ms)?;
+                    // a machine served by another instance: its metrics as the store has them
+                    let ts_ms = e.telemetry_ts()?;
                     Some(MachineReading {
                         accepted_total: find(&e.metrics, ACCEPTED_TOTAL),
                         rejected_total: find(&e.metrics, REJECTED_TOTAL),
@@ -513,6 +599,8 @@ impl Handler<ScrapeDevices> for FleetActor {
             self.state
                 .devices
                 .iter()
+                // a machine served by another instance is in that instance's scrape
+                .filter(|(_, e)| e.served_by.is_none())
                 .map(|(id, e)| DeviceScrape {
                     summary: self.state.summary(id, e, now),
                     delivery: e.delivery.clone(),

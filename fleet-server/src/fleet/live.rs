@@ -24,7 +24,7 @@ impl Sent {
     fn matches(&self, e: &DeviceEntry, status: Presence, reason: &str) -> bool {
         self.status == status
             && self.health == e.health.as_ref().map(|h| h.status)
-            && self.telemetry_ts == e.latest.as_ref().map(|l| l.ts_ms)
+            && self.telemetry_ts == e.telemetry_ts()
             && self.boot_id.as_deref() == e.birth.as_ref().map(|b| b.boot_id.as_str())
             && self.reason.as_deref() == reason_kept(status, reason)
     }
@@ -33,7 +33,7 @@ impl Sent {
         Sent {
             status,
             health: e.health.as_ref().map(|h| h.status),
-            telemetry_ts: e.latest.as_ref().map(|l| l.ts_ms),
+            telemetry_ts: e.telemetry_ts(),
             boot_id: e.birth.as_ref().map(|b| b.boot_id.clone()),
             reason: reason_kept(status, reason).map(str::to_string),
         }

@@ -71,6 +71,21 @@ pub struct DeviceEntry {
     pub delivery: Delivery,
     /// Samples of [`ITEMS_COUNTER`] for `items_per_hour`.
     pub items: RateWindow,
+    /// Several instances: the other instance that holds its session, as the fleet-wide view
+    /// last read it ([`super::mirror`]); None: served here (any record received here clears
+    /// it), or never seen anywhere.
+    pub served_by: Option<String>,
+    /// Device time of the latest telemetry the fleet-wide view read from the store (the
+    /// record itself was received by another instance).
+    pub remote_ts_ms: Option<i64>,
+}
+
+impl DeviceEntry {
+    /// Device time of the newest telemetry known, received here or read from the store.
+    pub fn telemetry_ts(&self) -> Option<i64> {
+        let local = self.latest.as_ref().map(|l| l.ts_ms);
+        local.max(self.remote_ts_ms)
+    }
 }
 
 /// A counter's rate per hour over a sliding window of sparse samples (pure). A counter that
@@ -129,6 +144,10 @@ pub struct DeviceSummary {
     pub site: Option<String>,
     pub tags: Vec<String>,
     pub last_seen_ms: i64,
+    /// Several instances: the other instance that holds its session (its state here is read
+    /// from the store, about a second behind); absent: served by the instance that answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
     pub agent_version: Option<String>,
     pub board: Option<String>,
     pub jetpack: Option<String>,
@@ -186,6 +205,7 @@ impl FleetState {
     fn seen(&mut self, id: &DeviceId, now_ms: i64) -> &mut DeviceEntry {
         let e = self.entry(id, now_ms);
         e.last_seen_ms = e.last_seen_ms.max(now_ms);
+        e.served_by = None;
         e
     }
 
@@ -268,6 +288,7 @@ impl FleetState {
         let e = self.entry(&env.device, now_ms);
         match env.body {
             DeviceState::Online(birth) => {
+                e.served_by = None;
                 e.birth = Some(birth);
                 e.offline_reason = None;
                 e.offline_since_ms = None;
@@ -319,6 +340,7 @@ impl FleetState {
             site: b.and_then(|b| b.site.clone()),
             tags: b.map(|b| b.tags.clone()).unwrap_or_default(),
             last_seen_ms: e.last_seen_ms,
+            served_by: e.served_by.clone(),
             agent_version: b.map(|b| b.agent_version.clone()),
             board: b.and_then(|b| b.board.clone()),
             jetpack: b.and_then(|b| b.jetpack.clone()),

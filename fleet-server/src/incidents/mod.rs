@@ -37,6 +37,7 @@
 //! the next samples): GPU clock windows and outlier timers, so an outlier needs `for_s` again
 //! after a restart.
 
+pub mod adopt;
 pub mod cohort;
 pub mod config;
 pub mod incident;
@@ -79,6 +80,8 @@ pub struct Correlator {
     outlier_since: BTreeMap<(DeviceId, String), i64>,
     /// (metric, cohort) -> recent median and MAD.
     stats: BTreeMap<(String, Option<String>), CohortStats>,
+    /// Open site outages taken from the shared store ([`adopt`]), by id.
+    adopted: BTreeSet<String>,
 }
 
 impl Correlator {
@@ -94,6 +97,7 @@ impl Correlator {
             samples: BTreeMap::new(),
             outlier_since: BTreeMap::new(),
             stats: BTreeMap::new(),
+            adopted: BTreeSet::new(),
         }
     }
 
@@ -117,6 +121,12 @@ impl Correlator {
         self.open
             .get(id)
             .or_else(|| self.recent.iter().find(|i| i.id == id))
+    }
+
+    /// Numbers the next incidents above `seq` (ids other instances stored, module docs of
+    /// `crate::alerts::shared`).
+    pub fn number_above(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq.saturating_add(1));
     }
 
     /// Is this alert part of an incident that speaks for it (do not notify it alone)?
@@ -250,6 +260,7 @@ impl Correlator {
             .filter(|i| i.suppresses_members)
             .flat_map(|i| i.members.iter().cloned())
             .collect();
+        self.adopted.clear();
         self.thermal.clear();
         self.samples.clear();
         self.stats.clear();
@@ -319,6 +330,7 @@ impl Correlator {
         withdrawn: Option<String>,
         out: &mut Vec<IncidentChange>,
     ) {
+        self.adopted.remove(incident_id);
         let Some(mut inc) = self.open.remove(incident_id) else {
             return;
         };
@@ -420,6 +432,18 @@ mod tests {
         let mut bad = c.export();
         bad.version = 7;
         assert_eq!(c.import(bad), Err(CorrelateError::StateVersion { found: 7 }));
+    }
+
+    #[test]
+    fn incidents_are_numbered_above_the_stored_ones_never_below_its_own() {
+        let mut h = Harness::build(build_site("oslo", 10));
+        h.corr.number_above(41);
+        h.corr.number_above(3);
+        for id in ["oslo0", "oslo1", "oslo2"] {
+            h.feed(id, &[(PRESENCE_OFFLINE, 1.0)], 0);
+        }
+        let opened: Vec<&str> = h.opened().iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(opened, ["site_outage-42"]);
     }
 
     #[test]

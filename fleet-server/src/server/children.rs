@@ -5,7 +5,7 @@
 //! | child | runs as | state on (re)start | reached by |
 //! | --- | --- | --- | --- |
 //! | `cluster` | task (PostgreSQL only) | a new session; the leases as this instance last trusted them | the history job (its [`Leadership`]) |
-//! | `fleet` | actor | births and delivery from the store, presence and alert inputs from its checkpoint | writer, routes (slot); alerts, commands, live, the presence store attached |
+//! | `fleet` | actor | births and delivery from the store, presence and alert inputs from its checkpoint; with several instances the fleet-wide view read anew (a task of its generation) | writer, routes (slot); alerts, commands, live, the presence store, the leaderships attached |
 //! | `writer` | thread `ingest-writer` | delivery state from the store, journal replayed with sled (before the next child starts, unless a stalled predecessor still holds the queue) | the broker's hook, the ingest client (its queue) |
 //! | `notify` | task (the dispatcher) | rate limits start full | the alerts actor (its queue) |
 //! | `notify-worker` | task (the outbox worker) | the outbox in the store (claims of a dead generation are due again when their lease ends) | the dispatcher (its wake-up) |
@@ -28,8 +28,9 @@ use crate::alerts::stats::AlertsStats;
 use crate::cluster::{Cluster, Leadership};
 use crate::commands::actor::{CommandCluster, CommandsActor, CommandsSetup, ReadingsSource};
 use crate::fleet::actor::{
-    AttachAlerts, AttachCommands, AttachPresence, FleetActor, FleetCheckpoint, Restore,
+    AttachAlerts, AttachCluster, AttachCommands, AttachPresence, FleetActor, FleetCheckpoint, Restore,
 };
+use crate::fleet::mirror_pg;
 use crate::fleet::state::PresencePolicy;
 use crate::history::job::{HistoryJob, HistoryStats};
 use crate::history::rollup::HistoryPolicy;
@@ -125,6 +126,14 @@ fn fleet(w: &Wiring) -> ChildSpec {
         (w.stores.ingest.clone(), w.live.clone(), w.presence, w.started_ms);
     let presence_store = w.stores.presence.clone();
     let (slot, alerts, commands) = (w.fleet.clone(), w.alerts.clone(), w.commands.clone());
+    // several instances on PostgreSQL with their embedded brokers (whose sessions say which
+    // instance serves a machine): the whole fleet, and presence judged by one of them
+    let shared = w
+        .stores
+        .pg
+        .clone()
+        .filter(|_| w.instance.is_shared() && w.cluster.is_some());
+    let leadership = w.instance.leadership().clone();
     let checkpoint = FleetCheckpoint::default();
     ChildSpec::new("fleet", move |live| {
         let restore = Restore {
@@ -146,6 +155,11 @@ fn fleet(w: &Wiring) -> ChildSpec {
         }
         if let Some(c) = commands.get() {
             addr.do_send(AttachCommands(c.recipient()));
+        }
+        if let Some(pg) = &shared {
+            addr.do_send(AttachCluster(leadership.clone()));
+            let me = leadership.id().to_string();
+            pg.spawn(mirror_pg::run(pg.clone(), me, addr.clone().recipient()));
         }
         slot.set(addr);
         Ok(run)

@@ -20,7 +20,7 @@
 pub mod owners;
 pub mod pg;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -247,6 +247,10 @@ async fn run(store: PgStore, me: String, mut rx: mpsc::UnboundedReceiver<BrokerE
     let (wtx, mut wrx) = mpsc::unbounded_channel();
     let listener = store.spawn(pg::listen(store.config().driver_config().clone(), wtx));
     let mut held: Holdings<BrokerSession> = Holdings::new(&me);
+    // sessions accepted whose `session_owners` row is not written yet, tried again every
+    // REREAD_INTERVAL while they last: until then commands for them wait and other instances
+    // believe the machine is still where it was
+    let mut unrecorded: BTreeMap<DeviceId, BrokerSession> = BTreeMap::new();
     let mut reread = tokio::time::interval(REREAD_INTERVAL);
     reread.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -254,23 +258,13 @@ async fn run(store: PgStore, me: String, mut rx: mpsc::UnboundedReceiver<BrokerE
             ev = rx.recv() => match ev {
                 None => break,
                 Some(BrokerEvent::Connected(device, session)) => {
-                    let res = pg::upsert_owner(&store, &device, &me).await;
-                    store.note(&res);
-                    match res {
-                        Ok(epoch) => {
-                            tracing::debug!(device = %device, epoch, "session owned");
-                            held.hold(device.clone(), epoch, session);
-                            out.publish_held(&held);
-                            stats.owned.fetch_add(1, Ordering::Relaxed);
-                            let _ = events.send(ClusterEvent::SessionOwned(device));
-                        }
-                        Err(e) => {
-                            stats.upsert_errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!(device = %device, error = %e, "session owner not recorded");
-                        }
-                    }
+                    unrecorded.remove(&device);
+                    own(&store, &me, device, session, &mut held, &mut unrecorded, &out).await;
                 }
                 Some(BrokerEvent::Disconnected(device, session)) => {
+                    if unrecorded.get(&device).is_some_and(|s| s.same(&session)) {
+                        unrecorded.remove(&device);
+                    }
                     held.release(&device, |s| s.same(&session));
                     out.publish_held(&held);
                 }
@@ -302,6 +296,10 @@ async fn run(store: PgStore, me: String, mut rx: mpsc::UnboundedReceiver<BrokerE
                 }
             },
             _ = reread.tick() => {
+                // sessions whose row could not be written (the database was down): again
+                for (device, session) in std::mem::take(&mut unrecorded) {
+                    own(&store, &me, device, session, &mut held, &mut unrecorded, &out).await;
+                }
                 if reread_owners(&store, &mut held, stats).await {
                     out.publish_held(&held);
                 }
@@ -309,6 +307,35 @@ async fn run(store: PgStore, me: String, mut rx: mpsc::UnboundedReceiver<BrokerE
         }
     }
     listener.abort();
+}
+
+/// Writes the row of a session this instance's broker accepted (`epoch + 1`) and holds it;
+/// if the database does not take it, keeps it in `unrecorded` for the next try.
+async fn own(
+    store: &PgStore,
+    me: &str,
+    device: DeviceId,
+    session: BrokerSession,
+    held: &mut Holdings<BrokerSession>,
+    unrecorded: &mut BTreeMap<DeviceId, BrokerSession>,
+    out: &Out,
+) {
+    let res = pg::upsert_owner(store, &device, me).await;
+    store.note(&res);
+    match res {
+        Ok(epoch) => {
+            tracing::debug!(device = %device, epoch, "session owned");
+            held.hold(device.clone(), epoch, session);
+            out.publish_held(held);
+            out.stats.owned.fetch_add(1, Ordering::Relaxed);
+            let _ = out.events.send(ClusterEvent::SessionOwned(device));
+        }
+        Err(e) => {
+            out.stats.upsert_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(device = %device, error = %e, "session owner not recorded; tried again in {REREAD_INTERVAL:?}");
+            unrecorded.insert(device, session);
+        }
+    }
 }
 
 /// Reads the rows of every held session again; ends those another instance took (true when

@@ -541,6 +541,7 @@ mod tests {
                 site: site.map(str::to_string),
                 tags: vec![],
                 last_seen_ms: 9_000,
+                served_by: None,
                 agent_version: Some("0.1.0".into()),
                 board: None,
                 jetpack: None,
