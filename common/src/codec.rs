@@ -77,6 +77,18 @@ pub fn decode_bare<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// Decodes a value at the head of `bytes` and returns it with the number of bytes it used
+/// (a signed command's payload carries its options after the command).
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+    if bytes.len() > MAX_PAYLOAD {
+        return Err(CodecError::TooLarge {
+            len: bytes.len(),
+            max: MAX_PAYLOAD,
+        });
+    }
+    bincode::serde::decode_from_slice(bytes, config()).map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
 /// Decodes an envelope: the schema version is checked before the body is looked at.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<Envelope<T>, CodecError> {
     let found = schema_of(bytes)?;

@@ -7,6 +7,15 @@
 //!
 //! The signature covers `SIGNING_CONTEXT || payload`, so a signature made for anything else
 //! with the same key can never pass as a command.
+//!
+//! ## Options after the command (dry runs)
+//!
+//! The payload is the bincode of [`Command`], optionally followed by the bincode of
+//! [`CommandOptions`]. The options are written only when they differ from the default, so an
+//! ordinary command is byte for byte what it always was and every agent in the field runs it.
+//! An agent built before the options existed decodes the payload with "no trailing bytes",
+//! so it refuses a command that carries options (a dry run) as malformed: it can never run a
+//! dry run for real. The options are inside the signed bytes: nobody can strip or add them.
 
 use std::fmt;
 
@@ -93,6 +102,15 @@ pub struct Command {
     pub expires_ms: i64,
     pub issued_by: String,
     pub reason: String,
+}
+
+/// How the agent is to handle a command; encoded after the [`Command`] in the signed payload
+/// when not the default (module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandOptions {
+    /// Validate (signature, target, expiry, allow list, interlock, rate limits) and answer
+    /// with what would happen, without doing it.
+    pub dry_run: bool,
 }
 
 /// A command as it travels on `rvm/v1/{device}/cmd`.
@@ -185,7 +203,19 @@ impl CommandSigner {
     }
 
     pub fn sign(&self, command: &Command) -> Result<SignedCommand, CommandError> {
-        let payload = codec::encode(command)?;
+        self.sign_with(command, CommandOptions::default())
+    }
+
+    /// Signs a command with its options (written only when not the default: module docs).
+    pub fn sign_with(
+        &self,
+        command: &Command,
+        options: CommandOptions,
+    ) -> Result<SignedCommand, CommandError> {
+        let mut payload = codec::encode(command)?;
+        if options != CommandOptions::default() {
+            payload.extend(codec::encode(&options)?);
+        }
         let signature = self.key.sign(&signed_message(&payload)).as_ref().to_vec();
         Ok(SignedCommand { payload, signature })
     }
@@ -198,6 +228,18 @@ fn signed_message(payload: &[u8]) -> Vec<u8> {
     msg
 }
 
+/// The command and its options from a payload (no trailing bytes after the options).
+pub fn decode_payload(payload: &[u8]) -> Result<(Command, CommandOptions), CodecError> {
+    let (command, used): (Command, usize) = codec::decode_prefix(payload)?;
+    let rest = &payload[used..];
+    let options = if rest.is_empty() {
+        CommandOptions::default()
+    } else {
+        codec::decode_bare(rest)?
+    };
+    Ok((command, options))
+}
+
 /// Checks signature, target device and expiry, in that order, and returns the command.
 pub fn verify(
     signed: &SignedCommand,
@@ -205,10 +247,20 @@ pub fn verify(
     this_device: &DeviceId,
     now_ms: i64,
 ) -> Result<Command, CommandError> {
+    verify_with_options(signed, public_key, this_device, now_ms).map(|(c, _)| c)
+}
+
+/// [`verify`], also returning the command's options (a dry run).
+pub fn verify_with_options(
+    signed: &SignedCommand,
+    public_key: &[u8; 32],
+    this_device: &DeviceId,
+    now_ms: i64,
+) -> Result<(Command, CommandOptions), CommandError> {
     UnparsedPublicKey::new(&signature::ED25519, public_key)
         .verify(&signed_message(&signed.payload), &signed.signature)
         .map_err(|_| CommandError::BadSignature)?;
-    let command: Command = codec::decode_bare(&signed.payload)?;
+    let (command, options) = decode_payload(&signed.payload)?;
     if &command.device != this_device {
         return Err(CommandError::WrongDevice {
             found: command.device.to_string(),
@@ -221,7 +273,7 @@ pub fn verify(
             now_ms,
         });
     }
-    Ok(command)
+    Ok((command, options))
 }
 
 /// Hex of a public key, the format of `command-signing.pub`.
@@ -304,6 +356,56 @@ mod tests {
         sc.payload[last] ^= 1;
         assert_eq!(
             verify(&sc, &s.public_key(), &me, 0),
+            Err(CommandError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn an_ordinary_command_is_encoded_as_before_and_a_dry_run_carries_its_option() {
+        let s = build_signer();
+        let me = DeviceId::new("rvm1").unwrap();
+        let c = build_command("rvm1", 10_000);
+        let plain = s.sign(&c).unwrap();
+        assert_eq!(
+            plain.payload,
+            codec::encode(&c).unwrap(),
+            "unchanged for old agents"
+        );
+        let dry = s.sign_with(&c, CommandOptions { dry_run: true }).unwrap();
+        let (got, opts) = verify_with_options(&dry, &s.public_key(), &me, 0).unwrap();
+        assert_eq!((got, opts.dry_run), (c.clone(), true));
+        let (_, opts) = verify_with_options(&plain, &s.public_key(), &me, 0).unwrap();
+        assert!(!opts.dry_run);
+    }
+
+    #[test]
+    fn an_agent_that_predates_options_refuses_a_dry_run_as_malformed() {
+        // what an old agent did: the whole payload is one Command, no trailing bytes
+        let s = build_signer();
+        let dry = s
+            .sign_with(&build_command("rvm1", 10_000), CommandOptions { dry_run: true })
+            .unwrap();
+        let old = codec::decode_bare::<Command>(&dry.payload);
+        assert!(matches!(old, Err(CodecError::TrailingBytes(_))), "{old:?}");
+    }
+
+    #[test]
+    fn options_cannot_be_stripped_or_added_without_breaking_the_signature() {
+        let s = build_signer();
+        let me = DeviceId::new("rvm1").unwrap();
+        let c = build_command("rvm1", 10_000);
+        let mut dry = s.sign_with(&c, CommandOptions { dry_run: true }).unwrap();
+        dry.payload = codec::encode(&c).unwrap();
+        assert_eq!(
+            verify(&dry, &s.public_key(), &me, 0),
+            Err(CommandError::BadSignature)
+        );
+        let mut plain = s.sign(&c).unwrap();
+        plain
+            .payload
+            .extend(codec::encode(&CommandOptions { dry_run: true }).unwrap());
+        assert_eq!(
+            verify(&plain, &s.public_key(), &me, 0),
             Err(CommandError::BadSignature)
         );
     }

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::alerts::rules::{RuleSet, parse_rules};
 use crate::cluster::{ClusterConfig, ClusterSection};
+use crate::commands::config::{CommandsConfig, CommandsSection};
 use crate::history::minute::{DAY_MS, HOUR_MS};
 use crate::history::rollup::HistoryPolicy;
 use crate::notify::config::{NotifyConfig, NotifySection};
@@ -47,6 +48,9 @@ pub struct ServerFile {
     /// This instance among several on one PostgreSQL store ([`crate::cluster`]).
     #[serde(default)]
     pub cluster: ClusterSection,
+    /// Remote commands: which need a second operator's approval ([`crate::commands::config`]).
+    #[serde(default)]
+    pub commands: CommandsSection,
 }
 
 /// `[republish]`: decoded JSON of every record, alert transition and incident change on
@@ -343,6 +347,8 @@ pub struct ServerConfig {
     pub supervisor: RestartPolicy,
     /// `[cluster]`: this instance's id, heartbeat and lease.
     pub cluster: ClusterConfig,
+    /// `[commands]`: actions that wait for approval.
+    pub commands: CommandsConfig,
 }
 
 impl ServerFile {
@@ -464,6 +470,8 @@ impl ServerFile {
         }
         p.extend(self.supervisor.validate("supervisor"));
         let cluster = self.cluster.validate("cluster").map_err(|e| p.extend(e));
+        // (an error is in `p`, which the guard below checks)
+        let commands = self.commands.validate("commands").map_err(|e| p.extend(e));
         match (http, listen, connect, notify, storage, cluster) {
             (Ok(http), Ok(listen), Ok((host, port)), Ok(notify), Ok(storage), Ok(cluster))
                 if p.is_empty() =>
@@ -497,6 +505,7 @@ impl ServerFile {
                     republish: self.republish.enabled,
                     supervisor: self.supervisor,
                     cluster,
+                    commands: commands.unwrap_or_default(),
                 })
             }
             _ => Err(p),

@@ -44,3 +44,19 @@ impl Ingested {
         }
     }
 }
+
+/// The latest readings of some machines, for a rollout's health gate
+/// ([`crate::commands::gate`]): the commands actor asks, the fleet actor answers.
+#[derive(Message)]
+#[rtype(result = "Vec<MachineReading>")]
+pub struct ReadMachines(pub Vec<DeviceId>);
+
+/// One machine's latest record time, KPI counters and health (0 ok, 1 warn, 2 critical).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineReading {
+    pub device: DeviceId,
+    pub ts_ms: i64,
+    pub accepted_total: Option<f64>,
+    pub rejected_total: Option<f64>,
+    pub health: Option<u8>,
+}

@@ -8,6 +8,7 @@
 // Routes (location.hash): #/ overview, #/device/{id}, #/alerts, #/incidents, #/audit, and
 // #/notifications (ui/notify.js: channels with a test button, maintenance windows, the outbox),
 // #/estate (ui/estate.js: the fleet map, store and retailer pages).
+// #/rollouts (ui/rollouts.js: commands awaiting approval, rollouts with resume and abort).
 // Views in other files register in `window.__fleetUi.views` and use its helpers.
 "use strict";
 (() => {
@@ -1146,8 +1147,9 @@
             .map(
               (c) =>
                 `<tr data-command="${esc(c.id)}" data-state="${esc(c.state)}"><td>${time(c.created_ms)}</td><td>${esc(actionText(c.action))}</td>` +
-                `<td>${badge(c.state, c.state.replace("_", " "))}${FINAL_COMMAND.has(c.state) ? "" : ' <span class="muted">…</span>'}<div class="muted">${time(c.updated_ms)}</div></td>` +
-                `<td>${esc(c.issued_by || "")}</td><td>${esc(c.reason)}</td>` +
+                `<td>${badge(c.state, c.state.replace("_", " "))}${c.dry_run ? " <b>dry run</b>" : ""}${FINAL_COMMAND.has(c.state) ? "" : ' <span class="muted">…</span>'}<div class="muted">${time(c.updated_ms)}</div>` +
+                `${c.state === "awaiting_approval" ? '<div><a href="#/rollouts">approve on the Rollouts page</a></div>' : ""}</td>` +
+                `<td>${esc(c.issued_by || "")}${c.approved_by ? `<div class="muted">approved by ${esc(c.approved_by)}</div>` : ""}</td><td>${esc(c.reason)}</td>` +
                 `<td>${c.detail ? `<div>${esc(c.detail)}</div>` : ""}${c.output ? `<pre>${esc(c.output)}</pre>` : ""}</td></tr>`,
             )
             .join("")}</table>`
@@ -1184,6 +1186,7 @@
       if (a.field) fields.push({ key: "arg", label: a.field.label, value: a.field.value, required: true });
       fields.push({ key: "reason", label: "Reason (goes to the audit log)", value: "", required: true });
       fields.push({ key: "ttl", label: "Give up if the machine has not taken it within", value: "300", options: [["60", "1 min"], ["300", "5 min"], ["3600", "1 h"], ["86400", "24 h"]] });
+      fields.push({ key: "dry", label: "Dry run (the agent checks it and says what it would do)", value: "no", options: [["no", "no: run it"], ["yes", "yes: only check"]] });
       const res = await ask({
         title: `${a.label} on ${this.id}?`,
         html: a.danger ? `<p class="err">The machine stops serving while it reboots.</p>` : `<p>The agent runs <code>${esc(a.name)}</code> and reports the result here.</p>`,
@@ -1194,7 +1197,7 @@
           const action = a.field ? { [a.name]: { [a.field.key]: v.arg } } : a.name;
           return api(`/api/v1/devices/${encodeURIComponent(this.id)}/commands`, {
             method: "POST",
-            body: { action, ttl_s: Number(v.ttl), reason: v.reason },
+            body: { action, ttl_s: Number(v.ttl), reason: v.reason, dry_run: v.dry === "yes" },
           });
         },
       });
@@ -1514,6 +1517,9 @@
     } else if (h.startsWith("#/notifications") && UI.views.notifications) {
       show(UI.views.notifications);
       nav = "notifications";
+    } else if (h.startsWith("#/rollouts") && UI.views.rollouts) {
+      show(UI.views.rollouts);
+      nav = "rollouts";
     } else show(Overview);
     for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === nav);
   }

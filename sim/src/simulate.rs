@@ -123,6 +123,7 @@ async fn respond(
     key: Option<[u8; 32]>,
     buffer: BufferHandle,
     fail: Arc<AtomicBool>,
+    fault: SimFault,
     run_for: Duration,
 ) {
     use common::command::CommandStatus;
@@ -148,6 +149,15 @@ async fn respond(
                 .await
             }
             Verdict::Repeat(prev) => report(prev).await,
+            // no gate on a simulated machine: every dry run would run
+            Verdict::DryRun(cmd) => {
+                let r = rvm_agent::recovery::actor::dry_run_result(
+                    &cmd,
+                    &rvm_agent::recovery::policy::Decision::Allowed,
+                );
+                let _ = store.put(&cmd.id, &r);
+                report(r).await
+            }
             Verdict::Run(cmd) => {
                 let acc = verify::result(&cmd.id, CommandStatus::Accepted, String::new(), None);
                 let _ = store.put(&cmd.id, &acc);
@@ -170,6 +180,7 @@ async fn respond(
                         Some("the action failed".into()),
                     )
                 } else {
+                    fault.command_ran();
                     verify::result(
                         &cmd.id,
                         CommandStatus::Succeeded,
@@ -274,6 +285,7 @@ pub fn start_with(cfg: &SimConfig, profile: &SimProfile) -> anyhow::Result<Vec<S
                 key,
                 handle.buffer.clone(),
                 commands_fail.clone(),
+                fault.clone(),
                 Duration::from_millis(profile.command_ms.unwrap_or(SIM_COMMAND_MS)),
             ));
         }

@@ -177,6 +177,20 @@ impl Drift {
 pub struct SimFault {
     faults: Arc<AtomicU16>,
     drifts: Arc<Mutex<Vec<Drift>>>,
+    throughput: Arc<Mutex<Throughput>>,
+}
+
+/// How many items people bring, and what a command does to how many are accepted
+/// ([`SimFault::set_items_per_s`], [`SimFault::degrade_on_command`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Throughput {
+    /// Items per second (None: [`ITEMS_PER_S`]).
+    items_per_s: Option<f64>,
+    /// Share of items accepted that stays accepted (None: all; 0.5 loses half).
+    accepted_factor: Option<f64>,
+    /// The factor the next command this machine runs (not a dry run) sets: a simulated bad
+    /// update that makes the machine accept less, for health-gated rollouts.
+    on_command: Option<f64>,
 }
 
 impl SimFault {
@@ -202,6 +216,44 @@ impl SimFault {
 
     pub fn active(&self) -> Vec<Fault> {
         Fault::ALL.into_iter().filter(|f| self.has(*f)).collect()
+    }
+
+    fn throughput(&self) -> Throughput {
+        self.throughput.lock().map(|t| *t).unwrap_or_default()
+    }
+
+    /// Items people bring per second, as a steady stream (within 10 % of the rate at each
+    /// record, where the default [`ITEMS_PER_S`], about 360 an hour, varies by half): a test
+    /// that compares a machine's rate over seconds needs more items and less noise.
+    pub fn set_items_per_s(&self, v: f64) {
+        if let Ok(mut t) = self.throughput.lock() {
+            t.items_per_s = Some(v);
+        }
+    }
+
+    /// From now on, this share of what would be accepted is (1.0: all).
+    pub fn set_accepted_factor(&self, v: f64) {
+        if let Ok(mut t) = self.throughput.lock() {
+            t.accepted_factor = Some(v);
+        }
+    }
+
+    /// The next command this machine runs for real sets [`SimFault::set_accepted_factor`] to
+    /// `v`: the machine gets worse because of the command (rvm-sim answers commands without
+    /// running anything, so this is how a harmful rollout is simulated).
+    pub fn degrade_on_command(&self, v: f64) {
+        if let Ok(mut t) = self.throughput.lock() {
+            t.on_command = Some(v);
+        }
+    }
+
+    /// A command ran (see [`SimFault::degrade_on_command`]).
+    pub fn command_ran(&self) {
+        if let Ok(mut t) = self.throughput.lock()
+            && let Some(v) = t.on_command.take()
+        {
+            t.accepted_factor = Some(v);
+        }
     }
 
     /// Replaces the machine's drifts.
@@ -297,10 +349,11 @@ impl Kpis {
             self.jams += 1.0;
         }
         self.jammed = jam;
-        let items = if jam {
-            0.0
-        } else {
-            ITEMS_PER_S * dt_s * rng.between(0.5, 1.5)
+        let tp = f.throughput();
+        let items = match (jam, tp.items_per_s) {
+            (true, _) => 0.0,
+            (false, Some(per_s)) => per_s * dt_s * rng.between(0.9, 1.1),
+            (false, None) => ITEMS_PER_S * dt_s * rng.between(0.5, 1.5),
         };
         let reject_share = if f.has(Fault::ScannerFault) {
             1.0
@@ -309,7 +362,9 @@ impl Kpis {
         } else {
             rng.between(0.02, 0.04)
         };
-        let accepted = items * (1.0 - reject_share);
+        // what the machine fails to accept of what it would have (a degraded machine) goes
+        // back to the customer: neither accepted nor rejected
+        let accepted = items * (1.0 - reject_share) * tp.accepted_factor.unwrap_or(1.0);
         self.accepted += accepted;
         self.rejected += items * reject_share;
         if f.has(Fault::BinFull) {

@@ -184,6 +184,7 @@ impl TestFleet {
             republish: true,
             supervisor: opts.supervisor.unwrap_or_default(),
             cluster: fleet_server::cluster::ClusterConfig::generated(),
+            commands: Default::default(),
         };
         let server = Server::start(cfg.clone())?;
         let admin = server.tokens.create("test-admin", Role::Admin)?;

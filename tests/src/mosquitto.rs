@@ -256,6 +256,7 @@ pub fn start_fleet(opts: FleetOptions, readers: &[&str]) -> anyhow::Result<(Test
         republish: true,
         supervisor: opts.supervisor.unwrap_or_default(),
         cluster: fleet_server::cluster::ClusterConfig::generated(),
+        commands: Default::default(),
     };
     let server = Server::start(cfg.clone())?;
     anyhow::ensure!(

@@ -409,6 +409,9 @@ fn build_command(id: &str, state: CmdState, now: i64) -> CommandRecord {
             payload: vec![1],
             signature: vec![2; 64],
         },
+        dry_run: false,
+        approved_by: None,
+        approved_ms: None,
     }
 }
 

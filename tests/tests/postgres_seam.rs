@@ -314,6 +314,9 @@ fn build_command(id: &str, state: CmdState, t: i64) -> CommandRecord {
             payload: vec![1, 2, 3],
             signature: vec![9; 64],
         },
+        dry_run: false,
+        approved_by: None,
+        approved_ms: None,
     }
 }
 
@@ -338,6 +341,11 @@ fn postgres_commands_and_rollouts_written_behind_the_actor_are_there_after_the_s
         commands: vec!["c1".into()],
         dispatched_at: vec![t],
         detail: None,
+        gate: None,
+        batch_size: 0,
+        watch: Default::default(),
+        paused_ms: None,
+        operated: 0,
     };
     {
         let c = PgCommands::new(store.clone());

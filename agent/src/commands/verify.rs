@@ -2,7 +2,6 @@
 //! its results.
 
 use common::DeviceId;
-use common::codec;
 use common::command::{self, Command, CommandResult, CommandStatus, MAX_RESULT_OUTPUT, SignedCommand};
 
 use super::executed::ExecutedStore;
@@ -12,6 +11,9 @@ use super::executed::ExecutedStore;
 pub enum Verdict {
     /// New and valid: record it, then run it through the gate.
     Run(Command),
+    /// New and valid, and a dry run: put it through the gate without running it, and answer
+    /// with what would happen (nothing recorded but the answer).
+    DryRun(Command),
     /// Seen before: answer with what is stored, run nothing.
     Repeat(CommandResult),
     /// Refused; `id` is the command's claimed id (untrusted when the signature failed).
@@ -27,8 +29,8 @@ pub fn check(
     now_ms: i64,
 ) -> Verdict {
     // the claimed id, for the report only
-    let claimed = codec::decode_bare::<Command>(&signed.payload)
-        .map(|c| c.id)
+    let claimed = command::decode_payload(&signed.payload)
+        .map(|(c, _)| c.id)
         .unwrap_or_else(|_| "unknown".into());
     let Some(key) = key else {
         return Verdict::Reject {
@@ -36,9 +38,10 @@ pub fn check(
             reason: "commands disabled: no commands.public_key configured".into(),
         };
     };
-    match command::verify(signed, key, me, now_ms) {
-        Ok(cmd) => match store.get(&cmd.id) {
+    match command::verify_with_options(signed, key, me, now_ms) {
+        Ok((cmd, opts)) => match store.get(&cmd.id) {
             Some(prev) => Verdict::Repeat(prev),
+            None if opts.dry_run => Verdict::DryRun(cmd),
             None => Verdict::Run(cmd),
         },
         Err(e) => Verdict::Reject {
@@ -129,6 +132,32 @@ mod tests {
         assert!(
             matches!(check(&old, None, &me, &store, 1), Verdict::Reject { reason, .. } if reason.contains("disabled"))
         );
+    }
+
+    #[test]
+    fn a_signed_dry_run_is_a_dry_run_and_an_ordinary_command_runs() {
+        let s = signer();
+        let me = DeviceId::new("a").unwrap();
+        let store = MemExecuted::default();
+        let dry = s
+            .sign_with(
+                &cmd("c1", "a", 100),
+                common::command::CommandOptions { dry_run: true },
+            )
+            .unwrap();
+        assert!(
+            matches!(check(&dry, Some(&s.public_key()), &me, &store, 1), Verdict::DryRun(c) if c.id == "c1")
+        );
+        let forged = signer()
+            .sign_with(
+                &cmd("c2", "a", 100),
+                common::command::CommandOptions { dry_run: true },
+            )
+            .unwrap();
+        assert!(matches!(
+            check(&forged, Some(&s.public_key()), &me, &store, 1),
+            Verdict::Reject { id, .. } if id == "c2"
+        ));
     }
 
     #[test]

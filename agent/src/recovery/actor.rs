@@ -217,6 +217,17 @@ impl Handler<RemoteCommand> for RecoveryActor {
                 tracing::info!(command = %prev.command_id, status = ?prev.status, "repeated command answered from the record");
                 self.report(prev);
             }
+            Verdict::DryRun(cmd) => {
+                // the same gate as a real run, recording nothing in the policy; only the
+                // answer is stored (a repeat gets it again)
+                let il = self.p.interlock.lock().map(|i| i.clone()).unwrap_or_default();
+                let decision = match self.p.policy.lock() {
+                    Ok(mut p) => p.would_decide(&cmd.action, &Source::Remote(cmd.id.clone()), &il, now),
+                    Err(_) => Decision::Refused("recovery policy unavailable".into()),
+                };
+                tracing::info!(command = %cmd.id, action = %cmd.action, decision = ?decision, "dry run");
+                self.finish(cp.executed.clone(), dry_run_result(&cmd, &decision));
+            }
             Verdict::Run(cmd) => {
                 // The id is recorded durably before anything runs: at most once.
                 let accepted =
@@ -269,6 +280,27 @@ impl Handler<RemoteCommand> for RecoveryActor {
                 }));
             }
         }
+    }
+}
+
+/// The answer to a dry run: what would happen, and that nothing did.
+pub fn dry_run_result(cmd: &common::command::Command, decision: &Decision) -> CommandResult {
+    match decision {
+        Decision::Allowed => crate::commands::verify::result(
+            &cmd.id,
+            CommandStatus::Succeeded,
+            format!(
+                "dry run: would run {} (signature, target device, expiry, allow list, interlock and rate limits pass); nothing was done",
+                cmd.action
+            ),
+            None,
+        ),
+        Decision::Refused(reason) => crate::commands::verify::result(
+            &cmd.id,
+            CommandStatus::Rejected,
+            format!("dry run: {} would be refused; nothing was done", cmd.action),
+            Some(format!("dry run: {reason}")),
+        ),
     }
 }
 

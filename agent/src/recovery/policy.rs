@@ -417,6 +417,22 @@ impl RecoveryPolicy {
         interlock: &Interlock,
         now_ms: i64,
     ) -> Decision {
+        let d = self.would_decide(action, source, interlock, now_ms);
+        if d == Decision::Allowed {
+            self.history.push_back((action.clone(), now_ms));
+        }
+        d
+    }
+
+    /// What [`RecoveryPolicy::decide`] would answer now, recording nothing: a dry run does
+    /// not use up a rate limit.
+    pub fn would_decide(
+        &mut self,
+        action: &Action,
+        source: &Source,
+        interlock: &Interlock,
+        now_ms: i64,
+    ) -> Decision {
         self.prune(now_ms);
         if !self.enabled && *source == Source::Local {
             return Decision::Refused("local recovery is off (recovery.enabled = false)".into());
@@ -430,7 +446,6 @@ impl RecoveryPolicy {
         if let Some((reason, _)) = self.rate_refusal(action, now_ms) {
             return Decision::Refused(reason);
         }
-        self.history.push_back((action.clone(), now_ms));
         Decision::Allowed
     }
 
@@ -783,6 +798,30 @@ pub(crate) mod tests {
                 .decide(&Action::Reboot, &Source::Local, &lock, 86_400 * S)
                 .is_allowed()
         );
+    }
+
+    #[test]
+    fn a_dry_run_decision_uses_up_no_rate_limit() {
+        let health = build_health();
+        let cfg = RecoveryConfig {
+            allow_reboot: true,
+            max_reboots_per_day: 1,
+            ..Default::default()
+        };
+        let mut p = RecoveryPolicy::new(&cfg, &health);
+        let lock = Interlock::new();
+        let remote = Source::Remote("c-1".into());
+        for _ in 0..3 {
+            assert_eq!(
+                p.would_decide(&Action::Reboot, &remote, &lock, 0),
+                Decision::Allowed
+            );
+        }
+        assert_eq!(p.decide(&Action::Reboot, &remote, &lock, 0), Decision::Allowed);
+        assert!(matches!(
+            p.would_decide(&Action::Reboot, &remote, &lock, 1),
+            Decision::Refused(r) if r.starts_with("rate limit")
+        ));
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub struct KpiInputs {
 /// A counter of the contract by its pushed name (`app.rvm.accepted_total`) or its scraped
 /// one (`app.rvm_accepted_total`: Prometheus names have no dots); without a total, the sum of
 /// its labelled series (`app.rvm_rejected_total.REASON`, a scrape's `{reason="..."}`).
-fn find(metrics: &[(String, f64)], name: &str) -> Option<f64> {
+pub fn find(metrics: &[(String, f64)], name: &str) -> Option<f64> {
     let scraped = name.replacen("app.rvm.", "app.rvm_", 1);
     let names = [name, scraped.as_str()];
     if let Some((_, v)) = metrics.iter().find(|(n, _)| names.contains(&n.as_str())) {

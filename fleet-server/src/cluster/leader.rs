@@ -24,8 +24,11 @@ pub const HISTORY: &str = "history";
 /// for the offline timeout), hence the offline alerts and the site outage incidents they make
 /// (`crate::fleet::actor`, `crate::fleet::mirror`).
 pub const PRESENCE: &str = "presence";
+/// Rollouts: dispatching their commands and judging their health gates
+/// (`crate::commands::actor`); one instance advances them, the others serve them.
+pub const ROLLOUTS: &str = "rollouts";
 /// Every leader-only job this build runs, each with a lease of its own name.
-pub const JOBS: &[&str] = &[HISTORY, PRESENCE];
+pub const JOBS: &[&str] = &[HISTORY, PRESENCE, ROLLOUTS];
 
 /// What a job may do now.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,6 +17,11 @@
 //! delivered a command (`mine`), the others learn the outcome.
 
 mod cluster;
+mod rollouts;
+
+pub use self::rollouts::{
+    GetRollout, ListRollouts, OperateRollout, RolloutOpError, RolloutView, StartRollout, WatchView,
+};
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -26,21 +31,22 @@ use std::time::Duration;
 use actix::prelude::*;
 use common::DeviceId;
 use common::codec;
-use common::command::{Action, Command, CommandResult, CommandSigner};
+use common::command::{Action, Command, CommandOptions, CommandResult, CommandSigner, SignedCommand};
 use common::tls::ClientIdentity;
 use common::topics::{Kind, Topic};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
-use serde::Serialize;
 use tokio::sync::broadcast;
 
 use self::cluster::{Cluster, Wake};
-use super::book::{CmdState, CommandBook, CommandRecord, CommandView, Effect};
-use super::rollout::{Rollout, RolloutProgress, RolloutState, Target};
+use super::book::{ApproveError, CmdState, CommandBook, CommandRecord, CommandView, Effect};
+use super::config::CommandsConfig;
+use super::rollout::Rollout;
 use super::store::CommandStore;
 use crate::audit::AuditLog;
+use crate::cluster::Leadership;
 use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
-use crate::messages::AttachLive;
+use crate::messages::{AttachLive, ReadMachines};
 use crate::pg::store::PgStore;
 use crate::sessions::{ClusterEvent, ClusterLink};
 use crate::supervise::child::Beat;
@@ -63,6 +69,12 @@ pub struct CommandCluster {
     pub store: PgStore,
     pub link: ClusterLink,
 }
+
+/// Where the health gate reads machines (the fleet actor of the moment: it may restart).
+pub type ReadingsSource = Arc<dyn Fn() -> Option<Recipient<ReadMachines>> + Send + Sync>;
+
+/// The leader-only job that dispatches and judges rollouts (`crate::cluster::leader`).
+pub const ROLLOUTS_JOB: &str = crate::cluster::leader::ROLLOUTS;
 
 /// Why a command was not created.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +101,12 @@ pub struct CommandsSetup {
     pub identity: ClientIdentity,
     /// Several instances on PostgreSQL: deliver through the outbox.
     pub cluster: Option<CommandCluster>,
+    /// `[commands]`: actions that wait for a second operator.
+    pub config: CommandsConfig,
+    /// Whether this instance advances rollouts now (the leader of [`ROLLOUTS_JOB`]).
+    pub leadership: Leadership,
+    /// Where the health gate reads machines.
+    pub readings: Option<ReadingsSource>,
 }
 
 pub struct CommandsActor {
@@ -104,6 +122,22 @@ pub struct CommandsActor {
     /// With a live hub attached ([`AttachLive`]): every state change goes to open pages.
     live: Option<LiveHub>,
     cluster: Option<Cluster>,
+    config: CommandsConfig,
+    leadership: Leadership,
+    readings: Option<ReadingsSource>,
+    /// A read of machines for the gate is under way (one at a time).
+    reading: bool,
+}
+
+/// A command to create.
+pub struct NewCommand {
+    pub device: DeviceId,
+    pub action: Action,
+    pub ttl_s: u64,
+    pub reason: String,
+    pub who: String,
+    pub rollout: Option<String>,
+    pub dry_run: bool,
 }
 
 impl CommandsActor {
@@ -126,6 +160,10 @@ impl CommandsActor {
             mqtt: Some((s.host, s.port, s.identity)),
             live: None,
             cluster: s.cluster.map(Cluster::new),
+            config: s.config,
+            leadership: s.leadership,
+            readings: s.readings,
+            reading: false,
         }
     }
 
@@ -213,19 +251,23 @@ impl CommandsActor {
         self.persist(id);
     }
 
-    /// Creates, signs, stores and (if online) sends one command.
-    fn create(
-        &mut self,
-        device: DeviceId,
-        action: Action,
-        ttl_s: u64,
-        reason: String,
-        who: String,
-        rollout: Option<String>,
-    ) -> Result<CommandView, SubmitError> {
+    /// Creates, signs, stores and (if online) sends one command. A disruptive one
+    /// (`[commands] approval_required`) is stored unsigned, awaiting a second operator.
+    fn create(&mut self, n: NewCommand) -> Result<CommandView, SubmitError> {
+        let NewCommand {
+            device,
+            action,
+            ttl_s,
+            reason,
+            who,
+            rollout,
+            dry_run,
+        } = n;
         let now = common::time::now_ms();
         let id = format!("c{}", common::ids::random_hex(8));
         let expires_ms = now + ttl_s as i64 * 1000;
+        // a dry run changes nothing on the machine: it needs no second pair of eyes
+        let awaiting = !dry_run && self.config.needs_approval(action.name());
         let cmd = Command {
             id: id.clone(),
             device: device.clone(),
@@ -235,10 +277,14 @@ impl CommandsActor {
             issued_by: who.clone(),
             reason: reason.clone(),
         };
-        let signed = self.signer.sign(&cmd).map_err(|source| SubmitError::Sign {
-            id: id.clone(),
-            source,
-        })?;
+        let signed = if awaiting {
+            SignedCommand {
+                payload: Vec::new(),
+                signature: Vec::new(),
+            }
+        } else {
+            self.sign(&cmd, dry_run)?
+        };
         let rec = CommandRecord {
             id: id.clone(),
             device: device.clone(),
@@ -247,21 +293,29 @@ impl CommandsActor {
             issued_by: who.clone(),
             created_ms: now,
             expires_ms,
-            state: CmdState::Queued,
+            state: if awaiting {
+                CmdState::AwaitingApproval
+            } else {
+                CmdState::Queued
+            },
             updated_ms: now,
             output: String::new(),
-            detail: None,
+            detail: awaiting.then(|| format!("{} needs a second operator's approval", action.name())),
             sends: 0,
             last_sent_ms: None,
             accepted_ms: None,
             rollout,
             signed,
+            dry_run,
+            approved_by: None,
+            approved_ms: None,
         };
         self.audit(serde_json::json!({
             "ts_ms": now, "who": who, "action": "command", "target": device,
             "command": id, "requested": action.to_string(), "reason": reason, "ttl_s": ttl_s,
+            "dry_run": dry_run, "awaiting_approval": awaiting,
         }));
-        let online = self.book_sends() && self.online.contains(&device);
+        let online = !awaiting && self.book_sends() && self.online.contains(&device);
         let (fx, forgotten) = self.book.insert(rec, online, now);
         for f in forgotten {
             self.store.remove(&f);
@@ -270,7 +324,7 @@ impl CommandsActor {
         if let Some(c) = &mut self.cluster {
             // after its record, in the same write: whoever holds the machine is woken
             c.mine.insert(id.clone());
-            if let Some(r) = self.book.get(&id) {
+            if let Some(r) = self.book.get(&id).filter(|r| r.state.is_pending()) {
                 self.store.enqueue(r);
             }
         }
@@ -279,6 +333,52 @@ impl CommandsActor {
             .get(&id)
             .map(|r| r.view())
             .ok_or(SubmitError::Vanished(id))
+    }
+
+    fn sign(&self, cmd: &Command, dry_run: bool) -> Result<SignedCommand, SubmitError> {
+        self.signer
+            .sign_with(cmd, CommandOptions { dry_run })
+            .map_err(|source| SubmitError::Sign {
+                id: cmd.id.clone(),
+                source,
+            })
+    }
+
+    /// A second operator approves a command awaiting approval: it is signed now and sent.
+    fn approve(&mut self, id: &str, who: &str) -> Result<CommandView, ApproveCmdError> {
+        let now = common::time::now_ms();
+        let r = self.book.approvable(id, who)?;
+        let cmd = Command {
+            id: r.id.clone(),
+            device: r.device.clone(),
+            action: r.action.clone(),
+            issued_ms: r.created_ms,
+            expires_ms: r.expires_ms,
+            issued_by: r.issued_by.clone(),
+            reason: r.reason.clone(),
+        };
+        let (dry_run, device, requester) = (r.dry_run, r.device.clone(), r.issued_by.clone());
+        let signed = self.sign(&cmd, dry_run)?;
+        let online = self.book_sends() && self.online.contains(&device);
+        let fx = self.book.approve(id, who, signed, online, now)?;
+        tracing::info!(command = %id, device = %device, requested_by = %requester, approved_by = %who, "command approved");
+        self.audit(serde_json::json!({
+            "ts_ms": now, "who": who, "action": "command_approved", "target": device,
+            "command": id, "requested": cmd.action.to_string(), "requested_by": requester,
+            "dry_run": dry_run,
+        }));
+        self.persist(id);
+        if let Some(c) = &mut self.cluster {
+            c.mine.insert(id.to_string());
+            if let Some(r) = self.book.get(id) {
+                self.store.enqueue(r);
+            }
+        }
+        self.apply(fx);
+        self.book
+            .get(id)
+            .map(|r| r.view())
+            .ok_or_else(|| ApproveCmdError::Approve(ApproveError::NotFound(id.into())))
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
@@ -333,39 +433,7 @@ impl CommandsActor {
             Some(c) => self.book.tick_some(now, |_| false, |id| c.mine.contains(id)),
         };
         self.apply(fx);
-        let ids: Vec<String> = self.rollouts.keys().cloned().collect();
-        for rid in ids {
-            let Some(mut r) = self.rollouts.remove(&rid) else {
-                continue;
-            };
-            let mut changed = false;
-            for device in r.due(now) {
-                match self.create(
-                    device.clone(),
-                    r.action.clone(),
-                    r.ttl_s,
-                    r.reason.clone(),
-                    r.issued_by.clone(),
-                    Some(rid.clone()),
-                ) {
-                    Ok(v) => r.commands.push(v.id),
-                    Err(e) => tracing::error!(error = %e, device = %device, "rollout command not created"),
-                }
-                changed = true;
-            }
-            if r.evaluate(&self.book) {
-                changed = true;
-                tracing::info!(rollout = %rid, state = ?r.state, detail = ?r.detail, "rollout finished");
-                self.audit(serde_json::json!({
-                    "ts_ms": now, "who": r.issued_by, "action": "rollout_result",
-                    "rollout": rid, "state": r.state, "detail": r.detail,
-                }));
-            }
-            if changed {
-                self.persist_rollout(&r);
-            }
-            self.rollouts.insert(rid, r);
-        }
+        self.advance_rollouts(now);
     }
 }
 
@@ -374,7 +442,10 @@ impl Actor for CommandsActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.connect(ctx);
-        ctx.run_interval(COMMAND_TICK, |act, _| act.tick());
+        ctx.run_interval(COMMAND_TICK, |act, ctx| {
+            act.tick();
+            act.read_gated(ctx);
+        });
         if let Some(c) = &self.cluster {
             // every pending command has its outbox row (one moved in by `fleetctl store
             // migrate`, or written before the row was: the insert does nothing for the rest)
@@ -401,6 +472,7 @@ impl Actor for CommandsActor {
             });
             ctx.run_interval(CLUSTER_POLL, |act, ctx| {
                 act.refresh(ctx);
+                act.refresh_rollouts(ctx);
                 act.claim(ctx);
             });
         }
@@ -486,12 +558,46 @@ pub struct Submit {
     pub ttl_s: u64,
     pub reason: String,
     pub who: String,
+    /// Validate on the agent and answer what would happen, without doing it.
+    pub dry_run: bool,
 }
 
 impl Handler<Submit> for CommandsActor {
     type Result = Result<CommandView, SubmitError>;
     fn handle(&mut self, m: Submit, _: &mut Context<Self>) -> Self::Result {
-        self.create(m.device, m.action, m.ttl_s, m.reason, m.who, None)
+        self.create(NewCommand {
+            device: m.device,
+            action: m.action,
+            ttl_s: m.ttl_s,
+            reason: m.reason,
+            who: m.who,
+            rollout: None,
+            dry_run: m.dry_run,
+        })
+    }
+}
+
+/// Why an approval did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum ApproveCmdError {
+    #[error(transparent)]
+    Approve(#[from] ApproveError),
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+}
+
+/// A second operator approves a command awaiting approval.
+#[derive(Message)]
+#[rtype(result = "Result<CommandView, ApproveCmdError>")]
+pub struct Approve {
+    pub id: String,
+    pub who: String,
+}
+
+impl Handler<Approve> for CommandsActor {
+    type Result = Result<CommandView, ApproveCmdError>;
+    fn handle(&mut self, m: Approve, _: &mut Context<Self>) -> Self::Result {
+        self.approve(&m.id, &m.who)
     }
 }
 
@@ -517,94 +623,22 @@ impl Handler<DeviceCommands> for CommandsActor {
     }
 }
 
-/// Start a rollout over already resolved devices. It cannot fail: its commands are created (and
-/// may fail, logged) as the rollout proceeds.
+/// Every command awaiting a second operator's approval, oldest first.
 #[derive(Message)]
-#[rtype(result = "RolloutView")]
-pub struct StartRollout {
-    pub action: Action,
-    pub target: Target,
-    pub devices: Vec<DeviceId>,
-    pub per_minute: u32,
-    pub abort_failed_pct: f64,
-    pub min_finished: u32,
-    pub ttl_s: u64,
-    pub reason: String,
-    pub who: String,
-}
+#[rtype(result = "Vec<CommandView>")]
+pub struct AwaitingApproval;
 
-#[derive(Debug, Clone, Serialize)]
-pub struct RolloutView {
-    pub id: String,
-    pub action: Action,
-    pub target: Target,
-    pub per_minute: u32,
-    pub abort_failed_pct: f64,
-    pub state: RolloutState,
-    pub detail: Option<String>,
-    pub progress: RolloutProgress,
-    pub commands: Vec<String>,
-    pub created_ms: i64,
-}
-
-impl CommandsActor {
-    fn rollout_view(&self, r: &Rollout) -> RolloutView {
-        RolloutView {
-            id: r.id.clone(),
-            action: r.action.clone(),
-            target: r.target.clone(),
-            per_minute: r.per_minute,
-            abort_failed_pct: r.abort_failed_pct,
-            state: r.state,
-            detail: r.detail.clone(),
-            progress: r.progress(&self.book),
-            commands: r.commands.clone(),
-            created_ms: r.created_ms,
-        }
-    }
-}
-
-impl Handler<StartRollout> for CommandsActor {
-    type Result = MessageResult<StartRollout>;
-    fn handle(&mut self, m: StartRollout, _: &mut Context<Self>) -> Self::Result {
-        let now = common::time::now_ms();
-        let r = Rollout {
-            id: format!("r{}", common::ids::random_hex(6)),
-            action: m.action,
-            target: m.target,
-            per_minute: m.per_minute,
-            abort_failed_pct: m.abort_failed_pct,
-            min_finished: m.min_finished,
-            ttl_s: m.ttl_s,
-            reason: m.reason,
-            issued_by: m.who,
-            created_ms: now,
-            state: RolloutState::Running,
-            remaining: m.devices.into_iter().collect(),
-            commands: Vec::new(),
-            dispatched_at: Vec::new(),
-            detail: None,
-        };
-        self.audit(serde_json::json!({
-            "ts_ms": now, "who": r.issued_by, "action": "rollout", "rollout": r.id,
-            "requested": r.action.to_string(), "target": r.target, "machines": r.remaining.len(),
-            "per_minute": r.per_minute, "abort_failed_pct": r.abort_failed_pct, "reason": r.reason,
-        }));
-        self.persist_rollout(&r);
-        let v = self.rollout_view(&r);
-        self.rollouts.insert(r.id.clone(), r);
+impl Handler<AwaitingApproval> for CommandsActor {
+    type Result = MessageResult<AwaitingApproval>;
+    fn handle(&mut self, _: AwaitingApproval, _: &mut Context<Self>) -> Self::Result {
+        let mut v: Vec<CommandView> = self
+            .book
+            .all()
+            .filter(|r| r.state == CmdState::AwaitingApproval)
+            .map(|r| r.view())
+            .collect();
+        v.sort_by_key(|c| c.created_ms);
         MessageResult(v)
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "Option<RolloutView>")]
-pub struct GetRollout(pub String);
-
-impl Handler<GetRollout> for CommandsActor {
-    type Result = Option<RolloutView>;
-    fn handle(&mut self, m: GetRollout, _: &mut Context<Self>) -> Self::Result {
-        self.rollouts.get(&m.0).map(|r| self.rollout_view(r))
     }
 }
 

@@ -2,6 +2,7 @@
 //! their lifecycle, when to (re)send, expire or time out, and rollouts across a fleet.
 //!
 //! ```text
+//! awaiting_approval -> queued (a disruptive action, once another operator approved it)
 //! queued -> sent -> accepted -> running -> succeeded | failed
 //!    \        \         \
 //!     `--------`---------`---> expired (TTL passed before the agent accepted)
@@ -9,7 +10,12 @@
 //!                               timed_out (accepted but no final result within the TTL + grace)
 //! ```
 //!
-//! A command is signed once, when it is created; re-sending publishes the same bytes, so the
+//! A command awaiting approval has no signature yet: it is signed when approved, so nothing
+//! an agent would run exists before the second operator said yes. Its TTL runs from its
+//! creation (an unapproved command expires). A dry run (`dry_run`) is signed with the option
+//! in its payload (`common::command::CommandOptions`): the agent answers what it would do.
+//!
+//! A command is signed once, when it is created (or approved); re-sending publishes the same bytes, so the
 //! agent's "never run an id twice" rule makes resends harmless. The actor persists every record
 //! after each change and writes the audit log.
 
@@ -39,6 +45,9 @@ pub enum CmdState {
     Rejected,
     Expired,
     TimedOut,
+    /// A disruptive action waiting for a second operator (last: sled keeps records as
+    /// bincode, where a variant is its index).
+    AwaitingApproval,
 }
 
 impl CmdState {
@@ -62,7 +71,7 @@ impl CmdState {
     /// upsert of `commands/pg.rs` says the same in SQL).
     pub fn rank(self) -> u8 {
         match self {
-            CmdState::Queued => 0,
+            CmdState::Queued | CmdState::AwaitingApproval => 0,
             CmdState::Sent => 1,
             CmdState::Accepted => 2,
             CmdState::Running => 3,
@@ -101,8 +110,73 @@ pub struct CommandRecord {
     pub last_sent_ms: Option<i64>,
     pub accepted_ms: Option<i64>,
     pub rollout: Option<String>,
-    /// The bytes sent (and re-sent) to the agent.
+    /// The bytes sent (and re-sent) to the agent (empty while awaiting approval).
     pub signed: SignedCommand,
+    /// Validate and answer what would happen, without doing it.
+    pub dry_run: bool,
+    /// The second operator who approved a disruptive action, and when.
+    pub approved_by: Option<String>,
+    pub approved_ms: Option<i64>,
+}
+
+/// A record as sled kept it before approvals and dry runs (read, never written).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CommandRecordV1 {
+    pub id: String,
+    pub device: DeviceId,
+    pub action: Action,
+    pub reason: String,
+    pub issued_by: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub state: CmdState,
+    pub updated_ms: i64,
+    pub output: String,
+    pub detail: Option<String>,
+    pub sends: u32,
+    pub last_sent_ms: Option<i64>,
+    pub accepted_ms: Option<i64>,
+    pub rollout: Option<String>,
+    pub signed: SignedCommand,
+}
+
+impl From<CommandRecordV1> for CommandRecord {
+    fn from(r: CommandRecordV1) -> Self {
+        CommandRecord {
+            id: r.id,
+            device: r.device,
+            action: r.action,
+            reason: r.reason,
+            issued_by: r.issued_by,
+            created_ms: r.created_ms,
+            expires_ms: r.expires_ms,
+            state: r.state,
+            updated_ms: r.updated_ms,
+            output: r.output,
+            detail: r.detail,
+            sends: r.sends,
+            last_sent_ms: r.last_sent_ms,
+            accepted_ms: r.accepted_ms,
+            rollout: r.rollout,
+            signed: r.signed,
+            dry_run: false,
+            approved_by: None,
+            approved_ms: None,
+        }
+    }
+}
+
+/// Why an approval was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApproveError {
+    #[error("no command {0}")]
+    NotFound(String),
+    #[error(
+        "command {id} was requested by {who}: the requester cannot approve their own request, another operator must"
+    )]
+    OwnRequest { id: String, who: String },
+    #[error("command {id} is {state:?}, not awaiting approval")]
+    NotAwaiting { id: String, state: CmdState },
 }
 
 /// What the API shows of a command.
@@ -121,6 +195,9 @@ pub struct CommandView {
     pub detail: Option<String>,
     pub sends: u32,
     pub rollout: Option<String>,
+    pub dry_run: bool,
+    pub approved_by: Option<String>,
+    pub approved_ms: Option<i64>,
 }
 
 impl CommandRecord {
@@ -139,6 +216,9 @@ impl CommandRecord {
             detail: self.detail.clone(),
             sends: self.sends,
             rollout: self.rollout.clone(),
+            dry_run: self.dry_run,
+            approved_by: self.approved_by.clone(),
+            approved_ms: self.approved_ms,
         }
     }
 }
@@ -245,6 +325,57 @@ impl CommandBook {
         fx
     }
 
+    /// May `who` approve command `id` now? The record, if so.
+    pub fn approvable(&self, id: &str, who: &str) -> Result<&CommandRecord, ApproveError> {
+        let r = self
+            .records
+            .get(id)
+            .ok_or_else(|| ApproveError::NotFound(id.into()))?;
+        if r.state != CmdState::AwaitingApproval {
+            return Err(ApproveError::NotAwaiting {
+                id: id.into(),
+                state: r.state,
+            });
+        }
+        if r.issued_by == who {
+            return Err(ApproveError::OwnRequest {
+                id: id.into(),
+                who: who.into(),
+            });
+        }
+        Ok(r)
+    }
+
+    /// `who` approved command `id`, now signed as `signed`: it is queued (and sent if its
+    /// device is online).
+    pub fn approve(
+        &mut self,
+        id: &str,
+        who: &str,
+        signed: SignedCommand,
+        online: bool,
+        now_ms: i64,
+    ) -> Result<Vec<Effect>, ApproveError> {
+        self.approvable(id, who)?;
+        let mut fx = Vec::new();
+        if let Some(r) = self.records.get_mut(id) {
+            r.signed = signed;
+            r.approved_by = Some(who.into());
+            r.approved_ms = Some(now_ms);
+            r.state = CmdState::Queued;
+            r.updated_ms = now_ms;
+        }
+        fx.push(Effect::Changed {
+            id: id.into(),
+            from: CmdState::AwaitingApproval,
+            to: CmdState::Queued,
+        });
+        if online {
+            fx.extend(self.mark_sent(id, now_ms));
+        }
+        Ok(fx)
+    }
+
     /// The device came online: send everything still pending and not expired, oldest first.
     pub fn on_online(&mut self, device: &DeviceId, now_ms: i64) -> Vec<Effect> {
         let ids: Vec<String> = self
@@ -315,7 +446,14 @@ impl CommandBook {
                 r.accepted_ms,
                 r.device.clone(),
             );
-            if state.is_pending() && now_ms >= expires {
+            if state == CmdState::AwaitingApproval && now_ms >= expires {
+                fx.extend(self.set(
+                    &id,
+                    CmdState::Expired,
+                    now_ms,
+                    Some("TTL passed before a second operator approved it".into()),
+                ));
+            } else if state.is_pending() && now_ms >= expires {
                 fx.extend(self.set(
                     &id,
                     CmdState::Expired,
@@ -547,6 +685,137 @@ mod tests {
             CmdState::Queued,
             "another instance decides"
         );
+    }
+
+    #[test]
+    fn a_command_awaiting_approval_is_not_sent_until_another_operator_approves_it() {
+        let mut b = CommandBook::default();
+        let mut r = rec("c1", "a", 0, 60_000);
+        r.state = CmdState::AwaitingApproval;
+        let (fx, _) = b.insert(r, false, 0);
+        assert!(fx.is_empty());
+        // online, ticking: still not sent
+        assert!(b.tick(1_000, |_| true).is_empty());
+        assert!(b.on_online(&d("a"), 1_000).is_empty());
+        assert_eq!(
+            b.approve(
+                "c1",
+                "op",
+                SignedCommand {
+                    payload: vec![1],
+                    signature: vec![2]
+                },
+                true,
+                2_000
+            ),
+            Err(ApproveError::OwnRequest {
+                id: "c1".into(),
+                who: "op".into()
+            })
+        );
+        let fx = b
+            .approve(
+                "c1",
+                "bob",
+                SignedCommand {
+                    payload: vec![1],
+                    signature: vec![2],
+                },
+                true,
+                2_000,
+            )
+            .unwrap();
+        assert!(
+            fx.contains(&Effect::Send {
+                device: d("a"),
+                id: "c1".into()
+            }),
+            "{fx:?}"
+        );
+        let r = b.get("c1").unwrap();
+        assert_eq!(
+            (r.state, r.approved_by.as_deref(), r.signed.payload.clone()),
+            (CmdState::Sent, Some("bob"), vec![1])
+        );
+        assert!(matches!(
+            b.approve(
+                "c1",
+                "carol",
+                SignedCommand {
+                    payload: vec![],
+                    signature: vec![]
+                },
+                true,
+                3_000
+            ),
+            Err(ApproveError::NotAwaiting { .. })
+        ));
+        assert!(matches!(
+            b.approvable("nope", "x"),
+            Err(ApproveError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn an_unapproved_command_expires_at_its_ttl() {
+        let mut b = CommandBook::default();
+        let mut r = rec("c1", "a", 0, 60_000);
+        r.state = CmdState::AwaitingApproval;
+        b.insert(r, true, 0);
+        b.tick(60_000, |_| true);
+        let r = b.get("c1").unwrap();
+        assert_eq!(r.state, CmdState::Expired);
+        assert!(r.detail.as_deref().unwrap().contains("approved"));
+    }
+
+    #[test]
+    fn a_record_kept_before_approvals_existed_still_reads() {
+        let mut r = rec("c1", "a", 0, 60_000);
+        r.state = CmdState::Sent;
+        // the old layout is the new one without its last three fields
+        #[derive(Serialize)]
+        struct Old<'a>(
+            &'a str,
+            &'a DeviceId,
+            &'a Action,
+            &'a str,
+            &'a str,
+            i64,
+            i64,
+            CmdState,
+            i64,
+            &'a str,
+            &'a Option<String>,
+            u32,
+            Option<i64>,
+            Option<i64>,
+            &'a Option<String>,
+            &'a SignedCommand,
+        );
+        let old = common::codec::encode(&Old(
+            &r.id,
+            &r.device,
+            &r.action,
+            &r.reason,
+            &r.issued_by,
+            r.created_ms,
+            r.expires_ms,
+            r.state,
+            r.updated_ms,
+            &r.output,
+            &r.detail,
+            r.sends,
+            r.last_sent_ms,
+            r.accepted_ms,
+            &r.rollout,
+            &r.signed,
+        ))
+        .unwrap();
+        assert!(common::codec::decode_bare::<CommandRecord>(&old).is_err());
+        let back: CommandRecord = common::codec::decode_bare::<CommandRecordV1>(&old)
+            .unwrap()
+            .into();
+        assert_eq!(back, r);
     }
 
     #[test]

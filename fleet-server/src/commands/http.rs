@@ -5,7 +5,10 @@
 //! | --- | --- |
 //! | `POST /api/v1/devices/{id}/commands` | operator |
 //! | `GET /api/v1/devices/{id}/commands`, `GET /api/v1/commands/{id}` | viewer |
-//! | `POST /api/v1/rollouts`, `GET /api/v1/rollouts/{id}` | operator / viewer |
+//! | `GET /api/v1/commands?state=awaiting_approval` | viewer |
+//! | `POST /api/v1/commands/{id}/approve` | operator, not the requester |
+//! | `POST /api/v1/rollouts`, `GET /api/v1/rollouts`, `GET /api/v1/rollouts/{id}` | operator / viewer |
+//! | `POST /api/v1/rollouts/{id}/resume`, `POST /api/v1/rollouts/{id}/abort` | operator |
 
 use actix::Addr;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -14,9 +17,11 @@ use common::command::Action;
 use serde::Deserialize;
 
 use super::actor::{
-    CommandsActor, DeviceCommands, GetCommand, GetRollout, StartRollout, Submit, SubmitError,
+    Approve, ApproveCmdError, AwaitingApproval, CommandsActor, DeviceCommands, GetCommand, GetRollout,
+    ListRollouts, OperateRollout, RolloutOpError, StartRollout, Submit, SubmitError,
 };
-use super::book::{MAX_TTL_S, MIN_TTL_S};
+use super::book::{ApproveError, MAX_TTL_S, MIN_TTL_S};
+use super::gate::GateSpec;
 use super::rollout::Target;
 use crate::auth::Role;
 use crate::fleet::actor::{GetDevice, ListDevices};
@@ -31,14 +36,41 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/devices/{id}/commands", web::post().to(submit))
         .route("/devices/{id}/commands", web::get().to(device_commands))
         .route("/commands/{id}", web::get().to(get_command))
+        .route("/commands", web::get().to(awaiting_approval))
+        .route("/commands/{id}/approve", web::post().to(approve))
         .route("/rollouts", web::post().to(rollout))
-        .route("/rollouts/{id}", web::get().to(get_rollout));
+        .route("/rollouts", web::get().to(list_rollouts))
+        .route("/rollouts/{id}", web::get().to(get_rollout))
+        .route("/rollouts/{id}/resume", web::post().to(resume_rollout))
+        .route("/rollouts/{id}/abort", web::post().to(abort_rollout));
 }
 
 impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         match e {
             SubmitError::Sign { .. } | SubmitError::Vanished(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<ApproveCmdError> for ApiError {
+    fn from(e: ApproveCmdError) -> Self {
+        match e {
+            ApproveCmdError::Approve(a @ ApproveError::NotFound(_)) => ApiError::NotFound(a.to_string()),
+            ApproveCmdError::Approve(a @ ApproveError::OwnRequest { .. }) => ApiError::Refused(a.to_string()),
+            ApproveCmdError::Approve(a @ ApproveError::NotAwaiting { .. }) => {
+                ApiError::Conflict(a.to_string())
+            }
+            ApproveCmdError::Submit(s) => s.into(),
+        }
+    }
+}
+
+impl From<RolloutOpError> for ApiError {
+    fn from(e: RolloutOpError) -> Self {
+        match e {
+            RolloutOpError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            RolloutOpError::State(_) => ApiError::Conflict(e.to_string()),
         }
     }
 }
@@ -86,6 +118,9 @@ struct SubmitBody {
     action: Action,
     ttl_s: Option<u64>,
     reason: String,
+    /// The agent validates and answers what would happen, without doing it.
+    #[serde(default)]
+    dry_run: bool,
 }
 
 async fn submit(
@@ -125,10 +160,54 @@ async fn submit(
             ttl_s,
             reason,
             who: who.name,
+            dry_run: b.dry_run,
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(HttpResponse::Created().json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandsQuery {
+    state: String,
+}
+
+/// The commands awaiting approval (the only listing across machines: the web view's queue).
+async fn awaiting_approval(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    q: web::Query<CommandsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Role::Viewer)?;
+    if q.state != "awaiting_approval" {
+        return Err(ApiError::BadRequest(format!(
+            "state: {:?}; only awaiting_approval is listed across machines",
+            q.state
+        )));
+    }
+    let list = actor(&state)?
+        .send(AwaitingApproval)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "commands": list })))
+}
+
+/// A second operator approves a disruptive command; the requester gets a 403 saying why.
+async fn approve(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let who = authorize(&req, &state, Role::Operator)?;
+    let v = actor(&state)?
+        .send(Approve {
+            id: id.into_inner(),
+            who: who.name,
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(HttpResponse::Ok().json(v))
 }
 
 async fn device_commands(
@@ -171,6 +250,10 @@ struct RolloutBody {
     min_finished: u32,
     ttl_s: Option<u64>,
     reason: String,
+    /// Pause, then abort, when machines that ran it got worse ([`super::gate`]).
+    gate: Option<GateSpec>,
+    /// Machines per batch of a gated rollout (default: `per_minute`).
+    batch_size: Option<u32>,
 }
 
 fn default_min_finished() -> u32 {
@@ -197,6 +280,22 @@ async fn rollout(
         )));
     }
     let (ttl_s, reason) = (ttl(b.ttl_s)?, reason(b.reason)?);
+    if let Some(g) = &b.gate {
+        g.validate().map_err(ApiError::BadRequest)?;
+    }
+    let batch_size = b.batch_size.unwrap_or(0);
+    if b.batch_size.is_some() && (batch_size == 0 || batch_size > b.per_minute) {
+        return Err(ApiError::BadRequest(format!(
+            "batch_size: {batch_size} is outside 1..=per_minute ({})",
+            b.per_minute
+        )));
+    }
+    if state.commands_config.needs_approval(b.action.name()) {
+        return Err(ApiError::BadRequest(format!(
+            "action: {} needs a second operator's approval per machine ([commands] approval_required); send it to machines one by one",
+            b.action.name()
+        )));
+    }
     let all = state
         .fleet
         .send(ListDevices)
@@ -230,10 +329,55 @@ async fn rollout(
             ttl_s,
             reason,
             who: who.name,
+            gate: b.gate,
+            batch_size,
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(HttpResponse::Created().json(v))
+}
+
+async fn list_rollouts(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state, Role::Viewer)?;
+    let list = actor(&state)?
+        .send(ListRollouts)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "rollouts": list })))
+}
+
+async fn operate(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    resume: bool,
+) -> Result<HttpResponse, ApiError> {
+    let who = authorize(&req, &state, Role::Operator)?;
+    let v = actor(&state)?
+        .send(OperateRollout {
+            id: id.into_inner(),
+            who: who.name,
+            resume,
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(HttpResponse::Ok().json(v))
+}
+
+async fn resume_rollout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    operate(req, state, id, true).await
+}
+
+async fn abort_rollout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    operate(req, state, id, false).await
 }
 
 async fn get_rollout(

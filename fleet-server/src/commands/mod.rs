@@ -12,6 +12,8 @@
 
 pub mod actor;
 pub mod book;
+pub mod config;
+pub mod gate;
 pub mod http;
 pub mod outbox;
 pub mod pg;

@@ -25,6 +25,7 @@ use common::DeviceId;
 
 use super::book::CommandRecord;
 use super::pg::record_of;
+use super::rollout::Rollout;
 use crate::pg::PgError;
 use crate::pg::history::system_time;
 use crate::pg::store::PgStore;
@@ -82,6 +83,28 @@ pub async fn changed_since(store: &PgStore, since_ms: i64) -> Result<Vec<Command
         .await
         .map_err(PgError::db("reading changed commands"))?;
     Ok(records(&rows))
+}
+
+/// The rollouts written (by any instance) at or after `since_ms`.
+pub async fn rollouts_since(store: &PgStore, since_ms: i64) -> Result<Vec<Rollout>, PgError> {
+    let client = store.client().await?;
+    let rows = client
+        .query(
+            "SELECT record FROM rollouts WHERE updated_at >= $1 ORDER BY created_at, id",
+            &[&system_time(since_ms)],
+        )
+        .await
+        .map_err(PgError::db("reading changed rollouts"))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| match serde_json::from_value::<Rollout>(r.get(0)) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable rollout skipped");
+                None
+            }
+        })
+        .collect())
 }
 
 /// One command, by id (a result for a command this instance had not seen).

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use super::book::CommandRecord;
 use super::rollout::Rollout;
 use super::store::CommandStore;
+use super::store::LeaderWrite;
 use crate::pg::PgError;
 use crate::pg::history::{millis, system_time};
 use crate::pg::store::PgStore;
@@ -38,7 +39,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 enum Change {
     Put(Box<CommandRecord>),
     Remove(String),
-    Rollout(Box<Rollout>),
+    Rollout(Box<Rollout>, Option<LeaderWrite>),
     /// A new command's outbox row (written after the command, in the same transaction).
     Enqueue(String, DeviceId),
     /// The agent answered: the outbox row is done.
@@ -128,6 +129,9 @@ pub(super) fn record_of(r: &tokio_postgres::Row) -> Result<CommandRecord, PgErro
             payload: r.get("signed_payload"),
             signature: r.get("signature"),
         },
+        dry_run: r.get("dry_run"),
+        approved_by: r.get("approved_by"),
+        approved_ms: t("approved_at"),
     })
 }
 
@@ -137,18 +141,28 @@ pub async fn write_record(tx: &tokio_postgres::Transaction<'_>, r: &CommandRecor
     tx.execute(
         "INSERT INTO commands (id, device, action, reason, issued_by, created_at, expires_at, state,
              updated_at, output, detail, sends, last_sent_at, accepted_at, rollout, signed_payload,
-             signature)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+             signature, dry_run, approved_by, approved_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+             $19, $20)
          ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at,
              output = EXCLUDED.output, detail = EXCLUDED.detail, sends = EXCLUDED.sends,
              last_sent_at = EXCLUDED.last_sent_at, accepted_at = EXCLUDED.accepted_at,
-             rollout = EXCLUDED.rollout, expires_at = EXCLUDED.expires_at
+             rollout = EXCLUDED.rollout, expires_at = EXCLUDED.expires_at,
+             approved_by = coalesce(commands.approved_by, EXCLUDED.approved_by),
+             approved_at = coalesce(commands.approved_at, EXCLUDED.approved_at),
+             -- signed once, when approved (empty while awaiting approval)
+             signed_payload = CASE WHEN commands.state = 'awaiting_approval'
+                 THEN EXCLUDED.signed_payload ELSE commands.signed_payload END,
+             signature = CASE WHEN commands.state = 'awaiting_approval'
+                 THEN EXCLUDED.signature ELSE commands.signature END
          WHERE commands.state NOT IN ('succeeded', 'failed', 'rejected', 'expired', 'timed_out')
-           AND (CASE EXCLUDED.state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1
-                    WHEN 'accepted' THEN 2 WHEN 'running' THEN 3 ELSE 4 END)
-               >= (CASE commands.state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1
-                    WHEN 'accepted' THEN 2 WHEN 'running' THEN 3 ELSE 4 END)
-           AND NOT (EXCLUDED.state = 'expired' AND commands.state NOT IN ('queued', 'sent'))",
+           AND (CASE EXCLUDED.state WHEN 'awaiting_approval' THEN 0 WHEN 'queued' THEN 0
+                    WHEN 'sent' THEN 1 WHEN 'accepted' THEN 2 WHEN 'running' THEN 3 ELSE 4 END)
+               >= (CASE commands.state WHEN 'awaiting_approval' THEN 0 WHEN 'queued' THEN 0
+                    WHEN 'sent' THEN 1 WHEN 'accepted' THEN 2 WHEN 'running' THEN 3 ELSE 4 END)
+           AND NOT (EXCLUDED.state = 'awaiting_approval' AND commands.state <> 'awaiting_approval')
+           AND NOT (EXCLUDED.state = 'expired'
+                    AND commands.state NOT IN ('awaiting_approval', 'queued', 'sent'))",
         &[
             &r.id,
             &r.device.as_str(),
@@ -167,6 +181,9 @@ pub async fn write_record(tx: &tokio_postgres::Transaction<'_>, r: &CommandRecor
             &r.rollout,
             &r.signed.payload,
             &r.signed.signature,
+            &r.dry_run,
+            &r.approved_by,
+            &r.approved_ms.map(system_time),
         ],
     )
     .await
@@ -180,7 +197,10 @@ pub async fn write_rollout(tx: &tokio_postgres::Transaction<'_>, r: &Rollout) ->
     tx.execute(
         "INSERT INTO rollouts (id, state, created_at, updated_at, record) VALUES ($1, $2, $3, now(), $4)
          ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, updated_at = now(),
-             record = EXCLUDED.record",
+             record = EXCLUDED.record
+         -- an operator's resume or abort (on any instance) is not undone by an older copy
+         WHERE coalesce((EXCLUDED.record ->> 'operated')::int, 0)
+               >= coalesce((rollouts.record ->> 'operated')::int, 0)",
         &[&r.id, &label(&r.state), &system_time(r.created_ms), &record],
     )
     .await
@@ -192,7 +212,7 @@ pub async fn write_rollout(tx: &tokio_postgres::Transaction<'_>, r: &Rollout) ->
 #[derive(Default)]
 struct Pending {
     commands: BTreeMap<String, Option<Box<CommandRecord>>>,
-    rollouts: BTreeMap<String, Box<Rollout>>,
+    rollouts: BTreeMap<String, (Box<Rollout>, Option<LeaderWrite>)>,
     enqueued: BTreeMap<String, DeviceId>,
     delivered: BTreeSet<String>,
 }
@@ -206,8 +226,8 @@ impl Pending {
             Change::Remove(id) => {
                 self.commands.insert(id, None);
             }
-            Change::Rollout(r) => {
-                self.rollouts.insert(r.id.clone(), r);
+            Change::Rollout(r, lead) => {
+                self.rollouts.insert(r.id.clone(), (r, lead));
             }
             Change::Enqueue(id, device) => {
                 self.enqueued.insert(id, device);
@@ -245,7 +265,7 @@ async fn write_pending(store: &PgStore, p: &Pending) -> Result<(), PgError> {
             }
         }
     }
-    for r in p.rollouts.values() {
+    for (r, _) in p.rollouts.values().filter(|(_, lead)| lead.is_none()) {
         write_rollout(&tx, r).await?;
     }
     for (id, device) in &p.enqueued {
@@ -267,7 +287,34 @@ async fn write_pending(store: &PgStore, p: &Pending) -> Result<(), PgError> {
         .await
         .map_err(PgError::db("marking a command delivered"))?;
     }
-    tx.commit().await.map_err(PgError::db("commands commit"))
+    tx.commit().await.map_err(PgError::db("commands commit"))?;
+    write_led_rollouts(&mut client, p).await
+}
+
+/// The leader's rollout writes, each in a transaction that first asserts its lease; a write
+/// the fence refuses is dropped and ends that leadership ([`crate::cluster::fence`]).
+async fn write_led_rollouts(client: &mut deadpool_postgres::Client, p: &Pending) -> Result<(), PgError> {
+    for (r, lead) in p.rollouts.values() {
+        let Some(lead) = lead else { continue };
+        let res = async {
+            let tx = client
+                .transaction()
+                .await
+                .map_err(PgError::db("rollout transaction"))?;
+            crate::cluster::fence::assert_lease(&tx, &lead.token).await?;
+            write_rollout(&tx, r).await?;
+            tx.commit().await.map_err(PgError::db("rollout commit"))
+        }
+        .await;
+        match res {
+            Err(e) if crate::cluster::fence::is_fenced(&e) => {
+                tracing::warn!(rollout = %r.id, "rollout write of a former leader refused by the fence");
+                lead.leadership.refused(&lead.token, &e);
+            }
+            other => other?,
+        }
+    }
+    Ok(())
 }
 
 /// Writes changes until every sender is gone (then what is pending, once more).
@@ -351,7 +398,11 @@ impl CommandStore for PgCommands {
     }
 
     fn put_rollout(&self, r: &Rollout) {
-        self.send(Change::Rollout(Box::new(r.clone())));
+        self.send(Change::Rollout(Box::new(r.clone()), None));
+    }
+
+    fn put_rollout_led(&self, r: &Rollout, lead: Option<LeaderWrite>) {
+        self.send(Change::Rollout(Box::new(r.clone()), lead));
     }
 
     fn enqueue(&self, r: &CommandRecord) {

@@ -10,8 +10,17 @@
 
 use common::codec;
 
-use super::book::CommandRecord;
+use super::book::{CommandRecord, CommandRecordV1};
 use super::rollout::Rollout;
+use crate::cluster::Leadership;
+use crate::cluster::lease::LeaseToken;
+
+/// A leader's write: the lease it holds, and whom to tell when the fence refuses it.
+#[derive(Clone)]
+pub struct LeaderWrite {
+    pub token: LeaseToken,
+    pub leadership: Leadership,
+}
 use crate::store::{FleetStore, StoreError};
 
 /// The commands actor's records (module docs).
@@ -30,6 +39,14 @@ pub trait CommandStore: Send + Sync {
 
     /// Writes (or replaces) a rollout; never blocks.
     fn put_rollout(&self, r: &Rollout);
+
+    /// Writes a rollout as the leader of the rollouts job: with PostgreSQL the write asserts
+    /// `lead`'s lease in its transaction, and a refused write ends that leadership instead of
+    /// landing beside a successor's (`crate::cluster::fence`). One instance: a plain write.
+    fn put_rollout_led(&self, r: &Rollout, lead: Option<LeaderWrite>) {
+        let _ = lead;
+        self.put_rollout(r)
+    }
 
     /// Queues a new command for whichever instance holds its machine's session (the outbox
     /// of [`super::outbox`]); never blocks. One instance (sled) has nothing to queue: its
@@ -59,7 +76,13 @@ impl CommandStore for SledCommandStore {
     fn records(&self) -> Result<Vec<CommandRecord>, StoreError> {
         let mut out = Vec::new();
         for (_, v) in self.commands.iter().flatten() {
-            match codec::decode_bare::<CommandRecord>(&v) {
+            // a record written before approvals and dry runs has the old layout
+            let r = codec::decode_bare::<CommandRecord>(&v).or_else(|e| {
+                codec::decode_bare::<CommandRecordV1>(&v)
+                    .map(CommandRecord::from)
+                    .map_err(|_| e)
+            });
+            match r {
                 Ok(r) => out.push(r),
                 Err(e) => tracing::error!(error = %e, "unreadable command record skipped"),
             }

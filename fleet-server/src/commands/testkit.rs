@@ -30,6 +30,9 @@ pub(super) fn rec(id: &str, dev: &str, created: i64, ttl_ms: i64) -> CommandReco
             payload: vec![],
             signature: vec![],
         },
+        dry_run: false,
+        approved_by: None,
+        approved_ms: None,
     }
 }
 

@@ -50,6 +50,7 @@ use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
 use crate::messages::AttachLive;
 use crate::messages::Ingested;
+use crate::messages::{MachineReading, ReadMachines};
 use crate::supervise::child::Beat;
 
 /// How often presence and the time-based inputs of every device are evaluated.
@@ -546,6 +547,33 @@ impl Handler<GetDevice> for FleetActor {
     type Result = MessageResult<GetDevice>;
     fn handle(&mut self, m: GetDevice, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.state.detail(&m.0, common::time::now_ms()))
+    }
+}
+
+impl Handler<ReadMachines> for FleetActor {
+    type Result = MessageResult<ReadMachines>;
+    fn handle(&mut self, m: ReadMachines, _: &mut Context<Self>) -> Self::Result {
+        use crate::alerts::kpi::{ACCEPTED_TOTAL, REJECTED_TOTAL, find};
+        MessageResult(
+            m.0.into_iter()
+                .filter_map(|d| {
+                    let e = self.state.devices.get(&d)?;
+                    // a machine served by another instance: its metrics as the store has them
+                    let ts_ms = e.telemetry_ts()?;
+                    Some(MachineReading {
+                        accepted_total: find(&e.metrics, ACCEPTED_TOTAL),
+                        rejected_total: find(&e.metrics, REJECTED_TOTAL),
+                        health: e.health.as_ref().map(|h| match h.status {
+                            common::HealthStatus::Ok => 0,
+                            common::HealthStatus::Warn => 1,
+                            common::HealthStatus::Critical => 2,
+                        }),
+                        device: d,
+                        ts_ms,
+                    })
+                })
+                .collect(),
+        )
     }
 }
 

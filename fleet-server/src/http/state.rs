@@ -35,6 +35,8 @@ pub struct AppState {
     /// What changed, for `GET /api/v1/stream` ([`crate::http::live`]).
     pub live: LiveHub,
     pub commands: Slot<CommandsActor>,
+    /// `[commands]`: actions that wait for a second operator.
+    pub commands_config: crate::commands::config::CommandsConfig,
     /// The audit log (`GET /api/v1/audit`).
     pub audit: Arc<dyn AuditLog>,
     /// Whether the store answers (`/api/v1/health`, `/metrics`).

@@ -46,6 +46,12 @@ const ASSETS: &[(&str, &str, &[u8], &str)] = &[
         "no-cache",
     ),
     (
+        "rollouts.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/rollouts.js"),
+        "no-cache",
+    ),
+    (
         "app.css",
         "text/css; charset=utf-8",
         include_bytes!("../../ui/app.css"),

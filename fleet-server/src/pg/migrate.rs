@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "alert_resolved_by",
         sql: include_str!("../../migrations/0006_alert_resolved_by.sql"),
     },
+    Migration {
+        version: 7,
+        name: "command_approval",
+        sql: include_str!("../../migrations/0007_command_approval.sql"),
+    },
 ];
 
 /// Advisory lock key held while migrating (`pg_locks.objid` shows it): "rvmfmigr".

@@ -26,7 +26,7 @@ use crate::alerts::persist::{self, PersistHandle, PersistInbox, PersistSetup};
 use crate::alerts::rules::RuleSet;
 use crate::alerts::stats::AlertsStats;
 use crate::cluster::{Cluster, Leadership};
-use crate::commands::actor::{CommandCluster, CommandsActor, CommandsSetup};
+use crate::commands::actor::{CommandCluster, CommandsActor, CommandsSetup, ReadingsSource};
 use crate::fleet::actor::{
     AttachAlerts, AttachCluster, AttachCommands, AttachPresence, FleetActor, FleetCheckpoint, Restore,
 };
@@ -57,6 +57,8 @@ pub(super) struct Wiring {
     pub fleet: Slot<FleetActor>,
     pub alerts: Slot<AlertsActor>,
     pub commands: Slot<CommandsActor>,
+    /// `[commands]`: actions that wait for approval.
+    pub commands_cfg: crate::commands::config::CommandsConfig,
     /// Several instances on PostgreSQL: this instance's id and cluster events.
     pub cluster: Option<ClusterLink>,
     pub presence: PresencePolicy,
@@ -276,9 +278,15 @@ fn commands(w: &Wiring) -> ChildSpec {
         }),
         _ => None,
     };
+    let (config, leadership) = (w.commands_cfg.clone(), w.instance.leadership().clone());
+    let fleet_slot = w.fleet.clone();
+    let readings: ReadingsSource = Arc::new(move || fleet_slot.get().map(|a| a.recipient()));
     ChildSpec::new("commands", move |live| {
         // read here, on the supervisor's thread, not on the actor's
         let setup = CommandsSetup {
+            config: config.clone(),
+            leadership: leadership.clone(),
+            readings: Some(readings.clone()),
             signer: signer.clone(),
             records: store.records()?,
             rollouts: store.rollouts()?,

@@ -168,6 +168,7 @@ impl Server {
                 notify: notify.notifier.clone(),
             },
             commands: commands.clone(),
+            commands_config: cfg.commands.clone(),
             audit: stores.audit.clone(),
             storage: stores.health.clone(),
             live: live.clone(),
@@ -239,6 +240,7 @@ impl Server {
             fleet: fleet.clone(),
             alerts,
             commands,
+            commands_cfg: cfg.commands.clone(),
             cluster: sessions.as_ref().map(|s| s.link()),
             presence: PresencePolicy {
                 stale_after_ms: cfg.stale_after_ms,

@@ -118,6 +118,7 @@ pub fn start(opts: &DemoOptions) -> anyhow::Result<Demo> {
         republish: true,
         supervisor: Default::default(),
         cluster: fleet_server::cluster::ClusterConfig::generated(),
+        commands: Default::default(),
     })?;
     let admin_token = ensure_admin_token(&opts.data_dir, &*server.tokens)?;
     let url = format!("http://{}/", server.http_addr);

@@ -1,4 +1,6 @@
-//! `fleetctl command`: send an action to one machine or start a rollout, and follow it.
+//! `fleetctl cmd`: send an action to one machine (or a dry run of it), approve another
+//! operator's disruptive one, start a rollout (health-gated with `--gate`), follow it, resume
+//! or abort it.
 
 use crate::Remote;
 use crate::api::{api, block_on};
@@ -20,6 +22,16 @@ pub enum CmdCmd {
         reason: String,
         #[arg(long)]
         no_wait: bool,
+        /// The agent validates it (signature, target, allow list, interlock, rate limits) and
+        /// answers what it would do, without doing it.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Approve a disruptive command another operator requested (it is sent then).
+    Approve {
+        id: String,
         #[command(flatten)]
         remote: Remote,
     },
@@ -53,9 +65,70 @@ pub enum CmdCmd {
         ttl_s: u64,
         #[arg(long)]
         reason: String,
+        /// Health gate: pause, then abort, when machines that ran it got worse than before.
+        #[arg(long)]
+        gate: bool,
+        /// Gate: seconds each machine is watched before and after its command.
+        #[arg(long, default_value_t = 120)]
+        settle_s: u64,
+        /// Gate: a machine whose accepted rate fell by more than this is worse.
+        #[arg(long, default_value_t = 30.0)]
+        max_accepted_drop_pct: f64,
+        /// Gate: a machine whose reject ratio rose by more than this many points is worse.
+        #[arg(long, default_value_t = 10.0)]
+        max_reject_ratio_rise_pct: f64,
+        /// Gate: a paused rollout aborts after this many seconds without a resume.
+        #[arg(long, default_value_t = 900)]
+        pause_s: u64,
+        /// Gate: machines per batch (default: --per-minute).
+        #[arg(long)]
+        batch_size: Option<u32>,
         #[command(flatten)]
         remote: Remote,
     },
+    /// Rollouts, newest first.
+    Rollouts {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one rollout, its progress and its gate's findings per machine.
+    RolloutGet {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Resume a paused rollout (its findings stand overridden, in your name).
+    Resume {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Abort a running or paused rollout: no further machine gets it.
+    Abort {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+pub fn print_rollout(r: &serde_json::Value) {
+    let p = &r["progress"];
+    println!(
+        "{}  {}  {}  dispatched {} remaining {} succeeded {} failed {} healthy {} worse {}{}",
+        r["id"].as_str().unwrap_or("?"),
+        r["state"].as_str().unwrap_or("?"),
+        r["action"],
+        p["dispatched"],
+        p["remaining"],
+        p["succeeded"],
+        p["failed"],
+        p["healthy"],
+        p["worse"],
+        r["detail"]
+            .as_str()
+            .map(|d| format!("\n  {d}"))
+            .unwrap_or_default()
+    );
 }
 
 /// The JSON form of an action from its name and target.
@@ -79,11 +152,16 @@ pub fn action_json(name: &str, target: Option<&str>) -> anyhow::Result<serde_jso
 
 pub fn print_command(c: &serde_json::Value) {
     println!(
-        "{}  {}  {}  {}{}",
+        "{}  {}  {}{}  {}{}{}",
         c["id"].as_str().unwrap_or("?"),
         c["device"].as_str().unwrap_or("?"),
         c["state"].as_str().unwrap_or("?"),
+        if c["dry_run"] == true { " (dry run)" } else { "" },
         c["action"],
+        c["approved_by"]
+            .as_str()
+            .map(|a| format!("  approved by {a}"))
+            .unwrap_or_default(),
         c["detail"]
             .as_str()
             .map(|d| format!("  ({d})"))
@@ -95,6 +173,10 @@ pub fn print_command(c: &serde_json::Value) {
 }
 
 pub fn cmd(cmd: CmdCmd) -> anyhow::Result<()> {
+    let cmd_name = match &cmd {
+        CmdCmd::Resume { .. } => "resume",
+        _ => "",
+    };
     block_on(async move {
         match cmd {
             CmdCmd::Send {
@@ -104,9 +186,10 @@ pub fn cmd(cmd: CmdCmd) -> anyhow::Result<()> {
                 ttl_s,
                 reason,
                 no_wait,
+                dry_run,
                 remote,
             } => {
-                let body = serde_json::json!({ "action": action_json(&action, target.as_deref())?, "ttl_s": ttl_s, "reason": reason });
+                let body = serde_json::json!({ "action": action_json(&action, target.as_deref())?, "ttl_s": ttl_s, "reason": reason, "dry_run": dry_run });
                 let c = api(
                     &remote,
                     reqwest::Method::POST,
@@ -118,6 +201,11 @@ pub fn cmd(cmd: CmdCmd) -> anyhow::Result<()> {
                 if no_wait {
                     print_command(&c);
                     return anyhow::Ok(());
+                }
+                if c["state"] == "awaiting_approval" {
+                    eprintln!(
+                        "{id} needs a second operator's approval: `fleetctl cmd approve {id}` by another operator"
+                    );
                 }
                 eprintln!("sent {id}; waiting for the result (ttl {ttl_s} s)");
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(ttl_s + 90);
@@ -138,6 +226,50 @@ pub fn cmd(cmd: CmdCmd) -> anyhow::Result<()> {
                     anyhow::ensure!(std::time::Instant::now() < deadline, "command {id} still {st}");
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 }
+            }
+            CmdCmd::Approve { id, remote } => {
+                let c = api(
+                    &remote,
+                    reqwest::Method::POST,
+                    &format!("/api/v1/commands/{id}/approve"),
+                    None,
+                )
+                .await?;
+                print_command(&c);
+            }
+            CmdCmd::Rollouts { remote } => {
+                let v = api(&remote, reqwest::Method::GET, "/api/v1/rollouts", None).await?;
+                for r in v["rollouts"].as_array().cloned().unwrap_or_default() {
+                    print_rollout(&r);
+                }
+            }
+            CmdCmd::RolloutGet { id, remote } => {
+                let r = api(
+                    &remote,
+                    reqwest::Method::GET,
+                    &format!("/api/v1/rollouts/{id}"),
+                    None,
+                )
+                .await?;
+                print_rollout(&r);
+                for m in r["machines"].as_array().cloned().unwrap_or_default() {
+                    println!("  {}  {}", m["device"].as_str().unwrap_or("?"), m["verdict"]);
+                }
+            }
+            CmdCmd::Resume { id, remote } | CmdCmd::Abort { id, remote } => {
+                let verb = if matches!(cmd_name, "resume") {
+                    "resume"
+                } else {
+                    "abort"
+                };
+                let r = api(
+                    &remote,
+                    reqwest::Method::POST,
+                    &format!("/api/v1/rollouts/{id}/{verb}"),
+                    None,
+                )
+                .await?;
+                print_rollout(&r);
             }
             CmdCmd::Get { id, remote } => {
                 print_command(
@@ -177,6 +309,12 @@ pub fn cmd(cmd: CmdCmd) -> anyhow::Result<()> {
                 abort_failed_pct,
                 ttl_s,
                 reason,
+                gate,
+                settle_s,
+                max_accepted_drop_pct,
+                max_reject_ratio_rise_pct,
+                pause_s,
+                batch_size,
                 remote,
             } => {
                 let target_json = match to.split_once('=') {
@@ -185,13 +323,22 @@ pub fn cmd(cmd: CmdCmd) -> anyhow::Result<()> {
                     Some(("tag", v)) => serde_json::json!({ "tag": v }),
                     _ => anyhow::bail!("--to {to:?}: all, site=NAME or tag=NAME"),
                 };
-                let body = serde_json::json!({
+                let mut body = serde_json::json!({
                     "action": action_json(&action, target.as_deref())?, "target": target_json,
                     "per_minute": per_minute, "abort_failed_pct": abort_failed_pct, "ttl_s": ttl_s, "reason": reason,
                 });
+                if gate {
+                    body["gate"] = serde_json::json!({
+                        "settle_s": settle_s, "max_accepted_drop_pct": max_accepted_drop_pct,
+                        "max_reject_ratio_rise_pct": max_reject_ratio_rise_pct, "pause_s": pause_s,
+                    });
+                }
+                if let Some(b) = batch_size {
+                    body["batch_size"] = serde_json::json!(b);
+                }
                 let r = api(&remote, reqwest::Method::POST, "/api/v1/rollouts", Some(body)).await?;
                 println!(
-                    "rollout {} started; follow with GET /api/v1/rollouts/{}",
+                    "rollout {} started; follow with `fleetctl cmd rollout-get {}`",
                     r["id"].as_str().unwrap_or("?"),
                     r["id"].as_str().unwrap_or("?")
                 );

@@ -27,6 +27,9 @@ pub(super) struct Cluster {
     pub(super) refreshing: bool,
     /// `updated_at` of the newest change read from the store.
     pub(super) seen_ms: i64,
+    pub(super) refreshing_rollouts: bool,
+    /// When rollouts were last read (the next read starts a little before).
+    pub(super) rollouts_read_ms: i64,
 }
 
 impl Cluster {
@@ -39,6 +42,8 @@ impl Cluster {
             claim_again: false,
             refreshing: false,
             seen_ms: 0,
+            refreshing_rollouts: false,
+            rollouts_read_ms: 0,
         }
     }
 }
@@ -140,6 +145,49 @@ impl CommandsActor {
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "other instances' commands not read"),
+            }
+        }));
+    }
+
+    /// Reads the rollouts other instances wrote: one started elsewhere reaches the leader,
+    /// which advances it ([`super::ROLLOUTS_JOB`]); a follower shows the leader's progress;
+    /// an operator's resume or abort made on any instance reaches the leader.
+    pub(super) fn refresh_rollouts(&mut self, ctx: &mut Context<Self>) {
+        let Some(c) = &mut self.cluster else { return };
+        if c.refreshing_rollouts {
+            return;
+        }
+        c.refreshing_rollouts = true;
+        let store = c.cfg.store.clone();
+        let since = c.rollouts_read_ms - REFRESH_OVERLAP_MS;
+        let started = common::time::now_ms();
+        let job = async move {
+            let s = store.clone();
+            store
+                .call(async move { outbox::rollouts_since(&s, since).await })
+                .await
+        };
+        ctx.spawn(job.into_actor(self).map(move |res, act, _| {
+            if let Some(c) = &mut act.cluster {
+                c.refreshing_rollouts = false;
+            }
+            match res {
+                Ok(stored) => {
+                    let leading = act.leadership.role(super::ROLLOUTS_JOB) != crate::cluster::Role::Follower;
+                    for r in stored {
+                        let take = act
+                            .rollouts
+                            .get(&r.id)
+                            .is_none_or(|ours| ours.replaced_by(&r, leading));
+                        if take {
+                            act.rollouts.insert(r.id.clone(), r);
+                        }
+                    }
+                    if let Some(c) = &mut act.cluster {
+                        c.rollouts_read_ms = started;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "other instances' rollouts not read"),
             }
         }));
     }
