@@ -84,6 +84,55 @@ pub struct Rollout {
     pub operated: u32,
 }
 
+/// A rollout as sled kept it before the health gate (bincode is positional: the fields
+/// above up to `detail`). Read at start so a rollout in flight during an upgrade carries on,
+/// ungated, instead of being dropped.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RolloutV1 {
+    pub id: String,
+    pub action: Action,
+    pub target: Target,
+    pub per_minute: u32,
+    pub abort_failed_pct: f64,
+    pub min_finished: u32,
+    pub ttl_s: u64,
+    pub reason: String,
+    pub issued_by: String,
+    pub created_ms: i64,
+    pub state: RolloutState,
+    pub remaining: VecDeque<DeviceId>,
+    pub commands: Vec<String>,
+    pub dispatched_at: Vec<i64>,
+    pub detail: Option<String>,
+}
+
+impl From<RolloutV1> for Rollout {
+    fn from(r: RolloutV1) -> Self {
+        Rollout {
+            id: r.id,
+            action: r.action,
+            target: r.target,
+            per_minute: r.per_minute,
+            abort_failed_pct: r.abort_failed_pct,
+            min_finished: r.min_finished,
+            ttl_s: r.ttl_s,
+            reason: r.reason,
+            issued_by: r.issued_by,
+            created_ms: r.created_ms,
+            state: r.state,
+            remaining: r.remaining,
+            commands: r.commands,
+            dispatched_at: r.dispatched_at,
+            detail: r.detail,
+            gate: None,
+            batch_size: 0,
+            watch: BTreeMap::new(),
+            paused_ms: None,
+            operated: 0,
+        }
+    }
+}
+
 /// Why an operator's resume or abort was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RolloutError {

@@ -11,7 +11,7 @@
 use common::codec;
 
 use super::book::{CommandRecord, CommandRecordV1};
-use super::rollout::Rollout;
+use super::rollout::{Rollout, RolloutV1};
 use crate::cluster::Leadership;
 use crate::cluster::lease::LeaseToken;
 
@@ -91,12 +91,20 @@ impl CommandStore for SledCommandStore {
     }
 
     fn rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
-        Ok(self
-            .rollouts
-            .iter()
-            .flatten()
-            .filter_map(|(_, v)| codec::decode_bare::<Rollout>(&v).ok())
-            .collect())
+        let mut out = Vec::new();
+        for (_, v) in self.rollouts.iter().flatten() {
+            // a rollout written before the health gate has the old layout
+            let r = codec::decode_bare::<Rollout>(&v).or_else(|e| {
+                codec::decode_bare::<RolloutV1>(&v)
+                    .map(Rollout::from)
+                    .map_err(|_| e)
+            });
+            match r {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::error!(error = %e, "unreadable rollout record skipped"),
+            }
+        }
+        Ok(out)
     }
 
     fn put(&self, r: &CommandRecord) {
@@ -120,5 +128,76 @@ impl CommandStore for SledCommandStore {
         {
             tracing::error!(error = %e, "rollout not persisted");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use common::DeviceId;
+    use common::command::Action;
+    use serde::Serialize;
+
+    use super::*;
+    use crate::commands::rollout::{RolloutState, Target};
+
+    /// The layout sled kept before the health gate: the fields up to `detail`.
+    #[derive(Serialize)]
+    struct OldRollout {
+        id: String,
+        action: Action,
+        target: Target,
+        per_minute: u32,
+        abort_failed_pct: f64,
+        min_finished: u32,
+        ttl_s: u64,
+        reason: String,
+        issued_by: String,
+        created_ms: i64,
+        state: RolloutState,
+        remaining: VecDeque<DeviceId>,
+        commands: Vec<String>,
+        dispatched_at: Vec<i64>,
+        detail: Option<String>,
+    }
+
+    #[test]
+    fn a_rollout_stored_before_the_health_gate_is_read_and_carries_on_ungated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FleetStore::open(dir.path()).unwrap();
+        let s = SledCommandStore::open(&store).unwrap();
+        let old = OldRollout {
+            id: "r-old".into(),
+            action: Action::DropCaches,
+            target: Target::All,
+            per_minute: 6,
+            abort_failed_pct: 20.0,
+            min_finished: 5,
+            ttl_s: 60,
+            reason: "upgrade".into(),
+            issued_by: "op".into(),
+            created_ms: 1_000,
+            state: RolloutState::Running,
+            remaining: [DeviceId::new("m2").unwrap()].into(),
+            commands: vec!["c1".into()],
+            dispatched_at: vec![1_500],
+            detail: None,
+        };
+        s.rollouts
+            .insert("r-old", common::codec::encode(&old).unwrap())
+            .unwrap();
+        // and one that no layout reads: logged and skipped, the others still load
+        s.rollouts.insert("r-bad", &[0xff_u8, 0xff][..]).unwrap();
+        let read = s.rollouts().unwrap();
+        assert_eq!(read.len(), 1, "{read:?}");
+        let r = &read[0];
+        assert_eq!(
+            (r.id.as_str(), r.state, r.per_minute),
+            ("r-old", RolloutState::Running, 6)
+        );
+        assert_eq!(r.remaining, VecDeque::from([DeviceId::new("m2").unwrap()]));
+        assert_eq!(r.commands, vec!["c1".to_string()]);
+        assert!(r.gate.is_none() && r.watch.is_empty() && r.paused_ms.is_none());
     }
 }
