@@ -64,12 +64,36 @@ pub struct FleetStore {
 
 /// Tells whether any [`FleetStore`] clone is still alive.
 #[derive(Clone, Debug)]
-pub struct StoreWatch(std::sync::Weak<()>);
+pub struct StoreWatch {
+    alive: std::sync::Weak<()>,
+    /// sled's lock file (`PATH/db`, an exclusive `flock` while the database is open).
+    lock: PathBuf,
+}
 
 impl StoreWatch {
+    /// True while a clone of the store is alive, or while sled still holds the database's
+    /// lock: its own IO threads can keep the database a moment after the last handle goes
+    /// (sled's `try_lock` says as much), and a server started next on the same directory
+    /// would then fail to open it.
     pub fn is_open(&self) -> bool {
-        self.0.strong_count() > 0
+        self.alive.strong_count() > 0 || lock_held(&self.lock)
     }
+}
+
+/// Whether another open file description holds an exclusive `flock` on `path` (probed with
+/// a non-blocking lock, released at once).
+fn lock_held(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    // SAFETY: flock on the descriptor of a file this function holds open.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        // SAFETY: as above; the lock is ours and is given back before the file closes.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+        return false;
+    }
+    std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
 }
 
 /// `device \0 ts seq`: a raw history row's key.
@@ -155,7 +179,10 @@ impl FleetStore {
 
     /// Sees when every clone of this store is gone.
     pub fn watch(&self) -> StoreWatch {
-        StoreWatch(Arc::downgrade(&self.alive))
+        StoreWatch {
+            alive: Arc::downgrade(&self.alive),
+            lock: self.path.join("db"),
+        }
     }
 
     /// The database itself, for a store that opens its own trees and flushes
@@ -174,6 +201,15 @@ impl FleetStore {
 mod tests {
     use super::*;
 
+    /// Whether the watch says closed within 5 s (sled's threads may hold the lock a moment).
+    fn closes(w: &StoreWatch) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while w.is_open() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        !w.is_open()
+    }
+
     #[test]
     fn the_watch_sees_the_last_clone_go() {
         let dir = tempfile::tempdir().unwrap();
@@ -183,8 +219,22 @@ mod tests {
         drop(s);
         assert!(w.is_open());
         drop(c);
-        assert!(!w.is_open());
+        assert!(closes(&w));
         // and the database can be opened again
+        FleetStore::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn the_watch_sees_the_lock_of_a_database_still_open_through_a_tree_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FleetStore::open(dir.path()).unwrap();
+        let w = s.watch();
+        // a tree keeps sled's database (and its lock) without counting as a clone
+        let tree = s.tree("t").unwrap();
+        drop(s);
+        assert!(w.is_open(), "the lock is still held through the tree");
+        drop(tree);
+        assert!(closes(&w));
         FleetStore::open(dir.path()).unwrap();
     }
 }

@@ -61,6 +61,10 @@ pub trait CommandStore: Send + Sync {
 pub struct SledCommandStore {
     commands: sled::Tree,
     rollouts: sled::Tree,
+    /// The server's store handle: a tree alone keeps the database (and its lock) open
+    /// without counting in [`FleetStore::watch`], so a server stopping would not wait for
+    /// this store to go and the next one on the same directory could find the lock held.
+    _store: FleetStore,
 }
 
 impl SledCommandStore {
@@ -68,6 +72,7 @@ impl SledCommandStore {
         Ok(SledCommandStore {
             commands: store.tree("commands")?,
             rollouts: store.tree("rollouts")?,
+            _store: store.clone(),
         })
     }
 }
