@@ -194,10 +194,13 @@ async fn awaiting_approval(
 }
 
 /// A second operator approves a disruptive command; the requester gets a 403 saying why.
+/// `_body`: read (and refused over [`crate::http::MAX_BODY`] with 413) though nothing in it
+/// is used, as on every POST route.
 async fn approve(
     req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
+    _body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let who = authorize(&req, &state, Role::Operator)?;
     let v = actor(&state)?
@@ -368,6 +371,7 @@ async fn resume_rollout(
     req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
+    _body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     operate(req, state, id, true).await
 }
@@ -376,6 +380,7 @@ async fn abort_rollout(
     req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
+    _body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     operate(req, state, id, false).await
 }
