@@ -66,18 +66,18 @@ fn row(name: String, n: usize, f: &Figures) -> Line {
 
 /// Wraps a paragraph at about `width` characters.
 fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut out = vec![String::new()];
+    let mut out = Vec::new();
+    let mut last = String::new();
     for w in text.split_whitespace() {
-        let last = out.last_mut().expect("never empty");
         if !last.is_empty() && last.len() + w.len() + 1 > width {
-            out.push(w.to_string());
-        } else {
-            if !last.is_empty() {
-                last.push(' ');
-            }
-            last.push_str(w);
+            out.push(std::mem::take(&mut last));
         }
+        if !last.is_empty() {
+            last.push(' ');
+        }
+        last.push_str(w);
     }
+    out.push(last);
     out
 }
 
