@@ -32,8 +32,24 @@ struct TokenBody {
     name: String,
     role: Role,
     /// `{"site": "S"}` or `{"retailer": "R"}`; none or null: the whole fleet.
+    /// Read apart so that a bad one is a 400 naming `scope`.
     #[serde(default)]
-    scope: Option<Scope>,
+    scope: Option<serde_json::Value>,
+}
+
+/// The body's scope: None for none or null; a 400 naming the field otherwise.
+fn scope_of(v: Option<serde_json::Value>, role: Role) -> Result<Option<Scope>, ApiError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let s: Scope = serde_json::from_value(v).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "scope: {e} (expected {{\"site\": \"STORE\"}} or {{\"retailer\": \"RETAILER\"}})"
+        ))
+    })?;
+    s.validate().map_err(ApiError::BadRequest)?;
+    Scope::check_role(role).map_err(ApiError::BadRequest)?;
+    Ok(Some(s))
 }
 
 async fn create_token(
@@ -45,10 +61,7 @@ async fn create_token(
     // token, the only role that reaches here, cannot be scoped)
     let who = authorize_unscoped(&req, &state, Role::Admin, "token management")?;
     let b: TokenBody = json_body(&body)?;
-    if let Some(s) = &b.scope {
-        s.validate().map_err(ApiError::BadRequest)?;
-        Scope::check_role(b.role).map_err(ApiError::BadRequest)?;
-    }
+    let scope = scope_of(b.scope.clone(), b.role)?;
     if b.name.is_empty()
         || b.name.len() > 64
         || !b
@@ -58,17 +71,17 @@ async fn create_token(
     {
         return Err(ApiError::BadRequest("name: 1 to 64 of [A-Za-z0-9-_.]".into()));
     }
-    let (tokens, name, role, scope) = (state.tokens.clone(), b.name.clone(), b.role, b.scope.clone());
-    let token = web::block(move || tokens.create_scoped(&name, role, None, scope))
+    let (tokens, name, role, made) = (state.tokens.clone(), b.name.clone(), b.role, scope.clone());
+    let token = web::block(move || tokens.create_scoped(&name, role, None, made))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| match e {
             crate::auth::TokenError::Exists(_) => ApiError::Conflict(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         })?;
-    tracing::info!(by = %who.name, name = %b.name, role = ?b.role, scope = ?b.scope, "token created");
+    tracing::info!(by = %who.name, name = %b.name, role = ?b.role, scope = ?scope, "token created");
     Ok(HttpResponse::Created()
-        .json(serde_json::json!({ "name": b.name, "role": b.role, "scope": b.scope, "token": token })))
+        .json(serde_json::json!({ "name": b.name, "role": b.role, "scope": scope, "token": token })))
 }
 
 async fn whoami(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
