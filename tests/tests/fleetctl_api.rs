@@ -432,17 +432,31 @@ async fn fleetctl_covers_devices_history_commands_tokens_audit_incidents_report_
     let store_secret = ok(
         &fleet,
         &admin,
-        &["tokens", "create", "site1-mgr", "--role", "operator", "--scope", "site=site1"],
+        &[
+            "tokens",
+            "create",
+            "site1-mgr",
+            "--role",
+            "operator",
+            "--scope",
+            "site=site1",
+        ],
     )
     .trim()
     .to_string();
     assert!(
-        ok(&fleet, &store_secret, &["whoami"]).lines().nth(1).unwrap().ends_with("site=site1"),
+        ok(&fleet, &store_secret, &["whoami"])
+            .lines()
+            .nth(1)
+            .unwrap()
+            .ends_with("site=site1"),
         "whoami shows the scope"
     );
     let table = ok(&fleet, &admin, &["tokens", "list"]);
     assert!(
-        table.lines().any(|l| l.starts_with("site1-mgr") && l.contains("site=site1")),
+        table
+            .lines()
+            .any(|l| l.starts_with("site1-mgr") && l.contains("site=site1")),
         "{table}"
     );
     let (code, _, err) = fleetctl(
