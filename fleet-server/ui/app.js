@@ -262,7 +262,9 @@
       return;
     }
     document.body.dataset.role = S.me.role;
-    $("#me").textContent = `${S.me.name} (${S.me.role})`;
+    // a scoped token sees one store or retailer: say which (docs/estate.md, "Scoped access")
+    const scope = S.me.scope ? Object.entries(S.me.scope).map(([k, v]) => `${k} ${v}`)[0] : "";
+    $("#me").textContent = `${S.me.name} (${S.me.role}${scope ? `, ${scope}` : ""})`;
     $("#signout").hidden = false;
     $("#nav").hidden = false;
     for (const el of document.querySelectorAll(".op-only")) el.hidden = !isOperator();
