@@ -13,6 +13,7 @@ pub mod auth;
 pub mod error;
 pub mod live;
 pub mod metrics;
+pub mod scope;
 pub mod state;
 pub mod tokens;
 pub mod ui;
