@@ -50,7 +50,7 @@ use common::{DeviceId, DeviceState, EventKind};
 use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
 
 use super::decode::decode_record;
-use super::journal::{Journal, JournalRecord};
+use super::journal::Journal;
 use super::stats::IngestStats;
 use super::store::{IngestStore, WriteBatch};
 use crate::fleet::actor::{DeliveryUpdate, FleetActor};
@@ -605,6 +605,7 @@ mod tests {
 
     use super::*;
     use crate::fleet::state::PresencePolicy;
+    use crate::ingest::journal::JournalRecord;
 
     fn record(device: &DeviceId, seq: u64, ts_ms: i64) -> JournalRecord {
         let env = Envelope::new(device.clone(), seq, ts_ms, Telemetry::default());
