@@ -53,23 +53,19 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// Checks the id by the estate's rule for ids (`crate::estate::check_id`, restated here:
-    /// auth is a leaf the estate's routes import); the error names the field.
+    /// Checks the id by the rule of site ids (`common::ids::is_site_id`, which the estate's
+    /// stores and retailers follow too); the error names the field.
     pub fn validate(&self) -> Result<(), String> {
         let (field, id) = match self {
             Scope::Site(s) => ("scope.site", s),
             Scope::Retailer(r) => ("scope.retailer", r),
         };
-        let ok = !id.trim().is_empty()
-            && id.len() <= 64
-            && id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-'));
-        if ok {
+        if common::ids::is_site_id(id) {
             Ok(())
         } else {
             Err(format!(
-                "{field}: {id:?} is not 1 to 64 of letters, digits, space, '.', '_', '-'"
+                "{field}: {id:?} is not 1 to {} of letters, digits, space, '.', '_', '-'",
+                common::ids::SITE_ID_MAX_LEN
             ))
         }
     }

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use self::hours::{DAYS, DayHours, OpeningHours};
 
 /// Longest id (a store's id is a site: the installer's rule, `[A-Za-z0-9 ._-]{1,64}`).
-pub const MAX_ID_LEN: usize = 64;
+pub const MAX_ID_LEN: usize = common::ids::SITE_ID_MAX_LEN;
 /// Longest name or address.
 pub const MAX_TEXT_LEN: usize = 256;
 
@@ -125,12 +125,7 @@ pub struct Store {
 
 /// Checks an id: `[A-Za-z0-9 ._-]{1,64}`, the rule of a site.
 pub fn check_id(field: &str, id: &str) -> Result<(), String> {
-    let ok = !id.trim().is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-'));
-    if ok {
+    if common::ids::is_site_id(id) {
         Ok(())
     } else {
         Err(format!(
