@@ -36,7 +36,9 @@ use super::alert::{Ack, Alert, AlertState, Resolution};
 use super::engine::{self, DeviceAlerts, EngineState, PairCooldown, PairCounter};
 use super::maintenance::AddedWindow;
 use super::silence::{Matcher, Silence};
-use super::store::{AlertStore, Claim, SavedAlerts, SharedIncidents};
+use super::store::{AlertStore, Claim, FleetAlerts, SavedAlerts, SharedIncidents};
+use crate::cluster::fence::assert_lease;
+use crate::cluster::lease::LeaseToken;
 use crate::incidents::RECENT_INCIDENTS_CAP;
 use crate::incidents::incident::{self, CorrelatorState, FiringAlert, Incident};
 use crate::pg::PgError;
@@ -750,6 +752,49 @@ impl AlertStore for PgAlerts {
                 seq_max: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
                 open_site_outages: open.iter().map(incident_of).collect::<Result<_, _>>()?,
             })
+        })?)
+    }
+
+    fn fleet_alerts(&self) -> Result<FleetAlerts, StoreError> {
+        let s = self.store.clone();
+        Ok(self.store.run(async move {
+            let client = s.client().await?;
+            let firing = client
+                .query("SELECT * FROM alerts WHERE state = 'firing'", &[])
+                .await
+                .map_err(db("reading the firing alerts"))?;
+            let open = client
+                .query("SELECT * FROM incidents WHERE state = 'open'", &[])
+                .await
+                .map_err(db("reading the open incidents"))?;
+            let seq = client
+                .query_one(
+                    "SELECT coalesce(max(substring(id from '-([0-9]{1,18})$')::bigint), 0) FROM incidents",
+                    &[],
+                )
+                .await
+                .map_err(db("reading the incident ids"))?;
+            Ok(FleetAlerts {
+                firing: firing.iter().map(alert_of).collect::<Result<_, _>>()?,
+                open: open.iter().map(incident_of).collect::<Result<_, _>>()?,
+                seq_max: u64::try_from(seq.get::<_, i64>(0)).unwrap_or(0),
+            })
+        })?)
+    }
+
+    fn write_incidents(&self, token: &LeaseToken, incidents: &[Incident]) -> Result<(), StoreError> {
+        let (s, token, incidents) = (self.store.clone(), token.clone(), incidents.to_vec());
+        Ok(self.store.run(async move {
+            let mut client = s.client().await?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(db("starting the incident write"))?;
+            assert_lease(&tx, &token).await?;
+            for i in &incidents {
+                write_incident(&tx, i).await?;
+            }
+            tx.commit().await.map_err(db("committing the incidents"))
         })?)
     }
 

@@ -202,10 +202,13 @@ impl Handler<ListIncidents> for AlertsActor {
     fn handle(&mut self, _: ListIncidents, _: &mut Context<Self>) -> Self::Result {
         let mut recent = self.corr.recent();
         recent.reverse();
-        MessageResult(IncidentList {
-            open: self.corr.open(),
-            recent,
-        })
+        let mut open = self.corr.open();
+        if let Some(fc) = &self.fleet {
+            // the fleet-wide correlator's, while this instance leads it
+            open.extend(fc.open());
+            open.sort_by(|a, b| (a.opened_ms, &a.id).cmp(&(b.opened_ms, &b.id)));
+        }
+        MessageResult(IncidentList { open, recent })
     }
 }
 

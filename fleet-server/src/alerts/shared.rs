@@ -36,6 +36,12 @@ fn opens(t: &Transition) -> bool {
 impl AlertsActor {
     /// Evaluates `o` now, or, for a device not yet loaded from a shared store, once it is.
     pub(super) fn admit(&mut self, o: Observation) {
+        if o.elsewhere {
+            if let Some(fc) = self.fleet.as_mut() {
+                fc.on_metrics(&o.device, &o.metrics, o.at_ms);
+            }
+            return;
+        }
         let Some(sh) = self.shared.as_mut() else {
             return self.observe(o);
         };
@@ -231,7 +237,7 @@ impl Handler<IncidentSync> for AlertsActor {
 
 /// Runs `job` (blocking, on the shared store) off the actor's thread, within
 /// [`SHARED_TIMEOUT`], and sends its outcome back as `msg(outcome)`.
-fn off_thread<T, M>(
+pub(super) fn off_thread<T, M>(
     me: Addr<AlertsActor>,
     job: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
     msg: impl FnOnce(Result<T, String>) -> M + Send + 'static,
@@ -408,6 +414,7 @@ mod tests {
             metrics: temp(v),
             checks: None,
             session_started,
+            elsewhere: false,
             at_ms,
         }])
     }

@@ -60,6 +60,18 @@ pub struct SharedIncidents {
     pub open_site_outages: Vec<crate::incidents::incident::Incident>,
 }
 
+/// What the fleet-wide correlator reads from a shared store every second
+/// (`crate::incidents::fleet`).
+#[derive(Debug, Clone, Default)]
+pub struct FleetAlerts {
+    /// Every alert firing, whichever instance fired it.
+    pub firing: Vec<Alert>,
+    /// The open incidents (of every kind: the correlator keeps those of its own).
+    pub open: Vec<crate::incidents::incident::Incident>,
+    /// As [`SharedIncidents::seq_max`].
+    pub seq_max: u64,
+}
+
 /// The alerts actor's state (module docs). Every method blocks: off actor threads.
 pub trait AlertStore: Send + Sync {
     /// Other instances share this store: the alerts actor loads each device's alerts before
@@ -82,6 +94,22 @@ pub trait AlertStore: Send + Sync {
     /// What other instances' correlators stored ([`SharedIncidents`]).
     fn shared_incidents(&self) -> Result<SharedIncidents, StoreError> {
         Ok(SharedIncidents::default())
+    }
+
+    /// Every instance's firing alerts and the open incidents ([`FleetAlerts`]).
+    fn fleet_alerts(&self) -> Result<FleetAlerts, StoreError> {
+        Ok(FleetAlerts::default())
+    }
+
+    /// Writes the fleet-wide correlator's incidents (their latest state) in one transaction
+    /// fenced by `token` (`crate::cluster::fence`): refused with `RVML1` once the lease is
+    /// no longer this holder's at this epoch.
+    fn write_incidents(
+        &self,
+        _token: &crate::cluster::lease::LeaseToken,
+        _incidents: &[crate::incidents::incident::Incident],
+    ) -> Result<(), StoreError> {
+        Ok(())
     }
 
     fn load(&self) -> Result<SavedAlerts, StoreError>;
