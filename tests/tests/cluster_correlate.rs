@@ -219,9 +219,7 @@ async fn a_cohort_spread_over_three_instances_is_one_incident_notified_once_thro
 
     // 1. one incident for the first three, which no instance holds more than one of
     let opened = eventually(Duration::from_secs(FIRST_AT_S + 30), || async {
-        incident_events(&hook)
-            .into_iter()
-            .find(|(_, e)| e == "opened")
+        incident_events(&hook).into_iter().find(|(_, e)| e == "opened")
     })
     .await
     .unwrap_or_else(|| {
@@ -233,7 +231,10 @@ async fn a_cohort_spread_over_three_instances_is_one_incident_notified_once_thro
         )
     });
     let incident = opened.0.clone();
-    println!("{incident} opened {:?} after the simulator started", started.elapsed());
+    println!(
+        "{incident} opened {:?} after the simulator started",
+        started.elapsed()
+    );
     let body = hook
         .bodies()
         .into_iter()
@@ -255,8 +256,7 @@ async fn a_cohort_spread_over_three_instances_is_one_incident_notified_once_thro
         .iter()
         .filter_map(|d| d.as_str().map(str::to_string))
         .collect();
-    let holders: std::collections::BTreeSet<&String> =
-        members.iter().filter_map(|d| owners.get(d)).collect();
+    let holders: std::collections::BTreeSet<&String> = members.iter().filter_map(|d| owners.get(d)).collect();
     println!("its machines {members:?} held by {holders:?}");
     assert_eq!(holders.len(), 3, "spread over the three instances: {owners:?}");
 
@@ -289,9 +289,7 @@ async fn a_cohort_spread_over_three_instances_is_one_incident_notified_once_thro
 
     // 4. everything cools: resolved once, nothing opened twice
     let resolved = eventually(Duration::from_secs(COOL_AT_S + 40), || async {
-        incident_events(&hook)
-            .into_iter()
-            .find(|(_, e)| e == "resolved")
+        incident_events(&hook).into_iter().find(|(_, e)| e == "resolved")
     })
     .await;
     assert!(
@@ -306,7 +304,10 @@ async fn a_cohort_spread_over_three_instances_is_one_incident_notified_once_thro
     let events = incident_events(&hook);
     assert_eq!(
         events,
-        [(incident.clone(), "opened".into()), (incident.clone(), "resolved".into())],
+        [
+            (incident.clone(), "opened".into()),
+            (incident.clone(), "resolved".into())
+        ],
         "one incident, opened and resolved once each"
     );
     let stored = stored_cohorts(&pg);

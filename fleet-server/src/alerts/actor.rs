@@ -53,15 +53,15 @@ use common::{CheckResult, DeviceId};
 
 use super::alert::{AlertState, DeviceInfo, Transition, TransitionKind};
 use super::engine::AlertEngine;
+use super::fleetcorr::FleetCorrelation;
 use super::maintenance::{MaintenanceBook, Verdict, verdict};
 use super::names::PRESENCE_OFFLINE;
 use super::persist::PersistHandle;
 use super::rules::RuleSet;
 use super::stats::{AlertsSnapshot, AlertsStats};
 use super::store::AlertStore;
-use super::fleetcorr::FleetCorrelation;
-use crate::incidents::{Correlator, Scope};
 use crate::incidents::incident::{FleetView, IncidentChange, IncidentChangeKind};
+use crate::incidents::{Correlator, Scope};
 use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
 use crate::messages::AttachLive;

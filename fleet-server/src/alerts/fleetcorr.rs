@@ -33,8 +33,8 @@ use super::alert::DeviceInfo;
 use super::shared::off_thread;
 use super::store::FleetAlerts;
 use crate::cluster::fence::is_fenced_store;
-use crate::cluster::lease::LeaseToken;
 use crate::cluster::leader::{CORRELATOR, Leadership, Role};
+use crate::cluster::lease::LeaseToken;
 use crate::incidents::config::CorrelatorConfig;
 use crate::incidents::incident::{FleetView, Incident, IncidentChange};
 use crate::incidents::{Correlator, Scope};
@@ -164,7 +164,11 @@ impl AlertsActor {
             let mut c = Correlator::new(fc.config.clone());
             c.set_scope(Scope::AcrossMachines);
             c.take_over(read.open.clone(), read.seq_max);
-            tracing::info!(epoch = token.epoch, open = c.open().len(), "correlating the fleet");
+            tracing::info!(
+                epoch = token.epoch,
+                open = c.open().len(),
+                "correlating the fleet"
+            );
             (token.epoch, c)
         });
         corr.number_above(read.seq_max);

@@ -207,28 +207,33 @@ impl AlertsActor {
     pub(super) fn sync_incidents(&self, me: Addr<AlertsActor>) {
         let Some(sh) = &self.shared else { return };
         let store = sh.store.clone();
+        // and this engine's open alerts another instance acknowledged or resolved by hand
+        // (`super::fleetwide`)
+        let open: Vec<String> = self.engine.active().into_iter().map(|a| a.id).collect();
         off_thread(
             me,
-            move || store.shared_incidents(),
+            move || Ok((store.shared_incidents()?, store.handled_elsewhere(&open)?)),
             |result| IncidentSync { result },
         );
     }
 }
 
-/// What the other instances' correlators stored.
+/// What the other instances' correlators stored, and which of this engine's open alerts they
+/// acknowledged or resolved by hand.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct IncidentSync {
-    result: Result<SharedIncidents, String>,
+    result: Result<(SharedIncidents, Vec<Alert>), String>,
 }
 
 impl Handler<IncidentSync> for AlertsActor {
     type Result = ();
     fn handle(&mut self, m: IncidentSync, _: &mut Context<Self>) {
         match m.result {
-            Ok(shared) => {
+            Ok((shared, handled)) => {
                 self.corr.number_above(shared.seq_max);
                 self.corr.adopt_site_outages(shared.open_site_outages);
+                self.take_in_handled(handled);
             }
             Err(e) => tracing::warn!(error = %e, "stored incidents not read"),
         }

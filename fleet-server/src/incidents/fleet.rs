@@ -42,7 +42,12 @@ impl Correlator {
     /// The alerts firing in the store now, fleet-wide: those not known firing fire here, the
     /// known ones no longer among them resolved, and so did the members of an open incident
     /// that are not among them (resolved while no correlator was looking).
-    pub fn on_fleet_alerts(&mut self, firing: &[Alert], devices: &FleetView, now_ms: i64) -> Vec<IncidentChange> {
+    pub fn on_fleet_alerts(
+        &mut self,
+        firing: &[Alert],
+        devices: &FleetView,
+        now_ms: i64,
+    ) -> Vec<IncidentChange> {
         let mut out = Vec::new();
         let offline_too = self.scope.site_outages();
         let firing: Vec<&Alert> = firing
@@ -143,7 +148,11 @@ mod tests {
         assert_eq!(firing.len(), 6);
         // one instance alone: two failing machines, below the cohort's minimum
         let mut alone = build_fleet_correlator();
-        let own: Vec<Alert> = firing.iter().filter(|a| a.device.as_str() < "rvm2").cloned().collect();
+        let own: Vec<Alert> = firing
+            .iter()
+            .filter(|a| a.device.as_str() < "rvm2")
+            .cloned()
+            .collect();
         let own_view = FleetView::new(build_fleet().into_iter().take(4));
         assert!(alone.on_fleet_alerts(&own, &own_view, 61 * S).is_empty());
 
@@ -156,7 +165,10 @@ mod tests {
         assert_eq!(opened.len(), 1, "{changes:#?}");
         assert_eq!(opened[0].incident.kind, IncidentKind::CohortRegression);
         assert_eq!(c.open()[0].members.len(), 6, "the others join");
-        assert!(c.on_fleet_alerts(&firing, &fleet, 62 * S).is_empty(), "nothing new");
+        assert!(
+            c.on_fleet_alerts(&firing, &fleet, 62 * S).is_empty(),
+            "nothing new"
+        );
         // all cool down: the incident resolves, once
         let changes = c.on_fleet_alerts(&[], &fleet, 200 * S);
         assert_eq!(changes.len(), 1, "{changes:#?}");
@@ -177,7 +189,9 @@ mod tests {
         let all = fire_on_instances(&fleet, &[0, 4, 8, 1, 5, 9], 0);
         let changes = new.on_fleet_alerts(&all, &fleet, 70 * S);
         assert!(
-            changes.iter().all(|c| c.kind == IncidentChangeKind::Joined && c.incident.id == stored[0].id),
+            changes
+                .iter()
+                .all(|c| c.kind == IncidentChangeKind::Joined && c.incident.id == stored[0].id),
             "{changes:#?}"
         );
         assert_eq!(changes.len(), 3);
