@@ -53,7 +53,6 @@ use common::{CheckResult, DeviceId};
 
 use super::alert::{AlertState, DeviceInfo, Transition, TransitionKind};
 use super::engine::AlertEngine;
-use super::fleetcorr::FleetCorrelation;
 use super::maintenance::{MaintenanceBook, Verdict, verdict};
 use super::names::PRESENCE_OFFLINE;
 use super::persist::PersistHandle;
@@ -61,6 +60,7 @@ use super::rules::RuleSet;
 use super::stats::{AlertsSnapshot, AlertsStats};
 use super::store::AlertStore;
 use crate::incidents::incident::{FleetView, IncidentChange, IncidentChangeKind};
+use crate::incidents::leader::FleetCorrelation;
 use crate::incidents::{Correlator, Scope};
 use crate::live::LiveHub;
 use crate::live::event::LiveEvent;

@@ -3,7 +3,7 @@
 //!
 //! Each instance's engine evaluates only the machines it holds, so a cohort spread over the
 //! instances (two failing machines of one model version on each) is seen whole by none of them.
-//! So while this instance leads [`CORRELATOR`], every [`FLEET_EVERY`] it reads the alerts firing
+//! So while this instance leads `correlator` (`crate::cluster::leader::CORRELATOR`), every [`FLEET_EVERY`] it reads the alerts firing
 //! in the store, whichever instance fired them, and the open incidents
 //! ([`AlertStore::fleet_alerts`]), and a correlator of the kinds that compare machines
 //! ([`Scope::AcrossMachines`]: cohorts, outliers, thermal chains) turns them into incident
@@ -26,105 +26,20 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use actix::prelude::*;
-use common::DeviceId;
 
 use super::actor::AlertsActor;
-use super::alert::DeviceInfo;
 use super::shared::off_thread;
 use super::store::FleetAlerts;
 use crate::cluster::fence::is_fenced_store;
-use crate::cluster::leader::{CORRELATOR, Leadership, Role};
+use crate::cluster::leader::Leadership;
 use crate::cluster::lease::LeaseToken;
-use crate::incidents::config::CorrelatorConfig;
-use crate::incidents::incident::{FleetView, Incident, IncidentChange};
+use crate::incidents::incident::{Incident, IncidentChange};
+use crate::incidents::leader::FleetCorrelation;
 use crate::incidents::{Correlator, Scope};
 
 /// How often the leader reads the fleet's firing alerts: a cohort's incident opens within
 /// about this long (+ the export of the instance that fired its last member) after it formed.
 pub const FLEET_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// What the actor keeps for the fleet-wide correlation (module docs).
-pub struct FleetCorrelation {
-    leadership: Leadership,
-    config: CorrelatorConfig,
-    /// The correlator and the lease epoch it started under, while this instance leads.
-    led: Option<(i64, Correlator)>,
-    /// Every machine's info, from its observations here or elsewhere.
-    devices: BTreeMap<DeviceId, DeviceInfo>,
-    view: FleetView,
-    view_dirty: bool,
-    reading: bool,
-    writing: bool,
-    /// Changes made and not yet written (module docs), in order.
-    unwritten: Vec<IncidentChange>,
-}
-
-impl FleetCorrelation {
-    pub fn new(leadership: Leadership, config: CorrelatorConfig) -> FleetCorrelation {
-        FleetCorrelation {
-            leadership,
-            config,
-            led: None,
-            devices: BTreeMap::new(),
-            view: FleetView::default(),
-            view_dirty: false,
-            reading: false,
-            writing: false,
-            unwritten: Vec::new(),
-        }
-    }
-
-    /// The open incidents of the fleet-wide correlator while this instance leads.
-    pub fn open(&self) -> Vec<Incident> {
-        self.led.as_ref().map(|(_, c)| c.open()).unwrap_or_default()
-    }
-
-    /// A machine's samples, here or elsewhere: its info for the view, its metrics for the
-    /// outlier and thermal detectors.
-    pub fn on_metrics(&mut self, device: &DeviceInfo, metrics: &[(String, f64)], at_ms: i64) {
-        if self.devices.get(&device.id) != Some(device) {
-            self.devices.insert(device.id.clone(), device.clone());
-            self.view_dirty = true;
-        }
-        if let Some((_, c)) = self.led.as_mut() {
-            let changes = c.on_metrics(device, metrics, at_ms);
-            self.unwritten.extend(changes);
-        }
-    }
-
-    fn view(&mut self) -> FleetView {
-        if self.view_dirty {
-            self.view = FleetView::new(self.devices.values().cloned());
-            self.view_dirty = false;
-        }
-        self.view.clone()
-    }
-
-    /// The token while this instance leads; otherwise drops what it led with.
-    fn token(&mut self) -> Option<LeaseToken> {
-        match self.leadership.role(CORRELATOR) {
-            Role::Leader(Some(t)) => {
-                if self.led.as_ref().is_some_and(|(epoch, _)| *epoch != t.epoch) {
-                    // led, lost and led again: start over from the store
-                    self.stop();
-                }
-                Some(t)
-            }
-            Role::Leader(None) | Role::Follower => {
-                if self.led.is_some() {
-                    tracing::info!("no longer correlating the fleet");
-                    self.stop();
-                }
-                None
-            }
-        }
-    }
-
-    fn stop(&mut self) {
-        self.led = None;
-        self.unwritten.clear();
-    }
-}
 
 impl AlertsActor {
     /// Every [`FLEET_EVERY`]: while this instance leads, reads the store (one read at a time).

@@ -27,7 +27,6 @@ use actix::prelude::*;
 use super::actor::AlertsActor;
 use super::alert::{Alert, AlertState};
 use super::engine::AlertError;
-use super::requests::{AckAlert, ResolveAlert, StateFilter, select};
 use super::shared::SHARED_TIMEOUT;
 use super::store::{AlertStore, HandOutcome};
 use crate::live::event::LiveEvent;
@@ -99,11 +98,15 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// The fleet's alerts that `filter` lists, from the store; this instance's own (`local`) when
-/// the store does not answer.
-pub(super) async fn list(store: Arc<dyn AlertStore>, filter: StateFilter, local: Vec<Alert>) -> Vec<Alert> {
+/// The fleet's alerts from the store, as `select` lists them; this instance's own (`local`)
+/// when the store does not answer.
+pub(super) async fn list(
+    store: Arc<dyn AlertStore>,
+    select: impl FnOnce(Vec<Alert>) -> Vec<Alert>,
+    local: Vec<Alert>,
+) -> Vec<Alert> {
     match blocking(move || store.stored_alerts()).await {
-        Ok(all) => select(all, filter),
+        Ok(all) => select(all),
         Err(e) => {
             tracing::warn!(error = %e, "the fleet's alerts not read; listing this instance's own");
             local
@@ -129,12 +132,12 @@ fn done(
     Ok(a)
 }
 
+/// Acknowledges `what` (id, who, comment) in the store (module docs).
 pub(super) fn ack(
     store: Arc<dyn AlertStore>,
-    m: AckAlert,
+    what: (String, String, String),
 ) -> ResponseActFuture<AlertsActor, Result<Alert, AlertError>> {
     let now = common::time::now_ms();
-    let what = (m.id, m.who, m.comment);
     let (id, who, comment) = what.clone();
     Box::pin(
         fut::wrap_future(blocking(move || store.ack_stored(&id, &who, &comment, now)))
@@ -142,12 +145,12 @@ pub(super) fn ack(
     )
 }
 
+/// Resolves `what` (id, who, comment) by hand in the store (module docs).
 pub(super) fn resolve(
     store: Arc<dyn AlertStore>,
-    m: ResolveAlert,
+    what: (String, String, String),
 ) -> ResponseActFuture<AlertsActor, Result<Alert, AlertError>> {
     let now = common::time::now_ms();
-    let what = (m.id, m.who, m.comment);
     let (id, who, comment) = what.clone();
     Box::pin(
         fut::wrap_future(blocking(move || store.resolve_stored(&id, &who, &comment, now)))

@@ -60,7 +60,11 @@ impl Handler<ListAlerts> for AlertsActor {
         match &self.shared {
             None => Box::pin(async move { local }),
             // several instances: the whole fleet's, from the store (module docs of `fleetwide`)
-            Some(sh) => Box::pin(super::fleetwide::list(sh.store.clone(), m.0, local)),
+            Some(sh) => Box::pin(super::fleetwide::list(
+                sh.store.clone(),
+                move |all| select(all, m.0),
+                local,
+            )),
         }
     }
 }
@@ -94,7 +98,7 @@ impl Handler<AckAlert> for AlertsActor {
     type Result = ResponseActFuture<Self, Result<Alert, AlertError>>;
     fn handle(&mut self, m: AckAlert, _: &mut Context<Self>) -> Self::Result {
         if let Some(store) = self.held_elsewhere(&m.id) {
-            return super::fleetwide::ack(store, m);
+            return super::fleetwide::ack(store, (m.id, m.who, m.comment));
         }
         Box::pin(fut::ready(self.ack_here(m)))
     }
@@ -127,7 +131,7 @@ impl Handler<ResolveAlert> for AlertsActor {
     type Result = ResponseActFuture<Self, Result<Alert, AlertError>>;
     fn handle(&mut self, m: ResolveAlert, _: &mut Context<Self>) -> Self::Result {
         if let Some(store) = self.held_elsewhere(&m.id) {
-            return super::fleetwide::resolve(store, m);
+            return super::fleetwide::resolve(store, (m.id, m.who, m.comment));
         }
         Box::pin(fut::ready(self.resolve_here(m)))
     }

@@ -42,6 +42,7 @@ pub mod cohort;
 pub mod config;
 pub mod fleet;
 pub mod incident;
+pub mod leader;
 pub mod outlier;
 pub mod site_outage;
 pub mod thermal;
