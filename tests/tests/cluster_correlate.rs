@@ -319,6 +319,10 @@ async fn a_cohort_spread_over_three_instances_is_one_incident_notified_once_thro
         .parse()
         .unwrap();
     assert_eq!(all, 1, "no other incident of any kind");
+    let open = pg
+        .psql("SELECT id || '|' || state || '|' || coalesce(opened_by, '') FROM alerts WHERE state <> 'resolved' ORDER BY id")
+        .unwrap();
+    assert_eq!(open, "", "every alert resolved in the store");
     let alerts = alert_ids(&hook);
     let mut per: BTreeMap<&str, usize> = BTreeMap::new();
     for a in &alerts {
