@@ -6,7 +6,7 @@
 //!   alert and the latest resolved ones from the store ([`AlertStore::stored_alerts`]), so
 //!   every instance lists the same set. If the store does not answer within
 //!   [`SHARED_TIMEOUT`], this instance's own alerts are listed (logged).
-//! - **An acknowledgement or a resolve by hand** of an alert this engine does not hold open is
+//! - **An acknowledgement or a resolve by hand** of an alert this engine does not know is
 //!   made in the store, by one conditional `UPDATE` ([`AlertStore::ack_stored`],
 //!   [`AlertStore::resolve_stored`]): the row changes once, whichever instances are asked at
 //!   the same time, and only the instance whose update changed it audits it. The instance
@@ -33,14 +33,13 @@ use crate::live::event::LiveEvent;
 use crate::store::StoreError;
 
 impl AlertsActor {
-    /// With a shared store and `id` not open in this engine: the store, where it is handled.
+    /// With a shared store and `id` unknown to this engine (neither open nor among its
+    /// resolved ones): the store, where it is handled. An alert this engine knows is handled
+    /// here, as with one instance: one it resolved a moment ago may not be exported yet, and
+    /// the store would take a second resolve of it.
     pub(super) fn held_elsewhere(&self, id: &str) -> Option<Arc<dyn AlertStore>> {
         let sh = self.shared.as_ref()?;
-        let open_here = self
-            .engine
-            .get(id)
-            .is_some_and(|a| a.state != AlertState::Resolved);
-        (!open_here).then(|| sh.store.clone())
+        self.engine.get(id).is_none().then(|| sh.store.clone())
     }
 
     /// Takes in what the store holds of this engine's open alerts that another instance
@@ -98,20 +97,46 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// The fleet's alerts from the store, as `select` lists them; this instance's own (`local`)
-/// when the store does not answer.
+/// The fleet's alerts from the store, joined with this engine's own (`local`: [`merge`]), as
+/// `select` lists them; this instance's own alone when the store does not answer.
 pub(super) async fn list(
     store: Arc<dyn AlertStore>,
     select: impl FnOnce(Vec<Alert>) -> Vec<Alert>,
     local: Vec<Alert>,
 ) -> Vec<Alert> {
     match blocking(move || store.stored_alerts()).await {
-        Ok(all) => select(all),
+        Ok(all) => select(merge(all, local)),
         Err(e) => {
             tracing::warn!(error = %e, "the fleet's alerts not read; listing this instance's own");
-            local
+            select(local)
         }
     }
+}
+
+/// How far along an alert is: resolved, then acknowledged, then open.
+fn progress(a: &Alert) -> u8 {
+    if a.state == AlertState::Resolved {
+        2
+    } else {
+        u8::from(a.ack.is_some())
+    }
+}
+
+/// The stored alerts and this engine's own, one per id: the copy further along wins (the
+/// store may not have this engine's last change yet, this engine may not have taken in one
+/// made elsewhere), on a tie this engine's (its values are the latest it evaluated).
+pub(super) fn merge(stored: Vec<Alert>, local: Vec<Alert>) -> Vec<Alert> {
+    let mut by_id: std::collections::HashMap<String, Alert> =
+        stored.into_iter().map(|a| (a.id.clone(), a)).collect();
+    for a in local {
+        match by_id.get(&a.id) {
+            Some(s) if progress(s) > progress(&a) => {}
+            _ => {
+                by_id.insert(a.id.clone(), a);
+            }
+        }
+    }
+    by_id.into_values().collect()
 }
 
 /// What to do once the store answered an acknowledgement or resolve: audit it here (the
@@ -156,4 +181,55 @@ pub(super) fn resolve(
         fut::wrap_future(blocking(move || store.resolve_stored(&id, &who, &comment, now)))
             .map(move |outcome, act: &mut AlertsActor, _| done("resolve", what, outcome, act)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::alert::{Ack, Resolution};
+
+    fn build_alert(id: &str) -> Alert {
+        let mut e = crate::alerts::engine::AlertEngine::new(
+            crate::alerts::rules::parse_rules(
+                "[[rules]]\nname = \"hot\"\nmetric = \"gpu.temp_c\"\nop = \">\"\nthreshold = 1\nseverity = \"warning\"\n",
+            )
+            .unwrap()
+            .rules,
+        );
+        let d = crate::alerts::alert::DeviceInfo::new(common::DeviceId::new(id).unwrap());
+        e.observe(&d, &[("gpu.temp_c".to_string(), 5.0)], 1_000)[0]
+            .alert
+            .clone()
+    }
+
+    #[test]
+    fn the_copy_further_along_wins_and_each_alert_is_listed_once() {
+        let (a, b, c) = (build_alert("m1"), build_alert("m2"), build_alert("m3"));
+        // resolved here, not yet exported: the store still has it firing
+        let mut a_here = a.clone();
+        a_here.state = AlertState::Resolved;
+        a_here.resolved_by = Some(Resolution {
+            by: "otto".into(),
+            at_ms: 2_000,
+            comment: "x".into(),
+        });
+        // acknowledged on another instance: this engine has not taken it in yet
+        let mut b_stored = b.clone();
+        b_stored.ack = Some(Ack {
+            by: "ann".into(),
+            at_ms: 2_000,
+            comment: String::new(),
+        });
+        let mut b_here = b.clone();
+        b_here.value = 9.0;
+        // only here (fired a moment ago), and only in the store (another instance's)
+        let d = build_alert("m4");
+        let mut out = merge(vec![a, b_stored, c.clone()], vec![a_here, b_here, d]);
+        out.sort_by(|x, y| x.id.cmp(&y.id));
+        let ids: Vec<&str> = out.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["hot:m1:1", "hot:m2:1", "hot:m3:1", "hot:m4:1"]);
+        assert_eq!(out[0].state, AlertState::Resolved);
+        assert_eq!(out[1].ack.as_ref().map(|a| a.by.as_str()), Some("ann"));
+        assert_eq!(out[2], c);
+    }
 }

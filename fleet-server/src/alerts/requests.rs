@@ -56,9 +56,9 @@ impl Handler<ListAlerts> for AlertsActor {
             .active()
             .into_iter()
             .chain(self.engine.history().iter().cloned());
-        let local = select(local.collect(), m.0);
+        let local: Vec<Alert> = local.collect();
         match &self.shared {
-            None => Box::pin(async move { local }),
+            None => Box::pin(async move { select(local, m.0) }),
             // several instances: the whole fleet's, from the store (module docs of `fleetwide`)
             Some(sh) => Box::pin(super::fleetwide::list(
                 sh.store.clone(),
