@@ -16,12 +16,26 @@
 //!    (six members), and no second incident opens;
 //! 4. the faults end: the incident resolves, notified once; every alert was notified once.
 //!
+//! And at the store's level: an incident write with a lease token whose epoch another
+//! instance took over is refused (`RVML1`) and lands nothing.
+//!
 //! Needs PostgreSQL 15 and the workspace's binaries (`cargo build --bins`); never skips.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::DeviceId;
 use common::pki::{self, CertDir};
+use fleet_server::alerts::pg::PgAlerts;
+use fleet_server::alerts::store::AlertStore;
+use fleet_server::cluster::fence::is_fenced_store;
+use fleet_server::cluster::lease::LeaseToken;
+use fleet_server::incidents::incident::{Incident, IncidentKind, IncidentState};
+use fleet_server::pg::partitions::Retention;
+use fleet_server::pg::store::PgStore;
+use fleet_server::pg::{Backend, PgConfig, StorageBackend, StorageBackendFile};
+use fleet_server::storage::health::StorageHealth;
 use rvm_agent::link::brokers::start_index;
 use rvm_fleet_tests::harness::ServerProc;
 use rvm_fleet_tests::postgres::PgDatabase;
@@ -335,4 +349,85 @@ async fn a_cohort_spread_over_three_instances_is_one_incident_notified_once_thro
         let h = s.get("/api/v1/health").await.unwrap();
         println!("{}: alerts {}", s.log.display(), h["alerts"]);
     }
+}
+
+fn open_store(pg: &PgDatabase) -> PgStore {
+    let file = StorageBackendFile {
+        backend: Backend::Postgres,
+        url: Some(pg.url()),
+        pool_size: Some(2),
+        ..Default::default()
+    };
+    let cfg: PgConfig = match file.validate_with("storage", &|_| None).unwrap() {
+        StorageBackend::Postgres(c) => *c,
+        StorageBackend::Sled => unreachable!(),
+    };
+    PgStore::open(
+        &cfg,
+        Retention::default(),
+        Arc::new(StorageHealth::new("postgres")),
+        common::time::now_ms(),
+    )
+    .unwrap()
+    .0
+}
+
+/// The correlator's incident writes pass the lease fence: written while the token's epoch
+/// holds the lease, refused with `RVML1` once another instance took it over (a leader frozen
+/// past its lease), and nothing of the refused write lands.
+#[test]
+fn postgres_a_correlator_that_lost_its_lease_cannot_write_incidents() {
+    let pg = PgDatabase::shared().unwrap();
+    let alerts = PgAlerts::new(open_store(&pg)).opened_by("a");
+    pg.psql(
+        "INSERT INTO leader_lease (name, holder, epoch, expires_at)
+         VALUES ('correlator', 'a', 7, now() + interval '1 hour')",
+    )
+    .unwrap();
+    let token = LeaseToken {
+        name: "correlator".into(),
+        holder: "a".into(),
+        epoch: 7,
+        lease_ms: 3_000,
+    };
+    let mut incident = Incident {
+        id: "cohort_regression-1".into(),
+        kind: IncidentKind::CohortRegression,
+        title: "inference_slow on machines with vision_model_version = v3.3".into(),
+        probable_cause: "vision_model_version = v3.3: 3 of 6".into(),
+        site: None,
+        attribute: Some("vision_model_version".into()),
+        attribute_value: Some("v3.3".into()),
+        rule: Some("inference_slow".into()),
+        metric: Some("app.inference_ms".into()),
+        devices: vec![DeviceId::new("coh0000").unwrap()],
+        members: vec!["inference_slow:coh0000:1".into()],
+        active_members: vec!["inference_slow:coh0000:1".into()],
+        suppresses_members: false,
+        opened_ms: 1_000,
+        updated_ms: 1_000,
+        resolved_ms: None,
+        state: IncidentState::Open,
+    };
+    alerts.write_incidents(&token, &[incident.clone()]).unwrap();
+    let stored = || {
+        pg.psql("SELECT id || '|' || state || '|' || array_length(members, 1) FROM incidents")
+            .unwrap()
+    };
+    assert_eq!(stored(), "cohort_regression-1|open|1");
+    // another instance takes the lease over
+    pg.psql("UPDATE leader_lease SET holder = 'b', epoch = 8 WHERE name = 'correlator'")
+        .unwrap();
+    incident.members.push("inference_slow:coh0001:1".into());
+    let refused = alerts.write_incidents(&token, &[incident.clone()]).unwrap_err();
+    assert!(is_fenced_store(&refused), "{refused}");
+    assert_eq!(stored(), "cohort_regression-1|open|1", "nothing of it landed");
+    // the new holder writes
+    let theirs = LeaseToken {
+        holder: "b".into(),
+        epoch: 8,
+        ..token
+    };
+    alerts.write_incidents(&theirs, &[incident]).unwrap();
+    assert_eq!(stored(), "cohort_regression-1|open|2");
 }
