@@ -373,3 +373,234 @@ fn postgres_two_instances_claiming_one_rule_and_device_one_wins_and_the_other_ge
     assert_eq!(loaded.open, vec![theirs]);
     assert_eq!(loaded.generations[0].generation, 2);
 }
+
+/// Every machine overheats for a minute.
+const ALL_HOT: &str = r#"
+name = "all-hot"
+[[event]]
+name = "hot"
+at_s = 2
+for_s = 90
+fault = "overheating"
+machines = "0-5"
+"#;
+
+async fn post(s: &ServerProc, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(s.url(path))
+        .bearer_auth(&s.token)
+        .json(&body)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The firing alerts `s` lists, sorted.
+async fn firing(s: &ServerProc) -> Option<Vec<String>> {
+    let mut v = alert_ids(&s.get("/api/v1/alerts?state=firing").await.ok()?);
+    v.sort();
+    Some(v)
+}
+
+fn audited(pg: &PgDatabase, action: &str, target: &str) -> usize {
+    pg.psql(&format!(
+        "SELECT count(*) FROM audit WHERE action = '{action}' AND target = '{target}'"
+    ))
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+/// Three instances, six overheating machines spread over them (issue 21, item 7 for alerts):
+/// every instance lists the same six firing alerts; an acknowledgement sent to B of an alert
+/// A evaluates takes effect once (a second one, to C, is refused with 409), is audited once,
+/// is taken in by A and survives A's later exports; a resolve by hand sent to C of another of
+/// A's alerts resolves it, A notifies its resolution once, and it is audited once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_every_instance_lists_acks_and_resolves_the_whole_fleets_alerts_once() {
+    let pg = PgDatabase::shared().unwrap();
+    let storage = format!("backend = \"postgres\"\nurl = \"{}\"\n", pg.url());
+    let dir = tempfile::tempdir().unwrap();
+    let certs = CertDir::new(dir.path().join("certs"));
+    common::pki::init(&certs, &["localhost".into(), "127.0.0.1".into()], false).unwrap();
+    let hook = WebhookReceiver::start().await.unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, RULES).unwrap();
+    let scenario = dir.path().join("hot.toml");
+    std::fs::write(&scenario, ALL_HOT).unwrap();
+    let ids = ["a", "b", "c"];
+    let mut servers: Vec<ServerProc> = Vec::new();
+    for name in ids {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let extra = format!(
+            "[alerts]\nrules = \"{rules}\"\n[notify.default]\nchannels = [\"hook\"]\nper_minute = 100\n[notify.channels.hook]\ntype = \"webhook\"\nurl = \"{url}\"\n[cluster]\ninstance_id = \"{name}\"\nheartbeat_ms = 500\nlease_ms = 3000\n",
+            rules = rules.display(),
+            url = hook.url
+        );
+        let token = servers.first().map(|a| a.token.clone());
+        let mut s = ServerProc::on_store(&d, &certs, &storage, &extra, token.as_deref()).unwrap();
+        s.start().unwrap();
+        servers.push(s);
+    }
+    for s in &servers {
+        assert!(
+            s.wait_ready(Duration::from_secs(60)).await,
+            "{}",
+            rvm_fleet_tests::read(&s.log)
+        );
+        let running = eventually(Duration::from_secs(30), || async {
+            rvm_fleet_tests::read(&s.log)
+                .contains("fleet server running")
+                .then_some(())
+        })
+        .await;
+        assert!(running.is_some(), "{}", rvm_fleet_tests::read(&s.log));
+    }
+    let brokers: Vec<String> = servers.iter().map(|s| format!("127.0.0.1:{}", s.mqtt)).collect();
+    let (brokers, certs_dir, scenario) = (
+        brokers.join(","),
+        certs.root().to_string_lossy().into_owned(),
+        scenario.to_string_lossy().into_owned(),
+    );
+    #[rustfmt::skip]
+    let args = [
+        "simulate", "--devices", "6", "--prefix", "hot", "--broker", &brokers, "--certs",
+        &certs_dir, "--interval", "300", "--sites", "1", "--scenario", &scenario,
+    ];
+    let _sim = Child::spawn("rvm-sim", &args, &dir.path().join("sim.log")).unwrap();
+
+    // every instance lists all six, whichever instance fired them
+    let t0 = std::time::Instant::now();
+    let mut lists = Vec::new();
+    for (s, id) in servers.iter().zip(ids) {
+        let six = eventually(Duration::from_secs(40), || async {
+            firing(s).await.filter(|v| v.len() == 6)
+        })
+        .await;
+        assert!(
+            six.is_some(),
+            "{id} lists {:?}\n{}",
+            firing(s).await,
+            rvm_fleet_tests::read(&s.log)
+        );
+        lists.push(six.unwrap());
+    }
+    println!(
+        "every instance lists the six alerts {:?} after the simulator started",
+        t0.elapsed()
+    );
+    assert!(lists.iter().all(|l| *l == lists[0]), "{lists:?}");
+    let opened_by: Vec<(String, String)> = pg
+        .psql("SELECT id, opened_by FROM alerts WHERE state = 'firing' ORDER BY id")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .map(|(i, o)| (i.trim().to_string(), o.trim().to_string()))
+        .collect();
+    let per: std::collections::BTreeSet<&str> = opened_by.iter().map(|(_, o)| o.as_str()).collect();
+    println!("alerts by instance {opened_by:?}");
+    // the first instance holding two or more: one to acknowledge, one to resolve
+    let holder = ids
+        .iter()
+        .copied()
+        .find(|i| opened_by.iter().filter(|(_, o)| o == i).count() >= 2)
+        .unwrap_or_else(|| panic!("no instance holds two: {opened_by:?}"));
+    assert!(per.len() >= 2, "spread over instances: {opened_by:?}");
+    let hi = ids.iter().position(|i| *i == holder).unwrap();
+    let (other, third) = (&servers[(hi + 1) % 3], &servers[(hi + 2) % 3]);
+    let mine: Vec<&String> = opened_by
+        .iter()
+        .filter(|(_, o)| o == holder)
+        .map(|(i, _)| i)
+        .collect();
+    let (to_ack, to_resolve) = (mine[0].clone(), mine[1].clone());
+
+    // acknowledged on another instance: once
+    let (status, body) = post(
+        other,
+        &format!("/api/v1/alerts/{to_ack}/ack"),
+        serde_json::json!({"comment": "on it"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ack"]["comment"], "on it", "{body}");
+    let (status, body) = post(
+        third,
+        &format!("/api/v1/alerts/{to_ack}/ack"),
+        serde_json::json!({"comment": "me too"}),
+    )
+    .await;
+    assert_eq!(status, 409, "a second acknowledgement: {body}");
+    let holder_log = servers[hi].log.clone();
+    let taken = eventually(Duration::from_secs(10), || async {
+        let log = rvm_fleet_tests::read(&holder_log);
+        log.lines()
+            .any(|l| l.contains("acknowledged on another instance") && l.contains(&to_ack))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        taken.is_some(),
+        "{holder} never took it in\n{}",
+        rvm_fleet_tests::read(&holder_log)
+    );
+    // the holder keeps exporting the hot machine's samples: the acknowledgement stays
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (s, id) in servers.iter().zip(ids) {
+        let list = s.get("/api/v1/alerts?state=acknowledged").await.unwrap();
+        let acked = list["alerts"].as_array().unwrap();
+        assert_eq!(acked.len(), 1, "{id}: {list}");
+        assert_eq!(acked[0]["id"], to_ack.as_str());
+        assert_eq!(acked[0]["ack"]["comment"], "on it");
+    }
+    assert_eq!(audited(&pg, "ack", &to_ack), 1);
+
+    // resolved by hand on the third instance: notified once, by the holder
+    let (status, body) = post(
+        third,
+        &format!("/api/v1/alerts/{to_resolve}/resolve"),
+        serde_json::json!({"comment": "fan replaced"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "resolved", "{body}");
+    let (status, _) = post(
+        other,
+        &format!("/api/v1/alerts/{to_resolve}/resolve"),
+        serde_json::json!({"comment": "again"}),
+    )
+    .await;
+    assert_eq!(status, 409, "resolved already");
+    let resolved = format!("{to_resolve}/resolved");
+    let notified = eventually(Duration::from_secs(15), || async {
+        received(&hook).contains(&resolved).then_some(())
+    })
+    .await;
+    assert!(
+        notified.is_some(),
+        "{:?}\n{}",
+        received(&hook),
+        rvm_fleet_tests::read(&holder_log)
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let all = received(&hook);
+    assert_eq!(count(&all, &resolved), 1, "{all:?}");
+    assert_eq!(count(&all, &format!("{to_ack}/firing")), 1, "{all:?}");
+    let row = pg
+        .psql(&format!("SELECT state || '|' || resolved_by || '|' || resolve_comment FROM alerts WHERE id = '{to_resolve}'"))
+        .unwrap();
+    assert!(
+        row.starts_with("resolved|") && row.ends_with("|fan replaced"),
+        "{row}"
+    );
+    assert_eq!(audited(&pg, "resolve", &to_resolve), 1);
+    for s in &servers {
+        let listed = firing(s).await.unwrap();
+        assert!(!listed.contains(&to_resolve), "{listed:?}");
+    }
+}

@@ -59,8 +59,9 @@ use super::persist::PersistHandle;
 use super::rules::RuleSet;
 use super::stats::{AlertsSnapshot, AlertsStats};
 use super::store::AlertStore;
-use crate::incidents::Correlator;
 use crate::incidents::incident::{FleetView, IncidentChange, IncidentChangeKind};
+use crate::incidents::leader::FleetCorrelation;
+use crate::incidents::{Correlator, Scope};
 use crate::live::LiveHub;
 use crate::live::event::LiveEvent;
 use crate::messages::AttachLive;
@@ -122,6 +123,9 @@ pub struct AlertsActor {
     republish: Option<RepublishHandle>,
     /// Other instances share the store (module docs); None: they do not.
     pub(super) shared: Option<Shared>,
+    /// The fleet-wide correlation ([`super::fleetcorr`]): with a shared store, once the
+    /// server attached its leaderships.
+    pub(super) fleet: Option<FleetCorrelation>,
 }
 
 /// What the actor keeps while it shares the store with other instances (module docs; the
@@ -197,6 +201,10 @@ impl AlertsActor {
             }
         }
         let shared = setup.store.shared().then(|| Shared::new(setup.store.clone()));
+        if shared.is_some() {
+            // cohorts, outliers and thermal chains are the fleet-wide correlator's
+            corr.set_scope(Scope::SiteOutages);
+        }
         let muted_alerts = engine
             .active()
             .into_iter()
@@ -221,6 +229,7 @@ impl AlertsActor {
             live: None,
             republish: None,
             shared,
+            fleet: None,
         })
     }
 
@@ -242,6 +251,9 @@ impl AlertsActor {
     pub(super) fn observe(&mut self, o: Observation) {
         self.stats.observations.fetch_add(1, Ordering::Relaxed);
         self.learn(&o.device);
+        if let Some(fc) = self.fleet.as_mut() {
+            fc.on_metrics(&o.device, &o.metrics, o.at_ms);
+        }
         let mut t = self.engine.observe(&o.device, &o.metrics, o.at_ms);
         if let Some(checks) = &o.checks {
             t.extend(self.engine.observe_checks(&o.device, checks, o.at_ms));
@@ -540,7 +552,7 @@ impl AlertsActor {
         AlertsSnapshot {
             firing: active.iter().filter(|a| a.state == AlertState::Firing).count(),
             active: active.len(),
-            open_incidents: self.corr.open().len(),
+            open_incidents: self.corr.open().len() + self.fleet.as_ref().map_or(0, |f| f.open().len()),
             silences: self.engine.silences().len(),
             observations: l(&s.observations),
             transitions: l(&s.transitions),
@@ -556,6 +568,8 @@ impl AlertsActor {
             adopted: l(&s.adopted),
             claims_lost: l(&s.claims_lost),
             shared_errors: l(&s.shared_errors),
+            fleet_incident_writes: l(&s.fleet_incident_writes),
+            fleet_open_incidents: self.fleet.as_ref().map_or(0, |f| f.open().len()),
         }
     }
 }
@@ -594,6 +608,9 @@ pub struct Observation {
     /// The device's birth: its session (re)started on this instance. With a shared store its
     /// stored alerts are read again first ([`super::shared`]).
     pub session_started: bool,
+    /// A machine another instance holds (several instances): its samples feed only the
+    /// fleet-wide correlation ([`super::fleetcorr`]); its holder's engine evaluates it.
+    pub elsewhere: bool,
     pub at_ms: i64,
 }
 
@@ -730,6 +747,7 @@ mod tests {
             metrics: vec![("cpu.usage_pct".into(), value)],
             checks: None,
             session_started: false,
+            elsewhere: false,
             at_ms: at.parse::<jiff::Timestamp>().unwrap().as_millisecond(),
         }
     }

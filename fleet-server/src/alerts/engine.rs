@@ -77,6 +77,10 @@ pub enum AlertError {
     Invalid(String),
     #[error("engine state version {found} cannot be imported (expected {STATE_VERSION})")]
     StateVersion { found: u32 },
+    /// The shared store (several instances) did not answer an acknowledgement or resolve of
+    /// an alert another instance evaluates.
+    #[error("the shared store: {0}")]
+    Store(String),
 }
 
 /// Generation counter of one (rule, device) pair.

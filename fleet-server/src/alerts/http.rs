@@ -77,7 +77,7 @@ impl From<AlertError> for ApiError {
             | AlertError::AlreadyAcknowledged { .. }
             | AlertError::DuplicateSilence(_) => ApiError::Conflict(e.to_string()),
             AlertError::Invalid(_) => ApiError::BadRequest(e.to_string()),
-            AlertError::StateVersion { .. } => ApiError::Internal(e.to_string()),
+            AlertError::StateVersion { .. } | AlertError::Store(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

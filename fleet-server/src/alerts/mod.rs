@@ -21,7 +21,9 @@
 //!   (the seam, and the sled store), [`pg`]: the same in PostgreSQL's tables; [`http`]:
 //!   alerts, silences, incidents and maintenance windows routes ([`query`]: the alert list's
 //!   filters); [`shared`]: the actor's
-//!   device loads and claims when several instances share a PostgreSQL store
+//!   device loads and claims when several instances share a PostgreSQL store; [`fleetcorr`]:
+//!   the fleet-wide correlation it runs while this instance leads the `correlator` job;
+//!   [`fleetwide`]: the whole fleet's alerts listed, acknowledged and resolved on any instance
 //!
 //! Invariants: one active alert per (rule, device); transitions only for changes (an imported
 //! state is not notified again); a silenced alert still changes state, its transitions say
@@ -31,6 +33,8 @@ pub mod actor;
 pub mod alert;
 pub mod checks;
 pub mod engine;
+pub mod fleetcorr;
+pub mod fleetwide;
 pub mod http;
 pub mod inputs;
 pub mod kpi;

@@ -33,10 +33,13 @@ use tokio_postgres::Row;
 
 use super::actor::ALERT_HISTORY_CAP;
 use super::alert::{Ack, Alert, AlertState, Resolution};
+use super::engine::AlertError;
 use super::engine::{self, DeviceAlerts, EngineState, PairCooldown, PairCounter};
 use super::maintenance::AddedWindow;
 use super::silence::{Matcher, Silence};
-use super::store::{AlertStore, Claim, SavedAlerts, SharedIncidents};
+use super::store::{AlertStore, Claim, FleetAlerts, HandOutcome, SavedAlerts, SharedIncidents};
+use crate::cluster::fence::assert_lease;
+use crate::cluster::lease::LeaseToken;
 use crate::incidents::RECENT_INCIDENTS_CAP;
 use crate::incidents::incident::{self, CorrelatorState, FiringAlert, Incident};
 use crate::pg::PgError;
@@ -401,15 +404,26 @@ fn insert_alert_sql(conflict: &str) -> String {
 }
 
 /// An existing row of the same id is updated (its `opened_by` stays).
-const UPSERT: &str = "ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, severity = EXCLUDED.severity,
+/// A resolved row stays resolved, with its resolution, and an acknowledgement stays: another
+/// instance may have acknowledged or resolved the alert by hand in the store
+/// ([`AlertStore::ack_stored`], [`AlertStore::resolve_stored`]) after this instance's engine
+/// last heard of it (it takes them in within a couple of seconds, `super::shared`). An alert
+/// id never opens again once resolved: its next firing is a new generation, a new id.
+const UPSERT: &str = "ON CONFLICT (id) DO UPDATE SET
+             state = CASE WHEN alerts.state = 'resolved' THEN alerts.state ELSE EXCLUDED.state END,
+             severity = EXCLUDED.severity,
              metric = EXCLUDED.metric, op = EXCLUDED.op, value = EXCLUDED.value,
              threshold = EXCLUDED.threshold, clear = EXCLUDED.clear, summary = EXCLUDED.summary,
              labels = EXCLUDED.labels, started_at = EXCLUDED.started_at,
-             fired_at = EXCLUDED.fired_at, resolved_at = EXCLUDED.resolved_at,
+             fired_at = EXCLUDED.fired_at,
+             resolved_at = CASE WHEN alerts.state = 'resolved' THEN alerts.resolved_at ELSE EXCLUDED.resolved_at END,
              escalated_at = EXCLUDED.escalated_at, last_sample_at = EXCLUDED.last_sample_at,
-             ack_by = EXCLUDED.ack_by, ack_at = EXCLUDED.ack_at, ack_comment = EXCLUDED.ack_comment,
+             ack_by = coalesce(EXCLUDED.ack_by, alerts.ack_by),
+             ack_at = CASE WHEN EXCLUDED.ack_by IS NULL THEN alerts.ack_at ELSE EXCLUDED.ack_at END,
+             ack_comment = CASE WHEN EXCLUDED.ack_by IS NULL THEN alerts.ack_comment ELSE EXCLUDED.ack_comment END,
              silenced_by = EXCLUDED.silenced_by, muted_by = EXCLUDED.muted_by,
-             resolved_by = EXCLUDED.resolved_by, resolve_comment = EXCLUDED.resolve_comment,
+             resolved_by = CASE WHEN alerts.state = 'resolved' THEN alerts.resolved_by ELSE EXCLUDED.resolved_by END,
+             resolve_comment = CASE WHEN alerts.state = 'resolved' THEN alerts.resolve_comment ELSE EXCLUDED.resolve_comment END,
              updated_at = now()";
 
 async fn insert_alert(
@@ -534,6 +548,31 @@ async fn write_incident(tx: &tokio_postgres::Transaction<'_>, i: &Incident) -> R
     .await
     .map_err(db("writing an incident"))?;
     Ok(())
+}
+
+/// Why an acknowledgement (or, with `resolve`, a resolve by hand) of `id` changed no row:
+/// the error the engine would have given.
+async fn why_not(
+    client: &impl tokio_postgres::GenericClient,
+    id: &str,
+    resolve: bool,
+) -> Result<AlertError, PgError> {
+    let row = client
+        .query_opt("SELECT state, ack_by FROM alerts WHERE id = $1", &[&id])
+        .await
+        .map_err(db("reading an alert"))?;
+    Ok(match row {
+        None => AlertError::UnknownAlert(id.to_string()),
+        Some(r) => match (r.get::<_, &str>(0), r.get::<_, Option<String>>(1)) {
+            ("resolved", _) => AlertError::NotActive(id.to_string()),
+            (_, _) if resolve => AlertError::NotFiring(id.to_string()),
+            (_, Some(by)) => AlertError::AlreadyAcknowledged {
+                id: id.to_string(),
+                by,
+            },
+            _ => AlertError::NotActive(id.to_string()),
+        },
+    })
 }
 
 /// Writes what differs between `old` and `new`.
@@ -750,6 +789,143 @@ impl AlertStore for PgAlerts {
                 seq_max: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
                 open_site_outages: open.iter().map(incident_of).collect::<Result<_, _>>()?,
             })
+        })?)
+    }
+
+    fn fleet_alerts(&self) -> Result<FleetAlerts, StoreError> {
+        let s = self.store.clone();
+        Ok(self.store.run(async move {
+            let client = s.client().await?;
+            let firing = client
+                .query("SELECT * FROM alerts WHERE state = 'firing'", &[])
+                .await
+                .map_err(db("reading the firing alerts"))?;
+            let open = client
+                .query("SELECT * FROM incidents WHERE state = 'open'", &[])
+                .await
+                .map_err(db("reading the open incidents"))?;
+            let seq = client
+                .query_one(
+                    "SELECT coalesce(max(substring(id from '-([0-9]{1,18})$')::bigint), 0) FROM incidents",
+                    &[],
+                )
+                .await
+                .map_err(db("reading the incident ids"))?;
+            Ok(FleetAlerts {
+                firing: firing.iter().map(alert_of).collect::<Result<_, _>>()?,
+                open: open.iter().map(incident_of).collect::<Result<_, _>>()?,
+                seq_max: u64::try_from(seq.get::<_, i64>(0)).unwrap_or(0),
+            })
+        })?)
+    }
+
+    fn write_incidents(&self, token: &LeaseToken, incidents: &[Incident]) -> Result<(), StoreError> {
+        let (s, token, incidents) = (self.store.clone(), token.clone(), incidents.to_vec());
+        Ok(self.store.run(async move {
+            let mut client = s.client().await?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(db("starting the incident write"))?;
+            assert_lease(&tx, &token).await?;
+            for i in &incidents {
+                write_incident(&tx, i).await?;
+            }
+            tx.commit().await.map_err(db("committing the incidents"))
+        })?)
+    }
+
+    fn stored_alerts(&self) -> Result<Vec<Alert>, StoreError> {
+        let s = self.store.clone();
+        Ok(self.store.run(async move {
+            let client = s.client().await?;
+            let rows = client
+                .query(
+                    "SELECT * FROM alerts WHERE state IN ('pending', 'firing')
+                     UNION ALL
+                     (SELECT * FROM alerts WHERE state = 'resolved'
+                      ORDER BY resolved_at DESC NULLS LAST, id DESC LIMIT $1)",
+                    &[&(ALERT_HISTORY_CAP as i64)],
+                )
+                .await
+                .map_err(db("reading alerts"))?;
+            rows.iter().map(alert_of).collect()
+        })?)
+    }
+
+    fn ack_stored(&self, id: &str, who: &str, comment: &str, now_ms: i64) -> Result<HandOutcome, StoreError> {
+        let (s, id, who, comment) = (
+            self.store.clone(),
+            id.to_string(),
+            who.to_string(),
+            comment.to_string(),
+        );
+        Ok(self.store.run(async move {
+            let client = s.client().await?;
+            let row = client
+                .query_opt(
+                    "UPDATE alerts SET ack_by = $2, ack_at = $3, ack_comment = $4, updated_at = now()
+                     WHERE id = $1 AND state IN ('pending', 'firing') AND ack_by IS NULL
+                     RETURNING *",
+                    &[&id, &who, &system_time(now_ms), &comment],
+                )
+                .await
+                .map_err(db("acknowledging an alert"))?;
+            match row {
+                Some(r) => Ok(Ok(alert_of(&r)?)),
+                None => Ok(Err(why_not(&**client, &id, false).await?)),
+            }
+        })?)
+    }
+
+    fn resolve_stored(
+        &self,
+        id: &str,
+        who: &str,
+        comment: &str,
+        now_ms: i64,
+    ) -> Result<HandOutcome, StoreError> {
+        let (s, id, who, comment) = (
+            self.store.clone(),
+            id.to_string(),
+            who.to_string(),
+            comment.to_string(),
+        );
+        Ok(self.store.run(async move {
+            let client = s.client().await?;
+            let row = client
+                .query_opt(
+                    "UPDATE alerts SET state = 'resolved', resolved_at = $3, resolved_by = $2,
+                         resolve_comment = $4, updated_at = now()
+                     WHERE id = $1 AND state = 'firing'
+                     RETURNING *",
+                    &[&id, &who, &system_time(now_ms), &comment],
+                )
+                .await
+                .map_err(db("resolving an alert"))?;
+            match row {
+                Some(r) => Ok(Ok(alert_of(&r)?)),
+                None => Ok(Err(why_not(&**client, &id, true).await?)),
+            }
+        })?)
+    }
+
+    fn handled_elsewhere(&self, ids: &[String]) -> Result<Vec<Alert>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (s, ids) = (self.store.clone(), ids.to_vec());
+        Ok(self.store.run(async move {
+            let client = s.client().await?;
+            let rows = client
+                .query(
+                    "SELECT * FROM alerts WHERE id = ANY($1)
+                     AND (ack_by IS NOT NULL OR (state = 'resolved' AND resolved_by IS NOT NULL))",
+                    &[&ids],
+                )
+                .await
+                .map_err(db("reading alerts handled elsewhere"))?;
+            rows.iter().map(alert_of).collect()
         })?)
     }
 

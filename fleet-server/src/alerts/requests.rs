@@ -49,18 +49,40 @@ impl std::str::FromStr for StateFilter {
 pub struct ListAlerts(pub StateFilter);
 
 impl Handler<ListAlerts> for AlertsActor {
-    type Result = MessageResult<ListAlerts>;
+    type Result = ResponseFuture<Vec<Alert>>;
     fn handle(&mut self, m: ListAlerts, _: &mut Context<Self>) -> Self::Result {
-        let active = self.engine.active().into_iter();
-        let resolved = || self.engine.history().iter().rev().cloned();
-        let out = match m.0 {
-            StateFilter::Firing => active.filter(|a| a.state == AlertState::Firing).collect(),
-            StateFilter::Pending => active.filter(|a| a.state == AlertState::Pending).collect(),
-            StateFilter::Acknowledged => active.filter(|a| a.ack.is_some()).collect(),
-            StateFilter::Resolved => resolved().collect(),
-            StateFilter::All => active.chain(resolved()).collect(),
-        };
-        MessageResult(out)
+        let local = self
+            .engine
+            .active()
+            .into_iter()
+            .chain(self.engine.history().iter().cloned());
+        let local: Vec<Alert> = local.collect();
+        match &self.shared {
+            None => Box::pin(async move { select(local, m.0) }),
+            // several instances: the whole fleet's, from the store (module docs of `fleetwide`)
+            Some(sh) => Box::pin(super::fleetwide::list(
+                sh.store.clone(),
+                move |all| select(all, m.0),
+                local,
+            )),
+        }
+    }
+}
+
+/// The alerts of `all` that `filter` lists: active ones by (rule, device), then resolved ones
+/// newest first.
+pub(super) fn select(all: Vec<Alert>, filter: StateFilter) -> Vec<Alert> {
+    let (mut active, mut resolved): (Vec<Alert>, Vec<Alert>) =
+        all.into_iter().partition(|a| a.state != AlertState::Resolved);
+    active.sort_by(|a, b| (&a.rule, &a.device, &a.id).cmp(&(&b.rule, &b.device, &b.id)));
+    resolved.sort_by(|a, b| (b.resolved_ms, &b.id).cmp(&(a.resolved_ms, &a.id)));
+    let active = active.into_iter();
+    match filter {
+        StateFilter::Firing => active.filter(|a| a.state == AlertState::Firing).collect(),
+        StateFilter::Pending => active.filter(|a| a.state == AlertState::Pending).collect(),
+        StateFilter::Acknowledged => active.filter(|a| a.ack.is_some()).collect(),
+        StateFilter::Resolved => resolved,
+        StateFilter::All => active.chain(resolved).collect(),
     }
 }
 
@@ -73,8 +95,17 @@ pub struct AckAlert {
 }
 
 impl Handler<AckAlert> for AlertsActor {
-    type Result = Result<Alert, AlertError>;
+    type Result = ResponseActFuture<Self, Result<Alert, AlertError>>;
     fn handle(&mut self, m: AckAlert, _: &mut Context<Self>) -> Self::Result {
+        if let Some(store) = self.held_elsewhere(&m.id) {
+            return super::fleetwide::ack(store, (m.id, m.who, m.comment));
+        }
+        Box::pin(fut::ready(self.ack_here(m)))
+    }
+}
+
+impl AlertsActor {
+    fn ack_here(&mut self, m: AckAlert) -> Result<Alert, AlertError> {
         let a = self
             .engine
             .ack(&m.id, &m.who, &m.comment, common::time::now_ms())?;
@@ -97,8 +128,17 @@ pub struct ResolveAlert {
 }
 
 impl Handler<ResolveAlert> for AlertsActor {
-    type Result = Result<Alert, AlertError>;
+    type Result = ResponseActFuture<Self, Result<Alert, AlertError>>;
     fn handle(&mut self, m: ResolveAlert, _: &mut Context<Self>) -> Self::Result {
+        if let Some(store) = self.held_elsewhere(&m.id) {
+            return super::fleetwide::resolve(store, (m.id, m.who, m.comment));
+        }
+        Box::pin(fut::ready(self.resolve_here(m)))
+    }
+}
+
+impl AlertsActor {
+    fn resolve_here(&mut self, m: ResolveAlert) -> Result<Alert, AlertError> {
         let now = common::time::now_ms();
         let t = self.engine.resolve_by_hand(&m.id, &m.who, &m.comment, now)?;
         tracing::info!(alert = %m.id, by = %m.who, "alert resolved by hand");
@@ -202,10 +242,13 @@ impl Handler<ListIncidents> for AlertsActor {
     fn handle(&mut self, _: ListIncidents, _: &mut Context<Self>) -> Self::Result {
         let mut recent = self.corr.recent();
         recent.reverse();
-        MessageResult(IncidentList {
-            open: self.corr.open(),
-            recent,
-        })
+        let mut open = self.corr.open();
+        if let Some(fc) = &self.fleet {
+            // the fleet-wide correlator's, while this instance leads it
+            open.extend(fc.open());
+            open.sort_by(|a, b| (a.opened_ms, &a.id).cmp(&(b.opened_ms, &b.id)));
+        }
+        MessageResult(IncidentList { open, recent })
     }
 }
 

@@ -36,6 +36,12 @@ fn opens(t: &Transition) -> bool {
 impl AlertsActor {
     /// Evaluates `o` now, or, for a device not yet loaded from a shared store, once it is.
     pub(super) fn admit(&mut self, o: Observation) {
+        if o.elsewhere {
+            if let Some(fc) = self.fleet.as_mut() {
+                fc.on_metrics(&o.device, &o.metrics, o.at_ms);
+            }
+            return;
+        }
         let Some(sh) = self.shared.as_mut() else {
             return self.observe(o);
         };
@@ -201,28 +207,33 @@ impl AlertsActor {
     pub(super) fn sync_incidents(&self, me: Addr<AlertsActor>) {
         let Some(sh) = &self.shared else { return };
         let store = sh.store.clone();
+        // and this engine's open alerts another instance acknowledged or resolved by hand
+        // (`super::fleetwide`)
+        let open: Vec<String> = self.engine.active().into_iter().map(|a| a.id).collect();
         off_thread(
             me,
-            move || store.shared_incidents(),
+            move || Ok((store.shared_incidents()?, store.handled_elsewhere(&open)?)),
             |result| IncidentSync { result },
         );
     }
 }
 
-/// What the other instances' correlators stored.
+/// What the other instances' correlators stored, and which of this engine's open alerts they
+/// acknowledged or resolved by hand.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct IncidentSync {
-    result: Result<SharedIncidents, String>,
+    result: Result<(SharedIncidents, Vec<Alert>), String>,
 }
 
 impl Handler<IncidentSync> for AlertsActor {
     type Result = ();
     fn handle(&mut self, m: IncidentSync, _: &mut Context<Self>) {
         match m.result {
-            Ok(shared) => {
+            Ok((shared, handled)) => {
                 self.corr.number_above(shared.seq_max);
                 self.corr.adopt_site_outages(shared.open_site_outages);
+                self.take_in_handled(handled);
             }
             Err(e) => tracing::warn!(error = %e, "stored incidents not read"),
         }
@@ -231,7 +242,7 @@ impl Handler<IncidentSync> for AlertsActor {
 
 /// Runs `job` (blocking, on the shared store) off the actor's thread, within
 /// [`SHARED_TIMEOUT`], and sends its outcome back as `msg(outcome)`.
-fn off_thread<T, M>(
+pub(super) fn off_thread<T, M>(
     me: Addr<AlertsActor>,
     job: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
     msg: impl FnOnce(Result<T, String>) -> M + Send + 'static,
@@ -408,6 +419,7 @@ mod tests {
             metrics: temp(v),
             checks: None,
             session_started,
+            elsewhere: false,
             at_ms,
         }])
     }

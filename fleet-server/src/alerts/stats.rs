@@ -32,6 +32,9 @@ pub struct AlertsStats {
     /// Device loads and claims the shared store did not answer (the alert is notified anyway:
     /// at least once).
     pub shared_errors: AtomicU64,
+    /// Fenced writes of the fleet-wide correlator's incidents that committed (several
+    /// instances: while this instance leads `correlator`).
+    pub fleet_incident_writes: AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,4 +57,7 @@ pub struct AlertsSnapshot {
     pub adopted: u64,
     pub claims_lost: u64,
     pub shared_errors: u64,
+    pub fleet_incident_writes: u64,
+    /// Open incidents of the fleet-wide correlator (0 unless this instance leads it).
+    pub fleet_open_incidents: usize,
 }

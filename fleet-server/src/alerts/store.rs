@@ -60,6 +60,22 @@ pub struct SharedIncidents {
     pub open_site_outages: Vec<crate::incidents::incident::Incident>,
 }
 
+/// What the fleet-wide correlator reads from a shared store every second
+/// (`crate::incidents::fleet`).
+#[derive(Debug, Clone, Default)]
+pub struct FleetAlerts {
+    /// Every alert firing, whichever instance fired it.
+    pub firing: Vec<Alert>,
+    /// The open incidents (of every kind: the correlator keeps those of its own).
+    pub open: Vec<crate::incidents::incident::Incident>,
+    /// As [`SharedIncidents::seq_max`].
+    pub seq_max: u64,
+}
+
+/// An acknowledgement or a resolve by hand made in a shared store: the alert as it is now, or
+/// why not (the engine's own errors: unknown, not active, not firing, acknowledged already).
+pub type HandOutcome = Result<Alert, super::engine::AlertError>;
+
 /// The alerts actor's state (module docs). Every method blocks: off actor threads.
 pub trait AlertStore: Send + Sync {
     /// Other instances share this store: the alerts actor loads each device's alerts before
@@ -82,6 +98,57 @@ pub trait AlertStore: Send + Sync {
     /// What other instances' correlators stored ([`SharedIncidents`]).
     fn shared_incidents(&self) -> Result<SharedIncidents, StoreError> {
         Ok(SharedIncidents::default())
+    }
+
+    /// Every instance's firing alerts and the open incidents ([`FleetAlerts`]).
+    fn fleet_alerts(&self) -> Result<FleetAlerts, StoreError> {
+        Ok(FleetAlerts::default())
+    }
+
+    /// Writes the fleet-wide correlator's incidents (their latest state) in one transaction
+    /// fenced by `token` (`crate::cluster::fence`): refused with `RVML1` once the lease is
+    /// no longer this holder's at this epoch.
+    fn write_incidents(
+        &self,
+        _token: &crate::cluster::lease::LeaseToken,
+        _incidents: &[crate::incidents::incident::Incident],
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Every instance's open alerts and the latest resolved ones (up to the engine's history
+    /// cap): what the API lists when the store is shared.
+    fn stored_alerts(&self) -> Result<Vec<Alert>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Acknowledges an open alert in the store (one another instance evaluates); the
+    /// instance that holds it takes the acknowledgement in from there.
+    fn ack_stored(
+        &self,
+        id: &str,
+        _who: &str,
+        _comment: &str,
+        _now_ms: i64,
+    ) -> Result<HandOutcome, StoreError> {
+        Ok(Err(super::engine::AlertError::UnknownAlert(id.to_string())))
+    }
+
+    /// Resolves a firing alert by hand in the store (as [`Self::ack_stored`]).
+    fn resolve_stored(
+        &self,
+        id: &str,
+        _who: &str,
+        _comment: &str,
+        _now_ms: i64,
+    ) -> Result<HandOutcome, StoreError> {
+        Ok(Err(super::engine::AlertError::UnknownAlert(id.to_string())))
+    }
+
+    /// Those of the alerts `ids` (open in this instance's engine) that the store holds
+    /// acknowledged, or resolved by hand: done on another instance.
+    fn handled_elsewhere(&self, _ids: &[String]) -> Result<Vec<Alert>, StoreError> {
+        Ok(Vec::new())
     }
 
     fn load(&self) -> Result<SavedAlerts, StoreError>;

@@ -27,8 +27,13 @@ pub const PRESENCE: &str = "presence";
 /// Rollouts: dispatching their commands and judging their health gates
 /// (`crate::commands::actor`); one instance advances them, the others serve them.
 pub const ROLLOUTS: &str = "rollouts";
+/// The fleet-wide correlation: cohort regressions, outliers and thermal chains over every
+/// machine's alerts and metrics, whichever instance holds the machine
+/// (`crate::alerts::fleetcorr`); site outages stay with [`PRESENCE`], whose offline alerts
+/// they are made of.
+pub const CORRELATOR: &str = "correlator";
 /// Every leader-only job this build runs, each with a lease of its own name.
-pub const JOBS: &[&str] = &[HISTORY, PRESENCE, ROLLOUTS];
+pub const JOBS: &[&str] = &[HISTORY, PRESENCE, ROLLOUTS, CORRELATOR];
 
 /// What a job may do now.
 #[derive(Debug, Clone, PartialEq, Eq)]

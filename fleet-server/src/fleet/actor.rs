@@ -241,6 +241,7 @@ impl FleetActor {
                 metrics,
                 checks,
                 session_started,
+                elsewhere: false,
                 at_ms,
             }]));
         }
@@ -304,6 +305,7 @@ impl FleetActor {
                 metrics,
                 checks: None,
                 session_started: false,
+                elsewhere: false,
                 at_ms: now_ms,
             });
         }
@@ -501,8 +503,28 @@ impl Handler<Mirrored> for FleetActor {
             .as_ref()
             .map(|l| l.id().to_string())
             .unwrap_or_default();
+        let mut elsewhere = Vec::new();
         for r in m.0 {
-            apply_remote(&mut self.state, &me, r);
+            let id = r.id.clone();
+            let before = self.state.devices.get(&id).and_then(|e| e.telemetry_ts());
+            if apply_remote(&mut self.state, &me, r)
+                && let Some(e) = self.state.devices.get(&id)
+                && e.served_by.is_some()
+                && e.telemetry_ts() > before
+            {
+                // newer telemetry of a machine held elsewhere: for the fleet-wide correlation
+                elsewhere.push(Observation {
+                    device: self.info(&id),
+                    metrics: e.metrics.clone(),
+                    checks: None,
+                    session_started: false,
+                    elsewhere: true,
+                    at_ms: e.telemetry_ts().unwrap_or(e.last_seen_ms),
+                });
+            }
+        }
+        if let Some(a) = self.alerts.as_ref().filter(|_| !elsewhere.is_empty()) {
+            a.do_send(Observe(elsewhere));
         }
     }
 }

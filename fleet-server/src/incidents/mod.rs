@@ -40,7 +40,9 @@
 pub mod adopt;
 pub mod cohort;
 pub mod config;
+pub mod fleet;
 pub mod incident;
+pub mod leader;
 pub mod outlier;
 pub mod site_outage;
 pub mod thermal;
@@ -64,6 +66,38 @@ pub const RECENT_INCIDENTS_CAP: usize = 1000;
 
 type AlertKey = (String, DeviceId);
 
+/// Which kinds of incident a correlator opens. One instance (sled) correlates everything;
+/// several instances on one PostgreSQL split the kinds by the data they need
+/// (docs/architecture.md "Several instances"): site outages are made of offline alerts, which
+/// only the presence judge fires, so its correlator opens them; cohorts, outliers and thermal
+/// chains compare machines that any instance may hold, so one fleet-wide correlator (the
+/// `correlator` leader's, [`fleet`]) opens those.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Everything,
+    SiteOutages,
+    AcrossMachines,
+}
+
+impl Scope {
+    fn site_outages(self) -> bool {
+        matches!(self, Scope::Everything | Scope::SiteOutages)
+    }
+
+    fn across_machines(self) -> bool {
+        matches!(self, Scope::Everything | Scope::AcrossMachines)
+    }
+
+    /// Does a correlator of this scope own incidents of `kind`?
+    pub fn owns(self, kind: IncidentKind) -> bool {
+        if kind == IncidentKind::SiteOutage {
+            self.site_outages()
+        } else {
+            self.across_machines()
+        }
+    }
+}
+
 /// See the module docs.
 #[derive(Debug, Clone)]
 pub struct Correlator {
@@ -82,6 +116,7 @@ pub struct Correlator {
     stats: BTreeMap<(String, Option<String>), CohortStats>,
     /// Open site outages taken from the shared store ([`adopt`]), by id.
     adopted: BTreeSet<String>,
+    scope: Scope,
 }
 
 impl Correlator {
@@ -98,7 +133,19 @@ impl Correlator {
             outlier_since: BTreeMap::new(),
             stats: BTreeMap::new(),
             adopted: BTreeSet::new(),
+            scope: Scope::Everything,
         }
+    }
+
+    /// Limits the kinds this correlator opens ([`Scope`]); open incidents of other kinds are
+    /// dropped: another correlator owns them (and writes them).
+    pub fn set_scope(&mut self, scope: Scope) {
+        self.scope = scope;
+        self.open.retain(|_, i| scope.owns(i.kind));
+    }
+
+    pub fn scope(&self) -> Scope {
+        self.scope
     }
 
     pub fn config(&self) -> &CorrelatorConfig {
@@ -156,13 +203,7 @@ impl Correlator {
                 TransitionKind::Firing => {
                     let f = firing_alert(&t.alert, devices);
                     self.firing.insert((f.rule.clone(), f.device.clone()), f.clone());
-                    if f.metric == PRESENCE_OFFLINE {
-                        self.site_outage(&f, devices, now_ms, &mut out);
-                    }
-                    self.cohort(&f, devices, now_ms, &mut out);
-                    if f.metric == TEMP_METRIC || PERF_METRICS.contains(&f.metric.as_str()) {
-                        self.thermal_chain(&f.device, now_ms, &mut out);
-                    }
+                    self.fired(&f, devices, now_ms, &mut out);
                 }
                 TransitionKind::Resolved => {
                     let key = (t.alert.rule.clone(), t.alert.device.clone());
@@ -180,6 +221,26 @@ impl Correlator {
         out
     }
 
+    /// Correlates an alert that just fired (and is in the firing set), within the scope.
+    pub(super) fn fired(
+        &mut self,
+        f: &FiringAlert,
+        devices: &FleetView,
+        now_ms: i64,
+        out: &mut Vec<IncidentChange>,
+    ) {
+        if f.metric == PRESENCE_OFFLINE && self.scope.site_outages() {
+            self.site_outage(f, devices, now_ms, out);
+        }
+        if !self.scope.across_machines() {
+            return;
+        }
+        self.cohort(f, devices, now_ms, out);
+        if f.metric == TEMP_METRIC || PERF_METRICS.contains(&f.metric.as_str()) {
+            self.thermal_chain(&f.device, now_ms, out);
+        }
+    }
+
     /// Feeds one device's metrics (GPU clock for the thermal chain, outlier metrics).
     pub fn on_metrics(
         &mut self,
@@ -188,6 +249,9 @@ impl Correlator {
         now_ms: i64,
     ) -> Vec<IncidentChange> {
         let mut out = Vec::new();
+        if !self.scope.across_machines() {
+            return out;
+        }
         let value = |name: &str| {
             metrics
                 .iter()
@@ -246,7 +310,13 @@ impl Correlator {
             return Err(CorrelateError::StateVersion { found: state.version });
         }
         self.next_seq = state.next_seq.max(1);
-        self.open = state.open.into_iter().map(|i| (i.id.clone(), i)).collect();
+        let scope = self.scope;
+        self.open = state
+            .open
+            .into_iter()
+            .filter(|i| scope.owns(i.kind))
+            .map(|i| (i.id.clone(), i))
+            .collect();
         self.recent = state.recent.into_iter().collect();
         self.firing = state
             .firing

@@ -22,6 +22,7 @@ use common::command::CommandSigner;
 use common::tls::ClientIdentity;
 
 use crate::alerts::actor::{AlertsActor, AlertsSetup, AttachRepublisher};
+use crate::alerts::fleetcorr::CorrelateFleet;
 use crate::alerts::persist::{self, PersistHandle, PersistInbox, PersistSetup};
 use crate::alerts::rules::RuleSet;
 use crate::alerts::stats::AlertsStats;
@@ -225,6 +226,7 @@ fn alerts(w: &Wiring) -> ChildSpec {
     let maintenance = w.maintenance.clone();
     let (slot, fleet, live_hub) = (w.alerts.clone(), w.fleet.clone(), w.live.clone());
     let republish = w.republish.as_ref().map(|r| r.0.clone());
+    let leadership: Leadership = w.instance.leadership().clone();
     ChildSpec::new("alerts", move |live| {
         // imports the persisted engine and correlator (blocking reads: on the supervisor's thread)
         let actor = AlertsActor::new(
@@ -243,6 +245,9 @@ fn alerts(w: &Wiring) -> ChildSpec {
             addr.do_send(AttachRepublisher(r.clone()));
         }
         addr.do_send(AttachLive(live_hub.clone()));
+        // several instances: this one correlates the fleet while it leads `correlator` (the
+        // actor ignores it with sled)
+        addr.do_send(CorrelateFleet(leadership.clone()));
         fleet.do_send(AttachAlerts(addr.clone().recipient()));
         slot.set(addr);
         Ok(run)

@@ -638,6 +638,8 @@ mod tests {
                 adopted: 0,
                 claims_lost: 0,
                 shared_errors: 0,
+                fleet_incident_writes: 0,
+                fleet_open_incidents: 0,
             }),
             notify,
             history: Some(HistorySnapshot {

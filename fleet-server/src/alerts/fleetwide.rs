@@ -1,0 +1,235 @@
+//! The whole fleet's alerts on every instance (several instances on one PostgreSQL;
+//! docs/architecture.md "Several instances"): each instance's engine holds the alerts of the
+//! machines it evaluates, so the API asks the store instead.
+//!
+//! - **Lists** (`GET /api/v1/alerts`, the estate and report pages, `/metrics`) read every open
+//!   alert and the latest resolved ones from the store ([`AlertStore::stored_alerts`]), so
+//!   every instance lists the same set. If the store does not answer within
+//!   [`SHARED_TIMEOUT`], this instance's own alerts are listed (logged).
+//! - **An acknowledgement or a resolve by hand** of an alert this engine does not know is
+//!   made in the store, by one conditional `UPDATE` ([`AlertStore::ack_stored`],
+//!   [`AlertStore::resolve_stored`]): the row changes once, whichever instances are asked at
+//!   the same time, and only the instance whose update changed it audits it. The instance
+//!   that evaluates the alert takes it in at its next incident sync (every
+//!   [`super::shared::INCIDENT_SYNC_EVERY`], [`AlertStore::handled_elsewhere`]): the
+//!   acknowledgement stops its escalation, the resolve goes through its engine like one made
+//!   there (notified once, joined by its correlator), neither audited again. Until then its
+//!   exports cannot undo them: the store keeps an acknowledgement and a resolution
+//!   (`super::pg`'s upsert). An alert no running instance holds (its machine gone with its
+//!   instance) is resolved in the store and not notified.
+//!
+//! With sled the engine is the whole fleet's: nothing here runs.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::actor::AlertsActor;
+use super::alert::{Alert, AlertState};
+use super::engine::AlertError;
+use super::shared::SHARED_TIMEOUT;
+use super::store::{AlertStore, HandOutcome};
+use crate::live::event::LiveEvent;
+use crate::store::StoreError;
+
+impl AlertsActor {
+    /// With a shared store and `id` unknown to this engine (neither open nor among its
+    /// resolved ones): the store, where it is handled. An alert this engine knows is handled
+    /// here, as with one instance: one it resolved a moment ago may not be exported yet, and
+    /// the store would take a second resolve of it.
+    pub(super) fn held_elsewhere(&self, id: &str) -> Option<Arc<dyn AlertStore>> {
+        let sh = self.shared.as_ref()?;
+        self.engine.get(id).is_none().then(|| sh.store.clone())
+    }
+
+    /// Takes in what the store holds of this engine's open alerts that another instance
+    /// acknowledged or resolved by hand (module docs).
+    pub(super) fn take_in_handled(&mut self, stored: Vec<Alert>) {
+        let now = common::time::now_ms();
+        for s in stored {
+            let Some(mine) = self
+                .engine
+                .get(&s.id)
+                .filter(|a| a.state != AlertState::Resolved)
+                .cloned()
+            else {
+                continue;
+            };
+            if s.state == AlertState::Resolved {
+                let Some(r) = &s.resolved_by else { continue };
+                match self.engine.resolve_by_hand(&s.id, &r.by, &r.comment, r.at_ms) {
+                    Ok(t) => {
+                        tracing::info!(alert = %s.id, by = %r.by, "alert resolved by hand on another instance; taken in");
+                        self.resolved_by_hand(t, now);
+                    }
+                    Err(e) => {
+                        tracing::warn!(alert = %s.id, error = %e, "a resolve made on another instance not taken in")
+                    }
+                }
+                continue;
+            }
+            let Some(ack) = s.ack.as_ref().filter(|_| mine.ack.is_none()) else {
+                continue;
+            };
+            match self.engine.ack(&s.id, &ack.by, &ack.comment, ack.at_ms) {
+                Ok(a) => {
+                    tracing::info!(alert = %s.id, by = %ack.by, "alert acknowledged on another instance; taken in");
+                    self.publish(|| LiveEvent::Acknowledged { alert: a.clone() });
+                    self.persist_state();
+                }
+                Err(e) => {
+                    tracing::warn!(alert = %s.id, error = %e, "an acknowledgement made on another instance not taken in")
+                }
+            }
+        }
+    }
+}
+
+/// Runs `job` on the blocking pool within [`SHARED_TIMEOUT`].
+async fn blocking<T: Send + 'static>(
+    job: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::time::timeout(SHARED_TIMEOUT, tokio::task::spawn_blocking(job)).await {
+        Ok(Ok(Ok(v))) => Ok(v),
+        Ok(Ok(Err(e))) => Err(e.to_string()),
+        Ok(Err(e)) => Err(format!("the store call failed: {e}")),
+        Err(_) => Err(format!("no answer within {SHARED_TIMEOUT:?}")),
+    }
+}
+
+/// The fleet's alerts from the store, joined with this engine's own (`local`: [`merge`]), as
+/// `select` lists them; this instance's own alone when the store does not answer.
+pub(super) async fn list(
+    store: Arc<dyn AlertStore>,
+    select: impl FnOnce(Vec<Alert>) -> Vec<Alert>,
+    local: Vec<Alert>,
+) -> Vec<Alert> {
+    match blocking(move || store.stored_alerts()).await {
+        Ok(all) => select(merge(all, local)),
+        Err(e) => {
+            tracing::warn!(error = %e, "the fleet's alerts not read; listing this instance's own");
+            select(local)
+        }
+    }
+}
+
+/// How far along an alert is: resolved, then acknowledged, then open.
+fn progress(a: &Alert) -> u8 {
+    if a.state == AlertState::Resolved {
+        2
+    } else {
+        u8::from(a.ack.is_some())
+    }
+}
+
+/// The stored alerts and this engine's own, one per id: the copy further along wins (the
+/// store may not have this engine's last change yet, this engine may not have taken in one
+/// made elsewhere), on a tie this engine's (its values are the latest it evaluated).
+pub(super) fn merge(stored: Vec<Alert>, local: Vec<Alert>) -> Vec<Alert> {
+    let mut by_id: std::collections::HashMap<String, Alert> =
+        stored.into_iter().map(|a| (a.id.clone(), a)).collect();
+    for a in local {
+        match by_id.get(&a.id) {
+            Some(s) if progress(s) > progress(&a) => {}
+            _ => {
+                by_id.insert(a.id.clone(), a);
+            }
+        }
+    }
+    by_id.into_values().collect()
+}
+
+/// What to do once the store answered an acknowledgement or resolve: audit it here (the
+/// only instance whose update changed the row), and say so.
+fn done(
+    action: &'static str,
+    m: (String, String, String),
+    outcome: Result<HandOutcome, String>,
+    act: &mut AlertsActor,
+) -> Result<Alert, AlertError> {
+    let (id, who, comment) = m;
+    let a = outcome.map_err(AlertError::Store)??;
+    tracing::info!(alert = %id, by = %who, action, "alert handled in the shared store; its instance takes it in");
+    act.audit(&who, action, &id, &comment);
+    if action == "ack" {
+        act.publish(|| LiveEvent::Acknowledged { alert: a.clone() });
+    }
+    Ok(a)
+}
+
+/// Acknowledges `what` (id, who, comment) in the store (module docs).
+pub(super) fn ack(
+    store: Arc<dyn AlertStore>,
+    what: (String, String, String),
+) -> ResponseActFuture<AlertsActor, Result<Alert, AlertError>> {
+    let now = common::time::now_ms();
+    let (id, who, comment) = what.clone();
+    Box::pin(
+        fut::wrap_future(blocking(move || store.ack_stored(&id, &who, &comment, now)))
+            .map(move |outcome, act: &mut AlertsActor, _| done("ack", what, outcome, act)),
+    )
+}
+
+/// Resolves `what` (id, who, comment) by hand in the store (module docs).
+pub(super) fn resolve(
+    store: Arc<dyn AlertStore>,
+    what: (String, String, String),
+) -> ResponseActFuture<AlertsActor, Result<Alert, AlertError>> {
+    let now = common::time::now_ms();
+    let (id, who, comment) = what.clone();
+    Box::pin(
+        fut::wrap_future(blocking(move || store.resolve_stored(&id, &who, &comment, now)))
+            .map(move |outcome, act: &mut AlertsActor, _| done("resolve", what, outcome, act)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::alert::{Ack, Resolution};
+
+    fn build_alert(id: &str) -> Alert {
+        let mut e = crate::alerts::engine::AlertEngine::new(
+            crate::alerts::rules::parse_rules(
+                "[[rules]]\nname = \"hot\"\nmetric = \"gpu.temp_c\"\nop = \">\"\nthreshold = 1\nseverity = \"warning\"\n",
+            )
+            .unwrap()
+            .rules,
+        );
+        let d = crate::alerts::alert::DeviceInfo::new(common::DeviceId::new(id).unwrap());
+        e.observe(&d, &[("gpu.temp_c".to_string(), 5.0)], 1_000)[0]
+            .alert
+            .clone()
+    }
+
+    #[test]
+    fn the_copy_further_along_wins_and_each_alert_is_listed_once() {
+        let (a, b, c) = (build_alert("m1"), build_alert("m2"), build_alert("m3"));
+        // resolved here, not yet exported: the store still has it firing
+        let mut a_here = a.clone();
+        a_here.state = AlertState::Resolved;
+        a_here.resolved_by = Some(Resolution {
+            by: "otto".into(),
+            at_ms: 2_000,
+            comment: "x".into(),
+        });
+        // acknowledged on another instance: this engine has not taken it in yet
+        let mut b_stored = b.clone();
+        b_stored.ack = Some(Ack {
+            by: "ann".into(),
+            at_ms: 2_000,
+            comment: String::new(),
+        });
+        let mut b_here = b.clone();
+        b_here.value = 9.0;
+        // only here (fired a moment ago), and only in the store (another instance's)
+        let d = build_alert("m4");
+        let mut out = merge(vec![a, b_stored, c.clone()], vec![a_here, b_here, d]);
+        out.sort_by(|x, y| x.id.cmp(&y.id));
+        let ids: Vec<&str> = out.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["hot:m1:1", "hot:m2:1", "hot:m3:1", "hot:m4:1"]);
+        assert_eq!(out[0].state, AlertState::Resolved);
+        assert_eq!(out[1].ack.as_ref().map(|a| a.by.as_str()), Some("ann"));
+        assert_eq!(out[2], c);
+    }
+}
