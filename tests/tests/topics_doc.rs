@@ -231,6 +231,7 @@ fn build_telemetry() -> Telemetry {
             unsupported: vec!["emc".into()],
         }),
         app: vec![Reading::new("inference_ms", 41.0)],
+        detail: Default::default(),
     }
 }
 

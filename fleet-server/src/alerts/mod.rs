@@ -31,6 +31,7 @@ pub mod actor;
 pub mod alert;
 pub mod checks;
 pub mod engine;
+pub mod growth;
 pub mod http;
 pub mod inputs;
 pub mod kpi;

@@ -128,6 +128,11 @@ pub struct RuleFile {
     /// One line for people (notifications, web view). Defaults to `metric op threshold`.
     #[serde(default)]
     pub summary: Option<String>,
+    /// A leak rule: the input is how much `metric` rose over the last `growth_window_s`
+    /// seconds without ever falling (see [`super::growth`]), compared with `op` (`>` or
+    /// `>=`) and `threshold`.
+    #[serde(default)]
+    pub growth_window_s: Option<u64>,
 }
 
 /// The whole `rules.toml`.
@@ -160,6 +165,8 @@ pub struct Rule {
     pub scope: Scope,
     pub escalate_after_ms: Option<i64>,
     pub summary: String,
+    /// A leak rule's window ([`RuleFile::growth_window_s`]).
+    pub growth_window_ms: Option<i64>,
 }
 
 impl Rule {
@@ -328,6 +335,18 @@ impl RulesFile {
             if r.scope.tag.as_deref() == Some("") {
                 p.push(format!("{}: must not be empty", k("scope.tag")));
             }
+            if let Some(w) = r.growth_window_s {
+                check_duration(&mut p, k("growth_window_s"), w);
+                if w == 0 {
+                    p.push(format!("{}: must be at least 1 s", k("growth_window_s")));
+                }
+                if !r.op.is_upper() || r.abs {
+                    p.push(format!(
+                        "{}: a growth rule compares a rise: op must be \">\" or \">=\" and abs false",
+                        k("growth_window_s")
+                    ));
+                }
+            }
             rules.push(Rule {
                 name: r.name.clone(),
                 metric: r.metric.clone(),
@@ -341,10 +360,14 @@ impl RulesFile {
                 cooldown_ms: r.cooldown_s.min(MAX_DURATION_S) as i64 * 1000,
                 scope: r.scope.clone(),
                 escalate_after_ms: r.escalate_after_s.map(|e| e.min(MAX_DURATION_S) as i64 * 1000),
-                summary: r.summary.clone().unwrap_or_else(|| {
-                    let abs = if r.abs { "|" } else { "" };
-                    format!("{abs}{}{abs} {} {}", r.metric, r.op, r.threshold)
+                summary: r.summary.clone().unwrap_or_else(|| match r.growth_window_s {
+                    Some(w) => format!("{} rose {} {} within {w} s", r.metric, r.op, r.threshold),
+                    None => {
+                        let abs = if r.abs { "|" } else { "" };
+                        format!("{abs}{}{abs} {} {}", r.metric, r.op, r.threshold)
+                    }
                 }),
+                growth_window_ms: r.growth_window_s.map(|w| w.min(MAX_DURATION_S) as i64 * 1000),
             });
         }
         p.extend(self.correlate.validate("correlate"));

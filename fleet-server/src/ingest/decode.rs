@@ -5,7 +5,7 @@
 use common::codec::{self, CodecError};
 use common::command::CommandResult;
 use common::topics::{Kind, Topic};
-use common::{DeviceId, DeviceState, Envelope, Event, HealthReport, Telemetry};
+use common::{DeviceId, DeviceState, Envelope, Event, HealthReport};
 
 use crate::messages::Ingested;
 
@@ -30,7 +30,7 @@ pub fn decode_record(
     }
     let (msg, named) = match kind {
         Kind::Telemetry => {
-            let e = dec::<Telemetry>(payload)?;
+            let e = codec::decode_telemetry(payload).map_err(|e| (e.label(), e.to_string()))?;
             let d = e.device.clone();
             (Ingested::Telemetry(Box::new(e)), d)
         }
