@@ -48,7 +48,7 @@ pub struct ProcessInfo {
     pub name: String,
     /// User name, or the numeric uid when it has no name.
     pub user: String,
-    /// `Run`, `Sleep`, `Zombie`, ... (sysinfo's names).
+    /// `Runnable`, `Sleeping`, `Zombie`, ... (sysinfo's names).
     pub state: String,
     pub threads: Option<u32>,
     /// Open file descriptors (None: not ours to read).

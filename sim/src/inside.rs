@@ -44,7 +44,7 @@ fn info(
         pid,
         name: name.into(),
         user: user.into(),
-        state: "Sleep".into(),
+        state: "Sleeping".into(),
         threads: Some(threads),
         fds: Some(fds),
         cpu_pct: cpu,
@@ -130,7 +130,7 @@ pub fn detail(i: Inputs<'_>, between: &mut impl FnMut(f64, f64) -> f64) -> Detai
             23,
             i.started_s + 60,
         );
-        v.state = "Run".into();
+        v.state = "Runnable".into();
         v.read_bytes_per_s = Some(between(0.0, 40_000.0));
         v.write_bytes_per_s = Some(between(1_000.0, 90_000.0));
         procs.push(v);

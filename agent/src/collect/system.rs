@@ -155,7 +155,10 @@ impl SystemSource {
     }
 
     fn processes(&mut self, now_ms: i64) -> Vec<ProcessStats> {
+        // without tasks: sysinfo would list every thread as a process of its own (the top
+        // lists filled with one program's threads, the count inflated, the table 10x larger)
         let kind = ProcessRefreshKind::nothing()
+            .without_tasks()
             .with_cpu()
             .with_memory()
             .with_disk_usage()
