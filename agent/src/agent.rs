@@ -212,6 +212,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         buffer.clone(),
     )?;
     let mut cp = CollectorParts::new(source, buffer.clone(), interval)?;
+    cp.broker = Some(lp.status.clone());
     let app = Arc::new(AppMetricsStore::new(&file.app));
     {
         let app = app.clone();

@@ -7,7 +7,8 @@
 //!   leaves a zombie): the same two rules fire from real `/proc` figures, and its network
 //!   and disk figures appear in history;
 //! - a real agent whose sysfs root is a fixture tree with an eMMC `life_time` raises the
-//!   wear rule.
+//!   wear rule;
+//! - the broker's round trip (PINGREQ -> PINGRESP of the keep-alive) reaches history.
 
 use std::path::Path;
 use std::process::{Child, Command};
@@ -310,6 +311,8 @@ async fn real_agents_report_a_leaking_child_a_zombie_worn_storage_and_this_machi
         format!("disk.{disk}.util_pct"),
         "tcp.established".to_string(),
         "proc.threads".to_string(),
+        // the keep-alive (5 s in a test agent's config) timed in the link
+        "broker.rtt_ms".to_string(),
     ] {
         let p = eventually(Duration::from_secs(20), || async {
             let p = history_points(&fleet, "here0001", &metric).await;
