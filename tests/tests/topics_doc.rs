@@ -231,7 +231,55 @@ fn build_telemetry() -> Telemetry {
             unsupported: vec!["emc".into()],
         }),
         app: vec![Reading::new("inference_ms", 41.0)],
-        detail: Default::default(),
+        // every optional field of the detail set
+        detail: common::Detail {
+            procs: common::ProcessTable {
+                total: 3,
+                threads: Some(9),
+                zombies: 1,
+                scanned: true,
+                top_cpu: vec![process_info()],
+                top_mem: vec![process_info()],
+                watched: vec![process_info()],
+            },
+            ifaces: vec![common::IfaceRates {
+                iface: "eth0".into(),
+                rx_drops: 2,
+                ..Default::default()
+            }],
+            tcp: Some(common::TcpStates {
+                established: 2,
+                listen: 1,
+                ..Default::default()
+            }),
+            block: vec![common::BlockDevice {
+                name: "mmcblk0".into(),
+                wear_pct: Some(30.0),
+                pre_eol: Some(1),
+                ..Default::default()
+            }],
+            broker: common::BrokerHealth {
+                rtt_ms: Some(3.5),
+                dns_ms: Some(1.25),
+                dns_ok: Some(true),
+            },
+        },
+    }
+}
+
+fn process_info() -> common::ProcessInfo {
+    common::ProcessInfo {
+        pid: 42,
+        name: "vision".into(),
+        user: "rvm".into(),
+        state: "Runnable".into(),
+        threads: Some(12),
+        fds: Some(40),
+        cpu_pct: 50.0,
+        rss_bytes: 1 << 28,
+        read_bytes_per_s: Some(10.0),
+        write_bytes_per_s: Some(20.0),
+        start_time_s: 1_795_000_000,
     }
 }
 
