@@ -671,6 +671,9 @@ fn a_payload_off_the_schema_is_caught() {
     v["body"]["gpu"]["backend"] = Value::from("cuda");
     assert!(s.validate("telemetry", &v).is_err());
     let mut v = serde_json::to_value(Envelope::new(dev(), 1, 1, build_telemetry())).unwrap();
-    v["schema"] = Value::from(2);
-    assert!(s.validate("telemetry", &v).is_err());
+    v["schema"] = Value::from(3);
+    assert!(s.validate("telemetry", &v).is_err(), "schemas 1 and 2 only");
+    let mut v = serde_json::to_value(Envelope::new(dev(), 1, 1, build_telemetry())).unwrap();
+    v["body"].as_object_mut().unwrap().remove("detail");
+    assert!(s.validate("telemetry", &v).is_err(), "detail is always there (empty for schema 1)");
 }
