@@ -675,5 +675,8 @@ fn a_payload_off_the_schema_is_caught() {
     assert!(s.validate("telemetry", &v).is_err(), "schemas 1 and 2 only");
     let mut v = serde_json::to_value(Envelope::new(dev(), 1, 1, build_telemetry())).unwrap();
     v["body"].as_object_mut().unwrap().remove("detail");
-    assert!(s.validate("telemetry", &v).is_err(), "detail is always there (empty for schema 1)");
+    assert!(
+        s.validate("telemetry", &v).is_err(),
+        "detail is always there (empty for schema 1)"
+    );
 }

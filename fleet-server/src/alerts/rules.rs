@@ -441,6 +441,37 @@ mod tests {
     }
 
     #[test]
+    fn a_growth_rule_needs_a_window_and_an_upper_comparison() {
+        let set = parse_rules(&build_rule("growth_window_s = 600")).unwrap();
+        assert_eq!(set.rules[0].growth_window_ms, Some(600_000));
+        assert!(
+            set.rules[0].summary.contains("within 600 s"),
+            "{}",
+            set.rules[0].summary
+        );
+        let bad = parse_rules(&build_rule("growth_window_s = 0").replace("\">\"", "\"<\"")).unwrap_err();
+        let text = bad.to_string();
+        assert!(
+            text.contains("rules[0].growth_window_s: must be at least 1 s"),
+            "{text}"
+        );
+        assert!(text.contains("op must be"), "{text}");
+        // the shipped leak and zombie rules name the inside figures
+        let shipped = parse_rules(SHIPPED).unwrap();
+        for (name, metric) in [
+            ("zombies_piling_up", "proc.zombies"),
+            ("vision_fd_leak", "proc.vision.fds"),
+            ("vision_rss_leak", "proc.vision.rss_bytes"),
+            ("storage_wear", "disk.wear_max_pct"),
+        ] {
+            assert!(
+                shipped.rules.iter().any(|r| r.name == name && r.metric == metric),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn the_shipped_rules_file_contains_the_nine_rules_of_the_old_system() {
         let set = parse_rules(SHIPPED).unwrap();
         let find = |metric: &str, threshold: f64, severity: Severity| {
