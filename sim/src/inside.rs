@@ -30,16 +30,11 @@ pub struct Inputs<'a> {
     pub started_s: u64,
 }
 
-fn info(
-    pid: u32,
-    name: &str,
-    user: &str,
-    cpu: f32,
-    rss: u64,
-    fds: u32,
-    threads: u32,
-    started_s: u64,
-) -> ProcessInfo {
+/// What a simulated process uses: CPU %, RSS bytes, open fds, threads.
+#[derive(Debug, Clone, Copy)]
+struct Use(f32, u64, u32, u32);
+
+fn info(pid: u32, name: &str, user: &str, Use(cpu, rss, fds, threads): Use, started_s: u64) -> ProcessInfo {
     ProcessInfo {
         pid,
         name: name.into(),
@@ -62,60 +57,42 @@ pub fn detail(i: Inputs<'_>, between: &mut impl FnMut(f64, f64) -> f64) -> Detai
             1,
             "systemd",
             "root",
-            between(0.0, 0.5) as f32,
-            12 << 20,
-            90,
-            1,
+            Use(between(0.0, 0.5) as f32, 12 << 20, 90, 1),
             i.started_s,
         ),
         info(
             410,
             "rvm-agent",
             "rvm",
-            between(0.2, 1.5) as f32,
-            9 << 20,
-            24,
-            6,
+            Use(between(0.2, 1.5) as f32, 9 << 20, 24, 6),
             i.started_s,
         ),
         info(
             530,
             "nvargus-daemon",
             "root",
-            between(2.0, 8.0) as f32,
-            60 << 20,
-            35,
-            14,
+            Use(between(2.0, 8.0) as f32, 60 << 20, 35, 14),
             i.started_s,
         ),
         info(
             611,
             "Xorg",
             "root",
-            between(0.5, 3.0) as f32,
-            80 << 20,
-            60,
-            4,
+            Use(between(0.5, 3.0) as f32, 80 << 20, 60, 4),
             i.started_s,
         ),
         info(
             702,
             "dockerd",
             "root",
-            between(0.1, 1.0) as f32,
-            70 << 20,
-            40,
-            18,
+            Use(between(0.1, 1.0) as f32, 70 << 20, 40, 18),
             i.started_s,
         ),
         info(
             880,
             "journald",
             "root",
-            between(0.0, 0.4) as f32,
-            20 << 20,
-            30,
-            1,
+            Use(between(0.0, 0.4) as f32, 20 << 20, 30, 1),
             i.started_s,
         ),
     ];
@@ -124,10 +101,7 @@ pub fn detail(i: Inputs<'_>, between: &mut impl FnMut(f64, f64) -> f64) -> Detai
             pid,
             i.vision,
             "rvm",
-            i.vision_cpu_pct,
-            i.vision_rss,
-            VISION_FDS + i.leaked_fds,
-            23,
+            Use(i.vision_cpu_pct, i.vision_rss, VISION_FDS + i.leaked_fds, 23),
             i.started_s + 60,
         );
         v.state = "Runnable".into();
@@ -147,10 +121,7 @@ pub fn detail(i: Inputs<'_>, between: &mut impl FnMut(f64, f64) -> f64) -> Detai
             i.vision_pid.unwrap_or(1200) + 7,
             "capture-helper",
             "rvm",
-            0.0,
-            0,
-            0,
-            1,
+            Use(0.0, 0, 0, 1),
             i.started_s + 90,
         );
         z.state = "Zombie".into();
@@ -161,7 +132,7 @@ pub fn detail(i: Inputs<'_>, between: &mut impl FnMut(f64, f64) -> f64) -> Detai
     top_cpu.sort_by(|a, b| b.cpu_pct.total_cmp(&a.cpu_pct));
     top_cpu.truncate(common::TOP_N);
     let mut top_mem = procs.clone();
-    top_mem.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes));
+    top_mem.sort_by_key(|p| std::cmp::Reverse(p.rss_bytes));
     top_mem.truncate(common::TOP_N);
     watched.sort_by(|a, b| a.name.cmp(&b.name));
     let rx = between(2_000.0, 20_000.0);
