@@ -159,8 +159,9 @@ impl Detail {
     ///   process (the leak rules' inputs);
     /// - `proc.top_cpu.<name>` (CPU %) and `proc.top_mem.<name>` (RSS bytes) for each entry
     ///   of the top lists: the compact form history keeps of them;
-    /// - `net.<iface>.{rx,tx}_{bytes,packets}_per_s`, `net.<iface>.{rx,tx}_{errors,drops}`;
-    /// - `tcp.<state>`;
+    /// - `net.<iface>.{rx,tx}_{bytes,packets}_per_s`, `net.<iface>.errors` and `.drops` (both
+    ///   directions, counters since boot);
+    /// - `tcp.established` always, `tcp.<state>` for the other states while they occur;
     /// - `disk.<dev>.{read,write}_bytes_per_s`, `disk.<dev>.{reads,writes}_per_s`,
     ///   `disk.<dev>.util_pct`, `disk.<dev>.wear_pct`, `disk.<dev>.pre_eol`, and
     ///   `disk.wear_max_pct` (the worst device: the wear rule's input);
@@ -201,14 +202,29 @@ impl Detail {
             named("net.", &i.iface, ".tx_bytes_per_s", i.tx_bytes_per_s, f);
             named("net.", &i.iface, ".rx_packets_per_s", i.rx_packets_per_s, f);
             named("net.", &i.iface, ".tx_packets_per_s", i.tx_packets_per_s, f);
-            named("net.", &i.iface, ".rx_errors", i.rx_errors as f64, f);
-            named("net.", &i.iface, ".tx_errors", i.tx_errors as f64, f);
-            named("net.", &i.iface, ".rx_drops", i.rx_drops as f64, f);
-            named("net.", &i.iface, ".tx_drops", i.tx_drops as f64, f);
+            // counters since boot, both directions together: one number each says whether
+            // they move (the record has them per direction)
+            named(
+                "net.",
+                &i.iface,
+                ".errors",
+                i.rx_errors.saturating_add(i.tx_errors) as f64,
+                f,
+            );
+            named(
+                "net.",
+                &i.iface,
+                ".drops",
+                i.rx_drops.saturating_add(i.tx_drops) as f64,
+                f,
+            );
         }
         if let Some(t) = &self.tcp {
+            // established always (a chart needs its zeros); the other states while they occur
             for (state, n) in t.named() {
-                named("tcp.", state, "", n as f64, f);
+                if n > 0 || state == "established" {
+                    named("tcp.", state, "", n as f64, f);
+                }
             }
         }
         let mut wear_max: Option<f64> = None;
@@ -317,6 +333,11 @@ mod tests {
         assert_eq!(get("disk.wear_max_pct"), Some(90.0));
         assert_eq!(get("disk.sda.wear_pct"), None);
         assert_eq!(get("tcp.established"), Some(3.0));
+        assert_eq!(
+            get("tcp.listen"),
+            None,
+            "a state that does not occur is not a metric"
+        );
         assert_eq!(get("broker.rtt_ms"), None);
     }
 

@@ -306,7 +306,7 @@ async fn real_agents_report_a_leaking_child_a_zombie_worn_storage_and_this_machi
     for metric in [
         format!("net.{iface}.rx_bytes_per_s"),
         format!("net.{iface}.tx_packets_per_s"),
-        format!("net.{iface}.rx_drops"),
+        format!("net.{iface}.drops"),
         format!("disk.{disk}.write_bytes_per_s"),
         format!("disk.{disk}.util_pct"),
         "tcp.established".to_string(),

@@ -36,7 +36,7 @@ pub const APP_PREFIX: &str = "app.";
 
 /// Prefixes of the per-name figures of a machine's look inside (schema 2, issue 24; see
 /// `common::Detail::visit_metrics`): `proc.zombies`, `proc.<watched>.fds`,
-/// `net.<iface>.rx_drops`, `tcp.established`, `disk.<dev>.util_pct`, `broker.rtt_ms`, ...
+/// `net.<iface>.drops`, `tcp.established`, `disk.<dev>.util_pct`, `broker.rtt_ms`, ...
 pub const DETAIL_PREFIXES: &[&str] = &["proc.", "net.", "tcp.", "disk.", "broker."];
 
 /// `1` while the device is offline (presence), `0` otherwise.
