@@ -40,6 +40,7 @@ test("the Processes tab shows the top lists, the zombie and the leaking process"
   // charts of the counts and of the leaking process, from history
   await page.locator("#in-charts[data-tab=processes] .uplot").first().waitFor({ timeout: 15000 });
   assert.ok((await page.locator("#in-charts .uplot").count()) >= 2, "counts and the watched process");
+  await page.locator("#dv-inside").scrollIntoViewIfNeeded();
   await screenshot(page, "machine-processes.png");
   assert.deepEqual(errors, []);
   await context.close();
@@ -59,6 +60,7 @@ test("the Network and Disks tabs show this machine's interfaces and block device
   await page.locator('#in-body table[data-list="tcp"]').waitFor();
   // the interface's traffic over the last hour, from history
   await page.locator("#in-charts[data-tab=network] .uplot").first().waitFor({ timeout: 15000 });
+  await page.locator("#dv-inside").scrollIntoViewIfNeeded();
   await screenshot(page, "machine-network.png");
 
   await tab(page, "disks");
@@ -67,6 +69,7 @@ test("the Network and Disks tabs show this machine's interfaces and block device
   await page.locator("#in-charts[data-tab=disks] .uplot").first().waitFor({ timeout: 15000 });
   const hist = await api(fx, fx.admin, `/api/v1/devices/${id}/metrics?name=disk.${disk}.write_bytes_per_s&step=1s`);
   assert.ok(hist.body.points.length > 0, "disk figures in history");
+  await page.locator("#dv-inside").scrollIntoViewIfNeeded();
   await screenshot(page, "machine-disks.png");
   assert.deepEqual(errors, []);
   await context.close();
