@@ -45,6 +45,19 @@ impl DeviceId {
     }
 }
 
+/// Longest site (store) id, bytes.
+pub const SITE_ID_MAX_LEN: usize = 64;
+
+/// A site (store) id: 1 to [`SITE_ID_MAX_LEN`] of letters, digits, space, '.', '_' and '-',
+/// and not only spaces. One rule for the installer, the estate's stores and retailers, and
+/// token scopes, so a site accepted by one is accepted by all.
+pub fn is_site_id(s: &str) -> bool {
+    !s.trim().is_empty()
+        && s.len() <= SITE_ID_MAX_LEN
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-'))
+}
+
 /// Checks `[A-Za-z0-9]{1,64}`.
 pub fn validate_device_id(s: &str) -> Result<(), IdError> {
     if s.is_empty() {
@@ -126,6 +139,16 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_site_id_is_letters_digits_space_dot_underscore_dash() {
+        for ok in ["site1", "Store 12", "a.b_c-d", &"x".repeat(SITE_ID_MAX_LEN)] {
+            assert!(is_site_id(ok), "{ok:?}");
+        }
+        for bad in ["", "   ", "a/b", "ü", &"x".repeat(SITE_ID_MAX_LEN + 1)] {
+            assert!(!is_site_id(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn valid_ids_are_accepted() {

@@ -5,6 +5,10 @@
 //! in the file so older files still load); past it, [`TokenStore::verify`] refuses the token
 //! like an unknown one.
 //!
+//! A token may carry a [`Scope`] (a store or a retailer): its holder sees only the machines of
+//! that part of the estate (`crate::http::scope` applies it; docs/estate.md, "Scoped access").
+//! Files and rows without one are unscoped, as before scopes existed.
+//!
 //! [`TokenStore`] is the seam: [`TokenFile`] keeps them in `DATA_DIR/tokens.json` (with the
 //! sled backend), `crate::pg::tokens` in the `tokens` table (with PostgreSQL, where
 //! `fleetctl token create --config` reaches a running server within seconds).
@@ -35,6 +39,69 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// The part of the estate a token is limited to; none: the whole fleet.
+///
+/// As JSON `{"site": "S"}` or `{"retailer": "R"}`; as text (`fleetctl --scope`, the
+/// PostgreSQL column) `site=S` or `retailer=R`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Scope {
+    /// One store: machines whose `site` is this store's id (and the store exists).
+    Site(String),
+    /// Every store of this retailer.
+    Retailer(String),
+}
+
+impl Scope {
+    /// Checks the id by the rule of site ids (`common::ids::is_site_id`, which the estate's
+    /// stores and retailers follow too); the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let (field, id) = match self {
+            Scope::Site(s) => ("scope.site", s),
+            Scope::Retailer(r) => ("scope.retailer", r),
+        };
+        if common::ids::is_site_id(id) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{field}: {id:?} is not 1 to {} of letters, digits, space, '.', '_', '-'",
+                common::ids::SITE_ID_MAX_LEN
+            ))
+        }
+    }
+
+    /// Whether a role may carry a scope: an admin manages tokens and the whole estate, so an
+    /// admin token is never scoped (a scoped principal can then never make tokens).
+    pub fn check_role(role: Role) -> Result<(), String> {
+        if role == Role::Admin {
+            return Err("scope: an admin token cannot be scoped (viewer or operator)".into());
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Site(s) => write!(f, "site={s}"),
+            Scope::Retailer(r) => write!(f, "retailer={r}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let scope = match s.split_once('=') {
+            Some(("site", v)) => Scope::Site(v.to_string()),
+            Some(("retailer", v)) => Scope::Retailer(v.to_string()),
+            _ => return Err(format!("scope: {s:?} is not site=STORE or retailer=RETAILER")),
+        };
+        scope.validate()?;
+        Ok(scope)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenEntry {
     pub name: String,
@@ -44,19 +111,33 @@ pub struct TokenEntry {
     /// Refused from this time on (ms since the epoch); None: never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<i64>,
+    /// None: the whole fleet (and every file written before scopes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
 }
 
 /// Where API tokens are kept (module docs). `verify` is called on every request: it never
 /// waits on IO; `create` may (call it off actor threads).
 pub trait TokenStore: Send + Sync {
-    /// Makes a token refused from `expires_ms` on (None: never expires); returns it in clear
-    /// (the only time it is visible).
+    /// Makes a token refused from `expires_ms` on (None: never expires), limited to `scope`
+    /// (None: the whole fleet); returns it in clear (the only time it is visible).
+    fn create_scoped(
+        &self,
+        name: &str,
+        role: Role,
+        expires_ms: Option<i64>,
+        scope: Option<Scope>,
+    ) -> Result<String, TokenError>;
+
+    /// Makes an unscoped token refused from `expires_ms` on; returns it in clear.
     fn create_with_expiry(
         &self,
         name: &str,
         role: Role,
         expires_ms: Option<i64>,
-    ) -> Result<String, TokenError>;
+    ) -> Result<String, TokenError> {
+        self.create_scoped(name, role, expires_ms, None)
+    }
 
     /// Who holds `token` at `now_ms`; None for an unknown or expired token.
     fn verify_at(&self, token: &str, now_ms: i64) -> Option<Principal>;
@@ -75,7 +156,13 @@ pub trait TokenStore: Send + Sync {
 }
 
 /// A new random token and its entry (not stored yet).
-pub fn new_token(name: &str, role: Role, expires_ms: Option<i64>, now_ms: i64) -> (String, TokenEntry) {
+pub fn new_token(
+    name: &str,
+    role: Role,
+    expires_ms: Option<i64>,
+    scope: Option<Scope>,
+    now_ms: i64,
+) -> (String, TokenEntry) {
     let token = format!("rvmf_{}", common::ids::random_hex(16));
     let entry = TokenEntry {
         name: name.into(),
@@ -83,6 +170,7 @@ pub fn new_token(name: &str, role: Role, expires_ms: Option<i64>, now_ms: i64) -
         sha256: hash(&token),
         created_ms: now_ms,
         expires_ms,
+        scope,
     };
     (token, entry)
 }
@@ -103,6 +191,7 @@ pub fn find<'a>(
     Some(Principal {
         name: e.name.clone(),
         role: e.role,
+        scope: e.scope.clone(),
     })
 }
 
@@ -138,6 +227,8 @@ pub fn hash(token: &str) -> String {
 pub struct Principal {
     pub name: String,
     pub role: Role,
+    /// None: the whole fleet.
+    pub scope: Option<Scope>,
 }
 
 impl TokenFile {
@@ -181,13 +272,14 @@ impl TokenFile {
 }
 
 impl TokenStore for TokenFile {
-    fn create_with_expiry(
+    fn create_scoped(
         &self,
         name: &str,
         role: Role,
         expires_ms: Option<i64>,
+        scope: Option<Scope>,
     ) -> Result<String, TokenError> {
-        let (token, entry) = new_token(name, role, expires_ms, common::time::now_ms());
+        let (token, entry) = new_token(name, role, expires_ms, scope, common::time::now_ms());
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if entries.iter().any(|e| e.name == name) {
             return Err(TokenError::Exists(name.into()));
@@ -254,6 +346,29 @@ mod tests {
         let s = TokenFile::open(&p).unwrap();
         assert_eq!(s.verify("rvmf_old").unwrap().name, "old");
         assert_eq!(s.list()[0].expires_ms, None);
+    }
+
+    #[test]
+    fn a_scope_survives_reopen_and_parses_from_text_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokens.json");
+        let s = TokenFile::open(&p).unwrap();
+        let t = s
+            .create_scoped("mgr", Role::Operator, None, Some(Scope::Site("oslo-1".into())))
+            .unwrap();
+        let s = TokenFile::open(&p).unwrap();
+        assert_eq!(s.verify(&t).unwrap().scope, Some(Scope::Site("oslo-1".into())));
+        assert_eq!(
+            "retailer=coop".parse::<Scope>(),
+            Ok(Scope::Retailer("coop".into()))
+        );
+        assert_eq!(Scope::Site("a b".into()).to_string(), "site=a b");
+        assert!("store=x".parse::<Scope>().unwrap_err().starts_with("scope:"));
+        assert!("site=".parse::<Scope>().unwrap_err().starts_with("scope.site:"));
+        assert!(Scope::check_role(Role::Admin).is_err() && Scope::check_role(Role::Operator).is_ok());
+        let v: Scope = serde_json::from_str(r#"{"retailer": "coop"}"#).unwrap();
+        assert_eq!(v, Scope::Retailer("coop".into()));
+        assert!(serde_json::from_str::<Scope>(r#"{"shop": "x"}"#).is_err());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use common::pki::{self, Ca, CertDir, PkiError};
 pub const PROVISION_ENV: &str = "provision.env";
 
 /// Longest site name a bundle (and the installer) accepts.
-pub const MAX_SITE_LEN: usize = 64;
+pub const MAX_SITE_LEN: usize = common::ids::SITE_ID_MAX_LEN;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
@@ -75,12 +75,7 @@ pub fn check_broker(broker: &str) -> Result<(), ProvisionError> {
 
 /// Checks a site name (the installer's rule too: `[A-Za-z0-9 ._-]{1,64}`).
 pub fn check_site(site: &str) -> Result<(), ProvisionError> {
-    let ok = !site.is_empty()
-        && site.len() <= MAX_SITE_LEN
-        && site
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-'));
-    if ok {
+    if common::ids::is_site_id(site) {
         Ok(())
     } else {
         Err(ProvisionError::Site(site.to_string()))

@@ -55,7 +55,7 @@
     loaded: false,
     live: { es: null, connected: false, queue: null, lastOpen: 0 },
     view: null,
-    overview: { site: "", tag: "", status: "", q: "", sort: "status", dir: 1, scroll: 0 },
+    overview: { site: "", tag: "", status: "", q: "", retailer: "", model: "", group: "", sort: "status", dir: 1, scroll: 0 },
   };
   // read by tests and tests/browser/bench-overview.mjs
   window.__fleet = { firstRenderMs: null, rows: 0, liveEvents: 0, deviceUpdates: 0, applyMs: 0 };
@@ -262,7 +262,9 @@
       return;
     }
     document.body.dataset.role = S.me.role;
-    $("#me").textContent = `${S.me.name} (${S.me.role})`;
+    // a scoped token sees one store or retailer: say which (docs/estate.md, "Scoped access")
+    const scope = S.me.scope ? Object.entries(S.me.scope).map(([k, v]) => `${k} ${v}`)[0] : "";
+    $("#me").textContent = `${S.me.name} (${S.me.role}${scope ? `, ${scope}` : ""})`;
     $("#signout").hidden = false;
     $("#nav").hidden = false;
     for (const el of document.querySelectorAll(".op-only")) el.hidden = !isOperator();
@@ -632,6 +634,8 @@
   const Overview = {
     mount(root) {
       const o = S.overview;
+      const V = UI.overviewViews; // ui/views.js: retailer, model, group by, the view in the URL
+      if (V) V.fromHash(o);
       root.innerHTML = `
         <div class="toolbar">
           <input type="search" id="ov-q" placeholder="Search machine, site, tag, model…" value="${esc(o.q)}">
@@ -640,8 +644,10 @@
           <label>Status <select id="ov-status">
             ${["", "online", "degraded", "stale", "offline"].map((s) => `<option value="${s}"${s === o.status ? " selected" : ""}>${s || "any"}</option>`).join("")}
           </select></label>
+          ${V ? V.toolbar(o) : ""}
           <span class="muted" id="ov-shown"></span>
         </div>
+        <div id="ov-groups"></div>
         <div class="vt-wrap">
           <div class="vt-head vt-cols" id="ov-head">${COLUMNS.map((c) => `<div data-key="${c.key}" class="${c.num ? "num " : ""}${c.nosort ? "nosort" : ""}">${esc(c.label)}</div>`).join("")}</div>
           <div class="vt" id="ov-vt"><div class="vt-spacer" id="ov-spacer"></div><div class="vt-rows" id="ov-rows"></div><div class="empty" id="ov-empty" hidden></div></div>
@@ -682,6 +688,7 @@
       this.onResize = () => this.schedule(false);
       window.addEventListener("resize", this.onResize);
       this.timer = setInterval(() => this.schedule(false), 1000); // ages ("12 s ago")
+      if (V) V.mount(this, o);
       this.refilter();
       this.vt.scrollTop = o.scroll;
       this.render();
@@ -742,6 +749,7 @@
         if (o.site && d.site !== o.site) continue;
         if (o.tag && !(d.tags || []).includes(o.tag)) continue;
         if (o.status && d.status !== o.status) continue;
+        if (UI.overviewViews && !UI.overviewViews.matches(d, o)) continue;
         if (q) {
           const hay = `${d.id} ${d.site || ""} ${(d.tags || []).join(" ")} ${d.board || ""} ${d.vision_model_version || ""} ${d.agent_version || ""} ${d.status} ${d.status_reason}`.toLowerCase();
           if (!hay.includes(q)) continue;
@@ -762,6 +770,7 @@
         return c ? c * dir : cmpId(a[1], b[1]);
       });
       this.list = keyed.map((k) => k[1]);
+      if (UI.overviewViews) this.list = UI.overviewViews.after(this.list, S.devices.values(), o);
       this.spacer.style.height = this.list.length * ROW_H + "px";
       for (const el of document.querySelectorAll("#ov-head [data-key]")) {
         el.classList.toggle("sorted", el.dataset.key === o.sort);

@@ -131,6 +131,7 @@
     },
     unmount() {
       clearInterval(this.timer);
+      this.gone = true; // a load still in flight must not draw into the next page
     },
     refresh() {
       this.load(false);
@@ -139,7 +140,9 @@
       let est, map, unknown;
       try {
         [est, map, unknown] = await Promise.all([api("/api/v1/estate"), api("/api/v1/estate/map"), api("/api/v1/estate/unknown-sites")]);
+        if (this.gone) return;
       } catch (e) {
+        if (this.gone) return;
         $("#es-stores").innerHTML = `<span class="err">${esc(e.message)}</span>`;
         return;
       }
@@ -206,6 +209,7 @@
     },
     unmount() {
       clearInterval(this.timer);
+      this.gone = true; // a load still in flight must not draw into the next page
     },
     refresh() {
       this.load();
@@ -214,6 +218,7 @@
       let p;
       try {
         p = await api(`/api/v1/estate/stores/${encodeURIComponent(this.id)}`);
+        if (this.gone) return;
       } catch (e) {
         $("#es-store").innerHTML = `<span class="err">${esc(e.message)}</span>`;
         return;
@@ -254,6 +259,7 @@
     },
     unmount() {
       clearInterval(this.timer);
+      this.gone = true; // a load still in flight must not draw into the next page
     },
     refresh() {
       this.load();
@@ -262,6 +268,7 @@
       let p;
       try {
         p = await api(`/api/v1/estate/retailers/${encodeURIComponent(this.id)}`);
+        if (this.gone) return;
       } catch (e) {
         $("#es-retailer").innerHTML = `<span class="err">${esc(e.message)}</span>`;
         return;

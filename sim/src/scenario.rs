@@ -5,6 +5,7 @@
 //! ```toml
 //! name = "demo"
 //! repeat_s = 900            # replay every 15 minutes (0 or absent: once)
+//! items_per_s = 4.0         # items people bring each machine a second (absent: about 0.1)
 //!
 //! [[model]]                 # machines 1 to 5 run another vision model version
 //! machines = "1-5"
@@ -59,6 +60,10 @@ pub struct ScenarioFile {
     /// Replay the story every this many seconds (0: once).
     #[serde(default)]
     pub repeat_s: u64,
+    /// Items people bring each machine a second, as a steady stream (absent: about 360 an
+    /// hour, varying by half). A busy station, or a story of the machine's own figures told in
+    /// seconds rather than hours.
+    pub items_per_s: Option<f64>,
     #[serde(default)]
     pub model: Vec<ModelFile>,
     #[serde(default)]
@@ -238,11 +243,16 @@ impl Event {
     }
 }
 
+/// More items a second than any machine takes (one every 10 ms).
+const MAX_ITEMS_PER_S: f64 = 100.0;
+
 /// A validated scenario: what [`run`] replays.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scenario {
     pub name: String,
     pub repeat_ms: u64,
+    /// `items_per_s` of the file.
+    pub items_per_s: Option<f64>,
     /// Vision model versions by machine numbers (the first that contains a machine wins).
     pub models: Vec<(Machines, String)>,
     pub events: Vec<Event>,
@@ -258,6 +268,11 @@ impl Scenario {
     /// Parses and checks a scenario; errors name the event and the field.
     pub fn parse(text: &str) -> Result<Scenario, String> {
         let f: ScenarioFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(v) = f.items_per_s
+            && !(v.is_finite() && v > 0.0 && v <= MAX_ITEMS_PER_S)
+        {
+            return Err(format!("items_per_s: {v} is not in (0, {MAX_ITEMS_PER_S}]"));
+        }
         let mut models = Vec::new();
         for (i, m) in f.model.iter().enumerate() {
             let at = format!("model[{i}]");
@@ -344,6 +359,7 @@ impl Scenario {
         Ok(Scenario {
             name: f.name,
             repeat_ms: f.repeat_s.saturating_mul(1000),
+            items_per_s: f.items_per_s,
             models,
             events,
         })
@@ -693,6 +709,14 @@ mod tests {
         assert!(e.contains("event[0].for_s"), "{e}");
         let e = err("[[model]]\nmachines = \"x\"\nversion = \"v1\"");
         assert!(e.contains("model[0].machines"), "{e}");
+        for bad in ["0.0", "-1.0", "nan", "1000.0"] {
+            let e = err(&format!("items_per_s = {bad}"));
+            assert!(e.contains("items_per_s"), "{bad}: {e}");
+        }
+        assert_eq!(
+            Scenario::parse("items_per_s = 4.0").unwrap().items_per_s,
+            Some(4.0)
+        );
     }
 
     #[tokio::test]

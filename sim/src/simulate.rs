@@ -77,6 +77,11 @@ impl SimProfile {
 
 /// Replays `scenario` on these machines, on the current arbiter (see [`crate::scenario`]).
 pub fn replay(scenario: Scenario, devices: &[SimDevice]) {
+    if let Some(v) = scenario.items_per_s {
+        for d in devices {
+            d.fault.set_items_per_s(v);
+        }
+    }
     let machines = devices.iter().map(SimDevice::machine).collect();
     actix::spawn(crate::scenario::run(scenario, machines));
 }

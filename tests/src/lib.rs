@@ -28,6 +28,7 @@ pub mod mosquitto;
 pub mod postgres;
 pub mod process;
 pub mod receivers;
+pub mod routes;
 pub mod schema;
 
 pub use process::{Child, bin_path, free_port};

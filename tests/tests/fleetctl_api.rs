@@ -242,11 +242,11 @@ async fn fleetctl_covers_devices_history_commands_tokens_audit_incidents_report_
     // whoami, devices, one device
     assert_eq!(
         json(&fleet, &otto, &["whoami"]),
-        serde_json::json!({"name": "otto", "role": "operator"})
+        serde_json::json!({"name": "otto", "role": "operator", "scope": null})
     );
     assert_eq!(
         ok(&fleet, &otto, &["whoami"]).lines().nth(1).unwrap(),
-        "otto  operator"
+        "otto  operator  all"
     );
     let v = json(&fleet, &viewer, &["devices"]);
     let mut listed: Vec<&str> = v["devices"]
@@ -428,6 +428,43 @@ async fn fleetctl_covers_devices_history_commands_tokens_audit_incidents_report_
         !serde_json::to_string(&v).unwrap().contains(&secret),
         "no secret in the list"
     );
+    // a token limited to one store: made, listed and shown by whoami with its scope
+    let store_secret = ok(
+        &fleet,
+        &admin,
+        &[
+            "tokens",
+            "create",
+            "site1-mgr",
+            "--role",
+            "operator",
+            "--scope",
+            "site=site1",
+        ],
+    )
+    .trim()
+    .to_string();
+    assert!(
+        ok(&fleet, &store_secret, &["whoami"])
+            .lines()
+            .nth(1)
+            .unwrap()
+            .ends_with("site=site1"),
+        "whoami shows the scope"
+    );
+    let table = ok(&fleet, &admin, &["tokens", "list"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("site1-mgr") && l.contains("site=site1")),
+        "{table}"
+    );
+    let (code, _, err) = fleetctl(
+        &fleet,
+        &admin,
+        &["tokens", "create", "x", "--role", "viewer", "--scope", "shop=1"],
+    );
+    assert!(code != 0 && err.contains("scope"), "{err}");
 
     // the audit log names each action above
     let audit = json(&fleet, &otto, &["audit", "--limit", "50"]);

@@ -248,6 +248,10 @@ async fn postgres_store_migrate_copies_a_sled_installation_verifies_it_and_a_rer
                        "hours": {"mon": "08:00-20:00"}, "latitude": 59.9, "longitude": 10.7});
     let (status, r) = send(Method::PUT, "/api/v1/estate/stores/test", store).await;
     assert_eq!(status, 200, "{r}");
+    // a token limited to that store: it must stay limited on PostgreSQL
+    let scoped = json!({"name": "mig-scoped", "role": "viewer", "scope": {"site": "test"}});
+    let (status, r) = send(Method::POST, "/api/v1/tokens", scoped).await;
+    assert_eq!(status, 201, "{r}");
     let sled_received = received(&server, "mig1").await;
     server.terminate();
     let sled_rows = {
@@ -273,7 +277,7 @@ async fn postgres_store_migrate_copies_a_sled_installation_verifies_it_and_a_rer
         "copied and verified: {table}"
     );
     for (kind, n) in [
-        ("tokens", 1),
+        ("tokens", 2),
         ("devices", 1),
         ("delivery", 1),
         ("commands", 1),
@@ -320,6 +324,13 @@ async fn postgres_store_migrate_copies_a_sled_installation_verifies_it_and_a_rer
         "the audit log copied once"
     );
 
+    assert_eq!(
+        pg.psql("SELECT scope FROM tokens WHERE name = 'mig-scoped'")
+            .unwrap()
+            .trim(),
+        "site=test",
+        "the scope is copied"
+    );
     // the same server on PostgreSQL: same ports, certificates and (migrated) token
     let text = std::fs::read_to_string(&server.config).unwrap();
     let pg_config = dir.path().join("server-pg.toml");

@@ -114,3 +114,63 @@ async fn each_machine_fault_of_a_scenario_raises_its_own_alert_on_its_own_machin
         "machine alerts on the wrong machine or for the wrong fault: {stray:#?}"
     );
 }
+
+/// The shipped rules with the reject spike learned and judged in seconds: the baseline over
+/// 30 s of a 20-second window instead of an hour of a 15-minute one, and the rule held for
+/// 10 s instead of 10 minutes. Everything else (the baseline's learning, the spike not
+/// learned, the rule's hysteresis) is the shipped code and rule.
+fn fast_reject_rules() -> String {
+    let rules = RULES.replacen(
+        "name = \"reject_ratio_spike\"\nmetric = \"kpi.reject_ratio_vs_baseline\"\nop = \">=\"\nthreshold = 2.5\nclear = 1.5\nfor_s = 600",
+        "name = \"reject_ratio_spike\"\nmetric = \"kpi.reject_ratio_vs_baseline\"\nop = \">=\"\nthreshold = 2.5\nclear = 1.5\nfor_s = 10",
+        1,
+    );
+    assert_ne!(rules, RULES, "the shipped reject_ratio_spike rule changed shape");
+    format!("{rules}\n[kpi]\nrate_window_s = 20\nmin_span_s = 5\nbaseline_warmup_s = 30\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reject_spike_against_the_machines_own_baseline_raises_its_alert_on_that_machine_only() {
+    let fleet = TestFleet::start_with(FleetOptions {
+        rules: Some(fast_reject_rules()),
+        ..Default::default()
+    })
+    .unwrap();
+    let log = fleet.dir.path().join("simulate.log");
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/reject-spike.toml");
+    let _sim = fleet.simulate_scenario(2, "rej", scenario, &log).unwrap();
+
+    let started_ms = common::time::now_ms();
+    let expected = [("rej0001", "reject_ratio_spike", "warning")];
+    let fired = eventually(Duration::from_secs(120), || async {
+        firing_each(&alerts(&fleet).await, &expected)
+    })
+    .await;
+    let Some(fired) = fired else {
+        panic!(
+            "no reject spike alert on rej0001: {:#}\nsimulator log:\n{}",
+            Value::Array(alerts(&fleet).await),
+            rvm_fleet_tests::read(&log)
+        );
+    };
+    // `kpi.reject_ratio_vs_baseline` exists only once a baseline was learned, and the spike
+    // starts 60 s in: an alert before it would be a baseline that never settled
+    let a = &fired[0];
+    assert!(a["value"].as_f64().is_some_and(|v| v >= 2.5), "{a:#}");
+    let fired_after_s = (a["fired_ms"].as_i64().unwrap() - started_ms) as f64 / 1000.0;
+    assert!(
+        fired_after_s >= 60.0,
+        "fired {fired_after_s} s in, before the spike: {a:#}"
+    );
+    // the healthy machine, at its normal the whole time, raised nothing
+    let stray: Vec<Value> = alerts(&fleet)
+        .await
+        .into_iter()
+        .filter(is_machine_alert)
+        .filter(|a| a["device"] != "rej0001")
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "machine alerts on the healthy machine: {stray:#?}"
+    );
+}

@@ -19,7 +19,7 @@ use fleet_server::alerts::rules::Op;
 use fleet_server::alerts::silence::{Matcher, Silence};
 use fleet_server::alerts::store::AlertStore;
 use fleet_server::audit::AuditLog;
-use fleet_server::auth::{Role, TokenError, TokenStore};
+use fleet_server::auth::{Role, Scope, TokenError, TokenStore};
 use fleet_server::commands::book::{CmdState, CommandRecord};
 use fleet_server::commands::pg::PgCommands;
 use fleet_server::commands::rollout::{Rollout, RolloutState, Target};
@@ -386,6 +386,37 @@ fn postgres_tokens_are_verified_from_memory_and_one_made_elsewhere_is_known_with
             .contains(&mine),
         "only hashes are stored"
     );
+}
+
+#[test]
+fn postgres_a_token_keeps_its_scope_and_one_whose_scope_does_not_parse_is_refused() {
+    let pg = PgDatabase::shared().unwrap();
+    let store = open(&pg);
+    let tool = PgTokens::open(store.clone()).unwrap();
+    let scope = Scope::Retailer("coop".into());
+    let mgr = tool
+        .create_scoped("coop-mgr", Role::Operator, None, Some(scope.clone()))
+        .unwrap();
+    let plain = tool.create("plain", Role::Viewer).unwrap();
+    let server = PgTokens::open(store.clone()).unwrap();
+    assert_eq!(server.verify(&mgr).unwrap().scope, Some(scope));
+    assert_eq!(
+        server.verify(&plain).unwrap().scope,
+        None,
+        "no scope: the whole fleet"
+    );
+    assert_eq!(
+        pg.psql("SELECT scope FROM tokens WHERE name = 'coop-mgr'")
+            .unwrap()
+            .trim(),
+        "retailer=coop"
+    );
+    // an edited row: refused, never widened to the whole fleet
+    pg.psql("UPDATE tokens SET scope = 'shop=x' WHERE name = 'coop-mgr'")
+        .unwrap();
+    let server = PgTokens::open(store).unwrap();
+    assert!(server.verify(&mgr).is_none());
+    assert!(server.verify(&plain).is_some());
 }
 
 #[test]

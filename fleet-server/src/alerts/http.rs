@@ -15,6 +15,11 @@
 //!
 //! Who acknowledged, resolved, silenced or changed a window is the token's name; each goes to the
 //! audit log.
+//!
+//! A scoped token ([`crate::http::scope`]) sees and acts on the alerts of machines in its scope
+//! (any other is 404), the silences pinned to its scope by a `device` or `site` matcher (and
+//! adds only such), the incidents touching its machines cut to them, and the windows naming
+//! only its stores (changing windows spans the fleet: 403).
 
 use std::collections::BTreeMap;
 
@@ -30,8 +35,8 @@ use super::requests::{
 };
 use super::silence::Matcher;
 use crate::auth::Role;
-use crate::http::auth::authorize;
 use crate::http::error::ApiError;
+use crate::http::scope::{Visible, authorize_scoped, authorize_unscoped};
 use crate::http::state::AppState;
 use crate::notify::maintenance::WindowFile;
 
@@ -102,7 +107,7 @@ fn check_comment(c: &str) -> Result<(), ApiError> {
 }
 
 async fn list_alerts(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
+    let (_, vis) = authorize_scoped(&req, &state, Role::Viewer).await?;
     let params = web::Query::<BTreeMap<String, String>>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
     let q = AlertQuery::parse(&params).map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -116,7 +121,7 @@ async fn list_alerts(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
             v
         }
     };
-    alerts.retain(|a| q.matches(a));
+    alerts.retain(|a| q.matches(a) && vis.device(a.device.as_str()));
     if let Some(n) = q.limit {
         alerts.truncate(n);
     }
@@ -136,7 +141,8 @@ async fn ack(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state, Role::Operator)?;
+    let (who, vis) = authorize_scoped(&req, &state, Role::Operator).await?;
+    require_alert(&vis, &id)?;
     let b: AckBody = parse_body(&body)?.unwrap_or_default();
     check_comment(&b.comment)?;
     let alert = state
@@ -160,7 +166,8 @@ async fn resolve(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state, Role::Operator)?;
+    let (who, vis) = authorize_scoped(&req, &state, Role::Operator).await?;
+    require_alert(&vis, &id)?;
     let b: AckBody = parse_body(&body)?.unwrap_or_default();
     check_comment(&b.comment)?;
     if b.comment.trim().is_empty() {
@@ -181,9 +188,28 @@ async fn resolve(
     Ok(HttpResponse::Ok().json(alert))
 }
 
+/// 404 (as for an alert that does not exist) unless the alert is about a machine in scope.
+fn require_alert(vis: &Visible, id: &str) -> Result<(), ApiError> {
+    if vis.alert(id) {
+        Ok(())
+    } else {
+        Err(AlertError::UnknownAlert(id.to_string()).into())
+    }
+}
+
+/// Whether a silence is pinned inside the scope: one of its matchers names a machine or a
+/// store in it (matchers all have to match, so it can silence nothing else).
+fn silence_in_scope(vis: &Visible, matchers: &[Matcher]) -> bool {
+    !vis.is_scoped()
+        || matchers.iter().any(|m| {
+            (m.label == "device" && vis.device(&m.value)) || (m.label == "site" && vis.site(&m.value))
+        })
+}
+
 async fn list_silences(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
-    let s = state.alerting.alerts.send(ListSilences).await.map_err(mailbox)?;
+    let (_, vis) = authorize_scoped(&req, &state, Role::Viewer).await?;
+    let mut s = state.alerting.alerts.send(ListSilences).await.map_err(mailbox)?;
+    s.retain(|s| silence_in_scope(&vis, &s.matchers));
     Ok(HttpResponse::Ok().json(serde_json::json!({ "silences": s })))
 }
 
@@ -204,13 +230,19 @@ async fn add_silence(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state, Role::Operator)?;
+    let (who, vis) = authorize_scoped(&req, &state, Role::Operator).await?;
     let b: SilenceBody =
         parse_body(&body)?.ok_or_else(|| ApiError::BadRequest("body: a silence is required".into()))?;
     check_comment(&b.comment)?;
     if b.matchers.is_empty() {
         return Err(ApiError::BadRequest(
             "matchers: at least one {\"label\", \"value\"} is needed (a silence of everything is refused)"
+                .into(),
+        ));
+    }
+    if !silence_in_scope(&vis, &b.matchers) {
+        return Err(ApiError::Refused(
+            "matchers: a scoped token needs a device or site matcher naming a machine or store in its scope"
                 .into(),
         ));
     }
@@ -262,7 +294,16 @@ async fn remove_silence(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state, Role::Operator)?;
+    let (who, vis) = authorize_scoped(&req, &state, Role::Operator).await?;
+    if vis.is_scoped() {
+        let all = state.alerting.alerts.send(ListSilences).await.map_err(mailbox)?;
+        if !all
+            .iter()
+            .any(|s| s.id == id.as_str() && silence_in_scope(&vis, &s.matchers))
+        {
+            return Err(AlertError::UnknownSilence(id.into_inner()).into());
+        }
+    }
     state
         .alerting
         .alerts
@@ -276,14 +317,32 @@ async fn remove_silence(
 }
 
 async fn incidents(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
-    let list = state.alerting.alerts.send(ListIncidents).await.map_err(mailbox)?;
+    let (_, vis) = authorize_scoped(&req, &state, Role::Viewer).await?;
+    let mut list = state.alerting.alerts.send(ListIncidents).await.map_err(mailbox)?;
+    if vis.is_scoped() {
+        let cut = |v: &mut Vec<crate::incidents::incident::Incident>| {
+            *v = v
+                .iter()
+                .filter_map(|i| i.restricted(|d| vis.device(d), |s| vis.site(s)))
+                .collect();
+        };
+        cut(&mut list.open);
+        cut(&mut list.recent);
+    }
     Ok(HttpResponse::Ok().json(list))
 }
 
 async fn list_windows(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
-    let w = state.alerting.alerts.send(ListWindows).await.map_err(mailbox)?;
+    let (_, vis) = authorize_scoped(&req, &state, Role::Viewer).await?;
+    let mut w = state.alerting.alerts.send(ListWindows).await.map_err(mailbox)?;
+    // a window by tag, or naming another store, reaches beyond the scope
+    if vis.is_scoped() {
+        w.retain(|w| {
+            w.window.tags.is_empty()
+                && !w.window.sites.is_empty()
+                && w.window.sites.iter().all(|s| vis.site(s))
+        });
+    }
     Ok(HttpResponse::Ok().json(serde_json::json!({ "windows": w })))
 }
 
@@ -292,7 +351,7 @@ async fn add_window(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state, Role::Operator)?;
+    let who = authorize_unscoped(&req, &state, Role::Operator, "changing maintenance windows")?;
     let mut v: serde_json::Value =
         parse_body(&body)?.ok_or_else(|| ApiError::BadRequest("body: a window is required".into()))?;
     // the window's own keys, plus a comment for the audit log
@@ -324,7 +383,7 @@ async fn remove_window(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state, Role::Operator)?;
+    let who = authorize_unscoped(&req, &state, Role::Operator, "changing maintenance windows")?;
     state
         .alerting
         .alerts

@@ -10,18 +10,22 @@
 //! this module derives:
 //!
 //! - `kpi.accepted_per_h`, `kpi.rejected_per_h`: the counters' increase over the last
-//!   [`RATE_WINDOW_MS`], per hour, once the window spans [`MIN_SPAN_MS`];
+//!   rate window ([`KpiConfig::rate_window_s`], 15 minutes), per hour, once the window spans
+//!   [`KpiConfig::min_span_s`] (a minute);
 //! - `kpi.reject_ratio`: rejected / (accepted + rejected) over the same window, once
-//!   [`MIN_ITEMS`] items were counted in it (a quiet machine has no ratio, not 0);
+//!   [`KpiConfig::min_items`] items were counted in it (a quiet machine has no ratio, not 0);
 //! - `kpi.reject_ratio_vs_baseline`: that ratio divided by the machine's own baseline, a
 //!   moving average with a time constant of [`BASELINE_TAU_MS`] (its last week), learned from
-//!   every ratio that is not itself a spike, reported once [`BASELINE_WARMUP_MS`] were learned;
+//!   every ratio that is not itself a spike, reported once it learned
+//!   [`KpiConfig::baseline_warmup_s`] (an hour);
 //! - `kpi.jam`: 1 while the jam counter went up within the last [`JAM_WINDOW_MS`], else 0.
 //!
 //! A counter that goes down was reset (the vision service restarted): the window starts over
 //! from that sample, and no rate spans the reset.
 
 use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
 
 use super::names::{
     KPI_ACCEPTED_PER_H, KPI_BIN_FILL_PCT, KPI_DOOR_OPEN, KPI_JAM, KPI_PRINTER_OK, KPI_REJECT_RATIO,
@@ -42,22 +46,71 @@ pub const GAUGES: [(&str, &str); 4] = [
     ("app.rvm.door_open", KPI_DOOR_OPEN),
 ];
 
-/// Rates and the ratio are taken over this much of the latest samples.
-pub const RATE_WINDOW_MS: i64 = 15 * 60_000;
-/// A window shorter than this gives no rate yet.
-pub const MIN_SPAN_MS: i64 = 60_000;
-/// Fewer items than this in the window give no ratio.
-pub const MIN_ITEMS: f64 = 10.0;
 /// The baseline's time constant: the machine's last week.
 pub const BASELINE_TAU_MS: i64 = 7 * 24 * 3_600_000;
-/// The baseline is compared against once it learned this long.
-pub const BASELINE_WARMUP_MS: i64 = 3_600_000;
 /// A ratio this many times its baseline or more is a spike and is not learned.
 pub const SPIKE_FACTOR: f64 = 2.0;
 /// `kpi.jam` stays 1 this long after the jam counter went up.
 pub const JAM_WINDOW_MS: i64 = 10 * 60_000;
 /// Samples kept per device at most (a fast device within the window).
 const SAMPLES_CAP: usize = 1024;
+
+/// `[kpi]` of the rules file: the windows of the derived figures. The defaults suit a machine
+/// that counts a few hundred items an hour; a quiet store may want a longer window, and a
+/// test a much shorter warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KpiConfig {
+    /// Rates and the ratio are taken over this much of the latest samples, seconds.
+    pub rate_window_s: u64,
+    /// A window shorter than this gives no rate yet, seconds.
+    pub min_span_s: u64,
+    /// Fewer items than this in the window give no ratio.
+    pub min_items: u64,
+    /// The baseline is compared against once it learned this long, seconds.
+    pub baseline_warmup_s: u64,
+}
+
+impl Default for KpiConfig {
+    fn default() -> Self {
+        KpiConfig {
+            rate_window_s: 15 * 60,
+            min_span_s: 60,
+            min_items: 10,
+            baseline_warmup_s: 3600,
+        }
+    }
+}
+
+/// Longest rate window or warm-up accepted (one week: the baseline's own time constant).
+const MAX_KPI_S: u64 = 7 * 24 * 3600;
+
+impl KpiConfig {
+    /// Every problem, each with its key path under `prefix`.
+    pub fn validate(&self, prefix: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        for (key, v) in [
+            ("rate_window_s", self.rate_window_s),
+            ("min_span_s", self.min_span_s),
+            ("baseline_warmup_s", self.baseline_warmup_s),
+        ] {
+            if v == 0 || v > MAX_KPI_S {
+                p.push(format!("{prefix}.{key}: {v} s is not in 1..={MAX_KPI_S}"));
+            }
+        }
+        if self.min_span_s >= self.rate_window_s {
+            p.push(format!(
+                "{prefix}.min_span_s: {} s must be shorter than rate_window_s ({} s)",
+                self.min_span_s, self.rate_window_s
+            ));
+        }
+        p
+    }
+
+    fn rate_window_ms(&self) -> i64 {
+        self.rate_window_s as i64 * 1000
+    }
+}
 
 /// A learned normal reject ratio.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -70,8 +123,10 @@ pub struct Baseline {
 }
 
 impl Baseline {
-    fn learn(&mut self, ratio: f64, ts_ms: i64) {
-        let dt = self.at_ms.map_or(0, |at| (ts_ms - at).clamp(0, RATE_WINDOW_MS));
+    fn learn(&mut self, cfg: &KpiConfig, ratio: f64, ts_ms: i64) {
+        let dt = self
+            .at_ms
+            .map_or(0, |at| (ts_ms - at).clamp(0, cfg.rate_window_ms()));
         if self.learned_ms == 0 && self.at_ms.is_none() {
             self.mean = ratio;
         } else {
@@ -83,8 +138,8 @@ impl Baseline {
         self.at_ms = Some(ts_ms);
     }
 
-    pub fn ready(&self) -> bool {
-        self.learned_ms >= BASELINE_WARMUP_MS
+    pub fn ready(&self, cfg: &KpiConfig) -> bool {
+        self.learned_ms >= cfg.baseline_warmup_s as i64 * 1000
     }
 }
 
@@ -119,7 +174,12 @@ pub fn find(metrics: &[(String, f64)], name: &str) -> Option<f64> {
 
 impl KpiInputs {
     /// A live record's flat metrics at record time `ts_ms`: the derived inputs it yields.
-    pub fn on_metrics(&mut self, metrics: &[(String, f64)], ts_ms: i64) -> Vec<(String, f64)> {
+    pub fn on_metrics(
+        &mut self,
+        cfg: &KpiConfig,
+        metrics: &[(String, f64)],
+        ts_ms: i64,
+    ) -> Vec<(String, f64)> {
         let mut out: Vec<(String, f64)> = GAUGES
             .iter()
             .filter_map(|(name, input)| find(metrics, name).map(|v| (input.to_string(), v)))
@@ -147,7 +207,7 @@ impl KpiInputs {
             || self
                 .samples
                 .front()
-                .is_some_and(|(t, _, _)| ts_ms - *t > RATE_WINDOW_MS)
+                .is_some_and(|(t, _, _)| ts_ms - *t > cfg.rate_window_ms())
         {
             self.samples.pop_front();
         }
@@ -155,23 +215,24 @@ impl KpiInputs {
             return out;
         };
         let span = ts_ms - t0;
-        if span < MIN_SPAN_MS {
+        if span < cfg.min_span_s as i64 * 1000 {
             return out;
         }
         let (da, dr) = (acc - a0, rej - r0);
         let per_h = 3_600_000.0 / span as f64;
         out.push((KPI_ACCEPTED_PER_H.to_string(), da * per_h));
         out.push((KPI_REJECTED_PER_H.to_string(), dr * per_h));
-        if da + dr >= MIN_ITEMS {
+        if da + dr >= cfg.min_items as f64 {
             let ratio = dr / (da + dr);
             out.push((KPI_REJECT_RATIO.to_string(), ratio));
             let base = self.baseline;
-            let spike = base.ready() && base.mean > 0.0 && ratio >= SPIKE_FACTOR * base.mean;
-            if base.ready() && base.mean > 0.0 {
+            let ready = base.ready(cfg) && base.mean > 0.0;
+            let spike = ready && ratio >= SPIKE_FACTOR * base.mean;
+            if ready {
                 out.push((KPI_REJECT_RATIO_VS_BASELINE.to_string(), ratio / base.mean));
             }
             if !spike {
-                self.baseline.learn(ratio, ts_ms);
+                self.baseline.learn(cfg, ratio, ts_ms);
             }
         }
         out
@@ -201,6 +262,13 @@ impl KpiInputs {
 mod tests {
     use super::*;
 
+    const D: KpiConfig = KpiConfig {
+        rate_window_s: 15 * 60,
+        min_span_s: 60,
+        min_items: 10,
+        baseline_warmup_s: 3600,
+    };
+
     fn m(acc: f64, rej: f64) -> Vec<(String, f64)> {
         vec![
             (ACCEPTED_TOTAL.to_string(), acc),
@@ -215,13 +283,13 @@ mod tests {
     #[test]
     fn rates_and_ratio_come_from_the_counters_over_the_window() {
         let mut k = KpiInputs::default();
-        assert!(k.on_metrics(&m(0.0, 0.0), 0).is_empty());
+        assert!(k.on_metrics(&D, &m(0.0, 0.0), 0).is_empty());
         assert!(
-            k.on_metrics(&m(5.0, 0.0), 30_000).is_empty(),
+            k.on_metrics(&D, &m(5.0, 0.0), 30_000).is_empty(),
             "no rate before a minute"
         );
         // 100 accepted and 5 rejected in 10 minutes: 600/h and 30/h
-        let out = k.on_metrics(&m(100.0, 5.0), 600_000);
+        let out = k.on_metrics(&D, &m(100.0, 5.0), 600_000);
         assert_eq!(value(&out, KPI_ACCEPTED_PER_H), Some(600.0));
         assert_eq!(value(&out, KPI_REJECTED_PER_H), Some(30.0));
         assert!((value(&out, KPI_REJECT_RATIO).unwrap() - 5.0 / 105.0).abs() < 1e-12);
@@ -238,8 +306,8 @@ mod tests {
             ]
         };
         let mut k = KpiInputs::default();
-        k.on_metrics(&scraped(0.0, 0.0, 0.0), 0);
-        let out = k.on_metrics(&scraped(90.0, 6.0, 4.0), 600_000);
+        k.on_metrics(&D, &scraped(0.0, 0.0, 0.0), 0);
+        let out = k.on_metrics(&D, &scraped(90.0, 6.0, 4.0), 600_000);
         assert_eq!(value(&out, KPI_ACCEPTED_PER_H), Some(540.0));
         assert_eq!(value(&out, KPI_REJECTED_PER_H), Some(60.0));
         assert_eq!(value(&out, KPI_REJECT_RATIO), Some(0.1));
@@ -249,6 +317,7 @@ mod tests {
     fn gauges_become_inputs_whatever_their_spelling() {
         let mut k = KpiInputs::default();
         let out = k.on_metrics(
+            &D,
             &[
                 ("app.rvm.bin_fill_pct".to_string(), 91.0),
                 ("app.rvm_printer_ok".to_string(), 0.0),
@@ -263,8 +332,8 @@ mod tests {
     #[test]
     fn a_quiet_machine_has_rates_but_no_ratio() {
         let mut k = KpiInputs::default();
-        k.on_metrics(&m(0.0, 0.0), 0);
-        let out = k.on_metrics(&m(3.0, 1.0), 120_000);
+        k.on_metrics(&D, &m(0.0, 0.0), 0);
+        let out = k.on_metrics(&D, &m(3.0, 1.0), 120_000);
         assert_eq!(value(&out, KPI_ACCEPTED_PER_H), Some(90.0));
         assert_eq!(value(&out, KPI_REJECT_RATIO), None, "4 items are no ratio");
     }
@@ -272,24 +341,24 @@ mod tests {
     #[test]
     fn a_counter_reset_starts_the_window_over() {
         let mut k = KpiInputs::default();
-        k.on_metrics(&m(0.0, 0.0), 0);
-        k.on_metrics(&m(500.0, 10.0), 300_000);
+        k.on_metrics(&D, &m(0.0, 0.0), 0);
+        k.on_metrics(&D, &m(500.0, 10.0), 300_000);
         // the vision service restarted: its counters start at 0 again
-        let out = k.on_metrics(&m(2.0, 0.0), 310_000);
+        let out = k.on_metrics(&D, &m(2.0, 0.0), 310_000);
         assert_eq!(value(&out, KPI_ACCEPTED_PER_H), None, "no rate across a reset");
-        let out = k.on_metrics(&m(62.0, 0.0), 370_000);
+        let out = k.on_metrics(&D, &m(62.0, 0.0), 370_000);
         assert_eq!(value(&out, KPI_ACCEPTED_PER_H), Some(3600.0));
     }
 
     #[test]
     fn old_samples_leave_the_window() {
         let mut k = KpiInputs::default();
-        k.on_metrics(&m(0.0, 0.0), 0);
+        k.on_metrics(&D, &m(0.0, 0.0), 0);
         // a burst in the first minutes, then 1 item a minute
-        k.on_metrics(&m(1000.0, 0.0), 60_000);
+        k.on_metrics(&D, &m(1000.0, 0.0), 60_000);
         let mut out = Vec::new();
         for i in 1..=20 {
-            out = k.on_metrics(&m(1000.0 + i as f64, 0.0), 60_000 + i * 60_000);
+            out = k.on_metrics(&D, &m(1000.0 + i as f64, 0.0), 60_000 + i * 60_000);
         }
         // the window is the last 15 minutes: 15 items, 60/h
         assert_eq!(value(&out, KPI_ACCEPTED_PER_H), Some(60.0));
@@ -307,7 +376,7 @@ mod tests {
         for i in 1..=minutes {
             counters.0 += 100.0 * (1.0 - ratio);
             counters.1 += 100.0 * ratio;
-            out = k.on_metrics(&m(counters.0, counters.1), from_ms + i * 60_000);
+            out = k.on_metrics(&D, &m(counters.0, counters.1), from_ms + i * 60_000);
         }
         out
     }
@@ -316,7 +385,7 @@ mod tests {
     fn a_spike_is_measured_against_the_machines_own_baseline_and_not_learned() {
         let mut k = KpiInputs::default();
         let mut c = (0.0, 0.0);
-        k.on_metrics(&m(0.0, 0.0), 0);
+        k.on_metrics(&D, &m(0.0, 0.0), 0);
         // 30 minutes: still learning
         let out = run(&mut k, 0, 30, 0.04, &mut c);
         assert_eq!(value(&out, KPI_REJECT_RATIO_VS_BASELINE), None);
@@ -340,7 +409,7 @@ mod tests {
         // a machine whose normal is 20 % rejects (a store where people bring much glass)
         let mut k = KpiInputs::default();
         let mut c = (0.0, 0.0);
-        k.on_metrics(&m(0.0, 0.0), 0);
+        k.on_metrics(&D, &m(0.0, 0.0), 0);
         let out = run(&mut k, 0, 180, 0.20, &mut c);
         assert!((value(&out, KPI_REJECT_RATIO_VS_BASELINE).unwrap() - 1.0).abs() < 1e-6);
     }
@@ -350,14 +419,63 @@ mod tests {
         let mut k = KpiInputs::default();
         let jams = |n: f64| vec![(JAMS_TOTAL.to_string(), n)];
         assert_eq!(
-            value(&k.on_metrics(&jams(3.0), 0), KPI_JAM),
+            value(&k.on_metrics(&D, &jams(3.0), 0), KPI_JAM),
             Some(0.0),
             "a count, not a new jam"
         );
-        assert_eq!(value(&k.on_metrics(&jams(4.0), 1_000), KPI_JAM), Some(1.0));
-        assert_eq!(value(&k.on_metrics(&jams(4.0), 60_000), KPI_JAM), Some(1.0));
+        assert_eq!(value(&k.on_metrics(&D, &jams(4.0), 1_000), KPI_JAM), Some(1.0));
+        assert_eq!(value(&k.on_metrics(&D, &jams(4.0), 60_000), KPI_JAM), Some(1.0));
         assert!(k.tick(1_000 + JAM_WINDOW_MS - 1).is_empty());
         assert_eq!(value(&k.tick(1_000 + JAM_WINDOW_MS), KPI_JAM), Some(0.0));
         assert!(k.tick(1_000 + JAM_WINDOW_MS + 1).is_empty(), "said once");
+    }
+
+    #[test]
+    fn the_shipped_windows_are_the_defaults_and_bad_ones_are_named() {
+        assert_eq!(KpiConfig::default(), D);
+        assert!(D.validate("kpi").is_empty());
+        let bad = KpiConfig {
+            rate_window_s: 30,
+            min_span_s: 30,
+            min_items: 10,
+            baseline_warmup_s: 0,
+        };
+        let p = bad.validate("kpi");
+        assert!(p.iter().any(|e| e.starts_with("kpi.baseline_warmup_s")), "{p:?}");
+        assert!(p.iter().any(|e| e.starts_with("kpi.min_span_s")), "{p:?}");
+        let e = crate::alerts::rules::parse_rules("[kpi]\nrate_window = 20\n").unwrap_err();
+        assert!(e.to_string().contains("rate_window"), "{e}");
+        let set = crate::alerts::rules::parse_rules("[kpi]\nbaseline_warmup_s = 30\n").unwrap();
+        assert_eq!(set.kpi.baseline_warmup_s, 30);
+        assert_eq!(set.kpi.rate_window_s, D.rate_window_s);
+    }
+
+    #[test]
+    fn a_shorter_warm_up_and_window_judge_a_spike_in_seconds() {
+        let fast = KpiConfig {
+            rate_window_s: 20,
+            min_span_s: 5,
+            min_items: 10,
+            baseline_warmup_s: 30,
+        };
+        let mut k = KpiInputs::default();
+        let (mut acc, mut rej) = (0.0, 0.0);
+        let mut vs = None;
+        // a record a second, 4 items each: 3 % rejected for 40 s, then 35 %
+        for s in 0..=60i64 {
+            let share = if s < 40 { 0.03 } else { 0.35 };
+            acc += 4.0 * (1.0 - share);
+            rej += 4.0 * share;
+            let out = k.on_metrics(&fast, &m(acc, rej), s * 1000);
+            vs = value(&out, KPI_REJECT_RATIO_VS_BASELINE);
+            if s == 39 {
+                let v = vs.expect("ready after 30 s of learning");
+                assert!((v - 1.0).abs() < 1e-6, "{v}");
+            }
+        }
+        // 20 s into the spike the whole window is at 35 %: about 11.7 times the baseline
+        let v = vs.unwrap();
+        assert!((v - 0.35 / 0.03).abs() < 0.2, "{v}");
+        assert!((k.baseline.mean - 0.03).abs() < 0.01, "{}", k.baseline.mean);
     }
 }

@@ -24,6 +24,7 @@ use common::Severity;
 use serde::{Deserialize, Serialize};
 
 use super::checks::{CheckRules, HealthChecksFile};
+use super::kpi::KpiConfig;
 use super::names::{APP_PREFIX, FLAT_METRICS, SPECIAL_INPUTS, is_known_input};
 pub use super::names::{MAX_DURATION_S, RESERVED_LABELS};
 use crate::incidents::config::CorrelatorConfig;
@@ -147,6 +148,10 @@ pub struct RulesFile {
     /// Alerts for failing health checks ([`super::checks`]); on by default.
     #[serde(default)]
     pub health_checks: HealthChecksFile,
+    /// Windows of the machine's derived figures (`[kpi]`, docs/kpis.md); every key has a
+    /// default.
+    #[serde(default)]
+    pub kpi: KpiConfig,
 }
 
 /// A validated rule, durations in milliseconds.
@@ -192,6 +197,8 @@ pub struct RuleSet {
     pub correlate: CorrelatorConfig,
     /// None: health checks raise no alerts (`[health_checks] enabled = false`).
     pub health_checks: Option<CheckRules>,
+    /// `[kpi]`: the windows of the `kpi.*` inputs.
+    pub kpi: KpiConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -371,6 +378,7 @@ impl RulesFile {
             });
         }
         p.extend(self.correlate.validate("correlate"));
+        p.extend(self.kpi.validate("kpi"));
         let health_checks = self.health_checks.validate("health_checks").unwrap_or_else(|e| {
             p.extend(e);
             None
@@ -380,6 +388,7 @@ impl RulesFile {
                 rules,
                 correlate: self.correlate.clone(),
                 health_checks,
+                kpi: self.kpi,
             })
         } else {
             Err(p)

@@ -9,6 +9,10 @@
 //! | `POST /api/v1/commands/{id}/approve` | operator, not the requester |
 //! | `POST /api/v1/rollouts`, `GET /api/v1/rollouts`, `GET /api/v1/rollouts/{id}` | operator / viewer |
 //! | `POST /api/v1/rollouts/{id}/resume`, `POST /api/v1/rollouts/{id}/abort` | operator |
+//!
+//! A scoped token ([`crate::http::scope`]) reaches the commands of machines in its scope (any
+//! other, or its command, is 404) and the rollouts whose target lies inside it ([`in_scope`]):
+//! a rollout it starts must target its store (`site`) or machines of its scope by id.
 
 use actix::Addr;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -25,8 +29,8 @@ use super::gate::GateSpec;
 use super::rollout::Target;
 use crate::auth::Role;
 use crate::fleet::actor::{GetDevice, ListDevices};
-use crate::http::auth::authorize;
 use crate::http::error::{ApiError, json_body};
+use crate::http::scope::{Visible, authorize_scoped};
 use crate::http::state::AppState;
 
 /// Default time a command may wait for its machine.
@@ -129,8 +133,9 @@ async fn submit(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state, Role::Operator)?;
+    let (who, vis) = authorize_scoped(&req, &state, Role::Operator).await?;
     let device = device_id(id.into_inner())?;
+    vis.require_device(&device)?;
     let b: SubmitBody = json_body(&body)?;
     let (ttl_s, reason) = (ttl(b.ttl_s)?, reason(b.reason)?);
     let known = state
@@ -179,17 +184,18 @@ async fn awaiting_approval(
     state: web::Data<AppState>,
     q: web::Query<CommandsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
+    let (_, vis) = authorize_scoped(&req, &state, Role::Viewer).await?;
     if q.state != "awaiting_approval" {
         return Err(ApiError::BadRequest(format!(
             "state: {:?}; only awaiting_approval is listed across machines",
             q.state
         )));
     }
-    let list = actor(&state)?
+    let mut list = actor(&state)?
         .send(AwaitingApproval)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    list.retain(|c| vis.device(c.device.as_str()));
     Ok(HttpResponse::Ok().json(serde_json::json!({ "commands": list })))
 }
 
@@ -202,7 +208,8 @@ async fn approve(
     id: web::Path<String>,
     _body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state, Role::Operator)?;
+    let (who, vis) = authorize_scoped(&req, &state, Role::Operator).await?;
+    command_in_scope(&state, &vis, &id).await?;
     let v = actor(&state)?
         .send(Approve {
             id: id.into_inner(),
@@ -218,8 +225,9 @@ async fn device_commands(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
+    let (_, vis) = authorize_scoped(&req, &state, Role::Viewer).await?;
     let device = device_id(id.into_inner())?;
+    vis.require_device(&device)?;
     let list = actor(&state)?
         .send(DeviceCommands(device))
         .await
@@ -232,14 +240,33 @@ async fn get_command(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
-    let id = id.into_inner();
-    let v = actor(&state)?
-        .send(GetCommand(id.clone()))
+    let (_, vis) = authorize_scoped(&req, &state, Role::Viewer).await?;
+    Ok(HttpResponse::Ok().json(command_in_scope(&state, &vis, &id).await?))
+}
+
+/// The command `id` if it exists and its machine is in scope; 404 otherwise.
+async fn command_in_scope(
+    state: &AppState,
+    vis: &Visible,
+    id: &str,
+) -> Result<super::book::CommandView, ApiError> {
+    actor(state)?
+        .send(GetCommand(id.to_string()))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
-        .ok_or_else(|| ApiError::NotFound(format!("no command {id}")))?;
-    Ok(HttpResponse::Ok().json(v))
+        .filter(|c| vis.device(c.device.as_str()))
+        .ok_or_else(|| ApiError::NotFound(format!("no command {id}")))
+}
+
+/// Whether a rollout's target lies inside the scope: its store, or machines in scope by id.
+/// A rollout to every machine or by tag reaches beyond any store: unscoped tokens only.
+pub fn in_scope(vis: &Visible, target: &Target) -> bool {
+    match target {
+        _ if !vis.is_scoped() => true,
+        Target::Site(s) => vis.site(s),
+        Target::Devices(v) => v.iter().all(|d| vis.device(d.as_str())),
+        Target::All | Target::Tag(_) => false,
+    }
 }
 
 #[derive(Deserialize)]
@@ -268,8 +295,14 @@ async fn rollout(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state, Role::Operator)?;
+    let (who, vis) = authorize_scoped(&req, &state, Role::Operator).await?;
     let b: RolloutBody = json_body(&body)?;
+    if !in_scope(&vis, &b.target) {
+        return Err(ApiError::Refused(
+            "target: reaches machines outside this token's scope (give its site, or machines of it by id)"
+                .into(),
+        ));
+    }
     if b.per_minute == 0 || b.per_minute > 100_000 {
         return Err(ApiError::BadRequest(format!(
             "per_minute: {} is outside 1..=100000",
@@ -341,11 +374,12 @@ async fn rollout(
 }
 
 async fn list_rollouts(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
-    let list = actor(&state)?
+    let (_, vis) = authorize_scoped(&req, &state, Role::Viewer).await?;
+    let mut list = actor(&state)?
         .send(ListRollouts)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    list.retain(|r| in_scope(&vis, &r.target));
     Ok(HttpResponse::Ok().json(serde_json::json!({ "rollouts": list })))
 }
 
@@ -355,7 +389,8 @@ async fn operate(
     id: web::Path<String>,
     resume: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state, Role::Operator)?;
+    let (who, vis) = authorize_scoped(&req, &state, Role::Operator).await?;
+    rollout_in_scope(&state, &vis, id.as_str()).await?;
     let v = actor(&state)?
         .send(OperateRollout {
             id: id.into_inner(),
@@ -390,12 +425,20 @@ async fn get_rollout(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
-    let id = id.into_inner();
-    let v = actor(&state)?
-        .send(GetRollout(id.clone()))
+    let (_, vis) = authorize_scoped(&req, &state, Role::Viewer).await?;
+    Ok(HttpResponse::Ok().json(rollout_in_scope(&state, &vis, id.as_str()).await?))
+}
+
+/// The rollout `id` if it exists and its target is in scope; 404 otherwise.
+async fn rollout_in_scope(
+    state: &AppState,
+    vis: &Visible,
+    id: &str,
+) -> Result<super::actor::RolloutView, ApiError> {
+    actor(state)?
+        .send(GetRollout(id.to_string()))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
-        .ok_or_else(|| ApiError::NotFound(format!("no rollout {id}")))?;
-    Ok(HttpResponse::Ok().json(v))
+        .filter(|r| in_scope(vis, &r.target))
+        .ok_or_else(|| ApiError::NotFound(format!("no rollout {id}")))
 }

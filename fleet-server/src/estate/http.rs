@@ -31,8 +31,8 @@ use crate::fleet::state::DeviceSummary;
 use crate::history::export::http::compact_time;
 use crate::history::minute::DAY_MS;
 use crate::history::query::MAX_RANGE_MS;
-use crate::http::auth::authorize;
 use crate::http::error::{ApiError, json_body};
+use crate::http::scope::{Visible, authorize_scoped, authorize_unscoped, load_estate};
 use crate::http::state::AppState;
 use crate::notify::maintenance::Window;
 
@@ -94,25 +94,29 @@ impl<'a> BySite<'a> {
 }
 
 async fn load(state: &AppState) -> Result<Estate, ApiError> {
-    let store = state.estate.clone();
-    let (r, s) = web::block(move || store.load())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::from)?;
-    let (estate, bad) = Estate::from_rows(r, s);
-    for b in bad {
-        tracing::warn!(problem = %b, "stored estate row skipped");
-    }
-    Ok(estate)
+    load_estate(state).await
 }
 
-async fn devices(state: &AppState) -> Result<Vec<DeviceSummary>, ApiError> {
-    state
+/// What a reader may see: the estate cut to its scope and the machines in it (everything
+/// for an unscoped token). Every read route starts here, so a store or retailer outside the
+/// scope is absent (404) and no figure counts a machine outside it.
+async fn seen(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<(Estate, Vec<DeviceSummary>, Visible), ApiError> {
+    let (_, vis) = authorize_scoped(req, state, Role::Viewer).await?;
+    let estate = vis.estate(load(state).await?);
+    let mut devices = state
         .fleet
         .send(ListDevices)
         .await
-        .map_err(|e| ApiError::Internal(format!("fleet actor: {e}")))
+        .map_err(|e| ApiError::Internal(format!("fleet actor: {e}")))?;
+    vis.retain_devices(&mut devices);
+    Ok((estate, devices, vis))
 }
+
+/// Writes change what every token sees: unscoped operators and admins only.
+const WRITES: &str = "changing the estate";
 
 async fn alerts(state: &AppState, f: StateFilter) -> Result<Vec<Alert>, ApiError> {
     state
@@ -160,9 +164,7 @@ async fn audit(state: &AppState, who: &str, action: &str, target: &str) {
 }
 
 async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
-    let estate = load(&state).await?;
-    let devices = devices(&state).await?;
+    let (estate, devices, _) = seen(&req, &state).await?;
     let mut count: BTreeMap<&str, usize> = BTreeMap::new();
     for d in &devices {
         if let Some(s) = estate.store_of(d.site.as_deref()) {
@@ -185,9 +187,7 @@ async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespon
 }
 
 async fn unknown_sites(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
-    let estate = load(&state).await?;
-    let devices = devices(&state).await?;
+    let (estate, devices, _) = seen(&req, &state).await?;
     let sites = estate.unknown_sites(devices.iter().map(|d| (d.id.as_str(), d.site.as_deref())));
     Ok(HttpResponse::Ok().json(serde_json::json!({ "sites": sites })))
 }
@@ -205,9 +205,7 @@ struct MapPoint<'a> {
 }
 
 async fn map(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
-    let estate = load(&state).await?;
-    let devices = devices(&state).await?;
+    let (estate, devices, _) = seen(&req, &state).await?;
     let firing = alerts(&state, StateFilter::Firing).await?;
     let by_site = BySite::new(&devices, &firing);
     let mut points = Vec::new();
@@ -266,13 +264,11 @@ async fn get_store(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
-    let estate = load(&state).await?;
+    let (estate, devices, _) = seen(&req, &state).await?;
     let store = estate
         .stores
         .get(id.as_str())
         .ok_or_else(|| ApiError::NotFound(format!("no store {:?}", id.as_str())))?;
-    let devices = devices(&state).await?;
     let here: Vec<&DeviceSummary> = devices
         .iter()
         .filter(|d| d.site.as_deref() == Some(id.as_str()))
@@ -307,13 +303,11 @@ async fn get_retailer(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
-    let estate = load(&state).await?;
+    let (estate, devices, _) = seen(&req, &state).await?;
     let retailer = estate
         .retailers
         .get(id.as_str())
         .ok_or_else(|| ApiError::NotFound(format!("no retailer {:?}", id.as_str())))?;
-    let devices = devices(&state).await?;
     let firing = alerts(&state, StateFilter::Firing).await?;
     let filter = Filter {
         retailer: Some(id.to_string()),
@@ -353,7 +347,7 @@ async fn put_retailer(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state, Role::Operator)?;
+    let who = authorize_unscoped(&req, &state, Role::Operator, WRITES)?;
     let b: RetailerBody = json_body(&body)?;
     let r = Retailer {
         id: id.into_inner(),
@@ -373,7 +367,7 @@ async fn delete_retailer(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state, Role::Operator)?;
+    let who = authorize_unscoped(&req, &state, Role::Operator, WRITES)?;
     let estate = load(&state).await?;
     let stores: Vec<&str> = estate
         .stores_of(id.as_str())
@@ -399,7 +393,7 @@ async fn put_store(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state, Role::Operator)?;
+    let who = authorize_unscoped(&req, &state, Role::Operator, WRITES)?;
     let s: StoreFile = json_body(&body)?;
     if s.id != *id {
         return Err(ApiError::BadRequest(format!(
@@ -427,7 +421,7 @@ async fn delete_store(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = authorize(&req, &state, Role::Operator)?;
+    let who = authorize_unscoped(&req, &state, Role::Operator, WRITES)?;
     let (store, key) = (state.estate.clone(), id.to_string());
     if !web::block(move || store.delete_store(&key))
         .await
@@ -458,7 +452,7 @@ fn time_param(name: &str, v: &str) -> Result<i64, ApiError> {
 }
 
 async fn availability(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
+    let (estate, devices, _) = seen(&req, &state).await?;
     let p = web::Query::<AvailabilityParams>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?
         .into_inner();
@@ -491,7 +485,6 @@ async fn availability(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
             "query parameter format: {format:?} is not json, csv, html or pdf"
         )));
     }
-    let estate = load(&state).await?;
     if let Some(s) = p.store.as_deref().filter(|s| !estate.stores.contains_key(*s)) {
         return Err(ApiError::NotFound(format!("no store {s:?}")));
     }
@@ -502,7 +495,6 @@ async fn availability(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
     {
         return Err(ApiError::NotFound(format!("no retailer {r:?}")));
     }
-    let devices = devices(&state).await?;
     let all = alerts(&state, StateFilter::All).await?;
     let windows = windows(&state).await?;
     let machines = machines(&devices);

@@ -16,10 +16,11 @@
 //!   HTML forms; [`pdf`]: its PDF form
 //! - [`http`]: the routes under `/api/v1/estate`
 //!
-//! # Later: scoped access
-//! A token scope (issue 22, item 2) will name a retailer or a store. Everything here that lists
-//! machines goes through [`Estate::store_of`] / [`Estate::retailer_of`], so a scope filter is
-//! one predicate over a store id applied where those are called.
+//! # Scoped access
+//! A token's scope ([`crate::auth::Scope`]) names a store or a retailer; [`Estate::sites_in`]
+//! is the one place it becomes the set of store ids (sites) it covers, and
+//! [`Estate::restricted`] the estate such a token sees. `crate::http::scope` applies both on
+//! every route.
 
 pub mod availability;
 pub mod csv;
@@ -38,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use self::hours::{DAYS, DayHours, OpeningHours};
 
 /// Longest id (a store's id is a site: the installer's rule, `[A-Za-z0-9 ._-]{1,64}`).
-pub const MAX_ID_LEN: usize = 64;
+pub const MAX_ID_LEN: usize = common::ids::SITE_ID_MAX_LEN;
 /// Longest name or address.
 pub const MAX_TEXT_LEN: usize = 256;
 
@@ -124,12 +125,7 @@ pub struct Store {
 
 /// Checks an id: `[A-Za-z0-9 ._-]{1,64}`, the rule of a site.
 pub fn check_id(field: &str, id: &str) -> Result<(), String> {
-    let ok = !id.trim().is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-'));
-    if ok {
+    if common::ids::is_site_id(id) {
         Ok(())
     } else {
         Err(format!(
@@ -272,6 +268,30 @@ impl Estate {
         self.retailers.get(&self.store_of(site)?.file.retailer)
     }
 
+    /// The sites (store ids) a scope covers: its store if that store exists, or every store
+    /// of its retailer. A site no store has is in no scope (its machines are outside every one).
+    pub fn sites_in(&self, scope: &crate::auth::Scope) -> BTreeSet<String> {
+        use crate::auth::Scope;
+        match scope {
+            Scope::Site(s) => self
+                .stores
+                .get(s)
+                .map(|s| s.file.id.clone())
+                .into_iter()
+                .collect(),
+            Scope::Retailer(r) => self.stores_of(r).map(|s| s.file.id.clone()).collect(),
+        }
+    }
+
+    /// The estate as a token limited to `sites` sees it: those stores, and the retailers that
+    /// have one of them.
+    pub fn restricted(mut self, sites: &BTreeSet<String>) -> Estate {
+        self.stores.retain(|id, _| sites.contains(id));
+        let keep: BTreeSet<String> = self.stores.values().map(|s| s.file.retailer.clone()).collect();
+        self.retailers.retain(|id, _| keep.contains(id));
+        self
+    }
+
     /// The stores of a retailer.
     pub fn stores_of<'a>(&'a self, retailer: &'a str) -> impl Iterator<Item = &'a Store> + 'a {
         self.stores.values().filter(move |s| s.file.retailer == retailer)
@@ -374,5 +394,39 @@ pub(crate) mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_scope_covers_its_store_or_its_retailers_stores_and_nothing_unknown() {
+        use crate::auth::Scope;
+        let r = |id: &str| Retailer {
+            id: id.into(),
+            name: id.into(),
+        };
+        let (e, bad) = Estate::from_rows(
+            vec![r("coop"), r("rema")],
+            vec![
+                build_store("oslo-1", "coop"),
+                build_store("bergen-2", "coop"),
+                build_store("rema-9", "rema"),
+            ],
+        );
+        assert!(bad.is_empty());
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(e.sites_in(&Scope::Site("oslo-1".into())), set(&["oslo-1"]));
+        assert_eq!(
+            e.sites_in(&Scope::Site("nowhere".into())),
+            set(&[]),
+            "a site no store has"
+        );
+        assert_eq!(
+            e.sites_in(&Scope::Retailer("coop".into())),
+            set(&["bergen-2", "oslo-1"])
+        );
+        assert_eq!(e.sites_in(&Scope::Retailer("lidl".into())), set(&[]));
+        let seen = e.clone().restricted(&set(&["rema-9"]));
+        assert_eq!(seen.stores.keys().collect::<Vec<_>>(), ["rema-9"]);
+        assert_eq!(seen.retailers.keys().collect::<Vec<_>>(), ["rema"]);
+        assert!(e.restricted(&set(&[])).retailers.is_empty());
     }
 }

@@ -42,6 +42,7 @@ use super::store::{PresenceLog, PresenceStore};
 use crate::alerts::actor::{Observation, Observe};
 use crate::alerts::alert::DeviceInfo;
 use crate::alerts::inputs::{self, DeviceInputs};
+use crate::alerts::kpi::KpiConfig;
 use crate::alerts::names::PRESENCE_OFFLINE;
 use crate::cluster::leader::PRESENCE;
 use crate::cluster::{Leadership, Role};
@@ -95,6 +96,8 @@ pub struct FleetActor {
     checkpoint: Option<FleetCheckpoint>,
     /// Several instances ([`AttachCluster`]): whether this one judges presence now.
     leadership: Option<Leadership>,
+    /// `[kpi]` of the rules: the windows of each machine's derived figures.
+    kpi: KpiConfig,
 }
 
 impl FleetActor {
@@ -111,6 +114,7 @@ impl FleetActor {
             last_tick_ms: common::time::now_ms(),
             checkpoint: None,
             leadership: None,
+            kpi: KpiConfig::default(),
         }
     }
 
@@ -120,6 +124,12 @@ impl FleetActor {
         self.leadership
             .as_ref()
             .is_none_or(|l| l.role(PRESENCE) != Role::Follower)
+    }
+
+    /// The windows of the machines' `kpi.*` inputs (`[kpi]` of the rules).
+    pub fn with_kpi(mut self, kpi: KpiConfig) -> Self {
+        self.kpi = kpi;
+        self
     }
 
     /// A fleet actor of a server that started at `started_ms`: births and delivery from the
@@ -325,7 +335,7 @@ impl FleetActor {
                         .map(|d| d.metrics.clone())
                         .unwrap_or_default();
                     let service = input.on_metrics(&m);
-                    let kpis = input.kpi.on_metrics(&m, ts);
+                    let kpis = input.kpi.on_metrics(&self.kpi, &m, ts);
                     m.extend(skew);
                     m.extend(service);
                     m.extend(kpis);

@@ -6,8 +6,8 @@ use common::DeviceId;
 
 use super::actor::{GetDevice, ListDevices};
 use crate::auth::Role;
-use crate::http::auth::authorize;
 use crate::http::error::ApiError;
+use crate::http::scope::authorize_scoped;
 use crate::http::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -16,12 +16,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn devices(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
-    let list = state
+    let (_, vis) = authorize_scoped(&req, &state, Role::Viewer).await?;
+    let mut list = state
         .fleet
         .send(ListDevices)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    vis.retain_devices(&mut list);
     Ok(HttpResponse::Ok().json(serde_json::json!({ "devices": list })))
 }
 
@@ -30,8 +31,9 @@ async fn device(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
+    let (_, vis) = authorize_scoped(&req, &state, Role::Viewer).await?;
     let id = DeviceId::new(id.into_inner()).map_err(|e| ApiError::BadRequest(format!("device id: {e}")))?;
+    vis.require_device(&id)?;
     let d = state
         .fleet
         .send(GetDevice(id.clone()))

@@ -11,8 +11,8 @@ use super::minute::minute_of;
 use super::query::{self, MAX_RAW_ROWS, MetricsParams, Resolution, bucketize, raw_samples, rollup_samples};
 use crate::auth::Role;
 use crate::fleet::actor::GetDevice;
-use crate::http::auth::authorize;
 use crate::http::error::ApiError;
+use crate::http::scope::authorize_scoped;
 use crate::http::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -24,8 +24,9 @@ async fn metrics(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
+    let (_, vis) = authorize_scoped(&req, &state, Role::Viewer).await?;
     let id = DeviceId::new(id.into_inner()).map_err(|e| ApiError::BadRequest(format!("device id: {e}")))?;
+    vis.require_device(&id)?;
     let params = web::Query::<MetricsParams>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?
         .into_inner();

@@ -7,6 +7,9 @@
 //! The stream opens with a `retry:` hint and a `hello` event naming the caller, then carries
 //! one `data:` line of JSON per [`crate::live::event::LiveEvent`]; a comment line every
 //! [`KEEPALIVE`] keeps proxies from closing it and notices a page that went away.
+//!
+//! A scoped token's connection gets each frame cut to its machines
+//! ([`crate::live::scoped::ScopedFilter`], its scope resolved when it connects).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -25,6 +28,7 @@ use super::state::AppState;
 use crate::auth::{Principal, Role};
 use crate::live::LiveHub;
 use crate::live::event::{LiveEvent, LiveFrame};
+use crate::live::scoped::ScopedFilter;
 
 /// A comment line this often keeps the connection open and finds closed ones.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -60,12 +64,17 @@ fn authorize_stream(req: &HttpRequest, state: &AppState) -> Result<Principal, Ap
 
 async fn stream(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let who = authorize_stream(&req, &state)?;
-    let hello = serde_json::json!({"type": "hello", "name": who.name, "role": who.role});
+    let vis = super::scope::visible(&state, &who).await?;
+    let filter = match (vis.sites(), vis.devices()) {
+        (Some(sites), Some(devices)) => Some(ScopedFilter::new(sites.clone(), devices.clone())),
+        _ => None,
+    };
+    let hello = serde_json::json!({"type": "hello", "name": who.name, "role": who.role, "scope": who.scope});
     let first = format!("retry: {RETRY_MS}\ndata: {hello}\n\n");
     let (tx, rx) = mpsc::channel::<Bytes>(CONNECTION_QUEUE);
     let hub = state.live.clone();
     let sub = hub.subscribe();
-    actix_web::rt::spawn(forward(hub, sub, tx, Bytes::from(first)));
+    actix_web::rt::spawn(forward(hub, sub, tx, Bytes::from(first), filter));
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache, no-store"))
@@ -80,6 +89,7 @@ async fn forward(
     mut sub: broadcast::Receiver<LiveFrame>,
     tx: mpsc::Sender<Bytes>,
     first: Bytes,
+    mut filter: Option<ScopedFilter>,
 ) {
     if tx.send(first).await.is_err() {
         return;
@@ -89,7 +99,13 @@ async fn forward(
     loop {
         let out = tokio::select! {
             r = sub.recv() => match r {
-                Ok(frame) => Bytes::from_owner(SharedFrame(frame)),
+                Ok(frame) => match filter.as_mut() {
+                    None => Bytes::from_owner(SharedFrame(frame)),
+                    Some(f) => match f.frame(&frame) {
+                        Some(own) => Bytes::from(own),
+                        None => continue,
+                    },
+                },
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     hub.note_lagged(n);
                     match (LiveEvent::Resync { missed: n }).frame() {

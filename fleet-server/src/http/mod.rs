@@ -13,6 +13,7 @@ pub mod auth;
 pub mod error;
 pub mod live;
 pub mod metrics;
+pub mod scope;
 pub mod state;
 pub mod tokens;
 pub mod ui;
@@ -24,6 +25,9 @@ use self::state::AppState;
 
 /// Largest request body accepted by any route.
 pub const MAX_BODY: usize = 64 * 1024;
+/// The memory figures of `/api/v1/health` are at most this old: reading the allocator's
+/// statistics locks it ([`proc_mem::ProcessMemory::now`]).
+const MEMORY_SAMPLE_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::JsonConfig::default().limit(MAX_BODY))
@@ -88,6 +92,6 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "live": state.live.snapshot(),
         "supervisor": state.supervisor.snapshot(),
         "sessions": state.sessions.as_ref().map(|s| s.snapshot()),
-        "memory": proc_mem::ProcessMemory::now(),
+        "memory": proc_mem::ProcessMemory::recent(MEMORY_SAMPLE_AGE),
     }))
 }

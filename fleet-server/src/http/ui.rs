@@ -46,6 +46,12 @@ const ASSETS: &[(&str, &str, &[u8], &str)] = &[
         "no-cache",
     ),
     (
+        "views.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/views.js"),
+        "no-cache",
+    ),
+    (
         "estate.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../ui/estate.js"),

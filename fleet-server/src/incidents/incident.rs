@@ -98,7 +98,46 @@ pub struct Incident {
     pub state: IncidentState,
 }
 
+/// The device of an alert id (`{rule}:{device}:{generation}`, see
+/// [`crate::alerts::alert::Alert::id`]); a device id has no `:`.
+pub fn alert_device(alert_id: &str) -> Option<&str> {
+    let mut parts = alert_id.rsplitn(3, ':');
+    let _generation = parts.next()?;
+    let device = parts.next()?;
+    parts.next()?;
+    Some(device)
+}
+
 impl Incident {
+    /// The part of this incident a token limited to some machines may see (`keep` says which
+    /// devices are in its scope): None when it touches none of them; else only those devices
+    /// and their alerts. When machines were left out, the title and cause (which count and
+    /// name them) are replaced, and the site is dropped unless `keep_site` says it is in scope.
+    pub fn restricted(
+        &self,
+        keep: impl Fn(&str) -> bool,
+        keep_site: impl Fn(&str) -> bool,
+    ) -> Option<Incident> {
+        if !self.devices.iter().any(|d| keep(d.as_str())) {
+            return None;
+        }
+        if self.devices.iter().all(|d| keep(d.as_str())) && self.site.as_deref().is_none_or(&keep_site) {
+            return Some(self.clone());
+        }
+        let alert_kept = |id: &String| alert_device(id).is_some_and(&keep);
+        let mut v = self.clone();
+        v.devices.retain(|d| keep(d.as_str()));
+        v.members.retain(alert_kept);
+        v.active_members.retain(alert_kept);
+        v.site = v.site.filter(|s| keep_site(s));
+        v.title = format!("{} (in part outside this token's scope)", self.kind.as_str());
+        v.probable_cause = format!(
+            "{} of this incident's machines are in this token's scope; the rest is not shown",
+            v.devices.len()
+        );
+        Some(v)
+    }
+
     pub(super) fn join(&mut self, alert: &FiringAlert, now_ms: i64) -> bool {
         if self.members.contains(&alert.id) {
             return false;
@@ -187,5 +226,52 @@ pub(super) fn firing_alert(a: &Alert, devices: &FleetView) -> FiringAlert {
             .or_else(|| a.labels.get("site").cloned()),
         started_ms: a.started_ms,
         fired_ms: a.fired_ms.unwrap_or(a.started_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build_incident() -> Incident {
+        let d = |s: &str| DeviceId::new(s).unwrap();
+        Incident {
+            id: "site_outage-1".into(),
+            kind: IncidentKind::SiteOutage,
+            title: "oslo-1: 2 of 2 machines offline".into(),
+            probable_cause: "a1 and b1 stopped reporting".into(),
+            site: Some("oslo-1".into()),
+            attribute: None,
+            attribute_value: None,
+            rule: None,
+            metric: None,
+            devices: vec![d("a1"), d("b1")],
+            members: vec!["device_offline:a1:1".into(), "device_offline:b1:3".into()],
+            active_members: vec!["device_offline:b1:3".into()],
+            suppresses_members: true,
+            opened_ms: 1,
+            updated_ms: 2,
+            resolved_ms: None,
+            state: IncidentState::Open,
+        }
+    }
+
+    #[test]
+    fn an_incident_is_cut_to_the_machines_in_scope_and_hidden_when_none_is() {
+        let i = build_incident();
+        assert_eq!(alert_device("device_offline:a1:1"), Some("a1"));
+        assert_eq!(alert_device("nocolon"), None);
+        assert_eq!(
+            i.restricted(|_| true, |_| true),
+            Some(i.clone()),
+            "all in scope: whole"
+        );
+        assert_eq!(i.restricted(|d| d == "zz", |_| true), None);
+        let cut = i.restricted(|d| d == "a1", |_| false).unwrap();
+        assert_eq!(cut.devices, vec![DeviceId::new("a1").unwrap()]);
+        assert_eq!(cut.members, vec!["device_offline:a1:1".to_string()]);
+        assert!(cut.active_members.is_empty());
+        assert_eq!(cut.site, None);
+        assert!(!cut.title.contains("2 of 2") && !cut.probable_cause.contains("b1"));
     }
 }

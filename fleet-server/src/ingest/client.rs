@@ -18,7 +18,7 @@ use rumqttc::{AsyncClient, Event as MqttEvent, Incoming, MqttOptions, QoS, TlsCo
 use tokio::sync::{mpsc, oneshot};
 
 use super::stats::IngestStats;
-use super::writer::IngestItem;
+use super::writer::{IngestItem, WriteError};
 
 /// Client id of the server's ingest session (see [`crate::broker::policy`] for the `:` rule).
 pub const INGEST_CLIENT_ID: &str = "fleet-server:ingest";
@@ -40,6 +40,34 @@ pub enum IngestMode {
     Embedded,
     /// Everything through this client: persistent session, acknowledged after the writer stored it.
     External,
+}
+
+/// A record waiting for the writer's answer before its acknowledgement.
+type PendingAck = (oneshot::Receiver<Result<(), WriteError>>, rumqttc::Publish);
+
+/// One task acknowledges every record, in the order they came, each once the writer stored it
+/// (the writer answers in that order). A task per record did the same but parked thousands of
+/// senders on the client's bounded request queue while the event loop sent one PUBACK per
+/// turn, and each woken or dropped sender walked flume's list of waiting ones: 7 % of the
+/// server's CPU while it drained a queued stream (`perf`, docs/benchmarks.md).
+///
+/// The queue is unbounded on purpose: the event loop must never wait for this task (whose
+/// acknowledgements only the event loop can send), and it holds at most what the broker has
+/// in flight to us (`set_inflight`) plus what the writer's queue holds.
+fn spawn_acker(client: AsyncClient) -> mpsc::UnboundedSender<PendingAck> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<PendingAck>();
+    tokio::spawn(async move {
+        while let Some((stored, p)) = rx.recv().await {
+            if let Ok(Ok(())) = stored.await
+                && client.ack(&p).await.is_err()
+            {
+                // the event loop is gone: the client is restarting, and the broker sends
+                // again what was not acknowledged
+                return;
+            }
+        }
+    });
+    tx
 }
 
 /// Runs the ingest client until the writer's queue is gone. `tls` is `cfg.identity`'s.
@@ -67,6 +95,7 @@ pub async fn run(
         IngestMode::External => topics::server_filters(),
     };
     let mut subacks = 0;
+    let acks = spawn_acker(client.clone());
     loop {
         match eventloop.poll().await {
             Ok(MqttEvent::Incoming(Incoming::SubAck(ack))) => {
@@ -118,12 +147,10 @@ pub async fn run(
                 }
                 // Acknowledge only once stored; an unacknowledged message comes back after a
                 // reconnect.
-                let client = client.clone();
-                tokio::spawn(async move {
-                    if let Ok(Ok(())) = rx.await {
-                        let _ = client.ack(&p).await;
-                    }
-                });
+                if acks.send((rx, p)).is_err() {
+                    tracing::error!("ingest acknowledger stopped");
+                    return;
+                }
             }
             Ok(_) => {}
             Err(e) => {

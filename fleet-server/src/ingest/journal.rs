@@ -27,6 +27,13 @@ pub struct JournalRecord {
     pub payload: Vec<u8>,
 }
 
+impl JournalRecord {
+    /// What [`Journal::append`] takes.
+    pub fn parts(&self) -> (&DeviceId, Kind, &[u8]) {
+        (&self.device, self.kind, &self.payload)
+    }
+}
+
 pub struct Journal {
     path: PathBuf,
     file: File,
@@ -106,19 +113,23 @@ impl Journal {
         Ok(out)
     }
 
-    /// Appends records with one write.
-    pub fn append(&mut self, records: &[JournalRecord]) -> std::io::Result<()> {
-        let mut buf = Vec::with_capacity(records.iter().map(|r| r.payload.len() + 80).sum());
-        for r in records {
-            let d = r.device.as_str().as_bytes();
-            let len = 2 + d.len() + r.payload.len();
+    /// Appends records, given as (device, kind, payload), with one write. Borrowed: the
+    /// writer journals what it was handed without copying each payload first.
+    pub fn append<'a, I>(&mut self, records: I) -> std::io::Result<()>
+    where
+        I: Iterator<Item = (&'a DeviceId, Kind, &'a [u8])> + Clone,
+    {
+        let mut buf = Vec::with_capacity(records.clone().map(|(_, _, p)| p.len() + 80).sum());
+        for (device, kind, payload) in records {
+            let d = device.as_str().as_bytes();
+            let len = 2 + d.len() + payload.len();
             let start = buf.len();
             buf.extend_from_slice(&(len as u32).to_le_bytes());
             buf.extend_from_slice(&[0u8; 4]);
-            buf.push(kind_byte(r.kind));
+            buf.push(kind_byte(kind));
             buf.push(d.len() as u8);
             buf.extend_from_slice(d);
-            buf.extend_from_slice(&r.payload);
+            buf.extend_from_slice(payload);
             let crc = crc32(&buf[start + 8..]);
             buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         }
@@ -165,8 +176,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("j");
         let mut j = Journal::open(&p).unwrap();
-        j.append(&[rec("a", b"1"), rec("b", b"22")]).unwrap();
-        j.append(&[rec("c", b"")]).unwrap();
+        j.append([rec("a", b"1"), rec("b", b"22")].iter().map(JournalRecord::parts))
+            .unwrap();
+        j.append([rec("c", b"")].iter().map(JournalRecord::parts))
+            .unwrap();
         drop(j);
         assert_eq!(
             Journal::replay(&p).unwrap(),
@@ -179,7 +192,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("j");
         let mut j = Journal::open(&p).unwrap();
-        j.append(&[rec("a", b"1"), rec("b", b"2")]).unwrap();
+        j.append([rec("a", b"1"), rec("b", b"2")].iter().map(JournalRecord::parts))
+            .unwrap();
         drop(j);
         let len = std::fs::metadata(&p).unwrap().len();
         let f = OpenOptions::new().write(true).open(&p).unwrap();
@@ -192,7 +206,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("j");
         let mut j = Journal::open(&p).unwrap();
-        j.append(&[rec("a", b"1"), rec("b", b"2")]).unwrap();
+        j.append([rec("a", b"1"), rec("b", b"2")].iter().map(JournalRecord::parts))
+            .unwrap();
         drop(j);
         let mut bytes = std::fs::read(&p).unwrap();
         let last = bytes.len() - 1;
@@ -206,9 +221,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("j");
         let mut j = Journal::open(&p).unwrap();
-        j.append(&[rec("a", b"1")]).unwrap();
+        j.append([rec("a", b"1")].iter().map(JournalRecord::parts))
+            .unwrap();
         j.truncate().unwrap();
-        j.append(&[rec("b", b"2")]).unwrap();
+        j.append([rec("b", b"2")].iter().map(JournalRecord::parts))
+            .unwrap();
         assert_eq!(Journal::replay(&p).unwrap(), vec![rec("b", b"2")]);
     }
 

@@ -50,7 +50,7 @@ use common::{DeviceId, DeviceState, EventKind};
 use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
 
 use super::decode::decode_record;
-use super::journal::{Journal, JournalRecord};
+use super::journal::Journal;
 use super::stats::IngestStats;
 use super::store::{IngestStore, WriteBatch};
 use crate::fleet::actor::{DeliveryUpdate, FleetActor};
@@ -346,15 +346,8 @@ impl Writer {
     /// `replay`: the items come from the journal at start, not from a broker.
     fn process(&mut self, items: Vec<IngestItem>, replay: bool) {
         if !replay && let Some(journal) = &mut self.journal {
-            let recs: Vec<JournalRecord> = items
-                .iter()
-                .map(|i| JournalRecord {
-                    device: i.device.clone(),
-                    kind: i.kind,
-                    payload: i.payload.clone(),
-                })
-                .collect();
-            if let Err(e) = journal.append(&recs) {
+            let recs = items.iter().map(|i| (&i.device, i.kind, i.payload.as_slice()));
+            if let Err(e) = journal.append(recs) {
                 tracing::error!(error = %e, "journal write failed; records refused");
                 let e = WriteError::Journal(Arc::new(e));
                 for i in items {
@@ -612,6 +605,7 @@ mod tests {
 
     use super::*;
     use crate::fleet::state::PresencePolicy;
+    use crate::ingest::journal::JournalRecord;
 
     /// What the look inside (schema 2) costs a history row, measured on the documented
     /// example (a simulated Jetson: 5 + 5 top entries, one watched process, one interface,
@@ -667,8 +661,12 @@ mod tests {
         }
         {
             let mut j = Journal::open(&dir.path().join("ingest.journal")).unwrap();
-            j.append(&[record(&rvm, 5, now - 2_000), record(&rvm, 6, now - 1_000)])
-                .unwrap();
+            j.append(
+                [record(&rvm, 5, now - 2_000), record(&rvm, 6, now - 1_000)]
+                    .iter()
+                    .map(JournalRecord::parts),
+            )
+            .unwrap();
             j.sync().unwrap();
         }
         let fleet = FleetActor::new(PresencePolicy::default()).start();

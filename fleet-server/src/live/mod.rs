@@ -22,6 +22,7 @@
 //! - nothing is serialised while nobody listens.
 
 pub mod event;
+pub mod scoped;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -13,8 +13,8 @@ use super::outbox::{EntryState, OutboxEntry};
 use super::worker::blocking;
 use super::{Notifier, NotifyError};
 use crate::auth::Role;
-use crate::http::auth::authorize;
 use crate::http::error::ApiError;
+use crate::http::scope::authorize_unscoped;
 use crate::http::state::AppState;
 
 /// Entries `GET /api/v1/notify/outbox` returns at most.
@@ -39,7 +39,12 @@ fn notifier(state: &AppState) -> &Notifier {
 }
 
 async fn overview(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
+    authorize_unscoped(
+        &req,
+        &state,
+        Role::Viewer,
+        "notification channels and their outbox",
+    )?;
     let n = notifier(&state);
     let s = n.snapshot();
     Ok(HttpResponse::Ok().json(serde_json::json!({
@@ -100,7 +105,12 @@ impl From<OutboxEntry> for EntryView {
 }
 
 async fn outbox(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
+    authorize_unscoped(
+        &req,
+        &state,
+        Role::Viewer,
+        "notification channels and their outbox",
+    )?;
     let q = web::Query::<OutboxQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
     let filter = match q.state.as_deref() {
@@ -138,7 +148,7 @@ async fn test(
     name: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Operator)?;
+    authorize_unscoped(&req, &state, Role::Operator, "notification channels")?;
     let b: TestBody = if body.iter().all(u8::is_ascii_whitespace) {
         TestBody::default()
     } else {

@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "command_approval",
         sql: include_str!("../../migrations/0007_command_approval.sql"),
     },
+    Migration {
+        version: 8,
+        name: "token_scope",
+        sql: include_str!("../../migrations/0008_token_scope.sql"),
+    },
 ];
 
 /// Advisory lock key held while migrating (`pg_locks.objid` shows it): "rvmfmigr".

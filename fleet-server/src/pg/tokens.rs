@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::PgError;
 use super::history::{millis, system_time};
 use super::store::PgStore;
-use crate::auth::{Principal, Role, TokenEntry, TokenError, TokenStore, find, new_token};
+use crate::auth::{Principal, Role, Scope, TokenEntry, TokenError, TokenStore, find, new_token};
 
 /// How often the server reloads the tokens table.
 pub const TOKEN_REFRESH: Duration = Duration::from_secs(2);
@@ -37,7 +37,7 @@ async fn load(store: &PgStore) -> Result<Vec<TokenEntry>, PgError> {
     let client = store.client().await?;
     let rows = client
         .query(
-            "SELECT name, role, sha256, created_at, expires_at FROM tokens ORDER BY created_at, name",
+            "SELECT name, role, sha256, created_at, expires_at, scope FROM tokens ORDER BY created_at, name",
             &[],
         )
         .await
@@ -45,12 +45,24 @@ async fn load(store: &PgStore) -> Result<Vec<TokenEntry>, PgError> {
     Ok(rows
         .iter()
         .filter_map(|r| {
+            // a scope that does not parse drops the row: never widened to the whole fleet
+            let scope = match r.get::<_, Option<&str>>(5) {
+                None => None,
+                Some(s) => match s.parse::<Scope>() {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::warn!(name = %r.get::<_, &str>(0), error = %e, "token with a bad scope skipped");
+                        return None;
+                    }
+                },
+            };
             Some(TokenEntry {
                 name: r.get(0),
                 role: r.get::<_, &str>(1).parse().ok()?,
                 sha256: r.get(2),
                 created_ms: millis(r.get(3)),
                 expires_ms: r.get::<_, Option<std::time::SystemTime>>(4).map(millis),
+                scope,
             })
         })
         .collect())
@@ -90,13 +102,14 @@ impl PgTokens {
 }
 
 impl TokenStore for PgTokens {
-    fn create_with_expiry(
+    fn create_scoped(
         &self,
         name: &str,
         role: Role,
         expires_ms: Option<i64>,
+        scope: Option<Scope>,
     ) -> Result<String, TokenError> {
-        let (token, entry) = new_token(name, role, expires_ms, common::time::now_ms());
+        let (token, entry) = new_token(name, role, expires_ms, scope, common::time::now_ms());
         let (s, e) = (self.store.clone(), entry.clone());
         let inserted = self
             .store
@@ -104,14 +117,15 @@ impl TokenStore for PgTokens {
                 let client = s.client().await?;
                 client
                     .execute(
-                        "INSERT INTO tokens (name, role, sha256, created_at, expires_at)
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
+                        "INSERT INTO tokens (name, role, sha256, created_at, expires_at, scope)
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
                         &[
                             &e.name,
                             &role_name(e.role),
                             &e.sha256,
                             &system_time(e.created_ms),
                             &e.expires_ms.map(system_time),
+                            &e.scope.as_ref().map(|s| s.to_string()),
                         ],
                     )
                     .await

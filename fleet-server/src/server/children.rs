@@ -124,6 +124,7 @@ fn cluster(w: &Wiring) -> Option<ChildSpec> {
 fn fleet(w: &Wiring) -> ChildSpec {
     let (store, live_hub, policy, started_ms) =
         (w.stores.ingest.clone(), w.live.clone(), w.presence, w.started_ms);
+    let kpi = w.rules.kpi;
     let presence_store = w.stores.presence.clone();
     let (slot, alerts, commands) = (w.fleet.clone(), w.alerts.clone(), w.commands.clone());
     // several instances on PostgreSQL with their embedded brokers (whose sessions say which
@@ -146,7 +147,7 @@ fn fleet(w: &Wiring) -> ChildSpec {
         };
         let cp = checkpoint.clone();
         let (addr, run) = spawn_actor(&live, move |_| {
-            FleetActor::restored(policy, started_ms, restore, cp)
+            FleetActor::restored(policy, started_ms, restore, cp).with_kpi(kpi)
         });
         addr.do_send(AttachLive(live_hub.clone()));
         addr.do_send(AttachPresence(presence_store.clone()));

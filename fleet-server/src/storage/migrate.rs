@@ -318,14 +318,16 @@ fn copy_tokens(pg: &PgStore, file: &TokenFile) -> Result<Copied, MigrateError> {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string));
             tx.execute(
-                "INSERT INTO tokens (name, role, sha256, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT DO NOTHING",
+                "INSERT INTO tokens (name, role, sha256, created_at, expires_at, scope)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                 &[
                     &e.name,
                     &role.unwrap_or_default(),
                     &e.sha256,
                     &system_time(e.created_ms),
                     &e.expires_ms.map(system_time),
+                    // a scoped token must stay scoped: copied without it, it would see all
+                    &e.scope.as_ref().map(|s| s.to_string()),
                 ],
             )
             .await

@@ -74,6 +74,10 @@ pub enum TokenCmd {
         /// The token is refused after this long (`90s`, `30m`, `12h`, `30d`); default: never.
         #[arg(long, value_name = "DURATION", value_parser = parse_for)]
         ttl: Option<u64>,
+        /// Limit the token to one store (`site=STORE`) or a retailer's stores
+        /// (`retailer=RETAILER`); default: the whole fleet. Not for admin tokens.
+        #[arg(long, value_name = "site=S|retailer=R")]
+        scope: Option<fleet_server::auth::Scope>,
     },
     List {
         #[command(flatten)]
@@ -153,7 +157,11 @@ pub fn token(cmd: TokenCmd) -> anyhow::Result<()> {
             role,
             store,
             ttl,
+            scope,
         } => {
+            if scope.is_some() {
+                fleet_server::auth::Scope::check_role(role).map_err(anyhow::Error::msg)?;
+            }
             let store = fleet_server::storage::open_tokens(&store.storage()?)?;
             let expires_ms = ttl
                 .map(|s| {
@@ -164,8 +172,11 @@ pub fn token(cmd: TokenCmd) -> anyhow::Result<()> {
                         .ok_or_else(|| anyhow::anyhow!("--ttl {s} s is too long"))
                 })
                 .transpose()?;
-            let t = store.create_with_expiry(&name, role, expires_ms)?;
+            let t = store.create_scoped(&name, role, expires_ms, scope.clone())?;
             println!("{t}");
+            if let Some(s) = &scope {
+                eprintln!("limited to {s}");
+            }
             match expires_ms {
                 Some(x) => eprintln!(
                     "token {name:?} ({role:?}) created, valid until {x} (ms since the epoch); it is shown only now"
@@ -176,9 +187,10 @@ pub fn token(cmd: TokenCmd) -> anyhow::Result<()> {
         TokenCmd::List { store } => {
             let store = fleet_server::storage::open_tokens(&store.storage()?)?;
             for e in store.list() {
+                let scope = e.scope.map_or_else(|| "all".to_string(), |s| s.to_string());
                 match e.expires_ms {
-                    Some(x) => println!("{}\t{:?}\texpires_ms={x}", e.name, e.role),
-                    None => println!("{}\t{:?}", e.name, e.role),
+                    Some(x) => println!("{}\t{:?}\t{scope}\texpires_ms={x}", e.name, e.role),
+                    None => println!("{}\t{:?}\t{scope}", e.name, e.role),
                 }
             }
         }

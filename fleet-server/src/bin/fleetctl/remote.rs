@@ -235,10 +235,18 @@ pub fn audit(remote: &Remote, limit: Option<usize>, out: &OutputArg) -> anyhow::
 pub fn whoami(remote: &Remote, out: &OutputArg) -> anyhow::Result<()> {
     let v = get(remote, "/api/v1/whoami")?;
     print(out.output, &v, |v| {
-        let mut t = Table::new(&["NAME", "ROLE"]);
-        t.row(vec![s(&v["name"]), s(&v["role"])]);
+        let mut t = Table::new(&["NAME", "ROLE", "SCOPE"]);
+        t.row(vec![s(&v["name"]), s(&v["role"]), scope_text(&v["scope"])]);
         t
     })
+}
+
+/// A token's scope as `fleetctl --scope` takes it (`site=S`, `retailer=R`), `all` for none.
+fn scope_text(v: &Value) -> String {
+    match serde_json::from_value::<fleet_server::auth::Scope>(v.clone()) {
+        Ok(scope) => scope.to_string(),
+        Err(_) => "all".into(),
+    }
 }
 
 /// `fleetctl tokens`: the server's API tokens through the API (admin); `fleetctl token`
@@ -258,6 +266,9 @@ pub enum TokensCmd {
         /// viewer, operator or admin.
         #[arg(long)]
         role: String,
+        /// Limit it to one store (`site=STORE`) or a retailer (`retailer=RETAILER`).
+        #[arg(long, value_name = "site=S|retailer=R")]
+        scope: Option<fleet_server::auth::Scope>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -268,11 +279,12 @@ pub fn tokens(cmd: TokensCmd) -> anyhow::Result<()> {
         TokensCmd::List { output, remote } => {
             let v = get(&remote, "/api/v1/tokens")?;
             print(output.output, &v, |v| {
-                let mut t = Table::new(&["NAME", "ROLE", "CREATED", "EXPIRES"]);
+                let mut t = Table::new(&["NAME", "ROLE", "SCOPE", "CREATED", "EXPIRES"]);
                 for k in items(v, "tokens") {
                     t.row(vec![
                         s(&k["name"]),
                         s(&k["role"]),
+                        scope_text(&k["scope"]),
                         time(&k["created_ms"]),
                         time(&k["expires_ms"]),
                     ]);
@@ -280,8 +292,13 @@ pub fn tokens(cmd: TokensCmd) -> anyhow::Result<()> {
                 t
             })
         }
-        TokensCmd::Create { name, role, remote } => {
-            let body = serde_json::json!({ "name": name, "role": role });
+        TokensCmd::Create {
+            name,
+            role,
+            scope,
+            remote,
+        } => {
+            let body = serde_json::json!({ "name": name, "role": role, "scope": scope });
             let v = block_on(api(&remote, Method::POST, "/api/v1/tokens", Some(body)))?;
             println!("{}", s(&v["token"]));
             eprintln!(

@@ -22,8 +22,8 @@ use crate::fleet::actor::ListDevices;
 use crate::history::export::walk::{Walked, walk};
 use crate::history::export::{self, ExportParams, ExportPlan};
 use crate::history::store::HistoryStore;
-use crate::http::auth::authorize;
 use crate::http::error::ApiError;
+use crate::http::scope::authorize_scoped;
 use crate::http::state::AppState;
 
 /// Bytes gathered before a chunk is sent.
@@ -59,18 +59,20 @@ pub fn compact_time(ts_ms: i64) -> String {
 }
 
 async fn export_route(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
+    let (_, vis) = authorize_scoped(&req, &state, Role::Viewer).await?;
     let params = web::Query::<ExportParams>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?
         .into_inner();
     let now = common::time::now_ms();
     let plan = export::plan(&params, &state.alerting.history_policy, now)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let summaries = state
+    let mut summaries = state
         .fleet
         .send(ListDevices)
         .await
         .map_err(|e| ApiError::Internal(format!("fleet actor: {e}")))?;
+    // a machine outside the scope is unknown here, as everywhere
+    vis.retain_devices(&mut summaries);
     let devices: Vec<DeviceId> = match &plan.devices {
         Some(list) => {
             if let Some(unknown) = list.iter().find(|d| !summaries.iter().any(|s| &s.id == *d)) {

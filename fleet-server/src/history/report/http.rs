@@ -19,8 +19,8 @@ use crate::history::report::html;
 use crate::history::report::{self, AlertRow, AvailabilityCounter, DeviceReport, ReportInput};
 use crate::history::rows::Agg;
 use crate::history::store::HistoryStore;
-use crate::http::auth::authorize;
 use crate::http::error::ApiError;
+use crate::http::scope::authorize_scoped;
 use crate::http::state::AppState;
 use crate::store::StoreError;
 
@@ -49,7 +49,7 @@ fn time_param(name: &str, v: &str) -> Result<i64, ApiError> {
 }
 
 async fn report_route(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, Role::Viewer)?;
+    let (_, vis) = authorize_scoped(&req, &state, Role::Viewer).await?;
     let p = web::Query::<ReportParams>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?
         .into_inner();
@@ -82,11 +82,12 @@ async fn report_route(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
             )));
         }
     };
-    let summaries = state
+    let mut summaries = state
         .fleet
         .send(ListDevices)
         .await
         .map_err(|e| ApiError::Internal(format!("fleet actor: {e}")))?;
+    vis.retain_devices(&mut summaries);
     let alerts = state
         .alerting
         .alerts
@@ -104,7 +105,7 @@ async fn report_route(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
                 resolved_ms: a.resolved_ms,
             })
         })
-        .filter(|a| a.overlaps(from, to))
+        .filter(|a| a.overlaps(from, to) && vis.device(a.device.as_str()))
         .collect();
     let devices: Vec<(DeviceId, Option<String>, Presence)> =
         summaries.into_iter().map(|s| (s.id, s.site, s.status)).collect();

@@ -1,7 +1,8 @@
 //! `GET /metrics`: the fleet and the server itself in the Prometheus text exposition format
 //! 0.0.4. Open by default; with `[http] metrics_token` set, a scrape needs
 //! `Authorization: Bearer <metrics_token>` (API tokens are not accepted: a scraper should hold
-//! no API role).
+//! no API role). It shows the whole fleet, so a request carrying an API token limited to a
+//! store or retailer is refused (403) even while the endpoint is open ([`refuse_scoped`]).
 //!
 //! [`render`] is pure; the shared `exposition` crate writes the format (through [`text`],
 //! which types and describes each family from the catalogue). Every family is listed in
@@ -464,11 +465,28 @@ fn check_auth(req: &HttpRequest, auth: Option<&MetricsAuth>) -> Result<(), ApiEr
     }
 }
 
+/// 403 when the request carries a scoped API token: the page would show it every machine.
+fn refuse_scoped(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let bearer = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim);
+    match bearer.and_then(|t| state.tokens.verify(t)) {
+        Some(who) if who.scope.is_some() => Err(ApiError::Refused(
+            "/metrics shows the whole fleet: a token limited to a store or retailer cannot read it".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 async fn metrics(
     req: HttpRequest,
     state: web::Data<AppState>,
     auth: Option<web::Data<MetricsAuth>>,
 ) -> Result<HttpResponse, ApiError> {
+    refuse_scoped(&req, &state)?;
     check_auth(&req, auth.as_ref().map(|a| a.get_ref()))?;
     let mailbox = |what: &str, e: actix::MailboxError| ApiError::Internal(format!("{what}: {e}"));
     let devices = state
