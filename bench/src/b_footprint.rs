@@ -411,6 +411,7 @@ fn collect_times(iters: usize) -> (f64, f64, usize) {
         interval_ms: 1000,
         watch: Vec::new(),
         scan_every_ms: 10_000,
+        ..Default::default()
     });
     let t0 = common::time::now_ms();
     s.collect(t0);
@@ -424,6 +425,7 @@ fn collect_times(iters: usize) -> (f64, f64, usize) {
         interval_ms: 1000,
         watch: Vec::new(),
         scan_every_ms: 0,
+        ..Default::default()
     });
     full.collect(t0);
     let n = iters.min(100);
