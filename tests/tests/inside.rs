@@ -171,7 +171,12 @@ fn zombies_here() -> u64 {
 
 /// A process named `fdleaker` that forks a child which exits unreaped (a zombie named
 /// `fdzombie`), then opens a descriptor every 50 ms and never closes one.
-fn spawn_leaker() -> Child {
+///
+/// Python runs through a link named `fdleaker` in `dir`, so the kernel names the process at
+/// exec. Renaming itself afterwards (`prctl`) was not enough: a process table that saw the
+/// process before the rename kept calling it `python3`, and the watch never found it (2 runs
+/// of 3 under load).
+fn spawn_leaker(dir: &Path) -> Child {
     let script = r#"
 import ctypes, os, time
 libc = ctypes.CDLL(None)
@@ -184,7 +189,10 @@ while True:
     held.append(open("/dev/null"))
     time.sleep(0.05)
 "#;
-    Command::new("python3")
+    let python = std::fs::canonicalize("/usr/bin/python3").expect("python3");
+    let link = dir.join("fdleaker");
+    std::os::unix::fs::symlink(&python, &link).expect("a link to python3");
+    Command::new(&link)
         .arg("-c")
         .arg(script)
         .spawn()
@@ -213,7 +221,8 @@ async fn real_agents_report_a_leaking_child_a_zombie_worn_storage_and_this_machi
     // Any zombie raises the rule: the one the child leaves is enough. (Another process on a
     // shared machine may leave one too, and reap it a moment later; a threshold above a
     // baseline read at the start would race with it.)
-    let child = KillOnDrop(spawn_leaker());
+    let bin = tempfile::tempdir().unwrap();
+    let child = KillOnDrop(spawn_leaker(bin.path()));
     let fleet = TestFleet::start_with(FleetOptions {
         rules: Some(rules("fdleaker", 1)),
         ..Default::default()
