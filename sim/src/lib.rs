@@ -19,7 +19,6 @@
 
 pub mod demo;
 pub mod health;
-pub mod inside;
 pub mod scenario;
 pub mod simulate;
 pub mod source;

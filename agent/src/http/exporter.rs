@@ -798,7 +798,6 @@ pub(crate) mod tests {
                 Reading::new("confidence", 0.1),
                 Reading::new("transaction_active", 1.0),
             ],
-            detail: Default::default(),
         }
     }
 

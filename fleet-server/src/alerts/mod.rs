@@ -35,7 +35,6 @@ pub mod checks;
 pub mod engine;
 pub mod fleetcorr;
 pub mod fleetwide;
-pub mod growth;
 pub mod http;
 pub mod inputs;
 pub mod kpi;
