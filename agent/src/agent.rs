@@ -185,6 +185,8 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
             interval_ms: file.collector.interval_ms as u32,
             watch: file.health.watch_processes.clone(),
             scan_every_ms: file.collector.process_scan_interval_ms as i64,
+            procfs: file.paths.procfs.clone(),
+            sysfs: file.paths.sysfs.clone(),
         })),
     };
     let mut capabilities = source.capabilities();
@@ -210,6 +212,7 @@ pub fn start_with(file: &AgentFile, o: Overrides) -> anyhow::Result<AgentHandle>
         buffer.clone(),
     )?;
     let mut cp = CollectorParts::new(source, buffer.clone(), interval)?;
+    cp.broker = Some(lp.status.clone());
     let app = Arc::new(AppMetricsStore::new(&file.app));
     {
         let app = app.clone();

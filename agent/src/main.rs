@@ -147,6 +147,8 @@ fn collect(
             interval_ms: 1000,
             watch,
             scan_every_ms: 0,
+            procfs: paths.procfs.clone(),
+            sysfs: paths.sysfs.clone(),
         });
     let (mut backend, notes) = gpu::select(choice, &paths);
     s.collect(common::time::now_ms());

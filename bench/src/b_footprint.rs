@@ -199,7 +199,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
              set are the targets (issue 18)."
                 .into(),
             "The agent runs the release build (`cargo build --release -p rvm-agent`, as it \
-             ships) with MALLOC_ARENA_MAX=2 and publishes every record to the embedded broker of \
+             ships) with the environment of its systemd unit (MALLOC_ARENA_MAX=2, \
+             GLIBC_TUNABLES=glibc.malloc.tcache_count=0) and publishes every record to the embedded broker of \
              a release fleet-server (whose own cost is not counted). node_exporter runs with its \
              default collectors and is scraped every second by the bench (a plain HTTP GET); \
              collectd has only the cpu, memory, disk, interface and load plugins at Interval 1 \
@@ -411,6 +412,7 @@ fn collect_times(iters: usize) -> (f64, f64, usize) {
         interval_ms: 1000,
         watch: Vec::new(),
         scan_every_ms: 10_000,
+        ..Default::default()
     });
     let t0 = common::time::now_ms();
     s.collect(t0);
@@ -424,6 +426,7 @@ fn collect_times(iters: usize) -> (f64, f64, usize) {
         interval_ms: 1000,
         watch: Vec::new(),
         scan_every_ms: 0,
+        ..Default::default()
     });
     full.collect(t0);
     let n = iters.min(100);

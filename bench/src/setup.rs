@@ -307,13 +307,29 @@ pub fn agent_config(dir: &Path, certs: &CertDir, a: &AgentSpec) -> anyhow::Resul
     Ok(path)
 }
 
-/// Starts `rvm-agent --config` with `MALLOC_ARENA_MAX=2` (as the systemd unit does).
+/// The agent's systemd unit, whose `Environment=` lines the bench applies.
+const AGENT_UNIT: &str = include_str!("../../config/rvm-agent.service");
+
+/// `Environment=NAME=VALUE` lines of a systemd unit, in order (no quoting: ours has none).
+pub fn unit_environment(unit: &str) -> Vec<(String, String)> {
+    unit.lines()
+        .filter_map(|l| l.trim().strip_prefix("Environment="))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Starts `rvm-agent --config` with the environment of its systemd unit
+/// (`config/rvm-agent.service`: the malloc settings the agent ships with), so the bench
+/// measures the agent as it runs on a machine and cannot drift from the unit.
 pub fn spawn_agent(ctx: &Ctx, config: &Path, log: &Path) -> anyhow::Result<Proc> {
+    let env = unit_environment(AGENT_UNIT);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Proc::spawn(
         "rvm-agent",
         &ctx.bin("rvm-agent"),
         &["--config".into(), config.display().to_string()],
-        &[("MALLOC_ARENA_MAX", "2")],
+        &env,
         log,
     )
 }
@@ -406,5 +422,21 @@ pub fn count_online(
             return (last, t.elapsed());
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_runs_with_its_units_environment() {
+        let env = unit_environment(AGENT_UNIT);
+        assert!(env.contains(&("MALLOC_ARENA_MAX".into(), "2".into())), "{env:?}");
+        assert!(env.iter().any(|(k, _)| k == "GLIBC_TUNABLES"), "{env:?}");
+        assert_eq!(
+            unit_environment("[Service]\nEnvironment=A=b=c\nEnvironmentFile=-/x\n"),
+            vec![("A".to_string(), "b=c".to_string())]
+        );
     }
 }

@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::detail::Detail;
+
 /// A named value: application metrics, temperatures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reading {
@@ -40,6 +42,44 @@ pub struct Telemetry {
     pub gpu: Option<GpuStats>,
     /// Application metrics of the vision service, by name.
     pub app: Vec<Reading>,
+    /// Schema 2: processes, interfaces, TCP, block devices, broker path (issue 24). Last,
+    /// so that a schema-1 record is exactly [`TelemetryV1`].
+    pub detail: Detail,
+}
+
+/// The telemetry body of schema 1, frozen: agents in the field (and records buffered on a
+/// machine before its agent was upgraded) still send it. Never change this struct.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TelemetryV1 {
+    pub interval_ms: u32,
+    pub uptime_s: u64,
+    pub cpu: CpuStats,
+    pub memory: MemoryStats,
+    pub disks: Vec<DiskStats>,
+    pub net: Vec<NetStats>,
+    pub temperatures: Vec<Reading>,
+    pub processes: Vec<ProcessStats>,
+    pub gpu: Option<GpuStats>,
+    pub app: Vec<Reading>,
+}
+
+impl From<TelemetryV1> for Telemetry {
+    /// A schema-1 record: nothing of the detail was measured.
+    fn from(t: TelemetryV1) -> Self {
+        Telemetry {
+            interval_ms: t.interval_ms,
+            uptime_s: t.uptime_s,
+            cpu: t.cpu,
+            memory: t.memory,
+            disks: t.disks,
+            net: t.net,
+            temperatures: t.temperatures,
+            processes: t.processes,
+            gpu: t.gpu,
+            app: t.app,
+            detail: Detail::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -194,7 +234,9 @@ impl Telemetry {
     /// `swap.used_pct`, `disk.max_used_pct`, `gpu.load_pct`, `gpu.freq_mhz`, `gpu.temp_c`,
     /// `power.total_mw`, `power.rail.<rail>_mw` (each INA3221 rail, e.g. `power.rail.VDD_IN_mw`;
     /// characters outside `[A-Za-z0-9_-]` become `_`), `temp.max_c`, `net.rx_bytes_per_s`, `net.tx_bytes_per_s`,
-    /// `process.down` (watched processes not running), `app.<name>`.
+    /// `process.down` (watched processes not running), `app.<name>`, then the schema-2
+    /// detail's names ([`Detail::visit_metrics`]: `proc.*`, `net.<iface>.*`, `tcp.*`,
+    /// `disk.<dev>.*`, `broker.*`).
     pub fn flat_metrics(&self) -> Vec<(String, f64)> {
         let mut m: Vec<(String, f64)> = Vec::with_capacity(16 + self.app.len());
         self.visit_metrics(|name, v| m.push((name.to_string(), v)));
@@ -270,6 +312,7 @@ impl Telemetry {
             name.push_str(&r.name);
             f(&name, r.value);
         }
+        self.detail.visit_metrics(&mut name, &mut f);
     }
 }
 

@@ -9,7 +9,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::envelope::{Envelope, SCHEMA_VERSION};
+use crate::body::{Telemetry, TelemetryV1};
+use crate::envelope::{Envelope, MIN_SCHEMA_VERSION, SCHEMA_VERSION};
 
 /// Largest payload accepted on any topic (and the decoder's allocation limit).
 pub const MAX_PAYLOAD: usize = 256 * 1024;
@@ -90,15 +91,42 @@ pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), Co
 }
 
 /// Decodes an envelope: the schema version is checked before the body is looked at.
+///
+/// Every body but the telemetry has one layout in all known schemas; a telemetry is decoded
+/// with [`decode_telemetry`], which knows the older layout.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<Envelope<T>, CodecError> {
+    known_schema(bytes)?;
+    decode_bare(bytes)
+}
+
+/// Decodes a telemetry envelope of any known schema: a schema-1 body (an old agent, or a
+/// record buffered before the agent was upgraded) is read as [`TelemetryV1`] and converted,
+/// so its `detail` is empty. The envelope keeps the schema it arrived with.
+pub fn decode_telemetry(bytes: &[u8]) -> Result<Envelope<Telemetry>, CodecError> {
+    match known_schema(bytes)? {
+        1 => {
+            let e: Envelope<TelemetryV1> = decode_bare(bytes)?;
+            Ok(Envelope {
+                schema: e.schema,
+                device: e.device,
+                seq: e.seq,
+                ts_ms: e.ts_ms,
+                body: e.body.into(),
+            })
+        }
+        _ => decode_bare(bytes),
+    }
+}
+
+fn known_schema(bytes: &[u8]) -> Result<u16, CodecError> {
     let found = schema_of(bytes)?;
-    if found != SCHEMA_VERSION {
+    if !(MIN_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&found) {
         return Err(CodecError::UnknownSchema {
             found,
             expected: SCHEMA_VERSION,
         });
     }
-    decode_bare(bytes)
+    Ok(found)
 }
 
 /// Reads only the schema version at the head of an encoded envelope.
@@ -220,6 +248,35 @@ mod tests {
                 unsupported: vec!["emc".into()],
             }),
             app: vec![Reading::new("items_recognised", 12.0)],
+            detail: crate::Detail {
+                procs: crate::ProcessTable {
+                    total: 200,
+                    threads: Some(900),
+                    zombies: 1,
+                    scanned: true,
+                    top_cpu: vec![crate::ProcessInfo {
+                        pid: 42,
+                        name: "vision".into(),
+                        user: "rvm".into(),
+                        state: "Run".into(),
+                        threads: Some(12),
+                        fds: Some(40),
+                        cpu_pct: 80.0,
+                        rss_bytes: 1 << 28,
+                        read_bytes_per_s: Some(10.0),
+                        write_bytes_per_s: None,
+                        start_time_s: 1_700_000_000,
+                    }],
+                    ..Default::default()
+                },
+                block: vec![crate::BlockDevice {
+                    name: "mmcblk0".into(),
+                    wear_pct: Some(30.0),
+                    pre_eol: Some(1),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
         }
     }
 
@@ -369,17 +426,57 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_1_telemetry_still_decodes_and_a_schema_2_one_keeps_its_detail() {
+        let mut v2 = build_telemetry();
+        let old = TelemetryV1 {
+            interval_ms: v2.interval_ms,
+            uptime_s: v2.uptime_s,
+            cpu: v2.cpu.clone(),
+            memory: v2.memory.clone(),
+            disks: v2.disks.clone(),
+            net: v2.net.clone(),
+            temperatures: v2.temperatures.clone(),
+            processes: v2.processes.clone(),
+            gpu: v2.gpu.clone(),
+            app: v2.app.clone(),
+        };
+        let mut env1 = Envelope::new(dev(), 7, 1000, old);
+        env1.schema = 1;
+        let bytes1 = encode(&env1).unwrap();
+        let back = decode_telemetry(&bytes1).unwrap();
+        assert_eq!(back.schema, 1);
+        assert_eq!(back.seq, 7);
+        assert_eq!(back.body.cpu, v2.cpu);
+        assert_eq!(back.body.detail, crate::Detail::default());
+        // the plain decoder cannot read an old telemetry as the new layout: a clear error
+        assert!(matches!(
+            decode::<Telemetry>(&bytes1),
+            Err(CodecError::Malformed(_))
+        ));
+
+        v2.detail.procs.zombies = 3;
+        v2.detail.procs.scanned = true;
+        let bytes2 = encode(&Envelope::new(dev(), 8, 1000, v2.clone())).unwrap();
+        assert_eq!(decode_telemetry(&bytes2).unwrap().body, v2);
+        assert_eq!(decode::<Telemetry>(&bytes2).unwrap().body, v2);
+    }
+
+    #[test]
     fn unknown_schema_is_refused() {
         let mut env = Envelope::new(dev(), 1, 0, Telemetry::default());
         env.schema = 99;
         let bytes = encode(&env).unwrap();
-        assert_eq!(
-            decode::<Telemetry>(&bytes),
-            Err(CodecError::UnknownSchema {
-                found: 99,
-                expected: SCHEMA_VERSION
-            })
-        );
+        let refused = Err(CodecError::UnknownSchema {
+            found: 99,
+            expected: SCHEMA_VERSION,
+        });
+        assert_eq!(decode::<Telemetry>(&bytes), refused);
+        assert_eq!(decode_telemetry(&bytes), refused);
+        env.schema = 0;
+        assert!(matches!(
+            decode_telemetry(&encode(&env).unwrap()),
+            Err(CodecError::UnknownSchema { found: 0, .. })
+        ));
     }
 
     #[test]

@@ -8,8 +8,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::DeviceId;
 
-/// Version of the envelope and body layout. A decoder refuses any other value.
-pub const SCHEMA_VERSION: u16 = 1;
+/// Version of the envelope and body layout this build writes.
+///
+/// - 1: the first layout.
+/// - 2: [`crate::Telemetry`] gained its last field, `detail` (issue 24); every other body is
+///   unchanged. A schema-1 telemetry decodes as [`crate::TelemetryV1`] and converts.
+///
+/// A decoder accepts `MIN_SCHEMA_VERSION..=SCHEMA_VERSION` and refuses anything else.
+pub const SCHEMA_VERSION: u16 = 2;
+
+/// The oldest layout a decoder still accepts: agents in the field and records buffered
+/// before an upgrade keep working.
+pub const MIN_SCHEMA_VERSION: u16 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope<T> {

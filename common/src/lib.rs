@@ -6,6 +6,7 @@
 //! - [`addr`]: `host:port` parsing (the broker address of the provisioning contract)
 //! - [`ids`]: device id validation (`[A-Za-z0-9]{1,64}`), the server's and readers' identities
 //! - [`body`]: the record bodies (telemetry, health, events, presence, command results)
+//! - [`detail`]: schema 2's look inside a machine (processes, interfaces, TCP, block devices)
 //! - [`envelope`]: the versioned envelope every record travels in
 //! - [`command`]: signed recovery commands (Ed25519) and their verification
 //! - [`codec`]: bincode (wire) and JSON (third parties) codecs with a decode size limit
@@ -18,6 +19,7 @@ pub mod addr;
 pub mod body;
 pub mod codec;
 pub mod command;
+pub mod detail;
 pub mod envelope;
 pub mod ids;
 #[cfg(feature = "pki")]
@@ -27,5 +29,6 @@ pub mod tls;
 pub mod topics;
 
 pub use body::*;
-pub use envelope::{Envelope, SCHEMA_VERSION};
+pub use detail::*;
+pub use envelope::{Envelope, MIN_SCHEMA_VERSION, SCHEMA_VERSION};
 pub use ids::DeviceId;

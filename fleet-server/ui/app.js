@@ -923,6 +923,7 @@
           <div class="toolbar"><h3 style="margin:0">Metrics</h3><div class="ranges" id="dv-ranges">${RANGES.map((r) => `<button data-range="${r.key}">${r.label}</button>`).join(" ")}</div><span class="muted" id="dv-range-note"></span></div>
           <div class="grid2" id="dv-charts"></div>
         </div>
+        <div class="card" id="dv-inside"></div>
         <div class="grid2">
           <div class="card"><h3>Health checks</h3><div id="dv-health"></div></div>
           <div class="card"><h3>Alerts</h3><div id="dv-alerts"></div></div>
@@ -953,6 +954,8 @@
       window.addEventListener("resize", this.onResize);
       this.detailTimer = setInterval(() => this.loadDetail(), 5000);
       this.refetchTimer = setInterval(() => !this.range.live && this.loadCharts(), 60e3);
+      // Processes, Network and Disks tabs (ui/inside.js)
+      this.inside = UI.inside ? UI.inside.mount($("#dv-inside"), id) : null;
       this.loadDetail().then(() => this.loadCharts());
       this.loadCommands();
     },
@@ -963,6 +966,7 @@
       for (const t of this.polls.values()) clearTimeout(t);
       window.removeEventListener("resize", this.onResize);
       for (const c of this.charts.values()) if (c.plot) c.plot.destroy();
+      if (this.inside) this.inside.unmount();
     },
     refresh() {
       this.loadDetail();
@@ -983,6 +987,7 @@
       this.renderDelivery();
       this.renderNow();
       this.renderAlerts();
+      if (this.inside) this.inside.update(this.detail);
     },
     renderHead() {
       const d = S.devices.get(this.id) || this.detail;
@@ -1490,7 +1495,7 @@
   // ---------------------------------------------------------------------------------------
   // what views in other files (ui/notify.js) use; they add themselves to `views`
 
-  const UI = { api, ask, esc, badge, time, timeText, ago, toast, isOperator, alertTable, views: {} };
+  const UI = { api, ask, esc, badge, time, timeText, ago, toast, isOperator, alertTable, fmt, chartData, makeChart, views: {} };
   window.__fleetUi = UI;
 
   // ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@
 
 pub mod demo;
 pub mod health;
+pub mod inside;
 pub mod scenario;
 pub mod simulate;
 pub mod source;

@@ -27,7 +27,9 @@
 //! picture), `camera_stale` (no new frames) and `fps_drop` (inference at a third of its
 //! rate), the machine's own faults (docs/kpis.md): `bin_full` (the bin at 95 %), `jam` (one
 //! jam, nothing accepted while it lasts), `printer_out`, `scanner_fault` (everything
-//! rejected) and `reject_spike` (30 to 40 % rejected), `offline` (network cut: the broker sees the machine
+//! rejected) and `reject_spike` (30 to 40 % rejected), the look inside (issue 24): `fd_leak` (the
+//! vision service opens 7 descriptors a record and never closes them) and `zombie` (one
+//! unreaped child), `offline` (network cut: the broker sees the machine
 //! vanish, the machine keeps recording and drains its buffer when it comes back; on a `site`
 //! it is a site outage), `commands_fail` (commands it accepts end `failed`), and `drift`
 //! (`metric` moves by `per_min` every minute since the event began; metrics: see
@@ -92,6 +94,8 @@ pub enum FaultKind {
     PrinterOut,
     ScannerFault,
     RejectSpike,
+    FdLeak,
+    Zombie,
     Offline,
     CommandsFail,
     Drift,
@@ -114,6 +118,8 @@ impl FaultKind {
             FaultKind::PrinterOut => "printer_out",
             FaultKind::ScannerFault => "scanner_fault",
             FaultKind::RejectSpike => "reject_spike",
+            FaultKind::FdLeak => "fd_leak",
+            FaultKind::Zombie => "zombie",
             FaultKind::Offline => "offline",
             FaultKind::CommandsFail => "commands_fail",
             FaultKind::Drift => "drift",
@@ -137,6 +143,8 @@ impl FaultKind {
             FaultKind::PrinterOut => Some(Fault::PrinterOut),
             FaultKind::ScannerFault => Some(Fault::ScannerFault),
             FaultKind::RejectSpike => Some(Fault::RejectSpike),
+            FaultKind::FdLeak => Some(Fault::FdLeak),
+            FaultKind::Zombie => Some(Fault::Zombie),
             FaultKind::Offline | FaultKind::CommandsFail | FaultKind::Drift => None,
         }
     }

@@ -102,11 +102,16 @@ pub enum Fault {
     ScannerFault = 4096,
     /// Rejects at 30 to 40 % instead of 2 to 4 % (a dirty window, a misaligned camera).
     RejectSpike = 8192,
+    /// The vision service leaks file descriptors: [`crate::inside::LEAK_FDS_PER_RECORD`] more
+    /// open per record, never closed (until the fault clears: a restart of the service).
+    FdLeak = 16384,
+    /// A child of the vision service exits and is never reaped: one zombie process.
+    Zombie = 32768,
 }
 
 impl Fault {
     /// Every fault, in the order [`SimFault::get`] reports the first active one.
-    pub const ALL: [Fault; 14] = [
+    pub const ALL: [Fault; 16] = [
         Fault::InferenceDegraded,
         Fault::CameraStalled,
         Fault::Overheating,
@@ -121,6 +126,8 @@ impl Fault {
         Fault::PrinterOut,
         Fault::ScannerFault,
         Fault::RejectSpike,
+        Fault::FdLeak,
+        Fault::Zombie,
     ];
 }
 
@@ -315,6 +322,8 @@ pub struct SimSource {
     frame_at_ms: i64,
     /// The machine's own figures (docs/kpis.md).
     kpi: Kpis,
+    /// Descriptors the vision service leaked so far ([`Fault::FdLeak`]).
+    leaked_fds: u32,
 }
 
 /// What a simulated RVM counts: items accepted and rejected, jams, how full its bin is.
@@ -440,6 +449,7 @@ impl SimSource {
             frame_hash: 0,
             frame_at_ms: 0,
             kpi: Kpis::default(),
+            leaked_fds: 0,
             rng,
         }
     }
@@ -544,6 +554,26 @@ impl MetricSource for SimSource {
             rail("VDD_CPU_GPU_CV", 5_070.0, 400.0 + gpu * 35.0 + cpu * 10.0),
             rail("VDD_SOC", 5_070.0, 1_300.0 + rng.between(0.0, 150.0)),
         ];
+        // a leak grows while the fault holds; a restart of the service (the fault cleared)
+        // closes what it had opened
+        self.leaked_fds = if f.has(Fault::FdLeak) && !vision_down {
+            self.leaked_fds + crate::inside::LEAK_FDS_PER_RECORD
+        } else {
+            0
+        };
+        let detail = crate::inside::detail(
+            crate::inside::Inputs {
+                vision: VISION_PROCESS,
+                vision_pid: (!vision_down).then_some(self.vision_pid),
+                vision_cpu_pct: if vision_down { 0.0 } else { (gpu * 0.6) as f32 },
+                vision_rss: 1_310 << 20,
+                leaked_fds: self.leaked_fds,
+                zombie: f.has(Fault::Zombie),
+                interval_s: self.interval_ms as f64 / 1000.0,
+                started_s: (started / 1000).max(0) as u64,
+            },
+            &mut |lo, hi| rng.between(lo, hi),
+        );
         let t = Telemetry {
             interval_ms: self.interval_ms,
             uptime_s: ((now_ms - started) / 1000).max(0) as u64 + 3_600,
@@ -638,6 +668,7 @@ impl MetricSource for SimSource {
                 app.extend(self.kpi.step(&f, rng, now_ms));
                 app
             },
+            detail,
         };
         if let Ok(mut l) = self.latest.lock() {
             *l = Some((now_ms, t.clone()));

@@ -207,6 +207,8 @@ days = ["sun"]
     })
     .await;
     assert!(firing.is_some(), "no alert fired on {}", ids[0]);
+    // a machine whose vision service leaks descriptors and left a zombie (its Processes tab)
+    sims.faults[3].set_all(&[Fault::FdLeak, Fault::Zombie]);
 
     let sims = Arc::new(sims);
     let control = control_server(sims.clone()).await.unwrap();
@@ -221,6 +223,7 @@ days = ["sun"]
         "alert_device": ids[0],
         "stop_device": ids[5],
         "agent_device": AGENT_DEVICE,
+        "leak_device": ids[3],
         "control": control,
         "test_channel": "ops-slack",
         "untrusted_channel": "untrusted",

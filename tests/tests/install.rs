@@ -420,6 +420,7 @@ fn install_unit_has_the_hardening_and_watchdog_settings() {
         "PrivateTmp=yes",
         "ProtectHome=yes",
         "Environment=MALLOC_ARENA_MAX=2",
+        "Environment=GLIBC_TUNABLES=glibc.malloc.tcache_count=0",
     ] {
         assert!(lines.contains(&want), "{want} missing from the unit");
     }

@@ -231,6 +231,55 @@ fn build_telemetry() -> Telemetry {
             unsupported: vec!["emc".into()],
         }),
         app: vec![Reading::new("inference_ms", 41.0)],
+        // every optional field of the detail set
+        detail: common::Detail {
+            procs: common::ProcessTable {
+                total: 3,
+                threads: Some(9),
+                zombies: 1,
+                scanned: true,
+                top_cpu: vec![process_info()],
+                top_mem: vec![process_info()],
+                watched: vec![process_info()],
+            },
+            ifaces: vec![common::IfaceRates {
+                iface: "eth0".into(),
+                rx_drops: 2,
+                ..Default::default()
+            }],
+            tcp: Some(common::TcpStates {
+                established: 2,
+                listen: 1,
+                ..Default::default()
+            }),
+            block: vec![common::BlockDevice {
+                name: "mmcblk0".into(),
+                wear_pct: Some(30.0),
+                pre_eol: Some(1),
+                ..Default::default()
+            }],
+            broker: common::BrokerHealth {
+                rtt_ms: Some(3.5),
+                dns_ms: Some(1.25),
+                dns_ok: Some(true),
+            },
+        },
+    }
+}
+
+fn process_info() -> common::ProcessInfo {
+    common::ProcessInfo {
+        pid: 42,
+        name: "vision".into(),
+        user: "rvm".into(),
+        state: "Runnable".into(),
+        threads: Some(12),
+        fds: Some(40),
+        cpu_pct: 50.0,
+        rss_bytes: 1 << 28,
+        read_bytes_per_s: Some(10.0),
+        write_bytes_per_s: Some(20.0),
+        start_time_s: 1_795_000_000,
     }
 }
 
@@ -622,6 +671,12 @@ fn a_payload_off_the_schema_is_caught() {
     v["body"]["gpu"]["backend"] = Value::from("cuda");
     assert!(s.validate("telemetry", &v).is_err());
     let mut v = serde_json::to_value(Envelope::new(dev(), 1, 1, build_telemetry())).unwrap();
-    v["schema"] = Value::from(2);
-    assert!(s.validate("telemetry", &v).is_err());
+    v["schema"] = Value::from(3);
+    assert!(s.validate("telemetry", &v).is_err(), "schemas 1 and 2 only");
+    let mut v = serde_json::to_value(Envelope::new(dev(), 1, 1, build_telemetry())).unwrap();
+    v["body"].as_object_mut().unwrap().remove("detail");
+    assert!(
+        s.validate("telemetry", &v).is_err(),
+        "detail is always there (empty for schema 1)"
+    );
 }

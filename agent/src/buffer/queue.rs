@@ -779,6 +779,73 @@ mod tests {
     use super::*;
     use crate::buffer::store::{MemStore, SledStore};
 
+    /// A record an agent of schema 1 buffered before it was upgraded: the buffer keeps the
+    /// bytes it was given, so after the upgrade the same bytes are published, and the server
+    /// decodes them as schema 1 (`codec::decode_telemetry`).
+    #[test]
+    fn a_schema_1_record_buffered_before_an_upgrade_is_sent_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let dev = DeviceId::new("t1").unwrap();
+        let old = {
+            let mut env = Envelope::new(
+                dev.clone(),
+                1,
+                7,
+                common::TelemetryV1 {
+                    uptime_s: 4242,
+                    ..Default::default()
+                },
+            );
+            env.schema = 1;
+            codec::encode(&env).unwrap()
+        };
+        {
+            // what the old agent left on disk: its record 1 and its seq bookkeeping
+            let mut b = Buffer::open(
+                dev.clone(),
+                SledStore::open(&path, None).unwrap(),
+                Caps::default(),
+                FlushPolicy::EveryRecord,
+            )
+            .unwrap();
+            assert_eq!(
+                b.append(Kind::Telemetry, 7, &Telemetry::default()).unwrap(),
+                Appended::Stored { seq: 1 }
+            );
+            b.close().unwrap();
+            drop(b);
+            let mut s = SledStore::open(&path, None).unwrap();
+            let mut value = vec![kind_byte(Kind::Telemetry)];
+            value.extend_from_slice(&old);
+            s.insert(
+                Key {
+                    class: Key::TELEMETRY,
+                    seq: 1,
+                },
+                &value,
+            )
+            .unwrap();
+            s.flush().unwrap();
+        }
+        // the upgraded agent opens the same buffer and appends schema-2 records after it
+        let mut b = Buffer::open(
+            dev,
+            SledStore::open(&path, None).unwrap(),
+            Caps::default(),
+            FlushPolicy::EveryRecord,
+        )
+        .unwrap();
+        b.append(Kind::Telemetry, 8, &Telemetry::default()).unwrap();
+        let out = b.next(Key::TELEMETRY, None, 10).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].payload, old, "published byte for byte");
+        let first = codec::decode_telemetry(&out[0].payload).unwrap();
+        assert_eq!((first.schema, first.seq, first.body.uptime_s), (1, 1, 4242));
+        let second = codec::decode_telemetry(&out[1].payload).unwrap();
+        assert_eq!((second.schema, second.seq), (common::SCHEMA_VERSION, 2));
+    }
+
     fn build_buffer(caps: Caps) -> Buffer<MemStore> {
         Buffer::open(
             DeviceId::new("t1").unwrap(),

@@ -58,6 +58,9 @@ pub struct CollectorParts {
     pub interval: Duration,
     pub stats: Arc<CollectorStats>,
     pub latest: Latest,
+    /// The link's view of the broker path (round trip, DNS), added to each record; None:
+    /// the source reports it itself (the simulator) or nobody does.
+    pub broker: Option<Arc<crate::link::status::LinkStatus>>,
     /// Test builds only (see [`crate::faults`]).
     #[cfg(any(test, feature = "faults"))]
     pub faults: Arc<crate::faults::Faults>,
@@ -92,6 +95,7 @@ impl CollectorParts {
             interval,
             stats: Arc::default(),
             latest: Arc::default(),
+            broker: None,
             #[cfg(any(test, feature = "faults"))]
             faults: Arc::default(),
         })
@@ -269,6 +273,9 @@ impl CollectorActor {
     fn store(&mut self, now: i64, mut t: Telemetry) {
         if let Some(app) = &self.p.app {
             t.app = app(now);
+        }
+        if let Some(link) = &self.p.broker {
+            t.detail.broker = link.broker_health();
         }
         if let Ok(mut l) = self.p.latest.lock() {
             *l = Some(t.clone());

@@ -218,6 +218,24 @@ pub fn evaluate(cfg: &HealthConfig, obs: &Observations<'_>) -> HealthReport {
 
     let (status, message) = broker_check(obs.broker_connected, obs.broker_down_for_ms);
     push("broker".into(), status, message);
+    // the broker's name (link/probe.rs): while connected a failing resolver does no harm
+    // yet, but the next reconnect would fail; none for a broker given as an address
+    if let Some(b) = obs.telemetry.map(|t| t.detail.broker)
+        && let Some(ok) = b.dns_ok
+    {
+        let took = b.dns_ms.map_or(String::new(), |ms| format!(" ({ms:.1} ms)"));
+        let (status, message) = if ok {
+            (HealthStatus::Ok, format!("the broker's name resolves{took}"))
+        } else {
+            (
+                HealthStatus::Warn,
+                format!(
+                    "the broker's name does not resolve{took}: a lost connection could not be re-established"
+                ),
+            )
+        };
+        push("broker_dns".into(), status, message);
+    }
 
     for a in &obs.actors {
         let exit = a
@@ -563,6 +581,26 @@ mod tests {
             "/data is not writable: cannot create /data/.rvm-agent-write-test: Read-only file \
              system (os error 30)"
         );
+    }
+
+    #[test]
+    fn a_broker_name_that_stops_resolving_warns_and_an_address_has_no_dns_check() {
+        let mut t = Telemetry::default();
+        let report = |t: &Telemetry| evaluate(&HealthConfig::default(), &build_observations(t));
+        assert!(
+            report(&t).checks.iter().all(|c| c.name != "broker_dns"),
+            "an address: nothing to resolve"
+        );
+        t.detail.broker = common::BrokerHealth {
+            rtt_ms: Some(2.0),
+            dns_ms: Some(1.5),
+            dns_ok: Some(true),
+        };
+        assert_eq!(check(&report(&t), "broker_dns").status, HealthStatus::Ok);
+        t.detail.broker.dns_ok = Some(false);
+        let r = report(&t);
+        assert_eq!(check(&r, "broker_dns").status, HealthStatus::Warn);
+        assert!(check(&r, "broker_dns").message.contains("does not resolve"));
     }
 
     #[test]

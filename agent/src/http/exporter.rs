@@ -798,6 +798,7 @@ pub(crate) mod tests {
                 Reading::new("confidence", 0.1),
                 Reading::new("transaction_active", 1.0),
             ],
+            detail: Default::default(),
         }
     }
 

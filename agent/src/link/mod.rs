@@ -21,6 +21,7 @@
 //! - [`brokers`]: the broker list and which broker comes next (pure)
 //! - [`config`]: the `[mqtt]` section
 //! - [`inflight`]: [`inflight::InFlight`], the pkid -> buffer key bookkeeping (pure)
+//! - [`probe`]: the broker path: keep-alive round trip and DNS resolution of its name
 //! - [`status`]: [`status::LinkStatus`], the link's counters and state, shared with health and
 //!   the status page
 //! - [`task`]: the link task that owns the rumqttc event loop
@@ -30,5 +31,6 @@ pub mod actor;
 pub mod brokers;
 pub mod config;
 pub mod inflight;
+pub mod probe;
 pub mod status;
 pub mod task;

@@ -19,6 +19,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use super::brokers::{Broker, BrokerRing, LinkLoss};
 use super::inflight::InFlight;
+use super::probe::{DNS_EVERY, PingClock, dns_loop};
 use super::status::LinkStatus;
 use crate::buffer::{BufferHandle, CallError, Key, Record};
 
@@ -125,6 +126,10 @@ pub async fn run(cfg: LinkConfig, mut h: LinkHandles) {
     };
     let cmd_topic = Topic::device(&cfg.device, Kind::Cmd);
     let mut gate = h.gate.take();
+    let mut ping = PingClock::default();
+    // the DNS check runs beside the event loop (a slow resolver must not hold it up) and
+    // ends with it
+    let _dns = AbortOnDrop(tokio::spawn(dns_loop(h.status.clone(), DNS_EVERY)));
     loop {
         if gate_closed(&gate) {
             // a network cut: drop the connection as a dead router would (no DISCONNECT, so the
@@ -211,6 +216,12 @@ pub async fn run(cfg: LinkConfig, mut h: LinkHandles) {
                 fill_window(&cfg, &client, &h, &mut inflight, &mut acks).await;
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => inflight.pkid_assigned(pkid),
+            Ok(Event::Outgoing(Outgoing::PingReq)) => ping.sent(std::time::Instant::now()),
+            Ok(Event::Incoming(Incoming::PingResp)) => {
+                if let Some(rtt) = ping.answered(std::time::Instant::now()) {
+                    h.status.note_ping(rtt);
+                }
+            }
             Ok(Event::Incoming(Incoming::PubAck(ack))) => {
                 if let Some(key) = inflight.acked(ack.pkid) {
                     acks.push(key);
@@ -229,6 +240,7 @@ pub async fn run(cfg: LinkConfig, mut h: LinkHandles) {
             }
             Ok(_) => {}
             Err(e) => {
+                ping.lost();
                 let loss = if connected {
                     h.status.disconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(device = %cfg.device, broker = %ring.current(), error = %e, "link down");
@@ -263,6 +275,15 @@ pub async fn run(cfg: LinkConfig, mut h: LinkHandles) {
         h.status
             .last_loop_ms
             .store(common::time::now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// Aborts a spawned task when the link ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

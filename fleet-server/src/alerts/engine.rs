@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use super::alert::{Ack, Alert, AlertState, DeviceInfo, Key, Transition, TransitionKind, severity_label};
 use super::checks::{CheckRules, check_kind, is_check_rule, rule_name, severity_of};
+use super::growth::GrowthWindow;
 use super::rules::{Op, Rule, Scope};
 use super::silence::{Silence, live_silence};
 
@@ -126,6 +127,9 @@ pub struct AlertEngine {
     checks: Option<CheckRules>,
     /// The rule of each active health check alert.
     check_rules: BTreeMap<Key, Rule>,
+    /// The recent samples of each (growth rule, device): in memory only, a restarted or
+    /// adopting instance measures the window afresh.
+    growth: BTreeMap<Key, GrowthWindow>,
 }
 
 /// The rule of `check`'s alert at `severity`, summarised by the check's `message`.
@@ -147,6 +151,7 @@ pub fn check_rule(c: &CheckRules, check: &str, severity: Severity, message: &str
         scope: Scope::default(),
         escalate_after_ms: c.escalate_after_ms.filter(|_| severity == Severity::Critical),
         summary: message.to_string(),
+        growth_window_ms: None,
     }
 }
 
@@ -165,6 +170,7 @@ impl AlertEngine {
             history_cap: HISTORY_CAP,
             checks: None,
             check_rules: BTreeMap::new(),
+            growth: BTreeMap::new(),
         };
         e.index(rules);
         e
@@ -189,6 +195,12 @@ impl AlertEngine {
             self.by_metric.entry(r.metric.clone()).or_default().push(i);
             self.by_name.insert(r.name.clone(), i);
         }
+        let by_name = &self.by_name;
+        self.growth.retain(|(rule, _), _| {
+            by_name
+                .get(rule)
+                .is_some_and(|i| rules[*i].growth_window_ms.is_some())
+        });
         self.rules = rules;
     }
 
@@ -252,6 +264,14 @@ impl AlertEngine {
         let rules = std::mem::take(&mut self.rules);
         for (i, value) in work {
             if let Some(rule) = rules.get(i) {
+                let value = match rule.growth_window_ms {
+                    Some(w) => self
+                        .growth
+                        .entry((rule.name.clone(), device.id.clone()))
+                        .or_default()
+                        .push(now_ms, value, w),
+                    None => value,
+                };
                 self.evaluate(rule, device, value, now_ms, &mut out);
             }
         }

@@ -35,6 +35,7 @@ pub mod checks;
 pub mod engine;
 pub mod fleetcorr;
 pub mod fleetwide;
+pub mod growth;
 pub mod http;
 pub mod inputs;
 pub mod kpi;

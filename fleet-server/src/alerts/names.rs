@@ -34,6 +34,11 @@ pub const FLAT_METRICS: &[&str] = &[
 /// Prefix of the vision service's application metrics (`app.errors`, `app.camera_fps`, ...).
 pub const APP_PREFIX: &str = "app.";
 
+/// Prefixes of the per-name figures of a machine's look inside (schema 2, issue 24; see
+/// `common::Detail::visit_metrics`): `proc.zombies`, `proc.<watched>.fds`,
+/// `net.<iface>.drops`, `tcp.established`, `disk.<dev>.util_pct`, `broker.rtt_ms`, ...
+pub const DETAIL_PREFIXES: &[&str] = &["proc.", "net.", "tcp.", "disk.", "broker."];
+
 /// `1` while the device is offline (presence), `0` otherwise.
 pub const PRESENCE_OFFLINE: &str = "presence.offline";
 /// Records the agent reported dropped (buffer cap) during the last evaluation window.
@@ -98,6 +103,14 @@ pub fn is_known_input(name: &str) -> bool {
         || SPECIAL_INPUTS.contains(&name)
         || KPI_INPUTS.contains(&name)
         || name.strip_prefix(APP_PREFIX).is_some_and(|rest| !rest.is_empty())
+        || DETAIL_PREFIXES.iter().any(|p| {
+            name.strip_prefix(p).is_some_and(|rest| {
+                !rest.is_empty()
+                    && rest
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            })
+        })
 }
 
 #[cfg(test)]
@@ -109,5 +122,9 @@ mod tests {
         assert!(is_known_input("app.camera_fps") && is_known_input(PRESENCE_OFFLINE));
         assert!(!is_known_input("app.") && !is_known_input("gpu.temp"));
         assert!(is_known_input(KPI_REJECT_RATIO) && !is_known_input("kpi.nothing"));
+        assert!(is_known_input("proc.zombies") && is_known_input("proc.vision.fds"));
+        assert!(
+            is_known_input("disk.wear_max_pct") && !is_known_input("proc.") && !is_known_input("proc.a b")
+        );
     }
 }

@@ -129,6 +129,11 @@ pub struct RuleFile {
     /// One line for people (notifications, web view). Defaults to `metric op threshold`.
     #[serde(default)]
     pub summary: Option<String>,
+    /// A leak rule: the input is how much `metric` rose over the last `growth_window_s`
+    /// seconds without ever falling (see [`super::growth`]), compared with `op` (`>` or
+    /// `>=`) and `threshold`.
+    #[serde(default)]
+    pub growth_window_s: Option<u64>,
 }
 
 /// The whole `rules.toml`.
@@ -165,6 +170,8 @@ pub struct Rule {
     pub scope: Scope,
     pub escalate_after_ms: Option<i64>,
     pub summary: String,
+    /// A leak rule's window ([`RuleFile::growth_window_s`]).
+    pub growth_window_ms: Option<i64>,
 }
 
 impl Rule {
@@ -335,6 +342,18 @@ impl RulesFile {
             if r.scope.tag.as_deref() == Some("") {
                 p.push(format!("{}: must not be empty", k("scope.tag")));
             }
+            if let Some(w) = r.growth_window_s {
+                check_duration(&mut p, k("growth_window_s"), w);
+                if w == 0 {
+                    p.push(format!("{}: must be at least 1 s", k("growth_window_s")));
+                }
+                if !r.op.is_upper() || r.abs {
+                    p.push(format!(
+                        "{}: a growth rule compares a rise: op must be \">\" or \">=\" and abs false",
+                        k("growth_window_s")
+                    ));
+                }
+            }
             rules.push(Rule {
                 name: r.name.clone(),
                 metric: r.metric.clone(),
@@ -348,10 +367,14 @@ impl RulesFile {
                 cooldown_ms: r.cooldown_s.min(MAX_DURATION_S) as i64 * 1000,
                 scope: r.scope.clone(),
                 escalate_after_ms: r.escalate_after_s.map(|e| e.min(MAX_DURATION_S) as i64 * 1000),
-                summary: r.summary.clone().unwrap_or_else(|| {
-                    let abs = if r.abs { "|" } else { "" };
-                    format!("{abs}{}{abs} {} {}", r.metric, r.op, r.threshold)
+                summary: r.summary.clone().unwrap_or_else(|| match r.growth_window_s {
+                    Some(w) => format!("{} rose {} {} within {w} s", r.metric, r.op, r.threshold),
+                    None => {
+                        let abs = if r.abs { "|" } else { "" };
+                        format!("{abs}{}{abs} {} {}", r.metric, r.op, r.threshold)
+                    }
                 }),
+                growth_window_ms: r.growth_window_s.map(|w| w.min(MAX_DURATION_S) as i64 * 1000),
             });
         }
         p.extend(self.correlate.validate("correlate"));
@@ -424,6 +447,37 @@ mod tests {
     fn the_shipped_rules_file_parses_and_validates() {
         let set = parse_rules(SHIPPED).unwrap();
         assert!(set.rules.len() >= 14, "{}", set.rules.len());
+    }
+
+    #[test]
+    fn a_growth_rule_needs_a_window_and_an_upper_comparison() {
+        let set = parse_rules(&build_rule("growth_window_s = 600")).unwrap();
+        assert_eq!(set.rules[0].growth_window_ms, Some(600_000));
+        assert!(
+            set.rules[0].summary.contains("within 600 s"),
+            "{}",
+            set.rules[0].summary
+        );
+        let bad = parse_rules(&build_rule("growth_window_s = 0").replace("\">\"", "\"<\"")).unwrap_err();
+        let text = bad.to_string();
+        assert!(
+            text.contains("rules[0].growth_window_s: must be at least 1 s"),
+            "{text}"
+        );
+        assert!(text.contains("op must be"), "{text}");
+        // the shipped leak and zombie rules name the inside figures
+        let shipped = parse_rules(SHIPPED).unwrap();
+        for (name, metric) in [
+            ("zombies_piling_up", "proc.zombies"),
+            ("vision_fd_leak", "proc.vision.fds"),
+            ("vision_rss_leak", "proc.vision.rss_bytes"),
+            ("storage_wear", "disk.wear_max_pct"),
+        ] {
+            assert!(
+                shipped.rules.iter().any(|r| r.name == name && r.metric == metric),
+                "{name}"
+            );
+        }
     }
 
     #[test]

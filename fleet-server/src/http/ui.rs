@@ -28,6 +28,12 @@ const ASSETS: &[(&str, &str, &[u8], &str)] = &[
         "no-cache",
     ),
     (
+        "inside.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/inside.js"),
+        "no-cache",
+    ),
+    (
         "theme.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../ui/theme.js"),

@@ -5,7 +5,7 @@
 use common::codec::{self, CodecError};
 use common::command::CommandResult;
 use common::topics::{Kind, Topic};
-use common::{DeviceId, DeviceState, Envelope, Event, HealthReport, Telemetry};
+use common::{DeviceId, DeviceState, Envelope, Event, HealthReport};
 
 use crate::messages::Ingested;
 
@@ -30,7 +30,7 @@ pub fn decode_record(
     }
     let (msg, named) = match kind {
         Kind::Telemetry => {
-            let e = dec::<Telemetry>(payload)?;
+            let e = codec::decode_telemetry(payload).map_err(|e| (e.label(), e.to_string()))?;
             let d = e.device.clone();
             (Ingested::Telemetry(Box::new(e)), d)
         }
@@ -67,7 +67,7 @@ pub fn decode_record(
 
 #[cfg(test)]
 mod tests {
-    use common::DeviceId;
+    use common::{DeviceId, Telemetry, TelemetryV1};
 
     use super::*;
 
@@ -97,5 +97,38 @@ mod tests {
             decode("rvm/v1/rvm1/telemetry", &bytes).err().map(|e| e.0),
             Some("unknown_schema")
         );
+    }
+
+    #[test]
+    fn an_old_agents_schema_1_telemetry_is_accepted_with_an_empty_detail() {
+        let mut env = Envelope::new(
+            DeviceId::new("rvm1").unwrap(),
+            5,
+            0,
+            TelemetryV1 {
+                uptime_s: 99,
+                ..Default::default()
+            },
+        );
+        env.schema = 1;
+        let bytes = codec::encode(&env).unwrap();
+        let Ok(Ingested::Telemetry(t)) = decode("rvm/v1/rvm1/telemetry", &bytes) else {
+            panic!("a schema-1 telemetry is refused")
+        };
+        assert_eq!((t.schema, t.seq, t.body.uptime_s), (1, 5, 99));
+        assert_eq!(t.body.detail, common::Detail::default());
+        // the other bodies did not change between 1 and 2: an old agent's event still decodes
+        let mut ev = Envelope::new(
+            DeviceId::new("rvm1").unwrap(),
+            6,
+            0,
+            common::Event {
+                severity: common::Severity::Info,
+                kind: common::EventKind::Note,
+                message: "old".into(),
+            },
+        );
+        ev.schema = 1;
+        assert!(decode("rvm/v1/rvm1/event", &codec::encode(&ev).unwrap()).is_ok());
     }
 }

@@ -607,6 +607,32 @@ mod tests {
     use crate::fleet::state::PresencePolicy;
     use crate::ingest::journal::JournalRecord;
 
+    /// What the look inside (schema 2) costs a history row, measured on the documented
+    /// example (a simulated Jetson: 5 + 5 top entries, one watched process, one interface,
+    /// TCP, one eMMC, broker round trip): the row grows by its flat metrics, each a name and
+    /// an f32. The budget keeps a change that multiplies them from passing unnoticed.
+    #[test]
+    fn the_look_inside_costs_a_history_row_under_a_kilobyte() {
+        let env: Envelope<Telemetry> =
+            serde_json::from_str(include_str!("../../../docs/examples/telemetry.json")).unwrap();
+        let mut old = env.clone();
+        old.body.detail = Default::default();
+        let size =
+            |e: &Envelope<Telemetry>| common::codec::encode(&history_row(e, 1, 0, None)).unwrap().len();
+        let wire = |e: &Envelope<Telemetry>| common::codec::encode(e).unwrap().len();
+        let (with, without) = (size(&env), size(&old));
+        let added_metrics =
+            history_row(&env, 1, 0, None).metrics.len() - history_row(&old, 1, 0, None).metrics.len();
+        println!(
+            "history row: {without} -> {with} bytes (+{} for {added_metrics} metrics); wire record: {} -> {} bytes",
+            with - without,
+            wire(&old),
+            wire(&env)
+        );
+        assert!(added_metrics >= 30, "{added_metrics}");
+        assert!(with - without < 1024, "{without} -> {with}");
+    }
+
     fn record(device: &DeviceId, seq: u64, ts_ms: i64) -> JournalRecord {
         let env = Envelope::new(device.clone(), seq, ts_ms, Telemetry::default());
         JournalRecord {

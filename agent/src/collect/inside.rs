@@ -1,0 +1,324 @@
+//! What sysinfo does not read (issue 24): block devices (`/proc/diskstats`) with the eMMC/SD
+//! wear indicator (`/sys/block/*/device/life_time`, `pre_eol_info`), per-interface drops
+//! (`/proc/net/dev`), TCP connections by state (`/proc/net/tcp{,6}`), the machine's thread
+//! count (`/proc/loadavg`) and one process's threads (`/proc/PID/stat`).
+//!
+//! The files are parsed by `procfs-core` (parsers only: no second syscall layer in the
+//! agent) and opened under the configured `[paths] procfs` and `sysfs` roots, so a fixture
+//! tree stands in for a machine. A file that cannot be read gives `None` or an empty list.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use common::{BlockDevice, IfaceRates, TcpStates, parse_life_time, parse_pre_eol};
+use procfs_core::net::{InterfaceDeviceStatus, TcpNetEntries, TcpState};
+use procfs_core::{DiskStats, ExplicitSystemInfo, FromBufRead, FromBufReadSI, FromRead, LoadAverage};
+
+/// Sector size of `/proc/diskstats` counters, whatever the device's own.
+const SECTOR: f64 = 512.0;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct DiskCounters {
+    sectors_read: u64,
+    sectors_written: u64,
+    reads: u64,
+    writes: u64,
+    io_ticks_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct IfaceCounters {
+    rx_bytes: u64,
+    tx_bytes: u64,
+    rx_packets: u64,
+    tx_packets: u64,
+}
+
+/// Reads the machine's pseudo-filesystems; keeps the last counters to turn them into rates.
+#[derive(Debug)]
+pub struct InsideReader {
+    procfs: PathBuf,
+    sysfs: PathBuf,
+    disks: HashMap<String, (i64, DiskCounters)>,
+    ifaces: HashMap<String, (i64, IfaceCounters)>,
+}
+
+fn rate(now: u64, before: u64, dt_s: f64) -> f64 {
+    now.saturating_sub(before) as f64 / dt_s
+}
+
+/// Loop, RAM and compressed-RAM devices say nothing about the machine's storage.
+fn interesting_block(name: &str) -> bool {
+    !(name.starts_with("loop") || name.starts_with("ram") || name.starts_with("zram"))
+}
+
+impl InsideReader {
+    pub fn new(procfs: impl Into<PathBuf>, sysfs: impl Into<PathBuf>) -> Self {
+        InsideReader {
+            procfs: procfs.into(),
+            sysfs: sysfs.into(),
+            disks: HashMap::new(),
+            ifaces: HashMap::new(),
+        }
+    }
+
+    fn open(&self, rel: &str) -> Option<BufReader<File>> {
+        File::open(self.procfs.join(rel)).ok().map(BufReader::new)
+    }
+
+    /// Whole block devices (those with a `/sys/block/<name>`, not partitions) with their
+    /// rates since the previous call (0 at the first), and the wear indicator where the
+    /// device has one. A device with a wear node but no diskstats line (a fixture tree)
+    /// is listed with its wear and zero rates.
+    pub fn block(&mut self, now_ms: i64) -> Vec<BlockDevice> {
+        let block_dir = self.sysfs.join("block");
+        let stats = self
+            .open("diskstats")
+            .and_then(|r| DiskStats::from_buf_read(r).ok())
+            .map(|d| d.0)
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        for d in stats {
+            if !interesting_block(&d.name) || !block_dir.join(&d.name).exists() {
+                continue;
+            }
+            let c = DiskCounters {
+                sectors_read: d.sectors_read,
+                sectors_written: d.sectors_written,
+                reads: d.reads,
+                writes: d.writes,
+                io_ticks_ms: d.time_in_progress,
+            };
+            let mut dev = BlockDevice {
+                name: d.name.clone(),
+                ..Default::default()
+            };
+            if let Some((at, p)) = self.disks.insert(d.name.clone(), (now_ms, c)) {
+                let dt_ms = (now_ms - at).max(1) as f64;
+                let dt_s = dt_ms / 1000.0;
+                dev.read_bytes_per_s = rate(c.sectors_read, p.sectors_read, dt_s) * SECTOR;
+                dev.write_bytes_per_s = rate(c.sectors_written, p.sectors_written, dt_s) * SECTOR;
+                dev.reads_per_s = rate(c.reads, p.reads, dt_s);
+                dev.writes_per_s = rate(c.writes, p.writes, dt_s);
+                dev.util_pct =
+                    (c.io_ticks_ms.saturating_sub(p.io_ticks_ms) as f64 * 100.0 / dt_ms).min(100.0) as f32;
+            }
+            wear(&block_dir.join(&d.name), &mut dev);
+            seen.push(d.name);
+            out.push(dev);
+        }
+        if let Ok(dir) = std::fs::read_dir(&block_dir) {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if seen.contains(&name) || !interesting_block(&name) {
+                    continue;
+                }
+                let mut dev = BlockDevice {
+                    name,
+                    ..Default::default()
+                };
+                wear(&e.path(), &mut dev);
+                if dev.wear_pct.is_some() || dev.pre_eol.is_some() {
+                    out.push(dev);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Every interface of `/proc/net/dev` but loopback, with rates since the previous call.
+    pub fn ifaces(&mut self, now_ms: i64) -> Vec<IfaceRates> {
+        let Some(all) = self
+            .open("net/dev")
+            .and_then(|r| InterfaceDeviceStatus::from_buf_read(r).ok())
+        else {
+            return Vec::new();
+        };
+        let mut out: Vec<IfaceRates> = all
+            .0
+            .into_values()
+            .filter(|d| d.name != "lo")
+            .map(|d| {
+                let c = IfaceCounters {
+                    rx_bytes: d.recv_bytes,
+                    tx_bytes: d.sent_bytes,
+                    rx_packets: d.recv_packets,
+                    tx_packets: d.sent_packets,
+                };
+                let mut i = IfaceRates {
+                    iface: d.name.clone(),
+                    rx_errors: d.recv_errs,
+                    tx_errors: d.sent_errs,
+                    rx_drops: d.recv_drop,
+                    tx_drops: d.sent_drop,
+                    ..Default::default()
+                };
+                if let Some((at, p)) = self.ifaces.insert(d.name.clone(), (now_ms, c)) {
+                    let dt_s = (now_ms - at).max(1) as f64 / 1000.0;
+                    i.rx_bytes_per_s = rate(c.rx_bytes, p.rx_bytes, dt_s);
+                    i.tx_bytes_per_s = rate(c.tx_bytes, p.tx_bytes, dt_s);
+                    i.rx_packets_per_s = rate(c.rx_packets, p.rx_packets, dt_s);
+                    i.tx_packets_per_s = rate(c.tx_packets, p.tx_packets, dt_s);
+                }
+                i
+            })
+            .collect();
+        out.sort_by(|a, b| a.iface.cmp(&b.iface));
+        out
+    }
+
+    /// TCP connections by state, IPv4 and IPv6 together; None if neither table is readable.
+    pub fn tcp(&self) -> Option<TcpStates> {
+        // the parser needs no system figure for these tables
+        let si = ExplicitSystemInfo {
+            boot_time_secs: 0,
+            ticks_per_second: 100,
+            page_size: 4096,
+            is_little_endian: cfg!(target_endian = "little"),
+        };
+        let mut t = TcpStates::default();
+        let mut any = false;
+        for table in ["net/tcp", "net/tcp6"] {
+            let Some(entries) = self
+                .open(table)
+                .and_then(|r| TcpNetEntries::from_buf_read(r, &si).ok())
+            else {
+                continue;
+            };
+            any = true;
+            for e in entries.0 {
+                let n = match e.state {
+                    TcpState::Established => &mut t.established,
+                    TcpState::SynSent => &mut t.syn_sent,
+                    TcpState::SynRecv | TcpState::NewSynRecv => &mut t.syn_recv,
+                    TcpState::FinWait1 => &mut t.fin_wait1,
+                    TcpState::FinWait2 => &mut t.fin_wait2,
+                    TcpState::TimeWait => &mut t.time_wait,
+                    TcpState::Close => &mut t.close,
+                    TcpState::CloseWait => &mut t.close_wait,
+                    TcpState::LastAck => &mut t.last_ack,
+                    TcpState::Listen => &mut t.listen,
+                    TcpState::Closing => &mut t.closing,
+                };
+                *n += 1;
+            }
+        }
+        any.then_some(t)
+    }
+
+    /// Threads of the whole machine: `/proc/loadavg`'s count of scheduling entities.
+    pub fn total_threads(&self) -> Option<u32> {
+        self.open("loadavg")
+            .and_then(|r| LoadAverage::from_read(r).ok())
+            .map(|l| l.max)
+    }
+
+    /// Threads of one process (`/proc/PID/stat`).
+    pub fn threads_of(&self, pid: u32) -> Option<u32> {
+        let r = self.open(&format!("{pid}/stat"))?;
+        procfs_core::process::Stat::from_read(r)
+            .ok()
+            .and_then(|s| u32::try_from(s.num_threads).ok())
+    }
+}
+
+/// Reads `<dev>/device/life_time` and `pre_eol_info` (eMMC and some SD cards).
+fn wear(dev_dir: &Path, dev: &mut BlockDevice) {
+    let read = |f: &str| std::fs::read_to_string(dev_dir.join("device").join(f)).ok();
+    dev.wear_pct = read("life_time").and_then(|t| parse_life_time(&t));
+    dev.pre_eol = read("pre_eol_info").and_then(|t| parse_pre_eol(&t));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fixture_tree_gives_rates_wear_drops_and_tcp_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc_ = dir.path().join("proc");
+        let sys = dir.path().join("sys");
+        std::fs::create_dir_all(proc_.join("net")).unwrap();
+        let mmc = sys.join("block/mmcblk0/device");
+        std::fs::create_dir_all(&mmc).unwrap();
+        std::fs::create_dir_all(sys.join("block/loop0")).unwrap();
+        std::fs::write(mmc.join("life_time"), "0x03 0x09\n").unwrap();
+        std::fs::write(mmc.join("pre_eol_info"), "0x02\n").unwrap();
+        let disk = |reads: u64, sectors: u64, ticks: u64| {
+            format!(
+                "   7       0 loop0 1 0 2 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n \
+                 179       0 mmcblk0 {reads} 0 {sectors} 10 {reads} 0 {sectors} 20 0 {ticks} 30 0 0 0 0 0 0\n \
+                 179       1 mmcblk0p1 {reads} 0 {sectors} 10 {reads} 0 {sectors} 20 0 {ticks} 30 0 0 0 0 0 0\n"
+            )
+        };
+        let netdev = |bytes: u64| {
+            format!(
+                "Inter-|   Receive                                                |  Transmit\n \
+                 face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+                 lo: 100 1 0 0 0 0 0 0 100 1 0 0 0 0 0 0\n  \
+                 eth0: {bytes} 10 1 4 0 0 0 0 {bytes} 20 2 5 0 0 0 0\n"
+            )
+        };
+        std::fs::write(proc_.join("diskstats"), disk(100, 1000, 0)).unwrap();
+        std::fs::write(proc_.join("net/dev"), netdev(1000)).unwrap();
+        std::fs::write(
+            proc_.join("net/tcp"),
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
+             0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0\n   \
+             1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1\n",
+        )
+        .unwrap();
+        std::fs::write(proc_.join("loadavg"), "0.50 0.40 0.30 2/1234 5678\n").unwrap();
+        let mut r = InsideReader::new(&proc_, &sys);
+        let first = r.block(0);
+        assert_eq!(
+            first.len(),
+            1,
+            "partitions and loop devices are left out: {first:?}"
+        );
+        assert_eq!(first[0].wear_pct, Some(90.0));
+        assert_eq!(first[0].pre_eol, Some(2));
+        r.ifaces(0);
+        std::fs::write(proc_.join("diskstats"), disk(150, 3000, 500)).unwrap();
+        std::fs::write(proc_.join("net/dev"), netdev(3000)).unwrap();
+        let b = r.block(2000);
+        assert_eq!(b[0].reads_per_s, 25.0);
+        assert_eq!(b[0].read_bytes_per_s, 1000.0 * 512.0);
+        assert_eq!(b[0].util_pct, 25.0);
+        let i = r.ifaces(2000);
+        assert_eq!(i.len(), 1, "loopback is left out");
+        assert_eq!(
+            (i[0].rx_bytes_per_s, i[0].rx_drops, i[0].tx_drops),
+            (1000.0, 4, 5)
+        );
+        let t = r.tcp().unwrap();
+        assert_eq!((t.listen, t.established), (1, 1));
+        assert_eq!(r.total_threads(), Some(1234));
+    }
+
+    #[test]
+    fn a_device_with_only_a_wear_node_is_listed_and_missing_files_give_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mmc = dir.path().join("sys/block/mmcblk1/device");
+        std::fs::create_dir_all(&mmc).unwrap();
+        std::fs::write(mmc.join("life_time"), "0x0a 0x01\n").unwrap();
+        let mut r = InsideReader::new(dir.path().join("proc"), dir.path().join("sys"));
+        let b = r.block(0);
+        assert_eq!((b.len(), b[0].wear_pct), (1, Some(100.0)));
+        assert!(r.ifaces(0).is_empty() && r.tcp().is_none() && r.total_threads().is_none());
+    }
+
+    #[test]
+    fn this_machine_has_threads_and_an_interface() {
+        let mut r = InsideReader::new("/proc", "/sys");
+        assert!(r.total_threads().is_some_and(|n| n > 1));
+        assert!(r.threads_of(std::process::id()).is_some_and(|n| n >= 1));
+        assert!(r.tcp().is_some());
+        let _ = r.block(0);
+        assert!(!r.ifaces(0).is_empty() || !Path::new("/proc/net/dev").exists());
+    }
+}
