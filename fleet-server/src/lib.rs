@@ -59,6 +59,7 @@ pub mod incidents;
 pub mod ingest;
 pub mod live;
 pub mod messages;
+pub mod metric_names;
 pub mod notify;
 pub mod pg;
 pub mod provision;

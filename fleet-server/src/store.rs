@@ -6,17 +6,21 @@
 //! | --- | --- |
 //! | `delivery`, `devices`, and the writes of `history` and `rollup_dirty` | [`crate::ingest::store`]: the ingest writer's batches |
 //! | `history`, `history_packed`, `rollups`, `rollups_packed`, `rollup_dirty` | [`crate::history::store`] (reads, rollups, retention) and [`crate::history::pack`] (packing) |
+//! | `metric_names` | [`crate::metric_names`]: the names history rows and rollups refer to by id |
 //! | `alerts` | [`crate::alerts::store`]: the engine's and correlator's exports |
 //! | `commands`, `rollouts` ([`FleetStore::tree`]) | [`crate::commands::store`] |
 //! | `notify_outbox`, `notify_outbox_due`, `notify_outbox_corrupt` | [`crate::notify::outbox::sled_store`] |
 //!
 //! Keys of per-device, time-ordered trees are built here ([`time_key`], [`history_key`]) so
-//! the features that share a tree agree on its layout. This module imports no feature.
+//! the features that share a tree agree on its layout. This module imports no feature (the
+//! name book is a leaf).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::DeviceId;
+
+use crate::metric_names::NameBook;
 
 /// sled page cache for the server store.
 pub const STORE_CACHE_BYTES: u64 = 64 << 20;
@@ -59,6 +63,8 @@ pub struct FleetStore {
     pub(crate) rollup_dirty: sled::Tree,
     /// The alert engine's and correlator's exports.
     pub(crate) alerts: sled::Tree,
+    /// The metric names history rows and rollups refer to by id (`metric_names`).
+    pub(crate) names: NameBook,
     alive: Arc<()>,
 }
 
@@ -151,6 +157,7 @@ impl FleetStore {
             rollups_packed: db.open_tree("rollups_packed").map_err(err)?,
             rollup_dirty: db.open_tree("rollup_dirty").map_err(err)?,
             alerts: db.open_tree("alerts").map_err(err)?,
+            names: NameBook::open(db.open_tree("metric_names").map_err(err)?).map_err(err)?,
             db,
             alive: Arc::new(()),
         })

@@ -17,10 +17,13 @@
 use std::path::PathBuf;
 
 use common::DeviceId;
-use serde::Serialize;
+use common::codec::{self, CodecError};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::minute::{HOUR_MS, MINUTE_MS};
-use super::rows::{HistoryRow, RollupRow};
+use super::rows::{Agg, HistoryRow, RollupRow};
+use crate::metric_names::{NameBook, Names};
 use crate::store::{FleetStore, StoreError, parse_time_key, time_key};
 
 /// Encoded bytes of one packed value at most (a single row larger than this is a part of its
@@ -29,21 +32,143 @@ use crate::store::{FleetStore, StoreError, parse_time_key, time_key};
 /// read of history costlier in memory.
 pub const PART_BYTES: usize = 8 << 10;
 
+/// First byte of a compact value (see "Compact rows" below). bincode's varints never start
+/// with it, and every value written before compact rows starts with one (a row's time, a
+/// packed part's length), so the two layouts tell themselves apart.
+const COMPACT: u8 = 0xFF;
+
 /// A row kept as one key until its span is sealed, then packed with its span's others.
-pub trait Packable: Serialize + serde::de::DeserializeOwned + Send + 'static {
+///
+/// Compact rows: a row is stored with its metric names replaced by their ids in the store's
+/// [`NameBook`] (`COMPACT`, then the bincode of [`Packable::Compact`]); a value written
+/// before that, with names spelled out, is still read.
+pub trait Packable: DeserializeOwned + Send + Sized + 'static {
+    /// The stored form: the row with ids for names.
+    type Compact: Serialize + DeserializeOwned;
     /// Order and identity: two rows with the same id are the same row.
     fn id(&self) -> (i64, u64);
+    /// The stored form, writing new names into `book` first.
+    fn compact(&self, book: &NameBook) -> Result<Self::Compact, sled::Error>;
+    /// The row back; a metric whose id the book does not hold is left out.
+    fn expand(c: Self::Compact, names: Names<'_>) -> Self;
+}
+
+/// A [`HistoryRow`] as stored.
+#[derive(Serialize, Deserialize)]
+pub struct CompactRow {
+    ts_ms: i64,
+    seq: u64,
+    metrics: Vec<(u32, f32)>,
+}
+
+/// A [`RollupRow`] as stored.
+#[derive(Serialize, Deserialize)]
+pub struct CompactRollup {
+    minute_ms: i64,
+    metrics: Vec<(u32, Agg)>,
+}
+
+fn ids<V: Copy>(book: &NameBook, metrics: &[(String, V)]) -> Result<Vec<(u32, V)>, sled::Error> {
+    metrics.iter().map(|(n, v)| Ok((book.id(n)?, *v))).collect()
+}
+
+fn spelled<V>(names: Names<'_>, metrics: Vec<(u32, V)>) -> Vec<(String, V)> {
+    metrics
+        .into_iter()
+        .filter_map(|(id, v)| Some((names.get(id)?.to_owned(), v)))
+        .collect()
 }
 
 impl Packable for HistoryRow {
+    type Compact = CompactRow;
+
     fn id(&self) -> (i64, u64) {
         (self.ts_ms, self.seq)
+    }
+
+    fn compact(&self, book: &NameBook) -> Result<CompactRow, sled::Error> {
+        Ok(CompactRow {
+            ts_ms: self.ts_ms,
+            seq: self.seq,
+            metrics: ids(book, &self.metrics)?,
+        })
+    }
+
+    fn expand(c: CompactRow, names: Names<'_>) -> HistoryRow {
+        HistoryRow {
+            ts_ms: c.ts_ms,
+            seq: c.seq,
+            metrics: spelled(names, c.metrics),
+        }
     }
 }
 
 impl Packable for RollupRow {
+    type Compact = CompactRollup;
+
     fn id(&self) -> (i64, u64) {
         (self.minute_ms, 0)
+    }
+
+    fn compact(&self, book: &NameBook) -> Result<CompactRollup, sled::Error> {
+        Ok(CompactRollup {
+            minute_ms: self.minute_ms,
+            metrics: ids(book, &self.metrics)?,
+        })
+    }
+
+    fn expand(c: CompactRollup, names: Names<'_>) -> RollupRow {
+        RollupRow {
+            minute_ms: c.minute_ms,
+            metrics: spelled(names, c.metrics),
+        }
+    }
+}
+
+/// Encodes one row, or a packed part (`&[R]`), in the compact layout.
+fn encode_compact<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let body = codec::encode(value)?;
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(COMPACT);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// One row's stored value.
+pub fn encode_row<R: Packable>(row: &R, book: &NameBook) -> Result<Vec<u8>, StoreError> {
+    let c = row.compact(book).map_err(|e| StoreError::Encode(e.to_string()))?;
+    Ok(encode_compact(&c)?)
+}
+
+/// A packed part's stored value.
+pub fn encode_rows<R: Packable>(rows: &[R], book: &NameBook) -> Result<Vec<u8>, StoreError> {
+    let c = rows
+        .iter()
+        .map(|r| r.compact(book))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StoreError::Encode(e.to_string()))?;
+    Ok(encode_compact(&c)?)
+}
+
+/// One row from its stored value, in either layout.
+pub fn decode_row<R: Packable>(bytes: &[u8], book: &NameBook) -> Result<R, CodecError> {
+    match bytes.split_first() {
+        Some((&COMPACT, body)) => {
+            let c = codec::decode_bare::<R::Compact>(body)?;
+            Ok(book.with_names(|names| R::expand(c, names)))
+        }
+        _ => codec::decode_bare::<R>(bytes),
+    }
+}
+
+/// A packed part's rows from its stored value, in either layout.
+pub fn decode_rows<R: Packable>(bytes: &[u8], book: &NameBook) -> Result<Vec<R>, CodecError> {
+    match bytes.split_first() {
+        Some((&COMPACT, body)) => {
+            let c = codec::decode_bare::<Vec<R::Compact>>(body)?;
+            Ok(book.with_names(|names| c.into_iter().map(|c| R::expand(c, names)).collect()))
+        }
+        _ => codec::decode_bare::<Vec<R>>(bytes),
     }
 }
 
@@ -104,7 +229,7 @@ impl FleetStore {
             if span.saturating_add(span_ms) > sealed_before_ms {
                 continue;
             }
-            let Ok(row) = common::codec::decode_bare::<R>(&v) else {
+            let Ok(row) = decode_row::<R>(&v, &self.names) else {
                 // unreadable: left alone (readers skip it too) until retention deletes it
                 continue;
             };
@@ -146,7 +271,7 @@ impl FleetStore {
         let mut parts = sled::Batch::default();
         for item in packed.scan_prefix(&prefix) {
             let (k, v) = item.map_err(|e| self.err(e))?;
-            match common::codec::decode_bare::<Vec<R>>(&v) {
+            match decode_rows::<R>(&v, &self.names) {
                 Ok(old) => rows.extend(old),
                 Err(e) => {
                     tracing::error!(device = %device, span_ms, error = %e, "unreadable packed history dropped")
@@ -162,13 +287,13 @@ impl FleetStore {
         let mut put = |part: &mut Vec<R>, index: &mut u16| -> Result<(), StoreError> {
             let mut key = prefix.clone();
             key.extend_from_slice(&index.to_be_bytes());
-            parts.insert(key, common::codec::encode(&*part)?);
+            parts.insert(key, encode_rows(part, &self.names)?);
             part.clear();
             *index += 1;
             Ok(())
         };
         for row in rows {
-            let n = common::codec::encode(&row)?.len();
+            let n = encode_row(&row, &self.names)?.len();
             if !part.is_empty() && size + n > PART_BYTES {
                 put(&mut part, &mut index)?;
                 size = 0;
@@ -205,18 +330,20 @@ impl FleetStore {
             error,
         };
         let path = self.path().to_path_buf();
+        let book = self.names.clone();
         let singles = single
             .range(time_key(device, from_ms)..time_key(device, to_ms))
             .filter_map(move |item| match item {
-                Ok((_, v)) => common::codec::decode_bare::<R>(&v).ok().map(Ok),
+                Ok((_, v)) => decode_row::<R>(&v, &book).ok().map(Ok),
                 Err(error) => Some(Err(fail(&path, error))),
             });
         let path = self.path().to_path_buf();
         let span_start = from_ms.div_euclid(span_ms) * span_ms;
+        let book = self.names.clone();
         let parts = packed
             .range(time_key(device, span_start)..time_key(device, to_ms))
             .flat_map(move |item| match item {
-                Ok((_, v)) => common::codec::decode_bare::<Vec<R>>(&v)
+                Ok((_, v)) => decode_rows::<R>(&v, &book)
                     .unwrap_or_default()
                     .into_iter()
                     .filter(|r| (from_ms..to_ms).contains(&r.id().0))
@@ -243,7 +370,7 @@ impl FleetStore {
             return Ok(None);
         };
         let (_, v) = item.map_err(|e| self.err(e))?;
-        Ok(common::codec::decode_bare::<Vec<R>>(&v)
+        Ok(decode_rows::<R>(&v, &self.names)
             .ok()
             .and_then(|rows| rows.first().map(|r| r.id().0)))
     }
@@ -299,13 +426,10 @@ mod tests {
             let row = HistoryRow {
                 ts_ms: ts,
                 seq,
-                // about 85 bytes a row: 97 rows fill a part
-                metrics: vec![
-                    ("cpu.usage_pct".into(), seq as f32),
-                    ("memory.used_pct".into(), 1.0),
-                    ("gpu.load_pct".into(), 2.0),
-                    ("thermal.cpu_c".into(), 3.0),
-                ],
+                // 16 metrics, about 87 bytes a row in the compact layout: 94 rows fill a part
+                metrics: std::iter::once(("cpu.usage_pct".to_string(), seq as f32))
+                    .chain((1..16).map(|i| (format!("m{i}"), i as f32)))
+                    .collect(),
             };
             b.history(d, row);
         }
@@ -424,5 +548,84 @@ mod tests {
         s.pack_sealed_rollups(2 * HOUR_MS, u64::MAX).unwrap();
         assert_eq!(s.key_counts().rollups, 0);
         assert_eq!(s.first_data_minute(&late).unwrap(), Some(17 * MINUTE_MS));
+    }
+
+    /// A store written before compact rows (names spelled out in every row and part) is
+    /// read as before, packs together with compact rows, and survives a reopen.
+    #[test]
+    fn rows_stored_with_spelled_out_names_are_still_read_and_packed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = DeviceId::new("rvm1").unwrap();
+        let old = |ts: i64, seq: u64| HistoryRow {
+            ts_ms: ts,
+            seq,
+            metrics: vec![("cpu.usage_pct".into(), seq as f32), ("app.items".into(), 2.0)],
+        };
+        {
+            let s = FleetStore::open(dir.path()).unwrap();
+            // the old layout, as the writer stored it: codec::encode of the row or the part
+            for seq in 1..=3 {
+                let r = old(seq as i64 * 1000, seq);
+                s.history
+                    .insert(
+                        crate::store::history_key(&d, r.ts_ms, seq),
+                        codec::encode(&r).unwrap(),
+                    )
+                    .unwrap();
+            }
+            let part = vec![old(-59_000, 100), old(-58_000, 101)];
+            let mut key = time_key(&d, -MINUTE_MS);
+            key.extend_from_slice(&0u16.to_be_bytes());
+            s.history_packed
+                .insert(key, codec::encode(&part).unwrap())
+                .unwrap();
+            // and new rows beside them
+            write(&s, &d, [(4000, 4), (70_000, 5)]);
+            s.flush().unwrap();
+        }
+        let s = FleetStore::open(dir.path()).unwrap();
+        let all = s.history(&d, i64::MIN / 2, i64::MAX / 2, 100).unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [100, 101, 1, 2, 3, 4, 5]
+        );
+        assert_eq!(all[2], old(1000, 1), "an old row reads back whole");
+        assert_eq!(all[5].metrics[0], ("cpu.usage_pct".to_string(), 4.0));
+        assert_eq!(all[5].metrics.len(), 16);
+        // minute 0 holds three old rows and one new: one part, in the compact layout (minute
+        // -1 has no single keys, its old part stays as it is)
+        assert_eq!(
+            s.pack_sealed(60_000, u64::MAX).unwrap(),
+            Packed { spans: 1, rows: 4 }
+        );
+        assert_eq!(s.history(&d, i64::MIN / 2, i64::MAX / 2, 100).unwrap(), all);
+        let mut key = time_key(&d, 0);
+        key.extend_from_slice(&0u16.to_be_bytes());
+        let v = s.history_packed.get(key).unwrap().unwrap();
+        assert_eq!(v[0], COMPACT);
+        assert_eq!(s.key_counts().raw, 1, "minute 1 is not sealed");
+    }
+
+    /// What the names cost: a row of 57 metrics with names as the look inside spells them
+    /// (19 bytes on average) is about a quarter of its spelled-out size once compact.
+    #[test]
+    fn a_compact_row_is_a_fraction_of_the_spelled_out_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FleetStore::open(dir.path()).unwrap();
+        let row = HistoryRow {
+            ts_ms: 1_796_599_024_947,
+            seq: 12345,
+            metrics: (0..57)
+                .map(|i| (format!("proc.top_cpu.{i:02}.rss_b"), i as f32))
+                .collect(),
+        };
+        let (spelled, compact) = (
+            codec::encode(&row).unwrap().len(),
+            encode_row(&row, &s.names).unwrap().len(),
+        );
+        assert!(compact * 3 < spelled, "{spelled} -> {compact}");
+        let back: HistoryRow = decode_row(&encode_row(&row, &s.names).unwrap(), &s.names).unwrap();
+        assert_eq!(back, row);
+        assert_eq!(s.names.len(), 57);
     }
 }

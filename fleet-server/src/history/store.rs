@@ -229,7 +229,7 @@ impl FleetStore {
         match row {
             Some(r) => self
                 .rollups
-                .insert(key, common::codec::encode(r)?)
+                .insert(key, super::pack::encode_row(r, &self.names)?)
                 .map(|_| ())
                 .map_err(|e| self.err(e)),
             None => self.rollups.remove(key).map(|_| ()).map_err(|e| self.err(e)),
@@ -269,10 +269,12 @@ impl FleetStore {
             Ok::<u64, StoreError>(n)
         };
         let one = |_: &[u8]| 1;
-        let raw_in_part =
-            |v: &[u8]| common::codec::decode_bare::<Vec<HistoryRow>>(v).map_or(0, |rows| rows.len() as u64);
-        let rollups_in_part =
-            |v: &[u8]| common::codec::decode_bare::<Vec<RollupRow>>(v).map_or(0, |rows| rows.len() as u64);
+        let raw_in_part = |v: &[u8]| {
+            super::pack::decode_rows::<HistoryRow>(v, &self.names).map_or(0, |rows| rows.len() as u64)
+        };
+        let rollups_in_part = |v: &[u8]| {
+            super::pack::decode_rows::<RollupRow>(v, &self.names).map_or(0, |rows| rows.len() as u64)
+        };
         // spans that ended by the bound: key(start) + part < key(before - span + 1)
         let ended = |before: i64, span: i64| before.saturating_sub(span - 1);
         Ok((

@@ -114,7 +114,7 @@ impl IngestStore for FleetStore {
             self.history
                 .insert(
                     history_key(device, row.ts_ms, row.seq),
-                    common::codec::encode(row)?,
+                    crate::history::pack::encode_row(row, &self.names)?,
                 )
                 .map_err(|e| self.err(e))?;
             dirty.insert(time_key(device, minute_of(row.ts_ms)));

@@ -623,14 +623,25 @@ mod tests {
         let (with, without) = (size(&env), size(&old));
         let added_metrics =
             history_row(&env, 1, 0, None).metrics.len() - history_row(&old, 1, 0, None).metrics.len();
+        // as the sled store keeps it: names as ids of its name book
+        let dir = tempfile::tempdir().unwrap();
+        let store = FleetStore::open(dir.path()).unwrap();
+        let stored = |e: &Envelope<Telemetry>| {
+            crate::history::pack::encode_row(&history_row(e, 1, 0, None), &store.names)
+                .unwrap()
+                .len()
+        };
+        let (stored_with, stored_without) = (stored(&env), stored(&old));
         println!(
-            "history row: {without} -> {with} bytes (+{} for {added_metrics} metrics); wire record: {} -> {} bytes",
+            "history row: {without} -> {with} bytes (+{} for {added_metrics} metrics), stored \
+             {stored_without} -> {stored_with}; wire record: {} -> {} bytes",
             with - without,
             wire(&old),
             wire(&env)
         );
         assert!(added_metrics >= 30, "{added_metrics}");
         assert!(with - without < 1024, "{without} -> {with}");
+        assert!(stored_with * 3 < with, "stored {stored_with} of {with} bytes");
     }
 
     fn record(device: &DeviceId, seq: u64, ts_ms: i64) -> JournalRecord {
