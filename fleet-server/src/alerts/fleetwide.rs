@@ -15,7 +15,7 @@
 //!   acknowledgement stops its escalation, the resolve goes through its engine like one made
 //!   there (notified once, joined by its correlator), neither audited again. Until then its
 //!   exports cannot undo them: the store keeps an acknowledgement and a resolution
-//!   (`super::pg`'s upsert). An alert no running instance holds (its machine gone with its
+//!   (`super::pg::rows::UPSERT`). An alert no running instance holds (its machine gone with its
 //!   instance) is resolved in the store and not notified.
 //!
 //! With sled the engine is the whole fleet's: nothing here runs.
