@@ -5,15 +5,18 @@
 //! - what other instances' correlators stored ([`shared_incidents`]) and what the fleet-wide
 //!   correlator reads every second ([`fleet_alerts`]) and writes, fenced by its lease
 //!   ([`write_incidents`]);
-//! - every instance's alerts as the API lists them ([`stored_alerts`]), and an
+//! - every instance's alerts and incidents as the API lists them ([`stored_alerts`],
+//!   [`stored_incidents`]), and an
 //!   acknowledgement or a resolve by hand of another instance's alert, each one conditional
-//!   `UPDATE` ([`ack_stored`], [`resolve_stored`]) that the holder takes in later
+//!   `UPDATE` ([`by_hand`]) that the holder takes in later
 //!   ([`handled_elsewhere`]).
 //!
 //! This instance's own exports (the engine's and the correlator's state) are [`super`]'s.
 
-use super::rows::{alert_of, db, incident_of, write_incident};
-use crate::alerts::actor::ALERT_HISTORY_CAP;
+use super::rows::{
+    alert_of, alerts_of, db, incident_seq_max, incidents_of, open_and_recent_alerts,
+    open_and_recent_incidents, write_incident,
+};
 use crate::alerts::alert::Alert;
 use crate::alerts::engine::AlertError;
 use crate::alerts::store::{FleetAlerts, HandOutcome, SharedIncidents};
@@ -27,13 +30,6 @@ use crate::pg::store::PgStore;
 /// The site outages open in the store and the highest incident number.
 pub(super) async fn shared_incidents(s: PgStore) -> Result<SharedIncidents, PgError> {
     let client = s.client().await?;
-    let row = client
-        .query_one(
-            "SELECT coalesce(max(substring(id from '-([0-9]{1,18})$')::bigint), 0) FROM incidents",
-            &[],
-        )
-        .await
-        .map_err(db("reading the incident ids"))?;
     let open = client
         .query(
             "SELECT * FROM incidents WHERE state = 'open' AND kind = 'site_outage'",
@@ -42,8 +38,8 @@ pub(super) async fn shared_incidents(s: PgStore) -> Result<SharedIncidents, PgEr
         .await
         .map_err(db("reading the open site outages"))?;
     Ok(SharedIncidents {
-        seq_max: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
-        open_site_outages: open.iter().map(incident_of).collect::<Result<_, _>>()?,
+        seq_max: incident_seq_max(&**client).await?,
+        open_site_outages: incidents_of(&open)?,
     })
 }
 
@@ -58,17 +54,10 @@ pub(super) async fn fleet_alerts(s: PgStore) -> Result<FleetAlerts, PgError> {
         .query("SELECT * FROM incidents WHERE state = 'open'", &[])
         .await
         .map_err(db("reading the open incidents"))?;
-    let seq = client
-        .query_one(
-            "SELECT coalesce(max(substring(id from '-([0-9]{1,18})$')::bigint), 0) FROM incidents",
-            &[],
-        )
-        .await
-        .map_err(db("reading the incident ids"))?;
     Ok(FleetAlerts {
-        firing: firing.iter().map(alert_of).collect::<Result<_, _>>()?,
-        open: open.iter().map(incident_of).collect::<Result<_, _>>()?,
-        seq_max: u64::try_from(seq.get::<_, i64>(0)).unwrap_or(0),
+        firing: alerts_of(&firing)?,
+        open: incidents_of(&open)?,
+        seq_max: incident_seq_max(&**client).await?,
     })
 }
 
@@ -92,75 +81,63 @@ pub(super) async fn write_incidents(
 
 /// Every open alert and the latest resolved ones.
 pub(super) async fn stored_alerts(s: PgStore) -> Result<Vec<Alert>, PgError> {
-    let client = s.client().await?;
-    let rows = client
-        .query(
-            "SELECT * FROM alerts WHERE state IN ('pending', 'firing')
-             UNION ALL
-             (SELECT * FROM alerts WHERE state = 'resolved'
-              ORDER BY resolved_at DESC NULLS LAST, id DESC LIMIT $1)",
-            &[&(ALERT_HISTORY_CAP as i64)],
-        )
-        .await
-        .map_err(db("reading alerts"))?;
-    rows.iter().map(alert_of).collect()
+    open_and_recent_alerts(&**s.client().await?).await
 }
 
-/// Acknowledges an open alert unless it is acknowledged already: one conditional `UPDATE`.
-pub(super) async fn ack_stored(
+/// Every open incident and the latest closed ones, whichever instance's correlator made
+/// them: what `GET /api/v1/incidents` lists when instances share the store.
+pub(super) async fn stored_incidents(s: PgStore) -> Result<Vec<Incident>, PgError> {
+    open_and_recent_incidents(&**s.client().await?).await
+}
+
+/// What an acknowledgement or a resolve by hand of another instance's alert changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ByHand {
+    Ack,
+    Resolve,
+}
+
+/// Acknowledges an open alert unless it is acknowledged already, or resolves a firing one:
+/// one conditional `UPDATE` (`who` is `$2`, `now_ms` `$3`, `comment` `$4`), so however many
+/// instances are asked at once, one changes the row; otherwise why not.
+pub(super) async fn by_hand(
     s: PgStore,
-    id: String,
-    who: String,
-    comment: String,
+    what: ByHand,
+    (id, who, comment): (String, String, String),
     now_ms: i64,
 ) -> Result<HandOutcome, PgError> {
-    let client = s.client().await?;
-    let row = client
-        .query_opt(
+    let (sql, context) = match what {
+        ByHand::Ack => (
             "UPDATE alerts SET ack_by = $2, ack_at = $3, ack_comment = $4, updated_at = now()
              WHERE id = $1 AND state IN ('pending', 'firing') AND ack_by IS NULL
              RETURNING *",
-            &[&id, &who, &system_time(now_ms), &comment],
-        )
-        .await
-        .map_err(db("acknowledging an alert"))?;
-    match row {
-        Some(r) => Ok(Ok(alert_of(&r)?)),
-        None => Ok(Err(why_not(&**client, &id, false).await?)),
-    }
-}
-
-/// Resolves a firing alert by hand: one conditional `UPDATE`.
-pub(super) async fn resolve_stored(
-    s: PgStore,
-    id: String,
-    who: String,
-    comment: String,
-    now_ms: i64,
-) -> Result<HandOutcome, PgError> {
-    let client = s.client().await?;
-    let row = client
-        .query_opt(
+            "acknowledging an alert",
+        ),
+        ByHand::Resolve => (
             "UPDATE alerts SET state = 'resolved', resolved_at = $3, resolved_by = $2,
                  resolve_comment = $4, updated_at = now()
              WHERE id = $1 AND state = 'firing'
              RETURNING *",
-            &[&id, &who, &system_time(now_ms), &comment],
-        )
+            "resolving an alert",
+        ),
+    };
+    let client = s.client().await?;
+    let row = client
+        .query_opt(sql, &[&id, &who, &system_time(now_ms), &comment])
         .await
-        .map_err(db("resolving an alert"))?;
+        .map_err(db(context))?;
     match row {
         Some(r) => Ok(Ok(alert_of(&r)?)),
-        None => Ok(Err(why_not(&**client, &id, true).await?)),
+        None => Ok(Err(why_not(&**client, &id, what).await?)),
     }
 }
 
-/// Why an acknowledgement (or, with `resolve`, a resolve by hand) of `id` changed no row:
+/// Why an acknowledgement or a resolve by hand of `id` changed no row:
 /// the error the engine would have given.
 async fn why_not(
     client: &impl tokio_postgres::GenericClient,
     id: &str,
-    resolve: bool,
+    what: ByHand,
 ) -> Result<AlertError, PgError> {
     let row = client
         .query_opt("SELECT state, ack_by FROM alerts WHERE id = $1", &[&id])
@@ -170,7 +147,7 @@ async fn why_not(
         None => AlertError::UnknownAlert(id.to_string()),
         Some(r) => match (r.get::<_, &str>(0), r.get::<_, Option<String>>(1)) {
             ("resolved", _) => AlertError::NotActive(id.to_string()),
-            (_, _) if resolve => AlertError::NotFiring(id.to_string()),
+            (_, _) if what == ByHand::Resolve => AlertError::NotFiring(id.to_string()),
             (_, Some(by)) => AlertError::AlreadyAcknowledged {
                 id: id.to_string(),
                 by,
@@ -191,5 +168,5 @@ pub(super) async fn handled_elsewhere(s: PgStore, ids: Vec<String>) -> Result<Ve
         )
         .await
         .map_err(db("reading alerts handled elsewhere"))?;
-    rows.iter().map(alert_of).collect()
+    alerts_of(&rows)
 }

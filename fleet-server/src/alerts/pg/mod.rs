@@ -34,20 +34,23 @@ use std::sync::{Arc, Mutex};
 use common::DeviceId;
 use serde::Serialize;
 
-use super::actor::ALERT_HISTORY_CAP;
 use super::alert::{Alert, AlertState};
 use super::engine::{self, DeviceAlerts, EngineState, PairCooldown, PairCounter};
 use super::maintenance::AddedWindow;
 use super::silence::{Matcher, Silence};
 use super::store::{AlertStore, Claim, FleetAlerts, HandOutcome, SavedAlerts, SharedIncidents};
 use crate::cluster::lease::LeaseToken;
-use crate::incidents::RECENT_INCIDENTS_CAP;
 use crate::incidents::incident::{self, CorrelatorState, FiringAlert, Incident};
 use crate::pg::PgError;
 use crate::pg::history::system_time;
 use crate::pg::store::PgStore;
 use crate::store::StoreError;
-use rows::{UPSERT, alert_of, bad, db, incident_of, insert_alert, json, ms, write_incident};
+use rows::{
+    UPSERT, alert_of, alerts_of, bad, db, insert_alert, json, ms, open_and_recent_alerts,
+    open_and_recent_incidents, write_incident,
+};
+
+use fleet::ByHand;
 
 mod fleet;
 mod rows;
@@ -110,20 +113,10 @@ impl PgAlerts {
 
 async fn load(store: PgStore) -> Result<(SavedAlerts, Written), PgError> {
     let client = store.client().await?;
-    let alert_rows = client
-        .query(
-            "SELECT * FROM alerts WHERE state IN ('pending', 'firing')
-             UNION ALL
-             (SELECT * FROM alerts WHERE state = 'resolved'
-              ORDER BY resolved_at DESC NULLS LAST, id DESC LIMIT $1)",
-            &[&(ALERT_HISTORY_CAP as i64)],
-        )
-        .await
-        .map_err(db("reading alerts"))?;
+    let alerts = open_and_recent_alerts(&**client).await?;
     let mut active = Vec::new();
     let mut history = Vec::new();
-    for r in &alert_rows {
-        let a = alert_of(r)?;
+    for a in alerts {
         match a.state {
             AlertState::Resolved => history.push(a),
             _ => active.push(a),
@@ -164,20 +157,10 @@ async fn load(store: PgStore) -> Result<(SavedAlerts, Written), PgError> {
             (r.get::<_, i64>(2) as u64, ms(&r, "cooldown_until")),
         );
     }
-    let incident_rows = client
-        .query(
-            "SELECT * FROM incidents WHERE state = 'open'
-             UNION ALL
-             (SELECT * FROM incidents WHERE state <> 'open'
-              ORDER BY coalesce(resolved_at, updated_at) DESC, id DESC LIMIT $1)",
-            &[&(RECENT_INCIDENTS_CAP as i64)],
-        )
-        .await
-        .map_err(db("reading incidents"))?;
+    let incidents = open_and_recent_incidents(&**client).await?;
     let mut open = Vec::new();
     let mut recent = Vec::new();
-    for r in &incident_rows {
-        let i = incident_of(r)?;
+    for i in incidents {
         match i.state {
             incident::IncidentState::Open => open.push(i),
             _ => recent.push(i),
@@ -434,16 +417,15 @@ async fn write_diff(
 /// pair's row and its alerts' (a claim writes the alert before the pair's row is exported).
 async fn load_device(store: PgStore, device: DeviceId) -> Result<DeviceAlerts, PgError> {
     let client = store.client().await?;
-    let open = client
-        .query(
-            "SELECT * FROM alerts WHERE subject = $1 AND state IN ('pending', 'firing')",
-            &[&device.as_str()],
-        )
-        .await
-        .map_err(db("reading a device's alerts"))?
-        .iter()
-        .map(alert_of)
-        .collect::<Result<Vec<_>, _>>()?;
+    let open = alerts_of(
+        &client
+            .query(
+                "SELECT * FROM alerts WHERE subject = $1 AND state IN ('pending', 'firing')",
+                &[&device.as_str()],
+            )
+            .await
+            .map_err(db("reading a device's alerts"))?,
+    )?;
     let rows = client
         .query(
             "SELECT rule, max(generation) AS generation, max(cooldown_until) AS cooldown_until
@@ -545,9 +527,15 @@ impl AlertStore for PgAlerts {
         Ok(self.store.run(fleet::stored_alerts(self.store.clone()))?)
     }
 
+    fn stored_incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        Ok(self.store.run(fleet::stored_incidents(self.store.clone()))?)
+    }
+
     fn ack_stored(&self, id: &str, who: &str, comment: &str, now_ms: i64) -> Result<HandOutcome, StoreError> {
-        let (s, id, who, comment) = (self.store.clone(), id.into(), who.into(), comment.into());
-        Ok(self.store.run(fleet::ack_stored(s, id, who, comment, now_ms))?)
+        let what = (id.to_string(), who.to_string(), comment.to_string());
+        Ok(self
+            .store
+            .run(fleet::by_hand(self.store.clone(), ByHand::Ack, what, now_ms))?)
     }
 
     fn resolve_stored(
@@ -557,10 +545,10 @@ impl AlertStore for PgAlerts {
         comment: &str,
         now_ms: i64,
     ) -> Result<HandOutcome, StoreError> {
-        let (s, id, who, comment) = (self.store.clone(), id.into(), who.into(), comment.into());
+        let what = (id.to_string(), who.to_string(), comment.to_string());
         Ok(self
             .store
-            .run(fleet::resolve_stored(s, id, who, comment, now_ms))?)
+            .run(fleet::by_hand(self.store.clone(), ByHand::Resolve, what, now_ms))?)
     }
 
     fn handled_elsewhere(&self, ids: &[String]) -> Result<Vec<Alert>, StoreError> {

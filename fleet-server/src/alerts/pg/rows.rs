@@ -1,14 +1,16 @@
 //! Rows of the alerts actor's tables and the values in them: an alert or an incident read
-//! from a row and written to one, the labels of unit enums, timestamps. A leaf: both the
-//! instance's own store ([`super`]) and the fleet-wide reads and writes ([`super::fleet`])
-//! use it.
+//! from a row ([`alert_of`], [`incident_of`]: every read goes through them) and written to
+//! one, the labels of unit enums, timestamps; and the reads that both the instance's own
+//! store ([`super`]) and the fleet-wide reads ([`super::fleet`]) make.
 
 use common::DeviceId;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio_postgres::Row;
+use tokio_postgres::{GenericClient, Row};
 
+use crate::alerts::actor::ALERT_HISTORY_CAP;
 use crate::alerts::alert::{Ack, Alert, Resolution};
+use crate::incidents::RECENT_INCIDENTS_CAP;
 use crate::incidents::incident::Incident;
 use crate::pg::PgError;
 use crate::pg::history::{millis, system_time};
@@ -45,15 +47,15 @@ pub(super) fn ms(r: &Row, col: &str) -> Option<i64> {
     r.get::<_, Option<std::time::SystemTime>>(col).map(millis)
 }
 
+/// Who did something by hand, when, and why (an acknowledgement, a resolve): the row's
+/// `by`, `at` and `comment` columns, when both `by` and `at` are set.
+fn by_hand(r: &Row, by: &str, at: &str, comment: &str) -> Option<(String, i64, String)> {
+    let (by, at_ms) = (r.get::<_, Option<String>>(by)?, ms(r, at)?);
+    Some((by, at_ms, r.get::<_, Option<String>>(comment).unwrap_or_default()))
+}
+
+/// An alert from its row: the one mapping every read of `alerts` goes through.
 pub(super) fn alert_of(r: &Row) -> Result<Alert, PgError> {
-    let ack = match (r.get::<_, Option<String>>("ack_by"), ms(r, "ack_at")) {
-        (Some(by), Some(at_ms)) => Some(Ack {
-            by,
-            at_ms,
-            comment: r.get::<_, Option<String>>("ack_comment").unwrap_or_default(),
-        }),
-        _ => None,
-    };
     Ok(Alert {
         id: r.get("id"),
         rule: r.get("rule"),
@@ -72,21 +74,74 @@ pub(super) fn alert_of(r: &Row) -> Result<Alert, PgError> {
         resolved_ms: ms(r, "resolved_at"),
         escalated_ms: ms(r, "escalated_at"),
         last_sample_ms: ms(r, "last_sample_at").unwrap_or(0),
-        ack,
+        ack: by_hand(r, "ack_by", "ack_at", "ack_comment").map(|(by, at_ms, comment)| Ack {
+            by,
+            at_ms,
+            comment,
+        }),
         silenced_by: r.get("silenced_by"),
         muted_by: r.get("muted_by"),
-        resolved_by: match (r.get::<_, Option<String>>("resolved_by"), ms(r, "resolved_at")) {
-            (Some(by), Some(at_ms)) => Some(Resolution {
-                by,
-                at_ms,
-                comment: r.get::<_, Option<String>>("resolve_comment").unwrap_or_default(),
-            }),
-            _ => None,
-        },
+        resolved_by: by_hand(r, "resolved_by", "resolved_at", "resolve_comment")
+            .map(|(by, at_ms, comment)| Resolution { by, at_ms, comment }),
         state: parse(r.get("state"))?,
     })
 }
 
+/// Every row's alert.
+pub(super) fn alerts_of(rows: &[Row]) -> Result<Vec<Alert>, PgError> {
+    rows.iter().map(alert_of).collect()
+}
+
+/// Every row's incident.
+pub(super) fn incidents_of(rows: &[Row]) -> Result<Vec<Incident>, PgError> {
+    rows.iter().map(incident_of).collect()
+}
+
+/// Every open alert and the latest resolved ones (up to the engine's history cap): what an
+/// instance loads at start, and what the API lists when instances share the store.
+pub(super) async fn open_and_recent_alerts(client: &impl GenericClient) -> Result<Vec<Alert>, PgError> {
+    let rows = client
+        .query(
+            "SELECT * FROM alerts WHERE state IN ('pending', 'firing')
+             UNION ALL
+             (SELECT * FROM alerts WHERE state = 'resolved'
+              ORDER BY resolved_at DESC NULLS LAST, id DESC LIMIT $1)",
+            &[&(ALERT_HISTORY_CAP as i64)],
+        )
+        .await
+        .map_err(db("reading alerts"))?;
+    alerts_of(&rows)
+}
+
+/// Every open incident and the latest closed ones (up to the correlator's cap), as
+/// [`open_and_recent_alerts`].
+pub(super) async fn open_and_recent_incidents(client: &impl GenericClient) -> Result<Vec<Incident>, PgError> {
+    let rows = client
+        .query(
+            "SELECT * FROM incidents WHERE state = 'open'
+             UNION ALL
+             (SELECT * FROM incidents WHERE state <> 'open'
+              ORDER BY coalesce(resolved_at, updated_at) DESC, id DESC LIMIT $1)",
+            &[&(RECENT_INCIDENTS_CAP as i64)],
+        )
+        .await
+        .map_err(db("reading incidents"))?;
+    incidents_of(&rows)
+}
+
+/// The highest sequence number in a stored incident's id (`site_outage-7`: 7).
+pub(super) async fn incident_seq_max(client: &impl GenericClient) -> Result<u64, PgError> {
+    let row = client
+        .query_one(
+            "SELECT coalesce(max(substring(id from '-([0-9]{1,18})$')::bigint), 0) FROM incidents",
+            &[],
+        )
+        .await
+        .map_err(db("reading the incident ids"))?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+}
+
+/// An incident from its row.
 pub(super) fn incident_of(r: &Row) -> Result<Incident, PgError> {
     let devices: Vec<String> = r.get("devices");
     Ok(Incident {
