@@ -238,18 +238,36 @@ pub struct IncidentList {
 pub struct ListIncidents;
 
 impl Handler<ListIncidents> for AlertsActor {
-    type Result = MessageResult<ListIncidents>;
+    type Result = ResponseFuture<IncidentList>;
     fn handle(&mut self, _: ListIncidents, _: &mut Context<Self>) -> Self::Result {
-        let mut recent = self.corr.recent();
-        recent.reverse();
-        let mut open = self.corr.open();
+        let mut local = self.corr.open();
+        local.extend(self.corr.recent());
         if let Some(fc) = &self.fleet {
             // the fleet-wide correlator's, while this instance leads it
-            open.extend(fc.open());
-            open.sort_by(|a, b| (a.opened_ms, &a.id).cmp(&(b.opened_ms, &b.id)));
+            local.extend(fc.open());
         }
-        MessageResult(IncidentList { open, recent })
+        match &self.shared {
+            None => Box::pin(async move { incident_list(local) }),
+            // several instances: the whole fleet's, from the store (module docs of `fleetwide`)
+            Some(sh) => {
+                let store = sh.store.clone();
+                Box::pin(async move { incident_list(super::fleetwide::incidents(store, local).await) })
+            }
+        }
     }
+}
+
+/// `all` as the API lists it: open ones by when they opened, then the others newest first,
+/// at most [`crate::incidents::RECENT_INCIDENTS_CAP`] of them.
+pub(super) fn incident_list(all: Vec<Incident>) -> IncidentList {
+    let (mut open, mut recent): (Vec<Incident>, Vec<Incident>) = all
+        .into_iter()
+        .partition(|i| i.state == crate::incidents::incident::IncidentState::Open);
+    open.sort_by(|a, b| (a.opened_ms, &a.id).cmp(&(b.opened_ms, &b.id)));
+    let closed_ms = |i: &Incident| i.resolved_ms.unwrap_or(i.updated_ms);
+    recent.sort_by(|a, b| (closed_ms(b), &b.id).cmp(&(closed_ms(a), &a.id)));
+    recent.truncate(crate::incidents::RECENT_INCIDENTS_CAP);
+    IncidentList { open, recent }
 }
 
 #[derive(Message)]
