@@ -173,12 +173,14 @@ async fn cluster_a_command_posted_on_b_reaches_the_machine_through_a_once() {
     let rec = Arc::new(RecordingExecutor::new());
     let _agent = p.agent("clu1", p.a.mqtt, &rec);
     p.wait_owner("clu1", "fleet-a").await;
-    // A has seen the machine's birth (it is online there)
+    // A has seen the machine's birth (it is online there), and B its delivery row (B's view
+    // of the fleet reads the store every second: a command posted before would be a 404)
     eventually(Duration::from_secs(20), || async {
-        p.a.get("/api/v1/devices/clu1").await.ok()
+        p.a.get("/api/v1/devices/clu1").await.ok()?;
+        p.b.get("/api/v1/devices/clu1").await.ok()
     })
     .await
-    .expect("A knows the machine");
+    .expect("A and B know the machine");
 
     let t0 = Instant::now();
     let id = post_command(&p.b, "clu1", "posted on B").await;
