@@ -340,3 +340,45 @@ impl Handler<RemoveWindow> for AlertsActor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incidents::incident::{IncidentKind, IncidentState};
+
+    fn build_incident(id: &str, state: IncidentState, opened_ms: i64, closed_ms: Option<i64>) -> Incident {
+        Incident {
+            id: id.into(),
+            kind: IncidentKind::SiteOutage,
+            title: String::new(),
+            probable_cause: String::new(),
+            site: Some("s1".into()),
+            attribute: None,
+            attribute_value: None,
+            rule: None,
+            metric: None,
+            devices: Vec::new(),
+            members: Vec::new(),
+            active_members: Vec::new(),
+            suppresses_members: true,
+            opened_ms,
+            updated_ms: closed_ms.unwrap_or(opened_ms),
+            resolved_ms: closed_ms,
+            state,
+        }
+    }
+
+    #[test]
+    fn open_incidents_are_listed_oldest_first_and_closed_ones_newest_first() {
+        use IncidentState::*;
+        let list = incident_list(vec![
+            build_incident("site_outage-3", Open, 3_000, None),
+            build_incident("site_outage-1", Resolved, 1_000, Some(2_000)),
+            build_incident("site_outage-4", Open, 1_500, None),
+            build_incident("cohort_regression-2", Withdrawn, 1_200, Some(5_000)),
+        ]);
+        let ids = |v: &[Incident]| v.iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&list.open), ["site_outage-4", "site_outage-3"]);
+        assert_eq!(ids(&list.recent), ["cohort_regression-2", "site_outage-1"]);
+    }
+}
