@@ -6,9 +6,8 @@
 //!   correlator reads every second ([`fleet_alerts`]) and writes, fenced by its lease
 //!   ([`write_incidents`]);
 //! - every instance's alerts and incidents as the API lists them ([`stored_alerts`],
-//!   [`stored_incidents`]), and an
-//!   acknowledgement or a resolve by hand of another instance's alert, each one conditional
-//!   `UPDATE` ([`by_hand`]) that the holder takes in later
+//!   [`stored_incidents`]), and an acknowledgement or a resolve by hand of another
+//!   instance's alert, one conditional `UPDATE` ([`by_hand`]) that the holder takes in later
 //!   ([`handled_elsewhere`]).
 //!
 //! This instance's own exports (the engine's and the correlator's state) are [`super`]'s.
