@@ -22,7 +22,7 @@
 //!   (the presence judge's site outages; the fleet-wide correlator's cohorts, outliers and
 //!   thermal chains while it leads `correlator`), so the list reads every open incident and
 //!   the latest closed ones from the store ([`AlertStore::stored_incidents`]) and joins this
-//!   instance's own, one per id ([`merge_incidents`]); this instance's own alone if the store
+//!   instance's own, one per id (`merge_incidents`); this instance's own alone if the store
 //!   does not answer within [`SHARED_TIMEOUT`] (logged).
 //!
 //! With sled the engine is the whole fleet's: nothing here runs.
