@@ -23,7 +23,7 @@
 //! reads one device's open alerts and counters. An export's open alert that the index keeps
 //! out (another instance's is open) is skipped inside a savepoint, never failing the rest.
 //!
-//! - `rows`: an alert's and an incident's row, read and written (a leaf)
+//! - `rows`: an alert's and an incident's row, read and written, and the reads both use
 //! - `fleet`: the whole fleet's alerts and incidents, read and written by any instance
 //!   (lists, the fleet-wide correlator's fenced writes, a conditional acknowledgement or
 //!   resolve of another instance's alert)
