@@ -2,7 +2,8 @@
 //! clients for probing the broker, and the HTTP API; [`mosquitto`]: the fleet on a Mosquitto
 //! child process; [`schema`]: the JSON Schemas of `docs/schemas/` and their validator;
 //! [`postgres`]: throwaway PostgreSQL clusters; [`process`]: the workspace's binaries as child
-//! processes.
+//! processes; [`cluster`]: several `fleet-server` processes on one database; [`rules`]: rule
+//! files several suites share.
 //!
 //! A [`TestFleet`] keeps its state in sled or in PostgreSQL ([`Backend`]): the suites for
 //! ingest, store-and-forward, alerts, commands and the web view run their main scenarios on
@@ -23,12 +24,14 @@ use fleet_server::supervise::restart::RestartPolicy;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, TlsConfiguration, Transport};
 use serde_json::Value;
 
+pub mod cluster;
 pub mod harness;
 pub mod mosquitto;
 pub mod postgres;
 pub mod process;
 pub mod receivers;
 pub mod routes;
+pub mod rules;
 pub mod schema;
 
 pub use process::{Child, bin_path, free_port};

@@ -13,25 +13,7 @@ use rvm_sim::simulate::{SimConfig, SimProfile};
 use rvm_sim::source::Fault;
 use serde_json::{Value, json};
 
-const RULES: &str = r#"
-[[rules]]
-name = "device_offline"
-metric = "presence.offline"
-op = ">"
-threshold = 0
-severity = "critical"
-summary = "device is offline"
-
-[[rules]]
-name = "inference_slow"
-metric = "app.inference_ms"
-op = ">"
-threshold = 150
-clear = 120
-for_s = 1
-severity = "warning"
-summary = "inference slower than 150 ms per frame"
-"#;
+const RULES: &str = rvm_fleet_tests::rules::OFFLINE_AND_INFERENCE_SLOW;
 
 fn build_sim(prefix: &str) -> SimConfig {
     SimConfig {

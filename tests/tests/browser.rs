@@ -36,25 +36,7 @@ const NODE_TIMEOUT: Duration = Duration::from_secs(300);
 const AGENT_DEVICE: &str = "webagent";
 
 /// Short timings so a scenario takes seconds.
-const RULES: &str = r#"
-[[rules]]
-name = "device_offline"
-metric = "presence.offline"
-op = ">"
-threshold = 0
-severity = "critical"
-summary = "device is offline"
-
-[[rules]]
-name = "inference_slow"
-metric = "app.inference_ms"
-op = ">"
-threshold = 150
-clear = 120
-for_s = 1
-severity = "warning"
-summary = "inference slower than 150 ms per frame"
-"#;
+const RULES: &str = rvm_fleet_tests::rules::OFFLINE_AND_INFERENCE_SLOW;
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")

@@ -16,10 +16,7 @@ use fleet_server::alerts::pg::PgAlerts;
 use fleet_server::alerts::rules::parse_rules;
 use fleet_server::alerts::store::{AlertStore, Claim};
 use fleet_server::incidents::Correlator;
-use fleet_server::pg::partitions::Retention;
-use fleet_server::pg::store::PgStore;
-use fleet_server::pg::{Backend, PgConfig, StorageBackend, StorageBackendFile};
-use fleet_server::storage::health::StorageHealth;
+use rvm_fleet_tests::cluster::{Cluster, ClusterOptions, pg_store};
 use rvm_fleet_tests::harness::ServerProc;
 use rvm_fleet_tests::postgres::PgDatabase;
 use rvm_fleet_tests::{Child, WebhookReceiver, eventually};
@@ -111,57 +108,33 @@ async fn postgres_an_alert_firing_when_its_instance_is_killed_is_notified_once_a
 }
 
 async fn machine_moves(kill_a: bool) {
-    let pg = PgDatabase::shared().unwrap();
-    let storage = format!("backend = \"postgres\"\nurl = \"{}\"\n", pg.url());
-    let dir = tempfile::tempdir().unwrap();
-    let certs = CertDir::new(dir.path().join("certs"));
-    common::pki::init(&certs, &["localhost".into(), "127.0.0.1".into()], false).unwrap();
-    let hook = WebhookReceiver::start().await.unwrap();
-    let rules = dir.path().join("rules.toml");
-    std::fs::write(&rules, RULES).unwrap();
+    // two instances with the default leases
+    let mut cl = Cluster::start(
+        &["a", "b"],
+        ClusterOptions {
+            rules: Some(RULES),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (pg, hook, certs, dir) = (&cl.pg, &cl.hook, &cl.certs, &cl.dir);
     let (on_a, on_b) = (dir.path().join("on_a.toml"), dir.path().join("on_b.toml"));
     std::fs::write(&on_a, ON_A).unwrap();
     std::fs::write(&on_b, ON_B).unwrap();
-    let extra = |instance: &str| {
-        format!(
-            "[alerts]\nrules = \"{rules}\"\n[notify.default]\nchannels = [\"hook\"]\n[notify.channels.hook]\ntype = \"webhook\"\nurl = \"{url}\"\n[cluster]\ninstance_id = \"{instance}\"\n",
-            rules = rules.display(),
-            url = hook.url
-        )
-    };
-    let mut servers: Vec<ServerProc> = Vec::new();
-    for name in ["a", "b"] {
-        let d = dir.path().join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        // one database: B uses the admin token made for A
-        let token = servers.first().map(|a| a.token.clone());
-        let mut s = ServerProc::on_store(&d, &certs, &storage, &extra(name), token.as_deref()).unwrap();
-        s.start().unwrap();
-        servers.push(s);
-    }
-    for s in &servers {
-        assert!(
-            s.wait_ready(Duration::from_secs(30)).await,
-            "{}",
-            rvm_fleet_tests::read(&s.log)
-        );
-    }
     let started = std::time::Instant::now();
-    let mut sim = spawn_sim(&certs, servers[0].mqtt, &on_a, &dir.path().join("sim_a.log"));
+    let mut sim = spawn_sim(certs, cl.servers[0].mqtt, &on_a, &dir.path().join("sim_a.log"));
     let second = format!("gpu_hot:{DEVICE}:2");
     let fired = eventually(Duration::from_secs(40), || async {
-        received(&hook)
-            .contains(&format!("{second}/firing"))
-            .then_some(())
+        received(hook).contains(&format!("{second}/firing")).then_some(())
     })
     .await;
     assert!(
         fired.is_some(),
         "no second firing on A: {:?}\n{}",
-        received(&hook),
-        rvm_fleet_tests::read(&servers[0].log)
+        received(hook),
+        rvm_fleet_tests::read(&cl.servers[0].log)
     );
-    let on_a_ids = received(&hook);
+    let on_a_ids = received(hook);
     println!("on A after {:?}: {on_a_ids:?}", started.elapsed());
     assert_eq!(
         on_a_ids,
@@ -175,11 +148,11 @@ async fn machine_moves(kill_a: bool) {
     // the machine moves to B, still hot
     sim.kill9();
     if kill_a {
-        servers[0].kill9();
+        cl.servers[0].kill9();
     }
-    let b = &servers[1];
+    let b = &cl.servers[1];
     let moved = std::time::Instant::now();
-    let _sim_b = spawn_sim(&certs, b.mqtt, &on_b, &dir.path().join("sim_b.log"));
+    let _sim_b = spawn_sim(certs, b.mqtt, &on_b, &dir.path().join("sim_b.log"));
     let open = || {
         pg.psql("SELECT id || '|' || state || '|' || coalesce(opened_by, '') FROM alerts WHERE state IN ('pending', 'firing') ORDER BY id")
             .unwrap()
@@ -203,14 +176,14 @@ async fn machine_moves(kill_a: bool) {
         "one open row, the one A opened"
     );
     assert_eq!(
-        received(&hook),
+        received(hook),
         on_a_ids,
         "nothing more notified while it stays hot on B"
     );
 
     // it cools on B: the resolve of the alert A fired, once
     let resolved = eventually(Duration::from_secs(40), || async {
-        received(&hook)
+        received(hook)
             .contains(&format!("{second}/resolved"))
             .then_some(())
     })
@@ -218,12 +191,12 @@ async fn machine_moves(kill_a: bool) {
     assert!(
         resolved.is_some(),
         "the resolve never came: {:?}\n{}",
-        received(&hook),
+        received(hook),
         rvm_fleet_tests::read(&b.log)
     );
     println!("resolved {:?} after the move", moved.elapsed());
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let all = received(&hook);
+    let all = received(hook);
     assert_eq!(count(&all, &format!("{second}/firing")), 1, "{all:?}");
     assert_eq!(count(&all, &format!("{second}/resolved")), 1, "{all:?}");
     assert_eq!(all.len(), 4, "nothing else about the rule: {all:?}");
@@ -237,7 +210,7 @@ async fn machine_moves(kill_a: bool) {
         "no alert of B's own"
     );
     // before, B's export met A's open alert at every tick and was refused whole
-    for s in &servers {
+    for s in &cl.servers {
         let log = rvm_fleet_tests::read(&s.log);
         let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
         println!("{}: {} error lines {errors:#?}", s.log.display(), errors.len());
@@ -266,27 +239,6 @@ fn alert_ids(v: &Value) -> Vec<String> {
         .collect()
 }
 
-fn open_store(pg: &PgDatabase) -> PgStore {
-    let file = StorageBackendFile {
-        backend: Backend::Postgres,
-        url: Some(pg.url()),
-        pool_size: Some(4),
-        ..Default::default()
-    };
-    let cfg: PgConfig = match file.validate_with("storage", &|_| None).unwrap() {
-        StorageBackend::Postgres(c) => *c,
-        StorageBackend::Sled => unreachable!(),
-    };
-    PgStore::open(
-        &cfg,
-        Retention::default(),
-        Arc::new(StorageHealth::new("postgres")),
-        common::time::now_ms(),
-    )
-    .unwrap()
-    .0
-}
-
 /// Generation `g` of gpu_hot on rvm1 as an engine opens it at `at`.
 fn build_alert(g: u64, at: i64) -> Alert {
     let mut e = AlertEngine::new(parse_rules(RULES).unwrap().rules);
@@ -307,7 +259,7 @@ fn build_alert(g: u64, at: i64) -> Alert {
 #[test]
 fn postgres_two_instances_claiming_one_rule_and_device_one_wins_and_the_other_gets_its_alert() {
     let pg = PgDatabase::shared().unwrap();
-    let store = open_store(&pg);
+    let store = pg_store(&pg, 4);
     let a = Arc::new(PgAlerts::new(store.clone()).opened_by("a"));
     let b = Arc::new(PgAlerts::new(store.clone()).opened_by("b"));
     a.load().unwrap();
@@ -422,46 +374,21 @@ fn audited(pg: &PgDatabase, action: &str, target: &str) -> usize {
 /// A's alerts resolves it, A notifies its resolution once, and it is audited once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_every_instance_lists_acks_and_resolves_the_whole_fleets_alerts_once() {
-    let pg = PgDatabase::shared().unwrap();
-    let storage = format!("backend = \"postgres\"\nurl = \"{}\"\n", pg.url());
-    let dir = tempfile::tempdir().unwrap();
-    let certs = CertDir::new(dir.path().join("certs"));
-    common::pki::init(&certs, &["localhost".into(), "127.0.0.1".into()], false).unwrap();
-    let hook = WebhookReceiver::start().await.unwrap();
-    let rules = dir.path().join("rules.toml");
-    std::fs::write(&rules, RULES).unwrap();
+    let ids = ["a", "b", "c"];
+    let cl = Cluster::start(
+        &ids,
+        ClusterOptions {
+            rules: Some(RULES),
+            per_minute: Some(100),
+            fast_leases: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (pg, hook, certs, dir, servers) = (&cl.pg, &cl.hook, &cl.certs, &cl.dir, &cl.servers);
     let scenario = dir.path().join("hot.toml");
     std::fs::write(&scenario, ALL_HOT).unwrap();
-    let ids = ["a", "b", "c"];
-    let mut servers: Vec<ServerProc> = Vec::new();
-    for name in ids {
-        let d = dir.path().join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        let extra = format!(
-            "[alerts]\nrules = \"{rules}\"\n[notify.default]\nchannels = [\"hook\"]\nper_minute = 100\n[notify.channels.hook]\ntype = \"webhook\"\nurl = \"{url}\"\n[cluster]\ninstance_id = \"{name}\"\nheartbeat_ms = 500\nlease_ms = 3000\n",
-            rules = rules.display(),
-            url = hook.url
-        );
-        let token = servers.first().map(|a| a.token.clone());
-        let mut s = ServerProc::on_store(&d, &certs, &storage, &extra, token.as_deref()).unwrap();
-        s.start().unwrap();
-        servers.push(s);
-    }
-    for s in &servers {
-        assert!(
-            s.wait_ready(Duration::from_secs(60)).await,
-            "{}",
-            rvm_fleet_tests::read(&s.log)
-        );
-        let running = eventually(Duration::from_secs(30), || async {
-            rvm_fleet_tests::read(&s.log)
-                .contains("fleet server running")
-                .then_some(())
-        })
-        .await;
-        assert!(running.is_some(), "{}", rvm_fleet_tests::read(&s.log));
-    }
-    let brokers: Vec<String> = servers.iter().map(|s| format!("127.0.0.1:{}", s.mqtt)).collect();
+    let brokers = cl.brokers();
     let (brokers, certs_dir, scenario) = (
         brokers.join(","),
         certs.root().to_string_lossy().into_owned(),
@@ -558,7 +485,7 @@ async fn postgres_every_instance_lists_acks_and_resolves_the_whole_fleets_alerts
         assert_eq!(acked[0]["id"], to_ack.as_str());
         assert_eq!(acked[0]["ack"]["comment"], "on it");
     }
-    assert_eq!(audited(&pg, "ack", &to_ack), 1);
+    assert_eq!(audited(pg, "ack", &to_ack), 1);
 
     // resolved by hand on the third instance: notified once, by the holder
     let (status, body) = post(
@@ -578,17 +505,17 @@ async fn postgres_every_instance_lists_acks_and_resolves_the_whole_fleets_alerts
     assert_eq!(status, 409, "resolved already");
     let resolved = format!("{to_resolve}/resolved");
     let notified = eventually(Duration::from_secs(15), || async {
-        received(&hook).contains(&resolved).then_some(())
+        received(hook).contains(&resolved).then_some(())
     })
     .await;
     assert!(
         notified.is_some(),
         "{:?}\n{}",
-        received(&hook),
+        received(hook),
         rvm_fleet_tests::read(&holder_log)
     );
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let all = received(&hook);
+    let all = received(hook);
     assert_eq!(count(&all, &resolved), 1, "{all:?}");
     assert_eq!(count(&all, &format!("{to_ack}/firing")), 1, "{all:?}");
     let row = pg
@@ -598,8 +525,8 @@ async fn postgres_every_instance_lists_acks_and_resolves_the_whole_fleets_alerts
         row.starts_with("resolved|") && row.ends_with("|fan replaced"),
         "{row}"
     );
-    assert_eq!(audited(&pg, "resolve", &to_resolve), 1);
-    for s in &servers {
+    assert_eq!(audited(pg, "resolve", &to_resolve), 1);
+    for s in servers {
         let listed = firing(s).await.unwrap();
         assert!(!listed.contains(&to_resolve), "{listed:?}");
     }

@@ -13,18 +13,16 @@ use std::time::{Duration, Instant};
 
 use common::DeviceId;
 use common::command::{Action, SignedCommand};
-use common::pki::{self, CertDir};
+use common::pki::CertDir;
 use fleet_server::commands::book::{CmdState, CommandRecord};
 use fleet_server::commands::outbox;
 use fleet_server::commands::pg::PgCommands;
 use fleet_server::commands::store::CommandStore;
-use fleet_server::pg::partitions::Retention;
 use fleet_server::pg::store::PgStore;
-use fleet_server::pg::{Backend, StorageBackend, StorageBackendFile};
 use fleet_server::sessions::pg as sessions_pg;
-use fleet_server::storage::health::StorageHealth;
 use rvm_agent::agent::Overrides;
 use rvm_agent::recovery::executor::RecordingExecutor;
+use rvm_fleet_tests::cluster::{Cluster, ClusterOptions, pg_store};
 use rvm_fleet_tests::harness::ServerProc;
 use rvm_fleet_tests::postgres::PgDatabase;
 use rvm_fleet_tests::{
@@ -43,27 +41,15 @@ struct Pair {
 
 impl Pair {
     async fn start() -> Pair {
-        let dir = tempfile::tempdir().unwrap();
-        let certs = CertDir::new(dir.path().join("certs"));
-        pki::init(&certs, &["localhost".into(), "127.0.0.1".into()], false).unwrap();
-        let pg = PgDatabase::shared().unwrap();
-        let storage = format!("backend = \"postgres\"\nurl = \"{}\"\n", pg.url());
-        let inst = |name: &str| format!("[cluster]\ninstance_id = \"{name}\"\n");
-        let (da, db) = (dir.path().join("a"), dir.path().join("b"));
-        std::fs::create_dir_all(&da).unwrap();
-        std::fs::create_dir_all(&db).unwrap();
-        let mut a = ServerProc::on_store(&da, &certs, &storage, &inst("fleet-a"), None).unwrap();
-        let mut b = ServerProc::on_store(&db, &certs, &storage, &inst("fleet-b"), Some(&a.token)).unwrap();
-        for s in [&mut a, &mut b] {
-            s.start().unwrap();
-        }
-        for s in [&a, &b] {
-            assert!(
-                s.wait_ready(Duration::from_secs(30)).await,
-                "{}",
-                rvm_fleet_tests::read(&s.log)
-            );
-        }
+        let Cluster {
+            mut servers,
+            dir,
+            certs,
+            pg,
+            ..
+        } = Cluster::start(&["fleet-a", "fleet-b"], ClusterOptions::default()).await;
+        let b = servers.pop().unwrap();
+        let a = servers.pop().unwrap();
         Pair { dir, certs, pg, a, b }
     }
 
@@ -187,12 +173,14 @@ async fn cluster_a_command_posted_on_b_reaches_the_machine_through_a_once() {
     let rec = Arc::new(RecordingExecutor::new());
     let _agent = p.agent("clu1", p.a.mqtt, &rec);
     p.wait_owner("clu1", "fleet-a").await;
-    // A has seen the machine's birth (it is online there)
+    // A has seen the machine's birth (it is online there), and B its delivery row (B's view
+    // of the fleet reads the store every second: a command posted before would be a 404)
     eventually(Duration::from_secs(20), || async {
-        p.a.get("/api/v1/devices/clu1").await.ok()
+        p.a.get("/api/v1/devices/clu1").await.ok()?;
+        p.b.get("/api/v1/devices/clu1").await.ok()
     })
     .await
-    .expect("A knows the machine");
+    .expect("A and B know the machine");
 
     let t0 = Instant::now();
     let id = post_command(&p.b, "clu1", "posted on B").await;
@@ -372,22 +360,6 @@ async fn cluster_the_same_machine_connecting_to_b_makes_a_end_its_stale_session(
 // ---------------------------------------------------------------------------------------------
 // The outbox and the guarded upsert on their own, against the real database.
 
-fn pg_store(pg: &PgDatabase) -> PgStore {
-    let file = StorageBackendFile {
-        backend: Backend::Postgres,
-        url: Some(pg.url()),
-        pool_size: Some(4),
-        ..Default::default()
-    };
-    let StorageBackend::Postgres(cfg) = file.validate_with("storage", &|_| None).unwrap() else {
-        unreachable!()
-    };
-    let health = Arc::new(StorageHealth::new("postgres"));
-    PgStore::open(&cfg, Retention::default(), health, common::time::now_ms())
-        .unwrap()
-        .0
-}
-
 fn build_command(id: &str, state: CmdState, now: i64) -> CommandRecord {
     CommandRecord {
         id: id.into(),
@@ -441,7 +413,7 @@ fn own(store: &PgStore, me: &str) -> i64 {
 #[test]
 fn postgres_only_the_session_holder_claims_once_per_lease_and_session_until_the_agent_answers() {
     let pg = PgDatabase::shared().unwrap();
-    let store = pg_store(&pg);
+    let store = pg_store(&pg, 4);
     let now = common::time::now_ms();
     let c1 = build_command("c1", CmdState::Queued, now);
     write(&store, |c| {
@@ -491,7 +463,7 @@ fn postgres_only_the_session_holder_claims_once_per_lease_and_session_until_the_
 #[test]
 fn postgres_a_lagging_write_never_moves_a_command_back() {
     let pg = PgDatabase::shared().unwrap();
-    let store = pg_store(&pg);
+    let store = pg_store(&pg, 4);
     let now = common::time::now_ms();
     let state = |id: &str| {
         pg.psql(&format!("SELECT state FROM commands WHERE id = '{id}'"))

@@ -10,7 +10,8 @@
 //! below the cohort's `min_devices = 3`: only a correlator that sees the whole fleet finds it.
 //! In order:
 //! 1. the first three fire: exactly one `cohort_regression` incident naming v3.3 opens,
-//!    notified once, stored once;
+//!    notified once, stored once, and `GET /api/v1/incidents` on each of the three instances
+//!    lists it, with the members notified (the followers read it from the store);
 //! 2. the instance leading `correlator` is killed (`kill -9`) and another takes the lease;
 //! 3. the other three fire under the new leader: they join the incident the old one opened
 //!    (six members), and no second incident opens;
@@ -22,24 +23,20 @@
 //! Needs PostgreSQL 15 and the workspace's binaries (`cargo build --bins`); never skips.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::DeviceId;
-use common::pki::{self, CertDir};
 use fleet_server::alerts::pg::PgAlerts;
 use fleet_server::alerts::store::AlertStore;
 use fleet_server::cluster::fence::is_fenced_store;
 use fleet_server::cluster::lease::LeaseToken;
 use fleet_server::incidents::incident::{Incident, IncidentKind, IncidentState};
-use fleet_server::pg::partitions::Retention;
-use fleet_server::pg::store::PgStore;
-use fleet_server::pg::{Backend, PgConfig, StorageBackend, StorageBackendFile};
-use fleet_server::storage::health::StorageHealth;
 use rvm_agent::link::brokers::start_index;
+use rvm_fleet_tests::cluster::{Cluster, ClusterOptions, leader as leader_of, pg_store};
 use rvm_fleet_tests::harness::ServerProc;
 use rvm_fleet_tests::postgres::PgDatabase;
 use rvm_fleet_tests::{Child, WebhookReceiver, eventually};
+use serde_json::Value;
 
 const IDS: [&str; 3] = ["a", "b", "c"];
 const MACHINES: usize = 15;
@@ -123,6 +120,23 @@ fn alert_ids(hook: &WebhookReceiver) -> Vec<String> {
         .collect()
 }
 
+/// The strings of a JSON array, sorted.
+fn names(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// The members of incident `id` among the open ones `GET /api/v1/incidents` on `s` lists.
+async fn listed_open(s: &ServerProc, id: &str) -> Option<Vec<String>> {
+    let list = s.get("/api/v1/incidents").await.ok()?;
+    let open = list["open"].as_array()?;
+    open.iter().find(|i| i["id"] == id).map(|i| names(&i["members"]))
+}
+
 /// The stored cohort incidents: (id, state, members).
 fn stored_cohorts(pg: &PgDatabase) -> Vec<(String, String, usize)> {
     pg.psql(
@@ -137,25 +151,6 @@ fn stored_cohorts(pg: &PgDatabase) -> Vec<(String, String, usize)> {
         (f[0].to_string(), f[1].to_string(), f[2].parse().unwrap_or(0))
     })
     .collect()
-}
-
-async fn correlator_leader(s: &ServerProc) -> Option<String> {
-    let cluster = s.get("/api/v1/cluster").await.ok()?;
-    cluster["leaders"]
-        .as_array()?
-        .iter()
-        .find(|j| j["job"] == "correlator")?["leader"]
-        .as_str()
-        .map(str::to_string)
-}
-
-fn logs(servers: &[ServerProc]) -> String {
-    servers
-        .iter()
-        .zip(IDS)
-        .map(|(s, id)| format!("--- instance {id}:\n{}", rvm_fleet_tests::read(&s.log)))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,52 +170,29 @@ async fn a_cohort_spread_over_three_instances_is_one_incident_notified_once_thro
     let v33: Vec<usize> = first.iter().chain(&second).copied().collect();
     println!("machines by instance {on:?}; v3.3: {v33:?}");
 
-    let pg = PgDatabase::shared().unwrap();
-    let storage = format!("backend = \"postgres\"\nurl = \"{}\"\n", pg.url());
-    let dir = tempfile::tempdir().unwrap();
-    let certs = CertDir::new(dir.path().join("certs"));
-    pki::init(&certs, &["localhost".into(), "127.0.0.1".into()], false).unwrap();
-    let hook = WebhookReceiver::start().await.unwrap();
-    let rules = dir.path().join("rules.toml");
-    std::fs::write(&rules, RULES).unwrap();
-    let scenario_file = dir.path().join("scenario.toml");
+    let mut cl = Cluster::start(
+        &IDS,
+        ClusterOptions {
+            rules: Some(RULES),
+            per_minute: Some(100),
+            fast_leases: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let scenario_file = cl.dir.path().join("scenario.toml");
     std::fs::write(&scenario_file, scenario(&v33, &first, &second)).unwrap();
-    let mut servers: Vec<ServerProc> = Vec::new();
-    for id in IDS {
-        let d = dir.path().join(id);
-        std::fs::create_dir_all(&d).unwrap();
-        let extra = format!(
-            "[alerts]\nrules = \"{}\"\n[notify.default]\nchannels = [\"hook\"]\nper_minute = 100\n[notify.channels.hook]\ntype = \"webhook\"\nurl = \"{}\"\n[cluster]\ninstance_id = \"{id}\"\nheartbeat_ms = 500\nlease_ms = 3000\n",
-            rules.display(),
-            hook.url
-        );
-        let token = servers.first().map(|a| a.token.clone());
-        let mut s = ServerProc::on_store(&d, &certs, &storage, &extra, token.as_deref()).unwrap();
-        s.start().unwrap();
-        servers.push(s);
-    }
-    for s in &servers {
-        assert!(s.wait_ready(Duration::from_secs(60)).await, "{}", logs(&servers));
-        let running = eventually(Duration::from_secs(30), || async {
-            rvm_fleet_tests::read(&s.log)
-                .contains("fleet server running")
-                .then_some(())
-        })
-        .await;
-        assert!(running.is_some(), "{}", logs(&servers));
-    }
     let leader = eventually(Duration::from_secs(15), || async {
-        correlator_leader(&servers[0]).await
+        leader_of(&cl.servers[0], "correlator").await
     })
     .await
-    .unwrap_or_else(|| panic!("nobody leads correlator\n{}", logs(&servers)));
+    .unwrap_or_else(|| panic!("nobody leads correlator\n{}", cl.logs()));
     println!("correlator led by {leader}");
 
-    let brokers: Vec<String> = servers.iter().map(|s| format!("127.0.0.1:{}", s.mqtt)).collect();
     let (n, certs_dir, brokers) = (
         MACHINES.to_string(),
-        certs.root().to_string_lossy().into_owned(),
-        brokers.join(","),
+        cl.certs.root().to_string_lossy().into_owned(),
+        cl.brokers().join(","),
     );
     let scenario_arg = scenario_file.to_string_lossy().into_owned();
     #[rustfmt::skip]
@@ -228,20 +200,21 @@ async fn a_cohort_spread_over_three_instances_is_one_incident_notified_once_thro
         "simulate", "--devices", &n, "--prefix", PREFIX, "--sites", "1", "--broker", &brokers,
         "--certs", &certs_dir, "--interval", "500", "--scenario", &scenario_arg,
     ];
-    let _sim = Child::spawn("rvm-sim", &args, &dir.path().join("sim.log")).unwrap();
+    let _sim = Child::spawn("rvm-sim", &args, &cl.dir.path().join("sim.log")).unwrap();
+    let (pg, hook) = (&cl.pg, &cl.hook);
     let started = Instant::now();
 
     // 1. one incident for the first three, which no instance holds more than one of
     let opened = eventually(Duration::from_secs(FIRST_AT_S + 30), || async {
-        incident_events(&hook).into_iter().find(|(_, e)| e == "opened")
+        incident_events(hook).into_iter().find(|(_, e)| e == "opened")
     })
     .await
     .unwrap_or_else(|| {
         panic!(
             "no incident opened; stored {:?}, alerts notified {:?}\n{}",
-            stored_cohorts(&pg),
-            alert_ids(&hook),
-            logs(&servers)
+            stored_cohorts(pg),
+            alert_ids(hook),
+            cl.logs()
         )
     });
     let incident = opened.0.clone();
@@ -274,48 +247,68 @@ async fn a_cohort_spread_over_three_instances_is_one_incident_notified_once_thro
     println!("its machines {members:?} held by {holders:?}");
     assert_eq!(holders.len(), 3, "spread over the three instances: {owners:?}");
 
+    // every instance lists it (the followers from the store), with the members notified
+    let notified = names(&body["incident"]["members"]);
+    let asked = Instant::now();
+    for (s, id) in cl.servers.iter().zip(IDS) {
+        let listed = eventually(Duration::from_secs(5), || async {
+            listed_open(s, &incident).await.filter(|m| *m == notified)
+        })
+        .await;
+        assert!(
+            listed.is_some(),
+            "instance {id} lists {incident} with {:?}, notified with {notified:?}",
+            listed_open(s, &incident).await
+        );
+    }
+    println!(
+        "listed by all three with its {} members {:?} after the notification",
+        notified.len(),
+        asked.elapsed()
+    );
+
     // 2. the correlator's leader dies
-    let li = IDS.iter().position(|i| *i == leader).unwrap();
-    servers[li].kill9();
+    let li = cl.index(&leader);
+    cl.servers[li].kill9();
     let killed = Instant::now();
-    let survivor = &servers[(li + 1) % IDS.len()];
+    let survivor = &cl.servers[(li + 1) % IDS.len()];
     let next = eventually(Duration::from_secs(10), || async {
-        correlator_leader(survivor).await.filter(|l| *l != leader)
+        leader_of(survivor, "correlator").await.filter(|l| *l != leader)
     })
     .await
-    .unwrap_or_else(|| panic!("nobody took correlator over\n{}", logs(&servers)));
+    .unwrap_or_else(|| panic!("nobody took correlator over\n{}", cl.logs()));
     println!("{next} leads correlator {:?} after the kill", killed.elapsed());
 
     // 3. the other three join the same incident
     let joined = eventually(Duration::from_secs(SECOND_AT_S + 30), || async {
-        let c = stored_cohorts(&pg);
+        let c = stored_cohorts(pg);
         (c.len() == 1 && c[0].2 == 6).then_some(c)
     })
     .await;
     assert!(
         joined.is_some(),
         "stored {:?}; notified {:?}\n{}",
-        stored_cohorts(&pg),
-        incident_events(&hook),
-        logs(&servers)
+        stored_cohorts(pg),
+        incident_events(hook),
+        cl.logs()
     );
     println!("six members {:?} after the simulator started", started.elapsed());
 
     // 4. everything cools: resolved once, nothing opened twice
     let resolved = eventually(Duration::from_secs(COOL_AT_S + 40), || async {
-        incident_events(&hook).into_iter().find(|(_, e)| e == "resolved")
+        incident_events(hook).into_iter().find(|(_, e)| e == "resolved")
     })
     .await;
     assert!(
         resolved.is_some(),
         "never resolved: stored {:?}, notified {:?}\n{}",
-        stored_cohorts(&pg),
-        incident_events(&hook),
-        logs(&servers)
+        stored_cohorts(pg),
+        incident_events(hook),
+        cl.logs()
     );
     println!("resolved {:?} after the simulator started", started.elapsed());
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let events = incident_events(&hook);
+    let events = incident_events(hook);
     assert_eq!(
         events,
         [
@@ -324,7 +317,7 @@ async fn a_cohort_spread_over_three_instances_is_one_incident_notified_once_thro
         ],
         "one incident, opened and resolved once each"
     );
-    let stored = stored_cohorts(&pg);
+    let stored = stored_cohorts(pg);
     assert_eq!(stored, [(incident.clone(), "resolved".into(), 6)]);
     let all: i64 = pg
         .psql("SELECT count(*) FROM incidents")
@@ -337,7 +330,7 @@ async fn a_cohort_spread_over_three_instances_is_one_incident_notified_once_thro
         .psql("SELECT id || '|' || state || '|' || coalesce(opened_by, '') FROM alerts WHERE state <> 'resolved' ORDER BY id")
         .unwrap();
     assert_eq!(open, "", "every alert resolved in the store");
-    let alerts = alert_ids(&hook);
+    let alerts = alert_ids(hook);
     let mut per: BTreeMap<&str, usize> = BTreeMap::new();
     for a in &alerts {
         *per.entry(a.as_str()).or_default() += 1;
@@ -345,31 +338,10 @@ async fn a_cohort_spread_over_three_instances_is_one_incident_notified_once_thro
     let firing = per.keys().filter(|a| a.ends_with("/firing")).count();
     assert_eq!(firing, 6, "every slow machine's alert notified: {alerts:?}");
     assert!(per.values().all(|n| *n == 1), "each notification once: {per:?}");
-    for s in servers.iter().filter(|s| s.pid().is_some()) {
+    for s in cl.servers.iter().filter(|s| s.pid().is_some()) {
         let h = s.get("/api/v1/health").await.unwrap();
         println!("{}: alerts {}", s.log.display(), h["alerts"]);
     }
-}
-
-fn open_store(pg: &PgDatabase) -> PgStore {
-    let file = StorageBackendFile {
-        backend: Backend::Postgres,
-        url: Some(pg.url()),
-        pool_size: Some(2),
-        ..Default::default()
-    };
-    let cfg: PgConfig = match file.validate_with("storage", &|_| None).unwrap() {
-        StorageBackend::Postgres(c) => *c,
-        StorageBackend::Sled => unreachable!(),
-    };
-    PgStore::open(
-        &cfg,
-        Retention::default(),
-        Arc::new(StorageHealth::new("postgres")),
-        common::time::now_ms(),
-    )
-    .unwrap()
-    .0
 }
 
 /// The correlator's incident writes pass the lease fence: written while the token's epoch
@@ -378,7 +350,7 @@ fn open_store(pg: &PgDatabase) -> PgStore {
 #[test]
 fn postgres_a_correlator_that_lost_its_lease_cannot_write_incidents() {
     let pg = PgDatabase::shared().unwrap();
-    let alerts = PgAlerts::new(open_store(&pg)).opened_by("a");
+    let alerts = PgAlerts::new(pg_store(&pg, 2)).opened_by("a");
     pg.psql(
         "INSERT INTO leader_lease (name, holder, epoch, expires_at)
          VALUES ('correlator', 'a', 7, now() + interval '1 hour')",

@@ -27,15 +27,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::DeviceId;
-use common::pki::{self, CertDir};
 use fleet_server::fleet::delivery::DeliveryState;
 use fleet_server::ingest::pg::PgIngest;
 use fleet_server::ingest::store::{IngestStore, WriteBatch};
-use fleet_server::pg::partitions::Retention;
-use fleet_server::pg::store::PgStore;
-use fleet_server::pg::{Backend, PgConfig, StorageBackend, StorageBackendFile};
-use fleet_server::storage::health::StorageHealth;
 use rvm_fleet_tests::Child;
+use rvm_fleet_tests::cluster::{Cluster, ClusterOptions, pg_store};
 use rvm_fleet_tests::harness::ServerProc;
 use rvm_fleet_tests::postgres::PgDatabase;
 use rvm_sim::simulate::DeviceReport;
@@ -96,37 +92,15 @@ fn sigterm(child: &Child) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_a_kill_9_moves_its_machines_and_every_seq_is_stored_once() {
     let started = Instant::now();
-    let pg = PgDatabase::shared().unwrap();
-    let storage = format!("backend = \"postgres\"\nurl = \"{}\"\n", pg.url());
-    let dir = tempfile::tempdir().unwrap();
-    let certs = CertDir::new(dir.path().join("certs"));
-    pki::init(&certs, &["localhost".into(), "127.0.0.1".into()], false).unwrap();
-
     // started together, as a deployment's instances are: they share the migrations (an
-    // advisory lock) and the partitions
-    let mut servers: Vec<ServerProc> = Vec::new();
-    for i in 0..INSTANCES {
-        let d = dir.path().join(format!("instance{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        // one admin token in the shared store serves every instance
-        let token = servers.first().map(|f: &ServerProc| f.token.clone());
-        let mut s = ServerProc::on_store(&d, &certs, &storage, "", token.as_deref()).unwrap();
-        s.start().unwrap();
-        servers.push(s);
-    }
-    for (i, s) in servers.iter().enumerate() {
-        if !s.wait_ready(Duration::from_secs(60)).await {
-            // every instance's log: a start that hangs may wait on another one
-            let logs: Vec<String> = servers
-                .iter()
-                .enumerate()
-                .map(|(j, o)| format!("--- instance {j}:\n{}", rvm_fleet_tests::read(&o.log)))
-                .collect();
-            panic!("instance {i} did not start within 60 s\n{}", logs.join("\n"));
-        }
-    }
+    // advisory lock) and the partitions; the default leases
+    let names: Vec<String> = (0..INSTANCES).map(|i| format!("instance{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut cl = Cluster::start(&names, ClusterOptions::default()).await;
+    let (pg, certs, dir) = (&cl.pg, &cl.certs, &cl.dir);
     // one broker by name: each is dialled and checked by its own host
-    let brokers: Vec<String> = servers
+    let brokers: Vec<String> = cl
+        .servers
         .iter()
         .enumerate()
         .map(|(i, s)| {
@@ -171,7 +145,7 @@ async fn three_instances_a_kill_9_moves_its_machines_and_every_seq_is_stored_onc
     let mut per_instance = vec![0usize; INSTANCES];
     loop {
         let mut union = BTreeSet::new();
-        for (i, s) in servers.iter().enumerate() {
+        for (i, s) in cl.servers.iter().enumerate() {
             let on = online_on(s, 0).await;
             per_instance[i] = on.len();
             union.extend(on);
@@ -208,11 +182,12 @@ async fn three_instances_a_kill_9_moves_its_machines_and_every_seq_is_stored_onc
 
     // kill -9 the instance serving the most machines, mid-stream
     let victim = (0..INSTANCES).max_by_key(|&i| per_instance[i]).unwrap();
-    let moved = online_on(&servers[victim], 0).await;
+    let moved = online_on(&cl.servers[victim], 0).await;
     let kill_ms = common::time::now_ms();
     let killed_at = Instant::now();
-    servers[victim].kill9();
-    let survivors: Vec<&ServerProc> = servers
+    cl.servers[victim].kill9();
+    let survivors: Vec<&ServerProc> = cl
+        .servers
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != victim)
@@ -307,19 +282,19 @@ async fn three_instances_a_kill_9_moves_its_machines_and_every_seq_is_stored_onc
 
     // exactly once: no (device, seq) twice, and every machine's telemetry all there
     let twice = psql_rows(
-        &pg,
+        pg,
         "SELECT device, seq, count(*) FROM telemetry GROUP BY device, seq HAVING count(*) > 1 LIMIT 10",
     );
     assert!(twice.is_empty(), "records stored twice: {twice:?}");
     let stored: BTreeMap<String, (u64, u64)> = psql_rows(
-        &pg,
+        pg,
         "SELECT device, count(*), count(DISTINCT seq) FROM telemetry GROUP BY device",
     )
     .into_iter()
     .map(|r| (r[0].clone(), (r[1].parse().unwrap(), r[2].parse().unwrap())))
     .collect();
     let delivery: BTreeMap<String, (u64, u64, u64)> =
-        psql_rows(&pg, "SELECT device, received, missing, last_seq FROM delivery")
+        psql_rows(pg, "SELECT device, received, missing, last_seq FROM delivery")
             .into_iter()
             .map(|r| {
                 (
@@ -397,21 +372,7 @@ async fn three_instances_a_kill_9_moves_its_machines_and_every_seq_is_stored_onc
 
 /// One instance's ingest store on `pg` (a pool of its own).
 fn build_instance(pg: &PgDatabase) -> PgIngest {
-    let file = StorageBackendFile {
-        backend: Backend::Postgres,
-        url: Some(pg.url()),
-        pool_size: Some(4),
-        ..Default::default()
-    };
-    let cfg: PgConfig = match file.validate_with("storage", &|_| None).unwrap() {
-        StorageBackend::Postgres(c) => *c,
-        StorageBackend::Sled => unreachable!(),
-    };
-    let health = std::sync::Arc::new(StorageHealth::new("postgres"));
-    let store = PgStore::open(&cfg, Retention::default(), health, common::time::now_ms())
-        .unwrap()
-        .0;
-    PgIngest::open(store).unwrap()
+    PgIngest::open(pg_store(pg, 4)).unwrap()
 }
 
 /// A writer's view of `device` after it saw `seqs`, as one batch's delivery state.

@@ -9,43 +9,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::pki::{self, CertDir};
+use rvm_fleet_tests::cluster::{Cluster, ClusterOptions, leader};
 use rvm_fleet_tests::eventually;
-use rvm_fleet_tests::harness::{ServerProc, SimSpec, spawn_simulator};
-use rvm_fleet_tests::postgres::PgDatabase;
+use rvm_fleet_tests::harness::{SimSpec, spawn_simulator};
 use serde_json::{Value, json};
 
 const MACHINES: usize = 6;
 
-async fn rollouts_leader(s: &ServerProc) -> Option<String> {
-    let v = s.get("/api/v1/cluster").await.ok()?;
-    v["leaders"].as_array()?.iter().find(|l| l["job"] == "rollouts")?["leader"]
-        .as_str()
-        .map(String::from)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_a_rollout_posted_on_the_follower_is_dispatched_once_per_machine_by_the_leader() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = CertDir::new(dir.path().join("certs"));
-    pki::init(&certs, &["localhost".into(), "127.0.0.1".into()], false).unwrap();
-    let pg = PgDatabase::shared().unwrap();
-    let storage = format!("backend = \"postgres\"\nurl = \"{}\"\n", pg.url());
-    let inst = |name: &str| format!("[cluster]\ninstance_id = \"{name}\"\n");
-    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
-    std::fs::create_dir_all(&da).unwrap();
-    std::fs::create_dir_all(&db).unwrap();
-    let mut a = ServerProc::on_store(&da, &certs, &storage, &inst("fleet-a"), None).unwrap();
-    let mut b = ServerProc::on_store(&db, &certs, &storage, &inst("fleet-b"), Some(&a.token)).unwrap();
-    a.start().unwrap();
-    b.start().unwrap();
-    for s in [&a, &b] {
-        assert!(
-            s.wait_ready(Duration::from_secs(30)).await,
-            "{}",
-            rvm_fleet_tests::read(&s.log)
-        );
-    }
+    let cl = Cluster::start(&["fleet-a", "fleet-b"], ClusterOptions::default()).await;
+    let (a, b, certs, dir, pg) = (&cl.servers[0], &cl.servers[1], &cl.certs, &cl.dir, &cl.pg);
     let spec = SimSpec {
         prefix: "crl",
         devices: MACHINES,
@@ -54,7 +28,7 @@ async fn cluster_a_rollout_posted_on_the_follower_is_dispatched_once_per_machine
         sites: 1,
         buffer_dir: None,
     };
-    let _sim = spawn_simulator(&certs, a.mqtt, &spec, &dir.path().join("sim.log")).unwrap();
+    let _sim = spawn_simulator(certs, a.mqtt, &spec, &dir.path().join("sim.log")).unwrap();
     let ids: Vec<String> = (1..=MACHINES).map(|i| format!("crl{i:04}")).collect();
     eventually(Duration::from_secs(30), || async {
         let d = a.get("/api/v1/devices").await.ok()?;
@@ -62,10 +36,10 @@ async fn cluster_a_rollout_posted_on_the_follower_is_dispatched_once_per_machine
     })
     .await
     .expect("the machines report to A");
-    let leader = eventually(Duration::from_secs(20), || async { rollouts_leader(&a).await })
+    let leader = eventually(Duration::from_secs(20), || async { leader(a, "rollouts").await })
         .await
         .expect("a leader of rollouts");
-    let (lead, follow) = if leader == "fleet-a" { (&a, &b) } else { (&b, &a) };
+    let (lead, follow) = if leader == "fleet-a" { (a, b) } else { (b, a) };
     println!("rollouts led by {leader}; posting on the other");
 
     let r = reqwest::Client::new()

@@ -24,7 +24,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::pki::{self, CertDir};
+use common::pki::CertDir;
+use rvm_fleet_tests::cluster::{Cluster, ClusterOptions, leader as leader_of};
 use rvm_fleet_tests::harness::ServerProc;
 use rvm_fleet_tests::postgres::PgDatabase;
 use rvm_fleet_tests::{Child, WebhookReceiver, eventually};
@@ -162,82 +163,39 @@ async fn listed(s: &ServerProc) -> Option<BTreeSet<String>> {
     Some(fresh)
 }
 
-/// The instance leading `presence` now, as `s` reads the cluster.
-async fn presence_leader(s: &ServerProc) -> Option<String> {
-    let cluster = s.get("/api/v1/cluster").await.ok()?;
-    cluster["leaders"]
-        .as_array()?
-        .iter()
-        .find(|j| j["job"] == "presence")?["leader"]
-        .as_str()
-        .map(str::to_string)
-}
-
-fn logs(servers: &[ServerProc]) -> String {
-    servers
-        .iter()
-        .zip(IDS)
-        .map(|(s, id)| format!("--- instance {id}:\n{}", rvm_fleet_tests::read(&s.log)))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_instance_shows_the_whole_fleet_and_one_site_outage_is_one_incident_whichever_instances_hold_it()
  {
-    let pg = PgDatabase::shared().unwrap();
-    let storage = format!("backend = \"postgres\"\nurl = \"{}\"\n", pg.url());
-    let dir = tempfile::tempdir().unwrap();
-    let certs = CertDir::new(dir.path().join("certs"));
-    pki::init(&certs, &["localhost".into(), "127.0.0.1".into()], false).unwrap();
-    let hook = WebhookReceiver::start().await.unwrap();
-    let rules = dir.path().join("rules.toml");
-    std::fs::write(&rules, RULES).unwrap();
-    let mut servers: Vec<ServerProc> = Vec::new();
-    for id in IDS {
-        let d = dir.path().join(id);
-        std::fs::create_dir_all(&d).unwrap();
-        let extra = format!(
-            "{PRESENCE}[alerts]\nrules = \"{}\"\n[notify.default]\nchannels = [\"hook\"]\n[notify.channels.hook]\ntype = \"webhook\"\nurl = \"{}\"\n[cluster]\ninstance_id = \"{id}\"\nheartbeat_ms = 500\nlease_ms = 3000\n",
-            rules.display(),
-            hook.url
-        );
-        let token = servers.first().map(|a| a.token.clone());
-        let mut s = ServerProc::on_store(&d, &certs, &storage, &extra, token.as_deref()).unwrap();
-        s.start().unwrap();
-        servers.push(s);
-    }
-    for s in &servers {
-        assert!(s.wait_ready(Duration::from_secs(60)).await, "{}", logs(&servers));
-        // its API answers before its ingest subscribed, and until then its broker defers
-        // machines (which fail over to the next broker): wait for the whole server
-        let running = eventually(Duration::from_secs(30), || async {
-            rvm_fleet_tests::read(&s.log)
-                .contains("fleet server running")
-                .then_some(())
-        })
-        .await;
-        assert!(running.is_some(), "{}", logs(&servers));
-    }
+    let mut cl = Cluster::start(
+        &IDS,
+        ClusterOptions {
+            rules: Some(RULES),
+            fast_leases: true,
+            extra: PRESENCE,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (pg, hook, certs, dir) = (&cl.pg, &cl.hook, &cl.certs, &cl.dir);
     // the site goes to the two instances that do not judge presence: the judge sees all of
     // its machines only through the store
     let judge = eventually(Duration::from_secs(15), || async {
-        presence_leader(&servers[0]).await
+        leader_of(&cl.servers[0], "presence").await
     })
     .await
-    .unwrap_or_else(|| panic!("nobody leads presence\n{}", logs(&servers)));
+    .unwrap_or_else(|| panic!("nobody leads presence\n{}", cl.logs()));
     let others: Vec<usize> = (0..IDS.len()).filter(|i| IDS[*i] != judge).collect();
     let (src, viewer) = (IDS[others[0]], IDS[others[1]]);
     println!("presence judged by {judge}; site1's dn machines on {src} and {viewer}");
-    let brokers: Vec<String> = servers.iter().map(|s| format!("127.0.0.1:{}", s.mqtt)).collect();
+    let brokers = cl.brokers();
     let dn_brokers: Vec<String> = others.iter().map(|i| brokers[*i].clone()).collect();
-    let mut dn = sim(&certs, "dn", DN, "1", &dn_brokers, &dir.path().join("dn.log"));
-    let _up = sim(&certs, "up", UP, "2", &brokers, &dir.path().join("up.log"));
+    let mut dn = sim(certs, "dn", DN, "1", &dn_brokers, &dir.path().join("dn.log"));
+    let _up = sim(certs, "up", UP, "2", &brokers, &dir.path().join("up.log"));
 
     // 1. every instance lists every machine, fresh, wherever it is served
     let all = DN + UP;
     let started = Instant::now();
-    for (s, id) in servers.iter().zip(IDS) {
+    for (s, id) in cl.servers.iter().zip(IDS) {
         let whole = eventually(Duration::from_secs(45), || async {
             listed(s).await.filter(|f| f.len() == all)
         })
@@ -246,14 +204,14 @@ async fn every_instance_shows_the_whole_fleet_and_one_site_outage_is_one_inciden
             whole.is_some(),
             "instance {id} lists {:?} fresh of {all}\n{}",
             listed(s).await,
-            logs(&servers)
+            cl.logs()
         );
     }
     println!(
         "every instance lists all {all} machines fresh {:?} after the simulators started",
         started.elapsed()
     );
-    let held = owners(&pg);
+    let held = owners(pg);
     let mut per: BTreeMap<&str, usize> = BTreeMap::new();
     for o in held.values() {
         *per.entry(o.as_str()).or_default() += 1;
@@ -268,11 +226,11 @@ async fn every_instance_shows_the_whole_fleet_and_one_site_outage_is_one_inciden
         dn_on(src) > 0 && dn_on(viewer) > 0,
         "site1's dn machines not spread over {src} and {viewer}: {held:?}\n--- dn:\n{}\n{}",
         rvm_fleet_tests::read(&dir.path().join("dn.log")),
-        logs(&servers)
+        cl.logs()
     );
     // a second look, a few seconds on: still every machine, still fresh, on every instance
     tokio::time::sleep(Duration::from_secs(3)).await;
-    for (s, id) in servers.iter().zip(IDS) {
+    for (s, id) in cl.servers.iter().zip(IDS) {
         let n = listed(s).await.map_or(0, |f| f.len());
         assert_eq!(n, all, "instance {id}");
     }
@@ -283,7 +241,7 @@ async fn every_instance_shows_the_whole_fleet_and_one_site_outage_is_one_inciden
         .filter(|(_, o)| *o == src)
         .map(|(d, _)| d.clone())
         .collect();
-    let mut stream = Stream::open(&servers[others[1]]).await;
+    let mut stream = Stream::open(&cl.servers[others[1]]).await;
     let mut delays: Vec<i64> = Vec::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let until = Instant::now() + Duration::from_secs(8);
@@ -326,7 +284,7 @@ async fn every_instance_shows_the_whole_fleet_and_one_site_outage_is_one_inciden
     let outage = Instant::now();
     dn.kill9();
     let opened = || {
-        received(&hook)
+        received(hook)
             .into_iter()
             .filter(|id| id.starts_with("site_outage") && id.ends_with("/opened"))
             .collect::<Vec<_>>()
@@ -339,33 +297,35 @@ async fn every_instance_shows_the_whole_fleet_and_one_site_outage_is_one_inciden
     assert!(
         first.is_some(),
         "no site outage notified: {:?}\n{}",
-        received(&hook),
-        logs(&servers)
+        received(hook),
+        cl.logs()
     );
     println!("site outage notified {:?} after the kill of dn", outage.elapsed());
     // past the offline hold (30 s), so a separately notified offline alert would be in
     tokio::time::sleep(Duration::from_secs(32)).await;
     let incidents = psql_rows(
-        &pg,
+        pg,
         "SELECT id, site, cardinality(devices) FROM incidents ORDER BY id",
     );
-    println!("incidents: {incidents:?}; notifications: {:?}", received(&hook));
+    println!("incidents: {incidents:?}; notifications: {:?}", received(hook));
     assert_eq!(incidents.len(), 1, "{incidents:?}");
     assert_eq!(incidents[0][1], "site1");
     assert_eq!(incidents[0][2], DN.to_string(), "every dn machine a member");
-    assert_eq!(opened().len(), 1, "{:?}", received(&hook));
-    let offline_alone: Vec<String> = received(&hook)
+    assert_eq!(opened().len(), 1, "{:?}", received(hook));
+    let offline_alone: Vec<String> = received(hook)
         .into_iter()
         .filter(|id| id.starts_with("device_offline"))
         .collect();
     assert!(offline_alone.is_empty(), "{offline_alone:?}");
 
     // 4. the presence leader dies; its machines move; nothing else is opened or notified
-    let leader = presence_leader(&servers[0]).await.expect("a presence leader");
+    let leader = leader_of(&cl.servers[0], "presence")
+        .await
+        .expect("a presence leader");
     assert_eq!(leader, judge, "the judge changed during the test");
     let k = IDS.iter().position(|i| *i == leader).unwrap();
-    let notified_before = received(&hook).len();
-    let moved: Vec<String> = owners(&pg)
+    let notified_before = received(hook).len();
+    let moved: Vec<String> = owners(pg)
         .into_iter()
         .filter(|(d, o)| d.starts_with("up") && *o == leader)
         .map(|(d, _)| d)
@@ -375,15 +335,16 @@ async fn every_instance_shows_the_whole_fleet_and_one_site_outage_is_one_inciden
         moved.len()
     );
     let killed_at = now_ms();
-    servers[k].kill9();
-    let survivors: Vec<&ServerProc> = servers
+    cl.servers[k].kill9();
+    let survivors: Vec<&ServerProc> = cl
+        .servers
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != k)
         .map(|(_, s)| s)
         .collect();
     let back = eventually(Duration::from_secs(20), || async {
-        let o = owners(&pg);
+        let o = owners(pg);
         moved
             .iter()
             .all(|d| o.get(d).is_some_and(|i| *i != leader))
@@ -393,46 +354,46 @@ async fn every_instance_shows_the_whole_fleet_and_one_site_outage_is_one_inciden
     assert!(
         back.is_some(),
         "machines of {leader} did not move: {:?}",
-        owners(&pg)
+        owners(pg)
     );
     // a new presence judge, then past the offline timeout, the hold and a margin
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let next = presence_leader(survivors[0]).await;
+    let next = leader_of(survivors[0], "presence").await;
     assert!(
         next.as_ref().is_some_and(|j| *j != leader),
         "presence led by {next:?}"
     );
     println!("presence judged by {next:?} after the kill");
     let up_offline = psql_rows(
-        &pg,
+        pg,
         "SELECT id, state FROM alerts WHERE rule = 'device_offline' AND subject LIKE 'up%'",
     );
     assert!(
         up_offline.is_empty(),
         "moved machines judged offline: {up_offline:?}"
     );
-    let incidents = psql_rows(&pg, "SELECT id, state, cardinality(devices) FROM incidents");
+    let incidents = psql_rows(pg, "SELECT id, state, cardinality(devices) FROM incidents");
     println!(
         "after the judge's kill: incidents {incidents:?}; offline alerts {:?}",
         psql_rows(
-            &pg,
+            pg,
             "SELECT id, state, opened_by FROM alerts WHERE rule = 'device_offline' ORDER BY id"
         )
     );
     assert_eq!(incidents.len(), 1, "{incidents:?}");
     assert_eq!(
-        received(&hook)[notified_before..]
+        received(hook)[notified_before..]
             .iter()
             .filter(|id| !id.starts_with("site_outage"))
             .count(),
         0,
         "{:?}",
-        received(&hook)
+        received(hook)
     );
     // 5. site1 comes back: the new judge resolves the outage the old one opened, once
-    let _dn = sim(&certs, "dn", DN, "1", &dn_brokers, &dir.path().join("dn2.log"));
+    let _dn = sim(certs, "dn", DN, "1", &dn_brokers, &dir.path().join("dn2.log"));
     let resolved = eventually(Duration::from_secs(40), || async {
-        received(&hook)
+        received(hook)
             .iter()
             .any(|id| id.starts_with("site_outage") && id.ends_with("/resolved"))
             .then_some(())
@@ -441,19 +402,19 @@ async fn every_instance_shows_the_whole_fleet_and_one_site_outage_is_one_inciden
     assert!(
         resolved.is_some(),
         "the outage was not resolved after site1 came back: {:?} {:?}\n{}",
-        received(&hook),
-        psql_rows(&pg, "SELECT id, state, active_members FROM incidents"),
-        logs(&servers)
+        received(hook),
+        psql_rows(pg, "SELECT id, state, active_members FROM incidents"),
+        cl.logs()
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let site: Vec<String> = received(&hook)
+    let site: Vec<String> = received(hook)
         .into_iter()
         .filter(|id| id.starts_with("site_outage"))
         .collect();
     println!("site1 back: notifications about it {site:?}");
     assert_eq!(site, ["site_outage-1/opened", "site_outage-1/resolved"]);
     assert_eq!(
-        psql_rows(&pg, "SELECT id, state FROM incidents"),
+        psql_rows(pg, "SELECT id, state FROM incidents"),
         [["site_outage-1", "resolved"]]
     );
     for (s, n) in survivors.iter().zip(0..) {

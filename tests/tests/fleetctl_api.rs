@@ -12,17 +12,7 @@ use rvm_sim::simulate::{SimConfig, SimProfile};
 use rvm_sim::source::Fault;
 use serde_json::Value;
 
-const RULES: &str = r#"
-[[rules]]
-name = "inference_slow"
-metric = "app.inference_ms"
-op = ">"
-threshold = 150
-clear = 120
-for_s = 1
-severity = "warning"
-summary = "inference slower than 150 ms per frame"
-"#;
+const RULES: &str = rvm_fleet_tests::rules::INFERENCE_SLOW;
 
 /// Runs fleetctl against `fleet` as `token`; (exit code, stdout, stderr).
 fn fleetctl(fleet: &TestFleet, token: &str, args: &[&str]) -> (i32, String, String) {

@@ -33,17 +33,7 @@ const CHILDREN: [&str; 10] = [
     "ingest",
 ];
 
-const RULES: &str = r#"
-[[rules]]
-name = "inference_slow"
-metric = "app.inference_ms"
-op = ">"
-threshold = 150
-clear = 120
-for_s = 1
-severity = "warning"
-summary = "inference slower than 150 ms per frame"
-"#;
+const RULES: &str = rvm_fleet_tests::rules::INFERENCE_SLOW;
 
 /// Short timings, so that each restart takes about a second.
 fn build_policy(heartbeat_s: u64) -> RestartPolicy {

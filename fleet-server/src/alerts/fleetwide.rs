@@ -15,8 +15,15 @@
 //!   acknowledgement stops its escalation, the resolve goes through its engine like one made
 //!   there (notified once, joined by its correlator), neither audited again. Until then its
 //!   exports cannot undo them: the store keeps an acknowledgement and a resolution
-//!   (`super::pg`'s upsert). An alert no running instance holds (its machine gone with its
+//!   (`super::pg::rows::UPSERT`). An alert no running instance holds (its machine gone with its
 //!   instance) is resolved in the store and not notified.
+//!
+//! - **Incidents** (`GET /api/v1/incidents`): each instance's correlator holds only its own
+//!   (the presence judge's site outages; the fleet-wide correlator's cohorts, outliers and
+//!   thermal chains while it leads `correlator`), so the list reads every open incident and
+//!   the latest closed ones from the store ([`AlertStore::stored_incidents`]) and joins this
+//!   instance's own, one per id (`merge_incidents`); this instance's own alone if the store
+//!   does not answer within [`SHARED_TIMEOUT`] (logged).
 //!
 //! With sled the engine is the whole fleet's: nothing here runs.
 
@@ -29,6 +36,7 @@ use super::alert::{Alert, AlertState};
 use super::engine::AlertError;
 use super::shared::SHARED_TIMEOUT;
 use super::store::{AlertStore, HandOutcome};
+use crate::incidents::incident::{Incident, IncidentState};
 use crate::live::event::LiveEvent;
 use crate::store::StoreError;
 
@@ -113,6 +121,36 @@ pub(super) async fn list(
     }
 }
 
+/// The fleet's incidents from the store, joined with this instance's own (`local`:
+/// [`merge_incidents`]); this instance's own alone when the store does not answer.
+pub(super) async fn incidents(store: Arc<dyn AlertStore>, local: Vec<Incident>) -> Vec<Incident> {
+    match blocking(move || store.stored_incidents()).await {
+        Ok(all) => merge_incidents(all, local),
+        Err(e) => {
+            tracing::warn!(error = %e, "the fleet's incidents not read; listing this instance's own");
+            local
+        }
+    }
+}
+
+/// The stored incidents and this instance's own, one per id: a closed copy wins over an open
+/// one (the store may not have this instance's last change yet, or another instance closed
+/// it), then the later update; on a tie this instance's (it may hold a change not yet written).
+pub(super) fn merge_incidents(stored: Vec<Incident>, local: Vec<Incident>) -> Vec<Incident> {
+    let rank = |i: &Incident| (i.state != IncidentState::Open, i.updated_ms);
+    let mut by_id: std::collections::HashMap<String, Incident> =
+        stored.into_iter().map(|i| (i.id.clone(), i)).collect();
+    for i in local {
+        match by_id.get(&i.id) {
+            Some(s) if rank(s) > rank(&i) => {}
+            _ => {
+                by_id.insert(i.id.clone(), i);
+            }
+        }
+    }
+    by_id.into_values().collect()
+}
+
 /// How far along an alert is: resolved, then acknowledged, then open.
 fn progress(a: &Alert) -> u8 {
     if a.state == AlertState::Resolved {
@@ -187,6 +225,67 @@ pub(super) fn resolve(
 mod tests {
     use super::*;
     use crate::alerts::alert::{Ack, Resolution};
+    use crate::incidents::incident::IncidentKind;
+
+    fn build_incident(id: &str, state: IncidentState, members: &[&str], updated_ms: i64) -> Incident {
+        Incident {
+            id: id.into(),
+            kind: IncidentKind::CohortRegression,
+            title: String::new(),
+            probable_cause: String::new(),
+            site: None,
+            attribute: None,
+            attribute_value: None,
+            rule: None,
+            metric: None,
+            devices: Vec::new(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+            active_members: Vec::new(),
+            suppresses_members: false,
+            opened_ms: 1_000,
+            updated_ms,
+            resolved_ms: (state != IncidentState::Open).then_some(updated_ms),
+            state,
+        }
+    }
+
+    #[test]
+    fn incidents_are_listed_once_each_the_closed_or_later_copy_winning() {
+        use IncidentState::*;
+        let stored = vec![
+            // the leader's, in the store only
+            build_incident("cohort_regression-3", Open, &["a", "b", "c"], 5_000),
+            // resolved here a moment ago, not yet written
+            build_incident("site_outage-1", Open, &["x", "y", "z"], 2_000),
+            // another instance closed it; this instance's copy is behind
+            build_incident("outlier-2", Resolved, &["o"], 6_000),
+            // a member joined in the store after this instance last read it
+            build_incident("site_outage-4", Open, &["p", "q", "r", "s"], 7_000),
+        ];
+        let local = vec![
+            build_incident("site_outage-1", Resolved, &["x", "y", "z"], 3_000),
+            build_incident("outlier-2", Open, &["o"], 6_500),
+            build_incident("site_outage-4", Open, &["p", "q", "r"], 4_000),
+            // this instance's own, not yet written
+            build_incident("site_outage-5", Open, &["t", "u", "v"], 8_000),
+        ];
+        let mut out = merge_incidents(stored, local);
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        let got: Vec<(&str, IncidentState, usize)> = out
+            .iter()
+            .map(|i| (i.id.as_str(), i.state, i.members.len()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("cohort_regression-3", Open, 3),
+                ("outlier-2", Resolved, 1),
+                ("site_outage-1", Resolved, 3),
+                ("site_outage-4", Open, 4),
+                ("site_outage-5", Open, 3),
+            ]
+        );
+    }
 
     fn build_alert(id: &str) -> Alert {
         let mut e = crate::alerts::engine::AlertEngine::new(

@@ -238,18 +238,36 @@ pub struct IncidentList {
 pub struct ListIncidents;
 
 impl Handler<ListIncidents> for AlertsActor {
-    type Result = MessageResult<ListIncidents>;
+    type Result = ResponseFuture<IncidentList>;
     fn handle(&mut self, _: ListIncidents, _: &mut Context<Self>) -> Self::Result {
-        let mut recent = self.corr.recent();
-        recent.reverse();
-        let mut open = self.corr.open();
+        let mut local = self.corr.open();
+        local.extend(self.corr.recent());
         if let Some(fc) = &self.fleet {
             // the fleet-wide correlator's, while this instance leads it
-            open.extend(fc.open());
-            open.sort_by(|a, b| (a.opened_ms, &a.id).cmp(&(b.opened_ms, &b.id)));
+            local.extend(fc.open());
         }
-        MessageResult(IncidentList { open, recent })
+        match &self.shared {
+            None => Box::pin(async move { incident_list(local) }),
+            // several instances: the whole fleet's, from the store (module docs of `fleetwide`)
+            Some(sh) => {
+                let store = sh.store.clone();
+                Box::pin(async move { incident_list(super::fleetwide::incidents(store, local).await) })
+            }
+        }
     }
+}
+
+/// `all` as the API lists it: open ones by when they opened, then the others newest first,
+/// at most [`crate::incidents::RECENT_INCIDENTS_CAP`] of them.
+pub(super) fn incident_list(all: Vec<Incident>) -> IncidentList {
+    let (mut open, mut recent): (Vec<Incident>, Vec<Incident>) = all
+        .into_iter()
+        .partition(|i| i.state == crate::incidents::incident::IncidentState::Open);
+    open.sort_by(|a, b| (a.opened_ms, &a.id).cmp(&(b.opened_ms, &b.id)));
+    let closed_ms = |i: &Incident| i.resolved_ms.unwrap_or(i.updated_ms);
+    recent.sort_by(|a, b| (closed_ms(b), &b.id).cmp(&(closed_ms(a), &a.id)));
+    recent.truncate(crate::incidents::RECENT_INCIDENTS_CAP);
+    IncidentList { open, recent }
 }
 
 #[derive(Message)]
@@ -320,5 +338,47 @@ impl Handler<RemoveWindow> for AlertsActor {
         self.persist_windows();
         self.publish(|| LiveEvent::Maintenance);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incidents::incident::{IncidentKind, IncidentState};
+
+    fn build_incident(id: &str, state: IncidentState, opened_ms: i64, closed_ms: Option<i64>) -> Incident {
+        Incident {
+            id: id.into(),
+            kind: IncidentKind::SiteOutage,
+            title: String::new(),
+            probable_cause: String::new(),
+            site: Some("s1".into()),
+            attribute: None,
+            attribute_value: None,
+            rule: None,
+            metric: None,
+            devices: Vec::new(),
+            members: Vec::new(),
+            active_members: Vec::new(),
+            suppresses_members: true,
+            opened_ms,
+            updated_ms: closed_ms.unwrap_or(opened_ms),
+            resolved_ms: closed_ms,
+            state,
+        }
+    }
+
+    #[test]
+    fn open_incidents_are_listed_oldest_first_and_closed_ones_newest_first() {
+        use IncidentState::*;
+        let list = incident_list(vec![
+            build_incident("site_outage-3", Open, 3_000, None),
+            build_incident("site_outage-1", Resolved, 1_000, Some(2_000)),
+            build_incident("site_outage-4", Open, 1_500, None),
+            build_incident("cohort_regression-2", Withdrawn, 1_200, Some(5_000)),
+        ]);
+        let ids = |v: &[Incident]| v.iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&list.open), ["site_outage-4", "site_outage-3"]);
+        assert_eq!(ids(&list.recent), ["cohort_regression-2", "site_outage-1"]);
     }
 }

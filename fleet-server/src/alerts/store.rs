@@ -122,6 +122,12 @@ pub trait AlertStore: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Every instance's open incidents and the latest closed ones (up to the correlator's
+    /// cap): what `GET /api/v1/incidents` lists when the store is shared.
+    fn stored_incidents(&self) -> Result<Vec<crate::incidents::incident::Incident>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// Acknowledges an open alert in the store (one another instance evaluates); the
     /// instance that holds it takes the acknowledgement in from there.
     fn ack_stored(

@@ -22,30 +22,38 @@
 //! alert the actor just opened, and says whose alert is open; [`AlertStore::load_device`]
 //! reads one device's open alerts and counters. An export's open alert that the index keeps
 //! out (another instance's is open) is skipped inside a savepoint, never failing the rest.
+//!
+//! - `rows`: an alert's and an incident's row, read and written, and the reads both use
+//! - `fleet`: the whole fleet's alerts and incidents, read and written by any instance
+//!   (lists, the fleet-wide correlator's fenced writes, a conditional acknowledgement or
+//!   resolve of another instance's alert)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use common::DeviceId;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
-use tokio_postgres::Row;
 
-use super::actor::ALERT_HISTORY_CAP;
-use super::alert::{Ack, Alert, AlertState, Resolution};
-use super::engine::AlertError;
+use super::alert::{Alert, AlertState};
 use super::engine::{self, DeviceAlerts, EngineState, PairCooldown, PairCounter};
 use super::maintenance::AddedWindow;
 use super::silence::{Matcher, Silence};
 use super::store::{AlertStore, Claim, FleetAlerts, HandOutcome, SavedAlerts, SharedIncidents};
-use crate::cluster::fence::assert_lease;
 use crate::cluster::lease::LeaseToken;
-use crate::incidents::RECENT_INCIDENTS_CAP;
 use crate::incidents::incident::{self, CorrelatorState, FiringAlert, Incident};
 use crate::pg::PgError;
-use crate::pg::history::{millis, system_time};
+use crate::pg::history::system_time;
 use crate::pg::store::PgStore;
 use crate::store::StoreError;
+use rows::{
+    UPSERT, alert_of, alerts_of, bad, db, insert_alert, json, ms, open_and_recent_alerts,
+    open_and_recent_incidents, write_incident,
+};
+
+use fleet::ByHand;
+
+mod fleet;
+mod rows;
 
 /// `server_state` key of the versions, the correlator's sequence and its firing set.
 pub const STATE_KEY: &str = "alerts";
@@ -103,122 +111,12 @@ impl PgAlerts {
     }
 }
 
-fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> PgError {
-    PgError::db(context)
-}
-
-fn bad(context: &'static str, detail: impl ToString) -> PgError {
-    PgError::Db {
-        context,
-        detail: detail.to_string(),
-        sqlstate: None,
-    }
-}
-
-/// A unit enum's serde name (`firing`, `site_outage`, `>`).
-fn label<T: Serialize>(x: &T) -> String {
-    match serde_json::to_value(x) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => String::new(),
-    }
-}
-
-fn parse<T: DeserializeOwned>(s: &str) -> Result<T, PgError> {
-    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| bad("reading a label", e))
-}
-
-fn json<T: Serialize>(x: &T) -> Result<serde_json::Value, PgError> {
-    serde_json::to_value(x).map_err(|e| bad("encoding", e))
-}
-
-fn ms(r: &Row, col: &str) -> Option<i64> {
-    r.get::<_, Option<std::time::SystemTime>>(col).map(millis)
-}
-
-fn alert_of(r: &Row) -> Result<Alert, PgError> {
-    let ack = match (r.get::<_, Option<String>>("ack_by"), ms(r, "ack_at")) {
-        (Some(by), Some(at_ms)) => Some(Ack {
-            by,
-            at_ms,
-            comment: r.get::<_, Option<String>>("ack_comment").unwrap_or_default(),
-        }),
-        _ => None,
-    };
-    Ok(Alert {
-        id: r.get("id"),
-        rule: r.get("rule"),
-        device: DeviceId::new(r.get::<_, &str>("subject")).map_err(|e| bad("reading an alert", e))?,
-        generation: r.get::<_, i64>("generation") as u64,
-        metric: r.get("metric"),
-        severity: parse(r.get("severity"))?,
-        labels: serde_json::from_value(r.get("labels")).map_err(|e| bad("reading labels", e))?,
-        summary: r.get("summary"),
-        op: parse(r.get("op"))?,
-        value: r.get("value"),
-        threshold: r.get("threshold"),
-        clear: r.get("clear"),
-        started_ms: ms(r, "started_at").unwrap_or(0),
-        fired_ms: ms(r, "fired_at"),
-        resolved_ms: ms(r, "resolved_at"),
-        escalated_ms: ms(r, "escalated_at"),
-        last_sample_ms: ms(r, "last_sample_at").unwrap_or(0),
-        ack,
-        silenced_by: r.get("silenced_by"),
-        muted_by: r.get("muted_by"),
-        resolved_by: match (r.get::<_, Option<String>>("resolved_by"), ms(r, "resolved_at")) {
-            (Some(by), Some(at_ms)) => Some(Resolution {
-                by,
-                at_ms,
-                comment: r.get::<_, Option<String>>("resolve_comment").unwrap_or_default(),
-            }),
-            _ => None,
-        },
-        state: parse(r.get("state"))?,
-    })
-}
-
-fn incident_of(r: &Row) -> Result<Incident, PgError> {
-    let devices: Vec<String> = r.get("devices");
-    Ok(Incident {
-        id: r.get("id"),
-        kind: parse(r.get("kind"))?,
-        title: r.get("title"),
-        probable_cause: r.get("probable_cause"),
-        site: r.get("site"),
-        attribute: r.get("attribute"),
-        attribute_value: r.get("attribute_value"),
-        rule: r.get("rule"),
-        metric: r.get("metric"),
-        devices: devices
-            .iter()
-            .map(|d| DeviceId::new(d).map_err(|e| bad("reading an incident", e)))
-            .collect::<Result<_, _>>()?,
-        members: r.get("members"),
-        active_members: r.get("active_members"),
-        suppresses_members: r.get("suppresses_members"),
-        opened_ms: ms(r, "opened_at").unwrap_or(0),
-        updated_ms: ms(r, "updated_at").unwrap_or(0),
-        resolved_ms: ms(r, "resolved_at"),
-        state: parse(r.get("state"))?,
-    })
-}
-
 async fn load(store: PgStore) -> Result<(SavedAlerts, Written), PgError> {
     let client = store.client().await?;
-    let alert_rows = client
-        .query(
-            "SELECT * FROM alerts WHERE state IN ('pending', 'firing')
-             UNION ALL
-             (SELECT * FROM alerts WHERE state = 'resolved'
-              ORDER BY resolved_at DESC NULLS LAST, id DESC LIMIT $1)",
-            &[&(ALERT_HISTORY_CAP as i64)],
-        )
-        .await
-        .map_err(db("reading alerts"))?;
+    let alerts = open_and_recent_alerts(&**client).await?;
     let mut active = Vec::new();
     let mut history = Vec::new();
-    for r in &alert_rows {
-        let a = alert_of(r)?;
+    for a in alerts {
         match a.state {
             AlertState::Resolved => history.push(a),
             _ => active.push(a),
@@ -259,20 +157,10 @@ async fn load(store: PgStore) -> Result<(SavedAlerts, Written), PgError> {
             (r.get::<_, i64>(2) as u64, ms(&r, "cooldown_until")),
         );
     }
-    let incident_rows = client
-        .query(
-            "SELECT * FROM incidents WHERE state = 'open'
-             UNION ALL
-             (SELECT * FROM incidents WHERE state <> 'open'
-              ORDER BY coalesce(resolved_at, updated_at) DESC, id DESC LIMIT $1)",
-            &[&(RECENT_INCIDENTS_CAP as i64)],
-        )
-        .await
-        .map_err(db("reading incidents"))?;
+    let incidents = open_and_recent_incidents(&**client).await?;
     let mut open = Vec::new();
     let mut recent = Vec::new();
-    for r in &incident_rows {
-        let i = incident_of(r)?;
+    for i in incidents {
         match i.state {
             incident::IncidentState::Open => open.push(i),
             _ => recent.push(i),
@@ -390,86 +278,6 @@ fn target(engine: &EngineState, corr: &CorrelatorState) -> Written {
     }
 }
 
-/// The insert of an alert row; `conflict` says what a row already there means.
-fn insert_alert_sql(conflict: &str) -> String {
-    format!(
-        "INSERT INTO alerts (id, rule, subject, generation, state, severity, metric, op, value,
-             threshold, clear, summary, labels, started_at, fired_at, resolved_at, escalated_at,
-             last_sample_at, ack_by, ack_at, ack_comment, silenced_by, muted_by, opened_by,
-             resolved_by, resolve_comment, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-             $19, $20, $21, $22, $23, $24, $25, $26, now())
-         {conflict}"
-    )
-}
-
-/// An existing row of the same id is updated (its `opened_by` stays).
-/// A resolved row stays resolved, with its resolution, and an acknowledgement stays: another
-/// instance may have acknowledged or resolved the alert by hand in the store
-/// ([`AlertStore::ack_stored`], [`AlertStore::resolve_stored`]) after this instance's engine
-/// last heard of it (it takes them in within a couple of seconds, `super::shared`). An alert
-/// id never opens again once resolved: its next firing is a new generation, a new id.
-const UPSERT: &str = "ON CONFLICT (id) DO UPDATE SET
-             state = CASE WHEN alerts.state = 'resolved' THEN alerts.state ELSE EXCLUDED.state END,
-             severity = EXCLUDED.severity,
-             metric = EXCLUDED.metric, op = EXCLUDED.op, value = EXCLUDED.value,
-             threshold = EXCLUDED.threshold, clear = EXCLUDED.clear, summary = EXCLUDED.summary,
-             labels = EXCLUDED.labels, started_at = EXCLUDED.started_at,
-             fired_at = EXCLUDED.fired_at,
-             resolved_at = CASE WHEN alerts.state = 'resolved' THEN alerts.resolved_at ELSE EXCLUDED.resolved_at END,
-             escalated_at = EXCLUDED.escalated_at, last_sample_at = EXCLUDED.last_sample_at,
-             ack_by = coalesce(EXCLUDED.ack_by, alerts.ack_by),
-             ack_at = CASE WHEN EXCLUDED.ack_by IS NULL THEN alerts.ack_at ELSE EXCLUDED.ack_at END,
-             ack_comment = CASE WHEN EXCLUDED.ack_by IS NULL THEN alerts.ack_comment ELSE EXCLUDED.ack_comment END,
-             silenced_by = EXCLUDED.silenced_by, muted_by = EXCLUDED.muted_by,
-             resolved_by = CASE WHEN alerts.state = 'resolved' THEN alerts.resolved_by ELSE EXCLUDED.resolved_by END,
-             resolve_comment = CASE WHEN alerts.state = 'resolved' THEN alerts.resolve_comment ELSE EXCLUDED.resolve_comment END,
-             updated_at = now()";
-
-async fn insert_alert(
-    client: &impl tokio_postgres::GenericClient,
-    a: &Alert,
-    opened_by: &str,
-    conflict: &str,
-) -> Result<u64, tokio_postgres::Error> {
-    let t = |v: Option<i64>| v.map(system_time);
-    let labels = serde_json::to_value(&a.labels).unwrap_or_default();
-    client
-        .execute(
-            &insert_alert_sql(conflict),
-            &[
-                &a.id,
-                &a.rule,
-                &a.device.as_str(),
-                &(a.generation as i64),
-                &label(&a.state),
-                &label(&a.severity),
-                &a.metric,
-                &label(&a.op),
-                &a.value,
-                &a.threshold,
-                &a.clear,
-                &a.summary,
-                &labels,
-                &system_time(a.started_ms),
-                &t(a.fired_ms),
-                &t(a.resolved_ms),
-                &t(a.escalated_ms),
-                &system_time(a.last_sample_ms),
-                &a.ack.as_ref().map(|k| k.by.clone()),
-                &t(a.ack.as_ref().map(|k| k.at_ms)),
-                &a.ack.as_ref().map(|k| k.comment.clone()),
-                &a.silenced_by,
-                &a.muted_by,
-                // NULL from a store that is not an instance's (`fleetctl store migrate`)
-                &(!opened_by.is_empty()).then_some(opened_by),
-                &a.resolved_by.as_ref().map(|r| r.by.clone()),
-                &a.resolved_by.as_ref().map(|r| r.comment.clone()),
-            ],
-        )
-        .await
-}
-
 /// Is `e` the unique open alert per (rule, device) refusing a second one?
 fn is_open_conflict(e: &tokio_postgres::Error) -> bool {
     e.as_db_error()
@@ -509,70 +317,6 @@ async fn write_alert(
         }
         Err(e) => Err(db("writing an alert")(e)),
     }
-}
-
-async fn write_incident(tx: &tokio_postgres::Transaction<'_>, i: &Incident) -> Result<(), PgError> {
-    let devices: Vec<&str> = i.devices.iter().map(DeviceId::as_str).collect();
-    tx.execute(
-        "INSERT INTO incidents (id, kind, state, title, probable_cause, site, attribute,
-             attribute_value, rule, metric, devices, members, active_members, suppresses_members,
-             opened_at, updated_at, resolved_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-         ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, state = EXCLUDED.state,
-             title = EXCLUDED.title, probable_cause = EXCLUDED.probable_cause, site = EXCLUDED.site,
-             attribute = EXCLUDED.attribute, attribute_value = EXCLUDED.attribute_value,
-             rule = EXCLUDED.rule, metric = EXCLUDED.metric, devices = EXCLUDED.devices,
-             members = EXCLUDED.members, active_members = EXCLUDED.active_members,
-             suppresses_members = EXCLUDED.suppresses_members, opened_at = EXCLUDED.opened_at,
-             updated_at = EXCLUDED.updated_at, resolved_at = EXCLUDED.resolved_at",
-        &[
-            &i.id,
-            &label(&i.kind),
-            &label(&i.state),
-            &i.title,
-            &i.probable_cause,
-            &i.site,
-            &i.attribute,
-            &i.attribute_value,
-            &i.rule,
-            &i.metric,
-            &devices,
-            &i.members,
-            &i.active_members,
-            &i.suppresses_members,
-            &system_time(i.opened_ms),
-            &system_time(i.updated_ms),
-            &i.resolved_ms.map(system_time),
-        ],
-    )
-    .await
-    .map_err(db("writing an incident"))?;
-    Ok(())
-}
-
-/// Why an acknowledgement (or, with `resolve`, a resolve by hand) of `id` changed no row:
-/// the error the engine would have given.
-async fn why_not(
-    client: &impl tokio_postgres::GenericClient,
-    id: &str,
-    resolve: bool,
-) -> Result<AlertError, PgError> {
-    let row = client
-        .query_opt("SELECT state, ack_by FROM alerts WHERE id = $1", &[&id])
-        .await
-        .map_err(db("reading an alert"))?;
-    Ok(match row {
-        None => AlertError::UnknownAlert(id.to_string()),
-        Some(r) => match (r.get::<_, &str>(0), r.get::<_, Option<String>>(1)) {
-            ("resolved", _) => AlertError::NotActive(id.to_string()),
-            (_, _) if resolve => AlertError::NotFiring(id.to_string()),
-            (_, Some(by)) => AlertError::AlreadyAcknowledged {
-                id: id.to_string(),
-                by,
-            },
-            _ => AlertError::NotActive(id.to_string()),
-        },
-    })
 }
 
 /// Writes what differs between `old` and `new`.
@@ -673,16 +417,15 @@ async fn write_diff(
 /// pair's row and its alerts' (a claim writes the alert before the pair's row is exported).
 async fn load_device(store: PgStore, device: DeviceId) -> Result<DeviceAlerts, PgError> {
     let client = store.client().await?;
-    let open = client
-        .query(
-            "SELECT * FROM alerts WHERE subject = $1 AND state IN ('pending', 'firing')",
-            &[&device.as_str()],
-        )
-        .await
-        .map_err(db("reading a device's alerts"))?
-        .iter()
-        .map(alert_of)
-        .collect::<Result<Vec<_>, _>>()?;
+    let open = alerts_of(
+        &client
+            .query(
+                "SELECT * FROM alerts WHERE subject = $1 AND state IN ('pending', 'firing')",
+                &[&device.as_str()],
+            )
+            .await
+            .map_err(db("reading a device's alerts"))?,
+    )?;
     let rows = client
         .query(
             "SELECT rule, max(generation) AS generation, max(cooldown_until) AS cooldown_until
@@ -768,114 +511,31 @@ impl AlertStore for PgAlerts {
     }
 
     fn shared_incidents(&self) -> Result<SharedIncidents, StoreError> {
-        let s = self.store.clone();
-        Ok(self.store.run(async move {
-            let client = s.client().await?;
-            let row = client
-                .query_one(
-                    "SELECT coalesce(max(substring(id from '-([0-9]{1,18})$')::bigint), 0) FROM incidents",
-                    &[],
-                )
-                .await
-                .map_err(db("reading the incident ids"))?;
-            let open = client
-                .query(
-                    "SELECT * FROM incidents WHERE state = 'open' AND kind = 'site_outage'",
-                    &[],
-                )
-                .await
-                .map_err(db("reading the open site outages"))?;
-            Ok(SharedIncidents {
-                seq_max: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
-                open_site_outages: open.iter().map(incident_of).collect::<Result<_, _>>()?,
-            })
-        })?)
+        Ok(self.store.run(fleet::shared_incidents(self.store.clone()))?)
     }
 
     fn fleet_alerts(&self) -> Result<FleetAlerts, StoreError> {
-        let s = self.store.clone();
-        Ok(self.store.run(async move {
-            let client = s.client().await?;
-            let firing = client
-                .query("SELECT * FROM alerts WHERE state = 'firing'", &[])
-                .await
-                .map_err(db("reading the firing alerts"))?;
-            let open = client
-                .query("SELECT * FROM incidents WHERE state = 'open'", &[])
-                .await
-                .map_err(db("reading the open incidents"))?;
-            let seq = client
-                .query_one(
-                    "SELECT coalesce(max(substring(id from '-([0-9]{1,18})$')::bigint), 0) FROM incidents",
-                    &[],
-                )
-                .await
-                .map_err(db("reading the incident ids"))?;
-            Ok(FleetAlerts {
-                firing: firing.iter().map(alert_of).collect::<Result<_, _>>()?,
-                open: open.iter().map(incident_of).collect::<Result<_, _>>()?,
-                seq_max: u64::try_from(seq.get::<_, i64>(0)).unwrap_or(0),
-            })
-        })?)
+        Ok(self.store.run(fleet::fleet_alerts(self.store.clone()))?)
     }
 
     fn write_incidents(&self, token: &LeaseToken, incidents: &[Incident]) -> Result<(), StoreError> {
         let (s, token, incidents) = (self.store.clone(), token.clone(), incidents.to_vec());
-        Ok(self.store.run(async move {
-            let mut client = s.client().await?;
-            let tx = client
-                .transaction()
-                .await
-                .map_err(db("starting the incident write"))?;
-            assert_lease(&tx, &token).await?;
-            for i in &incidents {
-                write_incident(&tx, i).await?;
-            }
-            tx.commit().await.map_err(db("committing the incidents"))
-        })?)
+        Ok(self.store.run(fleet::write_incidents(s, token, incidents))?)
     }
 
     fn stored_alerts(&self) -> Result<Vec<Alert>, StoreError> {
-        let s = self.store.clone();
-        Ok(self.store.run(async move {
-            let client = s.client().await?;
-            let rows = client
-                .query(
-                    "SELECT * FROM alerts WHERE state IN ('pending', 'firing')
-                     UNION ALL
-                     (SELECT * FROM alerts WHERE state = 'resolved'
-                      ORDER BY resolved_at DESC NULLS LAST, id DESC LIMIT $1)",
-                    &[&(ALERT_HISTORY_CAP as i64)],
-                )
-                .await
-                .map_err(db("reading alerts"))?;
-            rows.iter().map(alert_of).collect()
-        })?)
+        Ok(self.store.run(fleet::stored_alerts(self.store.clone()))?)
+    }
+
+    fn stored_incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        Ok(self.store.run(fleet::stored_incidents(self.store.clone()))?)
     }
 
     fn ack_stored(&self, id: &str, who: &str, comment: &str, now_ms: i64) -> Result<HandOutcome, StoreError> {
-        let (s, id, who, comment) = (
-            self.store.clone(),
-            id.to_string(),
-            who.to_string(),
-            comment.to_string(),
-        );
-        Ok(self.store.run(async move {
-            let client = s.client().await?;
-            let row = client
-                .query_opt(
-                    "UPDATE alerts SET ack_by = $2, ack_at = $3, ack_comment = $4, updated_at = now()
-                     WHERE id = $1 AND state IN ('pending', 'firing') AND ack_by IS NULL
-                     RETURNING *",
-                    &[&id, &who, &system_time(now_ms), &comment],
-                )
-                .await
-                .map_err(db("acknowledging an alert"))?;
-            match row {
-                Some(r) => Ok(Ok(alert_of(&r)?)),
-                None => Ok(Err(why_not(&**client, &id, false).await?)),
-            }
-        })?)
+        let what = (id.to_string(), who.to_string(), comment.to_string());
+        Ok(self
+            .store
+            .run(fleet::by_hand(self.store.clone(), ByHand::Ack, what, now_ms))?)
     }
 
     fn resolve_stored(
@@ -885,48 +545,19 @@ impl AlertStore for PgAlerts {
         comment: &str,
         now_ms: i64,
     ) -> Result<HandOutcome, StoreError> {
-        let (s, id, who, comment) = (
-            self.store.clone(),
-            id.to_string(),
-            who.to_string(),
-            comment.to_string(),
-        );
-        Ok(self.store.run(async move {
-            let client = s.client().await?;
-            let row = client
-                .query_opt(
-                    "UPDATE alerts SET state = 'resolved', resolved_at = $3, resolved_by = $2,
-                         resolve_comment = $4, updated_at = now()
-                     WHERE id = $1 AND state = 'firing'
-                     RETURNING *",
-                    &[&id, &who, &system_time(now_ms), &comment],
-                )
-                .await
-                .map_err(db("resolving an alert"))?;
-            match row {
-                Some(r) => Ok(Ok(alert_of(&r)?)),
-                None => Ok(Err(why_not(&**client, &id, true).await?)),
-            }
-        })?)
+        let what = (id.to_string(), who.to_string(), comment.to_string());
+        Ok(self
+            .store
+            .run(fleet::by_hand(self.store.clone(), ByHand::Resolve, what, now_ms))?)
     }
 
     fn handled_elsewhere(&self, ids: &[String]) -> Result<Vec<Alert>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let (s, ids) = (self.store.clone(), ids.to_vec());
-        Ok(self.store.run(async move {
-            let client = s.client().await?;
-            let rows = client
-                .query(
-                    "SELECT * FROM alerts WHERE id = ANY($1)
-                     AND (ack_by IS NOT NULL OR (state = 'resolved' AND resolved_by IS NOT NULL))",
-                    &[&ids],
-                )
-                .await
-                .map_err(db("reading alerts handled elsewhere"))?;
-            rows.iter().map(alert_of).collect()
-        })?)
+        Ok(self
+            .store
+            .run(fleet::handled_elsewhere(self.store.clone(), ids.to_vec()))?)
     }
 
     fn claim(&self, alert: &Alert) -> Result<Claim, StoreError> {
