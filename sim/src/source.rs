@@ -324,6 +324,8 @@ pub struct SimSource {
     kpi: Kpis,
     /// Descriptors the vision service leaked so far ([`Fault::FdLeak`]).
     leaked_fds: u32,
+    /// The machine's own process, thread and connection counts.
+    inside: crate::inside::Baseline,
 }
 
 /// What a simulated RVM counts: items accepted and rejected, jams, how full its bin is.
@@ -450,6 +452,7 @@ impl SimSource {
             frame_at_ms: 0,
             kpi: Kpis::default(),
             leaked_fds: 0,
+            inside: crate::inside::Baseline::from_seed(seed),
             rng,
         }
     }
@@ -563,6 +566,7 @@ impl MetricSource for SimSource {
         };
         let detail = crate::inside::detail(
             crate::inside::Inputs {
+                baseline: self.inside,
                 vision: VISION_PROCESS,
                 vision_pid: (!vision_down).then_some(self.vision_pid),
                 vision_cpu_pct: if vision_down { 0.0 } else { (gpu * 0.6) as f32 },
