@@ -29,14 +29,13 @@ pub struct Baseline {
 }
 
 impl Baseline {
-    /// A machine's baseline from its seed (its own generator: the machine's other walks
-    /// draw the same numbers as before there was a baseline).
-    pub fn from_seed(seed: u64) -> Self {
-        let mut rng = crate::source::Rng::new(seed ^ 0x1D5E_ED0F_1A5E_0024);
+    /// A machine's baseline, drawn with `between(lo, hi)` (the machine's own generator,
+    /// seeded apart from its walks: see `SimSource::new`).
+    pub fn draw(between: &mut impl FnMut(f64, f64) -> f64) -> Self {
         Baseline {
-            other_processes: rng.between(150.0, 230.0) as u32,
-            threads: rng.between(520.0, 900.0) as u32,
-            tcp_established: rng.between(2.0, 12.0) as u32,
+            other_processes: between(150.0, 230.0) as u32,
+            threads: between(520.0, 900.0) as u32,
+            tcp_established: between(2.0, 12.0) as u32,
         }
     }
 }
@@ -215,9 +214,14 @@ pub fn detail(i: Inputs<'_>, between: &mut impl FnMut(f64, f64) -> f64) -> Detai
 mod tests {
     use super::*;
 
+    fn baseline(seed: u64) -> Baseline {
+        let mut rng = crate::source::Rng::new(seed);
+        Baseline::draw(&mut |lo, hi| rng.between(lo, hi))
+    }
+
     fn inputs(leaked_fds: u32, zombie: bool) -> Inputs<'static> {
         Inputs {
-            baseline: Baseline::from_seed(1),
+            baseline: baseline(1),
             vision: "vision",
             vision_pid: Some(1234),
             vision_cpu_pct: 40.0,
@@ -248,8 +252,8 @@ mod tests {
 
     #[test]
     fn machines_differ_by_their_baseline_and_each_keeps_its_own() {
-        let all: Vec<Baseline> = (0..6).map(Baseline::from_seed).collect();
-        assert_eq!(Baseline::from_seed(3), all[3], "the same seed, the same machine");
+        let all: Vec<Baseline> = (0..6).map(baseline).collect();
+        assert_eq!(baseline(3), all[3], "the same seed, the same machine");
         let mut threads: Vec<u32> = all.iter().map(|b| b.threads).collect();
         threads.sort();
         threads.dedup();

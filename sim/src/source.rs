@@ -452,7 +452,11 @@ impl SimSource {
             frame_at_ms: 0,
             kpi: Kpis::default(),
             leaked_fds: 0,
-            inside: crate::inside::Baseline::from_seed(seed),
+            // its own generator: the machine's walks draw what they drew before it existed
+            inside: {
+                let mut r = Rng::new(seed ^ 0x1D5E_ED0F_1A5E_0024);
+                crate::inside::Baseline::draw(&mut |lo, hi| r.between(lo, hi))
+            },
             rng,
         }
     }
