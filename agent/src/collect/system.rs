@@ -149,7 +149,9 @@ impl SystemSource {
     }
 
     /// Rereads the name of every process in the table (after a full refresh): one small
-    /// read each, beside the stat, statm and io files the refresh itself reads per process.
+    /// read each, beside the stat, statm and io files the refresh itself reads per process
+    /// (88 processes: 0.5 to 0.8 ms in a debug build, against 24 ms for the whole collection
+    /// with its full scan; 2026-12-07, this 2-core machine).
     fn refresh_names(&mut self) {
         let procs = self.sys.processes();
         self.names.retain(|pid, _| procs.contains_key(pid));
