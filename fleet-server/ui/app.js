@@ -55,7 +55,7 @@
     loaded: false,
     live: { es: null, connected: false, queue: null, lastOpen: 0 },
     view: null,
-    overview: { site: "", tag: "", status: "", q: "", retailer: "", model: "", group: "", sort: "status", dir: 1, scroll: 0 },
+    overview: { site: "", tag: "", status: "", q: "", retailer: "", model: "", group: "", cols: "", sort: "status", dir: 1, scroll: 0 },
   };
   // read by tests and tests/browser/bench-overview.mjs
   window.__fleet = { firstRenderMs: null, rows: 0, liveEvents: 0, deviceUpdates: 0, applyMs: 0 };
@@ -568,6 +568,11 @@
     { key: "seen", label: "Last seen", get: (d) => -d.last_seen_ms },
   ];
 
+  // The fixed columns and the extra ones chosen (ui/columns.js: figures of the look inside).
+  const columns = () => (UI.overviewColumns ? COLUMNS.concat(UI.overviewColumns.chosen(S.overview)) : COLUMNS);
+  const headHtml = (cols) =>
+    cols.map((c) => `<div data-key="${c.key}" class="${c.num ? "num " : ""}${c.nosort ? "nosort" : ""}"${c.title ? ` title="${esc(c.title)}"` : ""}>${esc(c.label)}</div>`).join("");
+
   // The cells of one row, as text; a row element is reused and only changed text is written.
   function rowCells(d) {
     const m = d.metrics || {};
@@ -588,10 +593,11 @@
     ];
   }
 
-  function makeRow() {
+  function makeRow(cols) {
     const row = document.createElement("div");
     row.className = "vt-row vt-cols";
-    row.innerHTML = COLUMNS.map((c) => (c.key === "spark" ? `<div><canvas width="100" height="20"></canvas></div>` : `<div${c.num ? ' class="num"' : ""}></div>`)).join("");
+    row._extra = cols.filter((c) => c.extra);
+    row.innerHTML = cols.map((c) => (c.key === "spark" ? `<div><canvas width="100" height="20"></canvas></div>` : `<div${c.num ? ' class="num"' : ""}${c.extra ? ` data-col="${c.key}"` : ""}></div>`)).join("");
     row._cells = [...row.children];
     row._vals = [];
     row._canvas = row.querySelector("canvas");
@@ -622,6 +628,12 @@
       row._vals[i] = v;
       row._cells[i].textContent = v;
     }
+    for (let j = 0, i = vals.length; j < row._extra.length; j++, i++) {
+      const v = row._extra[j].text(d);
+      if (row._vals[i] === v) continue;
+      row._vals[i] = v;
+      row._cells[i].textContent = v;
+    }
     row._cells[10].classList.toggle("alerts-n", vals[10] !== "0");
     const sp = S.sparks.get(d.id);
     const key = sp ? `${sp.version}:${Math.floor(Date.now() / 10000)}` : "none";
@@ -645,11 +657,12 @@
             ${["", "online", "degraded", "stale", "offline"].map((s) => `<option value="${s}"${s === o.status ? " selected" : ""}>${s || "any"}</option>`).join("")}
           </select></label>
           ${V ? V.toolbar(o) : ""}
+          ${UI.overviewColumns ? UI.overviewColumns.toolbar(o) : ""}
           <span class="muted" id="ov-shown"></span>
         </div>
         <div id="ov-groups"></div>
-        <div class="vt-wrap">
-          <div class="vt-head vt-cols" id="ov-head">${COLUMNS.map((c) => `<div data-key="${c.key}" class="${c.num ? "num " : ""}${c.nosort ? "nosort" : ""}">${esc(c.label)}</div>`).join("")}</div>
+        <div class="vt-wrap" id="ov-wrap">
+          <div class="vt-head vt-cols" id="ov-head"></div>
           <div class="vt" id="ov-vt"><div class="vt-spacer" id="ov-spacer"></div><div class="vt-rows" id="ov-rows"></div><div class="empty" id="ov-empty" hidden></div></div>
         </div>`;
       this.vt = $("#ov-vt");
@@ -689,6 +702,8 @@
       window.addEventListener("resize", this.onResize);
       this.timer = setInterval(() => this.schedule(false), 1000); // ages ("12 s ago")
       if (V) V.mount(this, o);
+      if (UI.overviewColumns) UI.overviewColumns.mount(this, o, () => S.devices.values());
+      this.setColumns(false);
       this.refilter();
       this.vt.scrollTop = o.scroll;
       this.render();
@@ -715,6 +730,16 @@
     },
     refresh() {
       this.schedule(true);
+    },
+    // The header and the rows for the columns chosen now: rows are built again.
+    setColumns(again = true) {
+      const cols = columns();
+      this.cols = cols;
+      $("#ov-head").innerHTML = headHtml(cols);
+      for (const row of this.pool) row.remove();
+      this.pool = [];
+      if (UI.overviewColumns) UI.overviewColumns.layout($("#ov-wrap"), cols.length - COLUMNS.length);
+      if (again) this.schedule(true);
     },
     onDevices() {
       this.schedule(true);
@@ -756,7 +781,7 @@
         }
         out.push(d);
       }
-      const col = COLUMNS.find((c) => c.key === o.sort) || COLUMNS[1];
+      const col = this.cols.find((c) => c.key === o.sort) || COLUMNS[1];
       const dir = o.dir;
       const key = (d) => {
         const v = col.get(d);
@@ -787,7 +812,7 @@
       const slice = this.list.slice(first, last);
       this.rows.style.transform = `translateY(${first * ROW_H}px)`;
       const pool = this.pool;
-      while (pool.length < slice.length) pool.push(this.rows.appendChild(makeRow()));
+      while (pool.length < slice.length) pool.push(this.rows.appendChild(makeRow(this.cols)));
       for (let i = 0; i < pool.length; i++) {
         const row = pool[i];
         const d = slice[i];

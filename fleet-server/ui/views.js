@@ -1,14 +1,15 @@
 // Fleet overview views (issue 22 item 5): filter by retailer and model version beside the
 // overview's own site, tag and status filters, group by retailer, store, state, model version
 // or tag (the list sorted group by group, a summary of each group above it: click one to
-// filter to it), and every choice saved in the URL (#/?retailer=coop&group=store), so a view
+// filter to it), and every choice saved in the URL (#/?retailer=coop&group=store&sort=-cpu), so a view
 // is a link to share or bookmark. app.js's Overview calls the hooks below; the retailer of a
 // machine comes from its store (GET /api/v1/estate, which a scoped token sees cut to its scope).
 (() => {
   const UI = window.__fleetUi;
   if (!UI) return;
   const { esc, api } = UI;
-  const KEYS = ["q", "site", "tag", "status", "retailer", "model", "group"];
+  // `cols`: the overview's extra columns (ui/columns.js)
+  const KEYS = ["q", "site", "tag", "status", "retailer", "model", "group", "cols"];
   const GROUPS = { retailer: "Retailer", site: "Store", status: "State", model: "Model version", tag: "Tag" };
   const RANK = { offline: 3, stale: 2, degraded: 1, online: 0 };
   // store id -> retailer id, and retailer names, once per page load (refetched on mount)
@@ -33,11 +34,18 @@
       if (i < 0) return;
       const p = new URLSearchParams(location.hash.slice(i + 1));
       for (const k of KEYS) if (p.has(k)) o[k] = p.get(k);
+      // the sort: `sort=cpu` ascending, `sort=-cpu` descending
+      const sort = p.get("sort");
+      if (sort && /^-?[a-z][a-z0-9-]*$/.test(sort)) {
+        o.dir = sort.startsWith("-") ? -1 : 1;
+        o.sort = sort.replace(/^-/, "");
+      }
     },
     // Writes the view into the URL without a navigation.
     toHash(o) {
       const p = new URLSearchParams();
       for (const k of KEYS) if (o[k]) p.set(k, o[k]);
+      if (o.sort !== "status" || o.dir !== 1) p.set("sort", (o.dir < 0 ? "-" : "") + o.sort);
       const h = p.toString() ? `#/?${p}` : "#/";
       if (location.hash === h || location.hash !== this.owned) return;
       history.replaceState(null, "", h);

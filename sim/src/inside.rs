@@ -15,8 +15,34 @@ pub const LEAK_FDS_PER_RECORD: u32 = 7;
 pub const SIM_WEAR_PCT: f32 = 20.0;
 
 /// What the detail needs to know of the machine and its faults.
+/// What makes one simulated machine's look inside its own: figures drawn once from its seed
+/// and kept for its life, so machines differ (the overview sorts by them) while each one's
+/// figures stay put between records.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Baseline {
+    /// Processes beyond the listed ones (services, kernel threads).
+    pub other_processes: u32,
+    /// Threads of the whole machine.
+    pub threads: u32,
+    /// Established TCP connections besides the few that come and go.
+    pub tcp_established: u32,
+}
+
+impl Baseline {
+    /// A machine's baseline, drawn with `between(lo, hi)` (the machine's own generator,
+    /// seeded apart from its walks: see `SimSource::new`).
+    pub fn draw(between: &mut impl FnMut(f64, f64) -> f64) -> Self {
+        Baseline {
+            other_processes: between(150.0, 230.0) as u32,
+            threads: between(520.0, 900.0) as u32,
+            tcp_established: between(2.0, 12.0) as u32,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {
+    pub baseline: Baseline,
     pub vision: &'a str,
     /// None while the vision service is down.
     pub vision_pid: Option<u32>,
@@ -141,8 +167,8 @@ pub fn detail(i: Inputs<'_>, between: &mut impl FnMut(f64, f64) -> f64) -> Detai
     let writes = between(2.0, 30.0);
     Detail {
         procs: ProcessTable {
-            total: 180 + procs.len() as u32,
-            threads: Some(620),
+            total: i.baseline.other_processes + procs.len() as u32,
+            threads: Some(i.baseline.threads),
             zombies,
             scanned: true,
             top_cpu,
@@ -161,7 +187,7 @@ pub fn detail(i: Inputs<'_>, between: &mut impl FnMut(f64, f64) -> f64) -> Detai
             tx_drops: 0,
         }],
         tcp: Some(TcpStates {
-            established: 4 + (between(0.0, 1.0) * 3.0) as u32,
+            established: i.baseline.tcp_established + (between(0.0, 1.0) * 3.0) as u32,
             listen: 3,
             time_wait: (between(0.0, 1.0) * 4.0) as u32,
             ..Default::default()
@@ -188,8 +214,14 @@ pub fn detail(i: Inputs<'_>, between: &mut impl FnMut(f64, f64) -> f64) -> Detai
 mod tests {
     use super::*;
 
+    fn baseline(seed: u64) -> Baseline {
+        let mut rng = crate::source::Rng::new(seed);
+        Baseline::draw(&mut |lo, hi| rng.between(lo, hi))
+    }
+
     fn inputs(leaked_fds: u32, zombie: bool) -> Inputs<'static> {
         Inputs {
+            baseline: baseline(1),
             vision: "vision",
             vision_pid: Some(1234),
             vision_cpu_pct: 40.0,
@@ -216,5 +248,23 @@ mod tests {
             sick.procs.top_mem[0].name, "vision",
             "the biggest process leads the memory list"
         );
+    }
+
+    #[test]
+    fn machines_differ_by_their_baseline_and_each_keeps_its_own() {
+        let all: Vec<Baseline> = (0..6).map(baseline).collect();
+        assert_eq!(baseline(3), all[3], "the same seed, the same machine");
+        let mut threads: Vec<u32> = all.iter().map(|b| b.threads).collect();
+        threads.sort();
+        threads.dedup();
+        assert!(threads.len() >= 5, "six machines, threads {threads:?}");
+        let mut rng = crate::source::Rng::new(1);
+        let mut rng = |lo, hi| rng.between(lo, hi);
+        let mut i = inputs(0, false);
+        i.baseline = all[2];
+        let a = detail(i, &mut rng);
+        let b = detail(i, &mut rng);
+        assert_eq!(a.procs.threads, Some(all[2].threads));
+        assert_eq!((a.procs.total, a.procs.threads), (b.procs.total, b.procs.threads));
     }
 }

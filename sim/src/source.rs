@@ -324,6 +324,8 @@ pub struct SimSource {
     kpi: Kpis,
     /// Descriptors the vision service leaked so far ([`Fault::FdLeak`]).
     leaked_fds: u32,
+    /// The machine's own process, thread and connection counts.
+    inside: crate::inside::Baseline,
 }
 
 /// What a simulated RVM counts: items accepted and rejected, jams, how full its bin is.
@@ -450,6 +452,11 @@ impl SimSource {
             frame_at_ms: 0,
             kpi: Kpis::default(),
             leaked_fds: 0,
+            // its own generator: the machine's walks draw what they drew before it existed
+            inside: {
+                let mut r = Rng::new(seed ^ 0x1D5E_ED0F_1A5E_0024);
+                crate::inside::Baseline::draw(&mut |lo, hi| r.between(lo, hi))
+            },
             rng,
         }
     }
@@ -563,6 +570,7 @@ impl MetricSource for SimSource {
         };
         let detail = crate::inside::detail(
             crate::inside::Inputs {
+                baseline: self.inside,
                 vision: VISION_PROCESS,
                 vision_pid: (!vision_down).then_some(self.vision_pid),
                 vision_cpu_pct: if vision_down { 0.0 } else { (gpu * 0.6) as f32 },

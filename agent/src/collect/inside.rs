@@ -1,7 +1,8 @@
 //! What sysinfo does not read (issue 24): block devices (`/proc/diskstats`) with the eMMC/SD
 //! wear indicator (`/sys/block/*/device/life_time`, `pre_eol_info`), per-interface drops
 //! (`/proc/net/dev`), TCP connections by state (`/proc/net/tcp{,6}`), the machine's thread
-//! count (`/proc/loadavg`) and one process's threads (`/proc/PID/stat`).
+//! count (`/proc/loadavg`), one process's threads (`/proc/PID/stat`) and its current name
+//! (`/proc/PID/comm`: sysinfo keeps the name it saw first).
 //!
 //! The files are parsed by `procfs-core` (parsers only: no second syscall layer in the
 //! agent) and opened under the configured `[paths] procfs` and `sysfs` roots, so a fixture
@@ -215,6 +216,14 @@ impl InsideReader {
         self.open("loadavg")
             .and_then(|r| LoadAverage::from_read(r).ok())
             .map(|l| l.max)
+    }
+
+    /// The kernel's current name of a process (`/proc/PID/comm`): what exec and
+    /// `prctl(PR_SET_NAME)` set, and what the health check matches. None when it is gone.
+    pub fn comm(&self, pid: u32) -> Option<String> {
+        let mut name = std::fs::read_to_string(self.procfs.join(format!("{pid}/comm"))).ok()?;
+        name.truncate(name.trim_end_matches('\n').len());
+        Some(name)
     }
 
     /// Threads of one process (`/proc/PID/stat`).

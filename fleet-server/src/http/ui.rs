@@ -52,6 +52,12 @@ const ASSETS: &[(&str, &str, &[u8], &str)] = &[
         "no-cache",
     ),
     (
+        "columns.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/columns.js"),
+        "no-cache",
+    ),
+    (
         "estate.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../ui/estate.js"),
