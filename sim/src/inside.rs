@@ -54,7 +54,14 @@ pub struct Inputs<'a> {
     pub zombie: bool,
     pub interval_s: f64,
     pub started_s: u64,
+    /// This record is the one of a full process scan ([`SCAN_EVERY_MS`]): only it carries
+    /// the table's counts and top lists, as an agent's does.
+    pub scan: bool,
 }
+
+/// How often a simulated machine scans its whole process table (the agent's default
+/// `scan_every_ms`).
+pub const SCAN_EVERY_MS: i64 = 10_000;
 
 /// What a simulated process uses: CPU %, RSS bytes, open fds, threads.
 #[derive(Debug, Clone, Copy)]
@@ -165,8 +172,8 @@ pub fn detail(i: Inputs<'_>, between: &mut impl FnMut(f64, f64) -> f64) -> Detai
     let tx = between(2_000.0, 30_000.0);
     let dt = i.interval_s.max(0.001);
     let writes = between(2.0, 30.0);
-    Detail {
-        procs: ProcessTable {
+    let procs = if i.scan {
+        ProcessTable {
             total: i.baseline.other_processes + procs.len() as u32,
             threads: Some(i.baseline.threads),
             zombies,
@@ -174,7 +181,15 @@ pub fn detail(i: Inputs<'_>, between: &mut impl FnMut(f64, f64) -> f64) -> Detai
             top_cpu,
             top_mem,
             watched,
-        },
+        }
+    } else {
+        ProcessTable {
+            watched,
+            ..Default::default()
+        }
+    };
+    Detail {
+        procs,
         ifaces: vec![IfaceRates {
             iface: "eth0".into(),
             rx_bytes_per_s: rx,
@@ -230,6 +245,7 @@ mod tests {
             zombie,
             interval_s: 1.0,
             started_s: 1_700_000_000,
+            scan: true,
         }
     }
 
@@ -248,6 +264,18 @@ mod tests {
             sick.procs.top_mem[0].name, "vision",
             "the biggest process leads the memory list"
         );
+    }
+
+    #[test]
+    fn a_record_between_scans_carries_the_watched_process_only() {
+        let mut rng = crate::source::Rng::new(1);
+        let mut rng = |lo, hi| rng.between(lo, hi);
+        let mut i = inputs(70, true);
+        i.scan = false;
+        let p = detail(i, &mut rng).procs;
+        assert!(!p.scanned && p.top_cpu.is_empty() && p.top_mem.is_empty(), "{p:?}");
+        assert_eq!((p.total, p.zombies, p.threads), (0, 0, None));
+        assert_eq!(p.watched[0].fds, Some(VISION_FDS + 70), "the leak shows every record");
     }
 
     #[test]

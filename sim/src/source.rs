@@ -326,6 +326,8 @@ pub struct SimSource {
     leaked_fds: u32,
     /// The machine's own process, thread and connection counts.
     inside: crate::inside::Baseline,
+    /// When the machine last scanned its process table ([`crate::inside::SCAN_EVERY_MS`]).
+    scanned_at_ms: Option<i64>,
 }
 
 /// What a simulated RVM counts: items accepted and rejected, jams, how full its bin is.
@@ -452,6 +454,7 @@ impl SimSource {
             frame_at_ms: 0,
             kpi: Kpis::default(),
             leaked_fds: 0,
+            scanned_at_ms: None,
             // its own generator: the machine's walks draw what they drew before it existed
             inside: {
                 let mut r = Rng::new(seed ^ 0x1D5E_ED0F_1A5E_0024);
@@ -568,6 +571,12 @@ impl MetricSource for SimSource {
         } else {
             0
         };
+        let scan = self
+            .scanned_at_ms
+            .is_none_or(|t| now_ms - t >= crate::inside::SCAN_EVERY_MS || now_ms < t);
+        if scan {
+            self.scanned_at_ms = Some(now_ms);
+        }
         let detail = crate::inside::detail(
             crate::inside::Inputs {
                 baseline: self.inside,
@@ -579,6 +588,7 @@ impl MetricSource for SimSource {
                 zombie: f.has(Fault::Zombie),
                 interval_s: self.interval_ms as f64 / 1000.0,
                 started_s: (started / 1000).max(0) as u64,
+                scan,
             },
             &mut |lo, hi| rng.between(lo, hi),
         );
@@ -896,6 +906,22 @@ mod tests {
         let fps = value(&t, INFERENCE_FPS).unwrap();
         assert!((9.0..=10.0).contains(&fps), "{fps}");
         assert!(value(&t, FRAME_AGE).unwrap() < 0.1);
+    }
+
+    /// Like the agent: the process table's counts and top lists every 10 s, the watched
+    /// vision service every record.
+    #[test]
+    fn the_process_table_is_scanned_every_ten_seconds() {
+        let mut s = SimSource::new(1, 1000);
+        let scanned: Vec<i64> = (0..25)
+            .filter_map(|i| {
+                let p = s.collect(i * 1000).detail.procs;
+                assert!(!p.watched.is_empty(), "record {i}");
+                assert_eq!(p.scanned, p.total > 0 && !p.top_cpu.is_empty(), "record {i}");
+                p.scanned.then_some(i)
+            })
+            .collect();
+        assert_eq!(scanned, vec![0, 10, 20]);
     }
 
     #[test]

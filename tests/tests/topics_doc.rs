@@ -471,6 +471,12 @@ fn every_variant_of_every_payload_matches_its_schema() {
     t.gpu = None;
     t.disks[0].inodes_total = None;
     t.disks[0].read_bytes_per_s = None;
+    check(&s, "telemetry", &env(t.clone()));
+    // a record between process scans: the watched processes only
+    t.detail.procs = common::ProcessTable {
+        watched: vec![process_info()],
+        ..Default::default()
+    };
     check(&s, "telemetry", &env(t));
     check(&s, "telemetry", &env(Telemetry::default()));
 

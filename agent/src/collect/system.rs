@@ -61,7 +61,9 @@ pub struct SystemSource {
     watched: HashMap<String, Watched>,
     last_scan_ms: Option<i64>,
     top: Vec<ProcessStats>,
-    /// The process table of the last full scan (its watched list: every tick).
+    /// The process table of the next record: the counts and top lists of a full scan made
+    /// since the last record (taken by it: the others carry only the watched list, every
+    /// tick), so the scan-only parts travel once per scan instead of in every record.
     table: ProcessTable,
     inside: InsideReader,
     /// User names by uid, read once: a new account appears as its uid until a restart.
@@ -429,7 +431,9 @@ impl super::MetricSource for SystemSource {
             self.tcp_at_ms = Some(now_ms);
         }
         let detail = Detail {
-            procs: self.table.clone(),
+            // taken: the next record carries the scan's counts and top lists only if it scans
+            // again (the server keeps the last scanned table per machine)
+            procs: std::mem::take(&mut self.table),
             ifaces: self.inside.ifaces(now_ms),
             tcp: self.tcp,
             block: self.inside.block(now_ms),
@@ -485,6 +489,38 @@ mod tests {
         assert!(t.disks.iter().any(|d| d.inodes_total.is_some()), "{:?}", t.disks);
     }
 
+
+    /// The scan-only parts of the process table (counts, top lists) travel in the record of
+    /// the scan that made them; the records between scans carry the watched processes only.
+    #[test]
+    fn only_the_record_of_a_scan_carries_the_scanned_table() {
+        let me = std::fs::read_to_string("/proc/self/comm")
+            .unwrap()
+            .trim()
+            .to_string();
+        let mut s = SystemSource::with_options(SystemOptions {
+            interval_ms: 1000,
+            watch: vec![me.clone()],
+            scan_every_ms: 10_000,
+            ..Default::default()
+        });
+        let t0 = common::time::now_ms();
+        let first = s.collect(t0).detail.procs;
+        assert!(first.scanned && first.total > 0, "{first:?}");
+        assert!(!first.top_cpu.is_empty() && !first.top_mem.is_empty());
+        assert_eq!(first.watched.len(), 1);
+        for k in 1..10 {
+            let p = s.collect(t0 + k * 1000).detail.procs;
+            assert!(!p.scanned, "tick {k}: {p:?}");
+            assert_eq!((p.total, p.zombies, p.threads), (0, 0, None), "tick {k}");
+            assert!(p.top_cpu.is_empty() && p.top_mem.is_empty(), "tick {k}");
+            let w = p.watched.iter().find(|w| w.name == me);
+            assert_eq!(w.map(|w| w.pid), Some(std::process::id()), "tick {k}: watched");
+        }
+        let again = s.collect(t0 + 10_000).detail.procs;
+        assert!(again.scanned && again.total > 0 && !again.top_mem.is_empty(), "{again:?}");
+        assert_eq!(again.watched.len(), 1);
+    }
     #[test]
     fn collects_real_memory_and_cpu_figures() {
         let mut s = SystemSource::new(1000);

@@ -209,13 +209,24 @@ impl FleetState {
         e
     }
 
-    pub fn apply_telemetry(&mut self, env: Envelope<Telemetry>, now_ms: i64) {
+    /// The latest record also keeps the machine's last process scan: an agent sends the
+    /// table's counts and top lists only in the record of the scan that made them (every
+    /// 10 s), so a record between scans takes them from the one it replaces. The Processes
+    /// tab, the overview's process columns and the `proc.count`/`proc.zombies` inputs of the
+    /// rules stay filled; after a restart of the server they are empty until the next scan.
+    pub fn apply_telemetry(&mut self, mut env: Envelope<Telemetry>, now_ms: i64) {
         let e = self.seen(&env.device.clone(), now_ms);
         // newer by seq (a clock that jumped back) or by time (a buffer that started over)
         if e.latest
             .as_ref()
             .is_none_or(|l| env.seq > l.seq || env.ts_ms >= l.ts_ms)
         {
+            if let Some(last) = e.latest.as_mut() {
+                env.body
+                    .detail
+                    .procs
+                    .take_scan_from(&mut last.body.detail.procs);
+            }
             refresh_metrics(&mut e.metrics, &env.body);
             if let Some((_, v)) = e.metrics.iter().find(|(n, _)| n == ITEMS_COUNTER) {
                 e.items.push(env.ts_ms, *v);
@@ -461,6 +472,64 @@ mod tests {
         t.memory.swap_total_bytes = 1 << 30;
         refresh_metrics(&mut m, &t);
         assert_eq!(m, t.flat_metrics());
+    }
+
+    /// Records between process scans carry no counts nor top lists: the state keeps the last
+    /// scan's, for the Processes tab, the overview and the rules' `proc.*` inputs.
+    #[test]
+    fn records_between_scans_keep_the_last_scanned_process_table() {
+        use common::{ProcessInfo, ProcessTable};
+        let info = |name: &str, fds: u32| ProcessInfo {
+            name: name.into(),
+            fds: Some(fds),
+            ..Default::default()
+        };
+        let with = |seq: u64, procs: ProcessTable| {
+            let mut e = tel(seq, seq as i64 * 1000);
+            e.body.detail.procs = procs;
+            e
+        };
+        let scan = |zombies: u32| ProcessTable {
+            total: 90,
+            threads: Some(300),
+            zombies,
+            scanned: true,
+            top_cpu: vec![info("ffmpeg", 3)],
+            top_mem: vec![info("vision", 40)],
+            watched: vec![info("vision", 40)],
+        };
+        let between = |fds: u32| ProcessTable {
+            watched: vec![info("vision", fds)],
+            ..Default::default()
+        };
+        let mut f = FleetState::default();
+        // before any scan reached this server: nothing is claimed
+        f.apply_telemetry(with(1, between(39)), 1000);
+        let m = &f.detail(&d(), 1000).unwrap().summary.metrics;
+        assert!(!m.contains_key("proc.zombies") && m["proc.vision.fds"] == 39.0);
+        f.apply_telemetry(with(2, scan(6)), 2000);
+        for seq in 3..12 {
+            f.apply_telemetry(with(seq, between(40 + seq as u32)), seq as i64 * 1000);
+            let det = f.detail(&d(), seq as i64 * 1000).unwrap();
+            let m = &det.summary.metrics;
+            assert_eq!(m["proc.zombies"], 6.0, "record {seq}");
+            assert_eq!(m["proc.count"], 90.0, "record {seq}");
+            assert_eq!(m["proc.top_cpu.ffmpeg"], 0.0, "record {seq}");
+            assert_eq!(m["proc.vision.fds"], 40.0 + seq as f64, "record {seq}: its own");
+            let p = det.telemetry.unwrap().detail.procs;
+            assert!(p.scanned && p.threads == Some(300), "record {seq}: {p:?}");
+            assert_eq!(p.top_mem, vec![info("vision", 40)], "record {seq}");
+            assert_eq!(p.watched, vec![info("vision", 40 + seq as u32)], "record {seq}");
+        }
+        // the next scan replaces it (the zombies were reaped: the rule's input falls)
+        f.apply_telemetry(with(12, scan(0)), 12_000);
+        f.apply_telemetry(with(13, between(41)), 13_000);
+        assert_eq!(f.detail(&d(), 13_000).unwrap().summary.metrics["proc.zombies"], 0.0);
+        // an older record (a backlog) neither replaces nor consumes the kept scan
+        f.apply_telemetry(with(4, between(1)), 14_000);
+        f.apply_telemetry(with(14, between(42)), 14_000);
+        let p = f.detail(&d(), 14_000).unwrap().telemetry.unwrap().detail.procs;
+        assert_eq!((p.total, p.zombies, p.watched[0].fds), (90, 0, Some(42)));
     }
 
     #[test]
