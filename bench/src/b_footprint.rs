@@ -137,6 +137,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
     eprintln!("  timing SystemSource::collect");
     let iters = ctx.n(300, 60);
     let (tick_us, scan_us, procs_n) = collect_times(iters);
+    let sizes = record_sizes();
 
     let binary_mib = std::fs::metadata(ctx.bin("rvm-agent")).map_or(0, |m| m.len()) as f64 / MIB / MIB;
     let mut figures = Vec::new();
@@ -163,6 +164,19 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
                 procs::percentile(&scrapes, 50.0),
             )
             .note(format!("{procs_n} processes on the machine")),
+        Figure::new(
+            "telemetry record on the wire (mean over a 10 s scan cycle)",
+            sizes.mean,
+            "bytes",
+        )
+        .note(format!(
+            "the record of a process scan {} bytes (what every record was while each carried \
+             the whole process table), the {} between scans {} to {} bytes; bincode, before TLS",
+            sizes.scan,
+            sizes.between.len(),
+            sizes.between.iter().min().copied().unwrap_or(0),
+            sizes.between.iter().max().copied().unwrap_or(0),
+        )),
     ]);
     Ok(GroupResult {
         key: "footprint".into(),
@@ -450,4 +464,38 @@ fn collect_times(iters: usize) -> (f64, f64, usize) {
         })
         .unwrap_or(procs_n);
     (tick, scan, procs_total)
+}
+
+/// Wire sizes of the records of one scan cycle (`scan_every_ms` 10 s at 1 s ticks), the agent
+/// as the bench runs it: the record of the scan carries the process table's counts and top
+/// lists, the others only what changes every tick.
+struct RecordSizes {
+    scan: usize,
+    between: Vec<usize>,
+    mean: f64,
+}
+
+fn record_sizes() -> RecordSizes {
+    let mut s = SystemSource::with_options(SystemOptions {
+        interval_ms: 1000,
+        watch: Vec::new(),
+        scan_every_ms: 10_000,
+        ..Default::default()
+    });
+    let device = common::DeviceId::new("bench001").expect("a valid id");
+    let t0 = common::time::now_ms();
+    let (mut scan, mut between) = (0, Vec::new());
+    for i in 0..10u64 {
+        let t = s.collect(t0 + i as i64 * 1000);
+        let fresh = t.detail.procs.scanned;
+        let env = common::Envelope::new(device.clone(), i + 1, t0 + i as i64 * 1000, t);
+        let n = common::codec::encode(&env).map_or(0, |b| b.len());
+        if fresh {
+            scan = n;
+        } else {
+            between.push(n);
+        }
+    }
+    let mean = (scan + between.iter().sum::<usize>()) as f64 / (1 + between.len()) as f64;
+    RecordSizes { scan, between, mean }
 }
