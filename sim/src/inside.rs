@@ -273,9 +273,16 @@ mod tests {
         let mut i = inputs(70, true);
         i.scan = false;
         let p = detail(i, &mut rng).procs;
-        assert!(!p.scanned && p.top_cpu.is_empty() && p.top_mem.is_empty(), "{p:?}");
+        assert!(
+            !p.scanned && p.top_cpu.is_empty() && p.top_mem.is_empty(),
+            "{p:?}"
+        );
         assert_eq!((p.total, p.zombies, p.threads), (0, 0, None));
-        assert_eq!(p.watched[0].fds, Some(VISION_FDS + 70), "the leak shows every record");
+        assert_eq!(
+            p.watched[0].fds,
+            Some(VISION_FDS + 70),
+            "the leak shows every record"
+        );
     }
 
     #[test]

@@ -489,7 +489,6 @@ mod tests {
         assert!(t.disks.iter().any(|d| d.inodes_total.is_some()), "{:?}", t.disks);
     }
 
-
     /// The scan-only parts of the process table (counts, top lists) travel in the record of
     /// the scan that made them; the records between scans carry the watched processes only.
     #[test]
@@ -518,7 +517,10 @@ mod tests {
             assert_eq!(w.map(|w| w.pid), Some(std::process::id()), "tick {k}: watched");
         }
         let again = s.collect(t0 + 10_000).detail.procs;
-        assert!(again.scanned && again.total > 0 && !again.top_mem.is_empty(), "{again:?}");
+        assert!(
+            again.scanned && again.total > 0 && !again.top_mem.is_empty(),
+            "{again:?}"
+        );
         assert_eq!(again.watched.len(), 1);
     }
     #[test]

@@ -222,10 +222,7 @@ impl FleetState {
             .is_none_or(|l| env.seq > l.seq || env.ts_ms >= l.ts_ms)
         {
             if let Some(last) = e.latest.as_mut() {
-                env.body
-                    .detail
-                    .procs
-                    .take_scan_from(&mut last.body.detail.procs);
+                env.body.detail.procs.take_scan_from(&mut last.body.detail.procs);
             }
             refresh_metrics(&mut e.metrics, &env.body);
             if let Some((_, v)) = e.metrics.iter().find(|(n, _)| n == ITEMS_COUNTER) {
@@ -524,7 +521,10 @@ mod tests {
         // the next scan replaces it (the zombies were reaped: the rule's input falls)
         f.apply_telemetry(with(12, scan(0)), 12_000);
         f.apply_telemetry(with(13, between(41)), 13_000);
-        assert_eq!(f.detail(&d(), 13_000).unwrap().summary.metrics["proc.zombies"], 0.0);
+        assert_eq!(
+            f.detail(&d(), 13_000).unwrap().summary.metrics["proc.zombies"],
+            0.0
+        );
         // an older record (a backlog) neither replaces nor consumes the kept scan
         f.apply_telemetry(with(4, between(1)), 14_000);
         f.apply_telemetry(with(14, between(42)), 14_000);
