@@ -167,6 +167,15 @@ pub struct BrokerHealth {
 
 /// Characters outside `[A-Za-z0-9_-]` become `_`: a name that is safe inside a metric name.
 pub fn metric_safe(name: &str, out: &mut String) {
+    // nearly every name is safe already: one copy instead of a push per character (this ran
+    // for every name of every record, 6 % of the server's ingest instructions)
+    if name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        out.push_str(name);
+        return;
+    }
     out.extend(name.chars().map(|c| {
         if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
             c
@@ -303,6 +312,18 @@ pub fn parse_pre_eol(text: &str) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_safe_keeps_safe_names_and_replaces_each_other_character() {
+        let safe = |n: &str| {
+            let mut out = String::from("proc.");
+            metric_safe(n, &mut out);
+            out
+        };
+        assert_eq!(safe("vision-svc_2"), "proc.vision-svc_2");
+        assert_eq!(safe("kworker/u8:2"), "proc.kworker_u8_2");
+        assert_eq!(safe("caméra"), "proc.cam_ra", "one _ per character, not per byte");
+    }
 
     #[test]
     fn life_time_takes_the_worse_estimate_and_skips_undefined() {

@@ -10,22 +10,34 @@
 //!
 //! Ids are handed out in order and never reused or renumbered. A new name is written to the
 //! tree before the first row that uses it: sled recovers its log in order up to the first
-//! write that did not reach the disk, so a row that survived a crash has its name too. A
-//! leaf: imports nothing of the crate.
+//! write that did not reach the disk, so a row that survived a crash has its name too.
+//!
+//! Names come from the machines (process, interface and app metric names), so the book is
+//! capped at [`MAX_NAMES`]: past it, rows spell new names out again (a machine that sent a
+//! new name in every record would otherwise grow the book, and the server's heap, forever),
+//! and the lookup's hash is keyed at random (ahash), so chosen names cannot collide on
+//! purpose. A leaf: imports nothing of the crate.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+
+/// Names the book holds at most; about 100 bytes of heap each.
+pub const MAX_NAMES: usize = 100_000;
 
 /// Names and ids, both ways; clones share the book.
 #[derive(Clone)]
 pub struct NameBook {
     tree: sled::Tree,
     inner: Arc<RwLock<Inner>>,
+    /// Names not taken in because the book was full.
+    refused: Arc<AtomicU64>,
+    cap: usize,
 }
 
 #[derive(Default)]
 struct Inner {
-    ids: HashMap<Arc<str>, u32>,
+    ids: HashMap<Arc<str>, u32, ahash::RandomState>,
     names: Vec<Option<Arc<str>>>,
 }
 
@@ -52,24 +64,47 @@ impl NameBook {
         Ok(NameBook {
             tree,
             inner: Arc::new(RwLock::new(inner)),
+            refused: Arc::default(),
+            cap: MAX_NAMES,
         })
     }
 
-    /// The id of `name`, written into the book first if it is new.
-    pub fn id(&self, name: &str) -> Result<u32, sled::Error> {
+    /// The same book holding at most `cap` names (tests).
+    pub fn with_cap(mut self, cap: usize) -> NameBook {
+        self.cap = cap;
+        self
+    }
+
+    /// The id of `name`, written into the book first if it is new; None when the book is
+    /// full and `name` is not in it (the caller spells the name out).
+    pub fn id(&self, name: &str) -> Result<Option<u32>, sled::Error> {
         if let Some(id) = self.read().ids.get(name) {
-            return Ok(*id);
+            return Ok(Some(*id));
         }
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         if let Some(id) = inner.ids.get(name) {
-            return Ok(*id);
+            return Ok(Some(*id));
+        }
+        if inner.names.len() >= self.cap {
+            if self.refused.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(
+                    names = inner.names.len(),
+                    "the metric name book is full: new names are stored spelled out in each row"
+                );
+            }
+            return Ok(None);
         }
         let id = inner.names.len() as u32;
         self.tree.insert(id.to_be_bytes(), name.as_bytes())?;
         let name: Arc<str> = name.into();
         inner.ids.insert(name.clone(), id);
         inner.names.push(Some(name));
-        Ok(id)
+        Ok(Some(id))
+    }
+
+    /// How many names were not taken in because the book was full.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// The name of `id`; None for an id the book does not hold.
@@ -117,17 +152,21 @@ mod tests {
         {
             let db = sled::open(dir.path()).unwrap();
             let book = NameBook::open(db.open_tree("metric_names").unwrap()).unwrap();
-            assert_eq!(book.id("cpu.usage_pct").unwrap(), 0);
-            assert_eq!(book.id("gpu.temp_c").unwrap(), 1);
-            assert_eq!(book.id("cpu.usage_pct").unwrap(), 0, "a known name keeps its id");
+            assert_eq!(book.id("cpu.usage_pct").unwrap(), Some(0));
+            assert_eq!(book.id("gpu.temp_c").unwrap(), Some(1));
+            assert_eq!(
+                book.id("cpu.usage_pct").unwrap(),
+                Some(0),
+                "a known name keeps its id"
+            );
             db.flush().unwrap();
         }
         let db = sled::open(dir.path()).unwrap();
         let book = NameBook::open(db.open_tree("metric_names").unwrap()).unwrap();
         assert_eq!(book.len(), 2);
         assert_eq!(book.name(1).as_deref(), Some("gpu.temp_c"));
-        assert_eq!(book.id("gpu.temp_c").unwrap(), 1);
-        assert_eq!(book.id("net.iface.eth0.rx_bytes_per_s").unwrap(), 2);
+        assert_eq!(book.id("gpu.temp_c").unwrap(), Some(1));
+        assert_eq!(book.id("net.iface.eth0.rx_bytes_per_s").unwrap(), Some(2));
         assert_eq!(book.name(7), None);
         assert_eq!(
             book.with_names(|n| n.get(0).map(str::to_owned)).as_deref(),

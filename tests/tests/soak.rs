@@ -20,8 +20,16 @@
 //! least [`MIN_JUDGED_SECS`]: a shorter run is refused, saying so. In the hour run
 //! (docs/benchmarks.md, "Soak") the agent's heap was flat from the start; the server's rose
 //! about 3 MiB/min for its first 15 minutes (8.6 MiB between minutes 2 and 5, 31 MiB between 5
-//! and 15) and held flat after that: memory that grows with the history stored, not yet
-//! explained.
+//! and 15) and held flat after that. That growth follows the bytes of history written, not
+//! the time: when the look inside (issue 24) made each stored row 2.7 times larger (1,331
+//! bytes, names spelled out), the 5-minute debug run's floor rose 9.8 to 11.1 MiB/min; the
+//! same run with a 2 MiB sled cache instead of 8, 4.4 MiB/min; with rows keeping their metric
+//! names as ids (289 bytes, `fleet-server/src/metric_names.rs`), 3.1 MiB/min. heaptrack
+//! attached for 4 minutes of the failing run found 11 MiB live at the end, most of it
+//! sled's buffers and rmqtt's per-connection read buffers, and a 94 MiB peak held by the
+//! rollup pass reading a whole minute and sled's deserialised pages. The likeliest cause is
+//! sled's page cache filling: sled counts it in stored bytes, and the heap rose several times
+//! the cache's size (13 MiB in 3 minutes with a 2 MiB cache); not proven further.
 //!
 //! - **agent** (`SOAK_AGENT_KIB_PER_MIN`, default 16): it records once a second; a leak of one
 //!   300-byte allocation per record lifts the floor 17.6 KiB/min and fails.

@@ -53,12 +53,14 @@ pub trait Packable: DeserializeOwned + Send + Sized + 'static {
     fn expand(c: Self::Compact, names: Names<'_>) -> Self;
 }
 
-/// A [`HistoryRow`] as stored.
+/// A [`HistoryRow`] as stored: metrics by name id, and those whose name the full book did
+/// not take spelled out.
 #[derive(Serialize, Deserialize)]
 pub struct CompactRow {
     ts_ms: i64,
     seq: u64,
     metrics: Vec<(u32, f32)>,
+    spelled: Vec<(String, f32)>,
 }
 
 /// A [`RollupRow`] as stored.
@@ -66,17 +68,31 @@ pub struct CompactRow {
 pub struct CompactRollup {
     minute_ms: i64,
     metrics: Vec<(u32, Agg)>,
+    spelled: Vec<(String, Agg)>,
 }
 
-fn ids<V: Copy>(book: &NameBook, metrics: &[(String, V)]) -> Result<Vec<(u32, V)>, sled::Error> {
-    metrics.iter().map(|(n, v)| Ok((book.id(n)?, *v))).collect()
+type Split<V> = (Vec<(u32, V)>, Vec<(String, V)>);
+
+fn ids<V: Copy>(book: &NameBook, metrics: &[(String, V)]) -> Result<Split<V>, sled::Error> {
+    let mut out = (Vec::with_capacity(metrics.len()), Vec::new());
+    for (n, v) in metrics {
+        match book.id(n)? {
+            Some(id) => out.0.push((id, *v)),
+            None => out.1.push((n.clone(), *v)),
+        }
+    }
+    Ok(out)
 }
 
-fn spelled<V>(names: Names<'_>, metrics: Vec<(u32, V)>) -> Vec<(String, V)> {
-    metrics
-        .into_iter()
-        .filter_map(|(id, v)| Some((names.get(id)?.to_owned(), v)))
-        .collect()
+fn spelled<V>(names: Names<'_>, metrics: Vec<(u32, V)>, spelled: Vec<(String, V)>) -> Vec<(String, V)> {
+    let mut out: Vec<(String, V)> = Vec::with_capacity(metrics.len() + spelled.len());
+    out.extend(
+        metrics
+            .into_iter()
+            .filter_map(|(id, v)| Some((names.get(id)?.to_owned(), v))),
+    );
+    out.extend(spelled);
+    out
 }
 
 impl Packable for HistoryRow {
@@ -87,10 +103,12 @@ impl Packable for HistoryRow {
     }
 
     fn compact(&self, book: &NameBook) -> Result<CompactRow, sled::Error> {
+        let (metrics, spelled) = ids(book, &self.metrics)?;
         Ok(CompactRow {
             ts_ms: self.ts_ms,
             seq: self.seq,
-            metrics: ids(book, &self.metrics)?,
+            metrics,
+            spelled,
         })
     }
 
@@ -98,7 +116,7 @@ impl Packable for HistoryRow {
         HistoryRow {
             ts_ms: c.ts_ms,
             seq: c.seq,
-            metrics: spelled(names, c.metrics),
+            metrics: spelled(names, c.metrics, c.spelled),
         }
     }
 }
@@ -111,16 +129,18 @@ impl Packable for RollupRow {
     }
 
     fn compact(&self, book: &NameBook) -> Result<CompactRollup, sled::Error> {
+        let (metrics, spelled) = ids(book, &self.metrics)?;
         Ok(CompactRollup {
             minute_ms: self.minute_ms,
-            metrics: ids(book, &self.metrics)?,
+            metrics,
+            spelled,
         })
     }
 
     fn expand(c: CompactRollup, names: Names<'_>) -> RollupRow {
         RollupRow {
             minute_ms: c.minute_ms,
-            metrics: spelled(names, c.metrics),
+            metrics: spelled(names, c.metrics, c.spelled),
         }
     }
 }
@@ -627,5 +647,27 @@ mod tests {
         let back: HistoryRow = decode_row(&encode_row(&row, &s.names).unwrap(), &s.names).unwrap();
         assert_eq!(back, row);
         assert_eq!(s.names.len(), 57);
+    }
+
+    /// Past the book's cap, new names are spelled out in the row and read back the same.
+    #[test]
+    fn a_row_with_names_past_a_full_book_keeps_them_spelled_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FleetStore::open(dir.path()).unwrap();
+        s.names = s.names.clone().with_cap(2);
+        let d = DeviceId::new("rvm1").unwrap();
+        let row = HistoryRow {
+            ts_ms: 1000,
+            seq: 1,
+            metrics: vec![("a".into(), 1.0), ("b".into(), 2.0), ("c".into(), 3.0)],
+        };
+        let mut b = WriteBatch::default();
+        b.history(&d, row.clone());
+        s.apply(b, 0).unwrap();
+        assert_eq!(s.history(&d, 0, 2000, 10).unwrap(), vec![row.clone()]);
+        assert_eq!((s.names.len(), s.names.refused()), (2, 1));
+        // and packed
+        s.pack_sealed(60_000, u64::MAX).unwrap();
+        assert_eq!(s.history(&d, 0, 2000, 10).unwrap(), vec![row]);
     }
 }

@@ -45,16 +45,10 @@ fn kind_byte(k: Kind) -> u8 {
 }
 
 fn crc32(data: &[u8]) -> u32 {
-    // IEEE CRC-32, bitwise: the journal is small and this avoids a dependency.
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
-    }
-    !crc
+    // IEEE CRC-32 (crc32fast, already in the build through sled). It was computed bit by bit
+    // here: about 40 instructions a byte, a third of the writer's per-record cost for a
+    // 1.4 KB record.
+    crc32fast::hash(data)
 }
 
 impl Journal {
