@@ -19,6 +19,14 @@ async function tab(page, key) {
 
 test("the Processes tab shows the top lists, the zombie and the leaking process", async () => {
   const id = fx.leak_device;
+  // the zombie fault is set as the browser tests start; process counts travel with the
+  // machine's next scan (every 10 s)
+  for (const deadline = Date.now() + 30000; ; ) {
+    const d = (await api(fx, fx.admin, `/api/v1/devices/${id}`)).body;
+    if (d.metrics?.["proc.zombies"] > 0) break;
+    assert.ok(Date.now() < deadline, "the leaking machine reports no zombie after 30 s");
+    await new Promise((r) => setTimeout(r, 500));
+  }
   const { page, context, errors } = await openAs(browser, fx, fx.viewer, `#/device/${id}`);
   await page.locator("#dv-inside #in-tabs").waitFor({ timeout: 10000 });
   await tab(page, "processes");
