@@ -4,7 +4,8 @@
 //! telemetry record's flat metrics (plus `clock.skew_s` and `service.down`), each live health
 //! report's checks (plus `service.down`), the derived inputs of events and births at once,
 //! and every [`PRESENCE_TICK`] each device's presence and time-based inputs
-//! ([`crate::alerts::inputs`]). Backlog telemetry and health reports (made before the
+//! ([`crate::alerts::inputs`]) that changed, and the unchanged ones every
+//! [`super::resend::REFRESH_MS`] ([`super::resend`]). Backlog telemetry and health reports (made before the
 //! device's current connection) go to history and the device page only: they are not the
 //! machine's state now.
 //!
@@ -22,7 +23,8 @@
 //!
 //! Supervised (`crate::server::children`): a new generation starts from the store (births,
 //! delivery accounting: [`Restore`]) and from what its predecessor wrote to the
-//! [`FleetCheckpoint`] at its last tick (presence, and the alert inputs of each device's
+//! [`FleetCheckpoint`] at its last tick (each tick updates the devices touched since the one
+//! before) (presence, and the alert inputs of each device's
 //! current connection, which tell live records from a backlog), with the server's start
 //! time, so that a restart neither forgets which devices are online and which records are
 //! live nor makes offline devices look new.
