@@ -13,6 +13,7 @@
 
 pub mod actor;
 pub mod clock;
+pub mod compact;
 pub mod delivery;
 pub mod http;
 pub mod live;
