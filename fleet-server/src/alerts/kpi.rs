@@ -378,7 +378,11 @@ mod tests {
         for s in 0..3600i64 {
             out = k.on_metrics(&D, &m((s / 2) as f64, (s / 20) as f64), s * 1000);
         }
-        assert!(k.samples.len() <= SAMPLES_PER_WINDOW as usize + 1, "{}", k.samples.len());
+        assert!(
+            k.samples.len() <= SAMPLES_PER_WINDOW as usize + 1,
+            "{}",
+            k.samples.len()
+        );
         let per_h = value(&out, KPI_ACCEPTED_PER_H).unwrap();
         assert!((per_h - 1800.0).abs() < 5.0, "{per_h}");
         let ratio = value(&out, KPI_REJECT_RATIO).unwrap();
