@@ -22,5 +22,6 @@ pub mod live;
 pub mod mirror;
 pub mod mirror_pg;
 pub mod pg;
+pub mod resend;
 pub mod state;
 pub mod store;
