@@ -54,6 +54,13 @@ pub const SPIKE_FACTOR: f64 = 2.0;
 pub const JAM_WINDOW_MS: i64 = 10 * 60_000;
 /// Samples kept per device at most (a fast device within the window).
 const SAMPLES_CAP: usize = 1024;
+/// Samples kept per rate window: one per 1/64 of it (14 s of the default 15 minutes), not
+/// one per record. Every record's counters were kept at first: 180 samples a machine at one
+/// record per 5 s, 900 at 1 Hz, twice (the fleet actor's checkpoint copies them), about 10
+/// and 43 KiB per machine of the server's heap (issue 25 step 3). The rate is still exact
+/// over the span it is taken on (from the oldest sample kept to the latest record); that
+/// span starts at most one step later than the oldest record in the window.
+const SAMPLES_PER_WINDOW: i64 = 64;
 
 /// `[kpi]` of the rules file: the windows of the derived figures. The defaults suit a machine
 /// that counts a few hundred items an hour; a quiet store may want a longer window, and a
@@ -110,6 +117,11 @@ impl KpiConfig {
     fn rate_window_ms(&self) -> i64 {
         self.rate_window_s as i64 * 1000
     }
+
+    /// A sample is kept when the last one kept is at least this old.
+    fn sample_step_ms(&self) -> i64 {
+        (self.rate_window_ms() / SAMPLES_PER_WINDOW).max(1)
+    }
 }
 
 /// A learned normal reject ratio.
@@ -146,8 +158,10 @@ impl Baseline {
 /// One machine's counters over the window, its baseline and its last jam.
 #[derive(Debug, Clone, Default)]
 pub struct KpiInputs {
-    /// (record time, accepted, rejected), oldest first.
+    /// (record time, accepted, rejected), oldest first, one per [`KpiConfig::sample_step_ms`].
     samples: VecDeque<(i64, f64, f64)>,
+    /// The latest record's (time, accepted, rejected), kept or not.
+    latest: Option<(i64, f64, f64)>,
     jams: Option<f64>,
     last_jam_ms: Option<i64>,
     pub baseline: Baseline,
@@ -195,14 +209,20 @@ impl KpiInputs {
             return out;
         };
         if self
-            .samples
-            .back()
-            .is_some_and(|(t, a, r)| acc < *a || rej < *r || ts_ms < *t)
+            .latest
+            .is_some_and(|(t, a, r)| acc < a || rej < r || ts_ms < t)
         {
             // a counter went down (the service restarted) or time went back: start over
             self.samples.clear();
         }
-        self.samples.push_back((ts_ms, acc, rej));
+        self.latest = Some((ts_ms, acc, rej));
+        if self
+            .samples
+            .back()
+            .is_none_or(|(t, _, _)| ts_ms - *t >= cfg.sample_step_ms())
+        {
+            self.samples.push_back((ts_ms, acc, rej));
+        }
         while self.samples.len() > SAMPLES_CAP
             || self
                 .samples
@@ -348,6 +368,25 @@ mod tests {
         assert_eq!(value(&out, KPI_ACCEPTED_PER_H), None, "no rate across a reset");
         let out = k.on_metrics(&D, &m(62.0, 0.0), 370_000);
         assert_eq!(value(&out, KPI_ACCEPTED_PER_H), Some(3600.0));
+    }
+
+    #[test]
+    fn a_machine_at_1_hz_keeps_a_sample_per_step_and_its_rate_stays_exact() {
+        let mut k = KpiInputs::default();
+        let mut out = Vec::new();
+        // an hour at 1 Hz, 1 item accepted every 2 s (1,800/h), 1 rejected every 20 s
+        for s in 0..3600i64 {
+            out = k.on_metrics(&D, &m((s / 2) as f64, (s / 20) as f64), s * 1000);
+        }
+        assert!(
+            k.samples.len() <= SAMPLES_PER_WINDOW as usize + 1,
+            "{}",
+            k.samples.len()
+        );
+        let per_h = value(&out, KPI_ACCEPTED_PER_H).unwrap();
+        assert!((per_h - 1800.0).abs() < 5.0, "{per_h}");
+        let ratio = value(&out, KPI_REJECT_RATIO).unwrap();
+        assert!((ratio - 1.0 / 11.0).abs() < 0.005, "{ratio}");
     }
 
     #[test]

@@ -40,7 +40,7 @@ use super::delivery::Delivery;
 use super::live::SummaryDiff;
 use super::mirror::{Mirrored, apply_remote};
 use super::resend::InputsSent;
-use super::state::{DeviceDetail, DeviceSummary, FleetState, Presence, PresencePolicy, Seen};
+use super::state::{DeviceDetail, DeviceSummary, FleetState, Presence, PresencePolicy, Seen, owned_metrics};
 use super::store::{PresenceLog, PresenceStore};
 use crate::alerts::actor::{Observation, Observe};
 use crate::alerts::alert::DeviceInfo;
@@ -377,7 +377,7 @@ impl FleetActor {
                         .state
                         .devices
                         .get(&id)
-                        .map(|d| d.metrics.clone())
+                        .map(|d| owned_metrics(&d.metrics))
                         .unwrap_or_default();
                     let service = input.on_metrics(&m);
                     let kpis = input.kpi.on_metrics(&self.kpi, &m, ts);
@@ -561,7 +561,7 @@ impl Handler<Mirrored> for FleetActor {
                 // newer telemetry of a machine held elsewhere: for the fleet-wide correlation
                 elsewhere.push(Observation {
                     device: self.info(&id),
-                    metrics: e.metrics.clone(),
+                    metrics: owned_metrics(&e.metrics),
                     checks: None,
                     session_started: false,
                     elsewhere: true,
@@ -638,9 +638,10 @@ impl Handler<ReadMachines> for FleetActor {
                     let e = self.state.devices.get(&d)?;
                     // a machine served by another instance: its metrics as the store has them
                     let ts_ms = e.telemetry_ts()?;
+                    let metrics = owned_metrics(&e.metrics);
                     Some(MachineReading {
-                        accepted_total: find(&e.metrics, ACCEPTED_TOTAL),
-                        rejected_total: find(&e.metrics, REJECTED_TOTAL),
+                        accepted_total: find(&metrics, ACCEPTED_TOTAL),
+                        rejected_total: find(&metrics, REJECTED_TOTAL),
                         health: e.health.as_ref().map(|h| match h.status {
                             common::HealthStatus::Ok => 0,
                             common::HealthStatus::Warn => 1,

@@ -60,6 +60,7 @@ pub struct Mirrored(pub Vec<RemoteDevice>);
 /// (false: the machine is served here, and this instance's own view of it stands).
 pub fn apply_remote(state: &mut FleetState, me: &str, r: RemoteDevice) -> bool {
     let served_here = r.owner.as_deref().is_none_or(|o| o == me);
+    let names = &mut state.names;
     let e = state.devices.entry(r.id).or_default();
     // a record received here at or after the store's last one: this view is fresher
     let fresher_here = e.served_by.is_none() && e.last_seen_ms >= r.seen_ms;
@@ -86,7 +87,7 @@ pub fn apply_remote(state: &mut FleetState, me: &str, r: RemoteDevice) -> bool {
     if let Some(t) = r.telemetry
         && e.telemetry_ts().is_none_or(|ts| t.ts_ms > ts)
     {
-        e.metrics = t.metrics;
+        e.metrics = t.metrics.into_iter().map(|(n, v)| (names.get(&n), v)).collect();
         e.remote_ts_ms = Some(t.ts_ms);
     }
     true
@@ -150,7 +151,10 @@ mod tests {
         apply_remote(&mut s, "a", row("m1", 8_000, "b", 7_900, 1.0));
         let e = &s.devices[&id("m1")];
         assert_eq!((e.last_seen_ms, e.telemetry_ts()), (10_000, Some(9_900)));
-        assert_eq!(e.metrics, vec![("cpu.usage_pct".to_string(), 42.0)]);
+        assert_eq!(
+            crate::fleet::state::owned_metrics(&e.metrics),
+            vec![("cpu.usage_pct".to_string(), 42.0)]
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The fleet: every device's latest state, presence and delivery accounting.
 //!
 //! - [`state`]: per-device latest values, presence and metadata (pure)
+//! - [`compact`]: what the state keeps per machine, kept small: the latest record encoded,
+//!   metric names shared across the fleet
 //! - [`delivery`]: dedup by seq, gaps and reported drops (pure; the writer persists it)
 //! - [`clock`]: where records of a device with a wrong clock go in history (pure)
 //! - [`actor`]: the fleet actor: owns the state, feeds alerting, commands and the live view
@@ -13,6 +15,7 @@
 
 pub mod actor;
 pub mod clock;
+pub mod compact;
 pub mod delivery;
 pub mod http;
 pub mod live;

@@ -2,10 +2,12 @@
 //! takes `now_ms`; the fleet actor owns one [`FleetState`] and does the IO.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use common::{Birth, DeviceId, DeviceState, Envelope, Event, HealthReport, HealthStatus, Telemetry};
 use serde::Serialize;
 
+use super::compact::{LatestTelemetry, SharedNames};
 use super::delivery::Delivery;
 
 /// Events kept per device for the API.
@@ -74,8 +76,10 @@ pub struct DeviceEntry {
     pub offline_since_ms: Option<i64>,
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
-    pub latest: Option<Envelope<Telemetry>>,
-    pub metrics: Vec<(String, f64)>,
+    /// Kept encoded ([`LatestTelemetry`]): decoded it was most of a machine's heap here.
+    pub latest: Option<LatestTelemetry>,
+    /// Latest flat metrics, the names shared across the fleet ([`SharedNames`]).
+    pub metrics: Vec<(Arc<str>, f64)>,
     pub health: Option<HealthReport>,
     pub events: VecDeque<(u64, i64, Event)>,
     /// From the ingest writer, which owns dedup.
@@ -195,6 +199,8 @@ pub struct EventRow {
 pub struct FleetState {
     pub devices: BTreeMap<DeviceId, DeviceEntry>,
     pub policy: PresencePolicy,
+    /// The metric names of every machine's [`DeviceEntry::metrics`], one copy each.
+    pub names: SharedNames,
 }
 
 impl FleetState {
@@ -202,6 +208,7 @@ impl FleetState {
         FleetState {
             devices: BTreeMap::new(),
             policy,
+            names: SharedNames::default(),
         }
     }
 
@@ -225,21 +232,29 @@ impl FleetState {
     /// 10 s), so a record between scans takes them from the one it replaces. The Processes
     /// tab, the overview's process columns and the `proc.count`/`proc.zombies` inputs of the
     /// rules stay filled; after a restart of the server they are empty until the next scan.
+    ///
+    /// The previous record is decoded for its scan only when this one has none (kept
+    /// encoded, see [`LatestTelemetry`]).
     pub fn apply_telemetry(&mut self, mut env: Envelope<Telemetry>, now_ms: i64) {
-        let e = self.seen(&env.device.clone(), now_ms);
+        self.seen(&env.device.clone(), now_ms);
+        let Some(e) = self.devices.get_mut(&env.device) else {
+            return;
+        };
         // newer by seq (a clock that jumped back) or by time (a buffer that started over)
         if e.latest
             .as_ref()
             .is_none_or(|l| env.seq > l.seq || env.ts_ms >= l.ts_ms)
         {
-            if let Some(last) = e.latest.as_mut() {
-                env.body.detail.procs.take_scan_from(&mut last.body.detail.procs);
+            if !env.body.detail.procs.scanned
+                && let Some(mut last) = e.latest.as_ref().and_then(|l| l.body())
+            {
+                env.body.detail.procs.take_scan_from(&mut last.detail.procs);
             }
-            refresh_metrics(&mut e.metrics, &env.body);
-            if let Some((_, v)) = e.metrics.iter().find(|(n, _)| n == ITEMS_COUNTER) {
+            refresh_metrics(&mut e.metrics, &mut self.names, &env.body);
+            if let Some((_, v)) = e.metrics.iter().find(|(n, _)| &**n == ITEMS_COUNTER) {
                 e.items.push(env.ts_ms, *v);
             }
-            e.latest = Some(env);
+            e.latest = Some(LatestTelemetry::new(&env));
         }
     }
 
@@ -362,7 +377,7 @@ impl FleetState {
             jetpack: b.and_then(|b| b.jetpack.clone()),
             vision_model_version: b.and_then(|b| b.vision_model_version.clone()),
             simulated: b.is_some_and(|b| b.simulated),
-            metrics: e.metrics.iter().cloned().collect(),
+            metrics: e.metrics.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
             health: e.health.as_ref().map(|h| h.status),
             items_per_hour: e.items.per_hour(),
         }
@@ -380,7 +395,7 @@ impl FleetState {
         Some(DeviceDetail {
             summary: self.summary(id, e, now_ms),
             birth: e.birth.clone(),
-            telemetry: e.latest.as_ref().map(|l| l.body.clone()),
+            telemetry: e.latest.as_ref().and_then(|l| l.body()),
             telemetry_ts_ms: e.latest.as_ref().map(|l| l.ts_ms),
             health_report: e.health.clone(),
             recent_events: e
@@ -398,21 +413,25 @@ impl FleetState {
     }
 }
 
+/// A machine's flat metrics with names of their own, for the alerts actor and the KPIs.
+pub fn owned_metrics(metrics: &[(Arc<str>, f64)]) -> Vec<(String, f64)> {
+    metrics.iter().map(|(n, v)| (n.to_string(), *v)).collect()
+}
+
 /// `metrics` set to `body`'s flat metrics, reusing its names: a machine reports the same
 /// names in the same order record after record, so in the steady state this writes values
 /// only, where building the list anew allocated every name (issue 25).
-fn refresh_metrics(metrics: &mut Vec<(String, f64)>, body: &Telemetry) {
+fn refresh_metrics(metrics: &mut Vec<(Arc<str>, f64)>, names: &mut SharedNames, body: &Telemetry) {
     let mut n = 0;
     body.visit_metrics(|name, v| {
         match metrics.get_mut(n) {
             Some((k, old)) => {
-                if k != name {
-                    k.clear();
-                    k.push_str(name);
+                if &**k != name {
+                    *k = names.get(name);
                 }
                 *old = v;
             }
-            None => metrics.push((name.to_string(), v)),
+            None => metrics.push((names.get(name), v)),
         }
         n += 1;
     });
@@ -459,6 +478,8 @@ mod tests {
     #[test]
     fn metrics_refreshed_in_place_follow_a_change_of_names_and_count() {
         let mut m = Vec::new();
+        let mut names = SharedNames::default();
+        let owned = |m: &Vec<(Arc<str>, f64)>| m.iter().map(|(n, v)| (n.to_string(), *v)).collect::<Vec<_>>();
         let mut t = Telemetry {
             app: vec![
                 common::Reading::new("rvm.accepted_total", 1.0),
@@ -466,17 +487,17 @@ mod tests {
             ],
             ..Default::default()
         };
-        refresh_metrics(&mut m, &t);
-        assert_eq!(m, t.flat_metrics());
+        refresh_metrics(&mut m, &mut names, &t);
+        assert_eq!(owned(&m), t.flat_metrics());
         // a renamed metric, and one fewer
         t.app = vec![common::Reading::new("rvm.jams_total", 3.0)];
-        refresh_metrics(&mut m, &t);
-        assert_eq!(m, t.flat_metrics());
+        refresh_metrics(&mut m, &mut names, &t);
+        assert_eq!(owned(&m), t.flat_metrics());
         // back to more than before
         t.app.push(common::Reading::new("rvm.door_open", 0.0));
         t.memory.swap_total_bytes = 1 << 30;
-        refresh_metrics(&mut m, &t);
-        assert_eq!(m, t.flat_metrics());
+        refresh_metrics(&mut m, &mut names, &t);
+        assert_eq!(owned(&m), t.flat_metrics());
     }
 
     /// Records between process scans carry no counts nor top lists: the state keeps the last

@@ -22,7 +22,8 @@ const FREQ_SAMPLES_CAP: usize = 4096;
 
 #[derive(Debug, Clone, Default)]
 pub(super) struct ThermalTrack {
-    /// (time, GPU clock) within the thermal window.
+    /// (time, GPU clock) within the thermal window that may still be its maximum: each
+    /// lower than the one before it.
     pub(super) freq: VecDeque<(i64, f64)>,
     pub(super) throttled: bool,
     /// Start of the latest clock drop, kept for the window after it.
@@ -44,6 +45,12 @@ impl Correlator {
         while t.freq.front().is_some_and(|(at, _)| *at < now_ms - window) || t.freq.len() >= FREQ_SAMPLES_CAP
         {
             t.freq.pop_front();
+        }
+        // a sample at or below a newer one is never the window's maximum again: dropped, so
+        // the deque holds the falling run of maxima (one sample while the clock is steady),
+        // not every record of the window (120 at one record per 5 s, 600 at 1 Hz)
+        while t.freq.back().is_some_and(|(_, f)| *f <= freq) {
+            t.freq.pop_back();
         }
         t.freq.push_back((now_ms, freq));
         let max = t.freq.iter().map(|(_, f)| *f).fold(f64::MIN, f64::max);
@@ -199,6 +206,23 @@ mod tests {
         let mut h = build_thermal_device();
         thermal_story(&mut h, Some(90 * S), 95.0, 700 * S);
         assert!(h.opened().is_empty(), "{:#?}", h.opened());
+    }
+
+    /// A steady clock keeps one sample, not one per record; a drop is still judged against
+    /// the highest clock of the window, also once that sample was followed by lower ones.
+    #[test]
+    fn the_clock_window_keeps_only_possible_maxima() {
+        let mut h = build_thermal_device();
+        let id = DeviceId::new("rvm1").unwrap();
+        for s in 0..300 {
+            h.corr.observe_gpu_clock(&id, 1000.0, Some(95.0), s * S);
+        }
+        assert_eq!(h.corr.thermal[&id].freq.len(), 1);
+        // a slow fall within the threshold, then below 1000 by more than it
+        assert!(!h.corr.observe_gpu_clock(&id, 950.0, Some(95.0), 300 * S));
+        assert!(!h.corr.observe_gpu_clock(&id, 900.0, Some(95.0), 301 * S));
+        assert_eq!(h.corr.thermal[&id].freq.len(), 3);
+        assert!(h.corr.observe_gpu_clock(&id, 600.0, Some(95.0), 302 * S));
     }
 
     #[test]
