@@ -1,6 +1,6 @@
 //! What sysinfo does not read (issue 24): block devices (`/proc/diskstats`) with the eMMC/SD
 //! wear indicator (`/sys/block/*/device/life_time`, `pre_eol_info`), per-interface drops
-//! (`/proc/net/dev`), TCP connections by state (`/proc/net/tcp{,6}`), the machine's thread
+//! (`/proc/net/dev`), TCP connections by state (netlink `sock_diag`, else `/proc/net/tcp{,6}`), the machine's thread
 //! count (`/proc/loadavg`), one process's threads (`/proc/PID/stat`) and its current name
 //! (`/proc/PID/comm`: sysinfo keeps the name it saw first).
 //!
@@ -44,6 +44,8 @@ pub struct InsideReader {
     sysfs: PathBuf,
     disks: HashMap<String, (i64, DiskCounters)>,
     ifaces: HashMap<String, (i64, IfaceCounters)>,
+    /// Netlink `sock_diag` failed once: the text tables from then on.
+    diag_refused: bool,
 }
 
 fn rate(now: u64, before: u64, dt_s: f64) -> f64 {
@@ -62,6 +64,7 @@ impl InsideReader {
             sysfs: sysfs.into(),
             disks: HashMap::new(),
             ifaces: HashMap::new(),
+            diag_refused: false,
         }
     }
 
@@ -172,8 +175,25 @@ impl InsideReader {
         out
     }
 
-    /// TCP connections by state, IPv4 and IPv6 together; None if neither table is readable.
-    pub fn tcp(&self) -> Option<TcpStates> {
+    /// TCP connections by state, IPv4 and IPv6 together: by netlink `sock_diag` when the
+    /// procfs root is the machine's own `/proc` (a fixture or a host's `/proc` mounted
+    /// elsewhere is read as text), else, or when netlink is refused, from the text tables.
+    /// None if nothing is readable.
+    pub fn tcp(&mut self) -> Option<TcpStates> {
+        if self.procfs == Path::new("/proc") && !self.diag_refused {
+            match super::sockdiag::tcp_states() {
+                Ok(t) => return Some(t),
+                Err(e) => {
+                    tracing::warn!(error = %e, "netlink sock_diag refused; reading /proc/net/tcp instead");
+                    self.diag_refused = true;
+                }
+            }
+        }
+        self.tcp_text()
+    }
+
+    /// TCP connections by state from `/proc/net/tcp` and `tcp6`; None if neither is readable.
+    pub fn tcp_text(&self) -> Option<TcpStates> {
         // the parser needs no system figure for these tables
         let si = ExplicitSystemInfo {
             boot_time_secs: 0,

@@ -73,7 +73,8 @@ pub struct SystemSource {
     /// TCP connections by state as of `tcp_at_ms`, read at the process scan's cadence:
     /// reading `/proc/net/tcp` and `tcp6` cost 7.9 ms of kernel time with 50 sockets on the
     /// bench machine (the kernel walks its whole connection hash table, however few sockets
-    /// there are), which every second made the agent busier than node_exporter.
+    /// there are), which every second made the agent busier than node_exporter. Netlink
+    /// `sock_diag` (see `sockdiag`) replaced the text tables where it is allowed.
     tcp: Option<TcpStates>,
     tcp_at_ms: Option<i64>,
     /// Each process's current name (`/proc/PID/comm`), read at every full scan for every
