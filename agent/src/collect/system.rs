@@ -170,7 +170,7 @@ impl SystemSource {
             user: user.unwrap_or_default(),
             state: p.status().to_string(),
             threads: self.inside.threads_of(pid.as_u32()),
-            fds: p.open_files().and_then(|n| u32::try_from(n).ok()),
+            fds: self.inside.fd_count(pid.as_u32()),
             cpu_pct: p.cpu_usage(),
             rss_bytes: p.memory(),
             read_bytes_per_s: Some(io.read_bytes as f64 / dt_s),
