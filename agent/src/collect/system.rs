@@ -366,9 +366,12 @@ impl SystemSource {
     }
 }
 
+/// Bytes total, bytes available, and inodes (total, used) when the filesystem counts them.
+type Space = (u64, u64, Option<(u64, u64)>);
+
 /// Space of a mounted filesystem by `statvfs`: bytes total and available, inodes total and
 /// used (None when the filesystem has no inode count); None when it cannot be asked.
-fn space(mount: &std::path::Path) -> Option<(u64, u64, Option<(u64, u64)>)> {
+fn space(mount: &std::path::Path) -> Option<Space> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(mount.as_os_str().as_bytes()).ok()?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
