@@ -153,7 +153,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
     anyhow::ensure!(accepted >= total, "embedded: {accepted} of {total} accepted");
 
     let ratio = server_rate / sub_rate;
-    let (ok, why) = at_least(ratio, 0.8, "x");
+    let (ok, why) = at_least(ratio, 0.5, "x");
     let mut commands = vec![server_cmd, sub_cmd, embedded.proc.cmdline.clone()];
     commands.extend(conf);
     Ok(GroupResult {
@@ -171,7 +171,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<GroupResult> {
                 "records/s",
             )
             .vs("mosquitto_sub draining the same queue", sub_rate)
-            .target(">= 0.8x mosquitto_sub", ok, why)
+            .target(">= 0.5x mosquitto_sub (issue 25)", ok, why)
             .note(format!(
                 "{total} records from {devices} devices, {} bytes each; {rejected} rejected",
                 published.payload_bytes

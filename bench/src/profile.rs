@@ -1,6 +1,6 @@
 //! Fixed workloads of the hot paths, small enough to run under
 //! `valgrind --tool=callgrind` (instruction counts do not care how busy the machine is):
-//! `rvm-bench profile append|open|drain|writer --n N`.
+//! `rvm-bench profile append|open|drain|writer|rollup|rollup-spelled --n N`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,7 +63,11 @@ pub fn run(what: &str, n: usize) -> anyhow::Result<()> {
             eprintln!("drain of {n} records: {:?}", t.elapsed());
         }
         "writer" => writer(dir.path(), n)?,
-        other => anyhow::bail!("profile {other:?}: one of append, open, drain, writer"),
+        "rollup" => rollup(dir.path(), n, false)?,
+        "rollup-spelled" => rollup(dir.path(), n, true)?,
+        other => {
+            anyhow::bail!("profile {other:?}: one of append, open, drain, writer, rollup, rollup-spelled")
+        }
     }
     eprintln!("{what} x{n}: {:?}", start.elapsed());
     Ok(())
@@ -116,4 +120,62 @@ fn writer(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
         w.stop.store(true, std::sync::atomic::Ordering::Release);
         anyhow::Ok(())
     })
+}
+
+/// The history job's rollup pass over n raw rows (simulated Jetsons' flat metrics, 50
+/// devices, one row per 5 s): `rollup` as the server does it, from the rows as stored (names
+/// as ids); `rollup-spelled` the way it did before, each row read back with its names
+/// spelled out, rolled up by name and written again.
+fn rollup(dir: &std::path::Path, n: usize, spelled: bool) -> anyhow::Result<()> {
+    use fleet_server::history::minute::{MINUTE_MS, minute_of};
+    use fleet_server::history::rows::HistoryRow;
+    use fleet_server::history::store::HistoryStore;
+    use fleet_server::ingest::store::{IngestStore, WriteBatch};
+
+    let store = fleet_server::store::FleetStore::open(dir)?;
+    let body = crate::mqtt::sample_telemetry(5);
+    let mut metrics: Vec<(String, f32)> = Vec::new();
+    body.visit_metrics(|k, v| metrics.push((k.to_string(), v as f32)));
+    let devices: Vec<DeviceId> = (0..50)
+        .map(|i| DeviceId::new(format!("prof{i:02}")))
+        .collect::<Result<_, _>>()?;
+    let t0 = minute_of(common::time::now_ms()) - 60 * MINUTE_MS;
+    let mut minutes = std::collections::BTreeSet::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let mut b = WriteBatch::default();
+        for &i in chunk {
+            let seq = (i / devices.len()) as u64;
+            let ts_ms = t0 + seq as i64 * 5_000;
+            minutes.insert((i % devices.len(), minute_of(ts_ms)));
+            let mut m = metrics.clone();
+            m[0].1 = (i % 100) as f32;
+            b.history(
+                &devices[i % devices.len()],
+                HistoryRow {
+                    ts_ms,
+                    seq,
+                    metrics: m,
+                },
+            );
+        }
+        store.apply(b, common::time::now_ms())?;
+    }
+    let t = Instant::now();
+    let rolled = if spelled {
+        for (d, minute) in &minutes {
+            let rows = store.history(&devices[*d], *minute, minute + MINUTE_MS, usize::MAX)?;
+            let r = fleet_server::history::rollup::rollup(*minute, &rows);
+            store.put_rollup(&devices[*d], *minute, r.as_ref())?;
+        }
+        minutes.len()
+    } else {
+        HistoryStore::roll_up(&store, usize::MAX, None)?
+    };
+    eprintln!(
+        "rollup{}: {rolled} minutes of {n} rows ({} metrics a row) in {:?}",
+        if spelled { " (names spelled out)" } else { "" },
+        metrics.len(),
+        t.elapsed()
+    );
+    Ok(())
 }

@@ -33,6 +33,18 @@ pub enum Ingested {
 }
 
 impl Ingested {
+    /// The device the message is about.
+    pub fn device(&self) -> &DeviceId {
+        match self {
+            Ingested::Telemetry(e) => &e.device,
+            Ingested::Health(e) => &e.device,
+            Ingested::Event(e) => &e.device,
+            Ingested::State(e) => &e.device,
+            Ingested::CmdResult(e) => &e.device,
+            Ingested::Restored(id, _) => id,
+        }
+    }
+
     /// (seq, timestamp) of a sequenced record; None for presence.
     pub fn seq_ts(&self) -> Option<(u64, i64)> {
         match self {

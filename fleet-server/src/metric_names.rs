@@ -102,6 +102,11 @@ impl NameBook {
         Ok(Some(id))
     }
 
+    /// The id of `name` if the book holds it (never writes).
+    pub fn known(&self, name: &str) -> Option<u32> {
+        self.read().ids.get(name).copied()
+    }
+
     /// How many names were not taken in because the book was full.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)

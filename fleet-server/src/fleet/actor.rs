@@ -4,7 +4,8 @@
 //! telemetry record's flat metrics (plus `clock.skew_s` and `service.down`), each live health
 //! report's checks (plus `service.down`), the derived inputs of events and births at once,
 //! and every [`PRESENCE_TICK`] each device's presence and time-based inputs
-//! ([`crate::alerts::inputs`]). Backlog telemetry and health reports (made before the
+//! ([`crate::alerts::inputs`]) that changed, and the unchanged ones every
+//! [`super::resend::REFRESH_MS`] ([`super::resend`]). Backlog telemetry and health reports (made before the
 //! device's current connection) go to history and the device page only: they are not the
 //! machine's state now.
 //!
@@ -22,12 +23,13 @@
 //!
 //! Supervised (`crate::server::children`): a new generation starts from the store (births,
 //! delivery accounting: [`Restore`]) and from what its predecessor wrote to the
-//! [`FleetCheckpoint`] at its last tick (presence, and the alert inputs of each device's
+//! [`FleetCheckpoint`] at its last tick (each tick updates the devices touched since the one
+//! before) (presence, and the alert inputs of each device's
 //! current connection, which tell live records from a backlog), with the server's start
 //! time, so that a restart neither forgets which devices are online and which records are
 //! live nor makes offline devices look new.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +39,7 @@ use common::{Birth, DeviceId, DeviceState};
 use super::delivery::Delivery;
 use super::live::SummaryDiff;
 use super::mirror::{Mirrored, apply_remote};
+use super::resend::InputsSent;
 use super::state::{DeviceDetail, DeviceSummary, FleetState, Presence, PresencePolicy, Seen};
 use super::store::{PresenceLog, PresenceStore};
 use crate::alerts::actor::{Observation, Observe};
@@ -92,8 +95,12 @@ pub struct FleetActor {
     /// With a presence store attached ([`AttachPresence`]): changed presence every tick.
     presence: Option<(Arc<dyn PresenceStore>, PresenceLog)>,
     last_tick_ms: i64,
-    /// Written every tick when the actor is supervised.
+    /// Kept up to date every tick when the actor is supervised: the devices in `dirty`.
     checkpoint: Option<FleetCheckpoint>,
+    /// Devices whose presence facts or inputs may have changed since the last checkpoint.
+    dirty: HashSet<DeviceId>,
+    /// The time-based inputs last sent to the alerts actor ([`InputsSent`]).
+    sent: InputsSent,
     /// Several instances ([`AttachCluster`]): whether this one judges presence now.
     leadership: Option<Leadership>,
     /// `[kpi]` of the rules: the windows of each machine's derived figures.
@@ -113,6 +120,8 @@ impl FleetActor {
             presence: None,
             last_tick_ms: common::time::now_ms(),
             checkpoint: None,
+            dirty: HashSet::new(),
+            sent: InputsSent::default(),
             leadership: None,
             kpi: KpiConfig::default(),
         }
@@ -154,6 +163,8 @@ impl FleetActor {
             a.state.restore_seen(id, s);
         }
         a.inputs.extend(cp.inputs);
+        // the checkpoint is updated device by device from now on: start it complete
+        a.dirty = a.state.devices.keys().chain(a.inputs.keys()).cloned().collect();
         a.checkpoint = Some(checkpoint);
         a
     }
@@ -177,16 +188,29 @@ impl FleetActor {
                 store.record(rows);
             }
         }
-        if let Some(c) = &self.checkpoint {
-            let cp = Checkpoint {
-                seen: self.state.presence_facts(),
-                inputs: self
-                    .inputs
-                    .iter()
-                    .map(|(id, i)| (id.clone(), i.checkpoint()))
-                    .collect(),
+        self.write_checkpoint();
+    }
+
+    /// Brings the checkpoint up to date for the devices that changed since the last tick
+    /// (rebuilding it whole every tick cost O(fleet) allocations a second: issue 25).
+    fn write_checkpoint(&mut self) {
+        let Some(c) = &self.checkpoint else {
+            self.dirty.clear();
+            return;
+        };
+        if self.dirty.is_empty() {
+            return;
+        }
+        let mut cp = c.lock().unwrap_or_else(|p| p.into_inner());
+        for id in self.dirty.drain() {
+            match self.state.seen_facts(&id) {
+                Some(seen) => cp.seen.insert(id.clone(), seen),
+                None => cp.seen.remove(&id),
             };
-            *c.lock().unwrap_or_else(|p| p.into_inner()) = cp;
+            match self.inputs.get(&id) {
+                Some(i) => cp.inputs.insert(id, i.checkpoint()),
+                None => cp.inputs.remove(&id),
+            };
         }
     }
 
@@ -279,29 +303,41 @@ impl FleetActor {
             return;
         }
         let judge = self.judges_presence();
-        let ids: Vec<(DeviceId, bool)> = self
-            .state
-            .devices
-            .iter()
-            .map(|(id, e)| (id.clone(), e.served_by.is_some()))
-            .collect();
-        let mut batch = Vec::with_capacity(ids.len());
-        for (id, elsewhere) in ids {
+        let mut batch = Vec::new();
+        for (id, e) in &self.state.devices {
+            let elsewhere = e.served_by.is_some();
             if elsewhere && !judge {
                 continue;
             }
-            let offline = self.is_offline(&id, now_ms);
+            let offline = inputs::presence_offline(
+                e.offline_reason.is_some(),
+                e.last_seen_ms,
+                self.started_ms,
+                self.state.policy.offline_after_ms,
+                now_ms,
+            );
             let metrics = if elsewhere {
                 vec![(PRESENCE_OFFLINE.to_string(), if offline { 1.0 } else { 0.0 })]
             } else {
-                let mut m = self.inputs.entry(id.clone()).or_default().tick(offline, now_ms);
+                let input = match self.inputs.get_mut(id) {
+                    Some(i) => i,
+                    None => self.inputs.entry(id.clone()).or_default(),
+                };
+                let mut m = input.tick(offline, now_ms);
+                if m.len() > 1 {
+                    // beyond presence: inputs that the tick may have moved on
+                    self.dirty.insert(id.clone());
+                }
                 if !judge {
                     m.retain(|(n, _)| n != PRESENCE_OFFLINE);
                 }
                 m
             };
+            if metrics.is_empty() || !self.sent.due(id, &metrics, now_ms) {
+                continue;
+            }
             batch.push(Observation {
-                device: self.info(&id),
+                device: inputs::device_info(id, e.birth.as_ref()),
                 metrics,
                 checks: None,
                 session_started: false,
@@ -309,12 +345,19 @@ impl FleetActor {
                 at_ms: now_ms,
             });
         }
+        if self.sent.len() > self.state.devices.len() {
+            let devices = &self.state.devices;
+            self.sent.retain(|id| devices.contains_key(id));
+        }
         if let Some(alerts) = self.alerts.as_ref().filter(|_| !batch.is_empty()) {
             alerts.do_send(Observe(batch));
         }
     }
 
     fn apply(&mut self, msg: Ingested, now: i64) {
+        if self.checkpoint.is_some() {
+            self.dirty.insert(msg.device().clone());
+        }
         match msg {
             Ingested::Telemetry(e) => {
                 let (id, ts, seq) = (e.device.clone(), e.ts_ms, e.seq);
@@ -506,6 +549,9 @@ impl Handler<Mirrored> for FleetActor {
         let mut elsewhere = Vec::new();
         for r in m.0 {
             let id = r.id.clone();
+            if self.checkpoint.is_some() {
+                self.dirty.insert(id.clone());
+            }
             let before = self.state.devices.get(&id).and_then(|e| e.telemetry_ts());
             if apply_remote(&mut self.state, &me, r)
                 && let Some(e) = self.state.devices.get(&id)

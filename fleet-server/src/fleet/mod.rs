@@ -19,5 +19,6 @@ pub mod live;
 pub mod mirror;
 pub mod mirror_pg;
 pub mod pg;
+pub mod resend;
 pub mod state;
 pub mod store;

@@ -55,6 +55,17 @@ pub struct Seen {
     pub offline_since_ms: Option<i64>,
 }
 
+impl Seen {
+    fn of(e: &DeviceEntry) -> Seen {
+        Seen {
+            first_seen_ms: e.first_seen_ms,
+            last_seen_ms: e.last_seen_ms,
+            offline_reason: e.offline_reason.clone(),
+            offline_since_ms: e.offline_since_ms,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct DeviceEntry {
     pub birth: Option<Birth>,
@@ -262,16 +273,13 @@ impl FleetState {
     pub fn presence_facts(&self) -> BTreeMap<DeviceId, Seen> {
         self.devices
             .iter()
-            .map(|(id, e)| {
-                let seen = Seen {
-                    first_seen_ms: e.first_seen_ms,
-                    last_seen_ms: e.last_seen_ms,
-                    offline_reason: e.offline_reason.clone(),
-                    offline_since_ms: e.offline_since_ms,
-                };
-                (id.clone(), seen)
-            })
+            .map(|(id, e)| (id.clone(), Seen::of(e)))
             .collect()
+    }
+
+    /// One device's presence facts (None for a device not known).
+    pub fn seen_facts(&self, id: &DeviceId) -> Option<Seen> {
+        self.devices.get(id).map(Seen::of)
     }
 
     /// Presence facts from before a restart of the fleet actor (not of the process: presence

@@ -42,15 +42,18 @@ const COMPACT: u8 = 0xFF;
 /// Compact rows: a row is stored with its metric names replaced by their ids in the store's
 /// [`NameBook`] (`COMPACT`, then the bincode of [`Packable::Compact`]); a value written
 /// before that, with names spelled out, is still read.
-pub trait Packable: DeserializeOwned + Send + Sized + 'static {
+pub trait Packable: Keyed + DeserializeOwned + Send + Sized + 'static {
     /// The stored form: the row with ids for names.
     type Compact: Serialize + DeserializeOwned;
-    /// Order and identity: two rows with the same id are the same row.
-    fn id(&self) -> (i64, u64);
     /// The stored form, writing new names into `book` first.
     fn compact(&self, book: &NameBook) -> Result<Self::Compact, sled::Error>;
     /// The row back; a metric whose id the book does not hold is left out.
     fn expand(c: Self::Compact, names: Names<'_>) -> Self;
+}
+
+/// Order and identity of a stored row: two rows with the same id are the same row.
+pub trait Keyed {
+    fn id(&self) -> (i64, u64);
 }
 
 /// A [`HistoryRow`] as stored: metrics by name id, and those whose name the full book did
@@ -95,12 +98,26 @@ fn spelled<V>(names: Names<'_>, metrics: Vec<(u32, V)>, spelled: Vec<(String, V)
     out
 }
 
-impl Packable for HistoryRow {
-    type Compact = CompactRow;
-
+impl Keyed for HistoryRow {
     fn id(&self) -> (i64, u64) {
         (self.ts_ms, self.seq)
     }
+}
+
+impl Keyed for CompactRow {
+    fn id(&self) -> (i64, u64) {
+        (self.ts_ms, self.seq)
+    }
+}
+
+impl Keyed for RollupRow {
+    fn id(&self) -> (i64, u64) {
+        (self.minute_ms, 0)
+    }
+}
+
+impl Packable for HistoryRow {
+    type Compact = CompactRow;
 
     fn compact(&self, book: &NameBook) -> Result<CompactRow, sled::Error> {
         let (metrics, spelled) = ids(book, &self.metrics)?;
@@ -123,10 +140,6 @@ impl Packable for HistoryRow {
 
 impl Packable for RollupRow {
     type Compact = CompactRollup;
-
-    fn id(&self) -> (i64, u64) {
-        (self.minute_ms, 0)
-    }
 
     fn compact(&self, book: &NameBook) -> Result<CompactRollup, sled::Error> {
         let (metrics, spelled) = ids(book, &self.metrics)?;
@@ -190,6 +203,96 @@ pub fn decode_rows<R: Packable>(bytes: &[u8], book: &NameBook) -> Result<Vec<R>,
         }
         _ => codec::decode_bare::<Vec<R>>(bytes),
     }
+}
+
+/// One raw row from its stored value with its names left as ids, for rolling up; a row
+/// written before compact rows comes with every name spelled out.
+pub fn decode_compact_row(bytes: &[u8], _: &NameBook) -> Result<CompactRow, CodecError> {
+    match bytes.split_first() {
+        Some((&COMPACT, body)) => codec::decode_bare::<CompactRow>(body),
+        _ => codec::decode_bare::<HistoryRow>(bytes).map(CompactRow::spelled_out),
+    }
+}
+
+/// A packed part's raw rows, names left as ids (see [`decode_compact_row`]).
+pub fn decode_compact_rows(bytes: &[u8], _: &NameBook) -> Result<Vec<CompactRow>, CodecError> {
+    match bytes.split_first() {
+        Some((&COMPACT, body)) => codec::decode_bare::<Vec<CompactRow>>(body),
+        _ => Ok(codec::decode_bare::<Vec<HistoryRow>>(bytes)?
+            .into_iter()
+            .map(CompactRow::spelled_out)
+            .collect()),
+    }
+}
+
+impl CompactRow {
+    fn spelled_out(r: HistoryRow) -> CompactRow {
+        CompactRow {
+            ts_ms: r.ts_ms,
+            seq: r.seq,
+            metrics: Vec::new(),
+            spelled: r.metrics,
+        }
+    }
+}
+
+/// The rollup of one minute from its raw rows as stored, names as ids (the same figures as
+/// [`super::rollup::rollup`] of the rows spelled out: rows outside the minute and non-finite
+/// values are ignored; metrics in name order, those the book has no id for after the others).
+/// Spelling ~60 names out of every row to roll a minute up was most of the rollup pass's cost
+/// at 5,000 machines (issue 25). A name spelled out in one row (written before compact rows)
+/// and an id in another is one metric.
+pub fn rollup_compact(minute_ms: i64, rows: &[CompactRow], book: &NameBook) -> Option<CompactRollup> {
+    let mut ids: Vec<(u32, Agg)> = Vec::new();
+    let mut spelled: std::collections::BTreeMap<&str, Agg> = Default::default();
+    // a machine sends the same names in the same order: the row's position is the first guess
+    let mut add = |at: usize, id: u32, v: f64| match ids.get_mut(at).filter(|(k, _)| *k == id) {
+        Some((_, a)) => a.merge(&Agg::of(v)),
+        None => match ids.iter_mut().find(|(k, _)| *k == id) {
+            Some((_, a)) => a.merge(&Agg::of(v)),
+            None => ids.push((id, Agg::of(v))),
+        },
+    };
+    for r in rows
+        .iter()
+        .filter(|r| super::minute::minute_of(r.ts_ms) == minute_ms)
+    {
+        for (at, (id, v)) in r.metrics.iter().enumerate() {
+            let v = f64::from(*v);
+            if v.is_finite() {
+                add(at, *id, v);
+            }
+        }
+        for (name, v) in &r.spelled {
+            let v = f64::from(*v);
+            if !v.is_finite() {
+                continue;
+            }
+            match book.known(name) {
+                Some(id) => add(usize::MAX, id, v),
+                None => {
+                    spelled
+                        .entry(name.as_str())
+                        .and_modify(|a| a.merge(&Agg::of(v)))
+                        .or_insert_with(|| Agg::of(v));
+                }
+            }
+        }
+    }
+    if ids.is_empty() && spelled.is_empty() {
+        return None;
+    }
+    book.with_names(|names| ids.sort_by(|a, b| names.get(a.0).cmp(&names.get(b.0))));
+    Some(CompactRollup {
+        minute_ms,
+        metrics: ids,
+        spelled: spelled.into_iter().map(|(n, a)| (n.to_owned(), a)).collect(),
+    })
+}
+
+/// A rollup's stored value from its compact form.
+pub fn encode_compact_rollup(r: &CompactRollup) -> Result<Vec<u8>, StoreError> {
+    Ok(encode_compact(r)?)
 }
 
 /// What one packing pass did.
@@ -345,6 +448,21 @@ impl FleetStore {
         from_ms: i64,
         to_ms: i64,
     ) -> MergeRows<R> {
+        let span = (span_ms, from_ms, to_ms);
+        self.merged_iter_as(single, packed, span, device, decode_row::<R>, decode_rows::<R>)
+    }
+
+    /// [`Self::merged_iter`] with the values decoded by `one` (a single key) and `many` (a
+    /// packed part); `span` is (span length, from, to).
+    pub(crate) fn merged_iter_as<T: Keyed + Send + 'static>(
+        &self,
+        single: &sled::Tree,
+        packed: &sled::Tree,
+        (span_ms, from_ms, to_ms): (i64, i64, i64),
+        device: &DeviceId,
+        one: fn(&[u8], &NameBook) -> Result<T, CodecError>,
+        many: fn(&[u8], &NameBook) -> Result<Vec<T>, CodecError>,
+    ) -> MergeRows<T> {
         let fail = |path: &PathBuf, error| StoreError::Sled {
             path: path.clone(),
             error,
@@ -354,7 +472,7 @@ impl FleetStore {
         let singles = single
             .range(time_key(device, from_ms)..time_key(device, to_ms))
             .filter_map(move |item| match item {
-                Ok((_, v)) => decode_row::<R>(&v, &book).ok().map(Ok),
+                Ok((_, v)) => one(&v, &book).ok().map(Ok),
                 Err(error) => Some(Err(fail(&path, error))),
             });
         let path = self.path().to_path_buf();
@@ -363,7 +481,7 @@ impl FleetStore {
         let parts = packed
             .range(time_key(device, span_start)..time_key(device, to_ms))
             .flat_map(move |item| match item {
-                Ok((_, v)) => decode_rows::<R>(&v, &book)
+                Ok((_, v)) => many(&v, &book)
                     .unwrap_or_default()
                     .into_iter()
                     .filter(|r| (from_ms..to_ms).contains(&r.id().0))
@@ -400,12 +518,12 @@ type RowIter<R> = std::iter::Peekable<Box<dyn Iterator<Item = Result<R, StoreErr
 
 /// Packed rows and single-key rows, each in order, merged into one; where both hold a row
 /// (the same id) the single key's, the newer, is given. Errors pass through as they come.
-pub struct MergeRows<R: Packable> {
+pub struct MergeRows<R: Keyed> {
     packed: RowIter<R>,
     single: RowIter<R>,
 }
 
-impl<R: Packable> Iterator for MergeRows<R> {
+impl<R: Keyed> Iterator for MergeRows<R> {
     type Item = Result<R, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -624,6 +742,80 @@ mod tests {
         let v = s.history_packed.get(key).unwrap().unwrap();
         assert_eq!(v[0], COMPACT);
         assert_eq!(s.key_counts().raw, 1, "minute 1 is not sealed");
+    }
+
+    /// The rollup pass reads rows with names as ids; it must give what the rollup of the rows
+    /// spelled out gives: old rows (names spelled out, one of them in a packed part), new rows,
+    /// a late row, a non-finite value, a row of the next minute, and names past a full book.
+    #[test]
+    fn a_minute_rolled_up_from_compact_rows_is_the_rollup_of_the_rows_spelled_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = DeviceId::new("rvm1").unwrap();
+        let s = FleetStore::open(dir.path()).unwrap();
+        let old = |ts: i64, seq: u64, cpu: f32| HistoryRow {
+            ts_ms: ts,
+            seq,
+            metrics: vec![
+                ("z.last".into(), 1.0),
+                ("cpu.usage_pct".into(), cpu),
+                ("m3".into(), 7.0),
+            ],
+        };
+        s.history
+            .insert(
+                crate::store::history_key(&d, 1_000, 1),
+                codec::encode(&old(1_000, 1, 90.0)).unwrap(),
+            )
+            .unwrap();
+        let mut key = time_key(&d, 0);
+        key.extend_from_slice(&0u16.to_be_bytes());
+        s.history_packed
+            .insert(key, codec::encode(&vec![old(500, 0, 5.0)]).unwrap())
+            .unwrap();
+        write(&s, &d, [(2_000, 2), (3_000, 3), (61_000, 9)]);
+        let mut b = WriteBatch::default();
+        b.history(
+            &d,
+            HistoryRow {
+                ts_ms: 30_000,
+                seq: 4,
+                metrics: vec![("cpu.usage_pct".into(), f32::NAN), ("m3".into(), 1.0)],
+            },
+        );
+        s.apply(b, 0).unwrap();
+        let spelled = |s: &FleetStore| {
+            let rows = s.history(&d, 0, MINUTE_MS, 1_000).unwrap();
+            super::super::rollup::rollup(0, &rows).unwrap()
+        };
+        let compact = |s: &FleetStore| {
+            let rows = s.compact_rows(&d, 0).unwrap();
+            assert_eq!(rows.len(), 5, "four of minute 0 and one late");
+            let c = rollup_compact(0, &rows, &s.names).unwrap();
+            s.names.with_names(|n| RollupRow::expand(c, n))
+        };
+        let want = spelled(&s);
+        assert_eq!(want.get("cpu.usage_pct").unwrap().count, 4, "NaN left out");
+        assert_eq!(want.get("m3").unwrap().count, 5);
+        assert_eq!(compact(&s), want);
+        // a full book: a name it never took stays spelled out, after the others
+        let full = s.names.clone().with_cap(s.names.len());
+        let extra = HistoryRow {
+            ts_ms: 40_000,
+            seq: 5,
+            metrics: vec![("a.new".into(), 3.0), ("cpu.usage_pct".into(), 1.0)],
+        };
+        let c = extra.compact(&full).unwrap();
+        assert_eq!(c.spelled.len(), 1, "past the cap");
+        let mut rows = s.compact_rows(&d, 0).unwrap();
+        rows.push(c);
+        let rolled = rollup_compact(0, &rows, &full).unwrap();
+        let got = full.with_names(|n| RollupRow::expand(rolled, n));
+        assert_eq!(got.get("cpu.usage_pct").unwrap().count, 5);
+        // the old rows' `z.last` was never given an id either
+        let names: Vec<&str> = got.metrics.iter().map(|(n, _)| n.as_str()).collect();
+        let (with_ids, spelled) = names.split_at(names.len() - 2);
+        assert_eq!(spelled, ["a.new", "z.last"]);
+        assert!(with_ids.is_sorted(), "in name order: {with_ids:?}");
     }
 
     /// What the names cost: a row of 57 metrics with names as the look inside spells them

@@ -11,8 +11,8 @@
 use common::DeviceId;
 
 use super::minute::{HOUR_MS, MINUTE_MS, minute_of};
-use super::pack::Packed;
-use super::rollup::{self, HistoryPolicy};
+use super::pack::{self, CompactRollup, CompactRow, Packed};
+use super::rollup::HistoryPolicy;
 use super::rows::{HistoryRow, RollupRow};
 use crate::cluster::lease::LeaseToken;
 use crate::store::{FleetStore, StoreError, parse_time_key, time_key};
@@ -116,8 +116,10 @@ impl HistoryStore for FleetStore {
     fn roll_up(&self, limit: usize, _: Option<&LeaseToken>) -> Result<usize, StoreError> {
         let dirty = self.take_dirty_minutes(limit)?;
         for (device, minute) in &dirty {
-            let res = FleetStore::history(self, device, *minute, minute + MINUTE_MS, ROWS_PER_MINUTE_MAX)
-                .and_then(|rows| self.put_rollup(device, *minute, rollup::rollup(*minute, &rows).as_ref()));
+            let res = self.compact_rows(device, *minute).and_then(|rows| {
+                let rolled = pack::rollup_compact(*minute, &rows, &self.names);
+                self.put_compact_rollup(device, *minute, rolled)
+            });
             if let Err(e) = res {
                 // Try again next run.
                 let _ = self.mark_dirty(device, *minute);
@@ -230,6 +232,43 @@ impl FleetStore {
             Some(r) => self
                 .rollups
                 .insert(key, super::pack::encode_row(r, &self.names)?)
+                .map(|_| ())
+                .map_err(|e| self.err(e)),
+            None => self.rollups.remove(key).map(|_| ()).map_err(|e| self.err(e)),
+        }
+    }
+
+    /// One minute's raw rows as stored (names as ids), for rolling it up.
+    pub(crate) fn compact_rows(
+        &self,
+        device: &DeviceId,
+        minute_ms: i64,
+    ) -> Result<Vec<CompactRow>, StoreError> {
+        let span = (MINUTE_MS, minute_ms, minute_ms + MINUTE_MS);
+        self.merged_iter_as(
+            &self.history,
+            &self.history_packed,
+            span,
+            device,
+            pack::decode_compact_row,
+            pack::decode_compact_rows,
+        )
+        .take(ROWS_PER_MINUTE_MAX)
+        .collect()
+    }
+
+    /// Writes (or, with None, deletes) one rollup in its compact form.
+    fn put_compact_rollup(
+        &self,
+        device: &DeviceId,
+        minute_ms: i64,
+        row: Option<CompactRollup>,
+    ) -> Result<(), StoreError> {
+        let key = time_key(device, minute_ms);
+        match row {
+            Some(r) => self
+                .rollups
+                .insert(key, pack::encode_compact_rollup(&r)?)
                 .map(|_| ())
                 .map_err(|e| self.err(e)),
             None => self.rollups.remove(key).map(|_| ()).map_err(|e| self.err(e)),

@@ -399,7 +399,7 @@ impl Writer {
                         batch.birth(&item.device, b);
                     }
                     accepted += 1;
-                    forward.push(msg);
+                    forward.push((msg, item.payload));
                     continue;
                 };
                 before
@@ -450,7 +450,7 @@ impl Writer {
                 }
                 dirty.insert(item.device.clone());
                 accepted += 1;
-                forward.push(msg);
+                forward.push((msg, item.payload));
             }
             for d in &dirty {
                 if let Some(st) = map.get(d) {
@@ -473,9 +473,9 @@ impl Writer {
         // the fleet actor now, whichever generation that is (none while it restarts: it
         // reloads from the store)
         let fleet = self.fleet.get();
-        for m in forward {
+        for (m, payload) in forward {
             if let Some(r) = &self.republish {
-                r.offer(|| Item::from_ingested(&m));
+                r.offer(|| Item::from_wire(&m, payload));
             }
             if let Some(f) = &fleet {
                 f.do_send(m);
