@@ -179,7 +179,9 @@ pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
 }
 
 /// How often sled's own flush thread runs with the buffer's flush policy: with batched flushes
-/// their period, else [`SLED_CLEAN_EVERY_MS`]. The buffer actor makes records durable itself
+/// their period but never more often than [`SLED_CLEAN_EVERY_MS`] (at the default 500 ms it
+/// woke the agent twice a second only to find the actor's flush had done the work), else
+/// [`SLED_CLEAN_EVERY_MS`]. The buffer actor makes records durable itself
 /// (its timer, [`crate::buffer::FlushPolicy::EveryRecord`], `Flush`); sled's thread is kept
 /// because it is the only caller of sled's log cleaning (sled 0.34 `flusher.rs`:
 /// `attempt_gc`, which rewrites the live pages of old segments so they can be freed). Without
@@ -187,7 +189,7 @@ pub fn start_device(parts: DeviceParts) -> anyhow::Result<DeviceHandle> {
 /// `tests/tests/soak.rs`), and its log on disk with it.
 pub fn sled_thread_ms(flush: crate::buffer::FlushPolicy) -> u64 {
     match flush {
-        crate::buffer::FlushPolicy::Batched { ms } => ms,
+        crate::buffer::FlushPolicy::Batched { ms } => ms.max(SLED_CLEAN_EVERY_MS),
         crate::buffer::FlushPolicy::EveryRecord => SLED_CLEAN_EVERY_MS,
     }
 }

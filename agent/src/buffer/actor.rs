@@ -22,7 +22,8 @@
 //!
 //! Appends never wait for a flush. With [`FlushPolicy::EveryRecord`] a flush follows every
 //! append, one at a time on a blocking thread (the appends that arrive while one runs share
-//! the next); with [`FlushPolicy::Batched`] the actor flushes every `ms` when anything changed.
+//! the next); with [`FlushPolicy::Batched`] the actor flushes `ms` after the first change since
+//! the last flush (a one-shot timer armed by that change: an idle buffer does not wake).
 //! [`Flush`] waits for a flush that started after it arrived. The agent's sled store also runs
 //! sled's own flush thread (`sled_thread_ms` in the runtime module): sled cleans its log only
 //! there, and a store without it grows in memory and on disk.
@@ -186,6 +187,7 @@ impl BufferParts {
             flusher: None,
             flushing: false,
             dirty: false,
+            flush_armed: false,
             waiting: Vec::new(),
             disk_bytes: 0,
             disk_measured: None,
@@ -211,6 +213,8 @@ pub struct BufferActor {
     flushing: bool,
     /// Something changed since the running (or last) flush started.
     dirty: bool,
+    /// The batched flush's timer is armed.
+    flush_armed: bool,
     /// [`Flush`] requests for the next flush to start.
     waiting: Vec<FlushWaiter>,
     disk_bytes: u64,
@@ -249,9 +253,27 @@ impl BufferActor {
     fn changed(&mut self, ctx: &mut Context<Self>) {
         self.dirty = true;
         self.publish();
-        if self.core.as_ref().map(Buffer::flush_policy) == Some(FlushPolicy::EveryRecord) {
-            self.kick_flush(ctx);
+        match self.core.as_ref().map(Buffer::flush_policy) {
+            Some(FlushPolicy::EveryRecord) => self.kick_flush(ctx),
+            Some(FlushPolicy::Batched { ms }) => self.arm_flush(ctx, ms),
+            None => {}
         }
+    }
+
+    /// Batched: a flush `ms` from now unless one is already due. It replaced a timer that
+    /// woke the agent every `ms` to look whether anything changed (2 wakeups a second for a
+    /// record a second).
+    fn arm_flush(&mut self, ctx: &mut Context<Self>, ms: u64) {
+        if self.flush_armed {
+            return;
+        }
+        self.flush_armed = true;
+        ctx.run_later(Duration::from_millis(ms), |act, ctx| {
+            act.flush_armed = false;
+            if act.dirty {
+                act.kick_flush(ctx);
+            }
+        });
     }
 
     fn publish(&self) {
@@ -398,12 +420,11 @@ impl Actor for BufferActor {
         self.flusher = core.flusher();
         self.disk_bytes = core.disk_bytes();
         self.disk_measured = Some(std::time::Instant::now());
+        // a restart may leave changes of the last incarnation unflushed
         if let FlushPolicy::Batched { ms } = core.flush_policy() {
-            ctx.run_interval(Duration::from_millis(ms), |act, ctx| {
-                if act.dirty {
-                    act.kick_flush(ctx);
-                }
-            });
+            self.flush_armed = false;
+            self.dirty = true;
+            self.arm_flush(ctx, ms);
         }
         self.core = Some(core);
         self.publish();
@@ -501,7 +522,7 @@ impl Handler<Ack> for BufferActor {
 
     fn handle(&mut self, Ack(keys): Ack, ctx: &mut Context<Self>) -> Self::Result {
         let r = self.call_acking(ctx, keys, |_| Ok(()));
-        self.acked();
+        self.acked(ctx);
         r.map(|(deleted, ())| deleted)
     }
 }
@@ -534,7 +555,7 @@ impl Handler<Drain> for BufferActor {
             Ok(out)
         });
         if acking {
-            self.acked();
+            self.acked(ctx);
         }
         r.map(|(_, records)| records)
     }
@@ -565,9 +586,12 @@ impl BufferActor {
 
     /// After deletions: acks need no flush of their own (a lost delete is a duplicate the
     /// server drops), but the batched timer makes them durable with the rest.
-    fn acked(&mut self) {
+    fn acked(&mut self, ctx: &mut Context<Self>) {
         self.dirty = true;
         self.publish();
+        if let Some(FlushPolicy::Batched { ms }) = self.core.as_ref().map(Buffer::flush_policy) {
+            self.arm_flush(ctx, ms);
+        }
     }
 }
 

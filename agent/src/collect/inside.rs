@@ -1,6 +1,6 @@
 //! What sysinfo does not read (issue 24): block devices (`/proc/diskstats`) with the eMMC/SD
 //! wear indicator (`/sys/block/*/device/life_time`, `pre_eol_info`), per-interface drops
-//! (`/proc/net/dev`), TCP connections by state (`/proc/net/tcp{,6}`), the machine's thread
+//! (`/proc/net/dev`), TCP connections by state (netlink `sock_diag`, else `/proc/net/tcp{,6}`), the machine's thread
 //! count (`/proc/loadavg`), one process's threads (`/proc/PID/stat`) and its current name
 //! (`/proc/PID/comm`: sysinfo keeps the name it saw first).
 //!
@@ -13,9 +13,13 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use common::{BlockDevice, IfaceRates, TcpStates, parse_life_time, parse_pre_eol};
+use super::kept::KeptFile;
+
+use common::{BlockDevice, IfaceRates, NetStats, TcpStates, parse_life_time, parse_pre_eol};
 use procfs_core::net::{InterfaceDeviceStatus, TcpNetEntries, TcpState};
-use procfs_core::{DiskStats, ExplicitSystemInfo, FromBufRead, FromBufReadSI, FromRead, LoadAverage};
+use procfs_core::{
+    DiskStat, DiskStats, ExplicitSystemInfo, FromBufRead, FromBufReadSI, FromRead, LoadAverage,
+};
 
 /// Sector size of `/proc/diskstats` counters, whatever the device's own.
 const SECTOR: f64 = 512.0;
@@ -37,6 +41,18 @@ struct IfaceCounters {
     tx_packets: u64,
 }
 
+/// Whole block devices are relisted (and their wear reread) this often: a card inserted
+/// shows within the process scan's cadence; the counters themselves are read every tick.
+const BLOCK_RELIST_MS: i64 = 10_000;
+
+/// A whole block device as last listed from `/sys/block`, with its wear indicator.
+#[derive(Debug, Clone)]
+struct Listed {
+    name: String,
+    wear_pct: Option<f32>,
+    pre_eol: Option<u8>,
+}
+
 /// Reads the machine's pseudo-filesystems; keeps the last counters to turn them into rates.
 #[derive(Debug)]
 pub struct InsideReader {
@@ -44,6 +60,17 @@ pub struct InsideReader {
     sysfs: PathBuf,
     disks: HashMap<String, (i64, DiskCounters)>,
     ifaces: HashMap<String, (i64, IfaceCounters)>,
+    /// Netlink `sock_diag` failed once: the text tables from then on.
+    diag_refused: bool,
+    /// `/proc/diskstats` and `/proc/net/dev`, read every tick (see [`KeptFile`]).
+    diskstats: KeptFile,
+    net_dev: KeptFile,
+    /// `/sys/block` as of `listed_ms`.
+    listed: Vec<Listed>,
+    listed_ms: Option<i64>,
+    /// `stat` of `/proc/PID/fd` gives the count of open descriptors as its size (Linux 6.2
+    /// and later; earlier kernels say 0), known from our own process at start.
+    fd_size_counts: bool,
 }
 
 fn rate(now: u64, before: u64, dt_s: f64) -> f64 {
@@ -57,11 +84,20 @@ fn interesting_block(name: &str) -> bool {
 
 impl InsideReader {
     pub fn new(procfs: impl Into<PathBuf>, sysfs: impl Into<PathBuf>) -> Self {
+        let procfs: PathBuf = procfs.into();
+        // we hold descriptors (stdin at least, the kept files): 0 means an older kernel
+        let fd_size_counts = std::fs::metadata(procfs.join("self/fd")).is_ok_and(|m| m.len() > 0);
         InsideReader {
-            procfs: procfs.into(),
+            diskstats: KeptFile::new(procfs.join("diskstats")),
+            net_dev: KeptFile::new(procfs.join("net/dev")),
+            procfs,
             sysfs: sysfs.into(),
             disks: HashMap::new(),
             ifaces: HashMap::new(),
+            diag_refused: false,
+            listed: Vec::new(),
+            listed_ms: None,
+            fd_size_counts,
         }
     }
 
@@ -69,33 +105,53 @@ impl InsideReader {
         File::open(self.procfs.join(rel)).ok().map(BufReader::new)
     }
 
+    /// Every line of `/proc/diskstats` (partitions included); empty when unreadable.
+    pub fn diskstats(&mut self) -> Vec<DiskStat> {
+        self.diskstats
+            .read()
+            .and_then(|b| DiskStats::from_buf_read(b).ok())
+            .map(|d| d.0)
+            .unwrap_or_default()
+    }
+
     /// Whole block devices (those with a `/sys/block/<name>`, not partitions) with their
     /// rates since the previous call (0 at the first), and the wear indicator where the
     /// device has one. A device with a wear node but no diskstats line (a fixture tree)
     /// is listed with its wear and zero rates.
     pub fn block(&mut self, now_ms: i64) -> Vec<BlockDevice> {
-        let block_dir = self.sysfs.join("block");
-        let stats = self
-            .open("diskstats")
-            .and_then(|r| DiskStats::from_buf_read(r).ok())
-            .map(|d| d.0)
-            .unwrap_or_default();
+        let stats = self.diskstats();
+        self.block_from(now_ms, &stats)
+    }
+
+    /// [`Self::block`] from diskstats already read this tick.
+    pub fn block_from(&mut self, now_ms: i64, stats: &[DiskStat]) -> Vec<BlockDevice> {
+        if self
+            .listed_ms
+            .is_none_or(|t| now_ms - t >= BLOCK_RELIST_MS || now_ms < t)
+        {
+            self.relist_block();
+            self.listed_ms = Some(now_ms);
+        }
         let mut out = Vec::new();
-        let mut seen = Vec::new();
-        for d in stats {
-            if !interesting_block(&d.name) || !block_dir.join(&d.name).exists() {
+        for l in &self.listed {
+            let mut dev = BlockDevice {
+                name: l.name.clone(),
+                wear_pct: l.wear_pct,
+                pre_eol: l.pre_eol,
+                ..Default::default()
+            };
+            let Some(d) = stats.iter().find(|d| d.name == l.name) else {
+                if dev.wear_pct.is_some() || dev.pre_eol.is_some() {
+                    out.push(dev);
+                }
                 continue;
-            }
+            };
             let c = DiskCounters {
                 sectors_read: d.sectors_read,
                 sectors_written: d.sectors_written,
                 reads: d.reads,
                 writes: d.writes,
                 io_ticks_ms: d.time_in_progress,
-            };
-            let mut dev = BlockDevice {
-                name: d.name.clone(),
-                ..Default::default()
             };
             if let Some((at, p)) = self.disks.insert(d.name.clone(), (now_ms, c)) {
                 let dt_ms = (now_ms - at).max(1) as f64;
@@ -107,73 +163,116 @@ impl InsideReader {
                 dev.util_pct =
                     (c.io_ticks_ms.saturating_sub(p.io_ticks_ms) as f64 * 100.0 / dt_ms).min(100.0) as f32;
             }
-            wear(&block_dir.join(&d.name), &mut dev);
-            seen.push(d.name);
             out.push(dev);
         }
+        out
+    }
+
+    /// Lists `/sys/block` (whole devices only) and reads each one's wear indicator.
+    fn relist_block(&mut self) {
+        let block_dir = self.sysfs.join("block");
+        self.listed.clear();
         if let Ok(dir) = std::fs::read_dir(&block_dir) {
             for e in dir.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if seen.contains(&name) || !interesting_block(&name) {
+                if !interesting_block(&name) {
                     continue;
                 }
-                let mut dev = BlockDevice {
+                let (wear_pct, pre_eol) = wear(&e.path());
+                self.listed.push(Listed {
                     name,
-                    ..Default::default()
-                };
-                wear(&e.path(), &mut dev);
-                if dev.wear_pct.is_some() || dev.pre_eol.is_some() {
-                    out.push(dev);
-                }
+                    wear_pct,
+                    pre_eol,
+                });
             }
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out
+        self.listed.sort_by(|a, b| a.name.cmp(&b.name));
+        self.disks.retain(|n, _| self.listed.iter().any(|l| &l.name == n));
     }
 
     /// Every interface of `/proc/net/dev` but loopback, with rates since the previous call.
     pub fn ifaces(&mut self, now_ms: i64) -> Vec<IfaceRates> {
-        let Some(all) = self
-            .open("net/dev")
-            .and_then(|r| InterfaceDeviceStatus::from_buf_read(r).ok())
-        else {
-            return Vec::new();
-        };
-        let mut out: Vec<IfaceRates> = all
-            .0
-            .into_values()
-            .filter(|d| d.name != "lo")
-            .map(|d| {
-                let c = IfaceCounters {
-                    rx_bytes: d.recv_bytes,
-                    tx_bytes: d.sent_bytes,
-                    rx_packets: d.recv_packets,
-                    tx_packets: d.sent_packets,
-                };
-                let mut i = IfaceRates {
-                    iface: d.name.clone(),
-                    rx_errors: d.recv_errs,
-                    tx_errors: d.sent_errs,
-                    rx_drops: d.recv_drop,
-                    tx_drops: d.sent_drop,
-                    ..Default::default()
-                };
-                if let Some((at, p)) = self.ifaces.insert(d.name.clone(), (now_ms, c)) {
-                    let dt_s = (now_ms - at).max(1) as f64 / 1000.0;
-                    i.rx_bytes_per_s = rate(c.rx_bytes, p.rx_bytes, dt_s);
-                    i.tx_bytes_per_s = rate(c.tx_bytes, p.tx_bytes, dt_s);
-                    i.rx_packets_per_s = rate(c.rx_packets, p.rx_packets, dt_s);
-                    i.tx_packets_per_s = rate(c.tx_packets, p.tx_packets, dt_s);
-                }
-                i
-            })
-            .collect();
-        out.sort_by(|a, b| a.iface.cmp(&b.iface));
-        out
+        self.net(now_ms, 0.0).1
     }
 
-    /// TCP connections by state, IPv4 and IPv6 together; None if neither table is readable.
-    pub fn tcp(&self) -> Option<TcpStates> {
+    /// One read of `/proc/net/dev`: every interface's totals with their byte rates over
+    /// `elapsed_s` (the record's `net`, loopback included; 0 at the first call), and the
+    /// interfaces but loopback with all their rates and drops (the detail's `ifaces`).
+    /// `elapsed_s` 0 takes the time since the interface's previous read.
+    pub fn net(&mut self, now_ms: i64, elapsed_s: f64) -> (Vec<NetStats>, Vec<IfaceRates>) {
+        let Some(all) = self
+            .net_dev
+            .read()
+            .and_then(|r| InterfaceDeviceStatus::from_buf_read(r).ok())
+        else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut totals = Vec::with_capacity(all.0.len());
+        let mut rates = Vec::with_capacity(all.0.len());
+        for d in all.0.into_values() {
+            let c = IfaceCounters {
+                rx_bytes: d.recv_bytes,
+                tx_bytes: d.sent_bytes,
+                rx_packets: d.recv_packets,
+                tx_packets: d.sent_packets,
+            };
+            let mut t = NetStats {
+                iface: d.name.clone(),
+                rx_bytes: c.rx_bytes,
+                tx_bytes: c.tx_bytes,
+                rx_packets: c.rx_packets,
+                tx_packets: c.tx_packets,
+                rx_errors: d.recv_errs,
+                tx_errors: d.sent_errs,
+                ..Default::default()
+            };
+            let mut i = IfaceRates {
+                iface: d.name.clone(),
+                rx_errors: d.recv_errs,
+                tx_errors: d.sent_errs,
+                rx_drops: d.recv_drop,
+                tx_drops: d.sent_drop,
+                ..Default::default()
+            };
+            if let Some((at, p)) = self.ifaces.insert(d.name.clone(), (now_ms, c)) {
+                let dt_s = (now_ms - at).max(1) as f64 / 1000.0;
+                i.rx_bytes_per_s = rate(c.rx_bytes, p.rx_bytes, dt_s);
+                i.tx_bytes_per_s = rate(c.tx_bytes, p.tx_bytes, dt_s);
+                i.rx_packets_per_s = rate(c.rx_packets, p.rx_packets, dt_s);
+                i.tx_packets_per_s = rate(c.tx_packets, p.tx_packets, dt_s);
+                let dt_s = if elapsed_s > 0.0 { elapsed_s } else { dt_s };
+                t.rx_bytes_per_s = rate(c.rx_bytes, p.rx_bytes, dt_s);
+                t.tx_bytes_per_s = rate(c.tx_bytes, p.tx_bytes, dt_s);
+            }
+            if d.name != "lo" {
+                rates.push(i);
+            }
+            totals.push(t);
+        }
+        totals.sort_by(|a, b| a.iface.cmp(&b.iface));
+        rates.sort_by(|a, b| a.iface.cmp(&b.iface));
+        (totals, rates)
+    }
+
+    /// TCP connections by state, IPv4 and IPv6 together: by netlink `sock_diag` when the
+    /// procfs root is the machine's own `/proc` (a fixture or a host's `/proc` mounted
+    /// elsewhere is read as text), else, or when netlink is refused, from the text tables.
+    /// None if nothing is readable.
+    pub fn tcp(&mut self) -> Option<TcpStates> {
+        if self.procfs == Path::new("/proc") && !self.diag_refused {
+            match super::sockdiag::tcp_states() {
+                Ok(t) => return Some(t),
+                Err(e) => {
+                    tracing::warn!(error = %e, "netlink sock_diag refused; reading /proc/net/tcp instead");
+                    self.diag_refused = true;
+                }
+            }
+        }
+        self.tcp_text()
+    }
+
+    /// TCP connections by state from `/proc/net/tcp` and `tcp6`; None if neither is readable.
+    pub fn tcp_text(&self) -> Option<TcpStates> {
         // the parser needs no system figure for these tables
         let si = ExplicitSystemInfo {
             boot_time_secs: 0,
@@ -226,6 +325,21 @@ impl InsideReader {
         Some(name)
     }
 
+    /// Open descriptors of one process. Listing `/proc/PID/fd` (what sysinfo's `open_files`
+    /// does) makes the kernel look up every descriptor: 30 % of the agent's CPU in `perf`
+    /// with a neighbour holding 4,000 sockets among the top processes. Since Linux 6.2 the
+    /// directory's size is the count; earlier kernels (JetPack 5 and 6: 5.10, 5.15) list it.
+    pub fn fd_count(&self, pid: u32) -> Option<u32> {
+        let dir = self.procfs.join(format!("{pid}/fd"));
+        if self.fd_size_counts {
+            return std::fs::metadata(&dir)
+                .ok()
+                .and_then(|m| u32::try_from(m.len()).ok());
+        }
+        let n = std::fs::read_dir(&dir).ok()?.count();
+        u32::try_from(n).ok()
+    }
+
     /// Threads of one process (`/proc/PID/stat`).
     pub fn threads_of(&self, pid: u32) -> Option<u32> {
         let r = self.open(&format!("{pid}/stat"))?;
@@ -236,10 +350,12 @@ impl InsideReader {
 }
 
 /// Reads `<dev>/device/life_time` and `pre_eol_info` (eMMC and some SD cards).
-fn wear(dev_dir: &Path, dev: &mut BlockDevice) {
+fn wear(dev_dir: &Path) -> (Option<f32>, Option<u8>) {
     let read = |f: &str| std::fs::read_to_string(dev_dir.join("device").join(f)).ok();
-    dev.wear_pct = read("life_time").and_then(|t| parse_life_time(&t));
-    dev.pre_eol = read("pre_eol_info").and_then(|t| parse_pre_eol(&t));
+    (
+        read("life_time").and_then(|t| parse_life_time(&t)),
+        read("pre_eol_info").and_then(|t| parse_pre_eol(&t)),
+    )
 }
 
 #[cfg(test)]
@@ -319,6 +435,55 @@ mod tests {
         let b = r.block(0);
         assert_eq!((b.len(), b[0].wear_pct), (1, Some(100.0)));
         assert!(r.ifaces(0).is_empty() && r.tcp().is_none() && r.total_threads().is_none());
+    }
+
+    /// One read of this machine's `/proc/net/dev` gives what sysinfo read from
+    /// `/sys/class/net` (the agent's source before): the same interfaces and their totals.
+    #[test]
+    fn this_machines_interfaces_agree_with_sysinfo() {
+        let mut r = InsideReader::new("/proc", "/sys");
+        let (totals, rates) = r.net(0, 1.0);
+        let nets = sysinfo::Networks::new_with_refreshed_list();
+        let mut ours: Vec<&str> = totals.iter().map(|t| t.iface.as_str()).collect();
+        let mut theirs: Vec<&str> = nets.list().keys().map(String::as_str).collect();
+        ours.sort_unstable();
+        theirs.sort_unstable();
+        assert_eq!(ours, theirs);
+        for t in &totals {
+            let n = &nets.list()[&t.iface];
+            // counters move between the two reads: within a megabyte and a thousand packets
+            assert!(n.total_received().abs_diff(t.rx_bytes) < 1 << 20, "{t:?}");
+            assert!(n.total_transmitted().abs_diff(t.tx_bytes) < 1 << 20, "{t:?}");
+            assert!(n.total_packets_received().abs_diff(t.rx_packets) < 1000, "{t:?}");
+            assert_eq!(n.total_errors_on_received(), t.rx_errors, "{t:?}");
+        }
+        assert!(rates.iter().all(|i| i.iface != "lo"));
+        assert_eq!(rates.len() + usize::from(ours.contains(&"lo")), totals.len());
+        // the second read gives rates over the elapsed time given
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (again, _) = r.net(1000, 1.0);
+        assert!(again.iter().all(|t| t.rx_bytes_per_s >= 0.0));
+    }
+
+    /// Both ways of counting a process's descriptors agree on our own process, whatever
+    /// this kernel supports (the listing is the fallback for kernels before 6.2).
+    #[test]
+    fn descriptors_are_counted_alike_by_size_and_by_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let _open: Vec<File> = (0..20)
+            .map(|i| File::create(dir.path().join(i.to_string())).unwrap())
+            .collect();
+        let mut r = InsideReader::new("/proc", "/sys");
+        let me = std::process::id();
+        let by_size = r.fd_size_counts.then(|| r.fd_count(me));
+        r.fd_size_counts = false;
+        let listed = r.fd_count(me).unwrap();
+        assert!(listed >= 20, "{listed}");
+        if let Some(n) = by_size {
+            // other tests open and close files meanwhile
+            assert!(n.unwrap().abs_diff(listed) <= 10, "{n:?} / {listed}");
+        }
+        assert_eq!(r.fd_count(u32::MAX), None);
     }
 
     #[test]

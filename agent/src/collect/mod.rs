@@ -9,6 +9,9 @@
 //! - [`system`]: the machine through sysinfo (CPU, memory, disks, network, processes)
 //! - [`inside`]: what sysinfo does not read: block devices and their wear, interface drops,
 //!   TCP states, thread counts (`/proc` and `/sys` under configurable roots)
+//! - [`kept`]: a `/proc` or `/sys` file kept open, reread with `pread` each tick
+//! - [`host`]: CPU, memory, load, uptime from kept-open files (sysinfo's open-read-close, gone)
+//! - [`sockdiag`]: TCP states by netlink `sock_diag` (the text tables' cheap replacement)
 //! - [`gpu`]: GPU backends (Jetson sysfs, tegrastats, NVML) and the chain that picks one
 //! - [`worker`]: one thread per blocking source, a timeout per read
 //! - [`actor`]: the collector actor: every interval, one collection into the buffer
@@ -16,7 +19,10 @@
 pub mod actor;
 pub mod config;
 pub mod gpu;
+pub mod host;
 pub mod inside;
+pub mod kept;
+pub mod sockdiag;
 pub mod system;
 pub mod worker;
 

@@ -1,19 +1,24 @@
-//! The machine itself, through sysinfo. Only the refresh kinds needed are asked for:
-//! a full `refresh_all` also reads every thread, command line and environment.
+//! The machine itself. Every tick: CPU, memory, load and uptime from kept-open `/proc`
+//! files ([`super::host`]), interfaces from one read of `/proc/net/dev` and disk I/O from one
+//! of `/proc/diskstats` ([`super::inside`]), space by `statvfs`, temperatures through
+//! sysinfo's components. sysinfo lists the mounts and the sensors and scans the processes,
+//! at the scan's cadence (every 10 s; the watched processes every tick). Only the refresh
+//! kinds needed are asked for: a full `refresh_all` also reads every thread, command line and
+//! environment.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use common::{
-    CpuStats, Detail, DiskStats, MemoryStats, NetStats, ProcessInfo, ProcessStats, ProcessTable, Reading,
-    TOP_N, TcpStates, Telemetry,
+    Detail, DiskStats, ProcessInfo, ProcessStats, ProcessTable, Reading, TOP_N, TcpStates, Telemetry,
 };
 use sysinfo::{
-    Components, CpuRefreshKind, Disks, MemoryRefreshKind, Networks, Pid, Process, ProcessRefreshKind,
-    ProcessStatus, ProcessesToUpdate, System, UpdateKind, Users,
+    Components, CpuRefreshKind, DiskRefreshKind, Disks, Pid, Process, ProcessRefreshKind, ProcessStatus,
+    ProcessesToUpdate, System, UpdateKind, Users,
 };
 
+use super::host::HostReader;
 use super::inside::InsideReader;
 
 /// Top processes (by CPU) reported after each full process scan.
@@ -53,9 +58,20 @@ struct Watched {
 
 pub struct SystemSource {
     sys: System,
+    host: HostReader,
+    /// The mounts (sysinfo's list, relisted at `lists_at_ms`) with each one's
+    /// `/proc/diskstats` name (the device, `/dev/mapper` links resolved).
     disks: Disks,
-    networks: Networks,
+    disk_devs: Vec<String>,
+    /// sysinfo's sensors, relisted at `lists_at_ms`, each reread every tick.
     components: Components,
+    lists_at_ms: Option<i64>,
+    /// Per-disk sector counters of the previous tick, by diskstats name.
+    disk_io: HashMap<String, (u64, u64)>,
+    /// The cores' frequencies where the kernel has no cpufreq: sysinfo's reading of
+    /// `/proc/cpuinfo`, refreshed at the scan's cadence (each read of it costs the kernel
+    /// a frequency measurement per core).
+    freq_mhz: Vec<u32>,
     last_ms: Option<i64>,
     opts: SystemOptions,
     watched: HashMap<String, Watched>,
@@ -73,7 +89,9 @@ pub struct SystemSource {
     /// TCP connections by state as of `tcp_at_ms`, read at the process scan's cadence:
     /// reading `/proc/net/tcp` and `tcp6` cost 7.9 ms of kernel time with 50 sockets on the
     /// bench machine (the kernel walks its whole connection hash table, however few sockets
-    /// there are), which every second made the agent busier than node_exporter.
+    /// there are), which every second made the agent busier than node_exporter. Netlink
+    /// `sock_diag` (see `sockdiag`) replaced the text tables where it is allowed; it walks
+    /// the same hash table (7.6 % of the agent's CPU in `perf` at this cadence).
     tcp: Option<TcpStates>,
     tcp_at_ms: Option<i64>,
     /// Each process's current name (`/proc/PID/comm`), read at every full scan for every
@@ -94,13 +112,15 @@ impl SystemSource {
 
     pub fn with_options(opts: SystemOptions) -> Self {
         let inside = InsideReader::new(opts.procfs.clone(), opts.sysfs.clone());
-        let mut sys = System::new();
-        sys.refresh_cpu_specifics(CpuRefreshKind::nothing().with_cpu_usage().with_frequency());
         SystemSource {
-            sys,
-            disks: Disks::new_with_refreshed_list(),
-            networks: Networks::new_with_refreshed_list(),
-            components: Components::new_with_refreshed_list(),
+            sys: System::new(),
+            host: HostReader::new(&opts.procfs, &opts.sysfs),
+            disks: Disks::new(),
+            disk_devs: Vec::new(),
+            components: Components::new(),
+            lists_at_ms: None,
+            disk_io: HashMap::new(),
+            freq_mhz: Vec::new(),
             last_ms: None,
             watched: opts
                 .watch
@@ -120,6 +140,22 @@ impl SystemSource {
         }
     }
 
+    /// Relists the mounts and the sensors (and, without cpufreq, the cores' frequencies):
+    /// each costs directory walks and a read of `/proc/mounts` or `/proc/cpuinfo`, too much
+    /// for every tick, and they change about never.
+    fn relist(&mut self, now_ms: i64) {
+        self.lists_at_ms = Some(now_ms);
+        // the list only: space and I/O are read each tick (statvfs, diskstats)
+        self.disks.refresh_specifics(true, DiskRefreshKind::nothing());
+        self.disk_devs = self.disks.iter().map(|d| diskstats_name(d.name())).collect();
+        self.components.refresh(true);
+        if !self.host.has_cpufreq() {
+            self.sys
+                .refresh_cpu_specifics(CpuRefreshKind::nothing().with_frequency());
+            self.freq_mhz = self.sys.cpus().iter().map(|c| c.frequency() as u32).collect();
+        }
+    }
+
     /// One process as the detail reports it; its I/O counters cover the last `dt_s`.
     fn info(&self, pid: Pid, p: &Process, dt_s: f64) -> ProcessInfo {
         let io = p.disk_usage();
@@ -134,7 +170,7 @@ impl SystemSource {
             user: user.unwrap_or_default(),
             state: p.status().to_string(),
             threads: self.inside.threads_of(pid.as_u32()),
-            fds: p.open_files().and_then(|n| u32::try_from(n).ok()),
+            fds: self.inside.fd_count(pid.as_u32()),
             cpu_pct: p.cpu_usage(),
             rss_bytes: p.memory(),
             read_bytes_per_s: Some(io.read_bytes as f64 / dt_s),
@@ -330,17 +366,37 @@ impl SystemSource {
     }
 }
 
-/// Inode counts of a mounted filesystem (total, used), or None.
-fn inodes(mount: &std::path::Path) -> Option<(u64, u64)> {
+/// Bytes total, bytes available, and inodes (total, used) when the filesystem counts them.
+type Space = (u64, u64, Option<(u64, u64)>);
+
+/// Space of a mounted filesystem by `statvfs`: bytes total and available, inodes total and
+/// used (None when the filesystem has no inode count); None when it cannot be asked.
+fn space(mount: &std::path::Path) -> Option<Space> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(mount.as_os_str().as_bytes()).ok()?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 || st.f_files == 0 {
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return None;
     }
-    let total = st.f_files as u64;
-    Some((total, total.saturating_sub(st.f_ffree as u64)))
+    // the block size sysinfo used (f_bsize; equal to f_frsize on the filesystems we meet)
+    let bsize = st.f_bsize as u64;
+    let total = bsize.saturating_mul(st.f_blocks as u64);
+    let avail = bsize.saturating_mul(st.f_bavail as u64);
+    let files = st.f_files as u64;
+    let inodes = (files > 0).then(|| (files, files.saturating_sub(st.f_ffree as u64)));
+    Some((total, avail, inodes))
+}
+
+/// The `/proc/diskstats` name of a mount's device: `/dev/mmcblk0p1` is `mmcblk0p1`, a
+/// `/dev/mapper` link is resolved to its `dm-N` (as sysinfo names it).
+fn diskstats_name(device: &std::ffi::OsStr) -> String {
+    let p = std::path::Path::new(device);
+    let real = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    real.strip_prefix("/dev")
+        .unwrap_or(&real)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Pseudo and container filesystems that say nothing about the machine's storage.
@@ -359,63 +415,55 @@ impl super::MetricSource for SystemSource {
             .unwrap_or(self.opts.interval_ms as f64 / 1000.0);
         self.last_ms = Some(now_ms);
 
-        self.sys
-            .refresh_cpu_specifics(CpuRefreshKind::nothing().with_cpu_usage().with_frequency());
-        self.sys.refresh_memory_specifics(MemoryRefreshKind::everything());
-        self.disks.refresh(true);
-        self.networks.refresh(true);
-        self.components.refresh(true);
-
-        let load = System::load_average();
-        let cpu = CpuStats {
-            usage_pct: self.sys.global_cpu_usage(),
-            per_core_pct: self.sys.cpus().iter().map(|c| c.cpu_usage()).collect(),
-            freq_mhz: self.sys.cpus().iter().map(|c| c.frequency() as u32).collect(),
-            load1: load.one as f32,
-            load5: load.five as f32,
-            load15: load.fifteen as f32,
-        };
-        let memory = MemoryStats {
-            total_bytes: self.sys.total_memory(),
-            used_bytes: self.sys.used_memory(),
-            available_bytes: self.sys.available_memory(),
-            swap_total_bytes: self.sys.total_swap(),
-            swap_used_bytes: self.sys.used_swap(),
-        };
+        if self
+            .lists_at_ms
+            .is_none_or(|t| now_ms - t >= self.opts.scan_every_ms || now_ms < t)
+        {
+            self.relist(now_ms);
+        } else {
+            for c in self.components.iter_mut() {
+                c.refresh();
+            }
+        }
+        let mut cpu = self.host.cpu_stats();
+        cpu.freq_mhz = self.host.freq_mhz().unwrap_or_else(|| self.freq_mhz.clone());
+        let memory = self.host.memory().unwrap_or_default();
+        let stats = self.inside.diskstats();
         let disks = self
             .disks
             .iter()
-            .filter(|d| interesting_fs(&d.file_system().to_string_lossy()))
-            .map(|d| {
-                let u = d.usage();
-                let ino = inodes(d.mount_point());
-                DiskStats {
+            .zip(&self.disk_devs)
+            .filter(|(d, _)| interesting_fs(&d.file_system().to_string_lossy()))
+            .map(|(d, dev)| {
+                let (total, avail, ino) = space(d.mount_point()).unwrap_or_default();
+                let mut s = DiskStats {
                     mount: d.mount_point().to_string_lossy().into_owned(),
                     fs: d.file_system().to_string_lossy().into_owned(),
-                    total_bytes: d.total_space(),
-                    used_bytes: d.total_space().saturating_sub(d.available_space()),
+                    total_bytes: total,
+                    used_bytes: total.saturating_sub(avail),
                     inodes_total: ino.map(|i| i.0),
                     inodes_used: ino.map(|i| i.1),
-                    read_bytes_per_s: Some(u.read_bytes as f64 / elapsed_s),
-                    write_bytes_per_s: Some(u.written_bytes as f64 / elapsed_s),
+                    read_bytes_per_s: None,
+                    write_bytes_per_s: None,
+                };
+                if let Some(st) = stats.iter().find(|s| &s.name == dev) {
+                    let now = (st.sectors_read, st.sectors_written);
+                    let (r, w) = self.disk_io.get(dev).copied().unwrap_or(now);
+                    s.read_bytes_per_s = Some(now.0.saturating_sub(r) as f64 * 512.0 / elapsed_s);
+                    s.write_bytes_per_s = Some(now.1.saturating_sub(w) as f64 * 512.0 / elapsed_s);
                 }
+                s
             })
             .collect();
-        let net = self
-            .networks
+        self.disk_io = self
+            .disk_devs
             .iter()
-            .map(|(name, n)| NetStats {
-                iface: name.clone(),
-                rx_bytes: n.total_received(),
-                tx_bytes: n.total_transmitted(),
-                rx_packets: n.total_packets_received(),
-                tx_packets: n.total_packets_transmitted(),
-                rx_errors: n.total_errors_on_received(),
-                tx_errors: n.total_errors_on_transmitted(),
-                rx_bytes_per_s: n.received() as f64 / elapsed_s,
-                tx_bytes_per_s: n.transmitted() as f64 / elapsed_s,
+            .filter_map(|dev| {
+                let st = stats.iter().find(|s| &s.name == dev)?;
+                Some((dev.clone(), (st.sectors_read, st.sectors_written)))
             })
             .collect();
+        let (net, ifaces) = self.inside.net(now_ms, elapsed_s);
         let temperatures = self
             .components
             .iter()
@@ -434,15 +482,15 @@ impl super::MetricSource for SystemSource {
             // taken: the next record carries the scan's counts and top lists only if it scans
             // again (the server keeps the last scanned table per machine)
             procs: std::mem::take(&mut self.table),
-            ifaces: self.inside.ifaces(now_ms),
+            ifaces,
             tcp: self.tcp,
-            block: self.inside.block(now_ms),
+            block: self.inside.block_from(now_ms, &stats),
             // the link measures the broker path and adds it (see `link`)
             broker: Default::default(),
         };
         Telemetry {
             interval_ms: self.opts.interval_ms,
-            uptime_s: System::uptime(),
+            uptime_s: self.host.uptime_s().unwrap_or_else(System::uptime),
             cpu,
             memory,
             disks,
@@ -527,6 +575,25 @@ mod tests {
     fn collects_real_memory_and_cpu_figures() {
         let mut s = SystemSource::new(1000);
         let t = s.collect(common::time::now_ms());
+        // the mounts and their space as sysinfo reads them (statvfs both; space moves)
+        let d = sysinfo::Disks::new_with_refreshed_list();
+        for ours in &t.disks {
+            let theirs = d
+                .iter()
+                .find(|x| x.mount_point().to_string_lossy() == ours.mount)
+                .unwrap();
+            assert_eq!(ours.total_bytes, theirs.total_space(), "{ours:?}");
+            let used = theirs.total_space() - theirs.available_space();
+            assert!(ours.used_bytes.abs_diff(used) < 256 << 20, "{ours:?}");
+        }
+        assert!(!t.disks.is_empty() && !t.net.is_empty());
+        assert!(
+            t.disks.iter().any(|d| d.read_bytes_per_s.is_some()),
+            "{:?}",
+            t.disks
+        );
+        let s2 = SystemSource::new(1000).collect(common::time::now_ms());
+        assert_eq!(s2.memory.total_bytes, t.memory.total_bytes);
         assert!(t.memory.total_bytes > 0);
         assert!(!t.cpu.per_core_pct.is_empty());
         assert!(t.uptime_s > 0);
