@@ -4,7 +4,8 @@
 //! three measured in the same window (see [`crate::memory`] for what each measure counts); and
 //! the time of one full collection beside the time of one node_exporter scrape.
 //!
-//! Targets (issue 18): RssAnon and working set at most 0.25x node_exporter's, CPU at most 0.3x.
+//! Targets: RssAnon at most 0.2x node_exporter's and working set at most 0.15x (issue 25,
+//! step 6; issue 18 asked 0.25x for both), CPU at most 0.3x (issue 18).
 //! RSS and PSS are shown beside them without a target: they count clean pages of the binary
 //! the kernel may drop at any time, which a process can move without needing less memory.
 
@@ -22,7 +23,10 @@ use crate::setup::{self, AgentSpec, Ctx, FleetServer, ServerSpec};
 const MIB: f64 = 1024.0;
 
 /// The agent's private memory and working set: at most this times node_exporter's (issue 18).
-const MEMORY_RATIO: f64 = 0.25;
+/// Private memory (RssAnon) against node_exporter's (issue 25).
+const ANON_RATIO: f64 = 0.2;
+/// Working set against node_exporter's (issue 25).
+const WS_RATIO: f64 = 0.15;
 /// The agent's CPU: at most this times node_exporter's, scraped every second (issue 18).
 const CPU_RATIO: f64 = 0.3;
 /// Working-set intervals back to back in the window (the larger is shown).
@@ -236,7 +240,7 @@ fn targeted(a: &Footprint, n: &Footprint, ws_interval: Duration, received: u64) 
         ratio_target(
             Figure::new("agent private memory (RssAnon, max)", anon.0, "MiB")
                 .vs("node_exporter RssAnon (max)", anon.1),
-            MEMORY_RATIO,
+            ANON_RATIO,
         )
         .note(format!(
             "mean {} MiB, node_exporter {} MiB; resident anonymous pages by mapping at the end of \
@@ -262,7 +266,7 @@ fn targeted(a: &Footprint, n: &Footprint, ws_interval: Duration, received: u64) 
                 "MiB",
             )
             .vs("node_exporter working set, measured the same way", ws.1),
-            MEMORY_RATIO,
+            WS_RATIO,
         )
         .note(format!(
             "each interval: agent {}, node_exporter {} MiB; referenced by mapping in the larger: \
